@@ -1,0 +1,30 @@
+# symconv — every target here works; none is a stub.
+VENV   ?= .venv
+PYTHON ?= python3
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: install test lint format derivations
+
+install: $(STAMP)
+
+# Re-installs only when the project metadata changed (idempotent, fast otherwise).
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+lint: install
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+format: install
+	$(PY) -m ruff format .
+	$(PY) -m ruff check --fix .
+
+test: install lint
+	$(PY) -m pytest -q
+
+derivations: install
+	$(PY) -m derive book --out generated

@@ -1,0 +1,1 @@
+"""Everything emitted by ``make codegen``. Never edit by hand."""
