@@ -1,0 +1,440 @@
+"""Layer forward formulas (lecture: 卷积层的前向计算, Pooling 层的前向计算).
+
+The structural 2-D operations used by the layer and gradient derivations are
+SymPy matrices in exact arithmetic. Valid cross-correlation, full
+convolution, 180-degree rotation and output size come from
+:mod:`derive.convolution`; here are zero padding, stride dilation, the lecture's
+``down()`` (mean / max) and ``up()`` (Kronecker up-sampling). Next to them,
+:func:`conv2d_explicit` builds a multi-channel convolution layer entry by entry
+straight from the index definition, with SymPy symbols, so that derivations can
+prove the structural forms equal to the definition.
+
+Conventions follow the kernel API: forward "convolution" is cross-correlation,
+
+    y[k, i, j] = b[k] + sum_{c in M_k} sum_{u, v} xp[c, i*s + u, j*s + v] * w[k, c, u, v],
+
+with ``xp`` the input zero-padded by ``p``.
+
+Examples
+--------
+>>> import sympy as sp
+>>> up_mean(sp.Matrix([[1, 3], [2, 4]]), 2)[0, :]
+Matrix([[1/4, 1/4, 3/4, 3/4]])
+>>> down_mean(up_mean(sp.Matrix([[1, 3], [2, 4]]), 2), 2)
+Matrix([
+[1/4, 3/4],
+[1/2,   1]])
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import sympy as sp
+
+from derive.convolution import output_size, same, xcorr2d
+from derive.core import EXHAUSTIVE, Derivation, Step, derivation
+
+# --- structural 2-D operations ------------------------------------------------
+
+
+def _check_matrix(name: str, m) -> sp.Matrix:
+    if not isinstance(m, sp.MatrixBase):
+        raise TypeError(f"{name} must be a sympy Matrix, got {type(m).__name__}")
+    return m
+
+
+def _check_int(name: str, value, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def pad(a, p: int) -> sp.Matrix:
+    """Zero-pad ``a`` by ``p`` on every side.
+
+    >>> pad(sp.Matrix([[7]]), 1)
+    Matrix([
+    [0, 0, 0],
+    [0, 7, 0],
+    [0, 0, 0]])
+    """
+    a, p = _check_matrix("a", a), _check_int("p", p, 0)
+    out = sp.zeros(a.rows + 2 * p, a.cols + 2 * p)
+    out[p : p + a.rows, p : p + a.cols] = a
+    return out
+
+
+def dilate(a, s: int) -> sp.Matrix:
+    """Insert ``s - 1`` zeros between neighbouring entries (the stride's adjoint).
+
+    >>> dilate(sp.Matrix([[1, 2]]), 2)
+    Matrix([[1, 0, 2]])
+    """
+    a, s = _check_matrix("a", a), _check_int("s", s, 1)
+    out = sp.zeros((a.rows - 1) * s + 1, (a.cols - 1) * s + 1)
+    for i, j in itertools.product(range(a.rows), range(a.cols)):
+        out[i * s, j * s] = a[i, j]
+    return out
+
+
+def up_mean(d, n: int) -> sp.Matrix:
+    """The lecture's ``up(x) = x ⊗ 1_{n×n} / n²`` (mean-pooling back-propagation).
+
+    >>> up_mean(sp.Matrix([[4]]), 2)
+    Matrix([
+    [1, 1],
+    [1, 1]])
+    """
+    d, n = _check_matrix("d", d), _check_int("n", n, 1)
+    return sp.kronecker_product(d, sp.ones(n, n)) / n**2
+
+
+def _windows(a: sp.Matrix, n: int):
+    """Yield ``(i, j, window)`` for the non-overlapping n x n windows of ``a``."""
+    a, n = _check_matrix("a", a), _check_int("n", n, 1)
+    if a.rows % n or a.cols % n:
+        raise ValueError(f"pooling: shape {a.shape} is not divisible by n={n}")
+    for i, j in itertools.product(range(a.rows // n), range(a.cols // n)):
+        yield i, j, a[i * n : (i + 1) * n, j * n : (j + 1) * n]
+
+
+def down_mean(a, n: int) -> sp.Matrix:
+    """Mean over non-overlapping ``n x n`` windows (the lecture's mean ``down()``).
+
+    >>> down_mean(sp.Matrix([[1, 3], [5, 7]]), 2)
+    Matrix([[4]])
+    """
+    out = sp.zeros(a.rows // n, a.cols // n)
+    for i, j, win in _windows(a, n):
+        out[i, j] = sum(win, sp.Integer(0)) / n**2
+    return out
+
+
+def down_max(a, n: int) -> tuple[sp.Matrix, dict]:
+    """Max over ``n x n`` windows, and the recorded source of each maximum.
+
+    Returns ``(pooled, argmax)`` with ``argmax[(i, j)] = (r, c)`` the position in
+    ``a`` of the first maximum in row-major order (the kernel API's tie rule).
+    Entries must be comparable numbers.
+
+    >>> down_max(sp.Matrix([[1, 9], [9, 2]]), 2)
+    (Matrix([[9]]), {(0, 0): (0, 1)})
+    """
+    out, argmax = sp.zeros(a.rows // n, a.cols // n), {}
+    for i, j, win in _windows(a, n):
+        best = max(range(n * n), key=lambda t: (win[t], -t))  # first maximum wins ties
+        out[i, j] = win[best]
+        argmax[(i, j)] = (i * n + best // n, j * n + best % n)
+    return out, argmax
+
+
+def route_max(d, argmax: dict, shape: tuple[int, int]) -> sp.Matrix:
+    """Max-pooling back-propagation: ``d[i, j]`` goes to ``argmax[(i, j)]``, 0 elsewhere.
+
+    >>> route_max(sp.Matrix([[5]]), {(0, 0): (1, 0)}, (2, 2))
+    Matrix([
+    [0, 0],
+    [5, 0]])
+    """
+    d = _check_matrix("d", d)
+    out = sp.zeros(*shape)
+    for (i, j), (r, c) in argmax.items():
+        out[r, c] += d[i, j]
+    return out
+
+
+# --- the explicit convolution layer ---------------------------------------------
+
+
+def conv2d_explicit(n_in, n_out, h, w, kh, kw, stride=1, padding=0, table=None):
+    """A convolution layer written entry by entry from the index definition.
+
+    ``S[k, i, j] = b[k] + sum_{c in M_k} sum_{u<kh, v<kw} x[c, i*s+u-p, j*s+v-p] w[k, c, u, v]``
+    where out-of-range input indices (the zero padding) contribute nothing.
+
+    Parameters
+    ----------
+    n_in, n_out, h, w, kh, kw : int
+        Input / output channels, input height and width, kernel height and width.
+    stride, padding : int
+        ``s >= 1``, ``p >= 0``.
+    table : sequence of sequences of int, optional
+        ``table[k]`` lists the input channels output channel ``k`` reads
+        (LeNet's C3); None connects all.
+
+    Returns
+    -------
+    (x, w, b, S)
+        SymPy ``Array`` of symbols ``x_{c,i,j}`` shape (n_in, h, w), ``w_{k,c,u,v}``
+        shape (n_out, n_in, kh, kw), ``b_{k}`` shape (n_out,), and the output
+        expressions ``S`` shape (n_out, Ho, Wo).
+
+    Examples
+    --------
+    >>> x, wt, b, S = conv2d_explicit(1, 1, 2, 2, 2, 2)
+    >>> S.shape
+    (1, 1, 1)
+    >>> S[0, 0, 0] - b[0] == sum(x[0, u, v] * wt[0, 0, u, v] for u in (0, 1) for v in (0, 1))
+    True
+    >>> conv2d_explicit(1, 1, 2, 2, 3, 3)
+    Traceback (most recent call last):
+    ...
+    ValueError: conv2d_explicit: output would be 0x0 (h=2, w=2, kh=3, kw=3, stride=1, padding=0)
+    """
+    for name, v in (("n_in", n_in), ("n_out", n_out), ("h", h), ("w", w), ("kh", kh), ("kw", kw)):
+        _check_int(name, v, 1)
+    _check_int("stride", stride, 1)
+    _check_int("padding", padding, 0)
+    ho, wo = int(output_size(h, kh, padding, stride)), int(output_size(w, kw, padding, stride))
+    if ho < 1 or wo < 1:
+        raise ValueError(
+            f"conv2d_explicit: output would be {max(ho, 0)}x{max(wo, 0)} "
+            f"(h={h}, w={w}, kh={kh}, kw={kw}, stride={stride}, padding={padding})"
+        )
+    links = _table_links(table, n_in, n_out)
+    x = _named("x", (n_in, h, w))
+    wt = _named("w", (n_out, n_in, kh, kw))
+    b = _named("b", (n_out,))
+
+    def entry(k, i, j):
+        terms = [
+            x[c, i * stride + u - padding, j * stride + v - padding] * wt[k, c, u, v]
+            for c in links[k]
+            for u in range(kh)
+            for v in range(kw)
+            if 0 <= i * stride + u - padding < h and 0 <= j * stride + v - padding < w
+        ]
+        return b[k] + sp.Add(*terms)
+
+    s = [[[entry(k, i, j) for j in range(wo)] for i in range(ho)] for k in range(n_out)]
+    return x, wt, b, sp.Array(s)
+
+
+def _named(stem: str, shape: tuple[int, ...]) -> sp.Array:
+    """A SymPy Array of symbols ``stem_{i,j,...}`` of the given shape."""
+    cells = [
+        sp.Symbol(f"{stem}_{{{','.join(map(str, idx))}}}")
+        for idx in itertools.product(*map(range, shape))
+    ]
+    return sp.Array(cells, shape)
+
+
+def _table_links(table, n_in: int, n_out: int) -> tuple[tuple[int, ...], ...]:
+    if table is None:
+        return (tuple(range(n_in)),) * n_out
+    links = tuple(tuple(row) for row in table)
+    if (
+        len(links) != n_out
+        or not all(links)
+        or any(not 0 <= c < n_in for row in links for c in row)
+    ):
+        raise ValueError(
+            f"table must list, for each of the {n_out} outputs, at least one input < {n_in}"
+        )
+    return links
+
+
+def plane(arr, *idx) -> sp.Matrix:
+    """The 2-D plane ``arr[idx..., :, :]`` of a SymPy Array as a Matrix.
+
+    >>> plane(_named("x", (2, 1, 2)), 1)
+    Matrix([[x_{1,0,0}, x_{1,0,1}]])
+    """
+    sub = arr[idx] if idx else arr
+    return sp.Matrix(sub.tolist())
+
+
+def structural_conv(x, wt, b, stride, padding, table=None) -> list[sp.Matrix]:
+    """``S_k = b_k + sum_{c in M_k} xcorr2d(x_c, w_kc, stride, padding)`` (one Matrix per k)."""
+    n_out, n_in = wt.shape[0], wt.shape[1]
+    links = _table_links(table, n_in, n_out)
+    out = []
+    for k in range(n_out):
+        maps = [xcorr2d(plane(x, c), plane(wt, k, c), stride, padding) for c in links[k]]
+        total = sum(maps[1:], maps[0]) if maps else None
+        out.append(total + b[k] * sp.ones(*total.shape))
+    return out
+
+
+# --- derivations ---------------------------------------------------------------------
+
+#: (n_in, n_out, h, w, kh, kw, stride, padding, table) cases of the forward check.
+_FORWARD_CASES = (
+    (1, 1, 3, 3, 2, 2, 1, 0, None),
+    (2, 2, 4, 4, 3, 3, 1, 0, None),
+    (2, 2, 5, 4, 3, 2, 2, 1, None),
+    (3, 2, 4, 4, 2, 2, 1, 0, ((0, 2), (1,))),  # a C3-like partial table
+    (1, 2, 5, 5, 3, 3, 2, 0, None),
+)
+
+
+def _forward_matches(case) -> bool:
+    *sizes, table = case
+    x, wt, b, s = conv2d_explicit(*sizes, table=table)
+    structural = structural_conv(x, wt, b, sizes[6], sizes[7], table)
+    return all(same(plane(s, k), structural[k]) for k in range(len(structural)))
+
+
+@derivation("layer.conv_forward", "Convolution layer forward pass")
+def _conv_forward() -> Derivation:
+    x, wt, b, s = conv2d_explicit(2, 1, 3, 3, 2, 2)
+    structural = structural_conv(x, wt, b, 1, 0)[0]
+    # Display: two input maps a_0, a_1 of a 3x3 layer, one output map, 2x2 kernels.
+    a0, a1, k0, k1 = plane(x, 0), plane(x, 1), plane(wt, 0, 0), plane(wt, 0, 1)
+    steps = (
+        Step(
+            sp.Matrix(s[0].tolist()),
+            structural,
+            "The lecture's z_j = sum_{i in M_j} a_i * k_ji + b_j, written entry by entry from "
+            "S(i,j) = sum_m sum_n I(i+m, j+n) K(m, n), equals the sum over connected input "
+            "maps of the valid cross-correlations plus the bias (2 input maps, 3x3, 2x2 kernels).",
+            check=lambda: same(sp.Matrix(s[0].tolist()), structural),
+            note="expansion of both sides",
+            latex=(
+                r"z_0 = \sum_{i \in M_0} a_i \star k_{0i} + b_0 = "
+                + sp.latex(xcorr2d(a0, k0) + xcorr2d(a1, k1) + b[0] * sp.ones(2, 2))
+            ),
+        ),
+        Step(
+            sp.Symbol("z_k[i,j]"),
+            sp.Symbol("S_k[i,j]"),
+            "With stride s, zero padding p and a connection table M_k, the explicit definition "
+            "equals b_k + sum_{c in M_k} xcorr2d(x_c, w_kc, s, p) "
+            "(cases: n_in, n_out, h, w, kh, kw, s, p, table).",
+            method=EXHAUSTIVE,
+            check=_forward_matches,
+            cases=_FORWARD_CASES,
+            latex=(
+                r"z_k[i,j] = b_k + \sum_{c \in M_k} \sum_{u,v} "
+                r"x^{(p)}_c[i s + u, j s + v]\, w_{kc}[u,v]"
+            ),
+        ),
+    )
+    return Derivation(
+        "layer.conv_forward",
+        "Convolution layer forward pass",
+        "卷积层的前向计算 (z_j = Σ_{i∈M_j} a_i * k_ji + b_j, a_j = f(z_j))",
+        steps,
+        summary=(
+            "A convolution layer sums, over the input maps M_j connected to output map j, the "
+            "valid cross-correlation of each input map with its kernel, adds one bias per map "
+            "and applies f element-wise (a_j = f(z_j)). The structural form is proven equal to "
+            "the index definition, including stride, padding and a partial connection table."
+        ),
+        data={"explicit": s, "structural": structural},
+    )
+
+
+def _pool_matrix(size: int, n: int) -> sp.Matrix:
+    """``P = I_{size/n} ⊗ 1_{1×n}``: ``P a Pᵀ`` sums every n x n window of ``a``."""
+    return sp.kronecker_product(sp.eye(size // n), sp.ones(1, n))
+
+
+def _mean_pool_cases_ok(case) -> bool:
+    h, w, n = case
+    a = plane(_named("a", (1, h, w)), 0)
+    d = plane(_named("d", (1, h // n, w // n)), 0)
+    as_matrix = _pool_matrix(h, n) * a * _pool_matrix(w, n).T / n**2
+    # <down(a), d> = <a, up(d)>: up() is the adjoint of mean down().
+    adjoint = same(
+        sum(down_mean(a, n).multiply_elementwise(d)), sum(a.multiply_elementwise(up_mean(d, n)))
+    )
+    return same(down_mean(a, n), as_matrix) and adjoint
+
+
+#: Concrete planes (and window size) for the max-pooling check; includes ties.
+_MAX_CASES = (
+    (((3, 1), (2, 0)), 2),
+    (((1, 2, 0, 7), (5, 1, 3, 3), (0, 0, 2, 1), (4, -1, 6, 6)), 2),
+    (((1, 1), (1, 1)), 2),
+    (((0, 5, 1), (2, 9, 9), (3, 4, 8)), 3),
+)
+
+
+def _max_pool_ok(case) -> bool:
+    rows, n = case
+    a = sp.Matrix(rows)
+    pooled, argmax = down_max(a, n)
+    for i, j, win in _windows(a, n):
+        r, c = argmax[(i, j)]
+        first = next(t for t in range(n * n) if win[t] == sp.Max(*win))
+        if pooled[i, j] != sp.Max(*win) or (r - i * n) * n + (c - j * n) != first:
+            return False
+    return True
+
+
+@derivation("layer.pool_forward", "Pooling layer forward pass")
+def _pool_forward() -> Derivation:
+    beta, bias, coef = sp.symbols("beta_k b_k c_k")
+    a = plane(_named("a", (1, 4, 4)), 0)
+    p4 = _pool_matrix(4, 2)
+    mean_z = beta * down_mean(a, 2) + bias * sp.ones(2, 2)
+    lenet_z = sp.Matrix(2, 2, lambda i, j: coef * sum(a[2 * i : 2 * i + 2, 2 * j : 2 * j + 2]))
+    steps = (
+        Step(
+            mean_z,
+            beta * p4 * a * p4.T / 4 + bias * sp.ones(2, 2),
+            "Mean pooling: z_k = beta_k down(a_j) + b_k with down() the mean of each 2x2 window; "
+            "as matrices down(a) = P a P^T / n^2 with P = I ⊗ 1_{1×n} (4x4 input).",
+            check=lambda: same(mean_z, beta * p4 * a * p4.T / 4 + bias * sp.ones(2, 2)),
+            note="expansion of both sides",
+            latex=(
+                r"\beta_k\,\mathrm{down}(a) + b_k = "
+                + sp.latex(mean_z)
+                + r" = \frac{\beta_k}{4} P a P^{T} + b_k"
+            ),
+        ),
+        Step(
+            sp.Symbol("<down(a),d>"),
+            sp.Symbol("<a,up(d)>"),
+            "For every size (h, w, n): down(a) = P_h a P_w^T / n^2, and the lecture's "
+            "up(x) = x ⊗ 1_{n×n} / n^2 is its adjoint: <down(a), d> = <a, up(d)>.",
+            method=EXHAUSTIVE,
+            check=_mean_pool_cases_ok,
+            cases=((2, 2, 2), (4, 4, 2), (4, 6, 2), (6, 6, 3), (6, 4, 2)),
+            latex=(
+                r"\langle \mathrm{down}(a), d \rangle = \langle a, \mathrm{up}(d) \rangle, "
+                r"\quad \mathrm{up}(d) = \frac{d \otimes 1_{n \times n}}{n^2}"
+            ),
+        ),
+        Step(
+            sp.Symbol("down_max(a)[i,j]"),
+            sp.Symbol("Max(window_ij)"),
+            "Max pooling: down() takes the maximum of each window; the recorded source is the "
+            "first maximum in row-major order (ties included in the cases).",
+            method=EXHAUSTIVE,
+            check=_max_pool_ok,
+            cases=_MAX_CASES,
+            latex=r"\mathrm{down}_{\max}(a)_{ij} = \max_{(r,c) \in M_{ij}} a_{rc}",
+        ),
+        Step(
+            lenet_z + bias * sp.ones(2, 2),
+            (4 * coef) * down_mean(a, 2) + bias * sp.ones(2, 2),
+            "LeNet-5's S2/S4 subsampling (the four inputs summed, times a trainable coefficient, "
+            "plus a trainable bias) is mean pooling with beta_k = n^2 c_k.",
+            check=lambda: same(
+                lenet_z + bias * sp.ones(2, 2), 4 * coef * down_mean(a, 2) + bias * sp.ones(2, 2)
+            ),
+            note="expansion of both sides",
+            latex=(
+                r"c_k \sum_{(r,c) \in M_{ij}} a_{rc} + b_k = "
+                r"(n^2 c_k)\, \mathrm{down}_{\mathrm{mean}}(a)_{ij} + b_k"
+            ),
+        ),
+    )
+    return Derivation(
+        "layer.pool_forward",
+        "Pooling layer forward pass",
+        "Pooling 层的前向计算 (z_k = β_k down(a_j) + b_k)",
+        steps,
+        summary=(
+            "A pooling layer maps each non-overlapping n x n window to one value, scales it by "
+            "beta_k and adds b_k (the lecture notes beta may be 1 and b 0). Mean down() is a "
+            "linear map whose adjoint is the lecture's up(); max down() selects and records the "
+            "window's maximum. LeNet-5's trainable subsampling is the mean case with "
+            "beta_k = n^2 c_k."
+        ),
+    )
