@@ -1,0 +1,89 @@
+"""Command line: ``python -m derive list | show ID [--latex] | book --out DIR``.
+
+Exit status: 0 on success; 1 when a step's check failed (an UNVERIFIED step is
+reported, not a failure) or a derivation could not be built; 2 for usage errors
+and unknown ids (the message suggests close ids).
+
+>>> main(["show", "conv.output_siz"])
+2
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from derive import core, render
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m derive",
+        description="symconv's checked derivations of the lecture's mathematics.",
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("list", help="every derivation: id, title, verified/unverified")
+    show = sub.add_parser("show", help="one derivation as readable text (or LaTeX)")
+    show.add_argument("id", help="derivation id, e.g. conv.output_size")
+    show.add_argument("--latex", action="store_true", help="print the LaTeX of every step")
+    book = sub.add_parser("book", help="write derivations.tex and derivations.md")
+    book.add_argument("--out", required=True, help="output directory (created if missing)")
+    return p
+
+
+def _list() -> int:
+    status = 0
+    rows = []
+    for id_ in core.ids():
+        try:
+            label = render.derivation_status(core.get(id_).verify())
+        except Exception as exc:  # a builder that crashes is reported, the listing goes on
+            label = f"ERROR ({type(exc).__name__}: {exc})"
+        if label not in (render.VERIFIED, render.UNVERIFIED_LABEL):
+            status = 1
+        rows.append((id_, core.title(id_), label))
+    width = max((len(r[0]) for r in rows), default=0)
+    twidth = max((len(r[1]) for r in rows), default=0)
+    for id_, title, label in rows:
+        print(f"{id_:<{width}}  {title:<{twidth}}  {label}")
+    return status
+
+
+def _show(id_: str, latex: bool) -> int:
+    d = core.get(id_)
+    results = d.verify()
+    print(render.to_latex(d, results) if latex else render.to_text(d, results), end="\n")
+    return 1 if render.derivation_status(results) == render.FAILED else 0
+
+
+def _book(out: str) -> int:
+    paths, built = render.write_book(out)
+    for path in paths:
+        print(path)
+    failed = [d.id for d, res in built if render.derivation_status(res) == render.FAILED]
+    if failed:
+        print(f"error: failed steps in: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI on ``argv`` (default ``sys.argv[1:]``); return the exit status."""
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "list":
+            return _list()
+        if args.command == "show":
+            return _show(args.id, args.latex)
+        return _book(args.out)
+    except core.UnknownDerivation as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
