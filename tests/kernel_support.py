@@ -1,0 +1,190 @@
+"""Shared helpers of the kernel tests: backends, drawn cases, rounding-error bounds.
+
+Backends are the two generated modules of the kernel contract
+(``generated.np_kernels`` and ``generated.c_kernels``). A backend whose module
+has not been generated yet is *skipped* with that reason; any other import
+error fails the test.
+
+Tolerances follow the standard rounding-error bound for a sum of ``n``
+products (Higham, *Accuracy and Stability of Numerical Algorithms*, 3.1):
+``|fl(sum) - sum| <= gamma_n * sum|terms|`` with ``gamma_n = n u / (1 - n u)``
+and ``u`` the unit roundoff of the dtype (2**-24 for float32, 2**-53 for
+float64). It holds for every summation order (pairwise, blocked, SIMD, FMA),
+so it is the tightest bound the generated code can be held to; ``sum|terms|``
+is evaluated exactly by the SymPy oracle on ``|inputs|``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+import reference as ref
+from hypothesis import strategies as st
+
+MODULES = {"np": "generated.np_kernels", "c": "generated.c_kernels"}
+DTYPES = (np.float32, np.float64)
+UNIT_ROUNDOFF = {np.dtype(np.float32): 2.0**-24, np.dtype(np.float64): 2.0**-53}
+
+
+def load_backend(name: str):
+    """Import a generated backend, or skip the test when it is not generated yet."""
+    modname = MODULES[name]
+    try:
+        return importlib.import_module(modname)
+    except ModuleNotFoundError as exc:
+        if exc.name == modname:
+            pytest.skip(f"{modname} is not generated yet (make codegen has not emitted it)")
+        raise
+
+
+def backend_fixture():
+    """A module-scoped fixture parametrized over both backends (ids ``np`` and ``c``).
+
+    Module scope keeps it usable inside hypothesis ``@given`` tests.
+    """
+
+    @pytest.fixture(scope="module", params=sorted(MODULES, reverse=True))
+    def kern(request):
+        return load_backend(request.param)
+
+    return kern
+
+
+def both_backends():
+    """``(np_kernels, c_kernels)``, skipping while either is not generated."""
+    return load_backend("np"), load_backend("c")
+
+
+def gamma(n: int, dtype) -> float:
+    """``gamma_n = n u / (1 - n u)``: relative error bound of an n-term dot product."""
+    u = UNIT_ROUNDOFF[np.dtype(dtype)]
+    return n * u / (1 - n * u)
+
+
+def assert_within(got, exact_value, bound, tol_abs, what: str):
+    """``|got - exact| <= tol`` element-wise; message shows the worst entry.
+
+    ``exact_value`` is float64 (the oracle's exact result rounded once);
+    ``tol_abs`` is an array or scalar of absolute tolerances.
+    """
+    got = np.asarray(got, dtype=np.float64)
+    assert got.shape == np.shape(exact_value), f"{what}: shape {got.shape} != {exact_value.shape}"
+    err = np.abs(got - exact_value)
+    tol = np.broadcast_to(np.asarray(tol_abs, dtype=np.float64), err.shape)
+    bad = err > tol
+    if bad.any():
+        i = np.unravel_index(np.argmax(err - tol), err.shape)
+        raise AssertionError(
+            f"{what}: {bad.sum()} of {err.size} entries out of tolerance; worst at {i}: "
+            f"got {got[i]!r}, exact {exact_value[i]!r}, |err| {err[i]:.3e} > tol {tol[i]:.3e} "
+            f"(bound {np.broadcast_to(bound, err.shape)[i]!r})"
+        )
+
+
+def assert_sum_close(got, exact, abs_sum, n_terms: int, dtype, what: str):
+    """Check a kernel output that is an ``n_terms`` sum of products against the oracle.
+
+    Tolerance: ``gamma_{n_terms} * sum|terms|`` (the Higham bound for the
+    backend's own rounding) plus ``2**-53 * |exact|`` for rounding the exact
+    value to float64 for the comparison; doubled as a margin for the
+    ``1/(1-nu)`` approximations and compensated-looking orders.
+    """
+    exact_f, bound = ref.to_float(exact), ref.to_float(abs_sum)
+    tol = 2 * (gamma(n_terms, dtype) * bound + 2.0**-53 * np.abs(exact_f))
+    assert_within(got, exact_f, bound, tol, what)
+
+
+def check_output(arr, dtype, shape, what: str):
+    """Contract: a newly allocated C-contiguous array of the call's dtype and shape."""
+    assert isinstance(arr, np.ndarray), f"{what}: returned {type(arr).__name__}, not ndarray"
+    assert arr.dtype == np.dtype(dtype), f"{what}: dtype {arr.dtype} != {np.dtype(dtype)}"
+    assert arr.shape == tuple(shape), f"{what}: shape {arr.shape} != {tuple(shape)}"
+    assert arr.flags.c_contiguous, f"{what}: result not C-contiguous"
+
+
+# --------------------------------------------------------------------------- drawn cases
+
+
+@dataclass(frozen=True)
+class ConvCase:
+    """One convolution problem: shapes, stride, padding, optional table, dtype, seed."""
+
+    n: int
+    c: int
+    k: int
+    h: int
+    w: int
+    kh: int
+    kw: int
+    stride: int
+    padding: int
+    table: tuple | None  # rows of 0/1, shape (k, c)
+    table_dtype: str
+    dtype: str
+    seed: int
+
+    @property
+    def out_hw(self) -> tuple[int, int]:
+        s, p = self.stride, self.padding
+        return (self.h + 2 * p - self.kh) // s + 1, (self.w + 2 * p - self.kw) // s + 1
+
+    def arrays(self):
+        """``x, w, b, table`` drawn from a normal distribution in ``dtype``."""
+        rng = np.random.default_rng(self.seed)
+        dt = np.dtype(self.dtype)
+        x = rng.standard_normal((self.n, self.c, self.h, self.w)).astype(dt)
+        w = rng.standard_normal((self.k, self.c, self.kh, self.kw)).astype(dt)
+        b = rng.standard_normal(self.k).astype(dt)
+        table = None if self.table is None else np.array(self.table, dtype=self.table_dtype)
+        return x, w, b, table
+
+    def dy(self):
+        """A random output gradient of the forward's shape."""
+        rng = np.random.default_rng(self.seed + 1)
+        return rng.standard_normal((self.n, self.k, *self.out_hw)).astype(self.dtype)
+
+
+@st.composite
+def conv_cases(draw, max_side: int = 4, dtypes=("float32", "float64"), tables=True):
+    """Conv problems over the regimes of the lecture's output-size figures.
+
+    Kernel sides 1..4 (1x1 included), stride 1..3 (so stride > kernel happens),
+    padding 0..k-1 (full padding p=k-1 included), and input sides from the
+    smallest valid one (kernel as large as the padded input: Ho=1) upward.
+    """
+    kh, kw = draw(st.integers(1, max_side)), draw(st.integers(1, max_side))
+    padding = draw(st.integers(0, max(kh, kw) - 1))
+    stride = draw(st.integers(1, 3))
+    h_min, w_min = max(1, kh - 2 * padding), max(1, kw - 2 * padding)
+    h = draw(st.integers(h_min, h_min + 4))
+    w = draw(st.integers(w_min, w_min + 4))
+    n, c, k = draw(st.integers(1, 2)), draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    table = None
+    if tables and draw(st.booleans()):
+        table = tuple(
+            tuple(draw(st.lists(st.integers(0, 1), min_size=c, max_size=c))) for _ in range(k)
+        )
+    return ConvCase(
+        n=n,
+        c=c,
+        k=k,
+        h=h,
+        w=w,
+        kh=kh,
+        kw=kw,
+        stride=stride,
+        padding=padding,
+        table=table,
+        table_dtype=draw(st.sampled_from(["uint8", "bool"])),
+        dtype=draw(st.sampled_from(dtypes)),
+        seed=draw(st.integers(0, 2**32 - 1)),
+    )
+
+
+def pool_input(seed: int, n: int, c: int, hw: tuple[int, int], dtype) -> np.ndarray:
+    """A random NCHW pooling input with distinct entries (so the max is unique)."""
+    rng = np.random.default_rng(seed)
+    return rng.permutation(n * c * hw[0] * hw[1]).reshape(n, c, *hw).astype(dtype) / 4 - 3
