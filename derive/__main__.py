@@ -1,5 +1,9 @@
 """Command line: ``python -m derive list | show ID [--latex] | book --out DIR``.
 
+``list`` shows statuses recorded (by ``list`` or ``book``) for byte-identical
+derive sources and library versions, see :func:`derive.render.statuses`;
+``--fresh`` re-verifies. ``show`` and ``book`` always verify.
+
 Exit status: 0 on success; 1 when a step's check failed (an UNVERIFIED step is
 reported, not a failure) or a derivation could not be built; 2 for usage errors
 and unknown ids (the message suggests close ids).
@@ -23,7 +27,12 @@ def _parser() -> argparse.ArgumentParser:
         description="symconv's checked derivations of the lecture's mathematics.",
     )
     sub = p.add_subparsers(dest="command", required=True)
-    sub.add_parser("list", help="every derivation: id, title, verified/unverified")
+    lst = sub.add_parser("list", help="every derivation: id, title, verified/unverified")
+    lst.add_argument(
+        "--fresh",
+        action="store_true",
+        help="re-verify everything instead of using statuses recorded for identical sources",
+    )
     show = sub.add_parser("show", help="one derivation as readable text (or LaTeX)")
     show.add_argument("id", help="derivation id, e.g. conv.output_size")
     show.add_argument("--latex", action="store_true", help="print the LaTeX of every step")
@@ -32,22 +41,15 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _list() -> int:
-    status = 0
-    rows = []
-    for id_ in core.ids():
-        try:
-            label = render.derivation_status(core.get(id_).verify())
-        except Exception as exc:  # a builder that crashes is reported, the listing goes on
-            label = f"ERROR ({type(exc).__name__}: {exc})"
-        if label not in (render.VERIFIED, render.UNVERIFIED_LABEL):
-            status = 1
-        rows.append((id_, core.title(id_), label))
+def _list(fresh: bool) -> int:
+    labels = render.statuses(fresh=fresh)
+    rows = [(id_, core.title(id_), label) for id_, label in labels.items()]
     width = max((len(r[0]) for r in rows), default=0)
     twidth = max((len(r[1]) for r in rows), default=0)
     for id_, title, label in rows:
         print(f"{id_:<{width}}  {title:<{twidth}}  {label}")
-    return status
+    ok = {render.VERIFIED, render.UNVERIFIED_LABEL}
+    return 0 if all(label in ok for label in labels.values()) else 1
 
 
 def _show(id_: str, latex: bool) -> int:
@@ -73,7 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "list":
-            return _list()
+            return _list(args.fresh)
         if args.command == "show":
             return _show(args.id, args.latex)
         return _book(args.out)

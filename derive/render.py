@@ -24,10 +24,14 @@ source: nowhere
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import sys
 import tempfile
 import textwrap
 from collections.abc import Sequence
+from importlib import metadata
 from pathlib import Path
 
 from derive import core
@@ -305,6 +309,7 @@ def write_book(out_dir, ids: Sequence[str] | None = None) -> tuple[list[Path], l
         raise ValueError(f"out_dir {str(out)!r} exists and is not a directory")
     out.mkdir(parents=True, exist_ok=True)
     built = build(ids)
+    save_statuses({d.id: derivation_status(res) for d, res in built})
     paths = [
         _write_atomic(out / "derivations.tex", book_tex(built)),
         _write_atomic(out / "derivations.md", book_md(built)),
@@ -318,8 +323,81 @@ def _write_atomic(path: Path, text: str) -> Path:
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
             fh.write(text)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual mode
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
+
+
+# ---------------------------------------------------------------------------
+# Cached statuses (what `python -m derive list` shows without re-proving)
+# ---------------------------------------------------------------------------
+
+
+def source_key() -> str:
+    """sha256 of everything verification depends on: every ``derive/*.py`` (name and
+    bytes) and the versions of Python, SymPy, mpmath and NumPy.
+
+    Verification is deterministic given these, so a status recorded under the
+    same key is the status a fresh run would report.
+    """
+    h = hashlib.sha256()
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        h.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    h.update(sys.version.encode())
+    for dist in ("sympy", "mpmath", "numpy"):
+        try:
+            h.update(f"{dist}={metadata.version(dist)}".encode())
+        except metadata.PackageNotFoundError:
+            h.update(f"{dist}=absent".encode())
+    return h.hexdigest()
+
+
+def cache_file() -> Path:
+    """``$SYMCONV_CACHE_DIR/derive-status.json`` (default ``~/.cache/symconv``)."""
+    base = os.environ.get("SYMCONV_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "symconv"
+    )
+    return Path(base) / "derive-status.json"
+
+
+def save_statuses(labels: dict) -> None:
+    """Record ``{id: status}`` of a complete run (every registered id; only
+    ``verified``/``unverified``: failures and crashes are always re-checked)."""
+    if sorted(labels) != core.ids() or not set(labels.values()) <= {VERIFIED, UNVERIFIED_LABEL}:
+        return
+    try:
+        path = cache_file()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        record = {"key": source_key(), "status": labels}
+        _write_atomic(path, json.dumps(record, sort_keys=True, indent=1))
+    except OSError:
+        pass  # a cache that cannot be written only costs time on the next listing
+
+
+def statuses(fresh: bool = False) -> dict:
+    """Status label of every registered derivation: from the cache when it was
+    recorded for the current sources, else by verifying all (and recording)."""
+    if not fresh:
+        try:
+            cached = json.loads(cache_file().read_text(encoding="utf-8"))
+            if cached["key"] == source_key() and sorted(cached["status"]) == core.ids():
+                return cached["status"]
+        except (OSError, ValueError, KeyError, TypeError):
+            pass  # missing or unreadable cache: verify
+    labels = {}
+    for id_ in core.ids():
+        try:
+            labels[id_] = derivation_status(core.get(id_).verify())
+        except Exception as exc:  # a crashing builder is reported, the listing goes on
+            labels[id_] = f"ERROR ({type(exc).__name__}: {exc})"
+    save_statuses(labels)
+    return labels
