@@ -5,6 +5,12 @@ shape and training set-up; codegen emits them (without SymPy) into
 ``generated/lenet5_spec.py`` for the runtime. Exact values are SymPy
 ``Rational``; everything else is plain ``int``/``float``/``str``/``tuple``.
 
+The derivations ``lenet5.*`` check the spec: layer sizes from the output-size
+formula, parameter and connection counts computed from the layer table against
+the paper's figures (and the lecture's S2 slip), the C3 table's structure, the
+Euclidean RBF output and its gradient, the squashing constants, and the input
+normalisation.
+
 Examples
 --------
 >>> [layer.name for layer in LAYERS]
@@ -19,9 +25,15 @@ Examples
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
+import sympy as sp
 from sympy import Rational
+
+from derive.activations import map_criterion
+from derive.convolution import output_size, same
+from derive.core import EXHAUSTIVE, UNVERIFIED, Derivation, Step, derivation
 
 # --- input -------------------------------------------------------------------
 
@@ -230,3 +242,411 @@ def layer_connections(layer: Layer) -> int:
     if layer.kind == "subsample":
         return (layer.kernel**2 + 1) * units_per_map * layer.out_maps
     return layer.in_maps * layer.out_maps
+
+
+# --- derivations ---------------------------------------------------------------------
+
+
+def _stride(layer: Layer) -> int:
+    """Subsampling windows do not overlap (stride = window); convolutions slide by 1."""
+    return layer.kernel if layer.kind == "subsample" else 1
+
+
+def _size_follows(layer: Layer) -> bool:
+    return output_size(layer.in_size, layer.kernel, 0, _stride(layer)) == layer.out_size
+
+
+def _chained(pair) -> bool:
+    before, after = pair
+    return before.out_maps == after.in_maps and before.out_size == after.in_size
+
+
+@derivation("lenet5.layers", "LeNet-5 layer table")
+def _layers() -> Derivation:
+    chain = r" \to ".join(
+        f"{x.name}\\,{x.out_maps}@{x.out_size}\\times{x.out_size}" for x in LAYERS
+    )
+    steps = (
+        Step(
+            sp.Symbol("o"),
+            sp.Symbol("floor((i + 2p - k)/s) + 1"),
+            "Every layer's output side follows from conv.output_size: convolutions (k = 5, "
+            "s = 1, p = 0), subsampling (k = s = 2), vector layers (k = 1).",
+            method=EXHAUSTIVE,
+            check=_size_follows,
+            cases=LAYERS,
+            latex=r"\mathrm{INPUT}\,1@32\times32 \to " + chain,
+        ),
+        Step(
+            sp.Symbol("next.in"),
+            sp.Symbol("previous.out"),
+            "Each layer reads exactly what the previous one produces (maps and side).",
+            method=EXHAUSTIVE,
+            check=_chained,
+            cases=tuple(itertools.pairwise(LAYERS)),
+            latex=r"(\text{maps}, \text{side})_{\mathrm{in}}^{(l+1)} = "
+            r"(\text{maps}, \text{side})_{\mathrm{out}}^{(l)}",
+        ),
+        Step(
+            sp.Integer(LAYERS[0].in_size),
+            sp.Integer(INPUT_SIZE),
+            "C1 reads the 32x32 input plane.",
+        ),
+    )
+    return Derivation(
+        "lenet5.layers",
+        "LeNet-5 layer table",
+        "CNN示例: LeNet-5 (C1 ... OUTPUT); LeCun et al. 1998, section II-B",
+        steps,
+        summary=(
+            "LeNet-5: C1 6@28x28 (5x5 conv), S2 6@14x14, C3 16@10x10 (5x5 conv with the C3 "
+            "table), S4 16@5x5, C5 120 (5x5 conv over all 16 maps, i.e. fully connected), "
+            "F6 84, OUTPUT 10 Euclidean RBF units."
+        ),
+        data={"layers": LAYERS},
+    )
+
+
+#: (trainable parameters, connections) as printed in the lecture / paper.
+PAPER_COUNTS = {
+    "C1": (156, 122_304),
+    "S2": (12, 5_880),
+    "C3": (1_516, 151_600),
+    "S4": (32, 2_000),
+    "C5": (48_120, 48_120),
+    "F6": (10_164, 10_164),
+}
+PAPER_TOTAL = 60_000
+
+
+def _by_name(name: str) -> Layer:
+    return next(x for x in LAYERS if x.name == name)
+
+
+def _count_step(layer: Layer) -> Step:
+    params, conns = PAPER_COUNTS[layer.name]
+    derived = sp.Matrix([layer_params(layer), layer_connections(layer)])
+    return Step(
+        derived,
+        sp.Matrix([params, conns]),
+        f"{layer.name} ({layer.kind}, {layer.in_maps}->{layer.out_maps} maps, "
+        f"{layer.out_size}x{layer.out_size}, kernel {layer.kernel}): trainable parameters and "
+        "connections computed from the layer spec equal the paper's figures.",
+        latex=(
+            rf"\mathrm{{{layer.name}}}: (\text{{params}}, \text{{connections}}) = "
+            rf"({layer_params(layer)}, {layer_connections(layer)})"
+        ),
+    )
+
+
+@derivation("lenet5.params", "LeNet-5 parameter and connection counts")
+def _params() -> Derivation:
+    s2 = _by_name("S2")
+    lecture_s2 = sp.Integer((2 * 2 + 1) * 6)
+    total = sum(layer_params(x) for x in LAYERS)
+    steps = (
+        *(_count_step(x) for x in LAYERS if x.name in PAPER_COUNTS),
+        Step(
+            lecture_s2,
+            sp.Integer(30),
+            "The lecture's S2 figure '(2*2+1)*6 = 30' counts 5 parameters per map (as if each "
+            "of the 4 inputs had its own weight), contradicting its own description: the 4 "
+            "inputs are summed, multiplied by ONE trainable coefficient, plus ONE trainable "
+            f"bias, i.e. 2 per map and 2*6 = {layer_params(s2)} (as the lecture itself gives "
+            "2*16 for S4). The spec's figure is 12.",
+            check=lambda: lecture_s2 == 30 and layer_params(s2) == 2 * 6 != lecture_s2,
+            note="the lecture's expression evaluates to 30; the spec gives 12",
+        ),
+        Step(
+            sp.Integer(total),
+            sp.Integer(PAPER_TOTAL),
+            "Total trainable parameters: 156 + 12 + 1516 + 32 + 48120 + 10164 = 60,000 exactly, "
+            "the paper's '60,000 trainable parameters' (the RBF centres are fixed).",
+        ),
+    )
+    return Derivation(
+        "lenet5.params",
+        "LeNet-5 parameter and connection counts",
+        "LeNet-5 C1/S2/C3/S4/C5/F6 slides; LeCun et al. 1998, section II-B",
+        steps,
+        summary=(
+            "Counts follow from the layer table: a convolution output map has (connected input "
+            "maps x k^2 + 1) parameters and each of its units that many connections; a "
+            "subsampling map has 2 parameters and (4 + 1) connections per unit; F6 is dense."
+        ),
+        data={
+            "params": {x.name: layer_params(x) for x in LAYERS},
+            "connections": {x.name: layer_connections(x) for x in LAYERS},
+        },  # fmt: skip
+    )
+
+
+#: The paper's Table I as printed: row = S2 map, column = C3 map, 'X' = connected.
+#: An independent transcription, compared against C3_TABLE.
+PAPER_TABLE_I = (
+    "X...XXX..XXXX.XX",
+    "XX...XXX..XXXX.X",
+    "XXX...XXX..X.XXX",
+    ".XXX..XXXX..X.XX",
+    "..XXX..XXXX.XX.X",
+    "...XXX..XXXX.XXX",
+)
+
+
+def _c3_matrix() -> sp.Matrix:
+    return sp.Matrix(6, 16, lambda s2, c3: int(s2 in C3_TABLE[c3]))
+
+
+def _c3_group_ok(k: int) -> bool:
+    """Maps 0-5: 3 cyclically contiguous S2 maps from k; 6-11: 4 from k-6; 12-14:
+    4 maps NOT cyclically contiguous; 15: all six."""
+    row = set(C3_TABLE[k])
+    contiguous = [{(start + t) % 6 for t in range(len(row))} for start in range(6)]
+    if k < 6:
+        return row == {k % 6, (k + 1) % 6, (k + 2) % 6}
+    if k < 12:
+        return row == {(k - 6 + t) % 6 for t in range(4)}
+    if k < 15:
+        return len(row) == 4 and row not in contiguous
+    return row == set(range(6))
+
+
+@derivation("lenet5.c3_table", "LeNet-5 C3 connection table")
+def _c3_table() -> Derivation:
+    table = _c3_matrix()
+    paper = sp.Matrix(6, 16, lambda r, c: int(PAPER_TABLE_I[r][c] == "X"))
+    counts = sp.Matrix([[len(row) for row in C3_TABLE]])
+    steps = (
+        Step(
+            table,
+            paper,
+            "C3_TABLE (C3 map -> S2 maps) written as the paper's Table I (rows: S2 maps, "
+            "columns: C3 maps) equals an independent transcription of the printed table.",
+            check=lambda: same(table, paper),
+            note="exact comparison",
+        ),
+        Step(
+            sp.Symbol("M_k"),
+            sp.Symbol("group(k)"),
+            "Maps 0-5 take 3 contiguous S2 maps, 6-11 take 4 contiguous, 12-14 take 4 "
+            "non-contiguous, 15 takes all 6 (contiguous = cyclically consecutive).",
+            method=EXHAUSTIVE,
+            check=_c3_group_ok,
+            cases=range(16),
+            latex=r"|M_k| = 3\ (k<6),\ 4\ (6 \le k < 15),\ 6\ (k = 15)",
+        ),
+        Step(
+            counts,
+            sp.Matrix([[3] * 6 + [4] * 9 + [6]]),
+            "Per-map counts of connected S2 maps.",
+        ),
+        Step(
+            sp.Matrix([[sum(table.row(r))] for r in range(6)]),
+            sp.Matrix([[10]] * 6),
+            "Every S2 map feeds exactly 10 C3 maps (the table is symmetric under rotating the "
+            "S2 maps, which breaks the symmetry between C3 maps as the paper intends).",
+        ),
+        Step(
+            sp.Integer(sum(counts) * 25 + 16),
+            sp.Integer(1516),
+            "60 connected (C3, S2) pairs x 25 weights + 16 biases = 1,516 trainable parameters.",
+        ),
+    )
+    return Derivation(
+        "lenet5.c3_table",
+        "LeNet-5 C3 connection table",
+        "C3层是一个卷积层 (例如 C3 第0张特征图与 S2 第0,1,2张相连); LeCun et al. 1998, Table I",
+        steps,
+        summary=(
+            "C3 map k reads only the S2 maps in M_k: fewer connections, and different C3 maps "
+            "are forced to extract different features."
+        ),
+        data={"table": C3_TABLE, "matrix": table},
+    )
+
+
+def _center_distance_ok(pair) -> bool:
+    a, b = pair
+    centers = rbf_centers()
+    dist = sum((u - v) ** 2 for u, v in zip(centers[a], centers[b], strict=True))
+    hamming = sum(u != v for u, v in zip(centers[a], centers[b], strict=True))
+    return dist == 4 * hamming and hamming > 0
+
+
+@derivation("lenet5.rbf", "LeNet-5 Euclidean RBF output")
+def _rbf() -> Derivation:
+    n = 3  # shown on 3 inputs; the network has 84
+    xs = sp.symbols(f"x_0:{n}", real=True)
+    ws = sp.symbols(f"w_0:{n}", real=True)
+    sigma = sp.Symbol("sigma", positive=True)
+    y = sum((xj - wj) ** 2 for xj, wj in zip(xs, ws, strict=True))
+    density = sp.exp(-y / (2 * sigma**2)) / (2 * sp.pi * sigma**2) ** sp.Rational(n, 2)
+    nll = sp.expand_log(-sp.log(density), force=True)
+    ys = sp.symbols("y_0:2", real=True)
+    j = sp.Symbol("j", positive=True)
+    steps = (
+        Step(
+            y,
+            (sp.Matrix(xs) - sp.Matrix(ws)).dot(sp.Matrix(xs) - sp.Matrix(ws)),
+            "Each output unit i computes the squared Euclidean distance between its input "
+            "(the F6 state x) and its parameter vector w_i: y_i = sum_j (x_j - w_ij)^2.",
+            latex=r"y_i = \sum_j (x_j - w_{ij})^2 = \lVert x - w_i \rVert^2",
+        ),
+        Step(
+            sp.Matrix([sp.diff(y, v) for v in xs]),
+            2 * (sp.Matrix(xs) - sp.Matrix(ws)),
+            "Gradient w.r.t. the input: dy_i/dx_j = 2 (x_j - w_ij).",
+        ),
+        Step(
+            sp.Matrix([sp.diff(y, v) for v in ws]),
+            -2 * (sp.Matrix(xs) - sp.Matrix(ws)),
+            "Gradient w.r.t. the centre: dy_i/dw_ij = -2 (x_j - w_ij) (LeNet-5 keeps the "
+            "centres fixed; the kernels still provide it).",
+        ),
+        Step(
+            nll,
+            y / (2 * sigma**2) + sp.Rational(n, 2) * sp.log(2 * sp.pi * sigma**2),
+            "The lecture's remark: y_i is, up to the scale 1/(2 sigma^2) and an additive "
+            "constant, the negative log-likelihood of x under a Gaussian centred on w_i.",
+            check=lambda: (
+                sp.simplify(
+                    nll - (y / (2 * sigma**2) + sp.Rational(n, 2) * sp.log(2 * sp.pi * sigma**2))
+                )
+                == 0
+            ),
+            note="log expanded and simplified",
+            latex=r"-\log \mathcal{N}(x; w_i, \sigma^2 I) = \frac{y_i}{2\sigma^2} + "
+            r"\frac{n}{2}\log(2\pi\sigma^2)",
+        ),
+        Step(
+            sp.Symbol("||c_a - c_b||^2"),
+            sp.Symbol("4 hamming(c_a, c_b) > 0"),
+            "The fixed centres are the +-1 codes of the 7x12 digit bitmaps (RBF_BITMAPS): all "
+            "10 distinct, the squared distance of two codes is 4 x the number of differing "
+            "pixels.",
+            method=EXHAUSTIVE,
+            check=_center_distance_ok,
+            cases=tuple(itertools.combinations(range(10), 2)),
+            latex=r"\lVert c_a - c_b \rVert^2 = 4\, d_H(c_a, c_b) > 0 \quad (a \ne b)",
+        ),
+        Step(
+            sp.diff(map_criterion(ys, 0, j), ys[1]),
+            -sp.exp(-ys[1]) / (sp.exp(-j) + sp.exp(-ys[0]) + sp.exp(-ys[1])),
+            "Trained with the MAP criterion (loss.map): a wrong class's penalty y_i gets "
+            "gradient -posterior_i, i.e. is pushed up (2 classes, D = 0 shown).",
+        ),
+    )
+    return Derivation(
+        "lenet5.rbf",
+        "LeNet-5 Euclidean RBF output",
+        "输出层采用欧式径向基函数 (RBF 输出 = -log-likelihood); LeCun et al. 1998, eq. (7)",
+        steps,
+        summary=(
+            "The output layer measures how far the F6 state is from each class's fixed +-1 "
+            "code; the penalty is a Gaussian negative log-likelihood, and the MAP criterion "
+            "trains it. The codes are hand-drawn 7x12 bitmaps in the style of the paper's "
+            "Fig. 3 (not the paper's exact bitmaps, which are not published as data)."
+        ),
+        data={"centers": rbf_centers()},
+    )
+
+
+@derivation("lenet5.squash", "LeNet-5 squashing function A·tanh(S·a)")
+def _squash() -> Derivation:
+    a = sp.Symbol("a", real=True)
+    f = SQUASH_A * sp.tanh(SQUASH_S * a)
+    f1 = f.subs(a, 1)
+    a_star = sp.atanh(1 / sp.sqrt(3)) / SQUASH_S
+    steps = (
+        Step(
+            sp.StrictLessThan(sp.Abs(f1 - 1), Rational(3, 10**6), evaluate=False),
+            sp.true,
+            f"f(1) = A tanh(2/3) = {sp.N(f1, 12)}: equal to 1 to within 3e-6, not exactly "
+            "(A = 1.7159 is 1/tanh(2/3) rounded to 4 decimals).",
+            check=lambda: 0 < abs(sp.N(f1 - 1, 30)) < Rational(3, 10**6),
+            note="30-digit evaluation: 0 < |A tanh(2/3) - 1| < 3e-6",
+            latex=r"\left|1.7159 \tanh\left(\tfrac{2}{3}\right) - 1\right| < 3 \cdot 10^{-6}",
+        ),
+        Step(f.subs(a, -1), -f1, "f is odd, so f(-1) = -f(1) ≈ -1."),
+        Step(
+            sp.diff(f, a),
+            SQUASH_A * SQUASH_S * (1 - sp.tanh(SQUASH_S * a) ** 2),
+            "Derivative (act.scaled_tanh with A = 1.7159, S = 2/3); the gain at 0 is "
+            "A S = 1.14393...",
+        ),
+        Step(
+            sp.diff(f, a, 3).subs(a, a_star),
+            sp.Integer(0),
+            "The paper says the second derivative is maximal at a = +-1. SymPy: |f''| is "
+            f"maximal where tanh^2(S a) = 1/3, i.e. a = atanh(1/sqrt 3)/S = {sp.N(a_star, 6)}: "
+            "close to 1, not exactly 1.",
+            latex=r"f'''(a^*) = 0, \quad a^* = \frac{3}{2}\operatorname{atanh}"
+            r"\left(\frac{1}{\sqrt{3}}\right) \approx 0.98772",
+        ),
+    )
+    return Derivation(
+        "lenet5.squash",
+        "LeNet-5 squashing function A·tanh(S·a)",
+        "CNN前向传播 (f(x) = a tanh(bx)); LeCun et al. 1998, appendix A",
+        steps,
+        summary=(
+            "LeNet-5 squashes with f(a) = 1.7159 tanh(2a/3): f(+-1) = +-1 to 6 digits, so the "
+            "+-1 RBF codes are reachable without saturating."
+        ),
+    )
+
+
+@derivation("lenet5.input", "LeNet-5 input normalisation")
+def _input() -> Derivation:
+    q = sp.Symbol("q", nonnegative=True)  # fraction of ink (black) pixels
+    mean = WHITE + (BLACK - WHITE) * q
+    var = (BLACK - WHITE) ** 2 * q * (1 - q)
+    q0 = sp.solve(sp.Eq(mean, 0), q)[0]
+    q_max = sp.solve(sp.diff(var, q), q)[0]
+    steps = (
+        Step(
+            sp.Integer(MNIST_SIZE + 2 * PAD),
+            sp.Integer(INPUT_SIZE),
+            "A 28x28 MNIST digit padded by 2 on each side fills the 32x32 input.",
+        ),
+        Step(
+            q0,
+            Rational(4, 51),
+            "For a two-level image (white -0.1, black 1.175) with a fraction q of black "
+            "pixels, the mean -0.1 + 1.275 q is 0 exactly when q = 4/51 ≈ 7.8%.",
+        ),
+        Step(
+            var.subs(q, q0),
+            Rational(47, 400),
+            "At that q the variance (B - W)^2 q (1 - q) is 47/400 = 0.1175.",
+        ),
+        Step(
+            var.subs(q, q_max),
+            Rational(2601, 6400),
+            "Its maximum over q (at q = 1/2) is (B - W)^2/4 = 2601/6400 ≈ 0.406 < 1: for "
+            "two-level pixels the paper's 'variance roughly 1' cannot hold.",
+        ),
+        Step(
+            sp.Symbol("mean, variance of normalised MNIST"),
+            sp.Symbol("(≈ 0, ≈ 1)"),
+            "The paper's claim for the real (grey-level) data.",
+            method=UNVERIFIED,
+            note=(
+                "needs the MNIST pixels, which derive/ does not read; the two-level bound above "
+                "limits the variance to <= 0.41, so 'roughly 1' is at best loose. The runtime "
+                "(lenet5/) can measure both on the training set."
+            ),
+        ),
+    )
+    return Derivation(
+        "lenet5.input",
+        "LeNet-5 input normalisation",
+        "LeCun et al. 1998, section II-B (white -0.1, black 1.175)",
+        steps,
+        summary=(
+            "Pixels are mapped linearly so that white is -0.1 and black 1.175. What SymPy can "
+            "check: the mean of a two-level image is 0 at 7.8% ink, and its variance never "
+            "exceeds 0.41; the paper's 'mean roughly 0, variance roughly 1' for MNIST itself "
+            "is not checked here."
+        ),
+    )
