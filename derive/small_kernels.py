@@ -77,7 +77,7 @@ def _indices(shape):
     return itertools.product(*map(range, shape))
 
 
-@functools.lru_cache(maxsize=64)
+@functools.lru_cache(maxsize=64, typed=True)  # typed: 2.0 must not hit the cache of 2
 def gradients(n_in, n_out, h, w, kh, kw, stride=1, padding=0) -> ConvGradients:
     """``sympy.diff`` of ``J = Σ g·S`` w.r.t. every kernel, input and bias entry.
 
