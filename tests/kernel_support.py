@@ -147,6 +147,45 @@ class ConvCase:
         return rng.standard_normal((self.n, self.k, *self.out_hw)).astype(self.dtype)
 
 
+def conv_calls(case: ConvCase, x, w, b, dy, table):
+    """The four conv kernels of one case as ``name -> (call(module), terms per output)``."""
+    kw = dict(stride=case.stride, padding=case.padding, table=table)
+    ho, wo = case.out_hw
+    return {
+        "forward": (lambda m: m.conv2d_forward(x, w, b, **kw), case.c * case.kh * case.kw + 1),
+        "backward_data": (
+            lambda m: m.conv2d_backward_data(dy, w, (case.h, case.w), **kw),
+            case.k * case.kh * case.kw,
+        ),
+        "backward_filter": (
+            lambda m: m.conv2d_backward_filter(x, dy, (case.kh, case.kw), **kw),
+            case.n * ho * wo,
+        ),
+        "backward_bias": (lambda m: m.conv2d_backward_bias(dy), case.n * ho * wo),
+    }
+
+
+def conv_c_equals_numpy(npk, ck, case: ConvCase):
+    """C == NumPy on forward and all three backward kernels of ``case``.
+
+    Both must lie within ``gamma_n * sum|terms|`` of the exact value, so they lie
+    within twice that of each other (times the margin 2 of :func:`assert_sum_close`);
+    ``sum|terms|`` is the NumPy kernel run in float64 on ``|inputs|`` (that kernel
+    is proven against the SymPy oracle in test_kernels_definition).
+    """
+    x, w, b, table = case.arrays()
+    dy = case.dy()
+    calls = conv_calls(case, x, w, b, dy, table)
+    f64 = [np.abs(a).astype(np.float64) for a in (x, w, b, dy)]
+    abs_calls = conv_calls(case, *f64, table)
+    for name, (call, n_terms) in calls.items():
+        a, c = call(npk), call(ck)
+        check_output(c, case.dtype, a.shape, f"c conv2d_{name}")
+        bound = abs_calls[name][0](npk)
+        tol = 2 * (2 * gamma(n_terms, case.dtype) * bound)
+        assert_within(c, a.astype(np.float64), bound, tol, f"conv2d_{name} C vs NumPy {case}")
+
+
 @st.composite
 def conv_cases(draw, max_side: int = 4, dtypes=("float32", "float64"), tables=True):
     """Conv problems over the regimes of the lecture's output-size figures.

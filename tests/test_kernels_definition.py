@@ -26,8 +26,8 @@ from kernel_support import (
     backend_fixture,
     both_backends,
     check_output,
+    conv_c_equals_numpy,
     conv_cases,
-    gamma,
     pool_input,
 )
 
@@ -88,45 +88,11 @@ def test_conv2d_forward_regimes(kern, case):
     _check_conv_forward(kern, case)
 
 
-def conv_calls(case: ConvCase, x, w, b, dy, table):
-    """The four conv kernels of one case as ``name -> (call(module), terms per output)``."""
-    kw = dict(stride=case.stride, padding=case.padding, table=table)
-    ho, wo = case.out_hw
-    return {
-        "forward": (lambda m: m.conv2d_forward(x, w, b, **kw), case.c * case.kh * case.kw + 1),
-        "backward_data": (
-            lambda m: m.conv2d_backward_data(dy, w, (case.h, case.w), **kw),
-            case.k * case.kh * case.kw,
-        ),
-        "backward_filter": (
-            lambda m: m.conv2d_backward_filter(x, dy, (case.kh, case.kw), **kw),
-            case.n * ho * wo,
-        ),
-        "backward_bias": (lambda m: m.conv2d_backward_bias(dy), case.n * ho * wo),
-    }
-
-
 @settings(max_examples=60)
 @given(case=conv_cases(max_side=5))
 def test_conv2d_c_equals_numpy(case):
-    """C == NumPy on forward and all three backward kernels.
-
-    Both must lie within ``gamma_n * sum|terms|`` of the exact value, so they lie
-    within twice that of each other; ``sum|terms|`` is the NumPy kernel run in
-    float64 on ``|inputs|`` (that kernel is proven against the oracle above).
-    """
-    npk, ck = both_backends()
-    x, w, b, table = case.arrays()
-    dy = case.dy()
-    calls = conv_calls(case, x, w, b, dy, table)
-    f64 = [np.abs(a).astype(np.float64) for a in (x, w, b, dy)]
-    abs_calls = conv_calls(case, *f64, table)
-    for name, (call, n_terms) in calls.items():
-        a, c = call(npk), call(ck)
-        check_output(c, case.dtype, a.shape, f"c conv2d_{name}")
-        bound = abs_calls[name][0](npk)
-        tol = 2 * (2 * gamma(n_terms, case.dtype) * bound)
-        assert_within(c, a.astype(np.float64), bound, tol, f"conv2d_{name} C vs NumPy {case}")
+    """C == NumPy on forward and all three backward kernels (bound: ``conv_c_equals_numpy``)."""
+    conv_c_equals_numpy(*both_backends(), case)
 
 
 # --------------------------------------------------------------------------- pooling
