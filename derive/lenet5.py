@@ -627,10 +627,11 @@ def _input() -> Derivation:
             "two-level pixels the paper's 'variance roughly 1' cannot hold.",
         ),
         Step(
-            sp.Symbol("mean, variance of normalised MNIST"),
-            sp.Symbol("(≈ 0, ≈ 1)"),
-            "The paper's claim for the real (grey-level) data.",
+            sp.Symbol("mean_var_MNIST"),
+            sp.Tuple(0, 1),
+            "The paper's claim for the real (grey-level) data: mean roughly 0, variance roughly 1.",
             method=UNVERIFIED,
+            latex=r"(\mathrm{mean}, \mathrm{var})_{\mathrm{MNIST}} \approx (0, 1)",
             note=(
                 "needs the MNIST pixels, which derive/ does not read; the two-level bound above "
                 "limits the variance to <= 0.41, so 'roughly 1' is at best loose. The runtime "
