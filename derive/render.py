@@ -158,6 +158,30 @@ def tex_escape(text: str) -> str:
 
 
 _CJK_MARK = r"\textit{(Chinese)}"
+_CJK_MATH = r"\text{" + _CJK_MARK + "}"
+
+
+def tex_math(latex: str) -> str:
+    r"""An equation's LaTeX made safe for pdflatex: non-ASCII characters (which may
+    come from symbol names) become math commands or text markers.
+
+    >>> tex_math("x ≈ 1")
+    'x {\\approx} 1'
+    >>> tex_math("卷积")
+    '\\text{\\textit{(Chinese)}}'
+    """
+    out = []
+    for ch in latex:
+        mapped = _TEX_UNICODE.get(ch)
+        if ord(ch) < 128:
+            out.append(ch)
+        elif mapped and mapped.startswith("$") and mapped.endswith("$"):
+            out.append("{" + mapped[1:-1] + "}")
+        elif _is_cjk(ch) and out and out[-1] == _CJK_MATH:
+            continue  # one marker per run of Chinese
+        else:
+            out.append(r"\text{" + tex_escape(ch) + "}")
+    return "".join(out)
 
 
 def _is_cjk(ch: str) -> bool:
@@ -182,7 +206,7 @@ def to_latex(d: core.Derivation, results: Sequence[core.StepResult]) -> str:
         lines += [
             "\\item",
             "\\begin{equation*}",
-            step.to_latex(),
+            tex_math(step.to_latex()),
             "\\end{equation*}",
             f"\\emph{{Why:}} {tex_escape(step.why)}\\\\",
             f"\\emph{{Check:}} {tex_escape(step_status(res))}",

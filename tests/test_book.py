@@ -1,0 +1,164 @@
+"""The derivations book is real LaTeX: it compiles, it is deterministic, it is the
+checked-in one, and its formulas parse back to the same SymPy expressions.
+
+LaTeX round trip: SymPy's LaTeX parser (ANTLR backend) reads back only part of
+what SymPy's printer writes. It does not read applied undefined functions as
+printed (``f{\\left(x \\right)}`` becomes a product), multi-index sums
+(``\\sum_{\\substack{...}}``), evaluated-at bars (``\\left. ... \\right|``,
+i.e. ``Subs``), matrices or ``cases``; it also reads ``F \\left(...\\right)`` as
+a function call. The formulas below are every formula of the convolution and
+parameter derivations that avoids those forms; each must parse back equal.
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import sympy as sp
+
+from derive import core, render
+
+ROOT = Path(__file__).resolve().parent.parent
+GENERATED = ROOT / "generated"
+
+
+@pytest.fixture(scope="module")
+def book(tmp_path_factory):
+    out = tmp_path_factory.mktemp("book")
+    old = os.environ.get("SYMCONV_CACHE_DIR")
+    os.environ["SYMCONV_CACHE_DIR"] = str(out / "cache")  # keep the user's cache untouched
+    try:
+        paths, built = render.write_book(out)
+    finally:
+        if old is None:
+            os.environ.pop("SYMCONV_CACHE_DIR")
+        else:
+            os.environ["SYMCONV_CACHE_DIR"] = old
+    return out, built
+
+
+def test_book_has_header_and_every_derivation(book):
+    out, built = book
+    tex = (out / "derivations.tex").read_text(encoding="utf-8")
+    md = (out / "derivations.md").read_text(encoding="utf-8")
+    assert tex.splitlines()[0] == "% " + render.HEADER
+    assert md.splitlines()[0] == f"<!-- {render.HEADER} -->"
+    assert [d.id for d, _ in built] == core.ids()
+    for id_ in core.ids():
+        assert f"\\label{{{id_}}}" in tex
+        assert f"`{id_}`" in md
+    assert md.count("$$") % 2 == 0 and md.count("$$") >= 2 * sum(len(d.steps) for d, _ in built)
+
+
+def test_no_step_in_the_book_failed(book):
+    _, built = book
+    failed = [
+        (d.id, n, r.detail) for d, res in built for n, r in enumerate(res, 1) if not r.ok
+        and r.method != core.UNVERIFIED
+    ]  # fmt: skip
+    assert not failed
+
+
+@pytest.mark.skipif(
+    shutil.which("pdflatex") is None,
+    reason="pdflatex not installed (CI installs texlive-latex-base/-recommended in .ci/run)",
+)
+def test_tex_compiles_with_pdflatex(book, tmp_path):
+    out, _ = book
+    shutil.copy(out / "derivations.tex", tmp_path)
+    proc = subprocess.run(
+        ["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "derivations.tex"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert (tmp_path / "derivations.pdf").stat().st_size > 10_000
+    log = (tmp_path / "derivations.log").read_text(errors="replace")
+    assert "Undefined control sequence" not in log
+
+
+@pytest.mark.slow  # a second full build (~10-20 s); the drift test below covers most of it
+def test_book_is_deterministic_across_processes(book, tmp_path):
+    out, _ = book
+    env = dict(
+        os.environ,
+        PYTHONHASHSEED="12345",
+        PYTHONPATH=str(ROOT),
+        SYMCONV_CACHE_DIR=str(tmp_path / "cache"),
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "derive", "book", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    for name in ("derivations.tex", "derivations.md"):
+        assert (tmp_path / name).read_bytes() == (out / name).read_bytes(), name
+
+
+def test_checked_in_book_is_up_to_date(book):
+    out, _ = book
+    for name in ("derivations.tex", "derivations.md"):
+        checked_in = GENERATED / name
+        assert checked_in.exists(), f"{checked_in} missing: run `make derivations`"
+        assert checked_in.read_bytes() == (out / name).read_bytes(), (
+            f"generated/{name} is stale: run `make derivations` and commit it"
+        )
+
+
+# --- LaTeX round trip -----------------------------------------------------------
+
+ROUND_TRIP = [
+    ("conv.continuous", 3, "lhs"),  # sum_{tau=0}^{t} 100 (21/20)^(t - tau)
+    ("conv.continuous", 3, "rhs"),  # 2000 (21/20)^(t+1) - 2000
+    ("conv.continuous", 5, "lhs"),  # int_0^t 100 (21/20)^(t - tau) dtau
+    ("conv.continuous", 5, "rhs"),  # (100 (21/20)^t - 100) / log(21/20)
+    ("conv.output_size", 0, "rhs"),  # floor((i - k + 2p)/s) + 1
+    ("conv.output_size", 2, "rhs"),  # i - k + 1
+    ("conv.output_size", 3, "rhs"),  # i
+    ("conv.output_size", 4, "rhs"),  # i + 1
+    ("conv.output_size", 5, "rhs"),  # i + k - 1
+    ("params.fully_vs_local", 0, "rhs"),  # H N W
+    ("params.fully_vs_local", 1, "rhs"),  # N k^2
+    ("params.weight_sharing", 0, "rhs"),  # C F k^2
+    ("params.small_example", 0, "lhs"),  # o^2
+]
+
+
+def _plain(expr):
+    # The parser makes assumption-free symbols: compare by name.
+    expr = expr.doit()
+    return expr.xreplace({s: sp.Symbol(s.name) for s in expr.free_symbols})
+
+
+def _parse(text):
+    from sympy.parsing.latex import parse_latex
+
+    return parse_latex(text)
+
+
+def test_latex_parser_is_installed():
+    pytest.importorskip("antlr4", reason="antlr4-python3-runtime is in the test extra")
+    x = sp.Symbol("x")
+    assert sp.simplify(_parse(sp.latex(x**2 + 1)) - (x**2 + 1)) == 0
+
+
+@pytest.mark.parametrize("id_, index, side", ROUND_TRIP)
+def test_formula_round_trips_through_the_latex_parser(id_, index, side):
+    expr = getattr(core.get(id_).steps[index], side)
+    text = sp.latex(expr)
+    parsed = _parse(text)
+    assert sp.simplify(_plain(parsed) - _plain(expr)) == 0, (text, parsed)
+
+
+def test_round_trip_comparison_is_not_vacuous():
+    i, k = sp.symbols("i k")
+    assert sp.simplify(_plain(_parse(sp.latex(i - k + 1))) - _plain(i - k + 2)) != 0
