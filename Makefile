@@ -28,3 +28,9 @@ test: install lint
 
 derivations: install
 	$(PY) -m derive book --out generated
+
+# Generated C vs generated NumPy vs im2col+BLAS (vs PyTorch when the `bench` extra is
+# installed), every LeNet-5 layer, batch 1 and 64. ARGS="--json bench.json" etc.
+.PHONY: bench-kernels
+bench-kernels: install
+	$(PY) bench/kernels.py $(ARGS)

@@ -1,0 +1,63 @@
+"""Smoke test of ``bench/kernels.py`` (so the benchmark does not rot). No timing is asserted."""
+
+from __future__ import annotations
+
+import doctest
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+from kernel_support import load_backend
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_bench_kernels_runs_and_writes_json(tmp_path):
+    """One round, batch 1, a conv layer with the C3 table and a dense one, as `make` runs it."""
+    load_backend("np")  # the NumPy backend is every row's reference
+    out = tmp_path / "sub" / "bench.json"
+    cmd = [sys.executable, "bench/kernels.py", "--repeats", "1", "--batches", "1"]
+    cmd += ["--layers", "C3", "F6", "--no-torch", "--json", str(out)]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "C/torch" in proc.stdout and "C3" in proc.stdout
+    result = json.loads(out.read_text())
+    rows = result["rows"]
+    assert [(r["layer"], r["pass"]) for r in rows] == [
+        ("C3", "forward"),
+        ("C3", "backward"),
+        ("F6", "forward"),
+        ("F6", "backward"),
+    ]
+    for r in rows:
+        assert r["seconds"]["baseline"] > 0 and r["seconds"]["NumPy"] > 0
+        assert all(r["agrees_with_numpy"].values()), r  # every candidate did the same work
+    assert not list(out.parent.glob(".*.tmp")), "atomic write left a temp file"
+
+
+def test_baseline_equals_generated_numpy():
+    """The im2col baseline computes what the kernels compute (C3 table by zeroed filters)."""
+    sys.path.insert(0, str(ROOT))
+    try:
+        from bench import baseline
+    finally:
+        sys.path.remove(str(ROOT))
+    np_kernels = load_backend("np")
+    assert doctest.testmod(baseline).failed == 0
+    rng = np.random.default_rng(0)
+    x, w, b = rng.standard_normal((2, 3, 7, 6)), rng.standard_normal((4, 3, 3, 2)), np.ones(4)
+    dy = rng.standard_normal((2, 4, 4, 4))  # Ho = (7 + 2 - 3)//2 + 1, Wo = (6 + 2 - 2)//2 + 1
+    table = rng.integers(0, 2, size=(4, 3)).astype(np.uint8)
+    wm = w * table[:, :, None, None]
+    kw = dict(stride=2, padding=1, table=table)
+    np.testing.assert_allclose(
+        baseline.conv2d_forward(x, wm, b, 2, 1), np_kernels.conv2d_forward(x, w, b, **kw)
+    )
+    dx, dw, db = baseline.conv2d_backward(x, wm, dy, 2, 1)
+    np.testing.assert_allclose(dx, np_kernels.conv2d_backward_data(dy, w, (7, 6), **kw))
+    np.testing.assert_allclose(
+        dw * table[:, :, None, None], np_kernels.conv2d_backward_filter(x, dy, (3, 2), **kw)
+    )
+    np.testing.assert_allclose(db, np_kernels.conv2d_backward_bias(dy))
