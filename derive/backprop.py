@@ -30,12 +30,12 @@ import sympy as sp
 from derive.convolution import conv2d, rot180, same, xcorr2d
 from derive.core import EXHAUSTIVE, Derivation, Step, derivation
 from derive.layers import (
-    _named,
     conv2d_explicit,
     down_max,
     pad,
     plane,
     route_max,
+    symbol_array,
     up_mean,
 )
 
@@ -62,11 +62,11 @@ def _fprime_plane(z: sp.Matrix) -> sp.Matrix:
 
 
 def _z_plane(h: int, w: int) -> sp.Matrix:
-    return plane(_named("z", (1, h, w)), 0)
+    return plane(symbol_array("z", (1, h, w)), 0)
 
 
 def _d_plane(h: int, w: int, stem: str = "d") -> sp.Matrix:
-    return plane(_named(stem, (1, h, w)), 0)
+    return plane(symbol_array(stem, (1, h, w)), 0)
 
 
 # --- case 1: pooling -----------------------------------------------------------
@@ -314,9 +314,9 @@ def _case2_chain_ok(case) -> bool:
     """d/dz_j of J = Σ_K <δ_K, z_K(f(z))> equals Σ_K conv_full(δ_K, k_Kj) ⊙ f'(z_j)."""
     n_in, n_out, h, k = case
     x, wt, b, s = conv2d_explicit(n_in, n_out, h, h, k, k)
-    z = _named("z", (n_in, h, h))
+    z = symbol_array("z", (n_in, h, h))
     a_of_z = {x[idx]: f(z[idx]) for idx in itertools.product(*map(range, x.shape))}
-    deltas = _named("d", s.shape)
+    deltas = symbol_array("d", s.shape)
     big_j = sum(deltas[idx] * s[idx] for idx in itertools.product(*map(range, s.shape)))
     big_j = big_j.subs(a_of_z)
     for j in range(n_in):

@@ -20,8 +20,8 @@ import sympy as sp
 
 from derive.convolution import same, xcorr2d
 from derive.core import EXHAUSTIVE, Derivation, Step, derivation
-from derive.layers import _named, plane
-from derive.small_kernels import _bias_grad_ok, _kernel_grad_ok, gradients
+from derive.layers import plane, symbol_array
+from derive.small_kernels import check_bias_grad, check_kernel_grad, gradients
 
 f = sp.Function("f")
 _u = sp.Symbol("u")
@@ -80,7 +80,7 @@ def _kernel() -> Derivation:
             "Every entry, for several sizes with two input and two output maps "
             "(cases: n_in, n_out, h, w, kh, kw, stride=1, padding=0).",
             method=EXHAUSTIVE,
-            check=_kernel_grad_ok,
+            check=check_kernel_grad,
             cases=_LECTURE_CASES,
             latex=(
                 r"\frac{\partial J}{\partial k_{ji}}(m,n) = \sum_{u,v} \delta_j(u,v)\, "
@@ -122,7 +122,7 @@ def _bias() -> Derivation:
             sp.Symbol("sum(delta_j)"),
             "For several sizes with two input and two output maps.",
             method=EXHAUSTIVE,
-            check=_bias_grad_ok,
+            check=check_bias_grad,
             cases=_LECTURE_CASES,
             latex=r"\frac{\partial J}{\partial b_j} = \sum_{u,v} \delta_j(u,v)",
         ),
@@ -140,11 +140,11 @@ def _dense_backprop_ok(case) -> bool:
     """Two dense layers: sympy.diff of J = <δ^(l+1), z^(l+1)> w.r.t. w_ji equals the formula."""
     n_in, n_hid, n_out = case
     a, b1, b2, d = (
-        sp.Matrix(_named(stem, (n,)).tolist())
+        sp.Matrix(symbol_array(stem, (n,)).tolist())
         for stem, n in (("a", n_in), ("b", n_hid), ("c", n_out), ("d", n_out))
     )
-    w1 = sp.Matrix(_named("w", (n_hid, n_in)).tolist())
-    w2 = sp.Matrix(_named("v", (n_out, n_hid)).tolist())
+    w1 = sp.Matrix(symbol_array("w", (n_hid, n_in)).tolist())
+    w2 = sp.Matrix(symbol_array("v", (n_out, n_hid)).tolist())
     z = w1 * a + b1
     big_j = (d.T * (w2 * z.applyfunc(f) + b2))[0]
     # f'(z_j): the derivative of f evaluated at z_j (z_j is an expression, not a symbol).

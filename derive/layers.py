@@ -195,9 +195,9 @@ def conv2d_explicit(n_in, n_out, h, w, kh, kw, stride=1, padding=0, table=None):
             f"(h={h}, w={w}, kh={kh}, kw={kw}, stride={stride}, padding={padding})"
         )
     links = _table_links(table, n_in, n_out)
-    x = _named("x", (n_in, h, w))
-    wt = _named("w", (n_out, n_in, kh, kw))
-    b = _named("b", (n_out,))
+    x = symbol_array("x", (n_in, h, w))
+    wt = symbol_array("w", (n_out, n_in, kh, kw))
+    b = symbol_array("b", (n_out,))
 
     def entry(k, i, j):
         terms = [
@@ -213,8 +213,12 @@ def conv2d_explicit(n_in, n_out, h, w, kh, kw, stride=1, padding=0, table=None):
     return x, wt, b, sp.Array(s)
 
 
-def _named(stem: str, shape: tuple[int, ...]) -> sp.Array:
-    """A SymPy Array of symbols ``stem_{i,j,...}`` of the given shape."""
+def symbol_array(stem: str, shape: tuple[int, ...]) -> sp.Array:
+    """A SymPy Array of symbols ``stem_{i,j,...}`` of the given shape.
+
+    >>> symbol_array("g", (1, 2))
+    [[g_{0,0}, g_{0,1}]]
+    """
     cells = [
         sp.Symbol(f"{stem}_{{{','.join(map(str, idx))}}}")
         for idx in itertools.product(*map(range, shape))
@@ -240,7 +244,7 @@ def _table_links(table, n_in: int, n_out: int) -> tuple[tuple[int, ...], ...]:
 def plane(arr, *idx) -> sp.Matrix:
     """The 2-D plane ``arr[idx..., :, :]`` of a SymPy Array as a Matrix.
 
-    >>> plane(_named("x", (2, 1, 2)), 1)
+    >>> plane(symbol_array("x", (2, 1, 2)), 1)
     Matrix([[x_{1,0,0}, x_{1,0,1}]])
     """
     sub = arr[idx] if idx else arr
@@ -335,8 +339,8 @@ def _pool_matrix(size: int, n: int) -> sp.Matrix:
 
 def _mean_pool_cases_ok(case) -> bool:
     h, w, n = case
-    a = plane(_named("a", (1, h, w)), 0)
-    d = plane(_named("d", (1, h // n, w // n)), 0)
+    a = plane(symbol_array("a", (1, h, w)), 0)
+    d = plane(symbol_array("d", (1, h // n, w // n)), 0)
     as_matrix = _pool_matrix(h, n) * a * _pool_matrix(w, n).T / n**2
     # <down(a), d> = <a, up(d)>: up() is the adjoint of mean down().
     adjoint = same(
@@ -369,7 +373,7 @@ def _max_pool_ok(case) -> bool:
 @derivation("layer.pool_forward", "Pooling layer forward pass")
 def _pool_forward() -> Derivation:
     beta, bias, coef = sp.symbols("beta_k b_k c_k")
-    a = plane(_named("a", (1, 4, 4)), 0)
+    a = plane(symbol_array("a", (1, 4, 4)), 0)
     p4 = _pool_matrix(4, 2)
     mean_z = beta * down_mean(a, 2) + bias * sp.ones(2, 2)
     lenet_z = sp.Matrix(2, 2, lambda i, j: coef * sum(a[2 * i : 2 * i + 2, 2 * j : 2 * j + 2]))

@@ -38,10 +38,13 @@ import sympy as sp
 
 from derive.convolution import conv2d, same, xcorr2d
 from derive.core import EXHAUSTIVE, Derivation, Step, derivation
-from derive.layers import _named, conv2d_explicit, dilate, plane
+from derive.layers import conv2d_explicit, dilate, plane, symbol_array
 
 __all__ = [
     "ConvGradients",
+    "check_bias_grad",
+    "check_input_grad",
+    "check_kernel_grad",
     "conv2d_explicit",
     "gradients",
     "input_grad_structural",
@@ -88,7 +91,7 @@ def gradients(n_in, n_out, h, w, kh, kw, stride=1, padding=0) -> ConvGradients:
     g_{0,0,0}*w_{0,0,1,1} + g_{0,0,1}*w_{0,0,1,0} + g_{0,1,0}*w_{0,0,0,1} + g_{0,1,1}*w_{0,0,0,0}
     """
     x, wt, b, s = conv2d_explicit(n_in, n_out, h, w, kh, kw, stride, padding)
-    g = _named("g", s.shape)
+    g = symbol_array("g", s.shape)
     big_j = sp.Add(*(g[i] * s[i] for i in _indices(s.shape)))
 
     def diff_all(arr):
@@ -132,7 +135,7 @@ def input_grad_structural(g, wt, h, w, stride, padding) -> list[sp.Matrix]:
     return out
 
 
-def _kernel_grad_ok(case) -> bool:
+def check_kernel_grad(case) -> bool:
     gr = gradients(*case)
     expected = kernel_grad_structural(gr.x, gr.g, case[4], case[5], gr.stride, gr.padding)
     return all(
@@ -142,13 +145,13 @@ def _kernel_grad_ok(case) -> bool:
     )
 
 
-def _input_grad_ok(case) -> bool:
+def check_input_grad(case) -> bool:
     gr = gradients(*case)
     expected = input_grad_structural(gr.g, gr.w, case[2], case[3], gr.stride, gr.padding)
     return all(same(plane(gr.dx, c), expected[c]) for c in range(gr.x.shape[0]))
 
 
-def _bias_grad_ok(case) -> bool:
+def check_bias_grad(case) -> bool:
     gr = gradients(*case)
     return all(same(gr.db[k], sum(plane(gr.g, k))) for k in range(gr.b.shape[0]))
 
@@ -205,7 +208,7 @@ def _small_kernels() -> Derivation:
             sp.Symbol("xcorr(pad(x_c,p), dilate(g_k,s))[:KH,:KW]"),
             "Kernel gradient with stride s and padding p, every entry, two channels in and out.",
             method=EXHAUSTIVE,
-            check=_kernel_grad_ok,
+            check=check_kernel_grad,
             cases=DEFAULT_CASES,
             note=cases_note,
             latex=(
@@ -220,7 +223,7 @@ def _small_kernels() -> Derivation:
             "(= the padded dilated g cross-correlated with the kernel rotated 180 degrees, "
             "see backprop.case2), summed over output channels, cropped by the padding.",
             method=EXHAUSTIVE,
-            check=_input_grad_ok,
+            check=check_input_grad,
             cases=DEFAULT_CASES,
             note=cases_note,
             latex=(
@@ -233,7 +236,7 @@ def _small_kernels() -> Derivation:
             sp.Symbol("sum(g_k)"),
             "Bias gradient: the sum of g over the output map.",
             method=EXHAUSTIVE,
-            check=_bias_grad_ok,
+            check=check_bias_grad,
             cases=DEFAULT_CASES,
             note=cases_note,
             latex=r"\frac{\partial J}{\partial b_k} = \sum_{i,j} g_{k,i,j}",

@@ -156,16 +156,16 @@ def test_max_check_rejects_routing_to_the_wrong_position(monkeypatch):
 
 def test_small_kernel_checks_reject_ignoring_the_stride(monkeypatch):
     case = (2, 2, 5, 5, 3, 3, 2, 1)
-    assert small_kernels._kernel_grad_ok(case) and small_kernels._input_grad_ok(case)
+    assert small_kernels.check_kernel_grad(case) and small_kernels.check_input_grad(case)
     monkeypatch.setattr(small_kernels, "dilate", lambda a, s: a)
-    assert not small_kernels._kernel_grad_ok(case)
-    assert not small_kernels._input_grad_ok(case)
+    assert not small_kernels.check_kernel_grad(case)
+    assert not small_kernels.check_input_grad(case)
 
 
 def test_small_kernel_input_check_rejects_the_unrotated_kernel(monkeypatch):
     case = (2, 2, 4, 4, 3, 3, 1, 1)
     monkeypatch.setattr(small_kernels, "conv2d", lambda d, k: xcorr2d(pad(d, k.rows - 1), k))
-    assert not small_kernels._input_grad_ok(case)
+    assert not small_kernels.check_input_grad(case)
 
 
 def test_failed_step_reports_not_ok():
@@ -240,9 +240,9 @@ def test_small_kernel_sweep():
         c
         for c in small_kernels.SWEEP_CASES
         if not (
-            small_kernels._kernel_grad_ok(c)
-            and small_kernels._input_grad_ok(c)
-            and small_kernels._bias_grad_ok(c)
+            small_kernels.check_kernel_grad(c)
+            and small_kernels.check_input_grad(c)
+            and small_kernels.check_bias_grad(c)
         )
     ]
     assert len(small_kernels.SWEEP_CASES) == 144 and not bad
