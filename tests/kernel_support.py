@@ -97,12 +97,14 @@ def assert_sum_close(got, exact, abs_sum, n_terms: int, dtype, what: str):
     assert_within(got, exact_f, bound, tol, what)
 
 
-def check_output(arr, dtype, shape, what: str):
-    """Contract: a newly allocated C-contiguous array of the call's dtype and shape."""
+def check_output(arr, dtype, shape, what: str, inputs=()):
+    """Contract: a newly allocated C-contiguous array of the call's dtype and shape
+    (sharing no memory with any of ``inputs``)."""
     assert isinstance(arr, np.ndarray), f"{what}: returned {type(arr).__name__}, not ndarray"
     assert arr.dtype == np.dtype(dtype), f"{what}: dtype {arr.dtype} != {np.dtype(dtype)}"
     assert arr.shape == tuple(shape), f"{what}: shape {arr.shape} != {tuple(shape)}"
     assert arr.flags.c_contiguous, f"{what}: result not C-contiguous"
+    assert not any(np.shares_memory(arr, a) for a in inputs), f"{what}: result aliases an input"
 
 
 # --------------------------------------------------------------------------- drawn cases

@@ -51,7 +51,7 @@ def _rng(seed):
 def _check_conv_forward(kern, case: ConvCase):
     x, w, b, table = case.arrays()
     y = kern.conv2d_forward(x, w, b, stride=case.stride, padding=case.padding, table=table)
-    check_output(y, case.dtype, (case.n, case.k, *case.out_hw), "conv2d_forward")
+    check_output(y, case.dtype, (case.n, case.k, *case.out_hw), "conv2d_forward", (x, w, b))
     exact = ref.conv2d(x, w, b, case.stride, case.padding, table)
     abs_sum = ref.conv2d(np.abs(x), np.abs(w), np.abs(b), case.stride, case.padding, table)
     terms = ref.conv2d_terms(x, w, case.stride, case.padding, table) + 1  # + bias
@@ -161,7 +161,7 @@ def test_scaled_tanh_forward_equals_definition(kern, seed, dtype, params):
     A, S = params
     z = _act_input(seed, dtype)
     y = kern.scaled_tanh_forward(z, A=A, S=S)
-    check_output(y, dtype, z.shape, "scaled_tanh_forward")
+    check_output(y, dtype, z.shape, "scaled_tanh_forward", inputs=(z,))
     exact = ref.to_float(ref.scaled_tanh(z, A, S))
     # A*tanh(S*z): S*z, tanh, A* each add <= ~2u relative (tanh's condition number
     # |x tanh'(x)/tanh(x)| <= 1), plus rounding A and S to the dtype: 16u relative,
@@ -178,7 +178,7 @@ def test_scaled_tanh_forward_equals_definition(kern, seed, dtype, params):
 def test_sigmoid_forward_equals_definition(kern, seed, dtype, beta):
     z = _act_input(seed, dtype)
     y = kern.sigmoid_forward(z, beta=beta)
-    check_output(y, dtype, z.shape, "sigmoid_forward")
+    check_output(y, dtype, z.shape, "sigmoid_forward", inputs=(z,))
     exact = ref.to_float(ref.sigmoid(z, beta))
     # exp(-beta z) has condition number |beta z|, the rest a few u: relative
     # 8u(2 + |beta z|), plus 4u absolute (one ulp of the output range [0, 1]).
@@ -193,7 +193,7 @@ def test_relu_forward_equals_definition(kern, seed, dtype):
     z = _act_input(seed, dtype)
     z.flat[0] = 0.0  # the kink itself
     y = kern.relu_forward(z)
-    check_output(y, dtype, z.shape, "relu_forward")
+    check_output(y, dtype, z.shape, "relu_forward", inputs=(z,))
     np.testing.assert_array_equal(y.astype(np.float64), ref.to_float(ref.relu(z)))  # exact
 
 

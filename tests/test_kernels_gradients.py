@@ -57,6 +57,7 @@ def numeric_grad(J, a: np.ndarray) -> np.ndarray:
 def assert_grad(analytic, J, a, what: str):
     """``analytic == numeric_grad(J, a)`` within the FD tolerance, and not all zero."""
     fd = numeric_grad(J, a)
+    assert not np.shares_memory(analytic, a), f"{what}: gradient aliases its input"
     assert analytic.shape == a.shape, f"{what}: gradient shape {analytic.shape} != {a.shape}"
     assert analytic.dtype == np.float64, f"{what}: gradient dtype {analytic.dtype}"
     tol = 1e-5 * (1 + np.abs(fd).max()) + 1e-5 * np.abs(fd)
