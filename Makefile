@@ -4,7 +4,7 @@ PYTHON ?= python3
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test lint format derivations
+.PHONY: install test lint format derivations codegen check-codegen
 
 install: $(STAMP)
 
@@ -23,11 +23,19 @@ format: install
 	$(PY) -m ruff format .
 	$(PY) -m ruff check --fix .
 
-test: install lint
+test: install lint check-codegen
 	$(PY) -m pytest -q
 
 derivations: install
 	$(PY) -m derive book --out generated
+
+# Regenerate the NumPy/C kernels, bindings and LeNet-5 constants (reports what changed).
+codegen: install
+	$(PY) -m codegen --out generated
+
+# Fails (listing the files) when generated/ differs from what codegen emits.
+check-codegen: install
+	$(PY) -m codegen --out generated --check
 
 # Generated C vs generated NumPy vs im2col+BLAS (vs PyTorch when the `bench` extra is
 # installed), every LeNet-5 layer, batch 1 and 64. ARGS="--json bench.json" etc.

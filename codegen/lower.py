@@ -1,0 +1,472 @@
+"""Lowering: a :class:`~derive.kernels.KernelSpec` (plus concrete sizes) -> a small statement AST.
+
+Two lowerings share the same spec and the same clipping rule:
+
+* :func:`lower_c` gives a scalar loop nest (one :class:`Loop` per spec loop,
+  an :class:`If` for the connection table, :class:`Update` statements on
+  ``Indexed`` elements). With ``fixed`` sizes (a LeNet-5 layer) the bounds are
+  constants, the connection table is compiled in (absent maps produce no code)
+  and the kernel taps of a reduction are unrolled into one sum, with ``cse``.
+* :func:`lower_numpy` gives Python loops over the kernel taps only; every other
+  loop becomes slicing of strided windows and ``einsum`` / broadcasting.
+
+Clipping (zero padding): an access ``x[..., a*i + t, ...]`` of an axis of size
+``D`` is in bounds for ``ceil(-t/a) <= i < ceil((D - t)/a)``; a ``clip`` nest
+restricts ``i`` to that range instead of reading padded zeros.
+
+Examples
+--------
+>>> from derive.kernels import load_table
+>>> spec = load_table()["conv2d_forward"]
+>>> fn = lower_c(spec)
+>>> [type(node).__name__ for node in fn.body]
+['Loop', 'Loop']
+>>> loop_vars(fn.body[1])
+['n', 'k', 'c', 'u', 'v', 'i', 'j']
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import sympy as sp
+
+from derive.kernels import CeilDiv, FloorDiv, KernelSpec, Nest, isym
+
+__all__ = ["CeilDiv", "FloorDiv"]  # re-exported for the printers
+
+# --- the statement AST -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Loop:
+    """``for var in [lo, hi)``; ``parallel`` marks an OpenMP loop (disjoint writes)."""
+
+    var: sp.Symbol
+    lo: sp.Expr
+    hi: sp.Expr
+    body: tuple
+    parallel: bool = False
+
+
+@dataclass(frozen=True)
+class If:
+    """Execute ``body`` where ``cond`` (a mask entry) is non-zero."""
+
+    cond: sp.Expr
+    body: tuple
+
+
+@dataclass(frozen=True)
+class Let:
+    """A scalar local ``var = value`` (integer bounds or a cse temporary)."""
+
+    var: sp.Symbol
+    value: sp.Expr
+    integer: bool = True
+
+
+@dataclass(frozen=True)
+class Update:
+    """``lhs op rhs`` with op in ``=``, ``+=``, ``max=``, ``min=``."""
+
+    lhs: sp.Expr
+    op: str
+    rhs: sp.Expr
+
+
+@dataclass(frozen=True)
+class Function:
+    """A lowered kernel: the spec, the fixed sizes (if specialized) and the body."""
+
+    name: str
+    spec: KernelSpec
+    fixed: tuple
+    body: tuple
+
+
+def loop_vars(node) -> list[str]:
+    """Loop variables of the first chain of nested loops under ``node`` (outer first).
+
+    >>> loop_vars(Loop(isym("i"), 0, 3, (Loop(isym("j"), 0, 2, ()),)))
+    ['i', 'j']
+    """
+    out = []
+    while isinstance(node, Loop | If):
+        if isinstance(node, Loop):
+            out.append(str(node.var))
+        node = next((b for b in node.body if isinstance(b, Loop | If)), None)
+    return out
+
+
+def walk(nodes):
+    """Every node of a body, depth first."""
+    for node in nodes:
+        yield node
+        if isinstance(node, Loop | If):
+            yield from walk(node.body)
+
+
+# --- shared helpers -----------------------------------------------------------------------
+
+
+def accesses(nest: Nest):
+    """Every ``Indexed`` the nest reads or writes (sorted for determinism)."""
+    found = set()
+    for stmt in nest.body:
+        found |= sp.Tuple(stmt.lhs, stmt.rhs).atoms(sp.Indexed)
+    return sorted(found, key=sp.default_sort_key)
+
+
+def axis_size(spec: KernelSpec, name: str, axis: int) -> sp.Symbol:
+    return isym(spec.array(name).dims[axis])
+
+
+def clip_range(spec: KernelSpec, nest: Nest, var: str, env: dict) -> tuple[sp.Expr, sp.Expr]:
+    """The loop range of ``var`` in ``nest``, restricted to in-bounds accesses when clipping.
+
+    >>> from derive.kernels import load_table
+    >>> spec = load_table()["conv2d_forward"]
+    >>> clip_range(spec, spec.nests[1], "i", {})[0]
+    Max(0, CeilDiv(Max(0, padding - u), stride))
+    """
+    lo, hi = (sp.sympify(b).subs(env) for b in spec.range_of(var))
+    if not nest.clip or var in nest.taps:  # taps are outer: the loops inside them are clipped
+        return lo, hi
+    sym = isym(var)
+    for acc in accesses(nest):
+        for axis, index in enumerate(acc.indices):
+            if index == sym or sym not in index.free_symbols:
+                continue
+            a = sp.diff(index, sym)
+            t = sp.expand(index - a * sym)
+            size = axis_size(spec, str(acc.base), axis).subs(env)
+            a, t = a.subs(env), t.subs(env)
+            lo = sp.Max(lo, CeilDiv(sp.Max(-t, 0), a))
+            hi = sp.Min(hi, CeilDiv(sp.Max(size - t, 0), a))
+    return lo, hi
+
+
+def _constant_over(expr, ranges: dict):
+    """``expr`` evaluated for every value of its loop variables, if always the same."""
+    free = [s for s in expr.free_symbols if s in ranges]
+    if not free or any(s not in ranges for s in expr.free_symbols):
+        return expr
+    values = {
+        expr.subs(dict(zip(free, pt, strict=True)))
+        for pt in itertools.product(*(ranges[s] for s in free))
+    }
+    return values.pop() if len(values) == 1 else expr
+
+
+def _env(spec: KernelSpec, fixed: dict) -> dict:
+    env = {isym(k): sp.Integer(v) for k, v in fixed.items() if k != "table"}
+    for name, formula in spec.derived:  # derived sizes follow from the fixed ones
+        value = sp.sympify(formula).subs(env)
+        if value.is_Integer:
+            env.setdefault(isym(name), value)
+    return env
+
+
+def _parallel(nest: Nest, var: str) -> bool:
+    """A loop may run in parallel when every statement writes at a bare ``var`` index."""
+    return all(isym(var) in stmt.lhs.indices for stmt in nest.body)
+
+
+# --- C -------------------------------------------------------------------------------------
+
+
+def lower_c(spec: KernelSpec, fixed: dict | None = None, name: str | None = None) -> Function:
+    """Lower ``spec`` to a scalar C loop nest.
+
+    ``fixed`` maps size/param names to ints (and ``"table"`` to a tuple of rows of
+    connected input maps, or None) for a specialization; the batch size stays a
+    runtime argument.
+    """
+    fixed = dict(fixed or {})
+    env = _env(spec, fixed)
+    body = tuple(node for nest in spec.nests for node in _c_nest(spec, nest, env, fixed))
+    frozen = tuple(sorted((k, v) for k, v in fixed.items()))
+    return Function(name or spec.name, spec, frozen, body)
+
+
+def _shapes(spec: KernelSpec, env: dict) -> dict:
+    """IndexedBase -> the same base carrying its (possibly constant) shape, for flat offsets."""
+    return {
+        a.base: sp.IndexedBase(a.name, shape=tuple(isym(d).subs(env) for d in a.dims))
+        for a in spec.arrays
+    }
+
+
+def _c_nest(spec, nest, env, fixed):
+    shaped = _shapes(spec, env)
+    stmts = tuple(
+        Update(s.lhs.subs(env).xreplace(shaped), s.op, s.rhs.subs(env).xreplace(shaped))
+        for s in nest.body
+    )
+    lhs_vars = {x for s in nest.body for x in s.lhs.free_symbols}
+    expand = _expanded(nest, fixed)
+    ranges = {}
+    for var in nest.loops:
+        lo, hi = (sp.sympify(b).subs(env) for b in spec.range_of(var))
+        if lo.is_Integer and hi.is_Integer:
+            ranges[isym(var)] = range(int(lo), int(hi))
+    # Specialized: the taps of a reduction with constant bounds are unrolled into one sum.
+    unroll = tuple(
+        t
+        for t in nest.taps
+        if fixed
+        and isym(t) not in lhs_vars
+        and isym(t) in ranges
+        and all(s.op == "+=" for s in nest.body)
+    )
+    body = _unrolled(stmts, unroll, ranges)
+    # A specialization for "all connected" (fixed table None) has no condition at all.
+    all_connected = "table" in fixed and fixed["table"] is None
+    cond = None if expand or all_connected or nest.cond is None else nest.cond.xreplace(shaped)
+
+    def build(loops, done):
+        if not loops:
+            return body
+        var = loops[0]
+        if var in expand:
+            rest = [x for x in loops if x not in expand]
+            return _expand_pairs(spec, nest, fixed, lambda: build(rest, done))
+        lo, hi = clip_range(spec, nest, var, env)
+        lo, hi = (_constant_over(b, ranges) for b in (lo, hi))
+        inner = build(loops[1:], done + [var])
+        if cond is not None and _cond_ready(cond, done + [var]) and not _cond_ready(cond, done):
+            inner = (If(cond, inner),)
+        return (Loop(isym(var), lo, hi, inner, parallel=not done and _parallel(nest, var)),)
+
+    return build([x for x in nest.loops if x not in unroll], [])
+
+
+def _cond_ready(cond, bound_vars):
+    return {str(x) for x in cond.indices} <= set(bound_vars)
+
+
+def _expanded(nest: Nest, fixed: dict) -> tuple[str, ...]:
+    """Loops replaced by the compiled-in connection table (only its present pairs)."""
+    if nest.cond is None or fixed.get("table") is None:
+        return ()
+    return tuple(str(x) for x in nest.cond.indices)
+
+
+def _expand_pairs(spec, nest, fixed, inner):
+    """Emit the inner nest once per connected (out, in) pair of the table."""
+    out_var, in_var = nest.cond.indices
+    rows = fixed["table"]
+    template = inner()
+    nodes = []
+    for k, cs in enumerate(rows):
+        for c in sorted(cs):
+            nodes.extend(_subs_nodes(template, {out_var: sp.Integer(k), in_var: sp.Integer(c)}))
+    return tuple(nodes)
+
+
+def _subs_nodes(nodes, sub):
+    out = []
+    for node in nodes:
+        if isinstance(node, Loop):
+            out.append(
+                Loop(
+                    node.var,
+                    node.lo.subs(sub),
+                    node.hi.subs(sub),
+                    _subs_nodes(node.body, sub),
+                    node.parallel,
+                )
+            )
+        elif isinstance(node, If):
+            out.append(If(node.cond.subs(sub), _subs_nodes(node.body, sub)))
+        elif isinstance(node, Let):
+            out.append(Let(node.var, node.value.subs(sub), node.integer))
+        else:
+            out.append(Update(node.lhs.subs(sub), node.op, node.rhs.subs(sub)))
+    return tuple(out)
+
+
+def _unrolled(stmts, unroll, ranges):
+    if not unroll:
+        return stmts
+    taps = [isym(t) for t in unroll]
+    points = list(itertools.product(*(ranges[t] for t in taps)))
+    out = []
+    for stmt in stmts:
+        terms = [stmt.rhs.subs(dict(zip(taps, pt, strict=True))) for pt in points]
+        out.append(Update(stmt.lhs, "+=", sp.Add(*terms)))
+    return _with_cse(tuple(out))
+
+
+def _with_cse(stmts):
+    """Factor common subexpressions of unrolled bodies into locals (only when cse finds any)."""
+    exprs = [s.rhs for s in stmts]
+    pairs, reduced = sp.cse(exprs, symbols=sp.numbered_symbols("t"), order="canonical")
+    if not pairs:
+        return stmts
+    lets = tuple(Let(sym, val, integer=bool(val.is_integer)) for sym, val in pairs)
+    return lets + tuple(Update(s.lhs, s.op, r) for s, r in zip(stmts, reduced, strict=True))
+
+
+# --- NumPy ---------------------------------------------------------------------------------
+
+
+class View(sp.Function):
+    """``array[slices]``: args are the array label and one entry per axis.
+
+    An entry is a :class:`Span` (vectorized axis), :class:`Gather` (an index array,
+    with :class:`Arange` for its companion axes) or a scalar expression (a tap).
+    """
+
+
+class Span(sp.Function):
+    """Slice ``start:stop:step`` (``Span(0, size, 1)`` of a whole axis prints ``:``)."""
+
+
+class Arange(sp.Function):
+    """``numpy.arange(lo, hi)`` (a vectorized index used as a value or a gather axis)."""
+
+
+class Align(sp.Function):
+    """Put ``expr`` (axes ``have``) into the axis order ``want``: transpose + new axes."""
+
+
+class Einsum(sp.Function):
+    """``numpy.einsum(subscripts, *operands, optimize=True)``."""
+
+
+class Reduce(sp.Function):
+    """``numpy.sum/max/min(expr, axis=axes)``."""
+
+
+REDUCE_OP = {"=": None, "+=": "sum", "max=": "max", "min=": "min"}
+
+
+def lower_numpy(spec: KernelSpec) -> Function:
+    """Lower ``spec`` to Python loops over taps and vectorized statements."""
+    body = tuple(node for nest in spec.nests for node in _np_nest(spec, nest))
+    return Function(spec.name, spec, (), body)
+
+
+def _np_nest(spec, nest):
+    vec = [x for x in nest.loops if x not in nest.taps]
+    lets, spans = [], {}
+    for var in vec:
+        lo, hi = clip_range(spec, nest, var, {})
+        if nest.clip and (lo, hi) != spec.range_of(var):
+            lo_s, hi_s = isym(f"{var}_lo"), isym(f"{var}_hi")
+            lets += [Let(lo_s, lo), Let(hi_s, sp.Max(lo_s, hi))]
+            lo, hi = lo_s, hi_s
+        spans[isym(var)] = (lo, hi)
+    stmts = tuple(lets) + tuple(_np_stmt(spec, nest, s, spans) for s in nest.body)
+    for tap in reversed(nest.taps):
+        lo, hi = spec.range_of(tap)
+        stmts = (Loop(isym(tap), lo, hi, stmts),)
+    return stmts
+
+
+def _np_view(spec, acc, spans):
+    """(View node, its vectorized letters) for one Indexed access."""
+    entries, letters = [], []
+    gather = any(ix.atoms(sp.Indexed) for ix in acc.indices)
+    for axis, index in enumerate(acc.indices):
+        inner = index.atoms(sp.Indexed)
+        vars_ = [v for v in index.free_symbols if v in spans]
+        if inner:
+            (sub,) = inner
+            sub_view, sub_letters = _np_view(spec, sub, spans)
+            entries.append(sub_view)
+            letters += [x for x in sub_letters if x not in letters]
+        elif not vars_:
+            entries.append(index)
+        else:
+            (var,) = vars_
+            lo, hi = spans[var]
+            if gather:
+                entries.append(Arange(lo, hi))
+            else:
+                a = sp.diff(index, var)
+                start = index.subs(var, lo)
+                size = axis_size(spec, str(acc.base), axis)
+                if index == var and lo == 0 and hi == size:
+                    entries.append(Span(0, size, 1))
+                else:
+                    entries.append(Span(start, start + a * (hi - lo), a))
+            if var not in letters:
+                letters.append(var)
+    return View(sp.Symbol(str(acc.base)), *entries), letters
+
+
+def _np_stmt(spec, nest, stmt, spans):
+    lhs, out = _np_view(spec, stmt.lhs, spans)
+    views = {}
+    for acc in sorted(stmt.rhs.atoms(sp.Indexed), key=sp.default_sort_key):
+        if not any(acc in x.atoms(sp.Indexed) and x != acc for x in stmt.rhs.atoms(sp.Indexed)):
+            views[acc] = _np_view(spec, acc, spans)
+    order = list(out)
+    for _, letters in views.values():
+        order += [x for x in letters if x not in order]
+    for var in sorted(stmt.rhs.free_symbols & set(spans), key=str):
+        if var not in order:
+            order.append(var)
+    reduced = [x for x in order if x not in out]
+    cond = _np_view(spec, nest.cond, spans) if nest.cond is not None else None
+    rhs = _np_einsum(stmt, views, out, cond) if stmt.op == "+=" else None
+    if rhs is None:
+        rhs = _np_broadcast(stmt, views, spans, order, cond)
+        if reduced:
+            axes = sp.Tuple(*[order.index(x) for x in reduced])
+            rhs = Reduce(rhs, sp.Symbol(REDUCE_OP[stmt.op]), axes)
+        elif cond is not None:
+            rhs = rhs * _align(*cond, order)
+    if cond is not None and reduced and rhs.func is Reduce:
+        rhs = rhs * _align(*cond, out)
+    return Update(lhs, stmt.op, rhs)
+
+
+def _align(expr, have, want):
+    if list(have) == list(want):
+        return expr
+    return Align(expr, sp.Tuple(*have), sp.Tuple(*want))
+
+
+def _np_einsum(stmt, views, out, cond):
+    """``+=`` of a product of array reads: one einsum (None when not of that form)."""
+    coeff, factors = [], []
+    for f in sp.Mul.make_args(stmt.rhs):
+        (factors if f in views else coeff).append(f)
+    if not factors or any(c.atoms(sp.Indexed) for c in coeff):
+        return None
+    if any(set(views[f][1]) & {s for c in coeff for s in c.free_symbols} for f in factors):
+        return None
+    operands = [list(views[f]) for f in factors]
+    if cond is not None:
+        host = next((op for op in operands if set(cond[1]) <= set(op[1])), None)
+        if host is None:
+            if not set(cond[1]) <= set(out):
+                return None
+            coeff.append(_align(*cond, out))
+        else:
+            host[0] = host[0] * _align(cond[0], cond[1], host[1])
+    letters = {
+        v: chr(ord("a") + i) for i, v in enumerate(dict.fromkeys(sum((o[1] for o in operands), [])))
+    }
+    if not set(out) <= set(letters):
+        return None
+    if len(operands) == 1 and operands[0][1] == list(out):
+        core = operands[0][0]
+    else:
+        subs = ",".join("".join(letters[v] for v in o[1]) for o in operands)
+        subs += "->" + "".join(letters[v] for v in out)
+        core = Einsum(sp.Symbol(subs), *[o[0] for o in operands])
+    return sp.Mul(*coeff) * core
+
+
+def _np_broadcast(stmt, views, spans, order, cond):
+    """Element-wise expression with every read aligned to the axis order ``order``."""
+    sub = {acc: _align(view, letters, order) for acc, (view, letters) in views.items()}
+    for var in stmt.rhs.free_symbols & set(spans):
+        sub[var] = _align(Arange(*spans[var]), [var], order)
+    return stmt.rhs.xreplace(sub)

@@ -1,0 +1,222 @@
+"""The code generation pipeline as named pure stages.
+
+``table -> lower -> print -> render -> files {relpath: text}``; the writer
+(:mod:`codegen.writer`) puts the files on disk. Each stage is a function a test
+can call and inspect; nothing runs at import time.
+
+Examples
+--------
+>>> files = generate()
+>>> sorted(files)[:3]
+['_runtime.py', 'lenet5_spec.py', 'np_kernels.py']
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+from codegen import lower, printers, render
+from derive import core
+from derive import lenet5 as lenet5_spec
+from derive.kernels import KernelSpec, load_table
+
+#: Where each derivation family lives, for headers of kernels whose derivation
+#: has not been registered yet (the loader's strict mode rejects those).
+PLANNED_MODULES = {
+    "act": "derive.activations",
+    "loss": "derive.activations",
+    "layer": "derive.layers",
+    "grad": "derive.gradients",
+    "backprop": "derive.backprop",
+    "conv": "derive.convolution",
+    "lenet5": "derive.lenet5",
+}
+
+
+def kernel_table(strict: bool = True) -> dict[str, KernelSpec]:
+    """Stage 1: the validated kernel table.
+
+    ``strict=False`` accepts derivation ids that are not registered yet (their
+    modules are being written); :func:`missing_derivations` lists them.
+    """
+    if strict:
+        return load_table()
+    from derive.kernels import kernel_specs
+
+    cited = {s.derivation for s in kernel_specs()}
+    return load_table(known_ids=set(core.ids()) | cited)
+
+
+def missing_derivations(table: dict[str, KernelSpec]) -> list[str]:
+    """Cited derivation ids the registry does not hold (yet)."""
+    known = set(core.ids())
+    return sorted({s.derivation for s in table.values()} - known)
+
+
+def module_for(derivation: str) -> str:
+    """The derive module that defines ``derivation`` (cited by the headers)."""
+    if derivation in core.ids():
+        return core.module_of(derivation)
+    return PLANNED_MODULES[derivation.split(".")[0]]
+
+
+@dataclass(frozen=True)
+class Specialization:
+    """A kernel at the fixed sizes of one LeNet-5 layer (the batch stays free)."""
+
+    layer: str
+    kernel: str
+    fixed: tuple  # sorted (name, value) pairs; ("table", rows-or-None) for convolutions
+
+    @property
+    def fixed_dict(self) -> dict:
+        return dict(self.fixed)
+
+
+def specializations(table: dict[str, KernelSpec]) -> list[Specialization]:
+    """Stage 1b: every LeNet-5 layer's kernels at its constant shapes.
+
+    >>> [s.kernel for s in specializations(kernel_table(strict=False)) if s.layer == "C3"]
+    ['conv2d_forward', 'conv2d_backward_data', 'conv2d_backward_filter']
+    """
+    out = []
+    for layer in lenet5_spec.LAYERS:
+        if layer.kind == "conv":
+            fixed = {
+                "C": layer.in_maps,
+                "K": layer.out_maps,
+                "H": layer.in_size,
+                "W": layer.in_size,
+                "KH": layer.kernel,
+                "KW": layer.kernel,
+                "stride": 1,
+                "padding": 0,
+                "table": layer.table,
+            }
+            kernels = ("conv2d_forward", "conv2d_backward_data", "conv2d_backward_filter")
+        elif layer.kind == "subsample":
+            fixed = {"C": layer.in_maps, "H": layer.in_size, "W": layer.in_size}
+            kernels = ("subsample_forward", "subsample_backward")
+        else:
+            fixed = {"I": layer.in_maps, "O": layer.out_maps}
+            kernels = (
+                f"{'dense' if layer.kind == 'dense' else 'rbf'}_{d}"
+                for d in ("forward", "backward")
+            )
+        for name in kernels:
+            if name in table:
+                out.append(Specialization(layer.name, name, tuple(sorted(fixed.items()))))
+    return out
+
+
+def spec_hash(spec: KernelSpec, fixed: tuple = ()) -> str:
+    """sha256 of the spec text (and the fixed sizes of a specialization)."""
+    return hashlib.sha256((spec.text() + repr(fixed)).encode()).hexdigest()
+
+
+# --- stage 2-4: lower, print, render ---------------------------------------------------
+
+
+def numpy_module(table: dict[str, KernelSpec]) -> str:
+    """``generated/np_kernels.py``."""
+    printer = printers.NumpyPrinter()
+    kernels = []
+    for spec in table.values():
+        ctx = render.kernel_context(spec, module_for(spec.derivation), printer)
+        ctx["body"] = printer.block(lower.lower_numpy(spec).body)
+        kernels.append(ctx)
+    head = render.header("derive.kernels", "all kernel derivations")
+    return render.render("np_kernels.py.j2", header=head, kernels=kernels)
+
+
+def runtime_module() -> str:
+    """``generated/_runtime.py``: argument checks shared by both backends."""
+    head = render.header("derive.kernels", "all kernel derivations")
+    return render.render("_runtime.py.j2", header=head)
+
+
+def lenet5_constants() -> list[tuple[str, str, object]]:
+    """(name, comment, plain Python value) of every LeNet-5 constant the runtime needs."""
+
+    def plain(x):
+        if isinstance(x, tuple | list):
+            return tuple(plain(v) for v in x)
+        if hasattr(x, "is_Rational") and x.is_Rational:
+            return int(x) if x.is_Integer else float(x)
+        return x
+
+    s = lenet5_spec
+    layers = tuple(
+        {
+            "name": L.name,
+            "kind": L.kind,
+            "in_maps": L.in_maps,
+            "out_maps": L.out_maps,
+            "in_size": L.in_size,
+            "out_size": L.out_size,
+            "kernel": L.kernel,
+            "table": L.table,
+            "params": s.layer_params(L),
+            "connections": s.layer_connections(L),
+        }
+        for L in s.LAYERS
+    )
+    items = [
+        ("INPUT_SIZE", "side of the network's input plane", s.INPUT_SIZE),
+        ("MNIST_SIZE", "side of an MNIST digit", s.MNIST_SIZE),
+        ("PAD", "zero-background padding on each side", s.PAD),
+        ("WHITE", f"background pixel value (= {s.WHITE})", s.WHITE),
+        ("BLACK", f"ink pixel value (= {s.BLACK})", s.BLACK),
+        ("SQUASH_A", f"squashing f(a) = A tanh(S a): A (= {s.SQUASH_A})", s.SQUASH_A),
+        ("SQUASH_S", f"squashing f(a) = A tanh(S a): S (= {s.SQUASH_S})", s.SQUASH_S),
+        ("C3_TABLE", "C3 map -> the S2 maps it reads (paper Table I)", s.C3_TABLE),
+        ("RBF_ROWS", "rows of an RBF bitmap", s.RBF_ROWS),
+        ("RBF_COLS", "columns of an RBF bitmap", s.RBF_COLS),
+        ("RBF_BITMAPS", "digit bitmaps, '#' = +1, '.' = -1", s.RBF_BITMAPS),
+        ("RBF_CENTERS", "the 10 fixed RBF parameter vectors (bitmaps row by row)", s.rbf_centers()),
+        ("MAP_J", f"the MAP criterion's constant j (= {s.MAP_J})", s.MAP_J),
+        (
+            "INIT_NUMERATOR",
+            f"init uniform +-INIT_NUMERATOR/fan_in (= {s.INIT_NUMERATOR})",
+            s.INIT_NUMERATOR,
+        ),
+        ("SDLM_MU", f"stochastic diagonal Levenberg-Marquardt mu (= {s.SDLM_MU})", s.SDLM_MU),
+        ("HESSIAN_SAMPLES", "samples for the diagonal Hessian estimate", s.HESSIAN_SAMPLES),
+        ("SCHEDULE", "(passes, global learning rate)", s.SCHEDULE),
+        ("LAYERS", "the layer table, with parameter and connection counts", layers),
+    ]
+    return [
+        (name, comment, plain(value) if name != "LAYERS" else value)
+        for name, comment, value in items
+    ]
+
+
+def lenet5_module() -> str:
+    """``generated/lenet5_spec.py``: LeNet-5 constants as plain Python (no SymPy)."""
+    constants = [(n, c, _pyrepr(v)) for n, c, v in lenet5_constants()]
+    head = render.header("derive.lenet5", "lenet5.layers")
+    sha = hashlib.sha256("\n".join(f"{n}={v}" for n, _, v in constants).encode()).hexdigest()
+    return render.render("lenet5_spec.py.j2", header=head, constants=constants, sha=sha)
+
+
+def _pyrepr(value) -> str:
+    """Deterministic Python literal text (dicts keep their insertion order)."""
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k!r}: {_pyrepr(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, tuple):
+        inner = ", ".join(_pyrepr(v) for v in value)
+        return f"({inner},)" if len(value) == 1 else f"({inner})"
+    if hasattr(value, "is_Rational"):
+        value = int(value) if value.is_Integer else float(value)
+    return repr(value)
+
+
+def generate(strict: bool = False) -> dict[str, str]:
+    """Every generated file, ``{path relative to generated/: text}``."""
+    table = kernel_table(strict)
+    return {
+        "_runtime.py": runtime_module(),
+        "np_kernels.py": numpy_module(table),
+        "lenet5_spec.py": lenet5_module(),
+    }
