@@ -51,6 +51,28 @@ def printed(rows) -> sp.Matrix:
     return sp.Matrix([[sp.Rational(v) for v in row] for row in rows])
 
 
+def decimal_latex(m: sp.Matrix) -> str:
+    r"""LaTeX of a matrix with terminating fractions written as decimals, as printed.
+
+    >>> print(decimal_latex(sp.Matrix([[sp.Rational(1, 4), 1], [sp.Rational(-3, 10), 2]])))
+    \left[\begin{matrix}0.25 & 1\\-0.3 & 2\end{matrix}\right]
+    """
+
+    def cell(v) -> str:
+        for digits in range(7):
+            scaled = v * 10**digits
+            if scaled.is_integer:
+                sign, mag = (
+                    ("-" if scaled < 0 else ""),
+                    str(abs(int(scaled))).rjust(digits + 1, "0"),
+                )
+                return sign + (mag[:-digits] + "." + mag[-digits:] if digits else mag)
+        return sp.latex(v)
+
+    rows = [" & ".join(cell(v) for v in m.row(i)) for i in range(m.rows)]
+    return r"\left[\begin{matrix}" + r"\\".join(rows) + r"\end{matrix}\right]"
+
+
 def nested(m) -> list:
     """A Matrix as nested lists of SymPy numbers (the ``data["example"]`` format)."""
     return [list(m.row(i)) for i in range(m.rows)]
@@ -173,7 +195,7 @@ def _case1_mean() -> Derivation:
             latex=r"\mathrm{up}\left("
             + sp.latex(DELTA_POOL)
             + r"\right) = "
-            + sp.latex(MEAN_TABLE),
+            + decimal_latex(MEAN_TABLE),
         ),
     )
     return Derivation(
@@ -353,17 +375,20 @@ FULL_B = printed([["-0.6", "-0.1", "0.1"], ["-0.1", "0.3", "0.3"], ["0.1", "0.3"
 #: The padded δ_1 cross-correlated with the UNrotated k_1 (not the lecture's table).
 UNROTATED_A = printed([["0.4", "1.4", "0.6"], ["1.0", "1.9", "0.7"], ["0.4", "0.6", "0.2"]])
 #: The sum; the lecture prints its first two rows, the last row is garbled
-#: ("۰. 4.5 4.0") in the text and is derived here: 0.5 1.5 1.0.
+#: (". 4.5 4.0") in the text and is derived here: 0.5 1.5 1.0.
 FULL_SUM = printed([["-0.5", "0.4", "0.7"], ["0.3", "1.9", "1.9"], ["0.5", "1.5", "1.0"]])
 
 
-def _table_step(lhs, rhs, why) -> Step:
+def _table_step(label: str, lhs, rhs, why) -> Step:
+    """``lhs`` computed by the formula equals the printed table ``rhs``; ``label`` is the
+    LaTeX of the operation that produced ``lhs``."""
     return Step(
         lhs,
         rhs,
         why,
         check=lambda: same(lhs, rhs),
         note="exact comparison with the printed table",
+        latex=f"{label} = {decimal_latex(rhs)}",
     )
 
 
@@ -398,20 +423,28 @@ def _case2() -> Derivation:
                 r"\mathrm{rot}_{180}(k)"
             ),
         ),
-        _table_step(pad(DELTA_A, 1), PADDED_A, "The lecture's first map delta_1 padded by 1."),
         _table_step(
+            r"\mathrm{pad}_1(\delta_1)",
+            pad(DELTA_A, 1),
+            PADDED_A,
+            "The lecture's first map delta_1 padded by 1.",
+        ),
+        _table_step(
+            r"\delta_1 \otimes k_1",
             sp.kronecker_product(DELTA_A, KERNEL_A),
             BLOCKS_A,
             "The lecture's 4x4 table for delta_1 and k_1 = [[0.1,0.2],[0.2,0.4]] is the "
             "copies delta_1[m,n] k_1 side by side (delta_1 ⊗ k_1).",
         ),
         _table_step(
+            r"(\delta_1 * k_1)_{\mathrm{full}}",
             conv2d(DELTA_A, KERNEL_A),
             FULL_A,
             "Overlap-adding those copies at offsets (m, n) - the full convolution, kernel NOT "
             "rotated in this form - gives the lecture's 3x3 table.",
         ),
         _table_step(
+            r"\mathrm{pad}_1(\delta_1) \star \mathrm{rot}_{180}(k_1)",
             xcorr2d(pad(DELTA_A, 1), rot180(KERNEL_A)),
             FULL_A,
             "Equivalently: the padded delta_1 cross-correlated with k_1 rotated by 180 degrees.",
@@ -422,27 +455,33 @@ def _case2() -> Derivation:
             "Orientation check: cross-correlating the padded delta_1 with the UNrotated k_1 "
             "gives this matrix, which is not the printed table; so the printed table is the "
             "rotated-kernel (true convolution) form.",
-            check=lambda: (
-                same(
-                    unrotated,
-                    UNROTATED_A,
-                )
-                and not same(unrotated, FULL_A)
-            ),
+            check=lambda: same(unrotated, UNROTATED_A) and not same(unrotated, FULL_A),
             note="exact comparison, and inequality with the printed table",
+            latex=(
+                r"\mathrm{pad}_1(\delta_1) \star k_1 = "
+                + decimal_latex(UNROTATED_A)
+                + r" \neq (\delta_1 * k_1)_{\mathrm{full}}"
+            ),
         ),
         _table_step(
+            r"\delta_2 \otimes k_2",
             sp.kronecker_product(DELTA_B, KERNEL_B),
             BLOCKS_B,
             "The second map delta_2 = [[2,1],[1,1]] with k_2 = [[-0.3,0.1],[0.1,0.2]]: "
             "the lecture's 4x4 table of copies.",
         ),
-        _table_step(conv2d(DELTA_B, KERNEL_B), FULL_B, "Their full convolution: the 3x3 table."),
         _table_step(
+            r"(\delta_2 * k_2)_{\mathrm{full}}",
+            conv2d(DELTA_B, KERNEL_B),
+            FULL_B,
+            "Their full convolution: the 3x3 table.",
+        ),
+        _table_step(
+            r"\sum_{K=1}^{2} (\delta_K * k_K)_{\mathrm{full}}",
             conv2d(DELTA_A, KERNEL_A) + conv2d(DELTA_B, KERNEL_B),
             FULL_SUM,
             "Summed over the two kernels: the lecture's result. Its last row is garbled in the "
-            "lecture text ('۰. 4.5 4.0'); the derived row is 0.5 1.5 1.0.",
+            "lecture text (it reads '. 4.5 4.0'); the derived row is 0.5 1.5 1.0.",
         ),
     )
     return Derivation(
