@@ -182,3 +182,37 @@ def test_loss_gradient_checks_reject_wrong_formulas(monkeypatch):
 def test_map_criterion_values():
     e = activations.map_criterion((sp.Integer(0), sp.Integer(5)), 0, 1)
     assert e == sp.log(sp.exp(-1) + 1 + sp.exp(-5))
+
+
+# Formulas of these derivations that SymPy's LaTeX parser supports (it reads
+# "\beta \left(...\right)" as a function call, so products like beta*(1 - f) are left out).
+ROUND_TRIP = [
+    ("act.sigmoid", 0, "lhs"),  # d/dx (1 + e^{-beta x})^{-1}
+    ("loss.squared_error", 0, "lhs"),  # 1/2 sum (t_k - y_k)^2
+    ("loss.squared_error", 0, "rhs"),
+    ("loss.map", 0, "lhs"),  # y_D + log(e^{-j} + sum e^{-y_i})
+    ("loss.map", 0, "rhs"),  # -log(posterior)
+    ("loss.map", 2, "rhs"),  # e^{-j} / (e^{-j} + sum e^{-y_i})
+    ("loss.softmax_xent", 0, "lhs"),
+    ("lenet5.rbf", 0, "lhs"),  # sum_j (x_j - w_ij)^2
+    ("lenet5.rbf", 5, "rhs"),  # MAP gradient of a wrong class
+]
+
+
+def _by_name(expr):
+    """The parser makes plain symbols named like 'y_{0}' and reads e^x as a power of e."""
+    expr = expr.doit()
+    names = {s: sp.Symbol(s.name.replace("{", "").replace("}", "")) for s in expr.free_symbols}
+    return expr.xreplace(names).subs(sp.Symbol("e"), sp.E)
+
+
+@pytest.mark.parametrize("id_, index, side", ROUND_TRIP)
+def test_formula_round_trips_through_the_latex_parser(id_, index, side):
+    pytest.importorskip("antlr4", reason="antlr4-python3-runtime is in the test extra")
+    from sympy.parsing.latex import parse_latex
+
+    expr = getattr(core.get(id_).steps[index], side)
+    parsed = parse_latex(sp.latex(expr))
+    assert sp.simplify(_by_name(parsed) - _by_name(expr)) == 0, (sp.latex(expr), parsed)
+    # and the comparison can fail: a different formula does not match
+    assert sp.simplify(_by_name(parsed) - _by_name(expr + 1)) != 0
