@@ -5,11 +5,9 @@ derive sources and library versions, see :func:`derive.render.statuses`;
 ``--fresh`` re-verifies. ``show`` and ``book`` always verify.
 
 Exit status: 0 on success; 1 when a step's check failed (an UNVERIFIED step is
-reported, not a failure) or a derivation could not be built; 2 for usage errors
-and unknown ids (the message suggests close ids).
-
->>> main(["show", "conv.output_siz"])
-2
+reported, not a failure) or, for ``list``, a derivation could not be built (``show``
+and ``book`` let a builder's exception propagate with its traceback); 2 for usage
+errors and unknown ids (the message suggests close ids).
 """
 
 from __future__ import annotations
@@ -17,6 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from derive import core, render
 
@@ -59,7 +58,13 @@ def _show(id_: str, latex: bool) -> int:
     return 1 if render.derivation_status(results) == render.FAILED else 0
 
 
+class BadOutput(ValueError):
+    """The ``--out`` path cannot be used (a usage error: exit 2)."""
+
+
 def _book(out: str) -> int:
+    if Path(out).exists() and not Path(out).is_dir():
+        raise BadOutput(f"--out {out!r} exists and is not a directory")
     paths, built = render.write_book(out)
     for path in paths:
         print(path)
@@ -79,10 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "show":
             return _show(args.id, args.latex)
         return _book(args.out)
-    except core.UnknownDerivation as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except ValueError as exc:
+    except (core.UnknownDerivation, BadOutput) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
