@@ -140,7 +140,7 @@ def _full_step() -> Step:
 
 def _local_step() -> Step:
     return Step(
-        sp.Symbol("P_loc"),  # not "P_local": SymPy's LaTeX prints a "cal" suffix as \\mathcal
+        sp.Symbol("P_loc"),  # not "P_local": SymPy's LaTeX prints a "cal" suffix as mathcal
         P_LOCAL,
         "Locally connected, no sharing: each of N hidden units has its own k x k window "
         "of weights. Proven on the explicit layer (one unit per window, stride 1) for "
