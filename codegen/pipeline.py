@@ -212,11 +212,88 @@ def _pyrepr(value) -> str:
     return repr(value)
 
 
+def c_functions(table: dict[str, KernelSpec]) -> list[dict]:
+    """Stage 2-3 for C: every kernel (generic, then each LeNet-5 specialization) lowered
+    and printed for both dialects, as template data."""
+    variants = [(spec, None, None) for spec in table.values()]
+    variants += [(table[s.kernel], s.layer, s.fixed) for s in specializations(table)]
+    out = []
+    for spec, layer, fixed in variants:
+        fn = lower.lower_c(spec, dict(fixed or ()))
+        for dialect in printers.DIALECTS:
+            printer = printers.CPrinter(dialect)
+            args = render.c_args(spec, fn.body, dialect)
+            what = f"{spec.name} at LeNet-5 layer {layer}'s sizes" if layer else spec.name
+            out.append(
+                {
+                    "symbol": render.c_symbol(spec.name, layer, dialect),
+                    "comment": f"{what} ({dialect.numpy_dtype}): {spec.doc}",
+                    "header": render.header(
+                        module_for(spec.derivation), spec.derivation, ""
+                    ).strip(),
+                    "sha": spec_hash(spec, fixed or ()),
+                    "args": [a["c"] for a in args],
+                    "arg_kinds": [(a["name"], a["kind"]) for a in args],
+                    "body": printer.block(fn.body),
+                }
+            )
+    return out
+
+
+def c_header_line() -> str:
+    return render.header("derive.kernels", "all kernel derivations", "/*") + " */"
+
+
+def c_source(functions: list[dict]) -> str:
+    """``generated/c/symconv.c``."""
+    return render.render("symconv.c.j2", header=c_header_line(), functions=functions)
+
+
+def c_header(functions: list[dict]) -> str:
+    """``generated/c/symconv.h``."""
+    return render.render("symconv.h.j2", header=c_header_line(), functions=functions)
+
+
+def bindings_module(table: dict[str, KernelSpec], functions: list[dict]) -> str:
+    """``generated/c_kernels.py``: validated ctypes bindings with the NumPy signatures."""
+    printer = printers.NumpyPrinter()
+    kernels = []
+    for spec in table.values():
+        ctx = render.kernel_context(spec, module_for(spec.derivation), printer)
+        ctx["value_dict"] = render.values_dict(spec)
+        has_table = any(a.name == "table" for a in spec.inputs)
+        ctx["table_arg"] = ", table" if has_table else ""
+        kernels.append(ctx)
+    grouped: dict[str, list] = {}
+    for s in specializations(table):
+        fixed = s.fixed_dict
+        rows = fixed.pop("table", None)
+        grouped.setdefault(s.kernel, []).append(
+            {"layer": s.layer, "fixed": _pyrepr_dict(fixed), "table": _pyrepr(rows)}
+        )
+    head = render.header("derive.kernels", "all kernel derivations")
+    return render.render(
+        "c_kernels.py.j2",
+        header=head,
+        kernels=kernels,
+        functions=[f for f in functions if f["symbol"].endswith("_f64")],
+        specializations=sorted(grouped.items()),
+    )
+
+
+def _pyrepr_dict(d: dict) -> str:
+    return "{" + ", ".join(f"{k!r}: {_pyrepr(d[k])}" for k in sorted(d)) + "}"
+
+
 def generate(strict: bool = False) -> dict[str, str]:
     """Every generated file, ``{path relative to generated/: text}``."""
     table = kernel_table(strict)
+    functions = c_functions(table)
     return {
         "_runtime.py": runtime_module(),
         "np_kernels.py": numpy_module(table),
         "lenet5_spec.py": lenet5_module(),
+        "c/symconv.c": c_source(functions),
+        "c/symconv.h": c_header(functions),
+        "c_kernels.py": bindings_module(table, functions),
     }

@@ -127,6 +127,13 @@ def returns(spec: KernelSpec) -> str:
     return parts[0] if len(parts) == 1 else "(" + ", ".join(parts) + ")"
 
 
+def values_dict(spec: KernelSpec) -> str:
+    """The dict literal of every array, size and scalar a C variant may take, by name."""
+    names = [a.name for a in spec.arrays] + list(spec.dim_names())
+    names += [p.name for p in spec.params if p.kind != "hw"]
+    return "{" + ", ".join(f'"{n}": {n}' for n in dict.fromkeys(names)) + "}"
+
+
 def kernel_context(spec: KernelSpec, module: str, printer: printers.NumpyPrinter) -> dict:
     """The template data of one kernel that both Python modules share."""
     return {

@@ -1,0 +1,143 @@
+"""Compile the generated C into a shared library in a per-user cache, and load it.
+
+SymPy-free: the runtime (``generated/c_kernels.py``) imports this module.
+
+The library is built with the system C compiler (``$CC`` or ``cc``) and
+``-std=c99 -O3 -Wall -Wextra -Werror -fPIC -shared``, plus ``-march=native`` and
+``-fopenmp`` when the compiler accepts them (probed once per compiler). It is
+cached in ``$SYMCONV_CACHE`` (default ``~/.cache/symconv``) under the sha256 of
+the sources, the flags and the compiler's version, written atomically; the log
+says ``compiled`` or ``cached``. A missing or failing compiler raises
+:class:`BuildError`, which says to use the NumPy backend instead.
+
+Examples
+--------
+>>> key = cache_key(b"int f(void);", ["-O3"], "gcc 12")
+>>> len(key), key == cache_key(b"int f(void);", ["-O2"], "gcc 12")
+(64, False)
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import logging
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+log = logging.getLogger("symconv.build")
+
+BASE_FLAGS = ("-std=c99", "-O3", "-Wall", "-Wextra", "-Werror", "-fPIC", "-shared")
+OPTIONAL_FLAGS = ("-march=native", "-fopenmp")
+FALLBACK = 'use the NumPy backend instead (backend="numpy", i.e. generated.np_kernels)'
+
+
+class BuildError(RuntimeError):
+    """The C library cannot be built or loaded; the message says how to fall back."""
+
+
+def compiler() -> str:
+    """The C compiler command: ``$CC`` or ``cc``."""
+    return os.environ.get("CC") or "cc"
+
+
+def cache_dir() -> Path:
+    """``$SYMCONV_CACHE`` or ``~/.cache/symconv``."""
+    env = os.environ.get("SYMCONV_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "symconv"
+
+
+def _run(cmd, **kwargs) -> subprocess.CompletedProcess:
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, check=False, **kwargs)
+    except OSError as exc:  # missing or not executable
+        raise BuildError(
+            f"C compiler {cmd[0]!r} cannot be run ({exc.strerror}); {FALLBACK}"
+        ) from None
+
+
+@functools.cache
+def compiler_version(cc: str) -> str:
+    """First line of ``cc --version`` (part of the cache key)."""
+    proc = _run([cc, "--version"])
+    if proc.returncode != 0:
+        raise BuildError(f"C compiler {cc!r} failed to report its version; {FALLBACK}")
+    return proc.stdout.splitlines()[0] if proc.stdout else ""
+
+
+@functools.cache
+def supported_flags(cc: str) -> tuple[str, ...]:
+    """The optional flags (``-march=native``, ``-fopenmp``) ``cc`` accepts, probed once."""
+    accepted = []
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "probe.c"
+        src.write_text("int symconv_probe(int x) { return x + 1; }\n")
+        for flag in OPTIONAL_FLAGS:
+            cmd = [cc, *BASE_FLAGS, flag, str(src), "-o", str(Path(tmp) / "probe.so")]
+            if _run(cmd).returncode == 0:
+                accepted.append(flag)
+    return tuple(accepted)
+
+
+def flags(cc: str) -> list[str]:
+    """All compile flags for ``cc``."""
+    return [*BASE_FLAGS, *supported_flags(cc)]
+
+
+def cache_key(source: bytes, flag_list, version: str) -> str:
+    """sha256 over the sources, the flags and the compiler version."""
+    h = hashlib.sha256()
+    for part in (source, "\0".join(flag_list).encode(), version.encode()):
+        h.update(hashlib.sha256(part).digest())
+    return h.hexdigest()
+
+
+def _sources(source: Path) -> bytes:
+    """The C file and the headers beside it, in sorted order (all of them affect the build)."""
+    parts = [source.read_bytes()]
+    parts += [h.read_bytes() for h in sorted(source.parent.glob("*.h"))]
+    return b"\0".join(parts)
+
+
+def build_library(source: Path | str, cc: str | None = None, extra_flags=()) -> tuple[Path, str]:
+    """Compile ``source`` (or reuse the cached build); returns ``(path, "compiled" | "cached")``."""
+    source = Path(source)
+    cc = cc or compiler()
+    if shutil.which(cc) is None:
+        raise BuildError(f"C compiler {cc!r} not found (set CC to a C99 compiler); {FALLBACK}")
+    flag_list = [*flags(cc), *extra_flags]
+    key = cache_key(_sources(source), flag_list, compiler_version(cc))
+    out_dir = cache_dir()
+    target = out_dir / f"{source.stem}-{key[:24]}.so"
+    if target.is_file():
+        log.info("cached %s", target)
+        return target, "cached"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=f".{target.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        proc = _run([cc, *flag_list, str(source), "-o", tmp, "-lm"], cwd=source.parent)
+        if proc.returncode != 0:
+            tail = "\n".join(proc.stderr.strip().splitlines()[-20:])
+            raise BuildError(f"compiling {source.name} with {cc} failed:\n{tail}\n{FALLBACK}")
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    log.info("compiled %s", target)
+    return target, "compiled"
+
+
+def load_library(source: Path | str) -> ctypes.CDLL:
+    """Build (or reuse) and load the library of ``source``."""
+    path, _ = build_library(source)
+    try:
+        return ctypes.CDLL(str(path))
+    except OSError as exc:
+        raise BuildError(
+            f"loading the compiled library {path} failed ({exc}); {FALLBACK}"
+        ) from None
