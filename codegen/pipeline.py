@@ -8,7 +8,7 @@ Examples
 --------
 >>> files = generate()
 >>> sorted(files)[:3]
-['_runtime.py', 'lenet5_spec.py', 'np_kernels.py']
+['_runtime.py', 'c/symconv.c', 'c/symconv.h']
 """
 
 from __future__ import annotations
