@@ -285,6 +285,8 @@ def _map() -> Derivation:
             sp.exp(-j) / denom,
             "The gradient components sum to e^{-j}/(e^{-j} + sum e^{-y}) > 0: the rubbish class "
             "keeps the criterion from being minimised by driving every penalty to 0.",
+            latex=r"\sum_i \frac{\partial E}{\partial y_i} = "
+            r"\frac{e^{-j}}{e^{-j} + \sum_k e^{-y_k}}",
         ),
     )
     return Derivation(

@@ -20,7 +20,7 @@ import sympy as sp
 
 from derive.convolution import same, xcorr2d
 from derive.core import EXHAUSTIVE, Derivation, Step, derivation
-from derive.layers import plane, symbol_array
+from derive.layers import compact_latex, plane, symbol_array, two_lines
 from derive.small_kernels import check_bias_grad, check_kernel_grad, gradients
 
 f = sp.Function("f")
@@ -70,9 +70,10 @@ def _kernel() -> Derivation:
             "with a 2x2 kernel is the valid cross-correlation of a_i with delta_j.",
             check=lambda: same(shown, formula),
             note="expansion of both sides",
-            latex=r"\frac{\partial J}{\partial k_{ji}} = "
-            + sp.latex(shown)
-            + r" = a_i \star \delta_j",
+            latex=two_lines(
+                r"\frac{\partial J}{\partial k_{ji}} = a_i \star \delta_j",
+                compact_latex(shown, keep=2),
+            ),
         ),
         Step(
             sp.Symbol("dJ/dk_ji"),
@@ -154,7 +155,7 @@ def _dense_backprop_ok(case) -> bool:
     return same(grads.doit(), (delta * a.T).doit())
 
 
-@derivation("grad.update", "Gradient-descent update and the fully-connected δ back-propagation")
+@derivation("grad.update", "Gradient-descent update; dense-layer δ back-propagation")
 def _update() -> Derivation:
     k, alpha = sp.symbols("k alpha")
     big_j = sp.Function("J")
@@ -192,7 +193,7 @@ def _update() -> Derivation:
     )
     return Derivation(
         "grad.update",
-        "Gradient-descent update and the fully-connected δ back-propagation",
+        "Gradient-descent update; dense-layer δ back-propagation",
         "卷积网络的权重计算 (w_ji ← w_ji − α δ_j a_i)",
         steps,
         summary=(

@@ -29,6 +29,7 @@ Matrix([
 from __future__ import annotations
 
 import itertools
+import re
 
 import sympy as sp
 
@@ -241,6 +242,38 @@ def _table_links(table, n_in: int, n_out: int) -> tuple[tuple[int, ...], ...]:
     return links
 
 
+def compact_latex(obj, keep: int | None = None) -> str:
+    """LaTeX with indexed symbols written compactly: ``x_{0,1,2}`` becomes ``x_{012}``.
+
+    ``keep`` keeps only the last ``keep`` indices (for single-channel displays,
+    where the leading channel indices are all 0). Display only: the checks use
+    the symbols themselves.
+
+    >>> compact_latex(symbol_array("x", (1, 1, 2))[0, 0, 1] + 1)
+    'x_{001} + 1'
+    >>> compact_latex(symbol_array("w", (1, 1, 2, 2))[0, 0, 1, 0], keep=2)
+    'w_{10}'
+    """
+
+    def short(name: str) -> str:
+        m = re.fullmatch(r"(.+)_\{([\d,]+)\}", name)
+        if not m:
+            return name
+        idx = m.group(2).split(",")
+        return f"{m.group(1)}_{{{''.join(idx[-keep:] if keep else idx)}}}"
+
+    return sp.latex(obj.xreplace({s: sp.Symbol(short(s.name)) for s in obj.free_symbols}))
+
+
+def two_lines(lhs: str, rhs: str) -> str:
+    r"""``lhs`` on one line and ``= rhs`` on the next (for wide displays).
+
+    >>> two_lines("a", "b")
+    '\\begin{aligned} & a \\\\ & = b \\end{aligned}'
+    """
+    return rf"\begin{{aligned}} & {lhs} \\ & = {rhs} \end{{aligned}}"
+
+
 def plane(arr, *idx) -> sp.Matrix:
     """The 2-D plane ``arr[idx..., :, :]`` of a SymPy Array as a Matrix.
 
@@ -297,9 +330,9 @@ def _conv_forward() -> Derivation:
             "maps of the valid cross-correlations plus the bias (2 input maps, 3x3, 2x2 kernels).",
             check=lambda: same(sp.Matrix(s[0].tolist()), structural),
             note="expansion of both sides",
-            latex=(
-                r"z_0 = \sum_{i \in M_0} a_i \star k_{0i} + b_0 = "
-                + sp.latex(xcorr2d(a0, k0) + xcorr2d(a1, k1) + b[0] * sp.ones(2, 2))
+            latex=two_lines(
+                r"z_0 = \sum_{i \in M_0} a_i \star k_{0i} + b_0, \quad z_0(0,0)",
+                compact_latex((xcorr2d(a0, k0) + xcorr2d(a1, k1))[0, 0] + b[0]),
             ),
         ),
         Step(
@@ -385,10 +418,9 @@ def _pool_forward() -> Derivation:
             "as matrices down(a) = P a P^T / n^2 with P = I ⊗ 1_{1×n} (4x4 input).",
             check=lambda: same(mean_z, beta * p4 * a * p4.T / 4 + bias * sp.ones(2, 2)),
             note="expansion of both sides",
-            latex=(
-                r"\beta_k\,\mathrm{down}(a) + b_k = "
-                + sp.latex(mean_z)
-                + r" = \frac{\beta_k}{4} P a P^{T} + b_k"
+            latex=two_lines(
+                r"\beta_k\,\mathrm{down}(a) + b_k = \frac{\beta_k}{4} P a P^{T} + b_k",
+                compact_latex(mean_z, keep=2),
             ),
         ),
         Step(

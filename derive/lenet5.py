@@ -263,8 +263,15 @@ def _chained(pair) -> bool:
 
 @derivation("lenet5.layers", "LeNet-5 layer table")
 def _layers() -> Derivation:
-    chain = r" \to ".join(
-        f"{x.name}\\,{x.out_maps}@{x.out_size}\\times{x.out_size}" for x in LAYERS
+    shapes = [r"\mathrm{INPUT}\,1@32\times32"] + [
+        rf"\mathrm{{{x.name}}}\,{x.out_maps}@{x.out_size}\times{x.out_size}" for x in LAYERS
+    ]
+    chain = (
+        r"\begin{aligned} o &= \left\lfloor \frac{i + 2p - k}{s} \right\rfloor + 1: \\ & "
+        + r" \to ".join(shapes[:4])
+        + r" \\ & \to "
+        + r" \to ".join(shapes[4:])
+        + r" \end{aligned}"
     )
     steps = (
         Step(
@@ -275,7 +282,7 @@ def _layers() -> Derivation:
             method=EXHAUSTIVE,
             check=_size_follows,
             cases=LAYERS,
-            latex=r"\mathrm{INPUT}\,1@32\times32 \to " + chain,
+            latex=chain,
         ),
         Step(
             sp.Symbol("next.in"),
@@ -424,6 +431,8 @@ def _c3_table() -> Derivation:
             "columns: C3 maps) equals an independent transcription of the printed table.",
             check=lambda: same(table, paper),
             note="exact comparison",
+            # narrower columns so the 16-column table fits the page
+            latex=r"\setlength{\arraycolsep}{2pt} " + sp.latex(table) + " = " + sp.latex(paper),
         ),
         Step(
             sp.Symbol("M_k"),
@@ -439,6 +448,8 @@ def _c3_table() -> Derivation:
             counts,
             sp.Matrix([[3] * 6 + [4] * 9 + [6]]),
             "Per-map counts of connected S2 maps.",
+            latex=r"\setlength{\arraycolsep}{3pt} \left(|M_k|\right)_{k=0}^{15} = "
+            + sp.latex(sp.Matrix([[3] * 6 + [4] * 9 + [6]])),
         ),
         Step(
             sp.Matrix([[sum(table.row(r))] for r in range(6)]),

@@ -38,7 +38,7 @@ import sympy as sp
 
 from derive.convolution import conv2d, same, xcorr2d
 from derive.core import EXHAUSTIVE, Derivation, Step, derivation
-from derive.layers import conv2d_explicit, dilate, plane, symbol_array
+from derive.layers import compact_latex, conv2d_explicit, dilate, plane, symbol_array, two_lines
 
 __all__ = [
     "ConvGradients",
@@ -191,7 +191,9 @@ def _small_kernels() -> Derivation:
             "is the valid cross-correlation of the input with g.",
             check=lambda: same(dw_shown, dw_formula),
             note="expansion of both sides",
-            latex=r"\frac{\partial J}{\partial w} = " + sp.latex(dw_shown) + r" = x \star g",
+            latex=two_lines(
+                r"\frac{\partial J}{\partial w} = x \star g", compact_latex(dw_shown, keep=2)
+            ),
         ),
         Step(
             dx_shown,
@@ -199,9 +201,10 @@ def _small_kernels() -> Derivation:
             "... and w.r.t. each input entry, the full convolution of g with the kernel.",
             check=lambda: same(dx_shown, dx_formula),
             note="expansion of both sides",
-            latex=r"\frac{\partial J}{\partial x} = "
-            + sp.latex(dx_shown)
-            + r" = (g * w)_{\mathrm{full}}",
+            latex=two_lines(
+                r"\frac{\partial J}{\partial x} = (g * w)_{\mathrm{full}}",
+                compact_latex(dx_shown, keep=2),
+            ),
         ),
         Step(
             sp.Symbol("dJ/dw[k,c]"),
