@@ -190,8 +190,12 @@ def _is_cjk(ch: str) -> bool:
     return 0x4E00 <= code <= 0x9FFF or 0x3000 <= code <= 0x303F or 0xFF00 <= code <= 0xFFEF
 
 
-def to_latex(d: core.Derivation, results: Sequence[core.StepResult]) -> str:
-    """A LaTeX section (no preamble) with every step's equation, reason and status."""
+def to_latex(d: core.Derivation, results: Sequence[core.StepResult], fit: bool = False) -> str:
+    """A LaTeX section (no preamble) with every step's equation, reason and status.
+
+    Equations are ``equation*`` environments; with ``fit=True`` (the book, whose
+    preamble defines ``\\fiteq``) each is shrunk to the line width when wider.
+    """
     lines = [
         f"\\section{{{tex_escape(d.title)}}}",
         f"\\label{{{d.id}}}",
@@ -205,14 +209,18 @@ def to_latex(d: core.Derivation, results: Sequence[core.StepResult]) -> str:
     for step, res in zip(d.steps, results, strict=True):
         lines += [
             "\\item",
-            "\\begin{equation*}",
-            tex_math(step.to_latex()),
-            "\\end{equation*}",
+            *_tex_equation(tex_math(step.to_latex()), fit),
             f"\\emph{{Why:}} {tex_escape(step.why)}\\\\",
             f"\\emph{{Check:}} {tex_escape(step_status(res))}",
         ]
     lines.append("\\end{enumerate}")
     return "\n".join(lines) + "\n"
+
+
+def _tex_equation(formula: str, fit: bool) -> list:
+    if fit:
+        return ["\\[\\fiteq{" + formula + "}\\]"]
+    return ["\\begin{equation*}", formula, "\\end{equation*}"]
 
 
 def book_tex(built: Sequence[tuple[core.Derivation, Sequence[core.StepResult]]]) -> str:
@@ -222,7 +230,13 @@ def book_tex(built: Sequence[tuple[core.Derivation, Sequence[core.StepResult]]])
         r"\documentclass[a4paper,10pt]{article}",
         r"\usepackage{amsmath,amssymb}",
         r"\usepackage[margin=2cm]{geometry}",
-        r"\allowdisplaybreaks",
+        r"\usepackage{graphicx}",
+        # \fiteq{formula}: the formula in display style, shrunk to the line width when
+        # wider (big matrices would otherwise run off the page).
+        r"\newsavebox{\eqbox}",
+        r"\newcommand{\fiteq}[1]{\sbox{\eqbox}{$\displaystyle #1$}%",
+        r"\ifdim\wd\eqbox>\linewidth\resizebox{\linewidth}{!}{\usebox{\eqbox}}%",
+        r"\else\usebox{\eqbox}\fi}",
         r"\title{symconv: the lecture's mathematics as checked derivations}",
         r"\date{}",
         r"\begin{document}",
@@ -231,7 +245,7 @@ def book_tex(built: Sequence[tuple[core.Derivation, Sequence[core.StepResult]]])
         r"\tableofcontents",
         "",
     ]
-    body = [to_latex(d, res) for d, res in built]
+    body = [to_latex(d, res, fit=True) for d, res in built]
     return "\n".join(head) + "\n".join(body) + "\\end{document}\n"
 
 
