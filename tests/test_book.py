@@ -198,3 +198,53 @@ def test_every_formula_the_parser_reads_round_trips():
 def test_round_trip_comparison_is_not_vacuous():
     i, k = sp.symbols("i k")
     assert sp.simplify(_plain(_parse(sp.latex(i - k + 1))) - _plain(i - k + 2)) != 0
+
+
+# --- rendering of awkward content ---------------------------------------------------
+
+NASTY = "50% of $x_1 & {y} ~ ^ \\ # <a> 卷积函数 ≈ é ‖δ‖ | * `code` [link]"
+
+
+def _awkward_derivation():
+    x = sp.Symbol("x")
+    return core.Derivation(
+        "zz.awkward",
+        "Awkward " + NASTY,
+        NASTY,
+        [
+            core.Step(x + x, 2 * x, NASTY),
+            core.Step(sp.Symbol("≈q"), sp.Symbol("≈q"), "unicode symbol name"),
+            core.Step(x, x, "cannot", method=core.UNVERIFIED, note="no proof " + NASTY),
+        ],
+        summary=NASTY,
+    )
+
+
+def test_unverified_steps_are_shown_in_every_format():
+    d = _awkward_derivation()
+    res = d.verify()
+    assert "UNVERIFIED: no proof" in render.to_text(d, res)
+    assert "UNVERIFIED: no proof" in render.to_latex(d, res)
+    assert "UNVERIFIED: no proof" in render.book_md([(d, res)])
+    assert "[unverified]" in render.to_text(d, res)
+
+
+def test_markdown_escapes_prose_but_not_math():
+    d = _awkward_derivation()
+    md = render.book_md([(d, d.verify())])
+    assert "50% of \\$x\\_1" in md and "\\`code\\` \\[link\\]" in md and "&lt;a&gt;" in md
+    assert "$$\n2 x = 2 x\n$$" in md  # x + x, evaluated by SymPy; LaTeX left as is
+
+
+@pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex not installed")
+def test_awkward_text_still_compiles(tmp_path):
+    d = _awkward_derivation()
+    (tmp_path / "a.tex").write_text(render.book_tex([(d, d.verify())]), encoding="utf-8")
+    proc = subprocess.run(
+        ["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "a.tex"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:]
