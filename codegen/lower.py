@@ -41,13 +41,31 @@ __all__ = ["CeilDiv", "FloorDiv"]  # re-exported for the printers
 
 @dataclass(frozen=True)
 class Loop:
-    """``for var in [lo, hi)``; ``parallel`` marks an OpenMP loop (disjoint writes)."""
+    """``for var in [lo, hi)``.
+
+    ``parallel`` marks an OpenMP loop (its iterations write disjoint outputs), run
+    in parallel when the nest's ``work`` (iteration count) reaches :data:`PARALLEL_WORK`.
+    ``reduction`` names scalar accumulators of a vectorizable (``omp simd``) reduction.
+    """
 
     var: sp.Symbol
     lo: sp.Expr
     hi: sp.Expr
     body: tuple
     parallel: bool = False
+    work: sp.Expr = sp.Integer(0)
+    reduction: tuple = ()
+
+
+#: Below this many innermost iterations a parallel region costs more than it saves.
+PARALLEL_WORK = 1 << 15
+
+
+@dataclass(frozen=True)
+class Block:
+    """A scope (``{ ... }`` in C) for accumulator locals."""
+
+    body: tuple
 
 
 @dataclass(frozen=True)
@@ -60,11 +78,12 @@ class If:
 
 @dataclass(frozen=True)
 class Let:
-    """A scalar local ``var = value`` (integer bounds or a cse temporary)."""
+    """A scalar local ``var = value`` (integer bounds, a cse temporary, an accumulator)."""
 
     var: sp.Symbol
     value: sp.Expr
     integer: bool = True
+    mutable: bool = False
 
 
 @dataclass(frozen=True)
@@ -93,10 +112,10 @@ def loop_vars(node) -> list[str]:
     ['i', 'j']
     """
     out = []
-    while isinstance(node, Loop | If):
+    while isinstance(node, Loop | If | Block):
         if isinstance(node, Loop):
             out.append(str(node.var))
-        node = next((b for b in node.body if isinstance(b, Loop | If)), None)
+        node = next((b for b in node.body if isinstance(b, Loop | If | Block)), None)
     return out
 
 
@@ -104,8 +123,21 @@ def walk(nodes):
     """Every node of a body, depth first."""
     for node in nodes:
         yield node
-        if isinstance(node, Loop | If):
+        if isinstance(node, Loop | If | Block):
             yield from walk(node.body)
+
+
+def node_exprs(node) -> tuple:
+    """The expressions one node's own code reads (not its children's)."""
+    if isinstance(node, Loop):
+        return (node.lo, node.hi, node.work) if node.parallel else (node.lo, node.hi)
+    if isinstance(node, If):
+        return (node.cond,)
+    if isinstance(node, Let):
+        return (node.value,)
+    if isinstance(node, Update):
+        return (node.lhs, node.rhs)
+    return ()
 
 
 # --- shared helpers -----------------------------------------------------------------------
@@ -226,6 +258,9 @@ def _c_nest(spec, nest, env, fixed):
     all_connected = "table" in fixed and fixed["table"] is None
     cond = None if expand or all_connected or nest.cond is None else nest.cond.xreplace(shaped)
 
+    loops = [x for x in nest.loops if x not in unroll]
+    work = sp.Mul(*[hi - lo for lo, hi in (spec.range_of(x) for x in loops)]).subs(env)
+
     def build(loops, done):
         if not loops:
             return body
@@ -236,11 +271,43 @@ def _c_nest(spec, nest, env, fixed):
         lo, hi = clip_range(spec, nest, var, env)
         lo, hi = (_constant_over(b, ranges) for b in (lo, hi))
         inner = build(loops[1:], done + [var])
-        if cond is not None and _cond_ready(cond, done + [var]) and not _cond_ready(cond, done):
+        wrap = cond is not None and _cond_ready(cond, done + [var]) and not _cond_ready(cond, done)
+        if wrap:
             inner = (If(cond, inner),)
-        return (Loop(isym(var), lo, hi, inner, parallel=not done and _parallel(nest, var)),)
+        parallel = not done and _parallel(nest, var) and work != 0
+        if parallel and work.is_Integer and work < PARALLEL_WORK:
+            parallel = False
+        if len(loops) == 1 and not wrap and not parallel and _reducible(inner, isym(var)):
+            return _accumulate(isym(var), lo, hi, inner)
+        return (Loop(isym(var), lo, hi, inner, parallel=parallel, work=work),)
 
-    return build([x for x in nest.loops if x not in unroll], [])
+    return build(loops, [])
+
+
+def _reducible(body, var) -> bool:
+    """Innermost body accumulating into elements that do not depend on the loop variable."""
+    updates = [n for n in body if isinstance(n, Update)]
+    return (
+        bool(updates)
+        and all(isinstance(n, Update | Let) for n in body)
+        and all(u.op == "+=" and var not in u.lhs.free_symbols for u in updates)
+    )
+
+
+def _accumulate(var, lo, hi, body):
+    """``lhs += f(var)`` summed in scalar accumulators: a reduction the compiler vectorizes."""
+    accs, inner, after = [], [], []
+    for node in body:
+        if isinstance(node, Update):
+            acc = sp.Symbol(f"acc{len(accs)}", real=True)
+            accs.append(acc)
+            inner.append(Update(acc, "+=", node.rhs))
+            after.append(Update(node.lhs, "+=", acc))
+        else:
+            inner.append(node)
+    lets = tuple(Let(a, sp.Integer(0), integer=False, mutable=True) for a in accs)
+    loop = Loop(var, lo, hi, tuple(inner), reduction=tuple(accs))
+    return (Block(lets + (loop,) + tuple(after)),)
 
 
 def _cond_ready(cond, bound_vars):
@@ -270,19 +337,15 @@ def _subs_nodes(nodes, sub):
     out = []
     for node in nodes:
         if isinstance(node, Loop):
-            out.append(
-                Loop(
-                    node.var,
-                    node.lo.subs(sub),
-                    node.hi.subs(sub),
-                    _subs_nodes(node.body, sub),
-                    node.parallel,
-                )
-            )
+            lo, hi, work = node.lo.subs(sub), node.hi.subs(sub), node.work.subs(sub)
+            body = _subs_nodes(node.body, sub)
+            out.append(Loop(node.var, lo, hi, body, node.parallel, work, node.reduction))
         elif isinstance(node, If):
             out.append(If(node.cond.subs(sub), _subs_nodes(node.body, sub)))
+        elif isinstance(node, Block):
+            out.append(Block(_subs_nodes(node.body, sub)))
         elif isinstance(node, Let):
-            out.append(Let(node.var, node.value.subs(sub), node.integer))
+            out.append(Let(node.var, node.value.subs(sub), node.integer, node.mutable))
         else:
             out.append(Update(node.lhs.subs(sub), node.op, node.rhs.subs(sub)))
     return tuple(out)

@@ -167,22 +167,36 @@ class CPrinter(C99CodePrinter):
         for node in nodes:
             if isinstance(node, L.Loop):
                 v = self._print(node.var)
-                if node.parallel:
-                    lines += ["#ifdef _OPENMP", f"{pad}#pragma omp parallel for", "#endif"]
+                lines += self._pragmas(node, pad)
                 lo, hi = self._print(node.lo), self._print(node.hi)
                 lines.append(f"{pad}for (int64_t {v} = {lo}; {v} < {hi}; ++{v}) {{")
                 lines += self.block(node.body, indent + 1) + [f"{pad}}}"]
             elif isinstance(node, L.If):
                 lines.append(f"{pad}if ({self._print(node.cond)}) {{")
                 lines += self.block(node.body, indent + 1) + [f"{pad}}}"]
+            elif isinstance(node, L.Block):
+                lines += [f"{pad}{{"] + self.block(node.body, indent + 1) + [f"{pad}}}"]
             elif isinstance(node, L.Let):
                 ctype = "int64_t" if node.integer else self.dialect.ctype
-                lines.append(
-                    f"{pad}const {ctype} {self._print(node.var)} = {self._print(node.value)};"
-                )
+                const = "" if node.mutable else "const "
+                value = self._print(node.value)
+                lines.append(f"{pad}{const}{ctype} {self._print(node.var)} = {value};")
             else:
                 lines.append(f"{pad}{self.update(node)}")
         return lines
+
+    def _pragmas(self, loop: L.Loop, pad: str) -> list[str]:
+        """OpenMP pragmas: threads over a parallel loop, simd over a reduction."""
+        if loop.parallel:
+            clause = ""
+            if not loop.work.is_Integer:
+                clause = f" if(({self._print(loop.work)}) >= {L.PARALLEL_WORK})"
+            return ["#ifdef _OPENMP", f"{pad}#pragma omp parallel for{clause}", "#endif"]
+        if loop.reduction:
+            accs = ", ".join(self._print(a) for a in loop.reduction)
+            guard = "#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)"
+            return [guard, f"{pad}#pragma omp simd reduction(+: {accs})", "#endif"]
+        return []
 
     def update(self, node: L.Update) -> str:
         lhs, rhs = self._print(node.lhs), node.rhs

@@ -18,7 +18,7 @@ import jinja2
 import sympy as sp
 
 from codegen import printers
-from codegen.lower import If, Let, Loop, walk
+from codegen.lower import node_exprs, walk
 from derive.kernels import FLOAT, INT64, MASK, OUT, TMP, KernelSpec
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -150,32 +150,20 @@ def kernel_context(spec: KernelSpec, module: str, printer: printers.NumpyPrinter
     }
 
 
+def _read(nodes) -> sp.Tuple:
+    return sp.Tuple(*[e for node in walk(nodes) for e in node_exprs(node)])
+
+
 def dims_used(nodes, spec: KernelSpec) -> set:
-    """Size and parameter symbols a lowered body actually reads."""
-    free = set()
-    for node in walk(nodes):
-        if isinstance(node, Loop):
-            free |= node.lo.free_symbols | node.hi.free_symbols
-        elif isinstance(node, If):
-            free |= node.cond.free_symbols
-        elif isinstance(node, Let):
-            free |= node.value.free_symbols
-        else:
-            free |= sp.Tuple(node.lhs, node.rhs).free_symbols
+    """Size and parameter names a lowered body actually reads."""
     names = set(spec.dim_names()) | {p.name for p in spec.params if p.kind != "hw"}
+    free = _read(nodes).free_symbols
     return {str(s) for s in free if type(s) is sp.Symbol and str(s) in names}
 
 
 def arrays_used(nodes) -> set:
-    found = set()
-    for node in walk(nodes):
-        if isinstance(node, If):
-            found |= {str(x.base) for x in node.cond.atoms(sp.Indexed)}
-        elif not isinstance(node, Loop | Let):
-            found |= {str(x.base) for x in sp.Tuple(node.lhs, node.rhs).atoms(sp.Indexed)}
-        elif isinstance(node, Let):
-            found |= {str(x.base) for x in node.value.atoms(sp.Indexed)}
-    return found
+    """Array names a lowered body reads or writes."""
+    return {str(x.base) for x in _read(nodes).atoms(sp.Indexed)}
 
 
 def c_args(spec: KernelSpec, nodes, dialect: printers.Dialect) -> list[dict]:

@@ -10,6 +10,7 @@ LeNet-5 layer run that layer's specialized C function.
 """
 
 import ctypes
+import os
 from pathlib import Path
 
 import numpy
@@ -111,8 +112,14 @@ _FLOATS = {numpy.dtype(numpy.float32): ("f32", ctypes.c_float), numpy.dtype(nump
 
 
 def library():
-    """The compiled C library (compiled or taken from the cache on first use)."""
+    """The compiled C library (compiled or taken from the cache on first use).
+
+    OpenMP threads sleep rather than spin between kernels (``OMP_WAIT_POLICY``
+    passive, unless the environment already chooses): spinning threads steal the
+    cores NumPy and the other kernels need between two parallel loops.
+    """
     if not _LIBRARY:
+        os.environ.setdefault("OMP_WAIT_POLICY", "passive")
         _LIBRARY.append(build.load_library(SOURCE))
     return _LIBRARY[0]
 

@@ -15,7 +15,7 @@
 void symconv_conv2d_forward_f32(const float *restrict x, const float *restrict w, const float *restrict b, const uint8_t *restrict table, float *restrict y, int64_t N, int64_t C, int64_t H, int64_t W, int64_t K, int64_t KH, int64_t KW, int64_t Ho, int64_t Wo, int64_t stride, int64_t padding)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((Ho*K*N*Wo) >= 32768)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t k = 0; k < K; ++k) {
@@ -27,7 +27,7 @@ void symconv_conv2d_forward_f32(const float *restrict x, const float *restrict w
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((C*Ho*K*KH*KW*N*Wo) >= 32768)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t k = 0; k < K; ++k) {
@@ -54,7 +54,7 @@ void symconv_conv2d_forward_f32(const float *restrict x, const float *restrict w
 void symconv_conv2d_forward_f64(const double *restrict x, const double *restrict w, const double *restrict b, const uint8_t *restrict table, double *restrict y, int64_t N, int64_t C, int64_t H, int64_t W, int64_t K, int64_t KH, int64_t KW, int64_t Ho, int64_t Wo, int64_t stride, int64_t padding)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((Ho*K*N*Wo) >= 32768)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t k = 0; k < K; ++k) {
@@ -66,7 +66,7 @@ void symconv_conv2d_forward_f64(const double *restrict x, const double *restrict
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((C*Ho*K*KH*KW*N*Wo) >= 32768)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t k = 0; k < K; ++k) {
@@ -93,7 +93,7 @@ void symconv_conv2d_forward_f64(const double *restrict x, const double *restrict
 void symconv_conv2d_backward_data_f32(const float *restrict dy, const float *restrict w, const uint8_t *restrict table, float *restrict dx, int64_t N, int64_t K, int64_t Ho, int64_t Wo, int64_t C, int64_t KH, int64_t KW, int64_t H, int64_t W, int64_t stride, int64_t padding)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((C*H*N*W) >= 32768)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t c = 0; c < C; ++c) {
@@ -105,7 +105,7 @@ void symconv_conv2d_backward_data_f32(const float *restrict dy, const float *res
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((C*Ho*K*KH*KW*N*Wo) >= 32768)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t c = 0; c < C; ++c) {
@@ -132,7 +132,7 @@ void symconv_conv2d_backward_data_f32(const float *restrict dy, const float *res
 void symconv_conv2d_backward_data_f64(const double *restrict dy, const double *restrict w, const uint8_t *restrict table, double *restrict dx, int64_t N, int64_t K, int64_t Ho, int64_t Wo, int64_t C, int64_t KH, int64_t KW, int64_t H, int64_t W, int64_t stride, int64_t padding)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((C*H*N*W) >= 32768)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t c = 0; c < C; ++c) {
@@ -144,7 +144,7 @@ void symconv_conv2d_backward_data_f64(const double *restrict dy, const double *r
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((C*Ho*K*KH*KW*N*Wo) >= 32768)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t c = 0; c < C; ++c) {
@@ -171,7 +171,7 @@ void symconv_conv2d_backward_data_f64(const double *restrict dy, const double *r
 void symconv_conv2d_backward_filter_f32(const float *restrict x, const float *restrict dy, const uint8_t *restrict table, float *restrict dw, int64_t N, int64_t C, int64_t H, int64_t W, int64_t K, int64_t Ho, int64_t Wo, int64_t KH, int64_t KW, int64_t stride, int64_t padding)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((C*K*KH*KW) >= 32768)
 #endif
     for (int64_t k = 0; k < K; ++k) {
         for (int64_t c = 0; c < C; ++c) {
@@ -183,7 +183,7 @@ void symconv_conv2d_backward_filter_f32(const float *restrict x, const float *re
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((C*Ho*K*KH*KW*N*Wo) >= 32768)
 #endif
     for (int64_t k = 0; k < K; ++k) {
         for (int64_t c = 0; c < C; ++c) {
@@ -192,8 +192,15 @@ void symconv_conv2d_backward_filter_f32(const float *restrict x, const float *re
                     for (int64_t v = 0; v < KW; ++v) {
                         for (int64_t n = 0; n < N; ++n) {
                             for (int64_t i = ((0) > (((((0) > (padding - u) ? (0) : (padding - u))) + (stride) - 1)/(stride)) ? (0) : (((((0) > (padding - u) ? (0) : (padding - u))) + (stride) - 1)/(stride))); i < ((Ho) < (((((0) > (H + padding - u) ? (0) : (H + padding - u))) + (stride) - 1)/(stride)) ? (Ho) : (((((0) > (H + padding - u) ? (0) : (H + padding - u))) + (stride) - 1)/(stride))); ++i) {
-                                for (int64_t j = ((0) > (((((0) > (padding - v) ? (0) : (padding - v))) + (stride) - 1)/(stride)) ? (0) : (((((0) > (padding - v) ? (0) : (padding - v))) + (stride) - 1)/(stride))); j < ((Wo) < (((((0) > (W + padding - v) ? (0) : (W + padding - v))) + (stride) - 1)/(stride)) ? (Wo) : (((((0) > (W + padding - v) ? (0) : (W + padding - v))) + (stride) - 1)/(stride))); ++j) {
-                                    dw[C*KH*KW*k + KH*KW*c + KW*u + v] += dy[Ho*K*Wo*n + Ho*Wo*k + Wo*i + j]*x[C*H*W*n + H*W*c + W*i*stride - W*padding + W*u + j*stride - padding + v];
+                                {
+                                    float acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                                    #pragma omp simd reduction(+: acc0)
+#endif
+                                    for (int64_t j = ((0) > (((((0) > (padding - v) ? (0) : (padding - v))) + (stride) - 1)/(stride)) ? (0) : (((((0) > (padding - v) ? (0) : (padding - v))) + (stride) - 1)/(stride))); j < ((Wo) < (((((0) > (W + padding - v) ? (0) : (W + padding - v))) + (stride) - 1)/(stride)) ? (Wo) : (((((0) > (W + padding - v) ? (0) : (W + padding - v))) + (stride) - 1)/(stride))); ++j) {
+                                        acc0 += dy[Ho*K*Wo*n + Ho*Wo*k + Wo*i + j]*x[C*H*W*n + H*W*c + W*i*stride - W*padding + W*u + j*stride - padding + v];
+                                    }
+                                    dw[C*KH*KW*k + KH*KW*c + KW*u + v] += acc0;
                                 }
                             }
                         }
@@ -210,7 +217,7 @@ void symconv_conv2d_backward_filter_f32(const float *restrict x, const float *re
 void symconv_conv2d_backward_filter_f64(const double *restrict x, const double *restrict dy, const uint8_t *restrict table, double *restrict dw, int64_t N, int64_t C, int64_t H, int64_t W, int64_t K, int64_t Ho, int64_t Wo, int64_t KH, int64_t KW, int64_t stride, int64_t padding)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((C*K*KH*KW) >= 32768)
 #endif
     for (int64_t k = 0; k < K; ++k) {
         for (int64_t c = 0; c < C; ++c) {
@@ -222,7 +229,7 @@ void symconv_conv2d_backward_filter_f64(const double *restrict x, const double *
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((C*Ho*K*KH*KW*N*Wo) >= 32768)
 #endif
     for (int64_t k = 0; k < K; ++k) {
         for (int64_t c = 0; c < C; ++c) {
@@ -231,8 +238,15 @@ void symconv_conv2d_backward_filter_f64(const double *restrict x, const double *
                     for (int64_t v = 0; v < KW; ++v) {
                         for (int64_t n = 0; n < N; ++n) {
                             for (int64_t i = ((0) > (((((0) > (padding - u) ? (0) : (padding - u))) + (stride) - 1)/(stride)) ? (0) : (((((0) > (padding - u) ? (0) : (padding - u))) + (stride) - 1)/(stride))); i < ((Ho) < (((((0) > (H + padding - u) ? (0) : (H + padding - u))) + (stride) - 1)/(stride)) ? (Ho) : (((((0) > (H + padding - u) ? (0) : (H + padding - u))) + (stride) - 1)/(stride))); ++i) {
-                                for (int64_t j = ((0) > (((((0) > (padding - v) ? (0) : (padding - v))) + (stride) - 1)/(stride)) ? (0) : (((((0) > (padding - v) ? (0) : (padding - v))) + (stride) - 1)/(stride))); j < ((Wo) < (((((0) > (W + padding - v) ? (0) : (W + padding - v))) + (stride) - 1)/(stride)) ? (Wo) : (((((0) > (W + padding - v) ? (0) : (W + padding - v))) + (stride) - 1)/(stride))); ++j) {
-                                    dw[C*KH*KW*k + KH*KW*c + KW*u + v] += dy[Ho*K*Wo*n + Ho*Wo*k + Wo*i + j]*x[C*H*W*n + H*W*c + W*i*stride - W*padding + W*u + j*stride - padding + v];
+                                {
+                                    double acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                                    #pragma omp simd reduction(+: acc0)
+#endif
+                                    for (int64_t j = ((0) > (((((0) > (padding - v) ? (0) : (padding - v))) + (stride) - 1)/(stride)) ? (0) : (((((0) > (padding - v) ? (0) : (padding - v))) + (stride) - 1)/(stride))); j < ((Wo) < (((((0) > (W + padding - v) ? (0) : (W + padding - v))) + (stride) - 1)/(stride)) ? (Wo) : (((((0) > (W + padding - v) ? (0) : (W + padding - v))) + (stride) - 1)/(stride))); ++j) {
+                                        acc0 += dy[Ho*K*Wo*n + Ho*Wo*k + Wo*i + j]*x[C*H*W*n + H*W*c + W*i*stride - W*padding + W*u + j*stride - padding + v];
+                                    }
+                                    dw[C*KH*KW*k + KH*KW*c + KW*u + v] += acc0;
                                 }
                             }
                         }
@@ -249,19 +263,26 @@ void symconv_conv2d_backward_filter_f64(const double *restrict x, const double *
 void symconv_conv2d_backward_bias_f32(const float *restrict dy, float *restrict db, int64_t N, int64_t K, int64_t Ho, int64_t Wo)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((K) >= 32768)
 #endif
     for (int64_t k = 0; k < K; ++k) {
         db[k] = 0;
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((Ho*K*N*Wo) >= 32768)
 #endif
     for (int64_t k = 0; k < K; ++k) {
         for (int64_t n = 0; n < N; ++n) {
             for (int64_t i = 0; i < Ho; ++i) {
-                for (int64_t j = 0; j < Wo; ++j) {
-                    db[k] += dy[Ho*K*Wo*n + Ho*Wo*k + Wo*i + j];
+                {
+                    float acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                    #pragma omp simd reduction(+: acc0)
+#endif
+                    for (int64_t j = 0; j < Wo; ++j) {
+                        acc0 += dy[Ho*K*Wo*n + Ho*Wo*k + Wo*i + j];
+                    }
+                    db[k] += acc0;
                 }
             }
         }
@@ -274,19 +295,26 @@ void symconv_conv2d_backward_bias_f32(const float *restrict dy, float *restrict 
 void symconv_conv2d_backward_bias_f64(const double *restrict dy, double *restrict db, int64_t N, int64_t K, int64_t Ho, int64_t Wo)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((K) >= 32768)
 #endif
     for (int64_t k = 0; k < K; ++k) {
         db[k] = 0;
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((Ho*K*N*Wo) >= 32768)
 #endif
     for (int64_t k = 0; k < K; ++k) {
         for (int64_t n = 0; n < N; ++n) {
             for (int64_t i = 0; i < Ho; ++i) {
-                for (int64_t j = 0; j < Wo; ++j) {
-                    db[k] += dy[Ho*K*Wo*n + Ho*Wo*k + Wo*i + j];
+                {
+                    double acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                    #pragma omp simd reduction(+: acc0)
+#endif
+                    for (int64_t j = 0; j < Wo; ++j) {
+                        acc0 += dy[Ho*K*Wo*n + Ho*Wo*k + Wo*i + j];
+                    }
+                    db[k] += acc0;
                 }
             }
         }
@@ -299,7 +327,7 @@ void symconv_conv2d_backward_bias_f64(const double *restrict dy, double *restric
 void symconv_avgpool2d_forward_f32(const float *restrict x, float *restrict y, int64_t N, int64_t C, int64_t H, int64_t W, int64_t Ho, int64_t Wo, int64_t size)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((C*Ho*N*Wo) >= 32768)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t c = 0; c < C; ++c) {
@@ -311,7 +339,7 @@ void symconv_avgpool2d_forward_f32(const float *restrict x, float *restrict y, i
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((C*Ho*N*Wo*(size*size)) >= 32768)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t c = 0; c < C; ++c) {
@@ -334,7 +362,7 @@ void symconv_avgpool2d_forward_f32(const float *restrict x, float *restrict y, i
 void symconv_avgpool2d_forward_f64(const double *restrict x, double *restrict y, int64_t N, int64_t C, int64_t H, int64_t W, int64_t Ho, int64_t Wo, int64_t size)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((C*Ho*N*Wo) >= 32768)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t c = 0; c < C; ++c) {
@@ -346,7 +374,7 @@ void symconv_avgpool2d_forward_f64(const double *restrict x, double *restrict y,
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((C*Ho*N*Wo*(size*size)) >= 32768)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t c = 0; c < C; ++c) {
@@ -369,7 +397,7 @@ void symconv_avgpool2d_forward_f64(const double *restrict x, double *restrict y,
 void symconv_avgpool2d_backward_f32(const float *restrict dy, float *restrict dx, int64_t N, int64_t C, int64_t Ho, int64_t Wo, int64_t H, int64_t W, int64_t size)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((C*Ho*N*Wo*(size*size)) >= 32768)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t c = 0; c < C; ++c) {
@@ -392,7 +420,7 @@ void symconv_avgpool2d_backward_f32(const float *restrict dy, float *restrict dx
 void symconv_avgpool2d_backward_f64(const double *restrict dy, double *restrict dx, int64_t N, int64_t C, int64_t Ho, int64_t Wo, int64_t H, int64_t W, int64_t size)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((C*Ho*N*Wo*(size*size)) >= 32768)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t c = 0; c < C; ++c) {
@@ -415,7 +443,7 @@ void symconv_avgpool2d_backward_f64(const double *restrict dy, double *restrict 
 void symconv_maxpool2d_forward_f32(const float *restrict x, float *restrict y, int64_t *restrict argmax, int64_t N, int64_t C, int64_t H, int64_t W, int64_t Ho, int64_t Wo, int64_t size)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((C*Ho*N*Wo) >= 32768)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t c = 0; c < C; ++c) {
@@ -428,7 +456,7 @@ void symconv_maxpool2d_forward_f32(const float *restrict x, float *restrict y, i
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((C*Ho*N*Wo*(size*size)) >= 32768)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t c = 0; c < C; ++c) {
@@ -452,7 +480,7 @@ void symconv_maxpool2d_forward_f32(const float *restrict x, float *restrict y, i
 void symconv_maxpool2d_forward_f64(const double *restrict x, double *restrict y, int64_t *restrict argmax, int64_t N, int64_t C, int64_t H, int64_t W, int64_t Ho, int64_t Wo, int64_t size)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((C*Ho*N*Wo) >= 32768)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t c = 0; c < C; ++c) {
@@ -465,7 +493,7 @@ void symconv_maxpool2d_forward_f64(const double *restrict x, double *restrict y,
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((C*Ho*N*Wo*(size*size)) >= 32768)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t c = 0; c < C; ++c) {
@@ -489,7 +517,7 @@ void symconv_maxpool2d_forward_f64(const double *restrict x, double *restrict y,
 void symconv_maxpool2d_backward_f32(const float *restrict dy, const int64_t *restrict argmax, float *restrict dx, int64_t N, int64_t C, int64_t Ho, int64_t Wo, int64_t H, int64_t W, int64_t size)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((C*Ho*N*Wo*(size*size)) >= 32768)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t c = 0; c < C; ++c) {
@@ -512,7 +540,7 @@ void symconv_maxpool2d_backward_f32(const float *restrict dy, const int64_t *res
 void symconv_maxpool2d_backward_f64(const double *restrict dy, const int64_t *restrict argmax, double *restrict dx, int64_t N, int64_t C, int64_t Ho, int64_t Wo, int64_t H, int64_t W, int64_t size)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((C*Ho*N*Wo*(size*size)) >= 32768)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t c = 0; c < C; ++c) {
@@ -535,7 +563,7 @@ void symconv_maxpool2d_backward_f64(const double *restrict dy, const int64_t *re
 void symconv_subsample_forward_f32(const float *restrict x, const float *restrict coef, const float *restrict bias, float *restrict z, int64_t N, int64_t C, int64_t H, int64_t W, int64_t Ho, int64_t Wo)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((C*Ho*N*Wo) >= 32768)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t c = 0; c < C; ++c) {
@@ -547,7 +575,7 @@ void symconv_subsample_forward_f32(const float *restrict x, const float *restric
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((4*C*Ho*N*Wo) >= 32768)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t c = 0; c < C; ++c) {
@@ -570,7 +598,7 @@ void symconv_subsample_forward_f32(const float *restrict x, const float *restric
 void symconv_subsample_forward_f64(const double *restrict x, const double *restrict coef, const double *restrict bias, double *restrict z, int64_t N, int64_t C, int64_t H, int64_t W, int64_t Ho, int64_t Wo)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((C*Ho*N*Wo) >= 32768)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t c = 0; c < C; ++c) {
@@ -582,7 +610,7 @@ void symconv_subsample_forward_f64(const double *restrict x, const double *restr
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((4*C*Ho*N*Wo) >= 32768)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t c = 0; c < C; ++c) {
@@ -605,7 +633,7 @@ void symconv_subsample_forward_f64(const double *restrict x, const double *restr
 void symconv_subsample_backward_f32(const float *restrict dz, const float *restrict x, const float *restrict coef, float *restrict dx, float *restrict dcoef, float *restrict dbias, int64_t N, int64_t C, int64_t Ho, int64_t Wo, int64_t H, int64_t W)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((4*C*Ho*N*Wo) >= 32768)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t c = 0; c < C; ++c) {
@@ -621,22 +649,29 @@ void symconv_subsample_backward_f32(const float *restrict dz, const float *restr
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((C) >= 32768)
 #endif
     for (int64_t c = 0; c < C; ++c) {
         dcoef[c] = 0;
         dbias[c] = 0;
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((4*C*Ho*N*Wo) >= 32768)
 #endif
     for (int64_t c = 0; c < C; ++c) {
         for (int64_t n = 0; n < N; ++n) {
             for (int64_t u = 0; u < 2; ++u) {
                 for (int64_t v = 0; v < 2; ++v) {
                     for (int64_t i = 0; i < Ho; ++i) {
-                        for (int64_t j = 0; j < Wo; ++j) {
-                            dcoef[c] += dz[C*Ho*Wo*n + Ho*Wo*c + Wo*i + j]*x[C*H*W*n + H*W*c + 2*W*i + W*u + 2*j + v];
+                        {
+                            float acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                            #pragma omp simd reduction(+: acc0)
+#endif
+                            for (int64_t j = 0; j < Wo; ++j) {
+                                acc0 += dz[C*Ho*Wo*n + Ho*Wo*c + Wo*i + j]*x[C*H*W*n + H*W*c + 2*W*i + W*u + 2*j + v];
+                            }
+                            dcoef[c] += acc0;
                         }
                     }
                 }
@@ -644,13 +679,20 @@ void symconv_subsample_backward_f32(const float *restrict dz, const float *restr
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((C*Ho*N*Wo) >= 32768)
 #endif
     for (int64_t c = 0; c < C; ++c) {
         for (int64_t n = 0; n < N; ++n) {
             for (int64_t i = 0; i < Ho; ++i) {
-                for (int64_t j = 0; j < Wo; ++j) {
-                    dbias[c] += dz[C*Ho*Wo*n + Ho*Wo*c + Wo*i + j];
+                {
+                    float acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                    #pragma omp simd reduction(+: acc0)
+#endif
+                    for (int64_t j = 0; j < Wo; ++j) {
+                        acc0 += dz[C*Ho*Wo*n + Ho*Wo*c + Wo*i + j];
+                    }
+                    dbias[c] += acc0;
                 }
             }
         }
@@ -663,7 +705,7 @@ void symconv_subsample_backward_f32(const float *restrict dz, const float *restr
 void symconv_subsample_backward_f64(const double *restrict dz, const double *restrict x, const double *restrict coef, double *restrict dx, double *restrict dcoef, double *restrict dbias, int64_t N, int64_t C, int64_t Ho, int64_t Wo, int64_t H, int64_t W)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((4*C*Ho*N*Wo) >= 32768)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t c = 0; c < C; ++c) {
@@ -679,22 +721,29 @@ void symconv_subsample_backward_f64(const double *restrict dz, const double *res
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((C) >= 32768)
 #endif
     for (int64_t c = 0; c < C; ++c) {
         dcoef[c] = 0;
         dbias[c] = 0;
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((4*C*Ho*N*Wo) >= 32768)
 #endif
     for (int64_t c = 0; c < C; ++c) {
         for (int64_t n = 0; n < N; ++n) {
             for (int64_t u = 0; u < 2; ++u) {
                 for (int64_t v = 0; v < 2; ++v) {
                     for (int64_t i = 0; i < Ho; ++i) {
-                        for (int64_t j = 0; j < Wo; ++j) {
-                            dcoef[c] += dz[C*Ho*Wo*n + Ho*Wo*c + Wo*i + j]*x[C*H*W*n + H*W*c + 2*W*i + W*u + 2*j + v];
+                        {
+                            double acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                            #pragma omp simd reduction(+: acc0)
+#endif
+                            for (int64_t j = 0; j < Wo; ++j) {
+                                acc0 += dz[C*Ho*Wo*n + Ho*Wo*c + Wo*i + j]*x[C*H*W*n + H*W*c + 2*W*i + W*u + 2*j + v];
+                            }
+                            dcoef[c] += acc0;
                         }
                     }
                 }
@@ -702,13 +751,20 @@ void symconv_subsample_backward_f64(const double *restrict dz, const double *res
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((C*Ho*N*Wo) >= 32768)
 #endif
     for (int64_t c = 0; c < C; ++c) {
         for (int64_t n = 0; n < N; ++n) {
             for (int64_t i = 0; i < Ho; ++i) {
-                for (int64_t j = 0; j < Wo; ++j) {
-                    dbias[c] += dz[C*Ho*Wo*n + Ho*Wo*c + Wo*i + j];
+                {
+                    double acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                    #pragma omp simd reduction(+: acc0)
+#endif
+                    for (int64_t j = 0; j < Wo; ++j) {
+                        acc0 += dz[C*Ho*Wo*n + Ho*Wo*c + Wo*i + j];
+                    }
+                    dbias[c] += acc0;
                 }
             }
         }
@@ -721,7 +777,7 @@ void symconv_subsample_backward_f64(const double *restrict dz, const double *res
 void symconv_scaled_tanh_forward_f32(const float *restrict z, float *restrict y, int64_t E, float A, float S)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((E) >= 32768)
 #endif
     for (int64_t e = 0; e < E; ++e) {
         y[e] = A*tanhf(S*z[e]);
@@ -734,7 +790,7 @@ void symconv_scaled_tanh_forward_f32(const float *restrict z, float *restrict y,
 void symconv_scaled_tanh_forward_f64(const double *restrict z, double *restrict y, int64_t E, double A, double S)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((E) >= 32768)
 #endif
     for (int64_t e = 0; e < E; ++e) {
         y[e] = A*tanh(S*z[e]);
@@ -747,7 +803,7 @@ void symconv_scaled_tanh_forward_f64(const double *restrict z, double *restrict 
 void symconv_scaled_tanh_backward_f32(const float *restrict dy, const float *restrict z, float *restrict dz, int64_t E, float A, float S)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((E) >= 32768)
 #endif
     for (int64_t e = 0; e < E; ++e) {
         dz[e] = A*S*(1 - ((tanhf(S*z[e]))*(tanhf(S*z[e]))))*dy[e];
@@ -760,7 +816,7 @@ void symconv_scaled_tanh_backward_f32(const float *restrict dy, const float *res
 void symconv_scaled_tanh_backward_f64(const double *restrict dy, const double *restrict z, double *restrict dz, int64_t E, double A, double S)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((E) >= 32768)
 #endif
     for (int64_t e = 0; e < E; ++e) {
         dz[e] = A*S*(1 - ((tanh(S*z[e]))*(tanh(S*z[e]))))*dy[e];
@@ -773,7 +829,7 @@ void symconv_scaled_tanh_backward_f64(const double *restrict dy, const double *r
 void symconv_sigmoid_forward_f32(const float *restrict z, float *restrict y, int64_t E, float beta)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((E) >= 32768)
 #endif
     for (int64_t e = 0; e < E; ++e) {
         y[e] = (1.0F/2.0F)*tanhf((1.0F/2.0F)*beta*z[e]) + 1.0F/2.0F;
@@ -786,7 +842,7 @@ void symconv_sigmoid_forward_f32(const float *restrict z, float *restrict y, int
 void symconv_sigmoid_forward_f64(const double *restrict z, double *restrict y, int64_t E, double beta)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((E) >= 32768)
 #endif
     for (int64_t e = 0; e < E; ++e) {
         y[e] = (1.0/2.0)*tanh((1.0/2.0)*beta*z[e]) + 1.0/2.0;
@@ -799,7 +855,7 @@ void symconv_sigmoid_forward_f64(const double *restrict z, double *restrict y, i
 void symconv_sigmoid_backward_f32(const float *restrict dy, const float *restrict z, float *restrict dz, int64_t E, float beta)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((E) >= 32768)
 #endif
     for (int64_t e = 0; e < E; ++e) {
         dz[e] = beta*(1.0F/2.0F - 1.0F/2.0F*tanhf((1.0F/2.0F)*beta*z[e]))*((1.0F/2.0F)*tanhf((1.0F/2.0F)*beta*z[e]) + 1.0F/2.0F)*dy[e];
@@ -812,7 +868,7 @@ void symconv_sigmoid_backward_f32(const float *restrict dy, const float *restric
 void symconv_sigmoid_backward_f64(const double *restrict dy, const double *restrict z, double *restrict dz, int64_t E, double beta)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((E) >= 32768)
 #endif
     for (int64_t e = 0; e < E; ++e) {
         dz[e] = beta*(1.0/2.0 - 1.0/2.0*tanh((1.0/2.0)*beta*z[e]))*((1.0/2.0)*tanh((1.0/2.0)*beta*z[e]) + 1.0/2.0)*dy[e];
@@ -825,7 +881,7 @@ void symconv_sigmoid_backward_f64(const double *restrict dy, const double *restr
 void symconv_relu_forward_f32(const float *restrict z, float *restrict y, int64_t E)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((E) >= 32768)
 #endif
     for (int64_t e = 0; e < E; ++e) {
         y[e] = fmaxf(0, z[e]);
@@ -838,7 +894,7 @@ void symconv_relu_forward_f32(const float *restrict z, float *restrict y, int64_
 void symconv_relu_forward_f64(const double *restrict z, double *restrict y, int64_t E)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((E) >= 32768)
 #endif
     for (int64_t e = 0; e < E; ++e) {
         y[e] = fmax(0, z[e]);
@@ -851,7 +907,7 @@ void symconv_relu_forward_f64(const double *restrict z, double *restrict y, int6
 void symconv_relu_backward_f32(const float *restrict dy, const float *restrict z, float *restrict dz, int64_t E)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((E) >= 32768)
 #endif
     for (int64_t e = 0; e < E; ++e) {
         dz[e] = ((z[e] > 0) ? (dy[e]) : (0));
@@ -864,7 +920,7 @@ void symconv_relu_backward_f32(const float *restrict dy, const float *restrict z
 void symconv_relu_backward_f64(const double *restrict dy, const double *restrict z, double *restrict dz, int64_t E)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((E) >= 32768)
 #endif
     for (int64_t e = 0; e < E; ++e) {
         dz[e] = ((z[e] > 0) ? (dy[e]) : (0));
@@ -877,7 +933,7 @@ void symconv_relu_backward_f64(const double *restrict dy, const double *restrict
 void symconv_dense_forward_f32(const float *restrict x, const float *restrict w, const float *restrict b, float *restrict y, int64_t N, int64_t I, int64_t O)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((N*O) >= 32768)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t o = 0; o < O; ++o) {
@@ -885,12 +941,19 @@ void symconv_dense_forward_f32(const float *restrict x, const float *restrict w,
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((I*N*O) >= 32768)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t o = 0; o < O; ++o) {
-            for (int64_t i = 0; i < I; ++i) {
-                y[O*n + o] += w[I*o + i]*x[I*n + i];
+            {
+                float acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                #pragma omp simd reduction(+: acc0)
+#endif
+                for (int64_t i = 0; i < I; ++i) {
+                    acc0 += w[I*o + i]*x[I*n + i];
+                }
+                y[O*n + o] += acc0;
             }
         }
     }
@@ -902,7 +965,7 @@ void symconv_dense_forward_f32(const float *restrict x, const float *restrict w,
 void symconv_dense_forward_f64(const double *restrict x, const double *restrict w, const double *restrict b, double *restrict y, int64_t N, int64_t I, int64_t O)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((N*O) >= 32768)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t o = 0; o < O; ++o) {
@@ -910,12 +973,19 @@ void symconv_dense_forward_f64(const double *restrict x, const double *restrict 
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((I*N*O) >= 32768)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t o = 0; o < O; ++o) {
-            for (int64_t i = 0; i < I; ++i) {
-                y[O*n + o] += w[I*o + i]*x[I*n + i];
+            {
+                double acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                #pragma omp simd reduction(+: acc0)
+#endif
+                for (int64_t i = 0; i < I; ++i) {
+                    acc0 += w[I*o + i]*x[I*n + i];
+                }
+                y[O*n + o] += acc0;
             }
         }
     }
@@ -927,7 +997,7 @@ void symconv_dense_forward_f64(const double *restrict x, const double *restrict 
 void symconv_dense_backward_f32(const float *restrict dy, const float *restrict x, const float *restrict w, float *restrict dx, float *restrict dw, float *restrict db, int64_t N, int64_t O, int64_t I)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((I*N) >= 32768)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t i = 0; i < I; ++i) {
@@ -935,7 +1005,7 @@ void symconv_dense_backward_f32(const float *restrict dy, const float *restrict 
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((I*N*O) >= 32768)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t o = 0; o < O; ++o) {
@@ -945,7 +1015,7 @@ void symconv_dense_backward_f32(const float *restrict dy, const float *restrict 
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((I*O) >= 32768)
 #endif
     for (int64_t o = 0; o < O; ++o) {
         for (int64_t i = 0; i < I; ++i) {
@@ -953,7 +1023,7 @@ void symconv_dense_backward_f32(const float *restrict dy, const float *restrict 
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((I*N*O) >= 32768)
 #endif
     for (int64_t o = 0; o < O; ++o) {
         for (int64_t n = 0; n < N; ++n) {
@@ -963,17 +1033,24 @@ void symconv_dense_backward_f32(const float *restrict dy, const float *restrict 
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((O) >= 32768)
 #endif
     for (int64_t o = 0; o < O; ++o) {
         db[o] = 0;
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((N*O) >= 32768)
 #endif
     for (int64_t o = 0; o < O; ++o) {
-        for (int64_t n = 0; n < N; ++n) {
-            db[o] += dy[O*n + o];
+        {
+            float acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+            #pragma omp simd reduction(+: acc0)
+#endif
+            for (int64_t n = 0; n < N; ++n) {
+                acc0 += dy[O*n + o];
+            }
+            db[o] += acc0;
         }
     }
 }
@@ -984,7 +1061,7 @@ void symconv_dense_backward_f32(const float *restrict dy, const float *restrict 
 void symconv_dense_backward_f64(const double *restrict dy, const double *restrict x, const double *restrict w, double *restrict dx, double *restrict dw, double *restrict db, int64_t N, int64_t O, int64_t I)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((I*N) >= 32768)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t i = 0; i < I; ++i) {
@@ -992,7 +1069,7 @@ void symconv_dense_backward_f64(const double *restrict dy, const double *restric
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((I*N*O) >= 32768)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t o = 0; o < O; ++o) {
@@ -1002,7 +1079,7 @@ void symconv_dense_backward_f64(const double *restrict dy, const double *restric
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((I*O) >= 32768)
 #endif
     for (int64_t o = 0; o < O; ++o) {
         for (int64_t i = 0; i < I; ++i) {
@@ -1010,7 +1087,7 @@ void symconv_dense_backward_f64(const double *restrict dy, const double *restric
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((I*N*O) >= 32768)
 #endif
     for (int64_t o = 0; o < O; ++o) {
         for (int64_t n = 0; n < N; ++n) {
@@ -1020,17 +1097,24 @@ void symconv_dense_backward_f64(const double *restrict dy, const double *restric
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((O) >= 32768)
 #endif
     for (int64_t o = 0; o < O; ++o) {
         db[o] = 0;
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((N*O) >= 32768)
 #endif
     for (int64_t o = 0; o < O; ++o) {
-        for (int64_t n = 0; n < N; ++n) {
-            db[o] += dy[O*n + o];
+        {
+            double acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+            #pragma omp simd reduction(+: acc0)
+#endif
+            for (int64_t n = 0; n < N; ++n) {
+                acc0 += dy[O*n + o];
+            }
+            db[o] += acc0;
         }
     }
 }
@@ -1041,7 +1125,7 @@ void symconv_dense_backward_f64(const double *restrict dy, const double *restric
 void symconv_rbf_forward_f32(const float *restrict x, const float *restrict centers, float *restrict y, int64_t N, int64_t I, int64_t O)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((N*O) >= 32768)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t o = 0; o < O; ++o) {
@@ -1049,12 +1133,19 @@ void symconv_rbf_forward_f32(const float *restrict x, const float *restrict cent
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((I*N*O) >= 32768)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t o = 0; o < O; ++o) {
-            for (int64_t i = 0; i < I; ++i) {
-                y[O*n + o] += ((-centers[I*o + i] + x[I*n + i])*(-centers[I*o + i] + x[I*n + i]));
+            {
+                float acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                #pragma omp simd reduction(+: acc0)
+#endif
+                for (int64_t i = 0; i < I; ++i) {
+                    acc0 += ((-centers[I*o + i] + x[I*n + i])*(-centers[I*o + i] + x[I*n + i]));
+                }
+                y[O*n + o] += acc0;
             }
         }
     }
@@ -1066,7 +1157,7 @@ void symconv_rbf_forward_f32(const float *restrict x, const float *restrict cent
 void symconv_rbf_forward_f64(const double *restrict x, const double *restrict centers, double *restrict y, int64_t N, int64_t I, int64_t O)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((N*O) >= 32768)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t o = 0; o < O; ++o) {
@@ -1074,12 +1165,19 @@ void symconv_rbf_forward_f64(const double *restrict x, const double *restrict ce
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((I*N*O) >= 32768)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t o = 0; o < O; ++o) {
-            for (int64_t i = 0; i < I; ++i) {
-                y[O*n + o] += ((-centers[I*o + i] + x[I*n + i])*(-centers[I*o + i] + x[I*n + i]));
+            {
+                double acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                #pragma omp simd reduction(+: acc0)
+#endif
+                for (int64_t i = 0; i < I; ++i) {
+                    acc0 += ((-centers[I*o + i] + x[I*n + i])*(-centers[I*o + i] + x[I*n + i]));
+                }
+                y[O*n + o] += acc0;
             }
         }
     }
@@ -1091,7 +1189,7 @@ void symconv_rbf_forward_f64(const double *restrict x, const double *restrict ce
 void symconv_rbf_backward_f32(const float *restrict dy, const float *restrict x, const float *restrict centers, float *restrict dx, float *restrict dcenters, int64_t N, int64_t O, int64_t I)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((I*N) >= 32768)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t i = 0; i < I; ++i) {
@@ -1099,7 +1197,7 @@ void symconv_rbf_backward_f32(const float *restrict dy, const float *restrict x,
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((I*N*O) >= 32768)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t o = 0; o < O; ++o) {
@@ -1109,7 +1207,7 @@ void symconv_rbf_backward_f32(const float *restrict dy, const float *restrict x,
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((I*O) >= 32768)
 #endif
     for (int64_t o = 0; o < O; ++o) {
         for (int64_t i = 0; i < I; ++i) {
@@ -1117,7 +1215,7 @@ void symconv_rbf_backward_f32(const float *restrict dy, const float *restrict x,
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((I*N*O) >= 32768)
 #endif
     for (int64_t o = 0; o < O; ++o) {
         for (int64_t n = 0; n < N; ++n) {
@@ -1134,7 +1232,7 @@ void symconv_rbf_backward_f32(const float *restrict dy, const float *restrict x,
 void symconv_rbf_backward_f64(const double *restrict dy, const double *restrict x, const double *restrict centers, double *restrict dx, double *restrict dcenters, int64_t N, int64_t O, int64_t I)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((I*N) >= 32768)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t i = 0; i < I; ++i) {
@@ -1142,7 +1240,7 @@ void symconv_rbf_backward_f64(const double *restrict dy, const double *restrict 
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((I*N*O) >= 32768)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t o = 0; o < O; ++o) {
@@ -1152,7 +1250,7 @@ void symconv_rbf_backward_f64(const double *restrict dy, const double *restrict 
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((I*O) >= 32768)
 #endif
     for (int64_t o = 0; o < O; ++o) {
         for (int64_t i = 0; i < I; ++i) {
@@ -1160,7 +1258,7 @@ void symconv_rbf_backward_f64(const double *restrict dy, const double *restrict 
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((I*N*O) >= 32768)
 #endif
     for (int64_t o = 0; o < O; ++o) {
         for (int64_t n = 0; n < N; ++n) {
@@ -1177,13 +1275,13 @@ void symconv_rbf_backward_f64(const double *restrict dy, const double *restrict 
 void symconv_map_loss_forward_f32(const float *restrict y, const int64_t *restrict labels, float *restrict E, float *restrict m, float *restrict ssum, int64_t P, int64_t O, float j)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((P) >= 32768)
 #endif
     for (int64_t p = 0; p < P; ++p) {
         m[p] = j;
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((O*P) >= 32768)
 #endif
     for (int64_t p = 0; p < P; ++p) {
         for (int64_t o = 0; o < O; ++o) {
@@ -1191,21 +1289,28 @@ void symconv_map_loss_forward_f32(const float *restrict y, const int64_t *restri
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((P) >= 32768)
 #endif
     for (int64_t p = 0; p < P; ++p) {
         ssum[p] = expf(-j + m[p]);
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((O*P) >= 32768)
 #endif
     for (int64_t p = 0; p < P; ++p) {
-        for (int64_t o = 0; o < O; ++o) {
-            ssum[p] += expf(m[p] - y[O*p + o]);
+        {
+            float acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+            #pragma omp simd reduction(+: acc0)
+#endif
+            for (int64_t o = 0; o < O; ++o) {
+                acc0 += expf(m[p] - y[O*p + o]);
+            }
+            ssum[p] += acc0;
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((P) >= 32768)
 #endif
     for (int64_t p = 0; p < P; ++p) {
         E[p] = logf(ssum[p]) - m[p] + y[O*p + labels[p]];
@@ -1218,13 +1323,13 @@ void symconv_map_loss_forward_f32(const float *restrict y, const int64_t *restri
 void symconv_map_loss_forward_f64(const double *restrict y, const int64_t *restrict labels, double *restrict E, double *restrict m, double *restrict ssum, int64_t P, int64_t O, double j)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((P) >= 32768)
 #endif
     for (int64_t p = 0; p < P; ++p) {
         m[p] = j;
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((O*P) >= 32768)
 #endif
     for (int64_t p = 0; p < P; ++p) {
         for (int64_t o = 0; o < O; ++o) {
@@ -1232,21 +1337,28 @@ void symconv_map_loss_forward_f64(const double *restrict y, const int64_t *restr
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((P) >= 32768)
 #endif
     for (int64_t p = 0; p < P; ++p) {
         ssum[p] = exp(-j + m[p]);
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((O*P) >= 32768)
 #endif
     for (int64_t p = 0; p < P; ++p) {
-        for (int64_t o = 0; o < O; ++o) {
-            ssum[p] += exp(m[p] - y[O*p + o]);
+        {
+            double acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+            #pragma omp simd reduction(+: acc0)
+#endif
+            for (int64_t o = 0; o < O; ++o) {
+                acc0 += exp(m[p] - y[O*p + o]);
+            }
+            ssum[p] += acc0;
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((P) >= 32768)
 #endif
     for (int64_t p = 0; p < P; ++p) {
         E[p] = log(ssum[p]) - m[p] + y[O*p + labels[p]];
@@ -1259,13 +1371,13 @@ void symconv_map_loss_forward_f64(const double *restrict y, const int64_t *restr
 void symconv_map_loss_backward_f32(const float *restrict y, const int64_t *restrict labels, float *restrict g, float *restrict m, float *restrict ssum, int64_t P, int64_t O, float j)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((P) >= 32768)
 #endif
     for (int64_t p = 0; p < P; ++p) {
         m[p] = j;
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((O*P) >= 32768)
 #endif
     for (int64_t p = 0; p < P; ++p) {
         for (int64_t o = 0; o < O; ++o) {
@@ -1273,21 +1385,28 @@ void symconv_map_loss_backward_f32(const float *restrict y, const int64_t *restr
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((P) >= 32768)
 #endif
     for (int64_t p = 0; p < P; ++p) {
         ssum[p] = expf(-j + m[p]);
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((O*P) >= 32768)
 #endif
     for (int64_t p = 0; p < P; ++p) {
-        for (int64_t o = 0; o < O; ++o) {
-            ssum[p] += expf(m[p] - y[O*p + o]);
+        {
+            float acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+            #pragma omp simd reduction(+: acc0)
+#endif
+            for (int64_t o = 0; o < O; ++o) {
+                acc0 += expf(m[p] - y[O*p + o]);
+            }
+            ssum[p] += acc0;
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((O*P) >= 32768)
 #endif
     for (int64_t p = 0; p < P; ++p) {
         for (int64_t o = 0; o < O; ++o) {
@@ -1295,7 +1414,7 @@ void symconv_map_loss_backward_f32(const float *restrict y, const int64_t *restr
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((P) >= 32768)
 #endif
     for (int64_t p = 0; p < P; ++p) {
         g[O*p + labels[p]] += 1;
@@ -1308,13 +1427,13 @@ void symconv_map_loss_backward_f32(const float *restrict y, const int64_t *restr
 void symconv_map_loss_backward_f64(const double *restrict y, const int64_t *restrict labels, double *restrict g, double *restrict m, double *restrict ssum, int64_t P, int64_t O, double j)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((P) >= 32768)
 #endif
     for (int64_t p = 0; p < P; ++p) {
         m[p] = j;
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((O*P) >= 32768)
 #endif
     for (int64_t p = 0; p < P; ++p) {
         for (int64_t o = 0; o < O; ++o) {
@@ -1322,21 +1441,28 @@ void symconv_map_loss_backward_f64(const double *restrict y, const int64_t *rest
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((P) >= 32768)
 #endif
     for (int64_t p = 0; p < P; ++p) {
         ssum[p] = exp(-j + m[p]);
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((O*P) >= 32768)
 #endif
     for (int64_t p = 0; p < P; ++p) {
-        for (int64_t o = 0; o < O; ++o) {
-            ssum[p] += exp(m[p] - y[O*p + o]);
+        {
+            double acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+            #pragma omp simd reduction(+: acc0)
+#endif
+            for (int64_t o = 0; o < O; ++o) {
+                acc0 += exp(m[p] - y[O*p + o]);
+            }
+            ssum[p] += acc0;
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((O*P) >= 32768)
 #endif
     for (int64_t p = 0; p < P; ++p) {
         for (int64_t o = 0; o < O; ++o) {
@@ -1344,7 +1470,7 @@ void symconv_map_loss_backward_f64(const double *restrict y, const int64_t *rest
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((P) >= 32768)
 #endif
     for (int64_t p = 0; p < P; ++p) {
         g[O*p + labels[p]] += 1;
@@ -1357,17 +1483,24 @@ void symconv_map_loss_backward_f64(const double *restrict y, const int64_t *rest
 void symconv_squared_error_forward_f32(const float *restrict y, const float *restrict t, float *restrict E, int64_t P, int64_t O)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((P) >= 32768)
 #endif
     for (int64_t p = 0; p < P; ++p) {
         E[p] = 0;
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((O*P) >= 32768)
 #endif
     for (int64_t p = 0; p < P; ++p) {
-        for (int64_t o = 0; o < O; ++o) {
-            E[p] += (1.0F/2.0F)*((t[O*p + o] - y[O*p + o])*(t[O*p + o] - y[O*p + o]));
+        {
+            float acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+            #pragma omp simd reduction(+: acc0)
+#endif
+            for (int64_t o = 0; o < O; ++o) {
+                acc0 += (1.0F/2.0F)*((t[O*p + o] - y[O*p + o])*(t[O*p + o] - y[O*p + o]));
+            }
+            E[p] += acc0;
         }
     }
 }
@@ -1378,17 +1511,24 @@ void symconv_squared_error_forward_f32(const float *restrict y, const float *res
 void symconv_squared_error_forward_f64(const double *restrict y, const double *restrict t, double *restrict E, int64_t P, int64_t O)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((P) >= 32768)
 #endif
     for (int64_t p = 0; p < P; ++p) {
         E[p] = 0;
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((O*P) >= 32768)
 #endif
     for (int64_t p = 0; p < P; ++p) {
-        for (int64_t o = 0; o < O; ++o) {
-            E[p] += (1.0/2.0)*((t[O*p + o] - y[O*p + o])*(t[O*p + o] - y[O*p + o]));
+        {
+            double acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+            #pragma omp simd reduction(+: acc0)
+#endif
+            for (int64_t o = 0; o < O; ++o) {
+                acc0 += (1.0/2.0)*((t[O*p + o] - y[O*p + o])*(t[O*p + o] - y[O*p + o]));
+            }
+            E[p] += acc0;
         }
     }
 }
@@ -1399,7 +1539,7 @@ void symconv_squared_error_forward_f64(const double *restrict y, const double *r
 void symconv_squared_error_backward_f32(const float *restrict y, const float *restrict t, float *restrict g, int64_t P, int64_t O)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((O*P) >= 32768)
 #endif
     for (int64_t p = 0; p < P; ++p) {
         for (int64_t o = 0; o < O; ++o) {
@@ -1414,7 +1554,7 @@ void symconv_squared_error_backward_f32(const float *restrict y, const float *re
 void symconv_squared_error_backward_f64(const double *restrict y, const double *restrict t, double *restrict g, int64_t P, int64_t O)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((O*P) >= 32768)
 #endif
     for (int64_t p = 0; p < P; ++p) {
         for (int64_t o = 0; o < O; ++o) {
@@ -1429,13 +1569,13 @@ void symconv_squared_error_backward_f64(const double *restrict y, const double *
 void symconv_softmax_xent_forward_f32(const float *restrict logits, const int64_t *restrict labels, float *restrict E, float *restrict m, float *restrict ssum, int64_t P, int64_t O)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((P) >= 32768)
 #endif
     for (int64_t p = 0; p < P; ++p) {
         m[p] = -INFINITY;
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((O*P) >= 32768)
 #endif
     for (int64_t p = 0; p < P; ++p) {
         for (int64_t o = 0; o < O; ++o) {
@@ -1443,21 +1583,28 @@ void symconv_softmax_xent_forward_f32(const float *restrict logits, const int64_
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((P) >= 32768)
 #endif
     for (int64_t p = 0; p < P; ++p) {
         ssum[p] = 0;
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((O*P) >= 32768)
 #endif
     for (int64_t p = 0; p < P; ++p) {
-        for (int64_t o = 0; o < O; ++o) {
-            ssum[p] += expf(logits[O*p + o] - m[p]);
+        {
+            float acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+            #pragma omp simd reduction(+: acc0)
+#endif
+            for (int64_t o = 0; o < O; ++o) {
+                acc0 += expf(logits[O*p + o] - m[p]);
+            }
+            ssum[p] += acc0;
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((P) >= 32768)
 #endif
     for (int64_t p = 0; p < P; ++p) {
         E[p] = logf(ssum[p]) - logits[O*p + labels[p]] + m[p];
@@ -1470,13 +1617,13 @@ void symconv_softmax_xent_forward_f32(const float *restrict logits, const int64_
 void symconv_softmax_xent_forward_f64(const double *restrict logits, const int64_t *restrict labels, double *restrict E, double *restrict m, double *restrict ssum, int64_t P, int64_t O)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((P) >= 32768)
 #endif
     for (int64_t p = 0; p < P; ++p) {
         m[p] = -INFINITY;
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((O*P) >= 32768)
 #endif
     for (int64_t p = 0; p < P; ++p) {
         for (int64_t o = 0; o < O; ++o) {
@@ -1484,21 +1631,28 @@ void symconv_softmax_xent_forward_f64(const double *restrict logits, const int64
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((P) >= 32768)
 #endif
     for (int64_t p = 0; p < P; ++p) {
         ssum[p] = 0;
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((O*P) >= 32768)
 #endif
     for (int64_t p = 0; p < P; ++p) {
-        for (int64_t o = 0; o < O; ++o) {
-            ssum[p] += exp(logits[O*p + o] - m[p]);
+        {
+            double acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+            #pragma omp simd reduction(+: acc0)
+#endif
+            for (int64_t o = 0; o < O; ++o) {
+                acc0 += exp(logits[O*p + o] - m[p]);
+            }
+            ssum[p] += acc0;
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((P) >= 32768)
 #endif
     for (int64_t p = 0; p < P; ++p) {
         E[p] = log(ssum[p]) - logits[O*p + labels[p]] + m[p];
@@ -1511,13 +1665,13 @@ void symconv_softmax_xent_forward_f64(const double *restrict logits, const int64
 void symconv_softmax_xent_backward_f32(const float *restrict logits, const int64_t *restrict labels, float *restrict g, float *restrict m, float *restrict ssum, int64_t P, int64_t O)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((P) >= 32768)
 #endif
     for (int64_t p = 0; p < P; ++p) {
         m[p] = -INFINITY;
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((O*P) >= 32768)
 #endif
     for (int64_t p = 0; p < P; ++p) {
         for (int64_t o = 0; o < O; ++o) {
@@ -1525,21 +1679,28 @@ void symconv_softmax_xent_backward_f32(const float *restrict logits, const int64
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((P) >= 32768)
 #endif
     for (int64_t p = 0; p < P; ++p) {
         ssum[p] = 0;
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((O*P) >= 32768)
 #endif
     for (int64_t p = 0; p < P; ++p) {
-        for (int64_t o = 0; o < O; ++o) {
-            ssum[p] += expf(logits[O*p + o] - m[p]);
+        {
+            float acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+            #pragma omp simd reduction(+: acc0)
+#endif
+            for (int64_t o = 0; o < O; ++o) {
+                acc0 += expf(logits[O*p + o] - m[p]);
+            }
+            ssum[p] += acc0;
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((O*P) >= 32768)
 #endif
     for (int64_t p = 0; p < P; ++p) {
         for (int64_t o = 0; o < O; ++o) {
@@ -1547,7 +1708,7 @@ void symconv_softmax_xent_backward_f32(const float *restrict logits, const int64
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((P) >= 32768)
 #endif
     for (int64_t p = 0; p < P; ++p) {
         g[O*p + labels[p]] += -1;
@@ -1560,13 +1721,13 @@ void symconv_softmax_xent_backward_f32(const float *restrict logits, const int64
 void symconv_softmax_xent_backward_f64(const double *restrict logits, const int64_t *restrict labels, double *restrict g, double *restrict m, double *restrict ssum, int64_t P, int64_t O)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((P) >= 32768)
 #endif
     for (int64_t p = 0; p < P; ++p) {
         m[p] = -INFINITY;
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((O*P) >= 32768)
 #endif
     for (int64_t p = 0; p < P; ++p) {
         for (int64_t o = 0; o < O; ++o) {
@@ -1574,21 +1735,28 @@ void symconv_softmax_xent_backward_f64(const double *restrict logits, const int6
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((P) >= 32768)
 #endif
     for (int64_t p = 0; p < P; ++p) {
         ssum[p] = 0;
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((O*P) >= 32768)
 #endif
     for (int64_t p = 0; p < P; ++p) {
-        for (int64_t o = 0; o < O; ++o) {
-            ssum[p] += exp(logits[O*p + o] - m[p]);
+        {
+            double acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+            #pragma omp simd reduction(+: acc0)
+#endif
+            for (int64_t o = 0; o < O; ++o) {
+                acc0 += exp(logits[O*p + o] - m[p]);
+            }
+            ssum[p] += acc0;
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((O*P) >= 32768)
 #endif
     for (int64_t p = 0; p < P; ++p) {
         for (int64_t o = 0; o < O; ++o) {
@@ -1596,7 +1764,7 @@ void symconv_softmax_xent_backward_f64(const double *restrict logits, const int6
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((P) >= 32768)
 #endif
     for (int64_t p = 0; p < P; ++p) {
         g[O*p + labels[p]] += -1;
@@ -1609,7 +1777,7 @@ void symconv_softmax_xent_backward_f64(const double *restrict logits, const int6
 void symconv_conv2d_forward_C1_f32(const float *restrict x, const float *restrict w, const float *restrict b, float *restrict y, int64_t N)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((4704*N) >= 32768)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t k = 0; k < 6; ++k) {
@@ -1621,7 +1789,7 @@ void symconv_conv2d_forward_C1_f32(const float *restrict x, const float *restric
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((4704*N) >= 32768)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t k = 0; k < 6; ++k) {
@@ -1642,7 +1810,7 @@ void symconv_conv2d_forward_C1_f32(const float *restrict x, const float *restric
 void symconv_conv2d_forward_C1_f64(const double *restrict x, const double *restrict w, const double *restrict b, double *restrict y, int64_t N)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((4704*N) >= 32768)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t k = 0; k < 6; ++k) {
@@ -1654,7 +1822,7 @@ void symconv_conv2d_forward_C1_f64(const double *restrict x, const double *restr
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((4704*N) >= 32768)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t k = 0; k < 6; ++k) {
@@ -1675,7 +1843,7 @@ void symconv_conv2d_forward_C1_f64(const double *restrict x, const double *restr
 void symconv_conv2d_backward_data_C1_f32(const float *restrict dy, const float *restrict w, float *restrict dx, int64_t N)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((1024*N) >= 32768)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t c = 0; c < 1; ++c) {
@@ -1687,7 +1855,7 @@ void symconv_conv2d_backward_data_C1_f32(const float *restrict dy, const float *
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((117600*N) >= 32768)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t c = 0; c < 1; ++c) {
@@ -1712,7 +1880,7 @@ void symconv_conv2d_backward_data_C1_f32(const float *restrict dy, const float *
 void symconv_conv2d_backward_data_C1_f64(const double *restrict dy, const double *restrict w, double *restrict dx, int64_t N)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((1024*N) >= 32768)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t c = 0; c < 1; ++c) {
@@ -1724,7 +1892,7 @@ void symconv_conv2d_backward_data_C1_f64(const double *restrict dy, const double
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((117600*N) >= 32768)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t c = 0; c < 1; ++c) {
@@ -1748,9 +1916,6 @@ void symconv_conv2d_backward_data_C1_f64(const double *restrict dy, const double
  * spec sha256: 6bc1d856d71dff9e43914382cbbeb83a184cb6a031db627a4fed417df477348e */
 void symconv_conv2d_backward_filter_C1_f32(const float *restrict x, const float *restrict dy, float *restrict dw, int64_t N)
 {
-#ifdef _OPENMP
-    #pragma omp parallel for
-#endif
     for (int64_t k = 0; k < 6; ++k) {
         for (int64_t c = 0; c < 1; ++c) {
             for (int64_t u = 0; u < 5; ++u) {
@@ -1761,7 +1926,7 @@ void symconv_conv2d_backward_filter_C1_f32(const float *restrict x, const float 
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((117600*N) >= 32768)
 #endif
     for (int64_t k = 0; k < 6; ++k) {
         for (int64_t c = 0; c < 1; ++c) {
@@ -1769,8 +1934,15 @@ void symconv_conv2d_backward_filter_C1_f32(const float *restrict x, const float 
                 for (int64_t v = 0; v < 5; ++v) {
                     for (int64_t n = 0; n < N; ++n) {
                         for (int64_t i = 0; i < 28; ++i) {
-                            for (int64_t j = 0; j < 28; ++j) {
-                                dw[25*c + 25*k + 5*u + v] += dy[28*i + j + 784*k + 4704*n]*x[1024*c + 32*i + j + 1024*n + 32*u + v];
+                            {
+                                float acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                                #pragma omp simd reduction(+: acc0)
+#endif
+                                for (int64_t j = 0; j < 28; ++j) {
+                                    acc0 += dy[28*i + j + 784*k + 4704*n]*x[1024*c + 32*i + j + 1024*n + 32*u + v];
+                                }
+                                dw[25*c + 25*k + 5*u + v] += acc0;
                             }
                         }
                     }
@@ -1785,9 +1957,6 @@ void symconv_conv2d_backward_filter_C1_f32(const float *restrict x, const float 
  * spec sha256: 6bc1d856d71dff9e43914382cbbeb83a184cb6a031db627a4fed417df477348e */
 void symconv_conv2d_backward_filter_C1_f64(const double *restrict x, const double *restrict dy, double *restrict dw, int64_t N)
 {
-#ifdef _OPENMP
-    #pragma omp parallel for
-#endif
     for (int64_t k = 0; k < 6; ++k) {
         for (int64_t c = 0; c < 1; ++c) {
             for (int64_t u = 0; u < 5; ++u) {
@@ -1798,7 +1967,7 @@ void symconv_conv2d_backward_filter_C1_f64(const double *restrict x, const doubl
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((117600*N) >= 32768)
 #endif
     for (int64_t k = 0; k < 6; ++k) {
         for (int64_t c = 0; c < 1; ++c) {
@@ -1806,8 +1975,15 @@ void symconv_conv2d_backward_filter_C1_f64(const double *restrict x, const doubl
                 for (int64_t v = 0; v < 5; ++v) {
                     for (int64_t n = 0; n < N; ++n) {
                         for (int64_t i = 0; i < 28; ++i) {
-                            for (int64_t j = 0; j < 28; ++j) {
-                                dw[25*c + 25*k + 5*u + v] += dy[28*i + j + 784*k + 4704*n]*x[1024*c + 32*i + j + 1024*n + 32*u + v];
+                            {
+                                double acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                                #pragma omp simd reduction(+: acc0)
+#endif
+                                for (int64_t j = 0; j < 28; ++j) {
+                                    acc0 += dy[28*i + j + 784*k + 4704*n]*x[1024*c + 32*i + j + 1024*n + 32*u + v];
+                                }
+                                dw[25*c + 25*k + 5*u + v] += acc0;
                             }
                         }
                     }
@@ -1823,7 +1999,7 @@ void symconv_conv2d_backward_filter_C1_f64(const double *restrict x, const doubl
 void symconv_subsample_forward_S2_f32(const float *restrict x, const float *restrict coef, const float *restrict bias, float *restrict z, int64_t N)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((1176*N) >= 32768)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t c = 0; c < 6; ++c) {
@@ -1835,7 +2011,7 @@ void symconv_subsample_forward_S2_f32(const float *restrict x, const float *rest
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((1176*N) >= 32768)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t c = 0; c < 6; ++c) {
@@ -1854,7 +2030,7 @@ void symconv_subsample_forward_S2_f32(const float *restrict x, const float *rest
 void symconv_subsample_forward_S2_f64(const double *restrict x, const double *restrict coef, const double *restrict bias, double *restrict z, int64_t N)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((1176*N) >= 32768)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t c = 0; c < 6; ++c) {
@@ -1866,7 +2042,7 @@ void symconv_subsample_forward_S2_f64(const double *restrict x, const double *re
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((1176*N) >= 32768)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t c = 0; c < 6; ++c) {
@@ -1885,7 +2061,7 @@ void symconv_subsample_forward_S2_f64(const double *restrict x, const double *re
 void symconv_subsample_backward_S2_f32(const float *restrict dz, const float *restrict x, const float *restrict coef, float *restrict dx, float *restrict dcoef, float *restrict dbias, int64_t N)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((4704*N) >= 32768)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t c = 0; c < 6; ++c) {
@@ -1900,33 +2076,44 @@ void symconv_subsample_backward_S2_f32(const float *restrict dz, const float *re
             }
         }
     }
-#ifdef _OPENMP
-    #pragma omp parallel for
-#endif
     for (int64_t c = 0; c < 6; ++c) {
         dcoef[c] = 0;
         dbias[c] = 0;
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((1176*N) >= 32768)
 #endif
     for (int64_t c = 0; c < 6; ++c) {
         for (int64_t n = 0; n < N; ++n) {
             for (int64_t i = 0; i < 14; ++i) {
-                for (int64_t j = 0; j < 14; ++j) {
-                    dcoef[c] += dz[196*c + 14*i + j + 1176*n]*x[784*c + 56*i + 2*j + 4704*n + 29] + dz[196*c + 14*i + j + 1176*n]*x[784*c + 56*i + 2*j + 4704*n + 28] + dz[196*c + 14*i + j + 1176*n]*x[784*c + 56*i + 2*j + 4704*n + 1] + dz[196*c + 14*i + j + 1176*n]*x[784*c + 56*i + 2*j + 4704*n];
+                {
+                    float acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                    #pragma omp simd reduction(+: acc0)
+#endif
+                    for (int64_t j = 0; j < 14; ++j) {
+                        acc0 += dz[196*c + 14*i + j + 1176*n]*x[784*c + 56*i + 2*j + 4704*n + 29] + dz[196*c + 14*i + j + 1176*n]*x[784*c + 56*i + 2*j + 4704*n + 28] + dz[196*c + 14*i + j + 1176*n]*x[784*c + 56*i + 2*j + 4704*n + 1] + dz[196*c + 14*i + j + 1176*n]*x[784*c + 56*i + 2*j + 4704*n];
+                    }
+                    dcoef[c] += acc0;
                 }
             }
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((1176*N) >= 32768)
 #endif
     for (int64_t c = 0; c < 6; ++c) {
         for (int64_t n = 0; n < N; ++n) {
             for (int64_t i = 0; i < 14; ++i) {
-                for (int64_t j = 0; j < 14; ++j) {
-                    dbias[c] += dz[196*c + 14*i + j + 1176*n];
+                {
+                    float acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                    #pragma omp simd reduction(+: acc0)
+#endif
+                    for (int64_t j = 0; j < 14; ++j) {
+                        acc0 += dz[196*c + 14*i + j + 1176*n];
+                    }
+                    dbias[c] += acc0;
                 }
             }
         }
@@ -1939,7 +2126,7 @@ void symconv_subsample_backward_S2_f32(const float *restrict dz, const float *re
 void symconv_subsample_backward_S2_f64(const double *restrict dz, const double *restrict x, const double *restrict coef, double *restrict dx, double *restrict dcoef, double *restrict dbias, int64_t N)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((4704*N) >= 32768)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t c = 0; c < 6; ++c) {
@@ -1954,33 +2141,44 @@ void symconv_subsample_backward_S2_f64(const double *restrict dz, const double *
             }
         }
     }
-#ifdef _OPENMP
-    #pragma omp parallel for
-#endif
     for (int64_t c = 0; c < 6; ++c) {
         dcoef[c] = 0;
         dbias[c] = 0;
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((1176*N) >= 32768)
 #endif
     for (int64_t c = 0; c < 6; ++c) {
         for (int64_t n = 0; n < N; ++n) {
             for (int64_t i = 0; i < 14; ++i) {
-                for (int64_t j = 0; j < 14; ++j) {
-                    dcoef[c] += dz[196*c + 14*i + j + 1176*n]*x[784*c + 56*i + 2*j + 4704*n + 29] + dz[196*c + 14*i + j + 1176*n]*x[784*c + 56*i + 2*j + 4704*n + 28] + dz[196*c + 14*i + j + 1176*n]*x[784*c + 56*i + 2*j + 4704*n + 1] + dz[196*c + 14*i + j + 1176*n]*x[784*c + 56*i + 2*j + 4704*n];
+                {
+                    double acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                    #pragma omp simd reduction(+: acc0)
+#endif
+                    for (int64_t j = 0; j < 14; ++j) {
+                        acc0 += dz[196*c + 14*i + j + 1176*n]*x[784*c + 56*i + 2*j + 4704*n + 29] + dz[196*c + 14*i + j + 1176*n]*x[784*c + 56*i + 2*j + 4704*n + 28] + dz[196*c + 14*i + j + 1176*n]*x[784*c + 56*i + 2*j + 4704*n + 1] + dz[196*c + 14*i + j + 1176*n]*x[784*c + 56*i + 2*j + 4704*n];
+                    }
+                    dcoef[c] += acc0;
                 }
             }
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((1176*N) >= 32768)
 #endif
     for (int64_t c = 0; c < 6; ++c) {
         for (int64_t n = 0; n < N; ++n) {
             for (int64_t i = 0; i < 14; ++i) {
-                for (int64_t j = 0; j < 14; ++j) {
-                    dbias[c] += dz[196*c + 14*i + j + 1176*n];
+                {
+                    double acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                    #pragma omp simd reduction(+: acc0)
+#endif
+                    for (int64_t j = 0; j < 14; ++j) {
+                        acc0 += dz[196*c + 14*i + j + 1176*n];
+                    }
+                    dbias[c] += acc0;
                 }
             }
         }
@@ -1993,7 +2191,7 @@ void symconv_subsample_backward_S2_f64(const double *restrict dz, const double *
 void symconv_conv2d_forward_C3_f32(const float *restrict x, const float *restrict w, const float *restrict b, float *restrict y, int64_t N)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((1600*N) >= 32768)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t k = 0; k < 16; ++k) {
@@ -2005,7 +2203,7 @@ void symconv_conv2d_forward_C3_f32(const float *restrict x, const float *restric
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((9600*N) >= 32768)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t i = 0; i < 10; ++i) {
@@ -2317,7 +2515,7 @@ void symconv_conv2d_forward_C3_f32(const float *restrict x, const float *restric
 void symconv_conv2d_forward_C3_f64(const double *restrict x, const double *restrict w, const double *restrict b, double *restrict y, int64_t N)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((1600*N) >= 32768)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t k = 0; k < 16; ++k) {
@@ -2329,7 +2527,7 @@ void symconv_conv2d_forward_C3_f64(const double *restrict x, const double *restr
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((9600*N) >= 32768)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t i = 0; i < 10; ++i) {
@@ -2641,7 +2839,7 @@ void symconv_conv2d_forward_C3_f64(const double *restrict x, const double *restr
 void symconv_conv2d_backward_data_C3_f32(const float *restrict dy, const float *restrict w, float *restrict dx, int64_t N)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((1176*N) >= 32768)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t c = 0; c < 6; ++c) {
@@ -2653,7 +2851,7 @@ void symconv_conv2d_backward_data_C3_f32(const float *restrict dy, const float *
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((240000*N) >= 32768)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t u = 0; u < 5; ++u) {
@@ -3205,7 +3403,7 @@ void symconv_conv2d_backward_data_C3_f32(const float *restrict dy, const float *
 void symconv_conv2d_backward_data_C3_f64(const double *restrict dy, const double *restrict w, double *restrict dx, int64_t N)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((1176*N) >= 32768)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t c = 0; c < 6; ++c) {
@@ -3217,7 +3415,7 @@ void symconv_conv2d_backward_data_C3_f64(const double *restrict dy, const double
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((240000*N) >= 32768)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t u = 0; u < 5; ++u) {
@@ -3768,9 +3966,6 @@ void symconv_conv2d_backward_data_C3_f64(const double *restrict dy, const double
  * spec sha256: 6a2f6a2961bb062fbd7d5ae4a19c4b0ac021fc3222a79bc0febf55026023d77b */
 void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float *restrict dy, float *restrict dw, int64_t N)
 {
-#ifdef _OPENMP
-    #pragma omp parallel for
-#endif
     for (int64_t k = 0; k < 16; ++k) {
         for (int64_t c = 0; c < 6; ++c) {
             for (int64_t u = 0; u < 5; ++u) {
@@ -3781,840 +3976,1260 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((240000*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
             for (int64_t n = 0; n < N; ++n) {
                 for (int64_t i = 0; i < 10; ++i) {
-                    for (int64_t j = 0; j < 10; ++j) {
-                        dw[5*u + v] += dy[10*i + j + 1600*n]*x[14*i + j + 1176*n + 14*u + v];
+                    {
+                        float acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                        #pragma omp simd reduction(+: acc0)
+#endif
+                        for (int64_t j = 0; j < 10; ++j) {
+                            acc0 += dy[10*i + j + 1600*n]*x[14*i + j + 1176*n + 14*u + v];
+                        }
+                        dw[5*u + v] += acc0;
                     }
                 }
             }
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((240000*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
             for (int64_t n = 0; n < N; ++n) {
                 for (int64_t i = 0; i < 10; ++i) {
-                    for (int64_t j = 0; j < 10; ++j) {
-                        dw[5*u + v + 25] += dy[10*i + j + 1600*n]*x[14*i + j + 1176*n + 14*u + v + 196];
+                    {
+                        float acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                        #pragma omp simd reduction(+: acc0)
+#endif
+                        for (int64_t j = 0; j < 10; ++j) {
+                            acc0 += dy[10*i + j + 1600*n]*x[14*i + j + 1176*n + 14*u + v + 196];
+                        }
+                        dw[5*u + v + 25] += acc0;
                     }
                 }
             }
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((240000*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
             for (int64_t n = 0; n < N; ++n) {
                 for (int64_t i = 0; i < 10; ++i) {
-                    for (int64_t j = 0; j < 10; ++j) {
-                        dw[5*u + v + 50] += dy[10*i + j + 1600*n]*x[14*i + j + 1176*n + 14*u + v + 392];
+                    {
+                        float acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                        #pragma omp simd reduction(+: acc0)
+#endif
+                        for (int64_t j = 0; j < 10; ++j) {
+                            acc0 += dy[10*i + j + 1600*n]*x[14*i + j + 1176*n + 14*u + v + 392];
+                        }
+                        dw[5*u + v + 50] += acc0;
                     }
                 }
             }
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((240000*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
             for (int64_t n = 0; n < N; ++n) {
                 for (int64_t i = 0; i < 10; ++i) {
-                    for (int64_t j = 0; j < 10; ++j) {
-                        dw[5*u + v + 175] += dy[10*i + j + 1600*n + 100]*x[14*i + j + 1176*n + 14*u + v + 196];
+                    {
+                        float acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                        #pragma omp simd reduction(+: acc0)
+#endif
+                        for (int64_t j = 0; j < 10; ++j) {
+                            acc0 += dy[10*i + j + 1600*n + 100]*x[14*i + j + 1176*n + 14*u + v + 196];
+                        }
+                        dw[5*u + v + 175] += acc0;
                     }
                 }
             }
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((240000*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
             for (int64_t n = 0; n < N; ++n) {
                 for (int64_t i = 0; i < 10; ++i) {
-                    for (int64_t j = 0; j < 10; ++j) {
-                        dw[5*u + v + 200] += dy[10*i + j + 1600*n + 100]*x[14*i + j + 1176*n + 14*u + v + 392];
+                    {
+                        float acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                        #pragma omp simd reduction(+: acc0)
+#endif
+                        for (int64_t j = 0; j < 10; ++j) {
+                            acc0 += dy[10*i + j + 1600*n + 100]*x[14*i + j + 1176*n + 14*u + v + 392];
+                        }
+                        dw[5*u + v + 200] += acc0;
                     }
                 }
             }
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((240000*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
             for (int64_t n = 0; n < N; ++n) {
                 for (int64_t i = 0; i < 10; ++i) {
-                    for (int64_t j = 0; j < 10; ++j) {
-                        dw[5*u + v + 225] += dy[10*i + j + 1600*n + 100]*x[14*i + j + 1176*n + 14*u + v + 588];
+                    {
+                        float acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                        #pragma omp simd reduction(+: acc0)
+#endif
+                        for (int64_t j = 0; j < 10; ++j) {
+                            acc0 += dy[10*i + j + 1600*n + 100]*x[14*i + j + 1176*n + 14*u + v + 588];
+                        }
+                        dw[5*u + v + 225] += acc0;
                     }
                 }
             }
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((240000*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
             for (int64_t n = 0; n < N; ++n) {
                 for (int64_t i = 0; i < 10; ++i) {
-                    for (int64_t j = 0; j < 10; ++j) {
-                        dw[5*u + v + 350] += dy[10*i + j + 1600*n + 200]*x[14*i + j + 1176*n + 14*u + v + 392];
+                    {
+                        float acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                        #pragma omp simd reduction(+: acc0)
+#endif
+                        for (int64_t j = 0; j < 10; ++j) {
+                            acc0 += dy[10*i + j + 1600*n + 200]*x[14*i + j + 1176*n + 14*u + v + 392];
+                        }
+                        dw[5*u + v + 350] += acc0;
                     }
                 }
             }
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((240000*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
             for (int64_t n = 0; n < N; ++n) {
                 for (int64_t i = 0; i < 10; ++i) {
-                    for (int64_t j = 0; j < 10; ++j) {
-                        dw[5*u + v + 375] += dy[10*i + j + 1600*n + 200]*x[14*i + j + 1176*n + 14*u + v + 588];
+                    {
+                        float acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                        #pragma omp simd reduction(+: acc0)
+#endif
+                        for (int64_t j = 0; j < 10; ++j) {
+                            acc0 += dy[10*i + j + 1600*n + 200]*x[14*i + j + 1176*n + 14*u + v + 588];
+                        }
+                        dw[5*u + v + 375] += acc0;
                     }
                 }
             }
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((240000*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
             for (int64_t n = 0; n < N; ++n) {
                 for (int64_t i = 0; i < 10; ++i) {
-                    for (int64_t j = 0; j < 10; ++j) {
-                        dw[5*u + v + 400] += dy[10*i + j + 1600*n + 200]*x[14*i + j + 1176*n + 14*u + v + 784];
+                    {
+                        float acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                        #pragma omp simd reduction(+: acc0)
+#endif
+                        for (int64_t j = 0; j < 10; ++j) {
+                            acc0 += dy[10*i + j + 1600*n + 200]*x[14*i + j + 1176*n + 14*u + v + 784];
+                        }
+                        dw[5*u + v + 400] += acc0;
                     }
                 }
             }
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((240000*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
             for (int64_t n = 0; n < N; ++n) {
                 for (int64_t i = 0; i < 10; ++i) {
-                    for (int64_t j = 0; j < 10; ++j) {
-                        dw[5*u + v + 525] += dy[10*i + j + 1600*n + 300]*x[14*i + j + 1176*n + 14*u + v + 588];
+                    {
+                        float acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                        #pragma omp simd reduction(+: acc0)
+#endif
+                        for (int64_t j = 0; j < 10; ++j) {
+                            acc0 += dy[10*i + j + 1600*n + 300]*x[14*i + j + 1176*n + 14*u + v + 588];
+                        }
+                        dw[5*u + v + 525] += acc0;
                     }
                 }
             }
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((240000*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
             for (int64_t n = 0; n < N; ++n) {
                 for (int64_t i = 0; i < 10; ++i) {
-                    for (int64_t j = 0; j < 10; ++j) {
-                        dw[5*u + v + 550] += dy[10*i + j + 1600*n + 300]*x[14*i + j + 1176*n + 14*u + v + 784];
+                    {
+                        float acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                        #pragma omp simd reduction(+: acc0)
+#endif
+                        for (int64_t j = 0; j < 10; ++j) {
+                            acc0 += dy[10*i + j + 1600*n + 300]*x[14*i + j + 1176*n + 14*u + v + 784];
+                        }
+                        dw[5*u + v + 550] += acc0;
                     }
                 }
             }
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((240000*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
             for (int64_t n = 0; n < N; ++n) {
                 for (int64_t i = 0; i < 10; ++i) {
-                    for (int64_t j = 0; j < 10; ++j) {
-                        dw[5*u + v + 575] += dy[10*i + j + 1600*n + 300]*x[14*i + j + 1176*n + 14*u + v + 980];
+                    {
+                        float acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                        #pragma omp simd reduction(+: acc0)
+#endif
+                        for (int64_t j = 0; j < 10; ++j) {
+                            acc0 += dy[10*i + j + 1600*n + 300]*x[14*i + j + 1176*n + 14*u + v + 980];
+                        }
+                        dw[5*u + v + 575] += acc0;
                     }
                 }
             }
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((240000*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
             for (int64_t n = 0; n < N; ++n) {
                 for (int64_t i = 0; i < 10; ++i) {
-                    for (int64_t j = 0; j < 10; ++j) {
-                        dw[5*u + v + 600] += dy[10*i + j + 1600*n + 400]*x[14*i + j + 1176*n + 14*u + v];
+                    {
+                        float acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                        #pragma omp simd reduction(+: acc0)
+#endif
+                        for (int64_t j = 0; j < 10; ++j) {
+                            acc0 += dy[10*i + j + 1600*n + 400]*x[14*i + j + 1176*n + 14*u + v];
+                        }
+                        dw[5*u + v + 600] += acc0;
                     }
                 }
             }
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((240000*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
             for (int64_t n = 0; n < N; ++n) {
                 for (int64_t i = 0; i < 10; ++i) {
-                    for (int64_t j = 0; j < 10; ++j) {
-                        dw[5*u + v + 700] += dy[10*i + j + 1600*n + 400]*x[14*i + j + 1176*n + 14*u + v + 784];
+                    {
+                        float acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                        #pragma omp simd reduction(+: acc0)
+#endif
+                        for (int64_t j = 0; j < 10; ++j) {
+                            acc0 += dy[10*i + j + 1600*n + 400]*x[14*i + j + 1176*n + 14*u + v + 784];
+                        }
+                        dw[5*u + v + 700] += acc0;
                     }
                 }
             }
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((240000*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
             for (int64_t n = 0; n < N; ++n) {
                 for (int64_t i = 0; i < 10; ++i) {
-                    for (int64_t j = 0; j < 10; ++j) {
-                        dw[5*u + v + 725] += dy[10*i + j + 1600*n + 400]*x[14*i + j + 1176*n + 14*u + v + 980];
+                    {
+                        float acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                        #pragma omp simd reduction(+: acc0)
+#endif
+                        for (int64_t j = 0; j < 10; ++j) {
+                            acc0 += dy[10*i + j + 1600*n + 400]*x[14*i + j + 1176*n + 14*u + v + 980];
+                        }
+                        dw[5*u + v + 725] += acc0;
                     }
                 }
             }
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((240000*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
             for (int64_t n = 0; n < N; ++n) {
                 for (int64_t i = 0; i < 10; ++i) {
-                    for (int64_t j = 0; j < 10; ++j) {
-                        dw[5*u + v + 750] += dy[10*i + j + 1600*n + 500]*x[14*i + j + 1176*n + 14*u + v];
+                    {
+                        float acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                        #pragma omp simd reduction(+: acc0)
+#endif
+                        for (int64_t j = 0; j < 10; ++j) {
+                            acc0 += dy[10*i + j + 1600*n + 500]*x[14*i + j + 1176*n + 14*u + v];
+                        }
+                        dw[5*u + v + 750] += acc0;
                     }
                 }
             }
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((240000*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
             for (int64_t n = 0; n < N; ++n) {
                 for (int64_t i = 0; i < 10; ++i) {
-                    for (int64_t j = 0; j < 10; ++j) {
-                        dw[5*u + v + 775] += dy[10*i + j + 1600*n + 500]*x[14*i + j + 1176*n + 14*u + v + 196];
+                    {
+                        float acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                        #pragma omp simd reduction(+: acc0)
+#endif
+                        for (int64_t j = 0; j < 10; ++j) {
+                            acc0 += dy[10*i + j + 1600*n + 500]*x[14*i + j + 1176*n + 14*u + v + 196];
+                        }
+                        dw[5*u + v + 775] += acc0;
                     }
                 }
             }
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((240000*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
             for (int64_t n = 0; n < N; ++n) {
                 for (int64_t i = 0; i < 10; ++i) {
-                    for (int64_t j = 0; j < 10; ++j) {
-                        dw[5*u + v + 875] += dy[10*i + j + 1600*n + 500]*x[14*i + j + 1176*n + 14*u + v + 980];
+                    {
+                        float acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                        #pragma omp simd reduction(+: acc0)
+#endif
+                        for (int64_t j = 0; j < 10; ++j) {
+                            acc0 += dy[10*i + j + 1600*n + 500]*x[14*i + j + 1176*n + 14*u + v + 980];
+                        }
+                        dw[5*u + v + 875] += acc0;
                     }
                 }
             }
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((240000*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
             for (int64_t n = 0; n < N; ++n) {
                 for (int64_t i = 0; i < 10; ++i) {
-                    for (int64_t j = 0; j < 10; ++j) {
-                        dw[5*u + v + 900] += dy[10*i + j + 1600*n + 600]*x[14*i + j + 1176*n + 14*u + v];
+                    {
+                        float acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                        #pragma omp simd reduction(+: acc0)
+#endif
+                        for (int64_t j = 0; j < 10; ++j) {
+                            acc0 += dy[10*i + j + 1600*n + 600]*x[14*i + j + 1176*n + 14*u + v];
+                        }
+                        dw[5*u + v + 900] += acc0;
                     }
                 }
             }
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((240000*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
             for (int64_t n = 0; n < N; ++n) {
                 for (int64_t i = 0; i < 10; ++i) {
-                    for (int64_t j = 0; j < 10; ++j) {
-                        dw[5*u + v + 925] += dy[10*i + j + 1600*n + 600]*x[14*i + j + 1176*n + 14*u + v + 196];
+                    {
+                        float acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                        #pragma omp simd reduction(+: acc0)
+#endif
+                        for (int64_t j = 0; j < 10; ++j) {
+                            acc0 += dy[10*i + j + 1600*n + 600]*x[14*i + j + 1176*n + 14*u + v + 196];
+                        }
+                        dw[5*u + v + 925] += acc0;
                     }
                 }
             }
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((240000*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
             for (int64_t n = 0; n < N; ++n) {
                 for (int64_t i = 0; i < 10; ++i) {
-                    for (int64_t j = 0; j < 10; ++j) {
-                        dw[5*u + v + 950] += dy[10*i + j + 1600*n + 600]*x[14*i + j + 1176*n + 14*u + v + 392];
+                    {
+                        float acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                        #pragma omp simd reduction(+: acc0)
+#endif
+                        for (int64_t j = 0; j < 10; ++j) {
+                            acc0 += dy[10*i + j + 1600*n + 600]*x[14*i + j + 1176*n + 14*u + v + 392];
+                        }
+                        dw[5*u + v + 950] += acc0;
                     }
                 }
             }
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((240000*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
             for (int64_t n = 0; n < N; ++n) {
                 for (int64_t i = 0; i < 10; ++i) {
-                    for (int64_t j = 0; j < 10; ++j) {
-                        dw[5*u + v + 975] += dy[10*i + j + 1600*n + 600]*x[14*i + j + 1176*n + 14*u + v + 588];
+                    {
+                        float acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                        #pragma omp simd reduction(+: acc0)
+#endif
+                        for (int64_t j = 0; j < 10; ++j) {
+                            acc0 += dy[10*i + j + 1600*n + 600]*x[14*i + j + 1176*n + 14*u + v + 588];
+                        }
+                        dw[5*u + v + 975] += acc0;
                     }
                 }
             }
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((240000*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
             for (int64_t n = 0; n < N; ++n) {
                 for (int64_t i = 0; i < 10; ++i) {
-                    for (int64_t j = 0; j < 10; ++j) {
-                        dw[5*u + v + 1075] += dy[10*i + j + 1600*n + 700]*x[14*i + j + 1176*n + 14*u + v + 196];
+                    {
+                        float acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                        #pragma omp simd reduction(+: acc0)
+#endif
+                        for (int64_t j = 0; j < 10; ++j) {
+                            acc0 += dy[10*i + j + 1600*n + 700]*x[14*i + j + 1176*n + 14*u + v + 196];
+                        }
+                        dw[5*u + v + 1075] += acc0;
                     }
                 }
             }
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((240000*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
             for (int64_t n = 0; n < N; ++n) {
                 for (int64_t i = 0; i < 10; ++i) {
-                    for (int64_t j = 0; j < 10; ++j) {
-                        dw[5*u + v + 1100] += dy[10*i + j + 1600*n + 700]*x[14*i + j + 1176*n + 14*u + v + 392];
+                    {
+                        float acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                        #pragma omp simd reduction(+: acc0)
+#endif
+                        for (int64_t j = 0; j < 10; ++j) {
+                            acc0 += dy[10*i + j + 1600*n + 700]*x[14*i + j + 1176*n + 14*u + v + 392];
+                        }
+                        dw[5*u + v + 1100] += acc0;
                     }
                 }
             }
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((240000*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
             for (int64_t n = 0; n < N; ++n) {
                 for (int64_t i = 0; i < 10; ++i) {
-                    for (int64_t j = 0; j < 10; ++j) {
-                        dw[5*u + v + 1125] += dy[10*i + j + 1600*n + 700]*x[14*i + j + 1176*n + 14*u + v + 588];
+                    {
+                        float acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                        #pragma omp simd reduction(+: acc0)
+#endif
+                        for (int64_t j = 0; j < 10; ++j) {
+                            acc0 += dy[10*i + j + 1600*n + 700]*x[14*i + j + 1176*n + 14*u + v + 588];
+                        }
+                        dw[5*u + v + 1125] += acc0;
                     }
                 }
             }
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((240000*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
             for (int64_t n = 0; n < N; ++n) {
                 for (int64_t i = 0; i < 10; ++i) {
-                    for (int64_t j = 0; j < 10; ++j) {
-                        dw[5*u + v + 1150] += dy[10*i + j + 1600*n + 700]*x[14*i + j + 1176*n + 14*u + v + 784];
+                    {
+                        float acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                        #pragma omp simd reduction(+: acc0)
+#endif
+                        for (int64_t j = 0; j < 10; ++j) {
+                            acc0 += dy[10*i + j + 1600*n + 700]*x[14*i + j + 1176*n + 14*u + v + 784];
+                        }
+                        dw[5*u + v + 1150] += acc0;
                     }
                 }
             }
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((240000*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
             for (int64_t n = 0; n < N; ++n) {
                 for (int64_t i = 0; i < 10; ++i) {
-                    for (int64_t j = 0; j < 10; ++j) {
-                        dw[5*u + v + 1250] += dy[10*i + j + 1600*n + 800]*x[14*i + j + 1176*n + 14*u + v + 392];
+                    {
+                        float acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                        #pragma omp simd reduction(+: acc0)
+#endif
+                        for (int64_t j = 0; j < 10; ++j) {
+                            acc0 += dy[10*i + j + 1600*n + 800]*x[14*i + j + 1176*n + 14*u + v + 392];
+                        }
+                        dw[5*u + v + 1250] += acc0;
                     }
                 }
             }
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((240000*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
             for (int64_t n = 0; n < N; ++n) {
                 for (int64_t i = 0; i < 10; ++i) {
-                    for (int64_t j = 0; j < 10; ++j) {
-                        dw[5*u + v + 1275] += dy[10*i + j + 1600*n + 800]*x[14*i + j + 1176*n + 14*u + v + 588];
+                    {
+                        float acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                        #pragma omp simd reduction(+: acc0)
+#endif
+                        for (int64_t j = 0; j < 10; ++j) {
+                            acc0 += dy[10*i + j + 1600*n + 800]*x[14*i + j + 1176*n + 14*u + v + 588];
+                        }
+                        dw[5*u + v + 1275] += acc0;
                     }
                 }
             }
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((240000*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
             for (int64_t n = 0; n < N; ++n) {
                 for (int64_t i = 0; i < 10; ++i) {
-                    for (int64_t j = 0; j < 10; ++j) {
-                        dw[5*u + v + 1300] += dy[10*i + j + 1600*n + 800]*x[14*i + j + 1176*n + 14*u + v + 784];
+                    {
+                        float acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                        #pragma omp simd reduction(+: acc0)
+#endif
+                        for (int64_t j = 0; j < 10; ++j) {
+                            acc0 += dy[10*i + j + 1600*n + 800]*x[14*i + j + 1176*n + 14*u + v + 784];
+                        }
+                        dw[5*u + v + 1300] += acc0;
                     }
                 }
             }
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((240000*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
             for (int64_t n = 0; n < N; ++n) {
                 for (int64_t i = 0; i < 10; ++i) {
-                    for (int64_t j = 0; j < 10; ++j) {
-                        dw[5*u + v + 1325] += dy[10*i + j + 1600*n + 800]*x[14*i + j + 1176*n + 14*u + v + 980];
+                    {
+                        float acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                        #pragma omp simd reduction(+: acc0)
+#endif
+                        for (int64_t j = 0; j < 10; ++j) {
+                            acc0 += dy[10*i + j + 1600*n + 800]*x[14*i + j + 1176*n + 14*u + v + 980];
+                        }
+                        dw[5*u + v + 1325] += acc0;
                     }
                 }
             }
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((240000*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
             for (int64_t n = 0; n < N; ++n) {
                 for (int64_t i = 0; i < 10; ++i) {
-                    for (int64_t j = 0; j < 10; ++j) {
-                        dw[5*u + v + 1350] += dy[10*i + j + 1600*n + 900]*x[14*i + j + 1176*n + 14*u + v];
+                    {
+                        float acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                        #pragma omp simd reduction(+: acc0)
+#endif
+                        for (int64_t j = 0; j < 10; ++j) {
+                            acc0 += dy[10*i + j + 1600*n + 900]*x[14*i + j + 1176*n + 14*u + v];
+                        }
+                        dw[5*u + v + 1350] += acc0;
                     }
                 }
             }
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((240000*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
             for (int64_t n = 0; n < N; ++n) {
                 for (int64_t i = 0; i < 10; ++i) {
-                    for (int64_t j = 0; j < 10; ++j) {
-                        dw[5*u + v + 1425] += dy[10*i + j + 1600*n + 900]*x[14*i + j + 1176*n + 14*u + v + 588];
+                    {
+                        float acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                        #pragma omp simd reduction(+: acc0)
+#endif
+                        for (int64_t j = 0; j < 10; ++j) {
+                            acc0 += dy[10*i + j + 1600*n + 900]*x[14*i + j + 1176*n + 14*u + v + 588];
+                        }
+                        dw[5*u + v + 1425] += acc0;
                     }
                 }
             }
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((240000*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
             for (int64_t n = 0; n < N; ++n) {
                 for (int64_t i = 0; i < 10; ++i) {
-                    for (int64_t j = 0; j < 10; ++j) {
-                        dw[5*u + v + 1450] += dy[10*i + j + 1600*n + 900]*x[14*i + j + 1176*n + 14*u + v + 784];
+                    {
+                        float acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                        #pragma omp simd reduction(+: acc0)
+#endif
+                        for (int64_t j = 0; j < 10; ++j) {
+                            acc0 += dy[10*i + j + 1600*n + 900]*x[14*i + j + 1176*n + 14*u + v + 784];
+                        }
+                        dw[5*u + v + 1450] += acc0;
                     }
                 }
             }
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((240000*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
             for (int64_t n = 0; n < N; ++n) {
                 for (int64_t i = 0; i < 10; ++i) {
-                    for (int64_t j = 0; j < 10; ++j) {
-                        dw[5*u + v + 1475] += dy[10*i + j + 1600*n + 900]*x[14*i + j + 1176*n + 14*u + v + 980];
+                    {
+                        float acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                        #pragma omp simd reduction(+: acc0)
+#endif
+                        for (int64_t j = 0; j < 10; ++j) {
+                            acc0 += dy[10*i + j + 1600*n + 900]*x[14*i + j + 1176*n + 14*u + v + 980];
+                        }
+                        dw[5*u + v + 1475] += acc0;
                     }
                 }
             }
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((240000*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
             for (int64_t n = 0; n < N; ++n) {
                 for (int64_t i = 0; i < 10; ++i) {
-                    for (int64_t j = 0; j < 10; ++j) {
-                        dw[5*u + v + 1500] += dy[10*i + j + 1600*n + 1000]*x[14*i + j + 1176*n + 14*u + v];
+                    {
+                        float acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                        #pragma omp simd reduction(+: acc0)
+#endif
+                        for (int64_t j = 0; j < 10; ++j) {
+                            acc0 += dy[10*i + j + 1600*n + 1000]*x[14*i + j + 1176*n + 14*u + v];
+                        }
+                        dw[5*u + v + 1500] += acc0;
                     }
                 }
             }
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((240000*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
             for (int64_t n = 0; n < N; ++n) {
                 for (int64_t i = 0; i < 10; ++i) {
-                    for (int64_t j = 0; j < 10; ++j) {
-                        dw[5*u + v + 1525] += dy[10*i + j + 1600*n + 1000]*x[14*i + j + 1176*n + 14*u + v + 196];
+                    {
+                        float acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                        #pragma omp simd reduction(+: acc0)
+#endif
+                        for (int64_t j = 0; j < 10; ++j) {
+                            acc0 += dy[10*i + j + 1600*n + 1000]*x[14*i + j + 1176*n + 14*u + v + 196];
+                        }
+                        dw[5*u + v + 1525] += acc0;
                     }
                 }
             }
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((240000*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
             for (int64_t n = 0; n < N; ++n) {
                 for (int64_t i = 0; i < 10; ++i) {
-                    for (int64_t j = 0; j < 10; ++j) {
-                        dw[5*u + v + 1600] += dy[10*i + j + 1600*n + 1000]*x[14*i + j + 1176*n + 14*u + v + 784];
+                    {
+                        float acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                        #pragma omp simd reduction(+: acc0)
+#endif
+                        for (int64_t j = 0; j < 10; ++j) {
+                            acc0 += dy[10*i + j + 1600*n + 1000]*x[14*i + j + 1176*n + 14*u + v + 784];
+                        }
+                        dw[5*u + v + 1600] += acc0;
                     }
                 }
             }
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((240000*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
             for (int64_t n = 0; n < N; ++n) {
                 for (int64_t i = 0; i < 10; ++i) {
-                    for (int64_t j = 0; j < 10; ++j) {
-                        dw[5*u + v + 1625] += dy[10*i + j + 1600*n + 1000]*x[14*i + j + 1176*n + 14*u + v + 980];
+                    {
+                        float acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                        #pragma omp simd reduction(+: acc0)
+#endif
+                        for (int64_t j = 0; j < 10; ++j) {
+                            acc0 += dy[10*i + j + 1600*n + 1000]*x[14*i + j + 1176*n + 14*u + v + 980];
+                        }
+                        dw[5*u + v + 1625] += acc0;
                     }
                 }
             }
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((240000*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
             for (int64_t n = 0; n < N; ++n) {
                 for (int64_t i = 0; i < 10; ++i) {
-                    for (int64_t j = 0; j < 10; ++j) {
-                        dw[5*u + v + 1650] += dy[10*i + j + 1600*n + 1100]*x[14*i + j + 1176*n + 14*u + v];
+                    {
+                        float acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                        #pragma omp simd reduction(+: acc0)
+#endif
+                        for (int64_t j = 0; j < 10; ++j) {
+                            acc0 += dy[10*i + j + 1600*n + 1100]*x[14*i + j + 1176*n + 14*u + v];
+                        }
+                        dw[5*u + v + 1650] += acc0;
                     }
                 }
             }
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((240000*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
             for (int64_t n = 0; n < N; ++n) {
                 for (int64_t i = 0; i < 10; ++i) {
-                    for (int64_t j = 0; j < 10; ++j) {
-                        dw[5*u + v + 1675] += dy[10*i + j + 1600*n + 1100]*x[14*i + j + 1176*n + 14*u + v + 196];
+                    {
+                        float acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                        #pragma omp simd reduction(+: acc0)
+#endif
+                        for (int64_t j = 0; j < 10; ++j) {
+                            acc0 += dy[10*i + j + 1600*n + 1100]*x[14*i + j + 1176*n + 14*u + v + 196];
+                        }
+                        dw[5*u + v + 1675] += acc0;
                     }
                 }
             }
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((240000*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
             for (int64_t n = 0; n < N; ++n) {
                 for (int64_t i = 0; i < 10; ++i) {
-                    for (int64_t j = 0; j < 10; ++j) {
-                        dw[5*u + v + 1700] += dy[10*i + j + 1600*n + 1100]*x[14*i + j + 1176*n + 14*u + v + 392];
+                    {
+                        float acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                        #pragma omp simd reduction(+: acc0)
+#endif
+                        for (int64_t j = 0; j < 10; ++j) {
+                            acc0 += dy[10*i + j + 1600*n + 1100]*x[14*i + j + 1176*n + 14*u + v + 392];
+                        }
+                        dw[5*u + v + 1700] += acc0;
                     }
                 }
             }
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((240000*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
             for (int64_t n = 0; n < N; ++n) {
                 for (int64_t i = 0; i < 10; ++i) {
-                    for (int64_t j = 0; j < 10; ++j) {
-                        dw[5*u + v + 1775] += dy[10*i + j + 1600*n + 1100]*x[14*i + j + 1176*n + 14*u + v + 980];
+                    {
+                        float acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                        #pragma omp simd reduction(+: acc0)
+#endif
+                        for (int64_t j = 0; j < 10; ++j) {
+                            acc0 += dy[10*i + j + 1600*n + 1100]*x[14*i + j + 1176*n + 14*u + v + 980];
+                        }
+                        dw[5*u + v + 1775] += acc0;
                     }
                 }
             }
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((240000*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
             for (int64_t n = 0; n < N; ++n) {
                 for (int64_t i = 0; i < 10; ++i) {
-                    for (int64_t j = 0; j < 10; ++j) {
-                        dw[5*u + v + 1800] += dy[10*i + j + 1600*n + 1200]*x[14*i + j + 1176*n + 14*u + v];
+                    {
+                        float acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                        #pragma omp simd reduction(+: acc0)
+#endif
+                        for (int64_t j = 0; j < 10; ++j) {
+                            acc0 += dy[10*i + j + 1600*n + 1200]*x[14*i + j + 1176*n + 14*u + v];
+                        }
+                        dw[5*u + v + 1800] += acc0;
                     }
                 }
             }
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((240000*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
             for (int64_t n = 0; n < N; ++n) {
                 for (int64_t i = 0; i < 10; ++i) {
-                    for (int64_t j = 0; j < 10; ++j) {
-                        dw[5*u + v + 1825] += dy[10*i + j + 1600*n + 1200]*x[14*i + j + 1176*n + 14*u + v + 196];
+                    {
+                        float acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                        #pragma omp simd reduction(+: acc0)
+#endif
+                        for (int64_t j = 0; j < 10; ++j) {
+                            acc0 += dy[10*i + j + 1600*n + 1200]*x[14*i + j + 1176*n + 14*u + v + 196];
+                        }
+                        dw[5*u + v + 1825] += acc0;
                     }
                 }
             }
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((240000*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
             for (int64_t n = 0; n < N; ++n) {
                 for (int64_t i = 0; i < 10; ++i) {
-                    for (int64_t j = 0; j < 10; ++j) {
-                        dw[5*u + v + 1875] += dy[10*i + j + 1600*n + 1200]*x[14*i + j + 1176*n + 14*u + v + 588];
+                    {
+                        float acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                        #pragma omp simd reduction(+: acc0)
+#endif
+                        for (int64_t j = 0; j < 10; ++j) {
+                            acc0 += dy[10*i + j + 1600*n + 1200]*x[14*i + j + 1176*n + 14*u + v + 588];
+                        }
+                        dw[5*u + v + 1875] += acc0;
                     }
                 }
             }
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((240000*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
             for (int64_t n = 0; n < N; ++n) {
                 for (int64_t i = 0; i < 10; ++i) {
-                    for (int64_t j = 0; j < 10; ++j) {
-                        dw[5*u + v + 1900] += dy[10*i + j + 1600*n + 1200]*x[14*i + j + 1176*n + 14*u + v + 784];
+                    {
+                        float acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                        #pragma omp simd reduction(+: acc0)
+#endif
+                        for (int64_t j = 0; j < 10; ++j) {
+                            acc0 += dy[10*i + j + 1600*n + 1200]*x[14*i + j + 1176*n + 14*u + v + 784];
+                        }
+                        dw[5*u + v + 1900] += acc0;
                     }
                 }
             }
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((240000*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
             for (int64_t n = 0; n < N; ++n) {
                 for (int64_t i = 0; i < 10; ++i) {
-                    for (int64_t j = 0; j < 10; ++j) {
-                        dw[5*u + v + 1975] += dy[10*i + j + 1600*n + 1300]*x[14*i + j + 1176*n + 14*u + v + 196];
+                    {
+                        float acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                        #pragma omp simd reduction(+: acc0)
+#endif
+                        for (int64_t j = 0; j < 10; ++j) {
+                            acc0 += dy[10*i + j + 1600*n + 1300]*x[14*i + j + 1176*n + 14*u + v + 196];
+                        }
+                        dw[5*u + v + 1975] += acc0;
                     }
                 }
             }
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((240000*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
             for (int64_t n = 0; n < N; ++n) {
                 for (int64_t i = 0; i < 10; ++i) {
-                    for (int64_t j = 0; j < 10; ++j) {
-                        dw[5*u + v + 2000] += dy[10*i + j + 1600*n + 1300]*x[14*i + j + 1176*n + 14*u + v + 392];
+                    {
+                        float acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                        #pragma omp simd reduction(+: acc0)
+#endif
+                        for (int64_t j = 0; j < 10; ++j) {
+                            acc0 += dy[10*i + j + 1600*n + 1300]*x[14*i + j + 1176*n + 14*u + v + 392];
+                        }
+                        dw[5*u + v + 2000] += acc0;
                     }
                 }
             }
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((240000*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
             for (int64_t n = 0; n < N; ++n) {
                 for (int64_t i = 0; i < 10; ++i) {
-                    for (int64_t j = 0; j < 10; ++j) {
-                        dw[5*u + v + 2050] += dy[10*i + j + 1600*n + 1300]*x[14*i + j + 1176*n + 14*u + v + 784];
+                    {
+                        float acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                        #pragma omp simd reduction(+: acc0)
+#endif
+                        for (int64_t j = 0; j < 10; ++j) {
+                            acc0 += dy[10*i + j + 1600*n + 1300]*x[14*i + j + 1176*n + 14*u + v + 784];
+                        }
+                        dw[5*u + v + 2050] += acc0;
                     }
                 }
             }
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((240000*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
             for (int64_t n = 0; n < N; ++n) {
                 for (int64_t i = 0; i < 10; ++i) {
-                    for (int64_t j = 0; j < 10; ++j) {
-                        dw[5*u + v + 2075] += dy[10*i + j + 1600*n + 1300]*x[14*i + j + 1176*n + 14*u + v + 980];
+                    {
+                        float acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                        #pragma omp simd reduction(+: acc0)
+#endif
+                        for (int64_t j = 0; j < 10; ++j) {
+                            acc0 += dy[10*i + j + 1600*n + 1300]*x[14*i + j + 1176*n + 14*u + v + 980];
+                        }
+                        dw[5*u + v + 2075] += acc0;
                     }
                 }
             }
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((240000*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
             for (int64_t n = 0; n < N; ++n) {
                 for (int64_t i = 0; i < 10; ++i) {
-                    for (int64_t j = 0; j < 10; ++j) {
-                        dw[5*u + v + 2100] += dy[10*i + j + 1600*n + 1400]*x[14*i + j + 1176*n + 14*u + v];
+                    {
+                        float acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                        #pragma omp simd reduction(+: acc0)
+#endif
+                        for (int64_t j = 0; j < 10; ++j) {
+                            acc0 += dy[10*i + j + 1600*n + 1400]*x[14*i + j + 1176*n + 14*u + v];
+                        }
+                        dw[5*u + v + 2100] += acc0;
                     }
                 }
             }
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((240000*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
             for (int64_t n = 0; n < N; ++n) {
                 for (int64_t i = 0; i < 10; ++i) {
-                    for (int64_t j = 0; j < 10; ++j) {
-                        dw[5*u + v + 2150] += dy[10*i + j + 1600*n + 1400]*x[14*i + j + 1176*n + 14*u + v + 392];
+                    {
+                        float acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                        #pragma omp simd reduction(+: acc0)
+#endif
+                        for (int64_t j = 0; j < 10; ++j) {
+                            acc0 += dy[10*i + j + 1600*n + 1400]*x[14*i + j + 1176*n + 14*u + v + 392];
+                        }
+                        dw[5*u + v + 2150] += acc0;
                     }
                 }
             }
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((240000*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
             for (int64_t n = 0; n < N; ++n) {
                 for (int64_t i = 0; i < 10; ++i) {
-                    for (int64_t j = 0; j < 10; ++j) {
-                        dw[5*u + v + 2175] += dy[10*i + j + 1600*n + 1400]*x[14*i + j + 1176*n + 14*u + v + 588];
+                    {
+                        float acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                        #pragma omp simd reduction(+: acc0)
+#endif
+                        for (int64_t j = 0; j < 10; ++j) {
+                            acc0 += dy[10*i + j + 1600*n + 1400]*x[14*i + j + 1176*n + 14*u + v + 588];
+                        }
+                        dw[5*u + v + 2175] += acc0;
                     }
                 }
             }
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((240000*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
             for (int64_t n = 0; n < N; ++n) {
                 for (int64_t i = 0; i < 10; ++i) {
-                    for (int64_t j = 0; j < 10; ++j) {
-                        dw[5*u + v + 2225] += dy[10*i + j + 1600*n + 1400]*x[14*i + j + 1176*n + 14*u + v + 980];
+                    {
+                        float acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                        #pragma omp simd reduction(+: acc0)
+#endif
+                        for (int64_t j = 0; j < 10; ++j) {
+                            acc0 += dy[10*i + j + 1600*n + 1400]*x[14*i + j + 1176*n + 14*u + v + 980];
+                        }
+                        dw[5*u + v + 2225] += acc0;
                     }
                 }
             }
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((240000*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
             for (int64_t n = 0; n < N; ++n) {
                 for (int64_t i = 0; i < 10; ++i) {
-                    for (int64_t j = 0; j < 10; ++j) {
-                        dw[5*u + v + 2250] += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + v];
+                    {
+                        float acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                        #pragma omp simd reduction(+: acc0)
+#endif
+                        for (int64_t j = 0; j < 10; ++j) {
+                            acc0 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + v];
+                        }
+                        dw[5*u + v + 2250] += acc0;
                     }
                 }
             }
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((240000*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
             for (int64_t n = 0; n < N; ++n) {
                 for (int64_t i = 0; i < 10; ++i) {
-                    for (int64_t j = 0; j < 10; ++j) {
-                        dw[5*u + v + 2275] += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + v + 196];
+                    {
+                        float acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                        #pragma omp simd reduction(+: acc0)
+#endif
+                        for (int64_t j = 0; j < 10; ++j) {
+                            acc0 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + v + 196];
+                        }
+                        dw[5*u + v + 2275] += acc0;
                     }
                 }
             }
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((240000*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
             for (int64_t n = 0; n < N; ++n) {
                 for (int64_t i = 0; i < 10; ++i) {
-                    for (int64_t j = 0; j < 10; ++j) {
-                        dw[5*u + v + 2300] += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + v + 392];
+                    {
+                        float acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                        #pragma omp simd reduction(+: acc0)
+#endif
+                        for (int64_t j = 0; j < 10; ++j) {
+                            acc0 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + v + 392];
+                        }
+                        dw[5*u + v + 2300] += acc0;
                     }
                 }
             }
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((240000*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
             for (int64_t n = 0; n < N; ++n) {
                 for (int64_t i = 0; i < 10; ++i) {
-                    for (int64_t j = 0; j < 10; ++j) {
-                        dw[5*u + v + 2325] += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + v + 588];
+                    {
+                        float acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                        #pragma omp simd reduction(+: acc0)
+#endif
+                        for (int64_t j = 0; j < 10; ++j) {
+                            acc0 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + v + 588];
+                        }
+                        dw[5*u + v + 2325] += acc0;
                     }
                 }
             }
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((240000*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
             for (int64_t n = 0; n < N; ++n) {
                 for (int64_t i = 0; i < 10; ++i) {
-                    for (int64_t j = 0; j < 10; ++j) {
-                        dw[5*u + v + 2350] += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + v + 784];
+                    {
+                        float acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                        #pragma omp simd reduction(+: acc0)
+#endif
+                        for (int64_t j = 0; j < 10; ++j) {
+                            acc0 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + v + 784];
+                        }
+                        dw[5*u + v + 2350] += acc0;
                     }
                 }
             }
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((240000*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
             for (int64_t n = 0; n < N; ++n) {
                 for (int64_t i = 0; i < 10; ++i) {
-                    for (int64_t j = 0; j < 10; ++j) {
-                        dw[5*u + v + 2375] += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + v + 980];
+                    {
+                        float acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                        #pragma omp simd reduction(+: acc0)
+#endif
+                        for (int64_t j = 0; j < 10; ++j) {
+                            acc0 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + v + 980];
+                        }
+                        dw[5*u + v + 2375] += acc0;
                     }
                 }
             }
@@ -4627,9 +5242,6 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
  * spec sha256: 6a2f6a2961bb062fbd7d5ae4a19c4b0ac021fc3222a79bc0febf55026023d77b */
 void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const double *restrict dy, double *restrict dw, int64_t N)
 {
-#ifdef _OPENMP
-    #pragma omp parallel for
-#endif
     for (int64_t k = 0; k < 16; ++k) {
         for (int64_t c = 0; c < 6; ++c) {
             for (int64_t u = 0; u < 5; ++u) {
@@ -4640,840 +5252,1260 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((240000*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
             for (int64_t n = 0; n < N; ++n) {
                 for (int64_t i = 0; i < 10; ++i) {
-                    for (int64_t j = 0; j < 10; ++j) {
-                        dw[5*u + v] += dy[10*i + j + 1600*n]*x[14*i + j + 1176*n + 14*u + v];
+                    {
+                        double acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                        #pragma omp simd reduction(+: acc0)
+#endif
+                        for (int64_t j = 0; j < 10; ++j) {
+                            acc0 += dy[10*i + j + 1600*n]*x[14*i + j + 1176*n + 14*u + v];
+                        }
+                        dw[5*u + v] += acc0;
                     }
                 }
             }
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((240000*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
             for (int64_t n = 0; n < N; ++n) {
                 for (int64_t i = 0; i < 10; ++i) {
-                    for (int64_t j = 0; j < 10; ++j) {
-                        dw[5*u + v + 25] += dy[10*i + j + 1600*n]*x[14*i + j + 1176*n + 14*u + v + 196];
+                    {
+                        double acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                        #pragma omp simd reduction(+: acc0)
+#endif
+                        for (int64_t j = 0; j < 10; ++j) {
+                            acc0 += dy[10*i + j + 1600*n]*x[14*i + j + 1176*n + 14*u + v + 196];
+                        }
+                        dw[5*u + v + 25] += acc0;
                     }
                 }
             }
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((240000*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
             for (int64_t n = 0; n < N; ++n) {
                 for (int64_t i = 0; i < 10; ++i) {
-                    for (int64_t j = 0; j < 10; ++j) {
-                        dw[5*u + v + 50] += dy[10*i + j + 1600*n]*x[14*i + j + 1176*n + 14*u + v + 392];
+                    {
+                        double acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                        #pragma omp simd reduction(+: acc0)
+#endif
+                        for (int64_t j = 0; j < 10; ++j) {
+                            acc0 += dy[10*i + j + 1600*n]*x[14*i + j + 1176*n + 14*u + v + 392];
+                        }
+                        dw[5*u + v + 50] += acc0;
                     }
                 }
             }
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((240000*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
             for (int64_t n = 0; n < N; ++n) {
                 for (int64_t i = 0; i < 10; ++i) {
-                    for (int64_t j = 0; j < 10; ++j) {
-                        dw[5*u + v + 175] += dy[10*i + j + 1600*n + 100]*x[14*i + j + 1176*n + 14*u + v + 196];
+                    {
+                        double acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                        #pragma omp simd reduction(+: acc0)
+#endif
+                        for (int64_t j = 0; j < 10; ++j) {
+                            acc0 += dy[10*i + j + 1600*n + 100]*x[14*i + j + 1176*n + 14*u + v + 196];
+                        }
+                        dw[5*u + v + 175] += acc0;
                     }
                 }
             }
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((240000*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
             for (int64_t n = 0; n < N; ++n) {
                 for (int64_t i = 0; i < 10; ++i) {
-                    for (int64_t j = 0; j < 10; ++j) {
-                        dw[5*u + v + 200] += dy[10*i + j + 1600*n + 100]*x[14*i + j + 1176*n + 14*u + v + 392];
+                    {
+                        double acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                        #pragma omp simd reduction(+: acc0)
+#endif
+                        for (int64_t j = 0; j < 10; ++j) {
+                            acc0 += dy[10*i + j + 1600*n + 100]*x[14*i + j + 1176*n + 14*u + v + 392];
+                        }
+                        dw[5*u + v + 200] += acc0;
                     }
                 }
             }
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((240000*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
             for (int64_t n = 0; n < N; ++n) {
                 for (int64_t i = 0; i < 10; ++i) {
-                    for (int64_t j = 0; j < 10; ++j) {
-                        dw[5*u + v + 225] += dy[10*i + j + 1600*n + 100]*x[14*i + j + 1176*n + 14*u + v + 588];
+                    {
+                        double acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                        #pragma omp simd reduction(+: acc0)
+#endif
+                        for (int64_t j = 0; j < 10; ++j) {
+                            acc0 += dy[10*i + j + 1600*n + 100]*x[14*i + j + 1176*n + 14*u + v + 588];
+                        }
+                        dw[5*u + v + 225] += acc0;
                     }
                 }
             }
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((240000*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
             for (int64_t n = 0; n < N; ++n) {
                 for (int64_t i = 0; i < 10; ++i) {
-                    for (int64_t j = 0; j < 10; ++j) {
-                        dw[5*u + v + 350] += dy[10*i + j + 1600*n + 200]*x[14*i + j + 1176*n + 14*u + v + 392];
+                    {
+                        double acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                        #pragma omp simd reduction(+: acc0)
+#endif
+                        for (int64_t j = 0; j < 10; ++j) {
+                            acc0 += dy[10*i + j + 1600*n + 200]*x[14*i + j + 1176*n + 14*u + v + 392];
+                        }
+                        dw[5*u + v + 350] += acc0;
                     }
                 }
             }
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((240000*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
             for (int64_t n = 0; n < N; ++n) {
                 for (int64_t i = 0; i < 10; ++i) {
-                    for (int64_t j = 0; j < 10; ++j) {
-                        dw[5*u + v + 375] += dy[10*i + j + 1600*n + 200]*x[14*i + j + 1176*n + 14*u + v + 588];
+                    {
+                        double acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                        #pragma omp simd reduction(+: acc0)
+#endif
+                        for (int64_t j = 0; j < 10; ++j) {
+                            acc0 += dy[10*i + j + 1600*n + 200]*x[14*i + j + 1176*n + 14*u + v + 588];
+                        }
+                        dw[5*u + v + 375] += acc0;
                     }
                 }
             }
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((240000*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
             for (int64_t n = 0; n < N; ++n) {
                 for (int64_t i = 0; i < 10; ++i) {
-                    for (int64_t j = 0; j < 10; ++j) {
-                        dw[5*u + v + 400] += dy[10*i + j + 1600*n + 200]*x[14*i + j + 1176*n + 14*u + v + 784];
+                    {
+                        double acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                        #pragma omp simd reduction(+: acc0)
+#endif
+                        for (int64_t j = 0; j < 10; ++j) {
+                            acc0 += dy[10*i + j + 1600*n + 200]*x[14*i + j + 1176*n + 14*u + v + 784];
+                        }
+                        dw[5*u + v + 400] += acc0;
                     }
                 }
             }
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((240000*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
             for (int64_t n = 0; n < N; ++n) {
                 for (int64_t i = 0; i < 10; ++i) {
-                    for (int64_t j = 0; j < 10; ++j) {
-                        dw[5*u + v + 525] += dy[10*i + j + 1600*n + 300]*x[14*i + j + 1176*n + 14*u + v + 588];
+                    {
+                        double acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                        #pragma omp simd reduction(+: acc0)
+#endif
+                        for (int64_t j = 0; j < 10; ++j) {
+                            acc0 += dy[10*i + j + 1600*n + 300]*x[14*i + j + 1176*n + 14*u + v + 588];
+                        }
+                        dw[5*u + v + 525] += acc0;
                     }
                 }
             }
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((240000*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
             for (int64_t n = 0; n < N; ++n) {
                 for (int64_t i = 0; i < 10; ++i) {
-                    for (int64_t j = 0; j < 10; ++j) {
-                        dw[5*u + v + 550] += dy[10*i + j + 1600*n + 300]*x[14*i + j + 1176*n + 14*u + v + 784];
+                    {
+                        double acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                        #pragma omp simd reduction(+: acc0)
+#endif
+                        for (int64_t j = 0; j < 10; ++j) {
+                            acc0 += dy[10*i + j + 1600*n + 300]*x[14*i + j + 1176*n + 14*u + v + 784];
+                        }
+                        dw[5*u + v + 550] += acc0;
                     }
                 }
             }
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((240000*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
             for (int64_t n = 0; n < N; ++n) {
                 for (int64_t i = 0; i < 10; ++i) {
-                    for (int64_t j = 0; j < 10; ++j) {
-                        dw[5*u + v + 575] += dy[10*i + j + 1600*n + 300]*x[14*i + j + 1176*n + 14*u + v + 980];
+                    {
+                        double acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                        #pragma omp simd reduction(+: acc0)
+#endif
+                        for (int64_t j = 0; j < 10; ++j) {
+                            acc0 += dy[10*i + j + 1600*n + 300]*x[14*i + j + 1176*n + 14*u + v + 980];
+                        }
+                        dw[5*u + v + 575] += acc0;
                     }
                 }
             }
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((240000*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
             for (int64_t n = 0; n < N; ++n) {
                 for (int64_t i = 0; i < 10; ++i) {
-                    for (int64_t j = 0; j < 10; ++j) {
-                        dw[5*u + v + 600] += dy[10*i + j + 1600*n + 400]*x[14*i + j + 1176*n + 14*u + v];
+                    {
+                        double acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                        #pragma omp simd reduction(+: acc0)
+#endif
+                        for (int64_t j = 0; j < 10; ++j) {
+                            acc0 += dy[10*i + j + 1600*n + 400]*x[14*i + j + 1176*n + 14*u + v];
+                        }
+                        dw[5*u + v + 600] += acc0;
                     }
                 }
             }
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((240000*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
             for (int64_t n = 0; n < N; ++n) {
                 for (int64_t i = 0; i < 10; ++i) {
-                    for (int64_t j = 0; j < 10; ++j) {
-                        dw[5*u + v + 700] += dy[10*i + j + 1600*n + 400]*x[14*i + j + 1176*n + 14*u + v + 784];
+                    {
+                        double acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                        #pragma omp simd reduction(+: acc0)
+#endif
+                        for (int64_t j = 0; j < 10; ++j) {
+                            acc0 += dy[10*i + j + 1600*n + 400]*x[14*i + j + 1176*n + 14*u + v + 784];
+                        }
+                        dw[5*u + v + 700] += acc0;
                     }
                 }
             }
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((240000*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
             for (int64_t n = 0; n < N; ++n) {
                 for (int64_t i = 0; i < 10; ++i) {
-                    for (int64_t j = 0; j < 10; ++j) {
-                        dw[5*u + v + 725] += dy[10*i + j + 1600*n + 400]*x[14*i + j + 1176*n + 14*u + v + 980];
+                    {
+                        double acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                        #pragma omp simd reduction(+: acc0)
+#endif
+                        for (int64_t j = 0; j < 10; ++j) {
+                            acc0 += dy[10*i + j + 1600*n + 400]*x[14*i + j + 1176*n + 14*u + v + 980];
+                        }
+                        dw[5*u + v + 725] += acc0;
                     }
                 }
             }
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((240000*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
             for (int64_t n = 0; n < N; ++n) {
                 for (int64_t i = 0; i < 10; ++i) {
-                    for (int64_t j = 0; j < 10; ++j) {
-                        dw[5*u + v + 750] += dy[10*i + j + 1600*n + 500]*x[14*i + j + 1176*n + 14*u + v];
+                    {
+                        double acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                        #pragma omp simd reduction(+: acc0)
+#endif
+                        for (int64_t j = 0; j < 10; ++j) {
+                            acc0 += dy[10*i + j + 1600*n + 500]*x[14*i + j + 1176*n + 14*u + v];
+                        }
+                        dw[5*u + v + 750] += acc0;
                     }
                 }
             }
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((240000*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
             for (int64_t n = 0; n < N; ++n) {
                 for (int64_t i = 0; i < 10; ++i) {
-                    for (int64_t j = 0; j < 10; ++j) {
-                        dw[5*u + v + 775] += dy[10*i + j + 1600*n + 500]*x[14*i + j + 1176*n + 14*u + v + 196];
+                    {
+                        double acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                        #pragma omp simd reduction(+: acc0)
+#endif
+                        for (int64_t j = 0; j < 10; ++j) {
+                            acc0 += dy[10*i + j + 1600*n + 500]*x[14*i + j + 1176*n + 14*u + v + 196];
+                        }
+                        dw[5*u + v + 775] += acc0;
                     }
                 }
             }
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((240000*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
             for (int64_t n = 0; n < N; ++n) {
                 for (int64_t i = 0; i < 10; ++i) {
-                    for (int64_t j = 0; j < 10; ++j) {
-                        dw[5*u + v + 875] += dy[10*i + j + 1600*n + 500]*x[14*i + j + 1176*n + 14*u + v + 980];
+                    {
+                        double acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                        #pragma omp simd reduction(+: acc0)
+#endif
+                        for (int64_t j = 0; j < 10; ++j) {
+                            acc0 += dy[10*i + j + 1600*n + 500]*x[14*i + j + 1176*n + 14*u + v + 980];
+                        }
+                        dw[5*u + v + 875] += acc0;
                     }
                 }
             }
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((240000*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
             for (int64_t n = 0; n < N; ++n) {
                 for (int64_t i = 0; i < 10; ++i) {
-                    for (int64_t j = 0; j < 10; ++j) {
-                        dw[5*u + v + 900] += dy[10*i + j + 1600*n + 600]*x[14*i + j + 1176*n + 14*u + v];
+                    {
+                        double acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                        #pragma omp simd reduction(+: acc0)
+#endif
+                        for (int64_t j = 0; j < 10; ++j) {
+                            acc0 += dy[10*i + j + 1600*n + 600]*x[14*i + j + 1176*n + 14*u + v];
+                        }
+                        dw[5*u + v + 900] += acc0;
                     }
                 }
             }
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((240000*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
             for (int64_t n = 0; n < N; ++n) {
                 for (int64_t i = 0; i < 10; ++i) {
-                    for (int64_t j = 0; j < 10; ++j) {
-                        dw[5*u + v + 925] += dy[10*i + j + 1600*n + 600]*x[14*i + j + 1176*n + 14*u + v + 196];
+                    {
+                        double acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                        #pragma omp simd reduction(+: acc0)
+#endif
+                        for (int64_t j = 0; j < 10; ++j) {
+                            acc0 += dy[10*i + j + 1600*n + 600]*x[14*i + j + 1176*n + 14*u + v + 196];
+                        }
+                        dw[5*u + v + 925] += acc0;
                     }
                 }
             }
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((240000*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
             for (int64_t n = 0; n < N; ++n) {
                 for (int64_t i = 0; i < 10; ++i) {
-                    for (int64_t j = 0; j < 10; ++j) {
-                        dw[5*u + v + 950] += dy[10*i + j + 1600*n + 600]*x[14*i + j + 1176*n + 14*u + v + 392];
+                    {
+                        double acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                        #pragma omp simd reduction(+: acc0)
+#endif
+                        for (int64_t j = 0; j < 10; ++j) {
+                            acc0 += dy[10*i + j + 1600*n + 600]*x[14*i + j + 1176*n + 14*u + v + 392];
+                        }
+                        dw[5*u + v + 950] += acc0;
                     }
                 }
             }
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((240000*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
             for (int64_t n = 0; n < N; ++n) {
                 for (int64_t i = 0; i < 10; ++i) {
-                    for (int64_t j = 0; j < 10; ++j) {
-                        dw[5*u + v + 975] += dy[10*i + j + 1600*n + 600]*x[14*i + j + 1176*n + 14*u + v + 588];
+                    {
+                        double acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                        #pragma omp simd reduction(+: acc0)
+#endif
+                        for (int64_t j = 0; j < 10; ++j) {
+                            acc0 += dy[10*i + j + 1600*n + 600]*x[14*i + j + 1176*n + 14*u + v + 588];
+                        }
+                        dw[5*u + v + 975] += acc0;
                     }
                 }
             }
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((240000*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
             for (int64_t n = 0; n < N; ++n) {
                 for (int64_t i = 0; i < 10; ++i) {
-                    for (int64_t j = 0; j < 10; ++j) {
-                        dw[5*u + v + 1075] += dy[10*i + j + 1600*n + 700]*x[14*i + j + 1176*n + 14*u + v + 196];
+                    {
+                        double acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                        #pragma omp simd reduction(+: acc0)
+#endif
+                        for (int64_t j = 0; j < 10; ++j) {
+                            acc0 += dy[10*i + j + 1600*n + 700]*x[14*i + j + 1176*n + 14*u + v + 196];
+                        }
+                        dw[5*u + v + 1075] += acc0;
                     }
                 }
             }
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((240000*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
             for (int64_t n = 0; n < N; ++n) {
                 for (int64_t i = 0; i < 10; ++i) {
-                    for (int64_t j = 0; j < 10; ++j) {
-                        dw[5*u + v + 1100] += dy[10*i + j + 1600*n + 700]*x[14*i + j + 1176*n + 14*u + v + 392];
+                    {
+                        double acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                        #pragma omp simd reduction(+: acc0)
+#endif
+                        for (int64_t j = 0; j < 10; ++j) {
+                            acc0 += dy[10*i + j + 1600*n + 700]*x[14*i + j + 1176*n + 14*u + v + 392];
+                        }
+                        dw[5*u + v + 1100] += acc0;
                     }
                 }
             }
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((240000*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
             for (int64_t n = 0; n < N; ++n) {
                 for (int64_t i = 0; i < 10; ++i) {
-                    for (int64_t j = 0; j < 10; ++j) {
-                        dw[5*u + v + 1125] += dy[10*i + j + 1600*n + 700]*x[14*i + j + 1176*n + 14*u + v + 588];
+                    {
+                        double acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                        #pragma omp simd reduction(+: acc0)
+#endif
+                        for (int64_t j = 0; j < 10; ++j) {
+                            acc0 += dy[10*i + j + 1600*n + 700]*x[14*i + j + 1176*n + 14*u + v + 588];
+                        }
+                        dw[5*u + v + 1125] += acc0;
                     }
                 }
             }
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((240000*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
             for (int64_t n = 0; n < N; ++n) {
                 for (int64_t i = 0; i < 10; ++i) {
-                    for (int64_t j = 0; j < 10; ++j) {
-                        dw[5*u + v + 1150] += dy[10*i + j + 1600*n + 700]*x[14*i + j + 1176*n + 14*u + v + 784];
+                    {
+                        double acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                        #pragma omp simd reduction(+: acc0)
+#endif
+                        for (int64_t j = 0; j < 10; ++j) {
+                            acc0 += dy[10*i + j + 1600*n + 700]*x[14*i + j + 1176*n + 14*u + v + 784];
+                        }
+                        dw[5*u + v + 1150] += acc0;
                     }
                 }
             }
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((240000*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
             for (int64_t n = 0; n < N; ++n) {
                 for (int64_t i = 0; i < 10; ++i) {
-                    for (int64_t j = 0; j < 10; ++j) {
-                        dw[5*u + v + 1250] += dy[10*i + j + 1600*n + 800]*x[14*i + j + 1176*n + 14*u + v + 392];
+                    {
+                        double acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                        #pragma omp simd reduction(+: acc0)
+#endif
+                        for (int64_t j = 0; j < 10; ++j) {
+                            acc0 += dy[10*i + j + 1600*n + 800]*x[14*i + j + 1176*n + 14*u + v + 392];
+                        }
+                        dw[5*u + v + 1250] += acc0;
                     }
                 }
             }
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((240000*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
             for (int64_t n = 0; n < N; ++n) {
                 for (int64_t i = 0; i < 10; ++i) {
-                    for (int64_t j = 0; j < 10; ++j) {
-                        dw[5*u + v + 1275] += dy[10*i + j + 1600*n + 800]*x[14*i + j + 1176*n + 14*u + v + 588];
+                    {
+                        double acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                        #pragma omp simd reduction(+: acc0)
+#endif
+                        for (int64_t j = 0; j < 10; ++j) {
+                            acc0 += dy[10*i + j + 1600*n + 800]*x[14*i + j + 1176*n + 14*u + v + 588];
+                        }
+                        dw[5*u + v + 1275] += acc0;
                     }
                 }
             }
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((240000*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
             for (int64_t n = 0; n < N; ++n) {
                 for (int64_t i = 0; i < 10; ++i) {
-                    for (int64_t j = 0; j < 10; ++j) {
-                        dw[5*u + v + 1300] += dy[10*i + j + 1600*n + 800]*x[14*i + j + 1176*n + 14*u + v + 784];
+                    {
+                        double acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                        #pragma omp simd reduction(+: acc0)
+#endif
+                        for (int64_t j = 0; j < 10; ++j) {
+                            acc0 += dy[10*i + j + 1600*n + 800]*x[14*i + j + 1176*n + 14*u + v + 784];
+                        }
+                        dw[5*u + v + 1300] += acc0;
                     }
                 }
             }
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((240000*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
             for (int64_t n = 0; n < N; ++n) {
                 for (int64_t i = 0; i < 10; ++i) {
-                    for (int64_t j = 0; j < 10; ++j) {
-                        dw[5*u + v + 1325] += dy[10*i + j + 1600*n + 800]*x[14*i + j + 1176*n + 14*u + v + 980];
+                    {
+                        double acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                        #pragma omp simd reduction(+: acc0)
+#endif
+                        for (int64_t j = 0; j < 10; ++j) {
+                            acc0 += dy[10*i + j + 1600*n + 800]*x[14*i + j + 1176*n + 14*u + v + 980];
+                        }
+                        dw[5*u + v + 1325] += acc0;
                     }
                 }
             }
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((240000*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
             for (int64_t n = 0; n < N; ++n) {
                 for (int64_t i = 0; i < 10; ++i) {
-                    for (int64_t j = 0; j < 10; ++j) {
-                        dw[5*u + v + 1350] += dy[10*i + j + 1600*n + 900]*x[14*i + j + 1176*n + 14*u + v];
+                    {
+                        double acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                        #pragma omp simd reduction(+: acc0)
+#endif
+                        for (int64_t j = 0; j < 10; ++j) {
+                            acc0 += dy[10*i + j + 1600*n + 900]*x[14*i + j + 1176*n + 14*u + v];
+                        }
+                        dw[5*u + v + 1350] += acc0;
                     }
                 }
             }
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((240000*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
             for (int64_t n = 0; n < N; ++n) {
                 for (int64_t i = 0; i < 10; ++i) {
-                    for (int64_t j = 0; j < 10; ++j) {
-                        dw[5*u + v + 1425] += dy[10*i + j + 1600*n + 900]*x[14*i + j + 1176*n + 14*u + v + 588];
+                    {
+                        double acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                        #pragma omp simd reduction(+: acc0)
+#endif
+                        for (int64_t j = 0; j < 10; ++j) {
+                            acc0 += dy[10*i + j + 1600*n + 900]*x[14*i + j + 1176*n + 14*u + v + 588];
+                        }
+                        dw[5*u + v + 1425] += acc0;
                     }
                 }
             }
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((240000*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
             for (int64_t n = 0; n < N; ++n) {
                 for (int64_t i = 0; i < 10; ++i) {
-                    for (int64_t j = 0; j < 10; ++j) {
-                        dw[5*u + v + 1450] += dy[10*i + j + 1600*n + 900]*x[14*i + j + 1176*n + 14*u + v + 784];
+                    {
+                        double acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                        #pragma omp simd reduction(+: acc0)
+#endif
+                        for (int64_t j = 0; j < 10; ++j) {
+                            acc0 += dy[10*i + j + 1600*n + 900]*x[14*i + j + 1176*n + 14*u + v + 784];
+                        }
+                        dw[5*u + v + 1450] += acc0;
                     }
                 }
             }
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((240000*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
             for (int64_t n = 0; n < N; ++n) {
                 for (int64_t i = 0; i < 10; ++i) {
-                    for (int64_t j = 0; j < 10; ++j) {
-                        dw[5*u + v + 1475] += dy[10*i + j + 1600*n + 900]*x[14*i + j + 1176*n + 14*u + v + 980];
+                    {
+                        double acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                        #pragma omp simd reduction(+: acc0)
+#endif
+                        for (int64_t j = 0; j < 10; ++j) {
+                            acc0 += dy[10*i + j + 1600*n + 900]*x[14*i + j + 1176*n + 14*u + v + 980];
+                        }
+                        dw[5*u + v + 1475] += acc0;
                     }
                 }
             }
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((240000*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
             for (int64_t n = 0; n < N; ++n) {
                 for (int64_t i = 0; i < 10; ++i) {
-                    for (int64_t j = 0; j < 10; ++j) {
-                        dw[5*u + v + 1500] += dy[10*i + j + 1600*n + 1000]*x[14*i + j + 1176*n + 14*u + v];
+                    {
+                        double acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                        #pragma omp simd reduction(+: acc0)
+#endif
+                        for (int64_t j = 0; j < 10; ++j) {
+                            acc0 += dy[10*i + j + 1600*n + 1000]*x[14*i + j + 1176*n + 14*u + v];
+                        }
+                        dw[5*u + v + 1500] += acc0;
                     }
                 }
             }
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((240000*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
             for (int64_t n = 0; n < N; ++n) {
                 for (int64_t i = 0; i < 10; ++i) {
-                    for (int64_t j = 0; j < 10; ++j) {
-                        dw[5*u + v + 1525] += dy[10*i + j + 1600*n + 1000]*x[14*i + j + 1176*n + 14*u + v + 196];
+                    {
+                        double acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                        #pragma omp simd reduction(+: acc0)
+#endif
+                        for (int64_t j = 0; j < 10; ++j) {
+                            acc0 += dy[10*i + j + 1600*n + 1000]*x[14*i + j + 1176*n + 14*u + v + 196];
+                        }
+                        dw[5*u + v + 1525] += acc0;
                     }
                 }
             }
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((240000*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
             for (int64_t n = 0; n < N; ++n) {
                 for (int64_t i = 0; i < 10; ++i) {
-                    for (int64_t j = 0; j < 10; ++j) {
-                        dw[5*u + v + 1600] += dy[10*i + j + 1600*n + 1000]*x[14*i + j + 1176*n + 14*u + v + 784];
+                    {
+                        double acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                        #pragma omp simd reduction(+: acc0)
+#endif
+                        for (int64_t j = 0; j < 10; ++j) {
+                            acc0 += dy[10*i + j + 1600*n + 1000]*x[14*i + j + 1176*n + 14*u + v + 784];
+                        }
+                        dw[5*u + v + 1600] += acc0;
                     }
                 }
             }
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((240000*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
             for (int64_t n = 0; n < N; ++n) {
                 for (int64_t i = 0; i < 10; ++i) {
-                    for (int64_t j = 0; j < 10; ++j) {
-                        dw[5*u + v + 1625] += dy[10*i + j + 1600*n + 1000]*x[14*i + j + 1176*n + 14*u + v + 980];
+                    {
+                        double acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                        #pragma omp simd reduction(+: acc0)
+#endif
+                        for (int64_t j = 0; j < 10; ++j) {
+                            acc0 += dy[10*i + j + 1600*n + 1000]*x[14*i + j + 1176*n + 14*u + v + 980];
+                        }
+                        dw[5*u + v + 1625] += acc0;
                     }
                 }
             }
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((240000*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
             for (int64_t n = 0; n < N; ++n) {
                 for (int64_t i = 0; i < 10; ++i) {
-                    for (int64_t j = 0; j < 10; ++j) {
-                        dw[5*u + v + 1650] += dy[10*i + j + 1600*n + 1100]*x[14*i + j + 1176*n + 14*u + v];
+                    {
+                        double acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                        #pragma omp simd reduction(+: acc0)
+#endif
+                        for (int64_t j = 0; j < 10; ++j) {
+                            acc0 += dy[10*i + j + 1600*n + 1100]*x[14*i + j + 1176*n + 14*u + v];
+                        }
+                        dw[5*u + v + 1650] += acc0;
                     }
                 }
             }
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((240000*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
             for (int64_t n = 0; n < N; ++n) {
                 for (int64_t i = 0; i < 10; ++i) {
-                    for (int64_t j = 0; j < 10; ++j) {
-                        dw[5*u + v + 1675] += dy[10*i + j + 1600*n + 1100]*x[14*i + j + 1176*n + 14*u + v + 196];
+                    {
+                        double acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                        #pragma omp simd reduction(+: acc0)
+#endif
+                        for (int64_t j = 0; j < 10; ++j) {
+                            acc0 += dy[10*i + j + 1600*n + 1100]*x[14*i + j + 1176*n + 14*u + v + 196];
+                        }
+                        dw[5*u + v + 1675] += acc0;
                     }
                 }
             }
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((240000*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
             for (int64_t n = 0; n < N; ++n) {
                 for (int64_t i = 0; i < 10; ++i) {
-                    for (int64_t j = 0; j < 10; ++j) {
-                        dw[5*u + v + 1700] += dy[10*i + j + 1600*n + 1100]*x[14*i + j + 1176*n + 14*u + v + 392];
+                    {
+                        double acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                        #pragma omp simd reduction(+: acc0)
+#endif
+                        for (int64_t j = 0; j < 10; ++j) {
+                            acc0 += dy[10*i + j + 1600*n + 1100]*x[14*i + j + 1176*n + 14*u + v + 392];
+                        }
+                        dw[5*u + v + 1700] += acc0;
                     }
                 }
             }
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((240000*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
             for (int64_t n = 0; n < N; ++n) {
                 for (int64_t i = 0; i < 10; ++i) {
-                    for (int64_t j = 0; j < 10; ++j) {
-                        dw[5*u + v + 1775] += dy[10*i + j + 1600*n + 1100]*x[14*i + j + 1176*n + 14*u + v + 980];
+                    {
+                        double acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                        #pragma omp simd reduction(+: acc0)
+#endif
+                        for (int64_t j = 0; j < 10; ++j) {
+                            acc0 += dy[10*i + j + 1600*n + 1100]*x[14*i + j + 1176*n + 14*u + v + 980];
+                        }
+                        dw[5*u + v + 1775] += acc0;
                     }
                 }
             }
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((240000*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
             for (int64_t n = 0; n < N; ++n) {
                 for (int64_t i = 0; i < 10; ++i) {
-                    for (int64_t j = 0; j < 10; ++j) {
-                        dw[5*u + v + 1800] += dy[10*i + j + 1600*n + 1200]*x[14*i + j + 1176*n + 14*u + v];
+                    {
+                        double acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                        #pragma omp simd reduction(+: acc0)
+#endif
+                        for (int64_t j = 0; j < 10; ++j) {
+                            acc0 += dy[10*i + j + 1600*n + 1200]*x[14*i + j + 1176*n + 14*u + v];
+                        }
+                        dw[5*u + v + 1800] += acc0;
                     }
                 }
             }
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((240000*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
             for (int64_t n = 0; n < N; ++n) {
                 for (int64_t i = 0; i < 10; ++i) {
-                    for (int64_t j = 0; j < 10; ++j) {
-                        dw[5*u + v + 1825] += dy[10*i + j + 1600*n + 1200]*x[14*i + j + 1176*n + 14*u + v + 196];
+                    {
+                        double acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                        #pragma omp simd reduction(+: acc0)
+#endif
+                        for (int64_t j = 0; j < 10; ++j) {
+                            acc0 += dy[10*i + j + 1600*n + 1200]*x[14*i + j + 1176*n + 14*u + v + 196];
+                        }
+                        dw[5*u + v + 1825] += acc0;
                     }
                 }
             }
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((240000*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
             for (int64_t n = 0; n < N; ++n) {
                 for (int64_t i = 0; i < 10; ++i) {
-                    for (int64_t j = 0; j < 10; ++j) {
-                        dw[5*u + v + 1875] += dy[10*i + j + 1600*n + 1200]*x[14*i + j + 1176*n + 14*u + v + 588];
+                    {
+                        double acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                        #pragma omp simd reduction(+: acc0)
+#endif
+                        for (int64_t j = 0; j < 10; ++j) {
+                            acc0 += dy[10*i + j + 1600*n + 1200]*x[14*i + j + 1176*n + 14*u + v + 588];
+                        }
+                        dw[5*u + v + 1875] += acc0;
                     }
                 }
             }
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((240000*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
             for (int64_t n = 0; n < N; ++n) {
                 for (int64_t i = 0; i < 10; ++i) {
-                    for (int64_t j = 0; j < 10; ++j) {
-                        dw[5*u + v + 1900] += dy[10*i + j + 1600*n + 1200]*x[14*i + j + 1176*n + 14*u + v + 784];
+                    {
+                        double acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                        #pragma omp simd reduction(+: acc0)
+#endif
+                        for (int64_t j = 0; j < 10; ++j) {
+                            acc0 += dy[10*i + j + 1600*n + 1200]*x[14*i + j + 1176*n + 14*u + v + 784];
+                        }
+                        dw[5*u + v + 1900] += acc0;
                     }
                 }
             }
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((240000*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
             for (int64_t n = 0; n < N; ++n) {
                 for (int64_t i = 0; i < 10; ++i) {
-                    for (int64_t j = 0; j < 10; ++j) {
-                        dw[5*u + v + 1975] += dy[10*i + j + 1600*n + 1300]*x[14*i + j + 1176*n + 14*u + v + 196];
+                    {
+                        double acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                        #pragma omp simd reduction(+: acc0)
+#endif
+                        for (int64_t j = 0; j < 10; ++j) {
+                            acc0 += dy[10*i + j + 1600*n + 1300]*x[14*i + j + 1176*n + 14*u + v + 196];
+                        }
+                        dw[5*u + v + 1975] += acc0;
                     }
                 }
             }
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((240000*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
             for (int64_t n = 0; n < N; ++n) {
                 for (int64_t i = 0; i < 10; ++i) {
-                    for (int64_t j = 0; j < 10; ++j) {
-                        dw[5*u + v + 2000] += dy[10*i + j + 1600*n + 1300]*x[14*i + j + 1176*n + 14*u + v + 392];
+                    {
+                        double acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                        #pragma omp simd reduction(+: acc0)
+#endif
+                        for (int64_t j = 0; j < 10; ++j) {
+                            acc0 += dy[10*i + j + 1600*n + 1300]*x[14*i + j + 1176*n + 14*u + v + 392];
+                        }
+                        dw[5*u + v + 2000] += acc0;
                     }
                 }
             }
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((240000*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
             for (int64_t n = 0; n < N; ++n) {
                 for (int64_t i = 0; i < 10; ++i) {
-                    for (int64_t j = 0; j < 10; ++j) {
-                        dw[5*u + v + 2050] += dy[10*i + j + 1600*n + 1300]*x[14*i + j + 1176*n + 14*u + v + 784];
+                    {
+                        double acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                        #pragma omp simd reduction(+: acc0)
+#endif
+                        for (int64_t j = 0; j < 10; ++j) {
+                            acc0 += dy[10*i + j + 1600*n + 1300]*x[14*i + j + 1176*n + 14*u + v + 784];
+                        }
+                        dw[5*u + v + 2050] += acc0;
                     }
                 }
             }
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((240000*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
             for (int64_t n = 0; n < N; ++n) {
                 for (int64_t i = 0; i < 10; ++i) {
-                    for (int64_t j = 0; j < 10; ++j) {
-                        dw[5*u + v + 2075] += dy[10*i + j + 1600*n + 1300]*x[14*i + j + 1176*n + 14*u + v + 980];
+                    {
+                        double acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                        #pragma omp simd reduction(+: acc0)
+#endif
+                        for (int64_t j = 0; j < 10; ++j) {
+                            acc0 += dy[10*i + j + 1600*n + 1300]*x[14*i + j + 1176*n + 14*u + v + 980];
+                        }
+                        dw[5*u + v + 2075] += acc0;
                     }
                 }
             }
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((240000*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
             for (int64_t n = 0; n < N; ++n) {
                 for (int64_t i = 0; i < 10; ++i) {
-                    for (int64_t j = 0; j < 10; ++j) {
-                        dw[5*u + v + 2100] += dy[10*i + j + 1600*n + 1400]*x[14*i + j + 1176*n + 14*u + v];
+                    {
+                        double acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                        #pragma omp simd reduction(+: acc0)
+#endif
+                        for (int64_t j = 0; j < 10; ++j) {
+                            acc0 += dy[10*i + j + 1600*n + 1400]*x[14*i + j + 1176*n + 14*u + v];
+                        }
+                        dw[5*u + v + 2100] += acc0;
                     }
                 }
             }
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((240000*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
             for (int64_t n = 0; n < N; ++n) {
                 for (int64_t i = 0; i < 10; ++i) {
-                    for (int64_t j = 0; j < 10; ++j) {
-                        dw[5*u + v + 2150] += dy[10*i + j + 1600*n + 1400]*x[14*i + j + 1176*n + 14*u + v + 392];
+                    {
+                        double acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                        #pragma omp simd reduction(+: acc0)
+#endif
+                        for (int64_t j = 0; j < 10; ++j) {
+                            acc0 += dy[10*i + j + 1600*n + 1400]*x[14*i + j + 1176*n + 14*u + v + 392];
+                        }
+                        dw[5*u + v + 2150] += acc0;
                     }
                 }
             }
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((240000*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
             for (int64_t n = 0; n < N; ++n) {
                 for (int64_t i = 0; i < 10; ++i) {
-                    for (int64_t j = 0; j < 10; ++j) {
-                        dw[5*u + v + 2175] += dy[10*i + j + 1600*n + 1400]*x[14*i + j + 1176*n + 14*u + v + 588];
+                    {
+                        double acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                        #pragma omp simd reduction(+: acc0)
+#endif
+                        for (int64_t j = 0; j < 10; ++j) {
+                            acc0 += dy[10*i + j + 1600*n + 1400]*x[14*i + j + 1176*n + 14*u + v + 588];
+                        }
+                        dw[5*u + v + 2175] += acc0;
                     }
                 }
             }
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((240000*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
             for (int64_t n = 0; n < N; ++n) {
                 for (int64_t i = 0; i < 10; ++i) {
-                    for (int64_t j = 0; j < 10; ++j) {
-                        dw[5*u + v + 2225] += dy[10*i + j + 1600*n + 1400]*x[14*i + j + 1176*n + 14*u + v + 980];
+                    {
+                        double acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                        #pragma omp simd reduction(+: acc0)
+#endif
+                        for (int64_t j = 0; j < 10; ++j) {
+                            acc0 += dy[10*i + j + 1600*n + 1400]*x[14*i + j + 1176*n + 14*u + v + 980];
+                        }
+                        dw[5*u + v + 2225] += acc0;
                     }
                 }
             }
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((240000*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
             for (int64_t n = 0; n < N; ++n) {
                 for (int64_t i = 0; i < 10; ++i) {
-                    for (int64_t j = 0; j < 10; ++j) {
-                        dw[5*u + v + 2250] += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + v];
+                    {
+                        double acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                        #pragma omp simd reduction(+: acc0)
+#endif
+                        for (int64_t j = 0; j < 10; ++j) {
+                            acc0 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + v];
+                        }
+                        dw[5*u + v + 2250] += acc0;
                     }
                 }
             }
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((240000*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
             for (int64_t n = 0; n < N; ++n) {
                 for (int64_t i = 0; i < 10; ++i) {
-                    for (int64_t j = 0; j < 10; ++j) {
-                        dw[5*u + v + 2275] += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + v + 196];
+                    {
+                        double acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                        #pragma omp simd reduction(+: acc0)
+#endif
+                        for (int64_t j = 0; j < 10; ++j) {
+                            acc0 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + v + 196];
+                        }
+                        dw[5*u + v + 2275] += acc0;
                     }
                 }
             }
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((240000*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
             for (int64_t n = 0; n < N; ++n) {
                 for (int64_t i = 0; i < 10; ++i) {
-                    for (int64_t j = 0; j < 10; ++j) {
-                        dw[5*u + v + 2300] += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + v + 392];
+                    {
+                        double acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                        #pragma omp simd reduction(+: acc0)
+#endif
+                        for (int64_t j = 0; j < 10; ++j) {
+                            acc0 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + v + 392];
+                        }
+                        dw[5*u + v + 2300] += acc0;
                     }
                 }
             }
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((240000*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
             for (int64_t n = 0; n < N; ++n) {
                 for (int64_t i = 0; i < 10; ++i) {
-                    for (int64_t j = 0; j < 10; ++j) {
-                        dw[5*u + v + 2325] += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + v + 588];
+                    {
+                        double acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                        #pragma omp simd reduction(+: acc0)
+#endif
+                        for (int64_t j = 0; j < 10; ++j) {
+                            acc0 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + v + 588];
+                        }
+                        dw[5*u + v + 2325] += acc0;
                     }
                 }
             }
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((240000*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
             for (int64_t n = 0; n < N; ++n) {
                 for (int64_t i = 0; i < 10; ++i) {
-                    for (int64_t j = 0; j < 10; ++j) {
-                        dw[5*u + v + 2350] += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + v + 784];
+                    {
+                        double acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                        #pragma omp simd reduction(+: acc0)
+#endif
+                        for (int64_t j = 0; j < 10; ++j) {
+                            acc0 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + v + 784];
+                        }
+                        dw[5*u + v + 2350] += acc0;
                     }
                 }
             }
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((240000*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
             for (int64_t n = 0; n < N; ++n) {
                 for (int64_t i = 0; i < 10; ++i) {
-                    for (int64_t j = 0; j < 10; ++j) {
-                        dw[5*u + v + 2375] += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + v + 980];
+                    {
+                        double acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                        #pragma omp simd reduction(+: acc0)
+#endif
+                        for (int64_t j = 0; j < 10; ++j) {
+                            acc0 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + v + 980];
+                        }
+                        dw[5*u + v + 2375] += acc0;
                     }
                 }
             }
@@ -5487,7 +6519,7 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
 void symconv_subsample_forward_S4_f32(const float *restrict x, const float *restrict coef, const float *restrict bias, float *restrict z, int64_t N)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((400*N) >= 32768)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t c = 0; c < 16; ++c) {
@@ -5499,7 +6531,7 @@ void symconv_subsample_forward_S4_f32(const float *restrict x, const float *rest
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((400*N) >= 32768)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t c = 0; c < 16; ++c) {
@@ -5518,7 +6550,7 @@ void symconv_subsample_forward_S4_f32(const float *restrict x, const float *rest
 void symconv_subsample_forward_S4_f64(const double *restrict x, const double *restrict coef, const double *restrict bias, double *restrict z, int64_t N)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((400*N) >= 32768)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t c = 0; c < 16; ++c) {
@@ -5530,7 +6562,7 @@ void symconv_subsample_forward_S4_f64(const double *restrict x, const double *re
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((400*N) >= 32768)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t c = 0; c < 16; ++c) {
@@ -5549,7 +6581,7 @@ void symconv_subsample_forward_S4_f64(const double *restrict x, const double *re
 void symconv_subsample_backward_S4_f32(const float *restrict dz, const float *restrict x, const float *restrict coef, float *restrict dx, float *restrict dcoef, float *restrict dbias, int64_t N)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((1600*N) >= 32768)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t c = 0; c < 16; ++c) {
@@ -5564,33 +6596,44 @@ void symconv_subsample_backward_S4_f32(const float *restrict dz, const float *re
             }
         }
     }
-#ifdef _OPENMP
-    #pragma omp parallel for
-#endif
     for (int64_t c = 0; c < 16; ++c) {
         dcoef[c] = 0;
         dbias[c] = 0;
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((400*N) >= 32768)
 #endif
     for (int64_t c = 0; c < 16; ++c) {
         for (int64_t n = 0; n < N; ++n) {
             for (int64_t i = 0; i < 5; ++i) {
-                for (int64_t j = 0; j < 5; ++j) {
-                    dcoef[c] += dz[25*c + 5*i + j + 400*n]*x[100*c + 20*i + 2*j + 1600*n + 11] + dz[25*c + 5*i + j + 400*n]*x[100*c + 20*i + 2*j + 1600*n + 10] + dz[25*c + 5*i + j + 400*n]*x[100*c + 20*i + 2*j + 1600*n + 1] + dz[25*c + 5*i + j + 400*n]*x[100*c + 20*i + 2*j + 1600*n];
+                {
+                    float acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                    #pragma omp simd reduction(+: acc0)
+#endif
+                    for (int64_t j = 0; j < 5; ++j) {
+                        acc0 += dz[25*c + 5*i + j + 400*n]*x[100*c + 20*i + 2*j + 1600*n + 11] + dz[25*c + 5*i + j + 400*n]*x[100*c + 20*i + 2*j + 1600*n + 10] + dz[25*c + 5*i + j + 400*n]*x[100*c + 20*i + 2*j + 1600*n + 1] + dz[25*c + 5*i + j + 400*n]*x[100*c + 20*i + 2*j + 1600*n];
+                    }
+                    dcoef[c] += acc0;
                 }
             }
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((400*N) >= 32768)
 #endif
     for (int64_t c = 0; c < 16; ++c) {
         for (int64_t n = 0; n < N; ++n) {
             for (int64_t i = 0; i < 5; ++i) {
-                for (int64_t j = 0; j < 5; ++j) {
-                    dbias[c] += dz[25*c + 5*i + j + 400*n];
+                {
+                    float acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                    #pragma omp simd reduction(+: acc0)
+#endif
+                    for (int64_t j = 0; j < 5; ++j) {
+                        acc0 += dz[25*c + 5*i + j + 400*n];
+                    }
+                    dbias[c] += acc0;
                 }
             }
         }
@@ -5603,7 +6646,7 @@ void symconv_subsample_backward_S4_f32(const float *restrict dz, const float *re
 void symconv_subsample_backward_S4_f64(const double *restrict dz, const double *restrict x, const double *restrict coef, double *restrict dx, double *restrict dcoef, double *restrict dbias, int64_t N)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((1600*N) >= 32768)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t c = 0; c < 16; ++c) {
@@ -5618,33 +6661,44 @@ void symconv_subsample_backward_S4_f64(const double *restrict dz, const double *
             }
         }
     }
-#ifdef _OPENMP
-    #pragma omp parallel for
-#endif
     for (int64_t c = 0; c < 16; ++c) {
         dcoef[c] = 0;
         dbias[c] = 0;
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((400*N) >= 32768)
 #endif
     for (int64_t c = 0; c < 16; ++c) {
         for (int64_t n = 0; n < N; ++n) {
             for (int64_t i = 0; i < 5; ++i) {
-                for (int64_t j = 0; j < 5; ++j) {
-                    dcoef[c] += dz[25*c + 5*i + j + 400*n]*x[100*c + 20*i + 2*j + 1600*n + 11] + dz[25*c + 5*i + j + 400*n]*x[100*c + 20*i + 2*j + 1600*n + 10] + dz[25*c + 5*i + j + 400*n]*x[100*c + 20*i + 2*j + 1600*n + 1] + dz[25*c + 5*i + j + 400*n]*x[100*c + 20*i + 2*j + 1600*n];
+                {
+                    double acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                    #pragma omp simd reduction(+: acc0)
+#endif
+                    for (int64_t j = 0; j < 5; ++j) {
+                        acc0 += dz[25*c + 5*i + j + 400*n]*x[100*c + 20*i + 2*j + 1600*n + 11] + dz[25*c + 5*i + j + 400*n]*x[100*c + 20*i + 2*j + 1600*n + 10] + dz[25*c + 5*i + j + 400*n]*x[100*c + 20*i + 2*j + 1600*n + 1] + dz[25*c + 5*i + j + 400*n]*x[100*c + 20*i + 2*j + 1600*n];
+                    }
+                    dcoef[c] += acc0;
                 }
             }
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((400*N) >= 32768)
 #endif
     for (int64_t c = 0; c < 16; ++c) {
         for (int64_t n = 0; n < N; ++n) {
             for (int64_t i = 0; i < 5; ++i) {
-                for (int64_t j = 0; j < 5; ++j) {
-                    dbias[c] += dz[25*c + 5*i + j + 400*n];
+                {
+                    double acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                    #pragma omp simd reduction(+: acc0)
+#endif
+                    for (int64_t j = 0; j < 5; ++j) {
+                        acc0 += dz[25*c + 5*i + j + 400*n];
+                    }
+                    dbias[c] += acc0;
                 }
             }
         }
@@ -5657,7 +6711,7 @@ void symconv_subsample_backward_S4_f64(const double *restrict dz, const double *
 void symconv_conv2d_forward_C5_f32(const float *restrict x, const float *restrict w, const float *restrict b, float *restrict y, int64_t N)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((120*N) >= 32768)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t k = 0; k < 120; ++k) {
@@ -5669,7 +6723,7 @@ void symconv_conv2d_forward_C5_f32(const float *restrict x, const float *restric
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((1920*N) >= 32768)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t k = 0; k < 120; ++k) {
@@ -5690,7 +6744,7 @@ void symconv_conv2d_forward_C5_f32(const float *restrict x, const float *restric
 void symconv_conv2d_forward_C5_f64(const double *restrict x, const double *restrict w, const double *restrict b, double *restrict y, int64_t N)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((120*N) >= 32768)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t k = 0; k < 120; ++k) {
@@ -5702,7 +6756,7 @@ void symconv_conv2d_forward_C5_f64(const double *restrict x, const double *restr
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((1920*N) >= 32768)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t k = 0; k < 120; ++k) {
@@ -5723,7 +6777,7 @@ void symconv_conv2d_forward_C5_f64(const double *restrict x, const double *restr
 void symconv_conv2d_backward_data_C5_f32(const float *restrict dy, const float *restrict w, float *restrict dx, int64_t N)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((400*N) >= 32768)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t c = 0; c < 16; ++c) {
@@ -5735,7 +6789,7 @@ void symconv_conv2d_backward_data_C5_f32(const float *restrict dy, const float *
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((48000*N) >= 32768)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t c = 0; c < 16; ++c) {
@@ -5760,7 +6814,7 @@ void symconv_conv2d_backward_data_C5_f32(const float *restrict dy, const float *
 void symconv_conv2d_backward_data_C5_f64(const double *restrict dy, const double *restrict w, double *restrict dx, int64_t N)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((400*N) >= 32768)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t c = 0; c < 16; ++c) {
@@ -5772,7 +6826,7 @@ void symconv_conv2d_backward_data_C5_f64(const double *restrict dy, const double
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((48000*N) >= 32768)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t c = 0; c < 16; ++c) {
@@ -5809,7 +6863,7 @@ void symconv_conv2d_backward_filter_C5_f32(const float *restrict x, const float 
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((48000*N) >= 32768)
 #endif
     for (int64_t k = 0; k < 120; ++k) {
         for (int64_t c = 0; c < 16; ++c) {
@@ -5817,8 +6871,15 @@ void symconv_conv2d_backward_filter_C5_f32(const float *restrict x, const float 
                 for (int64_t v = 0; v < 5; ++v) {
                     for (int64_t n = 0; n < N; ++n) {
                         for (int64_t i = 0; i < 1; ++i) {
-                            for (int64_t j = 0; j < 1; ++j) {
-                                dw[25*c + 400*k + 5*u + v] += dy[i + j + k + 120*n]*x[25*c + 5*i + j + 400*n + 5*u + v];
+                            {
+                                float acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                                #pragma omp simd reduction(+: acc0)
+#endif
+                                for (int64_t j = 0; j < 1; ++j) {
+                                    acc0 += dy[i + j + k + 120*n]*x[25*c + 5*i + j + 400*n + 5*u + v];
+                                }
+                                dw[25*c + 400*k + 5*u + v] += acc0;
                             }
                         }
                     }
@@ -5846,7 +6907,7 @@ void symconv_conv2d_backward_filter_C5_f64(const double *restrict x, const doubl
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((48000*N) >= 32768)
 #endif
     for (int64_t k = 0; k < 120; ++k) {
         for (int64_t c = 0; c < 16; ++c) {
@@ -5854,8 +6915,15 @@ void symconv_conv2d_backward_filter_C5_f64(const double *restrict x, const doubl
                 for (int64_t v = 0; v < 5; ++v) {
                     for (int64_t n = 0; n < N; ++n) {
                         for (int64_t i = 0; i < 1; ++i) {
-                            for (int64_t j = 0; j < 1; ++j) {
-                                dw[25*c + 400*k + 5*u + v] += dy[i + j + k + 120*n]*x[25*c + 5*i + j + 400*n + 5*u + v];
+                            {
+                                double acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                                #pragma omp simd reduction(+: acc0)
+#endif
+                                for (int64_t j = 0; j < 1; ++j) {
+                                    acc0 += dy[i + j + k + 120*n]*x[25*c + 5*i + j + 400*n + 5*u + v];
+                                }
+                                dw[25*c + 400*k + 5*u + v] += acc0;
                             }
                         }
                     }
@@ -5871,7 +6939,7 @@ void symconv_conv2d_backward_filter_C5_f64(const double *restrict x, const doubl
 void symconv_dense_forward_F6_f32(const float *restrict x, const float *restrict w, const float *restrict b, float *restrict y, int64_t N)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((84*N) >= 32768)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t o = 0; o < 84; ++o) {
@@ -5879,12 +6947,19 @@ void symconv_dense_forward_F6_f32(const float *restrict x, const float *restrict
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((10080*N) >= 32768)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t o = 0; o < 84; ++o) {
-            for (int64_t i = 0; i < 120; ++i) {
-                y[84*n + o] += w[i + 120*o]*x[i + 120*n];
+            {
+                float acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                #pragma omp simd reduction(+: acc0)
+#endif
+                for (int64_t i = 0; i < 120; ++i) {
+                    acc0 += w[i + 120*o]*x[i + 120*n];
+                }
+                y[84*n + o] += acc0;
             }
         }
     }
@@ -5896,7 +6971,7 @@ void symconv_dense_forward_F6_f32(const float *restrict x, const float *restrict
 void symconv_dense_forward_F6_f64(const double *restrict x, const double *restrict w, const double *restrict b, double *restrict y, int64_t N)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((84*N) >= 32768)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t o = 0; o < 84; ++o) {
@@ -5904,12 +6979,19 @@ void symconv_dense_forward_F6_f64(const double *restrict x, const double *restri
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((10080*N) >= 32768)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t o = 0; o < 84; ++o) {
-            for (int64_t i = 0; i < 120; ++i) {
-                y[84*n + o] += w[i + 120*o]*x[i + 120*n];
+            {
+                double acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                #pragma omp simd reduction(+: acc0)
+#endif
+                for (int64_t i = 0; i < 120; ++i) {
+                    acc0 += w[i + 120*o]*x[i + 120*n];
+                }
+                y[84*n + o] += acc0;
             }
         }
     }
@@ -5921,7 +7003,7 @@ void symconv_dense_forward_F6_f64(const double *restrict x, const double *restri
 void symconv_dense_backward_F6_f32(const float *restrict dy, const float *restrict x, const float *restrict w, float *restrict dx, float *restrict dw, float *restrict db, int64_t N)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((120*N) >= 32768)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t i = 0; i < 120; ++i) {
@@ -5929,7 +7011,7 @@ void symconv_dense_backward_F6_f32(const float *restrict dy, const float *restri
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((10080*N) >= 32768)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t o = 0; o < 84; ++o) {
@@ -5938,16 +7020,13 @@ void symconv_dense_backward_F6_f32(const float *restrict dy, const float *restri
             }
         }
     }
-#ifdef _OPENMP
-    #pragma omp parallel for
-#endif
     for (int64_t o = 0; o < 84; ++o) {
         for (int64_t i = 0; i < 120; ++i) {
             dw[i + 120*o] = 0;
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((10080*N) >= 32768)
 #endif
     for (int64_t o = 0; o < 84; ++o) {
         for (int64_t n = 0; n < N; ++n) {
@@ -5956,18 +7035,22 @@ void symconv_dense_backward_F6_f32(const float *restrict dy, const float *restri
             }
         }
     }
-#ifdef _OPENMP
-    #pragma omp parallel for
-#endif
     for (int64_t o = 0; o < 84; ++o) {
         db[o] = 0;
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((84*N) >= 32768)
 #endif
     for (int64_t o = 0; o < 84; ++o) {
-        for (int64_t n = 0; n < N; ++n) {
-            db[o] += dy[84*n + o];
+        {
+            float acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+            #pragma omp simd reduction(+: acc0)
+#endif
+            for (int64_t n = 0; n < N; ++n) {
+                acc0 += dy[84*n + o];
+            }
+            db[o] += acc0;
         }
     }
 }
@@ -5978,7 +7061,7 @@ void symconv_dense_backward_F6_f32(const float *restrict dy, const float *restri
 void symconv_dense_backward_F6_f64(const double *restrict dy, const double *restrict x, const double *restrict w, double *restrict dx, double *restrict dw, double *restrict db, int64_t N)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((120*N) >= 32768)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t i = 0; i < 120; ++i) {
@@ -5986,7 +7069,7 @@ void symconv_dense_backward_F6_f64(const double *restrict dy, const double *rest
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((10080*N) >= 32768)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t o = 0; o < 84; ++o) {
@@ -5995,16 +7078,13 @@ void symconv_dense_backward_F6_f64(const double *restrict dy, const double *rest
             }
         }
     }
-#ifdef _OPENMP
-    #pragma omp parallel for
-#endif
     for (int64_t o = 0; o < 84; ++o) {
         for (int64_t i = 0; i < 120; ++i) {
             dw[i + 120*o] = 0;
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((10080*N) >= 32768)
 #endif
     for (int64_t o = 0; o < 84; ++o) {
         for (int64_t n = 0; n < N; ++n) {
@@ -6013,18 +7093,22 @@ void symconv_dense_backward_F6_f64(const double *restrict dy, const double *rest
             }
         }
     }
-#ifdef _OPENMP
-    #pragma omp parallel for
-#endif
     for (int64_t o = 0; o < 84; ++o) {
         db[o] = 0;
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((84*N) >= 32768)
 #endif
     for (int64_t o = 0; o < 84; ++o) {
-        for (int64_t n = 0; n < N; ++n) {
-            db[o] += dy[84*n + o];
+        {
+            double acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+            #pragma omp simd reduction(+: acc0)
+#endif
+            for (int64_t n = 0; n < N; ++n) {
+                acc0 += dy[84*n + o];
+            }
+            db[o] += acc0;
         }
     }
 }
@@ -6035,7 +7119,7 @@ void symconv_dense_backward_F6_f64(const double *restrict dy, const double *rest
 void symconv_rbf_forward_OUTPUT_f32(const float *restrict x, const float *restrict centers, float *restrict y, int64_t N)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((10*N) >= 32768)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t o = 0; o < 10; ++o) {
@@ -6043,12 +7127,19 @@ void symconv_rbf_forward_OUTPUT_f32(const float *restrict x, const float *restri
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((840*N) >= 32768)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t o = 0; o < 10; ++o) {
-            for (int64_t i = 0; i < 84; ++i) {
-                y[10*n + o] += ((-centers[i + 84*o] + x[i + 84*n])*(-centers[i + 84*o] + x[i + 84*n]));
+            {
+                float acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                #pragma omp simd reduction(+: acc0)
+#endif
+                for (int64_t i = 0; i < 84; ++i) {
+                    acc0 += ((-centers[i + 84*o] + x[i + 84*n])*(-centers[i + 84*o] + x[i + 84*n]));
+                }
+                y[10*n + o] += acc0;
             }
         }
     }
@@ -6060,7 +7151,7 @@ void symconv_rbf_forward_OUTPUT_f32(const float *restrict x, const float *restri
 void symconv_rbf_forward_OUTPUT_f64(const double *restrict x, const double *restrict centers, double *restrict y, int64_t N)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((10*N) >= 32768)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t o = 0; o < 10; ++o) {
@@ -6068,12 +7159,19 @@ void symconv_rbf_forward_OUTPUT_f64(const double *restrict x, const double *rest
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((840*N) >= 32768)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t o = 0; o < 10; ++o) {
-            for (int64_t i = 0; i < 84; ++i) {
-                y[10*n + o] += ((-centers[i + 84*o] + x[i + 84*n])*(-centers[i + 84*o] + x[i + 84*n]));
+            {
+                double acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                #pragma omp simd reduction(+: acc0)
+#endif
+                for (int64_t i = 0; i < 84; ++i) {
+                    acc0 += ((-centers[i + 84*o] + x[i + 84*n])*(-centers[i + 84*o] + x[i + 84*n]));
+                }
+                y[10*n + o] += acc0;
             }
         }
     }
@@ -6085,7 +7183,7 @@ void symconv_rbf_forward_OUTPUT_f64(const double *restrict x, const double *rest
 void symconv_rbf_backward_OUTPUT_f32(const float *restrict dy, const float *restrict x, const float *restrict centers, float *restrict dx, float *restrict dcenters, int64_t N)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((84*N) >= 32768)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t i = 0; i < 84; ++i) {
@@ -6093,7 +7191,7 @@ void symconv_rbf_backward_OUTPUT_f32(const float *restrict dy, const float *rest
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((840*N) >= 32768)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t o = 0; o < 10; ++o) {
@@ -6102,16 +7200,13 @@ void symconv_rbf_backward_OUTPUT_f32(const float *restrict dy, const float *rest
             }
         }
     }
-#ifdef _OPENMP
-    #pragma omp parallel for
-#endif
     for (int64_t o = 0; o < 10; ++o) {
         for (int64_t i = 0; i < 84; ++i) {
             dcenters[i + 84*o] = 0;
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((840*N) >= 32768)
 #endif
     for (int64_t o = 0; o < 10; ++o) {
         for (int64_t n = 0; n < N; ++n) {
@@ -6128,7 +7223,7 @@ void symconv_rbf_backward_OUTPUT_f32(const float *restrict dy, const float *rest
 void symconv_rbf_backward_OUTPUT_f64(const double *restrict dy, const double *restrict x, const double *restrict centers, double *restrict dx, double *restrict dcenters, int64_t N)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((84*N) >= 32768)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t i = 0; i < 84; ++i) {
@@ -6136,7 +7231,7 @@ void symconv_rbf_backward_OUTPUT_f64(const double *restrict dy, const double *re
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((840*N) >= 32768)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t o = 0; o < 10; ++o) {
@@ -6145,16 +7240,13 @@ void symconv_rbf_backward_OUTPUT_f64(const double *restrict dy, const double *re
             }
         }
     }
-#ifdef _OPENMP
-    #pragma omp parallel for
-#endif
     for (int64_t o = 0; o < 10; ++o) {
         for (int64_t i = 0; i < 84; ++i) {
             dcenters[i + 84*o] = 0;
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for
+    #pragma omp parallel for if((840*N) >= 32768)
 #endif
     for (int64_t o = 0; o < 10; ++o) {
         for (int64_t n = 0; n < N; ++n) {
