@@ -179,12 +179,21 @@ def _fully_vs_local() -> Derivation:
     return Derivation(
         "params.fully_vs_local",
         "Parameters: fully vs locally connected",
-        f"{LECTURE} Locally Connected Networks (1000x1000 image, 1M hidden units)",
+        f"{LECTURE} Problems for Fully Connected Neural Networks (96x96 images); "
+        "Locally Connected Networks (1000x1000 image, 1M hidden units)",
         [
             _full_step(),
             _local_step(),
             _at(P_FULL, {H: 1000, W: 1000, N: MILLION}, 10**12, "1000 x 1000 x 1M = 10^12."),
             _at(P_LOCAL, {K: 10, N: MILLION}, 10**8, "10 x 10 x 1M = 10^8 with 10x10 windows."),
+            _at(
+                P_FULL,
+                {H: 96, W: 96, N: 100},
+                921_600,
+                "The lecture's opening example: a 96x96 image has 9,216 (about 10^4) input "
+                "units; 100 fully connected features need 921,600, 'on the order of 10^6', "
+                "parameters.",
+            ),
         ],
         summary="Connecting each of 1M hidden units to a whole 1000x1000 image costs 10^12 "
         "weights; restricting each to a local 10x10 window costs 10^8.",

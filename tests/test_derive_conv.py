@@ -204,7 +204,7 @@ def _value(step):
 def test_fully_vs_local_counts():
     d = core.get("params.fully_vs_local")
     values = [_value(s) for s in d.steps if isinstance(s.lhs, sp.Subs)]
-    assert values == [10**12, 10**8]
+    assert values == [10**12, 10**8, 921_600]
 
 
 def test_weight_sharing_counts():
