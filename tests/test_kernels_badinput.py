@@ -414,14 +414,14 @@ def random_calls(draw):
 def fuzz(mod):
     """Run both fuzzers against one backend module (hypothesis drives the loops)."""
 
-    @settings(max_examples=300)
+    @settings(max_examples=500)
     @given(invalid_calls())
     def invalid_must_raise(case):
         fname, name, params = case
         with pytest.raises((ValueError, TypeError)):
             call(mod, fname, params)
 
-    @settings(max_examples=300)
+    @settings(max_examples=500)
     @given(random_calls())
     def random_only_value_or_type_errors(case):
         fname, params = case
