@@ -478,6 +478,7 @@ def _discrete_2d() -> Derivation:
                 "(2+2-1) x (2+2-1)): S(1,1) = 1*(-1) + 2*(1/2) + 3*1 + 4*0 = 3.",
                 check=lambda: same(conv2d(img, ker), by_hand),
                 note="exact rationals",
+                latex=rf"{sp.latex(img)} * {sp.latex(ker)} = {sp.latex(by_hand)}",
             ),
         ],
         summary="S(i,j) = (I*K)(i,j) = sum_m sum_n I(m,n) K(i - m, j - n): I(m,n) is the grey "
@@ -705,11 +706,14 @@ def _output_size() -> Derivation:
                 "cross-correlation agree here.",
                 check=lambda: same(xcorr2d(image, kernel), sp.Matrix(FEATURE_RESULT)),
                 note="exact integers",
+                latex=rf"{sp.latex(image)} \star {sp.latex(kernel)} = "
+                + sp.latex(sp.Matrix(FEATURE_RESULT)),
             ),
         ],
         summary="o = floor((i + 2p - k)/s) + 1 for input size i, kernel k, zero padding p and "
         "stride s (per dimension). The lecture's figures show the four regimes: no padding, "
-        "arbitrary padding, half padding (output = input) and full padding (output = i + k - 1).",
+        "arbitrary padding, half padding (output = input) and full padding (output = i + k - 1). "
+        "I ⋆ K denotes the valid cross-correlation.",
         data={"formula": formula},
     )
 
@@ -777,6 +781,7 @@ def _edge_kernels() -> Derivation:
                 "The vertical edge kernel is the transpose of the lecture's horizontal one.",
                 check=lambda: same(vertical, horizontal.T),
                 note="exact integers",
+                latex=rf"K_v = {sp.latex(vertical)} = {sp.latex(horizontal)}^{{T}} = K_h^{{T}}",
             ),
             Step(
                 sp.Matrix.hstack(xcorr2d(flat, horizontal), xcorr2d(flat, vertical)),
@@ -788,6 +793,8 @@ def _edge_kernels() -> Derivation:
                     sp.zeros(3, 6),
                 ),
                 note="c symbolic",
+                latex=r"c\,\mathbf{1}_{5 \times 5} \star K_h = c\,\mathbf{1}_{5 \times 5} \star K_v"
+                r" = 0_{3 \times 3}",
             ),
             Step(
                 sp.Function("S_h")(_i, _j),
@@ -832,9 +839,12 @@ def _edge_kernels() -> Derivation:
                 "two rows of windows that contain the edge and 0 on the flat ones.",
                 check=lambda: same(xcorr2d(example, horizontal), example_response),
                 note="exact integers",
+                latex=rf"{sp.latex(example)} \star {sp.latex(horizontal)} = "
+                + sp.latex(example_response),
             ),
         ],
         summary="K_h = [[1,2,1],[0,0,0],[-1,-2,-1]] weighs the row above against the row "
         "below: it responds to horizontal edges and, having zero sum, not to flat regions; its "
-        "transpose does the same for vertical edges (the lecture's Lenna figures).",
+        "transpose does the same for vertical edges (the lecture's Lenna figures). I ⋆ K "
+        "denotes the valid cross-correlation S(i,j) = sum_m sum_n I(i+m, j+n) K(m,n).",
     )
