@@ -299,7 +299,8 @@ class NumpyPrinter(NumPyPrinter):
         inner, have, want = expr.args
         have, want = list(have), list(want)
         kept = [v for v in want if v in have]
-        text = self.parenthesize(inner, 1000)
+        atomic = isinstance(inner, L.View | L.Arange | sp.Symbol)
+        text = self._print(inner) if atomic else f"({self._print(inner)})"
         if kept != have:
             text += f".transpose({', '.join(str(have.index(v)) for v in kept)})"
         if len(kept) == len(want):

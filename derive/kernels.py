@@ -902,6 +902,14 @@ def validate(spec: KernelSpec, known_ids) -> None:
         _check_free(fail, "constraint", c, scalars)
     written = set()
     for nest in spec.nests:
+        for stmt in nest.body:
+            target = str(stmt.lhs.base)
+            if stmt.op not in OPS:
+                fail(f"statement {stmt}: unknown op {stmt.op!r}; use {OPS}")
+            if target in {a.name for a in spec.inputs}:
+                fail(f"statement {stmt}: writes the input {target}")
+            if target not in written and stmt.op != "=" and target in {a.name for a in spec.arrays}:
+                fail(f"statement {stmt} accumulates into {target} before initializing it (=)")
         written |= _check_nest(spec, nest, fail, indices, scalars)
     unwritten = {a.name for a in spec.arrays if a.role != IN} - written
     if unwritten:
@@ -936,10 +944,6 @@ def _check_nest(spec, nest, fail, indices, scalars):
         _check_free(fail, f"statement {lhs}", sp.Tuple(lhs, rhs), allowed)
         written.add(str(lhs.base))
     for stmt in nest.body:
-        if stmt.op not in OPS:
-            fail(f"statement {stmt}: unknown op {stmt.op!r}; use {OPS}")
-        if arrays[str(stmt.lhs.base)].role == IN:
-            fail(f"statement {stmt}: writes the input {stmt.lhs.base}")
         missing = set(nest.loops) - {
             str(x) for x in (stmt.lhs.free_symbols | stmt.rhs.free_symbols)
         }

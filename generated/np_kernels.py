@@ -36,7 +36,7 @@ def conv2d_forward(x, w, b, stride=1, padding=0, table=None):
     _a.require((H + 2*padding) >= KH, "kernel height KH exceeds padded input height H + 2*padding")
     _a.require((W + 2*padding) >= KW, "kernel width KW exceeds padded input width W + 2*padding")
     y = numpy.empty((N, K, Ho, Wo), dtype=_a.dtype)
-    y[:, :, :, :] = (b[:])[None, :, None, None]
+    y[:, :, :, :] = b[:][None, :, None, None]
     for u in range(KH):
         for v in range(KW):
             i_lo = max(0, -(-(max(0, padding - u)) // (stride)))
@@ -204,10 +204,10 @@ def maxpool2d_forward(x, size=2):
     y = numpy.empty((N, C, Ho, Wo), dtype=_a.dtype)
     argmax = numpy.empty((N, C, Ho, Wo), dtype=numpy.int64)
     y[:, :, :, :] = -numpy.inf
-    argmax[:, :, :, :] = W*size*(numpy.arange(0, Ho))[None, None, :, None] + size*(numpy.arange(0, Wo))[None, None, None, :]
+    argmax[:, :, :, :] = W*size*numpy.arange(0, Ho)[None, None, :, None] + size*numpy.arange(0, Wo)[None, None, None, :]
     for u in range(size):
         for v in range(size):
-            argmax[:, :, :, :] = numpy.where(y[:, :, :, :] < x[:, :, u:Ho*size + u:size, v:Wo*size + v:size], W*(size*(numpy.arange(0, Ho))[None, None, :, None] + u) + size*(numpy.arange(0, Wo))[None, None, None, :] + v, argmax[:, :, :, :])
+            argmax[:, :, :, :] = numpy.where(y[:, :, :, :] < x[:, :, u:Ho*size + u:size, v:Wo*size + v:size], W*(size*numpy.arange(0, Ho)[None, None, :, None] + u) + size*numpy.arange(0, Wo)[None, None, None, :] + v, argmax[:, :, :, :])
             y[:, :, :, :] = numpy.maximum(y[:, :, :, :], x[:, :, u:Ho*size + u:size, v:Wo*size + v:size])
     return (y, argmax)
 
@@ -234,7 +234,7 @@ def maxpool2d_backward(dy, argmax, input_hw):
     dx = numpy.empty((N, C, H, W), dtype=_a.dtype)
     for u in range(size):
         for v in range(size):
-            dx[:, :, u:Ho*size + u:size, v:Wo*size + v:size] = numpy.where(argmax[:, :, :, :] == (W*(size*(numpy.arange(0, Ho))[None, None, :, None] + u) + size*(numpy.arange(0, Wo))[None, None, None, :] + v), dy[:, :, :, :], 0)
+            dx[:, :, u:Ho*size + u:size, v:Wo*size + v:size] = numpy.where(argmax[:, :, :, :] == (W*(size*numpy.arange(0, Ho)[None, None, :, None] + u) + size*numpy.arange(0, Wo)[None, None, None, :] + v), dy[:, :, :, :], 0)
     return dx
 
 
@@ -257,7 +257,7 @@ def subsample_forward(x, coef, bias):
     _a.require((H % 2) == 0, "input height H must be even (2x2 windows)")
     _a.require((W % 2) == 0, "input width W must be even (2x2 windows)")
     z = numpy.empty((N, C, Ho, Wo), dtype=_a.dtype)
-    z[:, :, :, :] = (bias[:])[None, :, None, None]
+    z[:, :, :, :] = bias[:][None, :, None, None]
     for u in range(2):
         for v in range(2):
             z[:, :, :, :] += numpy.einsum('a,bacd->bacd', coef[:], x[:, :, u:2*Ho + u:2, v:2*Wo + v:2], optimize=True)
@@ -287,7 +287,7 @@ def subsample_backward(dz, x, coef):
     dbias = numpy.empty((C,), dtype=_a.dtype)
     for u in range(2):
         for v in range(2):
-            dx[:, :, u:2*Ho + u:2, v:2*Wo + v:2] = dz[:, :, :, :]*(coef[:])[None, :, None, None]
+            dx[:, :, u:2*Ho + u:2, v:2*Wo + v:2] = dz[:, :, :, :]*coef[:][None, :, None, None]
     dcoef[:] = 0
     dbias[:] = 0
     for u in range(2):
@@ -404,7 +404,7 @@ def dense_forward(x, w, b):
     I = _a.dims["I"]
     O = _a.dims["O"]
     y = numpy.empty((N, O), dtype=_a.dtype)
-    y[:, :] = (b[:])[None, :]
+    y[:, :] = b[:][None, :]
     y[:, :] += numpy.einsum('ab,cb->ca', w[:, :], x[:, :], optimize=True)
     return y
 
@@ -448,7 +448,7 @@ def rbf_forward(x, centers):
     O = _a.dims["O"]
     y = numpy.empty((N, O), dtype=_a.dtype)
     y[:, :] = 0
-    y[:, :] += numpy.sum((-(centers[:, :])[None, :, :] + (x[:, :])[:, None, :])**2, axis=(2,))
+    y[:, :] += numpy.sum((-centers[:, :][None, :, :] + x[:, :][:, None, :])**2, axis=(2,))
     return y
 
 
@@ -468,9 +468,9 @@ def rbf_backward(dy, x, centers):
     dx = numpy.empty((N, I), dtype=_a.dtype)
     dcenters = numpy.empty((O, I), dtype=_a.dtype)
     dx[:, :] = 0
-    dx[:, :] += numpy.sum(2*(-(centers[:, :]).transpose(1, 0)[None, :, :] + (x[:, :])[:, :, None])*(dy[:, :])[:, None, :], axis=(2,))
+    dx[:, :] += numpy.sum(2*(-centers[:, :].transpose(1, 0)[None, :, :] + x[:, :][:, :, None])*dy[:, :][:, None, :], axis=(2,))
     dcenters[:, :] = 0
-    dcenters[:, :] += numpy.sum(-2*(-(centers[:, :])[:, :, None] + (x[:, :]).transpose(1, 0)[None, :, :])*(dy[:, :]).transpose(1, 0)[:, None, :], axis=(2,))
+    dcenters[:, :] += numpy.sum(-2*(-centers[:, :][:, :, None] + x[:, :].transpose(1, 0)[None, :, :])*dy[:, :].transpose(1, 0)[:, None, :], axis=(2,))
     return (dx, dcenters)
 
 
@@ -493,7 +493,7 @@ def map_loss_forward(y, labels, j=1.0):
     m[:] = j
     m[:] = numpy.minimum(m[:], numpy.min(y[:, :], axis=(1,)))
     ssum[:] = numpy.exp(-j + m[:])
-    ssum[:] += numpy.sum(numpy.exp(-y[:, :] + (m[:])[:, None]), axis=(1,))
+    ssum[:] += numpy.sum(numpy.exp(-y[:, :] + m[:][:, None]), axis=(1,))
     E[:] = -m[:] + y[numpy.arange(0, P), labels[:]] + numpy.log(ssum[:])
     return E
 
@@ -517,8 +517,8 @@ def map_loss_backward(y, labels, j=1.0):
     m[:] = j
     m[:] = numpy.minimum(m[:], numpy.min(y[:, :], axis=(1,)))
     ssum[:] = numpy.exp(-j + m[:])
-    ssum[:] += numpy.sum(numpy.exp(-y[:, :] + (m[:])[:, None]), axis=(1,))
-    g[:, :] = -1/((ssum[:])[:, None])*numpy.exp(-y[:, :] + (m[:])[:, None])
+    ssum[:] += numpy.sum(numpy.exp(-y[:, :] + m[:][:, None]), axis=(1,))
+    g[:, :] = -1/(ssum[:][:, None])*numpy.exp(-y[:, :] + m[:][:, None])
     g[numpy.arange(0, P), labels[:]] += 1
     return g
 
@@ -574,7 +574,7 @@ def softmax_xent_forward(logits, labels):
     m[:] = -numpy.inf
     m[:] = numpy.maximum(m[:], numpy.max(logits[:, :], axis=(1,)))
     ssum[:] = 0
-    ssum[:] += numpy.sum(numpy.exp(logits[:, :] - (m[:])[:, None]), axis=(1,))
+    ssum[:] += numpy.sum(numpy.exp(logits[:, :] - m[:][:, None]), axis=(1,))
     E[:] = m[:] - logits[numpy.arange(0, P), labels[:]] + numpy.log(ssum[:])
     return E
 
@@ -597,7 +597,7 @@ def softmax_xent_backward(logits, labels):
     m[:] = -numpy.inf
     m[:] = numpy.maximum(m[:], numpy.max(logits[:, :], axis=(1,)))
     ssum[:] = 0
-    ssum[:] += numpy.sum(numpy.exp(logits[:, :] - (m[:])[:, None]), axis=(1,))
-    g[:, :] = 1/((ssum[:])[:, None])*numpy.exp(logits[:, :] - (m[:])[:, None])
+    ssum[:] += numpy.sum(numpy.exp(logits[:, :] - m[:][:, None]), axis=(1,))
+    g[:, :] = 1/(ssum[:][:, None])*numpy.exp(logits[:, :] - m[:][:, None])
     g[numpy.arange(0, P), labels[:]] += -1
     return g

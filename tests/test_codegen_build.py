@@ -1,0 +1,114 @@
+"""The C build cache: compiled then cached, keys, atomic writes, clear errors, -Werror."""
+
+import logging
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from codegen import build
+
+GENERATED_C = Path(__file__).resolve().parents[1] / "generated" / "c" / "symconv.c"
+needs_cc = pytest.mark.skipif(shutil.which(build.compiler()) is None, reason="no C compiler")
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("SYMCONV_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+@pytest.fixture
+def small_source(tmp_path):
+    src = tmp_path / "src" / "tiny.c"
+    src.parent.mkdir()
+    src.write_text(
+        "#include <stdint.h>\nint64_t tiny_add(int64_t a, int64_t b) { return a + b; }\n"
+    )
+    return src
+
+
+@needs_cc
+def test_compiled_then_cached(cache, small_source, caplog):
+    with caplog.at_level(logging.INFO, logger="symconv.build"):
+        path, status = build.build_library(small_source)
+        again, status2 = build.build_library(small_source)
+    assert (status, status2) == ("compiled", "cached") and path == again
+    assert path.parent == cache and path.is_file()
+    assert [r.getMessage().split()[0] for r in caplog.records] == ["compiled", "cached"]
+    lib = build.load_library(small_source)
+    assert lib.tiny_add(2, 3) == 5
+
+
+@needs_cc
+def test_source_change_recompiles(cache, small_source):
+    first, _ = build.build_library(small_source)
+    small_source.write_text(small_source.read_text() + "int tiny_other(void) { return 1; }\n")
+    second, status = build.build_library(small_source)
+    assert status == "compiled" and second != first
+
+
+def test_key_changes_with_source_flags_and_compiler():
+    base = build.cache_key(b"src", ["-O3"], "gcc 12.2")
+    assert base != build.cache_key(b"src2", ["-O3"], "gcc 12.2")
+    assert base != build.cache_key(b"src", ["-O3", "-fopenmp"], "gcc 12.2")
+    assert base != build.cache_key(b"src", ["-O3"], "gcc 13.1")
+    assert base == build.cache_key(b"src", ["-O3"], "gcc 12.2")
+
+
+@needs_cc
+def test_flags_are_strict_c99_and_probed():
+    flags = build.flags(build.compiler())
+    for flag in ("-std=c99", "-O3", "-Wall", "-Wextra", "-Werror", "-fPIC", "-shared"):
+        assert flag in flags
+    assert set(flags) - set(build.BASE_FLAGS) <= {
+        "-march=native",
+        "-fopenmp",
+        "-fopenmp-simd",
+        "-DSYMCONV_OMP_SIMD",
+    }
+
+
+@needs_cc
+def test_failed_compile_is_clear_and_leaves_nothing(cache, tmp_path):
+    bad = tmp_path / "bad.c"
+    bad.write_text("int f(void) { int unused; return 0; }\n")  # -Werror: unused variable
+    with pytest.raises(build.BuildError, match="NumPy backend") as err:
+        build.build_library(bad)
+    assert "unused" in str(err.value)
+    assert list(cache.iterdir()) == []  # no partial library, no temporary file
+
+
+def test_missing_compiler_says_use_numpy(cache, small_source, monkeypatch):
+    monkeypatch.setenv("CC", "/nonexistent/cc")
+    with pytest.raises(build.BuildError, match=r'backend="numpy"'):
+        build.build_library(small_source)
+
+
+def test_missing_compiler_through_the_bindings(tmp_path):
+    """The bindings raise BuildError (not a ctypes traceback) on first use."""
+    import subprocess
+    import sys
+
+    code = (
+        "import numpy as np\n"
+        "from codegen.build import BuildError\n"
+        "from generated import c_kernels\n"
+        "try:\n"
+        "    c_kernels.relu_forward(np.zeros(3))\n"
+        "except BuildError as e:\n"
+        "    print('BuildError', e)\n"
+    )
+    env = {**os.environ, "CC": "/nonexistent/cc", "SYMCONV_CACHE": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("BuildError") and "NumPy backend" in out.stdout
+
+
+@needs_cc
+def test_generated_c_compiles_warning_free():
+    """The generated library builds with -Wall -Wextra -Werror -std=c99 (cached after once)."""
+    path, status = build.build_library(GENERATED_C)
+    assert status in ("compiled", "cached") and path.is_file()
+    assert "-Werror" in build.flags(build.compiler())

@@ -1,0 +1,90 @@
+"""Printers: exact source text for small expressions in both C dialects and NumPy."""
+
+import pytest
+import sympy as sp
+
+from codegen import lower
+from codegen.printers import F32, F64, CPrinter, NumpyPrinter, UnsupportedNode
+from derive.kernels import CeilDiv, FloorDiv
+
+x, y = sp.symbols("x y", real=True)
+i, j, n = sp.symbols("i j n", integer=True, nonnegative=True)
+H = sp.Symbol("H", integer=True, nonnegative=True)
+
+
+@pytest.mark.parametrize(
+    ("expr", "f32", "f64"),
+    [
+        (sp.tanh(2 * x / 3), "tanhf((2.0F/3.0F)*x)", "tanh((2.0/3.0)*x)"),
+        (sp.exp(-x) + sp.log(y), "logf(y) + expf(-x)", "log(y) + exp(-x)"),
+        (sp.Max(x, y), "fmaxf(x, y)", "fmax(x, y)"),
+        (sp.Min(x, y), "fminf(x, y)", "fmin(x, y)"),
+        (x**2, "(x*x)", "(x*x)"),
+        (1 / x**2, "(1.0F/(x*x))", "(1.0/(x*x))"),
+        (sp.Float("1.7159") * x, "1.7159F*x", "1.7159*x"),
+        (sp.Piecewise((x, x > y), (0, True)), "((x > y) ? (x) : (0))", "((x > y) ? (x) : (0))"),
+        (-sp.oo, "-INFINITY", "-INFINITY"),
+    ],
+)
+def test_c_dialects(expr, f32, f64):
+    assert CPrinter(F32).doprint(expr) == f32
+    assert CPrinter(F64).doprint(expr) == f64
+
+
+def test_c_integer_helpers():
+    p = CPrinter(F64)
+    assert p.doprint(sp.Max(i, j)) == "((i) > (j) ? (i) : (j))"
+    assert p.doprint(sp.Min(i, j)) == "((i) < (j) ? (i) : (j))"
+    assert p.doprint(CeilDiv(i, j)) == "((i) + (j) - 1)/(j)"
+    assert p.doprint(FloorDiv(i, j)) == "(i)/(j)"
+
+
+def test_c_indexed_is_flat_row_major():
+    a = sp.IndexedBase("a", shape=(sp.Symbol("N", integer=True), 3, H))
+    assert CPrinter(F32).doprint(a[n, 2, i + 1]) == "a[3*H*n + 2*H + i + 1]"
+
+
+@pytest.mark.parametrize(
+    ("expr", "text"),
+    [
+        (sp.tanh(2 * x / 3), "numpy.tanh((2/3)*x)"),
+        (sp.Max(x, 0), "numpy.maximum(0, x)"),
+        (sp.Max(i, j), "max(i, j)"),
+        (sp.Piecewise((x, x > 0), (0, True)), "numpy.where(x > 0, x, 0)"),
+        (1 / y, "1/y"),
+        (CeilDiv(i, j), "-(-(i) // (j))"),
+        (FloorDiv(i, j), "(i) // (j)"),
+        (sp.Mod(H, 2), "H % 2"),
+        (-sp.oo, "-numpy.inf"),
+    ],
+)
+def test_numpy(expr, text):
+    assert NumpyPrinter().doprint(expr) == text
+
+
+def test_numpy_views_and_einsum():
+    p = NumpyPrinter()
+    view = lower.View(sp.Symbol("x"), lower.Span(0, H, 1), lower.Span(i, i + 2 * H, 2), 3)
+    assert p.doprint(view) == "x[:, i:2*H + i:2, 3]"
+    ein = lower.Einsum(sp.Symbol("ab,b->a"), sp.Symbol("w"), sp.Symbol("v"))
+    assert p.doprint(ein) == "numpy.einsum('ab,b->a', w, v, optimize=True)"
+    aligned = lower.Align(sp.Symbol("b"), sp.Tuple(n), sp.Tuple(i, n, j))
+    assert p.doprint(aligned) == "b[None, :, None]"
+
+
+@pytest.mark.parametrize("printer", [CPrinter(F32), CPrinter(F64), NumpyPrinter()])
+@pytest.mark.parametrize("node", [sp.erf(x), sp.besselj(0, x), sp.Integral(x, x)])
+def test_unsupported_node_names_its_class(printer, node):
+    with pytest.raises(UnsupportedNode, match=type(node).__name__):
+        printer.doprint(node)
+
+
+def test_statements_print_in_both_languages():
+    a = sp.IndexedBase("a", shape=(H,))
+    loop = lower.Loop(i, 0, H, (lower.Update(a[i], "+=", 2 * x),))
+    assert CPrinter(F32).block([loop], 0) == [
+        "for (int64_t i = 0; i < H; ++i) {",
+        "    a[i] += 2*x;",
+        "}",
+    ]
+    assert NumpyPrinter().block([loop], 0) == ["for i in range(H):", "    a[i] += 2*x"]
