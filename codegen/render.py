@@ -93,13 +93,20 @@ def checks(spec: KernelSpec, printer: printers.NumpyPrinter) -> list[str]:
     lines += [f'{d} = _a.dims["{d}"]' for d in bound]
     for name, formula in spec.derived:
         text = printer.doprint(formula)
-        lines.append(f'{name} = _a.derive("{name}", {text}, "{text}")')
+        lines.append(f'{name} = _a.derive("{name}", {text}, "{text}", {_uses(formula)})')
     for cond, message in spec.constraints:
-        lines.append(f'_a.require({printer.doprint(cond)}, "{message}")')
+        lines.append(f'_a.require({printer.doprint(cond)}, "{message}", {_uses(cond)})')
     for a in spec.inputs:
         if a.bounds:
             lines.append(f'_a.below("{a.name}", {a.name}, {a.bounds}, "{a.bounds}")')
+        if a.window:
+            lines.append(f'_a.in_windows("{a.name}", {a.name}, {", ".join(a.window)})')
     return lines
+
+
+def _uses(expr) -> str:
+    """The size and parameter names a formula reads, as a Python tuple literal."""
+    return _quoted(sorted(str(x) for x in sp.sympify(expr).free_symbols))
 
 
 def _bound_by_args(spec, dim):

@@ -110,7 +110,9 @@ class Array:
     ``float`` (the call's float dtype), ``int64`` or ``mask`` (0/1 per entry).
     ``flat`` arrays accept any shape and are processed as a flat vector of
     ``dims[0]`` elements (element-wise kernels). ``bounds`` gives an exclusive
-    upper bound for the values of an int64 input (labels < O).
+    upper bound for the values of an int64 input (labels < O). ``window`` names
+    the sizes ``(H, W, size)`` of an argmax input: each value must be a flat
+    position ``h*W + w`` inside the ``size x size`` window of its output element.
     """
 
     name: str
@@ -120,6 +122,7 @@ class Array:
     optional: bool = False
     flat: bool = False
     bounds: str | None = None
+    window: tuple[str, ...] = ()
 
     @property
     def base(self) -> sp.IndexedBase:
@@ -472,7 +475,7 @@ def _pool_specs():
         "Routes dy[n, c, i, j] to the recorded argmax position of its window.",
         (
             Array("dy", ("N", "C", "Ho", "Wo")),
-            Array("argmax", ("N", "C", "Ho", "Wo"), INT64),
+            Array("argmax", ("N", "C", "Ho", "Wo"), INT64, window=("H", "W", "size")),
             Array("dx", ("N", "C", "H", "W"), role=OUT),
         ),
         (Param("input_hw", "hw", dims=("H", "W")),),

@@ -21,6 +21,7 @@ class Args:
         self.dims = {}
         self.source = {}
         self.shapes = {}
+        self.params = {}
         self.dtype = None
         self.dtype_source = None
 
@@ -85,6 +86,20 @@ class Args:
         if a.min() < 0 or a.max() >= bound:
             self.fail(ValueError, f"{name} values must lie in [0, {what}={bound}), got [{a.min()}, {a.max()}]")
 
+    def in_windows(self, name, a, H, W, size):
+        """Flat positions h*W + w, each inside the size x size window of its (i, j) element."""
+        h, w = numpy.divmod(a, W)
+        i = numpy.arange(a.shape[-2])[:, None]
+        j = numpy.arange(a.shape[-1])[None, :]
+        ok = (a >= 0) & (a < H * W) & (h // size == i) & (w // size == j)
+        if not ok.all():
+            bad = tuple(int(x) for x in numpy.argwhere(~ok)[0])
+            self.fail(
+                ValueError,
+                f"{name}{list(bad)} = {a[bad]} is not a flat position h*W+w (W={W}) inside the "
+                f"{size}x{size} window of its output element (H={H})",
+            )
+
     def mask(self, name, a, dims):
         """A connection table (uint8 or bool, 1 = connected) as bool; None = all connected."""
         if a is None:
@@ -106,6 +121,7 @@ class Args:
             self.fail(TypeError, f"{name} must be an int, got {type(value).__name__}")
         if value < minimum:
             self.fail(ValueError, f"{name} must be >= {minimum}, got {value}")
+        self.params[name] = int(value)
         return int(value)
 
     def real(self, name, value):
@@ -114,6 +130,7 @@ class Args:
             self.fail(TypeError, f"{name} must be a real number, got {type(value).__name__}")
         if not numpy.isfinite(value):
             self.fail(ValueError, f"{name} must be finite, got {value}")
+        self.params[name] = float(value)
         return float(value)
 
     def sizes(self, name, value, dims):
@@ -124,22 +141,34 @@ class Args:
         self._bind(name, sizes, dims)
         return sizes
 
-    def derive(self, dim, value, formula):
+    def _where(self, names):
+        """``H=7 from input_hw, stride=2``: the values a formula used and their arguments."""
+        parts = []
+        for name in names:
+            if name in self.dims:
+                parts.append(f"{name}={self.dims[name]} from {self.source[name]}")
+            else:
+                parts.append(f"{name}={self.params[name]}")
+        return ", ".join(parts)
+
+    def derive(self, dim, value, formula, uses=()):
         """A size computed from others; must be >= 1 and agree with an array that carries it."""
+        where = self._where(uses)
         if value < 1:
-            self.fail(ValueError, f"{dim} = {formula} = {value} must be >= 1 (input too small for the kernel?)")
+            self.fail(ValueError, f"{dim} = {formula} = {value} must be >= 1 with {where} (input too small?)")
         if dim in self.dims and self.dims[dim] != value:
             self.fail(
                 ValueError,
-                f"{dim}={self.dims[dim]} from {self.source[dim]} does not match {dim} = {formula} = {value}",
+                f"{dim}={self.dims[dim]} from {self.source[dim]} does not match "
+                f"{dim} = {formula} = {value} with {where}",
             )
         self.dims[dim] = int(value)
         self.source.setdefault(dim, formula)
         return int(value)
 
-    def require(self, ok, message):
+    def require(self, ok, message, uses=()):
         if not ok:
-            self.fail(ValueError, message)
+            self.fail(ValueError, f"{message} ({self._where(uses)})")
 
     def shape_of(self, dim):
         """The original shape of the flat arrays sized ``dim``."""
