@@ -33,13 +33,11 @@ from pathlib import Path
 
 import numpy as np
 
-#: The paper's input scaling: background (white, pixel 0) -> -0.1, foreground (black,
-#: pixel 255) -> 1.175, which makes the mean input roughly 0 and the variance roughly 1
-#: (LeCun et al. 1998, Sec. II-B).
-WHITE = -0.1
-BLACK = 1.175
-#: MNIST digits are 28x28; LeNet-5 takes 32x32, the digit centred with 2 pixels of margin.
-PAD = 2
+#: The paper's input scaling (LeCun et al. 1998, Sec. II-B), from the generated spec:
+#: background (white, pixel 0) -> WHITE = -0.1, ink (black, pixel 255) -> BLACK = 1.175,
+#: which makes the mean input roughly 0 and the variance roughly 1.  MNIST digits are
+#: 28x28; LeNet-5 takes 32x32, the digit centred with PAD = 2 pixels of white margin.
+from generated.lenet5_spec import BLACK, PAD, WHITE  # noqa: E402
 
 #: The four standard files and their published MD5 checksums (of the .gz files).
 MNIST_FILES = {
