@@ -46,7 +46,7 @@ bench-kernels: install
 # LeNet-5 on the bundled 5,000-digit MNIST sample (offline): installs, regenerates the
 # kernels when `make codegen` exists, trains, prints the test error and the pictures.
 DEMO_OUT  ?= runs/demo
-DEMO_ARGS ?= --epochs 3 --batch-size 1 --lr 0.2
+DEMO_ARGS ?= --epochs 3 --batch-size 1
 .PHONY: demo train
 demo: install
 	@if grep -q '^codegen:' Makefile; then $(MAKE) --no-print-directory codegen; fi

@@ -349,7 +349,8 @@ def _progress(cfg, state, n):
     from tqdm import tqdm
 
     done = min(state.step * cfg.batch_size, n)
-    return tqdm(total=n, initial=done, unit="img", desc=f"pass {state.epoch + 1}/{cfg.epochs}")
+    desc = f"pass {state.epoch + 1}/{cfg.epochs}"
+    return tqdm(total=n, initial=done, unit="img", desc=desc, mininterval=0.5)
 
 
 def _finish_pass(net, state, cfg, data, images, labels, out, log):
