@@ -26,6 +26,7 @@ from lenet5.network import BackendError, LeNet5
 from lenet5.train import (
     LAST,
     SDLM_RATE_FACTOR,
+    SGD_DEFAULT_LR,
     Config,
     Interrupted,
     TrainingDiverged,
@@ -37,7 +38,6 @@ from lenet5.train import (
 TRAIN_DEFAULTS = dict(
     batch_size=1, seed=0, optimizer="sdlm", lr=None, momentum=0.9, dtype="float32", limit=None
 )
-SGD_DEFAULT_LR = 0.001  # measured: 0.003+ is noisy, 0.01 saturates the tanh units
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -90,8 +90,6 @@ def _train_config(args) -> Config:
         k: (given[k] if given[k] is not None else saved.get(k, TRAIN_DEFAULTS[k]))
         for k in TRAIN_DEFAULTS
     }
-    if settings["lr"] is None:
-        settings["lr"] = SDLM_RATE_FACTOR if settings["optimizer"] == "sdlm" else SGD_DEFAULT_LR
     return Config(
         out=args.out,
         epochs=args.epochs,

@@ -149,6 +149,16 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, sample, mon
     assert json.loads((tmp_path / "summary.json").read_text())["status"] == "diverged"
 
 
+def test_distorted_training_is_seeded(tmp_path, sample):
+    runs = {}
+    for name, distort in (("a", True), ("b", True), ("plain", False)):
+        cfg = train.Config(out=str(tmp_path / name), epochs=1, distort=distort, **QUICK)
+        train.train(cfg, sample, log=lambda *a: None)
+        runs[name] = params_of(tmp_path / name / train.LAST)
+    assert all(np.array_equal(runs["a"][n], runs["b"][n]) for n in runs["a"])
+    assert not np.array_equal(runs["a"]["C1.w"], runs["plain"]["C1.w"])
+
+
 def test_cli_divergence_exit_code(tmp_path, capsys, monkeypatch):
     real = LeNet5.gradients
 
