@@ -237,29 +237,35 @@ def _c_nest(spec, nest, env, fixed):
         Update(s.lhs.subs(env).xreplace(shaped), s.op, s.rhs.subs(env).xreplace(shaped))
         for s in nest.body
     )
-    lhs_vars = {x for s in nest.body for x in s.lhs.free_symbols}
     expand = _expanded(nest, fixed)
     ranges = {}
     for var in nest.loops:
         lo, hi = (sp.sympify(b).subs(env) for b in spec.range_of(var))
         if lo.is_Integer and hi.is_Integer:
             ranges[isym(var)] = range(int(lo), int(hi))
-    # Specialized: the taps of a reduction with constant bounds are unrolled into one sum.
-    unroll = tuple(
-        t
-        for t in nest.taps
-        if fixed
-        and isym(t) not in lhs_vars
-        and isym(t) in ranges
-        and all(s.op == "+=" for s in nest.body)
-    )
-    body = _unrolled(stmts, unroll, ranges)
+    loops = [
+        x for x in nest.loops if not (fixed and _single_trip(spec, nest, x, env, ranges, expand))
+    ]
+    point = {isym(x): ranges[isym(x)][0] for x in nest.loops if x not in loops}
+    stmts = tuple(Update(u.lhs.subs(point), u.op, u.rhs.subs(point)) for u in stmts)
+    body, unrolled = _unroll_taps(nest, stmts, loops, ranges) if fixed else (stmts, ())
+    loops = [x for x in loops if x not in unrolled]
     # A specialization for "all connected" (fixed table None) has no condition at all.
     all_connected = "table" in fixed and fixed["table"] is None
     cond = None if expand or all_connected or nest.cond is None else nest.cond.xreplace(shaped)
-
-    loops = [x for x in nest.loops if x not in unroll]
     work = sp.Mul(*[hi - lo for lo, hi in (spec.range_of(x) for x in loops)]).subs(env)
+
+    def bounds(var):
+        lo, hi = clip_range(spec, nest, var, env)
+        return tuple(_constant_over(b.subs(point), ranges) for b in (lo, hi))
+
+    def plain(loops, body, accs):
+        """The loops as they are; the innermost one carries the reduction accumulators."""
+        if not loops:
+            return body
+        lo, hi = bounds(loops[0])
+        inner = plain(loops[1:], body, accs)
+        return (Loop(isym(loops[0]), lo, hi, inner, reduction=accs if len(loops) == 1 else ()),)
 
     def build(loops, done):
         if not loops:
@@ -268,8 +274,10 @@ def _c_nest(spec, nest, env, fixed):
         if var in expand:
             rest = [x for x in loops if x not in expand]
             return _expand_pairs(spec, nest, fixed, lambda: build(rest, done))
-        lo, hi = clip_range(spec, nest, var, env)
-        lo, hi = (_constant_over(b, ranges) for b in (lo, hi))
+        settled = cond is None or _cond_ready(cond, done)
+        if done and settled and _reducible(body, {isym(x) for x in loops}):
+            return _accumulate(loops, body, plain)
+        lo, hi = bounds(var)
         inner = build(loops[1:], done + [var])
         wrap = cond is not None and _cond_ready(cond, done + [var]) and not _cond_ready(cond, done)
         if wrap:
@@ -277,25 +285,53 @@ def _c_nest(spec, nest, env, fixed):
         parallel = not done and _parallel(nest, var) and work != 0
         if parallel and work.is_Integer and work < PARALLEL_WORK:
             parallel = False
-        if len(loops) == 1 and not wrap and not parallel and _reducible(inner, isym(var)):
-            return _accumulate(isym(var), lo, hi, inner)
         return (Loop(isym(var), lo, hi, inner, parallel=parallel, work=work),)
 
     return build(loops, [])
 
 
-def _reducible(body, var) -> bool:
-    """Innermost body accumulating into elements that do not depend on the loop variable."""
+def _single_trip(spec, nest, var, env, ranges, expand) -> bool:
+    """A loop of one iteration at fixed sizes (C5's 1x1 output): its index is a constant."""
+    r = ranges.get(isym(var))
+    if r is None or len(r) != 1 or var in expand:
+        return False
+    lo, hi = clip_range(spec, nest, var, env)
+    return (_constant_over(lo, ranges), _constant_over(hi, ranges)) == (r.start, r.stop)
+
+
+def _unroll_taps(nest, stmts, loops, ranges):
+    """Unroll the constant kernel taps of a specialized reduction.
+
+    A tap that does not index the output is summed into one expression (forward
+    convolution: 25 products per output element). Taps that index the output stay
+    loops with constant bounds: unrolling them into separate accumulators (one per
+    filter entry) multiplied the code and its compile time for little gain.
+    """
+    if not all(u.op == "+=" for u in stmts):
+        return stmts, ()
+    taps = [t for t in nest.taps if t in loops and isym(t) in ranges]
+    lhs_vars = {x for u in stmts for x in u.lhs.free_symbols}
+    summed = tuple(t for t in taps if isym(t) not in lhs_vars)
+    body = _unrolled(stmts, summed, ranges)
+    return body, summed
+
+
+def _reducible(body, loop_vars: set) -> bool:
+    """The remaining loops only accumulate (+=) into elements that none of them indexes."""
     updates = [n for n in body if isinstance(n, Update)]
     return (
         bool(updates)
         and all(isinstance(n, Update | Let) for n in body)
-        and all(u.op == "+=" and var not in u.lhs.free_symbols for u in updates)
+        and all(u.op == "+=" and not (loop_vars & u.lhs.free_symbols) for u in updates)
     )
 
 
-def _accumulate(var, lo, hi, body):
-    """``lhs += f(var)`` summed in scalar accumulators: a reduction the compiler vectorizes."""
+def _accumulate(loops, body, plain):
+    """Sum the remaining loops in scalar accumulators, stored once at the end.
+
+    The innermost loop becomes an ``omp simd`` reduction the compiler vectorizes
+    (strict IEEE order would forbid it); each output element is written once.
+    """
     accs, inner, after = [], [], []
     for node in body:
         if isinstance(node, Update):
@@ -306,8 +342,7 @@ def _accumulate(var, lo, hi, body):
         else:
             inner.append(node)
     lets = tuple(Let(a, sp.Integer(0), integer=False, mutable=True) for a in accs)
-    loop = Loop(var, lo, hi, tuple(inner), reduction=tuple(accs))
-    return (Block(lets + (loop,) + tuple(after)),)
+    return (Block(lets + plain(loops, tuple(inner), tuple(accs)) + tuple(after)),)
 
 
 def _cond_ready(cond, bound_vars):

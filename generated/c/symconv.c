@@ -190,19 +190,19 @@ void symconv_conv2d_backward_filter_f32(const float *restrict x, const float *re
             if (table[C*k + c]) {
                 for (int64_t u = 0; u < KH; ++u) {
                     for (int64_t v = 0; v < KW; ++v) {
-                        for (int64_t n = 0; n < N; ++n) {
-                            for (int64_t i = ((0) > (((((0) > (padding - u) ? (0) : (padding - u))) + (stride) - 1)/(stride)) ? (0) : (((((0) > (padding - u) ? (0) : (padding - u))) + (stride) - 1)/(stride))); i < ((Ho) < (((((0) > (H + padding - u) ? (0) : (H + padding - u))) + (stride) - 1)/(stride)) ? (Ho) : (((((0) > (H + padding - u) ? (0) : (H + padding - u))) + (stride) - 1)/(stride))); ++i) {
-                                {
-                                    float acc0 = 0;
+                        {
+                            float acc0 = 0;
+                            for (int64_t n = 0; n < N; ++n) {
+                                for (int64_t i = ((0) > (((((0) > (padding - u) ? (0) : (padding - u))) + (stride) - 1)/(stride)) ? (0) : (((((0) > (padding - u) ? (0) : (padding - u))) + (stride) - 1)/(stride))); i < ((Ho) < (((((0) > (H + padding - u) ? (0) : (H + padding - u))) + (stride) - 1)/(stride)) ? (Ho) : (((((0) > (H + padding - u) ? (0) : (H + padding - u))) + (stride) - 1)/(stride))); ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                                     #pragma omp simd reduction(+: acc0)
 #endif
                                     for (int64_t j = ((0) > (((((0) > (padding - v) ? (0) : (padding - v))) + (stride) - 1)/(stride)) ? (0) : (((((0) > (padding - v) ? (0) : (padding - v))) + (stride) - 1)/(stride))); j < ((Wo) < (((((0) > (W + padding - v) ? (0) : (W + padding - v))) + (stride) - 1)/(stride)) ? (Wo) : (((((0) > (W + padding - v) ? (0) : (W + padding - v))) + (stride) - 1)/(stride))); ++j) {
                                         acc0 += dy[Ho*K*Wo*n + Ho*Wo*k + Wo*i + j]*x[C*H*W*n + H*W*c + W*i*stride - W*padding + W*u + j*stride - padding + v];
                                     }
-                                    dw[C*KH*KW*k + KH*KW*c + KW*u + v] += acc0;
                                 }
                             }
+                            dw[C*KH*KW*k + KH*KW*c + KW*u + v] += acc0;
                         }
                     }
                 }
@@ -236,19 +236,19 @@ void symconv_conv2d_backward_filter_f64(const double *restrict x, const double *
             if (table[C*k + c]) {
                 for (int64_t u = 0; u < KH; ++u) {
                     for (int64_t v = 0; v < KW; ++v) {
-                        for (int64_t n = 0; n < N; ++n) {
-                            for (int64_t i = ((0) > (((((0) > (padding - u) ? (0) : (padding - u))) + (stride) - 1)/(stride)) ? (0) : (((((0) > (padding - u) ? (0) : (padding - u))) + (stride) - 1)/(stride))); i < ((Ho) < (((((0) > (H + padding - u) ? (0) : (H + padding - u))) + (stride) - 1)/(stride)) ? (Ho) : (((((0) > (H + padding - u) ? (0) : (H + padding - u))) + (stride) - 1)/(stride))); ++i) {
-                                {
-                                    double acc0 = 0;
+                        {
+                            double acc0 = 0;
+                            for (int64_t n = 0; n < N; ++n) {
+                                for (int64_t i = ((0) > (((((0) > (padding - u) ? (0) : (padding - u))) + (stride) - 1)/(stride)) ? (0) : (((((0) > (padding - u) ? (0) : (padding - u))) + (stride) - 1)/(stride))); i < ((Ho) < (((((0) > (H + padding - u) ? (0) : (H + padding - u))) + (stride) - 1)/(stride)) ? (Ho) : (((((0) > (H + padding - u) ? (0) : (H + padding - u))) + (stride) - 1)/(stride))); ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                                     #pragma omp simd reduction(+: acc0)
 #endif
                                     for (int64_t j = ((0) > (((((0) > (padding - v) ? (0) : (padding - v))) + (stride) - 1)/(stride)) ? (0) : (((((0) > (padding - v) ? (0) : (padding - v))) + (stride) - 1)/(stride))); j < ((Wo) < (((((0) > (W + padding - v) ? (0) : (W + padding - v))) + (stride) - 1)/(stride)) ? (Wo) : (((((0) > (W + padding - v) ? (0) : (W + padding - v))) + (stride) - 1)/(stride))); ++j) {
                                         acc0 += dy[Ho*K*Wo*n + Ho*Wo*k + Wo*i + j]*x[C*H*W*n + H*W*c + W*i*stride - W*padding + W*u + j*stride - padding + v];
                                     }
-                                    dw[C*KH*KW*k + KH*KW*c + KW*u + v] += acc0;
                                 }
                             }
+                            dw[C*KH*KW*k + KH*KW*c + KW*u + v] += acc0;
                         }
                     }
                 }
@@ -272,19 +272,19 @@ void symconv_conv2d_backward_bias_f32(const float *restrict dy, float *restrict 
     #pragma omp parallel for if((Ho*K*N*Wo) >= 32768)
 #endif
     for (int64_t k = 0; k < K; ++k) {
-        for (int64_t n = 0; n < N; ++n) {
-            for (int64_t i = 0; i < Ho; ++i) {
-                {
-                    float acc0 = 0;
+        {
+            float acc0 = 0;
+            for (int64_t n = 0; n < N; ++n) {
+                for (int64_t i = 0; i < Ho; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                     #pragma omp simd reduction(+: acc0)
 #endif
                     for (int64_t j = 0; j < Wo; ++j) {
                         acc0 += dy[Ho*K*Wo*n + Ho*Wo*k + Wo*i + j];
                     }
-                    db[k] += acc0;
                 }
             }
+            db[k] += acc0;
         }
     }
 }
@@ -304,19 +304,19 @@ void symconv_conv2d_backward_bias_f64(const double *restrict dy, double *restric
     #pragma omp parallel for if((Ho*K*N*Wo) >= 32768)
 #endif
     for (int64_t k = 0; k < K; ++k) {
-        for (int64_t n = 0; n < N; ++n) {
-            for (int64_t i = 0; i < Ho; ++i) {
-                {
-                    double acc0 = 0;
+        {
+            double acc0 = 0;
+            for (int64_t n = 0; n < N; ++n) {
+                for (int64_t i = 0; i < Ho; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                     #pragma omp simd reduction(+: acc0)
 #endif
                     for (int64_t j = 0; j < Wo; ++j) {
                         acc0 += dy[Ho*K*Wo*n + Ho*Wo*k + Wo*i + j];
                     }
-                    db[k] += acc0;
                 }
             }
+            db[k] += acc0;
         }
     }
 }
@@ -659,42 +659,42 @@ void symconv_subsample_backward_f32(const float *restrict dz, const float *restr
     #pragma omp parallel for if((4*C*Ho*N*Wo) >= 32768)
 #endif
     for (int64_t c = 0; c < C; ++c) {
-        for (int64_t n = 0; n < N; ++n) {
-            for (int64_t u = 0; u < 2; ++u) {
-                for (int64_t v = 0; v < 2; ++v) {
-                    for (int64_t i = 0; i < Ho; ++i) {
-                        {
-                            float acc0 = 0;
+        {
+            float acc0 = 0;
+            for (int64_t n = 0; n < N; ++n) {
+                for (int64_t u = 0; u < 2; ++u) {
+                    for (int64_t v = 0; v < 2; ++v) {
+                        for (int64_t i = 0; i < Ho; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                             #pragma omp simd reduction(+: acc0)
 #endif
                             for (int64_t j = 0; j < Wo; ++j) {
                                 acc0 += dz[C*Ho*Wo*n + Ho*Wo*c + Wo*i + j]*x[C*H*W*n + H*W*c + 2*W*i + W*u + 2*j + v];
                             }
-                            dcoef[c] += acc0;
                         }
                     }
                 }
             }
+            dcoef[c] += acc0;
         }
     }
 #ifdef _OPENMP
     #pragma omp parallel for if((C*Ho*N*Wo) >= 32768)
 #endif
     for (int64_t c = 0; c < C; ++c) {
-        for (int64_t n = 0; n < N; ++n) {
-            for (int64_t i = 0; i < Ho; ++i) {
-                {
-                    float acc0 = 0;
+        {
+            float acc0 = 0;
+            for (int64_t n = 0; n < N; ++n) {
+                for (int64_t i = 0; i < Ho; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                     #pragma omp simd reduction(+: acc0)
 #endif
                     for (int64_t j = 0; j < Wo; ++j) {
                         acc0 += dz[C*Ho*Wo*n + Ho*Wo*c + Wo*i + j];
                     }
-                    dbias[c] += acc0;
                 }
             }
+            dbias[c] += acc0;
         }
     }
 }
@@ -731,42 +731,42 @@ void symconv_subsample_backward_f64(const double *restrict dz, const double *res
     #pragma omp parallel for if((4*C*Ho*N*Wo) >= 32768)
 #endif
     for (int64_t c = 0; c < C; ++c) {
-        for (int64_t n = 0; n < N; ++n) {
-            for (int64_t u = 0; u < 2; ++u) {
-                for (int64_t v = 0; v < 2; ++v) {
-                    for (int64_t i = 0; i < Ho; ++i) {
-                        {
-                            double acc0 = 0;
+        {
+            double acc0 = 0;
+            for (int64_t n = 0; n < N; ++n) {
+                for (int64_t u = 0; u < 2; ++u) {
+                    for (int64_t v = 0; v < 2; ++v) {
+                        for (int64_t i = 0; i < Ho; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                             #pragma omp simd reduction(+: acc0)
 #endif
                             for (int64_t j = 0; j < Wo; ++j) {
                                 acc0 += dz[C*Ho*Wo*n + Ho*Wo*c + Wo*i + j]*x[C*H*W*n + H*W*c + 2*W*i + W*u + 2*j + v];
                             }
-                            dcoef[c] += acc0;
                         }
                     }
                 }
             }
+            dcoef[c] += acc0;
         }
     }
 #ifdef _OPENMP
     #pragma omp parallel for if((C*Ho*N*Wo) >= 32768)
 #endif
     for (int64_t c = 0; c < C; ++c) {
-        for (int64_t n = 0; n < N; ++n) {
-            for (int64_t i = 0; i < Ho; ++i) {
-                {
-                    double acc0 = 0;
+        {
+            double acc0 = 0;
+            for (int64_t n = 0; n < N; ++n) {
+                for (int64_t i = 0; i < Ho; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                     #pragma omp simd reduction(+: acc0)
 #endif
                     for (int64_t j = 0; j < Wo; ++j) {
                         acc0 += dz[C*Ho*Wo*n + Ho*Wo*c + Wo*i + j];
                     }
-                    dbias[c] += acc0;
                 }
             }
+            dbias[c] += acc0;
         }
     }
 }
@@ -1793,11 +1793,9 @@ void symconv_conv2d_forward_C1_f32(const float *restrict x, const float *restric
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t k = 0; k < 6; ++k) {
-            for (int64_t c = 0; c < 1; ++c) {
-                for (int64_t i = 0; i < 28; ++i) {
-                    for (int64_t j = 0; j < 28; ++j) {
-                        y[28*i + j + 784*k + 4704*n] += w[25*c + 25*k]*x[1024*c + 32*i + j + 1024*n] + w[25*c + 25*k + 1]*x[1024*c + 32*i + j + 1024*n + 1] + w[25*c + 25*k + 2]*x[1024*c + 32*i + j + 1024*n + 2] + w[25*c + 25*k + 3]*x[1024*c + 32*i + j + 1024*n + 3] + w[25*c + 25*k + 4]*x[1024*c + 32*i + j + 1024*n + 4] + w[25*c + 25*k + 5]*x[1024*c + 32*i + j + 1024*n + 32] + w[25*c + 25*k + 6]*x[1024*c + 32*i + j + 1024*n + 33] + w[25*c + 25*k + 7]*x[1024*c + 32*i + j + 1024*n + 34] + w[25*c + 25*k + 8]*x[1024*c + 32*i + j + 1024*n + 35] + w[25*c + 25*k + 9]*x[1024*c + 32*i + j + 1024*n + 36] + w[25*c + 25*k + 10]*x[1024*c + 32*i + j + 1024*n + 64] + w[25*c + 25*k + 11]*x[1024*c + 32*i + j + 1024*n + 65] + w[25*c + 25*k + 12]*x[1024*c + 32*i + j + 1024*n + 66] + w[25*c + 25*k + 13]*x[1024*c + 32*i + j + 1024*n + 67] + w[25*c + 25*k + 14]*x[1024*c + 32*i + j + 1024*n + 68] + w[25*c + 25*k + 15]*x[1024*c + 32*i + j + 1024*n + 96] + w[25*c + 25*k + 16]*x[1024*c + 32*i + j + 1024*n + 97] + w[25*c + 25*k + 17]*x[1024*c + 32*i + j + 1024*n + 98] + w[25*c + 25*k + 18]*x[1024*c + 32*i + j + 1024*n + 99] + w[25*c + 25*k + 19]*x[1024*c + 32*i + j + 1024*n + 100] + w[25*c + 25*k + 20]*x[1024*c + 32*i + j + 1024*n + 128] + w[25*c + 25*k + 21]*x[1024*c + 32*i + j + 1024*n + 129] + w[25*c + 25*k + 22]*x[1024*c + 32*i + j + 1024*n + 130] + w[25*c + 25*k + 23]*x[1024*c + 32*i + j + 1024*n + 131] + w[25*c + 25*k + 24]*x[1024*c + 32*i + j + 1024*n + 132];
-                    }
+            for (int64_t i = 0; i < 28; ++i) {
+                for (int64_t j = 0; j < 28; ++j) {
+                    y[28*i + j + 784*k + 4704*n] += w[25*k]*x[32*i + j + 1024*n] + w[25*k + 1]*x[32*i + j + 1024*n + 1] + w[25*k + 2]*x[32*i + j + 1024*n + 2] + w[25*k + 3]*x[32*i + j + 1024*n + 3] + w[25*k + 4]*x[32*i + j + 1024*n + 4] + w[25*k + 5]*x[32*i + j + 1024*n + 32] + w[25*k + 6]*x[32*i + j + 1024*n + 33] + w[25*k + 7]*x[32*i + j + 1024*n + 34] + w[25*k + 8]*x[32*i + j + 1024*n + 35] + w[25*k + 9]*x[32*i + j + 1024*n + 36] + w[25*k + 10]*x[32*i + j + 1024*n + 64] + w[25*k + 11]*x[32*i + j + 1024*n + 65] + w[25*k + 12]*x[32*i + j + 1024*n + 66] + w[25*k + 13]*x[32*i + j + 1024*n + 67] + w[25*k + 14]*x[32*i + j + 1024*n + 68] + w[25*k + 15]*x[32*i + j + 1024*n + 96] + w[25*k + 16]*x[32*i + j + 1024*n + 97] + w[25*k + 17]*x[32*i + j + 1024*n + 98] + w[25*k + 18]*x[32*i + j + 1024*n + 99] + w[25*k + 19]*x[32*i + j + 1024*n + 100] + w[25*k + 20]*x[32*i + j + 1024*n + 128] + w[25*k + 21]*x[32*i + j + 1024*n + 129] + w[25*k + 22]*x[32*i + j + 1024*n + 130] + w[25*k + 23]*x[32*i + j + 1024*n + 131] + w[25*k + 24]*x[32*i + j + 1024*n + 132];
                 }
             }
         }
@@ -1826,11 +1824,9 @@ void symconv_conv2d_forward_C1_f64(const double *restrict x, const double *restr
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t k = 0; k < 6; ++k) {
-            for (int64_t c = 0; c < 1; ++c) {
-                for (int64_t i = 0; i < 28; ++i) {
-                    for (int64_t j = 0; j < 28; ++j) {
-                        y[28*i + j + 784*k + 4704*n] += w[25*c + 25*k]*x[1024*c + 32*i + j + 1024*n] + w[25*c + 25*k + 1]*x[1024*c + 32*i + j + 1024*n + 1] + w[25*c + 25*k + 2]*x[1024*c + 32*i + j + 1024*n + 2] + w[25*c + 25*k + 3]*x[1024*c + 32*i + j + 1024*n + 3] + w[25*c + 25*k + 4]*x[1024*c + 32*i + j + 1024*n + 4] + w[25*c + 25*k + 5]*x[1024*c + 32*i + j + 1024*n + 32] + w[25*c + 25*k + 6]*x[1024*c + 32*i + j + 1024*n + 33] + w[25*c + 25*k + 7]*x[1024*c + 32*i + j + 1024*n + 34] + w[25*c + 25*k + 8]*x[1024*c + 32*i + j + 1024*n + 35] + w[25*c + 25*k + 9]*x[1024*c + 32*i + j + 1024*n + 36] + w[25*c + 25*k + 10]*x[1024*c + 32*i + j + 1024*n + 64] + w[25*c + 25*k + 11]*x[1024*c + 32*i + j + 1024*n + 65] + w[25*c + 25*k + 12]*x[1024*c + 32*i + j + 1024*n + 66] + w[25*c + 25*k + 13]*x[1024*c + 32*i + j + 1024*n + 67] + w[25*c + 25*k + 14]*x[1024*c + 32*i + j + 1024*n + 68] + w[25*c + 25*k + 15]*x[1024*c + 32*i + j + 1024*n + 96] + w[25*c + 25*k + 16]*x[1024*c + 32*i + j + 1024*n + 97] + w[25*c + 25*k + 17]*x[1024*c + 32*i + j + 1024*n + 98] + w[25*c + 25*k + 18]*x[1024*c + 32*i + j + 1024*n + 99] + w[25*c + 25*k + 19]*x[1024*c + 32*i + j + 1024*n + 100] + w[25*c + 25*k + 20]*x[1024*c + 32*i + j + 1024*n + 128] + w[25*c + 25*k + 21]*x[1024*c + 32*i + j + 1024*n + 129] + w[25*c + 25*k + 22]*x[1024*c + 32*i + j + 1024*n + 130] + w[25*c + 25*k + 23]*x[1024*c + 32*i + j + 1024*n + 131] + w[25*c + 25*k + 24]*x[1024*c + 32*i + j + 1024*n + 132];
-                    }
+            for (int64_t i = 0; i < 28; ++i) {
+                for (int64_t j = 0; j < 28; ++j) {
+                    y[28*i + j + 784*k + 4704*n] += w[25*k]*x[32*i + j + 1024*n] + w[25*k + 1]*x[32*i + j + 1024*n + 1] + w[25*k + 2]*x[32*i + j + 1024*n + 2] + w[25*k + 3]*x[32*i + j + 1024*n + 3] + w[25*k + 4]*x[32*i + j + 1024*n + 4] + w[25*k + 5]*x[32*i + j + 1024*n + 32] + w[25*k + 6]*x[32*i + j + 1024*n + 33] + w[25*k + 7]*x[32*i + j + 1024*n + 34] + w[25*k + 8]*x[32*i + j + 1024*n + 35] + w[25*k + 9]*x[32*i + j + 1024*n + 36] + w[25*k + 10]*x[32*i + j + 1024*n + 64] + w[25*k + 11]*x[32*i + j + 1024*n + 65] + w[25*k + 12]*x[32*i + j + 1024*n + 66] + w[25*k + 13]*x[32*i + j + 1024*n + 67] + w[25*k + 14]*x[32*i + j + 1024*n + 68] + w[25*k + 15]*x[32*i + j + 1024*n + 96] + w[25*k + 16]*x[32*i + j + 1024*n + 97] + w[25*k + 17]*x[32*i + j + 1024*n + 98] + w[25*k + 18]*x[32*i + j + 1024*n + 99] + w[25*k + 19]*x[32*i + j + 1024*n + 100] + w[25*k + 20]*x[32*i + j + 1024*n + 128] + w[25*k + 21]*x[32*i + j + 1024*n + 129] + w[25*k + 22]*x[32*i + j + 1024*n + 130] + w[25*k + 23]*x[32*i + j + 1024*n + 131] + w[25*k + 24]*x[32*i + j + 1024*n + 132];
                 }
             }
         }
@@ -1846,11 +1842,9 @@ void symconv_conv2d_backward_data_C1_f32(const float *restrict dy, const float *
     #pragma omp parallel for if((1024*N) >= 32768)
 #endif
     for (int64_t n = 0; n < N; ++n) {
-        for (int64_t c = 0; c < 1; ++c) {
-            for (int64_t h = 0; h < 32; ++h) {
-                for (int64_t r = 0; r < 32; ++r) {
-                    dx[1024*c + 32*h + 1024*n + r] = 0;
-                }
+        for (int64_t h = 0; h < 32; ++h) {
+            for (int64_t r = 0; r < 32; ++r) {
+                dx[32*h + 1024*n + r] = 0;
             }
         }
     }
@@ -1858,14 +1852,12 @@ void symconv_conv2d_backward_data_C1_f32(const float *restrict dy, const float *
     #pragma omp parallel for if((117600*N) >= 32768)
 #endif
     for (int64_t n = 0; n < N; ++n) {
-        for (int64_t c = 0; c < 1; ++c) {
-            for (int64_t k = 0; k < 6; ++k) {
-                for (int64_t u = 0; u < 5; ++u) {
-                    for (int64_t v = 0; v < 5; ++v) {
-                        for (int64_t i = 0; i < 28; ++i) {
-                            for (int64_t j = 0; j < 28; ++j) {
-                                dx[1024*c + 32*i + j + 1024*n + 32*u + v] += dy[28*i + j + 784*k + 4704*n]*w[25*c + 25*k + 5*u + v];
-                            }
+        for (int64_t k = 0; k < 6; ++k) {
+            for (int64_t u = 0; u < 5; ++u) {
+                for (int64_t v = 0; v < 5; ++v) {
+                    for (int64_t i = 0; i < 28; ++i) {
+                        for (int64_t j = 0; j < 28; ++j) {
+                            dx[32*i + j + 1024*n + 32*u + v] += dy[28*i + j + 784*k + 4704*n]*w[25*k + 5*u + v];
                         }
                     }
                 }
@@ -1883,11 +1875,9 @@ void symconv_conv2d_backward_data_C1_f64(const double *restrict dy, const double
     #pragma omp parallel for if((1024*N) >= 32768)
 #endif
     for (int64_t n = 0; n < N; ++n) {
-        for (int64_t c = 0; c < 1; ++c) {
-            for (int64_t h = 0; h < 32; ++h) {
-                for (int64_t r = 0; r < 32; ++r) {
-                    dx[1024*c + 32*h + 1024*n + r] = 0;
-                }
+        for (int64_t h = 0; h < 32; ++h) {
+            for (int64_t r = 0; r < 32; ++r) {
+                dx[32*h + 1024*n + r] = 0;
             }
         }
     }
@@ -1895,14 +1885,12 @@ void symconv_conv2d_backward_data_C1_f64(const double *restrict dy, const double
     #pragma omp parallel for if((117600*N) >= 32768)
 #endif
     for (int64_t n = 0; n < N; ++n) {
-        for (int64_t c = 0; c < 1; ++c) {
-            for (int64_t k = 0; k < 6; ++k) {
-                for (int64_t u = 0; u < 5; ++u) {
-                    for (int64_t v = 0; v < 5; ++v) {
-                        for (int64_t i = 0; i < 28; ++i) {
-                            for (int64_t j = 0; j < 28; ++j) {
-                                dx[1024*c + 32*i + j + 1024*n + 32*u + v] += dy[28*i + j + 784*k + 4704*n]*w[25*c + 25*k + 5*u + v];
-                            }
+        for (int64_t k = 0; k < 6; ++k) {
+            for (int64_t u = 0; u < 5; ++u) {
+                for (int64_t v = 0; v < 5; ++v) {
+                    for (int64_t i = 0; i < 28; ++i) {
+                        for (int64_t j = 0; j < 28; ++j) {
+                            dx[32*i + j + 1024*n + 32*u + v] += dy[28*i + j + 784*k + 4704*n]*w[25*k + 5*u + v];
                         }
                     }
                 }
@@ -1917,11 +1905,9 @@ void symconv_conv2d_backward_data_C1_f64(const double *restrict dy, const double
 void symconv_conv2d_backward_filter_C1_f32(const float *restrict x, const float *restrict dy, float *restrict dw, int64_t N)
 {
     for (int64_t k = 0; k < 6; ++k) {
-        for (int64_t c = 0; c < 1; ++c) {
-            for (int64_t u = 0; u < 5; ++u) {
-                for (int64_t v = 0; v < 5; ++v) {
-                    dw[25*c + 25*k + 5*u + v] = 0;
-                }
+        for (int64_t u = 0; u < 5; ++u) {
+            for (int64_t v = 0; v < 5; ++v) {
+                dw[25*k + 5*u + v] = 0;
             }
         }
     }
@@ -1929,23 +1915,21 @@ void symconv_conv2d_backward_filter_C1_f32(const float *restrict x, const float 
     #pragma omp parallel for if((117600*N) >= 32768)
 #endif
     for (int64_t k = 0; k < 6; ++k) {
-        for (int64_t c = 0; c < 1; ++c) {
-            for (int64_t u = 0; u < 5; ++u) {
-                for (int64_t v = 0; v < 5; ++v) {
+        for (int64_t u = 0; u < 5; ++u) {
+            for (int64_t v = 0; v < 5; ++v) {
+                {
+                    float acc0 = 0;
                     for (int64_t n = 0; n < N; ++n) {
                         for (int64_t i = 0; i < 28; ++i) {
-                            {
-                                float acc0 = 0;
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                                #pragma omp simd reduction(+: acc0)
+                            #pragma omp simd reduction(+: acc0)
 #endif
-                                for (int64_t j = 0; j < 28; ++j) {
-                                    acc0 += dy[28*i + j + 784*k + 4704*n]*x[1024*c + 32*i + j + 1024*n + 32*u + v];
-                                }
-                                dw[25*c + 25*k + 5*u + v] += acc0;
+                            for (int64_t j = 0; j < 28; ++j) {
+                                acc0 += dy[28*i + j + 784*k + 4704*n]*x[32*i + j + 1024*n + 32*u + v];
                             }
                         }
                     }
+                    dw[25*k + 5*u + v] += acc0;
                 }
             }
         }
@@ -1958,11 +1942,9 @@ void symconv_conv2d_backward_filter_C1_f32(const float *restrict x, const float 
 void symconv_conv2d_backward_filter_C1_f64(const double *restrict x, const double *restrict dy, double *restrict dw, int64_t N)
 {
     for (int64_t k = 0; k < 6; ++k) {
-        for (int64_t c = 0; c < 1; ++c) {
-            for (int64_t u = 0; u < 5; ++u) {
-                for (int64_t v = 0; v < 5; ++v) {
-                    dw[25*c + 25*k + 5*u + v] = 0;
-                }
+        for (int64_t u = 0; u < 5; ++u) {
+            for (int64_t v = 0; v < 5; ++v) {
+                dw[25*k + 5*u + v] = 0;
             }
         }
     }
@@ -1970,23 +1952,21 @@ void symconv_conv2d_backward_filter_C1_f64(const double *restrict x, const doubl
     #pragma omp parallel for if((117600*N) >= 32768)
 #endif
     for (int64_t k = 0; k < 6; ++k) {
-        for (int64_t c = 0; c < 1; ++c) {
-            for (int64_t u = 0; u < 5; ++u) {
-                for (int64_t v = 0; v < 5; ++v) {
+        for (int64_t u = 0; u < 5; ++u) {
+            for (int64_t v = 0; v < 5; ++v) {
+                {
+                    double acc0 = 0;
                     for (int64_t n = 0; n < N; ++n) {
                         for (int64_t i = 0; i < 28; ++i) {
-                            {
-                                double acc0 = 0;
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                                #pragma omp simd reduction(+: acc0)
+                            #pragma omp simd reduction(+: acc0)
 #endif
-                                for (int64_t j = 0; j < 28; ++j) {
-                                    acc0 += dy[28*i + j + 784*k + 4704*n]*x[1024*c + 32*i + j + 1024*n + 32*u + v];
-                                }
-                                dw[25*c + 25*k + 5*u + v] += acc0;
+                            for (int64_t j = 0; j < 28; ++j) {
+                                acc0 += dy[28*i + j + 784*k + 4704*n]*x[32*i + j + 1024*n + 32*u + v];
                             }
                         }
                     }
+                    dw[25*k + 5*u + v] += acc0;
                 }
             }
         }
@@ -2084,38 +2064,38 @@ void symconv_subsample_backward_S2_f32(const float *restrict dz, const float *re
     #pragma omp parallel for if((1176*N) >= 32768)
 #endif
     for (int64_t c = 0; c < 6; ++c) {
-        for (int64_t n = 0; n < N; ++n) {
-            for (int64_t i = 0; i < 14; ++i) {
-                {
-                    float acc0 = 0;
+        {
+            float acc0 = 0;
+            for (int64_t n = 0; n < N; ++n) {
+                for (int64_t i = 0; i < 14; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                     #pragma omp simd reduction(+: acc0)
 #endif
                     for (int64_t j = 0; j < 14; ++j) {
                         acc0 += dz[196*c + 14*i + j + 1176*n]*x[784*c + 56*i + 2*j + 4704*n + 29] + dz[196*c + 14*i + j + 1176*n]*x[784*c + 56*i + 2*j + 4704*n + 28] + dz[196*c + 14*i + j + 1176*n]*x[784*c + 56*i + 2*j + 4704*n + 1] + dz[196*c + 14*i + j + 1176*n]*x[784*c + 56*i + 2*j + 4704*n];
                     }
-                    dcoef[c] += acc0;
                 }
             }
+            dcoef[c] += acc0;
         }
     }
 #ifdef _OPENMP
     #pragma omp parallel for if((1176*N) >= 32768)
 #endif
     for (int64_t c = 0; c < 6; ++c) {
-        for (int64_t n = 0; n < N; ++n) {
-            for (int64_t i = 0; i < 14; ++i) {
-                {
-                    float acc0 = 0;
+        {
+            float acc0 = 0;
+            for (int64_t n = 0; n < N; ++n) {
+                for (int64_t i = 0; i < 14; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                     #pragma omp simd reduction(+: acc0)
 #endif
                     for (int64_t j = 0; j < 14; ++j) {
                         acc0 += dz[196*c + 14*i + j + 1176*n];
                     }
-                    dbias[c] += acc0;
                 }
             }
+            dbias[c] += acc0;
         }
     }
 }
@@ -2149,38 +2129,38 @@ void symconv_subsample_backward_S2_f64(const double *restrict dz, const double *
     #pragma omp parallel for if((1176*N) >= 32768)
 #endif
     for (int64_t c = 0; c < 6; ++c) {
-        for (int64_t n = 0; n < N; ++n) {
-            for (int64_t i = 0; i < 14; ++i) {
-                {
-                    double acc0 = 0;
+        {
+            double acc0 = 0;
+            for (int64_t n = 0; n < N; ++n) {
+                for (int64_t i = 0; i < 14; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                     #pragma omp simd reduction(+: acc0)
 #endif
                     for (int64_t j = 0; j < 14; ++j) {
                         acc0 += dz[196*c + 14*i + j + 1176*n]*x[784*c + 56*i + 2*j + 4704*n + 29] + dz[196*c + 14*i + j + 1176*n]*x[784*c + 56*i + 2*j + 4704*n + 28] + dz[196*c + 14*i + j + 1176*n]*x[784*c + 56*i + 2*j + 4704*n + 1] + dz[196*c + 14*i + j + 1176*n]*x[784*c + 56*i + 2*j + 4704*n];
                     }
-                    dcoef[c] += acc0;
                 }
             }
+            dcoef[c] += acc0;
         }
     }
 #ifdef _OPENMP
     #pragma omp parallel for if((1176*N) >= 32768)
 #endif
     for (int64_t c = 0; c < 6; ++c) {
-        for (int64_t n = 0; n < N; ++n) {
-            for (int64_t i = 0; i < 14; ++i) {
-                {
-                    double acc0 = 0;
+        {
+            double acc0 = 0;
+            for (int64_t n = 0; n < N; ++n) {
+                for (int64_t i = 0; i < 14; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                     #pragma omp simd reduction(+: acc0)
 #endif
                     for (int64_t j = 0; j < 14; ++j) {
                         acc0 += dz[196*c + 14*i + j + 1176*n];
                     }
-                    dbias[c] += acc0;
                 }
             }
+            dbias[c] += acc0;
         }
     }
 }
@@ -3980,19 +3960,19 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
-            for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
-                    {
-                        float acc0 = 0;
+            {
+                float acc0 = 0;
+                for (int64_t n = 0; n < N; ++n) {
+                    for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                         #pragma omp simd reduction(+: acc0)
 #endif
                         for (int64_t j = 0; j < 10; ++j) {
                             acc0 += dy[10*i + j + 1600*n]*x[14*i + j + 1176*n + 14*u + v];
                         }
-                        dw[5*u + v] += acc0;
                     }
                 }
+                dw[5*u + v] += acc0;
             }
         }
     }
@@ -4001,19 +3981,19 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
-            for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
-                    {
-                        float acc0 = 0;
+            {
+                float acc0 = 0;
+                for (int64_t n = 0; n < N; ++n) {
+                    for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                         #pragma omp simd reduction(+: acc0)
 #endif
                         for (int64_t j = 0; j < 10; ++j) {
                             acc0 += dy[10*i + j + 1600*n]*x[14*i + j + 1176*n + 14*u + v + 196];
                         }
-                        dw[5*u + v + 25] += acc0;
                     }
                 }
+                dw[5*u + v + 25] += acc0;
             }
         }
     }
@@ -4022,19 +4002,19 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
-            for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
-                    {
-                        float acc0 = 0;
+            {
+                float acc0 = 0;
+                for (int64_t n = 0; n < N; ++n) {
+                    for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                         #pragma omp simd reduction(+: acc0)
 #endif
                         for (int64_t j = 0; j < 10; ++j) {
                             acc0 += dy[10*i + j + 1600*n]*x[14*i + j + 1176*n + 14*u + v + 392];
                         }
-                        dw[5*u + v + 50] += acc0;
                     }
                 }
+                dw[5*u + v + 50] += acc0;
             }
         }
     }
@@ -4043,19 +4023,19 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
-            for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
-                    {
-                        float acc0 = 0;
+            {
+                float acc0 = 0;
+                for (int64_t n = 0; n < N; ++n) {
+                    for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                         #pragma omp simd reduction(+: acc0)
 #endif
                         for (int64_t j = 0; j < 10; ++j) {
                             acc0 += dy[10*i + j + 1600*n + 100]*x[14*i + j + 1176*n + 14*u + v + 196];
                         }
-                        dw[5*u + v + 175] += acc0;
                     }
                 }
+                dw[5*u + v + 175] += acc0;
             }
         }
     }
@@ -4064,19 +4044,19 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
-            for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
-                    {
-                        float acc0 = 0;
+            {
+                float acc0 = 0;
+                for (int64_t n = 0; n < N; ++n) {
+                    for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                         #pragma omp simd reduction(+: acc0)
 #endif
                         for (int64_t j = 0; j < 10; ++j) {
                             acc0 += dy[10*i + j + 1600*n + 100]*x[14*i + j + 1176*n + 14*u + v + 392];
                         }
-                        dw[5*u + v + 200] += acc0;
                     }
                 }
+                dw[5*u + v + 200] += acc0;
             }
         }
     }
@@ -4085,19 +4065,19 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
-            for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
-                    {
-                        float acc0 = 0;
+            {
+                float acc0 = 0;
+                for (int64_t n = 0; n < N; ++n) {
+                    for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                         #pragma omp simd reduction(+: acc0)
 #endif
                         for (int64_t j = 0; j < 10; ++j) {
                             acc0 += dy[10*i + j + 1600*n + 100]*x[14*i + j + 1176*n + 14*u + v + 588];
                         }
-                        dw[5*u + v + 225] += acc0;
                     }
                 }
+                dw[5*u + v + 225] += acc0;
             }
         }
     }
@@ -4106,19 +4086,19 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
-            for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
-                    {
-                        float acc0 = 0;
+            {
+                float acc0 = 0;
+                for (int64_t n = 0; n < N; ++n) {
+                    for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                         #pragma omp simd reduction(+: acc0)
 #endif
                         for (int64_t j = 0; j < 10; ++j) {
                             acc0 += dy[10*i + j + 1600*n + 200]*x[14*i + j + 1176*n + 14*u + v + 392];
                         }
-                        dw[5*u + v + 350] += acc0;
                     }
                 }
+                dw[5*u + v + 350] += acc0;
             }
         }
     }
@@ -4127,19 +4107,19 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
-            for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
-                    {
-                        float acc0 = 0;
+            {
+                float acc0 = 0;
+                for (int64_t n = 0; n < N; ++n) {
+                    for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                         #pragma omp simd reduction(+: acc0)
 #endif
                         for (int64_t j = 0; j < 10; ++j) {
                             acc0 += dy[10*i + j + 1600*n + 200]*x[14*i + j + 1176*n + 14*u + v + 588];
                         }
-                        dw[5*u + v + 375] += acc0;
                     }
                 }
+                dw[5*u + v + 375] += acc0;
             }
         }
     }
@@ -4148,19 +4128,19 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
-            for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
-                    {
-                        float acc0 = 0;
+            {
+                float acc0 = 0;
+                for (int64_t n = 0; n < N; ++n) {
+                    for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                         #pragma omp simd reduction(+: acc0)
 #endif
                         for (int64_t j = 0; j < 10; ++j) {
                             acc0 += dy[10*i + j + 1600*n + 200]*x[14*i + j + 1176*n + 14*u + v + 784];
                         }
-                        dw[5*u + v + 400] += acc0;
                     }
                 }
+                dw[5*u + v + 400] += acc0;
             }
         }
     }
@@ -4169,19 +4149,19 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
-            for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
-                    {
-                        float acc0 = 0;
+            {
+                float acc0 = 0;
+                for (int64_t n = 0; n < N; ++n) {
+                    for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                         #pragma omp simd reduction(+: acc0)
 #endif
                         for (int64_t j = 0; j < 10; ++j) {
                             acc0 += dy[10*i + j + 1600*n + 300]*x[14*i + j + 1176*n + 14*u + v + 588];
                         }
-                        dw[5*u + v + 525] += acc0;
                     }
                 }
+                dw[5*u + v + 525] += acc0;
             }
         }
     }
@@ -4190,19 +4170,19 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
-            for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
-                    {
-                        float acc0 = 0;
+            {
+                float acc0 = 0;
+                for (int64_t n = 0; n < N; ++n) {
+                    for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                         #pragma omp simd reduction(+: acc0)
 #endif
                         for (int64_t j = 0; j < 10; ++j) {
                             acc0 += dy[10*i + j + 1600*n + 300]*x[14*i + j + 1176*n + 14*u + v + 784];
                         }
-                        dw[5*u + v + 550] += acc0;
                     }
                 }
+                dw[5*u + v + 550] += acc0;
             }
         }
     }
@@ -4211,19 +4191,19 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
-            for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
-                    {
-                        float acc0 = 0;
+            {
+                float acc0 = 0;
+                for (int64_t n = 0; n < N; ++n) {
+                    for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                         #pragma omp simd reduction(+: acc0)
 #endif
                         for (int64_t j = 0; j < 10; ++j) {
                             acc0 += dy[10*i + j + 1600*n + 300]*x[14*i + j + 1176*n + 14*u + v + 980];
                         }
-                        dw[5*u + v + 575] += acc0;
                     }
                 }
+                dw[5*u + v + 575] += acc0;
             }
         }
     }
@@ -4232,19 +4212,19 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
-            for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
-                    {
-                        float acc0 = 0;
+            {
+                float acc0 = 0;
+                for (int64_t n = 0; n < N; ++n) {
+                    for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                         #pragma omp simd reduction(+: acc0)
 #endif
                         for (int64_t j = 0; j < 10; ++j) {
                             acc0 += dy[10*i + j + 1600*n + 400]*x[14*i + j + 1176*n + 14*u + v];
                         }
-                        dw[5*u + v + 600] += acc0;
                     }
                 }
+                dw[5*u + v + 600] += acc0;
             }
         }
     }
@@ -4253,19 +4233,19 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
-            for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
-                    {
-                        float acc0 = 0;
+            {
+                float acc0 = 0;
+                for (int64_t n = 0; n < N; ++n) {
+                    for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                         #pragma omp simd reduction(+: acc0)
 #endif
                         for (int64_t j = 0; j < 10; ++j) {
                             acc0 += dy[10*i + j + 1600*n + 400]*x[14*i + j + 1176*n + 14*u + v + 784];
                         }
-                        dw[5*u + v + 700] += acc0;
                     }
                 }
+                dw[5*u + v + 700] += acc0;
             }
         }
     }
@@ -4274,19 +4254,19 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
-            for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
-                    {
-                        float acc0 = 0;
+            {
+                float acc0 = 0;
+                for (int64_t n = 0; n < N; ++n) {
+                    for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                         #pragma omp simd reduction(+: acc0)
 #endif
                         for (int64_t j = 0; j < 10; ++j) {
                             acc0 += dy[10*i + j + 1600*n + 400]*x[14*i + j + 1176*n + 14*u + v + 980];
                         }
-                        dw[5*u + v + 725] += acc0;
                     }
                 }
+                dw[5*u + v + 725] += acc0;
             }
         }
     }
@@ -4295,19 +4275,19 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
-            for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
-                    {
-                        float acc0 = 0;
+            {
+                float acc0 = 0;
+                for (int64_t n = 0; n < N; ++n) {
+                    for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                         #pragma omp simd reduction(+: acc0)
 #endif
                         for (int64_t j = 0; j < 10; ++j) {
                             acc0 += dy[10*i + j + 1600*n + 500]*x[14*i + j + 1176*n + 14*u + v];
                         }
-                        dw[5*u + v + 750] += acc0;
                     }
                 }
+                dw[5*u + v + 750] += acc0;
             }
         }
     }
@@ -4316,19 +4296,19 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
-            for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
-                    {
-                        float acc0 = 0;
+            {
+                float acc0 = 0;
+                for (int64_t n = 0; n < N; ++n) {
+                    for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                         #pragma omp simd reduction(+: acc0)
 #endif
                         for (int64_t j = 0; j < 10; ++j) {
                             acc0 += dy[10*i + j + 1600*n + 500]*x[14*i + j + 1176*n + 14*u + v + 196];
                         }
-                        dw[5*u + v + 775] += acc0;
                     }
                 }
+                dw[5*u + v + 775] += acc0;
             }
         }
     }
@@ -4337,19 +4317,19 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
-            for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
-                    {
-                        float acc0 = 0;
+            {
+                float acc0 = 0;
+                for (int64_t n = 0; n < N; ++n) {
+                    for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                         #pragma omp simd reduction(+: acc0)
 #endif
                         for (int64_t j = 0; j < 10; ++j) {
                             acc0 += dy[10*i + j + 1600*n + 500]*x[14*i + j + 1176*n + 14*u + v + 980];
                         }
-                        dw[5*u + v + 875] += acc0;
                     }
                 }
+                dw[5*u + v + 875] += acc0;
             }
         }
     }
@@ -4358,19 +4338,19 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
-            for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
-                    {
-                        float acc0 = 0;
+            {
+                float acc0 = 0;
+                for (int64_t n = 0; n < N; ++n) {
+                    for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                         #pragma omp simd reduction(+: acc0)
 #endif
                         for (int64_t j = 0; j < 10; ++j) {
                             acc0 += dy[10*i + j + 1600*n + 600]*x[14*i + j + 1176*n + 14*u + v];
                         }
-                        dw[5*u + v + 900] += acc0;
                     }
                 }
+                dw[5*u + v + 900] += acc0;
             }
         }
     }
@@ -4379,19 +4359,19 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
-            for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
-                    {
-                        float acc0 = 0;
+            {
+                float acc0 = 0;
+                for (int64_t n = 0; n < N; ++n) {
+                    for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                         #pragma omp simd reduction(+: acc0)
 #endif
                         for (int64_t j = 0; j < 10; ++j) {
                             acc0 += dy[10*i + j + 1600*n + 600]*x[14*i + j + 1176*n + 14*u + v + 196];
                         }
-                        dw[5*u + v + 925] += acc0;
                     }
                 }
+                dw[5*u + v + 925] += acc0;
             }
         }
     }
@@ -4400,19 +4380,19 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
-            for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
-                    {
-                        float acc0 = 0;
+            {
+                float acc0 = 0;
+                for (int64_t n = 0; n < N; ++n) {
+                    for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                         #pragma omp simd reduction(+: acc0)
 #endif
                         for (int64_t j = 0; j < 10; ++j) {
                             acc0 += dy[10*i + j + 1600*n + 600]*x[14*i + j + 1176*n + 14*u + v + 392];
                         }
-                        dw[5*u + v + 950] += acc0;
                     }
                 }
+                dw[5*u + v + 950] += acc0;
             }
         }
     }
@@ -4421,19 +4401,19 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
-            for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
-                    {
-                        float acc0 = 0;
+            {
+                float acc0 = 0;
+                for (int64_t n = 0; n < N; ++n) {
+                    for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                         #pragma omp simd reduction(+: acc0)
 #endif
                         for (int64_t j = 0; j < 10; ++j) {
                             acc0 += dy[10*i + j + 1600*n + 600]*x[14*i + j + 1176*n + 14*u + v + 588];
                         }
-                        dw[5*u + v + 975] += acc0;
                     }
                 }
+                dw[5*u + v + 975] += acc0;
             }
         }
     }
@@ -4442,19 +4422,19 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
-            for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
-                    {
-                        float acc0 = 0;
+            {
+                float acc0 = 0;
+                for (int64_t n = 0; n < N; ++n) {
+                    for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                         #pragma omp simd reduction(+: acc0)
 #endif
                         for (int64_t j = 0; j < 10; ++j) {
                             acc0 += dy[10*i + j + 1600*n + 700]*x[14*i + j + 1176*n + 14*u + v + 196];
                         }
-                        dw[5*u + v + 1075] += acc0;
                     }
                 }
+                dw[5*u + v + 1075] += acc0;
             }
         }
     }
@@ -4463,19 +4443,19 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
-            for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
-                    {
-                        float acc0 = 0;
+            {
+                float acc0 = 0;
+                for (int64_t n = 0; n < N; ++n) {
+                    for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                         #pragma omp simd reduction(+: acc0)
 #endif
                         for (int64_t j = 0; j < 10; ++j) {
                             acc0 += dy[10*i + j + 1600*n + 700]*x[14*i + j + 1176*n + 14*u + v + 392];
                         }
-                        dw[5*u + v + 1100] += acc0;
                     }
                 }
+                dw[5*u + v + 1100] += acc0;
             }
         }
     }
@@ -4484,19 +4464,19 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
-            for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
-                    {
-                        float acc0 = 0;
+            {
+                float acc0 = 0;
+                for (int64_t n = 0; n < N; ++n) {
+                    for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                         #pragma omp simd reduction(+: acc0)
 #endif
                         for (int64_t j = 0; j < 10; ++j) {
                             acc0 += dy[10*i + j + 1600*n + 700]*x[14*i + j + 1176*n + 14*u + v + 588];
                         }
-                        dw[5*u + v + 1125] += acc0;
                     }
                 }
+                dw[5*u + v + 1125] += acc0;
             }
         }
     }
@@ -4505,19 +4485,19 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
-            for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
-                    {
-                        float acc0 = 0;
+            {
+                float acc0 = 0;
+                for (int64_t n = 0; n < N; ++n) {
+                    for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                         #pragma omp simd reduction(+: acc0)
 #endif
                         for (int64_t j = 0; j < 10; ++j) {
                             acc0 += dy[10*i + j + 1600*n + 700]*x[14*i + j + 1176*n + 14*u + v + 784];
                         }
-                        dw[5*u + v + 1150] += acc0;
                     }
                 }
+                dw[5*u + v + 1150] += acc0;
             }
         }
     }
@@ -4526,19 +4506,19 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
-            for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
-                    {
-                        float acc0 = 0;
+            {
+                float acc0 = 0;
+                for (int64_t n = 0; n < N; ++n) {
+                    for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                         #pragma omp simd reduction(+: acc0)
 #endif
                         for (int64_t j = 0; j < 10; ++j) {
                             acc0 += dy[10*i + j + 1600*n + 800]*x[14*i + j + 1176*n + 14*u + v + 392];
                         }
-                        dw[5*u + v + 1250] += acc0;
                     }
                 }
+                dw[5*u + v + 1250] += acc0;
             }
         }
     }
@@ -4547,19 +4527,19 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
-            for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
-                    {
-                        float acc0 = 0;
+            {
+                float acc0 = 0;
+                for (int64_t n = 0; n < N; ++n) {
+                    for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                         #pragma omp simd reduction(+: acc0)
 #endif
                         for (int64_t j = 0; j < 10; ++j) {
                             acc0 += dy[10*i + j + 1600*n + 800]*x[14*i + j + 1176*n + 14*u + v + 588];
                         }
-                        dw[5*u + v + 1275] += acc0;
                     }
                 }
+                dw[5*u + v + 1275] += acc0;
             }
         }
     }
@@ -4568,19 +4548,19 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
-            for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
-                    {
-                        float acc0 = 0;
+            {
+                float acc0 = 0;
+                for (int64_t n = 0; n < N; ++n) {
+                    for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                         #pragma omp simd reduction(+: acc0)
 #endif
                         for (int64_t j = 0; j < 10; ++j) {
                             acc0 += dy[10*i + j + 1600*n + 800]*x[14*i + j + 1176*n + 14*u + v + 784];
                         }
-                        dw[5*u + v + 1300] += acc0;
                     }
                 }
+                dw[5*u + v + 1300] += acc0;
             }
         }
     }
@@ -4589,19 +4569,19 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
-            for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
-                    {
-                        float acc0 = 0;
+            {
+                float acc0 = 0;
+                for (int64_t n = 0; n < N; ++n) {
+                    for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                         #pragma omp simd reduction(+: acc0)
 #endif
                         for (int64_t j = 0; j < 10; ++j) {
                             acc0 += dy[10*i + j + 1600*n + 800]*x[14*i + j + 1176*n + 14*u + v + 980];
                         }
-                        dw[5*u + v + 1325] += acc0;
                     }
                 }
+                dw[5*u + v + 1325] += acc0;
             }
         }
     }
@@ -4610,19 +4590,19 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
-            for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
-                    {
-                        float acc0 = 0;
+            {
+                float acc0 = 0;
+                for (int64_t n = 0; n < N; ++n) {
+                    for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                         #pragma omp simd reduction(+: acc0)
 #endif
                         for (int64_t j = 0; j < 10; ++j) {
                             acc0 += dy[10*i + j + 1600*n + 900]*x[14*i + j + 1176*n + 14*u + v];
                         }
-                        dw[5*u + v + 1350] += acc0;
                     }
                 }
+                dw[5*u + v + 1350] += acc0;
             }
         }
     }
@@ -4631,19 +4611,19 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
-            for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
-                    {
-                        float acc0 = 0;
+            {
+                float acc0 = 0;
+                for (int64_t n = 0; n < N; ++n) {
+                    for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                         #pragma omp simd reduction(+: acc0)
 #endif
                         for (int64_t j = 0; j < 10; ++j) {
                             acc0 += dy[10*i + j + 1600*n + 900]*x[14*i + j + 1176*n + 14*u + v + 588];
                         }
-                        dw[5*u + v + 1425] += acc0;
                     }
                 }
+                dw[5*u + v + 1425] += acc0;
             }
         }
     }
@@ -4652,19 +4632,19 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
-            for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
-                    {
-                        float acc0 = 0;
+            {
+                float acc0 = 0;
+                for (int64_t n = 0; n < N; ++n) {
+                    for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                         #pragma omp simd reduction(+: acc0)
 #endif
                         for (int64_t j = 0; j < 10; ++j) {
                             acc0 += dy[10*i + j + 1600*n + 900]*x[14*i + j + 1176*n + 14*u + v + 784];
                         }
-                        dw[5*u + v + 1450] += acc0;
                     }
                 }
+                dw[5*u + v + 1450] += acc0;
             }
         }
     }
@@ -4673,19 +4653,19 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
-            for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
-                    {
-                        float acc0 = 0;
+            {
+                float acc0 = 0;
+                for (int64_t n = 0; n < N; ++n) {
+                    for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                         #pragma omp simd reduction(+: acc0)
 #endif
                         for (int64_t j = 0; j < 10; ++j) {
                             acc0 += dy[10*i + j + 1600*n + 900]*x[14*i + j + 1176*n + 14*u + v + 980];
                         }
-                        dw[5*u + v + 1475] += acc0;
                     }
                 }
+                dw[5*u + v + 1475] += acc0;
             }
         }
     }
@@ -4694,19 +4674,19 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
-            for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
-                    {
-                        float acc0 = 0;
+            {
+                float acc0 = 0;
+                for (int64_t n = 0; n < N; ++n) {
+                    for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                         #pragma omp simd reduction(+: acc0)
 #endif
                         for (int64_t j = 0; j < 10; ++j) {
                             acc0 += dy[10*i + j + 1600*n + 1000]*x[14*i + j + 1176*n + 14*u + v];
                         }
-                        dw[5*u + v + 1500] += acc0;
                     }
                 }
+                dw[5*u + v + 1500] += acc0;
             }
         }
     }
@@ -4715,19 +4695,19 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
-            for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
-                    {
-                        float acc0 = 0;
+            {
+                float acc0 = 0;
+                for (int64_t n = 0; n < N; ++n) {
+                    for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                         #pragma omp simd reduction(+: acc0)
 #endif
                         for (int64_t j = 0; j < 10; ++j) {
                             acc0 += dy[10*i + j + 1600*n + 1000]*x[14*i + j + 1176*n + 14*u + v + 196];
                         }
-                        dw[5*u + v + 1525] += acc0;
                     }
                 }
+                dw[5*u + v + 1525] += acc0;
             }
         }
     }
@@ -4736,19 +4716,19 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
-            for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
-                    {
-                        float acc0 = 0;
+            {
+                float acc0 = 0;
+                for (int64_t n = 0; n < N; ++n) {
+                    for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                         #pragma omp simd reduction(+: acc0)
 #endif
                         for (int64_t j = 0; j < 10; ++j) {
                             acc0 += dy[10*i + j + 1600*n + 1000]*x[14*i + j + 1176*n + 14*u + v + 784];
                         }
-                        dw[5*u + v + 1600] += acc0;
                     }
                 }
+                dw[5*u + v + 1600] += acc0;
             }
         }
     }
@@ -4757,19 +4737,19 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
-            for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
-                    {
-                        float acc0 = 0;
+            {
+                float acc0 = 0;
+                for (int64_t n = 0; n < N; ++n) {
+                    for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                         #pragma omp simd reduction(+: acc0)
 #endif
                         for (int64_t j = 0; j < 10; ++j) {
                             acc0 += dy[10*i + j + 1600*n + 1000]*x[14*i + j + 1176*n + 14*u + v + 980];
                         }
-                        dw[5*u + v + 1625] += acc0;
                     }
                 }
+                dw[5*u + v + 1625] += acc0;
             }
         }
     }
@@ -4778,19 +4758,19 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
-            for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
-                    {
-                        float acc0 = 0;
+            {
+                float acc0 = 0;
+                for (int64_t n = 0; n < N; ++n) {
+                    for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                         #pragma omp simd reduction(+: acc0)
 #endif
                         for (int64_t j = 0; j < 10; ++j) {
                             acc0 += dy[10*i + j + 1600*n + 1100]*x[14*i + j + 1176*n + 14*u + v];
                         }
-                        dw[5*u + v + 1650] += acc0;
                     }
                 }
+                dw[5*u + v + 1650] += acc0;
             }
         }
     }
@@ -4799,19 +4779,19 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
-            for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
-                    {
-                        float acc0 = 0;
+            {
+                float acc0 = 0;
+                for (int64_t n = 0; n < N; ++n) {
+                    for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                         #pragma omp simd reduction(+: acc0)
 #endif
                         for (int64_t j = 0; j < 10; ++j) {
                             acc0 += dy[10*i + j + 1600*n + 1100]*x[14*i + j + 1176*n + 14*u + v + 196];
                         }
-                        dw[5*u + v + 1675] += acc0;
                     }
                 }
+                dw[5*u + v + 1675] += acc0;
             }
         }
     }
@@ -4820,19 +4800,19 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
-            for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
-                    {
-                        float acc0 = 0;
+            {
+                float acc0 = 0;
+                for (int64_t n = 0; n < N; ++n) {
+                    for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                         #pragma omp simd reduction(+: acc0)
 #endif
                         for (int64_t j = 0; j < 10; ++j) {
                             acc0 += dy[10*i + j + 1600*n + 1100]*x[14*i + j + 1176*n + 14*u + v + 392];
                         }
-                        dw[5*u + v + 1700] += acc0;
                     }
                 }
+                dw[5*u + v + 1700] += acc0;
             }
         }
     }
@@ -4841,19 +4821,19 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
-            for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
-                    {
-                        float acc0 = 0;
+            {
+                float acc0 = 0;
+                for (int64_t n = 0; n < N; ++n) {
+                    for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                         #pragma omp simd reduction(+: acc0)
 #endif
                         for (int64_t j = 0; j < 10; ++j) {
                             acc0 += dy[10*i + j + 1600*n + 1100]*x[14*i + j + 1176*n + 14*u + v + 980];
                         }
-                        dw[5*u + v + 1775] += acc0;
                     }
                 }
+                dw[5*u + v + 1775] += acc0;
             }
         }
     }
@@ -4862,19 +4842,19 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
-            for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
-                    {
-                        float acc0 = 0;
+            {
+                float acc0 = 0;
+                for (int64_t n = 0; n < N; ++n) {
+                    for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                         #pragma omp simd reduction(+: acc0)
 #endif
                         for (int64_t j = 0; j < 10; ++j) {
                             acc0 += dy[10*i + j + 1600*n + 1200]*x[14*i + j + 1176*n + 14*u + v];
                         }
-                        dw[5*u + v + 1800] += acc0;
                     }
                 }
+                dw[5*u + v + 1800] += acc0;
             }
         }
     }
@@ -4883,19 +4863,19 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
-            for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
-                    {
-                        float acc0 = 0;
+            {
+                float acc0 = 0;
+                for (int64_t n = 0; n < N; ++n) {
+                    for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                         #pragma omp simd reduction(+: acc0)
 #endif
                         for (int64_t j = 0; j < 10; ++j) {
                             acc0 += dy[10*i + j + 1600*n + 1200]*x[14*i + j + 1176*n + 14*u + v + 196];
                         }
-                        dw[5*u + v + 1825] += acc0;
                     }
                 }
+                dw[5*u + v + 1825] += acc0;
             }
         }
     }
@@ -4904,19 +4884,19 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
-            for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
-                    {
-                        float acc0 = 0;
+            {
+                float acc0 = 0;
+                for (int64_t n = 0; n < N; ++n) {
+                    for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                         #pragma omp simd reduction(+: acc0)
 #endif
                         for (int64_t j = 0; j < 10; ++j) {
                             acc0 += dy[10*i + j + 1600*n + 1200]*x[14*i + j + 1176*n + 14*u + v + 588];
                         }
-                        dw[5*u + v + 1875] += acc0;
                     }
                 }
+                dw[5*u + v + 1875] += acc0;
             }
         }
     }
@@ -4925,19 +4905,19 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
-            for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
-                    {
-                        float acc0 = 0;
+            {
+                float acc0 = 0;
+                for (int64_t n = 0; n < N; ++n) {
+                    for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                         #pragma omp simd reduction(+: acc0)
 #endif
                         for (int64_t j = 0; j < 10; ++j) {
                             acc0 += dy[10*i + j + 1600*n + 1200]*x[14*i + j + 1176*n + 14*u + v + 784];
                         }
-                        dw[5*u + v + 1900] += acc0;
                     }
                 }
+                dw[5*u + v + 1900] += acc0;
             }
         }
     }
@@ -4946,19 +4926,19 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
-            for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
-                    {
-                        float acc0 = 0;
+            {
+                float acc0 = 0;
+                for (int64_t n = 0; n < N; ++n) {
+                    for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                         #pragma omp simd reduction(+: acc0)
 #endif
                         for (int64_t j = 0; j < 10; ++j) {
                             acc0 += dy[10*i + j + 1600*n + 1300]*x[14*i + j + 1176*n + 14*u + v + 196];
                         }
-                        dw[5*u + v + 1975] += acc0;
                     }
                 }
+                dw[5*u + v + 1975] += acc0;
             }
         }
     }
@@ -4967,19 +4947,19 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
-            for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
-                    {
-                        float acc0 = 0;
+            {
+                float acc0 = 0;
+                for (int64_t n = 0; n < N; ++n) {
+                    for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                         #pragma omp simd reduction(+: acc0)
 #endif
                         for (int64_t j = 0; j < 10; ++j) {
                             acc0 += dy[10*i + j + 1600*n + 1300]*x[14*i + j + 1176*n + 14*u + v + 392];
                         }
-                        dw[5*u + v + 2000] += acc0;
                     }
                 }
+                dw[5*u + v + 2000] += acc0;
             }
         }
     }
@@ -4988,19 +4968,19 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
-            for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
-                    {
-                        float acc0 = 0;
+            {
+                float acc0 = 0;
+                for (int64_t n = 0; n < N; ++n) {
+                    for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                         #pragma omp simd reduction(+: acc0)
 #endif
                         for (int64_t j = 0; j < 10; ++j) {
                             acc0 += dy[10*i + j + 1600*n + 1300]*x[14*i + j + 1176*n + 14*u + v + 784];
                         }
-                        dw[5*u + v + 2050] += acc0;
                     }
                 }
+                dw[5*u + v + 2050] += acc0;
             }
         }
     }
@@ -5009,19 +4989,19 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
-            for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
-                    {
-                        float acc0 = 0;
+            {
+                float acc0 = 0;
+                for (int64_t n = 0; n < N; ++n) {
+                    for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                         #pragma omp simd reduction(+: acc0)
 #endif
                         for (int64_t j = 0; j < 10; ++j) {
                             acc0 += dy[10*i + j + 1600*n + 1300]*x[14*i + j + 1176*n + 14*u + v + 980];
                         }
-                        dw[5*u + v + 2075] += acc0;
                     }
                 }
+                dw[5*u + v + 2075] += acc0;
             }
         }
     }
@@ -5030,19 +5010,19 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
-            for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
-                    {
-                        float acc0 = 0;
+            {
+                float acc0 = 0;
+                for (int64_t n = 0; n < N; ++n) {
+                    for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                         #pragma omp simd reduction(+: acc0)
 #endif
                         for (int64_t j = 0; j < 10; ++j) {
                             acc0 += dy[10*i + j + 1600*n + 1400]*x[14*i + j + 1176*n + 14*u + v];
                         }
-                        dw[5*u + v + 2100] += acc0;
                     }
                 }
+                dw[5*u + v + 2100] += acc0;
             }
         }
     }
@@ -5051,19 +5031,19 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
-            for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
-                    {
-                        float acc0 = 0;
+            {
+                float acc0 = 0;
+                for (int64_t n = 0; n < N; ++n) {
+                    for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                         #pragma omp simd reduction(+: acc0)
 #endif
                         for (int64_t j = 0; j < 10; ++j) {
                             acc0 += dy[10*i + j + 1600*n + 1400]*x[14*i + j + 1176*n + 14*u + v + 392];
                         }
-                        dw[5*u + v + 2150] += acc0;
                     }
                 }
+                dw[5*u + v + 2150] += acc0;
             }
         }
     }
@@ -5072,19 +5052,19 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
-            for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
-                    {
-                        float acc0 = 0;
+            {
+                float acc0 = 0;
+                for (int64_t n = 0; n < N; ++n) {
+                    for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                         #pragma omp simd reduction(+: acc0)
 #endif
                         for (int64_t j = 0; j < 10; ++j) {
                             acc0 += dy[10*i + j + 1600*n + 1400]*x[14*i + j + 1176*n + 14*u + v + 588];
                         }
-                        dw[5*u + v + 2175] += acc0;
                     }
                 }
+                dw[5*u + v + 2175] += acc0;
             }
         }
     }
@@ -5093,19 +5073,19 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
-            for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
-                    {
-                        float acc0 = 0;
+            {
+                float acc0 = 0;
+                for (int64_t n = 0; n < N; ++n) {
+                    for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                         #pragma omp simd reduction(+: acc0)
 #endif
                         for (int64_t j = 0; j < 10; ++j) {
                             acc0 += dy[10*i + j + 1600*n + 1400]*x[14*i + j + 1176*n + 14*u + v + 980];
                         }
-                        dw[5*u + v + 2225] += acc0;
                     }
                 }
+                dw[5*u + v + 2225] += acc0;
             }
         }
     }
@@ -5114,19 +5094,19 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
-            for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
-                    {
-                        float acc0 = 0;
+            {
+                float acc0 = 0;
+                for (int64_t n = 0; n < N; ++n) {
+                    for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                         #pragma omp simd reduction(+: acc0)
 #endif
                         for (int64_t j = 0; j < 10; ++j) {
                             acc0 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + v];
                         }
-                        dw[5*u + v + 2250] += acc0;
                     }
                 }
+                dw[5*u + v + 2250] += acc0;
             }
         }
     }
@@ -5135,19 +5115,19 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
-            for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
-                    {
-                        float acc0 = 0;
+            {
+                float acc0 = 0;
+                for (int64_t n = 0; n < N; ++n) {
+                    for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                         #pragma omp simd reduction(+: acc0)
 #endif
                         for (int64_t j = 0; j < 10; ++j) {
                             acc0 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + v + 196];
                         }
-                        dw[5*u + v + 2275] += acc0;
                     }
                 }
+                dw[5*u + v + 2275] += acc0;
             }
         }
     }
@@ -5156,19 +5136,19 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
-            for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
-                    {
-                        float acc0 = 0;
+            {
+                float acc0 = 0;
+                for (int64_t n = 0; n < N; ++n) {
+                    for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                         #pragma omp simd reduction(+: acc0)
 #endif
                         for (int64_t j = 0; j < 10; ++j) {
                             acc0 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + v + 392];
                         }
-                        dw[5*u + v + 2300] += acc0;
                     }
                 }
+                dw[5*u + v + 2300] += acc0;
             }
         }
     }
@@ -5177,19 +5157,19 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
-            for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
-                    {
-                        float acc0 = 0;
+            {
+                float acc0 = 0;
+                for (int64_t n = 0; n < N; ++n) {
+                    for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                         #pragma omp simd reduction(+: acc0)
 #endif
                         for (int64_t j = 0; j < 10; ++j) {
                             acc0 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + v + 588];
                         }
-                        dw[5*u + v + 2325] += acc0;
                     }
                 }
+                dw[5*u + v + 2325] += acc0;
             }
         }
     }
@@ -5198,19 +5178,19 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
-            for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
-                    {
-                        float acc0 = 0;
+            {
+                float acc0 = 0;
+                for (int64_t n = 0; n < N; ++n) {
+                    for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                         #pragma omp simd reduction(+: acc0)
 #endif
                         for (int64_t j = 0; j < 10; ++j) {
                             acc0 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + v + 784];
                         }
-                        dw[5*u + v + 2350] += acc0;
                     }
                 }
+                dw[5*u + v + 2350] += acc0;
             }
         }
     }
@@ -5219,19 +5199,19 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
-            for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
-                    {
-                        float acc0 = 0;
+            {
+                float acc0 = 0;
+                for (int64_t n = 0; n < N; ++n) {
+                    for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                         #pragma omp simd reduction(+: acc0)
 #endif
                         for (int64_t j = 0; j < 10; ++j) {
                             acc0 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + v + 980];
                         }
-                        dw[5*u + v + 2375] += acc0;
                     }
                 }
+                dw[5*u + v + 2375] += acc0;
             }
         }
     }
@@ -5256,19 +5236,19 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
-            for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
-                    {
-                        double acc0 = 0;
+            {
+                double acc0 = 0;
+                for (int64_t n = 0; n < N; ++n) {
+                    for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                         #pragma omp simd reduction(+: acc0)
 #endif
                         for (int64_t j = 0; j < 10; ++j) {
                             acc0 += dy[10*i + j + 1600*n]*x[14*i + j + 1176*n + 14*u + v];
                         }
-                        dw[5*u + v] += acc0;
                     }
                 }
+                dw[5*u + v] += acc0;
             }
         }
     }
@@ -5277,19 +5257,19 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
-            for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
-                    {
-                        double acc0 = 0;
+            {
+                double acc0 = 0;
+                for (int64_t n = 0; n < N; ++n) {
+                    for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                         #pragma omp simd reduction(+: acc0)
 #endif
                         for (int64_t j = 0; j < 10; ++j) {
                             acc0 += dy[10*i + j + 1600*n]*x[14*i + j + 1176*n + 14*u + v + 196];
                         }
-                        dw[5*u + v + 25] += acc0;
                     }
                 }
+                dw[5*u + v + 25] += acc0;
             }
         }
     }
@@ -5298,19 +5278,19 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
-            for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
-                    {
-                        double acc0 = 0;
+            {
+                double acc0 = 0;
+                for (int64_t n = 0; n < N; ++n) {
+                    for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                         #pragma omp simd reduction(+: acc0)
 #endif
                         for (int64_t j = 0; j < 10; ++j) {
                             acc0 += dy[10*i + j + 1600*n]*x[14*i + j + 1176*n + 14*u + v + 392];
                         }
-                        dw[5*u + v + 50] += acc0;
                     }
                 }
+                dw[5*u + v + 50] += acc0;
             }
         }
     }
@@ -5319,19 +5299,19 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
-            for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
-                    {
-                        double acc0 = 0;
+            {
+                double acc0 = 0;
+                for (int64_t n = 0; n < N; ++n) {
+                    for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                         #pragma omp simd reduction(+: acc0)
 #endif
                         for (int64_t j = 0; j < 10; ++j) {
                             acc0 += dy[10*i + j + 1600*n + 100]*x[14*i + j + 1176*n + 14*u + v + 196];
                         }
-                        dw[5*u + v + 175] += acc0;
                     }
                 }
+                dw[5*u + v + 175] += acc0;
             }
         }
     }
@@ -5340,19 +5320,19 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
-            for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
-                    {
-                        double acc0 = 0;
+            {
+                double acc0 = 0;
+                for (int64_t n = 0; n < N; ++n) {
+                    for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                         #pragma omp simd reduction(+: acc0)
 #endif
                         for (int64_t j = 0; j < 10; ++j) {
                             acc0 += dy[10*i + j + 1600*n + 100]*x[14*i + j + 1176*n + 14*u + v + 392];
                         }
-                        dw[5*u + v + 200] += acc0;
                     }
                 }
+                dw[5*u + v + 200] += acc0;
             }
         }
     }
@@ -5361,19 +5341,19 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
-            for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
-                    {
-                        double acc0 = 0;
+            {
+                double acc0 = 0;
+                for (int64_t n = 0; n < N; ++n) {
+                    for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                         #pragma omp simd reduction(+: acc0)
 #endif
                         for (int64_t j = 0; j < 10; ++j) {
                             acc0 += dy[10*i + j + 1600*n + 100]*x[14*i + j + 1176*n + 14*u + v + 588];
                         }
-                        dw[5*u + v + 225] += acc0;
                     }
                 }
+                dw[5*u + v + 225] += acc0;
             }
         }
     }
@@ -5382,19 +5362,19 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
-            for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
-                    {
-                        double acc0 = 0;
+            {
+                double acc0 = 0;
+                for (int64_t n = 0; n < N; ++n) {
+                    for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                         #pragma omp simd reduction(+: acc0)
 #endif
                         for (int64_t j = 0; j < 10; ++j) {
                             acc0 += dy[10*i + j + 1600*n + 200]*x[14*i + j + 1176*n + 14*u + v + 392];
                         }
-                        dw[5*u + v + 350] += acc0;
                     }
                 }
+                dw[5*u + v + 350] += acc0;
             }
         }
     }
@@ -5403,19 +5383,19 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
-            for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
-                    {
-                        double acc0 = 0;
+            {
+                double acc0 = 0;
+                for (int64_t n = 0; n < N; ++n) {
+                    for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                         #pragma omp simd reduction(+: acc0)
 #endif
                         for (int64_t j = 0; j < 10; ++j) {
                             acc0 += dy[10*i + j + 1600*n + 200]*x[14*i + j + 1176*n + 14*u + v + 588];
                         }
-                        dw[5*u + v + 375] += acc0;
                     }
                 }
+                dw[5*u + v + 375] += acc0;
             }
         }
     }
@@ -5424,19 +5404,19 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
-            for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
-                    {
-                        double acc0 = 0;
+            {
+                double acc0 = 0;
+                for (int64_t n = 0; n < N; ++n) {
+                    for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                         #pragma omp simd reduction(+: acc0)
 #endif
                         for (int64_t j = 0; j < 10; ++j) {
                             acc0 += dy[10*i + j + 1600*n + 200]*x[14*i + j + 1176*n + 14*u + v + 784];
                         }
-                        dw[5*u + v + 400] += acc0;
                     }
                 }
+                dw[5*u + v + 400] += acc0;
             }
         }
     }
@@ -5445,19 +5425,19 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
-            for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
-                    {
-                        double acc0 = 0;
+            {
+                double acc0 = 0;
+                for (int64_t n = 0; n < N; ++n) {
+                    for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                         #pragma omp simd reduction(+: acc0)
 #endif
                         for (int64_t j = 0; j < 10; ++j) {
                             acc0 += dy[10*i + j + 1600*n + 300]*x[14*i + j + 1176*n + 14*u + v + 588];
                         }
-                        dw[5*u + v + 525] += acc0;
                     }
                 }
+                dw[5*u + v + 525] += acc0;
             }
         }
     }
@@ -5466,19 +5446,19 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
-            for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
-                    {
-                        double acc0 = 0;
+            {
+                double acc0 = 0;
+                for (int64_t n = 0; n < N; ++n) {
+                    for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                         #pragma omp simd reduction(+: acc0)
 #endif
                         for (int64_t j = 0; j < 10; ++j) {
                             acc0 += dy[10*i + j + 1600*n + 300]*x[14*i + j + 1176*n + 14*u + v + 784];
                         }
-                        dw[5*u + v + 550] += acc0;
                     }
                 }
+                dw[5*u + v + 550] += acc0;
             }
         }
     }
@@ -5487,19 +5467,19 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
-            for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
-                    {
-                        double acc0 = 0;
+            {
+                double acc0 = 0;
+                for (int64_t n = 0; n < N; ++n) {
+                    for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                         #pragma omp simd reduction(+: acc0)
 #endif
                         for (int64_t j = 0; j < 10; ++j) {
                             acc0 += dy[10*i + j + 1600*n + 300]*x[14*i + j + 1176*n + 14*u + v + 980];
                         }
-                        dw[5*u + v + 575] += acc0;
                     }
                 }
+                dw[5*u + v + 575] += acc0;
             }
         }
     }
@@ -5508,19 +5488,19 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
-            for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
-                    {
-                        double acc0 = 0;
+            {
+                double acc0 = 0;
+                for (int64_t n = 0; n < N; ++n) {
+                    for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                         #pragma omp simd reduction(+: acc0)
 #endif
                         for (int64_t j = 0; j < 10; ++j) {
                             acc0 += dy[10*i + j + 1600*n + 400]*x[14*i + j + 1176*n + 14*u + v];
                         }
-                        dw[5*u + v + 600] += acc0;
                     }
                 }
+                dw[5*u + v + 600] += acc0;
             }
         }
     }
@@ -5529,19 +5509,19 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
-            for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
-                    {
-                        double acc0 = 0;
+            {
+                double acc0 = 0;
+                for (int64_t n = 0; n < N; ++n) {
+                    for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                         #pragma omp simd reduction(+: acc0)
 #endif
                         for (int64_t j = 0; j < 10; ++j) {
                             acc0 += dy[10*i + j + 1600*n + 400]*x[14*i + j + 1176*n + 14*u + v + 784];
                         }
-                        dw[5*u + v + 700] += acc0;
                     }
                 }
+                dw[5*u + v + 700] += acc0;
             }
         }
     }
@@ -5550,19 +5530,19 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
-            for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
-                    {
-                        double acc0 = 0;
+            {
+                double acc0 = 0;
+                for (int64_t n = 0; n < N; ++n) {
+                    for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                         #pragma omp simd reduction(+: acc0)
 #endif
                         for (int64_t j = 0; j < 10; ++j) {
                             acc0 += dy[10*i + j + 1600*n + 400]*x[14*i + j + 1176*n + 14*u + v + 980];
                         }
-                        dw[5*u + v + 725] += acc0;
                     }
                 }
+                dw[5*u + v + 725] += acc0;
             }
         }
     }
@@ -5571,19 +5551,19 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
-            for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
-                    {
-                        double acc0 = 0;
+            {
+                double acc0 = 0;
+                for (int64_t n = 0; n < N; ++n) {
+                    for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                         #pragma omp simd reduction(+: acc0)
 #endif
                         for (int64_t j = 0; j < 10; ++j) {
                             acc0 += dy[10*i + j + 1600*n + 500]*x[14*i + j + 1176*n + 14*u + v];
                         }
-                        dw[5*u + v + 750] += acc0;
                     }
                 }
+                dw[5*u + v + 750] += acc0;
             }
         }
     }
@@ -5592,19 +5572,19 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
-            for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
-                    {
-                        double acc0 = 0;
+            {
+                double acc0 = 0;
+                for (int64_t n = 0; n < N; ++n) {
+                    for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                         #pragma omp simd reduction(+: acc0)
 #endif
                         for (int64_t j = 0; j < 10; ++j) {
                             acc0 += dy[10*i + j + 1600*n + 500]*x[14*i + j + 1176*n + 14*u + v + 196];
                         }
-                        dw[5*u + v + 775] += acc0;
                     }
                 }
+                dw[5*u + v + 775] += acc0;
             }
         }
     }
@@ -5613,19 +5593,19 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
-            for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
-                    {
-                        double acc0 = 0;
+            {
+                double acc0 = 0;
+                for (int64_t n = 0; n < N; ++n) {
+                    for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                         #pragma omp simd reduction(+: acc0)
 #endif
                         for (int64_t j = 0; j < 10; ++j) {
                             acc0 += dy[10*i + j + 1600*n + 500]*x[14*i + j + 1176*n + 14*u + v + 980];
                         }
-                        dw[5*u + v + 875] += acc0;
                     }
                 }
+                dw[5*u + v + 875] += acc0;
             }
         }
     }
@@ -5634,19 +5614,19 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
-            for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
-                    {
-                        double acc0 = 0;
+            {
+                double acc0 = 0;
+                for (int64_t n = 0; n < N; ++n) {
+                    for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                         #pragma omp simd reduction(+: acc0)
 #endif
                         for (int64_t j = 0; j < 10; ++j) {
                             acc0 += dy[10*i + j + 1600*n + 600]*x[14*i + j + 1176*n + 14*u + v];
                         }
-                        dw[5*u + v + 900] += acc0;
                     }
                 }
+                dw[5*u + v + 900] += acc0;
             }
         }
     }
@@ -5655,19 +5635,19 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
-            for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
-                    {
-                        double acc0 = 0;
+            {
+                double acc0 = 0;
+                for (int64_t n = 0; n < N; ++n) {
+                    for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                         #pragma omp simd reduction(+: acc0)
 #endif
                         for (int64_t j = 0; j < 10; ++j) {
                             acc0 += dy[10*i + j + 1600*n + 600]*x[14*i + j + 1176*n + 14*u + v + 196];
                         }
-                        dw[5*u + v + 925] += acc0;
                     }
                 }
+                dw[5*u + v + 925] += acc0;
             }
         }
     }
@@ -5676,19 +5656,19 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
-            for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
-                    {
-                        double acc0 = 0;
+            {
+                double acc0 = 0;
+                for (int64_t n = 0; n < N; ++n) {
+                    for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                         #pragma omp simd reduction(+: acc0)
 #endif
                         for (int64_t j = 0; j < 10; ++j) {
                             acc0 += dy[10*i + j + 1600*n + 600]*x[14*i + j + 1176*n + 14*u + v + 392];
                         }
-                        dw[5*u + v + 950] += acc0;
                     }
                 }
+                dw[5*u + v + 950] += acc0;
             }
         }
     }
@@ -5697,19 +5677,19 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
-            for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
-                    {
-                        double acc0 = 0;
+            {
+                double acc0 = 0;
+                for (int64_t n = 0; n < N; ++n) {
+                    for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                         #pragma omp simd reduction(+: acc0)
 #endif
                         for (int64_t j = 0; j < 10; ++j) {
                             acc0 += dy[10*i + j + 1600*n + 600]*x[14*i + j + 1176*n + 14*u + v + 588];
                         }
-                        dw[5*u + v + 975] += acc0;
                     }
                 }
+                dw[5*u + v + 975] += acc0;
             }
         }
     }
@@ -5718,19 +5698,19 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
-            for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
-                    {
-                        double acc0 = 0;
+            {
+                double acc0 = 0;
+                for (int64_t n = 0; n < N; ++n) {
+                    for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                         #pragma omp simd reduction(+: acc0)
 #endif
                         for (int64_t j = 0; j < 10; ++j) {
                             acc0 += dy[10*i + j + 1600*n + 700]*x[14*i + j + 1176*n + 14*u + v + 196];
                         }
-                        dw[5*u + v + 1075] += acc0;
                     }
                 }
+                dw[5*u + v + 1075] += acc0;
             }
         }
     }
@@ -5739,19 +5719,19 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
-            for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
-                    {
-                        double acc0 = 0;
+            {
+                double acc0 = 0;
+                for (int64_t n = 0; n < N; ++n) {
+                    for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                         #pragma omp simd reduction(+: acc0)
 #endif
                         for (int64_t j = 0; j < 10; ++j) {
                             acc0 += dy[10*i + j + 1600*n + 700]*x[14*i + j + 1176*n + 14*u + v + 392];
                         }
-                        dw[5*u + v + 1100] += acc0;
                     }
                 }
+                dw[5*u + v + 1100] += acc0;
             }
         }
     }
@@ -5760,19 +5740,19 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
-            for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
-                    {
-                        double acc0 = 0;
+            {
+                double acc0 = 0;
+                for (int64_t n = 0; n < N; ++n) {
+                    for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                         #pragma omp simd reduction(+: acc0)
 #endif
                         for (int64_t j = 0; j < 10; ++j) {
                             acc0 += dy[10*i + j + 1600*n + 700]*x[14*i + j + 1176*n + 14*u + v + 588];
                         }
-                        dw[5*u + v + 1125] += acc0;
                     }
                 }
+                dw[5*u + v + 1125] += acc0;
             }
         }
     }
@@ -5781,19 +5761,19 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
-            for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
-                    {
-                        double acc0 = 0;
+            {
+                double acc0 = 0;
+                for (int64_t n = 0; n < N; ++n) {
+                    for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                         #pragma omp simd reduction(+: acc0)
 #endif
                         for (int64_t j = 0; j < 10; ++j) {
                             acc0 += dy[10*i + j + 1600*n + 700]*x[14*i + j + 1176*n + 14*u + v + 784];
                         }
-                        dw[5*u + v + 1150] += acc0;
                     }
                 }
+                dw[5*u + v + 1150] += acc0;
             }
         }
     }
@@ -5802,19 +5782,19 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
-            for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
-                    {
-                        double acc0 = 0;
+            {
+                double acc0 = 0;
+                for (int64_t n = 0; n < N; ++n) {
+                    for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                         #pragma omp simd reduction(+: acc0)
 #endif
                         for (int64_t j = 0; j < 10; ++j) {
                             acc0 += dy[10*i + j + 1600*n + 800]*x[14*i + j + 1176*n + 14*u + v + 392];
                         }
-                        dw[5*u + v + 1250] += acc0;
                     }
                 }
+                dw[5*u + v + 1250] += acc0;
             }
         }
     }
@@ -5823,19 +5803,19 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
-            for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
-                    {
-                        double acc0 = 0;
+            {
+                double acc0 = 0;
+                for (int64_t n = 0; n < N; ++n) {
+                    for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                         #pragma omp simd reduction(+: acc0)
 #endif
                         for (int64_t j = 0; j < 10; ++j) {
                             acc0 += dy[10*i + j + 1600*n + 800]*x[14*i + j + 1176*n + 14*u + v + 588];
                         }
-                        dw[5*u + v + 1275] += acc0;
                     }
                 }
+                dw[5*u + v + 1275] += acc0;
             }
         }
     }
@@ -5844,19 +5824,19 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
-            for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
-                    {
-                        double acc0 = 0;
+            {
+                double acc0 = 0;
+                for (int64_t n = 0; n < N; ++n) {
+                    for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                         #pragma omp simd reduction(+: acc0)
 #endif
                         for (int64_t j = 0; j < 10; ++j) {
                             acc0 += dy[10*i + j + 1600*n + 800]*x[14*i + j + 1176*n + 14*u + v + 784];
                         }
-                        dw[5*u + v + 1300] += acc0;
                     }
                 }
+                dw[5*u + v + 1300] += acc0;
             }
         }
     }
@@ -5865,19 +5845,19 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
-            for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
-                    {
-                        double acc0 = 0;
+            {
+                double acc0 = 0;
+                for (int64_t n = 0; n < N; ++n) {
+                    for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                         #pragma omp simd reduction(+: acc0)
 #endif
                         for (int64_t j = 0; j < 10; ++j) {
                             acc0 += dy[10*i + j + 1600*n + 800]*x[14*i + j + 1176*n + 14*u + v + 980];
                         }
-                        dw[5*u + v + 1325] += acc0;
                     }
                 }
+                dw[5*u + v + 1325] += acc0;
             }
         }
     }
@@ -5886,19 +5866,19 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
-            for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
-                    {
-                        double acc0 = 0;
+            {
+                double acc0 = 0;
+                for (int64_t n = 0; n < N; ++n) {
+                    for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                         #pragma omp simd reduction(+: acc0)
 #endif
                         for (int64_t j = 0; j < 10; ++j) {
                             acc0 += dy[10*i + j + 1600*n + 900]*x[14*i + j + 1176*n + 14*u + v];
                         }
-                        dw[5*u + v + 1350] += acc0;
                     }
                 }
+                dw[5*u + v + 1350] += acc0;
             }
         }
     }
@@ -5907,19 +5887,19 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
-            for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
-                    {
-                        double acc0 = 0;
+            {
+                double acc0 = 0;
+                for (int64_t n = 0; n < N; ++n) {
+                    for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                         #pragma omp simd reduction(+: acc0)
 #endif
                         for (int64_t j = 0; j < 10; ++j) {
                             acc0 += dy[10*i + j + 1600*n + 900]*x[14*i + j + 1176*n + 14*u + v + 588];
                         }
-                        dw[5*u + v + 1425] += acc0;
                     }
                 }
+                dw[5*u + v + 1425] += acc0;
             }
         }
     }
@@ -5928,19 +5908,19 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
-            for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
-                    {
-                        double acc0 = 0;
+            {
+                double acc0 = 0;
+                for (int64_t n = 0; n < N; ++n) {
+                    for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                         #pragma omp simd reduction(+: acc0)
 #endif
                         for (int64_t j = 0; j < 10; ++j) {
                             acc0 += dy[10*i + j + 1600*n + 900]*x[14*i + j + 1176*n + 14*u + v + 784];
                         }
-                        dw[5*u + v + 1450] += acc0;
                     }
                 }
+                dw[5*u + v + 1450] += acc0;
             }
         }
     }
@@ -5949,19 +5929,19 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
-            for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
-                    {
-                        double acc0 = 0;
+            {
+                double acc0 = 0;
+                for (int64_t n = 0; n < N; ++n) {
+                    for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                         #pragma omp simd reduction(+: acc0)
 #endif
                         for (int64_t j = 0; j < 10; ++j) {
                             acc0 += dy[10*i + j + 1600*n + 900]*x[14*i + j + 1176*n + 14*u + v + 980];
                         }
-                        dw[5*u + v + 1475] += acc0;
                     }
                 }
+                dw[5*u + v + 1475] += acc0;
             }
         }
     }
@@ -5970,19 +5950,19 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
-            for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
-                    {
-                        double acc0 = 0;
+            {
+                double acc0 = 0;
+                for (int64_t n = 0; n < N; ++n) {
+                    for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                         #pragma omp simd reduction(+: acc0)
 #endif
                         for (int64_t j = 0; j < 10; ++j) {
                             acc0 += dy[10*i + j + 1600*n + 1000]*x[14*i + j + 1176*n + 14*u + v];
                         }
-                        dw[5*u + v + 1500] += acc0;
                     }
                 }
+                dw[5*u + v + 1500] += acc0;
             }
         }
     }
@@ -5991,19 +5971,19 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
-            for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
-                    {
-                        double acc0 = 0;
+            {
+                double acc0 = 0;
+                for (int64_t n = 0; n < N; ++n) {
+                    for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                         #pragma omp simd reduction(+: acc0)
 #endif
                         for (int64_t j = 0; j < 10; ++j) {
                             acc0 += dy[10*i + j + 1600*n + 1000]*x[14*i + j + 1176*n + 14*u + v + 196];
                         }
-                        dw[5*u + v + 1525] += acc0;
                     }
                 }
+                dw[5*u + v + 1525] += acc0;
             }
         }
     }
@@ -6012,19 +5992,19 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
-            for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
-                    {
-                        double acc0 = 0;
+            {
+                double acc0 = 0;
+                for (int64_t n = 0; n < N; ++n) {
+                    for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                         #pragma omp simd reduction(+: acc0)
 #endif
                         for (int64_t j = 0; j < 10; ++j) {
                             acc0 += dy[10*i + j + 1600*n + 1000]*x[14*i + j + 1176*n + 14*u + v + 784];
                         }
-                        dw[5*u + v + 1600] += acc0;
                     }
                 }
+                dw[5*u + v + 1600] += acc0;
             }
         }
     }
@@ -6033,19 +6013,19 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
-            for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
-                    {
-                        double acc0 = 0;
+            {
+                double acc0 = 0;
+                for (int64_t n = 0; n < N; ++n) {
+                    for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                         #pragma omp simd reduction(+: acc0)
 #endif
                         for (int64_t j = 0; j < 10; ++j) {
                             acc0 += dy[10*i + j + 1600*n + 1000]*x[14*i + j + 1176*n + 14*u + v + 980];
                         }
-                        dw[5*u + v + 1625] += acc0;
                     }
                 }
+                dw[5*u + v + 1625] += acc0;
             }
         }
     }
@@ -6054,19 +6034,19 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
-            for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
-                    {
-                        double acc0 = 0;
+            {
+                double acc0 = 0;
+                for (int64_t n = 0; n < N; ++n) {
+                    for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                         #pragma omp simd reduction(+: acc0)
 #endif
                         for (int64_t j = 0; j < 10; ++j) {
                             acc0 += dy[10*i + j + 1600*n + 1100]*x[14*i + j + 1176*n + 14*u + v];
                         }
-                        dw[5*u + v + 1650] += acc0;
                     }
                 }
+                dw[5*u + v + 1650] += acc0;
             }
         }
     }
@@ -6075,19 +6055,19 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
-            for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
-                    {
-                        double acc0 = 0;
+            {
+                double acc0 = 0;
+                for (int64_t n = 0; n < N; ++n) {
+                    for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                         #pragma omp simd reduction(+: acc0)
 #endif
                         for (int64_t j = 0; j < 10; ++j) {
                             acc0 += dy[10*i + j + 1600*n + 1100]*x[14*i + j + 1176*n + 14*u + v + 196];
                         }
-                        dw[5*u + v + 1675] += acc0;
                     }
                 }
+                dw[5*u + v + 1675] += acc0;
             }
         }
     }
@@ -6096,19 +6076,19 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
-            for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
-                    {
-                        double acc0 = 0;
+            {
+                double acc0 = 0;
+                for (int64_t n = 0; n < N; ++n) {
+                    for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                         #pragma omp simd reduction(+: acc0)
 #endif
                         for (int64_t j = 0; j < 10; ++j) {
                             acc0 += dy[10*i + j + 1600*n + 1100]*x[14*i + j + 1176*n + 14*u + v + 392];
                         }
-                        dw[5*u + v + 1700] += acc0;
                     }
                 }
+                dw[5*u + v + 1700] += acc0;
             }
         }
     }
@@ -6117,19 +6097,19 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
-            for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
-                    {
-                        double acc0 = 0;
+            {
+                double acc0 = 0;
+                for (int64_t n = 0; n < N; ++n) {
+                    for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                         #pragma omp simd reduction(+: acc0)
 #endif
                         for (int64_t j = 0; j < 10; ++j) {
                             acc0 += dy[10*i + j + 1600*n + 1100]*x[14*i + j + 1176*n + 14*u + v + 980];
                         }
-                        dw[5*u + v + 1775] += acc0;
                     }
                 }
+                dw[5*u + v + 1775] += acc0;
             }
         }
     }
@@ -6138,19 +6118,19 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
-            for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
-                    {
-                        double acc0 = 0;
+            {
+                double acc0 = 0;
+                for (int64_t n = 0; n < N; ++n) {
+                    for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                         #pragma omp simd reduction(+: acc0)
 #endif
                         for (int64_t j = 0; j < 10; ++j) {
                             acc0 += dy[10*i + j + 1600*n + 1200]*x[14*i + j + 1176*n + 14*u + v];
                         }
-                        dw[5*u + v + 1800] += acc0;
                     }
                 }
+                dw[5*u + v + 1800] += acc0;
             }
         }
     }
@@ -6159,19 +6139,19 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
-            for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
-                    {
-                        double acc0 = 0;
+            {
+                double acc0 = 0;
+                for (int64_t n = 0; n < N; ++n) {
+                    for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                         #pragma omp simd reduction(+: acc0)
 #endif
                         for (int64_t j = 0; j < 10; ++j) {
                             acc0 += dy[10*i + j + 1600*n + 1200]*x[14*i + j + 1176*n + 14*u + v + 196];
                         }
-                        dw[5*u + v + 1825] += acc0;
                     }
                 }
+                dw[5*u + v + 1825] += acc0;
             }
         }
     }
@@ -6180,19 +6160,19 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
-            for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
-                    {
-                        double acc0 = 0;
+            {
+                double acc0 = 0;
+                for (int64_t n = 0; n < N; ++n) {
+                    for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                         #pragma omp simd reduction(+: acc0)
 #endif
                         for (int64_t j = 0; j < 10; ++j) {
                             acc0 += dy[10*i + j + 1600*n + 1200]*x[14*i + j + 1176*n + 14*u + v + 588];
                         }
-                        dw[5*u + v + 1875] += acc0;
                     }
                 }
+                dw[5*u + v + 1875] += acc0;
             }
         }
     }
@@ -6201,19 +6181,19 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
-            for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
-                    {
-                        double acc0 = 0;
+            {
+                double acc0 = 0;
+                for (int64_t n = 0; n < N; ++n) {
+                    for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                         #pragma omp simd reduction(+: acc0)
 #endif
                         for (int64_t j = 0; j < 10; ++j) {
                             acc0 += dy[10*i + j + 1600*n + 1200]*x[14*i + j + 1176*n + 14*u + v + 784];
                         }
-                        dw[5*u + v + 1900] += acc0;
                     }
                 }
+                dw[5*u + v + 1900] += acc0;
             }
         }
     }
@@ -6222,19 +6202,19 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
-            for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
-                    {
-                        double acc0 = 0;
+            {
+                double acc0 = 0;
+                for (int64_t n = 0; n < N; ++n) {
+                    for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                         #pragma omp simd reduction(+: acc0)
 #endif
                         for (int64_t j = 0; j < 10; ++j) {
                             acc0 += dy[10*i + j + 1600*n + 1300]*x[14*i + j + 1176*n + 14*u + v + 196];
                         }
-                        dw[5*u + v + 1975] += acc0;
                     }
                 }
+                dw[5*u + v + 1975] += acc0;
             }
         }
     }
@@ -6243,19 +6223,19 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
-            for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
-                    {
-                        double acc0 = 0;
+            {
+                double acc0 = 0;
+                for (int64_t n = 0; n < N; ++n) {
+                    for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                         #pragma omp simd reduction(+: acc0)
 #endif
                         for (int64_t j = 0; j < 10; ++j) {
                             acc0 += dy[10*i + j + 1600*n + 1300]*x[14*i + j + 1176*n + 14*u + v + 392];
                         }
-                        dw[5*u + v + 2000] += acc0;
                     }
                 }
+                dw[5*u + v + 2000] += acc0;
             }
         }
     }
@@ -6264,19 +6244,19 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
-            for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
-                    {
-                        double acc0 = 0;
+            {
+                double acc0 = 0;
+                for (int64_t n = 0; n < N; ++n) {
+                    for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                         #pragma omp simd reduction(+: acc0)
 #endif
                         for (int64_t j = 0; j < 10; ++j) {
                             acc0 += dy[10*i + j + 1600*n + 1300]*x[14*i + j + 1176*n + 14*u + v + 784];
                         }
-                        dw[5*u + v + 2050] += acc0;
                     }
                 }
+                dw[5*u + v + 2050] += acc0;
             }
         }
     }
@@ -6285,19 +6265,19 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
-            for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
-                    {
-                        double acc0 = 0;
+            {
+                double acc0 = 0;
+                for (int64_t n = 0; n < N; ++n) {
+                    for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                         #pragma omp simd reduction(+: acc0)
 #endif
                         for (int64_t j = 0; j < 10; ++j) {
                             acc0 += dy[10*i + j + 1600*n + 1300]*x[14*i + j + 1176*n + 14*u + v + 980];
                         }
-                        dw[5*u + v + 2075] += acc0;
                     }
                 }
+                dw[5*u + v + 2075] += acc0;
             }
         }
     }
@@ -6306,19 +6286,19 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
-            for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
-                    {
-                        double acc0 = 0;
+            {
+                double acc0 = 0;
+                for (int64_t n = 0; n < N; ++n) {
+                    for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                         #pragma omp simd reduction(+: acc0)
 #endif
                         for (int64_t j = 0; j < 10; ++j) {
                             acc0 += dy[10*i + j + 1600*n + 1400]*x[14*i + j + 1176*n + 14*u + v];
                         }
-                        dw[5*u + v + 2100] += acc0;
                     }
                 }
+                dw[5*u + v + 2100] += acc0;
             }
         }
     }
@@ -6327,19 +6307,19 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
-            for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
-                    {
-                        double acc0 = 0;
+            {
+                double acc0 = 0;
+                for (int64_t n = 0; n < N; ++n) {
+                    for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                         #pragma omp simd reduction(+: acc0)
 #endif
                         for (int64_t j = 0; j < 10; ++j) {
                             acc0 += dy[10*i + j + 1600*n + 1400]*x[14*i + j + 1176*n + 14*u + v + 392];
                         }
-                        dw[5*u + v + 2150] += acc0;
                     }
                 }
+                dw[5*u + v + 2150] += acc0;
             }
         }
     }
@@ -6348,19 +6328,19 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
-            for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
-                    {
-                        double acc0 = 0;
+            {
+                double acc0 = 0;
+                for (int64_t n = 0; n < N; ++n) {
+                    for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                         #pragma omp simd reduction(+: acc0)
 #endif
                         for (int64_t j = 0; j < 10; ++j) {
                             acc0 += dy[10*i + j + 1600*n + 1400]*x[14*i + j + 1176*n + 14*u + v + 588];
                         }
-                        dw[5*u + v + 2175] += acc0;
                     }
                 }
+                dw[5*u + v + 2175] += acc0;
             }
         }
     }
@@ -6369,19 +6349,19 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
-            for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
-                    {
-                        double acc0 = 0;
+            {
+                double acc0 = 0;
+                for (int64_t n = 0; n < N; ++n) {
+                    for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                         #pragma omp simd reduction(+: acc0)
 #endif
                         for (int64_t j = 0; j < 10; ++j) {
                             acc0 += dy[10*i + j + 1600*n + 1400]*x[14*i + j + 1176*n + 14*u + v + 980];
                         }
-                        dw[5*u + v + 2225] += acc0;
                     }
                 }
+                dw[5*u + v + 2225] += acc0;
             }
         }
     }
@@ -6390,19 +6370,19 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
-            for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
-                    {
-                        double acc0 = 0;
+            {
+                double acc0 = 0;
+                for (int64_t n = 0; n < N; ++n) {
+                    for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                         #pragma omp simd reduction(+: acc0)
 #endif
                         for (int64_t j = 0; j < 10; ++j) {
                             acc0 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + v];
                         }
-                        dw[5*u + v + 2250] += acc0;
                     }
                 }
+                dw[5*u + v + 2250] += acc0;
             }
         }
     }
@@ -6411,19 +6391,19 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
-            for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
-                    {
-                        double acc0 = 0;
+            {
+                double acc0 = 0;
+                for (int64_t n = 0; n < N; ++n) {
+                    for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                         #pragma omp simd reduction(+: acc0)
 #endif
                         for (int64_t j = 0; j < 10; ++j) {
                             acc0 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + v + 196];
                         }
-                        dw[5*u + v + 2275] += acc0;
                     }
                 }
+                dw[5*u + v + 2275] += acc0;
             }
         }
     }
@@ -6432,19 +6412,19 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
-            for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
-                    {
-                        double acc0 = 0;
+            {
+                double acc0 = 0;
+                for (int64_t n = 0; n < N; ++n) {
+                    for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                         #pragma omp simd reduction(+: acc0)
 #endif
                         for (int64_t j = 0; j < 10; ++j) {
                             acc0 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + v + 392];
                         }
-                        dw[5*u + v + 2300] += acc0;
                     }
                 }
+                dw[5*u + v + 2300] += acc0;
             }
         }
     }
@@ -6453,19 +6433,19 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
-            for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
-                    {
-                        double acc0 = 0;
+            {
+                double acc0 = 0;
+                for (int64_t n = 0; n < N; ++n) {
+                    for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                         #pragma omp simd reduction(+: acc0)
 #endif
                         for (int64_t j = 0; j < 10; ++j) {
                             acc0 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + v + 588];
                         }
-                        dw[5*u + v + 2325] += acc0;
                     }
                 }
+                dw[5*u + v + 2325] += acc0;
             }
         }
     }
@@ -6474,19 +6454,19 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
-            for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
-                    {
-                        double acc0 = 0;
+            {
+                double acc0 = 0;
+                for (int64_t n = 0; n < N; ++n) {
+                    for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                         #pragma omp simd reduction(+: acc0)
 #endif
                         for (int64_t j = 0; j < 10; ++j) {
                             acc0 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + v + 784];
                         }
-                        dw[5*u + v + 2350] += acc0;
                     }
                 }
+                dw[5*u + v + 2350] += acc0;
             }
         }
     }
@@ -6495,19 +6475,19 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
-            for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
-                    {
-                        double acc0 = 0;
+            {
+                double acc0 = 0;
+                for (int64_t n = 0; n < N; ++n) {
+                    for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                         #pragma omp simd reduction(+: acc0)
 #endif
                         for (int64_t j = 0; j < 10; ++j) {
                             acc0 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + v + 980];
                         }
-                        dw[5*u + v + 2375] += acc0;
                     }
                 }
+                dw[5*u + v + 2375] += acc0;
             }
         }
     }
@@ -6604,38 +6584,38 @@ void symconv_subsample_backward_S4_f32(const float *restrict dz, const float *re
     #pragma omp parallel for if((400*N) >= 32768)
 #endif
     for (int64_t c = 0; c < 16; ++c) {
-        for (int64_t n = 0; n < N; ++n) {
-            for (int64_t i = 0; i < 5; ++i) {
-                {
-                    float acc0 = 0;
+        {
+            float acc0 = 0;
+            for (int64_t n = 0; n < N; ++n) {
+                for (int64_t i = 0; i < 5; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                     #pragma omp simd reduction(+: acc0)
 #endif
                     for (int64_t j = 0; j < 5; ++j) {
                         acc0 += dz[25*c + 5*i + j + 400*n]*x[100*c + 20*i + 2*j + 1600*n + 11] + dz[25*c + 5*i + j + 400*n]*x[100*c + 20*i + 2*j + 1600*n + 10] + dz[25*c + 5*i + j + 400*n]*x[100*c + 20*i + 2*j + 1600*n + 1] + dz[25*c + 5*i + j + 400*n]*x[100*c + 20*i + 2*j + 1600*n];
                     }
-                    dcoef[c] += acc0;
                 }
             }
+            dcoef[c] += acc0;
         }
     }
 #ifdef _OPENMP
     #pragma omp parallel for if((400*N) >= 32768)
 #endif
     for (int64_t c = 0; c < 16; ++c) {
-        for (int64_t n = 0; n < N; ++n) {
-            for (int64_t i = 0; i < 5; ++i) {
-                {
-                    float acc0 = 0;
+        {
+            float acc0 = 0;
+            for (int64_t n = 0; n < N; ++n) {
+                for (int64_t i = 0; i < 5; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                     #pragma omp simd reduction(+: acc0)
 #endif
                     for (int64_t j = 0; j < 5; ++j) {
                         acc0 += dz[25*c + 5*i + j + 400*n];
                     }
-                    dbias[c] += acc0;
                 }
             }
+            dbias[c] += acc0;
         }
     }
 }
@@ -6669,38 +6649,38 @@ void symconv_subsample_backward_S4_f64(const double *restrict dz, const double *
     #pragma omp parallel for if((400*N) >= 32768)
 #endif
     for (int64_t c = 0; c < 16; ++c) {
-        for (int64_t n = 0; n < N; ++n) {
-            for (int64_t i = 0; i < 5; ++i) {
-                {
-                    double acc0 = 0;
+        {
+            double acc0 = 0;
+            for (int64_t n = 0; n < N; ++n) {
+                for (int64_t i = 0; i < 5; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                     #pragma omp simd reduction(+: acc0)
 #endif
                     for (int64_t j = 0; j < 5; ++j) {
                         acc0 += dz[25*c + 5*i + j + 400*n]*x[100*c + 20*i + 2*j + 1600*n + 11] + dz[25*c + 5*i + j + 400*n]*x[100*c + 20*i + 2*j + 1600*n + 10] + dz[25*c + 5*i + j + 400*n]*x[100*c + 20*i + 2*j + 1600*n + 1] + dz[25*c + 5*i + j + 400*n]*x[100*c + 20*i + 2*j + 1600*n];
                     }
-                    dcoef[c] += acc0;
                 }
             }
+            dcoef[c] += acc0;
         }
     }
 #ifdef _OPENMP
     #pragma omp parallel for if((400*N) >= 32768)
 #endif
     for (int64_t c = 0; c < 16; ++c) {
-        for (int64_t n = 0; n < N; ++n) {
-            for (int64_t i = 0; i < 5; ++i) {
-                {
-                    double acc0 = 0;
+        {
+            double acc0 = 0;
+            for (int64_t n = 0; n < N; ++n) {
+                for (int64_t i = 0; i < 5; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                     #pragma omp simd reduction(+: acc0)
 #endif
                     for (int64_t j = 0; j < 5; ++j) {
                         acc0 += dz[25*c + 5*i + j + 400*n];
                     }
-                    dbias[c] += acc0;
                 }
             }
+            dbias[c] += acc0;
         }
     }
 }
@@ -6715,11 +6695,7 @@ void symconv_conv2d_forward_C5_f32(const float *restrict x, const float *restric
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t k = 0; k < 120; ++k) {
-            for (int64_t i = 0; i < 1; ++i) {
-                for (int64_t j = 0; j < 1; ++j) {
-                    y[i + j + k + 120*n] = b[k];
-                }
-            }
+            y[k + 120*n] = b[k];
         }
     }
 #ifdef _OPENMP
@@ -6727,12 +6703,15 @@ void symconv_conv2d_forward_C5_f32(const float *restrict x, const float *restric
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t k = 0; k < 120; ++k) {
-            for (int64_t c = 0; c < 16; ++c) {
-                for (int64_t i = 0; i < 1; ++i) {
-                    for (int64_t j = 0; j < 1; ++j) {
-                        y[i + j + k + 120*n] += w[25*c + 400*k]*x[25*c + 5*i + j + 400*n] + w[25*c + 400*k + 1]*x[25*c + 5*i + j + 400*n + 1] + w[25*c + 400*k + 2]*x[25*c + 5*i + j + 400*n + 2] + w[25*c + 400*k + 3]*x[25*c + 5*i + j + 400*n + 3] + w[25*c + 400*k + 4]*x[25*c + 5*i + j + 400*n + 4] + w[25*c + 400*k + 5]*x[25*c + 5*i + j + 400*n + 5] + w[25*c + 400*k + 6]*x[25*c + 5*i + j + 400*n + 6] + w[25*c + 400*k + 7]*x[25*c + 5*i + j + 400*n + 7] + w[25*c + 400*k + 8]*x[25*c + 5*i + j + 400*n + 8] + w[25*c + 400*k + 9]*x[25*c + 5*i + j + 400*n + 9] + w[25*c + 400*k + 10]*x[25*c + 5*i + j + 400*n + 10] + w[25*c + 400*k + 11]*x[25*c + 5*i + j + 400*n + 11] + w[25*c + 400*k + 12]*x[25*c + 5*i + j + 400*n + 12] + w[25*c + 400*k + 13]*x[25*c + 5*i + j + 400*n + 13] + w[25*c + 400*k + 14]*x[25*c + 5*i + j + 400*n + 14] + w[25*c + 400*k + 15]*x[25*c + 5*i + j + 400*n + 15] + w[25*c + 400*k + 16]*x[25*c + 5*i + j + 400*n + 16] + w[25*c + 400*k + 17]*x[25*c + 5*i + j + 400*n + 17] + w[25*c + 400*k + 18]*x[25*c + 5*i + j + 400*n + 18] + w[25*c + 400*k + 19]*x[25*c + 5*i + j + 400*n + 19] + w[25*c + 400*k + 20]*x[25*c + 5*i + j + 400*n + 20] + w[25*c + 400*k + 21]*x[25*c + 5*i + j + 400*n + 21] + w[25*c + 400*k + 22]*x[25*c + 5*i + j + 400*n + 22] + w[25*c + 400*k + 23]*x[25*c + 5*i + j + 400*n + 23] + w[25*c + 400*k + 24]*x[25*c + 5*i + j + 400*n + 24];
-                    }
+            {
+                float acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                #pragma omp simd reduction(+: acc0)
+#endif
+                for (int64_t c = 0; c < 16; ++c) {
+                    acc0 += w[25*c + 400*k]*x[25*c + 400*n] + w[25*c + 400*k + 1]*x[25*c + 400*n + 1] + w[25*c + 400*k + 2]*x[25*c + 400*n + 2] + w[25*c + 400*k + 3]*x[25*c + 400*n + 3] + w[25*c + 400*k + 4]*x[25*c + 400*n + 4] + w[25*c + 400*k + 5]*x[25*c + 400*n + 5] + w[25*c + 400*k + 6]*x[25*c + 400*n + 6] + w[25*c + 400*k + 7]*x[25*c + 400*n + 7] + w[25*c + 400*k + 8]*x[25*c + 400*n + 8] + w[25*c + 400*k + 9]*x[25*c + 400*n + 9] + w[25*c + 400*k + 10]*x[25*c + 400*n + 10] + w[25*c + 400*k + 11]*x[25*c + 400*n + 11] + w[25*c + 400*k + 12]*x[25*c + 400*n + 12] + w[25*c + 400*k + 13]*x[25*c + 400*n + 13] + w[25*c + 400*k + 14]*x[25*c + 400*n + 14] + w[25*c + 400*k + 15]*x[25*c + 400*n + 15] + w[25*c + 400*k + 16]*x[25*c + 400*n + 16] + w[25*c + 400*k + 17]*x[25*c + 400*n + 17] + w[25*c + 400*k + 18]*x[25*c + 400*n + 18] + w[25*c + 400*k + 19]*x[25*c + 400*n + 19] + w[25*c + 400*k + 20]*x[25*c + 400*n + 20] + w[25*c + 400*k + 21]*x[25*c + 400*n + 21] + w[25*c + 400*k + 22]*x[25*c + 400*n + 22] + w[25*c + 400*k + 23]*x[25*c + 400*n + 23] + w[25*c + 400*k + 24]*x[25*c + 400*n + 24];
                 }
+                y[k + 120*n] += acc0;
             }
         }
     }
@@ -6748,11 +6727,7 @@ void symconv_conv2d_forward_C5_f64(const double *restrict x, const double *restr
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t k = 0; k < 120; ++k) {
-            for (int64_t i = 0; i < 1; ++i) {
-                for (int64_t j = 0; j < 1; ++j) {
-                    y[i + j + k + 120*n] = b[k];
-                }
-            }
+            y[k + 120*n] = b[k];
         }
     }
 #ifdef _OPENMP
@@ -6760,12 +6735,15 @@ void symconv_conv2d_forward_C5_f64(const double *restrict x, const double *restr
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t k = 0; k < 120; ++k) {
-            for (int64_t c = 0; c < 16; ++c) {
-                for (int64_t i = 0; i < 1; ++i) {
-                    for (int64_t j = 0; j < 1; ++j) {
-                        y[i + j + k + 120*n] += w[25*c + 400*k]*x[25*c + 5*i + j + 400*n] + w[25*c + 400*k + 1]*x[25*c + 5*i + j + 400*n + 1] + w[25*c + 400*k + 2]*x[25*c + 5*i + j + 400*n + 2] + w[25*c + 400*k + 3]*x[25*c + 5*i + j + 400*n + 3] + w[25*c + 400*k + 4]*x[25*c + 5*i + j + 400*n + 4] + w[25*c + 400*k + 5]*x[25*c + 5*i + j + 400*n + 5] + w[25*c + 400*k + 6]*x[25*c + 5*i + j + 400*n + 6] + w[25*c + 400*k + 7]*x[25*c + 5*i + j + 400*n + 7] + w[25*c + 400*k + 8]*x[25*c + 5*i + j + 400*n + 8] + w[25*c + 400*k + 9]*x[25*c + 5*i + j + 400*n + 9] + w[25*c + 400*k + 10]*x[25*c + 5*i + j + 400*n + 10] + w[25*c + 400*k + 11]*x[25*c + 5*i + j + 400*n + 11] + w[25*c + 400*k + 12]*x[25*c + 5*i + j + 400*n + 12] + w[25*c + 400*k + 13]*x[25*c + 5*i + j + 400*n + 13] + w[25*c + 400*k + 14]*x[25*c + 5*i + j + 400*n + 14] + w[25*c + 400*k + 15]*x[25*c + 5*i + j + 400*n + 15] + w[25*c + 400*k + 16]*x[25*c + 5*i + j + 400*n + 16] + w[25*c + 400*k + 17]*x[25*c + 5*i + j + 400*n + 17] + w[25*c + 400*k + 18]*x[25*c + 5*i + j + 400*n + 18] + w[25*c + 400*k + 19]*x[25*c + 5*i + j + 400*n + 19] + w[25*c + 400*k + 20]*x[25*c + 5*i + j + 400*n + 20] + w[25*c + 400*k + 21]*x[25*c + 5*i + j + 400*n + 21] + w[25*c + 400*k + 22]*x[25*c + 5*i + j + 400*n + 22] + w[25*c + 400*k + 23]*x[25*c + 5*i + j + 400*n + 23] + w[25*c + 400*k + 24]*x[25*c + 5*i + j + 400*n + 24];
-                    }
+            {
+                double acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                #pragma omp simd reduction(+: acc0)
+#endif
+                for (int64_t c = 0; c < 16; ++c) {
+                    acc0 += w[25*c + 400*k]*x[25*c + 400*n] + w[25*c + 400*k + 1]*x[25*c + 400*n + 1] + w[25*c + 400*k + 2]*x[25*c + 400*n + 2] + w[25*c + 400*k + 3]*x[25*c + 400*n + 3] + w[25*c + 400*k + 4]*x[25*c + 400*n + 4] + w[25*c + 400*k + 5]*x[25*c + 400*n + 5] + w[25*c + 400*k + 6]*x[25*c + 400*n + 6] + w[25*c + 400*k + 7]*x[25*c + 400*n + 7] + w[25*c + 400*k + 8]*x[25*c + 400*n + 8] + w[25*c + 400*k + 9]*x[25*c + 400*n + 9] + w[25*c + 400*k + 10]*x[25*c + 400*n + 10] + w[25*c + 400*k + 11]*x[25*c + 400*n + 11] + w[25*c + 400*k + 12]*x[25*c + 400*n + 12] + w[25*c + 400*k + 13]*x[25*c + 400*n + 13] + w[25*c + 400*k + 14]*x[25*c + 400*n + 14] + w[25*c + 400*k + 15]*x[25*c + 400*n + 15] + w[25*c + 400*k + 16]*x[25*c + 400*n + 16] + w[25*c + 400*k + 17]*x[25*c + 400*n + 17] + w[25*c + 400*k + 18]*x[25*c + 400*n + 18] + w[25*c + 400*k + 19]*x[25*c + 400*n + 19] + w[25*c + 400*k + 20]*x[25*c + 400*n + 20] + w[25*c + 400*k + 21]*x[25*c + 400*n + 21] + w[25*c + 400*k + 22]*x[25*c + 400*n + 22] + w[25*c + 400*k + 23]*x[25*c + 400*n + 23] + w[25*c + 400*k + 24]*x[25*c + 400*n + 24];
                 }
+                y[k + 120*n] += acc0;
             }
         }
     }
@@ -6796,11 +6774,7 @@ void symconv_conv2d_backward_data_C5_f32(const float *restrict dy, const float *
             for (int64_t k = 0; k < 120; ++k) {
                 for (int64_t u = 0; u < 5; ++u) {
                     for (int64_t v = 0; v < 5; ++v) {
-                        for (int64_t i = 0; i < 1; ++i) {
-                            for (int64_t j = 0; j < 1; ++j) {
-                                dx[25*c + 5*i + j + 400*n + 5*u + v] += dy[i + j + k + 120*n]*w[25*c + 400*k + 5*u + v];
-                            }
-                        }
+                        dx[25*c + 400*n + 5*u + v] += dy[k + 120*n]*w[25*c + 400*k + 5*u + v];
                     }
                 }
             }
@@ -6833,11 +6807,7 @@ void symconv_conv2d_backward_data_C5_f64(const double *restrict dy, const double
             for (int64_t k = 0; k < 120; ++k) {
                 for (int64_t u = 0; u < 5; ++u) {
                     for (int64_t v = 0; v < 5; ++v) {
-                        for (int64_t i = 0; i < 1; ++i) {
-                            for (int64_t j = 0; j < 1; ++j) {
-                                dx[25*c + 5*i + j + 400*n + 5*u + v] += dy[i + j + k + 120*n]*w[25*c + 400*k + 5*u + v];
-                            }
-                        }
+                        dx[25*c + 400*n + 5*u + v] += dy[k + 120*n]*w[25*c + 400*k + 5*u + v];
                     }
                 }
             }
@@ -6869,19 +6839,15 @@ void symconv_conv2d_backward_filter_C5_f32(const float *restrict x, const float 
         for (int64_t c = 0; c < 16; ++c) {
             for (int64_t u = 0; u < 5; ++u) {
                 for (int64_t v = 0; v < 5; ++v) {
-                    for (int64_t n = 0; n < N; ++n) {
-                        for (int64_t i = 0; i < 1; ++i) {
-                            {
-                                float acc0 = 0;
+                    {
+                        float acc0 = 0;
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                                #pragma omp simd reduction(+: acc0)
+                        #pragma omp simd reduction(+: acc0)
 #endif
-                                for (int64_t j = 0; j < 1; ++j) {
-                                    acc0 += dy[i + j + k + 120*n]*x[25*c + 5*i + j + 400*n + 5*u + v];
-                                }
-                                dw[25*c + 400*k + 5*u + v] += acc0;
-                            }
+                        for (int64_t n = 0; n < N; ++n) {
+                            acc0 += dy[k + 120*n]*x[25*c + 400*n + 5*u + v];
                         }
+                        dw[25*c + 400*k + 5*u + v] += acc0;
                     }
                 }
             }
@@ -6913,19 +6879,15 @@ void symconv_conv2d_backward_filter_C5_f64(const double *restrict x, const doubl
         for (int64_t c = 0; c < 16; ++c) {
             for (int64_t u = 0; u < 5; ++u) {
                 for (int64_t v = 0; v < 5; ++v) {
-                    for (int64_t n = 0; n < N; ++n) {
-                        for (int64_t i = 0; i < 1; ++i) {
-                            {
-                                double acc0 = 0;
+                    {
+                        double acc0 = 0;
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                                #pragma omp simd reduction(+: acc0)
+                        #pragma omp simd reduction(+: acc0)
 #endif
-                                for (int64_t j = 0; j < 1; ++j) {
-                                    acc0 += dy[i + j + k + 120*n]*x[25*c + 5*i + j + 400*n + 5*u + v];
-                                }
-                                dw[25*c + 400*k + 5*u + v] += acc0;
-                            }
+                        for (int64_t n = 0; n < N; ++n) {
+                            acc0 += dy[k + 120*n]*x[25*c + 400*n + 5*u + v];
                         }
+                        dw[25*c + 400*k + 5*u + v] += acc0;
                     }
                 }
             }
