@@ -23,6 +23,7 @@ import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after selecting the non-GUI backend)
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 MAX_MISCLASSIFIED = 100
 
@@ -53,6 +54,7 @@ def learning_curve(epochs: list, path: Path) -> None:
     x = [e["epoch"] for e in epochs]
     ax.plot(x, [100 * e["train_error"] for e in epochs], "o-", label="training set")
     ax.plot(x, [100 * e["test_error"] for e in epochs], "s-", label="test set")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("training pass (epoch)")
     ax.set_ylabel("error rate (%)")
     ax.set_title("LeNet-5 learning curve")

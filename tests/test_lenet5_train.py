@@ -268,8 +268,11 @@ def test_cli_evaluate_and_predict(trained, sample, tmp_path, capsys):
 @pytest.mark.slow
 @pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data/mnist not present")
 def test_full_mnist(tmp_path):
+    """The default run: 20 SDLM passes, batch 1, seed 0 (about 50 min here on 2 shared cores)."""
     data = load_mnist(SHARED)
-    cfg = train.Config(out=str(tmp_path), epochs=20, backend=BACKEND, batch_size=1)
+    cfg = train.Config(out=str(tmp_path), epochs=20, backend=BACKEND, batch_size=1, progress=False)
     summary = train.train(cfg, data)
-    # The paper reports 0.95% after 20 passes; see README for what this runtime measured.
-    assert summary["epochs"][-1]["test_error"] <= 0.0095 * 1.5
+    # Measured with the C backend: 1.10% after 20 passes (the paper reports 0.95%; see
+    # README).  1.2% allows for other summation orders of a rebuilt kernel library while
+    # failing any run that trains worse than this one did.
+    assert summary["epochs"][-1]["test_error"] <= 0.012
