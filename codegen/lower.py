@@ -253,7 +253,10 @@ def _c_nest(spec, nest, env, fixed):
     # A specialization for "all connected" (fixed table None) has no condition at all.
     all_connected = "table" in fixed and fixed["table"] is None
     cond = None if expand or all_connected or nest.cond is None else nest.cond.xreplace(shaped)
-    work = sp.Mul(*[hi - lo for lo, hi in (spec.range_of(x) for x in loops)]).subs(env)
+    # Iterations of one parallel region: from the first loop that is not expanded by the
+    # table (the parallel candidate) inwards; pairs expanded outside it are separate regions.
+    inside = loops[next((n for n, x in enumerate(loops) if x not in expand), len(loops)) :]
+    work = sp.Mul(*[hi - lo for lo, hi in (spec.range_of(x) for x in inside)]).subs(env)
 
     def bounds(var):
         lo, hi = clip_range(spec, nest, var, env)

@@ -3956,7 +3956,7 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((240000*N) >= 32768)
+    #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
@@ -3977,7 +3977,7 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((240000*N) >= 32768)
+    #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
@@ -3998,7 +3998,7 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((240000*N) >= 32768)
+    #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
@@ -4019,7 +4019,7 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((240000*N) >= 32768)
+    #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
@@ -4040,7 +4040,7 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((240000*N) >= 32768)
+    #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
@@ -4061,7 +4061,7 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((240000*N) >= 32768)
+    #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
@@ -4082,7 +4082,7 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((240000*N) >= 32768)
+    #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
@@ -4103,7 +4103,7 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((240000*N) >= 32768)
+    #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
@@ -4124,7 +4124,7 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((240000*N) >= 32768)
+    #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
@@ -4145,7 +4145,7 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((240000*N) >= 32768)
+    #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
@@ -4166,7 +4166,7 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((240000*N) >= 32768)
+    #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
@@ -4187,7 +4187,7 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((240000*N) >= 32768)
+    #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
@@ -4208,7 +4208,7 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((240000*N) >= 32768)
+    #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
@@ -4229,7 +4229,7 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((240000*N) >= 32768)
+    #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
@@ -4250,7 +4250,7 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((240000*N) >= 32768)
+    #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
@@ -4271,7 +4271,7 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((240000*N) >= 32768)
+    #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
@@ -4292,7 +4292,7 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((240000*N) >= 32768)
+    #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
@@ -4313,7 +4313,7 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((240000*N) >= 32768)
+    #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
@@ -4334,7 +4334,7 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((240000*N) >= 32768)
+    #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
@@ -4355,7 +4355,7 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((240000*N) >= 32768)
+    #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
@@ -4376,7 +4376,7 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((240000*N) >= 32768)
+    #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
@@ -4397,7 +4397,7 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((240000*N) >= 32768)
+    #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
@@ -4418,7 +4418,7 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((240000*N) >= 32768)
+    #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
@@ -4439,7 +4439,7 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((240000*N) >= 32768)
+    #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
@@ -4460,7 +4460,7 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((240000*N) >= 32768)
+    #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
@@ -4481,7 +4481,7 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((240000*N) >= 32768)
+    #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
@@ -4502,7 +4502,7 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((240000*N) >= 32768)
+    #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
@@ -4523,7 +4523,7 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((240000*N) >= 32768)
+    #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
@@ -4544,7 +4544,7 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((240000*N) >= 32768)
+    #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
@@ -4565,7 +4565,7 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((240000*N) >= 32768)
+    #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
@@ -4586,7 +4586,7 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((240000*N) >= 32768)
+    #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
@@ -4607,7 +4607,7 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((240000*N) >= 32768)
+    #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
@@ -4628,7 +4628,7 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((240000*N) >= 32768)
+    #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
@@ -4649,7 +4649,7 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((240000*N) >= 32768)
+    #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
@@ -4670,7 +4670,7 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((240000*N) >= 32768)
+    #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
@@ -4691,7 +4691,7 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((240000*N) >= 32768)
+    #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
@@ -4712,7 +4712,7 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((240000*N) >= 32768)
+    #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
@@ -4733,7 +4733,7 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((240000*N) >= 32768)
+    #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
@@ -4754,7 +4754,7 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((240000*N) >= 32768)
+    #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
@@ -4775,7 +4775,7 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((240000*N) >= 32768)
+    #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
@@ -4796,7 +4796,7 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((240000*N) >= 32768)
+    #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
@@ -4817,7 +4817,7 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((240000*N) >= 32768)
+    #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
@@ -4838,7 +4838,7 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((240000*N) >= 32768)
+    #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
@@ -4859,7 +4859,7 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((240000*N) >= 32768)
+    #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
@@ -4880,7 +4880,7 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((240000*N) >= 32768)
+    #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
@@ -4901,7 +4901,7 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((240000*N) >= 32768)
+    #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
@@ -4922,7 +4922,7 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((240000*N) >= 32768)
+    #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
@@ -4943,7 +4943,7 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((240000*N) >= 32768)
+    #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
@@ -4964,7 +4964,7 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((240000*N) >= 32768)
+    #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
@@ -4985,7 +4985,7 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((240000*N) >= 32768)
+    #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
@@ -5006,7 +5006,7 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((240000*N) >= 32768)
+    #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
@@ -5027,7 +5027,7 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((240000*N) >= 32768)
+    #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
@@ -5048,7 +5048,7 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((240000*N) >= 32768)
+    #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
@@ -5069,7 +5069,7 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((240000*N) >= 32768)
+    #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
@@ -5090,7 +5090,7 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((240000*N) >= 32768)
+    #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
@@ -5111,7 +5111,7 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((240000*N) >= 32768)
+    #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
@@ -5132,7 +5132,7 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((240000*N) >= 32768)
+    #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
@@ -5153,7 +5153,7 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((240000*N) >= 32768)
+    #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
@@ -5174,7 +5174,7 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((240000*N) >= 32768)
+    #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
@@ -5195,7 +5195,7 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((240000*N) >= 32768)
+    #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
@@ -5232,7 +5232,7 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((240000*N) >= 32768)
+    #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
@@ -5253,7 +5253,7 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((240000*N) >= 32768)
+    #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
@@ -5274,7 +5274,7 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((240000*N) >= 32768)
+    #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
@@ -5295,7 +5295,7 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((240000*N) >= 32768)
+    #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
@@ -5316,7 +5316,7 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((240000*N) >= 32768)
+    #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
@@ -5337,7 +5337,7 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((240000*N) >= 32768)
+    #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
@@ -5358,7 +5358,7 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((240000*N) >= 32768)
+    #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
@@ -5379,7 +5379,7 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((240000*N) >= 32768)
+    #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
@@ -5400,7 +5400,7 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((240000*N) >= 32768)
+    #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
@@ -5421,7 +5421,7 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((240000*N) >= 32768)
+    #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
@@ -5442,7 +5442,7 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((240000*N) >= 32768)
+    #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
@@ -5463,7 +5463,7 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((240000*N) >= 32768)
+    #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
@@ -5484,7 +5484,7 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((240000*N) >= 32768)
+    #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
@@ -5505,7 +5505,7 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((240000*N) >= 32768)
+    #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
@@ -5526,7 +5526,7 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((240000*N) >= 32768)
+    #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
@@ -5547,7 +5547,7 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((240000*N) >= 32768)
+    #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
@@ -5568,7 +5568,7 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((240000*N) >= 32768)
+    #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
@@ -5589,7 +5589,7 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((240000*N) >= 32768)
+    #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
@@ -5610,7 +5610,7 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((240000*N) >= 32768)
+    #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
@@ -5631,7 +5631,7 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((240000*N) >= 32768)
+    #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
@@ -5652,7 +5652,7 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((240000*N) >= 32768)
+    #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
@@ -5673,7 +5673,7 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((240000*N) >= 32768)
+    #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
@@ -5694,7 +5694,7 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((240000*N) >= 32768)
+    #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
@@ -5715,7 +5715,7 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((240000*N) >= 32768)
+    #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
@@ -5736,7 +5736,7 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((240000*N) >= 32768)
+    #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
@@ -5757,7 +5757,7 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((240000*N) >= 32768)
+    #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
@@ -5778,7 +5778,7 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((240000*N) >= 32768)
+    #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
@@ -5799,7 +5799,7 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((240000*N) >= 32768)
+    #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
@@ -5820,7 +5820,7 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((240000*N) >= 32768)
+    #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
@@ -5841,7 +5841,7 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((240000*N) >= 32768)
+    #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
@@ -5862,7 +5862,7 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((240000*N) >= 32768)
+    #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
@@ -5883,7 +5883,7 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((240000*N) >= 32768)
+    #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
@@ -5904,7 +5904,7 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((240000*N) >= 32768)
+    #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
@@ -5925,7 +5925,7 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((240000*N) >= 32768)
+    #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
@@ -5946,7 +5946,7 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((240000*N) >= 32768)
+    #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
@@ -5967,7 +5967,7 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((240000*N) >= 32768)
+    #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
@@ -5988,7 +5988,7 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((240000*N) >= 32768)
+    #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
@@ -6009,7 +6009,7 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((240000*N) >= 32768)
+    #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
@@ -6030,7 +6030,7 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((240000*N) >= 32768)
+    #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
@@ -6051,7 +6051,7 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((240000*N) >= 32768)
+    #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
@@ -6072,7 +6072,7 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((240000*N) >= 32768)
+    #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
@@ -6093,7 +6093,7 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((240000*N) >= 32768)
+    #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
@@ -6114,7 +6114,7 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((240000*N) >= 32768)
+    #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
@@ -6135,7 +6135,7 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((240000*N) >= 32768)
+    #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
@@ -6156,7 +6156,7 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((240000*N) >= 32768)
+    #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
@@ -6177,7 +6177,7 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((240000*N) >= 32768)
+    #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
@@ -6198,7 +6198,7 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((240000*N) >= 32768)
+    #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
@@ -6219,7 +6219,7 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((240000*N) >= 32768)
+    #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
@@ -6240,7 +6240,7 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((240000*N) >= 32768)
+    #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
@@ -6261,7 +6261,7 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((240000*N) >= 32768)
+    #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
@@ -6282,7 +6282,7 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((240000*N) >= 32768)
+    #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
@@ -6303,7 +6303,7 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((240000*N) >= 32768)
+    #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
@@ -6324,7 +6324,7 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((240000*N) >= 32768)
+    #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
@@ -6345,7 +6345,7 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((240000*N) >= 32768)
+    #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
@@ -6366,7 +6366,7 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((240000*N) >= 32768)
+    #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
@@ -6387,7 +6387,7 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((240000*N) >= 32768)
+    #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
@@ -6408,7 +6408,7 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((240000*N) >= 32768)
+    #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
@@ -6429,7 +6429,7 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((240000*N) >= 32768)
+    #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
@@ -6450,7 +6450,7 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((240000*N) >= 32768)
+    #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
@@ -6471,7 +6471,7 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((240000*N) >= 32768)
+    #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         for (int64_t v = 0; v < 5; ++v) {
