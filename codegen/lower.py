@@ -248,17 +248,23 @@ def _c_nest(spec, nest, env, fixed):
     ]
     point = {isym(x): ranges[isym(x)][0] for x in nest.loops if x not in loops}
     stmts = tuple(Update(u.lhs.subs(point), u.op, u.rhs.subs(point)) for u in stmts)
-    body, unrolled = _unroll_taps(nest, stmts, loops, ranges) if fixed else (stmts, ())
-    loops = [x for x in loops if x not in unrolled]
     # A specialization for "all connected" (fixed table None) has no condition at all.
     all_connected = "table" in fixed and fixed["table"] is None
     cond = None if expand or all_connected or nest.cond is None else nest.cond.xreplace(shaped)
+    fused = None
+    if fixed and not expand and cond is None:
+        loops, stmts, fused = _fuse_contiguous(spec, nest, loops, stmts, ranges, env)
+    body, unrolled = _unroll_taps(nest, stmts, loops, ranges) if fixed else (stmts, ())
+    loops = [x for x in loops if x not in unrolled]
     # Iterations of one parallel region: from the first loop that is not expanded by the
     # table (the parallel candidate) inwards; pairs expanded outside it are separate regions.
     inside = loops[next((n for n, x in enumerate(loops) if x not in expand), len(loops)) :]
-    work = sp.Mul(*[hi - lo for lo, hi in (spec.range_of(x) for x in inside)]).subs(env)
+    trips = [fused[1] if fused and x == fused[0] else _trips(spec, x) for x in inside]
+    work = sp.Mul(*trips).subs(env)
 
     def bounds(var):
+        if fused is not None and var == fused[0]:
+            return sp.Integer(0), sp.Integer(fused[1])
         lo, hi = clip_range(spec, nest, var, env)
         return tuple(_constant_over(b.subs(point), ranges) for b in (lo, hi))
 
@@ -291,6 +297,76 @@ def _c_nest(spec, nest, env, fixed):
         return (Loop(isym(var), lo, hi, inner, parallel=parallel, work=work),)
 
     return build(loops, [])
+
+
+def _trips(spec: KernelSpec, var: str) -> sp.Expr:
+    lo, hi = spec.range_of(var)
+    return hi - lo
+
+
+def _flat_offset(acc: sp.Indexed) -> sp.Expr:
+    """The row-major element offset of an access of a shaped array (as the C printer prints it)."""
+    offset = sp.Integer(0)
+    for index, size in zip(acc.indices, acc.base.shape, strict=True):
+        offset = offset * size + index
+    return sp.expand(offset)
+
+
+def _contiguous(group, sizes, offsets) -> bool:
+    """Loops ``group`` (outer first, trip counts ``sizes``) walk every access as one flat run.
+
+    That is: each offset is affine in them with ``coef(outer) = coef(inner) * size(inner)``
+    and a unit (or zero) innermost stride, so ``sum_g coef_g * g`` is ``coef_last * q`` with
+    ``q`` the row-major index of the group's point.
+    """
+    unit = False
+    for offset in offsets:
+        coefs = [sp.diff(offset, isym(x)) for x in group]
+        if not all(c.is_Integer for c in coefs) or coefs[-1] not in (0, 1):
+            return False
+        if any(coefs[n] != coefs[n + 1] * sizes[n + 1] for n in range(len(group) - 1)):
+            return False
+        unit = unit or coefs[-1] == 1
+    return unit
+
+
+def _fuse_contiguous(spec, nest, loops, stmts, ranges, env):
+    """Merge the inner loops that read and write memory contiguously into one flat loop.
+
+    C5's reduction ``sum_{c,u,v} w[k,c,u,v] * x[n,c,u,v]`` is one dot product over
+    C*KH*KW contiguous elements; looping ``c`` outside unrolled taps reads both arrays
+    with stride KH*KW. The largest group of (at least two) loops after the first whose
+    accesses are all one contiguous run becomes a single innermost loop ``q`` over the
+    group's points (row-major), the other loops keep their order outside it. Only for
+    accumulations (``+=``) over full constant ranges, where the loop order is free.
+
+    Returns (loops, statements, (fused name, trip count) or None).
+    """
+
+    def whole(x):  # a constant range from 0 that clipping does not restrict
+        r = ranges.get(isym(x))
+        bounds = tuple(_constant_over(b, ranges) for b in clip_range(spec, nest, x, env))
+        return r is not None and r.start == 0 and bounds == (0, r.stop)
+
+    candidates = [x for x in loops[1:] if whole(x)]
+    if not all(u.op == "+=" for u in stmts):
+        return loops, stmts, None
+    offsets = [_flat_offset(a) for u in stmts for a in sp.Tuple(u.lhs, u.rhs).atoms(sp.Indexed)]
+    best = None
+    for r in range(len(candidates), 1, -1):
+        for group in itertools.combinations(candidates, r):
+            sizes = [len(ranges[isym(x)]) for x in group]
+            total = int(sp.Mul(*sizes))
+            if (best is None or total > best[1]) and _contiguous(group, sizes, offsets):
+                best = (group, total)
+    if best is None:
+        return loops, stmts, None
+    group, total = best
+    name = "".join(group)
+    sub = {isym(x): sp.Integer(0) for x in group[:-1]} | {isym(group[-1]): isym(name)}
+    stmts = tuple(Update(u.lhs.xreplace(sub), u.op, u.rhs.xreplace(sub)) for u in stmts)
+    ranges[isym(name)] = range(total)
+    return [x for x in loops if x not in group] + [name], stmts, (name, total)
 
 
 def _single_trip(spec, nest, var, env, ranges, expand) -> bool:

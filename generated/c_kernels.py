@@ -107,6 +107,7 @@ SPECIALIZATIONS = {
 }
 
 _LIBRARY = []
+_FUNCTIONS = {}
 _CTYPES = {"int": ctypes.c_int64, "array": ctypes.c_void_p}
 _FLOATS = {numpy.dtype(numpy.float32): ("f32", ctypes.c_float), numpy.dtype(numpy.float64): ("f64", ctypes.c_double)}
 
@@ -144,16 +145,29 @@ def _connections(rows, shape):
     return mask
 
 
-def call(kernel, layer, dtype, values):
-    """Call the C function of ``kernel`` (``layer``'s specialization if not None) on ``values``."""
-    suffix, cfloat = _FLOATS[dtype]
-    base = f"symconv_{kernel}_{layer}" if layer else f"symconv_{kernel}"
-    fn = getattr(library(), f"{base}_{suffix}")
-    params = SIGNATURES[base]
-    if fn.argtypes is None:
+def _function(kernel, layer, dtype):
+    """(C function, its parameters as (name, is_array)) of ``kernel``, cached per layer and dtype.
+
+    Looking the symbol up and building its ``argtypes`` costs microseconds, as much
+    as a small kernel itself: it is done once per function, not once per call.
+    """
+    key = (kernel, layer, dtype)
+    found = _FUNCTIONS.get(key)
+    if found is None:
+        suffix, cfloat = _FLOATS[dtype]
+        base = f"symconv_{kernel}_{layer}" if layer else f"symconv_{kernel}"
+        fn = getattr(library(), f"{base}_{suffix}")
+        params = SIGNATURES[base]
         fn.argtypes = [cfloat if kind == "float" else _CTYPES[kind] for _, kind in params]
         fn.restype = None
-    fn(*(values[name].ctypes.data if kind == "array" else values[name] for name, kind in params))
+        found = _FUNCTIONS[key] = (fn, tuple((name, kind == "array") for name, kind in params))
+    return found
+
+
+def call(kernel, layer, dtype, values):
+    """Call the C function of ``kernel`` (``layer``'s specialization if not None) on ``values``."""
+    fn, params = _function(kernel, layer, dtype)
+    fn(*[values[name].ctypes.data if is_array else values[name] for name, is_array in params])
 
 
 def conv2d_forward(x, w, b, stride=1, padding=0, table=None):

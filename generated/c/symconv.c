@@ -2086,13 +2086,11 @@ void symconv_subsample_backward_S2_f32(const float *restrict dz, const float *re
         {
             float acc0 = 0;
             for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 14; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                    #pragma omp simd reduction(+: acc0)
+                #pragma omp simd reduction(+: acc0)
 #endif
-                    for (int64_t j = 0; j < 14; ++j) {
-                        acc0 += dz[196*c + 14*i + j + 1176*n];
-                    }
+                for (int64_t ij = 0; ij < 196; ++ij) {
+                    acc0 += dz[196*c + ij + 1176*n];
                 }
             }
             dbias[c] += acc0;
@@ -2151,13 +2149,11 @@ void symconv_subsample_backward_S2_f64(const double *restrict dz, const double *
         {
             double acc0 = 0;
             for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 14; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                    #pragma omp simd reduction(+: acc0)
+                #pragma omp simd reduction(+: acc0)
 #endif
-                    for (int64_t j = 0; j < 14; ++j) {
-                        acc0 += dz[196*c + 14*i + j + 1176*n];
-                    }
+                for (int64_t ij = 0; ij < 196; ++ij) {
+                    acc0 += dz[196*c + ij + 1176*n];
                 }
             }
             dbias[c] += acc0;
@@ -6606,13 +6602,11 @@ void symconv_subsample_backward_S4_f32(const float *restrict dz, const float *re
         {
             float acc0 = 0;
             for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 5; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                    #pragma omp simd reduction(+: acc0)
+                #pragma omp simd reduction(+: acc0)
 #endif
-                    for (int64_t j = 0; j < 5; ++j) {
-                        acc0 += dz[25*c + 5*i + j + 400*n];
-                    }
+                for (int64_t ij = 0; ij < 25; ++ij) {
+                    acc0 += dz[25*c + ij + 400*n];
                 }
             }
             dbias[c] += acc0;
@@ -6671,13 +6665,11 @@ void symconv_subsample_backward_S4_f64(const double *restrict dz, const double *
         {
             double acc0 = 0;
             for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 5; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                    #pragma omp simd reduction(+: acc0)
+                #pragma omp simd reduction(+: acc0)
 #endif
-                    for (int64_t j = 0; j < 5; ++j) {
-                        acc0 += dz[25*c + 5*i + j + 400*n];
-                    }
+                for (int64_t ij = 0; ij < 25; ++ij) {
+                    acc0 += dz[25*c + ij + 400*n];
                 }
             }
             dbias[c] += acc0;
@@ -6699,7 +6691,7 @@ void symconv_conv2d_forward_C5_f32(const float *restrict x, const float *restric
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((1920*N) >= 32768)
+    #pragma omp parallel for if((48000*N) >= 32768)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t k = 0; k < 120; ++k) {
@@ -6708,8 +6700,8 @@ void symconv_conv2d_forward_C5_f32(const float *restrict x, const float *restric
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                 #pragma omp simd reduction(+: acc0)
 #endif
-                for (int64_t c = 0; c < 16; ++c) {
-                    acc0 += w[25*c + 400*k]*x[25*c + 400*n] + w[25*c + 400*k + 1]*x[25*c + 400*n + 1] + w[25*c + 400*k + 2]*x[25*c + 400*n + 2] + w[25*c + 400*k + 3]*x[25*c + 400*n + 3] + w[25*c + 400*k + 4]*x[25*c + 400*n + 4] + w[25*c + 400*k + 5]*x[25*c + 400*n + 5] + w[25*c + 400*k + 6]*x[25*c + 400*n + 6] + w[25*c + 400*k + 7]*x[25*c + 400*n + 7] + w[25*c + 400*k + 8]*x[25*c + 400*n + 8] + w[25*c + 400*k + 9]*x[25*c + 400*n + 9] + w[25*c + 400*k + 10]*x[25*c + 400*n + 10] + w[25*c + 400*k + 11]*x[25*c + 400*n + 11] + w[25*c + 400*k + 12]*x[25*c + 400*n + 12] + w[25*c + 400*k + 13]*x[25*c + 400*n + 13] + w[25*c + 400*k + 14]*x[25*c + 400*n + 14] + w[25*c + 400*k + 15]*x[25*c + 400*n + 15] + w[25*c + 400*k + 16]*x[25*c + 400*n + 16] + w[25*c + 400*k + 17]*x[25*c + 400*n + 17] + w[25*c + 400*k + 18]*x[25*c + 400*n + 18] + w[25*c + 400*k + 19]*x[25*c + 400*n + 19] + w[25*c + 400*k + 20]*x[25*c + 400*n + 20] + w[25*c + 400*k + 21]*x[25*c + 400*n + 21] + w[25*c + 400*k + 22]*x[25*c + 400*n + 22] + w[25*c + 400*k + 23]*x[25*c + 400*n + 23] + w[25*c + 400*k + 24]*x[25*c + 400*n + 24];
+                for (int64_t cuv = 0; cuv < 400; ++cuv) {
+                    acc0 += w[cuv + 400*k]*x[cuv + 400*n];
                 }
                 y[k + 120*n] += acc0;
             }
@@ -6731,7 +6723,7 @@ void symconv_conv2d_forward_C5_f64(const double *restrict x, const double *restr
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((1920*N) >= 32768)
+    #pragma omp parallel for if((48000*N) >= 32768)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t k = 0; k < 120; ++k) {
@@ -6740,8 +6732,8 @@ void symconv_conv2d_forward_C5_f64(const double *restrict x, const double *restr
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                 #pragma omp simd reduction(+: acc0)
 #endif
-                for (int64_t c = 0; c < 16; ++c) {
-                    acc0 += w[25*c + 400*k]*x[25*c + 400*n] + w[25*c + 400*k + 1]*x[25*c + 400*n + 1] + w[25*c + 400*k + 2]*x[25*c + 400*n + 2] + w[25*c + 400*k + 3]*x[25*c + 400*n + 3] + w[25*c + 400*k + 4]*x[25*c + 400*n + 4] + w[25*c + 400*k + 5]*x[25*c + 400*n + 5] + w[25*c + 400*k + 6]*x[25*c + 400*n + 6] + w[25*c + 400*k + 7]*x[25*c + 400*n + 7] + w[25*c + 400*k + 8]*x[25*c + 400*n + 8] + w[25*c + 400*k + 9]*x[25*c + 400*n + 9] + w[25*c + 400*k + 10]*x[25*c + 400*n + 10] + w[25*c + 400*k + 11]*x[25*c + 400*n + 11] + w[25*c + 400*k + 12]*x[25*c + 400*n + 12] + w[25*c + 400*k + 13]*x[25*c + 400*n + 13] + w[25*c + 400*k + 14]*x[25*c + 400*n + 14] + w[25*c + 400*k + 15]*x[25*c + 400*n + 15] + w[25*c + 400*k + 16]*x[25*c + 400*n + 16] + w[25*c + 400*k + 17]*x[25*c + 400*n + 17] + w[25*c + 400*k + 18]*x[25*c + 400*n + 18] + w[25*c + 400*k + 19]*x[25*c + 400*n + 19] + w[25*c + 400*k + 20]*x[25*c + 400*n + 20] + w[25*c + 400*k + 21]*x[25*c + 400*n + 21] + w[25*c + 400*k + 22]*x[25*c + 400*n + 22] + w[25*c + 400*k + 23]*x[25*c + 400*n + 23] + w[25*c + 400*k + 24]*x[25*c + 400*n + 24];
+                for (int64_t cuv = 0; cuv < 400; ++cuv) {
+                    acc0 += w[cuv + 400*k]*x[cuv + 400*n];
                 }
                 y[k + 120*n] += acc0;
             }
@@ -6770,13 +6762,9 @@ void symconv_conv2d_backward_data_C5_f32(const float *restrict dy, const float *
     #pragma omp parallel for if((48000*N) >= 32768)
 #endif
     for (int64_t n = 0; n < N; ++n) {
-        for (int64_t c = 0; c < 16; ++c) {
-            for (int64_t k = 0; k < 120; ++k) {
-                for (int64_t u = 0; u < 5; ++u) {
-                    for (int64_t v = 0; v < 5; ++v) {
-                        dx[25*c + 400*n + 5*u + v] += dy[k + 120*n]*w[25*c + 400*k + 5*u + v];
-                    }
-                }
+        for (int64_t k = 0; k < 120; ++k) {
+            for (int64_t cuv = 0; cuv < 400; ++cuv) {
+                dx[cuv + 400*n] += dy[k + 120*n]*w[cuv + 400*k];
             }
         }
     }
@@ -6803,13 +6791,9 @@ void symconv_conv2d_backward_data_C5_f64(const double *restrict dy, const double
     #pragma omp parallel for if((48000*N) >= 32768)
 #endif
     for (int64_t n = 0; n < N; ++n) {
-        for (int64_t c = 0; c < 16; ++c) {
-            for (int64_t k = 0; k < 120; ++k) {
-                for (int64_t u = 0; u < 5; ++u) {
-                    for (int64_t v = 0; v < 5; ++v) {
-                        dx[25*c + 400*n + 5*u + v] += dy[k + 120*n]*w[25*c + 400*k + 5*u + v];
-                    }
-                }
+        for (int64_t k = 0; k < 120; ++k) {
+            for (int64_t cuv = 0; cuv < 400; ++cuv) {
+                dx[cuv + 400*n] += dy[k + 120*n]*w[cuv + 400*k];
             }
         }
     }
@@ -6836,20 +6820,9 @@ void symconv_conv2d_backward_filter_C5_f32(const float *restrict x, const float 
     #pragma omp parallel for if((48000*N) >= 32768)
 #endif
     for (int64_t k = 0; k < 120; ++k) {
-        for (int64_t c = 0; c < 16; ++c) {
-            for (int64_t u = 0; u < 5; ++u) {
-                for (int64_t v = 0; v < 5; ++v) {
-                    {
-                        float acc0 = 0;
-#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                        #pragma omp simd reduction(+: acc0)
-#endif
-                        for (int64_t n = 0; n < N; ++n) {
-                            acc0 += dy[k + 120*n]*x[25*c + 400*n + 5*u + v];
-                        }
-                        dw[25*c + 400*k + 5*u + v] += acc0;
-                    }
-                }
+        for (int64_t n = 0; n < N; ++n) {
+            for (int64_t cuv = 0; cuv < 400; ++cuv) {
+                dw[cuv + 400*k] += dy[k + 120*n]*x[cuv + 400*n];
             }
         }
     }
@@ -6876,20 +6849,9 @@ void symconv_conv2d_backward_filter_C5_f64(const double *restrict x, const doubl
     #pragma omp parallel for if((48000*N) >= 32768)
 #endif
     for (int64_t k = 0; k < 120; ++k) {
-        for (int64_t c = 0; c < 16; ++c) {
-            for (int64_t u = 0; u < 5; ++u) {
-                for (int64_t v = 0; v < 5; ++v) {
-                    {
-                        double acc0 = 0;
-#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                        #pragma omp simd reduction(+: acc0)
-#endif
-                        for (int64_t n = 0; n < N; ++n) {
-                            acc0 += dy[k + 120*n]*x[25*c + 400*n + 5*u + v];
-                        }
-                        dw[25*c + 400*k + 5*u + v] += acc0;
-                    }
-                }
+        for (int64_t n = 0; n < N; ++n) {
+            for (int64_t cuv = 0; cuv < 400; ++cuv) {
+                dw[cuv + 400*k] += dy[k + 120*n]*x[cuv + 400*n];
             }
         }
     }
