@@ -251,20 +251,22 @@ def _c_nest(spec, nest, env, fixed):
     # A specialization for "all connected" (fixed table None) has no condition at all.
     all_connected = "table" in fixed and fixed["table"] is None
     cond = None if expand or all_connected or nest.cond is None else nest.cond.xreplace(shaped)
-    fused = None
+    made = {}  # loops made by fusing / jamming: name -> trip count
     if fixed and not expand and cond is None:
-        loops, stmts, fused = _fuse_contiguous(spec, nest, loops, stmts, ranges, env)
+        loops, stmts, made = _fuse_contiguous(spec, nest, loops, stmts, ranges, env)
     body, unrolled = _unroll_taps(nest, stmts, loops, ranges) if fixed else (stmts, ())
     loops = [x for x in loops if x not in unrolled]
     # Iterations of one parallel region: from the first loop that is not expanded by the
     # table (the parallel candidate) inwards; pairs expanded outside it are separate regions.
     inside = loops[next((n for n, x in enumerate(loops) if x not in expand), len(loops)) :]
-    trips = [fused[1] if fused and x == fused[0] else _trips(spec, x) for x in inside]
-    work = sp.Mul(*trips).subs(env)
+    work = sp.Mul(*[made.get(x) or _trips(spec, x) for x in inside]).subs(env)
+    if fixed:
+        loops, body, jammed = _jam(spec, nest, loops, body, ranges, env, expand)
+        made.update(jammed)
 
     def bounds(var):
-        if fused is not None and var == fused[0]:
-            return sp.Integer(0), sp.Integer(fused[1])
+        if var in made:
+            return sp.Integer(0), sp.Integer(made[var])
         lo, hi = clip_range(spec, nest, var, env)
         return tuple(_constant_over(b.subs(point), ranges) for b in (lo, hi))
 
@@ -340,7 +342,7 @@ def _fuse_contiguous(spec, nest, loops, stmts, ranges, env):
     group's points (row-major), the other loops keep their order outside it. Only for
     accumulations (``+=``) over full constant ranges, where the loop order is free.
 
-    Returns (loops, statements, (fused name, trip count) or None).
+    Returns (loops, statements, {fused name: trip count}).
     """
 
     def whole(x):  # a constant range from 0 that clipping does not restrict
@@ -350,7 +352,7 @@ def _fuse_contiguous(spec, nest, loops, stmts, ranges, env):
 
     candidates = [x for x in loops[1:] if whole(x)]
     if not all(u.op == "+=" for u in stmts):
-        return loops, stmts, None
+        return loops, stmts, {}
     offsets = [_flat_offset(a) for u in stmts for a in sp.Tuple(u.lhs, u.rhs).atoms(sp.Indexed)]
     best = None
     for r in range(len(candidates), 1, -1):
@@ -360,13 +362,65 @@ def _fuse_contiguous(spec, nest, loops, stmts, ranges, env):
             if (best is None or total > best[1]) and _contiguous(group, sizes, offsets):
                 best = (group, total)
     if best is None:
-        return loops, stmts, None
+        return loops, stmts, {}
     group, total = best
     name = "".join(group)
     sub = {isym(x): sp.Integer(0) for x in group[:-1]} | {isym(group[-1]): isym(name)}
     stmts = tuple(Update(u.lhs.xreplace(sub), u.op, u.rhs.xreplace(sub)) for u in stmts)
     ranges[isym(name)] = range(total)
-    return [x for x in loops if x not in group] + [name], stmts, (name, total)
+    return [x for x in loops if x not in group] + [name], stmts, {name: total}
+
+
+#: Independent accumulators an unroll-and-jam aims for: one simd FMA chain has a latency
+#: of ~4 cycles, so a dot product with a single accumulator runs at a quarter of the
+#: FMA throughput; 4 chains (sharing the loads that do not depend on the jammed loop) fill it.
+JAM = 4
+
+
+def _jam(spec, nest, loops, body, ranges, env, expand):
+    """Unroll-and-jam the loop just outside a specialized innermost reduction.
+
+    ``y[n, o] += sum_i w[o, i] * x[n, i]`` with ``o`` jammed by 4 becomes four
+    accumulators in one simd loop over ``i`` (``x[n, i]`` loaded once for all four):
+    four independent FMA chains instead of one latency-bound chain. The jammed loop
+    steps over blocks ``o4`` of :data:`JAM` values (or all of them when it has at most
+    8 iterations, e.g. a 5-tap kernel row); it must not be the first (parallel) loop.
+
+    Returns (loops, body, {jammed loop name: trip count}).
+    """
+    lhs_vars = {x for u in body if isinstance(u, Update) for x in u.lhs.free_symbols}
+    r = len(loops)
+    while r > 0 and isym(loops[r - 1]) not in lhs_vars:
+        r -= 1
+    if r < 2 or r == len(loops) or loops[r - 1] in expand:
+        return loops, body, {}
+    if not all(isinstance(u, Update) for u in body):  # cse temporaries: keep it simple
+        return loops, body, {}
+    if not _reducible(body, {isym(x) for x in loops[r:]}):
+        return loops, body, {}
+    var = loops[r - 1]
+    rng = ranges.get(isym(var))
+    if rng is None or rng.start != 0:
+        return loops, body, {}
+    bounds = clip_range(spec, nest, var, env) if var in nest.loops else (0, rng.stop)
+    if tuple(_constant_over(b, ranges) for b in bounds) != (0, rng.stop):
+        return loops, body, {}
+    trips = len(rng)
+    block = trips if trips <= 8 else JAM if trips % JAM == 0 else None
+    if block is None or block < 2:
+        return loops, body, {}
+    name = f"{var}{block}"
+    # A loop jammed whole leaves no block loop: its copies are the constants 0..trips-1.
+    start = isym(name) * block if block < trips else sp.Integer(0)
+    copies = tuple(
+        Update(u.lhs.xreplace(sub), u.op, u.rhs.xreplace(sub))
+        for t in range(block)
+        for sub in [{isym(var): start + t}]
+        for u in body
+    )
+    if block == trips:
+        return loops[: r - 1] + loops[r:], copies, {}
+    return loops[: r - 1] + [name] + loops[r:], copies, {name: trips // block}
 
 
 def _single_trip(spec, nest, var, env, ranges, expand) -> bool:

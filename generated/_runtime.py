@@ -6,11 +6,24 @@ wrong type or dtype, ValueError for a wrong rank, shape, layout or value; each
 message starts with the kernel name and names the argument.
 """
 
+import functools
 import numbers
 
 import numpy
 
 FLOAT_DTYPES = (numpy.dtype(numpy.float32), numpy.dtype(numpy.float64))
+
+
+@functools.lru_cache(maxsize=64)
+def all_connected(shape):
+    """A read-only all-True connection table of ``shape`` (cached: calls without a table).
+
+    >>> all_connected((2, 3)).all(), all_connected((2, 3)).flags.writeable
+    (np.True_, False)
+    """
+    mask = numpy.ones(shape, dtype=bool)
+    mask.flags.writeable = False
+    return mask
 
 
 class Args:
@@ -34,7 +47,7 @@ class Args:
         if rank_names is not None and a.ndim != len(rank_names):
             want = ", ".join(rank_names)
             self.fail(ValueError, f"{name} must have rank {len(rank_names)} ({want}), got shape {a.shape}")
-        if not a.flags.c_contiguous or any(s < 0 for s in a.strides):
+        if not a.flags.c_contiguous or min(a.strides, default=0) < 0:
             self.fail(ValueError, f"{name} must be C-contiguous with positive strides")
         if a.size == 0:
             self.fail(ValueError, f"{name} must not be empty, got shape {a.shape}")
@@ -101,9 +114,12 @@ class Args:
             )
 
     def mask(self, name, a, dims):
-        """A connection table (uint8 or bool, 1 = connected) as bool; None = all connected."""
+        """A connection table (uint8 or bool, 1 = connected) as bool; None = all connected.
+
+        The all-connected table of a shape is built once and shared read-only.
+        """
         if a is None:
-            return numpy.ones(tuple(self.dims[d] for d in dims), dtype=bool)
+            return all_connected(tuple(self.dims[d] for d in dims))
         self._ndarray(name, a, dims)
         if a.dtype not in (numpy.dtype(numpy.uint8), numpy.dtype(bool)):
             self.fail(TypeError, f"{name} must have dtype uint8 or bool, got {a.dtype}")
@@ -153,14 +169,13 @@ class Args:
 
     def derive(self, dim, value, formula, uses=()):
         """A size computed from others; must be >= 1 and agree with an array that carries it."""
-        where = self._where(uses)
         if value < 1:
-            self.fail(ValueError, f"{dim} = {formula} = {value} must be >= 1 with {where} (input too small?)")
+            self.fail(ValueError, f"{dim} = {formula} = {value} must be >= 1 with {self._where(uses)} (input too small?)")
         if dim in self.dims and self.dims[dim] != value:
             self.fail(
                 ValueError,
                 f"{dim}={self.dims[dim]} from {self.source[dim]} does not match "
-                f"{dim} = {formula} = {value} with {where}",
+                f"{dim} = {formula} = {value} with {self._where(uses)}",
             )
         self.dims[dim] = int(value)
         self.source.setdefault(dim, formula)

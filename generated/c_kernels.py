@@ -10,6 +10,7 @@ LeNet-5 layer run that layer's specialized C function.
 """
 
 import ctypes
+import functools
 import os
 from pathlib import Path
 
@@ -136,12 +137,15 @@ def variant(kernel, values, table=None):
     return None
 
 
+@functools.lru_cache(maxsize=64)
 def _connections(rows, shape):
+    """The (read-only, cached) connection table of a specialization's rows."""
     mask = numpy.zeros(shape, dtype=bool)
     if rows is None:
         mask[:] = True
     for k, cs in enumerate(rows or ()):
         mask[k, list(cs)] = True
+    mask.flags.writeable = False
     return mask
 
 

@@ -1916,21 +1916,31 @@ void symconv_conv2d_backward_filter_C1_f32(const float *restrict x, const float 
 #endif
     for (int64_t k = 0; k < 6; ++k) {
         for (int64_t u = 0; u < 5; ++u) {
-            for (int64_t v = 0; v < 5; ++v) {
-                {
-                    float acc0 = 0;
-                    for (int64_t n = 0; n < N; ++n) {
-                        for (int64_t i = 0; i < 28; ++i) {
+            {
+                float acc0 = 0;
+                float acc1 = 0;
+                float acc2 = 0;
+                float acc3 = 0;
+                float acc4 = 0;
+                for (int64_t n = 0; n < N; ++n) {
+                    for (int64_t i = 0; i < 28; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                            #pragma omp simd reduction(+: acc0)
+                        #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                            for (int64_t j = 0; j < 28; ++j) {
-                                acc0 += dy[28*i + j + 784*k + 4704*n]*x[32*i + j + 1024*n + 32*u + v];
-                            }
+                        for (int64_t j = 0; j < 28; ++j) {
+                            acc0 += dy[28*i + j + 784*k + 4704*n]*x[32*i + j + 1024*n + 32*u];
+                            acc1 += dy[28*i + j + 784*k + 4704*n]*x[32*i + j + 1024*n + 32*u + 1];
+                            acc2 += dy[28*i + j + 784*k + 4704*n]*x[32*i + j + 1024*n + 32*u + 2];
+                            acc3 += dy[28*i + j + 784*k + 4704*n]*x[32*i + j + 1024*n + 32*u + 3];
+                            acc4 += dy[28*i + j + 784*k + 4704*n]*x[32*i + j + 1024*n + 32*u + 4];
                         }
                     }
-                    dw[25*k + 5*u + v] += acc0;
                 }
+                dw[25*k + 5*u] += acc0;
+                dw[25*k + 5*u + 1] += acc1;
+                dw[25*k + 5*u + 2] += acc2;
+                dw[25*k + 5*u + 3] += acc3;
+                dw[25*k + 5*u + 4] += acc4;
             }
         }
     }
@@ -1953,21 +1963,31 @@ void symconv_conv2d_backward_filter_C1_f64(const double *restrict x, const doubl
 #endif
     for (int64_t k = 0; k < 6; ++k) {
         for (int64_t u = 0; u < 5; ++u) {
-            for (int64_t v = 0; v < 5; ++v) {
-                {
-                    double acc0 = 0;
-                    for (int64_t n = 0; n < N; ++n) {
-                        for (int64_t i = 0; i < 28; ++i) {
+            {
+                double acc0 = 0;
+                double acc1 = 0;
+                double acc2 = 0;
+                double acc3 = 0;
+                double acc4 = 0;
+                for (int64_t n = 0; n < N; ++n) {
+                    for (int64_t i = 0; i < 28; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                            #pragma omp simd reduction(+: acc0)
+                        #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                            for (int64_t j = 0; j < 28; ++j) {
-                                acc0 += dy[28*i + j + 784*k + 4704*n]*x[32*i + j + 1024*n + 32*u + v];
-                            }
+                        for (int64_t j = 0; j < 28; ++j) {
+                            acc0 += dy[28*i + j + 784*k + 4704*n]*x[32*i + j + 1024*n + 32*u];
+                            acc1 += dy[28*i + j + 784*k + 4704*n]*x[32*i + j + 1024*n + 32*u + 1];
+                            acc2 += dy[28*i + j + 784*k + 4704*n]*x[32*i + j + 1024*n + 32*u + 2];
+                            acc3 += dy[28*i + j + 784*k + 4704*n]*x[32*i + j + 1024*n + 32*u + 3];
+                            acc4 += dy[28*i + j + 784*k + 4704*n]*x[32*i + j + 1024*n + 32*u + 4];
                         }
                     }
-                    dw[25*k + 5*u + v] += acc0;
                 }
+                dw[25*k + 5*u] += acc0;
+                dw[25*k + 5*u + 1] += acc1;
+                dw[25*k + 5*u + 2] += acc2;
+                dw[25*k + 5*u + 3] += acc3;
+                dw[25*k + 5*u + 4] += acc4;
             }
         }
     }
@@ -3955,1260 +3975,1860 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
     #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
-        for (int64_t v = 0; v < 5; ++v) {
-            {
-                float acc0 = 0;
-                for (int64_t n = 0; n < N; ++n) {
-                    for (int64_t i = 0; i < 10; ++i) {
+        {
+            float acc0 = 0;
+            float acc1 = 0;
+            float acc2 = 0;
+            float acc3 = 0;
+            float acc4 = 0;
+            for (int64_t n = 0; n < N; ++n) {
+                for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                        #pragma omp simd reduction(+: acc0)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                        for (int64_t j = 0; j < 10; ++j) {
-                            acc0 += dy[10*i + j + 1600*n]*x[14*i + j + 1176*n + 14*u + v];
-                        }
+                    for (int64_t j = 0; j < 10; ++j) {
+                        acc0 += dy[10*i + j + 1600*n]*x[14*i + j + 1176*n + 14*u];
+                        acc1 += dy[10*i + j + 1600*n]*x[14*i + j + 1176*n + 14*u + 1];
+                        acc2 += dy[10*i + j + 1600*n]*x[14*i + j + 1176*n + 14*u + 2];
+                        acc3 += dy[10*i + j + 1600*n]*x[14*i + j + 1176*n + 14*u + 3];
+                        acc4 += dy[10*i + j + 1600*n]*x[14*i + j + 1176*n + 14*u + 4];
                     }
                 }
-                dw[5*u + v] += acc0;
             }
+            dw[5*u] += acc0;
+            dw[5*u + 1] += acc1;
+            dw[5*u + 2] += acc2;
+            dw[5*u + 3] += acc3;
+            dw[5*u + 4] += acc4;
         }
     }
 #ifdef _OPENMP
     #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
-        for (int64_t v = 0; v < 5; ++v) {
-            {
-                float acc0 = 0;
-                for (int64_t n = 0; n < N; ++n) {
-                    for (int64_t i = 0; i < 10; ++i) {
+        {
+            float acc0 = 0;
+            float acc1 = 0;
+            float acc2 = 0;
+            float acc3 = 0;
+            float acc4 = 0;
+            for (int64_t n = 0; n < N; ++n) {
+                for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                        #pragma omp simd reduction(+: acc0)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                        for (int64_t j = 0; j < 10; ++j) {
-                            acc0 += dy[10*i + j + 1600*n]*x[14*i + j + 1176*n + 14*u + v + 196];
-                        }
+                    for (int64_t j = 0; j < 10; ++j) {
+                        acc0 += dy[10*i + j + 1600*n]*x[14*i + j + 1176*n + 14*u + 196];
+                        acc1 += dy[10*i + j + 1600*n]*x[14*i + j + 1176*n + 14*u + 197];
+                        acc2 += dy[10*i + j + 1600*n]*x[14*i + j + 1176*n + 14*u + 198];
+                        acc3 += dy[10*i + j + 1600*n]*x[14*i + j + 1176*n + 14*u + 199];
+                        acc4 += dy[10*i + j + 1600*n]*x[14*i + j + 1176*n + 14*u + 200];
                     }
                 }
-                dw[5*u + v + 25] += acc0;
             }
+            dw[5*u + 25] += acc0;
+            dw[5*u + 26] += acc1;
+            dw[5*u + 27] += acc2;
+            dw[5*u + 28] += acc3;
+            dw[5*u + 29] += acc4;
         }
     }
 #ifdef _OPENMP
     #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
-        for (int64_t v = 0; v < 5; ++v) {
-            {
-                float acc0 = 0;
-                for (int64_t n = 0; n < N; ++n) {
-                    for (int64_t i = 0; i < 10; ++i) {
+        {
+            float acc0 = 0;
+            float acc1 = 0;
+            float acc2 = 0;
+            float acc3 = 0;
+            float acc4 = 0;
+            for (int64_t n = 0; n < N; ++n) {
+                for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                        #pragma omp simd reduction(+: acc0)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                        for (int64_t j = 0; j < 10; ++j) {
-                            acc0 += dy[10*i + j + 1600*n]*x[14*i + j + 1176*n + 14*u + v + 392];
-                        }
+                    for (int64_t j = 0; j < 10; ++j) {
+                        acc0 += dy[10*i + j + 1600*n]*x[14*i + j + 1176*n + 14*u + 392];
+                        acc1 += dy[10*i + j + 1600*n]*x[14*i + j + 1176*n + 14*u + 393];
+                        acc2 += dy[10*i + j + 1600*n]*x[14*i + j + 1176*n + 14*u + 394];
+                        acc3 += dy[10*i + j + 1600*n]*x[14*i + j + 1176*n + 14*u + 395];
+                        acc4 += dy[10*i + j + 1600*n]*x[14*i + j + 1176*n + 14*u + 396];
                     }
                 }
-                dw[5*u + v + 50] += acc0;
             }
+            dw[5*u + 50] += acc0;
+            dw[5*u + 51] += acc1;
+            dw[5*u + 52] += acc2;
+            dw[5*u + 53] += acc3;
+            dw[5*u + 54] += acc4;
         }
     }
 #ifdef _OPENMP
     #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
-        for (int64_t v = 0; v < 5; ++v) {
-            {
-                float acc0 = 0;
-                for (int64_t n = 0; n < N; ++n) {
-                    for (int64_t i = 0; i < 10; ++i) {
+        {
+            float acc0 = 0;
+            float acc1 = 0;
+            float acc2 = 0;
+            float acc3 = 0;
+            float acc4 = 0;
+            for (int64_t n = 0; n < N; ++n) {
+                for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                        #pragma omp simd reduction(+: acc0)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                        for (int64_t j = 0; j < 10; ++j) {
-                            acc0 += dy[10*i + j + 1600*n + 100]*x[14*i + j + 1176*n + 14*u + v + 196];
-                        }
+                    for (int64_t j = 0; j < 10; ++j) {
+                        acc0 += dy[10*i + j + 1600*n + 100]*x[14*i + j + 1176*n + 14*u + 196];
+                        acc1 += dy[10*i + j + 1600*n + 100]*x[14*i + j + 1176*n + 14*u + 197];
+                        acc2 += dy[10*i + j + 1600*n + 100]*x[14*i + j + 1176*n + 14*u + 198];
+                        acc3 += dy[10*i + j + 1600*n + 100]*x[14*i + j + 1176*n + 14*u + 199];
+                        acc4 += dy[10*i + j + 1600*n + 100]*x[14*i + j + 1176*n + 14*u + 200];
                     }
                 }
-                dw[5*u + v + 175] += acc0;
             }
+            dw[5*u + 175] += acc0;
+            dw[5*u + 176] += acc1;
+            dw[5*u + 177] += acc2;
+            dw[5*u + 178] += acc3;
+            dw[5*u + 179] += acc4;
         }
     }
 #ifdef _OPENMP
     #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
-        for (int64_t v = 0; v < 5; ++v) {
-            {
-                float acc0 = 0;
-                for (int64_t n = 0; n < N; ++n) {
-                    for (int64_t i = 0; i < 10; ++i) {
+        {
+            float acc0 = 0;
+            float acc1 = 0;
+            float acc2 = 0;
+            float acc3 = 0;
+            float acc4 = 0;
+            for (int64_t n = 0; n < N; ++n) {
+                for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                        #pragma omp simd reduction(+: acc0)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                        for (int64_t j = 0; j < 10; ++j) {
-                            acc0 += dy[10*i + j + 1600*n + 100]*x[14*i + j + 1176*n + 14*u + v + 392];
-                        }
+                    for (int64_t j = 0; j < 10; ++j) {
+                        acc0 += dy[10*i + j + 1600*n + 100]*x[14*i + j + 1176*n + 14*u + 392];
+                        acc1 += dy[10*i + j + 1600*n + 100]*x[14*i + j + 1176*n + 14*u + 393];
+                        acc2 += dy[10*i + j + 1600*n + 100]*x[14*i + j + 1176*n + 14*u + 394];
+                        acc3 += dy[10*i + j + 1600*n + 100]*x[14*i + j + 1176*n + 14*u + 395];
+                        acc4 += dy[10*i + j + 1600*n + 100]*x[14*i + j + 1176*n + 14*u + 396];
                     }
                 }
-                dw[5*u + v + 200] += acc0;
             }
+            dw[5*u + 200] += acc0;
+            dw[5*u + 201] += acc1;
+            dw[5*u + 202] += acc2;
+            dw[5*u + 203] += acc3;
+            dw[5*u + 204] += acc4;
         }
     }
 #ifdef _OPENMP
     #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
-        for (int64_t v = 0; v < 5; ++v) {
-            {
-                float acc0 = 0;
-                for (int64_t n = 0; n < N; ++n) {
-                    for (int64_t i = 0; i < 10; ++i) {
+        {
+            float acc0 = 0;
+            float acc1 = 0;
+            float acc2 = 0;
+            float acc3 = 0;
+            float acc4 = 0;
+            for (int64_t n = 0; n < N; ++n) {
+                for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                        #pragma omp simd reduction(+: acc0)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                        for (int64_t j = 0; j < 10; ++j) {
-                            acc0 += dy[10*i + j + 1600*n + 100]*x[14*i + j + 1176*n + 14*u + v + 588];
-                        }
+                    for (int64_t j = 0; j < 10; ++j) {
+                        acc0 += dy[10*i + j + 1600*n + 100]*x[14*i + j + 1176*n + 14*u + 588];
+                        acc1 += dy[10*i + j + 1600*n + 100]*x[14*i + j + 1176*n + 14*u + 589];
+                        acc2 += dy[10*i + j + 1600*n + 100]*x[14*i + j + 1176*n + 14*u + 590];
+                        acc3 += dy[10*i + j + 1600*n + 100]*x[14*i + j + 1176*n + 14*u + 591];
+                        acc4 += dy[10*i + j + 1600*n + 100]*x[14*i + j + 1176*n + 14*u + 592];
                     }
                 }
-                dw[5*u + v + 225] += acc0;
             }
+            dw[5*u + 225] += acc0;
+            dw[5*u + 226] += acc1;
+            dw[5*u + 227] += acc2;
+            dw[5*u + 228] += acc3;
+            dw[5*u + 229] += acc4;
         }
     }
 #ifdef _OPENMP
     #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
-        for (int64_t v = 0; v < 5; ++v) {
-            {
-                float acc0 = 0;
-                for (int64_t n = 0; n < N; ++n) {
-                    for (int64_t i = 0; i < 10; ++i) {
+        {
+            float acc0 = 0;
+            float acc1 = 0;
+            float acc2 = 0;
+            float acc3 = 0;
+            float acc4 = 0;
+            for (int64_t n = 0; n < N; ++n) {
+                for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                        #pragma omp simd reduction(+: acc0)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                        for (int64_t j = 0; j < 10; ++j) {
-                            acc0 += dy[10*i + j + 1600*n + 200]*x[14*i + j + 1176*n + 14*u + v + 392];
-                        }
+                    for (int64_t j = 0; j < 10; ++j) {
+                        acc0 += dy[10*i + j + 1600*n + 200]*x[14*i + j + 1176*n + 14*u + 392];
+                        acc1 += dy[10*i + j + 1600*n + 200]*x[14*i + j + 1176*n + 14*u + 393];
+                        acc2 += dy[10*i + j + 1600*n + 200]*x[14*i + j + 1176*n + 14*u + 394];
+                        acc3 += dy[10*i + j + 1600*n + 200]*x[14*i + j + 1176*n + 14*u + 395];
+                        acc4 += dy[10*i + j + 1600*n + 200]*x[14*i + j + 1176*n + 14*u + 396];
                     }
                 }
-                dw[5*u + v + 350] += acc0;
             }
+            dw[5*u + 350] += acc0;
+            dw[5*u + 351] += acc1;
+            dw[5*u + 352] += acc2;
+            dw[5*u + 353] += acc3;
+            dw[5*u + 354] += acc4;
         }
     }
 #ifdef _OPENMP
     #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
-        for (int64_t v = 0; v < 5; ++v) {
-            {
-                float acc0 = 0;
-                for (int64_t n = 0; n < N; ++n) {
-                    for (int64_t i = 0; i < 10; ++i) {
+        {
+            float acc0 = 0;
+            float acc1 = 0;
+            float acc2 = 0;
+            float acc3 = 0;
+            float acc4 = 0;
+            for (int64_t n = 0; n < N; ++n) {
+                for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                        #pragma omp simd reduction(+: acc0)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                        for (int64_t j = 0; j < 10; ++j) {
-                            acc0 += dy[10*i + j + 1600*n + 200]*x[14*i + j + 1176*n + 14*u + v + 588];
-                        }
+                    for (int64_t j = 0; j < 10; ++j) {
+                        acc0 += dy[10*i + j + 1600*n + 200]*x[14*i + j + 1176*n + 14*u + 588];
+                        acc1 += dy[10*i + j + 1600*n + 200]*x[14*i + j + 1176*n + 14*u + 589];
+                        acc2 += dy[10*i + j + 1600*n + 200]*x[14*i + j + 1176*n + 14*u + 590];
+                        acc3 += dy[10*i + j + 1600*n + 200]*x[14*i + j + 1176*n + 14*u + 591];
+                        acc4 += dy[10*i + j + 1600*n + 200]*x[14*i + j + 1176*n + 14*u + 592];
                     }
                 }
-                dw[5*u + v + 375] += acc0;
             }
+            dw[5*u + 375] += acc0;
+            dw[5*u + 376] += acc1;
+            dw[5*u + 377] += acc2;
+            dw[5*u + 378] += acc3;
+            dw[5*u + 379] += acc4;
         }
     }
 #ifdef _OPENMP
     #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
-        for (int64_t v = 0; v < 5; ++v) {
-            {
-                float acc0 = 0;
-                for (int64_t n = 0; n < N; ++n) {
-                    for (int64_t i = 0; i < 10; ++i) {
+        {
+            float acc0 = 0;
+            float acc1 = 0;
+            float acc2 = 0;
+            float acc3 = 0;
+            float acc4 = 0;
+            for (int64_t n = 0; n < N; ++n) {
+                for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                        #pragma omp simd reduction(+: acc0)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                        for (int64_t j = 0; j < 10; ++j) {
-                            acc0 += dy[10*i + j + 1600*n + 200]*x[14*i + j + 1176*n + 14*u + v + 784];
-                        }
+                    for (int64_t j = 0; j < 10; ++j) {
+                        acc0 += dy[10*i + j + 1600*n + 200]*x[14*i + j + 1176*n + 14*u + 784];
+                        acc1 += dy[10*i + j + 1600*n + 200]*x[14*i + j + 1176*n + 14*u + 785];
+                        acc2 += dy[10*i + j + 1600*n + 200]*x[14*i + j + 1176*n + 14*u + 786];
+                        acc3 += dy[10*i + j + 1600*n + 200]*x[14*i + j + 1176*n + 14*u + 787];
+                        acc4 += dy[10*i + j + 1600*n + 200]*x[14*i + j + 1176*n + 14*u + 788];
                     }
                 }
-                dw[5*u + v + 400] += acc0;
             }
+            dw[5*u + 400] += acc0;
+            dw[5*u + 401] += acc1;
+            dw[5*u + 402] += acc2;
+            dw[5*u + 403] += acc3;
+            dw[5*u + 404] += acc4;
         }
     }
 #ifdef _OPENMP
     #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
-        for (int64_t v = 0; v < 5; ++v) {
-            {
-                float acc0 = 0;
-                for (int64_t n = 0; n < N; ++n) {
-                    for (int64_t i = 0; i < 10; ++i) {
+        {
+            float acc0 = 0;
+            float acc1 = 0;
+            float acc2 = 0;
+            float acc3 = 0;
+            float acc4 = 0;
+            for (int64_t n = 0; n < N; ++n) {
+                for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                        #pragma omp simd reduction(+: acc0)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                        for (int64_t j = 0; j < 10; ++j) {
-                            acc0 += dy[10*i + j + 1600*n + 300]*x[14*i + j + 1176*n + 14*u + v + 588];
-                        }
+                    for (int64_t j = 0; j < 10; ++j) {
+                        acc0 += dy[10*i + j + 1600*n + 300]*x[14*i + j + 1176*n + 14*u + 588];
+                        acc1 += dy[10*i + j + 1600*n + 300]*x[14*i + j + 1176*n + 14*u + 589];
+                        acc2 += dy[10*i + j + 1600*n + 300]*x[14*i + j + 1176*n + 14*u + 590];
+                        acc3 += dy[10*i + j + 1600*n + 300]*x[14*i + j + 1176*n + 14*u + 591];
+                        acc4 += dy[10*i + j + 1600*n + 300]*x[14*i + j + 1176*n + 14*u + 592];
                     }
                 }
-                dw[5*u + v + 525] += acc0;
             }
+            dw[5*u + 525] += acc0;
+            dw[5*u + 526] += acc1;
+            dw[5*u + 527] += acc2;
+            dw[5*u + 528] += acc3;
+            dw[5*u + 529] += acc4;
         }
     }
 #ifdef _OPENMP
     #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
-        for (int64_t v = 0; v < 5; ++v) {
-            {
-                float acc0 = 0;
-                for (int64_t n = 0; n < N; ++n) {
-                    for (int64_t i = 0; i < 10; ++i) {
+        {
+            float acc0 = 0;
+            float acc1 = 0;
+            float acc2 = 0;
+            float acc3 = 0;
+            float acc4 = 0;
+            for (int64_t n = 0; n < N; ++n) {
+                for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                        #pragma omp simd reduction(+: acc0)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                        for (int64_t j = 0; j < 10; ++j) {
-                            acc0 += dy[10*i + j + 1600*n + 300]*x[14*i + j + 1176*n + 14*u + v + 784];
-                        }
+                    for (int64_t j = 0; j < 10; ++j) {
+                        acc0 += dy[10*i + j + 1600*n + 300]*x[14*i + j + 1176*n + 14*u + 784];
+                        acc1 += dy[10*i + j + 1600*n + 300]*x[14*i + j + 1176*n + 14*u + 785];
+                        acc2 += dy[10*i + j + 1600*n + 300]*x[14*i + j + 1176*n + 14*u + 786];
+                        acc3 += dy[10*i + j + 1600*n + 300]*x[14*i + j + 1176*n + 14*u + 787];
+                        acc4 += dy[10*i + j + 1600*n + 300]*x[14*i + j + 1176*n + 14*u + 788];
                     }
                 }
-                dw[5*u + v + 550] += acc0;
             }
+            dw[5*u + 550] += acc0;
+            dw[5*u + 551] += acc1;
+            dw[5*u + 552] += acc2;
+            dw[5*u + 553] += acc3;
+            dw[5*u + 554] += acc4;
         }
     }
 #ifdef _OPENMP
     #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
-        for (int64_t v = 0; v < 5; ++v) {
-            {
-                float acc0 = 0;
-                for (int64_t n = 0; n < N; ++n) {
-                    for (int64_t i = 0; i < 10; ++i) {
+        {
+            float acc0 = 0;
+            float acc1 = 0;
+            float acc2 = 0;
+            float acc3 = 0;
+            float acc4 = 0;
+            for (int64_t n = 0; n < N; ++n) {
+                for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                        #pragma omp simd reduction(+: acc0)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                        for (int64_t j = 0; j < 10; ++j) {
-                            acc0 += dy[10*i + j + 1600*n + 300]*x[14*i + j + 1176*n + 14*u + v + 980];
-                        }
+                    for (int64_t j = 0; j < 10; ++j) {
+                        acc0 += dy[10*i + j + 1600*n + 300]*x[14*i + j + 1176*n + 14*u + 980];
+                        acc1 += dy[10*i + j + 1600*n + 300]*x[14*i + j + 1176*n + 14*u + 981];
+                        acc2 += dy[10*i + j + 1600*n + 300]*x[14*i + j + 1176*n + 14*u + 982];
+                        acc3 += dy[10*i + j + 1600*n + 300]*x[14*i + j + 1176*n + 14*u + 983];
+                        acc4 += dy[10*i + j + 1600*n + 300]*x[14*i + j + 1176*n + 14*u + 984];
                     }
                 }
-                dw[5*u + v + 575] += acc0;
             }
+            dw[5*u + 575] += acc0;
+            dw[5*u + 576] += acc1;
+            dw[5*u + 577] += acc2;
+            dw[5*u + 578] += acc3;
+            dw[5*u + 579] += acc4;
         }
     }
 #ifdef _OPENMP
     #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
-        for (int64_t v = 0; v < 5; ++v) {
-            {
-                float acc0 = 0;
-                for (int64_t n = 0; n < N; ++n) {
-                    for (int64_t i = 0; i < 10; ++i) {
+        {
+            float acc0 = 0;
+            float acc1 = 0;
+            float acc2 = 0;
+            float acc3 = 0;
+            float acc4 = 0;
+            for (int64_t n = 0; n < N; ++n) {
+                for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                        #pragma omp simd reduction(+: acc0)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                        for (int64_t j = 0; j < 10; ++j) {
-                            acc0 += dy[10*i + j + 1600*n + 400]*x[14*i + j + 1176*n + 14*u + v];
-                        }
+                    for (int64_t j = 0; j < 10; ++j) {
+                        acc0 += dy[10*i + j + 1600*n + 400]*x[14*i + j + 1176*n + 14*u];
+                        acc1 += dy[10*i + j + 1600*n + 400]*x[14*i + j + 1176*n + 14*u + 1];
+                        acc2 += dy[10*i + j + 1600*n + 400]*x[14*i + j + 1176*n + 14*u + 2];
+                        acc3 += dy[10*i + j + 1600*n + 400]*x[14*i + j + 1176*n + 14*u + 3];
+                        acc4 += dy[10*i + j + 1600*n + 400]*x[14*i + j + 1176*n + 14*u + 4];
                     }
                 }
-                dw[5*u + v + 600] += acc0;
             }
+            dw[5*u + 600] += acc0;
+            dw[5*u + 601] += acc1;
+            dw[5*u + 602] += acc2;
+            dw[5*u + 603] += acc3;
+            dw[5*u + 604] += acc4;
         }
     }
 #ifdef _OPENMP
     #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
-        for (int64_t v = 0; v < 5; ++v) {
-            {
-                float acc0 = 0;
-                for (int64_t n = 0; n < N; ++n) {
-                    for (int64_t i = 0; i < 10; ++i) {
+        {
+            float acc0 = 0;
+            float acc1 = 0;
+            float acc2 = 0;
+            float acc3 = 0;
+            float acc4 = 0;
+            for (int64_t n = 0; n < N; ++n) {
+                for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                        #pragma omp simd reduction(+: acc0)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                        for (int64_t j = 0; j < 10; ++j) {
-                            acc0 += dy[10*i + j + 1600*n + 400]*x[14*i + j + 1176*n + 14*u + v + 784];
-                        }
+                    for (int64_t j = 0; j < 10; ++j) {
+                        acc0 += dy[10*i + j + 1600*n + 400]*x[14*i + j + 1176*n + 14*u + 784];
+                        acc1 += dy[10*i + j + 1600*n + 400]*x[14*i + j + 1176*n + 14*u + 785];
+                        acc2 += dy[10*i + j + 1600*n + 400]*x[14*i + j + 1176*n + 14*u + 786];
+                        acc3 += dy[10*i + j + 1600*n + 400]*x[14*i + j + 1176*n + 14*u + 787];
+                        acc4 += dy[10*i + j + 1600*n + 400]*x[14*i + j + 1176*n + 14*u + 788];
                     }
                 }
-                dw[5*u + v + 700] += acc0;
             }
+            dw[5*u + 700] += acc0;
+            dw[5*u + 701] += acc1;
+            dw[5*u + 702] += acc2;
+            dw[5*u + 703] += acc3;
+            dw[5*u + 704] += acc4;
         }
     }
 #ifdef _OPENMP
     #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
-        for (int64_t v = 0; v < 5; ++v) {
-            {
-                float acc0 = 0;
-                for (int64_t n = 0; n < N; ++n) {
-                    for (int64_t i = 0; i < 10; ++i) {
+        {
+            float acc0 = 0;
+            float acc1 = 0;
+            float acc2 = 0;
+            float acc3 = 0;
+            float acc4 = 0;
+            for (int64_t n = 0; n < N; ++n) {
+                for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                        #pragma omp simd reduction(+: acc0)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                        for (int64_t j = 0; j < 10; ++j) {
-                            acc0 += dy[10*i + j + 1600*n + 400]*x[14*i + j + 1176*n + 14*u + v + 980];
-                        }
+                    for (int64_t j = 0; j < 10; ++j) {
+                        acc0 += dy[10*i + j + 1600*n + 400]*x[14*i + j + 1176*n + 14*u + 980];
+                        acc1 += dy[10*i + j + 1600*n + 400]*x[14*i + j + 1176*n + 14*u + 981];
+                        acc2 += dy[10*i + j + 1600*n + 400]*x[14*i + j + 1176*n + 14*u + 982];
+                        acc3 += dy[10*i + j + 1600*n + 400]*x[14*i + j + 1176*n + 14*u + 983];
+                        acc4 += dy[10*i + j + 1600*n + 400]*x[14*i + j + 1176*n + 14*u + 984];
                     }
                 }
-                dw[5*u + v + 725] += acc0;
             }
+            dw[5*u + 725] += acc0;
+            dw[5*u + 726] += acc1;
+            dw[5*u + 727] += acc2;
+            dw[5*u + 728] += acc3;
+            dw[5*u + 729] += acc4;
         }
     }
 #ifdef _OPENMP
     #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
-        for (int64_t v = 0; v < 5; ++v) {
-            {
-                float acc0 = 0;
-                for (int64_t n = 0; n < N; ++n) {
-                    for (int64_t i = 0; i < 10; ++i) {
+        {
+            float acc0 = 0;
+            float acc1 = 0;
+            float acc2 = 0;
+            float acc3 = 0;
+            float acc4 = 0;
+            for (int64_t n = 0; n < N; ++n) {
+                for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                        #pragma omp simd reduction(+: acc0)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                        for (int64_t j = 0; j < 10; ++j) {
-                            acc0 += dy[10*i + j + 1600*n + 500]*x[14*i + j + 1176*n + 14*u + v];
-                        }
+                    for (int64_t j = 0; j < 10; ++j) {
+                        acc0 += dy[10*i + j + 1600*n + 500]*x[14*i + j + 1176*n + 14*u];
+                        acc1 += dy[10*i + j + 1600*n + 500]*x[14*i + j + 1176*n + 14*u + 1];
+                        acc2 += dy[10*i + j + 1600*n + 500]*x[14*i + j + 1176*n + 14*u + 2];
+                        acc3 += dy[10*i + j + 1600*n + 500]*x[14*i + j + 1176*n + 14*u + 3];
+                        acc4 += dy[10*i + j + 1600*n + 500]*x[14*i + j + 1176*n + 14*u + 4];
                     }
                 }
-                dw[5*u + v + 750] += acc0;
             }
+            dw[5*u + 750] += acc0;
+            dw[5*u + 751] += acc1;
+            dw[5*u + 752] += acc2;
+            dw[5*u + 753] += acc3;
+            dw[5*u + 754] += acc4;
         }
     }
 #ifdef _OPENMP
     #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
-        for (int64_t v = 0; v < 5; ++v) {
-            {
-                float acc0 = 0;
-                for (int64_t n = 0; n < N; ++n) {
-                    for (int64_t i = 0; i < 10; ++i) {
+        {
+            float acc0 = 0;
+            float acc1 = 0;
+            float acc2 = 0;
+            float acc3 = 0;
+            float acc4 = 0;
+            for (int64_t n = 0; n < N; ++n) {
+                for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                        #pragma omp simd reduction(+: acc0)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                        for (int64_t j = 0; j < 10; ++j) {
-                            acc0 += dy[10*i + j + 1600*n + 500]*x[14*i + j + 1176*n + 14*u + v + 196];
-                        }
+                    for (int64_t j = 0; j < 10; ++j) {
+                        acc0 += dy[10*i + j + 1600*n + 500]*x[14*i + j + 1176*n + 14*u + 196];
+                        acc1 += dy[10*i + j + 1600*n + 500]*x[14*i + j + 1176*n + 14*u + 197];
+                        acc2 += dy[10*i + j + 1600*n + 500]*x[14*i + j + 1176*n + 14*u + 198];
+                        acc3 += dy[10*i + j + 1600*n + 500]*x[14*i + j + 1176*n + 14*u + 199];
+                        acc4 += dy[10*i + j + 1600*n + 500]*x[14*i + j + 1176*n + 14*u + 200];
                     }
                 }
-                dw[5*u + v + 775] += acc0;
             }
+            dw[5*u + 775] += acc0;
+            dw[5*u + 776] += acc1;
+            dw[5*u + 777] += acc2;
+            dw[5*u + 778] += acc3;
+            dw[5*u + 779] += acc4;
         }
     }
 #ifdef _OPENMP
     #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
-        for (int64_t v = 0; v < 5; ++v) {
-            {
-                float acc0 = 0;
-                for (int64_t n = 0; n < N; ++n) {
-                    for (int64_t i = 0; i < 10; ++i) {
+        {
+            float acc0 = 0;
+            float acc1 = 0;
+            float acc2 = 0;
+            float acc3 = 0;
+            float acc4 = 0;
+            for (int64_t n = 0; n < N; ++n) {
+                for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                        #pragma omp simd reduction(+: acc0)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                        for (int64_t j = 0; j < 10; ++j) {
-                            acc0 += dy[10*i + j + 1600*n + 500]*x[14*i + j + 1176*n + 14*u + v + 980];
-                        }
+                    for (int64_t j = 0; j < 10; ++j) {
+                        acc0 += dy[10*i + j + 1600*n + 500]*x[14*i + j + 1176*n + 14*u + 980];
+                        acc1 += dy[10*i + j + 1600*n + 500]*x[14*i + j + 1176*n + 14*u + 981];
+                        acc2 += dy[10*i + j + 1600*n + 500]*x[14*i + j + 1176*n + 14*u + 982];
+                        acc3 += dy[10*i + j + 1600*n + 500]*x[14*i + j + 1176*n + 14*u + 983];
+                        acc4 += dy[10*i + j + 1600*n + 500]*x[14*i + j + 1176*n + 14*u + 984];
                     }
                 }
-                dw[5*u + v + 875] += acc0;
             }
+            dw[5*u + 875] += acc0;
+            dw[5*u + 876] += acc1;
+            dw[5*u + 877] += acc2;
+            dw[5*u + 878] += acc3;
+            dw[5*u + 879] += acc4;
         }
     }
 #ifdef _OPENMP
     #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
-        for (int64_t v = 0; v < 5; ++v) {
-            {
-                float acc0 = 0;
-                for (int64_t n = 0; n < N; ++n) {
-                    for (int64_t i = 0; i < 10; ++i) {
+        {
+            float acc0 = 0;
+            float acc1 = 0;
+            float acc2 = 0;
+            float acc3 = 0;
+            float acc4 = 0;
+            for (int64_t n = 0; n < N; ++n) {
+                for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                        #pragma omp simd reduction(+: acc0)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                        for (int64_t j = 0; j < 10; ++j) {
-                            acc0 += dy[10*i + j + 1600*n + 600]*x[14*i + j + 1176*n + 14*u + v];
-                        }
+                    for (int64_t j = 0; j < 10; ++j) {
+                        acc0 += dy[10*i + j + 1600*n + 600]*x[14*i + j + 1176*n + 14*u];
+                        acc1 += dy[10*i + j + 1600*n + 600]*x[14*i + j + 1176*n + 14*u + 1];
+                        acc2 += dy[10*i + j + 1600*n + 600]*x[14*i + j + 1176*n + 14*u + 2];
+                        acc3 += dy[10*i + j + 1600*n + 600]*x[14*i + j + 1176*n + 14*u + 3];
+                        acc4 += dy[10*i + j + 1600*n + 600]*x[14*i + j + 1176*n + 14*u + 4];
                     }
                 }
-                dw[5*u + v + 900] += acc0;
             }
+            dw[5*u + 900] += acc0;
+            dw[5*u + 901] += acc1;
+            dw[5*u + 902] += acc2;
+            dw[5*u + 903] += acc3;
+            dw[5*u + 904] += acc4;
         }
     }
 #ifdef _OPENMP
     #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
-        for (int64_t v = 0; v < 5; ++v) {
-            {
-                float acc0 = 0;
-                for (int64_t n = 0; n < N; ++n) {
-                    for (int64_t i = 0; i < 10; ++i) {
+        {
+            float acc0 = 0;
+            float acc1 = 0;
+            float acc2 = 0;
+            float acc3 = 0;
+            float acc4 = 0;
+            for (int64_t n = 0; n < N; ++n) {
+                for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                        #pragma omp simd reduction(+: acc0)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                        for (int64_t j = 0; j < 10; ++j) {
-                            acc0 += dy[10*i + j + 1600*n + 600]*x[14*i + j + 1176*n + 14*u + v + 196];
-                        }
+                    for (int64_t j = 0; j < 10; ++j) {
+                        acc0 += dy[10*i + j + 1600*n + 600]*x[14*i + j + 1176*n + 14*u + 196];
+                        acc1 += dy[10*i + j + 1600*n + 600]*x[14*i + j + 1176*n + 14*u + 197];
+                        acc2 += dy[10*i + j + 1600*n + 600]*x[14*i + j + 1176*n + 14*u + 198];
+                        acc3 += dy[10*i + j + 1600*n + 600]*x[14*i + j + 1176*n + 14*u + 199];
+                        acc4 += dy[10*i + j + 1600*n + 600]*x[14*i + j + 1176*n + 14*u + 200];
                     }
                 }
-                dw[5*u + v + 925] += acc0;
             }
+            dw[5*u + 925] += acc0;
+            dw[5*u + 926] += acc1;
+            dw[5*u + 927] += acc2;
+            dw[5*u + 928] += acc3;
+            dw[5*u + 929] += acc4;
         }
     }
 #ifdef _OPENMP
     #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
-        for (int64_t v = 0; v < 5; ++v) {
-            {
-                float acc0 = 0;
-                for (int64_t n = 0; n < N; ++n) {
-                    for (int64_t i = 0; i < 10; ++i) {
+        {
+            float acc0 = 0;
+            float acc1 = 0;
+            float acc2 = 0;
+            float acc3 = 0;
+            float acc4 = 0;
+            for (int64_t n = 0; n < N; ++n) {
+                for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                        #pragma omp simd reduction(+: acc0)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                        for (int64_t j = 0; j < 10; ++j) {
-                            acc0 += dy[10*i + j + 1600*n + 600]*x[14*i + j + 1176*n + 14*u + v + 392];
-                        }
+                    for (int64_t j = 0; j < 10; ++j) {
+                        acc0 += dy[10*i + j + 1600*n + 600]*x[14*i + j + 1176*n + 14*u + 392];
+                        acc1 += dy[10*i + j + 1600*n + 600]*x[14*i + j + 1176*n + 14*u + 393];
+                        acc2 += dy[10*i + j + 1600*n + 600]*x[14*i + j + 1176*n + 14*u + 394];
+                        acc3 += dy[10*i + j + 1600*n + 600]*x[14*i + j + 1176*n + 14*u + 395];
+                        acc4 += dy[10*i + j + 1600*n + 600]*x[14*i + j + 1176*n + 14*u + 396];
                     }
                 }
-                dw[5*u + v + 950] += acc0;
             }
+            dw[5*u + 950] += acc0;
+            dw[5*u + 951] += acc1;
+            dw[5*u + 952] += acc2;
+            dw[5*u + 953] += acc3;
+            dw[5*u + 954] += acc4;
         }
     }
 #ifdef _OPENMP
     #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
-        for (int64_t v = 0; v < 5; ++v) {
-            {
-                float acc0 = 0;
-                for (int64_t n = 0; n < N; ++n) {
-                    for (int64_t i = 0; i < 10; ++i) {
+        {
+            float acc0 = 0;
+            float acc1 = 0;
+            float acc2 = 0;
+            float acc3 = 0;
+            float acc4 = 0;
+            for (int64_t n = 0; n < N; ++n) {
+                for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                        #pragma omp simd reduction(+: acc0)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                        for (int64_t j = 0; j < 10; ++j) {
-                            acc0 += dy[10*i + j + 1600*n + 600]*x[14*i + j + 1176*n + 14*u + v + 588];
-                        }
+                    for (int64_t j = 0; j < 10; ++j) {
+                        acc0 += dy[10*i + j + 1600*n + 600]*x[14*i + j + 1176*n + 14*u + 588];
+                        acc1 += dy[10*i + j + 1600*n + 600]*x[14*i + j + 1176*n + 14*u + 589];
+                        acc2 += dy[10*i + j + 1600*n + 600]*x[14*i + j + 1176*n + 14*u + 590];
+                        acc3 += dy[10*i + j + 1600*n + 600]*x[14*i + j + 1176*n + 14*u + 591];
+                        acc4 += dy[10*i + j + 1600*n + 600]*x[14*i + j + 1176*n + 14*u + 592];
                     }
                 }
-                dw[5*u + v + 975] += acc0;
             }
+            dw[5*u + 975] += acc0;
+            dw[5*u + 976] += acc1;
+            dw[5*u + 977] += acc2;
+            dw[5*u + 978] += acc3;
+            dw[5*u + 979] += acc4;
         }
     }
 #ifdef _OPENMP
     #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
-        for (int64_t v = 0; v < 5; ++v) {
-            {
-                float acc0 = 0;
-                for (int64_t n = 0; n < N; ++n) {
-                    for (int64_t i = 0; i < 10; ++i) {
+        {
+            float acc0 = 0;
+            float acc1 = 0;
+            float acc2 = 0;
+            float acc3 = 0;
+            float acc4 = 0;
+            for (int64_t n = 0; n < N; ++n) {
+                for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                        #pragma omp simd reduction(+: acc0)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                        for (int64_t j = 0; j < 10; ++j) {
-                            acc0 += dy[10*i + j + 1600*n + 700]*x[14*i + j + 1176*n + 14*u + v + 196];
-                        }
+                    for (int64_t j = 0; j < 10; ++j) {
+                        acc0 += dy[10*i + j + 1600*n + 700]*x[14*i + j + 1176*n + 14*u + 196];
+                        acc1 += dy[10*i + j + 1600*n + 700]*x[14*i + j + 1176*n + 14*u + 197];
+                        acc2 += dy[10*i + j + 1600*n + 700]*x[14*i + j + 1176*n + 14*u + 198];
+                        acc3 += dy[10*i + j + 1600*n + 700]*x[14*i + j + 1176*n + 14*u + 199];
+                        acc4 += dy[10*i + j + 1600*n + 700]*x[14*i + j + 1176*n + 14*u + 200];
                     }
                 }
-                dw[5*u + v + 1075] += acc0;
             }
+            dw[5*u + 1075] += acc0;
+            dw[5*u + 1076] += acc1;
+            dw[5*u + 1077] += acc2;
+            dw[5*u + 1078] += acc3;
+            dw[5*u + 1079] += acc4;
         }
     }
 #ifdef _OPENMP
     #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
-        for (int64_t v = 0; v < 5; ++v) {
-            {
-                float acc0 = 0;
-                for (int64_t n = 0; n < N; ++n) {
-                    for (int64_t i = 0; i < 10; ++i) {
+        {
+            float acc0 = 0;
+            float acc1 = 0;
+            float acc2 = 0;
+            float acc3 = 0;
+            float acc4 = 0;
+            for (int64_t n = 0; n < N; ++n) {
+                for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                        #pragma omp simd reduction(+: acc0)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                        for (int64_t j = 0; j < 10; ++j) {
-                            acc0 += dy[10*i + j + 1600*n + 700]*x[14*i + j + 1176*n + 14*u + v + 392];
-                        }
+                    for (int64_t j = 0; j < 10; ++j) {
+                        acc0 += dy[10*i + j + 1600*n + 700]*x[14*i + j + 1176*n + 14*u + 392];
+                        acc1 += dy[10*i + j + 1600*n + 700]*x[14*i + j + 1176*n + 14*u + 393];
+                        acc2 += dy[10*i + j + 1600*n + 700]*x[14*i + j + 1176*n + 14*u + 394];
+                        acc3 += dy[10*i + j + 1600*n + 700]*x[14*i + j + 1176*n + 14*u + 395];
+                        acc4 += dy[10*i + j + 1600*n + 700]*x[14*i + j + 1176*n + 14*u + 396];
                     }
                 }
-                dw[5*u + v + 1100] += acc0;
             }
+            dw[5*u + 1100] += acc0;
+            dw[5*u + 1101] += acc1;
+            dw[5*u + 1102] += acc2;
+            dw[5*u + 1103] += acc3;
+            dw[5*u + 1104] += acc4;
         }
     }
 #ifdef _OPENMP
     #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
-        for (int64_t v = 0; v < 5; ++v) {
-            {
-                float acc0 = 0;
-                for (int64_t n = 0; n < N; ++n) {
-                    for (int64_t i = 0; i < 10; ++i) {
+        {
+            float acc0 = 0;
+            float acc1 = 0;
+            float acc2 = 0;
+            float acc3 = 0;
+            float acc4 = 0;
+            for (int64_t n = 0; n < N; ++n) {
+                for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                        #pragma omp simd reduction(+: acc0)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                        for (int64_t j = 0; j < 10; ++j) {
-                            acc0 += dy[10*i + j + 1600*n + 700]*x[14*i + j + 1176*n + 14*u + v + 588];
-                        }
+                    for (int64_t j = 0; j < 10; ++j) {
+                        acc0 += dy[10*i + j + 1600*n + 700]*x[14*i + j + 1176*n + 14*u + 588];
+                        acc1 += dy[10*i + j + 1600*n + 700]*x[14*i + j + 1176*n + 14*u + 589];
+                        acc2 += dy[10*i + j + 1600*n + 700]*x[14*i + j + 1176*n + 14*u + 590];
+                        acc3 += dy[10*i + j + 1600*n + 700]*x[14*i + j + 1176*n + 14*u + 591];
+                        acc4 += dy[10*i + j + 1600*n + 700]*x[14*i + j + 1176*n + 14*u + 592];
                     }
                 }
-                dw[5*u + v + 1125] += acc0;
             }
+            dw[5*u + 1125] += acc0;
+            dw[5*u + 1126] += acc1;
+            dw[5*u + 1127] += acc2;
+            dw[5*u + 1128] += acc3;
+            dw[5*u + 1129] += acc4;
         }
     }
 #ifdef _OPENMP
     #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
-        for (int64_t v = 0; v < 5; ++v) {
-            {
-                float acc0 = 0;
-                for (int64_t n = 0; n < N; ++n) {
-                    for (int64_t i = 0; i < 10; ++i) {
+        {
+            float acc0 = 0;
+            float acc1 = 0;
+            float acc2 = 0;
+            float acc3 = 0;
+            float acc4 = 0;
+            for (int64_t n = 0; n < N; ++n) {
+                for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                        #pragma omp simd reduction(+: acc0)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                        for (int64_t j = 0; j < 10; ++j) {
-                            acc0 += dy[10*i + j + 1600*n + 700]*x[14*i + j + 1176*n + 14*u + v + 784];
-                        }
+                    for (int64_t j = 0; j < 10; ++j) {
+                        acc0 += dy[10*i + j + 1600*n + 700]*x[14*i + j + 1176*n + 14*u + 784];
+                        acc1 += dy[10*i + j + 1600*n + 700]*x[14*i + j + 1176*n + 14*u + 785];
+                        acc2 += dy[10*i + j + 1600*n + 700]*x[14*i + j + 1176*n + 14*u + 786];
+                        acc3 += dy[10*i + j + 1600*n + 700]*x[14*i + j + 1176*n + 14*u + 787];
+                        acc4 += dy[10*i + j + 1600*n + 700]*x[14*i + j + 1176*n + 14*u + 788];
                     }
                 }
-                dw[5*u + v + 1150] += acc0;
             }
+            dw[5*u + 1150] += acc0;
+            dw[5*u + 1151] += acc1;
+            dw[5*u + 1152] += acc2;
+            dw[5*u + 1153] += acc3;
+            dw[5*u + 1154] += acc4;
         }
     }
 #ifdef _OPENMP
     #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
-        for (int64_t v = 0; v < 5; ++v) {
-            {
-                float acc0 = 0;
-                for (int64_t n = 0; n < N; ++n) {
-                    for (int64_t i = 0; i < 10; ++i) {
+        {
+            float acc0 = 0;
+            float acc1 = 0;
+            float acc2 = 0;
+            float acc3 = 0;
+            float acc4 = 0;
+            for (int64_t n = 0; n < N; ++n) {
+                for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                        #pragma omp simd reduction(+: acc0)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                        for (int64_t j = 0; j < 10; ++j) {
-                            acc0 += dy[10*i + j + 1600*n + 800]*x[14*i + j + 1176*n + 14*u + v + 392];
-                        }
+                    for (int64_t j = 0; j < 10; ++j) {
+                        acc0 += dy[10*i + j + 1600*n + 800]*x[14*i + j + 1176*n + 14*u + 392];
+                        acc1 += dy[10*i + j + 1600*n + 800]*x[14*i + j + 1176*n + 14*u + 393];
+                        acc2 += dy[10*i + j + 1600*n + 800]*x[14*i + j + 1176*n + 14*u + 394];
+                        acc3 += dy[10*i + j + 1600*n + 800]*x[14*i + j + 1176*n + 14*u + 395];
+                        acc4 += dy[10*i + j + 1600*n + 800]*x[14*i + j + 1176*n + 14*u + 396];
                     }
                 }
-                dw[5*u + v + 1250] += acc0;
             }
+            dw[5*u + 1250] += acc0;
+            dw[5*u + 1251] += acc1;
+            dw[5*u + 1252] += acc2;
+            dw[5*u + 1253] += acc3;
+            dw[5*u + 1254] += acc4;
         }
     }
 #ifdef _OPENMP
     #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
-        for (int64_t v = 0; v < 5; ++v) {
-            {
-                float acc0 = 0;
-                for (int64_t n = 0; n < N; ++n) {
-                    for (int64_t i = 0; i < 10; ++i) {
+        {
+            float acc0 = 0;
+            float acc1 = 0;
+            float acc2 = 0;
+            float acc3 = 0;
+            float acc4 = 0;
+            for (int64_t n = 0; n < N; ++n) {
+                for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                        #pragma omp simd reduction(+: acc0)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                        for (int64_t j = 0; j < 10; ++j) {
-                            acc0 += dy[10*i + j + 1600*n + 800]*x[14*i + j + 1176*n + 14*u + v + 588];
-                        }
+                    for (int64_t j = 0; j < 10; ++j) {
+                        acc0 += dy[10*i + j + 1600*n + 800]*x[14*i + j + 1176*n + 14*u + 588];
+                        acc1 += dy[10*i + j + 1600*n + 800]*x[14*i + j + 1176*n + 14*u + 589];
+                        acc2 += dy[10*i + j + 1600*n + 800]*x[14*i + j + 1176*n + 14*u + 590];
+                        acc3 += dy[10*i + j + 1600*n + 800]*x[14*i + j + 1176*n + 14*u + 591];
+                        acc4 += dy[10*i + j + 1600*n + 800]*x[14*i + j + 1176*n + 14*u + 592];
                     }
                 }
-                dw[5*u + v + 1275] += acc0;
             }
+            dw[5*u + 1275] += acc0;
+            dw[5*u + 1276] += acc1;
+            dw[5*u + 1277] += acc2;
+            dw[5*u + 1278] += acc3;
+            dw[5*u + 1279] += acc4;
         }
     }
 #ifdef _OPENMP
     #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
-        for (int64_t v = 0; v < 5; ++v) {
-            {
-                float acc0 = 0;
-                for (int64_t n = 0; n < N; ++n) {
-                    for (int64_t i = 0; i < 10; ++i) {
+        {
+            float acc0 = 0;
+            float acc1 = 0;
+            float acc2 = 0;
+            float acc3 = 0;
+            float acc4 = 0;
+            for (int64_t n = 0; n < N; ++n) {
+                for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                        #pragma omp simd reduction(+: acc0)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                        for (int64_t j = 0; j < 10; ++j) {
-                            acc0 += dy[10*i + j + 1600*n + 800]*x[14*i + j + 1176*n + 14*u + v + 784];
-                        }
+                    for (int64_t j = 0; j < 10; ++j) {
+                        acc0 += dy[10*i + j + 1600*n + 800]*x[14*i + j + 1176*n + 14*u + 784];
+                        acc1 += dy[10*i + j + 1600*n + 800]*x[14*i + j + 1176*n + 14*u + 785];
+                        acc2 += dy[10*i + j + 1600*n + 800]*x[14*i + j + 1176*n + 14*u + 786];
+                        acc3 += dy[10*i + j + 1600*n + 800]*x[14*i + j + 1176*n + 14*u + 787];
+                        acc4 += dy[10*i + j + 1600*n + 800]*x[14*i + j + 1176*n + 14*u + 788];
                     }
                 }
-                dw[5*u + v + 1300] += acc0;
             }
+            dw[5*u + 1300] += acc0;
+            dw[5*u + 1301] += acc1;
+            dw[5*u + 1302] += acc2;
+            dw[5*u + 1303] += acc3;
+            dw[5*u + 1304] += acc4;
         }
     }
 #ifdef _OPENMP
     #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
-        for (int64_t v = 0; v < 5; ++v) {
-            {
-                float acc0 = 0;
-                for (int64_t n = 0; n < N; ++n) {
-                    for (int64_t i = 0; i < 10; ++i) {
+        {
+            float acc0 = 0;
+            float acc1 = 0;
+            float acc2 = 0;
+            float acc3 = 0;
+            float acc4 = 0;
+            for (int64_t n = 0; n < N; ++n) {
+                for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                        #pragma omp simd reduction(+: acc0)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                        for (int64_t j = 0; j < 10; ++j) {
-                            acc0 += dy[10*i + j + 1600*n + 800]*x[14*i + j + 1176*n + 14*u + v + 980];
-                        }
+                    for (int64_t j = 0; j < 10; ++j) {
+                        acc0 += dy[10*i + j + 1600*n + 800]*x[14*i + j + 1176*n + 14*u + 980];
+                        acc1 += dy[10*i + j + 1600*n + 800]*x[14*i + j + 1176*n + 14*u + 981];
+                        acc2 += dy[10*i + j + 1600*n + 800]*x[14*i + j + 1176*n + 14*u + 982];
+                        acc3 += dy[10*i + j + 1600*n + 800]*x[14*i + j + 1176*n + 14*u + 983];
+                        acc4 += dy[10*i + j + 1600*n + 800]*x[14*i + j + 1176*n + 14*u + 984];
                     }
                 }
-                dw[5*u + v + 1325] += acc0;
             }
+            dw[5*u + 1325] += acc0;
+            dw[5*u + 1326] += acc1;
+            dw[5*u + 1327] += acc2;
+            dw[5*u + 1328] += acc3;
+            dw[5*u + 1329] += acc4;
         }
     }
 #ifdef _OPENMP
     #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
-        for (int64_t v = 0; v < 5; ++v) {
-            {
-                float acc0 = 0;
-                for (int64_t n = 0; n < N; ++n) {
-                    for (int64_t i = 0; i < 10; ++i) {
+        {
+            float acc0 = 0;
+            float acc1 = 0;
+            float acc2 = 0;
+            float acc3 = 0;
+            float acc4 = 0;
+            for (int64_t n = 0; n < N; ++n) {
+                for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                        #pragma omp simd reduction(+: acc0)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                        for (int64_t j = 0; j < 10; ++j) {
-                            acc0 += dy[10*i + j + 1600*n + 900]*x[14*i + j + 1176*n + 14*u + v];
-                        }
+                    for (int64_t j = 0; j < 10; ++j) {
+                        acc0 += dy[10*i + j + 1600*n + 900]*x[14*i + j + 1176*n + 14*u];
+                        acc1 += dy[10*i + j + 1600*n + 900]*x[14*i + j + 1176*n + 14*u + 1];
+                        acc2 += dy[10*i + j + 1600*n + 900]*x[14*i + j + 1176*n + 14*u + 2];
+                        acc3 += dy[10*i + j + 1600*n + 900]*x[14*i + j + 1176*n + 14*u + 3];
+                        acc4 += dy[10*i + j + 1600*n + 900]*x[14*i + j + 1176*n + 14*u + 4];
                     }
                 }
-                dw[5*u + v + 1350] += acc0;
             }
+            dw[5*u + 1350] += acc0;
+            dw[5*u + 1351] += acc1;
+            dw[5*u + 1352] += acc2;
+            dw[5*u + 1353] += acc3;
+            dw[5*u + 1354] += acc4;
         }
     }
 #ifdef _OPENMP
     #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
-        for (int64_t v = 0; v < 5; ++v) {
-            {
-                float acc0 = 0;
-                for (int64_t n = 0; n < N; ++n) {
-                    for (int64_t i = 0; i < 10; ++i) {
+        {
+            float acc0 = 0;
+            float acc1 = 0;
+            float acc2 = 0;
+            float acc3 = 0;
+            float acc4 = 0;
+            for (int64_t n = 0; n < N; ++n) {
+                for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                        #pragma omp simd reduction(+: acc0)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                        for (int64_t j = 0; j < 10; ++j) {
-                            acc0 += dy[10*i + j + 1600*n + 900]*x[14*i + j + 1176*n + 14*u + v + 588];
-                        }
+                    for (int64_t j = 0; j < 10; ++j) {
+                        acc0 += dy[10*i + j + 1600*n + 900]*x[14*i + j + 1176*n + 14*u + 588];
+                        acc1 += dy[10*i + j + 1600*n + 900]*x[14*i + j + 1176*n + 14*u + 589];
+                        acc2 += dy[10*i + j + 1600*n + 900]*x[14*i + j + 1176*n + 14*u + 590];
+                        acc3 += dy[10*i + j + 1600*n + 900]*x[14*i + j + 1176*n + 14*u + 591];
+                        acc4 += dy[10*i + j + 1600*n + 900]*x[14*i + j + 1176*n + 14*u + 592];
                     }
                 }
-                dw[5*u + v + 1425] += acc0;
             }
+            dw[5*u + 1425] += acc0;
+            dw[5*u + 1426] += acc1;
+            dw[5*u + 1427] += acc2;
+            dw[5*u + 1428] += acc3;
+            dw[5*u + 1429] += acc4;
         }
     }
 #ifdef _OPENMP
     #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
-        for (int64_t v = 0; v < 5; ++v) {
-            {
-                float acc0 = 0;
-                for (int64_t n = 0; n < N; ++n) {
-                    for (int64_t i = 0; i < 10; ++i) {
+        {
+            float acc0 = 0;
+            float acc1 = 0;
+            float acc2 = 0;
+            float acc3 = 0;
+            float acc4 = 0;
+            for (int64_t n = 0; n < N; ++n) {
+                for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                        #pragma omp simd reduction(+: acc0)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                        for (int64_t j = 0; j < 10; ++j) {
-                            acc0 += dy[10*i + j + 1600*n + 900]*x[14*i + j + 1176*n + 14*u + v + 784];
-                        }
+                    for (int64_t j = 0; j < 10; ++j) {
+                        acc0 += dy[10*i + j + 1600*n + 900]*x[14*i + j + 1176*n + 14*u + 784];
+                        acc1 += dy[10*i + j + 1600*n + 900]*x[14*i + j + 1176*n + 14*u + 785];
+                        acc2 += dy[10*i + j + 1600*n + 900]*x[14*i + j + 1176*n + 14*u + 786];
+                        acc3 += dy[10*i + j + 1600*n + 900]*x[14*i + j + 1176*n + 14*u + 787];
+                        acc4 += dy[10*i + j + 1600*n + 900]*x[14*i + j + 1176*n + 14*u + 788];
                     }
                 }
-                dw[5*u + v + 1450] += acc0;
             }
+            dw[5*u + 1450] += acc0;
+            dw[5*u + 1451] += acc1;
+            dw[5*u + 1452] += acc2;
+            dw[5*u + 1453] += acc3;
+            dw[5*u + 1454] += acc4;
         }
     }
 #ifdef _OPENMP
     #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
-        for (int64_t v = 0; v < 5; ++v) {
-            {
-                float acc0 = 0;
-                for (int64_t n = 0; n < N; ++n) {
-                    for (int64_t i = 0; i < 10; ++i) {
+        {
+            float acc0 = 0;
+            float acc1 = 0;
+            float acc2 = 0;
+            float acc3 = 0;
+            float acc4 = 0;
+            for (int64_t n = 0; n < N; ++n) {
+                for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                        #pragma omp simd reduction(+: acc0)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                        for (int64_t j = 0; j < 10; ++j) {
-                            acc0 += dy[10*i + j + 1600*n + 900]*x[14*i + j + 1176*n + 14*u + v + 980];
-                        }
+                    for (int64_t j = 0; j < 10; ++j) {
+                        acc0 += dy[10*i + j + 1600*n + 900]*x[14*i + j + 1176*n + 14*u + 980];
+                        acc1 += dy[10*i + j + 1600*n + 900]*x[14*i + j + 1176*n + 14*u + 981];
+                        acc2 += dy[10*i + j + 1600*n + 900]*x[14*i + j + 1176*n + 14*u + 982];
+                        acc3 += dy[10*i + j + 1600*n + 900]*x[14*i + j + 1176*n + 14*u + 983];
+                        acc4 += dy[10*i + j + 1600*n + 900]*x[14*i + j + 1176*n + 14*u + 984];
                     }
                 }
-                dw[5*u + v + 1475] += acc0;
             }
+            dw[5*u + 1475] += acc0;
+            dw[5*u + 1476] += acc1;
+            dw[5*u + 1477] += acc2;
+            dw[5*u + 1478] += acc3;
+            dw[5*u + 1479] += acc4;
         }
     }
 #ifdef _OPENMP
     #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
-        for (int64_t v = 0; v < 5; ++v) {
-            {
-                float acc0 = 0;
-                for (int64_t n = 0; n < N; ++n) {
-                    for (int64_t i = 0; i < 10; ++i) {
+        {
+            float acc0 = 0;
+            float acc1 = 0;
+            float acc2 = 0;
+            float acc3 = 0;
+            float acc4 = 0;
+            for (int64_t n = 0; n < N; ++n) {
+                for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                        #pragma omp simd reduction(+: acc0)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                        for (int64_t j = 0; j < 10; ++j) {
-                            acc0 += dy[10*i + j + 1600*n + 1000]*x[14*i + j + 1176*n + 14*u + v];
-                        }
+                    for (int64_t j = 0; j < 10; ++j) {
+                        acc0 += dy[10*i + j + 1600*n + 1000]*x[14*i + j + 1176*n + 14*u];
+                        acc1 += dy[10*i + j + 1600*n + 1000]*x[14*i + j + 1176*n + 14*u + 1];
+                        acc2 += dy[10*i + j + 1600*n + 1000]*x[14*i + j + 1176*n + 14*u + 2];
+                        acc3 += dy[10*i + j + 1600*n + 1000]*x[14*i + j + 1176*n + 14*u + 3];
+                        acc4 += dy[10*i + j + 1600*n + 1000]*x[14*i + j + 1176*n + 14*u + 4];
                     }
                 }
-                dw[5*u + v + 1500] += acc0;
             }
+            dw[5*u + 1500] += acc0;
+            dw[5*u + 1501] += acc1;
+            dw[5*u + 1502] += acc2;
+            dw[5*u + 1503] += acc3;
+            dw[5*u + 1504] += acc4;
         }
     }
 #ifdef _OPENMP
     #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
-        for (int64_t v = 0; v < 5; ++v) {
-            {
-                float acc0 = 0;
-                for (int64_t n = 0; n < N; ++n) {
-                    for (int64_t i = 0; i < 10; ++i) {
+        {
+            float acc0 = 0;
+            float acc1 = 0;
+            float acc2 = 0;
+            float acc3 = 0;
+            float acc4 = 0;
+            for (int64_t n = 0; n < N; ++n) {
+                for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                        #pragma omp simd reduction(+: acc0)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                        for (int64_t j = 0; j < 10; ++j) {
-                            acc0 += dy[10*i + j + 1600*n + 1000]*x[14*i + j + 1176*n + 14*u + v + 196];
-                        }
+                    for (int64_t j = 0; j < 10; ++j) {
+                        acc0 += dy[10*i + j + 1600*n + 1000]*x[14*i + j + 1176*n + 14*u + 196];
+                        acc1 += dy[10*i + j + 1600*n + 1000]*x[14*i + j + 1176*n + 14*u + 197];
+                        acc2 += dy[10*i + j + 1600*n + 1000]*x[14*i + j + 1176*n + 14*u + 198];
+                        acc3 += dy[10*i + j + 1600*n + 1000]*x[14*i + j + 1176*n + 14*u + 199];
+                        acc4 += dy[10*i + j + 1600*n + 1000]*x[14*i + j + 1176*n + 14*u + 200];
                     }
                 }
-                dw[5*u + v + 1525] += acc0;
             }
+            dw[5*u + 1525] += acc0;
+            dw[5*u + 1526] += acc1;
+            dw[5*u + 1527] += acc2;
+            dw[5*u + 1528] += acc3;
+            dw[5*u + 1529] += acc4;
         }
     }
 #ifdef _OPENMP
     #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
-        for (int64_t v = 0; v < 5; ++v) {
-            {
-                float acc0 = 0;
-                for (int64_t n = 0; n < N; ++n) {
-                    for (int64_t i = 0; i < 10; ++i) {
+        {
+            float acc0 = 0;
+            float acc1 = 0;
+            float acc2 = 0;
+            float acc3 = 0;
+            float acc4 = 0;
+            for (int64_t n = 0; n < N; ++n) {
+                for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                        #pragma omp simd reduction(+: acc0)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                        for (int64_t j = 0; j < 10; ++j) {
-                            acc0 += dy[10*i + j + 1600*n + 1000]*x[14*i + j + 1176*n + 14*u + v + 784];
-                        }
+                    for (int64_t j = 0; j < 10; ++j) {
+                        acc0 += dy[10*i + j + 1600*n + 1000]*x[14*i + j + 1176*n + 14*u + 784];
+                        acc1 += dy[10*i + j + 1600*n + 1000]*x[14*i + j + 1176*n + 14*u + 785];
+                        acc2 += dy[10*i + j + 1600*n + 1000]*x[14*i + j + 1176*n + 14*u + 786];
+                        acc3 += dy[10*i + j + 1600*n + 1000]*x[14*i + j + 1176*n + 14*u + 787];
+                        acc4 += dy[10*i + j + 1600*n + 1000]*x[14*i + j + 1176*n + 14*u + 788];
                     }
                 }
-                dw[5*u + v + 1600] += acc0;
             }
+            dw[5*u + 1600] += acc0;
+            dw[5*u + 1601] += acc1;
+            dw[5*u + 1602] += acc2;
+            dw[5*u + 1603] += acc3;
+            dw[5*u + 1604] += acc4;
         }
     }
 #ifdef _OPENMP
     #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
-        for (int64_t v = 0; v < 5; ++v) {
-            {
-                float acc0 = 0;
-                for (int64_t n = 0; n < N; ++n) {
-                    for (int64_t i = 0; i < 10; ++i) {
+        {
+            float acc0 = 0;
+            float acc1 = 0;
+            float acc2 = 0;
+            float acc3 = 0;
+            float acc4 = 0;
+            for (int64_t n = 0; n < N; ++n) {
+                for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                        #pragma omp simd reduction(+: acc0)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                        for (int64_t j = 0; j < 10; ++j) {
-                            acc0 += dy[10*i + j + 1600*n + 1000]*x[14*i + j + 1176*n + 14*u + v + 980];
-                        }
+                    for (int64_t j = 0; j < 10; ++j) {
+                        acc0 += dy[10*i + j + 1600*n + 1000]*x[14*i + j + 1176*n + 14*u + 980];
+                        acc1 += dy[10*i + j + 1600*n + 1000]*x[14*i + j + 1176*n + 14*u + 981];
+                        acc2 += dy[10*i + j + 1600*n + 1000]*x[14*i + j + 1176*n + 14*u + 982];
+                        acc3 += dy[10*i + j + 1600*n + 1000]*x[14*i + j + 1176*n + 14*u + 983];
+                        acc4 += dy[10*i + j + 1600*n + 1000]*x[14*i + j + 1176*n + 14*u + 984];
                     }
                 }
-                dw[5*u + v + 1625] += acc0;
             }
+            dw[5*u + 1625] += acc0;
+            dw[5*u + 1626] += acc1;
+            dw[5*u + 1627] += acc2;
+            dw[5*u + 1628] += acc3;
+            dw[5*u + 1629] += acc4;
         }
     }
 #ifdef _OPENMP
     #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
-        for (int64_t v = 0; v < 5; ++v) {
-            {
-                float acc0 = 0;
-                for (int64_t n = 0; n < N; ++n) {
-                    for (int64_t i = 0; i < 10; ++i) {
+        {
+            float acc0 = 0;
+            float acc1 = 0;
+            float acc2 = 0;
+            float acc3 = 0;
+            float acc4 = 0;
+            for (int64_t n = 0; n < N; ++n) {
+                for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                        #pragma omp simd reduction(+: acc0)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                        for (int64_t j = 0; j < 10; ++j) {
-                            acc0 += dy[10*i + j + 1600*n + 1100]*x[14*i + j + 1176*n + 14*u + v];
-                        }
+                    for (int64_t j = 0; j < 10; ++j) {
+                        acc0 += dy[10*i + j + 1600*n + 1100]*x[14*i + j + 1176*n + 14*u];
+                        acc1 += dy[10*i + j + 1600*n + 1100]*x[14*i + j + 1176*n + 14*u + 1];
+                        acc2 += dy[10*i + j + 1600*n + 1100]*x[14*i + j + 1176*n + 14*u + 2];
+                        acc3 += dy[10*i + j + 1600*n + 1100]*x[14*i + j + 1176*n + 14*u + 3];
+                        acc4 += dy[10*i + j + 1600*n + 1100]*x[14*i + j + 1176*n + 14*u + 4];
                     }
                 }
-                dw[5*u + v + 1650] += acc0;
             }
+            dw[5*u + 1650] += acc0;
+            dw[5*u + 1651] += acc1;
+            dw[5*u + 1652] += acc2;
+            dw[5*u + 1653] += acc3;
+            dw[5*u + 1654] += acc4;
         }
     }
 #ifdef _OPENMP
     #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
-        for (int64_t v = 0; v < 5; ++v) {
-            {
-                float acc0 = 0;
-                for (int64_t n = 0; n < N; ++n) {
-                    for (int64_t i = 0; i < 10; ++i) {
+        {
+            float acc0 = 0;
+            float acc1 = 0;
+            float acc2 = 0;
+            float acc3 = 0;
+            float acc4 = 0;
+            for (int64_t n = 0; n < N; ++n) {
+                for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                        #pragma omp simd reduction(+: acc0)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                        for (int64_t j = 0; j < 10; ++j) {
-                            acc0 += dy[10*i + j + 1600*n + 1100]*x[14*i + j + 1176*n + 14*u + v + 196];
-                        }
+                    for (int64_t j = 0; j < 10; ++j) {
+                        acc0 += dy[10*i + j + 1600*n + 1100]*x[14*i + j + 1176*n + 14*u + 196];
+                        acc1 += dy[10*i + j + 1600*n + 1100]*x[14*i + j + 1176*n + 14*u + 197];
+                        acc2 += dy[10*i + j + 1600*n + 1100]*x[14*i + j + 1176*n + 14*u + 198];
+                        acc3 += dy[10*i + j + 1600*n + 1100]*x[14*i + j + 1176*n + 14*u + 199];
+                        acc4 += dy[10*i + j + 1600*n + 1100]*x[14*i + j + 1176*n + 14*u + 200];
                     }
                 }
-                dw[5*u + v + 1675] += acc0;
             }
+            dw[5*u + 1675] += acc0;
+            dw[5*u + 1676] += acc1;
+            dw[5*u + 1677] += acc2;
+            dw[5*u + 1678] += acc3;
+            dw[5*u + 1679] += acc4;
         }
     }
 #ifdef _OPENMP
     #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
-        for (int64_t v = 0; v < 5; ++v) {
-            {
-                float acc0 = 0;
-                for (int64_t n = 0; n < N; ++n) {
-                    for (int64_t i = 0; i < 10; ++i) {
+        {
+            float acc0 = 0;
+            float acc1 = 0;
+            float acc2 = 0;
+            float acc3 = 0;
+            float acc4 = 0;
+            for (int64_t n = 0; n < N; ++n) {
+                for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                        #pragma omp simd reduction(+: acc0)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                        for (int64_t j = 0; j < 10; ++j) {
-                            acc0 += dy[10*i + j + 1600*n + 1100]*x[14*i + j + 1176*n + 14*u + v + 392];
-                        }
+                    for (int64_t j = 0; j < 10; ++j) {
+                        acc0 += dy[10*i + j + 1600*n + 1100]*x[14*i + j + 1176*n + 14*u + 392];
+                        acc1 += dy[10*i + j + 1600*n + 1100]*x[14*i + j + 1176*n + 14*u + 393];
+                        acc2 += dy[10*i + j + 1600*n + 1100]*x[14*i + j + 1176*n + 14*u + 394];
+                        acc3 += dy[10*i + j + 1600*n + 1100]*x[14*i + j + 1176*n + 14*u + 395];
+                        acc4 += dy[10*i + j + 1600*n + 1100]*x[14*i + j + 1176*n + 14*u + 396];
                     }
                 }
-                dw[5*u + v + 1700] += acc0;
             }
+            dw[5*u + 1700] += acc0;
+            dw[5*u + 1701] += acc1;
+            dw[5*u + 1702] += acc2;
+            dw[5*u + 1703] += acc3;
+            dw[5*u + 1704] += acc4;
         }
     }
 #ifdef _OPENMP
     #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
-        for (int64_t v = 0; v < 5; ++v) {
-            {
-                float acc0 = 0;
-                for (int64_t n = 0; n < N; ++n) {
-                    for (int64_t i = 0; i < 10; ++i) {
+        {
+            float acc0 = 0;
+            float acc1 = 0;
+            float acc2 = 0;
+            float acc3 = 0;
+            float acc4 = 0;
+            for (int64_t n = 0; n < N; ++n) {
+                for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                        #pragma omp simd reduction(+: acc0)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                        for (int64_t j = 0; j < 10; ++j) {
-                            acc0 += dy[10*i + j + 1600*n + 1100]*x[14*i + j + 1176*n + 14*u + v + 980];
-                        }
+                    for (int64_t j = 0; j < 10; ++j) {
+                        acc0 += dy[10*i + j + 1600*n + 1100]*x[14*i + j + 1176*n + 14*u + 980];
+                        acc1 += dy[10*i + j + 1600*n + 1100]*x[14*i + j + 1176*n + 14*u + 981];
+                        acc2 += dy[10*i + j + 1600*n + 1100]*x[14*i + j + 1176*n + 14*u + 982];
+                        acc3 += dy[10*i + j + 1600*n + 1100]*x[14*i + j + 1176*n + 14*u + 983];
+                        acc4 += dy[10*i + j + 1600*n + 1100]*x[14*i + j + 1176*n + 14*u + 984];
                     }
                 }
-                dw[5*u + v + 1775] += acc0;
             }
+            dw[5*u + 1775] += acc0;
+            dw[5*u + 1776] += acc1;
+            dw[5*u + 1777] += acc2;
+            dw[5*u + 1778] += acc3;
+            dw[5*u + 1779] += acc4;
         }
     }
 #ifdef _OPENMP
     #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
-        for (int64_t v = 0; v < 5; ++v) {
-            {
-                float acc0 = 0;
-                for (int64_t n = 0; n < N; ++n) {
-                    for (int64_t i = 0; i < 10; ++i) {
+        {
+            float acc0 = 0;
+            float acc1 = 0;
+            float acc2 = 0;
+            float acc3 = 0;
+            float acc4 = 0;
+            for (int64_t n = 0; n < N; ++n) {
+                for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                        #pragma omp simd reduction(+: acc0)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                        for (int64_t j = 0; j < 10; ++j) {
-                            acc0 += dy[10*i + j + 1600*n + 1200]*x[14*i + j + 1176*n + 14*u + v];
-                        }
+                    for (int64_t j = 0; j < 10; ++j) {
+                        acc0 += dy[10*i + j + 1600*n + 1200]*x[14*i + j + 1176*n + 14*u];
+                        acc1 += dy[10*i + j + 1600*n + 1200]*x[14*i + j + 1176*n + 14*u + 1];
+                        acc2 += dy[10*i + j + 1600*n + 1200]*x[14*i + j + 1176*n + 14*u + 2];
+                        acc3 += dy[10*i + j + 1600*n + 1200]*x[14*i + j + 1176*n + 14*u + 3];
+                        acc4 += dy[10*i + j + 1600*n + 1200]*x[14*i + j + 1176*n + 14*u + 4];
                     }
                 }
-                dw[5*u + v + 1800] += acc0;
             }
+            dw[5*u + 1800] += acc0;
+            dw[5*u + 1801] += acc1;
+            dw[5*u + 1802] += acc2;
+            dw[5*u + 1803] += acc3;
+            dw[5*u + 1804] += acc4;
         }
     }
 #ifdef _OPENMP
     #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
-        for (int64_t v = 0; v < 5; ++v) {
-            {
-                float acc0 = 0;
-                for (int64_t n = 0; n < N; ++n) {
-                    for (int64_t i = 0; i < 10; ++i) {
+        {
+            float acc0 = 0;
+            float acc1 = 0;
+            float acc2 = 0;
+            float acc3 = 0;
+            float acc4 = 0;
+            for (int64_t n = 0; n < N; ++n) {
+                for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                        #pragma omp simd reduction(+: acc0)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                        for (int64_t j = 0; j < 10; ++j) {
-                            acc0 += dy[10*i + j + 1600*n + 1200]*x[14*i + j + 1176*n + 14*u + v + 196];
-                        }
+                    for (int64_t j = 0; j < 10; ++j) {
+                        acc0 += dy[10*i + j + 1600*n + 1200]*x[14*i + j + 1176*n + 14*u + 196];
+                        acc1 += dy[10*i + j + 1600*n + 1200]*x[14*i + j + 1176*n + 14*u + 197];
+                        acc2 += dy[10*i + j + 1600*n + 1200]*x[14*i + j + 1176*n + 14*u + 198];
+                        acc3 += dy[10*i + j + 1600*n + 1200]*x[14*i + j + 1176*n + 14*u + 199];
+                        acc4 += dy[10*i + j + 1600*n + 1200]*x[14*i + j + 1176*n + 14*u + 200];
                     }
                 }
-                dw[5*u + v + 1825] += acc0;
             }
+            dw[5*u + 1825] += acc0;
+            dw[5*u + 1826] += acc1;
+            dw[5*u + 1827] += acc2;
+            dw[5*u + 1828] += acc3;
+            dw[5*u + 1829] += acc4;
         }
     }
 #ifdef _OPENMP
     #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
-        for (int64_t v = 0; v < 5; ++v) {
-            {
-                float acc0 = 0;
-                for (int64_t n = 0; n < N; ++n) {
-                    for (int64_t i = 0; i < 10; ++i) {
+        {
+            float acc0 = 0;
+            float acc1 = 0;
+            float acc2 = 0;
+            float acc3 = 0;
+            float acc4 = 0;
+            for (int64_t n = 0; n < N; ++n) {
+                for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                        #pragma omp simd reduction(+: acc0)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                        for (int64_t j = 0; j < 10; ++j) {
-                            acc0 += dy[10*i + j + 1600*n + 1200]*x[14*i + j + 1176*n + 14*u + v + 588];
-                        }
+                    for (int64_t j = 0; j < 10; ++j) {
+                        acc0 += dy[10*i + j + 1600*n + 1200]*x[14*i + j + 1176*n + 14*u + 588];
+                        acc1 += dy[10*i + j + 1600*n + 1200]*x[14*i + j + 1176*n + 14*u + 589];
+                        acc2 += dy[10*i + j + 1600*n + 1200]*x[14*i + j + 1176*n + 14*u + 590];
+                        acc3 += dy[10*i + j + 1600*n + 1200]*x[14*i + j + 1176*n + 14*u + 591];
+                        acc4 += dy[10*i + j + 1600*n + 1200]*x[14*i + j + 1176*n + 14*u + 592];
                     }
                 }
-                dw[5*u + v + 1875] += acc0;
             }
+            dw[5*u + 1875] += acc0;
+            dw[5*u + 1876] += acc1;
+            dw[5*u + 1877] += acc2;
+            dw[5*u + 1878] += acc3;
+            dw[5*u + 1879] += acc4;
         }
     }
 #ifdef _OPENMP
     #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
-        for (int64_t v = 0; v < 5; ++v) {
-            {
-                float acc0 = 0;
-                for (int64_t n = 0; n < N; ++n) {
-                    for (int64_t i = 0; i < 10; ++i) {
+        {
+            float acc0 = 0;
+            float acc1 = 0;
+            float acc2 = 0;
+            float acc3 = 0;
+            float acc4 = 0;
+            for (int64_t n = 0; n < N; ++n) {
+                for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                        #pragma omp simd reduction(+: acc0)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                        for (int64_t j = 0; j < 10; ++j) {
-                            acc0 += dy[10*i + j + 1600*n + 1200]*x[14*i + j + 1176*n + 14*u + v + 784];
-                        }
+                    for (int64_t j = 0; j < 10; ++j) {
+                        acc0 += dy[10*i + j + 1600*n + 1200]*x[14*i + j + 1176*n + 14*u + 784];
+                        acc1 += dy[10*i + j + 1600*n + 1200]*x[14*i + j + 1176*n + 14*u + 785];
+                        acc2 += dy[10*i + j + 1600*n + 1200]*x[14*i + j + 1176*n + 14*u + 786];
+                        acc3 += dy[10*i + j + 1600*n + 1200]*x[14*i + j + 1176*n + 14*u + 787];
+                        acc4 += dy[10*i + j + 1600*n + 1200]*x[14*i + j + 1176*n + 14*u + 788];
                     }
                 }
-                dw[5*u + v + 1900] += acc0;
             }
+            dw[5*u + 1900] += acc0;
+            dw[5*u + 1901] += acc1;
+            dw[5*u + 1902] += acc2;
+            dw[5*u + 1903] += acc3;
+            dw[5*u + 1904] += acc4;
         }
     }
 #ifdef _OPENMP
     #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
-        for (int64_t v = 0; v < 5; ++v) {
-            {
-                float acc0 = 0;
-                for (int64_t n = 0; n < N; ++n) {
-                    for (int64_t i = 0; i < 10; ++i) {
+        {
+            float acc0 = 0;
+            float acc1 = 0;
+            float acc2 = 0;
+            float acc3 = 0;
+            float acc4 = 0;
+            for (int64_t n = 0; n < N; ++n) {
+                for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                        #pragma omp simd reduction(+: acc0)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                        for (int64_t j = 0; j < 10; ++j) {
-                            acc0 += dy[10*i + j + 1600*n + 1300]*x[14*i + j + 1176*n + 14*u + v + 196];
-                        }
+                    for (int64_t j = 0; j < 10; ++j) {
+                        acc0 += dy[10*i + j + 1600*n + 1300]*x[14*i + j + 1176*n + 14*u + 196];
+                        acc1 += dy[10*i + j + 1600*n + 1300]*x[14*i + j + 1176*n + 14*u + 197];
+                        acc2 += dy[10*i + j + 1600*n + 1300]*x[14*i + j + 1176*n + 14*u + 198];
+                        acc3 += dy[10*i + j + 1600*n + 1300]*x[14*i + j + 1176*n + 14*u + 199];
+                        acc4 += dy[10*i + j + 1600*n + 1300]*x[14*i + j + 1176*n + 14*u + 200];
                     }
                 }
-                dw[5*u + v + 1975] += acc0;
             }
+            dw[5*u + 1975] += acc0;
+            dw[5*u + 1976] += acc1;
+            dw[5*u + 1977] += acc2;
+            dw[5*u + 1978] += acc3;
+            dw[5*u + 1979] += acc4;
         }
     }
 #ifdef _OPENMP
     #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
-        for (int64_t v = 0; v < 5; ++v) {
-            {
-                float acc0 = 0;
-                for (int64_t n = 0; n < N; ++n) {
-                    for (int64_t i = 0; i < 10; ++i) {
+        {
+            float acc0 = 0;
+            float acc1 = 0;
+            float acc2 = 0;
+            float acc3 = 0;
+            float acc4 = 0;
+            for (int64_t n = 0; n < N; ++n) {
+                for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                        #pragma omp simd reduction(+: acc0)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                        for (int64_t j = 0; j < 10; ++j) {
-                            acc0 += dy[10*i + j + 1600*n + 1300]*x[14*i + j + 1176*n + 14*u + v + 392];
-                        }
+                    for (int64_t j = 0; j < 10; ++j) {
+                        acc0 += dy[10*i + j + 1600*n + 1300]*x[14*i + j + 1176*n + 14*u + 392];
+                        acc1 += dy[10*i + j + 1600*n + 1300]*x[14*i + j + 1176*n + 14*u + 393];
+                        acc2 += dy[10*i + j + 1600*n + 1300]*x[14*i + j + 1176*n + 14*u + 394];
+                        acc3 += dy[10*i + j + 1600*n + 1300]*x[14*i + j + 1176*n + 14*u + 395];
+                        acc4 += dy[10*i + j + 1600*n + 1300]*x[14*i + j + 1176*n + 14*u + 396];
                     }
                 }
-                dw[5*u + v + 2000] += acc0;
             }
+            dw[5*u + 2000] += acc0;
+            dw[5*u + 2001] += acc1;
+            dw[5*u + 2002] += acc2;
+            dw[5*u + 2003] += acc3;
+            dw[5*u + 2004] += acc4;
         }
     }
 #ifdef _OPENMP
     #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
-        for (int64_t v = 0; v < 5; ++v) {
-            {
-                float acc0 = 0;
-                for (int64_t n = 0; n < N; ++n) {
-                    for (int64_t i = 0; i < 10; ++i) {
+        {
+            float acc0 = 0;
+            float acc1 = 0;
+            float acc2 = 0;
+            float acc3 = 0;
+            float acc4 = 0;
+            for (int64_t n = 0; n < N; ++n) {
+                for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                        #pragma omp simd reduction(+: acc0)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                        for (int64_t j = 0; j < 10; ++j) {
-                            acc0 += dy[10*i + j + 1600*n + 1300]*x[14*i + j + 1176*n + 14*u + v + 784];
-                        }
+                    for (int64_t j = 0; j < 10; ++j) {
+                        acc0 += dy[10*i + j + 1600*n + 1300]*x[14*i + j + 1176*n + 14*u + 784];
+                        acc1 += dy[10*i + j + 1600*n + 1300]*x[14*i + j + 1176*n + 14*u + 785];
+                        acc2 += dy[10*i + j + 1600*n + 1300]*x[14*i + j + 1176*n + 14*u + 786];
+                        acc3 += dy[10*i + j + 1600*n + 1300]*x[14*i + j + 1176*n + 14*u + 787];
+                        acc4 += dy[10*i + j + 1600*n + 1300]*x[14*i + j + 1176*n + 14*u + 788];
                     }
                 }
-                dw[5*u + v + 2050] += acc0;
             }
+            dw[5*u + 2050] += acc0;
+            dw[5*u + 2051] += acc1;
+            dw[5*u + 2052] += acc2;
+            dw[5*u + 2053] += acc3;
+            dw[5*u + 2054] += acc4;
         }
     }
 #ifdef _OPENMP
     #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
-        for (int64_t v = 0; v < 5; ++v) {
-            {
-                float acc0 = 0;
-                for (int64_t n = 0; n < N; ++n) {
-                    for (int64_t i = 0; i < 10; ++i) {
+        {
+            float acc0 = 0;
+            float acc1 = 0;
+            float acc2 = 0;
+            float acc3 = 0;
+            float acc4 = 0;
+            for (int64_t n = 0; n < N; ++n) {
+                for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                        #pragma omp simd reduction(+: acc0)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                        for (int64_t j = 0; j < 10; ++j) {
-                            acc0 += dy[10*i + j + 1600*n + 1300]*x[14*i + j + 1176*n + 14*u + v + 980];
-                        }
+                    for (int64_t j = 0; j < 10; ++j) {
+                        acc0 += dy[10*i + j + 1600*n + 1300]*x[14*i + j + 1176*n + 14*u + 980];
+                        acc1 += dy[10*i + j + 1600*n + 1300]*x[14*i + j + 1176*n + 14*u + 981];
+                        acc2 += dy[10*i + j + 1600*n + 1300]*x[14*i + j + 1176*n + 14*u + 982];
+                        acc3 += dy[10*i + j + 1600*n + 1300]*x[14*i + j + 1176*n + 14*u + 983];
+                        acc4 += dy[10*i + j + 1600*n + 1300]*x[14*i + j + 1176*n + 14*u + 984];
                     }
                 }
-                dw[5*u + v + 2075] += acc0;
             }
+            dw[5*u + 2075] += acc0;
+            dw[5*u + 2076] += acc1;
+            dw[5*u + 2077] += acc2;
+            dw[5*u + 2078] += acc3;
+            dw[5*u + 2079] += acc4;
         }
     }
 #ifdef _OPENMP
     #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
-        for (int64_t v = 0; v < 5; ++v) {
-            {
-                float acc0 = 0;
-                for (int64_t n = 0; n < N; ++n) {
-                    for (int64_t i = 0; i < 10; ++i) {
+        {
+            float acc0 = 0;
+            float acc1 = 0;
+            float acc2 = 0;
+            float acc3 = 0;
+            float acc4 = 0;
+            for (int64_t n = 0; n < N; ++n) {
+                for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                        #pragma omp simd reduction(+: acc0)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                        for (int64_t j = 0; j < 10; ++j) {
-                            acc0 += dy[10*i + j + 1600*n + 1400]*x[14*i + j + 1176*n + 14*u + v];
-                        }
+                    for (int64_t j = 0; j < 10; ++j) {
+                        acc0 += dy[10*i + j + 1600*n + 1400]*x[14*i + j + 1176*n + 14*u];
+                        acc1 += dy[10*i + j + 1600*n + 1400]*x[14*i + j + 1176*n + 14*u + 1];
+                        acc2 += dy[10*i + j + 1600*n + 1400]*x[14*i + j + 1176*n + 14*u + 2];
+                        acc3 += dy[10*i + j + 1600*n + 1400]*x[14*i + j + 1176*n + 14*u + 3];
+                        acc4 += dy[10*i + j + 1600*n + 1400]*x[14*i + j + 1176*n + 14*u + 4];
                     }
                 }
-                dw[5*u + v + 2100] += acc0;
             }
+            dw[5*u + 2100] += acc0;
+            dw[5*u + 2101] += acc1;
+            dw[5*u + 2102] += acc2;
+            dw[5*u + 2103] += acc3;
+            dw[5*u + 2104] += acc4;
         }
     }
 #ifdef _OPENMP
     #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
-        for (int64_t v = 0; v < 5; ++v) {
-            {
-                float acc0 = 0;
-                for (int64_t n = 0; n < N; ++n) {
-                    for (int64_t i = 0; i < 10; ++i) {
+        {
+            float acc0 = 0;
+            float acc1 = 0;
+            float acc2 = 0;
+            float acc3 = 0;
+            float acc4 = 0;
+            for (int64_t n = 0; n < N; ++n) {
+                for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                        #pragma omp simd reduction(+: acc0)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                        for (int64_t j = 0; j < 10; ++j) {
-                            acc0 += dy[10*i + j + 1600*n + 1400]*x[14*i + j + 1176*n + 14*u + v + 392];
-                        }
+                    for (int64_t j = 0; j < 10; ++j) {
+                        acc0 += dy[10*i + j + 1600*n + 1400]*x[14*i + j + 1176*n + 14*u + 392];
+                        acc1 += dy[10*i + j + 1600*n + 1400]*x[14*i + j + 1176*n + 14*u + 393];
+                        acc2 += dy[10*i + j + 1600*n + 1400]*x[14*i + j + 1176*n + 14*u + 394];
+                        acc3 += dy[10*i + j + 1600*n + 1400]*x[14*i + j + 1176*n + 14*u + 395];
+                        acc4 += dy[10*i + j + 1600*n + 1400]*x[14*i + j + 1176*n + 14*u + 396];
                     }
                 }
-                dw[5*u + v + 2150] += acc0;
             }
+            dw[5*u + 2150] += acc0;
+            dw[5*u + 2151] += acc1;
+            dw[5*u + 2152] += acc2;
+            dw[5*u + 2153] += acc3;
+            dw[5*u + 2154] += acc4;
         }
     }
 #ifdef _OPENMP
     #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
-        for (int64_t v = 0; v < 5; ++v) {
-            {
-                float acc0 = 0;
-                for (int64_t n = 0; n < N; ++n) {
-                    for (int64_t i = 0; i < 10; ++i) {
+        {
+            float acc0 = 0;
+            float acc1 = 0;
+            float acc2 = 0;
+            float acc3 = 0;
+            float acc4 = 0;
+            for (int64_t n = 0; n < N; ++n) {
+                for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                        #pragma omp simd reduction(+: acc0)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                        for (int64_t j = 0; j < 10; ++j) {
-                            acc0 += dy[10*i + j + 1600*n + 1400]*x[14*i + j + 1176*n + 14*u + v + 588];
-                        }
+                    for (int64_t j = 0; j < 10; ++j) {
+                        acc0 += dy[10*i + j + 1600*n + 1400]*x[14*i + j + 1176*n + 14*u + 588];
+                        acc1 += dy[10*i + j + 1600*n + 1400]*x[14*i + j + 1176*n + 14*u + 589];
+                        acc2 += dy[10*i + j + 1600*n + 1400]*x[14*i + j + 1176*n + 14*u + 590];
+                        acc3 += dy[10*i + j + 1600*n + 1400]*x[14*i + j + 1176*n + 14*u + 591];
+                        acc4 += dy[10*i + j + 1600*n + 1400]*x[14*i + j + 1176*n + 14*u + 592];
                     }
                 }
-                dw[5*u + v + 2175] += acc0;
             }
+            dw[5*u + 2175] += acc0;
+            dw[5*u + 2176] += acc1;
+            dw[5*u + 2177] += acc2;
+            dw[5*u + 2178] += acc3;
+            dw[5*u + 2179] += acc4;
         }
     }
 #ifdef _OPENMP
     #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
-        for (int64_t v = 0; v < 5; ++v) {
-            {
-                float acc0 = 0;
-                for (int64_t n = 0; n < N; ++n) {
-                    for (int64_t i = 0; i < 10; ++i) {
+        {
+            float acc0 = 0;
+            float acc1 = 0;
+            float acc2 = 0;
+            float acc3 = 0;
+            float acc4 = 0;
+            for (int64_t n = 0; n < N; ++n) {
+                for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                        #pragma omp simd reduction(+: acc0)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                        for (int64_t j = 0; j < 10; ++j) {
-                            acc0 += dy[10*i + j + 1600*n + 1400]*x[14*i + j + 1176*n + 14*u + v + 980];
-                        }
+                    for (int64_t j = 0; j < 10; ++j) {
+                        acc0 += dy[10*i + j + 1600*n + 1400]*x[14*i + j + 1176*n + 14*u + 980];
+                        acc1 += dy[10*i + j + 1600*n + 1400]*x[14*i + j + 1176*n + 14*u + 981];
+                        acc2 += dy[10*i + j + 1600*n + 1400]*x[14*i + j + 1176*n + 14*u + 982];
+                        acc3 += dy[10*i + j + 1600*n + 1400]*x[14*i + j + 1176*n + 14*u + 983];
+                        acc4 += dy[10*i + j + 1600*n + 1400]*x[14*i + j + 1176*n + 14*u + 984];
                     }
                 }
-                dw[5*u + v + 2225] += acc0;
             }
+            dw[5*u + 2225] += acc0;
+            dw[5*u + 2226] += acc1;
+            dw[5*u + 2227] += acc2;
+            dw[5*u + 2228] += acc3;
+            dw[5*u + 2229] += acc4;
         }
     }
 #ifdef _OPENMP
     #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
-        for (int64_t v = 0; v < 5; ++v) {
-            {
-                float acc0 = 0;
-                for (int64_t n = 0; n < N; ++n) {
-                    for (int64_t i = 0; i < 10; ++i) {
+        {
+            float acc0 = 0;
+            float acc1 = 0;
+            float acc2 = 0;
+            float acc3 = 0;
+            float acc4 = 0;
+            for (int64_t n = 0; n < N; ++n) {
+                for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                        #pragma omp simd reduction(+: acc0)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                        for (int64_t j = 0; j < 10; ++j) {
-                            acc0 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + v];
-                        }
+                    for (int64_t j = 0; j < 10; ++j) {
+                        acc0 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u];
+                        acc1 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + 1];
+                        acc2 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + 2];
+                        acc3 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + 3];
+                        acc4 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + 4];
                     }
                 }
-                dw[5*u + v + 2250] += acc0;
             }
+            dw[5*u + 2250] += acc0;
+            dw[5*u + 2251] += acc1;
+            dw[5*u + 2252] += acc2;
+            dw[5*u + 2253] += acc3;
+            dw[5*u + 2254] += acc4;
         }
     }
 #ifdef _OPENMP
     #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
-        for (int64_t v = 0; v < 5; ++v) {
-            {
-                float acc0 = 0;
-                for (int64_t n = 0; n < N; ++n) {
-                    for (int64_t i = 0; i < 10; ++i) {
+        {
+            float acc0 = 0;
+            float acc1 = 0;
+            float acc2 = 0;
+            float acc3 = 0;
+            float acc4 = 0;
+            for (int64_t n = 0; n < N; ++n) {
+                for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                        #pragma omp simd reduction(+: acc0)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                        for (int64_t j = 0; j < 10; ++j) {
-                            acc0 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + v + 196];
-                        }
+                    for (int64_t j = 0; j < 10; ++j) {
+                        acc0 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + 196];
+                        acc1 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + 197];
+                        acc2 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + 198];
+                        acc3 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + 199];
+                        acc4 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + 200];
                     }
                 }
-                dw[5*u + v + 2275] += acc0;
             }
+            dw[5*u + 2275] += acc0;
+            dw[5*u + 2276] += acc1;
+            dw[5*u + 2277] += acc2;
+            dw[5*u + 2278] += acc3;
+            dw[5*u + 2279] += acc4;
         }
     }
 #ifdef _OPENMP
     #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
-        for (int64_t v = 0; v < 5; ++v) {
-            {
-                float acc0 = 0;
-                for (int64_t n = 0; n < N; ++n) {
-                    for (int64_t i = 0; i < 10; ++i) {
+        {
+            float acc0 = 0;
+            float acc1 = 0;
+            float acc2 = 0;
+            float acc3 = 0;
+            float acc4 = 0;
+            for (int64_t n = 0; n < N; ++n) {
+                for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                        #pragma omp simd reduction(+: acc0)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                        for (int64_t j = 0; j < 10; ++j) {
-                            acc0 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + v + 392];
-                        }
+                    for (int64_t j = 0; j < 10; ++j) {
+                        acc0 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + 392];
+                        acc1 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + 393];
+                        acc2 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + 394];
+                        acc3 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + 395];
+                        acc4 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + 396];
                     }
                 }
-                dw[5*u + v + 2300] += acc0;
             }
+            dw[5*u + 2300] += acc0;
+            dw[5*u + 2301] += acc1;
+            dw[5*u + 2302] += acc2;
+            dw[5*u + 2303] += acc3;
+            dw[5*u + 2304] += acc4;
         }
     }
 #ifdef _OPENMP
     #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
-        for (int64_t v = 0; v < 5; ++v) {
-            {
-                float acc0 = 0;
-                for (int64_t n = 0; n < N; ++n) {
-                    for (int64_t i = 0; i < 10; ++i) {
+        {
+            float acc0 = 0;
+            float acc1 = 0;
+            float acc2 = 0;
+            float acc3 = 0;
+            float acc4 = 0;
+            for (int64_t n = 0; n < N; ++n) {
+                for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                        #pragma omp simd reduction(+: acc0)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                        for (int64_t j = 0; j < 10; ++j) {
-                            acc0 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + v + 588];
-                        }
+                    for (int64_t j = 0; j < 10; ++j) {
+                        acc0 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + 588];
+                        acc1 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + 589];
+                        acc2 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + 590];
+                        acc3 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + 591];
+                        acc4 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + 592];
                     }
                 }
-                dw[5*u + v + 2325] += acc0;
             }
+            dw[5*u + 2325] += acc0;
+            dw[5*u + 2326] += acc1;
+            dw[5*u + 2327] += acc2;
+            dw[5*u + 2328] += acc3;
+            dw[5*u + 2329] += acc4;
         }
     }
 #ifdef _OPENMP
     #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
-        for (int64_t v = 0; v < 5; ++v) {
-            {
-                float acc0 = 0;
-                for (int64_t n = 0; n < N; ++n) {
-                    for (int64_t i = 0; i < 10; ++i) {
+        {
+            float acc0 = 0;
+            float acc1 = 0;
+            float acc2 = 0;
+            float acc3 = 0;
+            float acc4 = 0;
+            for (int64_t n = 0; n < N; ++n) {
+                for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                        #pragma omp simd reduction(+: acc0)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                        for (int64_t j = 0; j < 10; ++j) {
-                            acc0 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + v + 784];
-                        }
+                    for (int64_t j = 0; j < 10; ++j) {
+                        acc0 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + 784];
+                        acc1 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + 785];
+                        acc2 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + 786];
+                        acc3 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + 787];
+                        acc4 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + 788];
                     }
                 }
-                dw[5*u + v + 2350] += acc0;
             }
+            dw[5*u + 2350] += acc0;
+            dw[5*u + 2351] += acc1;
+            dw[5*u + 2352] += acc2;
+            dw[5*u + 2353] += acc3;
+            dw[5*u + 2354] += acc4;
         }
     }
 #ifdef _OPENMP
     #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
-        for (int64_t v = 0; v < 5; ++v) {
-            {
-                float acc0 = 0;
-                for (int64_t n = 0; n < N; ++n) {
-                    for (int64_t i = 0; i < 10; ++i) {
+        {
+            float acc0 = 0;
+            float acc1 = 0;
+            float acc2 = 0;
+            float acc3 = 0;
+            float acc4 = 0;
+            for (int64_t n = 0; n < N; ++n) {
+                for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                        #pragma omp simd reduction(+: acc0)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                        for (int64_t j = 0; j < 10; ++j) {
-                            acc0 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + v + 980];
-                        }
+                    for (int64_t j = 0; j < 10; ++j) {
+                        acc0 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + 980];
+                        acc1 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + 981];
+                        acc2 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + 982];
+                        acc3 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + 983];
+                        acc4 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + 984];
                     }
                 }
-                dw[5*u + v + 2375] += acc0;
             }
+            dw[5*u + 2375] += acc0;
+            dw[5*u + 2376] += acc1;
+            dw[5*u + 2377] += acc2;
+            dw[5*u + 2378] += acc3;
+            dw[5*u + 2379] += acc4;
         }
     }
 }
@@ -5231,1260 +5851,1860 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
     #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
-        for (int64_t v = 0; v < 5; ++v) {
-            {
-                double acc0 = 0;
-                for (int64_t n = 0; n < N; ++n) {
-                    for (int64_t i = 0; i < 10; ++i) {
+        {
+            double acc0 = 0;
+            double acc1 = 0;
+            double acc2 = 0;
+            double acc3 = 0;
+            double acc4 = 0;
+            for (int64_t n = 0; n < N; ++n) {
+                for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                        #pragma omp simd reduction(+: acc0)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                        for (int64_t j = 0; j < 10; ++j) {
-                            acc0 += dy[10*i + j + 1600*n]*x[14*i + j + 1176*n + 14*u + v];
-                        }
+                    for (int64_t j = 0; j < 10; ++j) {
+                        acc0 += dy[10*i + j + 1600*n]*x[14*i + j + 1176*n + 14*u];
+                        acc1 += dy[10*i + j + 1600*n]*x[14*i + j + 1176*n + 14*u + 1];
+                        acc2 += dy[10*i + j + 1600*n]*x[14*i + j + 1176*n + 14*u + 2];
+                        acc3 += dy[10*i + j + 1600*n]*x[14*i + j + 1176*n + 14*u + 3];
+                        acc4 += dy[10*i + j + 1600*n]*x[14*i + j + 1176*n + 14*u + 4];
                     }
                 }
-                dw[5*u + v] += acc0;
             }
+            dw[5*u] += acc0;
+            dw[5*u + 1] += acc1;
+            dw[5*u + 2] += acc2;
+            dw[5*u + 3] += acc3;
+            dw[5*u + 4] += acc4;
         }
     }
 #ifdef _OPENMP
     #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
-        for (int64_t v = 0; v < 5; ++v) {
-            {
-                double acc0 = 0;
-                for (int64_t n = 0; n < N; ++n) {
-                    for (int64_t i = 0; i < 10; ++i) {
+        {
+            double acc0 = 0;
+            double acc1 = 0;
+            double acc2 = 0;
+            double acc3 = 0;
+            double acc4 = 0;
+            for (int64_t n = 0; n < N; ++n) {
+                for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                        #pragma omp simd reduction(+: acc0)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                        for (int64_t j = 0; j < 10; ++j) {
-                            acc0 += dy[10*i + j + 1600*n]*x[14*i + j + 1176*n + 14*u + v + 196];
-                        }
+                    for (int64_t j = 0; j < 10; ++j) {
+                        acc0 += dy[10*i + j + 1600*n]*x[14*i + j + 1176*n + 14*u + 196];
+                        acc1 += dy[10*i + j + 1600*n]*x[14*i + j + 1176*n + 14*u + 197];
+                        acc2 += dy[10*i + j + 1600*n]*x[14*i + j + 1176*n + 14*u + 198];
+                        acc3 += dy[10*i + j + 1600*n]*x[14*i + j + 1176*n + 14*u + 199];
+                        acc4 += dy[10*i + j + 1600*n]*x[14*i + j + 1176*n + 14*u + 200];
                     }
                 }
-                dw[5*u + v + 25] += acc0;
             }
+            dw[5*u + 25] += acc0;
+            dw[5*u + 26] += acc1;
+            dw[5*u + 27] += acc2;
+            dw[5*u + 28] += acc3;
+            dw[5*u + 29] += acc4;
         }
     }
 #ifdef _OPENMP
     #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
-        for (int64_t v = 0; v < 5; ++v) {
-            {
-                double acc0 = 0;
-                for (int64_t n = 0; n < N; ++n) {
-                    for (int64_t i = 0; i < 10; ++i) {
+        {
+            double acc0 = 0;
+            double acc1 = 0;
+            double acc2 = 0;
+            double acc3 = 0;
+            double acc4 = 0;
+            for (int64_t n = 0; n < N; ++n) {
+                for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                        #pragma omp simd reduction(+: acc0)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                        for (int64_t j = 0; j < 10; ++j) {
-                            acc0 += dy[10*i + j + 1600*n]*x[14*i + j + 1176*n + 14*u + v + 392];
-                        }
+                    for (int64_t j = 0; j < 10; ++j) {
+                        acc0 += dy[10*i + j + 1600*n]*x[14*i + j + 1176*n + 14*u + 392];
+                        acc1 += dy[10*i + j + 1600*n]*x[14*i + j + 1176*n + 14*u + 393];
+                        acc2 += dy[10*i + j + 1600*n]*x[14*i + j + 1176*n + 14*u + 394];
+                        acc3 += dy[10*i + j + 1600*n]*x[14*i + j + 1176*n + 14*u + 395];
+                        acc4 += dy[10*i + j + 1600*n]*x[14*i + j + 1176*n + 14*u + 396];
                     }
                 }
-                dw[5*u + v + 50] += acc0;
             }
+            dw[5*u + 50] += acc0;
+            dw[5*u + 51] += acc1;
+            dw[5*u + 52] += acc2;
+            dw[5*u + 53] += acc3;
+            dw[5*u + 54] += acc4;
         }
     }
 #ifdef _OPENMP
     #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
-        for (int64_t v = 0; v < 5; ++v) {
-            {
-                double acc0 = 0;
-                for (int64_t n = 0; n < N; ++n) {
-                    for (int64_t i = 0; i < 10; ++i) {
+        {
+            double acc0 = 0;
+            double acc1 = 0;
+            double acc2 = 0;
+            double acc3 = 0;
+            double acc4 = 0;
+            for (int64_t n = 0; n < N; ++n) {
+                for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                        #pragma omp simd reduction(+: acc0)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                        for (int64_t j = 0; j < 10; ++j) {
-                            acc0 += dy[10*i + j + 1600*n + 100]*x[14*i + j + 1176*n + 14*u + v + 196];
-                        }
+                    for (int64_t j = 0; j < 10; ++j) {
+                        acc0 += dy[10*i + j + 1600*n + 100]*x[14*i + j + 1176*n + 14*u + 196];
+                        acc1 += dy[10*i + j + 1600*n + 100]*x[14*i + j + 1176*n + 14*u + 197];
+                        acc2 += dy[10*i + j + 1600*n + 100]*x[14*i + j + 1176*n + 14*u + 198];
+                        acc3 += dy[10*i + j + 1600*n + 100]*x[14*i + j + 1176*n + 14*u + 199];
+                        acc4 += dy[10*i + j + 1600*n + 100]*x[14*i + j + 1176*n + 14*u + 200];
                     }
                 }
-                dw[5*u + v + 175] += acc0;
             }
+            dw[5*u + 175] += acc0;
+            dw[5*u + 176] += acc1;
+            dw[5*u + 177] += acc2;
+            dw[5*u + 178] += acc3;
+            dw[5*u + 179] += acc4;
         }
     }
 #ifdef _OPENMP
     #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
-        for (int64_t v = 0; v < 5; ++v) {
-            {
-                double acc0 = 0;
-                for (int64_t n = 0; n < N; ++n) {
-                    for (int64_t i = 0; i < 10; ++i) {
+        {
+            double acc0 = 0;
+            double acc1 = 0;
+            double acc2 = 0;
+            double acc3 = 0;
+            double acc4 = 0;
+            for (int64_t n = 0; n < N; ++n) {
+                for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                        #pragma omp simd reduction(+: acc0)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                        for (int64_t j = 0; j < 10; ++j) {
-                            acc0 += dy[10*i + j + 1600*n + 100]*x[14*i + j + 1176*n + 14*u + v + 392];
-                        }
+                    for (int64_t j = 0; j < 10; ++j) {
+                        acc0 += dy[10*i + j + 1600*n + 100]*x[14*i + j + 1176*n + 14*u + 392];
+                        acc1 += dy[10*i + j + 1600*n + 100]*x[14*i + j + 1176*n + 14*u + 393];
+                        acc2 += dy[10*i + j + 1600*n + 100]*x[14*i + j + 1176*n + 14*u + 394];
+                        acc3 += dy[10*i + j + 1600*n + 100]*x[14*i + j + 1176*n + 14*u + 395];
+                        acc4 += dy[10*i + j + 1600*n + 100]*x[14*i + j + 1176*n + 14*u + 396];
                     }
                 }
-                dw[5*u + v + 200] += acc0;
             }
+            dw[5*u + 200] += acc0;
+            dw[5*u + 201] += acc1;
+            dw[5*u + 202] += acc2;
+            dw[5*u + 203] += acc3;
+            dw[5*u + 204] += acc4;
         }
     }
 #ifdef _OPENMP
     #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
-        for (int64_t v = 0; v < 5; ++v) {
-            {
-                double acc0 = 0;
-                for (int64_t n = 0; n < N; ++n) {
-                    for (int64_t i = 0; i < 10; ++i) {
+        {
+            double acc0 = 0;
+            double acc1 = 0;
+            double acc2 = 0;
+            double acc3 = 0;
+            double acc4 = 0;
+            for (int64_t n = 0; n < N; ++n) {
+                for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                        #pragma omp simd reduction(+: acc0)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                        for (int64_t j = 0; j < 10; ++j) {
-                            acc0 += dy[10*i + j + 1600*n + 100]*x[14*i + j + 1176*n + 14*u + v + 588];
-                        }
+                    for (int64_t j = 0; j < 10; ++j) {
+                        acc0 += dy[10*i + j + 1600*n + 100]*x[14*i + j + 1176*n + 14*u + 588];
+                        acc1 += dy[10*i + j + 1600*n + 100]*x[14*i + j + 1176*n + 14*u + 589];
+                        acc2 += dy[10*i + j + 1600*n + 100]*x[14*i + j + 1176*n + 14*u + 590];
+                        acc3 += dy[10*i + j + 1600*n + 100]*x[14*i + j + 1176*n + 14*u + 591];
+                        acc4 += dy[10*i + j + 1600*n + 100]*x[14*i + j + 1176*n + 14*u + 592];
                     }
                 }
-                dw[5*u + v + 225] += acc0;
             }
+            dw[5*u + 225] += acc0;
+            dw[5*u + 226] += acc1;
+            dw[5*u + 227] += acc2;
+            dw[5*u + 228] += acc3;
+            dw[5*u + 229] += acc4;
         }
     }
 #ifdef _OPENMP
     #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
-        for (int64_t v = 0; v < 5; ++v) {
-            {
-                double acc0 = 0;
-                for (int64_t n = 0; n < N; ++n) {
-                    for (int64_t i = 0; i < 10; ++i) {
+        {
+            double acc0 = 0;
+            double acc1 = 0;
+            double acc2 = 0;
+            double acc3 = 0;
+            double acc4 = 0;
+            for (int64_t n = 0; n < N; ++n) {
+                for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                        #pragma omp simd reduction(+: acc0)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                        for (int64_t j = 0; j < 10; ++j) {
-                            acc0 += dy[10*i + j + 1600*n + 200]*x[14*i + j + 1176*n + 14*u + v + 392];
-                        }
+                    for (int64_t j = 0; j < 10; ++j) {
+                        acc0 += dy[10*i + j + 1600*n + 200]*x[14*i + j + 1176*n + 14*u + 392];
+                        acc1 += dy[10*i + j + 1600*n + 200]*x[14*i + j + 1176*n + 14*u + 393];
+                        acc2 += dy[10*i + j + 1600*n + 200]*x[14*i + j + 1176*n + 14*u + 394];
+                        acc3 += dy[10*i + j + 1600*n + 200]*x[14*i + j + 1176*n + 14*u + 395];
+                        acc4 += dy[10*i + j + 1600*n + 200]*x[14*i + j + 1176*n + 14*u + 396];
                     }
                 }
-                dw[5*u + v + 350] += acc0;
             }
+            dw[5*u + 350] += acc0;
+            dw[5*u + 351] += acc1;
+            dw[5*u + 352] += acc2;
+            dw[5*u + 353] += acc3;
+            dw[5*u + 354] += acc4;
         }
     }
 #ifdef _OPENMP
     #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
-        for (int64_t v = 0; v < 5; ++v) {
-            {
-                double acc0 = 0;
-                for (int64_t n = 0; n < N; ++n) {
-                    for (int64_t i = 0; i < 10; ++i) {
+        {
+            double acc0 = 0;
+            double acc1 = 0;
+            double acc2 = 0;
+            double acc3 = 0;
+            double acc4 = 0;
+            for (int64_t n = 0; n < N; ++n) {
+                for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                        #pragma omp simd reduction(+: acc0)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                        for (int64_t j = 0; j < 10; ++j) {
-                            acc0 += dy[10*i + j + 1600*n + 200]*x[14*i + j + 1176*n + 14*u + v + 588];
-                        }
+                    for (int64_t j = 0; j < 10; ++j) {
+                        acc0 += dy[10*i + j + 1600*n + 200]*x[14*i + j + 1176*n + 14*u + 588];
+                        acc1 += dy[10*i + j + 1600*n + 200]*x[14*i + j + 1176*n + 14*u + 589];
+                        acc2 += dy[10*i + j + 1600*n + 200]*x[14*i + j + 1176*n + 14*u + 590];
+                        acc3 += dy[10*i + j + 1600*n + 200]*x[14*i + j + 1176*n + 14*u + 591];
+                        acc4 += dy[10*i + j + 1600*n + 200]*x[14*i + j + 1176*n + 14*u + 592];
                     }
                 }
-                dw[5*u + v + 375] += acc0;
             }
+            dw[5*u + 375] += acc0;
+            dw[5*u + 376] += acc1;
+            dw[5*u + 377] += acc2;
+            dw[5*u + 378] += acc3;
+            dw[5*u + 379] += acc4;
         }
     }
 #ifdef _OPENMP
     #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
-        for (int64_t v = 0; v < 5; ++v) {
-            {
-                double acc0 = 0;
-                for (int64_t n = 0; n < N; ++n) {
-                    for (int64_t i = 0; i < 10; ++i) {
+        {
+            double acc0 = 0;
+            double acc1 = 0;
+            double acc2 = 0;
+            double acc3 = 0;
+            double acc4 = 0;
+            for (int64_t n = 0; n < N; ++n) {
+                for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                        #pragma omp simd reduction(+: acc0)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                        for (int64_t j = 0; j < 10; ++j) {
-                            acc0 += dy[10*i + j + 1600*n + 200]*x[14*i + j + 1176*n + 14*u + v + 784];
-                        }
+                    for (int64_t j = 0; j < 10; ++j) {
+                        acc0 += dy[10*i + j + 1600*n + 200]*x[14*i + j + 1176*n + 14*u + 784];
+                        acc1 += dy[10*i + j + 1600*n + 200]*x[14*i + j + 1176*n + 14*u + 785];
+                        acc2 += dy[10*i + j + 1600*n + 200]*x[14*i + j + 1176*n + 14*u + 786];
+                        acc3 += dy[10*i + j + 1600*n + 200]*x[14*i + j + 1176*n + 14*u + 787];
+                        acc4 += dy[10*i + j + 1600*n + 200]*x[14*i + j + 1176*n + 14*u + 788];
                     }
                 }
-                dw[5*u + v + 400] += acc0;
             }
+            dw[5*u + 400] += acc0;
+            dw[5*u + 401] += acc1;
+            dw[5*u + 402] += acc2;
+            dw[5*u + 403] += acc3;
+            dw[5*u + 404] += acc4;
         }
     }
 #ifdef _OPENMP
     #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
-        for (int64_t v = 0; v < 5; ++v) {
-            {
-                double acc0 = 0;
-                for (int64_t n = 0; n < N; ++n) {
-                    for (int64_t i = 0; i < 10; ++i) {
+        {
+            double acc0 = 0;
+            double acc1 = 0;
+            double acc2 = 0;
+            double acc3 = 0;
+            double acc4 = 0;
+            for (int64_t n = 0; n < N; ++n) {
+                for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                        #pragma omp simd reduction(+: acc0)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                        for (int64_t j = 0; j < 10; ++j) {
-                            acc0 += dy[10*i + j + 1600*n + 300]*x[14*i + j + 1176*n + 14*u + v + 588];
-                        }
+                    for (int64_t j = 0; j < 10; ++j) {
+                        acc0 += dy[10*i + j + 1600*n + 300]*x[14*i + j + 1176*n + 14*u + 588];
+                        acc1 += dy[10*i + j + 1600*n + 300]*x[14*i + j + 1176*n + 14*u + 589];
+                        acc2 += dy[10*i + j + 1600*n + 300]*x[14*i + j + 1176*n + 14*u + 590];
+                        acc3 += dy[10*i + j + 1600*n + 300]*x[14*i + j + 1176*n + 14*u + 591];
+                        acc4 += dy[10*i + j + 1600*n + 300]*x[14*i + j + 1176*n + 14*u + 592];
                     }
                 }
-                dw[5*u + v + 525] += acc0;
             }
+            dw[5*u + 525] += acc0;
+            dw[5*u + 526] += acc1;
+            dw[5*u + 527] += acc2;
+            dw[5*u + 528] += acc3;
+            dw[5*u + 529] += acc4;
         }
     }
 #ifdef _OPENMP
     #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
-        for (int64_t v = 0; v < 5; ++v) {
-            {
-                double acc0 = 0;
-                for (int64_t n = 0; n < N; ++n) {
-                    for (int64_t i = 0; i < 10; ++i) {
+        {
+            double acc0 = 0;
+            double acc1 = 0;
+            double acc2 = 0;
+            double acc3 = 0;
+            double acc4 = 0;
+            for (int64_t n = 0; n < N; ++n) {
+                for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                        #pragma omp simd reduction(+: acc0)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                        for (int64_t j = 0; j < 10; ++j) {
-                            acc0 += dy[10*i + j + 1600*n + 300]*x[14*i + j + 1176*n + 14*u + v + 784];
-                        }
+                    for (int64_t j = 0; j < 10; ++j) {
+                        acc0 += dy[10*i + j + 1600*n + 300]*x[14*i + j + 1176*n + 14*u + 784];
+                        acc1 += dy[10*i + j + 1600*n + 300]*x[14*i + j + 1176*n + 14*u + 785];
+                        acc2 += dy[10*i + j + 1600*n + 300]*x[14*i + j + 1176*n + 14*u + 786];
+                        acc3 += dy[10*i + j + 1600*n + 300]*x[14*i + j + 1176*n + 14*u + 787];
+                        acc4 += dy[10*i + j + 1600*n + 300]*x[14*i + j + 1176*n + 14*u + 788];
                     }
                 }
-                dw[5*u + v + 550] += acc0;
             }
+            dw[5*u + 550] += acc0;
+            dw[5*u + 551] += acc1;
+            dw[5*u + 552] += acc2;
+            dw[5*u + 553] += acc3;
+            dw[5*u + 554] += acc4;
         }
     }
 #ifdef _OPENMP
     #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
-        for (int64_t v = 0; v < 5; ++v) {
-            {
-                double acc0 = 0;
-                for (int64_t n = 0; n < N; ++n) {
-                    for (int64_t i = 0; i < 10; ++i) {
+        {
+            double acc0 = 0;
+            double acc1 = 0;
+            double acc2 = 0;
+            double acc3 = 0;
+            double acc4 = 0;
+            for (int64_t n = 0; n < N; ++n) {
+                for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                        #pragma omp simd reduction(+: acc0)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                        for (int64_t j = 0; j < 10; ++j) {
-                            acc0 += dy[10*i + j + 1600*n + 300]*x[14*i + j + 1176*n + 14*u + v + 980];
-                        }
+                    for (int64_t j = 0; j < 10; ++j) {
+                        acc0 += dy[10*i + j + 1600*n + 300]*x[14*i + j + 1176*n + 14*u + 980];
+                        acc1 += dy[10*i + j + 1600*n + 300]*x[14*i + j + 1176*n + 14*u + 981];
+                        acc2 += dy[10*i + j + 1600*n + 300]*x[14*i + j + 1176*n + 14*u + 982];
+                        acc3 += dy[10*i + j + 1600*n + 300]*x[14*i + j + 1176*n + 14*u + 983];
+                        acc4 += dy[10*i + j + 1600*n + 300]*x[14*i + j + 1176*n + 14*u + 984];
                     }
                 }
-                dw[5*u + v + 575] += acc0;
             }
+            dw[5*u + 575] += acc0;
+            dw[5*u + 576] += acc1;
+            dw[5*u + 577] += acc2;
+            dw[5*u + 578] += acc3;
+            dw[5*u + 579] += acc4;
         }
     }
 #ifdef _OPENMP
     #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
-        for (int64_t v = 0; v < 5; ++v) {
-            {
-                double acc0 = 0;
-                for (int64_t n = 0; n < N; ++n) {
-                    for (int64_t i = 0; i < 10; ++i) {
+        {
+            double acc0 = 0;
+            double acc1 = 0;
+            double acc2 = 0;
+            double acc3 = 0;
+            double acc4 = 0;
+            for (int64_t n = 0; n < N; ++n) {
+                for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                        #pragma omp simd reduction(+: acc0)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                        for (int64_t j = 0; j < 10; ++j) {
-                            acc0 += dy[10*i + j + 1600*n + 400]*x[14*i + j + 1176*n + 14*u + v];
-                        }
+                    for (int64_t j = 0; j < 10; ++j) {
+                        acc0 += dy[10*i + j + 1600*n + 400]*x[14*i + j + 1176*n + 14*u];
+                        acc1 += dy[10*i + j + 1600*n + 400]*x[14*i + j + 1176*n + 14*u + 1];
+                        acc2 += dy[10*i + j + 1600*n + 400]*x[14*i + j + 1176*n + 14*u + 2];
+                        acc3 += dy[10*i + j + 1600*n + 400]*x[14*i + j + 1176*n + 14*u + 3];
+                        acc4 += dy[10*i + j + 1600*n + 400]*x[14*i + j + 1176*n + 14*u + 4];
                     }
                 }
-                dw[5*u + v + 600] += acc0;
             }
+            dw[5*u + 600] += acc0;
+            dw[5*u + 601] += acc1;
+            dw[5*u + 602] += acc2;
+            dw[5*u + 603] += acc3;
+            dw[5*u + 604] += acc4;
         }
     }
 #ifdef _OPENMP
     #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
-        for (int64_t v = 0; v < 5; ++v) {
-            {
-                double acc0 = 0;
-                for (int64_t n = 0; n < N; ++n) {
-                    for (int64_t i = 0; i < 10; ++i) {
+        {
+            double acc0 = 0;
+            double acc1 = 0;
+            double acc2 = 0;
+            double acc3 = 0;
+            double acc4 = 0;
+            for (int64_t n = 0; n < N; ++n) {
+                for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                        #pragma omp simd reduction(+: acc0)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                        for (int64_t j = 0; j < 10; ++j) {
-                            acc0 += dy[10*i + j + 1600*n + 400]*x[14*i + j + 1176*n + 14*u + v + 784];
-                        }
+                    for (int64_t j = 0; j < 10; ++j) {
+                        acc0 += dy[10*i + j + 1600*n + 400]*x[14*i + j + 1176*n + 14*u + 784];
+                        acc1 += dy[10*i + j + 1600*n + 400]*x[14*i + j + 1176*n + 14*u + 785];
+                        acc2 += dy[10*i + j + 1600*n + 400]*x[14*i + j + 1176*n + 14*u + 786];
+                        acc3 += dy[10*i + j + 1600*n + 400]*x[14*i + j + 1176*n + 14*u + 787];
+                        acc4 += dy[10*i + j + 1600*n + 400]*x[14*i + j + 1176*n + 14*u + 788];
                     }
                 }
-                dw[5*u + v + 700] += acc0;
             }
+            dw[5*u + 700] += acc0;
+            dw[5*u + 701] += acc1;
+            dw[5*u + 702] += acc2;
+            dw[5*u + 703] += acc3;
+            dw[5*u + 704] += acc4;
         }
     }
 #ifdef _OPENMP
     #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
-        for (int64_t v = 0; v < 5; ++v) {
-            {
-                double acc0 = 0;
-                for (int64_t n = 0; n < N; ++n) {
-                    for (int64_t i = 0; i < 10; ++i) {
+        {
+            double acc0 = 0;
+            double acc1 = 0;
+            double acc2 = 0;
+            double acc3 = 0;
+            double acc4 = 0;
+            for (int64_t n = 0; n < N; ++n) {
+                for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                        #pragma omp simd reduction(+: acc0)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                        for (int64_t j = 0; j < 10; ++j) {
-                            acc0 += dy[10*i + j + 1600*n + 400]*x[14*i + j + 1176*n + 14*u + v + 980];
-                        }
+                    for (int64_t j = 0; j < 10; ++j) {
+                        acc0 += dy[10*i + j + 1600*n + 400]*x[14*i + j + 1176*n + 14*u + 980];
+                        acc1 += dy[10*i + j + 1600*n + 400]*x[14*i + j + 1176*n + 14*u + 981];
+                        acc2 += dy[10*i + j + 1600*n + 400]*x[14*i + j + 1176*n + 14*u + 982];
+                        acc3 += dy[10*i + j + 1600*n + 400]*x[14*i + j + 1176*n + 14*u + 983];
+                        acc4 += dy[10*i + j + 1600*n + 400]*x[14*i + j + 1176*n + 14*u + 984];
                     }
                 }
-                dw[5*u + v + 725] += acc0;
             }
+            dw[5*u + 725] += acc0;
+            dw[5*u + 726] += acc1;
+            dw[5*u + 727] += acc2;
+            dw[5*u + 728] += acc3;
+            dw[5*u + 729] += acc4;
         }
     }
 #ifdef _OPENMP
     #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
-        for (int64_t v = 0; v < 5; ++v) {
-            {
-                double acc0 = 0;
-                for (int64_t n = 0; n < N; ++n) {
-                    for (int64_t i = 0; i < 10; ++i) {
+        {
+            double acc0 = 0;
+            double acc1 = 0;
+            double acc2 = 0;
+            double acc3 = 0;
+            double acc4 = 0;
+            for (int64_t n = 0; n < N; ++n) {
+                for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                        #pragma omp simd reduction(+: acc0)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                        for (int64_t j = 0; j < 10; ++j) {
-                            acc0 += dy[10*i + j + 1600*n + 500]*x[14*i + j + 1176*n + 14*u + v];
-                        }
+                    for (int64_t j = 0; j < 10; ++j) {
+                        acc0 += dy[10*i + j + 1600*n + 500]*x[14*i + j + 1176*n + 14*u];
+                        acc1 += dy[10*i + j + 1600*n + 500]*x[14*i + j + 1176*n + 14*u + 1];
+                        acc2 += dy[10*i + j + 1600*n + 500]*x[14*i + j + 1176*n + 14*u + 2];
+                        acc3 += dy[10*i + j + 1600*n + 500]*x[14*i + j + 1176*n + 14*u + 3];
+                        acc4 += dy[10*i + j + 1600*n + 500]*x[14*i + j + 1176*n + 14*u + 4];
                     }
                 }
-                dw[5*u + v + 750] += acc0;
             }
+            dw[5*u + 750] += acc0;
+            dw[5*u + 751] += acc1;
+            dw[5*u + 752] += acc2;
+            dw[5*u + 753] += acc3;
+            dw[5*u + 754] += acc4;
         }
     }
 #ifdef _OPENMP
     #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
-        for (int64_t v = 0; v < 5; ++v) {
-            {
-                double acc0 = 0;
-                for (int64_t n = 0; n < N; ++n) {
-                    for (int64_t i = 0; i < 10; ++i) {
+        {
+            double acc0 = 0;
+            double acc1 = 0;
+            double acc2 = 0;
+            double acc3 = 0;
+            double acc4 = 0;
+            for (int64_t n = 0; n < N; ++n) {
+                for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                        #pragma omp simd reduction(+: acc0)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                        for (int64_t j = 0; j < 10; ++j) {
-                            acc0 += dy[10*i + j + 1600*n + 500]*x[14*i + j + 1176*n + 14*u + v + 196];
-                        }
+                    for (int64_t j = 0; j < 10; ++j) {
+                        acc0 += dy[10*i + j + 1600*n + 500]*x[14*i + j + 1176*n + 14*u + 196];
+                        acc1 += dy[10*i + j + 1600*n + 500]*x[14*i + j + 1176*n + 14*u + 197];
+                        acc2 += dy[10*i + j + 1600*n + 500]*x[14*i + j + 1176*n + 14*u + 198];
+                        acc3 += dy[10*i + j + 1600*n + 500]*x[14*i + j + 1176*n + 14*u + 199];
+                        acc4 += dy[10*i + j + 1600*n + 500]*x[14*i + j + 1176*n + 14*u + 200];
                     }
                 }
-                dw[5*u + v + 775] += acc0;
             }
+            dw[5*u + 775] += acc0;
+            dw[5*u + 776] += acc1;
+            dw[5*u + 777] += acc2;
+            dw[5*u + 778] += acc3;
+            dw[5*u + 779] += acc4;
         }
     }
 #ifdef _OPENMP
     #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
-        for (int64_t v = 0; v < 5; ++v) {
-            {
-                double acc0 = 0;
-                for (int64_t n = 0; n < N; ++n) {
-                    for (int64_t i = 0; i < 10; ++i) {
+        {
+            double acc0 = 0;
+            double acc1 = 0;
+            double acc2 = 0;
+            double acc3 = 0;
+            double acc4 = 0;
+            for (int64_t n = 0; n < N; ++n) {
+                for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                        #pragma omp simd reduction(+: acc0)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                        for (int64_t j = 0; j < 10; ++j) {
-                            acc0 += dy[10*i + j + 1600*n + 500]*x[14*i + j + 1176*n + 14*u + v + 980];
-                        }
+                    for (int64_t j = 0; j < 10; ++j) {
+                        acc0 += dy[10*i + j + 1600*n + 500]*x[14*i + j + 1176*n + 14*u + 980];
+                        acc1 += dy[10*i + j + 1600*n + 500]*x[14*i + j + 1176*n + 14*u + 981];
+                        acc2 += dy[10*i + j + 1600*n + 500]*x[14*i + j + 1176*n + 14*u + 982];
+                        acc3 += dy[10*i + j + 1600*n + 500]*x[14*i + j + 1176*n + 14*u + 983];
+                        acc4 += dy[10*i + j + 1600*n + 500]*x[14*i + j + 1176*n + 14*u + 984];
                     }
                 }
-                dw[5*u + v + 875] += acc0;
             }
+            dw[5*u + 875] += acc0;
+            dw[5*u + 876] += acc1;
+            dw[5*u + 877] += acc2;
+            dw[5*u + 878] += acc3;
+            dw[5*u + 879] += acc4;
         }
     }
 #ifdef _OPENMP
     #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
-        for (int64_t v = 0; v < 5; ++v) {
-            {
-                double acc0 = 0;
-                for (int64_t n = 0; n < N; ++n) {
-                    for (int64_t i = 0; i < 10; ++i) {
+        {
+            double acc0 = 0;
+            double acc1 = 0;
+            double acc2 = 0;
+            double acc3 = 0;
+            double acc4 = 0;
+            for (int64_t n = 0; n < N; ++n) {
+                for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                        #pragma omp simd reduction(+: acc0)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                        for (int64_t j = 0; j < 10; ++j) {
-                            acc0 += dy[10*i + j + 1600*n + 600]*x[14*i + j + 1176*n + 14*u + v];
-                        }
+                    for (int64_t j = 0; j < 10; ++j) {
+                        acc0 += dy[10*i + j + 1600*n + 600]*x[14*i + j + 1176*n + 14*u];
+                        acc1 += dy[10*i + j + 1600*n + 600]*x[14*i + j + 1176*n + 14*u + 1];
+                        acc2 += dy[10*i + j + 1600*n + 600]*x[14*i + j + 1176*n + 14*u + 2];
+                        acc3 += dy[10*i + j + 1600*n + 600]*x[14*i + j + 1176*n + 14*u + 3];
+                        acc4 += dy[10*i + j + 1600*n + 600]*x[14*i + j + 1176*n + 14*u + 4];
                     }
                 }
-                dw[5*u + v + 900] += acc0;
             }
+            dw[5*u + 900] += acc0;
+            dw[5*u + 901] += acc1;
+            dw[5*u + 902] += acc2;
+            dw[5*u + 903] += acc3;
+            dw[5*u + 904] += acc4;
         }
     }
 #ifdef _OPENMP
     #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
-        for (int64_t v = 0; v < 5; ++v) {
-            {
-                double acc0 = 0;
-                for (int64_t n = 0; n < N; ++n) {
-                    for (int64_t i = 0; i < 10; ++i) {
+        {
+            double acc0 = 0;
+            double acc1 = 0;
+            double acc2 = 0;
+            double acc3 = 0;
+            double acc4 = 0;
+            for (int64_t n = 0; n < N; ++n) {
+                for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                        #pragma omp simd reduction(+: acc0)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                        for (int64_t j = 0; j < 10; ++j) {
-                            acc0 += dy[10*i + j + 1600*n + 600]*x[14*i + j + 1176*n + 14*u + v + 196];
-                        }
+                    for (int64_t j = 0; j < 10; ++j) {
+                        acc0 += dy[10*i + j + 1600*n + 600]*x[14*i + j + 1176*n + 14*u + 196];
+                        acc1 += dy[10*i + j + 1600*n + 600]*x[14*i + j + 1176*n + 14*u + 197];
+                        acc2 += dy[10*i + j + 1600*n + 600]*x[14*i + j + 1176*n + 14*u + 198];
+                        acc3 += dy[10*i + j + 1600*n + 600]*x[14*i + j + 1176*n + 14*u + 199];
+                        acc4 += dy[10*i + j + 1600*n + 600]*x[14*i + j + 1176*n + 14*u + 200];
                     }
                 }
-                dw[5*u + v + 925] += acc0;
             }
+            dw[5*u + 925] += acc0;
+            dw[5*u + 926] += acc1;
+            dw[5*u + 927] += acc2;
+            dw[5*u + 928] += acc3;
+            dw[5*u + 929] += acc4;
         }
     }
 #ifdef _OPENMP
     #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
-        for (int64_t v = 0; v < 5; ++v) {
-            {
-                double acc0 = 0;
-                for (int64_t n = 0; n < N; ++n) {
-                    for (int64_t i = 0; i < 10; ++i) {
+        {
+            double acc0 = 0;
+            double acc1 = 0;
+            double acc2 = 0;
+            double acc3 = 0;
+            double acc4 = 0;
+            for (int64_t n = 0; n < N; ++n) {
+                for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                        #pragma omp simd reduction(+: acc0)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                        for (int64_t j = 0; j < 10; ++j) {
-                            acc0 += dy[10*i + j + 1600*n + 600]*x[14*i + j + 1176*n + 14*u + v + 392];
-                        }
+                    for (int64_t j = 0; j < 10; ++j) {
+                        acc0 += dy[10*i + j + 1600*n + 600]*x[14*i + j + 1176*n + 14*u + 392];
+                        acc1 += dy[10*i + j + 1600*n + 600]*x[14*i + j + 1176*n + 14*u + 393];
+                        acc2 += dy[10*i + j + 1600*n + 600]*x[14*i + j + 1176*n + 14*u + 394];
+                        acc3 += dy[10*i + j + 1600*n + 600]*x[14*i + j + 1176*n + 14*u + 395];
+                        acc4 += dy[10*i + j + 1600*n + 600]*x[14*i + j + 1176*n + 14*u + 396];
                     }
                 }
-                dw[5*u + v + 950] += acc0;
             }
+            dw[5*u + 950] += acc0;
+            dw[5*u + 951] += acc1;
+            dw[5*u + 952] += acc2;
+            dw[5*u + 953] += acc3;
+            dw[5*u + 954] += acc4;
         }
     }
 #ifdef _OPENMP
     #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
-        for (int64_t v = 0; v < 5; ++v) {
-            {
-                double acc0 = 0;
-                for (int64_t n = 0; n < N; ++n) {
-                    for (int64_t i = 0; i < 10; ++i) {
+        {
+            double acc0 = 0;
+            double acc1 = 0;
+            double acc2 = 0;
+            double acc3 = 0;
+            double acc4 = 0;
+            for (int64_t n = 0; n < N; ++n) {
+                for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                        #pragma omp simd reduction(+: acc0)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                        for (int64_t j = 0; j < 10; ++j) {
-                            acc0 += dy[10*i + j + 1600*n + 600]*x[14*i + j + 1176*n + 14*u + v + 588];
-                        }
+                    for (int64_t j = 0; j < 10; ++j) {
+                        acc0 += dy[10*i + j + 1600*n + 600]*x[14*i + j + 1176*n + 14*u + 588];
+                        acc1 += dy[10*i + j + 1600*n + 600]*x[14*i + j + 1176*n + 14*u + 589];
+                        acc2 += dy[10*i + j + 1600*n + 600]*x[14*i + j + 1176*n + 14*u + 590];
+                        acc3 += dy[10*i + j + 1600*n + 600]*x[14*i + j + 1176*n + 14*u + 591];
+                        acc4 += dy[10*i + j + 1600*n + 600]*x[14*i + j + 1176*n + 14*u + 592];
                     }
                 }
-                dw[5*u + v + 975] += acc0;
             }
+            dw[5*u + 975] += acc0;
+            dw[5*u + 976] += acc1;
+            dw[5*u + 977] += acc2;
+            dw[5*u + 978] += acc3;
+            dw[5*u + 979] += acc4;
         }
     }
 #ifdef _OPENMP
     #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
-        for (int64_t v = 0; v < 5; ++v) {
-            {
-                double acc0 = 0;
-                for (int64_t n = 0; n < N; ++n) {
-                    for (int64_t i = 0; i < 10; ++i) {
+        {
+            double acc0 = 0;
+            double acc1 = 0;
+            double acc2 = 0;
+            double acc3 = 0;
+            double acc4 = 0;
+            for (int64_t n = 0; n < N; ++n) {
+                for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                        #pragma omp simd reduction(+: acc0)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                        for (int64_t j = 0; j < 10; ++j) {
-                            acc0 += dy[10*i + j + 1600*n + 700]*x[14*i + j + 1176*n + 14*u + v + 196];
-                        }
+                    for (int64_t j = 0; j < 10; ++j) {
+                        acc0 += dy[10*i + j + 1600*n + 700]*x[14*i + j + 1176*n + 14*u + 196];
+                        acc1 += dy[10*i + j + 1600*n + 700]*x[14*i + j + 1176*n + 14*u + 197];
+                        acc2 += dy[10*i + j + 1600*n + 700]*x[14*i + j + 1176*n + 14*u + 198];
+                        acc3 += dy[10*i + j + 1600*n + 700]*x[14*i + j + 1176*n + 14*u + 199];
+                        acc4 += dy[10*i + j + 1600*n + 700]*x[14*i + j + 1176*n + 14*u + 200];
                     }
                 }
-                dw[5*u + v + 1075] += acc0;
             }
+            dw[5*u + 1075] += acc0;
+            dw[5*u + 1076] += acc1;
+            dw[5*u + 1077] += acc2;
+            dw[5*u + 1078] += acc3;
+            dw[5*u + 1079] += acc4;
         }
     }
 #ifdef _OPENMP
     #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
-        for (int64_t v = 0; v < 5; ++v) {
-            {
-                double acc0 = 0;
-                for (int64_t n = 0; n < N; ++n) {
-                    for (int64_t i = 0; i < 10; ++i) {
+        {
+            double acc0 = 0;
+            double acc1 = 0;
+            double acc2 = 0;
+            double acc3 = 0;
+            double acc4 = 0;
+            for (int64_t n = 0; n < N; ++n) {
+                for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                        #pragma omp simd reduction(+: acc0)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                        for (int64_t j = 0; j < 10; ++j) {
-                            acc0 += dy[10*i + j + 1600*n + 700]*x[14*i + j + 1176*n + 14*u + v + 392];
-                        }
+                    for (int64_t j = 0; j < 10; ++j) {
+                        acc0 += dy[10*i + j + 1600*n + 700]*x[14*i + j + 1176*n + 14*u + 392];
+                        acc1 += dy[10*i + j + 1600*n + 700]*x[14*i + j + 1176*n + 14*u + 393];
+                        acc2 += dy[10*i + j + 1600*n + 700]*x[14*i + j + 1176*n + 14*u + 394];
+                        acc3 += dy[10*i + j + 1600*n + 700]*x[14*i + j + 1176*n + 14*u + 395];
+                        acc4 += dy[10*i + j + 1600*n + 700]*x[14*i + j + 1176*n + 14*u + 396];
                     }
                 }
-                dw[5*u + v + 1100] += acc0;
             }
+            dw[5*u + 1100] += acc0;
+            dw[5*u + 1101] += acc1;
+            dw[5*u + 1102] += acc2;
+            dw[5*u + 1103] += acc3;
+            dw[5*u + 1104] += acc4;
         }
     }
 #ifdef _OPENMP
     #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
-        for (int64_t v = 0; v < 5; ++v) {
-            {
-                double acc0 = 0;
-                for (int64_t n = 0; n < N; ++n) {
-                    for (int64_t i = 0; i < 10; ++i) {
+        {
+            double acc0 = 0;
+            double acc1 = 0;
+            double acc2 = 0;
+            double acc3 = 0;
+            double acc4 = 0;
+            for (int64_t n = 0; n < N; ++n) {
+                for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                        #pragma omp simd reduction(+: acc0)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                        for (int64_t j = 0; j < 10; ++j) {
-                            acc0 += dy[10*i + j + 1600*n + 700]*x[14*i + j + 1176*n + 14*u + v + 588];
-                        }
+                    for (int64_t j = 0; j < 10; ++j) {
+                        acc0 += dy[10*i + j + 1600*n + 700]*x[14*i + j + 1176*n + 14*u + 588];
+                        acc1 += dy[10*i + j + 1600*n + 700]*x[14*i + j + 1176*n + 14*u + 589];
+                        acc2 += dy[10*i + j + 1600*n + 700]*x[14*i + j + 1176*n + 14*u + 590];
+                        acc3 += dy[10*i + j + 1600*n + 700]*x[14*i + j + 1176*n + 14*u + 591];
+                        acc4 += dy[10*i + j + 1600*n + 700]*x[14*i + j + 1176*n + 14*u + 592];
                     }
                 }
-                dw[5*u + v + 1125] += acc0;
             }
+            dw[5*u + 1125] += acc0;
+            dw[5*u + 1126] += acc1;
+            dw[5*u + 1127] += acc2;
+            dw[5*u + 1128] += acc3;
+            dw[5*u + 1129] += acc4;
         }
     }
 #ifdef _OPENMP
     #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
-        for (int64_t v = 0; v < 5; ++v) {
-            {
-                double acc0 = 0;
-                for (int64_t n = 0; n < N; ++n) {
-                    for (int64_t i = 0; i < 10; ++i) {
+        {
+            double acc0 = 0;
+            double acc1 = 0;
+            double acc2 = 0;
+            double acc3 = 0;
+            double acc4 = 0;
+            for (int64_t n = 0; n < N; ++n) {
+                for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                        #pragma omp simd reduction(+: acc0)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                        for (int64_t j = 0; j < 10; ++j) {
-                            acc0 += dy[10*i + j + 1600*n + 700]*x[14*i + j + 1176*n + 14*u + v + 784];
-                        }
+                    for (int64_t j = 0; j < 10; ++j) {
+                        acc0 += dy[10*i + j + 1600*n + 700]*x[14*i + j + 1176*n + 14*u + 784];
+                        acc1 += dy[10*i + j + 1600*n + 700]*x[14*i + j + 1176*n + 14*u + 785];
+                        acc2 += dy[10*i + j + 1600*n + 700]*x[14*i + j + 1176*n + 14*u + 786];
+                        acc3 += dy[10*i + j + 1600*n + 700]*x[14*i + j + 1176*n + 14*u + 787];
+                        acc4 += dy[10*i + j + 1600*n + 700]*x[14*i + j + 1176*n + 14*u + 788];
                     }
                 }
-                dw[5*u + v + 1150] += acc0;
             }
+            dw[5*u + 1150] += acc0;
+            dw[5*u + 1151] += acc1;
+            dw[5*u + 1152] += acc2;
+            dw[5*u + 1153] += acc3;
+            dw[5*u + 1154] += acc4;
         }
     }
 #ifdef _OPENMP
     #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
-        for (int64_t v = 0; v < 5; ++v) {
-            {
-                double acc0 = 0;
-                for (int64_t n = 0; n < N; ++n) {
-                    for (int64_t i = 0; i < 10; ++i) {
+        {
+            double acc0 = 0;
+            double acc1 = 0;
+            double acc2 = 0;
+            double acc3 = 0;
+            double acc4 = 0;
+            for (int64_t n = 0; n < N; ++n) {
+                for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                        #pragma omp simd reduction(+: acc0)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                        for (int64_t j = 0; j < 10; ++j) {
-                            acc0 += dy[10*i + j + 1600*n + 800]*x[14*i + j + 1176*n + 14*u + v + 392];
-                        }
+                    for (int64_t j = 0; j < 10; ++j) {
+                        acc0 += dy[10*i + j + 1600*n + 800]*x[14*i + j + 1176*n + 14*u + 392];
+                        acc1 += dy[10*i + j + 1600*n + 800]*x[14*i + j + 1176*n + 14*u + 393];
+                        acc2 += dy[10*i + j + 1600*n + 800]*x[14*i + j + 1176*n + 14*u + 394];
+                        acc3 += dy[10*i + j + 1600*n + 800]*x[14*i + j + 1176*n + 14*u + 395];
+                        acc4 += dy[10*i + j + 1600*n + 800]*x[14*i + j + 1176*n + 14*u + 396];
                     }
                 }
-                dw[5*u + v + 1250] += acc0;
             }
+            dw[5*u + 1250] += acc0;
+            dw[5*u + 1251] += acc1;
+            dw[5*u + 1252] += acc2;
+            dw[5*u + 1253] += acc3;
+            dw[5*u + 1254] += acc4;
         }
     }
 #ifdef _OPENMP
     #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
-        for (int64_t v = 0; v < 5; ++v) {
-            {
-                double acc0 = 0;
-                for (int64_t n = 0; n < N; ++n) {
-                    for (int64_t i = 0; i < 10; ++i) {
+        {
+            double acc0 = 0;
+            double acc1 = 0;
+            double acc2 = 0;
+            double acc3 = 0;
+            double acc4 = 0;
+            for (int64_t n = 0; n < N; ++n) {
+                for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                        #pragma omp simd reduction(+: acc0)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                        for (int64_t j = 0; j < 10; ++j) {
-                            acc0 += dy[10*i + j + 1600*n + 800]*x[14*i + j + 1176*n + 14*u + v + 588];
-                        }
+                    for (int64_t j = 0; j < 10; ++j) {
+                        acc0 += dy[10*i + j + 1600*n + 800]*x[14*i + j + 1176*n + 14*u + 588];
+                        acc1 += dy[10*i + j + 1600*n + 800]*x[14*i + j + 1176*n + 14*u + 589];
+                        acc2 += dy[10*i + j + 1600*n + 800]*x[14*i + j + 1176*n + 14*u + 590];
+                        acc3 += dy[10*i + j + 1600*n + 800]*x[14*i + j + 1176*n + 14*u + 591];
+                        acc4 += dy[10*i + j + 1600*n + 800]*x[14*i + j + 1176*n + 14*u + 592];
                     }
                 }
-                dw[5*u + v + 1275] += acc0;
             }
+            dw[5*u + 1275] += acc0;
+            dw[5*u + 1276] += acc1;
+            dw[5*u + 1277] += acc2;
+            dw[5*u + 1278] += acc3;
+            dw[5*u + 1279] += acc4;
         }
     }
 #ifdef _OPENMP
     #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
-        for (int64_t v = 0; v < 5; ++v) {
-            {
-                double acc0 = 0;
-                for (int64_t n = 0; n < N; ++n) {
-                    for (int64_t i = 0; i < 10; ++i) {
+        {
+            double acc0 = 0;
+            double acc1 = 0;
+            double acc2 = 0;
+            double acc3 = 0;
+            double acc4 = 0;
+            for (int64_t n = 0; n < N; ++n) {
+                for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                        #pragma omp simd reduction(+: acc0)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                        for (int64_t j = 0; j < 10; ++j) {
-                            acc0 += dy[10*i + j + 1600*n + 800]*x[14*i + j + 1176*n + 14*u + v + 784];
-                        }
+                    for (int64_t j = 0; j < 10; ++j) {
+                        acc0 += dy[10*i + j + 1600*n + 800]*x[14*i + j + 1176*n + 14*u + 784];
+                        acc1 += dy[10*i + j + 1600*n + 800]*x[14*i + j + 1176*n + 14*u + 785];
+                        acc2 += dy[10*i + j + 1600*n + 800]*x[14*i + j + 1176*n + 14*u + 786];
+                        acc3 += dy[10*i + j + 1600*n + 800]*x[14*i + j + 1176*n + 14*u + 787];
+                        acc4 += dy[10*i + j + 1600*n + 800]*x[14*i + j + 1176*n + 14*u + 788];
                     }
                 }
-                dw[5*u + v + 1300] += acc0;
             }
+            dw[5*u + 1300] += acc0;
+            dw[5*u + 1301] += acc1;
+            dw[5*u + 1302] += acc2;
+            dw[5*u + 1303] += acc3;
+            dw[5*u + 1304] += acc4;
         }
     }
 #ifdef _OPENMP
     #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
-        for (int64_t v = 0; v < 5; ++v) {
-            {
-                double acc0 = 0;
-                for (int64_t n = 0; n < N; ++n) {
-                    for (int64_t i = 0; i < 10; ++i) {
+        {
+            double acc0 = 0;
+            double acc1 = 0;
+            double acc2 = 0;
+            double acc3 = 0;
+            double acc4 = 0;
+            for (int64_t n = 0; n < N; ++n) {
+                for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                        #pragma omp simd reduction(+: acc0)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                        for (int64_t j = 0; j < 10; ++j) {
-                            acc0 += dy[10*i + j + 1600*n + 800]*x[14*i + j + 1176*n + 14*u + v + 980];
-                        }
+                    for (int64_t j = 0; j < 10; ++j) {
+                        acc0 += dy[10*i + j + 1600*n + 800]*x[14*i + j + 1176*n + 14*u + 980];
+                        acc1 += dy[10*i + j + 1600*n + 800]*x[14*i + j + 1176*n + 14*u + 981];
+                        acc2 += dy[10*i + j + 1600*n + 800]*x[14*i + j + 1176*n + 14*u + 982];
+                        acc3 += dy[10*i + j + 1600*n + 800]*x[14*i + j + 1176*n + 14*u + 983];
+                        acc4 += dy[10*i + j + 1600*n + 800]*x[14*i + j + 1176*n + 14*u + 984];
                     }
                 }
-                dw[5*u + v + 1325] += acc0;
             }
+            dw[5*u + 1325] += acc0;
+            dw[5*u + 1326] += acc1;
+            dw[5*u + 1327] += acc2;
+            dw[5*u + 1328] += acc3;
+            dw[5*u + 1329] += acc4;
         }
     }
 #ifdef _OPENMP
     #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
-        for (int64_t v = 0; v < 5; ++v) {
-            {
-                double acc0 = 0;
-                for (int64_t n = 0; n < N; ++n) {
-                    for (int64_t i = 0; i < 10; ++i) {
+        {
+            double acc0 = 0;
+            double acc1 = 0;
+            double acc2 = 0;
+            double acc3 = 0;
+            double acc4 = 0;
+            for (int64_t n = 0; n < N; ++n) {
+                for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                        #pragma omp simd reduction(+: acc0)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                        for (int64_t j = 0; j < 10; ++j) {
-                            acc0 += dy[10*i + j + 1600*n + 900]*x[14*i + j + 1176*n + 14*u + v];
-                        }
+                    for (int64_t j = 0; j < 10; ++j) {
+                        acc0 += dy[10*i + j + 1600*n + 900]*x[14*i + j + 1176*n + 14*u];
+                        acc1 += dy[10*i + j + 1600*n + 900]*x[14*i + j + 1176*n + 14*u + 1];
+                        acc2 += dy[10*i + j + 1600*n + 900]*x[14*i + j + 1176*n + 14*u + 2];
+                        acc3 += dy[10*i + j + 1600*n + 900]*x[14*i + j + 1176*n + 14*u + 3];
+                        acc4 += dy[10*i + j + 1600*n + 900]*x[14*i + j + 1176*n + 14*u + 4];
                     }
                 }
-                dw[5*u + v + 1350] += acc0;
             }
+            dw[5*u + 1350] += acc0;
+            dw[5*u + 1351] += acc1;
+            dw[5*u + 1352] += acc2;
+            dw[5*u + 1353] += acc3;
+            dw[5*u + 1354] += acc4;
         }
     }
 #ifdef _OPENMP
     #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
-        for (int64_t v = 0; v < 5; ++v) {
-            {
-                double acc0 = 0;
-                for (int64_t n = 0; n < N; ++n) {
-                    for (int64_t i = 0; i < 10; ++i) {
+        {
+            double acc0 = 0;
+            double acc1 = 0;
+            double acc2 = 0;
+            double acc3 = 0;
+            double acc4 = 0;
+            for (int64_t n = 0; n < N; ++n) {
+                for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                        #pragma omp simd reduction(+: acc0)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                        for (int64_t j = 0; j < 10; ++j) {
-                            acc0 += dy[10*i + j + 1600*n + 900]*x[14*i + j + 1176*n + 14*u + v + 588];
-                        }
+                    for (int64_t j = 0; j < 10; ++j) {
+                        acc0 += dy[10*i + j + 1600*n + 900]*x[14*i + j + 1176*n + 14*u + 588];
+                        acc1 += dy[10*i + j + 1600*n + 900]*x[14*i + j + 1176*n + 14*u + 589];
+                        acc2 += dy[10*i + j + 1600*n + 900]*x[14*i + j + 1176*n + 14*u + 590];
+                        acc3 += dy[10*i + j + 1600*n + 900]*x[14*i + j + 1176*n + 14*u + 591];
+                        acc4 += dy[10*i + j + 1600*n + 900]*x[14*i + j + 1176*n + 14*u + 592];
                     }
                 }
-                dw[5*u + v + 1425] += acc0;
             }
+            dw[5*u + 1425] += acc0;
+            dw[5*u + 1426] += acc1;
+            dw[5*u + 1427] += acc2;
+            dw[5*u + 1428] += acc3;
+            dw[5*u + 1429] += acc4;
         }
     }
 #ifdef _OPENMP
     #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
-        for (int64_t v = 0; v < 5; ++v) {
-            {
-                double acc0 = 0;
-                for (int64_t n = 0; n < N; ++n) {
-                    for (int64_t i = 0; i < 10; ++i) {
+        {
+            double acc0 = 0;
+            double acc1 = 0;
+            double acc2 = 0;
+            double acc3 = 0;
+            double acc4 = 0;
+            for (int64_t n = 0; n < N; ++n) {
+                for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                        #pragma omp simd reduction(+: acc0)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                        for (int64_t j = 0; j < 10; ++j) {
-                            acc0 += dy[10*i + j + 1600*n + 900]*x[14*i + j + 1176*n + 14*u + v + 784];
-                        }
+                    for (int64_t j = 0; j < 10; ++j) {
+                        acc0 += dy[10*i + j + 1600*n + 900]*x[14*i + j + 1176*n + 14*u + 784];
+                        acc1 += dy[10*i + j + 1600*n + 900]*x[14*i + j + 1176*n + 14*u + 785];
+                        acc2 += dy[10*i + j + 1600*n + 900]*x[14*i + j + 1176*n + 14*u + 786];
+                        acc3 += dy[10*i + j + 1600*n + 900]*x[14*i + j + 1176*n + 14*u + 787];
+                        acc4 += dy[10*i + j + 1600*n + 900]*x[14*i + j + 1176*n + 14*u + 788];
                     }
                 }
-                dw[5*u + v + 1450] += acc0;
             }
+            dw[5*u + 1450] += acc0;
+            dw[5*u + 1451] += acc1;
+            dw[5*u + 1452] += acc2;
+            dw[5*u + 1453] += acc3;
+            dw[5*u + 1454] += acc4;
         }
     }
 #ifdef _OPENMP
     #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
-        for (int64_t v = 0; v < 5; ++v) {
-            {
-                double acc0 = 0;
-                for (int64_t n = 0; n < N; ++n) {
-                    for (int64_t i = 0; i < 10; ++i) {
+        {
+            double acc0 = 0;
+            double acc1 = 0;
+            double acc2 = 0;
+            double acc3 = 0;
+            double acc4 = 0;
+            for (int64_t n = 0; n < N; ++n) {
+                for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                        #pragma omp simd reduction(+: acc0)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                        for (int64_t j = 0; j < 10; ++j) {
-                            acc0 += dy[10*i + j + 1600*n + 900]*x[14*i + j + 1176*n + 14*u + v + 980];
-                        }
+                    for (int64_t j = 0; j < 10; ++j) {
+                        acc0 += dy[10*i + j + 1600*n + 900]*x[14*i + j + 1176*n + 14*u + 980];
+                        acc1 += dy[10*i + j + 1600*n + 900]*x[14*i + j + 1176*n + 14*u + 981];
+                        acc2 += dy[10*i + j + 1600*n + 900]*x[14*i + j + 1176*n + 14*u + 982];
+                        acc3 += dy[10*i + j + 1600*n + 900]*x[14*i + j + 1176*n + 14*u + 983];
+                        acc4 += dy[10*i + j + 1600*n + 900]*x[14*i + j + 1176*n + 14*u + 984];
                     }
                 }
-                dw[5*u + v + 1475] += acc0;
             }
+            dw[5*u + 1475] += acc0;
+            dw[5*u + 1476] += acc1;
+            dw[5*u + 1477] += acc2;
+            dw[5*u + 1478] += acc3;
+            dw[5*u + 1479] += acc4;
         }
     }
 #ifdef _OPENMP
     #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
-        for (int64_t v = 0; v < 5; ++v) {
-            {
-                double acc0 = 0;
-                for (int64_t n = 0; n < N; ++n) {
-                    for (int64_t i = 0; i < 10; ++i) {
+        {
+            double acc0 = 0;
+            double acc1 = 0;
+            double acc2 = 0;
+            double acc3 = 0;
+            double acc4 = 0;
+            for (int64_t n = 0; n < N; ++n) {
+                for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                        #pragma omp simd reduction(+: acc0)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                        for (int64_t j = 0; j < 10; ++j) {
-                            acc0 += dy[10*i + j + 1600*n + 1000]*x[14*i + j + 1176*n + 14*u + v];
-                        }
+                    for (int64_t j = 0; j < 10; ++j) {
+                        acc0 += dy[10*i + j + 1600*n + 1000]*x[14*i + j + 1176*n + 14*u];
+                        acc1 += dy[10*i + j + 1600*n + 1000]*x[14*i + j + 1176*n + 14*u + 1];
+                        acc2 += dy[10*i + j + 1600*n + 1000]*x[14*i + j + 1176*n + 14*u + 2];
+                        acc3 += dy[10*i + j + 1600*n + 1000]*x[14*i + j + 1176*n + 14*u + 3];
+                        acc4 += dy[10*i + j + 1600*n + 1000]*x[14*i + j + 1176*n + 14*u + 4];
                     }
                 }
-                dw[5*u + v + 1500] += acc0;
             }
+            dw[5*u + 1500] += acc0;
+            dw[5*u + 1501] += acc1;
+            dw[5*u + 1502] += acc2;
+            dw[5*u + 1503] += acc3;
+            dw[5*u + 1504] += acc4;
         }
     }
 #ifdef _OPENMP
     #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
-        for (int64_t v = 0; v < 5; ++v) {
-            {
-                double acc0 = 0;
-                for (int64_t n = 0; n < N; ++n) {
-                    for (int64_t i = 0; i < 10; ++i) {
+        {
+            double acc0 = 0;
+            double acc1 = 0;
+            double acc2 = 0;
+            double acc3 = 0;
+            double acc4 = 0;
+            for (int64_t n = 0; n < N; ++n) {
+                for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                        #pragma omp simd reduction(+: acc0)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                        for (int64_t j = 0; j < 10; ++j) {
-                            acc0 += dy[10*i + j + 1600*n + 1000]*x[14*i + j + 1176*n + 14*u + v + 196];
-                        }
+                    for (int64_t j = 0; j < 10; ++j) {
+                        acc0 += dy[10*i + j + 1600*n + 1000]*x[14*i + j + 1176*n + 14*u + 196];
+                        acc1 += dy[10*i + j + 1600*n + 1000]*x[14*i + j + 1176*n + 14*u + 197];
+                        acc2 += dy[10*i + j + 1600*n + 1000]*x[14*i + j + 1176*n + 14*u + 198];
+                        acc3 += dy[10*i + j + 1600*n + 1000]*x[14*i + j + 1176*n + 14*u + 199];
+                        acc4 += dy[10*i + j + 1600*n + 1000]*x[14*i + j + 1176*n + 14*u + 200];
                     }
                 }
-                dw[5*u + v + 1525] += acc0;
             }
+            dw[5*u + 1525] += acc0;
+            dw[5*u + 1526] += acc1;
+            dw[5*u + 1527] += acc2;
+            dw[5*u + 1528] += acc3;
+            dw[5*u + 1529] += acc4;
         }
     }
 #ifdef _OPENMP
     #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
-        for (int64_t v = 0; v < 5; ++v) {
-            {
-                double acc0 = 0;
-                for (int64_t n = 0; n < N; ++n) {
-                    for (int64_t i = 0; i < 10; ++i) {
+        {
+            double acc0 = 0;
+            double acc1 = 0;
+            double acc2 = 0;
+            double acc3 = 0;
+            double acc4 = 0;
+            for (int64_t n = 0; n < N; ++n) {
+                for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                        #pragma omp simd reduction(+: acc0)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                        for (int64_t j = 0; j < 10; ++j) {
-                            acc0 += dy[10*i + j + 1600*n + 1000]*x[14*i + j + 1176*n + 14*u + v + 784];
-                        }
+                    for (int64_t j = 0; j < 10; ++j) {
+                        acc0 += dy[10*i + j + 1600*n + 1000]*x[14*i + j + 1176*n + 14*u + 784];
+                        acc1 += dy[10*i + j + 1600*n + 1000]*x[14*i + j + 1176*n + 14*u + 785];
+                        acc2 += dy[10*i + j + 1600*n + 1000]*x[14*i + j + 1176*n + 14*u + 786];
+                        acc3 += dy[10*i + j + 1600*n + 1000]*x[14*i + j + 1176*n + 14*u + 787];
+                        acc4 += dy[10*i + j + 1600*n + 1000]*x[14*i + j + 1176*n + 14*u + 788];
                     }
                 }
-                dw[5*u + v + 1600] += acc0;
             }
+            dw[5*u + 1600] += acc0;
+            dw[5*u + 1601] += acc1;
+            dw[5*u + 1602] += acc2;
+            dw[5*u + 1603] += acc3;
+            dw[5*u + 1604] += acc4;
         }
     }
 #ifdef _OPENMP
     #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
-        for (int64_t v = 0; v < 5; ++v) {
-            {
-                double acc0 = 0;
-                for (int64_t n = 0; n < N; ++n) {
-                    for (int64_t i = 0; i < 10; ++i) {
+        {
+            double acc0 = 0;
+            double acc1 = 0;
+            double acc2 = 0;
+            double acc3 = 0;
+            double acc4 = 0;
+            for (int64_t n = 0; n < N; ++n) {
+                for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                        #pragma omp simd reduction(+: acc0)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                        for (int64_t j = 0; j < 10; ++j) {
-                            acc0 += dy[10*i + j + 1600*n + 1000]*x[14*i + j + 1176*n + 14*u + v + 980];
-                        }
+                    for (int64_t j = 0; j < 10; ++j) {
+                        acc0 += dy[10*i + j + 1600*n + 1000]*x[14*i + j + 1176*n + 14*u + 980];
+                        acc1 += dy[10*i + j + 1600*n + 1000]*x[14*i + j + 1176*n + 14*u + 981];
+                        acc2 += dy[10*i + j + 1600*n + 1000]*x[14*i + j + 1176*n + 14*u + 982];
+                        acc3 += dy[10*i + j + 1600*n + 1000]*x[14*i + j + 1176*n + 14*u + 983];
+                        acc4 += dy[10*i + j + 1600*n + 1000]*x[14*i + j + 1176*n + 14*u + 984];
                     }
                 }
-                dw[5*u + v + 1625] += acc0;
             }
+            dw[5*u + 1625] += acc0;
+            dw[5*u + 1626] += acc1;
+            dw[5*u + 1627] += acc2;
+            dw[5*u + 1628] += acc3;
+            dw[5*u + 1629] += acc4;
         }
     }
 #ifdef _OPENMP
     #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
-        for (int64_t v = 0; v < 5; ++v) {
-            {
-                double acc0 = 0;
-                for (int64_t n = 0; n < N; ++n) {
-                    for (int64_t i = 0; i < 10; ++i) {
+        {
+            double acc0 = 0;
+            double acc1 = 0;
+            double acc2 = 0;
+            double acc3 = 0;
+            double acc4 = 0;
+            for (int64_t n = 0; n < N; ++n) {
+                for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                        #pragma omp simd reduction(+: acc0)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                        for (int64_t j = 0; j < 10; ++j) {
-                            acc0 += dy[10*i + j + 1600*n + 1100]*x[14*i + j + 1176*n + 14*u + v];
-                        }
+                    for (int64_t j = 0; j < 10; ++j) {
+                        acc0 += dy[10*i + j + 1600*n + 1100]*x[14*i + j + 1176*n + 14*u];
+                        acc1 += dy[10*i + j + 1600*n + 1100]*x[14*i + j + 1176*n + 14*u + 1];
+                        acc2 += dy[10*i + j + 1600*n + 1100]*x[14*i + j + 1176*n + 14*u + 2];
+                        acc3 += dy[10*i + j + 1600*n + 1100]*x[14*i + j + 1176*n + 14*u + 3];
+                        acc4 += dy[10*i + j + 1600*n + 1100]*x[14*i + j + 1176*n + 14*u + 4];
                     }
                 }
-                dw[5*u + v + 1650] += acc0;
             }
+            dw[5*u + 1650] += acc0;
+            dw[5*u + 1651] += acc1;
+            dw[5*u + 1652] += acc2;
+            dw[5*u + 1653] += acc3;
+            dw[5*u + 1654] += acc4;
         }
     }
 #ifdef _OPENMP
     #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
-        for (int64_t v = 0; v < 5; ++v) {
-            {
-                double acc0 = 0;
-                for (int64_t n = 0; n < N; ++n) {
-                    for (int64_t i = 0; i < 10; ++i) {
+        {
+            double acc0 = 0;
+            double acc1 = 0;
+            double acc2 = 0;
+            double acc3 = 0;
+            double acc4 = 0;
+            for (int64_t n = 0; n < N; ++n) {
+                for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                        #pragma omp simd reduction(+: acc0)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                        for (int64_t j = 0; j < 10; ++j) {
-                            acc0 += dy[10*i + j + 1600*n + 1100]*x[14*i + j + 1176*n + 14*u + v + 196];
-                        }
+                    for (int64_t j = 0; j < 10; ++j) {
+                        acc0 += dy[10*i + j + 1600*n + 1100]*x[14*i + j + 1176*n + 14*u + 196];
+                        acc1 += dy[10*i + j + 1600*n + 1100]*x[14*i + j + 1176*n + 14*u + 197];
+                        acc2 += dy[10*i + j + 1600*n + 1100]*x[14*i + j + 1176*n + 14*u + 198];
+                        acc3 += dy[10*i + j + 1600*n + 1100]*x[14*i + j + 1176*n + 14*u + 199];
+                        acc4 += dy[10*i + j + 1600*n + 1100]*x[14*i + j + 1176*n + 14*u + 200];
                     }
                 }
-                dw[5*u + v + 1675] += acc0;
             }
+            dw[5*u + 1675] += acc0;
+            dw[5*u + 1676] += acc1;
+            dw[5*u + 1677] += acc2;
+            dw[5*u + 1678] += acc3;
+            dw[5*u + 1679] += acc4;
         }
     }
 #ifdef _OPENMP
     #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
-        for (int64_t v = 0; v < 5; ++v) {
-            {
-                double acc0 = 0;
-                for (int64_t n = 0; n < N; ++n) {
-                    for (int64_t i = 0; i < 10; ++i) {
+        {
+            double acc0 = 0;
+            double acc1 = 0;
+            double acc2 = 0;
+            double acc3 = 0;
+            double acc4 = 0;
+            for (int64_t n = 0; n < N; ++n) {
+                for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                        #pragma omp simd reduction(+: acc0)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                        for (int64_t j = 0; j < 10; ++j) {
-                            acc0 += dy[10*i + j + 1600*n + 1100]*x[14*i + j + 1176*n + 14*u + v + 392];
-                        }
+                    for (int64_t j = 0; j < 10; ++j) {
+                        acc0 += dy[10*i + j + 1600*n + 1100]*x[14*i + j + 1176*n + 14*u + 392];
+                        acc1 += dy[10*i + j + 1600*n + 1100]*x[14*i + j + 1176*n + 14*u + 393];
+                        acc2 += dy[10*i + j + 1600*n + 1100]*x[14*i + j + 1176*n + 14*u + 394];
+                        acc3 += dy[10*i + j + 1600*n + 1100]*x[14*i + j + 1176*n + 14*u + 395];
+                        acc4 += dy[10*i + j + 1600*n + 1100]*x[14*i + j + 1176*n + 14*u + 396];
                     }
                 }
-                dw[5*u + v + 1700] += acc0;
             }
+            dw[5*u + 1700] += acc0;
+            dw[5*u + 1701] += acc1;
+            dw[5*u + 1702] += acc2;
+            dw[5*u + 1703] += acc3;
+            dw[5*u + 1704] += acc4;
         }
     }
 #ifdef _OPENMP
     #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
-        for (int64_t v = 0; v < 5; ++v) {
-            {
-                double acc0 = 0;
-                for (int64_t n = 0; n < N; ++n) {
-                    for (int64_t i = 0; i < 10; ++i) {
+        {
+            double acc0 = 0;
+            double acc1 = 0;
+            double acc2 = 0;
+            double acc3 = 0;
+            double acc4 = 0;
+            for (int64_t n = 0; n < N; ++n) {
+                for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                        #pragma omp simd reduction(+: acc0)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                        for (int64_t j = 0; j < 10; ++j) {
-                            acc0 += dy[10*i + j + 1600*n + 1100]*x[14*i + j + 1176*n + 14*u + v + 980];
-                        }
+                    for (int64_t j = 0; j < 10; ++j) {
+                        acc0 += dy[10*i + j + 1600*n + 1100]*x[14*i + j + 1176*n + 14*u + 980];
+                        acc1 += dy[10*i + j + 1600*n + 1100]*x[14*i + j + 1176*n + 14*u + 981];
+                        acc2 += dy[10*i + j + 1600*n + 1100]*x[14*i + j + 1176*n + 14*u + 982];
+                        acc3 += dy[10*i + j + 1600*n + 1100]*x[14*i + j + 1176*n + 14*u + 983];
+                        acc4 += dy[10*i + j + 1600*n + 1100]*x[14*i + j + 1176*n + 14*u + 984];
                     }
                 }
-                dw[5*u + v + 1775] += acc0;
             }
+            dw[5*u + 1775] += acc0;
+            dw[5*u + 1776] += acc1;
+            dw[5*u + 1777] += acc2;
+            dw[5*u + 1778] += acc3;
+            dw[5*u + 1779] += acc4;
         }
     }
 #ifdef _OPENMP
     #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
-        for (int64_t v = 0; v < 5; ++v) {
-            {
-                double acc0 = 0;
-                for (int64_t n = 0; n < N; ++n) {
-                    for (int64_t i = 0; i < 10; ++i) {
+        {
+            double acc0 = 0;
+            double acc1 = 0;
+            double acc2 = 0;
+            double acc3 = 0;
+            double acc4 = 0;
+            for (int64_t n = 0; n < N; ++n) {
+                for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                        #pragma omp simd reduction(+: acc0)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                        for (int64_t j = 0; j < 10; ++j) {
-                            acc0 += dy[10*i + j + 1600*n + 1200]*x[14*i + j + 1176*n + 14*u + v];
-                        }
+                    for (int64_t j = 0; j < 10; ++j) {
+                        acc0 += dy[10*i + j + 1600*n + 1200]*x[14*i + j + 1176*n + 14*u];
+                        acc1 += dy[10*i + j + 1600*n + 1200]*x[14*i + j + 1176*n + 14*u + 1];
+                        acc2 += dy[10*i + j + 1600*n + 1200]*x[14*i + j + 1176*n + 14*u + 2];
+                        acc3 += dy[10*i + j + 1600*n + 1200]*x[14*i + j + 1176*n + 14*u + 3];
+                        acc4 += dy[10*i + j + 1600*n + 1200]*x[14*i + j + 1176*n + 14*u + 4];
                     }
                 }
-                dw[5*u + v + 1800] += acc0;
             }
+            dw[5*u + 1800] += acc0;
+            dw[5*u + 1801] += acc1;
+            dw[5*u + 1802] += acc2;
+            dw[5*u + 1803] += acc3;
+            dw[5*u + 1804] += acc4;
         }
     }
 #ifdef _OPENMP
     #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
-        for (int64_t v = 0; v < 5; ++v) {
-            {
-                double acc0 = 0;
-                for (int64_t n = 0; n < N; ++n) {
-                    for (int64_t i = 0; i < 10; ++i) {
+        {
+            double acc0 = 0;
+            double acc1 = 0;
+            double acc2 = 0;
+            double acc3 = 0;
+            double acc4 = 0;
+            for (int64_t n = 0; n < N; ++n) {
+                for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                        #pragma omp simd reduction(+: acc0)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                        for (int64_t j = 0; j < 10; ++j) {
-                            acc0 += dy[10*i + j + 1600*n + 1200]*x[14*i + j + 1176*n + 14*u + v + 196];
-                        }
+                    for (int64_t j = 0; j < 10; ++j) {
+                        acc0 += dy[10*i + j + 1600*n + 1200]*x[14*i + j + 1176*n + 14*u + 196];
+                        acc1 += dy[10*i + j + 1600*n + 1200]*x[14*i + j + 1176*n + 14*u + 197];
+                        acc2 += dy[10*i + j + 1600*n + 1200]*x[14*i + j + 1176*n + 14*u + 198];
+                        acc3 += dy[10*i + j + 1600*n + 1200]*x[14*i + j + 1176*n + 14*u + 199];
+                        acc4 += dy[10*i + j + 1600*n + 1200]*x[14*i + j + 1176*n + 14*u + 200];
                     }
                 }
-                dw[5*u + v + 1825] += acc0;
             }
+            dw[5*u + 1825] += acc0;
+            dw[5*u + 1826] += acc1;
+            dw[5*u + 1827] += acc2;
+            dw[5*u + 1828] += acc3;
+            dw[5*u + 1829] += acc4;
         }
     }
 #ifdef _OPENMP
     #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
-        for (int64_t v = 0; v < 5; ++v) {
-            {
-                double acc0 = 0;
-                for (int64_t n = 0; n < N; ++n) {
-                    for (int64_t i = 0; i < 10; ++i) {
+        {
+            double acc0 = 0;
+            double acc1 = 0;
+            double acc2 = 0;
+            double acc3 = 0;
+            double acc4 = 0;
+            for (int64_t n = 0; n < N; ++n) {
+                for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                        #pragma omp simd reduction(+: acc0)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                        for (int64_t j = 0; j < 10; ++j) {
-                            acc0 += dy[10*i + j + 1600*n + 1200]*x[14*i + j + 1176*n + 14*u + v + 588];
-                        }
+                    for (int64_t j = 0; j < 10; ++j) {
+                        acc0 += dy[10*i + j + 1600*n + 1200]*x[14*i + j + 1176*n + 14*u + 588];
+                        acc1 += dy[10*i + j + 1600*n + 1200]*x[14*i + j + 1176*n + 14*u + 589];
+                        acc2 += dy[10*i + j + 1600*n + 1200]*x[14*i + j + 1176*n + 14*u + 590];
+                        acc3 += dy[10*i + j + 1600*n + 1200]*x[14*i + j + 1176*n + 14*u + 591];
+                        acc4 += dy[10*i + j + 1600*n + 1200]*x[14*i + j + 1176*n + 14*u + 592];
                     }
                 }
-                dw[5*u + v + 1875] += acc0;
             }
+            dw[5*u + 1875] += acc0;
+            dw[5*u + 1876] += acc1;
+            dw[5*u + 1877] += acc2;
+            dw[5*u + 1878] += acc3;
+            dw[5*u + 1879] += acc4;
         }
     }
 #ifdef _OPENMP
     #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
-        for (int64_t v = 0; v < 5; ++v) {
-            {
-                double acc0 = 0;
-                for (int64_t n = 0; n < N; ++n) {
-                    for (int64_t i = 0; i < 10; ++i) {
+        {
+            double acc0 = 0;
+            double acc1 = 0;
+            double acc2 = 0;
+            double acc3 = 0;
+            double acc4 = 0;
+            for (int64_t n = 0; n < N; ++n) {
+                for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                        #pragma omp simd reduction(+: acc0)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                        for (int64_t j = 0; j < 10; ++j) {
-                            acc0 += dy[10*i + j + 1600*n + 1200]*x[14*i + j + 1176*n + 14*u + v + 784];
-                        }
+                    for (int64_t j = 0; j < 10; ++j) {
+                        acc0 += dy[10*i + j + 1600*n + 1200]*x[14*i + j + 1176*n + 14*u + 784];
+                        acc1 += dy[10*i + j + 1600*n + 1200]*x[14*i + j + 1176*n + 14*u + 785];
+                        acc2 += dy[10*i + j + 1600*n + 1200]*x[14*i + j + 1176*n + 14*u + 786];
+                        acc3 += dy[10*i + j + 1600*n + 1200]*x[14*i + j + 1176*n + 14*u + 787];
+                        acc4 += dy[10*i + j + 1600*n + 1200]*x[14*i + j + 1176*n + 14*u + 788];
                     }
                 }
-                dw[5*u + v + 1900] += acc0;
             }
+            dw[5*u + 1900] += acc0;
+            dw[5*u + 1901] += acc1;
+            dw[5*u + 1902] += acc2;
+            dw[5*u + 1903] += acc3;
+            dw[5*u + 1904] += acc4;
         }
     }
 #ifdef _OPENMP
     #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
-        for (int64_t v = 0; v < 5; ++v) {
-            {
-                double acc0 = 0;
-                for (int64_t n = 0; n < N; ++n) {
-                    for (int64_t i = 0; i < 10; ++i) {
+        {
+            double acc0 = 0;
+            double acc1 = 0;
+            double acc2 = 0;
+            double acc3 = 0;
+            double acc4 = 0;
+            for (int64_t n = 0; n < N; ++n) {
+                for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                        #pragma omp simd reduction(+: acc0)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                        for (int64_t j = 0; j < 10; ++j) {
-                            acc0 += dy[10*i + j + 1600*n + 1300]*x[14*i + j + 1176*n + 14*u + v + 196];
-                        }
+                    for (int64_t j = 0; j < 10; ++j) {
+                        acc0 += dy[10*i + j + 1600*n + 1300]*x[14*i + j + 1176*n + 14*u + 196];
+                        acc1 += dy[10*i + j + 1600*n + 1300]*x[14*i + j + 1176*n + 14*u + 197];
+                        acc2 += dy[10*i + j + 1600*n + 1300]*x[14*i + j + 1176*n + 14*u + 198];
+                        acc3 += dy[10*i + j + 1600*n + 1300]*x[14*i + j + 1176*n + 14*u + 199];
+                        acc4 += dy[10*i + j + 1600*n + 1300]*x[14*i + j + 1176*n + 14*u + 200];
                     }
                 }
-                dw[5*u + v + 1975] += acc0;
             }
+            dw[5*u + 1975] += acc0;
+            dw[5*u + 1976] += acc1;
+            dw[5*u + 1977] += acc2;
+            dw[5*u + 1978] += acc3;
+            dw[5*u + 1979] += acc4;
         }
     }
 #ifdef _OPENMP
     #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
-        for (int64_t v = 0; v < 5; ++v) {
-            {
-                double acc0 = 0;
-                for (int64_t n = 0; n < N; ++n) {
-                    for (int64_t i = 0; i < 10; ++i) {
+        {
+            double acc0 = 0;
+            double acc1 = 0;
+            double acc2 = 0;
+            double acc3 = 0;
+            double acc4 = 0;
+            for (int64_t n = 0; n < N; ++n) {
+                for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                        #pragma omp simd reduction(+: acc0)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                        for (int64_t j = 0; j < 10; ++j) {
-                            acc0 += dy[10*i + j + 1600*n + 1300]*x[14*i + j + 1176*n + 14*u + v + 392];
-                        }
+                    for (int64_t j = 0; j < 10; ++j) {
+                        acc0 += dy[10*i + j + 1600*n + 1300]*x[14*i + j + 1176*n + 14*u + 392];
+                        acc1 += dy[10*i + j + 1600*n + 1300]*x[14*i + j + 1176*n + 14*u + 393];
+                        acc2 += dy[10*i + j + 1600*n + 1300]*x[14*i + j + 1176*n + 14*u + 394];
+                        acc3 += dy[10*i + j + 1600*n + 1300]*x[14*i + j + 1176*n + 14*u + 395];
+                        acc4 += dy[10*i + j + 1600*n + 1300]*x[14*i + j + 1176*n + 14*u + 396];
                     }
                 }
-                dw[5*u + v + 2000] += acc0;
             }
+            dw[5*u + 2000] += acc0;
+            dw[5*u + 2001] += acc1;
+            dw[5*u + 2002] += acc2;
+            dw[5*u + 2003] += acc3;
+            dw[5*u + 2004] += acc4;
         }
     }
 #ifdef _OPENMP
     #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
-        for (int64_t v = 0; v < 5; ++v) {
-            {
-                double acc0 = 0;
-                for (int64_t n = 0; n < N; ++n) {
-                    for (int64_t i = 0; i < 10; ++i) {
+        {
+            double acc0 = 0;
+            double acc1 = 0;
+            double acc2 = 0;
+            double acc3 = 0;
+            double acc4 = 0;
+            for (int64_t n = 0; n < N; ++n) {
+                for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                        #pragma omp simd reduction(+: acc0)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                        for (int64_t j = 0; j < 10; ++j) {
-                            acc0 += dy[10*i + j + 1600*n + 1300]*x[14*i + j + 1176*n + 14*u + v + 784];
-                        }
+                    for (int64_t j = 0; j < 10; ++j) {
+                        acc0 += dy[10*i + j + 1600*n + 1300]*x[14*i + j + 1176*n + 14*u + 784];
+                        acc1 += dy[10*i + j + 1600*n + 1300]*x[14*i + j + 1176*n + 14*u + 785];
+                        acc2 += dy[10*i + j + 1600*n + 1300]*x[14*i + j + 1176*n + 14*u + 786];
+                        acc3 += dy[10*i + j + 1600*n + 1300]*x[14*i + j + 1176*n + 14*u + 787];
+                        acc4 += dy[10*i + j + 1600*n + 1300]*x[14*i + j + 1176*n + 14*u + 788];
                     }
                 }
-                dw[5*u + v + 2050] += acc0;
             }
+            dw[5*u + 2050] += acc0;
+            dw[5*u + 2051] += acc1;
+            dw[5*u + 2052] += acc2;
+            dw[5*u + 2053] += acc3;
+            dw[5*u + 2054] += acc4;
         }
     }
 #ifdef _OPENMP
     #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
-        for (int64_t v = 0; v < 5; ++v) {
-            {
-                double acc0 = 0;
-                for (int64_t n = 0; n < N; ++n) {
-                    for (int64_t i = 0; i < 10; ++i) {
+        {
+            double acc0 = 0;
+            double acc1 = 0;
+            double acc2 = 0;
+            double acc3 = 0;
+            double acc4 = 0;
+            for (int64_t n = 0; n < N; ++n) {
+                for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                        #pragma omp simd reduction(+: acc0)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                        for (int64_t j = 0; j < 10; ++j) {
-                            acc0 += dy[10*i + j + 1600*n + 1300]*x[14*i + j + 1176*n + 14*u + v + 980];
-                        }
+                    for (int64_t j = 0; j < 10; ++j) {
+                        acc0 += dy[10*i + j + 1600*n + 1300]*x[14*i + j + 1176*n + 14*u + 980];
+                        acc1 += dy[10*i + j + 1600*n + 1300]*x[14*i + j + 1176*n + 14*u + 981];
+                        acc2 += dy[10*i + j + 1600*n + 1300]*x[14*i + j + 1176*n + 14*u + 982];
+                        acc3 += dy[10*i + j + 1600*n + 1300]*x[14*i + j + 1176*n + 14*u + 983];
+                        acc4 += dy[10*i + j + 1600*n + 1300]*x[14*i + j + 1176*n + 14*u + 984];
                     }
                 }
-                dw[5*u + v + 2075] += acc0;
             }
+            dw[5*u + 2075] += acc0;
+            dw[5*u + 2076] += acc1;
+            dw[5*u + 2077] += acc2;
+            dw[5*u + 2078] += acc3;
+            dw[5*u + 2079] += acc4;
         }
     }
 #ifdef _OPENMP
     #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
-        for (int64_t v = 0; v < 5; ++v) {
-            {
-                double acc0 = 0;
-                for (int64_t n = 0; n < N; ++n) {
-                    for (int64_t i = 0; i < 10; ++i) {
+        {
+            double acc0 = 0;
+            double acc1 = 0;
+            double acc2 = 0;
+            double acc3 = 0;
+            double acc4 = 0;
+            for (int64_t n = 0; n < N; ++n) {
+                for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                        #pragma omp simd reduction(+: acc0)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                        for (int64_t j = 0; j < 10; ++j) {
-                            acc0 += dy[10*i + j + 1600*n + 1400]*x[14*i + j + 1176*n + 14*u + v];
-                        }
+                    for (int64_t j = 0; j < 10; ++j) {
+                        acc0 += dy[10*i + j + 1600*n + 1400]*x[14*i + j + 1176*n + 14*u];
+                        acc1 += dy[10*i + j + 1600*n + 1400]*x[14*i + j + 1176*n + 14*u + 1];
+                        acc2 += dy[10*i + j + 1600*n + 1400]*x[14*i + j + 1176*n + 14*u + 2];
+                        acc3 += dy[10*i + j + 1600*n + 1400]*x[14*i + j + 1176*n + 14*u + 3];
+                        acc4 += dy[10*i + j + 1600*n + 1400]*x[14*i + j + 1176*n + 14*u + 4];
                     }
                 }
-                dw[5*u + v + 2100] += acc0;
             }
+            dw[5*u + 2100] += acc0;
+            dw[5*u + 2101] += acc1;
+            dw[5*u + 2102] += acc2;
+            dw[5*u + 2103] += acc3;
+            dw[5*u + 2104] += acc4;
         }
     }
 #ifdef _OPENMP
     #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
-        for (int64_t v = 0; v < 5; ++v) {
-            {
-                double acc0 = 0;
-                for (int64_t n = 0; n < N; ++n) {
-                    for (int64_t i = 0; i < 10; ++i) {
+        {
+            double acc0 = 0;
+            double acc1 = 0;
+            double acc2 = 0;
+            double acc3 = 0;
+            double acc4 = 0;
+            for (int64_t n = 0; n < N; ++n) {
+                for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                        #pragma omp simd reduction(+: acc0)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                        for (int64_t j = 0; j < 10; ++j) {
-                            acc0 += dy[10*i + j + 1600*n + 1400]*x[14*i + j + 1176*n + 14*u + v + 392];
-                        }
+                    for (int64_t j = 0; j < 10; ++j) {
+                        acc0 += dy[10*i + j + 1600*n + 1400]*x[14*i + j + 1176*n + 14*u + 392];
+                        acc1 += dy[10*i + j + 1600*n + 1400]*x[14*i + j + 1176*n + 14*u + 393];
+                        acc2 += dy[10*i + j + 1600*n + 1400]*x[14*i + j + 1176*n + 14*u + 394];
+                        acc3 += dy[10*i + j + 1600*n + 1400]*x[14*i + j + 1176*n + 14*u + 395];
+                        acc4 += dy[10*i + j + 1600*n + 1400]*x[14*i + j + 1176*n + 14*u + 396];
                     }
                 }
-                dw[5*u + v + 2150] += acc0;
             }
+            dw[5*u + 2150] += acc0;
+            dw[5*u + 2151] += acc1;
+            dw[5*u + 2152] += acc2;
+            dw[5*u + 2153] += acc3;
+            dw[5*u + 2154] += acc4;
         }
     }
 #ifdef _OPENMP
     #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
-        for (int64_t v = 0; v < 5; ++v) {
-            {
-                double acc0 = 0;
-                for (int64_t n = 0; n < N; ++n) {
-                    for (int64_t i = 0; i < 10; ++i) {
+        {
+            double acc0 = 0;
+            double acc1 = 0;
+            double acc2 = 0;
+            double acc3 = 0;
+            double acc4 = 0;
+            for (int64_t n = 0; n < N; ++n) {
+                for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                        #pragma omp simd reduction(+: acc0)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                        for (int64_t j = 0; j < 10; ++j) {
-                            acc0 += dy[10*i + j + 1600*n + 1400]*x[14*i + j + 1176*n + 14*u + v + 588];
-                        }
+                    for (int64_t j = 0; j < 10; ++j) {
+                        acc0 += dy[10*i + j + 1600*n + 1400]*x[14*i + j + 1176*n + 14*u + 588];
+                        acc1 += dy[10*i + j + 1600*n + 1400]*x[14*i + j + 1176*n + 14*u + 589];
+                        acc2 += dy[10*i + j + 1600*n + 1400]*x[14*i + j + 1176*n + 14*u + 590];
+                        acc3 += dy[10*i + j + 1600*n + 1400]*x[14*i + j + 1176*n + 14*u + 591];
+                        acc4 += dy[10*i + j + 1600*n + 1400]*x[14*i + j + 1176*n + 14*u + 592];
                     }
                 }
-                dw[5*u + v + 2175] += acc0;
             }
+            dw[5*u + 2175] += acc0;
+            dw[5*u + 2176] += acc1;
+            dw[5*u + 2177] += acc2;
+            dw[5*u + 2178] += acc3;
+            dw[5*u + 2179] += acc4;
         }
     }
 #ifdef _OPENMP
     #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
-        for (int64_t v = 0; v < 5; ++v) {
-            {
-                double acc0 = 0;
-                for (int64_t n = 0; n < N; ++n) {
-                    for (int64_t i = 0; i < 10; ++i) {
+        {
+            double acc0 = 0;
+            double acc1 = 0;
+            double acc2 = 0;
+            double acc3 = 0;
+            double acc4 = 0;
+            for (int64_t n = 0; n < N; ++n) {
+                for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                        #pragma omp simd reduction(+: acc0)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                        for (int64_t j = 0; j < 10; ++j) {
-                            acc0 += dy[10*i + j + 1600*n + 1400]*x[14*i + j + 1176*n + 14*u + v + 980];
-                        }
+                    for (int64_t j = 0; j < 10; ++j) {
+                        acc0 += dy[10*i + j + 1600*n + 1400]*x[14*i + j + 1176*n + 14*u + 980];
+                        acc1 += dy[10*i + j + 1600*n + 1400]*x[14*i + j + 1176*n + 14*u + 981];
+                        acc2 += dy[10*i + j + 1600*n + 1400]*x[14*i + j + 1176*n + 14*u + 982];
+                        acc3 += dy[10*i + j + 1600*n + 1400]*x[14*i + j + 1176*n + 14*u + 983];
+                        acc4 += dy[10*i + j + 1600*n + 1400]*x[14*i + j + 1176*n + 14*u + 984];
                     }
                 }
-                dw[5*u + v + 2225] += acc0;
             }
+            dw[5*u + 2225] += acc0;
+            dw[5*u + 2226] += acc1;
+            dw[5*u + 2227] += acc2;
+            dw[5*u + 2228] += acc3;
+            dw[5*u + 2229] += acc4;
         }
     }
 #ifdef _OPENMP
     #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
-        for (int64_t v = 0; v < 5; ++v) {
-            {
-                double acc0 = 0;
-                for (int64_t n = 0; n < N; ++n) {
-                    for (int64_t i = 0; i < 10; ++i) {
+        {
+            double acc0 = 0;
+            double acc1 = 0;
+            double acc2 = 0;
+            double acc3 = 0;
+            double acc4 = 0;
+            for (int64_t n = 0; n < N; ++n) {
+                for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                        #pragma omp simd reduction(+: acc0)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                        for (int64_t j = 0; j < 10; ++j) {
-                            acc0 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + v];
-                        }
+                    for (int64_t j = 0; j < 10; ++j) {
+                        acc0 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u];
+                        acc1 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + 1];
+                        acc2 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + 2];
+                        acc3 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + 3];
+                        acc4 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + 4];
                     }
                 }
-                dw[5*u + v + 2250] += acc0;
             }
+            dw[5*u + 2250] += acc0;
+            dw[5*u + 2251] += acc1;
+            dw[5*u + 2252] += acc2;
+            dw[5*u + 2253] += acc3;
+            dw[5*u + 2254] += acc4;
         }
     }
 #ifdef _OPENMP
     #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
-        for (int64_t v = 0; v < 5; ++v) {
-            {
-                double acc0 = 0;
-                for (int64_t n = 0; n < N; ++n) {
-                    for (int64_t i = 0; i < 10; ++i) {
+        {
+            double acc0 = 0;
+            double acc1 = 0;
+            double acc2 = 0;
+            double acc3 = 0;
+            double acc4 = 0;
+            for (int64_t n = 0; n < N; ++n) {
+                for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                        #pragma omp simd reduction(+: acc0)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                        for (int64_t j = 0; j < 10; ++j) {
-                            acc0 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + v + 196];
-                        }
+                    for (int64_t j = 0; j < 10; ++j) {
+                        acc0 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + 196];
+                        acc1 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + 197];
+                        acc2 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + 198];
+                        acc3 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + 199];
+                        acc4 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + 200];
                     }
                 }
-                dw[5*u + v + 2275] += acc0;
             }
+            dw[5*u + 2275] += acc0;
+            dw[5*u + 2276] += acc1;
+            dw[5*u + 2277] += acc2;
+            dw[5*u + 2278] += acc3;
+            dw[5*u + 2279] += acc4;
         }
     }
 #ifdef _OPENMP
     #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
-        for (int64_t v = 0; v < 5; ++v) {
-            {
-                double acc0 = 0;
-                for (int64_t n = 0; n < N; ++n) {
-                    for (int64_t i = 0; i < 10; ++i) {
+        {
+            double acc0 = 0;
+            double acc1 = 0;
+            double acc2 = 0;
+            double acc3 = 0;
+            double acc4 = 0;
+            for (int64_t n = 0; n < N; ++n) {
+                for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                        #pragma omp simd reduction(+: acc0)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                        for (int64_t j = 0; j < 10; ++j) {
-                            acc0 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + v + 392];
-                        }
+                    for (int64_t j = 0; j < 10; ++j) {
+                        acc0 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + 392];
+                        acc1 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + 393];
+                        acc2 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + 394];
+                        acc3 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + 395];
+                        acc4 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + 396];
                     }
                 }
-                dw[5*u + v + 2300] += acc0;
             }
+            dw[5*u + 2300] += acc0;
+            dw[5*u + 2301] += acc1;
+            dw[5*u + 2302] += acc2;
+            dw[5*u + 2303] += acc3;
+            dw[5*u + 2304] += acc4;
         }
     }
 #ifdef _OPENMP
     #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
-        for (int64_t v = 0; v < 5; ++v) {
-            {
-                double acc0 = 0;
-                for (int64_t n = 0; n < N; ++n) {
-                    for (int64_t i = 0; i < 10; ++i) {
+        {
+            double acc0 = 0;
+            double acc1 = 0;
+            double acc2 = 0;
+            double acc3 = 0;
+            double acc4 = 0;
+            for (int64_t n = 0; n < N; ++n) {
+                for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                        #pragma omp simd reduction(+: acc0)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                        for (int64_t j = 0; j < 10; ++j) {
-                            acc0 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + v + 588];
-                        }
+                    for (int64_t j = 0; j < 10; ++j) {
+                        acc0 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + 588];
+                        acc1 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + 589];
+                        acc2 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + 590];
+                        acc3 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + 591];
+                        acc4 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + 592];
                     }
                 }
-                dw[5*u + v + 2325] += acc0;
             }
+            dw[5*u + 2325] += acc0;
+            dw[5*u + 2326] += acc1;
+            dw[5*u + 2327] += acc2;
+            dw[5*u + 2328] += acc3;
+            dw[5*u + 2329] += acc4;
         }
     }
 #ifdef _OPENMP
     #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
-        for (int64_t v = 0; v < 5; ++v) {
-            {
-                double acc0 = 0;
-                for (int64_t n = 0; n < N; ++n) {
-                    for (int64_t i = 0; i < 10; ++i) {
+        {
+            double acc0 = 0;
+            double acc1 = 0;
+            double acc2 = 0;
+            double acc3 = 0;
+            double acc4 = 0;
+            for (int64_t n = 0; n < N; ++n) {
+                for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                        #pragma omp simd reduction(+: acc0)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                        for (int64_t j = 0; j < 10; ++j) {
-                            acc0 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + v + 784];
-                        }
+                    for (int64_t j = 0; j < 10; ++j) {
+                        acc0 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + 784];
+                        acc1 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + 785];
+                        acc2 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + 786];
+                        acc3 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + 787];
+                        acc4 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + 788];
                     }
                 }
-                dw[5*u + v + 2350] += acc0;
             }
+            dw[5*u + 2350] += acc0;
+            dw[5*u + 2351] += acc1;
+            dw[5*u + 2352] += acc2;
+            dw[5*u + 2353] += acc3;
+            dw[5*u + 2354] += acc4;
         }
     }
 #ifdef _OPENMP
     #pragma omp parallel for if((2500*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
-        for (int64_t v = 0; v < 5; ++v) {
-            {
-                double acc0 = 0;
-                for (int64_t n = 0; n < N; ++n) {
-                    for (int64_t i = 0; i < 10; ++i) {
+        {
+            double acc0 = 0;
+            double acc1 = 0;
+            double acc2 = 0;
+            double acc3 = 0;
+            double acc4 = 0;
+            for (int64_t n = 0; n < N; ++n) {
+                for (int64_t i = 0; i < 10; ++i) {
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                        #pragma omp simd reduction(+: acc0)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                        for (int64_t j = 0; j < 10; ++j) {
-                            acc0 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + v + 980];
-                        }
+                    for (int64_t j = 0; j < 10; ++j) {
+                        acc0 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + 980];
+                        acc1 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + 981];
+                        acc2 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + 982];
+                        acc3 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + 983];
+                        acc4 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + 984];
                     }
                 }
-                dw[5*u + v + 2375] += acc0;
             }
+            dw[5*u + 2375] += acc0;
+            dw[5*u + 2376] += acc1;
+            dw[5*u + 2377] += acc2;
+            dw[5*u + 2378] += acc3;
+            dw[5*u + 2379] += acc4;
         }
     }
 }
@@ -6694,16 +7914,25 @@ void symconv_conv2d_forward_C5_f32(const float *restrict x, const float *restric
     #pragma omp parallel for if((48000*N) >= 32768)
 #endif
     for (int64_t n = 0; n < N; ++n) {
-        for (int64_t k = 0; k < 120; ++k) {
+        for (int64_t k4 = 0; k4 < 30; ++k4) {
             {
                 float acc0 = 0;
+                float acc1 = 0;
+                float acc2 = 0;
+                float acc3 = 0;
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                #pragma omp simd reduction(+: acc0)
+                #pragma omp simd reduction(+: acc0, acc1, acc2, acc3)
 #endif
                 for (int64_t cuv = 0; cuv < 400; ++cuv) {
-                    acc0 += w[cuv + 400*k]*x[cuv + 400*n];
+                    acc0 += w[cuv + 1600*k4]*x[cuv + 400*n];
+                    acc1 += w[cuv + 1600*k4 + 400]*x[cuv + 400*n];
+                    acc2 += w[cuv + 1600*k4 + 800]*x[cuv + 400*n];
+                    acc3 += w[cuv + 1600*k4 + 1200]*x[cuv + 400*n];
                 }
-                y[k + 120*n] += acc0;
+                y[4*k4 + 120*n] += acc0;
+                y[4*k4 + 120*n + 1] += acc1;
+                y[4*k4 + 120*n + 2] += acc2;
+                y[4*k4 + 120*n + 3] += acc3;
             }
         }
     }
@@ -6726,16 +7955,25 @@ void symconv_conv2d_forward_C5_f64(const double *restrict x, const double *restr
     #pragma omp parallel for if((48000*N) >= 32768)
 #endif
     for (int64_t n = 0; n < N; ++n) {
-        for (int64_t k = 0; k < 120; ++k) {
+        for (int64_t k4 = 0; k4 < 30; ++k4) {
             {
                 double acc0 = 0;
+                double acc1 = 0;
+                double acc2 = 0;
+                double acc3 = 0;
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                #pragma omp simd reduction(+: acc0)
+                #pragma omp simd reduction(+: acc0, acc1, acc2, acc3)
 #endif
                 for (int64_t cuv = 0; cuv < 400; ++cuv) {
-                    acc0 += w[cuv + 400*k]*x[cuv + 400*n];
+                    acc0 += w[cuv + 1600*k4]*x[cuv + 400*n];
+                    acc1 += w[cuv + 1600*k4 + 400]*x[cuv + 400*n];
+                    acc2 += w[cuv + 1600*k4 + 800]*x[cuv + 400*n];
+                    acc3 += w[cuv + 1600*k4 + 1200]*x[cuv + 400*n];
                 }
-                y[k + 120*n] += acc0;
+                y[4*k4 + 120*n] += acc0;
+                y[4*k4 + 120*n + 1] += acc1;
+                y[4*k4 + 120*n + 2] += acc2;
+                y[4*k4 + 120*n + 3] += acc3;
             }
         }
     }
@@ -6874,16 +8112,25 @@ void symconv_dense_forward_F6_f32(const float *restrict x, const float *restrict
     #pragma omp parallel for if((10080*N) >= 32768)
 #endif
     for (int64_t n = 0; n < N; ++n) {
-        for (int64_t o = 0; o < 84; ++o) {
+        for (int64_t o4 = 0; o4 < 21; ++o4) {
             {
                 float acc0 = 0;
+                float acc1 = 0;
+                float acc2 = 0;
+                float acc3 = 0;
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                #pragma omp simd reduction(+: acc0)
+                #pragma omp simd reduction(+: acc0, acc1, acc2, acc3)
 #endif
                 for (int64_t i = 0; i < 120; ++i) {
-                    acc0 += w[i + 120*o]*x[i + 120*n];
+                    acc0 += w[i + 480*o4]*x[i + 120*n];
+                    acc1 += w[i + 480*o4 + 120]*x[i + 120*n];
+                    acc2 += w[i + 480*o4 + 240]*x[i + 120*n];
+                    acc3 += w[i + 480*o4 + 360]*x[i + 120*n];
                 }
-                y[84*n + o] += acc0;
+                y[84*n + 4*o4] += acc0;
+                y[84*n + 4*o4 + 1] += acc1;
+                y[84*n + 4*o4 + 2] += acc2;
+                y[84*n + 4*o4 + 3] += acc3;
             }
         }
     }
@@ -6906,16 +8153,25 @@ void symconv_dense_forward_F6_f64(const double *restrict x, const double *restri
     #pragma omp parallel for if((10080*N) >= 32768)
 #endif
     for (int64_t n = 0; n < N; ++n) {
-        for (int64_t o = 0; o < 84; ++o) {
+        for (int64_t o4 = 0; o4 < 21; ++o4) {
             {
                 double acc0 = 0;
+                double acc1 = 0;
+                double acc2 = 0;
+                double acc3 = 0;
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                #pragma omp simd reduction(+: acc0)
+                #pragma omp simd reduction(+: acc0, acc1, acc2, acc3)
 #endif
                 for (int64_t i = 0; i < 120; ++i) {
-                    acc0 += w[i + 120*o]*x[i + 120*n];
+                    acc0 += w[i + 480*o4]*x[i + 120*n];
+                    acc1 += w[i + 480*o4 + 120]*x[i + 120*n];
+                    acc2 += w[i + 480*o4 + 240]*x[i + 120*n];
+                    acc3 += w[i + 480*o4 + 360]*x[i + 120*n];
                 }
-                y[84*n + o] += acc0;
+                y[84*n + 4*o4] += acc0;
+                y[84*n + 4*o4 + 1] += acc1;
+                y[84*n + 4*o4 + 2] += acc2;
+                y[84*n + 4*o4 + 3] += acc3;
             }
         }
     }
