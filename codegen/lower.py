@@ -494,11 +494,61 @@ def _expand_pairs(spec, nest, fixed, inner):
     out_var, in_var = nest.cond.indices
     rows = fixed["table"]
     template = inner()
-    nodes = []
-    for k, cs in enumerate(rows):
-        for c in sorted(cs):
-            nodes.extend(_subs_nodes(template, {out_var: sp.Integer(k), in_var: sp.Integer(c)}))
-    return tuple(nodes)
+    pairs = [
+        _subs_nodes(template, {out_var: sp.Integer(k), in_var: sp.Integer(c)})
+        for k, cs in enumerate(rows)
+        for c in sorted(cs)
+    ]
+    return tuple(node for nodes in _merge_same_targets(pairs) for node in nodes)
+
+
+def _skeleton(nodes):
+    """The structure of plain ``+=`` loop nests without their right-hand sides (else None)."""
+    out = []
+    for node in nodes:
+        if isinstance(node, Loop):
+            body = _skeleton(node.body)
+            if body is None:
+                return None
+            out.append((node.var, node.lo, node.hi, node.parallel, node.work, node.reduction, body))
+        elif isinstance(node, Update) and node.op == "+=":
+            out.append(node.lhs)
+        else:
+            return None
+    return tuple(out)
+
+
+def _summed(a, b):
+    """Two nests of one skeleton as one: each update adds both right-hand sides."""
+    out = []
+    for x, y in zip(a, b, strict=True):
+        if isinstance(x, Loop):
+            body = _summed(x.body, y.body)
+            out.append(Loop(x.var, x.lo, x.hi, body, x.parallel, x.work, x.reduction))
+        else:
+            out.append(Update(x.lhs, "+=", x.rhs + y.rhs))
+    return tuple(out)
+
+
+def _merge_same_targets(pairs):
+    """Nests of table pairs that accumulate into the same elements, merged into one.
+
+    C3 forward: the 3 to 6 input maps of output map ``k`` add into the same
+    ``y[n, k, i, j]``; one nest summing all their taps reads and writes ``y`` once
+    instead of once per pair (backward_data likewise over the output maps of ``dx[n, c]``).
+    Nests of any other form (accumulator blocks, cse temporaries) are kept as they are.
+    """
+    merged, order = {}, []
+    for nodes in pairs:
+        key = _skeleton(nodes)
+        if key is None:
+            order.append(nodes)
+        elif key in merged:
+            merged[key][0] = _summed(merged[key][0], nodes)
+        else:
+            merged[key] = [nodes]
+            order.append(key)
+    return [merged[x][0] if x in merged else x for x in order]
 
 
 def _subs_nodes(nodes, sub):
