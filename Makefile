@@ -43,6 +43,12 @@ check-codegen: install
 bench-kernels: install
 	$(PY) bench/kernels.py $(ARGS)
 
+# Whole LeNet-5, images/s of inference and training steps: generated C vs generated NumPy
+# vs PyTorch eager (the `bench` extra), batch 1 and 64. ARGS="--json bench.json --rounds 9".
+.PHONY: bench
+bench: install
+	$(PY) bench/lenet5.py $(ARGS)
+
 # LeNet-5 on the bundled 5,000-digit MNIST sample (offline): installs, regenerates the
 # kernels when `make codegen` exists, trains, prints the test error and the pictures.
 DEMO_OUT  ?= runs/demo

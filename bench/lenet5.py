@@ -1,0 +1,393 @@
+"""Whole-network LeNet-5 throughput: generated C vs generated NumPy vs PyTorch (``make bench``).
+
+The same faithful network (LeCun et al. 1998) runs on three engines:
+
+``C``      ``lenet5.network.LeNet5("c")``: the generated C kernels
+``NumPy``  ``lenet5.network.LeNet5("numpy")``: the generated NumPy kernels
+``torch``  PyTorch eager, written here layer by layer (C1 conv, S2 trainable
+           coefficient + bias subsampling, C3 conv whose weight is multiplied by
+           the fixed Table I mask, S4, C5, F6, Euclidean RBF against the same fixed
+           +-1 centers, f(a) = A tanh(S a) after every layer, MAP loss), with its
+           parameters copied from the symconv initialization; absent when torch
+           is not importable (``pip install -e '.[bench]'``): its columns say n/a.
+
+Before timing, one forward pass of each engine on the same digits must give the
+same RBF penalties as the C backend within ``FORWARD_RTOL`` (and the same
+gradients within ``GRAD_RTOL``), so all engines do the same work.
+
+Timed, at each batch size, images per second of:
+
+``inference``   one forward pass (torch under ``torch.inference_mode``)
+``train-sgd``   forward + backward + plain SGD update (w -= lr/B * grad of the
+                summed MAP loss; ``torch.optim.SGD`` without momentum)
+``train-sdlm``  symconv's default step, stochastic diagonal Levenberg-Marquardt
+                with a fixed Hessian diagonal (its re-estimation on 500 digits once
+                per pass of 60,000 is not included); torch: n/a
+
+Method: each (mode, batch, engine) is warmed up and calibrated to ``n`` calls per
+sample (>= ``--seconds``); ``--rounds`` rounds then run the engines interleaved
+in a rotating order so machine noise hits all alike; the median sample is
+reported. Ratios are throughput ratios: C/torch = 20 means C is 20x faster.
+torch runs with ``torch.set_num_threads(2)`` (this machine's cores, and what the
+C backend's OpenMP may use).
+
+Usage::
+
+    python bench/lenet5.py [--rounds 7] [--seconds 0.2] [--batches 1 64]
+                           [--no-torch] [--json PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+if __package__ in (None, ""):  # run as a script: make the repository root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.kernels import load_torch, write_json_atomic  # noqa: E402
+from lenet5 import spec  # noqa: E402
+from lenet5.data import SAMPLE_DIR, load_dir, to_input  # noqa: E402
+from lenet5.network import PARAM_SHAPES, LeNet5  # noqa: E402
+from lenet5.train import SDLM_RATE_FACTOR, sdlm_step  # noqa: E402
+
+ENGINES = ("C", "NumPy", "torch")
+MODES = ("inference", "train-sgd", "train-sdlm")
+DTYPE = np.float32
+#: Penalties y = sum_k (x6_k - c_ik)^2 lie in [0, 336]; the engines sum the conv and
+#: dense products in different orders, each float32 sum of <= 400 terms rounds at
+#: ~sqrt(400) * 6e-8 = 1.2e-6 relative, and the tanh layers do not amplify that.
+#: 1e-4 of the largest penalty leaves ~100x headroom yet catches any wrong weight,
+#: mask or constant (those move penalties by O(1)).
+FORWARD_RTOL = 1e-4
+#: Gradients go through the same sums twice more (backward data and filter): 1e-3
+#: of the largest entry of each parameter's gradient.
+GRAD_RTOL = 1e-3
+SGD_LR = 1e-4  # small: the same batch is stepped on thousands of times while timing
+
+
+# --------------------------------------------------------------------------- torch network
+
+
+class TorchLeNet5:
+    """The faithful LeNet-5 in PyTorch eager, parameters copied from ``params``."""
+
+    def __init__(self, torch, params: dict):
+        self.torch = torch
+        self.F = torch.nn.functional
+        self.p = {n: torch.tensor(v, requires_grad=True) for n, v in params.items()}
+        self.mask = torch.tensor(spec.C3_MASK, dtype=torch.float32)[:, :, None, None]
+        self.centers = torch.tensor(spec.RBF_CENTERS, dtype=torch.float32)
+        self.opt = torch.optim.SGD(list(self.p.values()), lr=SGD_LR)
+
+    def _f(self, a):
+        return spec.SQUASH_A * self.torch.tanh(spec.SQUASH_S * a)
+
+    def _subsample(self, x, coef, bias):
+        # z = coef * (sum of the 2x2 window) + bias = 4 coef avg_pool + bias
+        return self.F.avg_pool2d(x, 2) * (4 * coef)[None, :, None, None] + bias[None, :, None, None]
+
+    def penalties(self, x):
+        """RBF penalties (N, 10) of the input tensor ``x`` (N, 1, 32, 32)."""
+        p, F = self.p, self.F
+        x1 = self._f(F.conv2d(x, p["C1.w"], p["C1.b"]))
+        x2 = self._f(self._subsample(x1, p["S2.coef"], p["S2.bias"]))
+        x3 = self._f(F.conv2d(x2, p["C3.w"] * self.mask, p["C3.b"]))
+        x4 = self._f(self._subsample(x3, p["S4.coef"], p["S4.bias"]))
+        x5 = self._f(F.conv2d(x4, p["C5.w"], p["C5.b"])).flatten(1)
+        x6 = self._f(F.linear(x5, p["F6.w"], p["F6.b"]))
+        return ((x6[:, None, :] - self.centers[None, :, :]) ** 2).sum(-1)
+
+    def loss(self, y, labels):
+        """Summed MAP criterion: y_label + log(e^{-j} + sum_i e^{-y_i}) over the batch."""
+        torch = self.torch
+        minus_j = torch.full((len(y), 1), -spec.MAP_J)
+        lse = torch.logsumexp(torch.cat([minus_j, -y], dim=1), dim=1)
+        return (y.gather(1, labels[:, None])[:, 0] + lse).sum()
+
+    def gradients(self, x, labels) -> dict:
+        """Gradients of the summed loss as numpy arrays (for the agreement check)."""
+        for t in self.p.values():
+            t.grad = None
+        self.loss(self.penalties(x), labels).backward()
+        return {n: t.grad.numpy().copy() for n, t in self.p.items()}
+
+    def infer(self, x):
+        with self.torch.inference_mode():
+            return self.penalties(x)
+
+    def sgd_step(self, x, labels):
+        """Forward, backward, w -= lr/B * grad (the gradient of the mean loss)."""
+        self.opt.zero_grad(set_to_none=True)
+        self.loss(self.penalties(x), labels).div(len(x)).backward()
+        self.opt.step()
+
+
+# --------------------------------------------------------------------------- symconv steps
+
+
+def symconv_sgd_step(net: LeNet5, params: dict, x, labels) -> None:
+    """Forward, backward, w -= lr/B * grad of the summed loss (in place)."""
+    _, _, grads = net.gradients(params, x, labels)
+    for n, g in grads.items():
+        params[n] -= (SGD_LR / len(x)) * g
+
+
+def symconv_sdlm_step(net: LeNet5, params: dict, hess: dict, x, labels) -> None:
+    """Forward, backward and the SDLM update of ``lenet5.train`` with a fixed diagonal."""
+    _, _, grads = net.gradients(params, x, labels)
+    sdlm_step(params, grads, hess, spec.rate_for_epoch(0) * SDLM_RATE_FACTOR)
+
+
+# --------------------------------------------------------------------------- agreement
+
+
+def agreement(nets: dict, tnet, params: dict, x, labels) -> dict:
+    """Max deviation from the C backend (or NumPy without C) of penalties and gradients.
+
+    ``ok`` is True when every engine is within ``FORWARD_RTOL`` / ``GRAD_RTOL`` of
+    the reference (relative to its largest entry, per array).
+    """
+    ref_name = "C" if "C" in nets else "NumPy"
+    ref = nets[ref_name]
+    y_ref = ref.penalties(params, x).astype(np.float64)
+    g_ref = ref.gradients(params, x, labels)[2]
+    out = {"reference": ref_name, "forward_rtol": FORWARD_RTOL, "grad_rtol": GRAD_RTOL}
+    engines = {n: (lambda net=net: net.penalties(params, x)) for n, net in nets.items()}
+    grads = {n: (lambda net=net: net.gradients(params, x, labels)[2]) for n, net in nets.items()}
+    if tnet is not None:
+        xt, lt = tnet.torch.from_numpy(x), tnet.torch.from_numpy(labels)
+        engines["torch"] = lambda: tnet.infer(xt).numpy()
+        grads["torch"] = lambda: tnet.gradients(xt, lt)
+    ok = True
+    for name in engines:
+        if name == ref_name:
+            continue
+        dy = float(np.abs(engines[name]() - y_ref).max() / np.abs(y_ref).max())
+        g = grads[name]()
+        dg = max(float(np.abs(g[n] - g_ref[n]).max() / np.abs(g_ref[n]).max()) for n in g_ref)
+        out[name] = {"forward_rel_diff": dy, "grad_rel_diff": dg}
+        ok = ok and dy <= FORWARD_RTOL and dg <= GRAD_RTOL
+    out["ok"] = ok
+    return out
+
+
+# --------------------------------------------------------------------------- timing
+
+
+def calibrate(f: Callable[[], object], seconds: float) -> int:
+    """Calls per sample so that one sample lasts at least ``seconds`` (after a warm-up)."""
+    f()
+    n = 1
+    while True:
+        t0 = time.perf_counter()
+        for _ in range(n):
+            f()
+        if time.perf_counter() - t0 >= seconds or n >= 1 << 16:
+            return n
+        n *= 2
+
+
+def time_interleaved(calls: dict[str, Callable], rounds: int, seconds: float) -> dict:
+    """Median seconds per call of each engine, rounds interleaved in rotating order."""
+    names = list(calls)
+    numbers = {name: calibrate(calls[name], seconds) for name in names}
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(rounds):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            f, n = calls[name], numbers[name]
+            t0 = time.perf_counter()
+            for _ in range(n):
+                f()
+            samples[name].append((time.perf_counter() - t0) / n)
+    return {name: statistics.median(s) for name, s in samples.items()}
+
+
+class Batches:
+    """Consecutive batches of ``batch`` digits from ``x``/``labels`` (numpy arrays or
+    torch tensors), wrapping around.
+
+    >>> b = Batches(np.arange(5), np.arange(5), 2)
+    >>> [b.next()[0].tolist() for _ in range(3)]
+    [[0, 1], [2, 3], [0, 1]]
+    """
+
+    def __init__(self, x: np.ndarray, labels: np.ndarray, batch: int):
+        self.x, self.labels, self.batch, self.start = x, labels, batch, 0
+
+    def next(self) -> tuple[np.ndarray, np.ndarray]:
+        if self.start + self.batch > len(self.x):
+            self.start = 0
+        s, self.start = self.start, self.start + self.batch
+        return self.x[s : s + self.batch], self.labels[s : s + self.batch]
+
+
+def mode_calls(mode: str, nets: dict, torch, params: dict, hess: dict, data: Batches) -> dict:
+    """The step of ``mode`` for every engine: each walks the digits from the start, and
+    each training engine updates its own copy of ``params``."""
+
+    def cycle(step, x=data.x, labels=data.labels):  # a fresh batch cursor per engine
+        b = Batches(x, labels, data.batch)
+        return lambda: step(*b.next())
+
+    calls = {}
+    for name, net in nets.items():
+        own = {n: v.copy() for n, v in params.items()}
+        if mode == "inference":
+            calls[name] = cycle(lambda x, _, net=net: net.forward(params, x))
+        elif mode == "train-sgd":
+            calls[name] = cycle(lambda x, lab, net=net, own=own: symconv_sgd_step(net, own, x, lab))
+        else:
+            calls[name] = cycle(
+                lambda x, lab, net=net, own=own: symconv_sdlm_step(net, own, hess, x, lab)
+            )
+    if torch is not None and mode != "train-sdlm":
+        tnet = TorchLeNet5(torch, params)
+        xt, lt = torch.from_numpy(data.x), torch.from_numpy(data.labels)
+        step = tnet.sgd_step if mode == "train-sgd" else (lambda x, _: tnet.infer(x))
+        calls["torch"] = cycle(step, xt, lt)
+    return calls
+
+
+def bench_row(mode: str, batch: int, calls: dict, rounds: int, seconds: float) -> dict:
+    """A result row: images/s per engine and the C/torch, C/NumPy throughput ratios."""
+    times = time_interleaved(calls, rounds, seconds)
+    ips = {name: (batch / times[name] if name in times else None) for name in ENGINES}
+    ratio = lambda a, b: ips[a] / ips[b] if ips[a] and ips[b] else None  # noqa: E731
+    return {
+        "mode": mode,
+        "batch": batch,
+        "images_per_s": ips,
+        "C/torch": ratio("C", "torch"),
+        "C/NumPy": ratio("C", "NumPy"),
+    }
+
+
+# --------------------------------------------------------------------------- output
+
+
+def format_table(rows: list[dict]) -> str:
+    """Fixed-width table: images/s per engine ("n/a" when absent), then the ratios."""
+    head = ["mode", "batch"] + [f"{e} img/s" for e in ENGINES] + ["C/torch", "C/NumPy"]
+    fmt_ips = lambda v: "n/a" if v is None else f"{v:,.0f}"  # noqa: E731
+    fmt_ratio = lambda v: "n/a" if v is None else f"{v:.1f}x"  # noqa: E731
+    lines = [
+        [r["mode"], str(r["batch"])]
+        + [fmt_ips(r["images_per_s"][e]) for e in ENGINES]
+        + [fmt_ratio(r["C/torch"]), fmt_ratio(r["C/NumPy"])]
+        for r in rows
+    ]
+    widths = [max(len(c) for c in col) for col in zip(head, *lines, strict=True)]
+    fmt = lambda cells: "  ".join(c.rjust(w) for c, w in zip(cells, widths, strict=True))  # noqa: E731
+    return "\n".join([fmt(head), "  ".join("-" * w for w in widths)] + [fmt(c) for c in lines])
+
+
+def format_agreement(agree: dict) -> str:
+    """One line per engine: its deviation from the reference engine and the tolerances."""
+    ref = agree["reference"]
+    return "\n".join(
+        f"  {name} vs {ref}: penalties rel. diff {agree[name]['forward_rel_diff']:.1e} "
+        f"(tol {FORWARD_RTOL:.0e}), gradients {agree[name]['grad_rel_diff']:.1e} "
+        f"(tol {GRAD_RTOL:.0e})"
+        for name in ENGINES
+        if name in agree
+    )
+
+
+def load_nets() -> tuple[dict, list[str]]:
+    """The symconv engines that load, and notes on those that do not."""
+    nets, notes = {}, []
+    for name, backend in (("C", "c"), ("NumPy", "numpy")):
+        try:
+            nets[name] = LeNet5(backend, DTYPE)
+        except Exception as exc:  # report and go on: a benchmark shows what is there
+            notes.append(f"{name} backend unavailable: {exc}")
+    if not nets:
+        raise SystemExit("no symconv backend loads: " + "; ".join(notes))
+    return nets, notes
+
+
+def sample_digits() -> tuple[np.ndarray, np.ndarray]:
+    """The bundled MNIST sample's training digits as network input, in a fixed random
+    order (the files are sorted by class; training on them in order would not be SGD)."""
+    data = load_dir(SAMPLE_DIR)
+    order = np.random.default_rng(0).permutation(len(data.train_images))
+    return to_input(data.train_images[order], DTYPE), data.train_labels[order]
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--rounds", type=int, default=7, help="interleaved rounds (median taken)")
+    p.add_argument("--seconds", type=float, default=0.2, help="minimum length of one sample")
+    p.add_argument("--batches", type=int, nargs="+", default=[1, 64])
+    p.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
+    p.add_argument("--no-torch", action="store_true", help="skip PyTorch even if installed")
+    p.add_argument("--json", type=Path, help="also write the results as JSON to this path")
+    args = p.parse_args(argv)
+    if args.rounds < 1 or not 1 <= min(args.batches) <= max(args.batches) <= 4000:
+        p.error("--rounds must be >= 1 and --batches in 1..4000 (the bundled sample)")
+    if not args.seconds > 0:
+        p.error("--seconds must be > 0")
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    nets, notes = load_nets()
+    torch, torch_note = load_torch(not args.no_torch)
+    if torch is not None:
+        torch.set_num_threads(2)
+        torch_note = f"torch {torch.__version__}, {torch.get_num_threads()} threads"
+    notes.append(torch_note)
+    some = next(iter(nets.values()))
+    params = some.init_params(np.random.default_rng(0))
+    x_all, labels_all = sample_digits()
+    # The SDLM diagonal as lenet5.train estimates it before a pass (500 digits).
+    n_hess = spec.HESSIAN_SAMPLES
+    hess = {n: (h / n_hess).astype(DTYPE) for n, h in
+            some.hessian_diagonal(params, x_all[:n_hess], labels_all[:n_hess]).items()}  # fmt: skip
+    tnet = TorchLeNet5(torch, params) if torch is not None else None
+    agree = agreement(nets, tnet, params, x_all[:64], labels_all[:64])
+    rows = []
+    for batch in args.batches:
+        data = Batches(x_all, labels_all, batch)
+        for mode in args.modes:
+            calls = mode_calls(mode, nets, torch, params, hess, data)
+            rows.append(bench_row(mode, batch, calls, args.rounds, args.seconds))
+    meta = {
+        "dtype": np.dtype(DTYPE).name,
+        "rounds": args.rounds,
+        "min_sample_seconds": args.seconds,
+        "sgd_lr": SGD_LR,
+        "parameters": int(sum(np.prod(s) for s in PARAM_SHAPES.values())),
+        "cpu_count": os.cpu_count(),
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "machine": platform.machine(),
+        "notes": notes,
+    }
+    print(f"LeNet-5 throughput, float32, median of {args.rounds} interleaved rounds")
+    print("\n".join(f"  note: {n}" for n in notes))
+    print(format_agreement(agree))
+    print(format_table(rows))
+    print("images per second; ratios: throughput of C over torch / NumPy (> 1: C faster)")
+    if args.json:
+        write_json_atomic(args.json, {"meta": meta, "agreement": agree, "rows": rows})
+        print(f"wrote {args.json}")
+    if not agree["ok"]:
+        print("ERROR: the engines disagree beyond the stated tolerance", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,91 @@
+"""Smoke test of ``bench/lenet5.py`` (``make bench``): it runs, writes its JSON, and the
+PyTorch network it times is the same function as symconv's.  No timing is asserted."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+HAS_TORCH = importlib.util.find_spec("torch") is not None
+
+
+def _bench_module():
+    sys.path.insert(0, str(ROOT))
+    try:
+        from bench import lenet5 as bench
+    finally:
+        sys.path.remove(str(ROOT))
+    return bench
+
+
+def test_bench_lenet5_runs_and_writes_json(tmp_path):
+    """Batch 1 and 2, one short round each, as `make bench ARGS=...` runs it."""
+    out = tmp_path / "sub" / "bench.json"
+    cmd = [sys.executable, "bench/lenet5.py", "--rounds", "1", "--seconds", "0.005"]
+    cmd += ["--batches", "1", "2", "--json", str(out)]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "C/torch" in proc.stdout and "train-sdlm" in proc.stdout
+    result = json.loads(out.read_text())
+    assert set(result) == {"meta", "agreement", "rows"}
+    rows = result["rows"]
+    modes = ["inference", "train-sgd", "train-sdlm"]
+    assert [(r["mode"], r["batch"]) for r in rows] == [(m, b) for b in (1, 2) for m in modes]
+    for r in rows:
+        ips = r["images_per_s"]
+        assert set(ips) == {"C", "NumPy", "torch"}
+        assert ips["NumPy"] > 0
+        has_torch_column = HAS_TORCH and r["mode"] != "train-sdlm"
+        assert (ips["torch"] is not None) == has_torch_column
+        if ips["C"] is not None:
+            assert r["C/NumPy"] == pytest.approx(ips["C"] / ips["NumPy"])
+    assert result["agreement"]["ok"] is True
+    if not HAS_TORCH:
+        assert "torch not installed" in " ".join(result["meta"]["notes"])
+        assert "n/a" in proc.stdout
+    assert not list(out.parent.glob(".*.tmp")), "atomic write left a temp file"
+
+
+@pytest.mark.skipif(not HAS_TORCH, reason="torch not installed (the optional bench extra)")
+def test_torch_network_equals_symconv():
+    """Same penalties and gradients as the generated NumPy backend, on real digits, within
+    the bench's stated float32 tolerances; and a wrong C3 mask would be caught."""
+    import torch
+
+    from lenet5.network import LeNet5
+
+    bench = _bench_module()
+    net = LeNet5("numpy", np.float32)
+    params = net.init_params(np.random.default_rng(3))
+    x, labels = (a[:8] for a in bench.sample_digits())
+    tnet = bench.TorchLeNet5(torch, params)
+    agree = bench.agreement({"NumPy": net}, tnet, params, x, labels)
+    assert agree["ok"], agree
+    assert agree["torch"]["forward_rel_diff"] <= bench.FORWARD_RTOL
+    assert agree["torch"]["grad_rel_diff"] <= bench.GRAD_RTOL
+    # The check can fail: without Table I (a full C3) the penalties move far beyond it.
+    tnet.mask = torch.ones_like(tnet.mask)
+    params["C3.w"][:] = np.random.default_rng(4).uniform(-0.1, 0.1, params["C3.w"].shape)
+    tnet.p["C3.w"].data = torch.from_numpy(params["C3.w"].copy())
+    assert not bench.agreement({"NumPy": net}, tnet, params, x, labels)["ok"]
+
+
+def test_batches_wrap_around():
+    bench = _bench_module()
+    b = bench.Batches(np.arange(7), np.arange(7), 3)
+    assert [b.next()[1].tolist() for _ in range(3)] == [[0, 1, 2], [3, 4, 5], [0, 1, 2]]
+
+
+def test_bad_arguments_are_rejected():
+    bench = _bench_module()
+    for argv in (["--rounds", "0"], ["--batches", "0"], ["--batches", "5000"], ["--seconds", "0"]):
+        with pytest.raises(SystemExit) as exc:
+            bench.parse_args(argv)
+        assert exc.value.code == 2
