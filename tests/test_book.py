@@ -30,15 +30,15 @@ GENERATED = ROOT / "generated"
 @pytest.fixture(scope="module")
 def book(tmp_path_factory):
     out = tmp_path_factory.mktemp("book")
-    old = os.environ.get("SYMCONV_CACHE_DIR")
-    os.environ["SYMCONV_CACHE_DIR"] = str(out / "cache")  # keep the user's cache untouched
+    old = os.environ.get("SYMCONV_CACHE")
+    os.environ["SYMCONV_CACHE"] = str(out / "cache")  # keep the user's cache untouched
     try:
         paths, built = render.write_book(out)
     finally:
         if old is None:
-            os.environ.pop("SYMCONV_CACHE_DIR")
+            os.environ.pop("SYMCONV_CACHE")
         else:
-            os.environ["SYMCONV_CACHE_DIR"] = old
+            os.environ["SYMCONV_CACHE"] = old
     return out, built
 
 
@@ -91,7 +91,7 @@ def test_book_is_deterministic_across_processes(book, tmp_path):
         os.environ,
         PYTHONHASHSEED="12345",
         PYTHONPATH=str(ROOT),
-        SYMCONV_CACHE_DIR=str(tmp_path / "cache"),
+        SYMCONV_CACHE=str(tmp_path / "cache"),
     )
     proc = subprocess.run(
         [sys.executable, "-m", "derive", "book", "--out", str(tmp_path)],

@@ -18,7 +18,7 @@ FEW = ["conv.discrete_1d", "conv.output_size", "params.pooling_features"]
 @pytest.fixture(autouse=True)
 def private_cache(tmp_path, monkeypatch):
     """Keep the status cache of these tests away from the user's."""
-    monkeypatch.setenv("SYMCONV_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("SYMCONV_CACHE", str(tmp_path / "cache"))
 
 
 @pytest.fixture
