@@ -260,6 +260,10 @@ def _c_nest(spec, nest, env, fixed):
     # table (the parallel candidate) inwards; pairs expanded outside it are separate regions.
     inside = loops[next((n for n, x in enumerate(loops) if x not in expand), len(loops)) :]
     work = sp.Mul(*[made.get(x) or _trips(spec, x) for x in inside]).subs(env)
+    if expand and loops[: len(expand)] == list(expand):
+        loops = _hoist_over_pairs(spec, nest, loops, expand, env, ranges)
+        if loops[0] not in expand:  # one parallel region now runs every connected pair
+            work *= sum(len(cs) for cs in fixed["table"])
     if fixed:
         loops, body, jammed = _jam(spec, nest, loops, body, ranges, env, expand)
         made.update(jammed)
@@ -299,6 +303,22 @@ def _c_nest(spec, nest, env, fixed):
         return (Loop(isym(var), lo, hi, inner, parallel=parallel, work=work),)
 
     return build(loops, [])
+
+
+def _hoist_over_pairs(spec, nest, loops, expand, env, ranges):
+    """Put the first parallel loop with constant bounds outside the table's (out, in) pairs.
+
+    C3's filter gradient loops over pairs first (``dw[k, c, u, v]``): with the parallel
+    loop inside them every pair was a parallel region of its own (60 thread wake-ups
+    and barriers per call); hoisting ``u`` gives one region running every pair.
+    """
+    for var in loops[len(expand) :]:
+        if not _parallel(nest, var) or isym(var) not in ranges:
+            continue
+        lo, hi = (_constant_over(b, ranges) for b in clip_range(spec, nest, var, env))
+        if lo.is_Integer and hi.is_Integer:
+            return [var] + [x for x in loops if x != var]
+    return loops
 
 
 def _trips(spec: KernelSpec, var: str) -> sp.Expr:

@@ -2560,7 +2560,7 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((2500*N) >= 32768)
+    #pragma omp parallel for if((150000*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         {
@@ -2589,11 +2589,6 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
             dw[5*u + 3] += acc3;
             dw[5*u + 4] += acc4;
         }
-    }
-#ifdef _OPENMP
-    #pragma omp parallel for if((2500*N) >= 32768)
-#endif
-    for (int64_t u = 0; u < 5; ++u) {
         {
             float acc0 = 0;
             float acc1 = 0;
@@ -2620,11 +2615,6 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
             dw[5*u + 28] += acc3;
             dw[5*u + 29] += acc4;
         }
-    }
-#ifdef _OPENMP
-    #pragma omp parallel for if((2500*N) >= 32768)
-#endif
-    for (int64_t u = 0; u < 5; ++u) {
         {
             float acc0 = 0;
             float acc1 = 0;
@@ -2651,11 +2641,6 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
             dw[5*u + 53] += acc3;
             dw[5*u + 54] += acc4;
         }
-    }
-#ifdef _OPENMP
-    #pragma omp parallel for if((2500*N) >= 32768)
-#endif
-    for (int64_t u = 0; u < 5; ++u) {
         {
             float acc0 = 0;
             float acc1 = 0;
@@ -2682,11 +2667,6 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
             dw[5*u + 178] += acc3;
             dw[5*u + 179] += acc4;
         }
-    }
-#ifdef _OPENMP
-    #pragma omp parallel for if((2500*N) >= 32768)
-#endif
-    for (int64_t u = 0; u < 5; ++u) {
         {
             float acc0 = 0;
             float acc1 = 0;
@@ -2713,11 +2693,6 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
             dw[5*u + 203] += acc3;
             dw[5*u + 204] += acc4;
         }
-    }
-#ifdef _OPENMP
-    #pragma omp parallel for if((2500*N) >= 32768)
-#endif
-    for (int64_t u = 0; u < 5; ++u) {
         {
             float acc0 = 0;
             float acc1 = 0;
@@ -2744,11 +2719,6 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
             dw[5*u + 228] += acc3;
             dw[5*u + 229] += acc4;
         }
-    }
-#ifdef _OPENMP
-    #pragma omp parallel for if((2500*N) >= 32768)
-#endif
-    for (int64_t u = 0; u < 5; ++u) {
         {
             float acc0 = 0;
             float acc1 = 0;
@@ -2775,11 +2745,6 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
             dw[5*u + 353] += acc3;
             dw[5*u + 354] += acc4;
         }
-    }
-#ifdef _OPENMP
-    #pragma omp parallel for if((2500*N) >= 32768)
-#endif
-    for (int64_t u = 0; u < 5; ++u) {
         {
             float acc0 = 0;
             float acc1 = 0;
@@ -2806,11 +2771,6 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
             dw[5*u + 378] += acc3;
             dw[5*u + 379] += acc4;
         }
-    }
-#ifdef _OPENMP
-    #pragma omp parallel for if((2500*N) >= 32768)
-#endif
-    for (int64_t u = 0; u < 5; ++u) {
         {
             float acc0 = 0;
             float acc1 = 0;
@@ -2837,11 +2797,6 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
             dw[5*u + 403] += acc3;
             dw[5*u + 404] += acc4;
         }
-    }
-#ifdef _OPENMP
-    #pragma omp parallel for if((2500*N) >= 32768)
-#endif
-    for (int64_t u = 0; u < 5; ++u) {
         {
             float acc0 = 0;
             float acc1 = 0;
@@ -2868,11 +2823,6 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
             dw[5*u + 528] += acc3;
             dw[5*u + 529] += acc4;
         }
-    }
-#ifdef _OPENMP
-    #pragma omp parallel for if((2500*N) >= 32768)
-#endif
-    for (int64_t u = 0; u < 5; ++u) {
         {
             float acc0 = 0;
             float acc1 = 0;
@@ -2899,11 +2849,6 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
             dw[5*u + 553] += acc3;
             dw[5*u + 554] += acc4;
         }
-    }
-#ifdef _OPENMP
-    #pragma omp parallel for if((2500*N) >= 32768)
-#endif
-    for (int64_t u = 0; u < 5; ++u) {
         {
             float acc0 = 0;
             float acc1 = 0;
@@ -2930,11 +2875,6 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
             dw[5*u + 578] += acc3;
             dw[5*u + 579] += acc4;
         }
-    }
-#ifdef _OPENMP
-    #pragma omp parallel for if((2500*N) >= 32768)
-#endif
-    for (int64_t u = 0; u < 5; ++u) {
         {
             float acc0 = 0;
             float acc1 = 0;
@@ -2961,11 +2901,6 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
             dw[5*u + 603] += acc3;
             dw[5*u + 604] += acc4;
         }
-    }
-#ifdef _OPENMP
-    #pragma omp parallel for if((2500*N) >= 32768)
-#endif
-    for (int64_t u = 0; u < 5; ++u) {
         {
             float acc0 = 0;
             float acc1 = 0;
@@ -2992,11 +2927,6 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
             dw[5*u + 703] += acc3;
             dw[5*u + 704] += acc4;
         }
-    }
-#ifdef _OPENMP
-    #pragma omp parallel for if((2500*N) >= 32768)
-#endif
-    for (int64_t u = 0; u < 5; ++u) {
         {
             float acc0 = 0;
             float acc1 = 0;
@@ -3023,11 +2953,6 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
             dw[5*u + 728] += acc3;
             dw[5*u + 729] += acc4;
         }
-    }
-#ifdef _OPENMP
-    #pragma omp parallel for if((2500*N) >= 32768)
-#endif
-    for (int64_t u = 0; u < 5; ++u) {
         {
             float acc0 = 0;
             float acc1 = 0;
@@ -3054,11 +2979,6 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
             dw[5*u + 753] += acc3;
             dw[5*u + 754] += acc4;
         }
-    }
-#ifdef _OPENMP
-    #pragma omp parallel for if((2500*N) >= 32768)
-#endif
-    for (int64_t u = 0; u < 5; ++u) {
         {
             float acc0 = 0;
             float acc1 = 0;
@@ -3085,11 +3005,6 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
             dw[5*u + 778] += acc3;
             dw[5*u + 779] += acc4;
         }
-    }
-#ifdef _OPENMP
-    #pragma omp parallel for if((2500*N) >= 32768)
-#endif
-    for (int64_t u = 0; u < 5; ++u) {
         {
             float acc0 = 0;
             float acc1 = 0;
@@ -3116,11 +3031,6 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
             dw[5*u + 878] += acc3;
             dw[5*u + 879] += acc4;
         }
-    }
-#ifdef _OPENMP
-    #pragma omp parallel for if((2500*N) >= 32768)
-#endif
-    for (int64_t u = 0; u < 5; ++u) {
         {
             float acc0 = 0;
             float acc1 = 0;
@@ -3147,11 +3057,6 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
             dw[5*u + 903] += acc3;
             dw[5*u + 904] += acc4;
         }
-    }
-#ifdef _OPENMP
-    #pragma omp parallel for if((2500*N) >= 32768)
-#endif
-    for (int64_t u = 0; u < 5; ++u) {
         {
             float acc0 = 0;
             float acc1 = 0;
@@ -3178,11 +3083,6 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
             dw[5*u + 928] += acc3;
             dw[5*u + 929] += acc4;
         }
-    }
-#ifdef _OPENMP
-    #pragma omp parallel for if((2500*N) >= 32768)
-#endif
-    for (int64_t u = 0; u < 5; ++u) {
         {
             float acc0 = 0;
             float acc1 = 0;
@@ -3209,11 +3109,6 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
             dw[5*u + 953] += acc3;
             dw[5*u + 954] += acc4;
         }
-    }
-#ifdef _OPENMP
-    #pragma omp parallel for if((2500*N) >= 32768)
-#endif
-    for (int64_t u = 0; u < 5; ++u) {
         {
             float acc0 = 0;
             float acc1 = 0;
@@ -3240,11 +3135,6 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
             dw[5*u + 978] += acc3;
             dw[5*u + 979] += acc4;
         }
-    }
-#ifdef _OPENMP
-    #pragma omp parallel for if((2500*N) >= 32768)
-#endif
-    for (int64_t u = 0; u < 5; ++u) {
         {
             float acc0 = 0;
             float acc1 = 0;
@@ -3271,11 +3161,6 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
             dw[5*u + 1078] += acc3;
             dw[5*u + 1079] += acc4;
         }
-    }
-#ifdef _OPENMP
-    #pragma omp parallel for if((2500*N) >= 32768)
-#endif
-    for (int64_t u = 0; u < 5; ++u) {
         {
             float acc0 = 0;
             float acc1 = 0;
@@ -3302,11 +3187,6 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
             dw[5*u + 1103] += acc3;
             dw[5*u + 1104] += acc4;
         }
-    }
-#ifdef _OPENMP
-    #pragma omp parallel for if((2500*N) >= 32768)
-#endif
-    for (int64_t u = 0; u < 5; ++u) {
         {
             float acc0 = 0;
             float acc1 = 0;
@@ -3333,11 +3213,6 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
             dw[5*u + 1128] += acc3;
             dw[5*u + 1129] += acc4;
         }
-    }
-#ifdef _OPENMP
-    #pragma omp parallel for if((2500*N) >= 32768)
-#endif
-    for (int64_t u = 0; u < 5; ++u) {
         {
             float acc0 = 0;
             float acc1 = 0;
@@ -3364,11 +3239,6 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
             dw[5*u + 1153] += acc3;
             dw[5*u + 1154] += acc4;
         }
-    }
-#ifdef _OPENMP
-    #pragma omp parallel for if((2500*N) >= 32768)
-#endif
-    for (int64_t u = 0; u < 5; ++u) {
         {
             float acc0 = 0;
             float acc1 = 0;
@@ -3395,11 +3265,6 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
             dw[5*u + 1253] += acc3;
             dw[5*u + 1254] += acc4;
         }
-    }
-#ifdef _OPENMP
-    #pragma omp parallel for if((2500*N) >= 32768)
-#endif
-    for (int64_t u = 0; u < 5; ++u) {
         {
             float acc0 = 0;
             float acc1 = 0;
@@ -3426,11 +3291,6 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
             dw[5*u + 1278] += acc3;
             dw[5*u + 1279] += acc4;
         }
-    }
-#ifdef _OPENMP
-    #pragma omp parallel for if((2500*N) >= 32768)
-#endif
-    for (int64_t u = 0; u < 5; ++u) {
         {
             float acc0 = 0;
             float acc1 = 0;
@@ -3457,11 +3317,6 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
             dw[5*u + 1303] += acc3;
             dw[5*u + 1304] += acc4;
         }
-    }
-#ifdef _OPENMP
-    #pragma omp parallel for if((2500*N) >= 32768)
-#endif
-    for (int64_t u = 0; u < 5; ++u) {
         {
             float acc0 = 0;
             float acc1 = 0;
@@ -3488,11 +3343,6 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
             dw[5*u + 1328] += acc3;
             dw[5*u + 1329] += acc4;
         }
-    }
-#ifdef _OPENMP
-    #pragma omp parallel for if((2500*N) >= 32768)
-#endif
-    for (int64_t u = 0; u < 5; ++u) {
         {
             float acc0 = 0;
             float acc1 = 0;
@@ -3519,11 +3369,6 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
             dw[5*u + 1353] += acc3;
             dw[5*u + 1354] += acc4;
         }
-    }
-#ifdef _OPENMP
-    #pragma omp parallel for if((2500*N) >= 32768)
-#endif
-    for (int64_t u = 0; u < 5; ++u) {
         {
             float acc0 = 0;
             float acc1 = 0;
@@ -3550,11 +3395,6 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
             dw[5*u + 1428] += acc3;
             dw[5*u + 1429] += acc4;
         }
-    }
-#ifdef _OPENMP
-    #pragma omp parallel for if((2500*N) >= 32768)
-#endif
-    for (int64_t u = 0; u < 5; ++u) {
         {
             float acc0 = 0;
             float acc1 = 0;
@@ -3581,11 +3421,6 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
             dw[5*u + 1453] += acc3;
             dw[5*u + 1454] += acc4;
         }
-    }
-#ifdef _OPENMP
-    #pragma omp parallel for if((2500*N) >= 32768)
-#endif
-    for (int64_t u = 0; u < 5; ++u) {
         {
             float acc0 = 0;
             float acc1 = 0;
@@ -3612,11 +3447,6 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
             dw[5*u + 1478] += acc3;
             dw[5*u + 1479] += acc4;
         }
-    }
-#ifdef _OPENMP
-    #pragma omp parallel for if((2500*N) >= 32768)
-#endif
-    for (int64_t u = 0; u < 5; ++u) {
         {
             float acc0 = 0;
             float acc1 = 0;
@@ -3643,11 +3473,6 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
             dw[5*u + 1503] += acc3;
             dw[5*u + 1504] += acc4;
         }
-    }
-#ifdef _OPENMP
-    #pragma omp parallel for if((2500*N) >= 32768)
-#endif
-    for (int64_t u = 0; u < 5; ++u) {
         {
             float acc0 = 0;
             float acc1 = 0;
@@ -3674,11 +3499,6 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
             dw[5*u + 1528] += acc3;
             dw[5*u + 1529] += acc4;
         }
-    }
-#ifdef _OPENMP
-    #pragma omp parallel for if((2500*N) >= 32768)
-#endif
-    for (int64_t u = 0; u < 5; ++u) {
         {
             float acc0 = 0;
             float acc1 = 0;
@@ -3705,11 +3525,6 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
             dw[5*u + 1603] += acc3;
             dw[5*u + 1604] += acc4;
         }
-    }
-#ifdef _OPENMP
-    #pragma omp parallel for if((2500*N) >= 32768)
-#endif
-    for (int64_t u = 0; u < 5; ++u) {
         {
             float acc0 = 0;
             float acc1 = 0;
@@ -3736,11 +3551,6 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
             dw[5*u + 1628] += acc3;
             dw[5*u + 1629] += acc4;
         }
-    }
-#ifdef _OPENMP
-    #pragma omp parallel for if((2500*N) >= 32768)
-#endif
-    for (int64_t u = 0; u < 5; ++u) {
         {
             float acc0 = 0;
             float acc1 = 0;
@@ -3767,11 +3577,6 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
             dw[5*u + 1653] += acc3;
             dw[5*u + 1654] += acc4;
         }
-    }
-#ifdef _OPENMP
-    #pragma omp parallel for if((2500*N) >= 32768)
-#endif
-    for (int64_t u = 0; u < 5; ++u) {
         {
             float acc0 = 0;
             float acc1 = 0;
@@ -3798,11 +3603,6 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
             dw[5*u + 1678] += acc3;
             dw[5*u + 1679] += acc4;
         }
-    }
-#ifdef _OPENMP
-    #pragma omp parallel for if((2500*N) >= 32768)
-#endif
-    for (int64_t u = 0; u < 5; ++u) {
         {
             float acc0 = 0;
             float acc1 = 0;
@@ -3829,11 +3629,6 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
             dw[5*u + 1703] += acc3;
             dw[5*u + 1704] += acc4;
         }
-    }
-#ifdef _OPENMP
-    #pragma omp parallel for if((2500*N) >= 32768)
-#endif
-    for (int64_t u = 0; u < 5; ++u) {
         {
             float acc0 = 0;
             float acc1 = 0;
@@ -3860,11 +3655,6 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
             dw[5*u + 1778] += acc3;
             dw[5*u + 1779] += acc4;
         }
-    }
-#ifdef _OPENMP
-    #pragma omp parallel for if((2500*N) >= 32768)
-#endif
-    for (int64_t u = 0; u < 5; ++u) {
         {
             float acc0 = 0;
             float acc1 = 0;
@@ -3891,11 +3681,6 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
             dw[5*u + 1803] += acc3;
             dw[5*u + 1804] += acc4;
         }
-    }
-#ifdef _OPENMP
-    #pragma omp parallel for if((2500*N) >= 32768)
-#endif
-    for (int64_t u = 0; u < 5; ++u) {
         {
             float acc0 = 0;
             float acc1 = 0;
@@ -3922,11 +3707,6 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
             dw[5*u + 1828] += acc3;
             dw[5*u + 1829] += acc4;
         }
-    }
-#ifdef _OPENMP
-    #pragma omp parallel for if((2500*N) >= 32768)
-#endif
-    for (int64_t u = 0; u < 5; ++u) {
         {
             float acc0 = 0;
             float acc1 = 0;
@@ -3953,11 +3733,6 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
             dw[5*u + 1878] += acc3;
             dw[5*u + 1879] += acc4;
         }
-    }
-#ifdef _OPENMP
-    #pragma omp parallel for if((2500*N) >= 32768)
-#endif
-    for (int64_t u = 0; u < 5; ++u) {
         {
             float acc0 = 0;
             float acc1 = 0;
@@ -3984,11 +3759,6 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
             dw[5*u + 1903] += acc3;
             dw[5*u + 1904] += acc4;
         }
-    }
-#ifdef _OPENMP
-    #pragma omp parallel for if((2500*N) >= 32768)
-#endif
-    for (int64_t u = 0; u < 5; ++u) {
         {
             float acc0 = 0;
             float acc1 = 0;
@@ -4015,11 +3785,6 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
             dw[5*u + 1978] += acc3;
             dw[5*u + 1979] += acc4;
         }
-    }
-#ifdef _OPENMP
-    #pragma omp parallel for if((2500*N) >= 32768)
-#endif
-    for (int64_t u = 0; u < 5; ++u) {
         {
             float acc0 = 0;
             float acc1 = 0;
@@ -4046,11 +3811,6 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
             dw[5*u + 2003] += acc3;
             dw[5*u + 2004] += acc4;
         }
-    }
-#ifdef _OPENMP
-    #pragma omp parallel for if((2500*N) >= 32768)
-#endif
-    for (int64_t u = 0; u < 5; ++u) {
         {
             float acc0 = 0;
             float acc1 = 0;
@@ -4077,11 +3837,6 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
             dw[5*u + 2053] += acc3;
             dw[5*u + 2054] += acc4;
         }
-    }
-#ifdef _OPENMP
-    #pragma omp parallel for if((2500*N) >= 32768)
-#endif
-    for (int64_t u = 0; u < 5; ++u) {
         {
             float acc0 = 0;
             float acc1 = 0;
@@ -4108,11 +3863,6 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
             dw[5*u + 2078] += acc3;
             dw[5*u + 2079] += acc4;
         }
-    }
-#ifdef _OPENMP
-    #pragma omp parallel for if((2500*N) >= 32768)
-#endif
-    for (int64_t u = 0; u < 5; ++u) {
         {
             float acc0 = 0;
             float acc1 = 0;
@@ -4139,11 +3889,6 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
             dw[5*u + 2103] += acc3;
             dw[5*u + 2104] += acc4;
         }
-    }
-#ifdef _OPENMP
-    #pragma omp parallel for if((2500*N) >= 32768)
-#endif
-    for (int64_t u = 0; u < 5; ++u) {
         {
             float acc0 = 0;
             float acc1 = 0;
@@ -4170,11 +3915,6 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
             dw[5*u + 2153] += acc3;
             dw[5*u + 2154] += acc4;
         }
-    }
-#ifdef _OPENMP
-    #pragma omp parallel for if((2500*N) >= 32768)
-#endif
-    for (int64_t u = 0; u < 5; ++u) {
         {
             float acc0 = 0;
             float acc1 = 0;
@@ -4201,11 +3941,6 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
             dw[5*u + 2178] += acc3;
             dw[5*u + 2179] += acc4;
         }
-    }
-#ifdef _OPENMP
-    #pragma omp parallel for if((2500*N) >= 32768)
-#endif
-    for (int64_t u = 0; u < 5; ++u) {
         {
             float acc0 = 0;
             float acc1 = 0;
@@ -4232,11 +3967,6 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
             dw[5*u + 2228] += acc3;
             dw[5*u + 2229] += acc4;
         }
-    }
-#ifdef _OPENMP
-    #pragma omp parallel for if((2500*N) >= 32768)
-#endif
-    for (int64_t u = 0; u < 5; ++u) {
         {
             float acc0 = 0;
             float acc1 = 0;
@@ -4263,11 +3993,6 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
             dw[5*u + 2253] += acc3;
             dw[5*u + 2254] += acc4;
         }
-    }
-#ifdef _OPENMP
-    #pragma omp parallel for if((2500*N) >= 32768)
-#endif
-    for (int64_t u = 0; u < 5; ++u) {
         {
             float acc0 = 0;
             float acc1 = 0;
@@ -4294,11 +4019,6 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
             dw[5*u + 2278] += acc3;
             dw[5*u + 2279] += acc4;
         }
-    }
-#ifdef _OPENMP
-    #pragma omp parallel for if((2500*N) >= 32768)
-#endif
-    for (int64_t u = 0; u < 5; ++u) {
         {
             float acc0 = 0;
             float acc1 = 0;
@@ -4325,11 +4045,6 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
             dw[5*u + 2303] += acc3;
             dw[5*u + 2304] += acc4;
         }
-    }
-#ifdef _OPENMP
-    #pragma omp parallel for if((2500*N) >= 32768)
-#endif
-    for (int64_t u = 0; u < 5; ++u) {
         {
             float acc0 = 0;
             float acc1 = 0;
@@ -4356,11 +4071,6 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
             dw[5*u + 2328] += acc3;
             dw[5*u + 2329] += acc4;
         }
-    }
-#ifdef _OPENMP
-    #pragma omp parallel for if((2500*N) >= 32768)
-#endif
-    for (int64_t u = 0; u < 5; ++u) {
         {
             float acc0 = 0;
             float acc1 = 0;
@@ -4387,11 +4097,6 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
             dw[5*u + 2353] += acc3;
             dw[5*u + 2354] += acc4;
         }
-    }
-#ifdef _OPENMP
-    #pragma omp parallel for if((2500*N) >= 32768)
-#endif
-    for (int64_t u = 0; u < 5; ++u) {
         {
             float acc0 = 0;
             float acc1 = 0;
@@ -4436,7 +4141,7 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((2500*N) >= 32768)
+    #pragma omp parallel for if((150000*N) >= 32768)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         {
@@ -4465,11 +4170,6 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
             dw[5*u + 3] += acc3;
             dw[5*u + 4] += acc4;
         }
-    }
-#ifdef _OPENMP
-    #pragma omp parallel for if((2500*N) >= 32768)
-#endif
-    for (int64_t u = 0; u < 5; ++u) {
         {
             double acc0 = 0;
             double acc1 = 0;
@@ -4496,11 +4196,6 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
             dw[5*u + 28] += acc3;
             dw[5*u + 29] += acc4;
         }
-    }
-#ifdef _OPENMP
-    #pragma omp parallel for if((2500*N) >= 32768)
-#endif
-    for (int64_t u = 0; u < 5; ++u) {
         {
             double acc0 = 0;
             double acc1 = 0;
@@ -4527,11 +4222,6 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
             dw[5*u + 53] += acc3;
             dw[5*u + 54] += acc4;
         }
-    }
-#ifdef _OPENMP
-    #pragma omp parallel for if((2500*N) >= 32768)
-#endif
-    for (int64_t u = 0; u < 5; ++u) {
         {
             double acc0 = 0;
             double acc1 = 0;
@@ -4558,11 +4248,6 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
             dw[5*u + 178] += acc3;
             dw[5*u + 179] += acc4;
         }
-    }
-#ifdef _OPENMP
-    #pragma omp parallel for if((2500*N) >= 32768)
-#endif
-    for (int64_t u = 0; u < 5; ++u) {
         {
             double acc0 = 0;
             double acc1 = 0;
@@ -4589,11 +4274,6 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
             dw[5*u + 203] += acc3;
             dw[5*u + 204] += acc4;
         }
-    }
-#ifdef _OPENMP
-    #pragma omp parallel for if((2500*N) >= 32768)
-#endif
-    for (int64_t u = 0; u < 5; ++u) {
         {
             double acc0 = 0;
             double acc1 = 0;
@@ -4620,11 +4300,6 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
             dw[5*u + 228] += acc3;
             dw[5*u + 229] += acc4;
         }
-    }
-#ifdef _OPENMP
-    #pragma omp parallel for if((2500*N) >= 32768)
-#endif
-    for (int64_t u = 0; u < 5; ++u) {
         {
             double acc0 = 0;
             double acc1 = 0;
@@ -4651,11 +4326,6 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
             dw[5*u + 353] += acc3;
             dw[5*u + 354] += acc4;
         }
-    }
-#ifdef _OPENMP
-    #pragma omp parallel for if((2500*N) >= 32768)
-#endif
-    for (int64_t u = 0; u < 5; ++u) {
         {
             double acc0 = 0;
             double acc1 = 0;
@@ -4682,11 +4352,6 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
             dw[5*u + 378] += acc3;
             dw[5*u + 379] += acc4;
         }
-    }
-#ifdef _OPENMP
-    #pragma omp parallel for if((2500*N) >= 32768)
-#endif
-    for (int64_t u = 0; u < 5; ++u) {
         {
             double acc0 = 0;
             double acc1 = 0;
@@ -4713,11 +4378,6 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
             dw[5*u + 403] += acc3;
             dw[5*u + 404] += acc4;
         }
-    }
-#ifdef _OPENMP
-    #pragma omp parallel for if((2500*N) >= 32768)
-#endif
-    for (int64_t u = 0; u < 5; ++u) {
         {
             double acc0 = 0;
             double acc1 = 0;
@@ -4744,11 +4404,6 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
             dw[5*u + 528] += acc3;
             dw[5*u + 529] += acc4;
         }
-    }
-#ifdef _OPENMP
-    #pragma omp parallel for if((2500*N) >= 32768)
-#endif
-    for (int64_t u = 0; u < 5; ++u) {
         {
             double acc0 = 0;
             double acc1 = 0;
@@ -4775,11 +4430,6 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
             dw[5*u + 553] += acc3;
             dw[5*u + 554] += acc4;
         }
-    }
-#ifdef _OPENMP
-    #pragma omp parallel for if((2500*N) >= 32768)
-#endif
-    for (int64_t u = 0; u < 5; ++u) {
         {
             double acc0 = 0;
             double acc1 = 0;
@@ -4806,11 +4456,6 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
             dw[5*u + 578] += acc3;
             dw[5*u + 579] += acc4;
         }
-    }
-#ifdef _OPENMP
-    #pragma omp parallel for if((2500*N) >= 32768)
-#endif
-    for (int64_t u = 0; u < 5; ++u) {
         {
             double acc0 = 0;
             double acc1 = 0;
@@ -4837,11 +4482,6 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
             dw[5*u + 603] += acc3;
             dw[5*u + 604] += acc4;
         }
-    }
-#ifdef _OPENMP
-    #pragma omp parallel for if((2500*N) >= 32768)
-#endif
-    for (int64_t u = 0; u < 5; ++u) {
         {
             double acc0 = 0;
             double acc1 = 0;
@@ -4868,11 +4508,6 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
             dw[5*u + 703] += acc3;
             dw[5*u + 704] += acc4;
         }
-    }
-#ifdef _OPENMP
-    #pragma omp parallel for if((2500*N) >= 32768)
-#endif
-    for (int64_t u = 0; u < 5; ++u) {
         {
             double acc0 = 0;
             double acc1 = 0;
@@ -4899,11 +4534,6 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
             dw[5*u + 728] += acc3;
             dw[5*u + 729] += acc4;
         }
-    }
-#ifdef _OPENMP
-    #pragma omp parallel for if((2500*N) >= 32768)
-#endif
-    for (int64_t u = 0; u < 5; ++u) {
         {
             double acc0 = 0;
             double acc1 = 0;
@@ -4930,11 +4560,6 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
             dw[5*u + 753] += acc3;
             dw[5*u + 754] += acc4;
         }
-    }
-#ifdef _OPENMP
-    #pragma omp parallel for if((2500*N) >= 32768)
-#endif
-    for (int64_t u = 0; u < 5; ++u) {
         {
             double acc0 = 0;
             double acc1 = 0;
@@ -4961,11 +4586,6 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
             dw[5*u + 778] += acc3;
             dw[5*u + 779] += acc4;
         }
-    }
-#ifdef _OPENMP
-    #pragma omp parallel for if((2500*N) >= 32768)
-#endif
-    for (int64_t u = 0; u < 5; ++u) {
         {
             double acc0 = 0;
             double acc1 = 0;
@@ -4992,11 +4612,6 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
             dw[5*u + 878] += acc3;
             dw[5*u + 879] += acc4;
         }
-    }
-#ifdef _OPENMP
-    #pragma omp parallel for if((2500*N) >= 32768)
-#endif
-    for (int64_t u = 0; u < 5; ++u) {
         {
             double acc0 = 0;
             double acc1 = 0;
@@ -5023,11 +4638,6 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
             dw[5*u + 903] += acc3;
             dw[5*u + 904] += acc4;
         }
-    }
-#ifdef _OPENMP
-    #pragma omp parallel for if((2500*N) >= 32768)
-#endif
-    for (int64_t u = 0; u < 5; ++u) {
         {
             double acc0 = 0;
             double acc1 = 0;
@@ -5054,11 +4664,6 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
             dw[5*u + 928] += acc3;
             dw[5*u + 929] += acc4;
         }
-    }
-#ifdef _OPENMP
-    #pragma omp parallel for if((2500*N) >= 32768)
-#endif
-    for (int64_t u = 0; u < 5; ++u) {
         {
             double acc0 = 0;
             double acc1 = 0;
@@ -5085,11 +4690,6 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
             dw[5*u + 953] += acc3;
             dw[5*u + 954] += acc4;
         }
-    }
-#ifdef _OPENMP
-    #pragma omp parallel for if((2500*N) >= 32768)
-#endif
-    for (int64_t u = 0; u < 5; ++u) {
         {
             double acc0 = 0;
             double acc1 = 0;
@@ -5116,11 +4716,6 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
             dw[5*u + 978] += acc3;
             dw[5*u + 979] += acc4;
         }
-    }
-#ifdef _OPENMP
-    #pragma omp parallel for if((2500*N) >= 32768)
-#endif
-    for (int64_t u = 0; u < 5; ++u) {
         {
             double acc0 = 0;
             double acc1 = 0;
@@ -5147,11 +4742,6 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
             dw[5*u + 1078] += acc3;
             dw[5*u + 1079] += acc4;
         }
-    }
-#ifdef _OPENMP
-    #pragma omp parallel for if((2500*N) >= 32768)
-#endif
-    for (int64_t u = 0; u < 5; ++u) {
         {
             double acc0 = 0;
             double acc1 = 0;
@@ -5178,11 +4768,6 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
             dw[5*u + 1103] += acc3;
             dw[5*u + 1104] += acc4;
         }
-    }
-#ifdef _OPENMP
-    #pragma omp parallel for if((2500*N) >= 32768)
-#endif
-    for (int64_t u = 0; u < 5; ++u) {
         {
             double acc0 = 0;
             double acc1 = 0;
@@ -5209,11 +4794,6 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
             dw[5*u + 1128] += acc3;
             dw[5*u + 1129] += acc4;
         }
-    }
-#ifdef _OPENMP
-    #pragma omp parallel for if((2500*N) >= 32768)
-#endif
-    for (int64_t u = 0; u < 5; ++u) {
         {
             double acc0 = 0;
             double acc1 = 0;
@@ -5240,11 +4820,6 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
             dw[5*u + 1153] += acc3;
             dw[5*u + 1154] += acc4;
         }
-    }
-#ifdef _OPENMP
-    #pragma omp parallel for if((2500*N) >= 32768)
-#endif
-    for (int64_t u = 0; u < 5; ++u) {
         {
             double acc0 = 0;
             double acc1 = 0;
@@ -5271,11 +4846,6 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
             dw[5*u + 1253] += acc3;
             dw[5*u + 1254] += acc4;
         }
-    }
-#ifdef _OPENMP
-    #pragma omp parallel for if((2500*N) >= 32768)
-#endif
-    for (int64_t u = 0; u < 5; ++u) {
         {
             double acc0 = 0;
             double acc1 = 0;
@@ -5302,11 +4872,6 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
             dw[5*u + 1278] += acc3;
             dw[5*u + 1279] += acc4;
         }
-    }
-#ifdef _OPENMP
-    #pragma omp parallel for if((2500*N) >= 32768)
-#endif
-    for (int64_t u = 0; u < 5; ++u) {
         {
             double acc0 = 0;
             double acc1 = 0;
@@ -5333,11 +4898,6 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
             dw[5*u + 1303] += acc3;
             dw[5*u + 1304] += acc4;
         }
-    }
-#ifdef _OPENMP
-    #pragma omp parallel for if((2500*N) >= 32768)
-#endif
-    for (int64_t u = 0; u < 5; ++u) {
         {
             double acc0 = 0;
             double acc1 = 0;
@@ -5364,11 +4924,6 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
             dw[5*u + 1328] += acc3;
             dw[5*u + 1329] += acc4;
         }
-    }
-#ifdef _OPENMP
-    #pragma omp parallel for if((2500*N) >= 32768)
-#endif
-    for (int64_t u = 0; u < 5; ++u) {
         {
             double acc0 = 0;
             double acc1 = 0;
@@ -5395,11 +4950,6 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
             dw[5*u + 1353] += acc3;
             dw[5*u + 1354] += acc4;
         }
-    }
-#ifdef _OPENMP
-    #pragma omp parallel for if((2500*N) >= 32768)
-#endif
-    for (int64_t u = 0; u < 5; ++u) {
         {
             double acc0 = 0;
             double acc1 = 0;
@@ -5426,11 +4976,6 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
             dw[5*u + 1428] += acc3;
             dw[5*u + 1429] += acc4;
         }
-    }
-#ifdef _OPENMP
-    #pragma omp parallel for if((2500*N) >= 32768)
-#endif
-    for (int64_t u = 0; u < 5; ++u) {
         {
             double acc0 = 0;
             double acc1 = 0;
@@ -5457,11 +5002,6 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
             dw[5*u + 1453] += acc3;
             dw[5*u + 1454] += acc4;
         }
-    }
-#ifdef _OPENMP
-    #pragma omp parallel for if((2500*N) >= 32768)
-#endif
-    for (int64_t u = 0; u < 5; ++u) {
         {
             double acc0 = 0;
             double acc1 = 0;
@@ -5488,11 +5028,6 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
             dw[5*u + 1478] += acc3;
             dw[5*u + 1479] += acc4;
         }
-    }
-#ifdef _OPENMP
-    #pragma omp parallel for if((2500*N) >= 32768)
-#endif
-    for (int64_t u = 0; u < 5; ++u) {
         {
             double acc0 = 0;
             double acc1 = 0;
@@ -5519,11 +5054,6 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
             dw[5*u + 1503] += acc3;
             dw[5*u + 1504] += acc4;
         }
-    }
-#ifdef _OPENMP
-    #pragma omp parallel for if((2500*N) >= 32768)
-#endif
-    for (int64_t u = 0; u < 5; ++u) {
         {
             double acc0 = 0;
             double acc1 = 0;
@@ -5550,11 +5080,6 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
             dw[5*u + 1528] += acc3;
             dw[5*u + 1529] += acc4;
         }
-    }
-#ifdef _OPENMP
-    #pragma omp parallel for if((2500*N) >= 32768)
-#endif
-    for (int64_t u = 0; u < 5; ++u) {
         {
             double acc0 = 0;
             double acc1 = 0;
@@ -5581,11 +5106,6 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
             dw[5*u + 1603] += acc3;
             dw[5*u + 1604] += acc4;
         }
-    }
-#ifdef _OPENMP
-    #pragma omp parallel for if((2500*N) >= 32768)
-#endif
-    for (int64_t u = 0; u < 5; ++u) {
         {
             double acc0 = 0;
             double acc1 = 0;
@@ -5612,11 +5132,6 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
             dw[5*u + 1628] += acc3;
             dw[5*u + 1629] += acc4;
         }
-    }
-#ifdef _OPENMP
-    #pragma omp parallel for if((2500*N) >= 32768)
-#endif
-    for (int64_t u = 0; u < 5; ++u) {
         {
             double acc0 = 0;
             double acc1 = 0;
@@ -5643,11 +5158,6 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
             dw[5*u + 1653] += acc3;
             dw[5*u + 1654] += acc4;
         }
-    }
-#ifdef _OPENMP
-    #pragma omp parallel for if((2500*N) >= 32768)
-#endif
-    for (int64_t u = 0; u < 5; ++u) {
         {
             double acc0 = 0;
             double acc1 = 0;
@@ -5674,11 +5184,6 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
             dw[5*u + 1678] += acc3;
             dw[5*u + 1679] += acc4;
         }
-    }
-#ifdef _OPENMP
-    #pragma omp parallel for if((2500*N) >= 32768)
-#endif
-    for (int64_t u = 0; u < 5; ++u) {
         {
             double acc0 = 0;
             double acc1 = 0;
@@ -5705,11 +5210,6 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
             dw[5*u + 1703] += acc3;
             dw[5*u + 1704] += acc4;
         }
-    }
-#ifdef _OPENMP
-    #pragma omp parallel for if((2500*N) >= 32768)
-#endif
-    for (int64_t u = 0; u < 5; ++u) {
         {
             double acc0 = 0;
             double acc1 = 0;
@@ -5736,11 +5236,6 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
             dw[5*u + 1778] += acc3;
             dw[5*u + 1779] += acc4;
         }
-    }
-#ifdef _OPENMP
-    #pragma omp parallel for if((2500*N) >= 32768)
-#endif
-    for (int64_t u = 0; u < 5; ++u) {
         {
             double acc0 = 0;
             double acc1 = 0;
@@ -5767,11 +5262,6 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
             dw[5*u + 1803] += acc3;
             dw[5*u + 1804] += acc4;
         }
-    }
-#ifdef _OPENMP
-    #pragma omp parallel for if((2500*N) >= 32768)
-#endif
-    for (int64_t u = 0; u < 5; ++u) {
         {
             double acc0 = 0;
             double acc1 = 0;
@@ -5798,11 +5288,6 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
             dw[5*u + 1828] += acc3;
             dw[5*u + 1829] += acc4;
         }
-    }
-#ifdef _OPENMP
-    #pragma omp parallel for if((2500*N) >= 32768)
-#endif
-    for (int64_t u = 0; u < 5; ++u) {
         {
             double acc0 = 0;
             double acc1 = 0;
@@ -5829,11 +5314,6 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
             dw[5*u + 1878] += acc3;
             dw[5*u + 1879] += acc4;
         }
-    }
-#ifdef _OPENMP
-    #pragma omp parallel for if((2500*N) >= 32768)
-#endif
-    for (int64_t u = 0; u < 5; ++u) {
         {
             double acc0 = 0;
             double acc1 = 0;
@@ -5860,11 +5340,6 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
             dw[5*u + 1903] += acc3;
             dw[5*u + 1904] += acc4;
         }
-    }
-#ifdef _OPENMP
-    #pragma omp parallel for if((2500*N) >= 32768)
-#endif
-    for (int64_t u = 0; u < 5; ++u) {
         {
             double acc0 = 0;
             double acc1 = 0;
@@ -5891,11 +5366,6 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
             dw[5*u + 1978] += acc3;
             dw[5*u + 1979] += acc4;
         }
-    }
-#ifdef _OPENMP
-    #pragma omp parallel for if((2500*N) >= 32768)
-#endif
-    for (int64_t u = 0; u < 5; ++u) {
         {
             double acc0 = 0;
             double acc1 = 0;
@@ -5922,11 +5392,6 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
             dw[5*u + 2003] += acc3;
             dw[5*u + 2004] += acc4;
         }
-    }
-#ifdef _OPENMP
-    #pragma omp parallel for if((2500*N) >= 32768)
-#endif
-    for (int64_t u = 0; u < 5; ++u) {
         {
             double acc0 = 0;
             double acc1 = 0;
@@ -5953,11 +5418,6 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
             dw[5*u + 2053] += acc3;
             dw[5*u + 2054] += acc4;
         }
-    }
-#ifdef _OPENMP
-    #pragma omp parallel for if((2500*N) >= 32768)
-#endif
-    for (int64_t u = 0; u < 5; ++u) {
         {
             double acc0 = 0;
             double acc1 = 0;
@@ -5984,11 +5444,6 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
             dw[5*u + 2078] += acc3;
             dw[5*u + 2079] += acc4;
         }
-    }
-#ifdef _OPENMP
-    #pragma omp parallel for if((2500*N) >= 32768)
-#endif
-    for (int64_t u = 0; u < 5; ++u) {
         {
             double acc0 = 0;
             double acc1 = 0;
@@ -6015,11 +5470,6 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
             dw[5*u + 2103] += acc3;
             dw[5*u + 2104] += acc4;
         }
-    }
-#ifdef _OPENMP
-    #pragma omp parallel for if((2500*N) >= 32768)
-#endif
-    for (int64_t u = 0; u < 5; ++u) {
         {
             double acc0 = 0;
             double acc1 = 0;
@@ -6046,11 +5496,6 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
             dw[5*u + 2153] += acc3;
             dw[5*u + 2154] += acc4;
         }
-    }
-#ifdef _OPENMP
-    #pragma omp parallel for if((2500*N) >= 32768)
-#endif
-    for (int64_t u = 0; u < 5; ++u) {
         {
             double acc0 = 0;
             double acc1 = 0;
@@ -6077,11 +5522,6 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
             dw[5*u + 2178] += acc3;
             dw[5*u + 2179] += acc4;
         }
-    }
-#ifdef _OPENMP
-    #pragma omp parallel for if((2500*N) >= 32768)
-#endif
-    for (int64_t u = 0; u < 5; ++u) {
         {
             double acc0 = 0;
             double acc1 = 0;
@@ -6108,11 +5548,6 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
             dw[5*u + 2228] += acc3;
             dw[5*u + 2229] += acc4;
         }
-    }
-#ifdef _OPENMP
-    #pragma omp parallel for if((2500*N) >= 32768)
-#endif
-    for (int64_t u = 0; u < 5; ++u) {
         {
             double acc0 = 0;
             double acc1 = 0;
@@ -6139,11 +5574,6 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
             dw[5*u + 2253] += acc3;
             dw[5*u + 2254] += acc4;
         }
-    }
-#ifdef _OPENMP
-    #pragma omp parallel for if((2500*N) >= 32768)
-#endif
-    for (int64_t u = 0; u < 5; ++u) {
         {
             double acc0 = 0;
             double acc1 = 0;
@@ -6170,11 +5600,6 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
             dw[5*u + 2278] += acc3;
             dw[5*u + 2279] += acc4;
         }
-    }
-#ifdef _OPENMP
-    #pragma omp parallel for if((2500*N) >= 32768)
-#endif
-    for (int64_t u = 0; u < 5; ++u) {
         {
             double acc0 = 0;
             double acc1 = 0;
@@ -6201,11 +5626,6 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
             dw[5*u + 2303] += acc3;
             dw[5*u + 2304] += acc4;
         }
-    }
-#ifdef _OPENMP
-    #pragma omp parallel for if((2500*N) >= 32768)
-#endif
-    for (int64_t u = 0; u < 5; ++u) {
         {
             double acc0 = 0;
             double acc1 = 0;
@@ -6232,11 +5652,6 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
             dw[5*u + 2328] += acc3;
             dw[5*u + 2329] += acc4;
         }
-    }
-#ifdef _OPENMP
-    #pragma omp parallel for if((2500*N) >= 32768)
-#endif
-    for (int64_t u = 0; u < 5; ++u) {
         {
             double acc0 = 0;
             double acc1 = 0;
@@ -6263,11 +5678,6 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
             dw[5*u + 2353] += acc3;
             dw[5*u + 2354] += acc4;
         }
-    }
-#ifdef _OPENMP
-    #pragma omp parallel for if((2500*N) >= 32768)
-#endif
-    for (int64_t u = 0; u < 5; ++u) {
         {
             double acc0 = 0;
             double acc1 = 0;
