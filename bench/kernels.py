@@ -34,7 +34,6 @@ import os
 import platform
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -46,6 +45,7 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import baseline  # noqa: E402
+from codegen.writer import write_atomic  # noqa: E402
 from generated import lenet5_spec as spec  # noqa: E402
 
 LAYERS = ("C1", "S2", "C3", "S4", "C5", "F6", "OUTPUT")
@@ -317,17 +317,8 @@ def format_table(rows: list[dict]) -> str:
 
 
 def write_json_atomic(path: Path, payload: dict) -> None:
-    """Write ``payload`` as JSON via a temp file in the same directory + os.replace."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(payload, fh, indent=2, sort_keys=True)
-            fh.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    """Write ``payload`` as sorted, indented JSON, atomically."""
+    write_atomic(Path(path), (json.dumps(payload, indent=2, sort_keys=True) + "\n").encode())
 
 
 def parse_args(argv=None) -> argparse.Namespace:

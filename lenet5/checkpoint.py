@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lenet5.data import atomic_write_bytes
+from codegen.writer import write_atomic
 from lenet5.network import check_params
 from lenet5.spec import SPEC_HASH
 
@@ -62,7 +62,7 @@ def save(path, params: dict, meta: dict, hess: dict | None = None, velocity=None
     arrays["meta"] = np.array(json.dumps(full))
     buf = io.BytesIO()
     np.savez(buf, **arrays)
-    atomic_write_bytes(Path(path), buf.getvalue())
+    write_atomic(Path(path), buf.getvalue())
 
 
 def load(path) -> Checkpoint:

@@ -27,7 +27,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,8 +34,10 @@ import numpy as np
 
 #: The paper's input scaling (LeCun et al. 1998, Sec. II-B), from the generated spec:
 #: background (white, pixel 0) -> WHITE = -0.1, ink (black, pixel 255) -> BLACK = 1.175,
-#: which makes the mean input roughly 0 and the variance roughly 1.  MNIST digits are
+#: which makes the mean input roughly 0 (the paper also claims variance roughly 1, which
+#: two-level pixels cannot reach: see `derive show lenet5.input`).  MNIST digits are
 #: 28x28; LeNet-5 takes 32x32, the digit centred with PAD = 2 pixels of white margin.
+from codegen.writer import write_atomic  # noqa: E402
 from generated.lenet5_spec import BLACK, PAD, WHITE  # noqa: E402
 
 #: The four standard files and their published MD5 checksums (of the .gz files).
@@ -143,21 +144,7 @@ def write_idx(path, array: np.ndarray) -> None:
     body = header + np.ascontiguousarray(array, array.dtype.newbyteorder(">")).tobytes()
     if str(path).endswith(".gz"):
         body = gzip.compress(body, compresslevel=9, mtime=0)  # mtime=0: byte-identical reruns
-    atomic_write_bytes(Path(path), body)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temp file in the same directory and ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; written files are ordinary, readable files
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(Path(path), body)
 
 
 # ----------------------------------------------------------------------------- the dataset

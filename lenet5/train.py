@@ -31,8 +31,9 @@ from pathlib import Path
 
 import numpy as np
 
+from codegen.writer import write_atomic
 from lenet5 import checkpoint, plots, spec
-from lenet5.data import MNIST, atomic_write_bytes, to_input
+from lenet5.data import MNIST, to_input
 from lenet5.distort import distort as distort_images
 from lenet5.network import LeNet5, check_params
 
@@ -233,7 +234,7 @@ def write_summary(path: Path, cfg: Config, state: State, data: MNIST, status: st
         "test_images": len(data.test_images),
         "status": status,
     }
-    atomic_write_bytes(path, (json.dumps(summary, indent=2) + "\n").encode())
+    write_atomic(path, (json.dumps(summary, indent=2) + "\n").encode())
 
 
 class _SigintFlag:
