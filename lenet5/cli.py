@@ -56,6 +56,9 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--backend", choices=("c", "numpy"), default="c", help=backend_help)
     t.add_argument("--seed", type=int, help="random seed (0)")
     t.add_argument("--resume", action="store_true", help="continue from RUNDIR/" + LAST)
+    t.add_argument(
+        "--overwrite", action="store_true", help="start over in a RUNDIR that holds a run"
+    )
     t.add_argument("--distort", action="store_true", help="random affine distortions")
     t.add_argument("--optimizer", choices=("sdlm", "sgd"), help="sdlm (paper, default) or sgd")
     t.add_argument(
@@ -103,7 +106,7 @@ def _train_config(args) -> Config:
 def cmd_train(args) -> int:
     cfg = _train_config(args)
     data = load_mnist(args.data)
-    summary = train(cfg, data, resume=args.resume)
+    summary = train(cfg, data, resume=args.resume, overwrite=args.overwrite)
     last = summary["epochs"][-1]
     out = Path(cfg.out)
     print(f"test error after {last['epoch']} passes: {100 * last['test_error']:.2f}%")

@@ -317,9 +317,20 @@ def _run_pass(net, state, cfg, data, images, labels, flag, bar):
                 )
 
 
-def train(cfg: Config, data: MNIST, resume: bool = False, log=print) -> dict:
-    """Run (or resume) training; returns the summary dict written to RUNDIR/summary.json."""
+def train(
+    cfg: Config, data: MNIST, resume: bool = False, overwrite: bool = False, log=print
+) -> dict:
+    """Run (or resume) training; returns the summary dict written to RUNDIR/summary.json.
+
+    A RUNDIR that already holds a run is continued only with ``resume`` and replaced
+    only with ``overwrite``: a new run never silently destroys an earlier one.
+    """
     out = Path(cfg.out)
+    if not resume and not overwrite and (out / LAST).exists():
+        raise ValueError(
+            f"{out} already holds a run ({LAST}); pass --resume to continue it, "
+            "--overwrite to start over, or choose another --out"
+        )
     out.mkdir(parents=True, exist_ok=True)
     net = LeNet5(cfg.backend, np.dtype(cfg.dtype))
     images, labels = training_subset(data, cfg.limit)

@@ -104,6 +104,20 @@ def test_resume_gives_the_same_weights(tmp_path, sample):
     ]
 
 
+def test_a_new_run_never_overwrites_an_earlier_one(tmp_path, sample, capsys):
+    cfg = train.Config(out=str(tmp_path), epochs=1, **QUICK)
+    train.train(cfg, sample, log=lambda *a: None)
+    before = (tmp_path / train.LAST).read_bytes()
+    with pytest.raises(ValueError, match="already holds a run.*--resume.*--overwrite"):
+        train.train(cfg, sample, log=lambda *a: None)
+    assert (tmp_path / train.LAST).read_bytes() == before
+    argv = ["train", "--data", "sample", "--out", str(tmp_path), "--limit", "300"]
+    assert main(argv + ["--epochs", "1", "--no-progress"]) == 2
+    assert "already holds a run" in capsys.readouterr().err
+    assert (tmp_path / train.LAST).read_bytes() == before
+    train.train(cfg, sample, overwrite=True, log=lambda *a: None)  # explicit: allowed
+
+
 def test_ctrl_c_saves_and_resume_is_exact(tmp_path, sample, monkeypatch):
     reference = train.Config(out=str(tmp_path / "ref"), epochs=1, **QUICK)
     train.train(reference, sample, log=lambda *a: None)
