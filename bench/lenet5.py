@@ -29,7 +29,8 @@ sample (>= ``--seconds``); ``--rounds`` rounds then run the engines interleaved
 in a rotating order so machine noise hits all alike; the median sample is
 reported. Ratios are throughput ratios: C/torch = 20 means C is 20x faster.
 torch runs with ``torch.set_num_threads(2)`` (this machine's cores, and what the
-C backend's OpenMP may use).
+C backend's OpenMP may use); the NumPy backend's OpenBLAS with one thread unless
+``OPENBLAS_NUM_THREADS`` says otherwise (see the comment at the import of numpy).
 
 Usage::
 
@@ -48,7 +49,13 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
+# One OpenBLAS thread for the NumPy backend (must be set before numpy loads; an explicit
+# OPENBLAS_NUM_THREADS wins).  Measured here on the shared 2 cores: with OpenBLAS's
+# default 2 threads one batch-64 NumPy forward took anywhere from 7 to 220 ms after a
+# run of batch-1 calls (its threads wait on descheduled peers), with 1 thread 6.7 ms.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
 
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -370,6 +377,7 @@ def main(argv=None) -> int:
         "parameters": int(sum(np.prod(s) for s in PARAM_SHAPES.values())),
         "cpu_count": os.cpu_count(),
         "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+        "openblas_num_threads": os.environ.get("OPENBLAS_NUM_THREADS"),
         "python": platform.python_version(),
         "numpy": np.__version__,
         "machine": platform.machine(),
