@@ -89,3 +89,22 @@ def test_bad_arguments_are_rejected():
         with pytest.raises(SystemExit) as exc:
             bench.parse_args(argv)
         assert exc.value.code == 2
+
+
+def test_bench_lenet5_without_torch(tmp_path):
+    """With torch not importable the bench still runs and its torch columns say n/a."""
+    out = tmp_path / "bench.json"
+    script = (
+        "import sys; sys.modules['torch'] = None; sys.path.insert(0, '.');"
+        "from bench import lenet5;"
+        f"sys.exit(lenet5.main(['--rounds', '1', '--seconds', '0.005', '--batches', '1',"
+        f" '--modes', 'inference', '--json', {str(out)!r}]))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (row,) = json.loads(out.read_text())["rows"]
+    assert row["images_per_s"]["torch"] is None and row["C/torch"] is None
+    assert row["images_per_s"]["NumPy"] > 0
+    assert "torch not installed" in proc.stdout and "n/a" in proc.stdout
