@@ -87,6 +87,14 @@ class Let:
 
 
 @dataclass(frozen=True)
+class Scratch:
+    """A local float array ``var[size]`` (a row-padded block of partial results)."""
+
+    var: sp.Symbol
+    size: int
+
+
+@dataclass(frozen=True)
 class Update:
     """``lhs op rhs`` with op in ``=``, ``+=``, ``max=``, ``min=``."""
 
@@ -219,6 +227,8 @@ def lower_c(spec: KernelSpec, fixed: dict | None = None, name: str | None = None
     fixed = dict(fixed or {})
     env = _env(spec, fixed)
     body = tuple(node for nest in spec.nests for node in _c_nest(spec, nest, env, fixed))
+    if fixed:
+        body = _row_padded(body)
     frozen = tuple(sorted((k, v) for k, v in fixed.items()))
     return Function(name or spec.name, spec, frozen, body)
 
@@ -496,6 +506,74 @@ def _accumulate(loops, body, plain):
             inner.append(node)
     lets = tuple(Let(a, sp.Integer(0), integer=False, mutable=True) for a in accs)
     return (Block(lets + plain(loops, tuple(inner), tuple(accs)) + tuple(after)),)
+
+
+def _row_padded(nodes):
+    """Compute narrow output planes over the input's row pitch, so one loop vectorizes.
+
+    C3 forward: ``y[.., i, j] += sum w * x[.., i + u, j + v]`` with 10-wide rows of ``y``
+    but 14-wide rows of ``x``; a 10-iteration ``j`` loop vectorizes badly. With
+    ``q = 14 i + j`` every read is ``x[base + q]``: a scratch row ``t[q]`` over
+    ``q < 14 (I - 1) + J`` is one contiguous, vectorizable loop (the ``j >= J`` columns
+    are computed and dropped; every read stays between the first and the last element a
+    real output reads, so nothing out of bounds), then ``y[.., i, j] += t[14 i + j]``.
+    Applies to a loop pair ``i, j`` whose body is one ``+=`` with constant bounds from 0.
+    """
+    out = []
+    for node in nodes:
+        if isinstance(node, Loop | Block | If):
+            padded = _pad_pair(node) if isinstance(node, Loop) else None
+            if padded is not None:
+                out.append(padded)
+                continue
+            body = _row_padded(node.body)
+            if isinstance(node, Loop):
+                node = Loop(
+                    node.var, node.lo, node.hi, body, node.parallel, node.work, node.reduction
+                )
+            else:
+                node = Block(body) if isinstance(node, Block) else If(node.cond, body)
+        out.append(node)
+    return tuple(out)
+
+
+def _pad_pair(outer):
+    if outer.parallel or outer.reduction or len(outer.body) != 1:
+        return None
+    inner = outer.body[0]
+    if not isinstance(inner, Loop) or inner.parallel or inner.reduction or len(inner.body) != 1:
+        return None
+    (update,) = inner.body
+    loops = (outer.lo, outer.hi, inner.lo, inner.hi)
+    if not isinstance(update, Update) or update.op != "+=" or not all(b.is_Integer for b in loops):
+        return None
+    if outer.lo != 0 or inner.lo != 0:
+        return None
+    i, j = outer.var, inner.var
+    reads = update.rhs.atoms(sp.Indexed)
+    pitch = None
+    for acc in reads:
+        offset = _flat_offset(acc)
+        ci, cj = sp.diff(offset, i), sp.diff(offset, j)
+        if (ci, cj) == (0, 0):
+            continue
+        if cj != 1 or not ci.is_Integer or (pitch is not None and ci != pitch):
+            return None
+        pitch = ci
+    out_pitch = sp.diff(_flat_offset(update.lhs), i)
+    if pitch is None or pitch <= inner.hi or pitch == out_pitch:
+        return None
+    size = int(pitch * (outer.hi - 1) + inner.hi)
+    q, t = isym("q"), sp.IndexedBase("t", shape=(size,))
+    rhs = update.rhs.xreplace({i: sp.Integer(0), j: q})
+    fill = Loop(q, sp.Integer(0), sp.Integer(size), (Update(t[q], "=", rhs),))
+    add = Loop(
+        i,
+        outer.lo,
+        outer.hi,
+        (Loop(j, inner.lo, inner.hi, (Update(update.lhs, "+=", t[pitch * i + j]),)),),
+    )
+    return Block((Scratch(sp.Symbol("t"), size), fill, add))
 
 
 def _cond_ready(cond, bound_vars):

@@ -176,6 +176,8 @@ class CPrinter(C99CodePrinter):
                 lines += self.block(node.body, indent + 1) + [f"{pad}}}"]
             elif isinstance(node, L.Block):
                 lines += [f"{pad}{{"] + self.block(node.body, indent + 1) + [f"{pad}}}"]
+            elif isinstance(node, L.Scratch):
+                lines.append(f"{pad}{self.dialect.ctype} {self._print(node.var)}[{node.size}];")
             elif isinstance(node, L.Let):
                 ctype = "int64_t" if node.integer else self.dialect.ctype
                 const = "" if node.mutable else "const "
