@@ -50,13 +50,12 @@ bench: install
 	$(PY) bench/lenet5.py $(ARGS)
 
 # LeNet-5 on the bundled 5,000-digit MNIST sample (offline): installs, regenerates the
-# kernels when `make codegen` exists, trains, prints the test error and the pictures.
+# kernels, trains, prints the test error and the pictures.
 DEMO_OUT  ?= runs/demo
 DEMO_ARGS ?= --epochs 3 --batch-size 1
 .PHONY: demo train
-demo: install
-	@if grep -q '^codegen:' Makefile; then $(MAKE) --no-print-directory codegen; fi
-	$(PY) -m lenet5 train --data sample --out $(DEMO_OUT) --seed 0 $(DEMO_ARGS)
+demo: codegen
+	$(PY) -m lenet5 train --data sample --out $(DEMO_OUT) --overwrite --seed 0 $(DEMO_ARGS)
 
 # Full MNIST: make train DATA=DIR (the four IDX files); TRAIN_ARGS="--distort" etc.
 TRAIN_OUT ?= runs/mnist
