@@ -522,7 +522,7 @@ def _row_padded(nodes):
     out = []
     for node in nodes:
         if isinstance(node, Loop | Block | If):
-            padded = _pad_pair(node) if isinstance(node, Loop) else None
+            padded = (_pad_pair(node) or _pad_reduction(node)) if isinstance(node, Loop) else None
             if padded is not None:
                 out.append(padded)
                 continue
@@ -574,6 +574,52 @@ def _pad_pair(outer):
         (Loop(j, inner.lo, inner.hi, (Update(update.lhs, "+=", t[pitch * i + j]),)),),
     )
     return Block((Scratch(sp.Symbol("t"), size), fill, add))
+
+
+def _pad_reduction(outer):
+    """The reduction form of :func:`_row_padded` (C3's filter gradient).
+
+    ``acc_v += dy[.., i, j] * x[.., i + u, j + v]`` over ``i, j``: ``dy`` (pitch 10) is
+    copied into a zeroed scratch at the pitch of ``x`` (14), then one contiguous simd
+    loop ``acc_v += t[q] * x[base + q]`` covers the plane; the padding columns of ``t``
+    are zero, so they add nothing (reads of ``x`` stay inside the real window's span).
+    """
+    if outer.parallel or outer.reduction or len(outer.body) != 1 or outer.lo != 0:
+        return None
+    inner = outer.body[0]
+    if not isinstance(inner, Loop) or not inner.reduction or inner.lo != 0:
+        return None
+    if not (outer.hi.is_Integer and inner.hi.is_Integer):
+        return None
+    i, j = outer.var, inner.var
+    narrow, pitch = set(), None
+    for u in inner.body:
+        if not isinstance(u, Update) or u.op != "+=" or not isinstance(u.lhs, sp.Symbol):
+            return None
+        for acc in u.rhs.atoms(sp.Indexed):
+            offset = _flat_offset(acc)
+            ci, cj = sp.diff(offset, i), sp.diff(offset, j)
+            if cj != 1 or not ci.is_Integer:
+                return None
+            if ci == inner.hi:
+                narrow.add(acc)
+            elif pitch is None or ci == pitch:
+                pitch = ci
+            else:
+                return None
+    if len(narrow) != 1 or pitch is None or pitch <= inner.hi:
+        return None
+    (src,) = narrow
+    size = int(pitch * (outer.hi - 1) + inner.hi)
+    q, t = isym("q"), sp.IndexedBase("t", shape=(size,))
+    zero = Loop(q, sp.Integer(0), sp.Integer(size), (Update(t[q], "=", sp.Integer(0)),))
+    copy = Loop(
+        i, outer.lo, outer.hi, (Loop(j, inner.lo, inner.hi, (Update(t[pitch * i + j], "=", src),)),)
+    )
+    sub = {i: sp.Integer(0), j: q}
+    body = tuple(Update(u.lhs, "+=", u.rhs.xreplace({src: t[q]}).xreplace(sub)) for u in inner.body)
+    reduce = Loop(q, sp.Integer(0), sp.Integer(size), body, reduction=inner.reduction)
+    return Block((Scratch(sp.Symbol("t"), size), zero, copy, reduce))
 
 
 def _cond_ready(cond, bound_vars):

@@ -226,6 +226,15 @@ def test_narrow_output_rows_are_computed_at_the_input_pitch(layer, rows):
     assert scratch and all(s.size == width * (rows - 1) + rows for s in scratch)
 
 
+@pytest.mark.parametrize(("layer", "rows", "width"), [("C1", 28, 32), ("C3", 10, 14)])
+def test_filter_gradient_reduces_over_a_row_padded_copy_of_dy(layer, rows, width):
+    fn = _special(layer, "conv2d_backward_filter")
+    scratch = [x for x in lower.walk(fn.body) if isinstance(x, lower.Scratch)]
+    assert scratch and all(s.size == width * (rows - 1) + rows for s in scratch)
+    (red,) = {x.hi for x in lower.walk(fn.body) if isinstance(x, lower.Loop) and x.reduction}
+    assert red == width * (rows - 1) + rows  # the simd loop runs over the whole padded plane
+
+
 def test_c3_filter_gradient_is_one_parallel_region():
     fn = _special("C3", "conv2d_backward_filter")
     assert len([x for x in _loops(fn) if x.parallel]) == 1

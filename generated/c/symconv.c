@@ -1935,16 +1935,25 @@ void symconv_conv2d_backward_filter_C1_f32(const float *restrict x, const float 
                 float acc3 = 0;
                 float acc4 = 0;
                 for (int64_t n = 0; n < N; ++n) {
-                    for (int64_t i = 0; i < 28; ++i) {
+                    {
+                        float t[892];
+                        for (int64_t q = 0; q < 892; ++q) {
+                            t[q] = 0;
+                        }
+                        for (int64_t i = 0; i < 28; ++i) {
+                            for (int64_t j = 0; j < 28; ++j) {
+                                t[32*i + j] = dy[28*i + j + 784*k + 4704*n];
+                            }
+                        }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                         #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                        for (int64_t j = 0; j < 28; ++j) {
-                            acc0 += dy[28*i + j + 784*k + 4704*n]*x[32*i + j + 1024*n + 32*u];
-                            acc1 += dy[28*i + j + 784*k + 4704*n]*x[32*i + j + 1024*n + 32*u + 1];
-                            acc2 += dy[28*i + j + 784*k + 4704*n]*x[32*i + j + 1024*n + 32*u + 2];
-                            acc3 += dy[28*i + j + 784*k + 4704*n]*x[32*i + j + 1024*n + 32*u + 3];
-                            acc4 += dy[28*i + j + 784*k + 4704*n]*x[32*i + j + 1024*n + 32*u + 4];
+                        for (int64_t q = 0; q < 892; ++q) {
+                            acc0 += t[q]*x[1024*n + q + 32*u];
+                            acc1 += t[q]*x[1024*n + q + 32*u + 1];
+                            acc2 += t[q]*x[1024*n + q + 32*u + 2];
+                            acc3 += t[q]*x[1024*n + q + 32*u + 3];
+                            acc4 += t[q]*x[1024*n + q + 32*u + 4];
                         }
                     }
                 }
@@ -1982,16 +1991,25 @@ void symconv_conv2d_backward_filter_C1_f64(const double *restrict x, const doubl
                 double acc3 = 0;
                 double acc4 = 0;
                 for (int64_t n = 0; n < N; ++n) {
-                    for (int64_t i = 0; i < 28; ++i) {
+                    {
+                        double t[892];
+                        for (int64_t q = 0; q < 892; ++q) {
+                            t[q] = 0;
+                        }
+                        for (int64_t i = 0; i < 28; ++i) {
+                            for (int64_t j = 0; j < 28; ++j) {
+                                t[32*i + j] = dy[28*i + j + 784*k + 4704*n];
+                            }
+                        }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                         #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                        for (int64_t j = 0; j < 28; ++j) {
-                            acc0 += dy[28*i + j + 784*k + 4704*n]*x[32*i + j + 1024*n + 32*u];
-                            acc1 += dy[28*i + j + 784*k + 4704*n]*x[32*i + j + 1024*n + 32*u + 1];
-                            acc2 += dy[28*i + j + 784*k + 4704*n]*x[32*i + j + 1024*n + 32*u + 2];
-                            acc3 += dy[28*i + j + 784*k + 4704*n]*x[32*i + j + 1024*n + 32*u + 3];
-                            acc4 += dy[28*i + j + 784*k + 4704*n]*x[32*i + j + 1024*n + 32*u + 4];
+                        for (int64_t q = 0; q < 892; ++q) {
+                            acc0 += t[q]*x[1024*n + q + 32*u];
+                            acc1 += t[q]*x[1024*n + q + 32*u + 1];
+                            acc2 += t[q]*x[1024*n + q + 32*u + 2];
+                            acc3 += t[q]*x[1024*n + q + 32*u + 3];
+                            acc4 += t[q]*x[1024*n + q + 32*u + 4];
                         }
                     }
                 }
@@ -2774,16 +2792,25 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
             float acc3 = 0;
             float acc4 = 0;
             for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
+                {
+                    float t[136];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        t[q] = 0;
+                    }
+                    for (int64_t i = 0; i < 10; ++i) {
+                        for (int64_t j = 0; j < 10; ++j) {
+                            t[14*i + j] = dy[10*i + j + 1600*n];
+                        }
+                    }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                     #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                    for (int64_t j = 0; j < 10; ++j) {
-                        acc0 += dy[10*i + j + 1600*n]*x[14*i + j + 1176*n + 14*u];
-                        acc1 += dy[10*i + j + 1600*n]*x[14*i + j + 1176*n + 14*u + 1];
-                        acc2 += dy[10*i + j + 1600*n]*x[14*i + j + 1176*n + 14*u + 2];
-                        acc3 += dy[10*i + j + 1600*n]*x[14*i + j + 1176*n + 14*u + 3];
-                        acc4 += dy[10*i + j + 1600*n]*x[14*i + j + 1176*n + 14*u + 4];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        acc0 += t[q]*x[1176*n + q + 14*u];
+                        acc1 += t[q]*x[1176*n + q + 14*u + 1];
+                        acc2 += t[q]*x[1176*n + q + 14*u + 2];
+                        acc3 += t[q]*x[1176*n + q + 14*u + 3];
+                        acc4 += t[q]*x[1176*n + q + 14*u + 4];
                     }
                 }
             }
@@ -2800,16 +2827,25 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
             float acc3 = 0;
             float acc4 = 0;
             for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
+                {
+                    float t[136];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        t[q] = 0;
+                    }
+                    for (int64_t i = 0; i < 10; ++i) {
+                        for (int64_t j = 0; j < 10; ++j) {
+                            t[14*i + j] = dy[10*i + j + 1600*n];
+                        }
+                    }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                     #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                    for (int64_t j = 0; j < 10; ++j) {
-                        acc0 += dy[10*i + j + 1600*n]*x[14*i + j + 1176*n + 14*u + 196];
-                        acc1 += dy[10*i + j + 1600*n]*x[14*i + j + 1176*n + 14*u + 197];
-                        acc2 += dy[10*i + j + 1600*n]*x[14*i + j + 1176*n + 14*u + 198];
-                        acc3 += dy[10*i + j + 1600*n]*x[14*i + j + 1176*n + 14*u + 199];
-                        acc4 += dy[10*i + j + 1600*n]*x[14*i + j + 1176*n + 14*u + 200];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        acc0 += t[q]*x[1176*n + q + 14*u + 196];
+                        acc1 += t[q]*x[1176*n + q + 14*u + 197];
+                        acc2 += t[q]*x[1176*n + q + 14*u + 198];
+                        acc3 += t[q]*x[1176*n + q + 14*u + 199];
+                        acc4 += t[q]*x[1176*n + q + 14*u + 200];
                     }
                 }
             }
@@ -2826,16 +2862,25 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
             float acc3 = 0;
             float acc4 = 0;
             for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
+                {
+                    float t[136];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        t[q] = 0;
+                    }
+                    for (int64_t i = 0; i < 10; ++i) {
+                        for (int64_t j = 0; j < 10; ++j) {
+                            t[14*i + j] = dy[10*i + j + 1600*n];
+                        }
+                    }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                     #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                    for (int64_t j = 0; j < 10; ++j) {
-                        acc0 += dy[10*i + j + 1600*n]*x[14*i + j + 1176*n + 14*u + 392];
-                        acc1 += dy[10*i + j + 1600*n]*x[14*i + j + 1176*n + 14*u + 393];
-                        acc2 += dy[10*i + j + 1600*n]*x[14*i + j + 1176*n + 14*u + 394];
-                        acc3 += dy[10*i + j + 1600*n]*x[14*i + j + 1176*n + 14*u + 395];
-                        acc4 += dy[10*i + j + 1600*n]*x[14*i + j + 1176*n + 14*u + 396];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        acc0 += t[q]*x[1176*n + q + 14*u + 392];
+                        acc1 += t[q]*x[1176*n + q + 14*u + 393];
+                        acc2 += t[q]*x[1176*n + q + 14*u + 394];
+                        acc3 += t[q]*x[1176*n + q + 14*u + 395];
+                        acc4 += t[q]*x[1176*n + q + 14*u + 396];
                     }
                 }
             }
@@ -2852,16 +2897,25 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
             float acc3 = 0;
             float acc4 = 0;
             for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
+                {
+                    float t[136];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        t[q] = 0;
+                    }
+                    for (int64_t i = 0; i < 10; ++i) {
+                        for (int64_t j = 0; j < 10; ++j) {
+                            t[14*i + j] = dy[10*i + j + 1600*n + 100];
+                        }
+                    }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                     #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                    for (int64_t j = 0; j < 10; ++j) {
-                        acc0 += dy[10*i + j + 1600*n + 100]*x[14*i + j + 1176*n + 14*u + 196];
-                        acc1 += dy[10*i + j + 1600*n + 100]*x[14*i + j + 1176*n + 14*u + 197];
-                        acc2 += dy[10*i + j + 1600*n + 100]*x[14*i + j + 1176*n + 14*u + 198];
-                        acc3 += dy[10*i + j + 1600*n + 100]*x[14*i + j + 1176*n + 14*u + 199];
-                        acc4 += dy[10*i + j + 1600*n + 100]*x[14*i + j + 1176*n + 14*u + 200];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        acc0 += t[q]*x[1176*n + q + 14*u + 196];
+                        acc1 += t[q]*x[1176*n + q + 14*u + 197];
+                        acc2 += t[q]*x[1176*n + q + 14*u + 198];
+                        acc3 += t[q]*x[1176*n + q + 14*u + 199];
+                        acc4 += t[q]*x[1176*n + q + 14*u + 200];
                     }
                 }
             }
@@ -2878,16 +2932,25 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
             float acc3 = 0;
             float acc4 = 0;
             for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
+                {
+                    float t[136];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        t[q] = 0;
+                    }
+                    for (int64_t i = 0; i < 10; ++i) {
+                        for (int64_t j = 0; j < 10; ++j) {
+                            t[14*i + j] = dy[10*i + j + 1600*n + 100];
+                        }
+                    }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                     #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                    for (int64_t j = 0; j < 10; ++j) {
-                        acc0 += dy[10*i + j + 1600*n + 100]*x[14*i + j + 1176*n + 14*u + 392];
-                        acc1 += dy[10*i + j + 1600*n + 100]*x[14*i + j + 1176*n + 14*u + 393];
-                        acc2 += dy[10*i + j + 1600*n + 100]*x[14*i + j + 1176*n + 14*u + 394];
-                        acc3 += dy[10*i + j + 1600*n + 100]*x[14*i + j + 1176*n + 14*u + 395];
-                        acc4 += dy[10*i + j + 1600*n + 100]*x[14*i + j + 1176*n + 14*u + 396];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        acc0 += t[q]*x[1176*n + q + 14*u + 392];
+                        acc1 += t[q]*x[1176*n + q + 14*u + 393];
+                        acc2 += t[q]*x[1176*n + q + 14*u + 394];
+                        acc3 += t[q]*x[1176*n + q + 14*u + 395];
+                        acc4 += t[q]*x[1176*n + q + 14*u + 396];
                     }
                 }
             }
@@ -2904,16 +2967,25 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
             float acc3 = 0;
             float acc4 = 0;
             for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
+                {
+                    float t[136];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        t[q] = 0;
+                    }
+                    for (int64_t i = 0; i < 10; ++i) {
+                        for (int64_t j = 0; j < 10; ++j) {
+                            t[14*i + j] = dy[10*i + j + 1600*n + 100];
+                        }
+                    }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                     #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                    for (int64_t j = 0; j < 10; ++j) {
-                        acc0 += dy[10*i + j + 1600*n + 100]*x[14*i + j + 1176*n + 14*u + 588];
-                        acc1 += dy[10*i + j + 1600*n + 100]*x[14*i + j + 1176*n + 14*u + 589];
-                        acc2 += dy[10*i + j + 1600*n + 100]*x[14*i + j + 1176*n + 14*u + 590];
-                        acc3 += dy[10*i + j + 1600*n + 100]*x[14*i + j + 1176*n + 14*u + 591];
-                        acc4 += dy[10*i + j + 1600*n + 100]*x[14*i + j + 1176*n + 14*u + 592];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        acc0 += t[q]*x[1176*n + q + 14*u + 588];
+                        acc1 += t[q]*x[1176*n + q + 14*u + 589];
+                        acc2 += t[q]*x[1176*n + q + 14*u + 590];
+                        acc3 += t[q]*x[1176*n + q + 14*u + 591];
+                        acc4 += t[q]*x[1176*n + q + 14*u + 592];
                     }
                 }
             }
@@ -2930,16 +3002,25 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
             float acc3 = 0;
             float acc4 = 0;
             for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
+                {
+                    float t[136];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        t[q] = 0;
+                    }
+                    for (int64_t i = 0; i < 10; ++i) {
+                        for (int64_t j = 0; j < 10; ++j) {
+                            t[14*i + j] = dy[10*i + j + 1600*n + 200];
+                        }
+                    }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                     #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                    for (int64_t j = 0; j < 10; ++j) {
-                        acc0 += dy[10*i + j + 1600*n + 200]*x[14*i + j + 1176*n + 14*u + 392];
-                        acc1 += dy[10*i + j + 1600*n + 200]*x[14*i + j + 1176*n + 14*u + 393];
-                        acc2 += dy[10*i + j + 1600*n + 200]*x[14*i + j + 1176*n + 14*u + 394];
-                        acc3 += dy[10*i + j + 1600*n + 200]*x[14*i + j + 1176*n + 14*u + 395];
-                        acc4 += dy[10*i + j + 1600*n + 200]*x[14*i + j + 1176*n + 14*u + 396];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        acc0 += t[q]*x[1176*n + q + 14*u + 392];
+                        acc1 += t[q]*x[1176*n + q + 14*u + 393];
+                        acc2 += t[q]*x[1176*n + q + 14*u + 394];
+                        acc3 += t[q]*x[1176*n + q + 14*u + 395];
+                        acc4 += t[q]*x[1176*n + q + 14*u + 396];
                     }
                 }
             }
@@ -2956,16 +3037,25 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
             float acc3 = 0;
             float acc4 = 0;
             for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
+                {
+                    float t[136];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        t[q] = 0;
+                    }
+                    for (int64_t i = 0; i < 10; ++i) {
+                        for (int64_t j = 0; j < 10; ++j) {
+                            t[14*i + j] = dy[10*i + j + 1600*n + 200];
+                        }
+                    }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                     #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                    for (int64_t j = 0; j < 10; ++j) {
-                        acc0 += dy[10*i + j + 1600*n + 200]*x[14*i + j + 1176*n + 14*u + 588];
-                        acc1 += dy[10*i + j + 1600*n + 200]*x[14*i + j + 1176*n + 14*u + 589];
-                        acc2 += dy[10*i + j + 1600*n + 200]*x[14*i + j + 1176*n + 14*u + 590];
-                        acc3 += dy[10*i + j + 1600*n + 200]*x[14*i + j + 1176*n + 14*u + 591];
-                        acc4 += dy[10*i + j + 1600*n + 200]*x[14*i + j + 1176*n + 14*u + 592];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        acc0 += t[q]*x[1176*n + q + 14*u + 588];
+                        acc1 += t[q]*x[1176*n + q + 14*u + 589];
+                        acc2 += t[q]*x[1176*n + q + 14*u + 590];
+                        acc3 += t[q]*x[1176*n + q + 14*u + 591];
+                        acc4 += t[q]*x[1176*n + q + 14*u + 592];
                     }
                 }
             }
@@ -2982,16 +3072,25 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
             float acc3 = 0;
             float acc4 = 0;
             for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
+                {
+                    float t[136];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        t[q] = 0;
+                    }
+                    for (int64_t i = 0; i < 10; ++i) {
+                        for (int64_t j = 0; j < 10; ++j) {
+                            t[14*i + j] = dy[10*i + j + 1600*n + 200];
+                        }
+                    }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                     #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                    for (int64_t j = 0; j < 10; ++j) {
-                        acc0 += dy[10*i + j + 1600*n + 200]*x[14*i + j + 1176*n + 14*u + 784];
-                        acc1 += dy[10*i + j + 1600*n + 200]*x[14*i + j + 1176*n + 14*u + 785];
-                        acc2 += dy[10*i + j + 1600*n + 200]*x[14*i + j + 1176*n + 14*u + 786];
-                        acc3 += dy[10*i + j + 1600*n + 200]*x[14*i + j + 1176*n + 14*u + 787];
-                        acc4 += dy[10*i + j + 1600*n + 200]*x[14*i + j + 1176*n + 14*u + 788];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        acc0 += t[q]*x[1176*n + q + 14*u + 784];
+                        acc1 += t[q]*x[1176*n + q + 14*u + 785];
+                        acc2 += t[q]*x[1176*n + q + 14*u + 786];
+                        acc3 += t[q]*x[1176*n + q + 14*u + 787];
+                        acc4 += t[q]*x[1176*n + q + 14*u + 788];
                     }
                 }
             }
@@ -3008,16 +3107,25 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
             float acc3 = 0;
             float acc4 = 0;
             for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
+                {
+                    float t[136];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        t[q] = 0;
+                    }
+                    for (int64_t i = 0; i < 10; ++i) {
+                        for (int64_t j = 0; j < 10; ++j) {
+                            t[14*i + j] = dy[10*i + j + 1600*n + 300];
+                        }
+                    }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                     #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                    for (int64_t j = 0; j < 10; ++j) {
-                        acc0 += dy[10*i + j + 1600*n + 300]*x[14*i + j + 1176*n + 14*u + 588];
-                        acc1 += dy[10*i + j + 1600*n + 300]*x[14*i + j + 1176*n + 14*u + 589];
-                        acc2 += dy[10*i + j + 1600*n + 300]*x[14*i + j + 1176*n + 14*u + 590];
-                        acc3 += dy[10*i + j + 1600*n + 300]*x[14*i + j + 1176*n + 14*u + 591];
-                        acc4 += dy[10*i + j + 1600*n + 300]*x[14*i + j + 1176*n + 14*u + 592];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        acc0 += t[q]*x[1176*n + q + 14*u + 588];
+                        acc1 += t[q]*x[1176*n + q + 14*u + 589];
+                        acc2 += t[q]*x[1176*n + q + 14*u + 590];
+                        acc3 += t[q]*x[1176*n + q + 14*u + 591];
+                        acc4 += t[q]*x[1176*n + q + 14*u + 592];
                     }
                 }
             }
@@ -3034,16 +3142,25 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
             float acc3 = 0;
             float acc4 = 0;
             for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
+                {
+                    float t[136];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        t[q] = 0;
+                    }
+                    for (int64_t i = 0; i < 10; ++i) {
+                        for (int64_t j = 0; j < 10; ++j) {
+                            t[14*i + j] = dy[10*i + j + 1600*n + 300];
+                        }
+                    }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                     #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                    for (int64_t j = 0; j < 10; ++j) {
-                        acc0 += dy[10*i + j + 1600*n + 300]*x[14*i + j + 1176*n + 14*u + 784];
-                        acc1 += dy[10*i + j + 1600*n + 300]*x[14*i + j + 1176*n + 14*u + 785];
-                        acc2 += dy[10*i + j + 1600*n + 300]*x[14*i + j + 1176*n + 14*u + 786];
-                        acc3 += dy[10*i + j + 1600*n + 300]*x[14*i + j + 1176*n + 14*u + 787];
-                        acc4 += dy[10*i + j + 1600*n + 300]*x[14*i + j + 1176*n + 14*u + 788];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        acc0 += t[q]*x[1176*n + q + 14*u + 784];
+                        acc1 += t[q]*x[1176*n + q + 14*u + 785];
+                        acc2 += t[q]*x[1176*n + q + 14*u + 786];
+                        acc3 += t[q]*x[1176*n + q + 14*u + 787];
+                        acc4 += t[q]*x[1176*n + q + 14*u + 788];
                     }
                 }
             }
@@ -3060,16 +3177,25 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
             float acc3 = 0;
             float acc4 = 0;
             for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
+                {
+                    float t[136];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        t[q] = 0;
+                    }
+                    for (int64_t i = 0; i < 10; ++i) {
+                        for (int64_t j = 0; j < 10; ++j) {
+                            t[14*i + j] = dy[10*i + j + 1600*n + 300];
+                        }
+                    }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                     #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                    for (int64_t j = 0; j < 10; ++j) {
-                        acc0 += dy[10*i + j + 1600*n + 300]*x[14*i + j + 1176*n + 14*u + 980];
-                        acc1 += dy[10*i + j + 1600*n + 300]*x[14*i + j + 1176*n + 14*u + 981];
-                        acc2 += dy[10*i + j + 1600*n + 300]*x[14*i + j + 1176*n + 14*u + 982];
-                        acc3 += dy[10*i + j + 1600*n + 300]*x[14*i + j + 1176*n + 14*u + 983];
-                        acc4 += dy[10*i + j + 1600*n + 300]*x[14*i + j + 1176*n + 14*u + 984];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        acc0 += t[q]*x[1176*n + q + 14*u + 980];
+                        acc1 += t[q]*x[1176*n + q + 14*u + 981];
+                        acc2 += t[q]*x[1176*n + q + 14*u + 982];
+                        acc3 += t[q]*x[1176*n + q + 14*u + 983];
+                        acc4 += t[q]*x[1176*n + q + 14*u + 984];
                     }
                 }
             }
@@ -3086,16 +3212,25 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
             float acc3 = 0;
             float acc4 = 0;
             for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
+                {
+                    float t[136];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        t[q] = 0;
+                    }
+                    for (int64_t i = 0; i < 10; ++i) {
+                        for (int64_t j = 0; j < 10; ++j) {
+                            t[14*i + j] = dy[10*i + j + 1600*n + 400];
+                        }
+                    }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                     #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                    for (int64_t j = 0; j < 10; ++j) {
-                        acc0 += dy[10*i + j + 1600*n + 400]*x[14*i + j + 1176*n + 14*u];
-                        acc1 += dy[10*i + j + 1600*n + 400]*x[14*i + j + 1176*n + 14*u + 1];
-                        acc2 += dy[10*i + j + 1600*n + 400]*x[14*i + j + 1176*n + 14*u + 2];
-                        acc3 += dy[10*i + j + 1600*n + 400]*x[14*i + j + 1176*n + 14*u + 3];
-                        acc4 += dy[10*i + j + 1600*n + 400]*x[14*i + j + 1176*n + 14*u + 4];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        acc0 += t[q]*x[1176*n + q + 14*u];
+                        acc1 += t[q]*x[1176*n + q + 14*u + 1];
+                        acc2 += t[q]*x[1176*n + q + 14*u + 2];
+                        acc3 += t[q]*x[1176*n + q + 14*u + 3];
+                        acc4 += t[q]*x[1176*n + q + 14*u + 4];
                     }
                 }
             }
@@ -3112,16 +3247,25 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
             float acc3 = 0;
             float acc4 = 0;
             for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
+                {
+                    float t[136];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        t[q] = 0;
+                    }
+                    for (int64_t i = 0; i < 10; ++i) {
+                        for (int64_t j = 0; j < 10; ++j) {
+                            t[14*i + j] = dy[10*i + j + 1600*n + 400];
+                        }
+                    }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                     #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                    for (int64_t j = 0; j < 10; ++j) {
-                        acc0 += dy[10*i + j + 1600*n + 400]*x[14*i + j + 1176*n + 14*u + 784];
-                        acc1 += dy[10*i + j + 1600*n + 400]*x[14*i + j + 1176*n + 14*u + 785];
-                        acc2 += dy[10*i + j + 1600*n + 400]*x[14*i + j + 1176*n + 14*u + 786];
-                        acc3 += dy[10*i + j + 1600*n + 400]*x[14*i + j + 1176*n + 14*u + 787];
-                        acc4 += dy[10*i + j + 1600*n + 400]*x[14*i + j + 1176*n + 14*u + 788];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        acc0 += t[q]*x[1176*n + q + 14*u + 784];
+                        acc1 += t[q]*x[1176*n + q + 14*u + 785];
+                        acc2 += t[q]*x[1176*n + q + 14*u + 786];
+                        acc3 += t[q]*x[1176*n + q + 14*u + 787];
+                        acc4 += t[q]*x[1176*n + q + 14*u + 788];
                     }
                 }
             }
@@ -3138,16 +3282,25 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
             float acc3 = 0;
             float acc4 = 0;
             for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
+                {
+                    float t[136];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        t[q] = 0;
+                    }
+                    for (int64_t i = 0; i < 10; ++i) {
+                        for (int64_t j = 0; j < 10; ++j) {
+                            t[14*i + j] = dy[10*i + j + 1600*n + 400];
+                        }
+                    }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                     #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                    for (int64_t j = 0; j < 10; ++j) {
-                        acc0 += dy[10*i + j + 1600*n + 400]*x[14*i + j + 1176*n + 14*u + 980];
-                        acc1 += dy[10*i + j + 1600*n + 400]*x[14*i + j + 1176*n + 14*u + 981];
-                        acc2 += dy[10*i + j + 1600*n + 400]*x[14*i + j + 1176*n + 14*u + 982];
-                        acc3 += dy[10*i + j + 1600*n + 400]*x[14*i + j + 1176*n + 14*u + 983];
-                        acc4 += dy[10*i + j + 1600*n + 400]*x[14*i + j + 1176*n + 14*u + 984];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        acc0 += t[q]*x[1176*n + q + 14*u + 980];
+                        acc1 += t[q]*x[1176*n + q + 14*u + 981];
+                        acc2 += t[q]*x[1176*n + q + 14*u + 982];
+                        acc3 += t[q]*x[1176*n + q + 14*u + 983];
+                        acc4 += t[q]*x[1176*n + q + 14*u + 984];
                     }
                 }
             }
@@ -3164,16 +3317,25 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
             float acc3 = 0;
             float acc4 = 0;
             for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
+                {
+                    float t[136];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        t[q] = 0;
+                    }
+                    for (int64_t i = 0; i < 10; ++i) {
+                        for (int64_t j = 0; j < 10; ++j) {
+                            t[14*i + j] = dy[10*i + j + 1600*n + 500];
+                        }
+                    }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                     #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                    for (int64_t j = 0; j < 10; ++j) {
-                        acc0 += dy[10*i + j + 1600*n + 500]*x[14*i + j + 1176*n + 14*u];
-                        acc1 += dy[10*i + j + 1600*n + 500]*x[14*i + j + 1176*n + 14*u + 1];
-                        acc2 += dy[10*i + j + 1600*n + 500]*x[14*i + j + 1176*n + 14*u + 2];
-                        acc3 += dy[10*i + j + 1600*n + 500]*x[14*i + j + 1176*n + 14*u + 3];
-                        acc4 += dy[10*i + j + 1600*n + 500]*x[14*i + j + 1176*n + 14*u + 4];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        acc0 += t[q]*x[1176*n + q + 14*u];
+                        acc1 += t[q]*x[1176*n + q + 14*u + 1];
+                        acc2 += t[q]*x[1176*n + q + 14*u + 2];
+                        acc3 += t[q]*x[1176*n + q + 14*u + 3];
+                        acc4 += t[q]*x[1176*n + q + 14*u + 4];
                     }
                 }
             }
@@ -3190,16 +3352,25 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
             float acc3 = 0;
             float acc4 = 0;
             for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
+                {
+                    float t[136];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        t[q] = 0;
+                    }
+                    for (int64_t i = 0; i < 10; ++i) {
+                        for (int64_t j = 0; j < 10; ++j) {
+                            t[14*i + j] = dy[10*i + j + 1600*n + 500];
+                        }
+                    }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                     #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                    for (int64_t j = 0; j < 10; ++j) {
-                        acc0 += dy[10*i + j + 1600*n + 500]*x[14*i + j + 1176*n + 14*u + 196];
-                        acc1 += dy[10*i + j + 1600*n + 500]*x[14*i + j + 1176*n + 14*u + 197];
-                        acc2 += dy[10*i + j + 1600*n + 500]*x[14*i + j + 1176*n + 14*u + 198];
-                        acc3 += dy[10*i + j + 1600*n + 500]*x[14*i + j + 1176*n + 14*u + 199];
-                        acc4 += dy[10*i + j + 1600*n + 500]*x[14*i + j + 1176*n + 14*u + 200];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        acc0 += t[q]*x[1176*n + q + 14*u + 196];
+                        acc1 += t[q]*x[1176*n + q + 14*u + 197];
+                        acc2 += t[q]*x[1176*n + q + 14*u + 198];
+                        acc3 += t[q]*x[1176*n + q + 14*u + 199];
+                        acc4 += t[q]*x[1176*n + q + 14*u + 200];
                     }
                 }
             }
@@ -3216,16 +3387,25 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
             float acc3 = 0;
             float acc4 = 0;
             for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
+                {
+                    float t[136];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        t[q] = 0;
+                    }
+                    for (int64_t i = 0; i < 10; ++i) {
+                        for (int64_t j = 0; j < 10; ++j) {
+                            t[14*i + j] = dy[10*i + j + 1600*n + 500];
+                        }
+                    }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                     #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                    for (int64_t j = 0; j < 10; ++j) {
-                        acc0 += dy[10*i + j + 1600*n + 500]*x[14*i + j + 1176*n + 14*u + 980];
-                        acc1 += dy[10*i + j + 1600*n + 500]*x[14*i + j + 1176*n + 14*u + 981];
-                        acc2 += dy[10*i + j + 1600*n + 500]*x[14*i + j + 1176*n + 14*u + 982];
-                        acc3 += dy[10*i + j + 1600*n + 500]*x[14*i + j + 1176*n + 14*u + 983];
-                        acc4 += dy[10*i + j + 1600*n + 500]*x[14*i + j + 1176*n + 14*u + 984];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        acc0 += t[q]*x[1176*n + q + 14*u + 980];
+                        acc1 += t[q]*x[1176*n + q + 14*u + 981];
+                        acc2 += t[q]*x[1176*n + q + 14*u + 982];
+                        acc3 += t[q]*x[1176*n + q + 14*u + 983];
+                        acc4 += t[q]*x[1176*n + q + 14*u + 984];
                     }
                 }
             }
@@ -3242,16 +3422,25 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
             float acc3 = 0;
             float acc4 = 0;
             for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
+                {
+                    float t[136];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        t[q] = 0;
+                    }
+                    for (int64_t i = 0; i < 10; ++i) {
+                        for (int64_t j = 0; j < 10; ++j) {
+                            t[14*i + j] = dy[10*i + j + 1600*n + 600];
+                        }
+                    }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                     #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                    for (int64_t j = 0; j < 10; ++j) {
-                        acc0 += dy[10*i + j + 1600*n + 600]*x[14*i + j + 1176*n + 14*u];
-                        acc1 += dy[10*i + j + 1600*n + 600]*x[14*i + j + 1176*n + 14*u + 1];
-                        acc2 += dy[10*i + j + 1600*n + 600]*x[14*i + j + 1176*n + 14*u + 2];
-                        acc3 += dy[10*i + j + 1600*n + 600]*x[14*i + j + 1176*n + 14*u + 3];
-                        acc4 += dy[10*i + j + 1600*n + 600]*x[14*i + j + 1176*n + 14*u + 4];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        acc0 += t[q]*x[1176*n + q + 14*u];
+                        acc1 += t[q]*x[1176*n + q + 14*u + 1];
+                        acc2 += t[q]*x[1176*n + q + 14*u + 2];
+                        acc3 += t[q]*x[1176*n + q + 14*u + 3];
+                        acc4 += t[q]*x[1176*n + q + 14*u + 4];
                     }
                 }
             }
@@ -3268,16 +3457,25 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
             float acc3 = 0;
             float acc4 = 0;
             for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
+                {
+                    float t[136];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        t[q] = 0;
+                    }
+                    for (int64_t i = 0; i < 10; ++i) {
+                        for (int64_t j = 0; j < 10; ++j) {
+                            t[14*i + j] = dy[10*i + j + 1600*n + 600];
+                        }
+                    }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                     #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                    for (int64_t j = 0; j < 10; ++j) {
-                        acc0 += dy[10*i + j + 1600*n + 600]*x[14*i + j + 1176*n + 14*u + 196];
-                        acc1 += dy[10*i + j + 1600*n + 600]*x[14*i + j + 1176*n + 14*u + 197];
-                        acc2 += dy[10*i + j + 1600*n + 600]*x[14*i + j + 1176*n + 14*u + 198];
-                        acc3 += dy[10*i + j + 1600*n + 600]*x[14*i + j + 1176*n + 14*u + 199];
-                        acc4 += dy[10*i + j + 1600*n + 600]*x[14*i + j + 1176*n + 14*u + 200];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        acc0 += t[q]*x[1176*n + q + 14*u + 196];
+                        acc1 += t[q]*x[1176*n + q + 14*u + 197];
+                        acc2 += t[q]*x[1176*n + q + 14*u + 198];
+                        acc3 += t[q]*x[1176*n + q + 14*u + 199];
+                        acc4 += t[q]*x[1176*n + q + 14*u + 200];
                     }
                 }
             }
@@ -3294,16 +3492,25 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
             float acc3 = 0;
             float acc4 = 0;
             for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
+                {
+                    float t[136];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        t[q] = 0;
+                    }
+                    for (int64_t i = 0; i < 10; ++i) {
+                        for (int64_t j = 0; j < 10; ++j) {
+                            t[14*i + j] = dy[10*i + j + 1600*n + 600];
+                        }
+                    }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                     #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                    for (int64_t j = 0; j < 10; ++j) {
-                        acc0 += dy[10*i + j + 1600*n + 600]*x[14*i + j + 1176*n + 14*u + 392];
-                        acc1 += dy[10*i + j + 1600*n + 600]*x[14*i + j + 1176*n + 14*u + 393];
-                        acc2 += dy[10*i + j + 1600*n + 600]*x[14*i + j + 1176*n + 14*u + 394];
-                        acc3 += dy[10*i + j + 1600*n + 600]*x[14*i + j + 1176*n + 14*u + 395];
-                        acc4 += dy[10*i + j + 1600*n + 600]*x[14*i + j + 1176*n + 14*u + 396];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        acc0 += t[q]*x[1176*n + q + 14*u + 392];
+                        acc1 += t[q]*x[1176*n + q + 14*u + 393];
+                        acc2 += t[q]*x[1176*n + q + 14*u + 394];
+                        acc3 += t[q]*x[1176*n + q + 14*u + 395];
+                        acc4 += t[q]*x[1176*n + q + 14*u + 396];
                     }
                 }
             }
@@ -3320,16 +3527,25 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
             float acc3 = 0;
             float acc4 = 0;
             for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
+                {
+                    float t[136];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        t[q] = 0;
+                    }
+                    for (int64_t i = 0; i < 10; ++i) {
+                        for (int64_t j = 0; j < 10; ++j) {
+                            t[14*i + j] = dy[10*i + j + 1600*n + 600];
+                        }
+                    }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                     #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                    for (int64_t j = 0; j < 10; ++j) {
-                        acc0 += dy[10*i + j + 1600*n + 600]*x[14*i + j + 1176*n + 14*u + 588];
-                        acc1 += dy[10*i + j + 1600*n + 600]*x[14*i + j + 1176*n + 14*u + 589];
-                        acc2 += dy[10*i + j + 1600*n + 600]*x[14*i + j + 1176*n + 14*u + 590];
-                        acc3 += dy[10*i + j + 1600*n + 600]*x[14*i + j + 1176*n + 14*u + 591];
-                        acc4 += dy[10*i + j + 1600*n + 600]*x[14*i + j + 1176*n + 14*u + 592];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        acc0 += t[q]*x[1176*n + q + 14*u + 588];
+                        acc1 += t[q]*x[1176*n + q + 14*u + 589];
+                        acc2 += t[q]*x[1176*n + q + 14*u + 590];
+                        acc3 += t[q]*x[1176*n + q + 14*u + 591];
+                        acc4 += t[q]*x[1176*n + q + 14*u + 592];
                     }
                 }
             }
@@ -3346,16 +3562,25 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
             float acc3 = 0;
             float acc4 = 0;
             for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
+                {
+                    float t[136];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        t[q] = 0;
+                    }
+                    for (int64_t i = 0; i < 10; ++i) {
+                        for (int64_t j = 0; j < 10; ++j) {
+                            t[14*i + j] = dy[10*i + j + 1600*n + 700];
+                        }
+                    }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                     #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                    for (int64_t j = 0; j < 10; ++j) {
-                        acc0 += dy[10*i + j + 1600*n + 700]*x[14*i + j + 1176*n + 14*u + 196];
-                        acc1 += dy[10*i + j + 1600*n + 700]*x[14*i + j + 1176*n + 14*u + 197];
-                        acc2 += dy[10*i + j + 1600*n + 700]*x[14*i + j + 1176*n + 14*u + 198];
-                        acc3 += dy[10*i + j + 1600*n + 700]*x[14*i + j + 1176*n + 14*u + 199];
-                        acc4 += dy[10*i + j + 1600*n + 700]*x[14*i + j + 1176*n + 14*u + 200];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        acc0 += t[q]*x[1176*n + q + 14*u + 196];
+                        acc1 += t[q]*x[1176*n + q + 14*u + 197];
+                        acc2 += t[q]*x[1176*n + q + 14*u + 198];
+                        acc3 += t[q]*x[1176*n + q + 14*u + 199];
+                        acc4 += t[q]*x[1176*n + q + 14*u + 200];
                     }
                 }
             }
@@ -3372,16 +3597,25 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
             float acc3 = 0;
             float acc4 = 0;
             for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
+                {
+                    float t[136];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        t[q] = 0;
+                    }
+                    for (int64_t i = 0; i < 10; ++i) {
+                        for (int64_t j = 0; j < 10; ++j) {
+                            t[14*i + j] = dy[10*i + j + 1600*n + 700];
+                        }
+                    }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                     #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                    for (int64_t j = 0; j < 10; ++j) {
-                        acc0 += dy[10*i + j + 1600*n + 700]*x[14*i + j + 1176*n + 14*u + 392];
-                        acc1 += dy[10*i + j + 1600*n + 700]*x[14*i + j + 1176*n + 14*u + 393];
-                        acc2 += dy[10*i + j + 1600*n + 700]*x[14*i + j + 1176*n + 14*u + 394];
-                        acc3 += dy[10*i + j + 1600*n + 700]*x[14*i + j + 1176*n + 14*u + 395];
-                        acc4 += dy[10*i + j + 1600*n + 700]*x[14*i + j + 1176*n + 14*u + 396];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        acc0 += t[q]*x[1176*n + q + 14*u + 392];
+                        acc1 += t[q]*x[1176*n + q + 14*u + 393];
+                        acc2 += t[q]*x[1176*n + q + 14*u + 394];
+                        acc3 += t[q]*x[1176*n + q + 14*u + 395];
+                        acc4 += t[q]*x[1176*n + q + 14*u + 396];
                     }
                 }
             }
@@ -3398,16 +3632,25 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
             float acc3 = 0;
             float acc4 = 0;
             for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
+                {
+                    float t[136];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        t[q] = 0;
+                    }
+                    for (int64_t i = 0; i < 10; ++i) {
+                        for (int64_t j = 0; j < 10; ++j) {
+                            t[14*i + j] = dy[10*i + j + 1600*n + 700];
+                        }
+                    }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                     #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                    for (int64_t j = 0; j < 10; ++j) {
-                        acc0 += dy[10*i + j + 1600*n + 700]*x[14*i + j + 1176*n + 14*u + 588];
-                        acc1 += dy[10*i + j + 1600*n + 700]*x[14*i + j + 1176*n + 14*u + 589];
-                        acc2 += dy[10*i + j + 1600*n + 700]*x[14*i + j + 1176*n + 14*u + 590];
-                        acc3 += dy[10*i + j + 1600*n + 700]*x[14*i + j + 1176*n + 14*u + 591];
-                        acc4 += dy[10*i + j + 1600*n + 700]*x[14*i + j + 1176*n + 14*u + 592];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        acc0 += t[q]*x[1176*n + q + 14*u + 588];
+                        acc1 += t[q]*x[1176*n + q + 14*u + 589];
+                        acc2 += t[q]*x[1176*n + q + 14*u + 590];
+                        acc3 += t[q]*x[1176*n + q + 14*u + 591];
+                        acc4 += t[q]*x[1176*n + q + 14*u + 592];
                     }
                 }
             }
@@ -3424,16 +3667,25 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
             float acc3 = 0;
             float acc4 = 0;
             for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
+                {
+                    float t[136];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        t[q] = 0;
+                    }
+                    for (int64_t i = 0; i < 10; ++i) {
+                        for (int64_t j = 0; j < 10; ++j) {
+                            t[14*i + j] = dy[10*i + j + 1600*n + 700];
+                        }
+                    }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                     #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                    for (int64_t j = 0; j < 10; ++j) {
-                        acc0 += dy[10*i + j + 1600*n + 700]*x[14*i + j + 1176*n + 14*u + 784];
-                        acc1 += dy[10*i + j + 1600*n + 700]*x[14*i + j + 1176*n + 14*u + 785];
-                        acc2 += dy[10*i + j + 1600*n + 700]*x[14*i + j + 1176*n + 14*u + 786];
-                        acc3 += dy[10*i + j + 1600*n + 700]*x[14*i + j + 1176*n + 14*u + 787];
-                        acc4 += dy[10*i + j + 1600*n + 700]*x[14*i + j + 1176*n + 14*u + 788];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        acc0 += t[q]*x[1176*n + q + 14*u + 784];
+                        acc1 += t[q]*x[1176*n + q + 14*u + 785];
+                        acc2 += t[q]*x[1176*n + q + 14*u + 786];
+                        acc3 += t[q]*x[1176*n + q + 14*u + 787];
+                        acc4 += t[q]*x[1176*n + q + 14*u + 788];
                     }
                 }
             }
@@ -3450,16 +3702,25 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
             float acc3 = 0;
             float acc4 = 0;
             for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
+                {
+                    float t[136];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        t[q] = 0;
+                    }
+                    for (int64_t i = 0; i < 10; ++i) {
+                        for (int64_t j = 0; j < 10; ++j) {
+                            t[14*i + j] = dy[10*i + j + 1600*n + 800];
+                        }
+                    }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                     #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                    for (int64_t j = 0; j < 10; ++j) {
-                        acc0 += dy[10*i + j + 1600*n + 800]*x[14*i + j + 1176*n + 14*u + 392];
-                        acc1 += dy[10*i + j + 1600*n + 800]*x[14*i + j + 1176*n + 14*u + 393];
-                        acc2 += dy[10*i + j + 1600*n + 800]*x[14*i + j + 1176*n + 14*u + 394];
-                        acc3 += dy[10*i + j + 1600*n + 800]*x[14*i + j + 1176*n + 14*u + 395];
-                        acc4 += dy[10*i + j + 1600*n + 800]*x[14*i + j + 1176*n + 14*u + 396];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        acc0 += t[q]*x[1176*n + q + 14*u + 392];
+                        acc1 += t[q]*x[1176*n + q + 14*u + 393];
+                        acc2 += t[q]*x[1176*n + q + 14*u + 394];
+                        acc3 += t[q]*x[1176*n + q + 14*u + 395];
+                        acc4 += t[q]*x[1176*n + q + 14*u + 396];
                     }
                 }
             }
@@ -3476,16 +3737,25 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
             float acc3 = 0;
             float acc4 = 0;
             for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
+                {
+                    float t[136];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        t[q] = 0;
+                    }
+                    for (int64_t i = 0; i < 10; ++i) {
+                        for (int64_t j = 0; j < 10; ++j) {
+                            t[14*i + j] = dy[10*i + j + 1600*n + 800];
+                        }
+                    }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                     #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                    for (int64_t j = 0; j < 10; ++j) {
-                        acc0 += dy[10*i + j + 1600*n + 800]*x[14*i + j + 1176*n + 14*u + 588];
-                        acc1 += dy[10*i + j + 1600*n + 800]*x[14*i + j + 1176*n + 14*u + 589];
-                        acc2 += dy[10*i + j + 1600*n + 800]*x[14*i + j + 1176*n + 14*u + 590];
-                        acc3 += dy[10*i + j + 1600*n + 800]*x[14*i + j + 1176*n + 14*u + 591];
-                        acc4 += dy[10*i + j + 1600*n + 800]*x[14*i + j + 1176*n + 14*u + 592];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        acc0 += t[q]*x[1176*n + q + 14*u + 588];
+                        acc1 += t[q]*x[1176*n + q + 14*u + 589];
+                        acc2 += t[q]*x[1176*n + q + 14*u + 590];
+                        acc3 += t[q]*x[1176*n + q + 14*u + 591];
+                        acc4 += t[q]*x[1176*n + q + 14*u + 592];
                     }
                 }
             }
@@ -3502,16 +3772,25 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
             float acc3 = 0;
             float acc4 = 0;
             for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
+                {
+                    float t[136];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        t[q] = 0;
+                    }
+                    for (int64_t i = 0; i < 10; ++i) {
+                        for (int64_t j = 0; j < 10; ++j) {
+                            t[14*i + j] = dy[10*i + j + 1600*n + 800];
+                        }
+                    }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                     #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                    for (int64_t j = 0; j < 10; ++j) {
-                        acc0 += dy[10*i + j + 1600*n + 800]*x[14*i + j + 1176*n + 14*u + 784];
-                        acc1 += dy[10*i + j + 1600*n + 800]*x[14*i + j + 1176*n + 14*u + 785];
-                        acc2 += dy[10*i + j + 1600*n + 800]*x[14*i + j + 1176*n + 14*u + 786];
-                        acc3 += dy[10*i + j + 1600*n + 800]*x[14*i + j + 1176*n + 14*u + 787];
-                        acc4 += dy[10*i + j + 1600*n + 800]*x[14*i + j + 1176*n + 14*u + 788];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        acc0 += t[q]*x[1176*n + q + 14*u + 784];
+                        acc1 += t[q]*x[1176*n + q + 14*u + 785];
+                        acc2 += t[q]*x[1176*n + q + 14*u + 786];
+                        acc3 += t[q]*x[1176*n + q + 14*u + 787];
+                        acc4 += t[q]*x[1176*n + q + 14*u + 788];
                     }
                 }
             }
@@ -3528,16 +3807,25 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
             float acc3 = 0;
             float acc4 = 0;
             for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
+                {
+                    float t[136];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        t[q] = 0;
+                    }
+                    for (int64_t i = 0; i < 10; ++i) {
+                        for (int64_t j = 0; j < 10; ++j) {
+                            t[14*i + j] = dy[10*i + j + 1600*n + 800];
+                        }
+                    }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                     #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                    for (int64_t j = 0; j < 10; ++j) {
-                        acc0 += dy[10*i + j + 1600*n + 800]*x[14*i + j + 1176*n + 14*u + 980];
-                        acc1 += dy[10*i + j + 1600*n + 800]*x[14*i + j + 1176*n + 14*u + 981];
-                        acc2 += dy[10*i + j + 1600*n + 800]*x[14*i + j + 1176*n + 14*u + 982];
-                        acc3 += dy[10*i + j + 1600*n + 800]*x[14*i + j + 1176*n + 14*u + 983];
-                        acc4 += dy[10*i + j + 1600*n + 800]*x[14*i + j + 1176*n + 14*u + 984];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        acc0 += t[q]*x[1176*n + q + 14*u + 980];
+                        acc1 += t[q]*x[1176*n + q + 14*u + 981];
+                        acc2 += t[q]*x[1176*n + q + 14*u + 982];
+                        acc3 += t[q]*x[1176*n + q + 14*u + 983];
+                        acc4 += t[q]*x[1176*n + q + 14*u + 984];
                     }
                 }
             }
@@ -3554,16 +3842,25 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
             float acc3 = 0;
             float acc4 = 0;
             for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
+                {
+                    float t[136];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        t[q] = 0;
+                    }
+                    for (int64_t i = 0; i < 10; ++i) {
+                        for (int64_t j = 0; j < 10; ++j) {
+                            t[14*i + j] = dy[10*i + j + 1600*n + 900];
+                        }
+                    }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                     #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                    for (int64_t j = 0; j < 10; ++j) {
-                        acc0 += dy[10*i + j + 1600*n + 900]*x[14*i + j + 1176*n + 14*u];
-                        acc1 += dy[10*i + j + 1600*n + 900]*x[14*i + j + 1176*n + 14*u + 1];
-                        acc2 += dy[10*i + j + 1600*n + 900]*x[14*i + j + 1176*n + 14*u + 2];
-                        acc3 += dy[10*i + j + 1600*n + 900]*x[14*i + j + 1176*n + 14*u + 3];
-                        acc4 += dy[10*i + j + 1600*n + 900]*x[14*i + j + 1176*n + 14*u + 4];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        acc0 += t[q]*x[1176*n + q + 14*u];
+                        acc1 += t[q]*x[1176*n + q + 14*u + 1];
+                        acc2 += t[q]*x[1176*n + q + 14*u + 2];
+                        acc3 += t[q]*x[1176*n + q + 14*u + 3];
+                        acc4 += t[q]*x[1176*n + q + 14*u + 4];
                     }
                 }
             }
@@ -3580,16 +3877,25 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
             float acc3 = 0;
             float acc4 = 0;
             for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
+                {
+                    float t[136];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        t[q] = 0;
+                    }
+                    for (int64_t i = 0; i < 10; ++i) {
+                        for (int64_t j = 0; j < 10; ++j) {
+                            t[14*i + j] = dy[10*i + j + 1600*n + 900];
+                        }
+                    }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                     #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                    for (int64_t j = 0; j < 10; ++j) {
-                        acc0 += dy[10*i + j + 1600*n + 900]*x[14*i + j + 1176*n + 14*u + 588];
-                        acc1 += dy[10*i + j + 1600*n + 900]*x[14*i + j + 1176*n + 14*u + 589];
-                        acc2 += dy[10*i + j + 1600*n + 900]*x[14*i + j + 1176*n + 14*u + 590];
-                        acc3 += dy[10*i + j + 1600*n + 900]*x[14*i + j + 1176*n + 14*u + 591];
-                        acc4 += dy[10*i + j + 1600*n + 900]*x[14*i + j + 1176*n + 14*u + 592];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        acc0 += t[q]*x[1176*n + q + 14*u + 588];
+                        acc1 += t[q]*x[1176*n + q + 14*u + 589];
+                        acc2 += t[q]*x[1176*n + q + 14*u + 590];
+                        acc3 += t[q]*x[1176*n + q + 14*u + 591];
+                        acc4 += t[q]*x[1176*n + q + 14*u + 592];
                     }
                 }
             }
@@ -3606,16 +3912,25 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
             float acc3 = 0;
             float acc4 = 0;
             for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
+                {
+                    float t[136];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        t[q] = 0;
+                    }
+                    for (int64_t i = 0; i < 10; ++i) {
+                        for (int64_t j = 0; j < 10; ++j) {
+                            t[14*i + j] = dy[10*i + j + 1600*n + 900];
+                        }
+                    }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                     #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                    for (int64_t j = 0; j < 10; ++j) {
-                        acc0 += dy[10*i + j + 1600*n + 900]*x[14*i + j + 1176*n + 14*u + 784];
-                        acc1 += dy[10*i + j + 1600*n + 900]*x[14*i + j + 1176*n + 14*u + 785];
-                        acc2 += dy[10*i + j + 1600*n + 900]*x[14*i + j + 1176*n + 14*u + 786];
-                        acc3 += dy[10*i + j + 1600*n + 900]*x[14*i + j + 1176*n + 14*u + 787];
-                        acc4 += dy[10*i + j + 1600*n + 900]*x[14*i + j + 1176*n + 14*u + 788];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        acc0 += t[q]*x[1176*n + q + 14*u + 784];
+                        acc1 += t[q]*x[1176*n + q + 14*u + 785];
+                        acc2 += t[q]*x[1176*n + q + 14*u + 786];
+                        acc3 += t[q]*x[1176*n + q + 14*u + 787];
+                        acc4 += t[q]*x[1176*n + q + 14*u + 788];
                     }
                 }
             }
@@ -3632,16 +3947,25 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
             float acc3 = 0;
             float acc4 = 0;
             for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
+                {
+                    float t[136];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        t[q] = 0;
+                    }
+                    for (int64_t i = 0; i < 10; ++i) {
+                        for (int64_t j = 0; j < 10; ++j) {
+                            t[14*i + j] = dy[10*i + j + 1600*n + 900];
+                        }
+                    }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                     #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                    for (int64_t j = 0; j < 10; ++j) {
-                        acc0 += dy[10*i + j + 1600*n + 900]*x[14*i + j + 1176*n + 14*u + 980];
-                        acc1 += dy[10*i + j + 1600*n + 900]*x[14*i + j + 1176*n + 14*u + 981];
-                        acc2 += dy[10*i + j + 1600*n + 900]*x[14*i + j + 1176*n + 14*u + 982];
-                        acc3 += dy[10*i + j + 1600*n + 900]*x[14*i + j + 1176*n + 14*u + 983];
-                        acc4 += dy[10*i + j + 1600*n + 900]*x[14*i + j + 1176*n + 14*u + 984];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        acc0 += t[q]*x[1176*n + q + 14*u + 980];
+                        acc1 += t[q]*x[1176*n + q + 14*u + 981];
+                        acc2 += t[q]*x[1176*n + q + 14*u + 982];
+                        acc3 += t[q]*x[1176*n + q + 14*u + 983];
+                        acc4 += t[q]*x[1176*n + q + 14*u + 984];
                     }
                 }
             }
@@ -3658,16 +3982,25 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
             float acc3 = 0;
             float acc4 = 0;
             for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
+                {
+                    float t[136];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        t[q] = 0;
+                    }
+                    for (int64_t i = 0; i < 10; ++i) {
+                        for (int64_t j = 0; j < 10; ++j) {
+                            t[14*i + j] = dy[10*i + j + 1600*n + 1000];
+                        }
+                    }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                     #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                    for (int64_t j = 0; j < 10; ++j) {
-                        acc0 += dy[10*i + j + 1600*n + 1000]*x[14*i + j + 1176*n + 14*u];
-                        acc1 += dy[10*i + j + 1600*n + 1000]*x[14*i + j + 1176*n + 14*u + 1];
-                        acc2 += dy[10*i + j + 1600*n + 1000]*x[14*i + j + 1176*n + 14*u + 2];
-                        acc3 += dy[10*i + j + 1600*n + 1000]*x[14*i + j + 1176*n + 14*u + 3];
-                        acc4 += dy[10*i + j + 1600*n + 1000]*x[14*i + j + 1176*n + 14*u + 4];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        acc0 += t[q]*x[1176*n + q + 14*u];
+                        acc1 += t[q]*x[1176*n + q + 14*u + 1];
+                        acc2 += t[q]*x[1176*n + q + 14*u + 2];
+                        acc3 += t[q]*x[1176*n + q + 14*u + 3];
+                        acc4 += t[q]*x[1176*n + q + 14*u + 4];
                     }
                 }
             }
@@ -3684,16 +4017,25 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
             float acc3 = 0;
             float acc4 = 0;
             for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
+                {
+                    float t[136];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        t[q] = 0;
+                    }
+                    for (int64_t i = 0; i < 10; ++i) {
+                        for (int64_t j = 0; j < 10; ++j) {
+                            t[14*i + j] = dy[10*i + j + 1600*n + 1000];
+                        }
+                    }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                     #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                    for (int64_t j = 0; j < 10; ++j) {
-                        acc0 += dy[10*i + j + 1600*n + 1000]*x[14*i + j + 1176*n + 14*u + 196];
-                        acc1 += dy[10*i + j + 1600*n + 1000]*x[14*i + j + 1176*n + 14*u + 197];
-                        acc2 += dy[10*i + j + 1600*n + 1000]*x[14*i + j + 1176*n + 14*u + 198];
-                        acc3 += dy[10*i + j + 1600*n + 1000]*x[14*i + j + 1176*n + 14*u + 199];
-                        acc4 += dy[10*i + j + 1600*n + 1000]*x[14*i + j + 1176*n + 14*u + 200];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        acc0 += t[q]*x[1176*n + q + 14*u + 196];
+                        acc1 += t[q]*x[1176*n + q + 14*u + 197];
+                        acc2 += t[q]*x[1176*n + q + 14*u + 198];
+                        acc3 += t[q]*x[1176*n + q + 14*u + 199];
+                        acc4 += t[q]*x[1176*n + q + 14*u + 200];
                     }
                 }
             }
@@ -3710,16 +4052,25 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
             float acc3 = 0;
             float acc4 = 0;
             for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
+                {
+                    float t[136];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        t[q] = 0;
+                    }
+                    for (int64_t i = 0; i < 10; ++i) {
+                        for (int64_t j = 0; j < 10; ++j) {
+                            t[14*i + j] = dy[10*i + j + 1600*n + 1000];
+                        }
+                    }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                     #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                    for (int64_t j = 0; j < 10; ++j) {
-                        acc0 += dy[10*i + j + 1600*n + 1000]*x[14*i + j + 1176*n + 14*u + 784];
-                        acc1 += dy[10*i + j + 1600*n + 1000]*x[14*i + j + 1176*n + 14*u + 785];
-                        acc2 += dy[10*i + j + 1600*n + 1000]*x[14*i + j + 1176*n + 14*u + 786];
-                        acc3 += dy[10*i + j + 1600*n + 1000]*x[14*i + j + 1176*n + 14*u + 787];
-                        acc4 += dy[10*i + j + 1600*n + 1000]*x[14*i + j + 1176*n + 14*u + 788];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        acc0 += t[q]*x[1176*n + q + 14*u + 784];
+                        acc1 += t[q]*x[1176*n + q + 14*u + 785];
+                        acc2 += t[q]*x[1176*n + q + 14*u + 786];
+                        acc3 += t[q]*x[1176*n + q + 14*u + 787];
+                        acc4 += t[q]*x[1176*n + q + 14*u + 788];
                     }
                 }
             }
@@ -3736,16 +4087,25 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
             float acc3 = 0;
             float acc4 = 0;
             for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
+                {
+                    float t[136];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        t[q] = 0;
+                    }
+                    for (int64_t i = 0; i < 10; ++i) {
+                        for (int64_t j = 0; j < 10; ++j) {
+                            t[14*i + j] = dy[10*i + j + 1600*n + 1000];
+                        }
+                    }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                     #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                    for (int64_t j = 0; j < 10; ++j) {
-                        acc0 += dy[10*i + j + 1600*n + 1000]*x[14*i + j + 1176*n + 14*u + 980];
-                        acc1 += dy[10*i + j + 1600*n + 1000]*x[14*i + j + 1176*n + 14*u + 981];
-                        acc2 += dy[10*i + j + 1600*n + 1000]*x[14*i + j + 1176*n + 14*u + 982];
-                        acc3 += dy[10*i + j + 1600*n + 1000]*x[14*i + j + 1176*n + 14*u + 983];
-                        acc4 += dy[10*i + j + 1600*n + 1000]*x[14*i + j + 1176*n + 14*u + 984];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        acc0 += t[q]*x[1176*n + q + 14*u + 980];
+                        acc1 += t[q]*x[1176*n + q + 14*u + 981];
+                        acc2 += t[q]*x[1176*n + q + 14*u + 982];
+                        acc3 += t[q]*x[1176*n + q + 14*u + 983];
+                        acc4 += t[q]*x[1176*n + q + 14*u + 984];
                     }
                 }
             }
@@ -3762,16 +4122,25 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
             float acc3 = 0;
             float acc4 = 0;
             for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
+                {
+                    float t[136];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        t[q] = 0;
+                    }
+                    for (int64_t i = 0; i < 10; ++i) {
+                        for (int64_t j = 0; j < 10; ++j) {
+                            t[14*i + j] = dy[10*i + j + 1600*n + 1100];
+                        }
+                    }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                     #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                    for (int64_t j = 0; j < 10; ++j) {
-                        acc0 += dy[10*i + j + 1600*n + 1100]*x[14*i + j + 1176*n + 14*u];
-                        acc1 += dy[10*i + j + 1600*n + 1100]*x[14*i + j + 1176*n + 14*u + 1];
-                        acc2 += dy[10*i + j + 1600*n + 1100]*x[14*i + j + 1176*n + 14*u + 2];
-                        acc3 += dy[10*i + j + 1600*n + 1100]*x[14*i + j + 1176*n + 14*u + 3];
-                        acc4 += dy[10*i + j + 1600*n + 1100]*x[14*i + j + 1176*n + 14*u + 4];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        acc0 += t[q]*x[1176*n + q + 14*u];
+                        acc1 += t[q]*x[1176*n + q + 14*u + 1];
+                        acc2 += t[q]*x[1176*n + q + 14*u + 2];
+                        acc3 += t[q]*x[1176*n + q + 14*u + 3];
+                        acc4 += t[q]*x[1176*n + q + 14*u + 4];
                     }
                 }
             }
@@ -3788,16 +4157,25 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
             float acc3 = 0;
             float acc4 = 0;
             for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
+                {
+                    float t[136];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        t[q] = 0;
+                    }
+                    for (int64_t i = 0; i < 10; ++i) {
+                        for (int64_t j = 0; j < 10; ++j) {
+                            t[14*i + j] = dy[10*i + j + 1600*n + 1100];
+                        }
+                    }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                     #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                    for (int64_t j = 0; j < 10; ++j) {
-                        acc0 += dy[10*i + j + 1600*n + 1100]*x[14*i + j + 1176*n + 14*u + 196];
-                        acc1 += dy[10*i + j + 1600*n + 1100]*x[14*i + j + 1176*n + 14*u + 197];
-                        acc2 += dy[10*i + j + 1600*n + 1100]*x[14*i + j + 1176*n + 14*u + 198];
-                        acc3 += dy[10*i + j + 1600*n + 1100]*x[14*i + j + 1176*n + 14*u + 199];
-                        acc4 += dy[10*i + j + 1600*n + 1100]*x[14*i + j + 1176*n + 14*u + 200];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        acc0 += t[q]*x[1176*n + q + 14*u + 196];
+                        acc1 += t[q]*x[1176*n + q + 14*u + 197];
+                        acc2 += t[q]*x[1176*n + q + 14*u + 198];
+                        acc3 += t[q]*x[1176*n + q + 14*u + 199];
+                        acc4 += t[q]*x[1176*n + q + 14*u + 200];
                     }
                 }
             }
@@ -3814,16 +4192,25 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
             float acc3 = 0;
             float acc4 = 0;
             for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
+                {
+                    float t[136];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        t[q] = 0;
+                    }
+                    for (int64_t i = 0; i < 10; ++i) {
+                        for (int64_t j = 0; j < 10; ++j) {
+                            t[14*i + j] = dy[10*i + j + 1600*n + 1100];
+                        }
+                    }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                     #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                    for (int64_t j = 0; j < 10; ++j) {
-                        acc0 += dy[10*i + j + 1600*n + 1100]*x[14*i + j + 1176*n + 14*u + 392];
-                        acc1 += dy[10*i + j + 1600*n + 1100]*x[14*i + j + 1176*n + 14*u + 393];
-                        acc2 += dy[10*i + j + 1600*n + 1100]*x[14*i + j + 1176*n + 14*u + 394];
-                        acc3 += dy[10*i + j + 1600*n + 1100]*x[14*i + j + 1176*n + 14*u + 395];
-                        acc4 += dy[10*i + j + 1600*n + 1100]*x[14*i + j + 1176*n + 14*u + 396];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        acc0 += t[q]*x[1176*n + q + 14*u + 392];
+                        acc1 += t[q]*x[1176*n + q + 14*u + 393];
+                        acc2 += t[q]*x[1176*n + q + 14*u + 394];
+                        acc3 += t[q]*x[1176*n + q + 14*u + 395];
+                        acc4 += t[q]*x[1176*n + q + 14*u + 396];
                     }
                 }
             }
@@ -3840,16 +4227,25 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
             float acc3 = 0;
             float acc4 = 0;
             for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
+                {
+                    float t[136];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        t[q] = 0;
+                    }
+                    for (int64_t i = 0; i < 10; ++i) {
+                        for (int64_t j = 0; j < 10; ++j) {
+                            t[14*i + j] = dy[10*i + j + 1600*n + 1100];
+                        }
+                    }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                     #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                    for (int64_t j = 0; j < 10; ++j) {
-                        acc0 += dy[10*i + j + 1600*n + 1100]*x[14*i + j + 1176*n + 14*u + 980];
-                        acc1 += dy[10*i + j + 1600*n + 1100]*x[14*i + j + 1176*n + 14*u + 981];
-                        acc2 += dy[10*i + j + 1600*n + 1100]*x[14*i + j + 1176*n + 14*u + 982];
-                        acc3 += dy[10*i + j + 1600*n + 1100]*x[14*i + j + 1176*n + 14*u + 983];
-                        acc4 += dy[10*i + j + 1600*n + 1100]*x[14*i + j + 1176*n + 14*u + 984];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        acc0 += t[q]*x[1176*n + q + 14*u + 980];
+                        acc1 += t[q]*x[1176*n + q + 14*u + 981];
+                        acc2 += t[q]*x[1176*n + q + 14*u + 982];
+                        acc3 += t[q]*x[1176*n + q + 14*u + 983];
+                        acc4 += t[q]*x[1176*n + q + 14*u + 984];
                     }
                 }
             }
@@ -3866,16 +4262,25 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
             float acc3 = 0;
             float acc4 = 0;
             for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
+                {
+                    float t[136];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        t[q] = 0;
+                    }
+                    for (int64_t i = 0; i < 10; ++i) {
+                        for (int64_t j = 0; j < 10; ++j) {
+                            t[14*i + j] = dy[10*i + j + 1600*n + 1200];
+                        }
+                    }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                     #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                    for (int64_t j = 0; j < 10; ++j) {
-                        acc0 += dy[10*i + j + 1600*n + 1200]*x[14*i + j + 1176*n + 14*u];
-                        acc1 += dy[10*i + j + 1600*n + 1200]*x[14*i + j + 1176*n + 14*u + 1];
-                        acc2 += dy[10*i + j + 1600*n + 1200]*x[14*i + j + 1176*n + 14*u + 2];
-                        acc3 += dy[10*i + j + 1600*n + 1200]*x[14*i + j + 1176*n + 14*u + 3];
-                        acc4 += dy[10*i + j + 1600*n + 1200]*x[14*i + j + 1176*n + 14*u + 4];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        acc0 += t[q]*x[1176*n + q + 14*u];
+                        acc1 += t[q]*x[1176*n + q + 14*u + 1];
+                        acc2 += t[q]*x[1176*n + q + 14*u + 2];
+                        acc3 += t[q]*x[1176*n + q + 14*u + 3];
+                        acc4 += t[q]*x[1176*n + q + 14*u + 4];
                     }
                 }
             }
@@ -3892,16 +4297,25 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
             float acc3 = 0;
             float acc4 = 0;
             for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
+                {
+                    float t[136];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        t[q] = 0;
+                    }
+                    for (int64_t i = 0; i < 10; ++i) {
+                        for (int64_t j = 0; j < 10; ++j) {
+                            t[14*i + j] = dy[10*i + j + 1600*n + 1200];
+                        }
+                    }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                     #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                    for (int64_t j = 0; j < 10; ++j) {
-                        acc0 += dy[10*i + j + 1600*n + 1200]*x[14*i + j + 1176*n + 14*u + 196];
-                        acc1 += dy[10*i + j + 1600*n + 1200]*x[14*i + j + 1176*n + 14*u + 197];
-                        acc2 += dy[10*i + j + 1600*n + 1200]*x[14*i + j + 1176*n + 14*u + 198];
-                        acc3 += dy[10*i + j + 1600*n + 1200]*x[14*i + j + 1176*n + 14*u + 199];
-                        acc4 += dy[10*i + j + 1600*n + 1200]*x[14*i + j + 1176*n + 14*u + 200];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        acc0 += t[q]*x[1176*n + q + 14*u + 196];
+                        acc1 += t[q]*x[1176*n + q + 14*u + 197];
+                        acc2 += t[q]*x[1176*n + q + 14*u + 198];
+                        acc3 += t[q]*x[1176*n + q + 14*u + 199];
+                        acc4 += t[q]*x[1176*n + q + 14*u + 200];
                     }
                 }
             }
@@ -3918,16 +4332,25 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
             float acc3 = 0;
             float acc4 = 0;
             for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
+                {
+                    float t[136];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        t[q] = 0;
+                    }
+                    for (int64_t i = 0; i < 10; ++i) {
+                        for (int64_t j = 0; j < 10; ++j) {
+                            t[14*i + j] = dy[10*i + j + 1600*n + 1200];
+                        }
+                    }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                     #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                    for (int64_t j = 0; j < 10; ++j) {
-                        acc0 += dy[10*i + j + 1600*n + 1200]*x[14*i + j + 1176*n + 14*u + 588];
-                        acc1 += dy[10*i + j + 1600*n + 1200]*x[14*i + j + 1176*n + 14*u + 589];
-                        acc2 += dy[10*i + j + 1600*n + 1200]*x[14*i + j + 1176*n + 14*u + 590];
-                        acc3 += dy[10*i + j + 1600*n + 1200]*x[14*i + j + 1176*n + 14*u + 591];
-                        acc4 += dy[10*i + j + 1600*n + 1200]*x[14*i + j + 1176*n + 14*u + 592];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        acc0 += t[q]*x[1176*n + q + 14*u + 588];
+                        acc1 += t[q]*x[1176*n + q + 14*u + 589];
+                        acc2 += t[q]*x[1176*n + q + 14*u + 590];
+                        acc3 += t[q]*x[1176*n + q + 14*u + 591];
+                        acc4 += t[q]*x[1176*n + q + 14*u + 592];
                     }
                 }
             }
@@ -3944,16 +4367,25 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
             float acc3 = 0;
             float acc4 = 0;
             for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
+                {
+                    float t[136];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        t[q] = 0;
+                    }
+                    for (int64_t i = 0; i < 10; ++i) {
+                        for (int64_t j = 0; j < 10; ++j) {
+                            t[14*i + j] = dy[10*i + j + 1600*n + 1200];
+                        }
+                    }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                     #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                    for (int64_t j = 0; j < 10; ++j) {
-                        acc0 += dy[10*i + j + 1600*n + 1200]*x[14*i + j + 1176*n + 14*u + 784];
-                        acc1 += dy[10*i + j + 1600*n + 1200]*x[14*i + j + 1176*n + 14*u + 785];
-                        acc2 += dy[10*i + j + 1600*n + 1200]*x[14*i + j + 1176*n + 14*u + 786];
-                        acc3 += dy[10*i + j + 1600*n + 1200]*x[14*i + j + 1176*n + 14*u + 787];
-                        acc4 += dy[10*i + j + 1600*n + 1200]*x[14*i + j + 1176*n + 14*u + 788];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        acc0 += t[q]*x[1176*n + q + 14*u + 784];
+                        acc1 += t[q]*x[1176*n + q + 14*u + 785];
+                        acc2 += t[q]*x[1176*n + q + 14*u + 786];
+                        acc3 += t[q]*x[1176*n + q + 14*u + 787];
+                        acc4 += t[q]*x[1176*n + q + 14*u + 788];
                     }
                 }
             }
@@ -3970,16 +4402,25 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
             float acc3 = 0;
             float acc4 = 0;
             for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
+                {
+                    float t[136];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        t[q] = 0;
+                    }
+                    for (int64_t i = 0; i < 10; ++i) {
+                        for (int64_t j = 0; j < 10; ++j) {
+                            t[14*i + j] = dy[10*i + j + 1600*n + 1300];
+                        }
+                    }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                     #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                    for (int64_t j = 0; j < 10; ++j) {
-                        acc0 += dy[10*i + j + 1600*n + 1300]*x[14*i + j + 1176*n + 14*u + 196];
-                        acc1 += dy[10*i + j + 1600*n + 1300]*x[14*i + j + 1176*n + 14*u + 197];
-                        acc2 += dy[10*i + j + 1600*n + 1300]*x[14*i + j + 1176*n + 14*u + 198];
-                        acc3 += dy[10*i + j + 1600*n + 1300]*x[14*i + j + 1176*n + 14*u + 199];
-                        acc4 += dy[10*i + j + 1600*n + 1300]*x[14*i + j + 1176*n + 14*u + 200];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        acc0 += t[q]*x[1176*n + q + 14*u + 196];
+                        acc1 += t[q]*x[1176*n + q + 14*u + 197];
+                        acc2 += t[q]*x[1176*n + q + 14*u + 198];
+                        acc3 += t[q]*x[1176*n + q + 14*u + 199];
+                        acc4 += t[q]*x[1176*n + q + 14*u + 200];
                     }
                 }
             }
@@ -3996,16 +4437,25 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
             float acc3 = 0;
             float acc4 = 0;
             for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
+                {
+                    float t[136];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        t[q] = 0;
+                    }
+                    for (int64_t i = 0; i < 10; ++i) {
+                        for (int64_t j = 0; j < 10; ++j) {
+                            t[14*i + j] = dy[10*i + j + 1600*n + 1300];
+                        }
+                    }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                     #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                    for (int64_t j = 0; j < 10; ++j) {
-                        acc0 += dy[10*i + j + 1600*n + 1300]*x[14*i + j + 1176*n + 14*u + 392];
-                        acc1 += dy[10*i + j + 1600*n + 1300]*x[14*i + j + 1176*n + 14*u + 393];
-                        acc2 += dy[10*i + j + 1600*n + 1300]*x[14*i + j + 1176*n + 14*u + 394];
-                        acc3 += dy[10*i + j + 1600*n + 1300]*x[14*i + j + 1176*n + 14*u + 395];
-                        acc4 += dy[10*i + j + 1600*n + 1300]*x[14*i + j + 1176*n + 14*u + 396];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        acc0 += t[q]*x[1176*n + q + 14*u + 392];
+                        acc1 += t[q]*x[1176*n + q + 14*u + 393];
+                        acc2 += t[q]*x[1176*n + q + 14*u + 394];
+                        acc3 += t[q]*x[1176*n + q + 14*u + 395];
+                        acc4 += t[q]*x[1176*n + q + 14*u + 396];
                     }
                 }
             }
@@ -4022,16 +4472,25 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
             float acc3 = 0;
             float acc4 = 0;
             for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
+                {
+                    float t[136];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        t[q] = 0;
+                    }
+                    for (int64_t i = 0; i < 10; ++i) {
+                        for (int64_t j = 0; j < 10; ++j) {
+                            t[14*i + j] = dy[10*i + j + 1600*n + 1300];
+                        }
+                    }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                     #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                    for (int64_t j = 0; j < 10; ++j) {
-                        acc0 += dy[10*i + j + 1600*n + 1300]*x[14*i + j + 1176*n + 14*u + 784];
-                        acc1 += dy[10*i + j + 1600*n + 1300]*x[14*i + j + 1176*n + 14*u + 785];
-                        acc2 += dy[10*i + j + 1600*n + 1300]*x[14*i + j + 1176*n + 14*u + 786];
-                        acc3 += dy[10*i + j + 1600*n + 1300]*x[14*i + j + 1176*n + 14*u + 787];
-                        acc4 += dy[10*i + j + 1600*n + 1300]*x[14*i + j + 1176*n + 14*u + 788];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        acc0 += t[q]*x[1176*n + q + 14*u + 784];
+                        acc1 += t[q]*x[1176*n + q + 14*u + 785];
+                        acc2 += t[q]*x[1176*n + q + 14*u + 786];
+                        acc3 += t[q]*x[1176*n + q + 14*u + 787];
+                        acc4 += t[q]*x[1176*n + q + 14*u + 788];
                     }
                 }
             }
@@ -4048,16 +4507,25 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
             float acc3 = 0;
             float acc4 = 0;
             for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
+                {
+                    float t[136];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        t[q] = 0;
+                    }
+                    for (int64_t i = 0; i < 10; ++i) {
+                        for (int64_t j = 0; j < 10; ++j) {
+                            t[14*i + j] = dy[10*i + j + 1600*n + 1300];
+                        }
+                    }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                     #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                    for (int64_t j = 0; j < 10; ++j) {
-                        acc0 += dy[10*i + j + 1600*n + 1300]*x[14*i + j + 1176*n + 14*u + 980];
-                        acc1 += dy[10*i + j + 1600*n + 1300]*x[14*i + j + 1176*n + 14*u + 981];
-                        acc2 += dy[10*i + j + 1600*n + 1300]*x[14*i + j + 1176*n + 14*u + 982];
-                        acc3 += dy[10*i + j + 1600*n + 1300]*x[14*i + j + 1176*n + 14*u + 983];
-                        acc4 += dy[10*i + j + 1600*n + 1300]*x[14*i + j + 1176*n + 14*u + 984];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        acc0 += t[q]*x[1176*n + q + 14*u + 980];
+                        acc1 += t[q]*x[1176*n + q + 14*u + 981];
+                        acc2 += t[q]*x[1176*n + q + 14*u + 982];
+                        acc3 += t[q]*x[1176*n + q + 14*u + 983];
+                        acc4 += t[q]*x[1176*n + q + 14*u + 984];
                     }
                 }
             }
@@ -4074,16 +4542,25 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
             float acc3 = 0;
             float acc4 = 0;
             for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
+                {
+                    float t[136];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        t[q] = 0;
+                    }
+                    for (int64_t i = 0; i < 10; ++i) {
+                        for (int64_t j = 0; j < 10; ++j) {
+                            t[14*i + j] = dy[10*i + j + 1600*n + 1400];
+                        }
+                    }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                     #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                    for (int64_t j = 0; j < 10; ++j) {
-                        acc0 += dy[10*i + j + 1600*n + 1400]*x[14*i + j + 1176*n + 14*u];
-                        acc1 += dy[10*i + j + 1600*n + 1400]*x[14*i + j + 1176*n + 14*u + 1];
-                        acc2 += dy[10*i + j + 1600*n + 1400]*x[14*i + j + 1176*n + 14*u + 2];
-                        acc3 += dy[10*i + j + 1600*n + 1400]*x[14*i + j + 1176*n + 14*u + 3];
-                        acc4 += dy[10*i + j + 1600*n + 1400]*x[14*i + j + 1176*n + 14*u + 4];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        acc0 += t[q]*x[1176*n + q + 14*u];
+                        acc1 += t[q]*x[1176*n + q + 14*u + 1];
+                        acc2 += t[q]*x[1176*n + q + 14*u + 2];
+                        acc3 += t[q]*x[1176*n + q + 14*u + 3];
+                        acc4 += t[q]*x[1176*n + q + 14*u + 4];
                     }
                 }
             }
@@ -4100,16 +4577,25 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
             float acc3 = 0;
             float acc4 = 0;
             for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
+                {
+                    float t[136];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        t[q] = 0;
+                    }
+                    for (int64_t i = 0; i < 10; ++i) {
+                        for (int64_t j = 0; j < 10; ++j) {
+                            t[14*i + j] = dy[10*i + j + 1600*n + 1400];
+                        }
+                    }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                     #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                    for (int64_t j = 0; j < 10; ++j) {
-                        acc0 += dy[10*i + j + 1600*n + 1400]*x[14*i + j + 1176*n + 14*u + 392];
-                        acc1 += dy[10*i + j + 1600*n + 1400]*x[14*i + j + 1176*n + 14*u + 393];
-                        acc2 += dy[10*i + j + 1600*n + 1400]*x[14*i + j + 1176*n + 14*u + 394];
-                        acc3 += dy[10*i + j + 1600*n + 1400]*x[14*i + j + 1176*n + 14*u + 395];
-                        acc4 += dy[10*i + j + 1600*n + 1400]*x[14*i + j + 1176*n + 14*u + 396];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        acc0 += t[q]*x[1176*n + q + 14*u + 392];
+                        acc1 += t[q]*x[1176*n + q + 14*u + 393];
+                        acc2 += t[q]*x[1176*n + q + 14*u + 394];
+                        acc3 += t[q]*x[1176*n + q + 14*u + 395];
+                        acc4 += t[q]*x[1176*n + q + 14*u + 396];
                     }
                 }
             }
@@ -4126,16 +4612,25 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
             float acc3 = 0;
             float acc4 = 0;
             for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
+                {
+                    float t[136];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        t[q] = 0;
+                    }
+                    for (int64_t i = 0; i < 10; ++i) {
+                        for (int64_t j = 0; j < 10; ++j) {
+                            t[14*i + j] = dy[10*i + j + 1600*n + 1400];
+                        }
+                    }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                     #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                    for (int64_t j = 0; j < 10; ++j) {
-                        acc0 += dy[10*i + j + 1600*n + 1400]*x[14*i + j + 1176*n + 14*u + 588];
-                        acc1 += dy[10*i + j + 1600*n + 1400]*x[14*i + j + 1176*n + 14*u + 589];
-                        acc2 += dy[10*i + j + 1600*n + 1400]*x[14*i + j + 1176*n + 14*u + 590];
-                        acc3 += dy[10*i + j + 1600*n + 1400]*x[14*i + j + 1176*n + 14*u + 591];
-                        acc4 += dy[10*i + j + 1600*n + 1400]*x[14*i + j + 1176*n + 14*u + 592];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        acc0 += t[q]*x[1176*n + q + 14*u + 588];
+                        acc1 += t[q]*x[1176*n + q + 14*u + 589];
+                        acc2 += t[q]*x[1176*n + q + 14*u + 590];
+                        acc3 += t[q]*x[1176*n + q + 14*u + 591];
+                        acc4 += t[q]*x[1176*n + q + 14*u + 592];
                     }
                 }
             }
@@ -4152,16 +4647,25 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
             float acc3 = 0;
             float acc4 = 0;
             for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
+                {
+                    float t[136];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        t[q] = 0;
+                    }
+                    for (int64_t i = 0; i < 10; ++i) {
+                        for (int64_t j = 0; j < 10; ++j) {
+                            t[14*i + j] = dy[10*i + j + 1600*n + 1400];
+                        }
+                    }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                     #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                    for (int64_t j = 0; j < 10; ++j) {
-                        acc0 += dy[10*i + j + 1600*n + 1400]*x[14*i + j + 1176*n + 14*u + 980];
-                        acc1 += dy[10*i + j + 1600*n + 1400]*x[14*i + j + 1176*n + 14*u + 981];
-                        acc2 += dy[10*i + j + 1600*n + 1400]*x[14*i + j + 1176*n + 14*u + 982];
-                        acc3 += dy[10*i + j + 1600*n + 1400]*x[14*i + j + 1176*n + 14*u + 983];
-                        acc4 += dy[10*i + j + 1600*n + 1400]*x[14*i + j + 1176*n + 14*u + 984];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        acc0 += t[q]*x[1176*n + q + 14*u + 980];
+                        acc1 += t[q]*x[1176*n + q + 14*u + 981];
+                        acc2 += t[q]*x[1176*n + q + 14*u + 982];
+                        acc3 += t[q]*x[1176*n + q + 14*u + 983];
+                        acc4 += t[q]*x[1176*n + q + 14*u + 984];
                     }
                 }
             }
@@ -4178,16 +4682,25 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
             float acc3 = 0;
             float acc4 = 0;
             for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
+                {
+                    float t[136];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        t[q] = 0;
+                    }
+                    for (int64_t i = 0; i < 10; ++i) {
+                        for (int64_t j = 0; j < 10; ++j) {
+                            t[14*i + j] = dy[10*i + j + 1600*n + 1500];
+                        }
+                    }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                     #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                    for (int64_t j = 0; j < 10; ++j) {
-                        acc0 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u];
-                        acc1 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + 1];
-                        acc2 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + 2];
-                        acc3 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + 3];
-                        acc4 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + 4];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        acc0 += t[q]*x[1176*n + q + 14*u];
+                        acc1 += t[q]*x[1176*n + q + 14*u + 1];
+                        acc2 += t[q]*x[1176*n + q + 14*u + 2];
+                        acc3 += t[q]*x[1176*n + q + 14*u + 3];
+                        acc4 += t[q]*x[1176*n + q + 14*u + 4];
                     }
                 }
             }
@@ -4204,16 +4717,25 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
             float acc3 = 0;
             float acc4 = 0;
             for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
+                {
+                    float t[136];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        t[q] = 0;
+                    }
+                    for (int64_t i = 0; i < 10; ++i) {
+                        for (int64_t j = 0; j < 10; ++j) {
+                            t[14*i + j] = dy[10*i + j + 1600*n + 1500];
+                        }
+                    }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                     #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                    for (int64_t j = 0; j < 10; ++j) {
-                        acc0 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + 196];
-                        acc1 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + 197];
-                        acc2 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + 198];
-                        acc3 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + 199];
-                        acc4 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + 200];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        acc0 += t[q]*x[1176*n + q + 14*u + 196];
+                        acc1 += t[q]*x[1176*n + q + 14*u + 197];
+                        acc2 += t[q]*x[1176*n + q + 14*u + 198];
+                        acc3 += t[q]*x[1176*n + q + 14*u + 199];
+                        acc4 += t[q]*x[1176*n + q + 14*u + 200];
                     }
                 }
             }
@@ -4230,16 +4752,25 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
             float acc3 = 0;
             float acc4 = 0;
             for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
+                {
+                    float t[136];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        t[q] = 0;
+                    }
+                    for (int64_t i = 0; i < 10; ++i) {
+                        for (int64_t j = 0; j < 10; ++j) {
+                            t[14*i + j] = dy[10*i + j + 1600*n + 1500];
+                        }
+                    }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                     #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                    for (int64_t j = 0; j < 10; ++j) {
-                        acc0 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + 392];
-                        acc1 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + 393];
-                        acc2 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + 394];
-                        acc3 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + 395];
-                        acc4 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + 396];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        acc0 += t[q]*x[1176*n + q + 14*u + 392];
+                        acc1 += t[q]*x[1176*n + q + 14*u + 393];
+                        acc2 += t[q]*x[1176*n + q + 14*u + 394];
+                        acc3 += t[q]*x[1176*n + q + 14*u + 395];
+                        acc4 += t[q]*x[1176*n + q + 14*u + 396];
                     }
                 }
             }
@@ -4256,16 +4787,25 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
             float acc3 = 0;
             float acc4 = 0;
             for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
+                {
+                    float t[136];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        t[q] = 0;
+                    }
+                    for (int64_t i = 0; i < 10; ++i) {
+                        for (int64_t j = 0; j < 10; ++j) {
+                            t[14*i + j] = dy[10*i + j + 1600*n + 1500];
+                        }
+                    }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                     #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                    for (int64_t j = 0; j < 10; ++j) {
-                        acc0 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + 588];
-                        acc1 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + 589];
-                        acc2 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + 590];
-                        acc3 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + 591];
-                        acc4 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + 592];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        acc0 += t[q]*x[1176*n + q + 14*u + 588];
+                        acc1 += t[q]*x[1176*n + q + 14*u + 589];
+                        acc2 += t[q]*x[1176*n + q + 14*u + 590];
+                        acc3 += t[q]*x[1176*n + q + 14*u + 591];
+                        acc4 += t[q]*x[1176*n + q + 14*u + 592];
                     }
                 }
             }
@@ -4282,16 +4822,25 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
             float acc3 = 0;
             float acc4 = 0;
             for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
+                {
+                    float t[136];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        t[q] = 0;
+                    }
+                    for (int64_t i = 0; i < 10; ++i) {
+                        for (int64_t j = 0; j < 10; ++j) {
+                            t[14*i + j] = dy[10*i + j + 1600*n + 1500];
+                        }
+                    }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                     #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                    for (int64_t j = 0; j < 10; ++j) {
-                        acc0 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + 784];
-                        acc1 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + 785];
-                        acc2 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + 786];
-                        acc3 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + 787];
-                        acc4 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + 788];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        acc0 += t[q]*x[1176*n + q + 14*u + 784];
+                        acc1 += t[q]*x[1176*n + q + 14*u + 785];
+                        acc2 += t[q]*x[1176*n + q + 14*u + 786];
+                        acc3 += t[q]*x[1176*n + q + 14*u + 787];
+                        acc4 += t[q]*x[1176*n + q + 14*u + 788];
                     }
                 }
             }
@@ -4308,16 +4857,25 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
             float acc3 = 0;
             float acc4 = 0;
             for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
+                {
+                    float t[136];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        t[q] = 0;
+                    }
+                    for (int64_t i = 0; i < 10; ++i) {
+                        for (int64_t j = 0; j < 10; ++j) {
+                            t[14*i + j] = dy[10*i + j + 1600*n + 1500];
+                        }
+                    }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                     #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                    for (int64_t j = 0; j < 10; ++j) {
-                        acc0 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + 980];
-                        acc1 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + 981];
-                        acc2 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + 982];
-                        acc3 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + 983];
-                        acc4 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + 984];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        acc0 += t[q]*x[1176*n + q + 14*u + 980];
+                        acc1 += t[q]*x[1176*n + q + 14*u + 981];
+                        acc2 += t[q]*x[1176*n + q + 14*u + 982];
+                        acc3 += t[q]*x[1176*n + q + 14*u + 983];
+                        acc4 += t[q]*x[1176*n + q + 14*u + 984];
                     }
                 }
             }
@@ -4355,16 +4913,25 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
             double acc3 = 0;
             double acc4 = 0;
             for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
+                {
+                    double t[136];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        t[q] = 0;
+                    }
+                    for (int64_t i = 0; i < 10; ++i) {
+                        for (int64_t j = 0; j < 10; ++j) {
+                            t[14*i + j] = dy[10*i + j + 1600*n];
+                        }
+                    }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                     #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                    for (int64_t j = 0; j < 10; ++j) {
-                        acc0 += dy[10*i + j + 1600*n]*x[14*i + j + 1176*n + 14*u];
-                        acc1 += dy[10*i + j + 1600*n]*x[14*i + j + 1176*n + 14*u + 1];
-                        acc2 += dy[10*i + j + 1600*n]*x[14*i + j + 1176*n + 14*u + 2];
-                        acc3 += dy[10*i + j + 1600*n]*x[14*i + j + 1176*n + 14*u + 3];
-                        acc4 += dy[10*i + j + 1600*n]*x[14*i + j + 1176*n + 14*u + 4];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        acc0 += t[q]*x[1176*n + q + 14*u];
+                        acc1 += t[q]*x[1176*n + q + 14*u + 1];
+                        acc2 += t[q]*x[1176*n + q + 14*u + 2];
+                        acc3 += t[q]*x[1176*n + q + 14*u + 3];
+                        acc4 += t[q]*x[1176*n + q + 14*u + 4];
                     }
                 }
             }
@@ -4381,16 +4948,25 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
             double acc3 = 0;
             double acc4 = 0;
             for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
+                {
+                    double t[136];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        t[q] = 0;
+                    }
+                    for (int64_t i = 0; i < 10; ++i) {
+                        for (int64_t j = 0; j < 10; ++j) {
+                            t[14*i + j] = dy[10*i + j + 1600*n];
+                        }
+                    }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                     #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                    for (int64_t j = 0; j < 10; ++j) {
-                        acc0 += dy[10*i + j + 1600*n]*x[14*i + j + 1176*n + 14*u + 196];
-                        acc1 += dy[10*i + j + 1600*n]*x[14*i + j + 1176*n + 14*u + 197];
-                        acc2 += dy[10*i + j + 1600*n]*x[14*i + j + 1176*n + 14*u + 198];
-                        acc3 += dy[10*i + j + 1600*n]*x[14*i + j + 1176*n + 14*u + 199];
-                        acc4 += dy[10*i + j + 1600*n]*x[14*i + j + 1176*n + 14*u + 200];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        acc0 += t[q]*x[1176*n + q + 14*u + 196];
+                        acc1 += t[q]*x[1176*n + q + 14*u + 197];
+                        acc2 += t[q]*x[1176*n + q + 14*u + 198];
+                        acc3 += t[q]*x[1176*n + q + 14*u + 199];
+                        acc4 += t[q]*x[1176*n + q + 14*u + 200];
                     }
                 }
             }
@@ -4407,16 +4983,25 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
             double acc3 = 0;
             double acc4 = 0;
             for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
+                {
+                    double t[136];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        t[q] = 0;
+                    }
+                    for (int64_t i = 0; i < 10; ++i) {
+                        for (int64_t j = 0; j < 10; ++j) {
+                            t[14*i + j] = dy[10*i + j + 1600*n];
+                        }
+                    }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                     #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                    for (int64_t j = 0; j < 10; ++j) {
-                        acc0 += dy[10*i + j + 1600*n]*x[14*i + j + 1176*n + 14*u + 392];
-                        acc1 += dy[10*i + j + 1600*n]*x[14*i + j + 1176*n + 14*u + 393];
-                        acc2 += dy[10*i + j + 1600*n]*x[14*i + j + 1176*n + 14*u + 394];
-                        acc3 += dy[10*i + j + 1600*n]*x[14*i + j + 1176*n + 14*u + 395];
-                        acc4 += dy[10*i + j + 1600*n]*x[14*i + j + 1176*n + 14*u + 396];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        acc0 += t[q]*x[1176*n + q + 14*u + 392];
+                        acc1 += t[q]*x[1176*n + q + 14*u + 393];
+                        acc2 += t[q]*x[1176*n + q + 14*u + 394];
+                        acc3 += t[q]*x[1176*n + q + 14*u + 395];
+                        acc4 += t[q]*x[1176*n + q + 14*u + 396];
                     }
                 }
             }
@@ -4433,16 +5018,25 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
             double acc3 = 0;
             double acc4 = 0;
             for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
+                {
+                    double t[136];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        t[q] = 0;
+                    }
+                    for (int64_t i = 0; i < 10; ++i) {
+                        for (int64_t j = 0; j < 10; ++j) {
+                            t[14*i + j] = dy[10*i + j + 1600*n + 100];
+                        }
+                    }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                     #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                    for (int64_t j = 0; j < 10; ++j) {
-                        acc0 += dy[10*i + j + 1600*n + 100]*x[14*i + j + 1176*n + 14*u + 196];
-                        acc1 += dy[10*i + j + 1600*n + 100]*x[14*i + j + 1176*n + 14*u + 197];
-                        acc2 += dy[10*i + j + 1600*n + 100]*x[14*i + j + 1176*n + 14*u + 198];
-                        acc3 += dy[10*i + j + 1600*n + 100]*x[14*i + j + 1176*n + 14*u + 199];
-                        acc4 += dy[10*i + j + 1600*n + 100]*x[14*i + j + 1176*n + 14*u + 200];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        acc0 += t[q]*x[1176*n + q + 14*u + 196];
+                        acc1 += t[q]*x[1176*n + q + 14*u + 197];
+                        acc2 += t[q]*x[1176*n + q + 14*u + 198];
+                        acc3 += t[q]*x[1176*n + q + 14*u + 199];
+                        acc4 += t[q]*x[1176*n + q + 14*u + 200];
                     }
                 }
             }
@@ -4459,16 +5053,25 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
             double acc3 = 0;
             double acc4 = 0;
             for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
+                {
+                    double t[136];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        t[q] = 0;
+                    }
+                    for (int64_t i = 0; i < 10; ++i) {
+                        for (int64_t j = 0; j < 10; ++j) {
+                            t[14*i + j] = dy[10*i + j + 1600*n + 100];
+                        }
+                    }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                     #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                    for (int64_t j = 0; j < 10; ++j) {
-                        acc0 += dy[10*i + j + 1600*n + 100]*x[14*i + j + 1176*n + 14*u + 392];
-                        acc1 += dy[10*i + j + 1600*n + 100]*x[14*i + j + 1176*n + 14*u + 393];
-                        acc2 += dy[10*i + j + 1600*n + 100]*x[14*i + j + 1176*n + 14*u + 394];
-                        acc3 += dy[10*i + j + 1600*n + 100]*x[14*i + j + 1176*n + 14*u + 395];
-                        acc4 += dy[10*i + j + 1600*n + 100]*x[14*i + j + 1176*n + 14*u + 396];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        acc0 += t[q]*x[1176*n + q + 14*u + 392];
+                        acc1 += t[q]*x[1176*n + q + 14*u + 393];
+                        acc2 += t[q]*x[1176*n + q + 14*u + 394];
+                        acc3 += t[q]*x[1176*n + q + 14*u + 395];
+                        acc4 += t[q]*x[1176*n + q + 14*u + 396];
                     }
                 }
             }
@@ -4485,16 +5088,25 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
             double acc3 = 0;
             double acc4 = 0;
             for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
+                {
+                    double t[136];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        t[q] = 0;
+                    }
+                    for (int64_t i = 0; i < 10; ++i) {
+                        for (int64_t j = 0; j < 10; ++j) {
+                            t[14*i + j] = dy[10*i + j + 1600*n + 100];
+                        }
+                    }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                     #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                    for (int64_t j = 0; j < 10; ++j) {
-                        acc0 += dy[10*i + j + 1600*n + 100]*x[14*i + j + 1176*n + 14*u + 588];
-                        acc1 += dy[10*i + j + 1600*n + 100]*x[14*i + j + 1176*n + 14*u + 589];
-                        acc2 += dy[10*i + j + 1600*n + 100]*x[14*i + j + 1176*n + 14*u + 590];
-                        acc3 += dy[10*i + j + 1600*n + 100]*x[14*i + j + 1176*n + 14*u + 591];
-                        acc4 += dy[10*i + j + 1600*n + 100]*x[14*i + j + 1176*n + 14*u + 592];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        acc0 += t[q]*x[1176*n + q + 14*u + 588];
+                        acc1 += t[q]*x[1176*n + q + 14*u + 589];
+                        acc2 += t[q]*x[1176*n + q + 14*u + 590];
+                        acc3 += t[q]*x[1176*n + q + 14*u + 591];
+                        acc4 += t[q]*x[1176*n + q + 14*u + 592];
                     }
                 }
             }
@@ -4511,16 +5123,25 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
             double acc3 = 0;
             double acc4 = 0;
             for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
+                {
+                    double t[136];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        t[q] = 0;
+                    }
+                    for (int64_t i = 0; i < 10; ++i) {
+                        for (int64_t j = 0; j < 10; ++j) {
+                            t[14*i + j] = dy[10*i + j + 1600*n + 200];
+                        }
+                    }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                     #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                    for (int64_t j = 0; j < 10; ++j) {
-                        acc0 += dy[10*i + j + 1600*n + 200]*x[14*i + j + 1176*n + 14*u + 392];
-                        acc1 += dy[10*i + j + 1600*n + 200]*x[14*i + j + 1176*n + 14*u + 393];
-                        acc2 += dy[10*i + j + 1600*n + 200]*x[14*i + j + 1176*n + 14*u + 394];
-                        acc3 += dy[10*i + j + 1600*n + 200]*x[14*i + j + 1176*n + 14*u + 395];
-                        acc4 += dy[10*i + j + 1600*n + 200]*x[14*i + j + 1176*n + 14*u + 396];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        acc0 += t[q]*x[1176*n + q + 14*u + 392];
+                        acc1 += t[q]*x[1176*n + q + 14*u + 393];
+                        acc2 += t[q]*x[1176*n + q + 14*u + 394];
+                        acc3 += t[q]*x[1176*n + q + 14*u + 395];
+                        acc4 += t[q]*x[1176*n + q + 14*u + 396];
                     }
                 }
             }
@@ -4537,16 +5158,25 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
             double acc3 = 0;
             double acc4 = 0;
             for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
+                {
+                    double t[136];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        t[q] = 0;
+                    }
+                    for (int64_t i = 0; i < 10; ++i) {
+                        for (int64_t j = 0; j < 10; ++j) {
+                            t[14*i + j] = dy[10*i + j + 1600*n + 200];
+                        }
+                    }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                     #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                    for (int64_t j = 0; j < 10; ++j) {
-                        acc0 += dy[10*i + j + 1600*n + 200]*x[14*i + j + 1176*n + 14*u + 588];
-                        acc1 += dy[10*i + j + 1600*n + 200]*x[14*i + j + 1176*n + 14*u + 589];
-                        acc2 += dy[10*i + j + 1600*n + 200]*x[14*i + j + 1176*n + 14*u + 590];
-                        acc3 += dy[10*i + j + 1600*n + 200]*x[14*i + j + 1176*n + 14*u + 591];
-                        acc4 += dy[10*i + j + 1600*n + 200]*x[14*i + j + 1176*n + 14*u + 592];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        acc0 += t[q]*x[1176*n + q + 14*u + 588];
+                        acc1 += t[q]*x[1176*n + q + 14*u + 589];
+                        acc2 += t[q]*x[1176*n + q + 14*u + 590];
+                        acc3 += t[q]*x[1176*n + q + 14*u + 591];
+                        acc4 += t[q]*x[1176*n + q + 14*u + 592];
                     }
                 }
             }
@@ -4563,16 +5193,25 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
             double acc3 = 0;
             double acc4 = 0;
             for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
+                {
+                    double t[136];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        t[q] = 0;
+                    }
+                    for (int64_t i = 0; i < 10; ++i) {
+                        for (int64_t j = 0; j < 10; ++j) {
+                            t[14*i + j] = dy[10*i + j + 1600*n + 200];
+                        }
+                    }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                     #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                    for (int64_t j = 0; j < 10; ++j) {
-                        acc0 += dy[10*i + j + 1600*n + 200]*x[14*i + j + 1176*n + 14*u + 784];
-                        acc1 += dy[10*i + j + 1600*n + 200]*x[14*i + j + 1176*n + 14*u + 785];
-                        acc2 += dy[10*i + j + 1600*n + 200]*x[14*i + j + 1176*n + 14*u + 786];
-                        acc3 += dy[10*i + j + 1600*n + 200]*x[14*i + j + 1176*n + 14*u + 787];
-                        acc4 += dy[10*i + j + 1600*n + 200]*x[14*i + j + 1176*n + 14*u + 788];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        acc0 += t[q]*x[1176*n + q + 14*u + 784];
+                        acc1 += t[q]*x[1176*n + q + 14*u + 785];
+                        acc2 += t[q]*x[1176*n + q + 14*u + 786];
+                        acc3 += t[q]*x[1176*n + q + 14*u + 787];
+                        acc4 += t[q]*x[1176*n + q + 14*u + 788];
                     }
                 }
             }
@@ -4589,16 +5228,25 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
             double acc3 = 0;
             double acc4 = 0;
             for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
+                {
+                    double t[136];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        t[q] = 0;
+                    }
+                    for (int64_t i = 0; i < 10; ++i) {
+                        for (int64_t j = 0; j < 10; ++j) {
+                            t[14*i + j] = dy[10*i + j + 1600*n + 300];
+                        }
+                    }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                     #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                    for (int64_t j = 0; j < 10; ++j) {
-                        acc0 += dy[10*i + j + 1600*n + 300]*x[14*i + j + 1176*n + 14*u + 588];
-                        acc1 += dy[10*i + j + 1600*n + 300]*x[14*i + j + 1176*n + 14*u + 589];
-                        acc2 += dy[10*i + j + 1600*n + 300]*x[14*i + j + 1176*n + 14*u + 590];
-                        acc3 += dy[10*i + j + 1600*n + 300]*x[14*i + j + 1176*n + 14*u + 591];
-                        acc4 += dy[10*i + j + 1600*n + 300]*x[14*i + j + 1176*n + 14*u + 592];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        acc0 += t[q]*x[1176*n + q + 14*u + 588];
+                        acc1 += t[q]*x[1176*n + q + 14*u + 589];
+                        acc2 += t[q]*x[1176*n + q + 14*u + 590];
+                        acc3 += t[q]*x[1176*n + q + 14*u + 591];
+                        acc4 += t[q]*x[1176*n + q + 14*u + 592];
                     }
                 }
             }
@@ -4615,16 +5263,25 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
             double acc3 = 0;
             double acc4 = 0;
             for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
+                {
+                    double t[136];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        t[q] = 0;
+                    }
+                    for (int64_t i = 0; i < 10; ++i) {
+                        for (int64_t j = 0; j < 10; ++j) {
+                            t[14*i + j] = dy[10*i + j + 1600*n + 300];
+                        }
+                    }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                     #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                    for (int64_t j = 0; j < 10; ++j) {
-                        acc0 += dy[10*i + j + 1600*n + 300]*x[14*i + j + 1176*n + 14*u + 784];
-                        acc1 += dy[10*i + j + 1600*n + 300]*x[14*i + j + 1176*n + 14*u + 785];
-                        acc2 += dy[10*i + j + 1600*n + 300]*x[14*i + j + 1176*n + 14*u + 786];
-                        acc3 += dy[10*i + j + 1600*n + 300]*x[14*i + j + 1176*n + 14*u + 787];
-                        acc4 += dy[10*i + j + 1600*n + 300]*x[14*i + j + 1176*n + 14*u + 788];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        acc0 += t[q]*x[1176*n + q + 14*u + 784];
+                        acc1 += t[q]*x[1176*n + q + 14*u + 785];
+                        acc2 += t[q]*x[1176*n + q + 14*u + 786];
+                        acc3 += t[q]*x[1176*n + q + 14*u + 787];
+                        acc4 += t[q]*x[1176*n + q + 14*u + 788];
                     }
                 }
             }
@@ -4641,16 +5298,25 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
             double acc3 = 0;
             double acc4 = 0;
             for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
+                {
+                    double t[136];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        t[q] = 0;
+                    }
+                    for (int64_t i = 0; i < 10; ++i) {
+                        for (int64_t j = 0; j < 10; ++j) {
+                            t[14*i + j] = dy[10*i + j + 1600*n + 300];
+                        }
+                    }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                     #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                    for (int64_t j = 0; j < 10; ++j) {
-                        acc0 += dy[10*i + j + 1600*n + 300]*x[14*i + j + 1176*n + 14*u + 980];
-                        acc1 += dy[10*i + j + 1600*n + 300]*x[14*i + j + 1176*n + 14*u + 981];
-                        acc2 += dy[10*i + j + 1600*n + 300]*x[14*i + j + 1176*n + 14*u + 982];
-                        acc3 += dy[10*i + j + 1600*n + 300]*x[14*i + j + 1176*n + 14*u + 983];
-                        acc4 += dy[10*i + j + 1600*n + 300]*x[14*i + j + 1176*n + 14*u + 984];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        acc0 += t[q]*x[1176*n + q + 14*u + 980];
+                        acc1 += t[q]*x[1176*n + q + 14*u + 981];
+                        acc2 += t[q]*x[1176*n + q + 14*u + 982];
+                        acc3 += t[q]*x[1176*n + q + 14*u + 983];
+                        acc4 += t[q]*x[1176*n + q + 14*u + 984];
                     }
                 }
             }
@@ -4667,16 +5333,25 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
             double acc3 = 0;
             double acc4 = 0;
             for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
+                {
+                    double t[136];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        t[q] = 0;
+                    }
+                    for (int64_t i = 0; i < 10; ++i) {
+                        for (int64_t j = 0; j < 10; ++j) {
+                            t[14*i + j] = dy[10*i + j + 1600*n + 400];
+                        }
+                    }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                     #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                    for (int64_t j = 0; j < 10; ++j) {
-                        acc0 += dy[10*i + j + 1600*n + 400]*x[14*i + j + 1176*n + 14*u];
-                        acc1 += dy[10*i + j + 1600*n + 400]*x[14*i + j + 1176*n + 14*u + 1];
-                        acc2 += dy[10*i + j + 1600*n + 400]*x[14*i + j + 1176*n + 14*u + 2];
-                        acc3 += dy[10*i + j + 1600*n + 400]*x[14*i + j + 1176*n + 14*u + 3];
-                        acc4 += dy[10*i + j + 1600*n + 400]*x[14*i + j + 1176*n + 14*u + 4];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        acc0 += t[q]*x[1176*n + q + 14*u];
+                        acc1 += t[q]*x[1176*n + q + 14*u + 1];
+                        acc2 += t[q]*x[1176*n + q + 14*u + 2];
+                        acc3 += t[q]*x[1176*n + q + 14*u + 3];
+                        acc4 += t[q]*x[1176*n + q + 14*u + 4];
                     }
                 }
             }
@@ -4693,16 +5368,25 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
             double acc3 = 0;
             double acc4 = 0;
             for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
+                {
+                    double t[136];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        t[q] = 0;
+                    }
+                    for (int64_t i = 0; i < 10; ++i) {
+                        for (int64_t j = 0; j < 10; ++j) {
+                            t[14*i + j] = dy[10*i + j + 1600*n + 400];
+                        }
+                    }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                     #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                    for (int64_t j = 0; j < 10; ++j) {
-                        acc0 += dy[10*i + j + 1600*n + 400]*x[14*i + j + 1176*n + 14*u + 784];
-                        acc1 += dy[10*i + j + 1600*n + 400]*x[14*i + j + 1176*n + 14*u + 785];
-                        acc2 += dy[10*i + j + 1600*n + 400]*x[14*i + j + 1176*n + 14*u + 786];
-                        acc3 += dy[10*i + j + 1600*n + 400]*x[14*i + j + 1176*n + 14*u + 787];
-                        acc4 += dy[10*i + j + 1600*n + 400]*x[14*i + j + 1176*n + 14*u + 788];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        acc0 += t[q]*x[1176*n + q + 14*u + 784];
+                        acc1 += t[q]*x[1176*n + q + 14*u + 785];
+                        acc2 += t[q]*x[1176*n + q + 14*u + 786];
+                        acc3 += t[q]*x[1176*n + q + 14*u + 787];
+                        acc4 += t[q]*x[1176*n + q + 14*u + 788];
                     }
                 }
             }
@@ -4719,16 +5403,25 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
             double acc3 = 0;
             double acc4 = 0;
             for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
+                {
+                    double t[136];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        t[q] = 0;
+                    }
+                    for (int64_t i = 0; i < 10; ++i) {
+                        for (int64_t j = 0; j < 10; ++j) {
+                            t[14*i + j] = dy[10*i + j + 1600*n + 400];
+                        }
+                    }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                     #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                    for (int64_t j = 0; j < 10; ++j) {
-                        acc0 += dy[10*i + j + 1600*n + 400]*x[14*i + j + 1176*n + 14*u + 980];
-                        acc1 += dy[10*i + j + 1600*n + 400]*x[14*i + j + 1176*n + 14*u + 981];
-                        acc2 += dy[10*i + j + 1600*n + 400]*x[14*i + j + 1176*n + 14*u + 982];
-                        acc3 += dy[10*i + j + 1600*n + 400]*x[14*i + j + 1176*n + 14*u + 983];
-                        acc4 += dy[10*i + j + 1600*n + 400]*x[14*i + j + 1176*n + 14*u + 984];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        acc0 += t[q]*x[1176*n + q + 14*u + 980];
+                        acc1 += t[q]*x[1176*n + q + 14*u + 981];
+                        acc2 += t[q]*x[1176*n + q + 14*u + 982];
+                        acc3 += t[q]*x[1176*n + q + 14*u + 983];
+                        acc4 += t[q]*x[1176*n + q + 14*u + 984];
                     }
                 }
             }
@@ -4745,16 +5438,25 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
             double acc3 = 0;
             double acc4 = 0;
             for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
+                {
+                    double t[136];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        t[q] = 0;
+                    }
+                    for (int64_t i = 0; i < 10; ++i) {
+                        for (int64_t j = 0; j < 10; ++j) {
+                            t[14*i + j] = dy[10*i + j + 1600*n + 500];
+                        }
+                    }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                     #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                    for (int64_t j = 0; j < 10; ++j) {
-                        acc0 += dy[10*i + j + 1600*n + 500]*x[14*i + j + 1176*n + 14*u];
-                        acc1 += dy[10*i + j + 1600*n + 500]*x[14*i + j + 1176*n + 14*u + 1];
-                        acc2 += dy[10*i + j + 1600*n + 500]*x[14*i + j + 1176*n + 14*u + 2];
-                        acc3 += dy[10*i + j + 1600*n + 500]*x[14*i + j + 1176*n + 14*u + 3];
-                        acc4 += dy[10*i + j + 1600*n + 500]*x[14*i + j + 1176*n + 14*u + 4];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        acc0 += t[q]*x[1176*n + q + 14*u];
+                        acc1 += t[q]*x[1176*n + q + 14*u + 1];
+                        acc2 += t[q]*x[1176*n + q + 14*u + 2];
+                        acc3 += t[q]*x[1176*n + q + 14*u + 3];
+                        acc4 += t[q]*x[1176*n + q + 14*u + 4];
                     }
                 }
             }
@@ -4771,16 +5473,25 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
             double acc3 = 0;
             double acc4 = 0;
             for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
+                {
+                    double t[136];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        t[q] = 0;
+                    }
+                    for (int64_t i = 0; i < 10; ++i) {
+                        for (int64_t j = 0; j < 10; ++j) {
+                            t[14*i + j] = dy[10*i + j + 1600*n + 500];
+                        }
+                    }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                     #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                    for (int64_t j = 0; j < 10; ++j) {
-                        acc0 += dy[10*i + j + 1600*n + 500]*x[14*i + j + 1176*n + 14*u + 196];
-                        acc1 += dy[10*i + j + 1600*n + 500]*x[14*i + j + 1176*n + 14*u + 197];
-                        acc2 += dy[10*i + j + 1600*n + 500]*x[14*i + j + 1176*n + 14*u + 198];
-                        acc3 += dy[10*i + j + 1600*n + 500]*x[14*i + j + 1176*n + 14*u + 199];
-                        acc4 += dy[10*i + j + 1600*n + 500]*x[14*i + j + 1176*n + 14*u + 200];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        acc0 += t[q]*x[1176*n + q + 14*u + 196];
+                        acc1 += t[q]*x[1176*n + q + 14*u + 197];
+                        acc2 += t[q]*x[1176*n + q + 14*u + 198];
+                        acc3 += t[q]*x[1176*n + q + 14*u + 199];
+                        acc4 += t[q]*x[1176*n + q + 14*u + 200];
                     }
                 }
             }
@@ -4797,16 +5508,25 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
             double acc3 = 0;
             double acc4 = 0;
             for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
+                {
+                    double t[136];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        t[q] = 0;
+                    }
+                    for (int64_t i = 0; i < 10; ++i) {
+                        for (int64_t j = 0; j < 10; ++j) {
+                            t[14*i + j] = dy[10*i + j + 1600*n + 500];
+                        }
+                    }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                     #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                    for (int64_t j = 0; j < 10; ++j) {
-                        acc0 += dy[10*i + j + 1600*n + 500]*x[14*i + j + 1176*n + 14*u + 980];
-                        acc1 += dy[10*i + j + 1600*n + 500]*x[14*i + j + 1176*n + 14*u + 981];
-                        acc2 += dy[10*i + j + 1600*n + 500]*x[14*i + j + 1176*n + 14*u + 982];
-                        acc3 += dy[10*i + j + 1600*n + 500]*x[14*i + j + 1176*n + 14*u + 983];
-                        acc4 += dy[10*i + j + 1600*n + 500]*x[14*i + j + 1176*n + 14*u + 984];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        acc0 += t[q]*x[1176*n + q + 14*u + 980];
+                        acc1 += t[q]*x[1176*n + q + 14*u + 981];
+                        acc2 += t[q]*x[1176*n + q + 14*u + 982];
+                        acc3 += t[q]*x[1176*n + q + 14*u + 983];
+                        acc4 += t[q]*x[1176*n + q + 14*u + 984];
                     }
                 }
             }
@@ -4823,16 +5543,25 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
             double acc3 = 0;
             double acc4 = 0;
             for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
+                {
+                    double t[136];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        t[q] = 0;
+                    }
+                    for (int64_t i = 0; i < 10; ++i) {
+                        for (int64_t j = 0; j < 10; ++j) {
+                            t[14*i + j] = dy[10*i + j + 1600*n + 600];
+                        }
+                    }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                     #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                    for (int64_t j = 0; j < 10; ++j) {
-                        acc0 += dy[10*i + j + 1600*n + 600]*x[14*i + j + 1176*n + 14*u];
-                        acc1 += dy[10*i + j + 1600*n + 600]*x[14*i + j + 1176*n + 14*u + 1];
-                        acc2 += dy[10*i + j + 1600*n + 600]*x[14*i + j + 1176*n + 14*u + 2];
-                        acc3 += dy[10*i + j + 1600*n + 600]*x[14*i + j + 1176*n + 14*u + 3];
-                        acc4 += dy[10*i + j + 1600*n + 600]*x[14*i + j + 1176*n + 14*u + 4];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        acc0 += t[q]*x[1176*n + q + 14*u];
+                        acc1 += t[q]*x[1176*n + q + 14*u + 1];
+                        acc2 += t[q]*x[1176*n + q + 14*u + 2];
+                        acc3 += t[q]*x[1176*n + q + 14*u + 3];
+                        acc4 += t[q]*x[1176*n + q + 14*u + 4];
                     }
                 }
             }
@@ -4849,16 +5578,25 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
             double acc3 = 0;
             double acc4 = 0;
             for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
+                {
+                    double t[136];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        t[q] = 0;
+                    }
+                    for (int64_t i = 0; i < 10; ++i) {
+                        for (int64_t j = 0; j < 10; ++j) {
+                            t[14*i + j] = dy[10*i + j + 1600*n + 600];
+                        }
+                    }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                     #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                    for (int64_t j = 0; j < 10; ++j) {
-                        acc0 += dy[10*i + j + 1600*n + 600]*x[14*i + j + 1176*n + 14*u + 196];
-                        acc1 += dy[10*i + j + 1600*n + 600]*x[14*i + j + 1176*n + 14*u + 197];
-                        acc2 += dy[10*i + j + 1600*n + 600]*x[14*i + j + 1176*n + 14*u + 198];
-                        acc3 += dy[10*i + j + 1600*n + 600]*x[14*i + j + 1176*n + 14*u + 199];
-                        acc4 += dy[10*i + j + 1600*n + 600]*x[14*i + j + 1176*n + 14*u + 200];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        acc0 += t[q]*x[1176*n + q + 14*u + 196];
+                        acc1 += t[q]*x[1176*n + q + 14*u + 197];
+                        acc2 += t[q]*x[1176*n + q + 14*u + 198];
+                        acc3 += t[q]*x[1176*n + q + 14*u + 199];
+                        acc4 += t[q]*x[1176*n + q + 14*u + 200];
                     }
                 }
             }
@@ -4875,16 +5613,25 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
             double acc3 = 0;
             double acc4 = 0;
             for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
+                {
+                    double t[136];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        t[q] = 0;
+                    }
+                    for (int64_t i = 0; i < 10; ++i) {
+                        for (int64_t j = 0; j < 10; ++j) {
+                            t[14*i + j] = dy[10*i + j + 1600*n + 600];
+                        }
+                    }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                     #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                    for (int64_t j = 0; j < 10; ++j) {
-                        acc0 += dy[10*i + j + 1600*n + 600]*x[14*i + j + 1176*n + 14*u + 392];
-                        acc1 += dy[10*i + j + 1600*n + 600]*x[14*i + j + 1176*n + 14*u + 393];
-                        acc2 += dy[10*i + j + 1600*n + 600]*x[14*i + j + 1176*n + 14*u + 394];
-                        acc3 += dy[10*i + j + 1600*n + 600]*x[14*i + j + 1176*n + 14*u + 395];
-                        acc4 += dy[10*i + j + 1600*n + 600]*x[14*i + j + 1176*n + 14*u + 396];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        acc0 += t[q]*x[1176*n + q + 14*u + 392];
+                        acc1 += t[q]*x[1176*n + q + 14*u + 393];
+                        acc2 += t[q]*x[1176*n + q + 14*u + 394];
+                        acc3 += t[q]*x[1176*n + q + 14*u + 395];
+                        acc4 += t[q]*x[1176*n + q + 14*u + 396];
                     }
                 }
             }
@@ -4901,16 +5648,25 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
             double acc3 = 0;
             double acc4 = 0;
             for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
+                {
+                    double t[136];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        t[q] = 0;
+                    }
+                    for (int64_t i = 0; i < 10; ++i) {
+                        for (int64_t j = 0; j < 10; ++j) {
+                            t[14*i + j] = dy[10*i + j + 1600*n + 600];
+                        }
+                    }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                     #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                    for (int64_t j = 0; j < 10; ++j) {
-                        acc0 += dy[10*i + j + 1600*n + 600]*x[14*i + j + 1176*n + 14*u + 588];
-                        acc1 += dy[10*i + j + 1600*n + 600]*x[14*i + j + 1176*n + 14*u + 589];
-                        acc2 += dy[10*i + j + 1600*n + 600]*x[14*i + j + 1176*n + 14*u + 590];
-                        acc3 += dy[10*i + j + 1600*n + 600]*x[14*i + j + 1176*n + 14*u + 591];
-                        acc4 += dy[10*i + j + 1600*n + 600]*x[14*i + j + 1176*n + 14*u + 592];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        acc0 += t[q]*x[1176*n + q + 14*u + 588];
+                        acc1 += t[q]*x[1176*n + q + 14*u + 589];
+                        acc2 += t[q]*x[1176*n + q + 14*u + 590];
+                        acc3 += t[q]*x[1176*n + q + 14*u + 591];
+                        acc4 += t[q]*x[1176*n + q + 14*u + 592];
                     }
                 }
             }
@@ -4927,16 +5683,25 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
             double acc3 = 0;
             double acc4 = 0;
             for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
+                {
+                    double t[136];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        t[q] = 0;
+                    }
+                    for (int64_t i = 0; i < 10; ++i) {
+                        for (int64_t j = 0; j < 10; ++j) {
+                            t[14*i + j] = dy[10*i + j + 1600*n + 700];
+                        }
+                    }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                     #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                    for (int64_t j = 0; j < 10; ++j) {
-                        acc0 += dy[10*i + j + 1600*n + 700]*x[14*i + j + 1176*n + 14*u + 196];
-                        acc1 += dy[10*i + j + 1600*n + 700]*x[14*i + j + 1176*n + 14*u + 197];
-                        acc2 += dy[10*i + j + 1600*n + 700]*x[14*i + j + 1176*n + 14*u + 198];
-                        acc3 += dy[10*i + j + 1600*n + 700]*x[14*i + j + 1176*n + 14*u + 199];
-                        acc4 += dy[10*i + j + 1600*n + 700]*x[14*i + j + 1176*n + 14*u + 200];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        acc0 += t[q]*x[1176*n + q + 14*u + 196];
+                        acc1 += t[q]*x[1176*n + q + 14*u + 197];
+                        acc2 += t[q]*x[1176*n + q + 14*u + 198];
+                        acc3 += t[q]*x[1176*n + q + 14*u + 199];
+                        acc4 += t[q]*x[1176*n + q + 14*u + 200];
                     }
                 }
             }
@@ -4953,16 +5718,25 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
             double acc3 = 0;
             double acc4 = 0;
             for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
+                {
+                    double t[136];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        t[q] = 0;
+                    }
+                    for (int64_t i = 0; i < 10; ++i) {
+                        for (int64_t j = 0; j < 10; ++j) {
+                            t[14*i + j] = dy[10*i + j + 1600*n + 700];
+                        }
+                    }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                     #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                    for (int64_t j = 0; j < 10; ++j) {
-                        acc0 += dy[10*i + j + 1600*n + 700]*x[14*i + j + 1176*n + 14*u + 392];
-                        acc1 += dy[10*i + j + 1600*n + 700]*x[14*i + j + 1176*n + 14*u + 393];
-                        acc2 += dy[10*i + j + 1600*n + 700]*x[14*i + j + 1176*n + 14*u + 394];
-                        acc3 += dy[10*i + j + 1600*n + 700]*x[14*i + j + 1176*n + 14*u + 395];
-                        acc4 += dy[10*i + j + 1600*n + 700]*x[14*i + j + 1176*n + 14*u + 396];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        acc0 += t[q]*x[1176*n + q + 14*u + 392];
+                        acc1 += t[q]*x[1176*n + q + 14*u + 393];
+                        acc2 += t[q]*x[1176*n + q + 14*u + 394];
+                        acc3 += t[q]*x[1176*n + q + 14*u + 395];
+                        acc4 += t[q]*x[1176*n + q + 14*u + 396];
                     }
                 }
             }
@@ -4979,16 +5753,25 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
             double acc3 = 0;
             double acc4 = 0;
             for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
+                {
+                    double t[136];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        t[q] = 0;
+                    }
+                    for (int64_t i = 0; i < 10; ++i) {
+                        for (int64_t j = 0; j < 10; ++j) {
+                            t[14*i + j] = dy[10*i + j + 1600*n + 700];
+                        }
+                    }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                     #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                    for (int64_t j = 0; j < 10; ++j) {
-                        acc0 += dy[10*i + j + 1600*n + 700]*x[14*i + j + 1176*n + 14*u + 588];
-                        acc1 += dy[10*i + j + 1600*n + 700]*x[14*i + j + 1176*n + 14*u + 589];
-                        acc2 += dy[10*i + j + 1600*n + 700]*x[14*i + j + 1176*n + 14*u + 590];
-                        acc3 += dy[10*i + j + 1600*n + 700]*x[14*i + j + 1176*n + 14*u + 591];
-                        acc4 += dy[10*i + j + 1600*n + 700]*x[14*i + j + 1176*n + 14*u + 592];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        acc0 += t[q]*x[1176*n + q + 14*u + 588];
+                        acc1 += t[q]*x[1176*n + q + 14*u + 589];
+                        acc2 += t[q]*x[1176*n + q + 14*u + 590];
+                        acc3 += t[q]*x[1176*n + q + 14*u + 591];
+                        acc4 += t[q]*x[1176*n + q + 14*u + 592];
                     }
                 }
             }
@@ -5005,16 +5788,25 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
             double acc3 = 0;
             double acc4 = 0;
             for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
+                {
+                    double t[136];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        t[q] = 0;
+                    }
+                    for (int64_t i = 0; i < 10; ++i) {
+                        for (int64_t j = 0; j < 10; ++j) {
+                            t[14*i + j] = dy[10*i + j + 1600*n + 700];
+                        }
+                    }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                     #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                    for (int64_t j = 0; j < 10; ++j) {
-                        acc0 += dy[10*i + j + 1600*n + 700]*x[14*i + j + 1176*n + 14*u + 784];
-                        acc1 += dy[10*i + j + 1600*n + 700]*x[14*i + j + 1176*n + 14*u + 785];
-                        acc2 += dy[10*i + j + 1600*n + 700]*x[14*i + j + 1176*n + 14*u + 786];
-                        acc3 += dy[10*i + j + 1600*n + 700]*x[14*i + j + 1176*n + 14*u + 787];
-                        acc4 += dy[10*i + j + 1600*n + 700]*x[14*i + j + 1176*n + 14*u + 788];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        acc0 += t[q]*x[1176*n + q + 14*u + 784];
+                        acc1 += t[q]*x[1176*n + q + 14*u + 785];
+                        acc2 += t[q]*x[1176*n + q + 14*u + 786];
+                        acc3 += t[q]*x[1176*n + q + 14*u + 787];
+                        acc4 += t[q]*x[1176*n + q + 14*u + 788];
                     }
                 }
             }
@@ -5031,16 +5823,25 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
             double acc3 = 0;
             double acc4 = 0;
             for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
+                {
+                    double t[136];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        t[q] = 0;
+                    }
+                    for (int64_t i = 0; i < 10; ++i) {
+                        for (int64_t j = 0; j < 10; ++j) {
+                            t[14*i + j] = dy[10*i + j + 1600*n + 800];
+                        }
+                    }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                     #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                    for (int64_t j = 0; j < 10; ++j) {
-                        acc0 += dy[10*i + j + 1600*n + 800]*x[14*i + j + 1176*n + 14*u + 392];
-                        acc1 += dy[10*i + j + 1600*n + 800]*x[14*i + j + 1176*n + 14*u + 393];
-                        acc2 += dy[10*i + j + 1600*n + 800]*x[14*i + j + 1176*n + 14*u + 394];
-                        acc3 += dy[10*i + j + 1600*n + 800]*x[14*i + j + 1176*n + 14*u + 395];
-                        acc4 += dy[10*i + j + 1600*n + 800]*x[14*i + j + 1176*n + 14*u + 396];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        acc0 += t[q]*x[1176*n + q + 14*u + 392];
+                        acc1 += t[q]*x[1176*n + q + 14*u + 393];
+                        acc2 += t[q]*x[1176*n + q + 14*u + 394];
+                        acc3 += t[q]*x[1176*n + q + 14*u + 395];
+                        acc4 += t[q]*x[1176*n + q + 14*u + 396];
                     }
                 }
             }
@@ -5057,16 +5858,25 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
             double acc3 = 0;
             double acc4 = 0;
             for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
+                {
+                    double t[136];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        t[q] = 0;
+                    }
+                    for (int64_t i = 0; i < 10; ++i) {
+                        for (int64_t j = 0; j < 10; ++j) {
+                            t[14*i + j] = dy[10*i + j + 1600*n + 800];
+                        }
+                    }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                     #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                    for (int64_t j = 0; j < 10; ++j) {
-                        acc0 += dy[10*i + j + 1600*n + 800]*x[14*i + j + 1176*n + 14*u + 588];
-                        acc1 += dy[10*i + j + 1600*n + 800]*x[14*i + j + 1176*n + 14*u + 589];
-                        acc2 += dy[10*i + j + 1600*n + 800]*x[14*i + j + 1176*n + 14*u + 590];
-                        acc3 += dy[10*i + j + 1600*n + 800]*x[14*i + j + 1176*n + 14*u + 591];
-                        acc4 += dy[10*i + j + 1600*n + 800]*x[14*i + j + 1176*n + 14*u + 592];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        acc0 += t[q]*x[1176*n + q + 14*u + 588];
+                        acc1 += t[q]*x[1176*n + q + 14*u + 589];
+                        acc2 += t[q]*x[1176*n + q + 14*u + 590];
+                        acc3 += t[q]*x[1176*n + q + 14*u + 591];
+                        acc4 += t[q]*x[1176*n + q + 14*u + 592];
                     }
                 }
             }
@@ -5083,16 +5893,25 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
             double acc3 = 0;
             double acc4 = 0;
             for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
+                {
+                    double t[136];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        t[q] = 0;
+                    }
+                    for (int64_t i = 0; i < 10; ++i) {
+                        for (int64_t j = 0; j < 10; ++j) {
+                            t[14*i + j] = dy[10*i + j + 1600*n + 800];
+                        }
+                    }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                     #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                    for (int64_t j = 0; j < 10; ++j) {
-                        acc0 += dy[10*i + j + 1600*n + 800]*x[14*i + j + 1176*n + 14*u + 784];
-                        acc1 += dy[10*i + j + 1600*n + 800]*x[14*i + j + 1176*n + 14*u + 785];
-                        acc2 += dy[10*i + j + 1600*n + 800]*x[14*i + j + 1176*n + 14*u + 786];
-                        acc3 += dy[10*i + j + 1600*n + 800]*x[14*i + j + 1176*n + 14*u + 787];
-                        acc4 += dy[10*i + j + 1600*n + 800]*x[14*i + j + 1176*n + 14*u + 788];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        acc0 += t[q]*x[1176*n + q + 14*u + 784];
+                        acc1 += t[q]*x[1176*n + q + 14*u + 785];
+                        acc2 += t[q]*x[1176*n + q + 14*u + 786];
+                        acc3 += t[q]*x[1176*n + q + 14*u + 787];
+                        acc4 += t[q]*x[1176*n + q + 14*u + 788];
                     }
                 }
             }
@@ -5109,16 +5928,25 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
             double acc3 = 0;
             double acc4 = 0;
             for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
+                {
+                    double t[136];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        t[q] = 0;
+                    }
+                    for (int64_t i = 0; i < 10; ++i) {
+                        for (int64_t j = 0; j < 10; ++j) {
+                            t[14*i + j] = dy[10*i + j + 1600*n + 800];
+                        }
+                    }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                     #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                    for (int64_t j = 0; j < 10; ++j) {
-                        acc0 += dy[10*i + j + 1600*n + 800]*x[14*i + j + 1176*n + 14*u + 980];
-                        acc1 += dy[10*i + j + 1600*n + 800]*x[14*i + j + 1176*n + 14*u + 981];
-                        acc2 += dy[10*i + j + 1600*n + 800]*x[14*i + j + 1176*n + 14*u + 982];
-                        acc3 += dy[10*i + j + 1600*n + 800]*x[14*i + j + 1176*n + 14*u + 983];
-                        acc4 += dy[10*i + j + 1600*n + 800]*x[14*i + j + 1176*n + 14*u + 984];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        acc0 += t[q]*x[1176*n + q + 14*u + 980];
+                        acc1 += t[q]*x[1176*n + q + 14*u + 981];
+                        acc2 += t[q]*x[1176*n + q + 14*u + 982];
+                        acc3 += t[q]*x[1176*n + q + 14*u + 983];
+                        acc4 += t[q]*x[1176*n + q + 14*u + 984];
                     }
                 }
             }
@@ -5135,16 +5963,25 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
             double acc3 = 0;
             double acc4 = 0;
             for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
+                {
+                    double t[136];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        t[q] = 0;
+                    }
+                    for (int64_t i = 0; i < 10; ++i) {
+                        for (int64_t j = 0; j < 10; ++j) {
+                            t[14*i + j] = dy[10*i + j + 1600*n + 900];
+                        }
+                    }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                     #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                    for (int64_t j = 0; j < 10; ++j) {
-                        acc0 += dy[10*i + j + 1600*n + 900]*x[14*i + j + 1176*n + 14*u];
-                        acc1 += dy[10*i + j + 1600*n + 900]*x[14*i + j + 1176*n + 14*u + 1];
-                        acc2 += dy[10*i + j + 1600*n + 900]*x[14*i + j + 1176*n + 14*u + 2];
-                        acc3 += dy[10*i + j + 1600*n + 900]*x[14*i + j + 1176*n + 14*u + 3];
-                        acc4 += dy[10*i + j + 1600*n + 900]*x[14*i + j + 1176*n + 14*u + 4];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        acc0 += t[q]*x[1176*n + q + 14*u];
+                        acc1 += t[q]*x[1176*n + q + 14*u + 1];
+                        acc2 += t[q]*x[1176*n + q + 14*u + 2];
+                        acc3 += t[q]*x[1176*n + q + 14*u + 3];
+                        acc4 += t[q]*x[1176*n + q + 14*u + 4];
                     }
                 }
             }
@@ -5161,16 +5998,25 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
             double acc3 = 0;
             double acc4 = 0;
             for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
+                {
+                    double t[136];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        t[q] = 0;
+                    }
+                    for (int64_t i = 0; i < 10; ++i) {
+                        for (int64_t j = 0; j < 10; ++j) {
+                            t[14*i + j] = dy[10*i + j + 1600*n + 900];
+                        }
+                    }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                     #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                    for (int64_t j = 0; j < 10; ++j) {
-                        acc0 += dy[10*i + j + 1600*n + 900]*x[14*i + j + 1176*n + 14*u + 588];
-                        acc1 += dy[10*i + j + 1600*n + 900]*x[14*i + j + 1176*n + 14*u + 589];
-                        acc2 += dy[10*i + j + 1600*n + 900]*x[14*i + j + 1176*n + 14*u + 590];
-                        acc3 += dy[10*i + j + 1600*n + 900]*x[14*i + j + 1176*n + 14*u + 591];
-                        acc4 += dy[10*i + j + 1600*n + 900]*x[14*i + j + 1176*n + 14*u + 592];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        acc0 += t[q]*x[1176*n + q + 14*u + 588];
+                        acc1 += t[q]*x[1176*n + q + 14*u + 589];
+                        acc2 += t[q]*x[1176*n + q + 14*u + 590];
+                        acc3 += t[q]*x[1176*n + q + 14*u + 591];
+                        acc4 += t[q]*x[1176*n + q + 14*u + 592];
                     }
                 }
             }
@@ -5187,16 +6033,25 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
             double acc3 = 0;
             double acc4 = 0;
             for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
+                {
+                    double t[136];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        t[q] = 0;
+                    }
+                    for (int64_t i = 0; i < 10; ++i) {
+                        for (int64_t j = 0; j < 10; ++j) {
+                            t[14*i + j] = dy[10*i + j + 1600*n + 900];
+                        }
+                    }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                     #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                    for (int64_t j = 0; j < 10; ++j) {
-                        acc0 += dy[10*i + j + 1600*n + 900]*x[14*i + j + 1176*n + 14*u + 784];
-                        acc1 += dy[10*i + j + 1600*n + 900]*x[14*i + j + 1176*n + 14*u + 785];
-                        acc2 += dy[10*i + j + 1600*n + 900]*x[14*i + j + 1176*n + 14*u + 786];
-                        acc3 += dy[10*i + j + 1600*n + 900]*x[14*i + j + 1176*n + 14*u + 787];
-                        acc4 += dy[10*i + j + 1600*n + 900]*x[14*i + j + 1176*n + 14*u + 788];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        acc0 += t[q]*x[1176*n + q + 14*u + 784];
+                        acc1 += t[q]*x[1176*n + q + 14*u + 785];
+                        acc2 += t[q]*x[1176*n + q + 14*u + 786];
+                        acc3 += t[q]*x[1176*n + q + 14*u + 787];
+                        acc4 += t[q]*x[1176*n + q + 14*u + 788];
                     }
                 }
             }
@@ -5213,16 +6068,25 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
             double acc3 = 0;
             double acc4 = 0;
             for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
+                {
+                    double t[136];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        t[q] = 0;
+                    }
+                    for (int64_t i = 0; i < 10; ++i) {
+                        for (int64_t j = 0; j < 10; ++j) {
+                            t[14*i + j] = dy[10*i + j + 1600*n + 900];
+                        }
+                    }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                     #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                    for (int64_t j = 0; j < 10; ++j) {
-                        acc0 += dy[10*i + j + 1600*n + 900]*x[14*i + j + 1176*n + 14*u + 980];
-                        acc1 += dy[10*i + j + 1600*n + 900]*x[14*i + j + 1176*n + 14*u + 981];
-                        acc2 += dy[10*i + j + 1600*n + 900]*x[14*i + j + 1176*n + 14*u + 982];
-                        acc3 += dy[10*i + j + 1600*n + 900]*x[14*i + j + 1176*n + 14*u + 983];
-                        acc4 += dy[10*i + j + 1600*n + 900]*x[14*i + j + 1176*n + 14*u + 984];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        acc0 += t[q]*x[1176*n + q + 14*u + 980];
+                        acc1 += t[q]*x[1176*n + q + 14*u + 981];
+                        acc2 += t[q]*x[1176*n + q + 14*u + 982];
+                        acc3 += t[q]*x[1176*n + q + 14*u + 983];
+                        acc4 += t[q]*x[1176*n + q + 14*u + 984];
                     }
                 }
             }
@@ -5239,16 +6103,25 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
             double acc3 = 0;
             double acc4 = 0;
             for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
+                {
+                    double t[136];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        t[q] = 0;
+                    }
+                    for (int64_t i = 0; i < 10; ++i) {
+                        for (int64_t j = 0; j < 10; ++j) {
+                            t[14*i + j] = dy[10*i + j + 1600*n + 1000];
+                        }
+                    }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                     #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                    for (int64_t j = 0; j < 10; ++j) {
-                        acc0 += dy[10*i + j + 1600*n + 1000]*x[14*i + j + 1176*n + 14*u];
-                        acc1 += dy[10*i + j + 1600*n + 1000]*x[14*i + j + 1176*n + 14*u + 1];
-                        acc2 += dy[10*i + j + 1600*n + 1000]*x[14*i + j + 1176*n + 14*u + 2];
-                        acc3 += dy[10*i + j + 1600*n + 1000]*x[14*i + j + 1176*n + 14*u + 3];
-                        acc4 += dy[10*i + j + 1600*n + 1000]*x[14*i + j + 1176*n + 14*u + 4];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        acc0 += t[q]*x[1176*n + q + 14*u];
+                        acc1 += t[q]*x[1176*n + q + 14*u + 1];
+                        acc2 += t[q]*x[1176*n + q + 14*u + 2];
+                        acc3 += t[q]*x[1176*n + q + 14*u + 3];
+                        acc4 += t[q]*x[1176*n + q + 14*u + 4];
                     }
                 }
             }
@@ -5265,16 +6138,25 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
             double acc3 = 0;
             double acc4 = 0;
             for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
+                {
+                    double t[136];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        t[q] = 0;
+                    }
+                    for (int64_t i = 0; i < 10; ++i) {
+                        for (int64_t j = 0; j < 10; ++j) {
+                            t[14*i + j] = dy[10*i + j + 1600*n + 1000];
+                        }
+                    }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                     #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                    for (int64_t j = 0; j < 10; ++j) {
-                        acc0 += dy[10*i + j + 1600*n + 1000]*x[14*i + j + 1176*n + 14*u + 196];
-                        acc1 += dy[10*i + j + 1600*n + 1000]*x[14*i + j + 1176*n + 14*u + 197];
-                        acc2 += dy[10*i + j + 1600*n + 1000]*x[14*i + j + 1176*n + 14*u + 198];
-                        acc3 += dy[10*i + j + 1600*n + 1000]*x[14*i + j + 1176*n + 14*u + 199];
-                        acc4 += dy[10*i + j + 1600*n + 1000]*x[14*i + j + 1176*n + 14*u + 200];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        acc0 += t[q]*x[1176*n + q + 14*u + 196];
+                        acc1 += t[q]*x[1176*n + q + 14*u + 197];
+                        acc2 += t[q]*x[1176*n + q + 14*u + 198];
+                        acc3 += t[q]*x[1176*n + q + 14*u + 199];
+                        acc4 += t[q]*x[1176*n + q + 14*u + 200];
                     }
                 }
             }
@@ -5291,16 +6173,25 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
             double acc3 = 0;
             double acc4 = 0;
             for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
+                {
+                    double t[136];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        t[q] = 0;
+                    }
+                    for (int64_t i = 0; i < 10; ++i) {
+                        for (int64_t j = 0; j < 10; ++j) {
+                            t[14*i + j] = dy[10*i + j + 1600*n + 1000];
+                        }
+                    }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                     #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                    for (int64_t j = 0; j < 10; ++j) {
-                        acc0 += dy[10*i + j + 1600*n + 1000]*x[14*i + j + 1176*n + 14*u + 784];
-                        acc1 += dy[10*i + j + 1600*n + 1000]*x[14*i + j + 1176*n + 14*u + 785];
-                        acc2 += dy[10*i + j + 1600*n + 1000]*x[14*i + j + 1176*n + 14*u + 786];
-                        acc3 += dy[10*i + j + 1600*n + 1000]*x[14*i + j + 1176*n + 14*u + 787];
-                        acc4 += dy[10*i + j + 1600*n + 1000]*x[14*i + j + 1176*n + 14*u + 788];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        acc0 += t[q]*x[1176*n + q + 14*u + 784];
+                        acc1 += t[q]*x[1176*n + q + 14*u + 785];
+                        acc2 += t[q]*x[1176*n + q + 14*u + 786];
+                        acc3 += t[q]*x[1176*n + q + 14*u + 787];
+                        acc4 += t[q]*x[1176*n + q + 14*u + 788];
                     }
                 }
             }
@@ -5317,16 +6208,25 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
             double acc3 = 0;
             double acc4 = 0;
             for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
+                {
+                    double t[136];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        t[q] = 0;
+                    }
+                    for (int64_t i = 0; i < 10; ++i) {
+                        for (int64_t j = 0; j < 10; ++j) {
+                            t[14*i + j] = dy[10*i + j + 1600*n + 1000];
+                        }
+                    }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                     #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                    for (int64_t j = 0; j < 10; ++j) {
-                        acc0 += dy[10*i + j + 1600*n + 1000]*x[14*i + j + 1176*n + 14*u + 980];
-                        acc1 += dy[10*i + j + 1600*n + 1000]*x[14*i + j + 1176*n + 14*u + 981];
-                        acc2 += dy[10*i + j + 1600*n + 1000]*x[14*i + j + 1176*n + 14*u + 982];
-                        acc3 += dy[10*i + j + 1600*n + 1000]*x[14*i + j + 1176*n + 14*u + 983];
-                        acc4 += dy[10*i + j + 1600*n + 1000]*x[14*i + j + 1176*n + 14*u + 984];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        acc0 += t[q]*x[1176*n + q + 14*u + 980];
+                        acc1 += t[q]*x[1176*n + q + 14*u + 981];
+                        acc2 += t[q]*x[1176*n + q + 14*u + 982];
+                        acc3 += t[q]*x[1176*n + q + 14*u + 983];
+                        acc4 += t[q]*x[1176*n + q + 14*u + 984];
                     }
                 }
             }
@@ -5343,16 +6243,25 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
             double acc3 = 0;
             double acc4 = 0;
             for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
+                {
+                    double t[136];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        t[q] = 0;
+                    }
+                    for (int64_t i = 0; i < 10; ++i) {
+                        for (int64_t j = 0; j < 10; ++j) {
+                            t[14*i + j] = dy[10*i + j + 1600*n + 1100];
+                        }
+                    }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                     #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                    for (int64_t j = 0; j < 10; ++j) {
-                        acc0 += dy[10*i + j + 1600*n + 1100]*x[14*i + j + 1176*n + 14*u];
-                        acc1 += dy[10*i + j + 1600*n + 1100]*x[14*i + j + 1176*n + 14*u + 1];
-                        acc2 += dy[10*i + j + 1600*n + 1100]*x[14*i + j + 1176*n + 14*u + 2];
-                        acc3 += dy[10*i + j + 1600*n + 1100]*x[14*i + j + 1176*n + 14*u + 3];
-                        acc4 += dy[10*i + j + 1600*n + 1100]*x[14*i + j + 1176*n + 14*u + 4];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        acc0 += t[q]*x[1176*n + q + 14*u];
+                        acc1 += t[q]*x[1176*n + q + 14*u + 1];
+                        acc2 += t[q]*x[1176*n + q + 14*u + 2];
+                        acc3 += t[q]*x[1176*n + q + 14*u + 3];
+                        acc4 += t[q]*x[1176*n + q + 14*u + 4];
                     }
                 }
             }
@@ -5369,16 +6278,25 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
             double acc3 = 0;
             double acc4 = 0;
             for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
+                {
+                    double t[136];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        t[q] = 0;
+                    }
+                    for (int64_t i = 0; i < 10; ++i) {
+                        for (int64_t j = 0; j < 10; ++j) {
+                            t[14*i + j] = dy[10*i + j + 1600*n + 1100];
+                        }
+                    }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                     #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                    for (int64_t j = 0; j < 10; ++j) {
-                        acc0 += dy[10*i + j + 1600*n + 1100]*x[14*i + j + 1176*n + 14*u + 196];
-                        acc1 += dy[10*i + j + 1600*n + 1100]*x[14*i + j + 1176*n + 14*u + 197];
-                        acc2 += dy[10*i + j + 1600*n + 1100]*x[14*i + j + 1176*n + 14*u + 198];
-                        acc3 += dy[10*i + j + 1600*n + 1100]*x[14*i + j + 1176*n + 14*u + 199];
-                        acc4 += dy[10*i + j + 1600*n + 1100]*x[14*i + j + 1176*n + 14*u + 200];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        acc0 += t[q]*x[1176*n + q + 14*u + 196];
+                        acc1 += t[q]*x[1176*n + q + 14*u + 197];
+                        acc2 += t[q]*x[1176*n + q + 14*u + 198];
+                        acc3 += t[q]*x[1176*n + q + 14*u + 199];
+                        acc4 += t[q]*x[1176*n + q + 14*u + 200];
                     }
                 }
             }
@@ -5395,16 +6313,25 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
             double acc3 = 0;
             double acc4 = 0;
             for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
+                {
+                    double t[136];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        t[q] = 0;
+                    }
+                    for (int64_t i = 0; i < 10; ++i) {
+                        for (int64_t j = 0; j < 10; ++j) {
+                            t[14*i + j] = dy[10*i + j + 1600*n + 1100];
+                        }
+                    }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                     #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                    for (int64_t j = 0; j < 10; ++j) {
-                        acc0 += dy[10*i + j + 1600*n + 1100]*x[14*i + j + 1176*n + 14*u + 392];
-                        acc1 += dy[10*i + j + 1600*n + 1100]*x[14*i + j + 1176*n + 14*u + 393];
-                        acc2 += dy[10*i + j + 1600*n + 1100]*x[14*i + j + 1176*n + 14*u + 394];
-                        acc3 += dy[10*i + j + 1600*n + 1100]*x[14*i + j + 1176*n + 14*u + 395];
-                        acc4 += dy[10*i + j + 1600*n + 1100]*x[14*i + j + 1176*n + 14*u + 396];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        acc0 += t[q]*x[1176*n + q + 14*u + 392];
+                        acc1 += t[q]*x[1176*n + q + 14*u + 393];
+                        acc2 += t[q]*x[1176*n + q + 14*u + 394];
+                        acc3 += t[q]*x[1176*n + q + 14*u + 395];
+                        acc4 += t[q]*x[1176*n + q + 14*u + 396];
                     }
                 }
             }
@@ -5421,16 +6348,25 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
             double acc3 = 0;
             double acc4 = 0;
             for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
+                {
+                    double t[136];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        t[q] = 0;
+                    }
+                    for (int64_t i = 0; i < 10; ++i) {
+                        for (int64_t j = 0; j < 10; ++j) {
+                            t[14*i + j] = dy[10*i + j + 1600*n + 1100];
+                        }
+                    }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                     #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                    for (int64_t j = 0; j < 10; ++j) {
-                        acc0 += dy[10*i + j + 1600*n + 1100]*x[14*i + j + 1176*n + 14*u + 980];
-                        acc1 += dy[10*i + j + 1600*n + 1100]*x[14*i + j + 1176*n + 14*u + 981];
-                        acc2 += dy[10*i + j + 1600*n + 1100]*x[14*i + j + 1176*n + 14*u + 982];
-                        acc3 += dy[10*i + j + 1600*n + 1100]*x[14*i + j + 1176*n + 14*u + 983];
-                        acc4 += dy[10*i + j + 1600*n + 1100]*x[14*i + j + 1176*n + 14*u + 984];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        acc0 += t[q]*x[1176*n + q + 14*u + 980];
+                        acc1 += t[q]*x[1176*n + q + 14*u + 981];
+                        acc2 += t[q]*x[1176*n + q + 14*u + 982];
+                        acc3 += t[q]*x[1176*n + q + 14*u + 983];
+                        acc4 += t[q]*x[1176*n + q + 14*u + 984];
                     }
                 }
             }
@@ -5447,16 +6383,25 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
             double acc3 = 0;
             double acc4 = 0;
             for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
+                {
+                    double t[136];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        t[q] = 0;
+                    }
+                    for (int64_t i = 0; i < 10; ++i) {
+                        for (int64_t j = 0; j < 10; ++j) {
+                            t[14*i + j] = dy[10*i + j + 1600*n + 1200];
+                        }
+                    }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                     #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                    for (int64_t j = 0; j < 10; ++j) {
-                        acc0 += dy[10*i + j + 1600*n + 1200]*x[14*i + j + 1176*n + 14*u];
-                        acc1 += dy[10*i + j + 1600*n + 1200]*x[14*i + j + 1176*n + 14*u + 1];
-                        acc2 += dy[10*i + j + 1600*n + 1200]*x[14*i + j + 1176*n + 14*u + 2];
-                        acc3 += dy[10*i + j + 1600*n + 1200]*x[14*i + j + 1176*n + 14*u + 3];
-                        acc4 += dy[10*i + j + 1600*n + 1200]*x[14*i + j + 1176*n + 14*u + 4];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        acc0 += t[q]*x[1176*n + q + 14*u];
+                        acc1 += t[q]*x[1176*n + q + 14*u + 1];
+                        acc2 += t[q]*x[1176*n + q + 14*u + 2];
+                        acc3 += t[q]*x[1176*n + q + 14*u + 3];
+                        acc4 += t[q]*x[1176*n + q + 14*u + 4];
                     }
                 }
             }
@@ -5473,16 +6418,25 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
             double acc3 = 0;
             double acc4 = 0;
             for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
+                {
+                    double t[136];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        t[q] = 0;
+                    }
+                    for (int64_t i = 0; i < 10; ++i) {
+                        for (int64_t j = 0; j < 10; ++j) {
+                            t[14*i + j] = dy[10*i + j + 1600*n + 1200];
+                        }
+                    }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                     #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                    for (int64_t j = 0; j < 10; ++j) {
-                        acc0 += dy[10*i + j + 1600*n + 1200]*x[14*i + j + 1176*n + 14*u + 196];
-                        acc1 += dy[10*i + j + 1600*n + 1200]*x[14*i + j + 1176*n + 14*u + 197];
-                        acc2 += dy[10*i + j + 1600*n + 1200]*x[14*i + j + 1176*n + 14*u + 198];
-                        acc3 += dy[10*i + j + 1600*n + 1200]*x[14*i + j + 1176*n + 14*u + 199];
-                        acc4 += dy[10*i + j + 1600*n + 1200]*x[14*i + j + 1176*n + 14*u + 200];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        acc0 += t[q]*x[1176*n + q + 14*u + 196];
+                        acc1 += t[q]*x[1176*n + q + 14*u + 197];
+                        acc2 += t[q]*x[1176*n + q + 14*u + 198];
+                        acc3 += t[q]*x[1176*n + q + 14*u + 199];
+                        acc4 += t[q]*x[1176*n + q + 14*u + 200];
                     }
                 }
             }
@@ -5499,16 +6453,25 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
             double acc3 = 0;
             double acc4 = 0;
             for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
+                {
+                    double t[136];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        t[q] = 0;
+                    }
+                    for (int64_t i = 0; i < 10; ++i) {
+                        for (int64_t j = 0; j < 10; ++j) {
+                            t[14*i + j] = dy[10*i + j + 1600*n + 1200];
+                        }
+                    }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                     #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                    for (int64_t j = 0; j < 10; ++j) {
-                        acc0 += dy[10*i + j + 1600*n + 1200]*x[14*i + j + 1176*n + 14*u + 588];
-                        acc1 += dy[10*i + j + 1600*n + 1200]*x[14*i + j + 1176*n + 14*u + 589];
-                        acc2 += dy[10*i + j + 1600*n + 1200]*x[14*i + j + 1176*n + 14*u + 590];
-                        acc3 += dy[10*i + j + 1600*n + 1200]*x[14*i + j + 1176*n + 14*u + 591];
-                        acc4 += dy[10*i + j + 1600*n + 1200]*x[14*i + j + 1176*n + 14*u + 592];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        acc0 += t[q]*x[1176*n + q + 14*u + 588];
+                        acc1 += t[q]*x[1176*n + q + 14*u + 589];
+                        acc2 += t[q]*x[1176*n + q + 14*u + 590];
+                        acc3 += t[q]*x[1176*n + q + 14*u + 591];
+                        acc4 += t[q]*x[1176*n + q + 14*u + 592];
                     }
                 }
             }
@@ -5525,16 +6488,25 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
             double acc3 = 0;
             double acc4 = 0;
             for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
+                {
+                    double t[136];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        t[q] = 0;
+                    }
+                    for (int64_t i = 0; i < 10; ++i) {
+                        for (int64_t j = 0; j < 10; ++j) {
+                            t[14*i + j] = dy[10*i + j + 1600*n + 1200];
+                        }
+                    }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                     #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                    for (int64_t j = 0; j < 10; ++j) {
-                        acc0 += dy[10*i + j + 1600*n + 1200]*x[14*i + j + 1176*n + 14*u + 784];
-                        acc1 += dy[10*i + j + 1600*n + 1200]*x[14*i + j + 1176*n + 14*u + 785];
-                        acc2 += dy[10*i + j + 1600*n + 1200]*x[14*i + j + 1176*n + 14*u + 786];
-                        acc3 += dy[10*i + j + 1600*n + 1200]*x[14*i + j + 1176*n + 14*u + 787];
-                        acc4 += dy[10*i + j + 1600*n + 1200]*x[14*i + j + 1176*n + 14*u + 788];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        acc0 += t[q]*x[1176*n + q + 14*u + 784];
+                        acc1 += t[q]*x[1176*n + q + 14*u + 785];
+                        acc2 += t[q]*x[1176*n + q + 14*u + 786];
+                        acc3 += t[q]*x[1176*n + q + 14*u + 787];
+                        acc4 += t[q]*x[1176*n + q + 14*u + 788];
                     }
                 }
             }
@@ -5551,16 +6523,25 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
             double acc3 = 0;
             double acc4 = 0;
             for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
+                {
+                    double t[136];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        t[q] = 0;
+                    }
+                    for (int64_t i = 0; i < 10; ++i) {
+                        for (int64_t j = 0; j < 10; ++j) {
+                            t[14*i + j] = dy[10*i + j + 1600*n + 1300];
+                        }
+                    }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                     #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                    for (int64_t j = 0; j < 10; ++j) {
-                        acc0 += dy[10*i + j + 1600*n + 1300]*x[14*i + j + 1176*n + 14*u + 196];
-                        acc1 += dy[10*i + j + 1600*n + 1300]*x[14*i + j + 1176*n + 14*u + 197];
-                        acc2 += dy[10*i + j + 1600*n + 1300]*x[14*i + j + 1176*n + 14*u + 198];
-                        acc3 += dy[10*i + j + 1600*n + 1300]*x[14*i + j + 1176*n + 14*u + 199];
-                        acc4 += dy[10*i + j + 1600*n + 1300]*x[14*i + j + 1176*n + 14*u + 200];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        acc0 += t[q]*x[1176*n + q + 14*u + 196];
+                        acc1 += t[q]*x[1176*n + q + 14*u + 197];
+                        acc2 += t[q]*x[1176*n + q + 14*u + 198];
+                        acc3 += t[q]*x[1176*n + q + 14*u + 199];
+                        acc4 += t[q]*x[1176*n + q + 14*u + 200];
                     }
                 }
             }
@@ -5577,16 +6558,25 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
             double acc3 = 0;
             double acc4 = 0;
             for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
+                {
+                    double t[136];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        t[q] = 0;
+                    }
+                    for (int64_t i = 0; i < 10; ++i) {
+                        for (int64_t j = 0; j < 10; ++j) {
+                            t[14*i + j] = dy[10*i + j + 1600*n + 1300];
+                        }
+                    }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                     #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                    for (int64_t j = 0; j < 10; ++j) {
-                        acc0 += dy[10*i + j + 1600*n + 1300]*x[14*i + j + 1176*n + 14*u + 392];
-                        acc1 += dy[10*i + j + 1600*n + 1300]*x[14*i + j + 1176*n + 14*u + 393];
-                        acc2 += dy[10*i + j + 1600*n + 1300]*x[14*i + j + 1176*n + 14*u + 394];
-                        acc3 += dy[10*i + j + 1600*n + 1300]*x[14*i + j + 1176*n + 14*u + 395];
-                        acc4 += dy[10*i + j + 1600*n + 1300]*x[14*i + j + 1176*n + 14*u + 396];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        acc0 += t[q]*x[1176*n + q + 14*u + 392];
+                        acc1 += t[q]*x[1176*n + q + 14*u + 393];
+                        acc2 += t[q]*x[1176*n + q + 14*u + 394];
+                        acc3 += t[q]*x[1176*n + q + 14*u + 395];
+                        acc4 += t[q]*x[1176*n + q + 14*u + 396];
                     }
                 }
             }
@@ -5603,16 +6593,25 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
             double acc3 = 0;
             double acc4 = 0;
             for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
+                {
+                    double t[136];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        t[q] = 0;
+                    }
+                    for (int64_t i = 0; i < 10; ++i) {
+                        for (int64_t j = 0; j < 10; ++j) {
+                            t[14*i + j] = dy[10*i + j + 1600*n + 1300];
+                        }
+                    }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                     #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                    for (int64_t j = 0; j < 10; ++j) {
-                        acc0 += dy[10*i + j + 1600*n + 1300]*x[14*i + j + 1176*n + 14*u + 784];
-                        acc1 += dy[10*i + j + 1600*n + 1300]*x[14*i + j + 1176*n + 14*u + 785];
-                        acc2 += dy[10*i + j + 1600*n + 1300]*x[14*i + j + 1176*n + 14*u + 786];
-                        acc3 += dy[10*i + j + 1600*n + 1300]*x[14*i + j + 1176*n + 14*u + 787];
-                        acc4 += dy[10*i + j + 1600*n + 1300]*x[14*i + j + 1176*n + 14*u + 788];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        acc0 += t[q]*x[1176*n + q + 14*u + 784];
+                        acc1 += t[q]*x[1176*n + q + 14*u + 785];
+                        acc2 += t[q]*x[1176*n + q + 14*u + 786];
+                        acc3 += t[q]*x[1176*n + q + 14*u + 787];
+                        acc4 += t[q]*x[1176*n + q + 14*u + 788];
                     }
                 }
             }
@@ -5629,16 +6628,25 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
             double acc3 = 0;
             double acc4 = 0;
             for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
+                {
+                    double t[136];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        t[q] = 0;
+                    }
+                    for (int64_t i = 0; i < 10; ++i) {
+                        for (int64_t j = 0; j < 10; ++j) {
+                            t[14*i + j] = dy[10*i + j + 1600*n + 1300];
+                        }
+                    }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                     #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                    for (int64_t j = 0; j < 10; ++j) {
-                        acc0 += dy[10*i + j + 1600*n + 1300]*x[14*i + j + 1176*n + 14*u + 980];
-                        acc1 += dy[10*i + j + 1600*n + 1300]*x[14*i + j + 1176*n + 14*u + 981];
-                        acc2 += dy[10*i + j + 1600*n + 1300]*x[14*i + j + 1176*n + 14*u + 982];
-                        acc3 += dy[10*i + j + 1600*n + 1300]*x[14*i + j + 1176*n + 14*u + 983];
-                        acc4 += dy[10*i + j + 1600*n + 1300]*x[14*i + j + 1176*n + 14*u + 984];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        acc0 += t[q]*x[1176*n + q + 14*u + 980];
+                        acc1 += t[q]*x[1176*n + q + 14*u + 981];
+                        acc2 += t[q]*x[1176*n + q + 14*u + 982];
+                        acc3 += t[q]*x[1176*n + q + 14*u + 983];
+                        acc4 += t[q]*x[1176*n + q + 14*u + 984];
                     }
                 }
             }
@@ -5655,16 +6663,25 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
             double acc3 = 0;
             double acc4 = 0;
             for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
+                {
+                    double t[136];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        t[q] = 0;
+                    }
+                    for (int64_t i = 0; i < 10; ++i) {
+                        for (int64_t j = 0; j < 10; ++j) {
+                            t[14*i + j] = dy[10*i + j + 1600*n + 1400];
+                        }
+                    }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                     #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                    for (int64_t j = 0; j < 10; ++j) {
-                        acc0 += dy[10*i + j + 1600*n + 1400]*x[14*i + j + 1176*n + 14*u];
-                        acc1 += dy[10*i + j + 1600*n + 1400]*x[14*i + j + 1176*n + 14*u + 1];
-                        acc2 += dy[10*i + j + 1600*n + 1400]*x[14*i + j + 1176*n + 14*u + 2];
-                        acc3 += dy[10*i + j + 1600*n + 1400]*x[14*i + j + 1176*n + 14*u + 3];
-                        acc4 += dy[10*i + j + 1600*n + 1400]*x[14*i + j + 1176*n + 14*u + 4];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        acc0 += t[q]*x[1176*n + q + 14*u];
+                        acc1 += t[q]*x[1176*n + q + 14*u + 1];
+                        acc2 += t[q]*x[1176*n + q + 14*u + 2];
+                        acc3 += t[q]*x[1176*n + q + 14*u + 3];
+                        acc4 += t[q]*x[1176*n + q + 14*u + 4];
                     }
                 }
             }
@@ -5681,16 +6698,25 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
             double acc3 = 0;
             double acc4 = 0;
             for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
+                {
+                    double t[136];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        t[q] = 0;
+                    }
+                    for (int64_t i = 0; i < 10; ++i) {
+                        for (int64_t j = 0; j < 10; ++j) {
+                            t[14*i + j] = dy[10*i + j + 1600*n + 1400];
+                        }
+                    }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                     #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                    for (int64_t j = 0; j < 10; ++j) {
-                        acc0 += dy[10*i + j + 1600*n + 1400]*x[14*i + j + 1176*n + 14*u + 392];
-                        acc1 += dy[10*i + j + 1600*n + 1400]*x[14*i + j + 1176*n + 14*u + 393];
-                        acc2 += dy[10*i + j + 1600*n + 1400]*x[14*i + j + 1176*n + 14*u + 394];
-                        acc3 += dy[10*i + j + 1600*n + 1400]*x[14*i + j + 1176*n + 14*u + 395];
-                        acc4 += dy[10*i + j + 1600*n + 1400]*x[14*i + j + 1176*n + 14*u + 396];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        acc0 += t[q]*x[1176*n + q + 14*u + 392];
+                        acc1 += t[q]*x[1176*n + q + 14*u + 393];
+                        acc2 += t[q]*x[1176*n + q + 14*u + 394];
+                        acc3 += t[q]*x[1176*n + q + 14*u + 395];
+                        acc4 += t[q]*x[1176*n + q + 14*u + 396];
                     }
                 }
             }
@@ -5707,16 +6733,25 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
             double acc3 = 0;
             double acc4 = 0;
             for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
+                {
+                    double t[136];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        t[q] = 0;
+                    }
+                    for (int64_t i = 0; i < 10; ++i) {
+                        for (int64_t j = 0; j < 10; ++j) {
+                            t[14*i + j] = dy[10*i + j + 1600*n + 1400];
+                        }
+                    }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                     #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                    for (int64_t j = 0; j < 10; ++j) {
-                        acc0 += dy[10*i + j + 1600*n + 1400]*x[14*i + j + 1176*n + 14*u + 588];
-                        acc1 += dy[10*i + j + 1600*n + 1400]*x[14*i + j + 1176*n + 14*u + 589];
-                        acc2 += dy[10*i + j + 1600*n + 1400]*x[14*i + j + 1176*n + 14*u + 590];
-                        acc3 += dy[10*i + j + 1600*n + 1400]*x[14*i + j + 1176*n + 14*u + 591];
-                        acc4 += dy[10*i + j + 1600*n + 1400]*x[14*i + j + 1176*n + 14*u + 592];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        acc0 += t[q]*x[1176*n + q + 14*u + 588];
+                        acc1 += t[q]*x[1176*n + q + 14*u + 589];
+                        acc2 += t[q]*x[1176*n + q + 14*u + 590];
+                        acc3 += t[q]*x[1176*n + q + 14*u + 591];
+                        acc4 += t[q]*x[1176*n + q + 14*u + 592];
                     }
                 }
             }
@@ -5733,16 +6768,25 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
             double acc3 = 0;
             double acc4 = 0;
             for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
+                {
+                    double t[136];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        t[q] = 0;
+                    }
+                    for (int64_t i = 0; i < 10; ++i) {
+                        for (int64_t j = 0; j < 10; ++j) {
+                            t[14*i + j] = dy[10*i + j + 1600*n + 1400];
+                        }
+                    }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                     #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                    for (int64_t j = 0; j < 10; ++j) {
-                        acc0 += dy[10*i + j + 1600*n + 1400]*x[14*i + j + 1176*n + 14*u + 980];
-                        acc1 += dy[10*i + j + 1600*n + 1400]*x[14*i + j + 1176*n + 14*u + 981];
-                        acc2 += dy[10*i + j + 1600*n + 1400]*x[14*i + j + 1176*n + 14*u + 982];
-                        acc3 += dy[10*i + j + 1600*n + 1400]*x[14*i + j + 1176*n + 14*u + 983];
-                        acc4 += dy[10*i + j + 1600*n + 1400]*x[14*i + j + 1176*n + 14*u + 984];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        acc0 += t[q]*x[1176*n + q + 14*u + 980];
+                        acc1 += t[q]*x[1176*n + q + 14*u + 981];
+                        acc2 += t[q]*x[1176*n + q + 14*u + 982];
+                        acc3 += t[q]*x[1176*n + q + 14*u + 983];
+                        acc4 += t[q]*x[1176*n + q + 14*u + 984];
                     }
                 }
             }
@@ -5759,16 +6803,25 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
             double acc3 = 0;
             double acc4 = 0;
             for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
+                {
+                    double t[136];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        t[q] = 0;
+                    }
+                    for (int64_t i = 0; i < 10; ++i) {
+                        for (int64_t j = 0; j < 10; ++j) {
+                            t[14*i + j] = dy[10*i + j + 1600*n + 1500];
+                        }
+                    }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                     #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                    for (int64_t j = 0; j < 10; ++j) {
-                        acc0 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u];
-                        acc1 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + 1];
-                        acc2 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + 2];
-                        acc3 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + 3];
-                        acc4 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + 4];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        acc0 += t[q]*x[1176*n + q + 14*u];
+                        acc1 += t[q]*x[1176*n + q + 14*u + 1];
+                        acc2 += t[q]*x[1176*n + q + 14*u + 2];
+                        acc3 += t[q]*x[1176*n + q + 14*u + 3];
+                        acc4 += t[q]*x[1176*n + q + 14*u + 4];
                     }
                 }
             }
@@ -5785,16 +6838,25 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
             double acc3 = 0;
             double acc4 = 0;
             for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
+                {
+                    double t[136];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        t[q] = 0;
+                    }
+                    for (int64_t i = 0; i < 10; ++i) {
+                        for (int64_t j = 0; j < 10; ++j) {
+                            t[14*i + j] = dy[10*i + j + 1600*n + 1500];
+                        }
+                    }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                     #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                    for (int64_t j = 0; j < 10; ++j) {
-                        acc0 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + 196];
-                        acc1 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + 197];
-                        acc2 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + 198];
-                        acc3 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + 199];
-                        acc4 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + 200];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        acc0 += t[q]*x[1176*n + q + 14*u + 196];
+                        acc1 += t[q]*x[1176*n + q + 14*u + 197];
+                        acc2 += t[q]*x[1176*n + q + 14*u + 198];
+                        acc3 += t[q]*x[1176*n + q + 14*u + 199];
+                        acc4 += t[q]*x[1176*n + q + 14*u + 200];
                     }
                 }
             }
@@ -5811,16 +6873,25 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
             double acc3 = 0;
             double acc4 = 0;
             for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
+                {
+                    double t[136];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        t[q] = 0;
+                    }
+                    for (int64_t i = 0; i < 10; ++i) {
+                        for (int64_t j = 0; j < 10; ++j) {
+                            t[14*i + j] = dy[10*i + j + 1600*n + 1500];
+                        }
+                    }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                     #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                    for (int64_t j = 0; j < 10; ++j) {
-                        acc0 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + 392];
-                        acc1 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + 393];
-                        acc2 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + 394];
-                        acc3 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + 395];
-                        acc4 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + 396];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        acc0 += t[q]*x[1176*n + q + 14*u + 392];
+                        acc1 += t[q]*x[1176*n + q + 14*u + 393];
+                        acc2 += t[q]*x[1176*n + q + 14*u + 394];
+                        acc3 += t[q]*x[1176*n + q + 14*u + 395];
+                        acc4 += t[q]*x[1176*n + q + 14*u + 396];
                     }
                 }
             }
@@ -5837,16 +6908,25 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
             double acc3 = 0;
             double acc4 = 0;
             for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
+                {
+                    double t[136];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        t[q] = 0;
+                    }
+                    for (int64_t i = 0; i < 10; ++i) {
+                        for (int64_t j = 0; j < 10; ++j) {
+                            t[14*i + j] = dy[10*i + j + 1600*n + 1500];
+                        }
+                    }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                     #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                    for (int64_t j = 0; j < 10; ++j) {
-                        acc0 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + 588];
-                        acc1 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + 589];
-                        acc2 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + 590];
-                        acc3 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + 591];
-                        acc4 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + 592];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        acc0 += t[q]*x[1176*n + q + 14*u + 588];
+                        acc1 += t[q]*x[1176*n + q + 14*u + 589];
+                        acc2 += t[q]*x[1176*n + q + 14*u + 590];
+                        acc3 += t[q]*x[1176*n + q + 14*u + 591];
+                        acc4 += t[q]*x[1176*n + q + 14*u + 592];
                     }
                 }
             }
@@ -5863,16 +6943,25 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
             double acc3 = 0;
             double acc4 = 0;
             for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
+                {
+                    double t[136];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        t[q] = 0;
+                    }
+                    for (int64_t i = 0; i < 10; ++i) {
+                        for (int64_t j = 0; j < 10; ++j) {
+                            t[14*i + j] = dy[10*i + j + 1600*n + 1500];
+                        }
+                    }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                     #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                    for (int64_t j = 0; j < 10; ++j) {
-                        acc0 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + 784];
-                        acc1 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + 785];
-                        acc2 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + 786];
-                        acc3 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + 787];
-                        acc4 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + 788];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        acc0 += t[q]*x[1176*n + q + 14*u + 784];
+                        acc1 += t[q]*x[1176*n + q + 14*u + 785];
+                        acc2 += t[q]*x[1176*n + q + 14*u + 786];
+                        acc3 += t[q]*x[1176*n + q + 14*u + 787];
+                        acc4 += t[q]*x[1176*n + q + 14*u + 788];
                     }
                 }
             }
@@ -5889,16 +6978,25 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
             double acc3 = 0;
             double acc4 = 0;
             for (int64_t n = 0; n < N; ++n) {
-                for (int64_t i = 0; i < 10; ++i) {
+                {
+                    double t[136];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        t[q] = 0;
+                    }
+                    for (int64_t i = 0; i < 10; ++i) {
+                        for (int64_t j = 0; j < 10; ++j) {
+                            t[14*i + j] = dy[10*i + j + 1600*n + 1500];
+                        }
+                    }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
                     #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
 #endif
-                    for (int64_t j = 0; j < 10; ++j) {
-                        acc0 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + 980];
-                        acc1 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + 981];
-                        acc2 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + 982];
-                        acc3 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + 983];
-                        acc4 += dy[10*i + j + 1600*n + 1500]*x[14*i + j + 1176*n + 14*u + 984];
+                    for (int64_t q = 0; q < 136; ++q) {
+                        acc0 += t[q]*x[1176*n + q + 14*u + 980];
+                        acc1 += t[q]*x[1176*n + q + 14*u + 981];
+                        acc2 += t[q]*x[1176*n + q + 14*u + 982];
+                        acc3 += t[q]*x[1176*n + q + 14*u + 983];
+                        acc4 += t[q]*x[1176*n + q + 14*u + 984];
                     }
                 }
             }
