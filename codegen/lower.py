@@ -522,7 +522,9 @@ def _row_padded(nodes):
     out = []
     for node in nodes:
         if isinstance(node, Loop | Block | If):
-            padded = (_pad_pair(node) or _pad_reduction(node)) if isinstance(node, Loop) else None
+            padded = None
+            if isinstance(node, Loop):
+                padded = _pad_pair(node) or _pad_reduction(node) or _pad_scatter(node)
             if padded is not None:
                 out.append(padded)
                 continue
@@ -620,6 +622,122 @@ def _pad_reduction(outer):
     body = tuple(Update(u.lhs, "+=", u.rhs.xreplace({src: t[q]}).xreplace(sub)) for u in inner.body)
     reduce = Loop(q, sp.Integer(0), sp.Integer(size), body, reduction=inner.reduction)
     return Block((Scratch(sp.Symbol("t"), size), zero, copy, reduce))
+
+
+def _scatter_pair(node):
+    """(i loop, j loop, update, pitch P) of a scatter ``out[.., P i + j] += f(in[.., J i + j])``."""
+    if not isinstance(node, Loop) or node.parallel or node.reduction or len(node.body) != 1:
+        return None
+    inner = node.body[0]
+    if not isinstance(inner, Loop) or inner.parallel or inner.reduction or len(inner.body) != 1:
+        return None
+    (update,) = inner.body
+    if (
+        not isinstance(update, Update)
+        or update.op != "+="
+        or not isinstance(update.lhs, sp.Indexed)
+    ):
+        return None
+    bounds = (node.lo, node.hi, inner.lo, inner.hi)
+    if not all(b.is_Integer for b in bounds) or node.lo != 0 or inner.lo != 0:
+        return None
+    i, j = node.var, inner.var
+    out = _flat_offset(update.lhs)
+    pitch = sp.diff(out, i)
+    if sp.diff(out, j) != 1 or not pitch.is_Integer or pitch <= inner.hi:
+        return None
+    for acc in update.rhs.atoms(sp.Indexed):
+        offset = _flat_offset(acc)
+        coefs = (sp.diff(offset, i), sp.diff(offset, j))
+        if coefs != (0, 0) and coefs != (inner.hi, 1):
+            return None
+    return node, inner, update, pitch
+
+
+def _pad_scatter(loop):
+    """The scatter form of :func:`_row_padded` (C3's data gradient), hoisted to ``loop``.
+
+    ``dx[.., i + u, j + v] += sum_k dy[.., k, i, j] * w[k, .., u, v]``: ``dx`` has pitch
+    14, ``dy`` pitch 10. Each ``dy`` plane the nests under ``loop`` read is copied once
+    per ``loop`` iteration into a zeroed scratch at pitch 14; every ``i, j`` pair then
+    becomes one contiguous loop over ``q``. The padding columns add exact zeros to
+    elements inside the span the real updates write.
+    """
+    pairs = [p for p in map(_scatter_pair, walk(loop.body)) if p is not None]
+    if not pairs or len({(p[0].hi, p[1].hi, p[3]) for p in pairs}) != 1:
+        return None
+    rows, cols, pitch = pairs[0][0].hi, pairs[0][1].hi, pairs[0][3]
+    planes = {}
+    for outer, inner, update, _ in pairs:
+        for acc in update.rhs.atoms(sp.Indexed):
+            if outer.var in acc.free_symbols or inner.var in acc.free_symbols:
+                used = set().union(*(ix.free_symbols for ix in acc.indices))
+                if not used <= {outer.var, inner.var, loop.var}:
+                    return None
+                plane = acc.xreplace({outer.var: sp.Integer(0), inner.var: sp.Integer(0)})
+                planes.setdefault(plane, acc.xreplace({outer.var: isym("i"), inner.var: isym("j")}))
+    size = int(pitch * (rows - 1) + cols)
+    total = size * len(planes)
+    q, i, j = isym("q"), isym("i"), isym("j")
+    t = sp.IndexedBase("t", shape=(total,))
+    index = {plane: m for m, plane in enumerate(sorted(planes, key=sp.default_sort_key))}
+    copies = tuple(
+        Loop(
+            i,
+            sp.Integer(0),
+            rows,
+            (
+                Loop(
+                    j,
+                    sp.Integer(0),
+                    cols,
+                    (Update(t[index[plane] * size + pitch * i + j], "=", planes[plane]),),
+                ),
+            ),
+        )
+        for plane in sorted(planes, key=sp.default_sort_key)
+    )
+    zero = Loop(q, sp.Integer(0), sp.Integer(total), (Update(t[q], "=", sp.Integer(0)),))
+
+    def padded(outer, inner, update):
+        sub = {}
+        for acc in update.rhs.atoms(sp.Indexed):
+            if outer.var in acc.free_symbols or inner.var in acc.free_symbols:
+                plane = acc.xreplace({outer.var: sp.Integer(0), inner.var: sp.Integer(0)})
+                sub[acc] = t[index[plane] * size + q]
+        rhs = update.rhs.xreplace(sub)
+        lhs = update.lhs.xreplace({outer.var: sp.Integer(0), inner.var: q})
+        return Loop(q, sp.Integer(0), sp.Integer(size), (Update(lhs, "+=", rhs),))
+
+    def rewrite(nodes):
+        out = []
+        for node in nodes:
+            pair = _scatter_pair(node)
+            if pair is not None:
+                out.append(padded(*pair[:3]))
+            elif isinstance(node, Loop):
+                out.append(
+                    Loop(
+                        node.var,
+                        node.lo,
+                        node.hi,
+                        rewrite(node.body),
+                        node.parallel,
+                        node.work,
+                        node.reduction,
+                    )
+                )
+            elif isinstance(node, Block):
+                out.append(Block(rewrite(node.body)))
+            elif isinstance(node, If):
+                out.append(If(node.cond, rewrite(node.body)))
+            else:
+                out.append(node)
+        return tuple(out)
+
+    scratch = (Scratch(sp.Symbol("t"), total), zero, *copies)
+    body = (Block(scratch + rewrite(loop.body)),)
+    return Loop(loop.var, loop.lo, loop.hi, body, loop.parallel, loop.work, loop.reduction)
 
 
 def _cond_ready(cond, bound_vars):

@@ -235,6 +235,19 @@ def test_filter_gradient_reduces_over_a_row_padded_copy_of_dy(layer, rows, width
     assert red == width * (rows - 1) + rows  # the simd loop runs over the whole padded plane
 
 
+def test_c3_data_gradient_scatters_from_row_padded_copies_of_dy():
+    fn = _special("C3", "conv2d_backward_data")
+    (scratch,) = [x for x in lower.walk(fn.body) if isinstance(x, lower.Scratch)]
+    assert scratch.size == len(lenet5.C3_TABLE) * (14 * 9 + 10)  # every dy plane once
+    scatters = [
+        x
+        for x in lower.walk(fn.body)
+        if isinstance(x, lower.Update) and x.op == "+=" and str(x.lhs.base) == "dx"
+    ]
+    assert len(scatters) == 6  # one per input map (taps are loops), its output maps summed
+    assert all(len(sp.Add.make_args(x.rhs)) > 1 for x in scatters)
+
+
 def test_c3_filter_gradient_is_one_parallel_region():
     fn = _special("C3", "conv2d_backward_filter")
     assert len([x for x in _loops(fn) if x.parallel]) == 1
