@@ -193,6 +193,9 @@ class CPrinter(C99CodePrinter):
             clause = ""
             if not loop.work.is_Integer:
                 clause = f" if(({self._print(loop.work)}) >= {L.PARALLEL_WORK})"
+                trips = loop.hi - loop.lo
+                if not trips.is_Integer:  # one iteration (batch 1) gains nothing from threads
+                    clause = f" if(({self._print(trips)}) > 1 && {clause[4:-1]})"
             return ["#ifdef _OPENMP", f"{pad}#pragma omp parallel for{clause}", "#endif"]
         if loop.reduction:
             accs = ", ".join(self._print(a) for a in loop.reduction)
