@@ -57,8 +57,10 @@ class Loop:
     reduction: tuple = ()
 
 
-#: Below this many innermost iterations a parallel region costs more than it saves.
-PARALLEL_WORK = 1 << 15
+#: Below this many innermost iterations a parallel region costs more than it saves: the
+#: iterations are simd-vectorized (~10 ns per 16), waking a sleeping (passive) OpenMP
+#: thread costs tens of microseconds (C5's filter gradient at batch 1: 48,000 iterations).
+PARALLEL_WORK = 1 << 18
 
 
 @dataclass(frozen=True)

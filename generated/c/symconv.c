@@ -15,7 +15,7 @@
 void symconv_conv2d_forward_f32(const float *restrict x, const float *restrict w, const float *restrict b, const uint8_t *restrict table, float *restrict y, int64_t N, int64_t C, int64_t H, int64_t W, int64_t K, int64_t KH, int64_t KW, int64_t Ho, int64_t Wo, int64_t stride, int64_t padding)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (Ho*K*N*Wo) >= 32768)
+    #pragma omp parallel for if((N) > 1 && (Ho*K*N*Wo) >= 262144)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t k = 0; k < K; ++k) {
@@ -27,7 +27,7 @@ void symconv_conv2d_forward_f32(const float *restrict x, const float *restrict w
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (C*Ho*K*KH*KW*N*Wo) >= 32768)
+    #pragma omp parallel for if((N) > 1 && (C*Ho*K*KH*KW*N*Wo) >= 262144)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t k = 0; k < K; ++k) {
@@ -54,7 +54,7 @@ void symconv_conv2d_forward_f32(const float *restrict x, const float *restrict w
 void symconv_conv2d_forward_f64(const double *restrict x, const double *restrict w, const double *restrict b, const uint8_t *restrict table, double *restrict y, int64_t N, int64_t C, int64_t H, int64_t W, int64_t K, int64_t KH, int64_t KW, int64_t Ho, int64_t Wo, int64_t stride, int64_t padding)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (Ho*K*N*Wo) >= 32768)
+    #pragma omp parallel for if((N) > 1 && (Ho*K*N*Wo) >= 262144)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t k = 0; k < K; ++k) {
@@ -66,7 +66,7 @@ void symconv_conv2d_forward_f64(const double *restrict x, const double *restrict
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (C*Ho*K*KH*KW*N*Wo) >= 32768)
+    #pragma omp parallel for if((N) > 1 && (C*Ho*K*KH*KW*N*Wo) >= 262144)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t k = 0; k < K; ++k) {
@@ -93,7 +93,7 @@ void symconv_conv2d_forward_f64(const double *restrict x, const double *restrict
 void symconv_conv2d_backward_data_f32(const float *restrict dy, const float *restrict w, const uint8_t *restrict table, float *restrict dx, int64_t N, int64_t K, int64_t Ho, int64_t Wo, int64_t C, int64_t KH, int64_t KW, int64_t H, int64_t W, int64_t stride, int64_t padding)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (C*H*N*W) >= 32768)
+    #pragma omp parallel for if((N) > 1 && (C*H*N*W) >= 262144)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t c = 0; c < C; ++c) {
@@ -105,7 +105,7 @@ void symconv_conv2d_backward_data_f32(const float *restrict dy, const float *res
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (C*Ho*K*KH*KW*N*Wo) >= 32768)
+    #pragma omp parallel for if((N) > 1 && (C*Ho*K*KH*KW*N*Wo) >= 262144)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t c = 0; c < C; ++c) {
@@ -132,7 +132,7 @@ void symconv_conv2d_backward_data_f32(const float *restrict dy, const float *res
 void symconv_conv2d_backward_data_f64(const double *restrict dy, const double *restrict w, const uint8_t *restrict table, double *restrict dx, int64_t N, int64_t K, int64_t Ho, int64_t Wo, int64_t C, int64_t KH, int64_t KW, int64_t H, int64_t W, int64_t stride, int64_t padding)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (C*H*N*W) >= 32768)
+    #pragma omp parallel for if((N) > 1 && (C*H*N*W) >= 262144)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t c = 0; c < C; ++c) {
@@ -144,7 +144,7 @@ void symconv_conv2d_backward_data_f64(const double *restrict dy, const double *r
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (C*Ho*K*KH*KW*N*Wo) >= 32768)
+    #pragma omp parallel for if((N) > 1 && (C*Ho*K*KH*KW*N*Wo) >= 262144)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t c = 0; c < C; ++c) {
@@ -171,7 +171,7 @@ void symconv_conv2d_backward_data_f64(const double *restrict dy, const double *r
 void symconv_conv2d_backward_filter_f32(const float *restrict x, const float *restrict dy, const uint8_t *restrict table, float *restrict dw, int64_t N, int64_t C, int64_t H, int64_t W, int64_t K, int64_t Ho, int64_t Wo, int64_t KH, int64_t KW, int64_t stride, int64_t padding)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((K) > 1 && (C*K*KH*KW) >= 32768)
+    #pragma omp parallel for if((K) > 1 && (C*K*KH*KW) >= 262144)
 #endif
     for (int64_t k = 0; k < K; ++k) {
         for (int64_t c = 0; c < C; ++c) {
@@ -183,7 +183,7 @@ void symconv_conv2d_backward_filter_f32(const float *restrict x, const float *re
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((K) > 1 && (C*Ho*K*KH*KW*N*Wo) >= 32768)
+    #pragma omp parallel for if((K) > 1 && (C*Ho*K*KH*KW*N*Wo) >= 262144)
 #endif
     for (int64_t k = 0; k < K; ++k) {
         for (int64_t c = 0; c < C; ++c) {
@@ -217,7 +217,7 @@ void symconv_conv2d_backward_filter_f32(const float *restrict x, const float *re
 void symconv_conv2d_backward_filter_f64(const double *restrict x, const double *restrict dy, const uint8_t *restrict table, double *restrict dw, int64_t N, int64_t C, int64_t H, int64_t W, int64_t K, int64_t Ho, int64_t Wo, int64_t KH, int64_t KW, int64_t stride, int64_t padding)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((K) > 1 && (C*K*KH*KW) >= 32768)
+    #pragma omp parallel for if((K) > 1 && (C*K*KH*KW) >= 262144)
 #endif
     for (int64_t k = 0; k < K; ++k) {
         for (int64_t c = 0; c < C; ++c) {
@@ -229,7 +229,7 @@ void symconv_conv2d_backward_filter_f64(const double *restrict x, const double *
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((K) > 1 && (C*Ho*K*KH*KW*N*Wo) >= 32768)
+    #pragma omp parallel for if((K) > 1 && (C*Ho*K*KH*KW*N*Wo) >= 262144)
 #endif
     for (int64_t k = 0; k < K; ++k) {
         for (int64_t c = 0; c < C; ++c) {
@@ -263,13 +263,13 @@ void symconv_conv2d_backward_filter_f64(const double *restrict x, const double *
 void symconv_conv2d_backward_bias_f32(const float *restrict dy, float *restrict db, int64_t N, int64_t K, int64_t Ho, int64_t Wo)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((K) > 1 && (K) >= 32768)
+    #pragma omp parallel for if((K) > 1 && (K) >= 262144)
 #endif
     for (int64_t k = 0; k < K; ++k) {
         db[k] = 0;
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((K) > 1 && (Ho*K*N*Wo) >= 32768)
+    #pragma omp parallel for if((K) > 1 && (Ho*K*N*Wo) >= 262144)
 #endif
     for (int64_t k = 0; k < K; ++k) {
         {
@@ -295,13 +295,13 @@ void symconv_conv2d_backward_bias_f32(const float *restrict dy, float *restrict 
 void symconv_conv2d_backward_bias_f64(const double *restrict dy, double *restrict db, int64_t N, int64_t K, int64_t Ho, int64_t Wo)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((K) > 1 && (K) >= 32768)
+    #pragma omp parallel for if((K) > 1 && (K) >= 262144)
 #endif
     for (int64_t k = 0; k < K; ++k) {
         db[k] = 0;
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((K) > 1 && (Ho*K*N*Wo) >= 32768)
+    #pragma omp parallel for if((K) > 1 && (Ho*K*N*Wo) >= 262144)
 #endif
     for (int64_t k = 0; k < K; ++k) {
         {
@@ -327,7 +327,7 @@ void symconv_conv2d_backward_bias_f64(const double *restrict dy, double *restric
 void symconv_avgpool2d_forward_f32(const float *restrict x, float *restrict y, int64_t N, int64_t C, int64_t H, int64_t W, int64_t Ho, int64_t Wo, int64_t size)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (C*Ho*N*Wo) >= 32768)
+    #pragma omp parallel for if((N) > 1 && (C*Ho*N*Wo) >= 262144)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t c = 0; c < C; ++c) {
@@ -339,7 +339,7 @@ void symconv_avgpool2d_forward_f32(const float *restrict x, float *restrict y, i
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (C*Ho*N*Wo*(size*size)) >= 32768)
+    #pragma omp parallel for if((N) > 1 && (C*Ho*N*Wo*(size*size)) >= 262144)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t c = 0; c < C; ++c) {
@@ -362,7 +362,7 @@ void symconv_avgpool2d_forward_f32(const float *restrict x, float *restrict y, i
 void symconv_avgpool2d_forward_f64(const double *restrict x, double *restrict y, int64_t N, int64_t C, int64_t H, int64_t W, int64_t Ho, int64_t Wo, int64_t size)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (C*Ho*N*Wo) >= 32768)
+    #pragma omp parallel for if((N) > 1 && (C*Ho*N*Wo) >= 262144)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t c = 0; c < C; ++c) {
@@ -374,7 +374,7 @@ void symconv_avgpool2d_forward_f64(const double *restrict x, double *restrict y,
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (C*Ho*N*Wo*(size*size)) >= 32768)
+    #pragma omp parallel for if((N) > 1 && (C*Ho*N*Wo*(size*size)) >= 262144)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t c = 0; c < C; ++c) {
@@ -397,7 +397,7 @@ void symconv_avgpool2d_forward_f64(const double *restrict x, double *restrict y,
 void symconv_avgpool2d_backward_f32(const float *restrict dy, float *restrict dx, int64_t N, int64_t C, int64_t Ho, int64_t Wo, int64_t H, int64_t W, int64_t size)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (C*Ho*N*Wo*(size*size)) >= 32768)
+    #pragma omp parallel for if((N) > 1 && (C*Ho*N*Wo*(size*size)) >= 262144)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t c = 0; c < C; ++c) {
@@ -420,7 +420,7 @@ void symconv_avgpool2d_backward_f32(const float *restrict dy, float *restrict dx
 void symconv_avgpool2d_backward_f64(const double *restrict dy, double *restrict dx, int64_t N, int64_t C, int64_t Ho, int64_t Wo, int64_t H, int64_t W, int64_t size)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (C*Ho*N*Wo*(size*size)) >= 32768)
+    #pragma omp parallel for if((N) > 1 && (C*Ho*N*Wo*(size*size)) >= 262144)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t c = 0; c < C; ++c) {
@@ -443,7 +443,7 @@ void symconv_avgpool2d_backward_f64(const double *restrict dy, double *restrict 
 void symconv_maxpool2d_forward_f32(const float *restrict x, float *restrict y, int64_t *restrict argmax, int64_t N, int64_t C, int64_t H, int64_t W, int64_t Ho, int64_t Wo, int64_t size)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (C*Ho*N*Wo) >= 32768)
+    #pragma omp parallel for if((N) > 1 && (C*Ho*N*Wo) >= 262144)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t c = 0; c < C; ++c) {
@@ -456,7 +456,7 @@ void symconv_maxpool2d_forward_f32(const float *restrict x, float *restrict y, i
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (C*Ho*N*Wo*(size*size)) >= 32768)
+    #pragma omp parallel for if((N) > 1 && (C*Ho*N*Wo*(size*size)) >= 262144)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t c = 0; c < C; ++c) {
@@ -480,7 +480,7 @@ void symconv_maxpool2d_forward_f32(const float *restrict x, float *restrict y, i
 void symconv_maxpool2d_forward_f64(const double *restrict x, double *restrict y, int64_t *restrict argmax, int64_t N, int64_t C, int64_t H, int64_t W, int64_t Ho, int64_t Wo, int64_t size)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (C*Ho*N*Wo) >= 32768)
+    #pragma omp parallel for if((N) > 1 && (C*Ho*N*Wo) >= 262144)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t c = 0; c < C; ++c) {
@@ -493,7 +493,7 @@ void symconv_maxpool2d_forward_f64(const double *restrict x, double *restrict y,
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (C*Ho*N*Wo*(size*size)) >= 32768)
+    #pragma omp parallel for if((N) > 1 && (C*Ho*N*Wo*(size*size)) >= 262144)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t c = 0; c < C; ++c) {
@@ -517,7 +517,7 @@ void symconv_maxpool2d_forward_f64(const double *restrict x, double *restrict y,
 void symconv_maxpool2d_backward_f32(const float *restrict dy, const int64_t *restrict argmax, float *restrict dx, int64_t N, int64_t C, int64_t Ho, int64_t Wo, int64_t H, int64_t W, int64_t size)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (C*Ho*N*Wo*(size*size)) >= 32768)
+    #pragma omp parallel for if((N) > 1 && (C*Ho*N*Wo*(size*size)) >= 262144)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t c = 0; c < C; ++c) {
@@ -540,7 +540,7 @@ void symconv_maxpool2d_backward_f32(const float *restrict dy, const int64_t *res
 void symconv_maxpool2d_backward_f64(const double *restrict dy, const int64_t *restrict argmax, double *restrict dx, int64_t N, int64_t C, int64_t Ho, int64_t Wo, int64_t H, int64_t W, int64_t size)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (C*Ho*N*Wo*(size*size)) >= 32768)
+    #pragma omp parallel for if((N) > 1 && (C*Ho*N*Wo*(size*size)) >= 262144)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t c = 0; c < C; ++c) {
@@ -563,7 +563,7 @@ void symconv_maxpool2d_backward_f64(const double *restrict dy, const int64_t *re
 void symconv_subsample_forward_f32(const float *restrict x, const float *restrict coef, const float *restrict bias, float *restrict z, int64_t N, int64_t C, int64_t H, int64_t W, int64_t Ho, int64_t Wo)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (C*Ho*N*Wo) >= 32768)
+    #pragma omp parallel for if((N) > 1 && (C*Ho*N*Wo) >= 262144)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t c = 0; c < C; ++c) {
@@ -575,7 +575,7 @@ void symconv_subsample_forward_f32(const float *restrict x, const float *restric
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (4*C*Ho*N*Wo) >= 32768)
+    #pragma omp parallel for if((N) > 1 && (4*C*Ho*N*Wo) >= 262144)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t c = 0; c < C; ++c) {
@@ -598,7 +598,7 @@ void symconv_subsample_forward_f32(const float *restrict x, const float *restric
 void symconv_subsample_forward_f64(const double *restrict x, const double *restrict coef, const double *restrict bias, double *restrict z, int64_t N, int64_t C, int64_t H, int64_t W, int64_t Ho, int64_t Wo)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (C*Ho*N*Wo) >= 32768)
+    #pragma omp parallel for if((N) > 1 && (C*Ho*N*Wo) >= 262144)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t c = 0; c < C; ++c) {
@@ -610,7 +610,7 @@ void symconv_subsample_forward_f64(const double *restrict x, const double *restr
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (4*C*Ho*N*Wo) >= 32768)
+    #pragma omp parallel for if((N) > 1 && (4*C*Ho*N*Wo) >= 262144)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t c = 0; c < C; ++c) {
@@ -633,7 +633,7 @@ void symconv_subsample_forward_f64(const double *restrict x, const double *restr
 void symconv_subsample_backward_f32(const float *restrict dz, const float *restrict x, const float *restrict coef, float *restrict dx, float *restrict dcoef, float *restrict dbias, int64_t N, int64_t C, int64_t Ho, int64_t Wo, int64_t H, int64_t W)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (4*C*Ho*N*Wo) >= 32768)
+    #pragma omp parallel for if((N) > 1 && (4*C*Ho*N*Wo) >= 262144)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t c = 0; c < C; ++c) {
@@ -649,14 +649,14 @@ void symconv_subsample_backward_f32(const float *restrict dz, const float *restr
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((C) > 1 && (C) >= 32768)
+    #pragma omp parallel for if((C) > 1 && (C) >= 262144)
 #endif
     for (int64_t c = 0; c < C; ++c) {
         dcoef[c] = 0;
         dbias[c] = 0;
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((C) > 1 && (4*C*Ho*N*Wo) >= 32768)
+    #pragma omp parallel for if((C) > 1 && (4*C*Ho*N*Wo) >= 262144)
 #endif
     for (int64_t c = 0; c < C; ++c) {
         {
@@ -679,7 +679,7 @@ void symconv_subsample_backward_f32(const float *restrict dz, const float *restr
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((C) > 1 && (C*Ho*N*Wo) >= 32768)
+    #pragma omp parallel for if((C) > 1 && (C*Ho*N*Wo) >= 262144)
 #endif
     for (int64_t c = 0; c < C; ++c) {
         {
@@ -705,7 +705,7 @@ void symconv_subsample_backward_f32(const float *restrict dz, const float *restr
 void symconv_subsample_backward_f64(const double *restrict dz, const double *restrict x, const double *restrict coef, double *restrict dx, double *restrict dcoef, double *restrict dbias, int64_t N, int64_t C, int64_t Ho, int64_t Wo, int64_t H, int64_t W)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (4*C*Ho*N*Wo) >= 32768)
+    #pragma omp parallel for if((N) > 1 && (4*C*Ho*N*Wo) >= 262144)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t c = 0; c < C; ++c) {
@@ -721,14 +721,14 @@ void symconv_subsample_backward_f64(const double *restrict dz, const double *res
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((C) > 1 && (C) >= 32768)
+    #pragma omp parallel for if((C) > 1 && (C) >= 262144)
 #endif
     for (int64_t c = 0; c < C; ++c) {
         dcoef[c] = 0;
         dbias[c] = 0;
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((C) > 1 && (4*C*Ho*N*Wo) >= 32768)
+    #pragma omp parallel for if((C) > 1 && (4*C*Ho*N*Wo) >= 262144)
 #endif
     for (int64_t c = 0; c < C; ++c) {
         {
@@ -751,7 +751,7 @@ void symconv_subsample_backward_f64(const double *restrict dz, const double *res
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((C) > 1 && (C*Ho*N*Wo) >= 32768)
+    #pragma omp parallel for if((C) > 1 && (C*Ho*N*Wo) >= 262144)
 #endif
     for (int64_t c = 0; c < C; ++c) {
         {
@@ -777,7 +777,7 @@ void symconv_subsample_backward_f64(const double *restrict dz, const double *res
 void symconv_scaled_tanh_forward_f32(const float *restrict z, float *restrict y, int64_t E, float A, float S)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((E) > 1 && (E) >= 32768)
+    #pragma omp parallel for if((E) > 1 && (E) >= 262144)
 #endif
     for (int64_t e = 0; e < E; ++e) {
         y[e] = A*tanhf(S*z[e]);
@@ -790,7 +790,7 @@ void symconv_scaled_tanh_forward_f32(const float *restrict z, float *restrict y,
 void symconv_scaled_tanh_forward_f64(const double *restrict z, double *restrict y, int64_t E, double A, double S)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((E) > 1 && (E) >= 32768)
+    #pragma omp parallel for if((E) > 1 && (E) >= 262144)
 #endif
     for (int64_t e = 0; e < E; ++e) {
         y[e] = A*tanh(S*z[e]);
@@ -803,7 +803,7 @@ void symconv_scaled_tanh_forward_f64(const double *restrict z, double *restrict 
 void symconv_scaled_tanh_backward_f32(const float *restrict dy, const float *restrict z, float *restrict dz, int64_t E, float A, float S)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((E) > 1 && (E) >= 32768)
+    #pragma omp parallel for if((E) > 1 && (E) >= 262144)
 #endif
     for (int64_t e = 0; e < E; ++e) {
         dz[e] = A*S*(1 - ((tanhf(S*z[e]))*(tanhf(S*z[e]))))*dy[e];
@@ -816,7 +816,7 @@ void symconv_scaled_tanh_backward_f32(const float *restrict dy, const float *res
 void symconv_scaled_tanh_backward_f64(const double *restrict dy, const double *restrict z, double *restrict dz, int64_t E, double A, double S)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((E) > 1 && (E) >= 32768)
+    #pragma omp parallel for if((E) > 1 && (E) >= 262144)
 #endif
     for (int64_t e = 0; e < E; ++e) {
         dz[e] = A*S*(1 - ((tanh(S*z[e]))*(tanh(S*z[e]))))*dy[e];
@@ -829,7 +829,7 @@ void symconv_scaled_tanh_backward_f64(const double *restrict dy, const double *r
 void symconv_sigmoid_forward_f32(const float *restrict z, float *restrict y, int64_t E, float beta)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((E) > 1 && (E) >= 32768)
+    #pragma omp parallel for if((E) > 1 && (E) >= 262144)
 #endif
     for (int64_t e = 0; e < E; ++e) {
         y[e] = (1.0F/2.0F)*tanhf((1.0F/2.0F)*beta*z[e]) + 1.0F/2.0F;
@@ -842,7 +842,7 @@ void symconv_sigmoid_forward_f32(const float *restrict z, float *restrict y, int
 void symconv_sigmoid_forward_f64(const double *restrict z, double *restrict y, int64_t E, double beta)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((E) > 1 && (E) >= 32768)
+    #pragma omp parallel for if((E) > 1 && (E) >= 262144)
 #endif
     for (int64_t e = 0; e < E; ++e) {
         y[e] = (1.0/2.0)*tanh((1.0/2.0)*beta*z[e]) + 1.0/2.0;
@@ -855,7 +855,7 @@ void symconv_sigmoid_forward_f64(const double *restrict z, double *restrict y, i
 void symconv_sigmoid_backward_f32(const float *restrict dy, const float *restrict z, float *restrict dz, int64_t E, float beta)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((E) > 1 && (E) >= 32768)
+    #pragma omp parallel for if((E) > 1 && (E) >= 262144)
 #endif
     for (int64_t e = 0; e < E; ++e) {
         dz[e] = beta*(1.0F/2.0F - 1.0F/2.0F*tanhf((1.0F/2.0F)*beta*z[e]))*((1.0F/2.0F)*tanhf((1.0F/2.0F)*beta*z[e]) + 1.0F/2.0F)*dy[e];
@@ -868,7 +868,7 @@ void symconv_sigmoid_backward_f32(const float *restrict dy, const float *restric
 void symconv_sigmoid_backward_f64(const double *restrict dy, const double *restrict z, double *restrict dz, int64_t E, double beta)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((E) > 1 && (E) >= 32768)
+    #pragma omp parallel for if((E) > 1 && (E) >= 262144)
 #endif
     for (int64_t e = 0; e < E; ++e) {
         dz[e] = beta*(1.0/2.0 - 1.0/2.0*tanh((1.0/2.0)*beta*z[e]))*((1.0/2.0)*tanh((1.0/2.0)*beta*z[e]) + 1.0/2.0)*dy[e];
@@ -881,7 +881,7 @@ void symconv_sigmoid_backward_f64(const double *restrict dy, const double *restr
 void symconv_relu_forward_f32(const float *restrict z, float *restrict y, int64_t E)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((E) > 1 && (E) >= 32768)
+    #pragma omp parallel for if((E) > 1 && (E) >= 262144)
 #endif
     for (int64_t e = 0; e < E; ++e) {
         y[e] = fmaxf(0, z[e]);
@@ -894,7 +894,7 @@ void symconv_relu_forward_f32(const float *restrict z, float *restrict y, int64_
 void symconv_relu_forward_f64(const double *restrict z, double *restrict y, int64_t E)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((E) > 1 && (E) >= 32768)
+    #pragma omp parallel for if((E) > 1 && (E) >= 262144)
 #endif
     for (int64_t e = 0; e < E; ++e) {
         y[e] = fmax(0, z[e]);
@@ -907,7 +907,7 @@ void symconv_relu_forward_f64(const double *restrict z, double *restrict y, int6
 void symconv_relu_backward_f32(const float *restrict dy, const float *restrict z, float *restrict dz, int64_t E)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((E) > 1 && (E) >= 32768)
+    #pragma omp parallel for if((E) > 1 && (E) >= 262144)
 #endif
     for (int64_t e = 0; e < E; ++e) {
         dz[e] = ((z[e] > 0) ? (dy[e]) : (0));
@@ -920,7 +920,7 @@ void symconv_relu_backward_f32(const float *restrict dy, const float *restrict z
 void symconv_relu_backward_f64(const double *restrict dy, const double *restrict z, double *restrict dz, int64_t E)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((E) > 1 && (E) >= 32768)
+    #pragma omp parallel for if((E) > 1 && (E) >= 262144)
 #endif
     for (int64_t e = 0; e < E; ++e) {
         dz[e] = ((z[e] > 0) ? (dy[e]) : (0));
@@ -933,7 +933,7 @@ void symconv_relu_backward_f64(const double *restrict dy, const double *restrict
 void symconv_dense_forward_f32(const float *restrict x, const float *restrict w, const float *restrict b, float *restrict y, int64_t N, int64_t I, int64_t O)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (N*O) >= 32768)
+    #pragma omp parallel for if((N) > 1 && (N*O) >= 262144)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t o = 0; o < O; ++o) {
@@ -941,7 +941,7 @@ void symconv_dense_forward_f32(const float *restrict x, const float *restrict w,
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (I*N*O) >= 32768)
+    #pragma omp parallel for if((N) > 1 && (I*N*O) >= 262144)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t o = 0; o < O; ++o) {
@@ -965,7 +965,7 @@ void symconv_dense_forward_f32(const float *restrict x, const float *restrict w,
 void symconv_dense_forward_f64(const double *restrict x, const double *restrict w, const double *restrict b, double *restrict y, int64_t N, int64_t I, int64_t O)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (N*O) >= 32768)
+    #pragma omp parallel for if((N) > 1 && (N*O) >= 262144)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t o = 0; o < O; ++o) {
@@ -973,7 +973,7 @@ void symconv_dense_forward_f64(const double *restrict x, const double *restrict 
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (I*N*O) >= 32768)
+    #pragma omp parallel for if((N) > 1 && (I*N*O) >= 262144)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t o = 0; o < O; ++o) {
@@ -997,7 +997,7 @@ void symconv_dense_forward_f64(const double *restrict x, const double *restrict 
 void symconv_dense_backward_f32(const float *restrict dy, const float *restrict x, const float *restrict w, float *restrict dx, float *restrict dw, float *restrict db, int64_t N, int64_t O, int64_t I)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (I*N) >= 32768)
+    #pragma omp parallel for if((N) > 1 && (I*N) >= 262144)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t i = 0; i < I; ++i) {
@@ -1005,7 +1005,7 @@ void symconv_dense_backward_f32(const float *restrict dy, const float *restrict 
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (I*N*O) >= 32768)
+    #pragma omp parallel for if((N) > 1 && (I*N*O) >= 262144)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t o = 0; o < O; ++o) {
@@ -1015,7 +1015,7 @@ void symconv_dense_backward_f32(const float *restrict dy, const float *restrict 
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((O) > 1 && (I*O) >= 32768)
+    #pragma omp parallel for if((O) > 1 && (I*O) >= 262144)
 #endif
     for (int64_t o = 0; o < O; ++o) {
         for (int64_t i = 0; i < I; ++i) {
@@ -1023,7 +1023,7 @@ void symconv_dense_backward_f32(const float *restrict dy, const float *restrict 
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((O) > 1 && (I*N*O) >= 32768)
+    #pragma omp parallel for if((O) > 1 && (I*N*O) >= 262144)
 #endif
     for (int64_t o = 0; o < O; ++o) {
         for (int64_t n = 0; n < N; ++n) {
@@ -1033,13 +1033,13 @@ void symconv_dense_backward_f32(const float *restrict dy, const float *restrict 
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((O) > 1 && (O) >= 32768)
+    #pragma omp parallel for if((O) > 1 && (O) >= 262144)
 #endif
     for (int64_t o = 0; o < O; ++o) {
         db[o] = 0;
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((O) > 1 && (N*O) >= 32768)
+    #pragma omp parallel for if((O) > 1 && (N*O) >= 262144)
 #endif
     for (int64_t o = 0; o < O; ++o) {
         {
@@ -1061,7 +1061,7 @@ void symconv_dense_backward_f32(const float *restrict dy, const float *restrict 
 void symconv_dense_backward_f64(const double *restrict dy, const double *restrict x, const double *restrict w, double *restrict dx, double *restrict dw, double *restrict db, int64_t N, int64_t O, int64_t I)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (I*N) >= 32768)
+    #pragma omp parallel for if((N) > 1 && (I*N) >= 262144)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t i = 0; i < I; ++i) {
@@ -1069,7 +1069,7 @@ void symconv_dense_backward_f64(const double *restrict dy, const double *restric
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (I*N*O) >= 32768)
+    #pragma omp parallel for if((N) > 1 && (I*N*O) >= 262144)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t o = 0; o < O; ++o) {
@@ -1079,7 +1079,7 @@ void symconv_dense_backward_f64(const double *restrict dy, const double *restric
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((O) > 1 && (I*O) >= 32768)
+    #pragma omp parallel for if((O) > 1 && (I*O) >= 262144)
 #endif
     for (int64_t o = 0; o < O; ++o) {
         for (int64_t i = 0; i < I; ++i) {
@@ -1087,7 +1087,7 @@ void symconv_dense_backward_f64(const double *restrict dy, const double *restric
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((O) > 1 && (I*N*O) >= 32768)
+    #pragma omp parallel for if((O) > 1 && (I*N*O) >= 262144)
 #endif
     for (int64_t o = 0; o < O; ++o) {
         for (int64_t n = 0; n < N; ++n) {
@@ -1097,13 +1097,13 @@ void symconv_dense_backward_f64(const double *restrict dy, const double *restric
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((O) > 1 && (O) >= 32768)
+    #pragma omp parallel for if((O) > 1 && (O) >= 262144)
 #endif
     for (int64_t o = 0; o < O; ++o) {
         db[o] = 0;
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((O) > 1 && (N*O) >= 32768)
+    #pragma omp parallel for if((O) > 1 && (N*O) >= 262144)
 #endif
     for (int64_t o = 0; o < O; ++o) {
         {
@@ -1125,7 +1125,7 @@ void symconv_dense_backward_f64(const double *restrict dy, const double *restric
 void symconv_rbf_forward_f32(const float *restrict x, const float *restrict centers, float *restrict y, int64_t N, int64_t I, int64_t O)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (N*O) >= 32768)
+    #pragma omp parallel for if((N) > 1 && (N*O) >= 262144)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t o = 0; o < O; ++o) {
@@ -1133,7 +1133,7 @@ void symconv_rbf_forward_f32(const float *restrict x, const float *restrict cent
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (I*N*O) >= 32768)
+    #pragma omp parallel for if((N) > 1 && (I*N*O) >= 262144)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t o = 0; o < O; ++o) {
@@ -1157,7 +1157,7 @@ void symconv_rbf_forward_f32(const float *restrict x, const float *restrict cent
 void symconv_rbf_forward_f64(const double *restrict x, const double *restrict centers, double *restrict y, int64_t N, int64_t I, int64_t O)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (N*O) >= 32768)
+    #pragma omp parallel for if((N) > 1 && (N*O) >= 262144)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t o = 0; o < O; ++o) {
@@ -1165,7 +1165,7 @@ void symconv_rbf_forward_f64(const double *restrict x, const double *restrict ce
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (I*N*O) >= 32768)
+    #pragma omp parallel for if((N) > 1 && (I*N*O) >= 262144)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t o = 0; o < O; ++o) {
@@ -1189,7 +1189,7 @@ void symconv_rbf_forward_f64(const double *restrict x, const double *restrict ce
 void symconv_rbf_backward_f32(const float *restrict dy, const float *restrict x, const float *restrict centers, float *restrict dx, float *restrict dcenters, int64_t N, int64_t O, int64_t I)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (I*N) >= 32768)
+    #pragma omp parallel for if((N) > 1 && (I*N) >= 262144)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t i = 0; i < I; ++i) {
@@ -1197,7 +1197,7 @@ void symconv_rbf_backward_f32(const float *restrict dy, const float *restrict x,
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (I*N*O) >= 32768)
+    #pragma omp parallel for if((N) > 1 && (I*N*O) >= 262144)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t o = 0; o < O; ++o) {
@@ -1207,7 +1207,7 @@ void symconv_rbf_backward_f32(const float *restrict dy, const float *restrict x,
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((O) > 1 && (I*O) >= 32768)
+    #pragma omp parallel for if((O) > 1 && (I*O) >= 262144)
 #endif
     for (int64_t o = 0; o < O; ++o) {
         for (int64_t i = 0; i < I; ++i) {
@@ -1215,7 +1215,7 @@ void symconv_rbf_backward_f32(const float *restrict dy, const float *restrict x,
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((O) > 1 && (I*N*O) >= 32768)
+    #pragma omp parallel for if((O) > 1 && (I*N*O) >= 262144)
 #endif
     for (int64_t o = 0; o < O; ++o) {
         for (int64_t n = 0; n < N; ++n) {
@@ -1232,7 +1232,7 @@ void symconv_rbf_backward_f32(const float *restrict dy, const float *restrict x,
 void symconv_rbf_backward_f64(const double *restrict dy, const double *restrict x, const double *restrict centers, double *restrict dx, double *restrict dcenters, int64_t N, int64_t O, int64_t I)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (I*N) >= 32768)
+    #pragma omp parallel for if((N) > 1 && (I*N) >= 262144)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t i = 0; i < I; ++i) {
@@ -1240,7 +1240,7 @@ void symconv_rbf_backward_f64(const double *restrict dy, const double *restrict 
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (I*N*O) >= 32768)
+    #pragma omp parallel for if((N) > 1 && (I*N*O) >= 262144)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t o = 0; o < O; ++o) {
@@ -1250,7 +1250,7 @@ void symconv_rbf_backward_f64(const double *restrict dy, const double *restrict 
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((O) > 1 && (I*O) >= 32768)
+    #pragma omp parallel for if((O) > 1 && (I*O) >= 262144)
 #endif
     for (int64_t o = 0; o < O; ++o) {
         for (int64_t i = 0; i < I; ++i) {
@@ -1258,7 +1258,7 @@ void symconv_rbf_backward_f64(const double *restrict dy, const double *restrict 
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((O) > 1 && (I*N*O) >= 32768)
+    #pragma omp parallel for if((O) > 1 && (I*N*O) >= 262144)
 #endif
     for (int64_t o = 0; o < O; ++o) {
         for (int64_t n = 0; n < N; ++n) {
@@ -1275,13 +1275,13 @@ void symconv_rbf_backward_f64(const double *restrict dy, const double *restrict 
 void symconv_map_loss_forward_f32(const float *restrict y, const int64_t *restrict labels, float *restrict E, float *restrict m, float *restrict ssum, int64_t P, int64_t O, float j)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((P) > 1 && (P) >= 32768)
+    #pragma omp parallel for if((P) > 1 && (P) >= 262144)
 #endif
     for (int64_t p = 0; p < P; ++p) {
         m[p] = j;
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((P) > 1 && (O*P) >= 32768)
+    #pragma omp parallel for if((P) > 1 && (O*P) >= 262144)
 #endif
     for (int64_t p = 0; p < P; ++p) {
         for (int64_t o = 0; o < O; ++o) {
@@ -1289,13 +1289,13 @@ void symconv_map_loss_forward_f32(const float *restrict y, const int64_t *restri
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((P) > 1 && (P) >= 32768)
+    #pragma omp parallel for if((P) > 1 && (P) >= 262144)
 #endif
     for (int64_t p = 0; p < P; ++p) {
         ssum[p] = expf(-j + m[p]);
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((P) > 1 && (O*P) >= 32768)
+    #pragma omp parallel for if((P) > 1 && (O*P) >= 262144)
 #endif
     for (int64_t p = 0; p < P; ++p) {
         {
@@ -1310,7 +1310,7 @@ void symconv_map_loss_forward_f32(const float *restrict y, const int64_t *restri
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((P) > 1 && (P) >= 32768)
+    #pragma omp parallel for if((P) > 1 && (P) >= 262144)
 #endif
     for (int64_t p = 0; p < P; ++p) {
         E[p] = logf(ssum[p]) - m[p] + y[O*p + labels[p]];
@@ -1323,13 +1323,13 @@ void symconv_map_loss_forward_f32(const float *restrict y, const int64_t *restri
 void symconv_map_loss_forward_f64(const double *restrict y, const int64_t *restrict labels, double *restrict E, double *restrict m, double *restrict ssum, int64_t P, int64_t O, double j)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((P) > 1 && (P) >= 32768)
+    #pragma omp parallel for if((P) > 1 && (P) >= 262144)
 #endif
     for (int64_t p = 0; p < P; ++p) {
         m[p] = j;
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((P) > 1 && (O*P) >= 32768)
+    #pragma omp parallel for if((P) > 1 && (O*P) >= 262144)
 #endif
     for (int64_t p = 0; p < P; ++p) {
         for (int64_t o = 0; o < O; ++o) {
@@ -1337,13 +1337,13 @@ void symconv_map_loss_forward_f64(const double *restrict y, const int64_t *restr
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((P) > 1 && (P) >= 32768)
+    #pragma omp parallel for if((P) > 1 && (P) >= 262144)
 #endif
     for (int64_t p = 0; p < P; ++p) {
         ssum[p] = exp(-j + m[p]);
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((P) > 1 && (O*P) >= 32768)
+    #pragma omp parallel for if((P) > 1 && (O*P) >= 262144)
 #endif
     for (int64_t p = 0; p < P; ++p) {
         {
@@ -1358,7 +1358,7 @@ void symconv_map_loss_forward_f64(const double *restrict y, const int64_t *restr
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((P) > 1 && (P) >= 32768)
+    #pragma omp parallel for if((P) > 1 && (P) >= 262144)
 #endif
     for (int64_t p = 0; p < P; ++p) {
         E[p] = log(ssum[p]) - m[p] + y[O*p + labels[p]];
@@ -1371,13 +1371,13 @@ void symconv_map_loss_forward_f64(const double *restrict y, const int64_t *restr
 void symconv_map_loss_backward_f32(const float *restrict y, const int64_t *restrict labels, float *restrict g, float *restrict m, float *restrict ssum, int64_t P, int64_t O, float j)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((P) > 1 && (P) >= 32768)
+    #pragma omp parallel for if((P) > 1 && (P) >= 262144)
 #endif
     for (int64_t p = 0; p < P; ++p) {
         m[p] = j;
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((P) > 1 && (O*P) >= 32768)
+    #pragma omp parallel for if((P) > 1 && (O*P) >= 262144)
 #endif
     for (int64_t p = 0; p < P; ++p) {
         for (int64_t o = 0; o < O; ++o) {
@@ -1385,13 +1385,13 @@ void symconv_map_loss_backward_f32(const float *restrict y, const int64_t *restr
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((P) > 1 && (P) >= 32768)
+    #pragma omp parallel for if((P) > 1 && (P) >= 262144)
 #endif
     for (int64_t p = 0; p < P; ++p) {
         ssum[p] = expf(-j + m[p]);
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((P) > 1 && (O*P) >= 32768)
+    #pragma omp parallel for if((P) > 1 && (O*P) >= 262144)
 #endif
     for (int64_t p = 0; p < P; ++p) {
         {
@@ -1406,7 +1406,7 @@ void symconv_map_loss_backward_f32(const float *restrict y, const int64_t *restr
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((P) > 1 && (O*P) >= 32768)
+    #pragma omp parallel for if((P) > 1 && (O*P) >= 262144)
 #endif
     for (int64_t p = 0; p < P; ++p) {
         for (int64_t o = 0; o < O; ++o) {
@@ -1414,7 +1414,7 @@ void symconv_map_loss_backward_f32(const float *restrict y, const int64_t *restr
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((P) > 1 && (P) >= 32768)
+    #pragma omp parallel for if((P) > 1 && (P) >= 262144)
 #endif
     for (int64_t p = 0; p < P; ++p) {
         g[O*p + labels[p]] += 1;
@@ -1427,13 +1427,13 @@ void symconv_map_loss_backward_f32(const float *restrict y, const int64_t *restr
 void symconv_map_loss_backward_f64(const double *restrict y, const int64_t *restrict labels, double *restrict g, double *restrict m, double *restrict ssum, int64_t P, int64_t O, double j)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((P) > 1 && (P) >= 32768)
+    #pragma omp parallel for if((P) > 1 && (P) >= 262144)
 #endif
     for (int64_t p = 0; p < P; ++p) {
         m[p] = j;
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((P) > 1 && (O*P) >= 32768)
+    #pragma omp parallel for if((P) > 1 && (O*P) >= 262144)
 #endif
     for (int64_t p = 0; p < P; ++p) {
         for (int64_t o = 0; o < O; ++o) {
@@ -1441,13 +1441,13 @@ void symconv_map_loss_backward_f64(const double *restrict y, const int64_t *rest
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((P) > 1 && (P) >= 32768)
+    #pragma omp parallel for if((P) > 1 && (P) >= 262144)
 #endif
     for (int64_t p = 0; p < P; ++p) {
         ssum[p] = exp(-j + m[p]);
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((P) > 1 && (O*P) >= 32768)
+    #pragma omp parallel for if((P) > 1 && (O*P) >= 262144)
 #endif
     for (int64_t p = 0; p < P; ++p) {
         {
@@ -1462,7 +1462,7 @@ void symconv_map_loss_backward_f64(const double *restrict y, const int64_t *rest
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((P) > 1 && (O*P) >= 32768)
+    #pragma omp parallel for if((P) > 1 && (O*P) >= 262144)
 #endif
     for (int64_t p = 0; p < P; ++p) {
         for (int64_t o = 0; o < O; ++o) {
@@ -1470,7 +1470,7 @@ void symconv_map_loss_backward_f64(const double *restrict y, const int64_t *rest
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((P) > 1 && (P) >= 32768)
+    #pragma omp parallel for if((P) > 1 && (P) >= 262144)
 #endif
     for (int64_t p = 0; p < P; ++p) {
         g[O*p + labels[p]] += 1;
@@ -1483,13 +1483,13 @@ void symconv_map_loss_backward_f64(const double *restrict y, const int64_t *rest
 void symconv_squared_error_forward_f32(const float *restrict y, const float *restrict t, float *restrict E, int64_t P, int64_t O)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((P) > 1 && (P) >= 32768)
+    #pragma omp parallel for if((P) > 1 && (P) >= 262144)
 #endif
     for (int64_t p = 0; p < P; ++p) {
         E[p] = 0;
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((P) > 1 && (O*P) >= 32768)
+    #pragma omp parallel for if((P) > 1 && (O*P) >= 262144)
 #endif
     for (int64_t p = 0; p < P; ++p) {
         {
@@ -1511,13 +1511,13 @@ void symconv_squared_error_forward_f32(const float *restrict y, const float *res
 void symconv_squared_error_forward_f64(const double *restrict y, const double *restrict t, double *restrict E, int64_t P, int64_t O)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((P) > 1 && (P) >= 32768)
+    #pragma omp parallel for if((P) > 1 && (P) >= 262144)
 #endif
     for (int64_t p = 0; p < P; ++p) {
         E[p] = 0;
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((P) > 1 && (O*P) >= 32768)
+    #pragma omp parallel for if((P) > 1 && (O*P) >= 262144)
 #endif
     for (int64_t p = 0; p < P; ++p) {
         {
@@ -1539,7 +1539,7 @@ void symconv_squared_error_forward_f64(const double *restrict y, const double *r
 void symconv_squared_error_backward_f32(const float *restrict y, const float *restrict t, float *restrict g, int64_t P, int64_t O)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((P) > 1 && (O*P) >= 32768)
+    #pragma omp parallel for if((P) > 1 && (O*P) >= 262144)
 #endif
     for (int64_t p = 0; p < P; ++p) {
         for (int64_t o = 0; o < O; ++o) {
@@ -1554,7 +1554,7 @@ void symconv_squared_error_backward_f32(const float *restrict y, const float *re
 void symconv_squared_error_backward_f64(const double *restrict y, const double *restrict t, double *restrict g, int64_t P, int64_t O)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((P) > 1 && (O*P) >= 32768)
+    #pragma omp parallel for if((P) > 1 && (O*P) >= 262144)
 #endif
     for (int64_t p = 0; p < P; ++p) {
         for (int64_t o = 0; o < O; ++o) {
@@ -1569,13 +1569,13 @@ void symconv_squared_error_backward_f64(const double *restrict y, const double *
 void symconv_softmax_xent_forward_f32(const float *restrict logits, const int64_t *restrict labels, float *restrict E, float *restrict m, float *restrict ssum, int64_t P, int64_t O)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((P) > 1 && (P) >= 32768)
+    #pragma omp parallel for if((P) > 1 && (P) >= 262144)
 #endif
     for (int64_t p = 0; p < P; ++p) {
         m[p] = -INFINITY;
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((P) > 1 && (O*P) >= 32768)
+    #pragma omp parallel for if((P) > 1 && (O*P) >= 262144)
 #endif
     for (int64_t p = 0; p < P; ++p) {
         for (int64_t o = 0; o < O; ++o) {
@@ -1583,13 +1583,13 @@ void symconv_softmax_xent_forward_f32(const float *restrict logits, const int64_
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((P) > 1 && (P) >= 32768)
+    #pragma omp parallel for if((P) > 1 && (P) >= 262144)
 #endif
     for (int64_t p = 0; p < P; ++p) {
         ssum[p] = 0;
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((P) > 1 && (O*P) >= 32768)
+    #pragma omp parallel for if((P) > 1 && (O*P) >= 262144)
 #endif
     for (int64_t p = 0; p < P; ++p) {
         {
@@ -1604,7 +1604,7 @@ void symconv_softmax_xent_forward_f32(const float *restrict logits, const int64_
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((P) > 1 && (P) >= 32768)
+    #pragma omp parallel for if((P) > 1 && (P) >= 262144)
 #endif
     for (int64_t p = 0; p < P; ++p) {
         E[p] = logf(ssum[p]) - logits[O*p + labels[p]] + m[p];
@@ -1617,13 +1617,13 @@ void symconv_softmax_xent_forward_f32(const float *restrict logits, const int64_
 void symconv_softmax_xent_forward_f64(const double *restrict logits, const int64_t *restrict labels, double *restrict E, double *restrict m, double *restrict ssum, int64_t P, int64_t O)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((P) > 1 && (P) >= 32768)
+    #pragma omp parallel for if((P) > 1 && (P) >= 262144)
 #endif
     for (int64_t p = 0; p < P; ++p) {
         m[p] = -INFINITY;
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((P) > 1 && (O*P) >= 32768)
+    #pragma omp parallel for if((P) > 1 && (O*P) >= 262144)
 #endif
     for (int64_t p = 0; p < P; ++p) {
         for (int64_t o = 0; o < O; ++o) {
@@ -1631,13 +1631,13 @@ void symconv_softmax_xent_forward_f64(const double *restrict logits, const int64
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((P) > 1 && (P) >= 32768)
+    #pragma omp parallel for if((P) > 1 && (P) >= 262144)
 #endif
     for (int64_t p = 0; p < P; ++p) {
         ssum[p] = 0;
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((P) > 1 && (O*P) >= 32768)
+    #pragma omp parallel for if((P) > 1 && (O*P) >= 262144)
 #endif
     for (int64_t p = 0; p < P; ++p) {
         {
@@ -1652,7 +1652,7 @@ void symconv_softmax_xent_forward_f64(const double *restrict logits, const int64
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((P) > 1 && (P) >= 32768)
+    #pragma omp parallel for if((P) > 1 && (P) >= 262144)
 #endif
     for (int64_t p = 0; p < P; ++p) {
         E[p] = log(ssum[p]) - logits[O*p + labels[p]] + m[p];
@@ -1665,13 +1665,13 @@ void symconv_softmax_xent_forward_f64(const double *restrict logits, const int64
 void symconv_softmax_xent_backward_f32(const float *restrict logits, const int64_t *restrict labels, float *restrict g, float *restrict m, float *restrict ssum, int64_t P, int64_t O)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((P) > 1 && (P) >= 32768)
+    #pragma omp parallel for if((P) > 1 && (P) >= 262144)
 #endif
     for (int64_t p = 0; p < P; ++p) {
         m[p] = -INFINITY;
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((P) > 1 && (O*P) >= 32768)
+    #pragma omp parallel for if((P) > 1 && (O*P) >= 262144)
 #endif
     for (int64_t p = 0; p < P; ++p) {
         for (int64_t o = 0; o < O; ++o) {
@@ -1679,13 +1679,13 @@ void symconv_softmax_xent_backward_f32(const float *restrict logits, const int64
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((P) > 1 && (P) >= 32768)
+    #pragma omp parallel for if((P) > 1 && (P) >= 262144)
 #endif
     for (int64_t p = 0; p < P; ++p) {
         ssum[p] = 0;
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((P) > 1 && (O*P) >= 32768)
+    #pragma omp parallel for if((P) > 1 && (O*P) >= 262144)
 #endif
     for (int64_t p = 0; p < P; ++p) {
         {
@@ -1700,7 +1700,7 @@ void symconv_softmax_xent_backward_f32(const float *restrict logits, const int64
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((P) > 1 && (O*P) >= 32768)
+    #pragma omp parallel for if((P) > 1 && (O*P) >= 262144)
 #endif
     for (int64_t p = 0; p < P; ++p) {
         for (int64_t o = 0; o < O; ++o) {
@@ -1708,7 +1708,7 @@ void symconv_softmax_xent_backward_f32(const float *restrict logits, const int64
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((P) > 1 && (P) >= 32768)
+    #pragma omp parallel for if((P) > 1 && (P) >= 262144)
 #endif
     for (int64_t p = 0; p < P; ++p) {
         g[O*p + labels[p]] += -1;
@@ -1721,13 +1721,13 @@ void symconv_softmax_xent_backward_f32(const float *restrict logits, const int64
 void symconv_softmax_xent_backward_f64(const double *restrict logits, const int64_t *restrict labels, double *restrict g, double *restrict m, double *restrict ssum, int64_t P, int64_t O)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((P) > 1 && (P) >= 32768)
+    #pragma omp parallel for if((P) > 1 && (P) >= 262144)
 #endif
     for (int64_t p = 0; p < P; ++p) {
         m[p] = -INFINITY;
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((P) > 1 && (O*P) >= 32768)
+    #pragma omp parallel for if((P) > 1 && (O*P) >= 262144)
 #endif
     for (int64_t p = 0; p < P; ++p) {
         for (int64_t o = 0; o < O; ++o) {
@@ -1735,13 +1735,13 @@ void symconv_softmax_xent_backward_f64(const double *restrict logits, const int6
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((P) > 1 && (P) >= 32768)
+    #pragma omp parallel for if((P) > 1 && (P) >= 262144)
 #endif
     for (int64_t p = 0; p < P; ++p) {
         ssum[p] = 0;
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((P) > 1 && (O*P) >= 32768)
+    #pragma omp parallel for if((P) > 1 && (O*P) >= 262144)
 #endif
     for (int64_t p = 0; p < P; ++p) {
         {
@@ -1756,7 +1756,7 @@ void symconv_softmax_xent_backward_f64(const double *restrict logits, const int6
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((P) > 1 && (O*P) >= 32768)
+    #pragma omp parallel for if((P) > 1 && (O*P) >= 262144)
 #endif
     for (int64_t p = 0; p < P; ++p) {
         for (int64_t o = 0; o < O; ++o) {
@@ -1764,7 +1764,7 @@ void symconv_softmax_xent_backward_f64(const double *restrict logits, const int6
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((P) > 1 && (P) >= 32768)
+    #pragma omp parallel for if((P) > 1 && (P) >= 262144)
 #endif
     for (int64_t p = 0; p < P; ++p) {
         g[O*p + labels[p]] += -1;
@@ -1777,7 +1777,7 @@ void symconv_softmax_xent_backward_f64(const double *restrict logits, const int6
 void symconv_conv2d_forward_C1_f32(const float *restrict x, const float *restrict w, const float *restrict b, float *restrict y, int64_t N)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (4704*N) >= 32768)
+    #pragma omp parallel for if((N) > 1 && (4704*N) >= 262144)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t k = 0; k < 6; ++k) {
@@ -1789,7 +1789,7 @@ void symconv_conv2d_forward_C1_f32(const float *restrict x, const float *restric
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (4704*N) >= 32768)
+    #pragma omp parallel for if((N) > 1 && (4704*N) >= 262144)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t k = 0; k < 6; ++k) {
@@ -1814,7 +1814,7 @@ void symconv_conv2d_forward_C1_f32(const float *restrict x, const float *restric
 void symconv_conv2d_forward_C1_f64(const double *restrict x, const double *restrict w, const double *restrict b, double *restrict y, int64_t N)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (4704*N) >= 32768)
+    #pragma omp parallel for if((N) > 1 && (4704*N) >= 262144)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t k = 0; k < 6; ++k) {
@@ -1826,7 +1826,7 @@ void symconv_conv2d_forward_C1_f64(const double *restrict x, const double *restr
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (4704*N) >= 32768)
+    #pragma omp parallel for if((N) > 1 && (4704*N) >= 262144)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t k = 0; k < 6; ++k) {
@@ -1851,7 +1851,7 @@ void symconv_conv2d_forward_C1_f64(const double *restrict x, const double *restr
 void symconv_conv2d_backward_data_C1_f32(const float *restrict dy, const float *restrict w, float *restrict dx, int64_t N)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (1024*N) >= 32768)
+    #pragma omp parallel for if((N) > 1 && (1024*N) >= 262144)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t h = 0; h < 32; ++h) {
@@ -1861,7 +1861,7 @@ void symconv_conv2d_backward_data_C1_f32(const float *restrict dy, const float *
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (117600*N) >= 32768)
+    #pragma omp parallel for if((N) > 1 && (117600*N) >= 262144)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t k = 0; k < 6; ++k) {
@@ -1884,7 +1884,7 @@ void symconv_conv2d_backward_data_C1_f32(const float *restrict dy, const float *
 void symconv_conv2d_backward_data_C1_f64(const double *restrict dy, const double *restrict w, double *restrict dx, int64_t N)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (1024*N) >= 32768)
+    #pragma omp parallel for if((N) > 1 && (1024*N) >= 262144)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t h = 0; h < 32; ++h) {
@@ -1894,7 +1894,7 @@ void symconv_conv2d_backward_data_C1_f64(const double *restrict dy, const double
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (117600*N) >= 32768)
+    #pragma omp parallel for if((N) > 1 && (117600*N) >= 262144)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t k = 0; k < 6; ++k) {
@@ -1924,7 +1924,7 @@ void symconv_conv2d_backward_filter_C1_f32(const float *restrict x, const float 
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((117600*N) >= 32768)
+    #pragma omp parallel for if((117600*N) >= 262144)
 #endif
     for (int64_t k = 0; k < 6; ++k) {
         for (int64_t u = 0; u < 5; ++u) {
@@ -1980,7 +1980,7 @@ void symconv_conv2d_backward_filter_C1_f64(const double *restrict x, const doubl
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((117600*N) >= 32768)
+    #pragma omp parallel for if((117600*N) >= 262144)
 #endif
     for (int64_t k = 0; k < 6; ++k) {
         for (int64_t u = 0; u < 5; ++u) {
@@ -2029,7 +2029,7 @@ void symconv_conv2d_backward_filter_C1_f64(const double *restrict x, const doubl
 void symconv_subsample_forward_S2_f32(const float *restrict x, const float *restrict coef, const float *restrict bias, float *restrict z, int64_t N)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (1176*N) >= 32768)
+    #pragma omp parallel for if((N) > 1 && (1176*N) >= 262144)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t c = 0; c < 6; ++c) {
@@ -2041,7 +2041,7 @@ void symconv_subsample_forward_S2_f32(const float *restrict x, const float *rest
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (1176*N) >= 32768)
+    #pragma omp parallel for if((N) > 1 && (1176*N) >= 262144)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t c = 0; c < 6; ++c) {
@@ -2060,7 +2060,7 @@ void symconv_subsample_forward_S2_f32(const float *restrict x, const float *rest
 void symconv_subsample_forward_S2_f64(const double *restrict x, const double *restrict coef, const double *restrict bias, double *restrict z, int64_t N)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (1176*N) >= 32768)
+    #pragma omp parallel for if((N) > 1 && (1176*N) >= 262144)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t c = 0; c < 6; ++c) {
@@ -2072,7 +2072,7 @@ void symconv_subsample_forward_S2_f64(const double *restrict x, const double *re
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (1176*N) >= 32768)
+    #pragma omp parallel for if((N) > 1 && (1176*N) >= 262144)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t c = 0; c < 6; ++c) {
@@ -2091,7 +2091,7 @@ void symconv_subsample_forward_S2_f64(const double *restrict x, const double *re
 void symconv_subsample_backward_S2_f32(const float *restrict dz, const float *restrict x, const float *restrict coef, float *restrict dx, float *restrict dcoef, float *restrict dbias, int64_t N)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (4704*N) >= 32768)
+    #pragma omp parallel for if((N) > 1 && (4704*N) >= 262144)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t c = 0; c < 6; ++c) {
@@ -2111,7 +2111,7 @@ void symconv_subsample_backward_S2_f32(const float *restrict dz, const float *re
         dbias[c] = 0;
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((1176*N) >= 32768)
+    #pragma omp parallel for if((1176*N) >= 262144)
 #endif
     for (int64_t c = 0; c < 6; ++c) {
         {
@@ -2130,7 +2130,7 @@ void symconv_subsample_backward_S2_f32(const float *restrict dz, const float *re
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((1176*N) >= 32768)
+    #pragma omp parallel for if((1176*N) >= 262144)
 #endif
     for (int64_t c = 0; c < 6; ++c) {
         {
@@ -2154,7 +2154,7 @@ void symconv_subsample_backward_S2_f32(const float *restrict dz, const float *re
 void symconv_subsample_backward_S2_f64(const double *restrict dz, const double *restrict x, const double *restrict coef, double *restrict dx, double *restrict dcoef, double *restrict dbias, int64_t N)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (4704*N) >= 32768)
+    #pragma omp parallel for if((N) > 1 && (4704*N) >= 262144)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t c = 0; c < 6; ++c) {
@@ -2174,7 +2174,7 @@ void symconv_subsample_backward_S2_f64(const double *restrict dz, const double *
         dbias[c] = 0;
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((1176*N) >= 32768)
+    #pragma omp parallel for if((1176*N) >= 262144)
 #endif
     for (int64_t c = 0; c < 6; ++c) {
         {
@@ -2193,7 +2193,7 @@ void symconv_subsample_backward_S2_f64(const double *restrict dz, const double *
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((1176*N) >= 32768)
+    #pragma omp parallel for if((1176*N) >= 262144)
 #endif
     for (int64_t c = 0; c < 6; ++c) {
         {
@@ -2217,7 +2217,7 @@ void symconv_subsample_backward_S2_f64(const double *restrict dz, const double *
 void symconv_conv2d_forward_C3_f32(const float *restrict x, const float *restrict w, const float *restrict b, float *restrict y, int64_t N)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (1600*N) >= 32768)
+    #pragma omp parallel for if((N) > 1 && (1600*N) >= 262144)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t k = 0; k < 16; ++k) {
@@ -2229,7 +2229,7 @@ void symconv_conv2d_forward_C3_f32(const float *restrict x, const float *restric
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (9600*N) >= 32768)
+    #pragma omp parallel for if((N) > 1 && (9600*N) >= 262144)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         {
@@ -2417,7 +2417,7 @@ void symconv_conv2d_forward_C3_f32(const float *restrict x, const float *restric
 void symconv_conv2d_forward_C3_f64(const double *restrict x, const double *restrict w, const double *restrict b, double *restrict y, int64_t N)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (1600*N) >= 32768)
+    #pragma omp parallel for if((N) > 1 && (1600*N) >= 262144)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t k = 0; k < 16; ++k) {
@@ -2429,7 +2429,7 @@ void symconv_conv2d_forward_C3_f64(const double *restrict x, const double *restr
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (9600*N) >= 32768)
+    #pragma omp parallel for if((N) > 1 && (9600*N) >= 262144)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         {
@@ -2617,7 +2617,7 @@ void symconv_conv2d_forward_C3_f64(const double *restrict x, const double *restr
 void symconv_conv2d_backward_data_C3_f32(const float *restrict dy, const float *restrict w, float *restrict dx, int64_t N)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (1176*N) >= 32768)
+    #pragma omp parallel for if((N) > 1 && (1176*N) >= 262144)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t c = 0; c < 6; ++c) {
@@ -2629,7 +2629,7 @@ void symconv_conv2d_backward_data_C3_f32(const float *restrict dy, const float *
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (240000*N) >= 32768)
+    #pragma omp parallel for if((N) > 1 && (240000*N) >= 262144)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         {
@@ -2769,7 +2769,7 @@ void symconv_conv2d_backward_data_C3_f32(const float *restrict dy, const float *
 void symconv_conv2d_backward_data_C3_f64(const double *restrict dy, const double *restrict w, double *restrict dx, int64_t N)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (1176*N) >= 32768)
+    #pragma omp parallel for if((N) > 1 && (1176*N) >= 262144)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t c = 0; c < 6; ++c) {
@@ -2781,7 +2781,7 @@ void symconv_conv2d_backward_data_C3_f64(const double *restrict dy, const double
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (240000*N) >= 32768)
+    #pragma omp parallel for if((N) > 1 && (240000*N) >= 262144)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         {
@@ -2930,7 +2930,7 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((150000*N) >= 32768)
+    #pragma omp parallel for if((150000*N) >= 262144)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         {
@@ -5051,7 +5051,7 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((150000*N) >= 32768)
+    #pragma omp parallel for if((150000*N) >= 262144)
 #endif
     for (int64_t u = 0; u < 5; ++u) {
         {
@@ -7163,7 +7163,7 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
 void symconv_subsample_forward_S4_f32(const float *restrict x, const float *restrict coef, const float *restrict bias, float *restrict z, int64_t N)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (400*N) >= 32768)
+    #pragma omp parallel for if((N) > 1 && (400*N) >= 262144)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t c = 0; c < 16; ++c) {
@@ -7175,7 +7175,7 @@ void symconv_subsample_forward_S4_f32(const float *restrict x, const float *rest
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (400*N) >= 32768)
+    #pragma omp parallel for if((N) > 1 && (400*N) >= 262144)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t c = 0; c < 16; ++c) {
@@ -7194,7 +7194,7 @@ void symconv_subsample_forward_S4_f32(const float *restrict x, const float *rest
 void symconv_subsample_forward_S4_f64(const double *restrict x, const double *restrict coef, const double *restrict bias, double *restrict z, int64_t N)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (400*N) >= 32768)
+    #pragma omp parallel for if((N) > 1 && (400*N) >= 262144)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t c = 0; c < 16; ++c) {
@@ -7206,7 +7206,7 @@ void symconv_subsample_forward_S4_f64(const double *restrict x, const double *re
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (400*N) >= 32768)
+    #pragma omp parallel for if((N) > 1 && (400*N) >= 262144)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t c = 0; c < 16; ++c) {
@@ -7225,7 +7225,7 @@ void symconv_subsample_forward_S4_f64(const double *restrict x, const double *re
 void symconv_subsample_backward_S4_f32(const float *restrict dz, const float *restrict x, const float *restrict coef, float *restrict dx, float *restrict dcoef, float *restrict dbias, int64_t N)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (1600*N) >= 32768)
+    #pragma omp parallel for if((N) > 1 && (1600*N) >= 262144)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t c = 0; c < 16; ++c) {
@@ -7245,7 +7245,7 @@ void symconv_subsample_backward_S4_f32(const float *restrict dz, const float *re
         dbias[c] = 0;
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((400*N) >= 32768)
+    #pragma omp parallel for if((400*N) >= 262144)
 #endif
     for (int64_t c = 0; c < 16; ++c) {
         {
@@ -7264,7 +7264,7 @@ void symconv_subsample_backward_S4_f32(const float *restrict dz, const float *re
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((400*N) >= 32768)
+    #pragma omp parallel for if((400*N) >= 262144)
 #endif
     for (int64_t c = 0; c < 16; ++c) {
         {
@@ -7288,7 +7288,7 @@ void symconv_subsample_backward_S4_f32(const float *restrict dz, const float *re
 void symconv_subsample_backward_S4_f64(const double *restrict dz, const double *restrict x, const double *restrict coef, double *restrict dx, double *restrict dcoef, double *restrict dbias, int64_t N)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (1600*N) >= 32768)
+    #pragma omp parallel for if((N) > 1 && (1600*N) >= 262144)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t c = 0; c < 16; ++c) {
@@ -7308,7 +7308,7 @@ void symconv_subsample_backward_S4_f64(const double *restrict dz, const double *
         dbias[c] = 0;
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((400*N) >= 32768)
+    #pragma omp parallel for if((400*N) >= 262144)
 #endif
     for (int64_t c = 0; c < 16; ++c) {
         {
@@ -7327,7 +7327,7 @@ void symconv_subsample_backward_S4_f64(const double *restrict dz, const double *
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((400*N) >= 32768)
+    #pragma omp parallel for if((400*N) >= 262144)
 #endif
     for (int64_t c = 0; c < 16; ++c) {
         {
@@ -7351,7 +7351,7 @@ void symconv_subsample_backward_S4_f64(const double *restrict dz, const double *
 void symconv_conv2d_forward_C5_f32(const float *restrict x, const float *restrict w, const float *restrict b, float *restrict y, int64_t N)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (120*N) >= 32768)
+    #pragma omp parallel for if((N) > 1 && (120*N) >= 262144)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t k = 0; k < 120; ++k) {
@@ -7359,7 +7359,7 @@ void symconv_conv2d_forward_C5_f32(const float *restrict x, const float *restric
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (48000*N) >= 32768)
+    #pragma omp parallel for if((N) > 1 && (48000*N) >= 262144)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t k4 = 0; k4 < 30; ++k4) {
@@ -7392,7 +7392,7 @@ void symconv_conv2d_forward_C5_f32(const float *restrict x, const float *restric
 void symconv_conv2d_forward_C5_f64(const double *restrict x, const double *restrict w, const double *restrict b, double *restrict y, int64_t N)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (120*N) >= 32768)
+    #pragma omp parallel for if((N) > 1 && (120*N) >= 262144)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t k = 0; k < 120; ++k) {
@@ -7400,7 +7400,7 @@ void symconv_conv2d_forward_C5_f64(const double *restrict x, const double *restr
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (48000*N) >= 32768)
+    #pragma omp parallel for if((N) > 1 && (48000*N) >= 262144)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t k4 = 0; k4 < 30; ++k4) {
@@ -7433,7 +7433,7 @@ void symconv_conv2d_forward_C5_f64(const double *restrict x, const double *restr
 void symconv_conv2d_backward_data_C5_f32(const float *restrict dy, const float *restrict w, float *restrict dx, int64_t N)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (400*N) >= 32768)
+    #pragma omp parallel for if((N) > 1 && (400*N) >= 262144)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t c = 0; c < 16; ++c) {
@@ -7445,7 +7445,7 @@ void symconv_conv2d_backward_data_C5_f32(const float *restrict dy, const float *
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (48000*N) >= 32768)
+    #pragma omp parallel for if((N) > 1 && (48000*N) >= 262144)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t k = 0; k < 120; ++k) {
@@ -7462,7 +7462,7 @@ void symconv_conv2d_backward_data_C5_f32(const float *restrict dy, const float *
 void symconv_conv2d_backward_data_C5_f64(const double *restrict dy, const double *restrict w, double *restrict dx, int64_t N)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (400*N) >= 32768)
+    #pragma omp parallel for if((N) > 1 && (400*N) >= 262144)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t c = 0; c < 16; ++c) {
@@ -7474,7 +7474,7 @@ void symconv_conv2d_backward_data_C5_f64(const double *restrict dy, const double
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (48000*N) >= 32768)
+    #pragma omp parallel for if((N) > 1 && (48000*N) >= 262144)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t k = 0; k < 120; ++k) {
@@ -7490,9 +7490,6 @@ void symconv_conv2d_backward_data_C5_f64(const double *restrict dy, const double
  * spec sha256: 01ed0318d439ba6cff01300a9451988863cdd0b9349761b432a9001a1dbed4bf */
 void symconv_conv2d_backward_filter_C5_f32(const float *restrict x, const float *restrict dy, float *restrict dw, int64_t N)
 {
-#ifdef _OPENMP
-    #pragma omp parallel for
-#endif
     for (int64_t k = 0; k < 120; ++k) {
         for (int64_t c = 0; c < 16; ++c) {
             for (int64_t u = 0; u < 5; ++u) {
@@ -7503,7 +7500,7 @@ void symconv_conv2d_backward_filter_C5_f32(const float *restrict x, const float 
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((48000*N) >= 32768)
+    #pragma omp parallel for if((48000*N) >= 262144)
 #endif
     for (int64_t k = 0; k < 120; ++k) {
         for (int64_t n = 0; n < N; ++n) {
@@ -7519,9 +7516,6 @@ void symconv_conv2d_backward_filter_C5_f32(const float *restrict x, const float 
  * spec sha256: 01ed0318d439ba6cff01300a9451988863cdd0b9349761b432a9001a1dbed4bf */
 void symconv_conv2d_backward_filter_C5_f64(const double *restrict x, const double *restrict dy, double *restrict dw, int64_t N)
 {
-#ifdef _OPENMP
-    #pragma omp parallel for
-#endif
     for (int64_t k = 0; k < 120; ++k) {
         for (int64_t c = 0; c < 16; ++c) {
             for (int64_t u = 0; u < 5; ++u) {
@@ -7532,7 +7526,7 @@ void symconv_conv2d_backward_filter_C5_f64(const double *restrict x, const doubl
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((48000*N) >= 32768)
+    #pragma omp parallel for if((48000*N) >= 262144)
 #endif
     for (int64_t k = 0; k < 120; ++k) {
         for (int64_t n = 0; n < N; ++n) {
@@ -7549,7 +7543,7 @@ void symconv_conv2d_backward_filter_C5_f64(const double *restrict x, const doubl
 void symconv_dense_forward_F6_f32(const float *restrict x, const float *restrict w, const float *restrict b, float *restrict y, int64_t N)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (84*N) >= 32768)
+    #pragma omp parallel for if((N) > 1 && (84*N) >= 262144)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t o = 0; o < 84; ++o) {
@@ -7557,7 +7551,7 @@ void symconv_dense_forward_F6_f32(const float *restrict x, const float *restrict
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (10080*N) >= 32768)
+    #pragma omp parallel for if((N) > 1 && (10080*N) >= 262144)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t o4 = 0; o4 < 21; ++o4) {
@@ -7590,7 +7584,7 @@ void symconv_dense_forward_F6_f32(const float *restrict x, const float *restrict
 void symconv_dense_forward_F6_f64(const double *restrict x, const double *restrict w, const double *restrict b, double *restrict y, int64_t N)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (84*N) >= 32768)
+    #pragma omp parallel for if((N) > 1 && (84*N) >= 262144)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t o = 0; o < 84; ++o) {
@@ -7598,7 +7592,7 @@ void symconv_dense_forward_F6_f64(const double *restrict x, const double *restri
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (10080*N) >= 32768)
+    #pragma omp parallel for if((N) > 1 && (10080*N) >= 262144)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t o4 = 0; o4 < 21; ++o4) {
@@ -7631,7 +7625,7 @@ void symconv_dense_forward_F6_f64(const double *restrict x, const double *restri
 void symconv_dense_backward_F6_f32(const float *restrict dy, const float *restrict x, const float *restrict w, float *restrict dx, float *restrict dw, float *restrict db, int64_t N)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (120*N) >= 32768)
+    #pragma omp parallel for if((N) > 1 && (120*N) >= 262144)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t i = 0; i < 120; ++i) {
@@ -7639,7 +7633,7 @@ void symconv_dense_backward_F6_f32(const float *restrict dy, const float *restri
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (10080*N) >= 32768)
+    #pragma omp parallel for if((N) > 1 && (10080*N) >= 262144)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t o = 0; o < 84; ++o) {
@@ -7654,7 +7648,7 @@ void symconv_dense_backward_F6_f32(const float *restrict dy, const float *restri
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((10080*N) >= 32768)
+    #pragma omp parallel for if((10080*N) >= 262144)
 #endif
     for (int64_t o = 0; o < 84; ++o) {
         for (int64_t n = 0; n < N; ++n) {
@@ -7667,7 +7661,7 @@ void symconv_dense_backward_F6_f32(const float *restrict dy, const float *restri
         db[o] = 0;
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((84*N) >= 32768)
+    #pragma omp parallel for if((84*N) >= 262144)
 #endif
     for (int64_t o = 0; o < 84; ++o) {
         {
@@ -7689,7 +7683,7 @@ void symconv_dense_backward_F6_f32(const float *restrict dy, const float *restri
 void symconv_dense_backward_F6_f64(const double *restrict dy, const double *restrict x, const double *restrict w, double *restrict dx, double *restrict dw, double *restrict db, int64_t N)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (120*N) >= 32768)
+    #pragma omp parallel for if((N) > 1 && (120*N) >= 262144)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t i = 0; i < 120; ++i) {
@@ -7697,7 +7691,7 @@ void symconv_dense_backward_F6_f64(const double *restrict dy, const double *rest
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (10080*N) >= 32768)
+    #pragma omp parallel for if((N) > 1 && (10080*N) >= 262144)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t o = 0; o < 84; ++o) {
@@ -7712,7 +7706,7 @@ void symconv_dense_backward_F6_f64(const double *restrict dy, const double *rest
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((10080*N) >= 32768)
+    #pragma omp parallel for if((10080*N) >= 262144)
 #endif
     for (int64_t o = 0; o < 84; ++o) {
         for (int64_t n = 0; n < N; ++n) {
@@ -7725,7 +7719,7 @@ void symconv_dense_backward_F6_f64(const double *restrict dy, const double *rest
         db[o] = 0;
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((84*N) >= 32768)
+    #pragma omp parallel for if((84*N) >= 262144)
 #endif
     for (int64_t o = 0; o < 84; ++o) {
         {
@@ -7747,7 +7741,7 @@ void symconv_dense_backward_F6_f64(const double *restrict dy, const double *rest
 void symconv_rbf_forward_OUTPUT_f32(const float *restrict x, const float *restrict centers, float *restrict y, int64_t N)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (10*N) >= 32768)
+    #pragma omp parallel for if((N) > 1 && (10*N) >= 262144)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t o = 0; o < 10; ++o) {
@@ -7755,7 +7749,7 @@ void symconv_rbf_forward_OUTPUT_f32(const float *restrict x, const float *restri
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (840*N) >= 32768)
+    #pragma omp parallel for if((N) > 1 && (840*N) >= 262144)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t o = 0; o < 10; ++o) {
@@ -7779,7 +7773,7 @@ void symconv_rbf_forward_OUTPUT_f32(const float *restrict x, const float *restri
 void symconv_rbf_forward_OUTPUT_f64(const double *restrict x, const double *restrict centers, double *restrict y, int64_t N)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (10*N) >= 32768)
+    #pragma omp parallel for if((N) > 1 && (10*N) >= 262144)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t o = 0; o < 10; ++o) {
@@ -7787,7 +7781,7 @@ void symconv_rbf_forward_OUTPUT_f64(const double *restrict x, const double *rest
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (840*N) >= 32768)
+    #pragma omp parallel for if((N) > 1 && (840*N) >= 262144)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t o = 0; o < 10; ++o) {
@@ -7811,7 +7805,7 @@ void symconv_rbf_forward_OUTPUT_f64(const double *restrict x, const double *rest
 void symconv_rbf_backward_OUTPUT_f32(const float *restrict dy, const float *restrict x, const float *restrict centers, float *restrict dx, float *restrict dcenters, int64_t N)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (84*N) >= 32768)
+    #pragma omp parallel for if((N) > 1 && (84*N) >= 262144)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t i = 0; i < 84; ++i) {
@@ -7819,7 +7813,7 @@ void symconv_rbf_backward_OUTPUT_f32(const float *restrict dy, const float *rest
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (840*N) >= 32768)
+    #pragma omp parallel for if((N) > 1 && (840*N) >= 262144)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t o = 0; o < 10; ++o) {
@@ -7834,7 +7828,7 @@ void symconv_rbf_backward_OUTPUT_f32(const float *restrict dy, const float *rest
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((840*N) >= 32768)
+    #pragma omp parallel for if((840*N) >= 262144)
 #endif
     for (int64_t o = 0; o < 10; ++o) {
         for (int64_t n = 0; n < N; ++n) {
@@ -7851,7 +7845,7 @@ void symconv_rbf_backward_OUTPUT_f32(const float *restrict dy, const float *rest
 void symconv_rbf_backward_OUTPUT_f64(const double *restrict dy, const double *restrict x, const double *restrict centers, double *restrict dx, double *restrict dcenters, int64_t N)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (84*N) >= 32768)
+    #pragma omp parallel for if((N) > 1 && (84*N) >= 262144)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t i = 0; i < 84; ++i) {
@@ -7859,7 +7853,7 @@ void symconv_rbf_backward_OUTPUT_f64(const double *restrict dy, const double *re
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (840*N) >= 32768)
+    #pragma omp parallel for if((N) > 1 && (840*N) >= 262144)
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t o = 0; o < 10; ++o) {
@@ -7874,7 +7868,7 @@ void symconv_rbf_backward_OUTPUT_f64(const double *restrict dy, const double *re
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((840*N) >= 32768)
+    #pragma omp parallel for if((840*N) >= 262144)
 #endif
     for (int64_t o = 0; o < 10; ++o) {
         for (int64_t n = 0; n < N; ++n) {
