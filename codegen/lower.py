@@ -538,7 +538,76 @@ def _row_padded(nodes):
             else:
                 node = Block(body) if isinstance(node, Block) else If(node.cond, body)
         out.append(node)
+    return _merge_fills(out)
+
+
+def _fill_block(node):
+    """(size, fill update, add loop) of a :func:`_pad_pair` block, else None."""
+    if not isinstance(node, Block) or len(node.body) != 3:
+        return None
+    scratch, fill, add = node.body
+    if not isinstance(scratch, Scratch) or not isinstance(fill, Loop) or len(fill.body) != 1:
+        return None
+    (update,) = fill.body
+    if not isinstance(update, Update) or update.op != "=" or update.rhs == 0:
+        return None
+    return scratch.size, update, add
+
+
+def _merge_fills(nodes):
+    """Consecutive padded output planes filled by one loop (C3 forward: all 16 maps).
+
+    Each ``x`` row segment then feeds every output map that reads it while it is in a
+    register, instead of being loaded again for each map.
+    """
+    out, run = [], []
+
+    def flush():
+        if len(run) < 2:
+            out.extend(node for node, _ in run)
+        else:
+            size = run[0][1][0]
+            t = sp.IndexedBase("t", shape=(size * len(run),))
+            fills, adds = [], []
+            for m, (_, (_, update, add)) in enumerate(run):
+                q = update.lhs.indices[0]
+                fills.append(Update(t[m * size + q], "=", update.rhs))
+                moved = {a: t[m * size + a.indices[0]] for a in _reads_of(add, "t")}
+                adds.append(_subs_indexed(add, moved))
+            q = run[0][1][1].lhs.indices[0]
+            fill = Loop(q, sp.Integer(0), sp.Integer(size), tuple(fills))
+            out.append(Block((Scratch(sp.Symbol("t"), size * len(run)), fill, *adds)))
+        run.clear()
+
+    for node in nodes:
+        found = _fill_block(node)
+        if found is not None and (not run or run[0][1][0] == found[0]):
+            run.append((node, found))
+            continue
+        flush()
+        if found is not None:
+            run.append((node, found))
+        else:
+            out.append(node)
+    flush()
     return tuple(out)
+
+
+def _reads_of(node, name):
+    return {
+        a
+        for x in walk((node,))
+        if isinstance(x, Update)
+        for a in x.rhs.atoms(sp.Indexed)
+        if str(a.base) == name
+    }
+
+
+def _subs_indexed(node, sub):
+    if isinstance(node, Loop):
+        body = tuple(_subs_indexed(x, sub) for x in node.body)
+        return Loop(node.var, node.lo, node.hi, body, node.parallel, node.work, node.reduction)
+    return Update(node.lhs, node.op, node.rhs.xreplace(sub))
 
 
 def _pad_pair(outer):
