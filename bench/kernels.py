@@ -225,22 +225,25 @@ def agrees(out, ref, dtype) -> bool:
     )
 
 
-def calibrate(f: Callable[[], object]) -> int:
-    """Calls per sample so that one sample lasts at least ``MIN_SAMPLE_SECONDS``."""
+def calibrate(f: Callable[[], object], seconds: float = MIN_SAMPLE_SECONDS) -> int:
+    """Calls per sample so that one sample lasts at least ``seconds`` (after a warm-up)."""
+    f()
     n = 1
     while True:
         t0 = time.perf_counter()
         for _ in range(n):
             f()
-        if time.perf_counter() - t0 >= MIN_SAMPLE_SECONDS or n >= 1 << 16:
+        if time.perf_counter() - t0 >= seconds or n >= 1 << 16:
             return n
         n *= 2
 
 
-def time_interleaved(calls: dict[str, Callable], repeats: int) -> dict[str, float]:
+def time_interleaved(
+    calls: dict[str, Callable], repeats: int, seconds: float = MIN_SAMPLE_SECONDS
+) -> dict[str, float]:
     """Median seconds per call of each candidate, rounds interleaved in rotating order."""
     names = list(calls)
-    numbers = {name: calibrate(calls[name]) for name in names}
+    numbers = {name: calibrate(calls[name], seconds) for name in names}
     samples: dict[str, list[float]] = {name: [] for name in names}
     for r in range(repeats):
         for name in names[r % len(names) :] + names[: r % len(names)]:

@@ -43,10 +43,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import statistics
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 # One OpenBLAS thread for the NumPy backend (must be set before numpy loads; an explicit
@@ -60,7 +57,7 @@ import numpy as np  # noqa: E402
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.kernels import load_torch, write_json_atomic  # noqa: E402
+from bench.kernels import load_torch, time_interleaved, write_json_atomic  # noqa: E402
 from lenet5 import spec  # noqa: E402
 from lenet5.data import SAMPLE_DIR, load_dir, to_input  # noqa: E402
 from lenet5.network import LeNet5, parameter_count  # noqa: E402
@@ -188,34 +185,6 @@ def agreement(nets: dict, tnet, params: dict, x, labels) -> dict:
 
 
 # --------------------------------------------------------------------------- timing
-
-
-def calibrate(f: Callable[[], object], seconds: float) -> int:
-    """Calls per sample so that one sample lasts at least ``seconds`` (after a warm-up)."""
-    f()
-    n = 1
-    while True:
-        t0 = time.perf_counter()
-        for _ in range(n):
-            f()
-        if time.perf_counter() - t0 >= seconds or n >= 1 << 16:
-            return n
-        n *= 2
-
-
-def time_interleaved(calls: dict[str, Callable], rounds: int, seconds: float) -> dict:
-    """Median seconds per call of each engine, rounds interleaved in rotating order."""
-    names = list(calls)
-    numbers = {name: calibrate(calls[name], seconds) for name in names}
-    samples: dict[str, list[float]] = {name: [] for name in names}
-    for r in range(rounds):
-        for name in names[r % len(names) :] + names[: r % len(names)]:
-            f, n = calls[name], numbers[name]
-            t0 = time.perf_counter()
-            for _ in range(n):
-                f()
-            samples[name].append((time.perf_counter() - t0) / n)
-    return {name: statistics.median(s) for name, s in samples.items()}
 
 
 class Batches:
