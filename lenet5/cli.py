@@ -105,6 +105,15 @@ def _train_config(args) -> Config:
 
 def cmd_train(args) -> int:
     cfg = _train_config(args)
+    if cfg.optimizer == "sdlm" and cfg.batch_size > 1 and args.lr is None:
+        # Measured on the sample: batch 64 at the default factor collapses to one class
+        # (90% error) within a pass; the default is tuned for the paper's online updates.
+        print(
+            f"warning: the default SDLM rate is tuned for --batch-size 1; a batch of "
+            f"{cfg.batch_size} applies the sum of its gradients and may not train "
+            "(set --lr, e.g. 0.005 for batch 64)",
+            file=sys.stderr,
+        )
     data = load_mnist(args.data)
     summary = train(cfg, data, resume=args.resume, overwrite=args.overwrite)
     last = summary["epochs"][-1]

@@ -228,6 +228,15 @@ def test_corrupt_and_mismatched_checkpoints(tmp_path, sample):
         checkpoint.load(tmp_path / "absent.npz")
 
 
+def test_cli_warns_about_the_default_sdlm_rate_with_batches(tmp_path, capsys):
+    argv = ["train", "--data", "sample", "--limit", "128", "--epochs", "1", "--no-progress"]
+    argv += ["--batch-size", "64", "--backend", BACKEND]
+    assert main(argv + ["--out", str(tmp_path / "a")]) == 0
+    assert "default SDLM rate is tuned for --batch-size 1" in capsys.readouterr().err
+    assert main(argv + ["--out", str(tmp_path / "b"), "--lr", "0.005"]) == 0
+    assert "warning" not in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [
