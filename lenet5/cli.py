@@ -25,6 +25,7 @@ from lenet5.data import DataError, load_mnist
 from lenet5.network import BackendError, LeNet5
 from lenet5.train import (
     LAST,
+    MEASURED_SDLM_BATCH,
     SDLM_RATE_FACTOR,
     SGD_DEFAULT_LR,
     Config,
@@ -105,13 +106,12 @@ def _train_config(args) -> Config:
 
 def cmd_train(args) -> int:
     cfg = _train_config(args)
-    if cfg.optimizer == "sdlm" and cfg.batch_size > 1 and args.lr is None:
-        # Measured on the sample: batch 64 at the default factor collapses to one class
-        # (90% error) within a pass; the default is tuned for the paper's online updates.
+    if cfg.optimizer == "sdlm" and cfg.batch_size > MEASURED_SDLM_BATCH and args.lr is None:
         print(
-            f"warning: the default SDLM rate is tuned for --batch-size 1; a batch of "
-            f"{cfg.batch_size} applies the sum of its gradients and may not train "
-            "(set --lr, e.g. 0.005 for batch 64)",
+            f"warning: SDLM in batches above {MEASURED_SDLM_BATCH} is untested territory: "
+            f"on MNIST, batches of 256 did not train in a pass at any rate tried "
+            f"(they collapse to one class or barely move); use --batch-size <= "
+            f"{MEASURED_SDLM_BATCH} or --optimizer sgd",
             file=sys.stderr,
         )
     data = load_mnist(args.data)

@@ -12,7 +12,7 @@ import pytest
 pytest.importorskip("generated.lenet5_spec")
 pytest.importorskip("generated.np_kernels")
 
-from lenet5 import checkpoint, train  # noqa: E402
+from lenet5 import checkpoint, spec, train  # noqa: E402
 from lenet5.cli import main  # noqa: E402
 from lenet5.data import load_mnist  # noqa: E402
 from lenet5.network import BackendError, LeNet5, load_backend  # noqa: E402
@@ -228,13 +228,22 @@ def test_corrupt_and_mismatched_checkpoints(tmp_path, sample):
         checkpoint.load(tmp_path / "absent.npz")
 
 
-def test_cli_warns_about_the_default_sdlm_rate_with_batches(tmp_path, capsys):
+def test_cli_warns_about_sdlm_batches_beyond_the_measured(tmp_path, capsys):
     argv = ["train", "--data", "sample", "--limit", "128", "--epochs", "1", "--no-progress"]
-    argv += ["--batch-size", "64", "--backend", BACKEND]
-    assert main(argv + ["--out", str(tmp_path / "a")]) == 0
-    assert "default SDLM rate is tuned for --batch-size 1" in capsys.readouterr().err
-    assert main(argv + ["--out", str(tmp_path / "b"), "--lr", "0.005"]) == 0
+    argv += ["--backend", BACKEND]
+    assert main(argv + ["--out", str(tmp_path / "a"), "--batch-size", "128"]) == 0
+    assert "SDLM in batches above 64 is untested" in capsys.readouterr().err
+    assert main(argv + ["--out", str(tmp_path / "b"), "--batch-size", "64"]) == 0
     assert "warning" not in capsys.readouterr().err
+    assert main(argv + ["--out", str(tmp_path / "c"), "--batch-size", "128", "--lr", "1e-3"]) == 0
+    assert "warning" not in capsys.readouterr().err
+
+
+def test_sdlm_rate_scales_with_the_square_root_of_the_batch():
+    assert train.sdlm_rate(0, 1.0, 1) == spec.rate_for_epoch(0)
+    assert train.sdlm_rate(3, 0.05, 16) == pytest.approx(spec.rate_for_epoch(3) * 0.05 / 4)
+    # Per pass, B = 64 moves 60000/64 steps of 8x the online rate: 1/8 of the online drift.
+    assert 64 * train.sdlm_rate(0, 1.0, 64) == pytest.approx(8 * train.sdlm_rate(0, 1.0, 1))
 
 
 @pytest.mark.parametrize(
