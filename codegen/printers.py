@@ -211,6 +211,38 @@ class CPrinter(C99CodePrinter):
         return f"{lhs} {node.op} {self._print(rhs)};"
 
 
+class CheckPrinter(CPrinter):
+    """C text of the size formulas the CPython fast path evaluates (``symconv_fast.c``).
+
+    Sizes and parameters are the C locals ``v_<name>`` (bare names such as ``I``
+    clash with C macros); division and remainder round like Python's ``//`` and
+    ``%``, whose results the Python checks see, by the helpers ``floordiv`` and
+    ``floormod`` of the extension.
+
+    >>> import sympy as sp
+    >>> from derive.kernels import FloorDiv, isym
+    >>> H, s = isym("H"), isym("stride")
+    >>> CheckPrinter().doprint(FloorDiv(H - 5, s) + 1)
+    'floordiv(v_H - 5, v_stride) + 1'
+    >>> CheckPrinter().doprint(sp.Eq(sp.Mod(H, 2), 0))
+    'floormod(v_H, 2) == 0'
+    """
+
+    def __init__(self):
+        super().__init__(F64)
+
+    def _print_Symbol(self, expr):
+        return f"v_{expr.name}"
+
+    def _print_FloorDiv(self, expr):
+        a, b = (self._print(x) for x in expr.args)
+        return f"floordiv({a}, {b})"
+
+    def _print_Mod(self, expr):
+        a, b = (self._print(x) for x in expr.args)
+        return f"floormod({a}, {b})"
+
+
 class NumpyPrinter(NumPyPrinter):
     """NumPy printer for vectorized statements (views, einsum, reductions).
 

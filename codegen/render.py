@@ -18,8 +18,8 @@ import jinja2
 import sympy as sp
 
 from codegen import printers
-from codegen.lower import node_exprs, walk
-from derive.kernels import FLOAT, INT64, MASK, OUT, TMP, KernelSpec
+from codegen.lower import FloorDiv, node_exprs, walk
+from derive.kernels import FLOAT, IN, INT64, MASK, OUT, TMP, KernelSpec
 
 TEMPLATES = Path(__file__).parent / "templates"
 
@@ -183,18 +183,218 @@ def c_args(spec: KernelSpec, nodes, dialect: printers.Dialect) -> list[dict]:
             continue
         ctype = {FLOAT: dialect.ctype, INT64: "int64_t", MASK: "uint8_t"}[a.kind]
         const = "" if a.role in (OUT, TMP) else "const "
-        args.append({"name": a.name, "c": f"{const}{ctype} *restrict {a.name}", "kind": "array"})
+        args.append({"name": a.name, "type": f"{const}{ctype} *restrict", "kind": "array"})
     for d in spec.dim_names():
         if d in used:
-            args.append({"name": d, "c": f"int64_t {d}", "kind": "int"})
+            args.append({"name": d, "type": "int64_t", "kind": "int"})
     for p in spec.params:
         if p.name in used and p.kind != "hw":
             ctype = "int64_t" if p.kind == "int" else dialect.ctype
-            args.append({"name": p.name, "c": f"{ctype} {p.name}", "kind": p.kind})
-    return args
+            args.append({"name": p.name, "type": ctype, "kind": p.kind})
+    return [{**a, "c": f"{a['type']} {a['name']}"} for a in args]
 
 
 def c_symbol(name: str, variant: str | None, dialect: printers.Dialect) -> str:
     """C function name: ``symconv_<kernel>[_<layer>]_<f32|f64>``."""
     middle = f"_{variant}" if variant else ""
     return f"symconv_{name}{middle}_{dialect.suffix}"
+
+
+# --- the CPython fast path (generated/c/symconv_fast.c) --------------------------------
+
+#: Most size names one kernel may have (the fast path's fixed-size binding table).
+FAST_MAX_DIMS = 16
+
+
+def fast_kernel(spec: KernelSpec, variants: list[tuple[str, dict]], arg_kinds: dict) -> dict:
+    """Template data of one kernel's fast path: C statements accepting a call only if
+    every check of :func:`checks` passes (anything else declines to the Python checks).
+
+    ``variants`` are the LeNet-5 ``(layer, fixed sizes)`` of the kernel in the order the
+    ctypes path tries them; ``arg_kinds`` maps each C symbol (``_f64`` dialect) to its
+    ``(name, kind)`` parameters.
+    """
+    dims = list(spec.dim_names())
+    if len(dims) > FAST_MAX_DIMS:
+        raise ValueError(f"{spec.name}: more than {FAST_MAX_DIMS} size names")
+    if not any(a.kind == FLOAT for a in spec.inputs):
+        raise ValueError(f"{spec.name}: the fast path takes its dtype from a float input")
+    printer = printers.CheckPrinter()
+    formulas = [f for _, f in spec.derived] + [c for c, _ in spec.constraints]
+    for f in formulas:
+        _check_formula(spec, f)
+    calls = {v: _fast_calls(spec, v, fixed, arg_kinds) for v, fixed in variants}
+    generic = _fast_calls(spec, None, {}, arg_kinds)
+    used = {n for f in formulas for n in map(str, sp.sympify(f).free_symbols)}
+    used |= {n for v, fixed in variants for n in fixed if n != "table"}
+    used |= {n for kinds in arg_kinds.values() for n, kind in kinds if kind != "array"}
+    used |= {d for a in spec.arrays if a.role != IN and not a.flat for d in a.dims}
+    used |= {d for a in spec.inputs for d in (a.bounds,) + a.window if d}
+    scalars = [p.name for p in spec.params if p.kind != "hw"]
+    return {
+        "name": spec.name,
+        "nargs": len(spec.signature),
+        "dims": dims,
+        "decls": _fast_decls(spec, [d for d in dims if d in used], scalars),
+        "checks": _fast_checks(spec, printer, used),
+        "owned": [a.name for a in spec.arrays if a.role in (OUT, TMP)],
+        "temps": [a.name for a in spec.arrays if a.role == TMP],
+        "masks": [a.name for a in spec.inputs if a.kind == MASK],
+        "tables": [
+            {"name": f"{spec.name}_{v}_table", "bytes": _table_bytes(fixed)}
+            for v, fixed in variants
+            if fixed.get("table") is not None
+        ],
+        "variants": [
+            {"cond": _fast_condition(spec, v, fixed), "calls": calls[v]} for v, fixed in variants
+        ],
+        "generic": generic,
+        "format": "N" if len(spec.returns) == 1 else "(" + "N" * len(spec.returns) + ")",
+        "returns": ", ".join(f"a_{n}" for n in spec.returns),
+    }
+
+
+def _check_formula(spec: KernelSpec, formula) -> None:
+    """A size formula the fast path can evaluate in int64: at most quadratic in sizes
+    and parameters (each < 2**31, so no overflow) and dividing only by positive names."""
+    positive = set(spec.dim_names()) | {
+        p.name for p in spec.params if p.kind == "int" and (p.minimum or 0) >= 1
+    }
+    for node in sp.preorder_traversal(sp.sympify(formula)):
+        if isinstance(node, sp.Mod | FloorDiv):
+            d = node.args[1]
+            if not (d.is_Integer and d > 0 or d.is_Symbol and d.name in positive):
+                raise ValueError(f"{spec.name}: {formula} divides by {d}, which may be <= 0")
+    if _degree(sp.sympify(formula)) > 2:
+        raise ValueError(f"{spec.name}: {formula} is more than quadratic (int64 overflow)")
+
+
+def _degree(e) -> int:
+    """Total degree of a size formula (quotients count as their numerator)."""
+    if e.is_Symbol:
+        return 1
+    if e.is_Number or not e.args:
+        return 0
+    if isinstance(e, sp.Mul):
+        return sum(_degree(a) for a in e.args)
+    if isinstance(e, sp.Pow):
+        return _degree(e.base) * int(e.exp)
+    if isinstance(e, sp.Mod | FloorDiv):
+        return _degree(e.args[0])
+    return max(_degree(a) for a in e.args)
+
+
+def _fast_decls(spec: KernelSpec, dims: list[str], scalars: list[str]) -> list[str]:
+    arrays = ", ".join(f"*a_{a.name} = NULL" for a in spec.arrays if a.kind != MASK)
+    out = [f"PyArrayObject {arrays};"]
+    ints = [f"v_{d}" for d in dims]
+    ints += [f"v_{p.name}" for p in spec.params if p.kind == "int" and p.name in scalars]
+    if ints:
+        out.append(f"int64_t {', '.join(dict.fromkeys(ints))};")
+    reals = [f"v_{p.name}" for p in spec.params if p.kind == "float"]
+    if reals:
+        out.append(f"double {', '.join(reals)};")
+    for a in spec.inputs:
+        if a.kind == MASK:
+            out.append(f"const uint8_t *t_{a.name};")
+            out.append(f"uint8_t *ones_{a.name} = NULL;")
+    return out
+
+
+def _ids(dims) -> str:
+    return "(const int[]){" + ", ".join(f"D_{d}" for d in dims) + "}"
+
+
+def _fast_checks(spec: KernelSpec, printer: printers.CheckPrinter, used: set) -> list[str]:
+    """The C statements of the checks, in the order of :func:`checks`."""
+
+    def need(cond):
+        return f"if (!({cond})) goto decline;"
+
+    pos = {name: i for i, name in enumerate(spec.signature)}
+    lines = []
+    for a in spec.inputs:
+        arg = f"args[{pos[a.name]}]"
+        if a.kind == FLOAT and a.flat:
+            lines.append(need(f"a_{a.name} = flat_floats(&c, {arg}, D_{a.dims[0]})"))
+        elif a.kind == FLOAT:
+            lines.append(need(f"a_{a.name} = floats(&c, {arg}, {len(a.dims)}, {_ids(a.dims)})"))
+        elif a.kind == INT64:
+            lines.append(need(f"a_{a.name} = int64s(&c, {arg}, {len(a.dims)}, {_ids(a.dims)})"))
+    for p in spec.params:
+        arg = f"args[{pos[p.name]}]"
+        if p.kind == "int":
+            lines.append(need(f"integer({arg}, {p.minimum}, &v_{p.name})"))
+        elif p.kind == "float":
+            lines.append(need(f"real({arg}, &v_{p.name})"))
+        else:
+            lines.append(need(f"sizes(&c, {arg}, {len(p.dims)}, {_ids(p.dims)})"))
+    for a in spec.inputs:
+        if a.kind == MASK:
+            arg = f"args[{pos[a.name]}]"
+            ids = _ids(a.dims)
+            lines.append(
+                need(f"t_{a.name} = mask(&c, {arg}, {len(a.dims)}, {ids}, &ones_{a.name})")
+            )
+    derived = [n for n, _ in spec.derived]
+    bound = [d for d in spec.dim_names() if d not in derived and _bound_by_args(spec, d)]
+    lines += [f"v_{d} = c.dim[D_{d}];" for d in bound if d in used]
+    for name, formula in spec.derived:
+        lines.append(need(f"derive(&c, D_{name}, {printer.doprint(formula)})"))
+        if name in used:
+            lines.append(f"v_{name} = c.dim[D_{name}];")
+    for cond, _ in spec.constraints:
+        lines.append(need(printer.doprint(cond)))
+    for a in spec.inputs:
+        if a.bounds:
+            lines.append(need(f"below(a_{a.name}, v_{a.bounds})"))
+        if a.window:
+            lines.append(need(f"in_windows(a_{a.name}, {', '.join(f'v_{d}' for d in a.window)})"))
+    for a in spec.arrays:
+        if a.role in (OUT, TMP):
+            dtype = "NPY_INT64" if a.kind == INT64 else "c.type"
+            if a.flat:
+                shape = (
+                    f"PyArray_NDIM(c.shape[D_{a.dims[0]}]), PyArray_DIMS(c.shape[D_{a.dims[0]}])"
+                )
+            else:
+                sizes = ", ".join(f"v_{d}" for d in a.dims)
+                shape = f"{len(a.dims)}, (npy_intp[]){{{sizes}}}"
+            lines.append(need(f"a_{a.name} = empty({shape}, {dtype})"))
+    return lines
+
+
+def _fast_condition(spec: KernelSpec, layer: str, fixed: dict) -> str:
+    """The C test that a call has ``layer``'s fixed sizes (and connection table)."""
+    parts = [f"v_{n} == {v}" for n, v in sorted(fixed.items()) if n != "table"]
+    if "table" in fixed and fixed["table"] is None:
+        parts.append(f"all_connected(t_table, {fixed['K'] * fixed['C']})")
+    elif "table" in fixed:
+        size = fixed["K"] * fixed["C"]
+        parts.append(f"memcmp(t_table, {spec.name}_{layer}_table, {size}) == 0")
+    return " && ".join(parts)
+
+
+def _table_bytes(fixed: dict) -> list[int]:
+    """The (K, C) connection table of a specialization's rows, row-major 0/1."""
+    rows = fixed["table"]
+    return [int(c in rows[k]) for k in range(fixed["K"]) for c in range(fixed["C"])]
+
+
+def _fast_calls(spec: KernelSpec, layer: str | None, fixed: dict, arg_kinds: dict) -> dict:
+    """``{"f32": call, "f64": call}``: the C call of one variant through its pointer."""
+    masks = {a.name for a in spec.inputs if a.kind == MASK}
+    out = {}
+    for dialect in printers.DIALECTS:
+        symbol = c_symbol(spec.name, layer, dialect)
+        kinds = arg_kinds[c_symbol(spec.name, layer, printers.F64)]
+        args = []
+        for name, kind in kinds:
+            if kind != "array":
+                args.append(f"v_{name}")
+            elif name in masks:
+                args.append(f"t_{name}")
+            else:
+                args.append(f"PyArray_DATA(a_{name})")
+        out[dialect.suffix] = f"{symbol}_ptr({', '.join(args)})"
+    return out
