@@ -295,3 +295,19 @@ def test_every_c_function_cites_its_derivation():
     for comment, _ in functions:
         assert HEADER.search(comment).group(2) in known
         assert "spec sha256: " in comment
+
+
+def _c_function(name: str) -> str:
+    text = (GENERATED / "c" / "symconv.c").read_text()
+    return text.split(f"\nvoid {name}(", 1)[1].split("\n}\n", 1)[0]
+
+
+def test_small_parallel_loops_have_a_serial_copy():
+    """A false OpenMP if() still builds a one-thread team (~0.4 us): loops cheap per
+    sample (F6, activations) run a plain serial copy when threads do not pay; the
+    unrolled convolutions keep the if() clause (their text would double)."""
+    f6 = _c_function("symconv_dense_forward_F6_f32")
+    assert "parallel for if(" not in f6
+    assert f6.count("#pragma omp parallel for") == f6.count("} else\n#endif") == 2
+    assert "parallel for if(" in _c_function("symconv_conv2d_forward_C5_f32")
+    assert "} else\n#endif" in _c_function("symconv_scaled_tanh_forward_f32")
