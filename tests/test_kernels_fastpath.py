@@ -211,3 +211,21 @@ def test_size_formulas_are_checked_for_int64_overflow_and_division():
         render._check_formula(spec, H * H * s)
     with pytest.raises(ValueError, match="divides by padding"):
         render._check_formula(spec, FloorDiv(H, p))
+
+
+def test_without_the_fast_path_every_call_is_checked(fast, monkeypatch, caplog):
+    """No Python headers (the extension does not build): logged, and every call takes
+    the checked path with the same results and errors."""
+    from codegen import build
+
+    def fail(*args):
+        raise build.BuildError("Python.h: No such file or directory")
+
+    monkeypatch.setattr(build, "load_extension", fail)
+    monkeypatch.setattr(ck, "_FAST", ck._Unloaded())
+    x = np.arange(6.0).reshape(2, 3) - 2
+    assert _same(ck.relu_forward(x), ck._checked_relu_forward(x))
+    assert isinstance(ck._FAST, ck._Declining)
+    assert "no C fast path" in caplog.text
+    with pytest.raises(TypeError, match="relu_forward: z must be a numpy.ndarray"):
+        ck.relu_forward([1.0])
