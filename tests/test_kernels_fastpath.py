@@ -229,3 +229,12 @@ def test_without_the_fast_path_every_call_is_checked(fast, monkeypatch, caplog):
     assert "no C fast path" in caplog.text
     with pytest.raises(TypeError, match="relu_forward: z must be a numpy.ndarray"):
         ck.relu_forward([1.0])
+
+
+@pytest.mark.parametrize("fname", FUNCTIONS)
+def test_wrong_argument_counts_decline(fast, fname):
+    """The fast path is called positionally by the bindings only, but any count of
+    anything declines safely."""
+    n = len(inspect.signature(getattr(ck, fname)).parameters)
+    for args in ((), (None,) * (n - 1), (np.ones(3),) * (n + 1), (None,) * n):
+        assert getattr(fast, fname)(*args) is None
