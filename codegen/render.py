@@ -12,6 +12,7 @@ Examples
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import jinja2
@@ -69,39 +70,88 @@ def signature(spec: KernelSpec) -> str:
     return ", ".join(parts)
 
 
-def checks(spec: KernelSpec, printer: printers.NumpyPrinter) -> list[str]:
-    """Python lines validating every argument and binding every size name."""
-    lines = []
+@dataclass(frozen=True)
+class Check:
+    """One step of a call's validation, as both the Python checks and the C fast path
+    render it: ``op`` names the ``_runtime.Args`` method (``dim`` reads a bound size).
+
+    ``dims`` are an array's or a size pair's size names, a value bound's size name
+    (``below``) or an argmax window's ``(H, W, size)`` (``in_windows``).
+    """
+
+    op: str
+    name: str
+    dims: tuple[str, ...] = ()
+    flat: bool = False
+    minimum: int | None = None
+    formula: object = None
+    message: str = ""
+
+
+def validation(spec: KernelSpec) -> list[Check]:
+    """The checks of a call, in order: arrays, scalars, tables, the sizes they bind,
+    derived sizes, constraints between sizes, values of int64 arrays.
+
+    >>> from derive.kernels import load_table
+    >>> [(c.op, c.name) for c in validation(load_table()["avgpool2d_forward"])][:4]
+    [('floats', 'x'), ('integer', 'size'), ('dim', 'N'), ('dim', 'C')]
+    """
+    steps = []
     for a in spec.inputs:
         if a.kind == FLOAT:
-            flat = ", flat=True" if a.flat else ""
-            lines.append(f'{a.name} = _a.floats("{a.name}", {a.name}, {_quoted(a.dims)}{flat})')
+            steps.append(Check("floats", a.name, a.dims, flat=a.flat))
         elif a.kind == INT64:
-            lines.append(f'{a.name} = _a.int64s("{a.name}", {a.name}, {_quoted(a.dims)})')
+            steps.append(Check("int64s", a.name, a.dims))
     for p in spec.params:
-        if p.kind == "int":
-            lines.append(f'{p.name} = _a.integer("{p.name}", {p.name}, {p.minimum})')
-        elif p.kind == "float":
-            lines.append(f'{p.name} = _a.real("{p.name}", {p.name})')
-        else:
-            lines.append(f'_a.sizes("{p.name}", {p.name}, {_quoted(p.dims)})')
-    for a in spec.inputs:
-        if a.kind == MASK:
-            lines.append(f'{a.name} = _a.mask("{a.name}", {a.name}, {_quoted(a.dims)})')
+        op = {"int": "integer", "float": "real"}.get(p.kind, "sizes")
+        steps.append(Check(op, p.name, p.dims, minimum=p.minimum))
+    steps += [Check("mask", a.name, a.dims) for a in spec.inputs if a.kind == MASK]
     derived = [n for n, _ in spec.derived]
     bound = [d for d in spec.dim_names() if d not in derived and _bound_by_args(spec, d)]
-    lines += [f'{d} = _a.dims["{d}"]' for d in bound]
-    for name, formula in spec.derived:
-        text = printer.doprint(formula)
-        lines.append(f'{name} = _a.derive("{name}", {text}, "{text}", {_uses(formula)})')
-    for cond, message in spec.constraints:
-        lines.append(f'_a.require({printer.doprint(cond)}, "{message}", {_uses(cond)})')
+    steps += [Check("dim", d) for d in bound]
+    steps += [Check("derive", n, formula=f) for n, f in spec.derived]
+    steps += [Check("require", "", formula=c, message=m) for c, m in spec.constraints]
     for a in spec.inputs:
         if a.bounds:
-            lines.append(f'_a.below("{a.name}", {a.name}, {a.bounds}, "{a.bounds}")')
+            steps.append(Check("below", a.name, (a.bounds,)))
         if a.window:
-            lines.append(f'_a.in_windows("{a.name}", {a.name}, {", ".join(a.window)})')
-    return lines
+            steps.append(Check("in_windows", a.name, a.window))
+    return steps
+
+
+def checks(spec: KernelSpec, printer: printers.NumpyPrinter) -> list[str]:
+    """Python lines validating every argument and binding every size name."""
+    return [_python_check(c, printer) for c in validation(spec)]
+
+
+def _python_check(c: Check, printer: printers.NumpyPrinter) -> str:
+    n, dims = c.name, _quoted(c.dims)
+    match c.op:
+        case "floats":
+            flat = ", flat=True" if c.flat else ""
+            return f'{n} = _a.floats("{n}", {n}, {dims}{flat})'
+        case "int64s":
+            return f'{n} = _a.int64s("{n}", {n}, {dims})'
+        case "integer":
+            return f'{n} = _a.integer("{n}", {n}, {c.minimum})'
+        case "real":
+            return f'{n} = _a.real("{n}", {n})'
+        case "sizes":
+            return f'_a.sizes("{n}", {n}, {dims})'
+        case "mask":
+            return f'{n} = _a.mask("{n}", {n}, {dims})'
+        case "dim":
+            return f'{n} = _a.dims["{n}"]'
+        case "derive":
+            text = printer.doprint(c.formula)
+            return f'{n} = _a.derive("{n}", {text}, "{text}", {_uses(c.formula)})'
+        case "require":
+            return f'_a.require({printer.doprint(c.formula)}, "{c.message}", {_uses(c.formula)})'
+        case "below":
+            return f'_a.below("{n}", {n}, {c.dims[0]}, "{c.dims[0]}")'
+        case "in_windows":
+            return f'_a.in_windows("{n}", {n}, {", ".join(c.dims)})'
+    raise ValueError(f"unknown check {c.op!r}")
 
 
 def _uses(expr) -> str:
@@ -306,62 +356,57 @@ def _ids(dims) -> str:
 
 
 def _fast_checks(spec: KernelSpec, printer: printers.CheckPrinter, used: set) -> list[str]:
-    """The C statements of the checks, in the order of :func:`checks`."""
-
-    def need(cond):
-        return f"if (!({cond})) goto decline;"
-
+    """The C statements of :func:`validation` (each declines on failure), then the
+    allocation of the outputs and scratch arrays."""
     pos = {name: i for i, name in enumerate(spec.signature)}
     lines = []
-    for a in spec.inputs:
-        arg = f"args[{pos[a.name]}]"
-        if a.kind == FLOAT and a.flat:
-            lines.append(need(f"a_{a.name} = flat_floats(&c, {arg}, D_{a.dims[0]})"))
-        elif a.kind == FLOAT:
-            lines.append(need(f"a_{a.name} = floats(&c, {arg}, {len(a.dims)}, {_ids(a.dims)})"))
-        elif a.kind == INT64:
-            lines.append(need(f"a_{a.name} = int64s(&c, {arg}, {len(a.dims)}, {_ids(a.dims)})"))
-    for p in spec.params:
-        arg = f"args[{pos[p.name]}]"
-        if p.kind == "int":
-            lines.append(need(f"integer({arg}, {p.minimum}, &v_{p.name})"))
-        elif p.kind == "float":
-            lines.append(need(f"real({arg}, &v_{p.name})"))
-        else:
-            lines.append(need(f"sizes(&c, {arg}, {len(p.dims)}, {_ids(p.dims)})"))
-    for a in spec.inputs:
-        if a.kind == MASK:
-            arg = f"args[{pos[a.name]}]"
-            ids = _ids(a.dims)
-            lines.append(
-                need(f"t_{a.name} = mask(&c, {arg}, {len(a.dims)}, {ids}, &ones_{a.name})")
-            )
-    derived = [n for n, _ in spec.derived]
-    bound = [d for d in spec.dim_names() if d not in derived and _bound_by_args(spec, d)]
-    lines += [f"v_{d} = c.dim[D_{d}];" for d in bound if d in used]
-    for name, formula in spec.derived:
-        lines.append(need(f"derive(&c, D_{name}, {printer.doprint(formula)})"))
-        if name in used:
-            lines.append(f"v_{name} = c.dim[D_{name}];")
-    for cond, _ in spec.constraints:
-        lines.append(need(printer.doprint(cond)))
-    for a in spec.inputs:
-        if a.bounds:
-            lines.append(need(f"below(a_{a.name}, v_{a.bounds})"))
-        if a.window:
-            lines.append(need(f"in_windows(a_{a.name}, {', '.join(f'v_{d}' for d in a.window)})"))
+    for c in validation(spec):
+        lines += _c_check(c, printer, f"args[{pos.get(c.name)}]", used)
     for a in spec.arrays:
         if a.role in (OUT, TMP):
             dtype = "NPY_INT64" if a.kind == INT64 else "c.type"
             if a.flat:
-                shape = (
-                    f"PyArray_NDIM(c.shape[D_{a.dims[0]}]), PyArray_DIMS(c.shape[D_{a.dims[0]}])"
-                )
+                shape = f"c.shape[D_{a.dims[0]}]"
+                shape = f"PyArray_NDIM({shape}), PyArray_DIMS({shape})"
             else:
-                sizes = ", ".join(f"v_{d}" for d in a.dims)
-                shape = f"{len(a.dims)}, (npy_intp[]){{{sizes}}}"
-            lines.append(need(f"a_{a.name} = empty({shape}, {dtype})"))
+                shape = f"{len(a.dims)}, (npy_intp[]){{{', '.join(f'v_{d}' for d in a.dims)}}}"
+            lines.append(_need(f"a_{a.name} = empty({shape}, {dtype})"))
     return lines
+
+
+def _need(cond: str) -> str:
+    return f"if (!({cond})) goto decline;"
+
+
+def _c_check(c: Check, printer: printers.CheckPrinter, arg: str, used: set) -> list[str]:
+    n, rank, ids = c.name, len(c.dims), _ids(c.dims)
+    match c.op:
+        case "floats" if c.flat:
+            return [_need(f"a_{n} = flat_floats(&c, {arg}, D_{c.dims[0]})")]
+        case "floats":
+            return [_need(f"a_{n} = floats(&c, {arg}, {rank}, {ids})")]
+        case "int64s":
+            return [_need(f"a_{n} = int64s(&c, {arg}, {rank}, {ids})")]
+        case "integer":
+            return [_need(f"integer({arg}, {c.minimum}, &v_{n})")]
+        case "real":
+            return [_need(f"real({arg}, &v_{n})")]
+        case "sizes":
+            return [_need(f"sizes(&c, {arg}, {rank}, {ids})")]
+        case "mask":
+            return [_need(f"t_{n} = mask(&c, {arg}, {rank}, {ids}, &ones_{n})")]
+        case "dim":
+            return [f"v_{n} = c.dim[D_{n}];"] if n in used else []
+        case "derive":
+            read = [f"v_{n} = c.dim[D_{n}];"] if n in used else []
+            return [_need(f"derive(&c, D_{n}, {printer.doprint(c.formula)})"), *read]
+        case "require":
+            return [_need(printer.doprint(c.formula))]
+        case "below":
+            return [_need(f"below(a_{n}, v_{c.dims[0]})")]
+        case "in_windows":
+            return [_need(f"in_windows(a_{n}, {', '.join(f'v_{d}' for d in c.dims)})")]
+    raise ValueError(f"unknown check {c.op!r}")
 
 
 def _fast_condition(spec: KernelSpec, layer: str, fixed: dict) -> str:
