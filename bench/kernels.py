@@ -4,6 +4,9 @@ For every LeNet-5 layer (C1, S2, C3, S4, C5, F6, the output RBF), forward and
 backward, at batch 1 and 64, this times side by side in one run:
 
 ``C``       the generated C backend (``generated.c_kernels``)
+``C checked`` with ``--checked``: the same C kernels with every call through the
+            bindings' Python checks and ctypes (``_checked_<kernel>``: what every
+            call paid before the C fast path, and what the calls it declines pay)
 ``NumPy``   the generated NumPy backend (``generated.np_kernels``)
 ``baseline`` plain NumPy (``bench/baseline.py``): im2col + one BLAS GEMM for the
             convolutions, reshape-and-sum pooling and ``@`` for the others
@@ -23,7 +26,7 @@ is the median per call. Ratios below 1 mean the generated C is faster.
 Usage::
 
     python bench/kernels.py [--repeats 15] [--batches 1 64] [--layers C1 C3]
-                            [--dtype float32] [--no-torch] [--json PATH]
+                            [--dtype float32] [--no-torch] [--checked] [--json PATH]
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -49,7 +53,7 @@ from codegen.writer import write_atomic  # noqa: E402
 from generated import lenet5_spec as spec  # noqa: E402
 
 LAYERS = ("C1", "S2", "C3", "S4", "C5", "F6", "OUTPUT")
-CANDIDATES = ("C", "NumPy", "baseline", "torch")
+CANDIDATES = ("C", "C checked", "NumPy", "baseline", "torch")
 MIN_SAMPLE_SECONDS = 2e-3
 
 
@@ -285,6 +289,13 @@ def load_backends() -> tuple[dict, list[str]]:
     return backends, notes
 
 
+def checked_backend(c_kernels) -> SimpleNamespace:
+    """The C backend's kernels as its checked path alone (``_checked_<kernel>``)."""
+    prefix = "_checked_"
+    names = [n for n in vars(c_kernels) if n.startswith(prefix)]
+    return SimpleNamespace(**{n[len(prefix) :]: getattr(c_kernels, n) for n in names})
+
+
 def load_torch(enabled: bool):
     if not enabled:
         return None, "torch disabled (--no-torch)"
@@ -305,12 +316,13 @@ def _fmt_ratio(r) -> str:
 
 def format_table(rows: list[dict]) -> str:
     """A fixed-width text table: times in microseconds per call, then the ratios."""
-    head = ["layer", "pass", "batch"] + [f"{c} µs" for c in CANDIDATES] + ["C/torch", "C/NumPy"]
+    shown = [c for c in CANDIDATES if c != "C checked" or any(c in r["seconds"] for r in rows)]
+    head = ["layer", "pass", "batch"] + [f"{c} µs" for c in shown] + ["C/torch", "C/NumPy"]
     lines = []
     for r in rows:
         bad = [n for n, ok in r["agrees_with_numpy"].items() if not ok]
         cells = [r["layer"], r["pass"], str(r["batch"])]
-        cells += [_fmt_us(r["seconds"].get(c)) + ("!" if c in bad else "") for c in CANDIDATES]
+        cells += [_fmt_us(r["seconds"].get(c)) + ("!" if c in bad else "") for c in shown]
         cells += [_fmt_ratio(r["C/torch"]), _fmt_ratio(r["C/NumPy"])]
         lines.append(cells)
     widths = [max(len(x) for x in col) for col in zip(head, *lines, strict=True)]
@@ -331,6 +343,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--layers", nargs="+", default=list(LAYERS), choices=LAYERS)
     p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     p.add_argument("--no-torch", action="store_true", help="skip PyTorch even if installed")
+    p.add_argument(
+        "--checked", action="store_true", help="also time the C kernels through the Python checks"
+    )
     p.add_argument("--json", type=Path, help="also write the results as JSON to this path")
     args = p.parse_args(argv)
     if args.repeats < 1 or min(args.batches) < 1:
@@ -342,6 +357,8 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     dtype = np.dtype(args.dtype)
     backends, notes = load_backends()
+    if args.checked and "C" in backends:
+        backends["C checked"] = checked_backend(backends["C"])
     torch, torch_note = load_torch(not args.no_torch)
     notes.append(torch_note)
     rows = []

@@ -22,12 +22,18 @@ from __future__ import annotations
 import ctypes
 import functools
 import hashlib
+import importlib.machinery
+import importlib.util
 import logging
 import os
 import shutil
 import subprocess
+import sys
+import sysconfig
 import tempfile
 from pathlib import Path
+
+import numpy
 
 log = logging.getLogger("symconv.build")
 
@@ -105,14 +111,20 @@ def _sources(source: Path) -> bytes:
     return b"\0".join(parts)
 
 
-def build_library(source: Path | str, cc: str | None = None, extra_flags=()) -> tuple[Path, str]:
-    """Compile ``source`` (or reuse the cached build); returns ``(path, "compiled" | "cached")``."""
+def build_library(
+    source: Path | str, cc: str | None = None, extra_flags=(), extra_key: str = ""
+) -> tuple[Path, str]:
+    """Compile ``source`` (or reuse the cached build); returns ``(path, "compiled" | "cached")``.
+
+    ``extra_key`` joins the compiler version in the cache key (the interpreter and numpy
+    versions of an extension module, whose ABI the sources and flags do not name).
+    """
     source = Path(source)
     cc = cc or compiler()
     if shutil.which(cc) is None:
         raise BuildError(f"C compiler {cc!r} not found (set CC to a C99 compiler); {FALLBACK}")
     flag_list = [*flags(cc), *extra_flags]
-    key = cache_key(_sources(source), flag_list, compiler_version(cc))
+    key = cache_key(_sources(source), flag_list, compiler_version(cc) + extra_key)
     out_dir = cache_dir()
     target = out_dir / f"{source.stem}-{key[:24]}.so"
     if target.is_file():
@@ -143,3 +155,33 @@ def load_library(source: Path | str) -> ctypes.CDLL:
         raise BuildError(
             f"loading the compiled library {path} failed ({exc}); {FALLBACK}"
         ) from None
+
+
+def extension_flags() -> list[str]:
+    """Include flags for a CPython extension using the numpy C API."""
+    return [f"-I{sysconfig.get_paths()['include']}", f"-I{numpy.get_include()}"]
+
+
+def interpreter_key() -> str:
+    """The versions an extension module's binary depends on beyond the compiler's.
+
+    >>> interpreter_key().startswith(" python ")
+    True
+    """
+    return f" python {sys.version} ({sys.implementation.cache_tag}) numpy {numpy.__version__}"
+
+
+def load_extension(source: Path | str, name: str):
+    """Build (or reuse) and import the CPython extension module ``name`` of ``source``.
+
+    A missing compiler or missing Python headers raise :class:`BuildError`.
+    """
+    path, _ = build_library(source, extra_flags=extension_flags(), extra_key=interpreter_key())
+    loader = importlib.machinery.ExtensionFileLoader(name, str(path))
+    spec = importlib.util.spec_from_loader(name, loader)
+    try:
+        module = importlib.util.module_from_spec(spec)
+        loader.exec_module(module)
+    except ImportError as exc:
+        raise BuildError(f"importing the compiled extension {path} failed ({exc})") from None
+    return module

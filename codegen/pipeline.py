@@ -233,6 +233,7 @@ def c_functions(table: dict[str, KernelSpec]) -> list[dict]:
                     ).strip(),
                     "sha": spec_hash(spec, fixed or ()),
                     "args": [a["c"] for a in args],
+                    "arg_types": [a["type"] for a in args],
                     "arg_kinds": [(a["name"], a["kind"]) for a in args],
                     "body": printer.block(fn.body),
                 }
@@ -254,6 +255,24 @@ def c_header(functions: list[dict]) -> str:
     return render.render("symconv.h.j2", header=c_header_line(), functions=functions)
 
 
+def fast_source(table: dict[str, KernelSpec], functions: list[dict]) -> str:
+    """``generated/c/symconv_fast.c``: the CPython fast path of every binding."""
+    arg_kinds = {f["symbol"]: f["arg_kinds"] for f in functions if f["symbol"].endswith("_f64")}
+    variants: dict[str, list] = {}
+    for s in specializations(table):
+        variants.setdefault(s.kernel, []).append((s.layer, s.fixed_dict))
+    kernels = [
+        render.fast_kernel(spec, variants.get(name, []), arg_kinds) for name, spec in table.items()
+    ]
+    return render.render(
+        "symconv_fast.c.j2",
+        header=c_header_line(),
+        functions=functions,
+        kernels=kernels,
+        max_dims=render.FAST_MAX_DIMS,
+    )
+
+
 def bindings_module(table: dict[str, KernelSpec], functions: list[dict]) -> str:
     """``generated/c_kernels.py``: validated ctypes bindings with the NumPy signatures."""
     printer = printers.NumpyPrinter()
@@ -263,6 +282,7 @@ def bindings_module(table: dict[str, KernelSpec], functions: list[dict]) -> str:
         ctx["value_dict"] = render.values_dict(spec)
         has_table = any(a.name == "table" for a in spec.inputs)
         ctx["table_arg"] = ", table" if has_table else ""
+        ctx["args"] = ", ".join(spec.signature)
         kernels.append(ctx)
     grouped: dict[str, list] = {}
     for s in specializations(table):
@@ -277,6 +297,7 @@ def bindings_module(table: dict[str, KernelSpec], functions: list[dict]) -> str:
         header=head,
         kernels=kernels,
         functions=[f for f in functions if f["symbol"].endswith("_f64")],
+        fast_symbols=[f["symbol"] for f in functions],
         specializations=sorted(grouped.items()),
     )
 
@@ -295,5 +316,6 @@ def generate(strict: bool = False) -> dict[str, str]:
         "lenet5_spec.py": lenet5_module(),
         "c/symconv.c": c_source(functions),
         "c/symconv.h": c_header(functions),
+        "c/symconv_fast.c": fast_source(table, functions),
         "c_kernels.py": bindings_module(table, functions),
     }

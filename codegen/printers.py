@@ -90,6 +90,11 @@ def _int_minmax(printer, expr, op):
     return out
 
 
+#: Parallel loops whose trips are cheaper than this many iterations (a few microseconds)
+#: get a serial copy for the calls too small for threads (see ``CPrinter.block``).
+SERIAL_COPY_WORK = 1 << 14
+
+
 class CPrinter(C99CodePrinter):
     """C99 printer for one :class:`Dialect`; arrays print as flat row-major reads.
 
@@ -165,12 +170,16 @@ class CPrinter(C99CodePrinter):
         pad = "    " * indent
         lines = []
         for node in nodes:
-            if isinstance(node, L.Loop):
-                v = self._print(node.var)
-                lines += self._pragmas(node, pad)
-                lo, hi = self._print(node.lo), self._print(node.hi)
-                lines.append(f"{pad}for (int64_t {v} = {lo}; {v} < {hi}; ++{v}) {{")
-                lines += self.block(node.body, indent + 1) + [f"{pad}}}"]
+            if isinstance(node, L.Loop) and self._serial_copy(node):
+                # A false OpenMP if() clause still costs libgomp a one-thread team, about
+                # 0.4 us a region (most of a batch-1 dense layer): the serial case runs a
+                # plain copy of the loop instead.
+                lines += ["#ifdef _OPENMP", f"{pad}if ({self._thread_guard(node)}) {{"]
+                lines.append(f"{pad}    #pragma omp parallel for")
+                lines += self._loop(node, indent + 1, threads=False) + [f"{pad}}} else", "#endif"]
+                lines += self._loop(node, indent, threads=False)
+            elif isinstance(node, L.Loop):
+                lines += self._loop(node, indent)
             elif isinstance(node, L.If):
                 lines.append(f"{pad}if ({self._print(node.cond)}) {{")
                 lines += self.block(node.body, indent + 1) + [f"{pad}}}"]
@@ -187,15 +196,40 @@ class CPrinter(C99CodePrinter):
                 lines.append(f"{pad}{self.update(node)}")
         return lines
 
+    def _loop(self, loop: L.Loop, indent: int, threads: bool = True) -> list[str]:
+        """``for`` over a loop node, after its pragmas (no thread pragma if not ``threads``)."""
+        pad = "    " * indent
+        v, lo, hi = (self._print(x) for x in (loop.var, loop.lo, loop.hi))
+        lines = self._pragmas(loop, pad) if threads or not loop.parallel else []
+        lines.append(f"{pad}for (int64_t {v} = {lo}; {v} < {hi}; ++{v}) {{")
+        return lines + self.block(loop.body, indent + 1) + [f"{pad}}}"]
+
+    def _serial_copy(self, loop: L.Loop) -> bool:
+        """Does a guarded parallel loop get a serial copy? Yes in generic kernels (short
+        loops, any size) and where a LeNet-5 specialization's work, ``work of one sample
+        * batch``, is below :data:`SERIAL_COPY_WORK` per sample; an unrolled convolution
+        is long text and tens of microseconds a sample, next to which the if() is noise."""
+        if not self._thread_guard(loop):
+            return False
+        free = loop.work.free_symbols
+        return len(free) > 1 or loop.work.subs({s: 1 for s in free}) < SERIAL_COPY_WORK
+
+    def _thread_guard(self, loop: L.Loop) -> str | None:
+        """The C condition for running a parallel loop on threads; None if unconditional
+        (constant work) or not parallel."""
+        if not loop.parallel or loop.work.is_Integer:
+            return None
+        cond = f"({self._print(loop.work)}) >= {L.PARALLEL_WORK}"
+        trips = loop.hi - loop.lo
+        if not trips.is_Integer:  # one iteration (batch 1) gains nothing from threads
+            cond = f"({self._print(trips)}) > 1 && {cond}"
+        return cond
+
     def _pragmas(self, loop: L.Loop, pad: str) -> list[str]:
         """OpenMP pragmas: threads over a parallel loop, simd over a reduction."""
         if loop.parallel:
-            clause = ""
-            if not loop.work.is_Integer:
-                clause = f" if(({self._print(loop.work)}) >= {L.PARALLEL_WORK})"
-                trips = loop.hi - loop.lo
-                if not trips.is_Integer:  # one iteration (batch 1) gains nothing from threads
-                    clause = f" if(({self._print(trips)}) > 1 && {clause[4:-1]})"
+            guard = self._thread_guard(loop)
+            clause = f" if({guard})" if guard else ""
             return ["#ifdef _OPENMP", f"{pad}#pragma omp parallel for{clause}", "#endif"]
         if loop.reduction:
             accs = ", ".join(self._print(a) for a in loop.reduction)
@@ -209,6 +243,38 @@ class CPrinter(C99CodePrinter):
             fn = sp.Max if node.op == "max=" else sp.Min
             return f"{lhs} = {self._print(fn(node.lhs, rhs, evaluate=False))};"
         return f"{lhs} {node.op} {self._print(rhs)};"
+
+
+class CheckPrinter(CPrinter):
+    """C text of the size formulas the CPython fast path evaluates (``symconv_fast.c``).
+
+    Sizes and parameters are the C locals ``v_<name>`` (bare names such as ``I``
+    clash with C macros); division and remainder round like Python's ``//`` and
+    ``%``, whose results the Python checks see, by the helpers ``floordiv`` and
+    ``floormod`` of the extension.
+
+    >>> import sympy as sp
+    >>> from derive.kernels import FloorDiv, isym
+    >>> H, s = isym("H"), isym("stride")
+    >>> CheckPrinter().doprint(FloorDiv(H - 5, s) + 1)
+    'floordiv(v_H - 5, v_stride) + 1'
+    >>> CheckPrinter().doprint(sp.Eq(sp.Mod(H, 2), 0))
+    'floormod(v_H, 2) == 0'
+    """
+
+    def __init__(self):
+        super().__init__(F64)
+
+    def _print_Symbol(self, expr):
+        return f"v_{expr.name}"
+
+    def _print_FloorDiv(self, expr):
+        a, b = (self._print(x) for x in expr.args)
+        return f"floordiv({a}, {b})"
+
+    def _print_Mod(self, expr):
+        a, b = (self._print(x) for x in expr.args)
+        return f"floormod({a}, {b})"
 
 
 class NumpyPrinter(NumPyPrinter):

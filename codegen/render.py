@@ -12,14 +12,15 @@ Examples
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import jinja2
 import sympy as sp
 
 from codegen import printers
-from codegen.lower import node_exprs, walk
-from derive.kernels import FLOAT, INT64, MASK, OUT, TMP, KernelSpec
+from codegen.lower import FloorDiv, node_exprs, walk
+from derive.kernels import FLOAT, IN, INT64, MASK, OUT, TMP, KernelSpec
 
 TEMPLATES = Path(__file__).parent / "templates"
 
@@ -69,39 +70,88 @@ def signature(spec: KernelSpec) -> str:
     return ", ".join(parts)
 
 
-def checks(spec: KernelSpec, printer: printers.NumpyPrinter) -> list[str]:
-    """Python lines validating every argument and binding every size name."""
-    lines = []
+@dataclass(frozen=True)
+class Check:
+    """One step of a call's validation, as both the Python checks and the C fast path
+    render it: ``op`` names the ``_runtime.Args`` method (``dim`` reads a bound size).
+
+    ``dims`` are an array's or a size pair's size names, a value bound's size name
+    (``below``) or an argmax window's ``(H, W, size)`` (``in_windows``).
+    """
+
+    op: str
+    name: str
+    dims: tuple[str, ...] = ()
+    flat: bool = False
+    minimum: int | None = None
+    formula: object = None
+    message: str = ""
+
+
+def validation(spec: KernelSpec) -> list[Check]:
+    """The checks of a call, in order: arrays, scalars, tables, the sizes they bind,
+    derived sizes, constraints between sizes, values of int64 arrays.
+
+    >>> from derive.kernels import load_table
+    >>> [(c.op, c.name) for c in validation(load_table()["avgpool2d_forward"])][:4]
+    [('floats', 'x'), ('integer', 'size'), ('dim', 'N'), ('dim', 'C')]
+    """
+    steps = []
     for a in spec.inputs:
         if a.kind == FLOAT:
-            flat = ", flat=True" if a.flat else ""
-            lines.append(f'{a.name} = _a.floats("{a.name}", {a.name}, {_quoted(a.dims)}{flat})')
+            steps.append(Check("floats", a.name, a.dims, flat=a.flat))
         elif a.kind == INT64:
-            lines.append(f'{a.name} = _a.int64s("{a.name}", {a.name}, {_quoted(a.dims)})')
+            steps.append(Check("int64s", a.name, a.dims))
     for p in spec.params:
-        if p.kind == "int":
-            lines.append(f'{p.name} = _a.integer("{p.name}", {p.name}, {p.minimum})')
-        elif p.kind == "float":
-            lines.append(f'{p.name} = _a.real("{p.name}", {p.name})')
-        else:
-            lines.append(f'_a.sizes("{p.name}", {p.name}, {_quoted(p.dims)})')
-    for a in spec.inputs:
-        if a.kind == MASK:
-            lines.append(f'{a.name} = _a.mask("{a.name}", {a.name}, {_quoted(a.dims)})')
+        op = {"int": "integer", "float": "real"}.get(p.kind, "sizes")
+        steps.append(Check(op, p.name, p.dims, minimum=p.minimum))
+    steps += [Check("mask", a.name, a.dims) for a in spec.inputs if a.kind == MASK]
     derived = [n for n, _ in spec.derived]
     bound = [d for d in spec.dim_names() if d not in derived and _bound_by_args(spec, d)]
-    lines += [f'{d} = _a.dims["{d}"]' for d in bound]
-    for name, formula in spec.derived:
-        text = printer.doprint(formula)
-        lines.append(f'{name} = _a.derive("{name}", {text}, "{text}", {_uses(formula)})')
-    for cond, message in spec.constraints:
-        lines.append(f'_a.require({printer.doprint(cond)}, "{message}", {_uses(cond)})')
+    steps += [Check("dim", d) for d in bound]
+    steps += [Check("derive", n, formula=f) for n, f in spec.derived]
+    steps += [Check("require", "", formula=c, message=m) for c, m in spec.constraints]
     for a in spec.inputs:
         if a.bounds:
-            lines.append(f'_a.below("{a.name}", {a.name}, {a.bounds}, "{a.bounds}")')
+            steps.append(Check("below", a.name, (a.bounds,)))
         if a.window:
-            lines.append(f'_a.in_windows("{a.name}", {a.name}, {", ".join(a.window)})')
-    return lines
+            steps.append(Check("in_windows", a.name, a.window))
+    return steps
+
+
+def checks(spec: KernelSpec, printer: printers.NumpyPrinter) -> list[str]:
+    """Python lines validating every argument and binding every size name."""
+    return [_python_check(c, printer) for c in validation(spec)]
+
+
+def _python_check(c: Check, printer: printers.NumpyPrinter) -> str:
+    n, dims = c.name, _quoted(c.dims)
+    match c.op:
+        case "floats":
+            flat = ", flat=True" if c.flat else ""
+            return f'{n} = _a.floats("{n}", {n}, {dims}{flat})'
+        case "int64s":
+            return f'{n} = _a.int64s("{n}", {n}, {dims})'
+        case "integer":
+            return f'{n} = _a.integer("{n}", {n}, {c.minimum})'
+        case "real":
+            return f'{n} = _a.real("{n}", {n})'
+        case "sizes":
+            return f'_a.sizes("{n}", {n}, {dims})'
+        case "mask":
+            return f'{n} = _a.mask("{n}", {n}, {dims})'
+        case "dim":
+            return f'{n} = _a.dims["{n}"]'
+        case "derive":
+            text = printer.doprint(c.formula)
+            return f'{n} = _a.derive("{n}", {text}, "{text}", {_uses(c.formula)})'
+        case "require":
+            return f'_a.require({printer.doprint(c.formula)}, "{c.message}", {_uses(c.formula)})'
+        case "below":
+            return f'_a.below("{n}", {n}, {c.dims[0]}, "{c.dims[0]}")'
+        case "in_windows":
+            return f'_a.in_windows("{n}", {n}, {", ".join(c.dims)})'
+    raise ValueError(f"unknown check {c.op!r}")
 
 
 def _uses(expr) -> str:
@@ -183,18 +233,213 @@ def c_args(spec: KernelSpec, nodes, dialect: printers.Dialect) -> list[dict]:
             continue
         ctype = {FLOAT: dialect.ctype, INT64: "int64_t", MASK: "uint8_t"}[a.kind]
         const = "" if a.role in (OUT, TMP) else "const "
-        args.append({"name": a.name, "c": f"{const}{ctype} *restrict {a.name}", "kind": "array"})
+        args.append({"name": a.name, "type": f"{const}{ctype} *restrict", "kind": "array"})
     for d in spec.dim_names():
         if d in used:
-            args.append({"name": d, "c": f"int64_t {d}", "kind": "int"})
+            args.append({"name": d, "type": "int64_t", "kind": "int"})
     for p in spec.params:
         if p.name in used and p.kind != "hw":
             ctype = "int64_t" if p.kind == "int" else dialect.ctype
-            args.append({"name": p.name, "c": f"{ctype} {p.name}", "kind": p.kind})
-    return args
+            args.append({"name": p.name, "type": ctype, "kind": p.kind})
+    return [{**a, "c": f"{a['type']} {a['name']}"} for a in args]
 
 
 def c_symbol(name: str, variant: str | None, dialect: printers.Dialect) -> str:
     """C function name: ``symconv_<kernel>[_<layer>]_<f32|f64>``."""
     middle = f"_{variant}" if variant else ""
     return f"symconv_{name}{middle}_{dialect.suffix}"
+
+
+# --- the CPython fast path (generated/c/symconv_fast.c) --------------------------------
+
+#: Most size names one kernel may have (the fast path's fixed-size binding table).
+FAST_MAX_DIMS = 16
+
+
+def fast_kernel(spec: KernelSpec, variants: list[tuple[str, dict]], arg_kinds: dict) -> dict:
+    """Template data of one kernel's fast path: C statements accepting a call only if
+    every check of :func:`checks` passes (anything else declines to the Python checks).
+
+    ``variants`` are the LeNet-5 ``(layer, fixed sizes)`` of the kernel in the order the
+    ctypes path tries them; ``arg_kinds`` maps each C symbol (``_f64`` dialect) to its
+    ``(name, kind)`` parameters.
+    """
+    dims = list(spec.dim_names())
+    if len(dims) > FAST_MAX_DIMS:
+        raise ValueError(f"{spec.name}: more than {FAST_MAX_DIMS} size names")
+    if not any(a.kind == FLOAT for a in spec.inputs):
+        raise ValueError(f"{spec.name}: the fast path takes its dtype from a float input")
+    printer = printers.CheckPrinter()
+    formulas = [f for _, f in spec.derived] + [c for c, _ in spec.constraints]
+    for f in formulas:
+        _check_formula(spec, f)
+    calls = {v: _fast_calls(spec, v, fixed, arg_kinds) for v, fixed in variants}
+    generic = _fast_calls(spec, None, {}, arg_kinds)
+    used = {n for f in formulas for n in map(str, sp.sympify(f).free_symbols)}
+    used |= {n for v, fixed in variants for n in fixed if n != "table"}
+    used |= {n for kinds in arg_kinds.values() for n, kind in kinds if kind != "array"}
+    used |= {d for a in spec.arrays if a.role != IN and not a.flat for d in a.dims}
+    used |= {d for a in spec.inputs for d in (a.bounds,) + a.window if d}
+    scalars = [p.name for p in spec.params if p.kind != "hw"]
+    return {
+        "name": spec.name,
+        "nargs": len(spec.signature),
+        "dims": dims,
+        "decls": _fast_decls(spec, [d for d in dims if d in used], scalars),
+        "checks": _fast_checks(spec, printer, used),
+        "owned": [a.name for a in spec.arrays if a.role in (OUT, TMP)],
+        "temps": [a.name for a in spec.arrays if a.role == TMP],
+        "masks": [a.name for a in spec.inputs if a.kind == MASK],
+        "tables": [
+            {"name": f"{spec.name}_{v}_table", "bytes": _table_bytes(fixed)}
+            for v, fixed in variants
+            if fixed.get("table") is not None
+        ],
+        "variants": [
+            {"cond": _fast_condition(spec, v, fixed), "calls": calls[v]} for v, fixed in variants
+        ],
+        "generic": generic,
+        "format": "N" if len(spec.returns) == 1 else "(" + "N" * len(spec.returns) + ")",
+        "returns": ", ".join(f"a_{n}" for n in spec.returns),
+    }
+
+
+def _check_formula(spec: KernelSpec, formula) -> None:
+    """A size formula the fast path can evaluate in int64: at most quadratic in sizes
+    and parameters (each < 2**31, so no overflow) and dividing only by positive names."""
+    positive = set(spec.dim_names()) | {
+        p.name for p in spec.params if p.kind == "int" and (p.minimum or 0) >= 1
+    }
+    for node in sp.preorder_traversal(sp.sympify(formula)):
+        if isinstance(node, sp.Mod | FloorDiv):
+            d = node.args[1]
+            if not (d.is_Integer and d > 0 or d.is_Symbol and d.name in positive):
+                raise ValueError(f"{spec.name}: {formula} divides by {d}, which may be <= 0")
+    if _degree(sp.sympify(formula)) > 2:
+        raise ValueError(f"{spec.name}: {formula} is more than quadratic (int64 overflow)")
+
+
+def _degree(e) -> int:
+    """Total degree of a size formula (quotients count as their numerator)."""
+    if e.is_Symbol:
+        return 1
+    if e.is_Number or not e.args:
+        return 0
+    if isinstance(e, sp.Mul):
+        return sum(_degree(a) for a in e.args)
+    if isinstance(e, sp.Pow):
+        return _degree(e.base) * int(e.exp)
+    if isinstance(e, sp.Mod | FloorDiv):
+        return _degree(e.args[0])
+    return max(_degree(a) for a in e.args)
+
+
+def _fast_decls(spec: KernelSpec, dims: list[str], scalars: list[str]) -> list[str]:
+    arrays = ", ".join(f"*a_{a.name} = NULL" for a in spec.arrays if a.kind != MASK)
+    out = [f"PyArrayObject {arrays};"]
+    ints = [f"v_{d}" for d in dims]
+    ints += [f"v_{p.name}" for p in spec.params if p.kind == "int" and p.name in scalars]
+    if ints:
+        out.append(f"int64_t {', '.join(dict.fromkeys(ints))};")
+    reals = [f"v_{p.name}" for p in spec.params if p.kind == "float"]
+    if reals:
+        out.append(f"double {', '.join(reals)};")
+    for a in spec.inputs:
+        if a.kind == MASK:
+            out.append(f"const uint8_t *t_{a.name};")
+            out.append(f"uint8_t *ones_{a.name} = NULL;")
+    return out
+
+
+def _ids(dims) -> str:
+    return "(const int[]){" + ", ".join(f"D_{d}" for d in dims) + "}"
+
+
+def _fast_checks(spec: KernelSpec, printer: printers.CheckPrinter, used: set) -> list[str]:
+    """The C statements of :func:`validation` (each declines on failure), then the
+    allocation of the outputs and scratch arrays."""
+    pos = {name: i for i, name in enumerate(spec.signature)}
+    lines = []
+    for c in validation(spec):
+        lines += _c_check(c, printer, f"args[{pos.get(c.name)}]", used)
+    for a in spec.arrays:
+        if a.role in (OUT, TMP):
+            dtype = "NPY_INT64" if a.kind == INT64 else "c.type"
+            if a.flat:
+                shape = f"c.shape[D_{a.dims[0]}]"
+                shape = f"PyArray_NDIM({shape}), PyArray_DIMS({shape})"
+            else:
+                shape = f"{len(a.dims)}, (npy_intp[]){{{', '.join(f'v_{d}' for d in a.dims)}}}"
+            lines.append(_need(f"a_{a.name} = empty({shape}, {dtype})"))
+    return lines
+
+
+def _need(cond: str) -> str:
+    return f"if (!({cond})) goto decline;"
+
+
+def _c_check(c: Check, printer: printers.CheckPrinter, arg: str, used: set) -> list[str]:
+    n, rank, ids = c.name, len(c.dims), _ids(c.dims)
+    match c.op:
+        case "floats" if c.flat:
+            return [_need(f"a_{n} = flat_floats(&c, {arg}, D_{c.dims[0]})")]
+        case "floats":
+            return [_need(f"a_{n} = floats(&c, {arg}, {rank}, {ids})")]
+        case "int64s":
+            return [_need(f"a_{n} = int64s(&c, {arg}, {rank}, {ids})")]
+        case "integer":
+            return [_need(f"integer({arg}, {c.minimum}, &v_{n})")]
+        case "real":
+            return [_need(f"real({arg}, &v_{n})")]
+        case "sizes":
+            return [_need(f"sizes(&c, {arg}, {rank}, {ids})")]
+        case "mask":
+            return [_need(f"t_{n} = mask(&c, {arg}, {rank}, {ids}, &ones_{n})")]
+        case "dim":
+            return [f"v_{n} = c.dim[D_{n}];"] if n in used else []
+        case "derive":
+            read = [f"v_{n} = c.dim[D_{n}];"] if n in used else []
+            return [_need(f"derive(&c, D_{n}, {printer.doprint(c.formula)})"), *read]
+        case "require":
+            return [_need(printer.doprint(c.formula))]
+        case "below":
+            return [_need(f"below(a_{n}, v_{c.dims[0]})")]
+        case "in_windows":
+            return [_need(f"in_windows(a_{n}, {', '.join(f'v_{d}' for d in c.dims)})")]
+    raise ValueError(f"unknown check {c.op!r}")
+
+
+def _fast_condition(spec: KernelSpec, layer: str, fixed: dict) -> str:
+    """The C test that a call has ``layer``'s fixed sizes (and connection table)."""
+    parts = [f"v_{n} == {v}" for n, v in sorted(fixed.items()) if n != "table"]
+    if "table" in fixed and fixed["table"] is None:
+        parts.append(f"all_connected(t_table, {fixed['K'] * fixed['C']})")
+    elif "table" in fixed:
+        size = fixed["K"] * fixed["C"]
+        parts.append(f"memcmp(t_table, {spec.name}_{layer}_table, {size}) == 0")
+    return " && ".join(parts)
+
+
+def _table_bytes(fixed: dict) -> list[int]:
+    """The (K, C) connection table of a specialization's rows, row-major 0/1."""
+    rows = fixed["table"]
+    return [int(c in rows[k]) for k in range(fixed["K"]) for c in range(fixed["C"])]
+
+
+def _fast_calls(spec: KernelSpec, layer: str | None, fixed: dict, arg_kinds: dict) -> dict:
+    """``{"f32": call, "f64": call}``: the C call of one variant through its pointer."""
+    masks = {a.name for a in spec.inputs if a.kind == MASK}
+    out = {}
+    for dialect in printers.DIALECTS:
+        symbol = c_symbol(spec.name, layer, dialect)
+        kinds = arg_kinds[c_symbol(spec.name, layer, printers.F64)]
+        args = []
+        for name, kind in kinds:
+            if kind != "array":
+                args.append(f"v_{name}")
+            elif name in masks:
+                args.append(f"t_{name}")
+            else:
+                args.append(f"PyArray_DATA(a_{name})")
+        out[dialect.suffix] = f"{symbol}_ptr({', '.join(args)})"
+    return out

@@ -2,15 +2,23 @@
 """Generated ctypes bindings to the generated C kernels (the C backend of the kernel API).
 
 Signatures and semantics are identical to :mod:`generated.np_kernels`. Every
-argument is validated in Python before C sees it. The library is compiled from
+argument is validated before C sees it. The library is compiled from
 ``generated/c/symconv.c`` on first use by :mod:`codegen.build` into a per-user
 cache; a missing or failing C compiler raises :class:`codegen.build.BuildError`
 saying how to fall back to the NumPy backend. Calls whose sizes are those of a
 LeNet-5 layer run that layer's specialized C function.
+
+Each call first tries the kernel's CPython fast path (``generated/c/symconv_fast.c``,
+built beside the library): it checks the arguments in C, allocates the outputs and
+calls the same C function, or declines (None) unless every check passes. A declined
+call runs ``_checked_<kernel>``: the checks of :mod:`generated._runtime`, which raise
+the documented errors, and a ctypes call. Without Python headers to build the fast
+path, every call takes the checked path (logged once).
 """
 
 import ctypes
 import functools
+import logging
 import os
 from pathlib import Path
 
@@ -20,6 +28,97 @@ from codegen import build
 from generated import _runtime
 
 SOURCE = Path(__file__).parent / "c" / "symconv.c"
+FAST_SOURCE = Path(__file__).parent / "c" / "symconv_fast.c"
+
+#: The C functions the fast path calls, in the order its ``bind`` takes their addresses.
+FAST_SYMBOLS = (
+    "symconv_conv2d_forward_f32",
+    "symconv_conv2d_forward_f64",
+    "symconv_conv2d_backward_data_f32",
+    "symconv_conv2d_backward_data_f64",
+    "symconv_conv2d_backward_filter_f32",
+    "symconv_conv2d_backward_filter_f64",
+    "symconv_conv2d_backward_bias_f32",
+    "symconv_conv2d_backward_bias_f64",
+    "symconv_avgpool2d_forward_f32",
+    "symconv_avgpool2d_forward_f64",
+    "symconv_avgpool2d_backward_f32",
+    "symconv_avgpool2d_backward_f64",
+    "symconv_maxpool2d_forward_f32",
+    "symconv_maxpool2d_forward_f64",
+    "symconv_maxpool2d_backward_f32",
+    "symconv_maxpool2d_backward_f64",
+    "symconv_subsample_forward_f32",
+    "symconv_subsample_forward_f64",
+    "symconv_subsample_backward_f32",
+    "symconv_subsample_backward_f64",
+    "symconv_scaled_tanh_forward_f32",
+    "symconv_scaled_tanh_forward_f64",
+    "symconv_scaled_tanh_backward_f32",
+    "symconv_scaled_tanh_backward_f64",
+    "symconv_sigmoid_forward_f32",
+    "symconv_sigmoid_forward_f64",
+    "symconv_sigmoid_backward_f32",
+    "symconv_sigmoid_backward_f64",
+    "symconv_relu_forward_f32",
+    "symconv_relu_forward_f64",
+    "symconv_relu_backward_f32",
+    "symconv_relu_backward_f64",
+    "symconv_dense_forward_f32",
+    "symconv_dense_forward_f64",
+    "symconv_dense_backward_f32",
+    "symconv_dense_backward_f64",
+    "symconv_rbf_forward_f32",
+    "symconv_rbf_forward_f64",
+    "symconv_rbf_backward_f32",
+    "symconv_rbf_backward_f64",
+    "symconv_map_loss_forward_f32",
+    "symconv_map_loss_forward_f64",
+    "symconv_map_loss_backward_f32",
+    "symconv_map_loss_backward_f64",
+    "symconv_squared_error_forward_f32",
+    "symconv_squared_error_forward_f64",
+    "symconv_squared_error_backward_f32",
+    "symconv_squared_error_backward_f64",
+    "symconv_softmax_xent_forward_f32",
+    "symconv_softmax_xent_forward_f64",
+    "symconv_softmax_xent_backward_f32",
+    "symconv_softmax_xent_backward_f64",
+    "symconv_conv2d_forward_C1_f32",
+    "symconv_conv2d_forward_C1_f64",
+    "symconv_conv2d_backward_data_C1_f32",
+    "symconv_conv2d_backward_data_C1_f64",
+    "symconv_conv2d_backward_filter_C1_f32",
+    "symconv_conv2d_backward_filter_C1_f64",
+    "symconv_subsample_forward_S2_f32",
+    "symconv_subsample_forward_S2_f64",
+    "symconv_subsample_backward_S2_f32",
+    "symconv_subsample_backward_S2_f64",
+    "symconv_conv2d_forward_C3_f32",
+    "symconv_conv2d_forward_C3_f64",
+    "symconv_conv2d_backward_data_C3_f32",
+    "symconv_conv2d_backward_data_C3_f64",
+    "symconv_conv2d_backward_filter_C3_f32",
+    "symconv_conv2d_backward_filter_C3_f64",
+    "symconv_subsample_forward_S4_f32",
+    "symconv_subsample_forward_S4_f64",
+    "symconv_subsample_backward_S4_f32",
+    "symconv_subsample_backward_S4_f64",
+    "symconv_conv2d_forward_C5_f32",
+    "symconv_conv2d_forward_C5_f64",
+    "symconv_conv2d_backward_data_C5_f32",
+    "symconv_conv2d_backward_data_C5_f64",
+    "symconv_conv2d_backward_filter_C5_f32",
+    "symconv_conv2d_backward_filter_C5_f64",
+    "symconv_dense_forward_F6_f32",
+    "symconv_dense_forward_F6_f64",
+    "symconv_dense_backward_F6_f32",
+    "symconv_dense_backward_F6_f64",
+    "symconv_rbf_forward_OUTPUT_f32",
+    "symconv_rbf_forward_OUTPUT_f64",
+    "symconv_rbf_backward_OUTPUT_f32",
+    "symconv_rbf_backward_OUTPUT_f64",
+)
 
 #: C parameters of every C function (both dtypes): (name, "array" | "int" | "float").
 SIGNATURES = {
@@ -126,6 +225,45 @@ def library():
     return _LIBRARY[0]
 
 
+def fast_path():
+    """The fast-path module, its kernels bound to the C library's functions.
+
+    A fast path that cannot be built (no Python headers) is logged and replaced by
+    one that declines every call.
+    """
+    lib = library()
+    try:
+        module = build.load_extension(FAST_SOURCE, "symconv_fast")
+    except build.BuildError as exc:
+        logging.getLogger("symconv.build").warning("no C fast path, checks run in Python: %s", exc)
+        return _Declining()
+    module.bind(tuple(ctypes.cast(getattr(lib, s), ctypes.c_void_p).value for s in FAST_SYMBOLS))
+    return module
+
+
+class _Declining:
+    """A fast path whose every kernel declines (returns None)."""
+
+    def __getattr__(self, kernel):
+        return _decline
+
+
+def _decline(*args):
+    return None
+
+
+class _Unloaded:
+    """``_FAST`` until the first call, which loads the fast path into its place."""
+
+    def __getattr__(self, kernel):
+        global _FAST
+        _FAST = fast_path()
+        return getattr(_FAST, kernel)
+
+
+_FAST = _Unloaded()
+
+
 def variant(kernel, values, table=None):
     """The LeNet-5 layer whose specialization fits these sizes, or None (generic kernel)."""
     for layer, fixed, rows in SPECIALIZATIONS.get(kernel, ()):
@@ -183,6 +321,12 @@ def conv2d_forward(x, w, b, stride=1, padding=0, table=None):
     @generated by make codegen from derive.layers (layer.conv_forward); do not edit
     spec sha256: 1ee25749e7f9015929ddae4093e7f7c6bfe77843eea529cde6e078b92b145265
     """
+    out = _FAST.conv2d_forward(x, w, b, stride, padding, table)
+    return _checked_conv2d_forward(x, w, b, stride, padding, table) if out is None else out
+
+
+def _checked_conv2d_forward(x, w, b, stride=1, padding=0, table=None):
+    """conv2d_forward through the Python checks and ctypes (the calls the fast path declines)."""
     _a = _runtime.Args("conv2d_forward")
     x = _a.floats("x", x, ("N", "C", "H", "W"))
     w = _a.floats("w", w, ("K", "C", "KH", "KW"))
@@ -213,6 +357,12 @@ def conv2d_backward_data(dy, w, input_hw, stride=1, padding=0, table=None):
     @generated by make codegen from derive.backprop (backprop.case2); do not edit
     spec sha256: 2d533af518c32077a0b8fd62bc602f2610bc7e870f4580caad30ba94b133db8d
     """
+    out = _FAST.conv2d_backward_data(dy, w, input_hw, stride, padding, table)
+    return _checked_conv2d_backward_data(dy, w, input_hw, stride, padding, table) if out is None else out
+
+
+def _checked_conv2d_backward_data(dy, w, input_hw, stride=1, padding=0, table=None):
+    """conv2d_backward_data through the Python checks and ctypes (the calls the fast path declines)."""
     _a = _runtime.Args("conv2d_backward_data")
     dy = _a.floats("dy", dy, ("N", "K", "Ho", "Wo"))
     w = _a.floats("w", w, ("K", "C", "KH", "KW"))
@@ -243,6 +393,12 @@ def conv2d_backward_filter(x, dy, kernel_hw, stride=1, padding=0, table=None):
     @generated by make codegen from derive.gradients (grad.kernel); do not edit
     spec sha256: 2c679d7a6c9ad2934d2bb0a0a064764b037162e4fdcf8a65c69ef8f00f21eaa5
     """
+    out = _FAST.conv2d_backward_filter(x, dy, kernel_hw, stride, padding, table)
+    return _checked_conv2d_backward_filter(x, dy, kernel_hw, stride, padding, table) if out is None else out
+
+
+def _checked_conv2d_backward_filter(x, dy, kernel_hw, stride=1, padding=0, table=None):
+    """conv2d_backward_filter through the Python checks and ctypes (the calls the fast path declines)."""
     _a = _runtime.Args("conv2d_backward_filter")
     x = _a.floats("x", x, ("N", "C", "H", "W"))
     dy = _a.floats("dy", dy, ("N", "K", "Ho", "Wo"))
@@ -273,6 +429,12 @@ def conv2d_backward_bias(dy):
     @generated by make codegen from derive.gradients (grad.bias); do not edit
     spec sha256: 1cd8927e023db454f3f61d2da4c242873cad9a3c204ea573348212586b85976b
     """
+    out = _FAST.conv2d_backward_bias(dy)
+    return _checked_conv2d_backward_bias(dy) if out is None else out
+
+
+def _checked_conv2d_backward_bias(dy):
+    """conv2d_backward_bias through the Python checks and ctypes (the calls the fast path declines)."""
     _a = _runtime.Args("conv2d_backward_bias")
     dy = _a.floats("dy", dy, ("N", "K", "Ho", "Wo"))
     N = _a.dims["N"]
@@ -291,6 +453,12 @@ def avgpool2d_forward(x, size=2):
     @generated by make codegen from derive.layers (layer.pool_forward); do not edit
     spec sha256: f736c19cda30f1f87df19ccf0cd83bdaeb814c9daec35ec259a0aa421034a763
     """
+    out = _FAST.avgpool2d_forward(x, size)
+    return _checked_avgpool2d_forward(x, size) if out is None else out
+
+
+def _checked_avgpool2d_forward(x, size=2):
+    """avgpool2d_forward through the Python checks and ctypes (the calls the fast path declines)."""
     _a = _runtime.Args("avgpool2d_forward")
     x = _a.floats("x", x, ("N", "C", "H", "W"))
     size = _a.integer("size", size, 1)
@@ -314,6 +482,12 @@ def avgpool2d_backward(dy, size=2):
     @generated by make codegen from derive.backprop (backprop.case1_mean); do not edit
     spec sha256: e3bccadcfc3e92a4f0bb736b68422e892168045eb9cfb8c601ff2ef8e180fc51
     """
+    out = _FAST.avgpool2d_backward(dy, size)
+    return _checked_avgpool2d_backward(dy, size) if out is None else out
+
+
+def _checked_avgpool2d_backward(dy, size=2):
+    """avgpool2d_backward through the Python checks and ctypes (the calls the fast path declines)."""
     _a = _runtime.Args("avgpool2d_backward")
     dy = _a.floats("dy", dy, ("N", "C", "Ho", "Wo"))
     size = _a.integer("size", size, 1)
@@ -335,6 +509,12 @@ def maxpool2d_forward(x, size=2):
     @generated by make codegen from derive.backprop (backprop.case1_max); do not edit
     spec sha256: b9d55fb29c1b5c81bcc639cd6e815d67fc8ffa817c8379d7ba0ebfa47db9f0f5
     """
+    out = _FAST.maxpool2d_forward(x, size)
+    return _checked_maxpool2d_forward(x, size) if out is None else out
+
+
+def _checked_maxpool2d_forward(x, size=2):
+    """maxpool2d_forward through the Python checks and ctypes (the calls the fast path declines)."""
     _a = _runtime.Args("maxpool2d_forward")
     x = _a.floats("x", x, ("N", "C", "H", "W"))
     size = _a.integer("size", size, 1)
@@ -359,6 +539,12 @@ def maxpool2d_backward(dy, argmax, input_hw):
     @generated by make codegen from derive.backprop (backprop.case1_max); do not edit
     spec sha256: 223e16132bab9dde2bfc385de104912c8fa52c330c505db6508e0516babd6f7c
     """
+    out = _FAST.maxpool2d_backward(dy, argmax, input_hw)
+    return _checked_maxpool2d_backward(dy, argmax, input_hw) if out is None else out
+
+
+def _checked_maxpool2d_backward(dy, argmax, input_hw):
+    """maxpool2d_backward through the Python checks and ctypes (the calls the fast path declines)."""
     _a = _runtime.Args("maxpool2d_backward")
     dy = _a.floats("dy", dy, ("N", "C", "Ho", "Wo"))
     argmax = _a.int64s("argmax", argmax, ("N", "C", "Ho", "Wo"))
@@ -385,6 +571,12 @@ def subsample_forward(x, coef, bias):
     @generated by make codegen from derive.layers (layer.pool_forward); do not edit
     spec sha256: 8564775b789741ff862b598f80a2e2c7b3271e8876122726dc0e380e422e652c
     """
+    out = _FAST.subsample_forward(x, coef, bias)
+    return _checked_subsample_forward(x, coef, bias) if out is None else out
+
+
+def _checked_subsample_forward(x, coef, bias):
+    """subsample_forward through the Python checks and ctypes (the calls the fast path declines)."""
     _a = _runtime.Args("subsample_forward")
     x = _a.floats("x", x, ("N", "C", "H", "W"))
     coef = _a.floats("coef", coef, ("C",))
@@ -409,6 +601,12 @@ def subsample_backward(dz, x, coef):
     @generated by make codegen from derive.backprop (backprop.case1_mean); do not edit
     spec sha256: 137cb5345246ac2d3fc93d3c3f351a6e6e2f1cc1d9c3df336e439510c48ea8ef
     """
+    out = _FAST.subsample_backward(dz, x, coef)
+    return _checked_subsample_backward(dz, x, coef) if out is None else out
+
+
+def _checked_subsample_backward(dz, x, coef):
+    """subsample_backward through the Python checks and ctypes (the calls the fast path declines)."""
     _a = _runtime.Args("subsample_backward")
     dz = _a.floats("dz", dz, ("N", "C", "Ho", "Wo"))
     x = _a.floats("x", x, ("N", "C", "H", "W"))
@@ -435,6 +633,12 @@ def scaled_tanh_forward(z, A=1.7159, S=0.6666666666666666):
     @generated by make codegen from derive.activations (act.scaled_tanh); do not edit
     spec sha256: abcad56fbfb5af40dcc6c197d04909f0ea9c32337cfefa81c46c6281372bf161
     """
+    out = _FAST.scaled_tanh_forward(z, A, S)
+    return _checked_scaled_tanh_forward(z, A, S) if out is None else out
+
+
+def _checked_scaled_tanh_forward(z, A=1.7159, S=0.6666666666666666):
+    """scaled_tanh_forward through the Python checks and ctypes (the calls the fast path declines)."""
     _a = _runtime.Args("scaled_tanh_forward")
     z = _a.floats("z", z, ("E",), flat=True)
     A = _a.real("A", A)
@@ -452,6 +656,12 @@ def scaled_tanh_backward(dy, z, A=1.7159, S=0.6666666666666666):
     @generated by make codegen from derive.activations (act.scaled_tanh); do not edit
     spec sha256: 764b31600e6f4b80ee060368c02132c6e836164b886d4a6ef0e1de181248a262
     """
+    out = _FAST.scaled_tanh_backward(dy, z, A, S)
+    return _checked_scaled_tanh_backward(dy, z, A, S) if out is None else out
+
+
+def _checked_scaled_tanh_backward(dy, z, A=1.7159, S=0.6666666666666666):
+    """scaled_tanh_backward through the Python checks and ctypes (the calls the fast path declines)."""
     _a = _runtime.Args("scaled_tanh_backward")
     dy = _a.floats("dy", dy, ("E",), flat=True)
     z = _a.floats("z", z, ("E",), flat=True)
@@ -470,6 +680,12 @@ def sigmoid_forward(z, beta=1.0):
     @generated by make codegen from derive.activations (act.sigmoid); do not edit
     spec sha256: f14f98e823a75c5bdba9eff0619ec6b870f116b4a50bb30d970f6858b2c19d2e
     """
+    out = _FAST.sigmoid_forward(z, beta)
+    return _checked_sigmoid_forward(z, beta) if out is None else out
+
+
+def _checked_sigmoid_forward(z, beta=1.0):
+    """sigmoid_forward through the Python checks and ctypes (the calls the fast path declines)."""
     _a = _runtime.Args("sigmoid_forward")
     z = _a.floats("z", z, ("E",), flat=True)
     beta = _a.real("beta", beta)
@@ -486,6 +702,12 @@ def sigmoid_backward(dy, z, beta=1.0):
     @generated by make codegen from derive.activations (act.sigmoid); do not edit
     spec sha256: 268eba17e7db6bbb11cd88cc24e3831f2b0406828973aa8aeb4b5803d63a7c73
     """
+    out = _FAST.sigmoid_backward(dy, z, beta)
+    return _checked_sigmoid_backward(dy, z, beta) if out is None else out
+
+
+def _checked_sigmoid_backward(dy, z, beta=1.0):
+    """sigmoid_backward through the Python checks and ctypes (the calls the fast path declines)."""
     _a = _runtime.Args("sigmoid_backward")
     dy = _a.floats("dy", dy, ("E",), flat=True)
     z = _a.floats("z", z, ("E",), flat=True)
@@ -503,6 +725,12 @@ def relu_forward(z):
     @generated by make codegen from derive.activations (act.relu); do not edit
     spec sha256: fbeb7f15febab7be4c81697e32878e51664c788af49a493fdd24a25567453ae2
     """
+    out = _FAST.relu_forward(z)
+    return _checked_relu_forward(z) if out is None else out
+
+
+def _checked_relu_forward(z):
+    """relu_forward through the Python checks and ctypes (the calls the fast path declines)."""
     _a = _runtime.Args("relu_forward")
     z = _a.floats("z", z, ("E",), flat=True)
     E = _a.dims["E"]
@@ -518,6 +746,12 @@ def relu_backward(dy, z):
     @generated by make codegen from derive.activations (act.relu); do not edit
     spec sha256: f268dd2098141125f41eb13914b3662153528ea1f92a701a7f75aac033870afb
     """
+    out = _FAST.relu_backward(dy, z)
+    return _checked_relu_backward(dy, z) if out is None else out
+
+
+def _checked_relu_backward(dy, z):
+    """relu_backward through the Python checks and ctypes (the calls the fast path declines)."""
     _a = _runtime.Args("relu_backward")
     dy = _a.floats("dy", dy, ("E",), flat=True)
     z = _a.floats("z", z, ("E",), flat=True)
@@ -534,6 +768,12 @@ def dense_forward(x, w, b):
     @generated by make codegen from derive.lenet5 (lenet5.layers); do not edit
     spec sha256: 9367fc398895bbdf63e123165da9896e1c0a233febb3f10eada6f8b8ac9fbc9e
     """
+    out = _FAST.dense_forward(x, w, b)
+    return _checked_dense_forward(x, w, b) if out is None else out
+
+
+def _checked_dense_forward(x, w, b):
+    """dense_forward through the Python checks and ctypes (the calls the fast path declines)."""
     _a = _runtime.Args("dense_forward")
     x = _a.floats("x", x, ("N", "I"))
     w = _a.floats("w", w, ("O", "I"))
@@ -553,6 +793,12 @@ def dense_backward(dy, x, w):
     @generated by make codegen from derive.lenet5 (lenet5.layers); do not edit
     spec sha256: 7a139dbd0b89315ac2fd82b4667ce79d2faa818f947a9e8ddda56a78f3cac4b1
     """
+    out = _FAST.dense_backward(dy, x, w)
+    return _checked_dense_backward(dy, x, w) if out is None else out
+
+
+def _checked_dense_backward(dy, x, w):
+    """dense_backward through the Python checks and ctypes (the calls the fast path declines)."""
     _a = _runtime.Args("dense_backward")
     dy = _a.floats("dy", dy, ("N", "O"))
     x = _a.floats("x", x, ("N", "I"))
@@ -574,6 +820,12 @@ def rbf_forward(x, centers):
     @generated by make codegen from derive.lenet5 (lenet5.rbf); do not edit
     spec sha256: 9c0239f8d8f91bd8714c2f48fc4890d72fcccbaa0cf18e87906a0ca60f3504e7
     """
+    out = _FAST.rbf_forward(x, centers)
+    return _checked_rbf_forward(x, centers) if out is None else out
+
+
+def _checked_rbf_forward(x, centers):
+    """rbf_forward through the Python checks and ctypes (the calls the fast path declines)."""
     _a = _runtime.Args("rbf_forward")
     x = _a.floats("x", x, ("N", "I"))
     centers = _a.floats("centers", centers, ("O", "I"))
@@ -592,6 +844,12 @@ def rbf_backward(dy, x, centers):
     @generated by make codegen from derive.lenet5 (lenet5.rbf); do not edit
     spec sha256: dac52e80f5213dc04c08638a8f849eae16bedd458bafc815dcbdbd05030a5a6c
     """
+    out = _FAST.rbf_backward(dy, x, centers)
+    return _checked_rbf_backward(dy, x, centers) if out is None else out
+
+
+def _checked_rbf_backward(dy, x, centers):
+    """rbf_backward through the Python checks and ctypes (the calls the fast path declines)."""
     _a = _runtime.Args("rbf_backward")
     dy = _a.floats("dy", dy, ("N", "O"))
     x = _a.floats("x", x, ("N", "I"))
@@ -612,6 +870,12 @@ def map_loss_forward(y, labels, j=1.0):
     @generated by make codegen from derive.activations (loss.map); do not edit
     spec sha256: 30a49556c2c912b5eb70d970094e28a7dccd2edaf4d8b4ff608e793725c8615c
     """
+    out = _FAST.map_loss_forward(y, labels, j)
+    return _checked_map_loss_forward(y, labels, j) if out is None else out
+
+
+def _checked_map_loss_forward(y, labels, j=1.0):
+    """map_loss_forward through the Python checks and ctypes (the calls the fast path declines)."""
     _a = _runtime.Args("map_loss_forward")
     y = _a.floats("y", y, ("P", "O"))
     labels = _a.int64s("labels", labels, ("P",))
@@ -633,6 +897,12 @@ def map_loss_backward(y, labels, j=1.0):
     @generated by make codegen from derive.activations (loss.map); do not edit
     spec sha256: 3f89d1cc030ea97bc6c51e3f62c55599404b841c8e5682d50142acfee51252d9
     """
+    out = _FAST.map_loss_backward(y, labels, j)
+    return _checked_map_loss_backward(y, labels, j) if out is None else out
+
+
+def _checked_map_loss_backward(y, labels, j=1.0):
+    """map_loss_backward through the Python checks and ctypes (the calls the fast path declines)."""
     _a = _runtime.Args("map_loss_backward")
     y = _a.floats("y", y, ("P", "O"))
     labels = _a.int64s("labels", labels, ("P",))
@@ -654,6 +924,12 @@ def squared_error_forward(y, t):
     @generated by make codegen from derive.activations (loss.squared_error); do not edit
     spec sha256: a9c1948507ffcb4e8b94a9ba280e86a16965115e6e4cc66fb5990c48be8e22a7
     """
+    out = _FAST.squared_error_forward(y, t)
+    return _checked_squared_error_forward(y, t) if out is None else out
+
+
+def _checked_squared_error_forward(y, t):
+    """squared_error_forward through the Python checks and ctypes (the calls the fast path declines)."""
     _a = _runtime.Args("squared_error_forward")
     y = _a.floats("y", y, ("P", "O"))
     t = _a.floats("t", t, ("P", "O"))
@@ -671,6 +947,12 @@ def squared_error_backward(y, t):
     @generated by make codegen from derive.activations (loss.squared_error); do not edit
     spec sha256: bcf580fa602c5f20d7d5e4baa4e48805c1cfd392b54529b40393840e52b0253f
     """
+    out = _FAST.squared_error_backward(y, t)
+    return _checked_squared_error_backward(y, t) if out is None else out
+
+
+def _checked_squared_error_backward(y, t):
+    """squared_error_backward through the Python checks and ctypes (the calls the fast path declines)."""
     _a = _runtime.Args("squared_error_backward")
     y = _a.floats("y", y, ("P", "O"))
     t = _a.floats("t", t, ("P", "O"))
@@ -688,6 +970,12 @@ def softmax_xent_forward(logits, labels):
     @generated by make codegen from derive.activations (loss.softmax_xent); do not edit
     spec sha256: af802b9c41b99a015d2f4a28f61d3a788e34f96b66526f462d4d74e07b5df703
     """
+    out = _FAST.softmax_xent_forward(logits, labels)
+    return _checked_softmax_xent_forward(logits, labels) if out is None else out
+
+
+def _checked_softmax_xent_forward(logits, labels):
+    """softmax_xent_forward through the Python checks and ctypes (the calls the fast path declines)."""
     _a = _runtime.Args("softmax_xent_forward")
     logits = _a.floats("logits", logits, ("P", "O"))
     labels = _a.int64s("labels", labels, ("P",))
@@ -708,6 +996,12 @@ def softmax_xent_backward(logits, labels):
     @generated by make codegen from derive.activations (loss.softmax_xent); do not edit
     spec sha256: 6766cd95ec2844f010118d9e5b43fde4b4426a4e8caf4a20872e36cc6121429b
     """
+    out = _FAST.softmax_xent_backward(logits, labels)
+    return _checked_softmax_xent_backward(logits, labels) if out is None else out
+
+
+def _checked_softmax_xent_backward(logits, labels):
+    """softmax_xent_backward through the Python checks and ctypes (the calls the fast path declines)."""
     _a = _runtime.Args("softmax_xent_backward")
     logits = _a.floats("logits", logits, ("P", "O"))
     labels = _a.int64s("labels", labels, ("P",))

@@ -112,3 +112,26 @@ def test_generated_c_compiles_warning_free():
     path, status = build.build_library(GENERATED_C)
     assert status in ("compiled", "cached") and path.is_file()
     assert "-Werror" in build.flags(build.compiler())
+
+
+@needs_cc
+def test_extension_key_names_the_interpreter(cache, small_source):
+    """An extension module is rebuilt for another Python or numpy (extra_key), and is
+    imported as a module."""
+    first, _ = build.build_library(small_source, extra_key=" python 3.11 numpy 2.0")
+    other, status = build.build_library(small_source, extra_key=" python 3.12 numpy 2.0")
+    assert status == "compiled" and other != first
+    assert "numpy" in build.interpreter_key() and "python" in build.interpreter_key()
+    ext = small_source.parent / "tiny_ext.c"
+    ext.write_text(
+        "#include <Python.h>\n"
+        'static struct PyModuleDef def = {PyModuleDef_HEAD_INIT, .m_name = "tiny_ext"};\n'
+        "PyMODINIT_FUNC PyInit_tiny_ext(void) { return PyModule_Create(&def); }\n"
+    )
+    assert build.load_extension(ext, "tiny_ext").__name__ == "tiny_ext"
+
+
+@needs_cc
+def test_extension_import_failure_is_a_build_error(cache, small_source):
+    with pytest.raises(build.BuildError, match="importing the compiled extension"):
+        build.load_extension(small_source, "tiny")  # no PyInit_tiny

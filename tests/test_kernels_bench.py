@@ -32,7 +32,7 @@ def test_bench_kernels_runs_and_writes_json(tmp_path):
     has_c = _build_c_library_if_any()
     out = tmp_path / "sub" / "bench.json"
     cmd = [sys.executable, "bench/kernels.py", "--repeats", "1", "--batches", "1"]
-    cmd += ["--layers", "C3", "F6", "--no-torch", "--json", str(out)]
+    cmd += ["--layers", "C3", "F6", "--no-torch", "--checked", "--json", str(out)]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=1800)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "C/torch" in proc.stdout and "C3" in proc.stdout
@@ -47,6 +47,7 @@ def test_bench_kernels_runs_and_writes_json(tmp_path):
     for r in rows:
         assert r["seconds"]["baseline"] > 0 and r["seconds"]["NumPy"] > 0
         assert not has_c or r["seconds"]["C"] > 0, "the C backend works but was not timed"
+        assert not has_c or r["seconds"]["C checked"] > 0, "--checked was not timed"
         assert all(r["agrees_with_numpy"].values()), r  # every candidate did the same work
     assert not list(out.parent.glob(".*.tmp")), "atomic write left a temp file"
 

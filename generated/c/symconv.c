@@ -15,7 +15,18 @@
 void symconv_conv2d_forward_f32(const float *restrict x, const float *restrict w, const float *restrict b, const uint8_t *restrict table, float *restrict y, int64_t N, int64_t C, int64_t H, int64_t W, int64_t K, int64_t KH, int64_t KW, int64_t Ho, int64_t Wo, int64_t stride, int64_t padding)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (Ho*K*N*Wo) >= 262144)
+    if ((N) > 1 && (Ho*K*N*Wo) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t n = 0; n < N; ++n) {
+            for (int64_t k = 0; k < K; ++k) {
+                for (int64_t i = 0; i < Ho; ++i) {
+                    for (int64_t j = 0; j < Wo; ++j) {
+                        y[Ho*K*Wo*n + Ho*Wo*k + Wo*i + j] = b[k];
+                    }
+                }
+            }
+        }
+    } else
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t k = 0; k < K; ++k) {
@@ -27,7 +38,26 @@ void symconv_conv2d_forward_f32(const float *restrict x, const float *restrict w
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (C*Ho*K*KH*KW*N*Wo) >= 262144)
+    if ((N) > 1 && (C*Ho*K*KH*KW*N*Wo) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t n = 0; n < N; ++n) {
+            for (int64_t k = 0; k < K; ++k) {
+                for (int64_t c = 0; c < C; ++c) {
+                    if (table[C*k + c]) {
+                        for (int64_t u = 0; u < KH; ++u) {
+                            for (int64_t v = 0; v < KW; ++v) {
+                                for (int64_t i = ((0) > (((((0) > (padding - u) ? (0) : (padding - u))) + (stride) - 1)/(stride)) ? (0) : (((((0) > (padding - u) ? (0) : (padding - u))) + (stride) - 1)/(stride))); i < ((Ho) < (((((0) > (H + padding - u) ? (0) : (H + padding - u))) + (stride) - 1)/(stride)) ? (Ho) : (((((0) > (H + padding - u) ? (0) : (H + padding - u))) + (stride) - 1)/(stride))); ++i) {
+                                    for (int64_t j = ((0) > (((((0) > (padding - v) ? (0) : (padding - v))) + (stride) - 1)/(stride)) ? (0) : (((((0) > (padding - v) ? (0) : (padding - v))) + (stride) - 1)/(stride))); j < ((Wo) < (((((0) > (W + padding - v) ? (0) : (W + padding - v))) + (stride) - 1)/(stride)) ? (Wo) : (((((0) > (W + padding - v) ? (0) : (W + padding - v))) + (stride) - 1)/(stride))); ++j) {
+                                        y[Ho*K*Wo*n + Ho*Wo*k + Wo*i + j] += w[C*KH*KW*k + KH*KW*c + KW*u + v]*x[C*H*W*n + H*W*c + W*i*stride - W*padding + W*u + j*stride - padding + v];
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    } else
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t k = 0; k < K; ++k) {
@@ -54,7 +84,18 @@ void symconv_conv2d_forward_f32(const float *restrict x, const float *restrict w
 void symconv_conv2d_forward_f64(const double *restrict x, const double *restrict w, const double *restrict b, const uint8_t *restrict table, double *restrict y, int64_t N, int64_t C, int64_t H, int64_t W, int64_t K, int64_t KH, int64_t KW, int64_t Ho, int64_t Wo, int64_t stride, int64_t padding)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (Ho*K*N*Wo) >= 262144)
+    if ((N) > 1 && (Ho*K*N*Wo) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t n = 0; n < N; ++n) {
+            for (int64_t k = 0; k < K; ++k) {
+                for (int64_t i = 0; i < Ho; ++i) {
+                    for (int64_t j = 0; j < Wo; ++j) {
+                        y[Ho*K*Wo*n + Ho*Wo*k + Wo*i + j] = b[k];
+                    }
+                }
+            }
+        }
+    } else
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t k = 0; k < K; ++k) {
@@ -66,7 +107,26 @@ void symconv_conv2d_forward_f64(const double *restrict x, const double *restrict
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (C*Ho*K*KH*KW*N*Wo) >= 262144)
+    if ((N) > 1 && (C*Ho*K*KH*KW*N*Wo) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t n = 0; n < N; ++n) {
+            for (int64_t k = 0; k < K; ++k) {
+                for (int64_t c = 0; c < C; ++c) {
+                    if (table[C*k + c]) {
+                        for (int64_t u = 0; u < KH; ++u) {
+                            for (int64_t v = 0; v < KW; ++v) {
+                                for (int64_t i = ((0) > (((((0) > (padding - u) ? (0) : (padding - u))) + (stride) - 1)/(stride)) ? (0) : (((((0) > (padding - u) ? (0) : (padding - u))) + (stride) - 1)/(stride))); i < ((Ho) < (((((0) > (H + padding - u) ? (0) : (H + padding - u))) + (stride) - 1)/(stride)) ? (Ho) : (((((0) > (H + padding - u) ? (0) : (H + padding - u))) + (stride) - 1)/(stride))); ++i) {
+                                    for (int64_t j = ((0) > (((((0) > (padding - v) ? (0) : (padding - v))) + (stride) - 1)/(stride)) ? (0) : (((((0) > (padding - v) ? (0) : (padding - v))) + (stride) - 1)/(stride))); j < ((Wo) < (((((0) > (W + padding - v) ? (0) : (W + padding - v))) + (stride) - 1)/(stride)) ? (Wo) : (((((0) > (W + padding - v) ? (0) : (W + padding - v))) + (stride) - 1)/(stride))); ++j) {
+                                        y[Ho*K*Wo*n + Ho*Wo*k + Wo*i + j] += w[C*KH*KW*k + KH*KW*c + KW*u + v]*x[C*H*W*n + H*W*c + W*i*stride - W*padding + W*u + j*stride - padding + v];
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    } else
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t k = 0; k < K; ++k) {
@@ -93,7 +153,18 @@ void symconv_conv2d_forward_f64(const double *restrict x, const double *restrict
 void symconv_conv2d_backward_data_f32(const float *restrict dy, const float *restrict w, const uint8_t *restrict table, float *restrict dx, int64_t N, int64_t K, int64_t Ho, int64_t Wo, int64_t C, int64_t KH, int64_t KW, int64_t H, int64_t W, int64_t stride, int64_t padding)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (C*H*N*W) >= 262144)
+    if ((N) > 1 && (C*H*N*W) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t n = 0; n < N; ++n) {
+            for (int64_t c = 0; c < C; ++c) {
+                for (int64_t h = 0; h < H; ++h) {
+                    for (int64_t r = 0; r < W; ++r) {
+                        dx[C*H*W*n + H*W*c + W*h + r] = 0;
+                    }
+                }
+            }
+        }
+    } else
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t c = 0; c < C; ++c) {
@@ -105,7 +176,26 @@ void symconv_conv2d_backward_data_f32(const float *restrict dy, const float *res
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (C*Ho*K*KH*KW*N*Wo) >= 262144)
+    if ((N) > 1 && (C*Ho*K*KH*KW*N*Wo) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t n = 0; n < N; ++n) {
+            for (int64_t c = 0; c < C; ++c) {
+                for (int64_t k = 0; k < K; ++k) {
+                    if (table[C*k + c]) {
+                        for (int64_t u = 0; u < KH; ++u) {
+                            for (int64_t v = 0; v < KW; ++v) {
+                                for (int64_t i = ((0) > (((((0) > (padding - u) ? (0) : (padding - u))) + (stride) - 1)/(stride)) ? (0) : (((((0) > (padding - u) ? (0) : (padding - u))) + (stride) - 1)/(stride))); i < ((Ho) < (((((0) > (H + padding - u) ? (0) : (H + padding - u))) + (stride) - 1)/(stride)) ? (Ho) : (((((0) > (H + padding - u) ? (0) : (H + padding - u))) + (stride) - 1)/(stride))); ++i) {
+                                    for (int64_t j = ((0) > (((((0) > (padding - v) ? (0) : (padding - v))) + (stride) - 1)/(stride)) ? (0) : (((((0) > (padding - v) ? (0) : (padding - v))) + (stride) - 1)/(stride))); j < ((Wo) < (((((0) > (W + padding - v) ? (0) : (W + padding - v))) + (stride) - 1)/(stride)) ? (Wo) : (((((0) > (W + padding - v) ? (0) : (W + padding - v))) + (stride) - 1)/(stride))); ++j) {
+                                        dx[C*H*W*n + H*W*c + W*i*stride - W*padding + W*u + j*stride - padding + v] += dy[Ho*K*Wo*n + Ho*Wo*k + Wo*i + j]*w[C*KH*KW*k + KH*KW*c + KW*u + v];
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    } else
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t c = 0; c < C; ++c) {
@@ -132,7 +222,18 @@ void symconv_conv2d_backward_data_f32(const float *restrict dy, const float *res
 void symconv_conv2d_backward_data_f64(const double *restrict dy, const double *restrict w, const uint8_t *restrict table, double *restrict dx, int64_t N, int64_t K, int64_t Ho, int64_t Wo, int64_t C, int64_t KH, int64_t KW, int64_t H, int64_t W, int64_t stride, int64_t padding)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (C*H*N*W) >= 262144)
+    if ((N) > 1 && (C*H*N*W) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t n = 0; n < N; ++n) {
+            for (int64_t c = 0; c < C; ++c) {
+                for (int64_t h = 0; h < H; ++h) {
+                    for (int64_t r = 0; r < W; ++r) {
+                        dx[C*H*W*n + H*W*c + W*h + r] = 0;
+                    }
+                }
+            }
+        }
+    } else
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t c = 0; c < C; ++c) {
@@ -144,7 +245,26 @@ void symconv_conv2d_backward_data_f64(const double *restrict dy, const double *r
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (C*Ho*K*KH*KW*N*Wo) >= 262144)
+    if ((N) > 1 && (C*Ho*K*KH*KW*N*Wo) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t n = 0; n < N; ++n) {
+            for (int64_t c = 0; c < C; ++c) {
+                for (int64_t k = 0; k < K; ++k) {
+                    if (table[C*k + c]) {
+                        for (int64_t u = 0; u < KH; ++u) {
+                            for (int64_t v = 0; v < KW; ++v) {
+                                for (int64_t i = ((0) > (((((0) > (padding - u) ? (0) : (padding - u))) + (stride) - 1)/(stride)) ? (0) : (((((0) > (padding - u) ? (0) : (padding - u))) + (stride) - 1)/(stride))); i < ((Ho) < (((((0) > (H + padding - u) ? (0) : (H + padding - u))) + (stride) - 1)/(stride)) ? (Ho) : (((((0) > (H + padding - u) ? (0) : (H + padding - u))) + (stride) - 1)/(stride))); ++i) {
+                                    for (int64_t j = ((0) > (((((0) > (padding - v) ? (0) : (padding - v))) + (stride) - 1)/(stride)) ? (0) : (((((0) > (padding - v) ? (0) : (padding - v))) + (stride) - 1)/(stride))); j < ((Wo) < (((((0) > (W + padding - v) ? (0) : (W + padding - v))) + (stride) - 1)/(stride)) ? (Wo) : (((((0) > (W + padding - v) ? (0) : (W + padding - v))) + (stride) - 1)/(stride))); ++j) {
+                                        dx[C*H*W*n + H*W*c + W*i*stride - W*padding + W*u + j*stride - padding + v] += dy[Ho*K*Wo*n + Ho*Wo*k + Wo*i + j]*w[C*KH*KW*k + KH*KW*c + KW*u + v];
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    } else
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t c = 0; c < C; ++c) {
@@ -171,7 +291,18 @@ void symconv_conv2d_backward_data_f64(const double *restrict dy, const double *r
 void symconv_conv2d_backward_filter_f32(const float *restrict x, const float *restrict dy, const uint8_t *restrict table, float *restrict dw, int64_t N, int64_t C, int64_t H, int64_t W, int64_t K, int64_t Ho, int64_t Wo, int64_t KH, int64_t KW, int64_t stride, int64_t padding)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((K) > 1 && (C*K*KH*KW) >= 262144)
+    if ((K) > 1 && (C*K*KH*KW) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t k = 0; k < K; ++k) {
+            for (int64_t c = 0; c < C; ++c) {
+                for (int64_t u = 0; u < KH; ++u) {
+                    for (int64_t v = 0; v < KW; ++v) {
+                        dw[C*KH*KW*k + KH*KW*c + KW*u + v] = 0;
+                    }
+                }
+            }
+        }
+    } else
 #endif
     for (int64_t k = 0; k < K; ++k) {
         for (int64_t c = 0; c < C; ++c) {
@@ -183,7 +314,33 @@ void symconv_conv2d_backward_filter_f32(const float *restrict x, const float *re
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((K) > 1 && (C*Ho*K*KH*KW*N*Wo) >= 262144)
+    if ((K) > 1 && (C*Ho*K*KH*KW*N*Wo) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t k = 0; k < K; ++k) {
+            for (int64_t c = 0; c < C; ++c) {
+                if (table[C*k + c]) {
+                    for (int64_t u = 0; u < KH; ++u) {
+                        for (int64_t v = 0; v < KW; ++v) {
+                            {
+                                float acc0 = 0;
+                                for (int64_t n = 0; n < N; ++n) {
+                                    for (int64_t i = ((0) > (((((0) > (padding - u) ? (0) : (padding - u))) + (stride) - 1)/(stride)) ? (0) : (((((0) > (padding - u) ? (0) : (padding - u))) + (stride) - 1)/(stride))); i < ((Ho) < (((((0) > (H + padding - u) ? (0) : (H + padding - u))) + (stride) - 1)/(stride)) ? (Ho) : (((((0) > (H + padding - u) ? (0) : (H + padding - u))) + (stride) - 1)/(stride))); ++i) {
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                                        #pragma omp simd reduction(+: acc0)
+#endif
+                                        for (int64_t j = ((0) > (((((0) > (padding - v) ? (0) : (padding - v))) + (stride) - 1)/(stride)) ? (0) : (((((0) > (padding - v) ? (0) : (padding - v))) + (stride) - 1)/(stride))); j < ((Wo) < (((((0) > (W + padding - v) ? (0) : (W + padding - v))) + (stride) - 1)/(stride)) ? (Wo) : (((((0) > (W + padding - v) ? (0) : (W + padding - v))) + (stride) - 1)/(stride))); ++j) {
+                                            acc0 += dy[Ho*K*Wo*n + Ho*Wo*k + Wo*i + j]*x[C*H*W*n + H*W*c + W*i*stride - W*padding + W*u + j*stride - padding + v];
+                                        }
+                                    }
+                                }
+                                dw[C*KH*KW*k + KH*KW*c + KW*u + v] += acc0;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    } else
 #endif
     for (int64_t k = 0; k < K; ++k) {
         for (int64_t c = 0; c < C; ++c) {
@@ -217,7 +374,18 @@ void symconv_conv2d_backward_filter_f32(const float *restrict x, const float *re
 void symconv_conv2d_backward_filter_f64(const double *restrict x, const double *restrict dy, const uint8_t *restrict table, double *restrict dw, int64_t N, int64_t C, int64_t H, int64_t W, int64_t K, int64_t Ho, int64_t Wo, int64_t KH, int64_t KW, int64_t stride, int64_t padding)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((K) > 1 && (C*K*KH*KW) >= 262144)
+    if ((K) > 1 && (C*K*KH*KW) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t k = 0; k < K; ++k) {
+            for (int64_t c = 0; c < C; ++c) {
+                for (int64_t u = 0; u < KH; ++u) {
+                    for (int64_t v = 0; v < KW; ++v) {
+                        dw[C*KH*KW*k + KH*KW*c + KW*u + v] = 0;
+                    }
+                }
+            }
+        }
+    } else
 #endif
     for (int64_t k = 0; k < K; ++k) {
         for (int64_t c = 0; c < C; ++c) {
@@ -229,7 +397,33 @@ void symconv_conv2d_backward_filter_f64(const double *restrict x, const double *
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((K) > 1 && (C*Ho*K*KH*KW*N*Wo) >= 262144)
+    if ((K) > 1 && (C*Ho*K*KH*KW*N*Wo) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t k = 0; k < K; ++k) {
+            for (int64_t c = 0; c < C; ++c) {
+                if (table[C*k + c]) {
+                    for (int64_t u = 0; u < KH; ++u) {
+                        for (int64_t v = 0; v < KW; ++v) {
+                            {
+                                double acc0 = 0;
+                                for (int64_t n = 0; n < N; ++n) {
+                                    for (int64_t i = ((0) > (((((0) > (padding - u) ? (0) : (padding - u))) + (stride) - 1)/(stride)) ? (0) : (((((0) > (padding - u) ? (0) : (padding - u))) + (stride) - 1)/(stride))); i < ((Ho) < (((((0) > (H + padding - u) ? (0) : (H + padding - u))) + (stride) - 1)/(stride)) ? (Ho) : (((((0) > (H + padding - u) ? (0) : (H + padding - u))) + (stride) - 1)/(stride))); ++i) {
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                                        #pragma omp simd reduction(+: acc0)
+#endif
+                                        for (int64_t j = ((0) > (((((0) > (padding - v) ? (0) : (padding - v))) + (stride) - 1)/(stride)) ? (0) : (((((0) > (padding - v) ? (0) : (padding - v))) + (stride) - 1)/(stride))); j < ((Wo) < (((((0) > (W + padding - v) ? (0) : (W + padding - v))) + (stride) - 1)/(stride)) ? (Wo) : (((((0) > (W + padding - v) ? (0) : (W + padding - v))) + (stride) - 1)/(stride))); ++j) {
+                                            acc0 += dy[Ho*K*Wo*n + Ho*Wo*k + Wo*i + j]*x[C*H*W*n + H*W*c + W*i*stride - W*padding + W*u + j*stride - padding + v];
+                                        }
+                                    }
+                                }
+                                dw[C*KH*KW*k + KH*KW*c + KW*u + v] += acc0;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    } else
 #endif
     for (int64_t k = 0; k < K; ++k) {
         for (int64_t c = 0; c < C; ++c) {
@@ -263,13 +457,36 @@ void symconv_conv2d_backward_filter_f64(const double *restrict x, const double *
 void symconv_conv2d_backward_bias_f32(const float *restrict dy, float *restrict db, int64_t N, int64_t K, int64_t Ho, int64_t Wo)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((K) > 1 && (K) >= 262144)
+    if ((K) > 1 && (K) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t k = 0; k < K; ++k) {
+            db[k] = 0;
+        }
+    } else
 #endif
     for (int64_t k = 0; k < K; ++k) {
         db[k] = 0;
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((K) > 1 && (Ho*K*N*Wo) >= 262144)
+    if ((K) > 1 && (Ho*K*N*Wo) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t k = 0; k < K; ++k) {
+            {
+                float acc0 = 0;
+                for (int64_t n = 0; n < N; ++n) {
+                    for (int64_t i = 0; i < Ho; ++i) {
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                        #pragma omp simd reduction(+: acc0)
+#endif
+                        for (int64_t j = 0; j < Wo; ++j) {
+                            acc0 += dy[Ho*K*Wo*n + Ho*Wo*k + Wo*i + j];
+                        }
+                    }
+                }
+                db[k] += acc0;
+            }
+        }
+    } else
 #endif
     for (int64_t k = 0; k < K; ++k) {
         {
@@ -295,13 +512,36 @@ void symconv_conv2d_backward_bias_f32(const float *restrict dy, float *restrict 
 void symconv_conv2d_backward_bias_f64(const double *restrict dy, double *restrict db, int64_t N, int64_t K, int64_t Ho, int64_t Wo)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((K) > 1 && (K) >= 262144)
+    if ((K) > 1 && (K) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t k = 0; k < K; ++k) {
+            db[k] = 0;
+        }
+    } else
 #endif
     for (int64_t k = 0; k < K; ++k) {
         db[k] = 0;
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((K) > 1 && (Ho*K*N*Wo) >= 262144)
+    if ((K) > 1 && (Ho*K*N*Wo) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t k = 0; k < K; ++k) {
+            {
+                double acc0 = 0;
+                for (int64_t n = 0; n < N; ++n) {
+                    for (int64_t i = 0; i < Ho; ++i) {
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                        #pragma omp simd reduction(+: acc0)
+#endif
+                        for (int64_t j = 0; j < Wo; ++j) {
+                            acc0 += dy[Ho*K*Wo*n + Ho*Wo*k + Wo*i + j];
+                        }
+                    }
+                }
+                db[k] += acc0;
+            }
+        }
+    } else
 #endif
     for (int64_t k = 0; k < K; ++k) {
         {
@@ -327,7 +567,18 @@ void symconv_conv2d_backward_bias_f64(const double *restrict dy, double *restric
 void symconv_avgpool2d_forward_f32(const float *restrict x, float *restrict y, int64_t N, int64_t C, int64_t H, int64_t W, int64_t Ho, int64_t Wo, int64_t size)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (C*Ho*N*Wo) >= 262144)
+    if ((N) > 1 && (C*Ho*N*Wo) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t n = 0; n < N; ++n) {
+            for (int64_t c = 0; c < C; ++c) {
+                for (int64_t i = 0; i < Ho; ++i) {
+                    for (int64_t j = 0; j < Wo; ++j) {
+                        y[C*Ho*Wo*n + Ho*Wo*c + Wo*i + j] = 0;
+                    }
+                }
+            }
+        }
+    } else
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t c = 0; c < C; ++c) {
@@ -339,7 +590,22 @@ void symconv_avgpool2d_forward_f32(const float *restrict x, float *restrict y, i
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (C*Ho*N*Wo*(size*size)) >= 262144)
+    if ((N) > 1 && (C*Ho*N*Wo*(size*size)) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t n = 0; n < N; ++n) {
+            for (int64_t c = 0; c < C; ++c) {
+                for (int64_t u = 0; u < size; ++u) {
+                    for (int64_t v = 0; v < size; ++v) {
+                        for (int64_t i = 0; i < Ho; ++i) {
+                            for (int64_t j = 0; j < Wo; ++j) {
+                                y[C*Ho*Wo*n + Ho*Wo*c + Wo*i + j] += x[C*H*W*n + H*W*c + W*i*size + W*u + j*size + v]/(size*size);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    } else
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t c = 0; c < C; ++c) {
@@ -362,7 +628,18 @@ void symconv_avgpool2d_forward_f32(const float *restrict x, float *restrict y, i
 void symconv_avgpool2d_forward_f64(const double *restrict x, double *restrict y, int64_t N, int64_t C, int64_t H, int64_t W, int64_t Ho, int64_t Wo, int64_t size)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (C*Ho*N*Wo) >= 262144)
+    if ((N) > 1 && (C*Ho*N*Wo) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t n = 0; n < N; ++n) {
+            for (int64_t c = 0; c < C; ++c) {
+                for (int64_t i = 0; i < Ho; ++i) {
+                    for (int64_t j = 0; j < Wo; ++j) {
+                        y[C*Ho*Wo*n + Ho*Wo*c + Wo*i + j] = 0;
+                    }
+                }
+            }
+        }
+    } else
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t c = 0; c < C; ++c) {
@@ -374,7 +651,22 @@ void symconv_avgpool2d_forward_f64(const double *restrict x, double *restrict y,
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (C*Ho*N*Wo*(size*size)) >= 262144)
+    if ((N) > 1 && (C*Ho*N*Wo*(size*size)) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t n = 0; n < N; ++n) {
+            for (int64_t c = 0; c < C; ++c) {
+                for (int64_t u = 0; u < size; ++u) {
+                    for (int64_t v = 0; v < size; ++v) {
+                        for (int64_t i = 0; i < Ho; ++i) {
+                            for (int64_t j = 0; j < Wo; ++j) {
+                                y[C*Ho*Wo*n + Ho*Wo*c + Wo*i + j] += x[C*H*W*n + H*W*c + W*i*size + W*u + j*size + v]/(size*size);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    } else
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t c = 0; c < C; ++c) {
@@ -397,7 +689,22 @@ void symconv_avgpool2d_forward_f64(const double *restrict x, double *restrict y,
 void symconv_avgpool2d_backward_f32(const float *restrict dy, float *restrict dx, int64_t N, int64_t C, int64_t Ho, int64_t Wo, int64_t H, int64_t W, int64_t size)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (C*Ho*N*Wo*(size*size)) >= 262144)
+    if ((N) > 1 && (C*Ho*N*Wo*(size*size)) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t n = 0; n < N; ++n) {
+            for (int64_t c = 0; c < C; ++c) {
+                for (int64_t u = 0; u < size; ++u) {
+                    for (int64_t v = 0; v < size; ++v) {
+                        for (int64_t i = 0; i < Ho; ++i) {
+                            for (int64_t j = 0; j < Wo; ++j) {
+                                dx[C*H*W*n + H*W*c + W*i*size + W*u + j*size + v] = dy[C*Ho*Wo*n + Ho*Wo*c + Wo*i + j]/(size*size);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    } else
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t c = 0; c < C; ++c) {
@@ -420,7 +727,22 @@ void symconv_avgpool2d_backward_f32(const float *restrict dy, float *restrict dx
 void symconv_avgpool2d_backward_f64(const double *restrict dy, double *restrict dx, int64_t N, int64_t C, int64_t Ho, int64_t Wo, int64_t H, int64_t W, int64_t size)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (C*Ho*N*Wo*(size*size)) >= 262144)
+    if ((N) > 1 && (C*Ho*N*Wo*(size*size)) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t n = 0; n < N; ++n) {
+            for (int64_t c = 0; c < C; ++c) {
+                for (int64_t u = 0; u < size; ++u) {
+                    for (int64_t v = 0; v < size; ++v) {
+                        for (int64_t i = 0; i < Ho; ++i) {
+                            for (int64_t j = 0; j < Wo; ++j) {
+                                dx[C*H*W*n + H*W*c + W*i*size + W*u + j*size + v] = dy[C*Ho*Wo*n + Ho*Wo*c + Wo*i + j]/(size*size);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    } else
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t c = 0; c < C; ++c) {
@@ -443,7 +765,19 @@ void symconv_avgpool2d_backward_f64(const double *restrict dy, double *restrict 
 void symconv_maxpool2d_forward_f32(const float *restrict x, float *restrict y, int64_t *restrict argmax, int64_t N, int64_t C, int64_t H, int64_t W, int64_t Ho, int64_t Wo, int64_t size)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (C*Ho*N*Wo) >= 262144)
+    if ((N) > 1 && (C*Ho*N*Wo) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t n = 0; n < N; ++n) {
+            for (int64_t c = 0; c < C; ++c) {
+                for (int64_t i = 0; i < Ho; ++i) {
+                    for (int64_t j = 0; j < Wo; ++j) {
+                        y[C*Ho*Wo*n + Ho*Wo*c + Wo*i + j] = -INFINITY;
+                        argmax[C*Ho*Wo*n + Ho*Wo*c + Wo*i + j] = W*i*size + j*size;
+                    }
+                }
+            }
+        }
+    } else
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t c = 0; c < C; ++c) {
@@ -456,7 +790,23 @@ void symconv_maxpool2d_forward_f32(const float *restrict x, float *restrict y, i
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (C*Ho*N*Wo*(size*size)) >= 262144)
+    if ((N) > 1 && (C*Ho*N*Wo*(size*size)) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t n = 0; n < N; ++n) {
+            for (int64_t c = 0; c < C; ++c) {
+                for (int64_t u = 0; u < size; ++u) {
+                    for (int64_t v = 0; v < size; ++v) {
+                        for (int64_t i = 0; i < Ho; ++i) {
+                            for (int64_t j = 0; j < Wo; ++j) {
+                                argmax[C*Ho*Wo*n + Ho*Wo*c + Wo*i + j] = ((y[C*Ho*Wo*n + Ho*Wo*c + Wo*i + j] < x[C*H*W*n + H*W*c + W*i*size + W*u + j*size + v]) ? (W*(i*size + u) + j*size + v) : (argmax[C*Ho*Wo*n + Ho*Wo*c + Wo*i + j]));
+                                y[C*Ho*Wo*n + Ho*Wo*c + Wo*i + j] = fmaxf(y[C*Ho*Wo*n + Ho*Wo*c + Wo*i + j], x[C*H*W*n + H*W*c + W*i*size + W*u + j*size + v]);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    } else
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t c = 0; c < C; ++c) {
@@ -480,7 +830,19 @@ void symconv_maxpool2d_forward_f32(const float *restrict x, float *restrict y, i
 void symconv_maxpool2d_forward_f64(const double *restrict x, double *restrict y, int64_t *restrict argmax, int64_t N, int64_t C, int64_t H, int64_t W, int64_t Ho, int64_t Wo, int64_t size)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (C*Ho*N*Wo) >= 262144)
+    if ((N) > 1 && (C*Ho*N*Wo) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t n = 0; n < N; ++n) {
+            for (int64_t c = 0; c < C; ++c) {
+                for (int64_t i = 0; i < Ho; ++i) {
+                    for (int64_t j = 0; j < Wo; ++j) {
+                        y[C*Ho*Wo*n + Ho*Wo*c + Wo*i + j] = -INFINITY;
+                        argmax[C*Ho*Wo*n + Ho*Wo*c + Wo*i + j] = W*i*size + j*size;
+                    }
+                }
+            }
+        }
+    } else
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t c = 0; c < C; ++c) {
@@ -493,7 +855,23 @@ void symconv_maxpool2d_forward_f64(const double *restrict x, double *restrict y,
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (C*Ho*N*Wo*(size*size)) >= 262144)
+    if ((N) > 1 && (C*Ho*N*Wo*(size*size)) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t n = 0; n < N; ++n) {
+            for (int64_t c = 0; c < C; ++c) {
+                for (int64_t u = 0; u < size; ++u) {
+                    for (int64_t v = 0; v < size; ++v) {
+                        for (int64_t i = 0; i < Ho; ++i) {
+                            for (int64_t j = 0; j < Wo; ++j) {
+                                argmax[C*Ho*Wo*n + Ho*Wo*c + Wo*i + j] = ((y[C*Ho*Wo*n + Ho*Wo*c + Wo*i + j] < x[C*H*W*n + H*W*c + W*i*size + W*u + j*size + v]) ? (W*(i*size + u) + j*size + v) : (argmax[C*Ho*Wo*n + Ho*Wo*c + Wo*i + j]));
+                                y[C*Ho*Wo*n + Ho*Wo*c + Wo*i + j] = fmax(y[C*Ho*Wo*n + Ho*Wo*c + Wo*i + j], x[C*H*W*n + H*W*c + W*i*size + W*u + j*size + v]);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    } else
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t c = 0; c < C; ++c) {
@@ -517,7 +895,22 @@ void symconv_maxpool2d_forward_f64(const double *restrict x, double *restrict y,
 void symconv_maxpool2d_backward_f32(const float *restrict dy, const int64_t *restrict argmax, float *restrict dx, int64_t N, int64_t C, int64_t Ho, int64_t Wo, int64_t H, int64_t W, int64_t size)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (C*Ho*N*Wo*(size*size)) >= 262144)
+    if ((N) > 1 && (C*Ho*N*Wo*(size*size)) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t n = 0; n < N; ++n) {
+            for (int64_t c = 0; c < C; ++c) {
+                for (int64_t u = 0; u < size; ++u) {
+                    for (int64_t v = 0; v < size; ++v) {
+                        for (int64_t i = 0; i < Ho; ++i) {
+                            for (int64_t j = 0; j < Wo; ++j) {
+                                dx[C*H*W*n + H*W*c + W*i*size + W*u + j*size + v] = ((W*(i*size + u) + j*size + v == argmax[C*Ho*Wo*n + Ho*Wo*c + Wo*i + j]) ? (dy[C*Ho*Wo*n + Ho*Wo*c + Wo*i + j]) : (0));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    } else
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t c = 0; c < C; ++c) {
@@ -540,7 +933,22 @@ void symconv_maxpool2d_backward_f32(const float *restrict dy, const int64_t *res
 void symconv_maxpool2d_backward_f64(const double *restrict dy, const int64_t *restrict argmax, double *restrict dx, int64_t N, int64_t C, int64_t Ho, int64_t Wo, int64_t H, int64_t W, int64_t size)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (C*Ho*N*Wo*(size*size)) >= 262144)
+    if ((N) > 1 && (C*Ho*N*Wo*(size*size)) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t n = 0; n < N; ++n) {
+            for (int64_t c = 0; c < C; ++c) {
+                for (int64_t u = 0; u < size; ++u) {
+                    for (int64_t v = 0; v < size; ++v) {
+                        for (int64_t i = 0; i < Ho; ++i) {
+                            for (int64_t j = 0; j < Wo; ++j) {
+                                dx[C*H*W*n + H*W*c + W*i*size + W*u + j*size + v] = ((W*(i*size + u) + j*size + v == argmax[C*Ho*Wo*n + Ho*Wo*c + Wo*i + j]) ? (dy[C*Ho*Wo*n + Ho*Wo*c + Wo*i + j]) : (0));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    } else
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t c = 0; c < C; ++c) {
@@ -563,7 +971,18 @@ void symconv_maxpool2d_backward_f64(const double *restrict dy, const int64_t *re
 void symconv_subsample_forward_f32(const float *restrict x, const float *restrict coef, const float *restrict bias, float *restrict z, int64_t N, int64_t C, int64_t H, int64_t W, int64_t Ho, int64_t Wo)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (C*Ho*N*Wo) >= 262144)
+    if ((N) > 1 && (C*Ho*N*Wo) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t n = 0; n < N; ++n) {
+            for (int64_t c = 0; c < C; ++c) {
+                for (int64_t i = 0; i < Ho; ++i) {
+                    for (int64_t j = 0; j < Wo; ++j) {
+                        z[C*Ho*Wo*n + Ho*Wo*c + Wo*i + j] = bias[c];
+                    }
+                }
+            }
+        }
+    } else
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t c = 0; c < C; ++c) {
@@ -575,7 +994,22 @@ void symconv_subsample_forward_f32(const float *restrict x, const float *restric
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (4*C*Ho*N*Wo) >= 262144)
+    if ((N) > 1 && (4*C*Ho*N*Wo) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t n = 0; n < N; ++n) {
+            for (int64_t c = 0; c < C; ++c) {
+                for (int64_t u = 0; u < 2; ++u) {
+                    for (int64_t v = 0; v < 2; ++v) {
+                        for (int64_t i = 0; i < Ho; ++i) {
+                            for (int64_t j = 0; j < Wo; ++j) {
+                                z[C*Ho*Wo*n + Ho*Wo*c + Wo*i + j] += coef[c]*x[C*H*W*n + H*W*c + 2*W*i + W*u + 2*j + v];
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    } else
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t c = 0; c < C; ++c) {
@@ -598,7 +1032,18 @@ void symconv_subsample_forward_f32(const float *restrict x, const float *restric
 void symconv_subsample_forward_f64(const double *restrict x, const double *restrict coef, const double *restrict bias, double *restrict z, int64_t N, int64_t C, int64_t H, int64_t W, int64_t Ho, int64_t Wo)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (C*Ho*N*Wo) >= 262144)
+    if ((N) > 1 && (C*Ho*N*Wo) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t n = 0; n < N; ++n) {
+            for (int64_t c = 0; c < C; ++c) {
+                for (int64_t i = 0; i < Ho; ++i) {
+                    for (int64_t j = 0; j < Wo; ++j) {
+                        z[C*Ho*Wo*n + Ho*Wo*c + Wo*i + j] = bias[c];
+                    }
+                }
+            }
+        }
+    } else
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t c = 0; c < C; ++c) {
@@ -610,7 +1055,22 @@ void symconv_subsample_forward_f64(const double *restrict x, const double *restr
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (4*C*Ho*N*Wo) >= 262144)
+    if ((N) > 1 && (4*C*Ho*N*Wo) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t n = 0; n < N; ++n) {
+            for (int64_t c = 0; c < C; ++c) {
+                for (int64_t u = 0; u < 2; ++u) {
+                    for (int64_t v = 0; v < 2; ++v) {
+                        for (int64_t i = 0; i < Ho; ++i) {
+                            for (int64_t j = 0; j < Wo; ++j) {
+                                z[C*Ho*Wo*n + Ho*Wo*c + Wo*i + j] += coef[c]*x[C*H*W*n + H*W*c + 2*W*i + W*u + 2*j + v];
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    } else
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t c = 0; c < C; ++c) {
@@ -633,7 +1093,22 @@ void symconv_subsample_forward_f64(const double *restrict x, const double *restr
 void symconv_subsample_backward_f32(const float *restrict dz, const float *restrict x, const float *restrict coef, float *restrict dx, float *restrict dcoef, float *restrict dbias, int64_t N, int64_t C, int64_t Ho, int64_t Wo, int64_t H, int64_t W)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (4*C*Ho*N*Wo) >= 262144)
+    if ((N) > 1 && (4*C*Ho*N*Wo) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t n = 0; n < N; ++n) {
+            for (int64_t c = 0; c < C; ++c) {
+                for (int64_t u = 0; u < 2; ++u) {
+                    for (int64_t v = 0; v < 2; ++v) {
+                        for (int64_t i = 0; i < Ho; ++i) {
+                            for (int64_t j = 0; j < Wo; ++j) {
+                                dx[C*H*W*n + H*W*c + 2*W*i + W*u + 2*j + v] = coef[c]*dz[C*Ho*Wo*n + Ho*Wo*c + Wo*i + j];
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    } else
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t c = 0; c < C; ++c) {
@@ -649,14 +1124,42 @@ void symconv_subsample_backward_f32(const float *restrict dz, const float *restr
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((C) > 1 && (C) >= 262144)
+    if ((C) > 1 && (C) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t c = 0; c < C; ++c) {
+            dcoef[c] = 0;
+            dbias[c] = 0;
+        }
+    } else
 #endif
     for (int64_t c = 0; c < C; ++c) {
         dcoef[c] = 0;
         dbias[c] = 0;
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((C) > 1 && (4*C*Ho*N*Wo) >= 262144)
+    if ((C) > 1 && (4*C*Ho*N*Wo) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t c = 0; c < C; ++c) {
+            {
+                float acc0 = 0;
+                for (int64_t n = 0; n < N; ++n) {
+                    for (int64_t u = 0; u < 2; ++u) {
+                        for (int64_t v = 0; v < 2; ++v) {
+                            for (int64_t i = 0; i < Ho; ++i) {
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                                #pragma omp simd reduction(+: acc0)
+#endif
+                                for (int64_t j = 0; j < Wo; ++j) {
+                                    acc0 += dz[C*Ho*Wo*n + Ho*Wo*c + Wo*i + j]*x[C*H*W*n + H*W*c + 2*W*i + W*u + 2*j + v];
+                                }
+                            }
+                        }
+                    }
+                }
+                dcoef[c] += acc0;
+            }
+        }
+    } else
 #endif
     for (int64_t c = 0; c < C; ++c) {
         {
@@ -679,7 +1182,25 @@ void symconv_subsample_backward_f32(const float *restrict dz, const float *restr
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((C) > 1 && (C*Ho*N*Wo) >= 262144)
+    if ((C) > 1 && (C*Ho*N*Wo) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t c = 0; c < C; ++c) {
+            {
+                float acc0 = 0;
+                for (int64_t n = 0; n < N; ++n) {
+                    for (int64_t i = 0; i < Ho; ++i) {
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                        #pragma omp simd reduction(+: acc0)
+#endif
+                        for (int64_t j = 0; j < Wo; ++j) {
+                            acc0 += dz[C*Ho*Wo*n + Ho*Wo*c + Wo*i + j];
+                        }
+                    }
+                }
+                dbias[c] += acc0;
+            }
+        }
+    } else
 #endif
     for (int64_t c = 0; c < C; ++c) {
         {
@@ -705,7 +1226,22 @@ void symconv_subsample_backward_f32(const float *restrict dz, const float *restr
 void symconv_subsample_backward_f64(const double *restrict dz, const double *restrict x, const double *restrict coef, double *restrict dx, double *restrict dcoef, double *restrict dbias, int64_t N, int64_t C, int64_t Ho, int64_t Wo, int64_t H, int64_t W)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (4*C*Ho*N*Wo) >= 262144)
+    if ((N) > 1 && (4*C*Ho*N*Wo) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t n = 0; n < N; ++n) {
+            for (int64_t c = 0; c < C; ++c) {
+                for (int64_t u = 0; u < 2; ++u) {
+                    for (int64_t v = 0; v < 2; ++v) {
+                        for (int64_t i = 0; i < Ho; ++i) {
+                            for (int64_t j = 0; j < Wo; ++j) {
+                                dx[C*H*W*n + H*W*c + 2*W*i + W*u + 2*j + v] = coef[c]*dz[C*Ho*Wo*n + Ho*Wo*c + Wo*i + j];
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    } else
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t c = 0; c < C; ++c) {
@@ -721,14 +1257,42 @@ void symconv_subsample_backward_f64(const double *restrict dz, const double *res
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((C) > 1 && (C) >= 262144)
+    if ((C) > 1 && (C) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t c = 0; c < C; ++c) {
+            dcoef[c] = 0;
+            dbias[c] = 0;
+        }
+    } else
 #endif
     for (int64_t c = 0; c < C; ++c) {
         dcoef[c] = 0;
         dbias[c] = 0;
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((C) > 1 && (4*C*Ho*N*Wo) >= 262144)
+    if ((C) > 1 && (4*C*Ho*N*Wo) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t c = 0; c < C; ++c) {
+            {
+                double acc0 = 0;
+                for (int64_t n = 0; n < N; ++n) {
+                    for (int64_t u = 0; u < 2; ++u) {
+                        for (int64_t v = 0; v < 2; ++v) {
+                            for (int64_t i = 0; i < Ho; ++i) {
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                                #pragma omp simd reduction(+: acc0)
+#endif
+                                for (int64_t j = 0; j < Wo; ++j) {
+                                    acc0 += dz[C*Ho*Wo*n + Ho*Wo*c + Wo*i + j]*x[C*H*W*n + H*W*c + 2*W*i + W*u + 2*j + v];
+                                }
+                            }
+                        }
+                    }
+                }
+                dcoef[c] += acc0;
+            }
+        }
+    } else
 #endif
     for (int64_t c = 0; c < C; ++c) {
         {
@@ -751,7 +1315,25 @@ void symconv_subsample_backward_f64(const double *restrict dz, const double *res
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((C) > 1 && (C*Ho*N*Wo) >= 262144)
+    if ((C) > 1 && (C*Ho*N*Wo) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t c = 0; c < C; ++c) {
+            {
+                double acc0 = 0;
+                for (int64_t n = 0; n < N; ++n) {
+                    for (int64_t i = 0; i < Ho; ++i) {
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                        #pragma omp simd reduction(+: acc0)
+#endif
+                        for (int64_t j = 0; j < Wo; ++j) {
+                            acc0 += dz[C*Ho*Wo*n + Ho*Wo*c + Wo*i + j];
+                        }
+                    }
+                }
+                dbias[c] += acc0;
+            }
+        }
+    } else
 #endif
     for (int64_t c = 0; c < C; ++c) {
         {
@@ -777,7 +1359,12 @@ void symconv_subsample_backward_f64(const double *restrict dz, const double *res
 void symconv_scaled_tanh_forward_f32(const float *restrict z, float *restrict y, int64_t E, float A, float S)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((E) > 1 && (E) >= 262144)
+    if ((E) > 1 && (E) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t e = 0; e < E; ++e) {
+            y[e] = A*tanhf(S*z[e]);
+        }
+    } else
 #endif
     for (int64_t e = 0; e < E; ++e) {
         y[e] = A*tanhf(S*z[e]);
@@ -790,7 +1377,12 @@ void symconv_scaled_tanh_forward_f32(const float *restrict z, float *restrict y,
 void symconv_scaled_tanh_forward_f64(const double *restrict z, double *restrict y, int64_t E, double A, double S)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((E) > 1 && (E) >= 262144)
+    if ((E) > 1 && (E) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t e = 0; e < E; ++e) {
+            y[e] = A*tanh(S*z[e]);
+        }
+    } else
 #endif
     for (int64_t e = 0; e < E; ++e) {
         y[e] = A*tanh(S*z[e]);
@@ -803,7 +1395,12 @@ void symconv_scaled_tanh_forward_f64(const double *restrict z, double *restrict 
 void symconv_scaled_tanh_backward_f32(const float *restrict dy, const float *restrict z, float *restrict dz, int64_t E, float A, float S)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((E) > 1 && (E) >= 262144)
+    if ((E) > 1 && (E) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t e = 0; e < E; ++e) {
+            dz[e] = A*S*(1 - ((tanhf(S*z[e]))*(tanhf(S*z[e]))))*dy[e];
+        }
+    } else
 #endif
     for (int64_t e = 0; e < E; ++e) {
         dz[e] = A*S*(1 - ((tanhf(S*z[e]))*(tanhf(S*z[e]))))*dy[e];
@@ -816,7 +1413,12 @@ void symconv_scaled_tanh_backward_f32(const float *restrict dy, const float *res
 void symconv_scaled_tanh_backward_f64(const double *restrict dy, const double *restrict z, double *restrict dz, int64_t E, double A, double S)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((E) > 1 && (E) >= 262144)
+    if ((E) > 1 && (E) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t e = 0; e < E; ++e) {
+            dz[e] = A*S*(1 - ((tanh(S*z[e]))*(tanh(S*z[e]))))*dy[e];
+        }
+    } else
 #endif
     for (int64_t e = 0; e < E; ++e) {
         dz[e] = A*S*(1 - ((tanh(S*z[e]))*(tanh(S*z[e]))))*dy[e];
@@ -829,7 +1431,12 @@ void symconv_scaled_tanh_backward_f64(const double *restrict dy, const double *r
 void symconv_sigmoid_forward_f32(const float *restrict z, float *restrict y, int64_t E, float beta)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((E) > 1 && (E) >= 262144)
+    if ((E) > 1 && (E) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t e = 0; e < E; ++e) {
+            y[e] = (1.0F/2.0F)*tanhf((1.0F/2.0F)*beta*z[e]) + 1.0F/2.0F;
+        }
+    } else
 #endif
     for (int64_t e = 0; e < E; ++e) {
         y[e] = (1.0F/2.0F)*tanhf((1.0F/2.0F)*beta*z[e]) + 1.0F/2.0F;
@@ -842,7 +1449,12 @@ void symconv_sigmoid_forward_f32(const float *restrict z, float *restrict y, int
 void symconv_sigmoid_forward_f64(const double *restrict z, double *restrict y, int64_t E, double beta)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((E) > 1 && (E) >= 262144)
+    if ((E) > 1 && (E) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t e = 0; e < E; ++e) {
+            y[e] = (1.0/2.0)*tanh((1.0/2.0)*beta*z[e]) + 1.0/2.0;
+        }
+    } else
 #endif
     for (int64_t e = 0; e < E; ++e) {
         y[e] = (1.0/2.0)*tanh((1.0/2.0)*beta*z[e]) + 1.0/2.0;
@@ -855,7 +1467,12 @@ void symconv_sigmoid_forward_f64(const double *restrict z, double *restrict y, i
 void symconv_sigmoid_backward_f32(const float *restrict dy, const float *restrict z, float *restrict dz, int64_t E, float beta)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((E) > 1 && (E) >= 262144)
+    if ((E) > 1 && (E) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t e = 0; e < E; ++e) {
+            dz[e] = beta*(1.0F/2.0F - 1.0F/2.0F*tanhf((1.0F/2.0F)*beta*z[e]))*((1.0F/2.0F)*tanhf((1.0F/2.0F)*beta*z[e]) + 1.0F/2.0F)*dy[e];
+        }
+    } else
 #endif
     for (int64_t e = 0; e < E; ++e) {
         dz[e] = beta*(1.0F/2.0F - 1.0F/2.0F*tanhf((1.0F/2.0F)*beta*z[e]))*((1.0F/2.0F)*tanhf((1.0F/2.0F)*beta*z[e]) + 1.0F/2.0F)*dy[e];
@@ -868,7 +1485,12 @@ void symconv_sigmoid_backward_f32(const float *restrict dy, const float *restric
 void symconv_sigmoid_backward_f64(const double *restrict dy, const double *restrict z, double *restrict dz, int64_t E, double beta)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((E) > 1 && (E) >= 262144)
+    if ((E) > 1 && (E) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t e = 0; e < E; ++e) {
+            dz[e] = beta*(1.0/2.0 - 1.0/2.0*tanh((1.0/2.0)*beta*z[e]))*((1.0/2.0)*tanh((1.0/2.0)*beta*z[e]) + 1.0/2.0)*dy[e];
+        }
+    } else
 #endif
     for (int64_t e = 0; e < E; ++e) {
         dz[e] = beta*(1.0/2.0 - 1.0/2.0*tanh((1.0/2.0)*beta*z[e]))*((1.0/2.0)*tanh((1.0/2.0)*beta*z[e]) + 1.0/2.0)*dy[e];
@@ -881,7 +1503,12 @@ void symconv_sigmoid_backward_f64(const double *restrict dy, const double *restr
 void symconv_relu_forward_f32(const float *restrict z, float *restrict y, int64_t E)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((E) > 1 && (E) >= 262144)
+    if ((E) > 1 && (E) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t e = 0; e < E; ++e) {
+            y[e] = fmaxf(0, z[e]);
+        }
+    } else
 #endif
     for (int64_t e = 0; e < E; ++e) {
         y[e] = fmaxf(0, z[e]);
@@ -894,7 +1521,12 @@ void symconv_relu_forward_f32(const float *restrict z, float *restrict y, int64_
 void symconv_relu_forward_f64(const double *restrict z, double *restrict y, int64_t E)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((E) > 1 && (E) >= 262144)
+    if ((E) > 1 && (E) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t e = 0; e < E; ++e) {
+            y[e] = fmax(0, z[e]);
+        }
+    } else
 #endif
     for (int64_t e = 0; e < E; ++e) {
         y[e] = fmax(0, z[e]);
@@ -907,7 +1539,12 @@ void symconv_relu_forward_f64(const double *restrict z, double *restrict y, int6
 void symconv_relu_backward_f32(const float *restrict dy, const float *restrict z, float *restrict dz, int64_t E)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((E) > 1 && (E) >= 262144)
+    if ((E) > 1 && (E) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t e = 0; e < E; ++e) {
+            dz[e] = ((z[e] > 0) ? (dy[e]) : (0));
+        }
+    } else
 #endif
     for (int64_t e = 0; e < E; ++e) {
         dz[e] = ((z[e] > 0) ? (dy[e]) : (0));
@@ -920,7 +1557,12 @@ void symconv_relu_backward_f32(const float *restrict dy, const float *restrict z
 void symconv_relu_backward_f64(const double *restrict dy, const double *restrict z, double *restrict dz, int64_t E)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((E) > 1 && (E) >= 262144)
+    if ((E) > 1 && (E) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t e = 0; e < E; ++e) {
+            dz[e] = ((z[e] > 0) ? (dy[e]) : (0));
+        }
+    } else
 #endif
     for (int64_t e = 0; e < E; ++e) {
         dz[e] = ((z[e] > 0) ? (dy[e]) : (0));
@@ -933,7 +1575,14 @@ void symconv_relu_backward_f64(const double *restrict dy, const double *restrict
 void symconv_dense_forward_f32(const float *restrict x, const float *restrict w, const float *restrict b, float *restrict y, int64_t N, int64_t I, int64_t O)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (N*O) >= 262144)
+    if ((N) > 1 && (N*O) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t n = 0; n < N; ++n) {
+            for (int64_t o = 0; o < O; ++o) {
+                y[O*n + o] = b[o];
+            }
+        }
+    } else
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t o = 0; o < O; ++o) {
@@ -941,7 +1590,23 @@ void symconv_dense_forward_f32(const float *restrict x, const float *restrict w,
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (I*N*O) >= 262144)
+    if ((N) > 1 && (I*N*O) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t n = 0; n < N; ++n) {
+            for (int64_t o = 0; o < O; ++o) {
+                {
+                    float acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                    #pragma omp simd reduction(+: acc0)
+#endif
+                    for (int64_t i = 0; i < I; ++i) {
+                        acc0 += w[I*o + i]*x[I*n + i];
+                    }
+                    y[O*n + o] += acc0;
+                }
+            }
+        }
+    } else
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t o = 0; o < O; ++o) {
@@ -965,7 +1630,14 @@ void symconv_dense_forward_f32(const float *restrict x, const float *restrict w,
 void symconv_dense_forward_f64(const double *restrict x, const double *restrict w, const double *restrict b, double *restrict y, int64_t N, int64_t I, int64_t O)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (N*O) >= 262144)
+    if ((N) > 1 && (N*O) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t n = 0; n < N; ++n) {
+            for (int64_t o = 0; o < O; ++o) {
+                y[O*n + o] = b[o];
+            }
+        }
+    } else
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t o = 0; o < O; ++o) {
@@ -973,7 +1645,23 @@ void symconv_dense_forward_f64(const double *restrict x, const double *restrict 
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (I*N*O) >= 262144)
+    if ((N) > 1 && (I*N*O) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t n = 0; n < N; ++n) {
+            for (int64_t o = 0; o < O; ++o) {
+                {
+                    double acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                    #pragma omp simd reduction(+: acc0)
+#endif
+                    for (int64_t i = 0; i < I; ++i) {
+                        acc0 += w[I*o + i]*x[I*n + i];
+                    }
+                    y[O*n + o] += acc0;
+                }
+            }
+        }
+    } else
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t o = 0; o < O; ++o) {
@@ -997,7 +1685,14 @@ void symconv_dense_forward_f64(const double *restrict x, const double *restrict 
 void symconv_dense_backward_f32(const float *restrict dy, const float *restrict x, const float *restrict w, float *restrict dx, float *restrict dw, float *restrict db, int64_t N, int64_t O, int64_t I)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (I*N) >= 262144)
+    if ((N) > 1 && (I*N) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t n = 0; n < N; ++n) {
+            for (int64_t i = 0; i < I; ++i) {
+                dx[I*n + i] = 0;
+            }
+        }
+    } else
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t i = 0; i < I; ++i) {
@@ -1005,7 +1700,16 @@ void symconv_dense_backward_f32(const float *restrict dy, const float *restrict 
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (I*N*O) >= 262144)
+    if ((N) > 1 && (I*N*O) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t n = 0; n < N; ++n) {
+            for (int64_t o = 0; o < O; ++o) {
+                for (int64_t i = 0; i < I; ++i) {
+                    dx[I*n + i] += dy[O*n + o]*w[I*o + i];
+                }
+            }
+        }
+    } else
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t o = 0; o < O; ++o) {
@@ -1015,7 +1719,14 @@ void symconv_dense_backward_f32(const float *restrict dy, const float *restrict 
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((O) > 1 && (I*O) >= 262144)
+    if ((O) > 1 && (I*O) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t o = 0; o < O; ++o) {
+            for (int64_t i = 0; i < I; ++i) {
+                dw[I*o + i] = 0;
+            }
+        }
+    } else
 #endif
     for (int64_t o = 0; o < O; ++o) {
         for (int64_t i = 0; i < I; ++i) {
@@ -1023,7 +1734,16 @@ void symconv_dense_backward_f32(const float *restrict dy, const float *restrict 
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((O) > 1 && (I*N*O) >= 262144)
+    if ((O) > 1 && (I*N*O) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t o = 0; o < O; ++o) {
+            for (int64_t n = 0; n < N; ++n) {
+                for (int64_t i = 0; i < I; ++i) {
+                    dw[I*o + i] += dy[O*n + o]*x[I*n + i];
+                }
+            }
+        }
+    } else
 #endif
     for (int64_t o = 0; o < O; ++o) {
         for (int64_t n = 0; n < N; ++n) {
@@ -1033,13 +1753,32 @@ void symconv_dense_backward_f32(const float *restrict dy, const float *restrict 
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((O) > 1 && (O) >= 262144)
+    if ((O) > 1 && (O) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t o = 0; o < O; ++o) {
+            db[o] = 0;
+        }
+    } else
 #endif
     for (int64_t o = 0; o < O; ++o) {
         db[o] = 0;
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((O) > 1 && (N*O) >= 262144)
+    if ((O) > 1 && (N*O) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t o = 0; o < O; ++o) {
+            {
+                float acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                #pragma omp simd reduction(+: acc0)
+#endif
+                for (int64_t n = 0; n < N; ++n) {
+                    acc0 += dy[O*n + o];
+                }
+                db[o] += acc0;
+            }
+        }
+    } else
 #endif
     for (int64_t o = 0; o < O; ++o) {
         {
@@ -1061,7 +1800,14 @@ void symconv_dense_backward_f32(const float *restrict dy, const float *restrict 
 void symconv_dense_backward_f64(const double *restrict dy, const double *restrict x, const double *restrict w, double *restrict dx, double *restrict dw, double *restrict db, int64_t N, int64_t O, int64_t I)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (I*N) >= 262144)
+    if ((N) > 1 && (I*N) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t n = 0; n < N; ++n) {
+            for (int64_t i = 0; i < I; ++i) {
+                dx[I*n + i] = 0;
+            }
+        }
+    } else
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t i = 0; i < I; ++i) {
@@ -1069,7 +1815,16 @@ void symconv_dense_backward_f64(const double *restrict dy, const double *restric
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (I*N*O) >= 262144)
+    if ((N) > 1 && (I*N*O) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t n = 0; n < N; ++n) {
+            for (int64_t o = 0; o < O; ++o) {
+                for (int64_t i = 0; i < I; ++i) {
+                    dx[I*n + i] += dy[O*n + o]*w[I*o + i];
+                }
+            }
+        }
+    } else
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t o = 0; o < O; ++o) {
@@ -1079,7 +1834,14 @@ void symconv_dense_backward_f64(const double *restrict dy, const double *restric
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((O) > 1 && (I*O) >= 262144)
+    if ((O) > 1 && (I*O) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t o = 0; o < O; ++o) {
+            for (int64_t i = 0; i < I; ++i) {
+                dw[I*o + i] = 0;
+            }
+        }
+    } else
 #endif
     for (int64_t o = 0; o < O; ++o) {
         for (int64_t i = 0; i < I; ++i) {
@@ -1087,7 +1849,16 @@ void symconv_dense_backward_f64(const double *restrict dy, const double *restric
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((O) > 1 && (I*N*O) >= 262144)
+    if ((O) > 1 && (I*N*O) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t o = 0; o < O; ++o) {
+            for (int64_t n = 0; n < N; ++n) {
+                for (int64_t i = 0; i < I; ++i) {
+                    dw[I*o + i] += dy[O*n + o]*x[I*n + i];
+                }
+            }
+        }
+    } else
 #endif
     for (int64_t o = 0; o < O; ++o) {
         for (int64_t n = 0; n < N; ++n) {
@@ -1097,13 +1868,32 @@ void symconv_dense_backward_f64(const double *restrict dy, const double *restric
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((O) > 1 && (O) >= 262144)
+    if ((O) > 1 && (O) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t o = 0; o < O; ++o) {
+            db[o] = 0;
+        }
+    } else
 #endif
     for (int64_t o = 0; o < O; ++o) {
         db[o] = 0;
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((O) > 1 && (N*O) >= 262144)
+    if ((O) > 1 && (N*O) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t o = 0; o < O; ++o) {
+            {
+                double acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                #pragma omp simd reduction(+: acc0)
+#endif
+                for (int64_t n = 0; n < N; ++n) {
+                    acc0 += dy[O*n + o];
+                }
+                db[o] += acc0;
+            }
+        }
+    } else
 #endif
     for (int64_t o = 0; o < O; ++o) {
         {
@@ -1125,7 +1915,14 @@ void symconv_dense_backward_f64(const double *restrict dy, const double *restric
 void symconv_rbf_forward_f32(const float *restrict x, const float *restrict centers, float *restrict y, int64_t N, int64_t I, int64_t O)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (N*O) >= 262144)
+    if ((N) > 1 && (N*O) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t n = 0; n < N; ++n) {
+            for (int64_t o = 0; o < O; ++o) {
+                y[O*n + o] = 0;
+            }
+        }
+    } else
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t o = 0; o < O; ++o) {
@@ -1133,7 +1930,23 @@ void symconv_rbf_forward_f32(const float *restrict x, const float *restrict cent
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (I*N*O) >= 262144)
+    if ((N) > 1 && (I*N*O) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t n = 0; n < N; ++n) {
+            for (int64_t o = 0; o < O; ++o) {
+                {
+                    float acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                    #pragma omp simd reduction(+: acc0)
+#endif
+                    for (int64_t i = 0; i < I; ++i) {
+                        acc0 += ((-centers[I*o + i] + x[I*n + i])*(-centers[I*o + i] + x[I*n + i]));
+                    }
+                    y[O*n + o] += acc0;
+                }
+            }
+        }
+    } else
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t o = 0; o < O; ++o) {
@@ -1157,7 +1970,14 @@ void symconv_rbf_forward_f32(const float *restrict x, const float *restrict cent
 void symconv_rbf_forward_f64(const double *restrict x, const double *restrict centers, double *restrict y, int64_t N, int64_t I, int64_t O)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (N*O) >= 262144)
+    if ((N) > 1 && (N*O) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t n = 0; n < N; ++n) {
+            for (int64_t o = 0; o < O; ++o) {
+                y[O*n + o] = 0;
+            }
+        }
+    } else
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t o = 0; o < O; ++o) {
@@ -1165,7 +1985,23 @@ void symconv_rbf_forward_f64(const double *restrict x, const double *restrict ce
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (I*N*O) >= 262144)
+    if ((N) > 1 && (I*N*O) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t n = 0; n < N; ++n) {
+            for (int64_t o = 0; o < O; ++o) {
+                {
+                    double acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                    #pragma omp simd reduction(+: acc0)
+#endif
+                    for (int64_t i = 0; i < I; ++i) {
+                        acc0 += ((-centers[I*o + i] + x[I*n + i])*(-centers[I*o + i] + x[I*n + i]));
+                    }
+                    y[O*n + o] += acc0;
+                }
+            }
+        }
+    } else
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t o = 0; o < O; ++o) {
@@ -1189,7 +2025,14 @@ void symconv_rbf_forward_f64(const double *restrict x, const double *restrict ce
 void symconv_rbf_backward_f32(const float *restrict dy, const float *restrict x, const float *restrict centers, float *restrict dx, float *restrict dcenters, int64_t N, int64_t O, int64_t I)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (I*N) >= 262144)
+    if ((N) > 1 && (I*N) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t n = 0; n < N; ++n) {
+            for (int64_t i = 0; i < I; ++i) {
+                dx[I*n + i] = 0;
+            }
+        }
+    } else
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t i = 0; i < I; ++i) {
@@ -1197,7 +2040,16 @@ void symconv_rbf_backward_f32(const float *restrict dy, const float *restrict x,
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (I*N*O) >= 262144)
+    if ((N) > 1 && (I*N*O) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t n = 0; n < N; ++n) {
+            for (int64_t o = 0; o < O; ++o) {
+                for (int64_t i = 0; i < I; ++i) {
+                    dx[I*n + i] += 2*(-centers[I*o + i] + x[I*n + i])*dy[O*n + o];
+                }
+            }
+        }
+    } else
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t o = 0; o < O; ++o) {
@@ -1207,7 +2059,14 @@ void symconv_rbf_backward_f32(const float *restrict dy, const float *restrict x,
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((O) > 1 && (I*O) >= 262144)
+    if ((O) > 1 && (I*O) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t o = 0; o < O; ++o) {
+            for (int64_t i = 0; i < I; ++i) {
+                dcenters[I*o + i] = 0;
+            }
+        }
+    } else
 #endif
     for (int64_t o = 0; o < O; ++o) {
         for (int64_t i = 0; i < I; ++i) {
@@ -1215,7 +2074,16 @@ void symconv_rbf_backward_f32(const float *restrict dy, const float *restrict x,
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((O) > 1 && (I*N*O) >= 262144)
+    if ((O) > 1 && (I*N*O) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t o = 0; o < O; ++o) {
+            for (int64_t n = 0; n < N; ++n) {
+                for (int64_t i = 0; i < I; ++i) {
+                    dcenters[I*o + i] += -2*(-centers[I*o + i] + x[I*n + i])*dy[O*n + o];
+                }
+            }
+        }
+    } else
 #endif
     for (int64_t o = 0; o < O; ++o) {
         for (int64_t n = 0; n < N; ++n) {
@@ -1232,7 +2100,14 @@ void symconv_rbf_backward_f32(const float *restrict dy, const float *restrict x,
 void symconv_rbf_backward_f64(const double *restrict dy, const double *restrict x, const double *restrict centers, double *restrict dx, double *restrict dcenters, int64_t N, int64_t O, int64_t I)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (I*N) >= 262144)
+    if ((N) > 1 && (I*N) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t n = 0; n < N; ++n) {
+            for (int64_t i = 0; i < I; ++i) {
+                dx[I*n + i] = 0;
+            }
+        }
+    } else
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t i = 0; i < I; ++i) {
@@ -1240,7 +2115,16 @@ void symconv_rbf_backward_f64(const double *restrict dy, const double *restrict 
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (I*N*O) >= 262144)
+    if ((N) > 1 && (I*N*O) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t n = 0; n < N; ++n) {
+            for (int64_t o = 0; o < O; ++o) {
+                for (int64_t i = 0; i < I; ++i) {
+                    dx[I*n + i] += 2*(-centers[I*o + i] + x[I*n + i])*dy[O*n + o];
+                }
+            }
+        }
+    } else
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t o = 0; o < O; ++o) {
@@ -1250,7 +2134,14 @@ void symconv_rbf_backward_f64(const double *restrict dy, const double *restrict 
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((O) > 1 && (I*O) >= 262144)
+    if ((O) > 1 && (I*O) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t o = 0; o < O; ++o) {
+            for (int64_t i = 0; i < I; ++i) {
+                dcenters[I*o + i] = 0;
+            }
+        }
+    } else
 #endif
     for (int64_t o = 0; o < O; ++o) {
         for (int64_t i = 0; i < I; ++i) {
@@ -1258,7 +2149,16 @@ void symconv_rbf_backward_f64(const double *restrict dy, const double *restrict 
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((O) > 1 && (I*N*O) >= 262144)
+    if ((O) > 1 && (I*N*O) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t o = 0; o < O; ++o) {
+            for (int64_t n = 0; n < N; ++n) {
+                for (int64_t i = 0; i < I; ++i) {
+                    dcenters[I*o + i] += -2*(-centers[I*o + i] + x[I*n + i])*dy[O*n + o];
+                }
+            }
+        }
+    } else
 #endif
     for (int64_t o = 0; o < O; ++o) {
         for (int64_t n = 0; n < N; ++n) {
@@ -1275,13 +2175,25 @@ void symconv_rbf_backward_f64(const double *restrict dy, const double *restrict 
 void symconv_map_loss_forward_f32(const float *restrict y, const int64_t *restrict labels, float *restrict E, float *restrict m, float *restrict ssum, int64_t P, int64_t O, float j)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((P) > 1 && (P) >= 262144)
+    if ((P) > 1 && (P) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t p = 0; p < P; ++p) {
+            m[p] = j;
+        }
+    } else
 #endif
     for (int64_t p = 0; p < P; ++p) {
         m[p] = j;
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((P) > 1 && (O*P) >= 262144)
+    if ((P) > 1 && (O*P) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t p = 0; p < P; ++p) {
+            for (int64_t o = 0; o < O; ++o) {
+                m[p] = fminf(m[p], y[O*p + o]);
+            }
+        }
+    } else
 #endif
     for (int64_t p = 0; p < P; ++p) {
         for (int64_t o = 0; o < O; ++o) {
@@ -1289,13 +2201,32 @@ void symconv_map_loss_forward_f32(const float *restrict y, const int64_t *restri
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((P) > 1 && (P) >= 262144)
+    if ((P) > 1 && (P) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t p = 0; p < P; ++p) {
+            ssum[p] = expf(-j + m[p]);
+        }
+    } else
 #endif
     for (int64_t p = 0; p < P; ++p) {
         ssum[p] = expf(-j + m[p]);
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((P) > 1 && (O*P) >= 262144)
+    if ((P) > 1 && (O*P) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t p = 0; p < P; ++p) {
+            {
+                float acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                #pragma omp simd reduction(+: acc0)
+#endif
+                for (int64_t o = 0; o < O; ++o) {
+                    acc0 += expf(m[p] - y[O*p + o]);
+                }
+                ssum[p] += acc0;
+            }
+        }
+    } else
 #endif
     for (int64_t p = 0; p < P; ++p) {
         {
@@ -1310,7 +2241,12 @@ void symconv_map_loss_forward_f32(const float *restrict y, const int64_t *restri
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((P) > 1 && (P) >= 262144)
+    if ((P) > 1 && (P) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t p = 0; p < P; ++p) {
+            E[p] = logf(ssum[p]) - m[p] + y[O*p + labels[p]];
+        }
+    } else
 #endif
     for (int64_t p = 0; p < P; ++p) {
         E[p] = logf(ssum[p]) - m[p] + y[O*p + labels[p]];
@@ -1323,13 +2259,25 @@ void symconv_map_loss_forward_f32(const float *restrict y, const int64_t *restri
 void symconv_map_loss_forward_f64(const double *restrict y, const int64_t *restrict labels, double *restrict E, double *restrict m, double *restrict ssum, int64_t P, int64_t O, double j)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((P) > 1 && (P) >= 262144)
+    if ((P) > 1 && (P) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t p = 0; p < P; ++p) {
+            m[p] = j;
+        }
+    } else
 #endif
     for (int64_t p = 0; p < P; ++p) {
         m[p] = j;
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((P) > 1 && (O*P) >= 262144)
+    if ((P) > 1 && (O*P) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t p = 0; p < P; ++p) {
+            for (int64_t o = 0; o < O; ++o) {
+                m[p] = fmin(m[p], y[O*p + o]);
+            }
+        }
+    } else
 #endif
     for (int64_t p = 0; p < P; ++p) {
         for (int64_t o = 0; o < O; ++o) {
@@ -1337,13 +2285,32 @@ void symconv_map_loss_forward_f64(const double *restrict y, const int64_t *restr
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((P) > 1 && (P) >= 262144)
+    if ((P) > 1 && (P) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t p = 0; p < P; ++p) {
+            ssum[p] = exp(-j + m[p]);
+        }
+    } else
 #endif
     for (int64_t p = 0; p < P; ++p) {
         ssum[p] = exp(-j + m[p]);
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((P) > 1 && (O*P) >= 262144)
+    if ((P) > 1 && (O*P) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t p = 0; p < P; ++p) {
+            {
+                double acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                #pragma omp simd reduction(+: acc0)
+#endif
+                for (int64_t o = 0; o < O; ++o) {
+                    acc0 += exp(m[p] - y[O*p + o]);
+                }
+                ssum[p] += acc0;
+            }
+        }
+    } else
 #endif
     for (int64_t p = 0; p < P; ++p) {
         {
@@ -1358,7 +2325,12 @@ void symconv_map_loss_forward_f64(const double *restrict y, const int64_t *restr
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((P) > 1 && (P) >= 262144)
+    if ((P) > 1 && (P) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t p = 0; p < P; ++p) {
+            E[p] = log(ssum[p]) - m[p] + y[O*p + labels[p]];
+        }
+    } else
 #endif
     for (int64_t p = 0; p < P; ++p) {
         E[p] = log(ssum[p]) - m[p] + y[O*p + labels[p]];
@@ -1371,13 +2343,25 @@ void symconv_map_loss_forward_f64(const double *restrict y, const int64_t *restr
 void symconv_map_loss_backward_f32(const float *restrict y, const int64_t *restrict labels, float *restrict g, float *restrict m, float *restrict ssum, int64_t P, int64_t O, float j)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((P) > 1 && (P) >= 262144)
+    if ((P) > 1 && (P) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t p = 0; p < P; ++p) {
+            m[p] = j;
+        }
+    } else
 #endif
     for (int64_t p = 0; p < P; ++p) {
         m[p] = j;
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((P) > 1 && (O*P) >= 262144)
+    if ((P) > 1 && (O*P) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t p = 0; p < P; ++p) {
+            for (int64_t o = 0; o < O; ++o) {
+                m[p] = fminf(m[p], y[O*p + o]);
+            }
+        }
+    } else
 #endif
     for (int64_t p = 0; p < P; ++p) {
         for (int64_t o = 0; o < O; ++o) {
@@ -1385,13 +2369,32 @@ void symconv_map_loss_backward_f32(const float *restrict y, const int64_t *restr
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((P) > 1 && (P) >= 262144)
+    if ((P) > 1 && (P) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t p = 0; p < P; ++p) {
+            ssum[p] = expf(-j + m[p]);
+        }
+    } else
 #endif
     for (int64_t p = 0; p < P; ++p) {
         ssum[p] = expf(-j + m[p]);
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((P) > 1 && (O*P) >= 262144)
+    if ((P) > 1 && (O*P) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t p = 0; p < P; ++p) {
+            {
+                float acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                #pragma omp simd reduction(+: acc0)
+#endif
+                for (int64_t o = 0; o < O; ++o) {
+                    acc0 += expf(m[p] - y[O*p + o]);
+                }
+                ssum[p] += acc0;
+            }
+        }
+    } else
 #endif
     for (int64_t p = 0; p < P; ++p) {
         {
@@ -1406,7 +2409,14 @@ void symconv_map_loss_backward_f32(const float *restrict y, const int64_t *restr
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((P) > 1 && (O*P) >= 262144)
+    if ((P) > 1 && (O*P) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t p = 0; p < P; ++p) {
+            for (int64_t o = 0; o < O; ++o) {
+                g[O*p + o] = -expf(m[p] - y[O*p + o])/ssum[p];
+            }
+        }
+    } else
 #endif
     for (int64_t p = 0; p < P; ++p) {
         for (int64_t o = 0; o < O; ++o) {
@@ -1414,7 +2424,12 @@ void symconv_map_loss_backward_f32(const float *restrict y, const int64_t *restr
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((P) > 1 && (P) >= 262144)
+    if ((P) > 1 && (P) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t p = 0; p < P; ++p) {
+            g[O*p + labels[p]] += 1;
+        }
+    } else
 #endif
     for (int64_t p = 0; p < P; ++p) {
         g[O*p + labels[p]] += 1;
@@ -1427,13 +2442,25 @@ void symconv_map_loss_backward_f32(const float *restrict y, const int64_t *restr
 void symconv_map_loss_backward_f64(const double *restrict y, const int64_t *restrict labels, double *restrict g, double *restrict m, double *restrict ssum, int64_t P, int64_t O, double j)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((P) > 1 && (P) >= 262144)
+    if ((P) > 1 && (P) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t p = 0; p < P; ++p) {
+            m[p] = j;
+        }
+    } else
 #endif
     for (int64_t p = 0; p < P; ++p) {
         m[p] = j;
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((P) > 1 && (O*P) >= 262144)
+    if ((P) > 1 && (O*P) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t p = 0; p < P; ++p) {
+            for (int64_t o = 0; o < O; ++o) {
+                m[p] = fmin(m[p], y[O*p + o]);
+            }
+        }
+    } else
 #endif
     for (int64_t p = 0; p < P; ++p) {
         for (int64_t o = 0; o < O; ++o) {
@@ -1441,13 +2468,32 @@ void symconv_map_loss_backward_f64(const double *restrict y, const int64_t *rest
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((P) > 1 && (P) >= 262144)
+    if ((P) > 1 && (P) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t p = 0; p < P; ++p) {
+            ssum[p] = exp(-j + m[p]);
+        }
+    } else
 #endif
     for (int64_t p = 0; p < P; ++p) {
         ssum[p] = exp(-j + m[p]);
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((P) > 1 && (O*P) >= 262144)
+    if ((P) > 1 && (O*P) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t p = 0; p < P; ++p) {
+            {
+                double acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                #pragma omp simd reduction(+: acc0)
+#endif
+                for (int64_t o = 0; o < O; ++o) {
+                    acc0 += exp(m[p] - y[O*p + o]);
+                }
+                ssum[p] += acc0;
+            }
+        }
+    } else
 #endif
     for (int64_t p = 0; p < P; ++p) {
         {
@@ -1462,7 +2508,14 @@ void symconv_map_loss_backward_f64(const double *restrict y, const int64_t *rest
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((P) > 1 && (O*P) >= 262144)
+    if ((P) > 1 && (O*P) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t p = 0; p < P; ++p) {
+            for (int64_t o = 0; o < O; ++o) {
+                g[O*p + o] = -exp(m[p] - y[O*p + o])/ssum[p];
+            }
+        }
+    } else
 #endif
     for (int64_t p = 0; p < P; ++p) {
         for (int64_t o = 0; o < O; ++o) {
@@ -1470,7 +2523,12 @@ void symconv_map_loss_backward_f64(const double *restrict y, const int64_t *rest
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((P) > 1 && (P) >= 262144)
+    if ((P) > 1 && (P) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t p = 0; p < P; ++p) {
+            g[O*p + labels[p]] += 1;
+        }
+    } else
 #endif
     for (int64_t p = 0; p < P; ++p) {
         g[O*p + labels[p]] += 1;
@@ -1483,13 +2541,32 @@ void symconv_map_loss_backward_f64(const double *restrict y, const int64_t *rest
 void symconv_squared_error_forward_f32(const float *restrict y, const float *restrict t, float *restrict E, int64_t P, int64_t O)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((P) > 1 && (P) >= 262144)
+    if ((P) > 1 && (P) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t p = 0; p < P; ++p) {
+            E[p] = 0;
+        }
+    } else
 #endif
     for (int64_t p = 0; p < P; ++p) {
         E[p] = 0;
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((P) > 1 && (O*P) >= 262144)
+    if ((P) > 1 && (O*P) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t p = 0; p < P; ++p) {
+            {
+                float acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                #pragma omp simd reduction(+: acc0)
+#endif
+                for (int64_t o = 0; o < O; ++o) {
+                    acc0 += (1.0F/2.0F)*((t[O*p + o] - y[O*p + o])*(t[O*p + o] - y[O*p + o]));
+                }
+                E[p] += acc0;
+            }
+        }
+    } else
 #endif
     for (int64_t p = 0; p < P; ++p) {
         {
@@ -1511,13 +2588,32 @@ void symconv_squared_error_forward_f32(const float *restrict y, const float *res
 void symconv_squared_error_forward_f64(const double *restrict y, const double *restrict t, double *restrict E, int64_t P, int64_t O)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((P) > 1 && (P) >= 262144)
+    if ((P) > 1 && (P) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t p = 0; p < P; ++p) {
+            E[p] = 0;
+        }
+    } else
 #endif
     for (int64_t p = 0; p < P; ++p) {
         E[p] = 0;
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((P) > 1 && (O*P) >= 262144)
+    if ((P) > 1 && (O*P) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t p = 0; p < P; ++p) {
+            {
+                double acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                #pragma omp simd reduction(+: acc0)
+#endif
+                for (int64_t o = 0; o < O; ++o) {
+                    acc0 += (1.0/2.0)*((t[O*p + o] - y[O*p + o])*(t[O*p + o] - y[O*p + o]));
+                }
+                E[p] += acc0;
+            }
+        }
+    } else
 #endif
     for (int64_t p = 0; p < P; ++p) {
         {
@@ -1539,7 +2635,14 @@ void symconv_squared_error_forward_f64(const double *restrict y, const double *r
 void symconv_squared_error_backward_f32(const float *restrict y, const float *restrict t, float *restrict g, int64_t P, int64_t O)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((P) > 1 && (O*P) >= 262144)
+    if ((P) > 1 && (O*P) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t p = 0; p < P; ++p) {
+            for (int64_t o = 0; o < O; ++o) {
+                g[O*p + o] = -t[O*p + o] + y[O*p + o];
+            }
+        }
+    } else
 #endif
     for (int64_t p = 0; p < P; ++p) {
         for (int64_t o = 0; o < O; ++o) {
@@ -1554,7 +2657,14 @@ void symconv_squared_error_backward_f32(const float *restrict y, const float *re
 void symconv_squared_error_backward_f64(const double *restrict y, const double *restrict t, double *restrict g, int64_t P, int64_t O)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((P) > 1 && (O*P) >= 262144)
+    if ((P) > 1 && (O*P) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t p = 0; p < P; ++p) {
+            for (int64_t o = 0; o < O; ++o) {
+                g[O*p + o] = -t[O*p + o] + y[O*p + o];
+            }
+        }
+    } else
 #endif
     for (int64_t p = 0; p < P; ++p) {
         for (int64_t o = 0; o < O; ++o) {
@@ -1569,13 +2679,25 @@ void symconv_squared_error_backward_f64(const double *restrict y, const double *
 void symconv_softmax_xent_forward_f32(const float *restrict logits, const int64_t *restrict labels, float *restrict E, float *restrict m, float *restrict ssum, int64_t P, int64_t O)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((P) > 1 && (P) >= 262144)
+    if ((P) > 1 && (P) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t p = 0; p < P; ++p) {
+            m[p] = -INFINITY;
+        }
+    } else
 #endif
     for (int64_t p = 0; p < P; ++p) {
         m[p] = -INFINITY;
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((P) > 1 && (O*P) >= 262144)
+    if ((P) > 1 && (O*P) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t p = 0; p < P; ++p) {
+            for (int64_t o = 0; o < O; ++o) {
+                m[p] = fmaxf(m[p], logits[O*p + o]);
+            }
+        }
+    } else
 #endif
     for (int64_t p = 0; p < P; ++p) {
         for (int64_t o = 0; o < O; ++o) {
@@ -1583,13 +2705,32 @@ void symconv_softmax_xent_forward_f32(const float *restrict logits, const int64_
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((P) > 1 && (P) >= 262144)
+    if ((P) > 1 && (P) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t p = 0; p < P; ++p) {
+            ssum[p] = 0;
+        }
+    } else
 #endif
     for (int64_t p = 0; p < P; ++p) {
         ssum[p] = 0;
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((P) > 1 && (O*P) >= 262144)
+    if ((P) > 1 && (O*P) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t p = 0; p < P; ++p) {
+            {
+                float acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                #pragma omp simd reduction(+: acc0)
+#endif
+                for (int64_t o = 0; o < O; ++o) {
+                    acc0 += expf(logits[O*p + o] - m[p]);
+                }
+                ssum[p] += acc0;
+            }
+        }
+    } else
 #endif
     for (int64_t p = 0; p < P; ++p) {
         {
@@ -1604,7 +2745,12 @@ void symconv_softmax_xent_forward_f32(const float *restrict logits, const int64_
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((P) > 1 && (P) >= 262144)
+    if ((P) > 1 && (P) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t p = 0; p < P; ++p) {
+            E[p] = logf(ssum[p]) - logits[O*p + labels[p]] + m[p];
+        }
+    } else
 #endif
     for (int64_t p = 0; p < P; ++p) {
         E[p] = logf(ssum[p]) - logits[O*p + labels[p]] + m[p];
@@ -1617,13 +2763,25 @@ void symconv_softmax_xent_forward_f32(const float *restrict logits, const int64_
 void symconv_softmax_xent_forward_f64(const double *restrict logits, const int64_t *restrict labels, double *restrict E, double *restrict m, double *restrict ssum, int64_t P, int64_t O)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((P) > 1 && (P) >= 262144)
+    if ((P) > 1 && (P) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t p = 0; p < P; ++p) {
+            m[p] = -INFINITY;
+        }
+    } else
 #endif
     for (int64_t p = 0; p < P; ++p) {
         m[p] = -INFINITY;
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((P) > 1 && (O*P) >= 262144)
+    if ((P) > 1 && (O*P) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t p = 0; p < P; ++p) {
+            for (int64_t o = 0; o < O; ++o) {
+                m[p] = fmax(m[p], logits[O*p + o]);
+            }
+        }
+    } else
 #endif
     for (int64_t p = 0; p < P; ++p) {
         for (int64_t o = 0; o < O; ++o) {
@@ -1631,13 +2789,32 @@ void symconv_softmax_xent_forward_f64(const double *restrict logits, const int64
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((P) > 1 && (P) >= 262144)
+    if ((P) > 1 && (P) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t p = 0; p < P; ++p) {
+            ssum[p] = 0;
+        }
+    } else
 #endif
     for (int64_t p = 0; p < P; ++p) {
         ssum[p] = 0;
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((P) > 1 && (O*P) >= 262144)
+    if ((P) > 1 && (O*P) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t p = 0; p < P; ++p) {
+            {
+                double acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                #pragma omp simd reduction(+: acc0)
+#endif
+                for (int64_t o = 0; o < O; ++o) {
+                    acc0 += exp(logits[O*p + o] - m[p]);
+                }
+                ssum[p] += acc0;
+            }
+        }
+    } else
 #endif
     for (int64_t p = 0; p < P; ++p) {
         {
@@ -1652,7 +2829,12 @@ void symconv_softmax_xent_forward_f64(const double *restrict logits, const int64
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((P) > 1 && (P) >= 262144)
+    if ((P) > 1 && (P) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t p = 0; p < P; ++p) {
+            E[p] = log(ssum[p]) - logits[O*p + labels[p]] + m[p];
+        }
+    } else
 #endif
     for (int64_t p = 0; p < P; ++p) {
         E[p] = log(ssum[p]) - logits[O*p + labels[p]] + m[p];
@@ -1665,13 +2847,25 @@ void symconv_softmax_xent_forward_f64(const double *restrict logits, const int64
 void symconv_softmax_xent_backward_f32(const float *restrict logits, const int64_t *restrict labels, float *restrict g, float *restrict m, float *restrict ssum, int64_t P, int64_t O)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((P) > 1 && (P) >= 262144)
+    if ((P) > 1 && (P) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t p = 0; p < P; ++p) {
+            m[p] = -INFINITY;
+        }
+    } else
 #endif
     for (int64_t p = 0; p < P; ++p) {
         m[p] = -INFINITY;
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((P) > 1 && (O*P) >= 262144)
+    if ((P) > 1 && (O*P) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t p = 0; p < P; ++p) {
+            for (int64_t o = 0; o < O; ++o) {
+                m[p] = fmaxf(m[p], logits[O*p + o]);
+            }
+        }
+    } else
 #endif
     for (int64_t p = 0; p < P; ++p) {
         for (int64_t o = 0; o < O; ++o) {
@@ -1679,13 +2873,32 @@ void symconv_softmax_xent_backward_f32(const float *restrict logits, const int64
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((P) > 1 && (P) >= 262144)
+    if ((P) > 1 && (P) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t p = 0; p < P; ++p) {
+            ssum[p] = 0;
+        }
+    } else
 #endif
     for (int64_t p = 0; p < P; ++p) {
         ssum[p] = 0;
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((P) > 1 && (O*P) >= 262144)
+    if ((P) > 1 && (O*P) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t p = 0; p < P; ++p) {
+            {
+                float acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                #pragma omp simd reduction(+: acc0)
+#endif
+                for (int64_t o = 0; o < O; ++o) {
+                    acc0 += expf(logits[O*p + o] - m[p]);
+                }
+                ssum[p] += acc0;
+            }
+        }
+    } else
 #endif
     for (int64_t p = 0; p < P; ++p) {
         {
@@ -1700,7 +2913,14 @@ void symconv_softmax_xent_backward_f32(const float *restrict logits, const int64
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((P) > 1 && (O*P) >= 262144)
+    if ((P) > 1 && (O*P) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t p = 0; p < P; ++p) {
+            for (int64_t o = 0; o < O; ++o) {
+                g[O*p + o] = expf(logits[O*p + o] - m[p])/ssum[p];
+            }
+        }
+    } else
 #endif
     for (int64_t p = 0; p < P; ++p) {
         for (int64_t o = 0; o < O; ++o) {
@@ -1708,7 +2928,12 @@ void symconv_softmax_xent_backward_f32(const float *restrict logits, const int64
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((P) > 1 && (P) >= 262144)
+    if ((P) > 1 && (P) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t p = 0; p < P; ++p) {
+            g[O*p + labels[p]] += -1;
+        }
+    } else
 #endif
     for (int64_t p = 0; p < P; ++p) {
         g[O*p + labels[p]] += -1;
@@ -1721,13 +2946,25 @@ void symconv_softmax_xent_backward_f32(const float *restrict logits, const int64
 void symconv_softmax_xent_backward_f64(const double *restrict logits, const int64_t *restrict labels, double *restrict g, double *restrict m, double *restrict ssum, int64_t P, int64_t O)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((P) > 1 && (P) >= 262144)
+    if ((P) > 1 && (P) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t p = 0; p < P; ++p) {
+            m[p] = -INFINITY;
+        }
+    } else
 #endif
     for (int64_t p = 0; p < P; ++p) {
         m[p] = -INFINITY;
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((P) > 1 && (O*P) >= 262144)
+    if ((P) > 1 && (O*P) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t p = 0; p < P; ++p) {
+            for (int64_t o = 0; o < O; ++o) {
+                m[p] = fmax(m[p], logits[O*p + o]);
+            }
+        }
+    } else
 #endif
     for (int64_t p = 0; p < P; ++p) {
         for (int64_t o = 0; o < O; ++o) {
@@ -1735,13 +2972,32 @@ void symconv_softmax_xent_backward_f64(const double *restrict logits, const int6
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((P) > 1 && (P) >= 262144)
+    if ((P) > 1 && (P) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t p = 0; p < P; ++p) {
+            ssum[p] = 0;
+        }
+    } else
 #endif
     for (int64_t p = 0; p < P; ++p) {
         ssum[p] = 0;
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((P) > 1 && (O*P) >= 262144)
+    if ((P) > 1 && (O*P) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t p = 0; p < P; ++p) {
+            {
+                double acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                #pragma omp simd reduction(+: acc0)
+#endif
+                for (int64_t o = 0; o < O; ++o) {
+                    acc0 += exp(logits[O*p + o] - m[p]);
+                }
+                ssum[p] += acc0;
+            }
+        }
+    } else
 #endif
     for (int64_t p = 0; p < P; ++p) {
         {
@@ -1756,7 +3012,14 @@ void symconv_softmax_xent_backward_f64(const double *restrict logits, const int6
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((P) > 1 && (O*P) >= 262144)
+    if ((P) > 1 && (O*P) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t p = 0; p < P; ++p) {
+            for (int64_t o = 0; o < O; ++o) {
+                g[O*p + o] = exp(logits[O*p + o] - m[p])/ssum[p];
+            }
+        }
+    } else
 #endif
     for (int64_t p = 0; p < P; ++p) {
         for (int64_t o = 0; o < O; ++o) {
@@ -1764,7 +3027,12 @@ void symconv_softmax_xent_backward_f64(const double *restrict logits, const int6
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((P) > 1 && (P) >= 262144)
+    if ((P) > 1 && (P) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t p = 0; p < P; ++p) {
+            g[O*p + labels[p]] += -1;
+        }
+    } else
 #endif
     for (int64_t p = 0; p < P; ++p) {
         g[O*p + labels[p]] += -1;
@@ -1777,7 +3045,18 @@ void symconv_softmax_xent_backward_f64(const double *restrict logits, const int6
 void symconv_conv2d_forward_C1_f32(const float *restrict x, const float *restrict w, const float *restrict b, float *restrict y, int64_t N)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (4704*N) >= 262144)
+    if ((N) > 1 && (4704*N) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t n = 0; n < N; ++n) {
+            for (int64_t k = 0; k < 6; ++k) {
+                for (int64_t i = 0; i < 28; ++i) {
+                    for (int64_t j = 0; j < 28; ++j) {
+                        y[28*i + j + 784*k + 4704*n] = b[k];
+                    }
+                }
+            }
+        }
+    } else
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t k = 0; k < 6; ++k) {
@@ -1789,7 +3068,24 @@ void symconv_conv2d_forward_C1_f32(const float *restrict x, const float *restric
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (4704*N) >= 262144)
+    if ((N) > 1 && (4704*N) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t n = 0; n < N; ++n) {
+            for (int64_t k = 0; k < 6; ++k) {
+                {
+                    float t[892];
+                    for (int64_t q = 0; q < 892; ++q) {
+                        t[q] = w[25*k]*x[1024*n + q] + w[25*k + 1]*x[1024*n + q + 1] + w[25*k + 2]*x[1024*n + q + 2] + w[25*k + 3]*x[1024*n + q + 3] + w[25*k + 4]*x[1024*n + q + 4] + w[25*k + 5]*x[1024*n + q + 32] + w[25*k + 6]*x[1024*n + q + 33] + w[25*k + 7]*x[1024*n + q + 34] + w[25*k + 8]*x[1024*n + q + 35] + w[25*k + 9]*x[1024*n + q + 36] + w[25*k + 10]*x[1024*n + q + 64] + w[25*k + 11]*x[1024*n + q + 65] + w[25*k + 12]*x[1024*n + q + 66] + w[25*k + 13]*x[1024*n + q + 67] + w[25*k + 14]*x[1024*n + q + 68] + w[25*k + 15]*x[1024*n + q + 96] + w[25*k + 16]*x[1024*n + q + 97] + w[25*k + 17]*x[1024*n + q + 98] + w[25*k + 18]*x[1024*n + q + 99] + w[25*k + 19]*x[1024*n + q + 100] + w[25*k + 20]*x[1024*n + q + 128] + w[25*k + 21]*x[1024*n + q + 129] + w[25*k + 22]*x[1024*n + q + 130] + w[25*k + 23]*x[1024*n + q + 131] + w[25*k + 24]*x[1024*n + q + 132];
+                    }
+                    for (int64_t i = 0; i < 28; ++i) {
+                        for (int64_t j = 0; j < 28; ++j) {
+                            y[28*i + j + 784*k + 4704*n] += t[32*i + j];
+                        }
+                    }
+                }
+            }
+        }
+    } else
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t k = 0; k < 6; ++k) {
@@ -1814,7 +3110,18 @@ void symconv_conv2d_forward_C1_f32(const float *restrict x, const float *restric
 void symconv_conv2d_forward_C1_f64(const double *restrict x, const double *restrict w, const double *restrict b, double *restrict y, int64_t N)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (4704*N) >= 262144)
+    if ((N) > 1 && (4704*N) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t n = 0; n < N; ++n) {
+            for (int64_t k = 0; k < 6; ++k) {
+                for (int64_t i = 0; i < 28; ++i) {
+                    for (int64_t j = 0; j < 28; ++j) {
+                        y[28*i + j + 784*k + 4704*n] = b[k];
+                    }
+                }
+            }
+        }
+    } else
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t k = 0; k < 6; ++k) {
@@ -1826,7 +3133,24 @@ void symconv_conv2d_forward_C1_f64(const double *restrict x, const double *restr
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (4704*N) >= 262144)
+    if ((N) > 1 && (4704*N) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t n = 0; n < N; ++n) {
+            for (int64_t k = 0; k < 6; ++k) {
+                {
+                    double t[892];
+                    for (int64_t q = 0; q < 892; ++q) {
+                        t[q] = w[25*k]*x[1024*n + q] + w[25*k + 1]*x[1024*n + q + 1] + w[25*k + 2]*x[1024*n + q + 2] + w[25*k + 3]*x[1024*n + q + 3] + w[25*k + 4]*x[1024*n + q + 4] + w[25*k + 5]*x[1024*n + q + 32] + w[25*k + 6]*x[1024*n + q + 33] + w[25*k + 7]*x[1024*n + q + 34] + w[25*k + 8]*x[1024*n + q + 35] + w[25*k + 9]*x[1024*n + q + 36] + w[25*k + 10]*x[1024*n + q + 64] + w[25*k + 11]*x[1024*n + q + 65] + w[25*k + 12]*x[1024*n + q + 66] + w[25*k + 13]*x[1024*n + q + 67] + w[25*k + 14]*x[1024*n + q + 68] + w[25*k + 15]*x[1024*n + q + 96] + w[25*k + 16]*x[1024*n + q + 97] + w[25*k + 17]*x[1024*n + q + 98] + w[25*k + 18]*x[1024*n + q + 99] + w[25*k + 19]*x[1024*n + q + 100] + w[25*k + 20]*x[1024*n + q + 128] + w[25*k + 21]*x[1024*n + q + 129] + w[25*k + 22]*x[1024*n + q + 130] + w[25*k + 23]*x[1024*n + q + 131] + w[25*k + 24]*x[1024*n + q + 132];
+                    }
+                    for (int64_t i = 0; i < 28; ++i) {
+                        for (int64_t j = 0; j < 28; ++j) {
+                            y[28*i + j + 784*k + 4704*n] += t[32*i + j];
+                        }
+                    }
+                }
+            }
+        }
+    } else
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t k = 0; k < 6; ++k) {
@@ -1851,7 +3175,16 @@ void symconv_conv2d_forward_C1_f64(const double *restrict x, const double *restr
 void symconv_conv2d_backward_data_C1_f32(const float *restrict dy, const float *restrict w, float *restrict dx, int64_t N)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (1024*N) >= 262144)
+    if ((N) > 1 && (1024*N) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t n = 0; n < N; ++n) {
+            for (int64_t h = 0; h < 32; ++h) {
+                for (int64_t r = 0; r < 32; ++r) {
+                    dx[32*h + 1024*n + r] = 0;
+                }
+            }
+        }
+    } else
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t h = 0; h < 32; ++h) {
@@ -1884,7 +3217,16 @@ void symconv_conv2d_backward_data_C1_f32(const float *restrict dy, const float *
 void symconv_conv2d_backward_data_C1_f64(const double *restrict dy, const double *restrict w, double *restrict dx, int64_t N)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (1024*N) >= 262144)
+    if ((N) > 1 && (1024*N) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t n = 0; n < N; ++n) {
+            for (int64_t h = 0; h < 32; ++h) {
+                for (int64_t r = 0; r < 32; ++r) {
+                    dx[32*h + 1024*n + r] = 0;
+                }
+            }
+        }
+    } else
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t h = 0; h < 32; ++h) {
@@ -2029,7 +3371,18 @@ void symconv_conv2d_backward_filter_C1_f64(const double *restrict x, const doubl
 void symconv_subsample_forward_S2_f32(const float *restrict x, const float *restrict coef, const float *restrict bias, float *restrict z, int64_t N)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (1176*N) >= 262144)
+    if ((N) > 1 && (1176*N) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t n = 0; n < N; ++n) {
+            for (int64_t c = 0; c < 6; ++c) {
+                for (int64_t i = 0; i < 14; ++i) {
+                    for (int64_t j = 0; j < 14; ++j) {
+                        z[196*c + 14*i + j + 1176*n] = bias[c];
+                    }
+                }
+            }
+        }
+    } else
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t c = 0; c < 6; ++c) {
@@ -2041,7 +3394,18 @@ void symconv_subsample_forward_S2_f32(const float *restrict x, const float *rest
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (1176*N) >= 262144)
+    if ((N) > 1 && (1176*N) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t n = 0; n < N; ++n) {
+            for (int64_t c = 0; c < 6; ++c) {
+                for (int64_t i = 0; i < 14; ++i) {
+                    for (int64_t j = 0; j < 14; ++j) {
+                        z[196*c + 14*i + j + 1176*n] += coef[c]*x[784*c + 56*i + 2*j + 4704*n + 29] + coef[c]*x[784*c + 56*i + 2*j + 4704*n + 28] + coef[c]*x[784*c + 56*i + 2*j + 4704*n + 1] + coef[c]*x[784*c + 56*i + 2*j + 4704*n];
+                    }
+                }
+            }
+        }
+    } else
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t c = 0; c < 6; ++c) {
@@ -2060,7 +3424,18 @@ void symconv_subsample_forward_S2_f32(const float *restrict x, const float *rest
 void symconv_subsample_forward_S2_f64(const double *restrict x, const double *restrict coef, const double *restrict bias, double *restrict z, int64_t N)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (1176*N) >= 262144)
+    if ((N) > 1 && (1176*N) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t n = 0; n < N; ++n) {
+            for (int64_t c = 0; c < 6; ++c) {
+                for (int64_t i = 0; i < 14; ++i) {
+                    for (int64_t j = 0; j < 14; ++j) {
+                        z[196*c + 14*i + j + 1176*n] = bias[c];
+                    }
+                }
+            }
+        }
+    } else
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t c = 0; c < 6; ++c) {
@@ -2072,7 +3447,18 @@ void symconv_subsample_forward_S2_f64(const double *restrict x, const double *re
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (1176*N) >= 262144)
+    if ((N) > 1 && (1176*N) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t n = 0; n < N; ++n) {
+            for (int64_t c = 0; c < 6; ++c) {
+                for (int64_t i = 0; i < 14; ++i) {
+                    for (int64_t j = 0; j < 14; ++j) {
+                        z[196*c + 14*i + j + 1176*n] += coef[c]*x[784*c + 56*i + 2*j + 4704*n + 29] + coef[c]*x[784*c + 56*i + 2*j + 4704*n + 28] + coef[c]*x[784*c + 56*i + 2*j + 4704*n + 1] + coef[c]*x[784*c + 56*i + 2*j + 4704*n];
+                    }
+                }
+            }
+        }
+    } else
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t c = 0; c < 6; ++c) {
@@ -2091,7 +3477,22 @@ void symconv_subsample_forward_S2_f64(const double *restrict x, const double *re
 void symconv_subsample_backward_S2_f32(const float *restrict dz, const float *restrict x, const float *restrict coef, float *restrict dx, float *restrict dcoef, float *restrict dbias, int64_t N)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (4704*N) >= 262144)
+    if ((N) > 1 && (4704*N) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t n = 0; n < N; ++n) {
+            for (int64_t c = 0; c < 6; ++c) {
+                for (int64_t u = 0; u < 2; ++u) {
+                    for (int64_t v = 0; v < 2; ++v) {
+                        for (int64_t i = 0; i < 14; ++i) {
+                            for (int64_t j = 0; j < 14; ++j) {
+                                dx[784*c + 56*i + 2*j + 4704*n + 28*u + v] = coef[c]*dz[196*c + 14*i + j + 1176*n];
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    } else
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t c = 0; c < 6; ++c) {
@@ -2111,7 +3512,25 @@ void symconv_subsample_backward_S2_f32(const float *restrict dz, const float *re
         dbias[c] = 0;
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((1176*N) >= 262144)
+    if ((1176*N) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t c = 0; c < 6; ++c) {
+            {
+                float acc0 = 0;
+                for (int64_t n = 0; n < N; ++n) {
+                    for (int64_t i = 0; i < 14; ++i) {
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                        #pragma omp simd reduction(+: acc0)
+#endif
+                        for (int64_t j = 0; j < 14; ++j) {
+                            acc0 += dz[196*c + 14*i + j + 1176*n]*x[784*c + 56*i + 2*j + 4704*n + 29] + dz[196*c + 14*i + j + 1176*n]*x[784*c + 56*i + 2*j + 4704*n + 28] + dz[196*c + 14*i + j + 1176*n]*x[784*c + 56*i + 2*j + 4704*n + 1] + dz[196*c + 14*i + j + 1176*n]*x[784*c + 56*i + 2*j + 4704*n];
+                        }
+                    }
+                }
+                dcoef[c] += acc0;
+            }
+        }
+    } else
 #endif
     for (int64_t c = 0; c < 6; ++c) {
         {
@@ -2130,7 +3549,23 @@ void symconv_subsample_backward_S2_f32(const float *restrict dz, const float *re
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((1176*N) >= 262144)
+    if ((1176*N) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t c = 0; c < 6; ++c) {
+            {
+                float acc0 = 0;
+                for (int64_t n = 0; n < N; ++n) {
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                    #pragma omp simd reduction(+: acc0)
+#endif
+                    for (int64_t ij = 0; ij < 196; ++ij) {
+                        acc0 += dz[196*c + ij + 1176*n];
+                    }
+                }
+                dbias[c] += acc0;
+            }
+        }
+    } else
 #endif
     for (int64_t c = 0; c < 6; ++c) {
         {
@@ -2154,7 +3589,22 @@ void symconv_subsample_backward_S2_f32(const float *restrict dz, const float *re
 void symconv_subsample_backward_S2_f64(const double *restrict dz, const double *restrict x, const double *restrict coef, double *restrict dx, double *restrict dcoef, double *restrict dbias, int64_t N)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (4704*N) >= 262144)
+    if ((N) > 1 && (4704*N) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t n = 0; n < N; ++n) {
+            for (int64_t c = 0; c < 6; ++c) {
+                for (int64_t u = 0; u < 2; ++u) {
+                    for (int64_t v = 0; v < 2; ++v) {
+                        for (int64_t i = 0; i < 14; ++i) {
+                            for (int64_t j = 0; j < 14; ++j) {
+                                dx[784*c + 56*i + 2*j + 4704*n + 28*u + v] = coef[c]*dz[196*c + 14*i + j + 1176*n];
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    } else
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t c = 0; c < 6; ++c) {
@@ -2174,7 +3624,25 @@ void symconv_subsample_backward_S2_f64(const double *restrict dz, const double *
         dbias[c] = 0;
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((1176*N) >= 262144)
+    if ((1176*N) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t c = 0; c < 6; ++c) {
+            {
+                double acc0 = 0;
+                for (int64_t n = 0; n < N; ++n) {
+                    for (int64_t i = 0; i < 14; ++i) {
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                        #pragma omp simd reduction(+: acc0)
+#endif
+                        for (int64_t j = 0; j < 14; ++j) {
+                            acc0 += dz[196*c + 14*i + j + 1176*n]*x[784*c + 56*i + 2*j + 4704*n + 29] + dz[196*c + 14*i + j + 1176*n]*x[784*c + 56*i + 2*j + 4704*n + 28] + dz[196*c + 14*i + j + 1176*n]*x[784*c + 56*i + 2*j + 4704*n + 1] + dz[196*c + 14*i + j + 1176*n]*x[784*c + 56*i + 2*j + 4704*n];
+                        }
+                    }
+                }
+                dcoef[c] += acc0;
+            }
+        }
+    } else
 #endif
     for (int64_t c = 0; c < 6; ++c) {
         {
@@ -2193,7 +3661,23 @@ void symconv_subsample_backward_S2_f64(const double *restrict dz, const double *
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((1176*N) >= 262144)
+    if ((1176*N) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t c = 0; c < 6; ++c) {
+            {
+                double acc0 = 0;
+                for (int64_t n = 0; n < N; ++n) {
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                    #pragma omp simd reduction(+: acc0)
+#endif
+                    for (int64_t ij = 0; ij < 196; ++ij) {
+                        acc0 += dz[196*c + ij + 1176*n];
+                    }
+                }
+                dbias[c] += acc0;
+            }
+        }
+    } else
 #endif
     for (int64_t c = 0; c < 6; ++c) {
         {
@@ -2217,7 +3701,18 @@ void symconv_subsample_backward_S2_f64(const double *restrict dz, const double *
 void symconv_conv2d_forward_C3_f32(const float *restrict x, const float *restrict w, const float *restrict b, float *restrict y, int64_t N)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (1600*N) >= 262144)
+    if ((N) > 1 && (1600*N) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t n = 0; n < N; ++n) {
+            for (int64_t k = 0; k < 16; ++k) {
+                for (int64_t i = 0; i < 10; ++i) {
+                    for (int64_t j = 0; j < 10; ++j) {
+                        y[10*i + j + 100*k + 1600*n] = b[k];
+                    }
+                }
+            }
+        }
+    } else
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t k = 0; k < 16; ++k) {
@@ -2229,7 +3724,112 @@ void symconv_conv2d_forward_C3_f32(const float *restrict x, const float *restric
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (9600*N) >= 262144)
+    if ((N) > 1 && (9600*N) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t n = 0; n < N; ++n) {
+            {
+                float t[2176];
+                for (int64_t q = 0; q < 136; ++q) {
+                    t[q] = w[0]*x[1176*n + q] + w[1]*x[1176*n + q + 1] + w[2]*x[1176*n + q + 2] + w[3]*x[1176*n + q + 3] + w[4]*x[1176*n + q + 4] + w[5]*x[1176*n + q + 14] + w[6]*x[1176*n + q + 15] + w[7]*x[1176*n + q + 16] + w[8]*x[1176*n + q + 17] + w[9]*x[1176*n + q + 18] + w[10]*x[1176*n + q + 28] + w[11]*x[1176*n + q + 29] + w[12]*x[1176*n + q + 30] + w[13]*x[1176*n + q + 31] + w[14]*x[1176*n + q + 32] + w[15]*x[1176*n + q + 42] + w[16]*x[1176*n + q + 43] + w[17]*x[1176*n + q + 44] + w[18]*x[1176*n + q + 45] + w[19]*x[1176*n + q + 46] + w[20]*x[1176*n + q + 56] + w[21]*x[1176*n + q + 57] + w[22]*x[1176*n + q + 58] + w[23]*x[1176*n + q + 59] + w[24]*x[1176*n + q + 60] + w[25]*x[1176*n + q + 196] + w[26]*x[1176*n + q + 197] + w[27]*x[1176*n + q + 198] + w[28]*x[1176*n + q + 199] + w[29]*x[1176*n + q + 200] + w[30]*x[1176*n + q + 210] + w[31]*x[1176*n + q + 211] + w[32]*x[1176*n + q + 212] + w[33]*x[1176*n + q + 213] + w[34]*x[1176*n + q + 214] + w[35]*x[1176*n + q + 224] + w[36]*x[1176*n + q + 225] + w[37]*x[1176*n + q + 226] + w[38]*x[1176*n + q + 227] + w[39]*x[1176*n + q + 228] + w[40]*x[1176*n + q + 238] + w[41]*x[1176*n + q + 239] + w[42]*x[1176*n + q + 240] + w[43]*x[1176*n + q + 241] + w[44]*x[1176*n + q + 242] + w[45]*x[1176*n + q + 252] + w[46]*x[1176*n + q + 253] + w[47]*x[1176*n + q + 254] + w[48]*x[1176*n + q + 255] + w[49]*x[1176*n + q + 256] + w[50]*x[1176*n + q + 392] + w[51]*x[1176*n + q + 393] + w[52]*x[1176*n + q + 394] + w[53]*x[1176*n + q + 395] + w[54]*x[1176*n + q + 396] + w[55]*x[1176*n + q + 406] + w[56]*x[1176*n + q + 407] + w[57]*x[1176*n + q + 408] + w[58]*x[1176*n + q + 409] + w[59]*x[1176*n + q + 410] + w[60]*x[1176*n + q + 420] + w[61]*x[1176*n + q + 421] + w[62]*x[1176*n + q + 422] + w[63]*x[1176*n + q + 423] + w[64]*x[1176*n + q + 424] + w[65]*x[1176*n + q + 434] + w[66]*x[1176*n + q + 435] + w[67]*x[1176*n + q + 436] + w[68]*x[1176*n + q + 437] + w[69]*x[1176*n + q + 438] + w[70]*x[1176*n + q + 448] + w[71]*x[1176*n + q + 449] + w[72]*x[1176*n + q + 450] + w[73]*x[1176*n + q + 451] + w[74]*x[1176*n + q + 452];
+                    t[q + 136] = w[175]*x[1176*n + q + 196] + w[176]*x[1176*n + q + 197] + w[177]*x[1176*n + q + 198] + w[178]*x[1176*n + q + 199] + w[179]*x[1176*n + q + 200] + w[180]*x[1176*n + q + 210] + w[181]*x[1176*n + q + 211] + w[182]*x[1176*n + q + 212] + w[183]*x[1176*n + q + 213] + w[184]*x[1176*n + q + 214] + w[185]*x[1176*n + q + 224] + w[186]*x[1176*n + q + 225] + w[187]*x[1176*n + q + 226] + w[188]*x[1176*n + q + 227] + w[189]*x[1176*n + q + 228] + w[190]*x[1176*n + q + 238] + w[191]*x[1176*n + q + 239] + w[192]*x[1176*n + q + 240] + w[193]*x[1176*n + q + 241] + w[194]*x[1176*n + q + 242] + w[195]*x[1176*n + q + 252] + w[196]*x[1176*n + q + 253] + w[197]*x[1176*n + q + 254] + w[198]*x[1176*n + q + 255] + w[199]*x[1176*n + q + 256] + w[200]*x[1176*n + q + 392] + w[201]*x[1176*n + q + 393] + w[202]*x[1176*n + q + 394] + w[203]*x[1176*n + q + 395] + w[204]*x[1176*n + q + 396] + w[205]*x[1176*n + q + 406] + w[206]*x[1176*n + q + 407] + w[207]*x[1176*n + q + 408] + w[208]*x[1176*n + q + 409] + w[209]*x[1176*n + q + 410] + w[210]*x[1176*n + q + 420] + w[211]*x[1176*n + q + 421] + w[212]*x[1176*n + q + 422] + w[213]*x[1176*n + q + 423] + w[214]*x[1176*n + q + 424] + w[215]*x[1176*n + q + 434] + w[216]*x[1176*n + q + 435] + w[217]*x[1176*n + q + 436] + w[218]*x[1176*n + q + 437] + w[219]*x[1176*n + q + 438] + w[220]*x[1176*n + q + 448] + w[221]*x[1176*n + q + 449] + w[222]*x[1176*n + q + 450] + w[223]*x[1176*n + q + 451] + w[224]*x[1176*n + q + 452] + w[225]*x[1176*n + q + 588] + w[226]*x[1176*n + q + 589] + w[227]*x[1176*n + q + 590] + w[228]*x[1176*n + q + 591] + w[229]*x[1176*n + q + 592] + w[230]*x[1176*n + q + 602] + w[231]*x[1176*n + q + 603] + w[232]*x[1176*n + q + 604] + w[233]*x[1176*n + q + 605] + w[234]*x[1176*n + q + 606] + w[235]*x[1176*n + q + 616] + w[236]*x[1176*n + q + 617] + w[237]*x[1176*n + q + 618] + w[238]*x[1176*n + q + 619] + w[239]*x[1176*n + q + 620] + w[240]*x[1176*n + q + 630] + w[241]*x[1176*n + q + 631] + w[242]*x[1176*n + q + 632] + w[243]*x[1176*n + q + 633] + w[244]*x[1176*n + q + 634] + w[245]*x[1176*n + q + 644] + w[246]*x[1176*n + q + 645] + w[247]*x[1176*n + q + 646] + w[248]*x[1176*n + q + 647] + w[249]*x[1176*n + q + 648];
+                    t[q + 272] = w[350]*x[1176*n + q + 392] + w[351]*x[1176*n + q + 393] + w[352]*x[1176*n + q + 394] + w[353]*x[1176*n + q + 395] + w[354]*x[1176*n + q + 396] + w[355]*x[1176*n + q + 406] + w[356]*x[1176*n + q + 407] + w[357]*x[1176*n + q + 408] + w[358]*x[1176*n + q + 409] + w[359]*x[1176*n + q + 410] + w[360]*x[1176*n + q + 420] + w[361]*x[1176*n + q + 421] + w[362]*x[1176*n + q + 422] + w[363]*x[1176*n + q + 423] + w[364]*x[1176*n + q + 424] + w[365]*x[1176*n + q + 434] + w[366]*x[1176*n + q + 435] + w[367]*x[1176*n + q + 436] + w[368]*x[1176*n + q + 437] + w[369]*x[1176*n + q + 438] + w[370]*x[1176*n + q + 448] + w[371]*x[1176*n + q + 449] + w[372]*x[1176*n + q + 450] + w[373]*x[1176*n + q + 451] + w[374]*x[1176*n + q + 452] + w[375]*x[1176*n + q + 588] + w[376]*x[1176*n + q + 589] + w[377]*x[1176*n + q + 590] + w[378]*x[1176*n + q + 591] + w[379]*x[1176*n + q + 592] + w[380]*x[1176*n + q + 602] + w[381]*x[1176*n + q + 603] + w[382]*x[1176*n + q + 604] + w[383]*x[1176*n + q + 605] + w[384]*x[1176*n + q + 606] + w[385]*x[1176*n + q + 616] + w[386]*x[1176*n + q + 617] + w[387]*x[1176*n + q + 618] + w[388]*x[1176*n + q + 619] + w[389]*x[1176*n + q + 620] + w[390]*x[1176*n + q + 630] + w[391]*x[1176*n + q + 631] + w[392]*x[1176*n + q + 632] + w[393]*x[1176*n + q + 633] + w[394]*x[1176*n + q + 634] + w[395]*x[1176*n + q + 644] + w[396]*x[1176*n + q + 645] + w[397]*x[1176*n + q + 646] + w[398]*x[1176*n + q + 647] + w[399]*x[1176*n + q + 648] + w[400]*x[1176*n + q + 784] + w[401]*x[1176*n + q + 785] + w[402]*x[1176*n + q + 786] + w[403]*x[1176*n + q + 787] + w[404]*x[1176*n + q + 788] + w[405]*x[1176*n + q + 798] + w[406]*x[1176*n + q + 799] + w[407]*x[1176*n + q + 800] + w[408]*x[1176*n + q + 801] + w[409]*x[1176*n + q + 802] + w[410]*x[1176*n + q + 812] + w[411]*x[1176*n + q + 813] + w[412]*x[1176*n + q + 814] + w[413]*x[1176*n + q + 815] + w[414]*x[1176*n + q + 816] + w[415]*x[1176*n + q + 826] + w[416]*x[1176*n + q + 827] + w[417]*x[1176*n + q + 828] + w[418]*x[1176*n + q + 829] + w[419]*x[1176*n + q + 830] + w[420]*x[1176*n + q + 840] + w[421]*x[1176*n + q + 841] + w[422]*x[1176*n + q + 842] + w[423]*x[1176*n + q + 843] + w[424]*x[1176*n + q + 844];
+                    t[q + 408] = w[525]*x[1176*n + q + 588] + w[526]*x[1176*n + q + 589] + w[527]*x[1176*n + q + 590] + w[528]*x[1176*n + q + 591] + w[529]*x[1176*n + q + 592] + w[530]*x[1176*n + q + 602] + w[531]*x[1176*n + q + 603] + w[532]*x[1176*n + q + 604] + w[533]*x[1176*n + q + 605] + w[534]*x[1176*n + q + 606] + w[535]*x[1176*n + q + 616] + w[536]*x[1176*n + q + 617] + w[537]*x[1176*n + q + 618] + w[538]*x[1176*n + q + 619] + w[539]*x[1176*n + q + 620] + w[540]*x[1176*n + q + 630] + w[541]*x[1176*n + q + 631] + w[542]*x[1176*n + q + 632] + w[543]*x[1176*n + q + 633] + w[544]*x[1176*n + q + 634] + w[545]*x[1176*n + q + 644] + w[546]*x[1176*n + q + 645] + w[547]*x[1176*n + q + 646] + w[548]*x[1176*n + q + 647] + w[549]*x[1176*n + q + 648] + w[550]*x[1176*n + q + 784] + w[551]*x[1176*n + q + 785] + w[552]*x[1176*n + q + 786] + w[553]*x[1176*n + q + 787] + w[554]*x[1176*n + q + 788] + w[555]*x[1176*n + q + 798] + w[556]*x[1176*n + q + 799] + w[557]*x[1176*n + q + 800] + w[558]*x[1176*n + q + 801] + w[559]*x[1176*n + q + 802] + w[560]*x[1176*n + q + 812] + w[561]*x[1176*n + q + 813] + w[562]*x[1176*n + q + 814] + w[563]*x[1176*n + q + 815] + w[564]*x[1176*n + q + 816] + w[565]*x[1176*n + q + 826] + w[566]*x[1176*n + q + 827] + w[567]*x[1176*n + q + 828] + w[568]*x[1176*n + q + 829] + w[569]*x[1176*n + q + 830] + w[570]*x[1176*n + q + 840] + w[571]*x[1176*n + q + 841] + w[572]*x[1176*n + q + 842] + w[573]*x[1176*n + q + 843] + w[574]*x[1176*n + q + 844] + w[575]*x[1176*n + q + 980] + w[576]*x[1176*n + q + 981] + w[577]*x[1176*n + q + 982] + w[578]*x[1176*n + q + 983] + w[579]*x[1176*n + q + 984] + w[580]*x[1176*n + q + 994] + w[581]*x[1176*n + q + 995] + w[582]*x[1176*n + q + 996] + w[583]*x[1176*n + q + 997] + w[584]*x[1176*n + q + 998] + w[585]*x[1176*n + q + 1008] + w[586]*x[1176*n + q + 1009] + w[587]*x[1176*n + q + 1010] + w[588]*x[1176*n + q + 1011] + w[589]*x[1176*n + q + 1012] + w[590]*x[1176*n + q + 1022] + w[591]*x[1176*n + q + 1023] + w[592]*x[1176*n + q + 1024] + w[593]*x[1176*n + q + 1025] + w[594]*x[1176*n + q + 1026] + w[595]*x[1176*n + q + 1036] + w[596]*x[1176*n + q + 1037] + w[597]*x[1176*n + q + 1038] + w[598]*x[1176*n + q + 1039] + w[599]*x[1176*n + q + 1040];
+                    t[q + 544] = w[600]*x[1176*n + q] + w[601]*x[1176*n + q + 1] + w[602]*x[1176*n + q + 2] + w[603]*x[1176*n + q + 3] + w[604]*x[1176*n + q + 4] + w[605]*x[1176*n + q + 14] + w[606]*x[1176*n + q + 15] + w[607]*x[1176*n + q + 16] + w[608]*x[1176*n + q + 17] + w[609]*x[1176*n + q + 18] + w[610]*x[1176*n + q + 28] + w[611]*x[1176*n + q + 29] + w[612]*x[1176*n + q + 30] + w[613]*x[1176*n + q + 31] + w[614]*x[1176*n + q + 32] + w[615]*x[1176*n + q + 42] + w[616]*x[1176*n + q + 43] + w[617]*x[1176*n + q + 44] + w[618]*x[1176*n + q + 45] + w[619]*x[1176*n + q + 46] + w[620]*x[1176*n + q + 56] + w[621]*x[1176*n + q + 57] + w[622]*x[1176*n + q + 58] + w[623]*x[1176*n + q + 59] + w[624]*x[1176*n + q + 60] + w[700]*x[1176*n + q + 784] + w[701]*x[1176*n + q + 785] + w[702]*x[1176*n + q + 786] + w[703]*x[1176*n + q + 787] + w[704]*x[1176*n + q + 788] + w[705]*x[1176*n + q + 798] + w[706]*x[1176*n + q + 799] + w[707]*x[1176*n + q + 800] + w[708]*x[1176*n + q + 801] + w[709]*x[1176*n + q + 802] + w[710]*x[1176*n + q + 812] + w[711]*x[1176*n + q + 813] + w[712]*x[1176*n + q + 814] + w[713]*x[1176*n + q + 815] + w[714]*x[1176*n + q + 816] + w[715]*x[1176*n + q + 826] + w[716]*x[1176*n + q + 827] + w[717]*x[1176*n + q + 828] + w[718]*x[1176*n + q + 829] + w[719]*x[1176*n + q + 830] + w[720]*x[1176*n + q + 840] + w[721]*x[1176*n + q + 841] + w[722]*x[1176*n + q + 842] + w[723]*x[1176*n + q + 843] + w[724]*x[1176*n + q + 844] + w[725]*x[1176*n + q + 980] + w[726]*x[1176*n + q + 981] + w[727]*x[1176*n + q + 982] + w[728]*x[1176*n + q + 983] + w[729]*x[1176*n + q + 984] + w[730]*x[1176*n + q + 994] + w[731]*x[1176*n + q + 995] + w[732]*x[1176*n + q + 996] + w[733]*x[1176*n + q + 997] + w[734]*x[1176*n + q + 998] + w[735]*x[1176*n + q + 1008] + w[736]*x[1176*n + q + 1009] + w[737]*x[1176*n + q + 1010] + w[738]*x[1176*n + q + 1011] + w[739]*x[1176*n + q + 1012] + w[740]*x[1176*n + q + 1022] + w[741]*x[1176*n + q + 1023] + w[742]*x[1176*n + q + 1024] + w[743]*x[1176*n + q + 1025] + w[744]*x[1176*n + q + 1026] + w[745]*x[1176*n + q + 1036] + w[746]*x[1176*n + q + 1037] + w[747]*x[1176*n + q + 1038] + w[748]*x[1176*n + q + 1039] + w[749]*x[1176*n + q + 1040];
+                    t[q + 680] = w[750]*x[1176*n + q] + w[751]*x[1176*n + q + 1] + w[752]*x[1176*n + q + 2] + w[753]*x[1176*n + q + 3] + w[754]*x[1176*n + q + 4] + w[755]*x[1176*n + q + 14] + w[756]*x[1176*n + q + 15] + w[757]*x[1176*n + q + 16] + w[758]*x[1176*n + q + 17] + w[759]*x[1176*n + q + 18] + w[760]*x[1176*n + q + 28] + w[761]*x[1176*n + q + 29] + w[762]*x[1176*n + q + 30] + w[763]*x[1176*n + q + 31] + w[764]*x[1176*n + q + 32] + w[765]*x[1176*n + q + 42] + w[766]*x[1176*n + q + 43] + w[767]*x[1176*n + q + 44] + w[768]*x[1176*n + q + 45] + w[769]*x[1176*n + q + 46] + w[770]*x[1176*n + q + 56] + w[771]*x[1176*n + q + 57] + w[772]*x[1176*n + q + 58] + w[773]*x[1176*n + q + 59] + w[774]*x[1176*n + q + 60] + w[775]*x[1176*n + q + 196] + w[776]*x[1176*n + q + 197] + w[777]*x[1176*n + q + 198] + w[778]*x[1176*n + q + 199] + w[779]*x[1176*n + q + 200] + w[780]*x[1176*n + q + 210] + w[781]*x[1176*n + q + 211] + w[782]*x[1176*n + q + 212] + w[783]*x[1176*n + q + 213] + w[784]*x[1176*n + q + 214] + w[785]*x[1176*n + q + 224] + w[786]*x[1176*n + q + 225] + w[787]*x[1176*n + q + 226] + w[788]*x[1176*n + q + 227] + w[789]*x[1176*n + q + 228] + w[790]*x[1176*n + q + 238] + w[791]*x[1176*n + q + 239] + w[792]*x[1176*n + q + 240] + w[793]*x[1176*n + q + 241] + w[794]*x[1176*n + q + 242] + w[795]*x[1176*n + q + 252] + w[796]*x[1176*n + q + 253] + w[797]*x[1176*n + q + 254] + w[798]*x[1176*n + q + 255] + w[799]*x[1176*n + q + 256] + w[875]*x[1176*n + q + 980] + w[876]*x[1176*n + q + 981] + w[877]*x[1176*n + q + 982] + w[878]*x[1176*n + q + 983] + w[879]*x[1176*n + q + 984] + w[880]*x[1176*n + q + 994] + w[881]*x[1176*n + q + 995] + w[882]*x[1176*n + q + 996] + w[883]*x[1176*n + q + 997] + w[884]*x[1176*n + q + 998] + w[885]*x[1176*n + q + 1008] + w[886]*x[1176*n + q + 1009] + w[887]*x[1176*n + q + 1010] + w[888]*x[1176*n + q + 1011] + w[889]*x[1176*n + q + 1012] + w[890]*x[1176*n + q + 1022] + w[891]*x[1176*n + q + 1023] + w[892]*x[1176*n + q + 1024] + w[893]*x[1176*n + q + 1025] + w[894]*x[1176*n + q + 1026] + w[895]*x[1176*n + q + 1036] + w[896]*x[1176*n + q + 1037] + w[897]*x[1176*n + q + 1038] + w[898]*x[1176*n + q + 1039] + w[899]*x[1176*n + q + 1040];
+                    t[q + 816] = w[900]*x[1176*n + q] + w[901]*x[1176*n + q + 1] + w[902]*x[1176*n + q + 2] + w[903]*x[1176*n + q + 3] + w[904]*x[1176*n + q + 4] + w[905]*x[1176*n + q + 14] + w[906]*x[1176*n + q + 15] + w[907]*x[1176*n + q + 16] + w[908]*x[1176*n + q + 17] + w[909]*x[1176*n + q + 18] + w[910]*x[1176*n + q + 28] + w[911]*x[1176*n + q + 29] + w[912]*x[1176*n + q + 30] + w[913]*x[1176*n + q + 31] + w[914]*x[1176*n + q + 32] + w[915]*x[1176*n + q + 42] + w[916]*x[1176*n + q + 43] + w[917]*x[1176*n + q + 44] + w[918]*x[1176*n + q + 45] + w[919]*x[1176*n + q + 46] + w[920]*x[1176*n + q + 56] + w[921]*x[1176*n + q + 57] + w[922]*x[1176*n + q + 58] + w[923]*x[1176*n + q + 59] + w[924]*x[1176*n + q + 60] + w[925]*x[1176*n + q + 196] + w[926]*x[1176*n + q + 197] + w[927]*x[1176*n + q + 198] + w[928]*x[1176*n + q + 199] + w[929]*x[1176*n + q + 200] + w[930]*x[1176*n + q + 210] + w[931]*x[1176*n + q + 211] + w[932]*x[1176*n + q + 212] + w[933]*x[1176*n + q + 213] + w[934]*x[1176*n + q + 214] + w[935]*x[1176*n + q + 224] + w[936]*x[1176*n + q + 225] + w[937]*x[1176*n + q + 226] + w[938]*x[1176*n + q + 227] + w[939]*x[1176*n + q + 228] + w[940]*x[1176*n + q + 238] + w[941]*x[1176*n + q + 239] + w[942]*x[1176*n + q + 240] + w[943]*x[1176*n + q + 241] + w[944]*x[1176*n + q + 242] + w[945]*x[1176*n + q + 252] + w[946]*x[1176*n + q + 253] + w[947]*x[1176*n + q + 254] + w[948]*x[1176*n + q + 255] + w[949]*x[1176*n + q + 256] + w[950]*x[1176*n + q + 392] + w[951]*x[1176*n + q + 393] + w[952]*x[1176*n + q + 394] + w[953]*x[1176*n + q + 395] + w[954]*x[1176*n + q + 396] + w[955]*x[1176*n + q + 406] + w[956]*x[1176*n + q + 407] + w[957]*x[1176*n + q + 408] + w[958]*x[1176*n + q + 409] + w[959]*x[1176*n + q + 410] + w[960]*x[1176*n + q + 420] + w[961]*x[1176*n + q + 421] + w[962]*x[1176*n + q + 422] + w[963]*x[1176*n + q + 423] + w[964]*x[1176*n + q + 424] + w[965]*x[1176*n + q + 434] + w[966]*x[1176*n + q + 435] + w[967]*x[1176*n + q + 436] + w[968]*x[1176*n + q + 437] + w[969]*x[1176*n + q + 438] + w[970]*x[1176*n + q + 448] + w[971]*x[1176*n + q + 449] + w[972]*x[1176*n + q + 450] + w[973]*x[1176*n + q + 451] + w[974]*x[1176*n + q + 452] + w[975]*x[1176*n + q + 588] + w[976]*x[1176*n + q + 589] + w[977]*x[1176*n + q + 590] + w[978]*x[1176*n + q + 591] + w[979]*x[1176*n + q + 592] + w[980]*x[1176*n + q + 602] + w[981]*x[1176*n + q + 603] + w[982]*x[1176*n + q + 604] + w[983]*x[1176*n + q + 605] + w[984]*x[1176*n + q + 606] + w[985]*x[1176*n + q + 616] + w[986]*x[1176*n + q + 617] + w[987]*x[1176*n + q + 618] + w[988]*x[1176*n + q + 619] + w[989]*x[1176*n + q + 620] + w[990]*x[1176*n + q + 630] + w[991]*x[1176*n + q + 631] + w[992]*x[1176*n + q + 632] + w[993]*x[1176*n + q + 633] + w[994]*x[1176*n + q + 634] + w[995]*x[1176*n + q + 644] + w[996]*x[1176*n + q + 645] + w[997]*x[1176*n + q + 646] + w[998]*x[1176*n + q + 647] + w[999]*x[1176*n + q + 648];
+                    t[q + 952] = w[1075]*x[1176*n + q + 196] + w[1076]*x[1176*n + q + 197] + w[1077]*x[1176*n + q + 198] + w[1078]*x[1176*n + q + 199] + w[1079]*x[1176*n + q + 200] + w[1080]*x[1176*n + q + 210] + w[1081]*x[1176*n + q + 211] + w[1082]*x[1176*n + q + 212] + w[1083]*x[1176*n + q + 213] + w[1084]*x[1176*n + q + 214] + w[1085]*x[1176*n + q + 224] + w[1086]*x[1176*n + q + 225] + w[1087]*x[1176*n + q + 226] + w[1088]*x[1176*n + q + 227] + w[1089]*x[1176*n + q + 228] + w[1090]*x[1176*n + q + 238] + w[1091]*x[1176*n + q + 239] + w[1092]*x[1176*n + q + 240] + w[1093]*x[1176*n + q + 241] + w[1094]*x[1176*n + q + 242] + w[1095]*x[1176*n + q + 252] + w[1096]*x[1176*n + q + 253] + w[1097]*x[1176*n + q + 254] + w[1098]*x[1176*n + q + 255] + w[1099]*x[1176*n + q + 256] + w[1100]*x[1176*n + q + 392] + w[1101]*x[1176*n + q + 393] + w[1102]*x[1176*n + q + 394] + w[1103]*x[1176*n + q + 395] + w[1104]*x[1176*n + q + 396] + w[1105]*x[1176*n + q + 406] + w[1106]*x[1176*n + q + 407] + w[1107]*x[1176*n + q + 408] + w[1108]*x[1176*n + q + 409] + w[1109]*x[1176*n + q + 410] + w[1110]*x[1176*n + q + 420] + w[1111]*x[1176*n + q + 421] + w[1112]*x[1176*n + q + 422] + w[1113]*x[1176*n + q + 423] + w[1114]*x[1176*n + q + 424] + w[1115]*x[1176*n + q + 434] + w[1116]*x[1176*n + q + 435] + w[1117]*x[1176*n + q + 436] + w[1118]*x[1176*n + q + 437] + w[1119]*x[1176*n + q + 438] + w[1120]*x[1176*n + q + 448] + w[1121]*x[1176*n + q + 449] + w[1122]*x[1176*n + q + 450] + w[1123]*x[1176*n + q + 451] + w[1124]*x[1176*n + q + 452] + w[1125]*x[1176*n + q + 588] + w[1126]*x[1176*n + q + 589] + w[1127]*x[1176*n + q + 590] + w[1128]*x[1176*n + q + 591] + w[1129]*x[1176*n + q + 592] + w[1130]*x[1176*n + q + 602] + w[1131]*x[1176*n + q + 603] + w[1132]*x[1176*n + q + 604] + w[1133]*x[1176*n + q + 605] + w[1134]*x[1176*n + q + 606] + w[1135]*x[1176*n + q + 616] + w[1136]*x[1176*n + q + 617] + w[1137]*x[1176*n + q + 618] + w[1138]*x[1176*n + q + 619] + w[1139]*x[1176*n + q + 620] + w[1140]*x[1176*n + q + 630] + w[1141]*x[1176*n + q + 631] + w[1142]*x[1176*n + q + 632] + w[1143]*x[1176*n + q + 633] + w[1144]*x[1176*n + q + 634] + w[1145]*x[1176*n + q + 644] + w[1146]*x[1176*n + q + 645] + w[1147]*x[1176*n + q + 646] + w[1148]*x[1176*n + q + 647] + w[1149]*x[1176*n + q + 648] + w[1150]*x[1176*n + q + 784] + w[1151]*x[1176*n + q + 785] + w[1152]*x[1176*n + q + 786] + w[1153]*x[1176*n + q + 787] + w[1154]*x[1176*n + q + 788] + w[1155]*x[1176*n + q + 798] + w[1156]*x[1176*n + q + 799] + w[1157]*x[1176*n + q + 800] + w[1158]*x[1176*n + q + 801] + w[1159]*x[1176*n + q + 802] + w[1160]*x[1176*n + q + 812] + w[1161]*x[1176*n + q + 813] + w[1162]*x[1176*n + q + 814] + w[1163]*x[1176*n + q + 815] + w[1164]*x[1176*n + q + 816] + w[1165]*x[1176*n + q + 826] + w[1166]*x[1176*n + q + 827] + w[1167]*x[1176*n + q + 828] + w[1168]*x[1176*n + q + 829] + w[1169]*x[1176*n + q + 830] + w[1170]*x[1176*n + q + 840] + w[1171]*x[1176*n + q + 841] + w[1172]*x[1176*n + q + 842] + w[1173]*x[1176*n + q + 843] + w[1174]*x[1176*n + q + 844];
+                    t[q + 1088] = w[1250]*x[1176*n + q + 392] + w[1251]*x[1176*n + q + 393] + w[1252]*x[1176*n + q + 394] + w[1253]*x[1176*n + q + 395] + w[1254]*x[1176*n + q + 396] + w[1255]*x[1176*n + q + 406] + w[1256]*x[1176*n + q + 407] + w[1257]*x[1176*n + q + 408] + w[1258]*x[1176*n + q + 409] + w[1259]*x[1176*n + q + 410] + w[1260]*x[1176*n + q + 420] + w[1261]*x[1176*n + q + 421] + w[1262]*x[1176*n + q + 422] + w[1263]*x[1176*n + q + 423] + w[1264]*x[1176*n + q + 424] + w[1265]*x[1176*n + q + 434] + w[1266]*x[1176*n + q + 435] + w[1267]*x[1176*n + q + 436] + w[1268]*x[1176*n + q + 437] + w[1269]*x[1176*n + q + 438] + w[1270]*x[1176*n + q + 448] + w[1271]*x[1176*n + q + 449] + w[1272]*x[1176*n + q + 450] + w[1273]*x[1176*n + q + 451] + w[1274]*x[1176*n + q + 452] + w[1275]*x[1176*n + q + 588] + w[1276]*x[1176*n + q + 589] + w[1277]*x[1176*n + q + 590] + w[1278]*x[1176*n + q + 591] + w[1279]*x[1176*n + q + 592] + w[1280]*x[1176*n + q + 602] + w[1281]*x[1176*n + q + 603] + w[1282]*x[1176*n + q + 604] + w[1283]*x[1176*n + q + 605] + w[1284]*x[1176*n + q + 606] + w[1285]*x[1176*n + q + 616] + w[1286]*x[1176*n + q + 617] + w[1287]*x[1176*n + q + 618] + w[1288]*x[1176*n + q + 619] + w[1289]*x[1176*n + q + 620] + w[1290]*x[1176*n + q + 630] + w[1291]*x[1176*n + q + 631] + w[1292]*x[1176*n + q + 632] + w[1293]*x[1176*n + q + 633] + w[1294]*x[1176*n + q + 634] + w[1295]*x[1176*n + q + 644] + w[1296]*x[1176*n + q + 645] + w[1297]*x[1176*n + q + 646] + w[1298]*x[1176*n + q + 647] + w[1299]*x[1176*n + q + 648] + w[1300]*x[1176*n + q + 784] + w[1301]*x[1176*n + q + 785] + w[1302]*x[1176*n + q + 786] + w[1303]*x[1176*n + q + 787] + w[1304]*x[1176*n + q + 788] + w[1305]*x[1176*n + q + 798] + w[1306]*x[1176*n + q + 799] + w[1307]*x[1176*n + q + 800] + w[1308]*x[1176*n + q + 801] + w[1309]*x[1176*n + q + 802] + w[1310]*x[1176*n + q + 812] + w[1311]*x[1176*n + q + 813] + w[1312]*x[1176*n + q + 814] + w[1313]*x[1176*n + q + 815] + w[1314]*x[1176*n + q + 816] + w[1315]*x[1176*n + q + 826] + w[1316]*x[1176*n + q + 827] + w[1317]*x[1176*n + q + 828] + w[1318]*x[1176*n + q + 829] + w[1319]*x[1176*n + q + 830] + w[1320]*x[1176*n + q + 840] + w[1321]*x[1176*n + q + 841] + w[1322]*x[1176*n + q + 842] + w[1323]*x[1176*n + q + 843] + w[1324]*x[1176*n + q + 844] + w[1325]*x[1176*n + q + 980] + w[1326]*x[1176*n + q + 981] + w[1327]*x[1176*n + q + 982] + w[1328]*x[1176*n + q + 983] + w[1329]*x[1176*n + q + 984] + w[1330]*x[1176*n + q + 994] + w[1331]*x[1176*n + q + 995] + w[1332]*x[1176*n + q + 996] + w[1333]*x[1176*n + q + 997] + w[1334]*x[1176*n + q + 998] + w[1335]*x[1176*n + q + 1008] + w[1336]*x[1176*n + q + 1009] + w[1337]*x[1176*n + q + 1010] + w[1338]*x[1176*n + q + 1011] + w[1339]*x[1176*n + q + 1012] + w[1340]*x[1176*n + q + 1022] + w[1341]*x[1176*n + q + 1023] + w[1342]*x[1176*n + q + 1024] + w[1343]*x[1176*n + q + 1025] + w[1344]*x[1176*n + q + 1026] + w[1345]*x[1176*n + q + 1036] + w[1346]*x[1176*n + q + 1037] + w[1347]*x[1176*n + q + 1038] + w[1348]*x[1176*n + q + 1039] + w[1349]*x[1176*n + q + 1040];
+                    t[q + 1224] = w[1350]*x[1176*n + q] + w[1351]*x[1176*n + q + 1] + w[1352]*x[1176*n + q + 2] + w[1353]*x[1176*n + q + 3] + w[1354]*x[1176*n + q + 4] + w[1355]*x[1176*n + q + 14] + w[1356]*x[1176*n + q + 15] + w[1357]*x[1176*n + q + 16] + w[1358]*x[1176*n + q + 17] + w[1359]*x[1176*n + q + 18] + w[1360]*x[1176*n + q + 28] + w[1361]*x[1176*n + q + 29] + w[1362]*x[1176*n + q + 30] + w[1363]*x[1176*n + q + 31] + w[1364]*x[1176*n + q + 32] + w[1365]*x[1176*n + q + 42] + w[1366]*x[1176*n + q + 43] + w[1367]*x[1176*n + q + 44] + w[1368]*x[1176*n + q + 45] + w[1369]*x[1176*n + q + 46] + w[1370]*x[1176*n + q + 56] + w[1371]*x[1176*n + q + 57] + w[1372]*x[1176*n + q + 58] + w[1373]*x[1176*n + q + 59] + w[1374]*x[1176*n + q + 60] + w[1425]*x[1176*n + q + 588] + w[1426]*x[1176*n + q + 589] + w[1427]*x[1176*n + q + 590] + w[1428]*x[1176*n + q + 591] + w[1429]*x[1176*n + q + 592] + w[1430]*x[1176*n + q + 602] + w[1431]*x[1176*n + q + 603] + w[1432]*x[1176*n + q + 604] + w[1433]*x[1176*n + q + 605] + w[1434]*x[1176*n + q + 606] + w[1435]*x[1176*n + q + 616] + w[1436]*x[1176*n + q + 617] + w[1437]*x[1176*n + q + 618] + w[1438]*x[1176*n + q + 619] + w[1439]*x[1176*n + q + 620] + w[1440]*x[1176*n + q + 630] + w[1441]*x[1176*n + q + 631] + w[1442]*x[1176*n + q + 632] + w[1443]*x[1176*n + q + 633] + w[1444]*x[1176*n + q + 634] + w[1445]*x[1176*n + q + 644] + w[1446]*x[1176*n + q + 645] + w[1447]*x[1176*n + q + 646] + w[1448]*x[1176*n + q + 647] + w[1449]*x[1176*n + q + 648] + w[1450]*x[1176*n + q + 784] + w[1451]*x[1176*n + q + 785] + w[1452]*x[1176*n + q + 786] + w[1453]*x[1176*n + q + 787] + w[1454]*x[1176*n + q + 788] + w[1455]*x[1176*n + q + 798] + w[1456]*x[1176*n + q + 799] + w[1457]*x[1176*n + q + 800] + w[1458]*x[1176*n + q + 801] + w[1459]*x[1176*n + q + 802] + w[1460]*x[1176*n + q + 812] + w[1461]*x[1176*n + q + 813] + w[1462]*x[1176*n + q + 814] + w[1463]*x[1176*n + q + 815] + w[1464]*x[1176*n + q + 816] + w[1465]*x[1176*n + q + 826] + w[1466]*x[1176*n + q + 827] + w[1467]*x[1176*n + q + 828] + w[1468]*x[1176*n + q + 829] + w[1469]*x[1176*n + q + 830] + w[1470]*x[1176*n + q + 840] + w[1471]*x[1176*n + q + 841] + w[1472]*x[1176*n + q + 842] + w[1473]*x[1176*n + q + 843] + w[1474]*x[1176*n + q + 844] + w[1475]*x[1176*n + q + 980] + w[1476]*x[1176*n + q + 981] + w[1477]*x[1176*n + q + 982] + w[1478]*x[1176*n + q + 983] + w[1479]*x[1176*n + q + 984] + w[1480]*x[1176*n + q + 994] + w[1481]*x[1176*n + q + 995] + w[1482]*x[1176*n + q + 996] + w[1483]*x[1176*n + q + 997] + w[1484]*x[1176*n + q + 998] + w[1485]*x[1176*n + q + 1008] + w[1486]*x[1176*n + q + 1009] + w[1487]*x[1176*n + q + 1010] + w[1488]*x[1176*n + q + 1011] + w[1489]*x[1176*n + q + 1012] + w[1490]*x[1176*n + q + 1022] + w[1491]*x[1176*n + q + 1023] + w[1492]*x[1176*n + q + 1024] + w[1493]*x[1176*n + q + 1025] + w[1494]*x[1176*n + q + 1026] + w[1495]*x[1176*n + q + 1036] + w[1496]*x[1176*n + q + 1037] + w[1497]*x[1176*n + q + 1038] + w[1498]*x[1176*n + q + 1039] + w[1499]*x[1176*n + q + 1040];
+                    t[q + 1360] = w[1500]*x[1176*n + q] + w[1501]*x[1176*n + q + 1] + w[1502]*x[1176*n + q + 2] + w[1503]*x[1176*n + q + 3] + w[1504]*x[1176*n + q + 4] + w[1505]*x[1176*n + q + 14] + w[1506]*x[1176*n + q + 15] + w[1507]*x[1176*n + q + 16] + w[1508]*x[1176*n + q + 17] + w[1509]*x[1176*n + q + 18] + w[1510]*x[1176*n + q + 28] + w[1511]*x[1176*n + q + 29] + w[1512]*x[1176*n + q + 30] + w[1513]*x[1176*n + q + 31] + w[1514]*x[1176*n + q + 32] + w[1515]*x[1176*n + q + 42] + w[1516]*x[1176*n + q + 43] + w[1517]*x[1176*n + q + 44] + w[1518]*x[1176*n + q + 45] + w[1519]*x[1176*n + q + 46] + w[1520]*x[1176*n + q + 56] + w[1521]*x[1176*n + q + 57] + w[1522]*x[1176*n + q + 58] + w[1523]*x[1176*n + q + 59] + w[1524]*x[1176*n + q + 60] + w[1525]*x[1176*n + q + 196] + w[1526]*x[1176*n + q + 197] + w[1527]*x[1176*n + q + 198] + w[1528]*x[1176*n + q + 199] + w[1529]*x[1176*n + q + 200] + w[1530]*x[1176*n + q + 210] + w[1531]*x[1176*n + q + 211] + w[1532]*x[1176*n + q + 212] + w[1533]*x[1176*n + q + 213] + w[1534]*x[1176*n + q + 214] + w[1535]*x[1176*n + q + 224] + w[1536]*x[1176*n + q + 225] + w[1537]*x[1176*n + q + 226] + w[1538]*x[1176*n + q + 227] + w[1539]*x[1176*n + q + 228] + w[1540]*x[1176*n + q + 238] + w[1541]*x[1176*n + q + 239] + w[1542]*x[1176*n + q + 240] + w[1543]*x[1176*n + q + 241] + w[1544]*x[1176*n + q + 242] + w[1545]*x[1176*n + q + 252] + w[1546]*x[1176*n + q + 253] + w[1547]*x[1176*n + q + 254] + w[1548]*x[1176*n + q + 255] + w[1549]*x[1176*n + q + 256] + w[1600]*x[1176*n + q + 784] + w[1601]*x[1176*n + q + 785] + w[1602]*x[1176*n + q + 786] + w[1603]*x[1176*n + q + 787] + w[1604]*x[1176*n + q + 788] + w[1605]*x[1176*n + q + 798] + w[1606]*x[1176*n + q + 799] + w[1607]*x[1176*n + q + 800] + w[1608]*x[1176*n + q + 801] + w[1609]*x[1176*n + q + 802] + w[1610]*x[1176*n + q + 812] + w[1611]*x[1176*n + q + 813] + w[1612]*x[1176*n + q + 814] + w[1613]*x[1176*n + q + 815] + w[1614]*x[1176*n + q + 816] + w[1615]*x[1176*n + q + 826] + w[1616]*x[1176*n + q + 827] + w[1617]*x[1176*n + q + 828] + w[1618]*x[1176*n + q + 829] + w[1619]*x[1176*n + q + 830] + w[1620]*x[1176*n + q + 840] + w[1621]*x[1176*n + q + 841] + w[1622]*x[1176*n + q + 842] + w[1623]*x[1176*n + q + 843] + w[1624]*x[1176*n + q + 844] + w[1625]*x[1176*n + q + 980] + w[1626]*x[1176*n + q + 981] + w[1627]*x[1176*n + q + 982] + w[1628]*x[1176*n + q + 983] + w[1629]*x[1176*n + q + 984] + w[1630]*x[1176*n + q + 994] + w[1631]*x[1176*n + q + 995] + w[1632]*x[1176*n + q + 996] + w[1633]*x[1176*n + q + 997] + w[1634]*x[1176*n + q + 998] + w[1635]*x[1176*n + q + 1008] + w[1636]*x[1176*n + q + 1009] + w[1637]*x[1176*n + q + 1010] + w[1638]*x[1176*n + q + 1011] + w[1639]*x[1176*n + q + 1012] + w[1640]*x[1176*n + q + 1022] + w[1641]*x[1176*n + q + 1023] + w[1642]*x[1176*n + q + 1024] + w[1643]*x[1176*n + q + 1025] + w[1644]*x[1176*n + q + 1026] + w[1645]*x[1176*n + q + 1036] + w[1646]*x[1176*n + q + 1037] + w[1647]*x[1176*n + q + 1038] + w[1648]*x[1176*n + q + 1039] + w[1649]*x[1176*n + q + 1040];
+                    t[q + 1496] = w[1650]*x[1176*n + q] + w[1651]*x[1176*n + q + 1] + w[1652]*x[1176*n + q + 2] + w[1653]*x[1176*n + q + 3] + w[1654]*x[1176*n + q + 4] + w[1655]*x[1176*n + q + 14] + w[1656]*x[1176*n + q + 15] + w[1657]*x[1176*n + q + 16] + w[1658]*x[1176*n + q + 17] + w[1659]*x[1176*n + q + 18] + w[1660]*x[1176*n + q + 28] + w[1661]*x[1176*n + q + 29] + w[1662]*x[1176*n + q + 30] + w[1663]*x[1176*n + q + 31] + w[1664]*x[1176*n + q + 32] + w[1665]*x[1176*n + q + 42] + w[1666]*x[1176*n + q + 43] + w[1667]*x[1176*n + q + 44] + w[1668]*x[1176*n + q + 45] + w[1669]*x[1176*n + q + 46] + w[1670]*x[1176*n + q + 56] + w[1671]*x[1176*n + q + 57] + w[1672]*x[1176*n + q + 58] + w[1673]*x[1176*n + q + 59] + w[1674]*x[1176*n + q + 60] + w[1675]*x[1176*n + q + 196] + w[1676]*x[1176*n + q + 197] + w[1677]*x[1176*n + q + 198] + w[1678]*x[1176*n + q + 199] + w[1679]*x[1176*n + q + 200] + w[1680]*x[1176*n + q + 210] + w[1681]*x[1176*n + q + 211] + w[1682]*x[1176*n + q + 212] + w[1683]*x[1176*n + q + 213] + w[1684]*x[1176*n + q + 214] + w[1685]*x[1176*n + q + 224] + w[1686]*x[1176*n + q + 225] + w[1687]*x[1176*n + q + 226] + w[1688]*x[1176*n + q + 227] + w[1689]*x[1176*n + q + 228] + w[1690]*x[1176*n + q + 238] + w[1691]*x[1176*n + q + 239] + w[1692]*x[1176*n + q + 240] + w[1693]*x[1176*n + q + 241] + w[1694]*x[1176*n + q + 242] + w[1695]*x[1176*n + q + 252] + w[1696]*x[1176*n + q + 253] + w[1697]*x[1176*n + q + 254] + w[1698]*x[1176*n + q + 255] + w[1699]*x[1176*n + q + 256] + w[1700]*x[1176*n + q + 392] + w[1701]*x[1176*n + q + 393] + w[1702]*x[1176*n + q + 394] + w[1703]*x[1176*n + q + 395] + w[1704]*x[1176*n + q + 396] + w[1705]*x[1176*n + q + 406] + w[1706]*x[1176*n + q + 407] + w[1707]*x[1176*n + q + 408] + w[1708]*x[1176*n + q + 409] + w[1709]*x[1176*n + q + 410] + w[1710]*x[1176*n + q + 420] + w[1711]*x[1176*n + q + 421] + w[1712]*x[1176*n + q + 422] + w[1713]*x[1176*n + q + 423] + w[1714]*x[1176*n + q + 424] + w[1715]*x[1176*n + q + 434] + w[1716]*x[1176*n + q + 435] + w[1717]*x[1176*n + q + 436] + w[1718]*x[1176*n + q + 437] + w[1719]*x[1176*n + q + 438] + w[1720]*x[1176*n + q + 448] + w[1721]*x[1176*n + q + 449] + w[1722]*x[1176*n + q + 450] + w[1723]*x[1176*n + q + 451] + w[1724]*x[1176*n + q + 452] + w[1775]*x[1176*n + q + 980] + w[1776]*x[1176*n + q + 981] + w[1777]*x[1176*n + q + 982] + w[1778]*x[1176*n + q + 983] + w[1779]*x[1176*n + q + 984] + w[1780]*x[1176*n + q + 994] + w[1781]*x[1176*n + q + 995] + w[1782]*x[1176*n + q + 996] + w[1783]*x[1176*n + q + 997] + w[1784]*x[1176*n + q + 998] + w[1785]*x[1176*n + q + 1008] + w[1786]*x[1176*n + q + 1009] + w[1787]*x[1176*n + q + 1010] + w[1788]*x[1176*n + q + 1011] + w[1789]*x[1176*n + q + 1012] + w[1790]*x[1176*n + q + 1022] + w[1791]*x[1176*n + q + 1023] + w[1792]*x[1176*n + q + 1024] + w[1793]*x[1176*n + q + 1025] + w[1794]*x[1176*n + q + 1026] + w[1795]*x[1176*n + q + 1036] + w[1796]*x[1176*n + q + 1037] + w[1797]*x[1176*n + q + 1038] + w[1798]*x[1176*n + q + 1039] + w[1799]*x[1176*n + q + 1040];
+                    t[q + 1632] = w[1800]*x[1176*n + q] + w[1801]*x[1176*n + q + 1] + w[1802]*x[1176*n + q + 2] + w[1803]*x[1176*n + q + 3] + w[1804]*x[1176*n + q + 4] + w[1805]*x[1176*n + q + 14] + w[1806]*x[1176*n + q + 15] + w[1807]*x[1176*n + q + 16] + w[1808]*x[1176*n + q + 17] + w[1809]*x[1176*n + q + 18] + w[1810]*x[1176*n + q + 28] + w[1811]*x[1176*n + q + 29] + w[1812]*x[1176*n + q + 30] + w[1813]*x[1176*n + q + 31] + w[1814]*x[1176*n + q + 32] + w[1815]*x[1176*n + q + 42] + w[1816]*x[1176*n + q + 43] + w[1817]*x[1176*n + q + 44] + w[1818]*x[1176*n + q + 45] + w[1819]*x[1176*n + q + 46] + w[1820]*x[1176*n + q + 56] + w[1821]*x[1176*n + q + 57] + w[1822]*x[1176*n + q + 58] + w[1823]*x[1176*n + q + 59] + w[1824]*x[1176*n + q + 60] + w[1825]*x[1176*n + q + 196] + w[1826]*x[1176*n + q + 197] + w[1827]*x[1176*n + q + 198] + w[1828]*x[1176*n + q + 199] + w[1829]*x[1176*n + q + 200] + w[1830]*x[1176*n + q + 210] + w[1831]*x[1176*n + q + 211] + w[1832]*x[1176*n + q + 212] + w[1833]*x[1176*n + q + 213] + w[1834]*x[1176*n + q + 214] + w[1835]*x[1176*n + q + 224] + w[1836]*x[1176*n + q + 225] + w[1837]*x[1176*n + q + 226] + w[1838]*x[1176*n + q + 227] + w[1839]*x[1176*n + q + 228] + w[1840]*x[1176*n + q + 238] + w[1841]*x[1176*n + q + 239] + w[1842]*x[1176*n + q + 240] + w[1843]*x[1176*n + q + 241] + w[1844]*x[1176*n + q + 242] + w[1845]*x[1176*n + q + 252] + w[1846]*x[1176*n + q + 253] + w[1847]*x[1176*n + q + 254] + w[1848]*x[1176*n + q + 255] + w[1849]*x[1176*n + q + 256] + w[1875]*x[1176*n + q + 588] + w[1876]*x[1176*n + q + 589] + w[1877]*x[1176*n + q + 590] + w[1878]*x[1176*n + q + 591] + w[1879]*x[1176*n + q + 592] + w[1880]*x[1176*n + q + 602] + w[1881]*x[1176*n + q + 603] + w[1882]*x[1176*n + q + 604] + w[1883]*x[1176*n + q + 605] + w[1884]*x[1176*n + q + 606] + w[1885]*x[1176*n + q + 616] + w[1886]*x[1176*n + q + 617] + w[1887]*x[1176*n + q + 618] + w[1888]*x[1176*n + q + 619] + w[1889]*x[1176*n + q + 620] + w[1890]*x[1176*n + q + 630] + w[1891]*x[1176*n + q + 631] + w[1892]*x[1176*n + q + 632] + w[1893]*x[1176*n + q + 633] + w[1894]*x[1176*n + q + 634] + w[1895]*x[1176*n + q + 644] + w[1896]*x[1176*n + q + 645] + w[1897]*x[1176*n + q + 646] + w[1898]*x[1176*n + q + 647] + w[1899]*x[1176*n + q + 648] + w[1900]*x[1176*n + q + 784] + w[1901]*x[1176*n + q + 785] + w[1902]*x[1176*n + q + 786] + w[1903]*x[1176*n + q + 787] + w[1904]*x[1176*n + q + 788] + w[1905]*x[1176*n + q + 798] + w[1906]*x[1176*n + q + 799] + w[1907]*x[1176*n + q + 800] + w[1908]*x[1176*n + q + 801] + w[1909]*x[1176*n + q + 802] + w[1910]*x[1176*n + q + 812] + w[1911]*x[1176*n + q + 813] + w[1912]*x[1176*n + q + 814] + w[1913]*x[1176*n + q + 815] + w[1914]*x[1176*n + q + 816] + w[1915]*x[1176*n + q + 826] + w[1916]*x[1176*n + q + 827] + w[1917]*x[1176*n + q + 828] + w[1918]*x[1176*n + q + 829] + w[1919]*x[1176*n + q + 830] + w[1920]*x[1176*n + q + 840] + w[1921]*x[1176*n + q + 841] + w[1922]*x[1176*n + q + 842] + w[1923]*x[1176*n + q + 843] + w[1924]*x[1176*n + q + 844];
+                    t[q + 1768] = w[1975]*x[1176*n + q + 196] + w[1976]*x[1176*n + q + 197] + w[1977]*x[1176*n + q + 198] + w[1978]*x[1176*n + q + 199] + w[1979]*x[1176*n + q + 200] + w[1980]*x[1176*n + q + 210] + w[1981]*x[1176*n + q + 211] + w[1982]*x[1176*n + q + 212] + w[1983]*x[1176*n + q + 213] + w[1984]*x[1176*n + q + 214] + w[1985]*x[1176*n + q + 224] + w[1986]*x[1176*n + q + 225] + w[1987]*x[1176*n + q + 226] + w[1988]*x[1176*n + q + 227] + w[1989]*x[1176*n + q + 228] + w[1990]*x[1176*n + q + 238] + w[1991]*x[1176*n + q + 239] + w[1992]*x[1176*n + q + 240] + w[1993]*x[1176*n + q + 241] + w[1994]*x[1176*n + q + 242] + w[1995]*x[1176*n + q + 252] + w[1996]*x[1176*n + q + 253] + w[1997]*x[1176*n + q + 254] + w[1998]*x[1176*n + q + 255] + w[1999]*x[1176*n + q + 256] + w[2000]*x[1176*n + q + 392] + w[2001]*x[1176*n + q + 393] + w[2002]*x[1176*n + q + 394] + w[2003]*x[1176*n + q + 395] + w[2004]*x[1176*n + q + 396] + w[2005]*x[1176*n + q + 406] + w[2006]*x[1176*n + q + 407] + w[2007]*x[1176*n + q + 408] + w[2008]*x[1176*n + q + 409] + w[2009]*x[1176*n + q + 410] + w[2010]*x[1176*n + q + 420] + w[2011]*x[1176*n + q + 421] + w[2012]*x[1176*n + q + 422] + w[2013]*x[1176*n + q + 423] + w[2014]*x[1176*n + q + 424] + w[2015]*x[1176*n + q + 434] + w[2016]*x[1176*n + q + 435] + w[2017]*x[1176*n + q + 436] + w[2018]*x[1176*n + q + 437] + w[2019]*x[1176*n + q + 438] + w[2020]*x[1176*n + q + 448] + w[2021]*x[1176*n + q + 449] + w[2022]*x[1176*n + q + 450] + w[2023]*x[1176*n + q + 451] + w[2024]*x[1176*n + q + 452] + w[2050]*x[1176*n + q + 784] + w[2051]*x[1176*n + q + 785] + w[2052]*x[1176*n + q + 786] + w[2053]*x[1176*n + q + 787] + w[2054]*x[1176*n + q + 788] + w[2055]*x[1176*n + q + 798] + w[2056]*x[1176*n + q + 799] + w[2057]*x[1176*n + q + 800] + w[2058]*x[1176*n + q + 801] + w[2059]*x[1176*n + q + 802] + w[2060]*x[1176*n + q + 812] + w[2061]*x[1176*n + q + 813] + w[2062]*x[1176*n + q + 814] + w[2063]*x[1176*n + q + 815] + w[2064]*x[1176*n + q + 816] + w[2065]*x[1176*n + q + 826] + w[2066]*x[1176*n + q + 827] + w[2067]*x[1176*n + q + 828] + w[2068]*x[1176*n + q + 829] + w[2069]*x[1176*n + q + 830] + w[2070]*x[1176*n + q + 840] + w[2071]*x[1176*n + q + 841] + w[2072]*x[1176*n + q + 842] + w[2073]*x[1176*n + q + 843] + w[2074]*x[1176*n + q + 844] + w[2075]*x[1176*n + q + 980] + w[2076]*x[1176*n + q + 981] + w[2077]*x[1176*n + q + 982] + w[2078]*x[1176*n + q + 983] + w[2079]*x[1176*n + q + 984] + w[2080]*x[1176*n + q + 994] + w[2081]*x[1176*n + q + 995] + w[2082]*x[1176*n + q + 996] + w[2083]*x[1176*n + q + 997] + w[2084]*x[1176*n + q + 998] + w[2085]*x[1176*n + q + 1008] + w[2086]*x[1176*n + q + 1009] + w[2087]*x[1176*n + q + 1010] + w[2088]*x[1176*n + q + 1011] + w[2089]*x[1176*n + q + 1012] + w[2090]*x[1176*n + q + 1022] + w[2091]*x[1176*n + q + 1023] + w[2092]*x[1176*n + q + 1024] + w[2093]*x[1176*n + q + 1025] + w[2094]*x[1176*n + q + 1026] + w[2095]*x[1176*n + q + 1036] + w[2096]*x[1176*n + q + 1037] + w[2097]*x[1176*n + q + 1038] + w[2098]*x[1176*n + q + 1039] + w[2099]*x[1176*n + q + 1040];
+                    t[q + 1904] = w[2100]*x[1176*n + q] + w[2101]*x[1176*n + q + 1] + w[2102]*x[1176*n + q + 2] + w[2103]*x[1176*n + q + 3] + w[2104]*x[1176*n + q + 4] + w[2105]*x[1176*n + q + 14] + w[2106]*x[1176*n + q + 15] + w[2107]*x[1176*n + q + 16] + w[2108]*x[1176*n + q + 17] + w[2109]*x[1176*n + q + 18] + w[2110]*x[1176*n + q + 28] + w[2111]*x[1176*n + q + 29] + w[2112]*x[1176*n + q + 30] + w[2113]*x[1176*n + q + 31] + w[2114]*x[1176*n + q + 32] + w[2115]*x[1176*n + q + 42] + w[2116]*x[1176*n + q + 43] + w[2117]*x[1176*n + q + 44] + w[2118]*x[1176*n + q + 45] + w[2119]*x[1176*n + q + 46] + w[2120]*x[1176*n + q + 56] + w[2121]*x[1176*n + q + 57] + w[2122]*x[1176*n + q + 58] + w[2123]*x[1176*n + q + 59] + w[2124]*x[1176*n + q + 60] + w[2150]*x[1176*n + q + 392] + w[2151]*x[1176*n + q + 393] + w[2152]*x[1176*n + q + 394] + w[2153]*x[1176*n + q + 395] + w[2154]*x[1176*n + q + 396] + w[2155]*x[1176*n + q + 406] + w[2156]*x[1176*n + q + 407] + w[2157]*x[1176*n + q + 408] + w[2158]*x[1176*n + q + 409] + w[2159]*x[1176*n + q + 410] + w[2160]*x[1176*n + q + 420] + w[2161]*x[1176*n + q + 421] + w[2162]*x[1176*n + q + 422] + w[2163]*x[1176*n + q + 423] + w[2164]*x[1176*n + q + 424] + w[2165]*x[1176*n + q + 434] + w[2166]*x[1176*n + q + 435] + w[2167]*x[1176*n + q + 436] + w[2168]*x[1176*n + q + 437] + w[2169]*x[1176*n + q + 438] + w[2170]*x[1176*n + q + 448] + w[2171]*x[1176*n + q + 449] + w[2172]*x[1176*n + q + 450] + w[2173]*x[1176*n + q + 451] + w[2174]*x[1176*n + q + 452] + w[2175]*x[1176*n + q + 588] + w[2176]*x[1176*n + q + 589] + w[2177]*x[1176*n + q + 590] + w[2178]*x[1176*n + q + 591] + w[2179]*x[1176*n + q + 592] + w[2180]*x[1176*n + q + 602] + w[2181]*x[1176*n + q + 603] + w[2182]*x[1176*n + q + 604] + w[2183]*x[1176*n + q + 605] + w[2184]*x[1176*n + q + 606] + w[2185]*x[1176*n + q + 616] + w[2186]*x[1176*n + q + 617] + w[2187]*x[1176*n + q + 618] + w[2188]*x[1176*n + q + 619] + w[2189]*x[1176*n + q + 620] + w[2190]*x[1176*n + q + 630] + w[2191]*x[1176*n + q + 631] + w[2192]*x[1176*n + q + 632] + w[2193]*x[1176*n + q + 633] + w[2194]*x[1176*n + q + 634] + w[2195]*x[1176*n + q + 644] + w[2196]*x[1176*n + q + 645] + w[2197]*x[1176*n + q + 646] + w[2198]*x[1176*n + q + 647] + w[2199]*x[1176*n + q + 648] + w[2225]*x[1176*n + q + 980] + w[2226]*x[1176*n + q + 981] + w[2227]*x[1176*n + q + 982] + w[2228]*x[1176*n + q + 983] + w[2229]*x[1176*n + q + 984] + w[2230]*x[1176*n + q + 994] + w[2231]*x[1176*n + q + 995] + w[2232]*x[1176*n + q + 996] + w[2233]*x[1176*n + q + 997] + w[2234]*x[1176*n + q + 998] + w[2235]*x[1176*n + q + 1008] + w[2236]*x[1176*n + q + 1009] + w[2237]*x[1176*n + q + 1010] + w[2238]*x[1176*n + q + 1011] + w[2239]*x[1176*n + q + 1012] + w[2240]*x[1176*n + q + 1022] + w[2241]*x[1176*n + q + 1023] + w[2242]*x[1176*n + q + 1024] + w[2243]*x[1176*n + q + 1025] + w[2244]*x[1176*n + q + 1026] + w[2245]*x[1176*n + q + 1036] + w[2246]*x[1176*n + q + 1037] + w[2247]*x[1176*n + q + 1038] + w[2248]*x[1176*n + q + 1039] + w[2249]*x[1176*n + q + 1040];
+                    t[q + 2040] = w[2250]*x[1176*n + q] + w[2251]*x[1176*n + q + 1] + w[2252]*x[1176*n + q + 2] + w[2253]*x[1176*n + q + 3] + w[2254]*x[1176*n + q + 4] + w[2255]*x[1176*n + q + 14] + w[2256]*x[1176*n + q + 15] + w[2257]*x[1176*n + q + 16] + w[2258]*x[1176*n + q + 17] + w[2259]*x[1176*n + q + 18] + w[2260]*x[1176*n + q + 28] + w[2261]*x[1176*n + q + 29] + w[2262]*x[1176*n + q + 30] + w[2263]*x[1176*n + q + 31] + w[2264]*x[1176*n + q + 32] + w[2265]*x[1176*n + q + 42] + w[2266]*x[1176*n + q + 43] + w[2267]*x[1176*n + q + 44] + w[2268]*x[1176*n + q + 45] + w[2269]*x[1176*n + q + 46] + w[2270]*x[1176*n + q + 56] + w[2271]*x[1176*n + q + 57] + w[2272]*x[1176*n + q + 58] + w[2273]*x[1176*n + q + 59] + w[2274]*x[1176*n + q + 60] + w[2275]*x[1176*n + q + 196] + w[2276]*x[1176*n + q + 197] + w[2277]*x[1176*n + q + 198] + w[2278]*x[1176*n + q + 199] + w[2279]*x[1176*n + q + 200] + w[2280]*x[1176*n + q + 210] + w[2281]*x[1176*n + q + 211] + w[2282]*x[1176*n + q + 212] + w[2283]*x[1176*n + q + 213] + w[2284]*x[1176*n + q + 214] + w[2285]*x[1176*n + q + 224] + w[2286]*x[1176*n + q + 225] + w[2287]*x[1176*n + q + 226] + w[2288]*x[1176*n + q + 227] + w[2289]*x[1176*n + q + 228] + w[2290]*x[1176*n + q + 238] + w[2291]*x[1176*n + q + 239] + w[2292]*x[1176*n + q + 240] + w[2293]*x[1176*n + q + 241] + w[2294]*x[1176*n + q + 242] + w[2295]*x[1176*n + q + 252] + w[2296]*x[1176*n + q + 253] + w[2297]*x[1176*n + q + 254] + w[2298]*x[1176*n + q + 255] + w[2299]*x[1176*n + q + 256] + w[2300]*x[1176*n + q + 392] + w[2301]*x[1176*n + q + 393] + w[2302]*x[1176*n + q + 394] + w[2303]*x[1176*n + q + 395] + w[2304]*x[1176*n + q + 396] + w[2305]*x[1176*n + q + 406] + w[2306]*x[1176*n + q + 407] + w[2307]*x[1176*n + q + 408] + w[2308]*x[1176*n + q + 409] + w[2309]*x[1176*n + q + 410] + w[2310]*x[1176*n + q + 420] + w[2311]*x[1176*n + q + 421] + w[2312]*x[1176*n + q + 422] + w[2313]*x[1176*n + q + 423] + w[2314]*x[1176*n + q + 424] + w[2315]*x[1176*n + q + 434] + w[2316]*x[1176*n + q + 435] + w[2317]*x[1176*n + q + 436] + w[2318]*x[1176*n + q + 437] + w[2319]*x[1176*n + q + 438] + w[2320]*x[1176*n + q + 448] + w[2321]*x[1176*n + q + 449] + w[2322]*x[1176*n + q + 450] + w[2323]*x[1176*n + q + 451] + w[2324]*x[1176*n + q + 452] + w[2325]*x[1176*n + q + 588] + w[2326]*x[1176*n + q + 589] + w[2327]*x[1176*n + q + 590] + w[2328]*x[1176*n + q + 591] + w[2329]*x[1176*n + q + 592] + w[2330]*x[1176*n + q + 602] + w[2331]*x[1176*n + q + 603] + w[2332]*x[1176*n + q + 604] + w[2333]*x[1176*n + q + 605] + w[2334]*x[1176*n + q + 606] + w[2335]*x[1176*n + q + 616] + w[2336]*x[1176*n + q + 617] + w[2337]*x[1176*n + q + 618] + w[2338]*x[1176*n + q + 619] + w[2339]*x[1176*n + q + 620] + w[2340]*x[1176*n + q + 630] + w[2341]*x[1176*n + q + 631] + w[2342]*x[1176*n + q + 632] + w[2343]*x[1176*n + q + 633] + w[2344]*x[1176*n + q + 634] + w[2345]*x[1176*n + q + 644] + w[2346]*x[1176*n + q + 645] + w[2347]*x[1176*n + q + 646] + w[2348]*x[1176*n + q + 647] + w[2349]*x[1176*n + q + 648] + w[2350]*x[1176*n + q + 784] + w[2351]*x[1176*n + q + 785] + w[2352]*x[1176*n + q + 786] + w[2353]*x[1176*n + q + 787] + w[2354]*x[1176*n + q + 788] + w[2355]*x[1176*n + q + 798] + w[2356]*x[1176*n + q + 799] + w[2357]*x[1176*n + q + 800] + w[2358]*x[1176*n + q + 801] + w[2359]*x[1176*n + q + 802] + w[2360]*x[1176*n + q + 812] + w[2361]*x[1176*n + q + 813] + w[2362]*x[1176*n + q + 814] + w[2363]*x[1176*n + q + 815] + w[2364]*x[1176*n + q + 816] + w[2365]*x[1176*n + q + 826] + w[2366]*x[1176*n + q + 827] + w[2367]*x[1176*n + q + 828] + w[2368]*x[1176*n + q + 829] + w[2369]*x[1176*n + q + 830] + w[2370]*x[1176*n + q + 840] + w[2371]*x[1176*n + q + 841] + w[2372]*x[1176*n + q + 842] + w[2373]*x[1176*n + q + 843] + w[2374]*x[1176*n + q + 844] + w[2375]*x[1176*n + q + 980] + w[2376]*x[1176*n + q + 981] + w[2377]*x[1176*n + q + 982] + w[2378]*x[1176*n + q + 983] + w[2379]*x[1176*n + q + 984] + w[2380]*x[1176*n + q + 994] + w[2381]*x[1176*n + q + 995] + w[2382]*x[1176*n + q + 996] + w[2383]*x[1176*n + q + 997] + w[2384]*x[1176*n + q + 998] + w[2385]*x[1176*n + q + 1008] + w[2386]*x[1176*n + q + 1009] + w[2387]*x[1176*n + q + 1010] + w[2388]*x[1176*n + q + 1011] + w[2389]*x[1176*n + q + 1012] + w[2390]*x[1176*n + q + 1022] + w[2391]*x[1176*n + q + 1023] + w[2392]*x[1176*n + q + 1024] + w[2393]*x[1176*n + q + 1025] + w[2394]*x[1176*n + q + 1026] + w[2395]*x[1176*n + q + 1036] + w[2396]*x[1176*n + q + 1037] + w[2397]*x[1176*n + q + 1038] + w[2398]*x[1176*n + q + 1039] + w[2399]*x[1176*n + q + 1040];
+                }
+                for (int64_t i = 0; i < 10; ++i) {
+                    for (int64_t j = 0; j < 10; ++j) {
+                        y[10*i + j + 1600*n] += t[14*i + j];
+                    }
+                }
+                for (int64_t i = 0; i < 10; ++i) {
+                    for (int64_t j = 0; j < 10; ++j) {
+                        y[10*i + j + 1600*n + 100] += t[14*i + j + 136];
+                    }
+                }
+                for (int64_t i = 0; i < 10; ++i) {
+                    for (int64_t j = 0; j < 10; ++j) {
+                        y[10*i + j + 1600*n + 200] += t[14*i + j + 272];
+                    }
+                }
+                for (int64_t i = 0; i < 10; ++i) {
+                    for (int64_t j = 0; j < 10; ++j) {
+                        y[10*i + j + 1600*n + 300] += t[14*i + j + 408];
+                    }
+                }
+                for (int64_t i = 0; i < 10; ++i) {
+                    for (int64_t j = 0; j < 10; ++j) {
+                        y[10*i + j + 1600*n + 400] += t[14*i + j + 544];
+                    }
+                }
+                for (int64_t i = 0; i < 10; ++i) {
+                    for (int64_t j = 0; j < 10; ++j) {
+                        y[10*i + j + 1600*n + 500] += t[14*i + j + 680];
+                    }
+                }
+                for (int64_t i = 0; i < 10; ++i) {
+                    for (int64_t j = 0; j < 10; ++j) {
+                        y[10*i + j + 1600*n + 600] += t[14*i + j + 816];
+                    }
+                }
+                for (int64_t i = 0; i < 10; ++i) {
+                    for (int64_t j = 0; j < 10; ++j) {
+                        y[10*i + j + 1600*n + 700] += t[14*i + j + 952];
+                    }
+                }
+                for (int64_t i = 0; i < 10; ++i) {
+                    for (int64_t j = 0; j < 10; ++j) {
+                        y[10*i + j + 1600*n + 800] += t[14*i + j + 1088];
+                    }
+                }
+                for (int64_t i = 0; i < 10; ++i) {
+                    for (int64_t j = 0; j < 10; ++j) {
+                        y[10*i + j + 1600*n + 900] += t[14*i + j + 1224];
+                    }
+                }
+                for (int64_t i = 0; i < 10; ++i) {
+                    for (int64_t j = 0; j < 10; ++j) {
+                        y[10*i + j + 1600*n + 1000] += t[14*i + j + 1360];
+                    }
+                }
+                for (int64_t i = 0; i < 10; ++i) {
+                    for (int64_t j = 0; j < 10; ++j) {
+                        y[10*i + j + 1600*n + 1100] += t[14*i + j + 1496];
+                    }
+                }
+                for (int64_t i = 0; i < 10; ++i) {
+                    for (int64_t j = 0; j < 10; ++j) {
+                        y[10*i + j + 1600*n + 1200] += t[14*i + j + 1632];
+                    }
+                }
+                for (int64_t i = 0; i < 10; ++i) {
+                    for (int64_t j = 0; j < 10; ++j) {
+                        y[10*i + j + 1600*n + 1300] += t[14*i + j + 1768];
+                    }
+                }
+                for (int64_t i = 0; i < 10; ++i) {
+                    for (int64_t j = 0; j < 10; ++j) {
+                        y[10*i + j + 1600*n + 1400] += t[14*i + j + 1904];
+                    }
+                }
+                for (int64_t i = 0; i < 10; ++i) {
+                    for (int64_t j = 0; j < 10; ++j) {
+                        y[10*i + j + 1600*n + 1500] += t[14*i + j + 2040];
+                    }
+                }
+            }
+        }
+    } else
 #endif
     for (int64_t n = 0; n < N; ++n) {
         {
@@ -2342,7 +3942,18 @@ void symconv_conv2d_forward_C3_f32(const float *restrict x, const float *restric
 void symconv_conv2d_forward_C3_f64(const double *restrict x, const double *restrict w, const double *restrict b, double *restrict y, int64_t N)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (1600*N) >= 262144)
+    if ((N) > 1 && (1600*N) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t n = 0; n < N; ++n) {
+            for (int64_t k = 0; k < 16; ++k) {
+                for (int64_t i = 0; i < 10; ++i) {
+                    for (int64_t j = 0; j < 10; ++j) {
+                        y[10*i + j + 100*k + 1600*n] = b[k];
+                    }
+                }
+            }
+        }
+    } else
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t k = 0; k < 16; ++k) {
@@ -2354,7 +3965,112 @@ void symconv_conv2d_forward_C3_f64(const double *restrict x, const double *restr
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (9600*N) >= 262144)
+    if ((N) > 1 && (9600*N) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t n = 0; n < N; ++n) {
+            {
+                double t[2176];
+                for (int64_t q = 0; q < 136; ++q) {
+                    t[q] = w[0]*x[1176*n + q] + w[1]*x[1176*n + q + 1] + w[2]*x[1176*n + q + 2] + w[3]*x[1176*n + q + 3] + w[4]*x[1176*n + q + 4] + w[5]*x[1176*n + q + 14] + w[6]*x[1176*n + q + 15] + w[7]*x[1176*n + q + 16] + w[8]*x[1176*n + q + 17] + w[9]*x[1176*n + q + 18] + w[10]*x[1176*n + q + 28] + w[11]*x[1176*n + q + 29] + w[12]*x[1176*n + q + 30] + w[13]*x[1176*n + q + 31] + w[14]*x[1176*n + q + 32] + w[15]*x[1176*n + q + 42] + w[16]*x[1176*n + q + 43] + w[17]*x[1176*n + q + 44] + w[18]*x[1176*n + q + 45] + w[19]*x[1176*n + q + 46] + w[20]*x[1176*n + q + 56] + w[21]*x[1176*n + q + 57] + w[22]*x[1176*n + q + 58] + w[23]*x[1176*n + q + 59] + w[24]*x[1176*n + q + 60] + w[25]*x[1176*n + q + 196] + w[26]*x[1176*n + q + 197] + w[27]*x[1176*n + q + 198] + w[28]*x[1176*n + q + 199] + w[29]*x[1176*n + q + 200] + w[30]*x[1176*n + q + 210] + w[31]*x[1176*n + q + 211] + w[32]*x[1176*n + q + 212] + w[33]*x[1176*n + q + 213] + w[34]*x[1176*n + q + 214] + w[35]*x[1176*n + q + 224] + w[36]*x[1176*n + q + 225] + w[37]*x[1176*n + q + 226] + w[38]*x[1176*n + q + 227] + w[39]*x[1176*n + q + 228] + w[40]*x[1176*n + q + 238] + w[41]*x[1176*n + q + 239] + w[42]*x[1176*n + q + 240] + w[43]*x[1176*n + q + 241] + w[44]*x[1176*n + q + 242] + w[45]*x[1176*n + q + 252] + w[46]*x[1176*n + q + 253] + w[47]*x[1176*n + q + 254] + w[48]*x[1176*n + q + 255] + w[49]*x[1176*n + q + 256] + w[50]*x[1176*n + q + 392] + w[51]*x[1176*n + q + 393] + w[52]*x[1176*n + q + 394] + w[53]*x[1176*n + q + 395] + w[54]*x[1176*n + q + 396] + w[55]*x[1176*n + q + 406] + w[56]*x[1176*n + q + 407] + w[57]*x[1176*n + q + 408] + w[58]*x[1176*n + q + 409] + w[59]*x[1176*n + q + 410] + w[60]*x[1176*n + q + 420] + w[61]*x[1176*n + q + 421] + w[62]*x[1176*n + q + 422] + w[63]*x[1176*n + q + 423] + w[64]*x[1176*n + q + 424] + w[65]*x[1176*n + q + 434] + w[66]*x[1176*n + q + 435] + w[67]*x[1176*n + q + 436] + w[68]*x[1176*n + q + 437] + w[69]*x[1176*n + q + 438] + w[70]*x[1176*n + q + 448] + w[71]*x[1176*n + q + 449] + w[72]*x[1176*n + q + 450] + w[73]*x[1176*n + q + 451] + w[74]*x[1176*n + q + 452];
+                    t[q + 136] = w[175]*x[1176*n + q + 196] + w[176]*x[1176*n + q + 197] + w[177]*x[1176*n + q + 198] + w[178]*x[1176*n + q + 199] + w[179]*x[1176*n + q + 200] + w[180]*x[1176*n + q + 210] + w[181]*x[1176*n + q + 211] + w[182]*x[1176*n + q + 212] + w[183]*x[1176*n + q + 213] + w[184]*x[1176*n + q + 214] + w[185]*x[1176*n + q + 224] + w[186]*x[1176*n + q + 225] + w[187]*x[1176*n + q + 226] + w[188]*x[1176*n + q + 227] + w[189]*x[1176*n + q + 228] + w[190]*x[1176*n + q + 238] + w[191]*x[1176*n + q + 239] + w[192]*x[1176*n + q + 240] + w[193]*x[1176*n + q + 241] + w[194]*x[1176*n + q + 242] + w[195]*x[1176*n + q + 252] + w[196]*x[1176*n + q + 253] + w[197]*x[1176*n + q + 254] + w[198]*x[1176*n + q + 255] + w[199]*x[1176*n + q + 256] + w[200]*x[1176*n + q + 392] + w[201]*x[1176*n + q + 393] + w[202]*x[1176*n + q + 394] + w[203]*x[1176*n + q + 395] + w[204]*x[1176*n + q + 396] + w[205]*x[1176*n + q + 406] + w[206]*x[1176*n + q + 407] + w[207]*x[1176*n + q + 408] + w[208]*x[1176*n + q + 409] + w[209]*x[1176*n + q + 410] + w[210]*x[1176*n + q + 420] + w[211]*x[1176*n + q + 421] + w[212]*x[1176*n + q + 422] + w[213]*x[1176*n + q + 423] + w[214]*x[1176*n + q + 424] + w[215]*x[1176*n + q + 434] + w[216]*x[1176*n + q + 435] + w[217]*x[1176*n + q + 436] + w[218]*x[1176*n + q + 437] + w[219]*x[1176*n + q + 438] + w[220]*x[1176*n + q + 448] + w[221]*x[1176*n + q + 449] + w[222]*x[1176*n + q + 450] + w[223]*x[1176*n + q + 451] + w[224]*x[1176*n + q + 452] + w[225]*x[1176*n + q + 588] + w[226]*x[1176*n + q + 589] + w[227]*x[1176*n + q + 590] + w[228]*x[1176*n + q + 591] + w[229]*x[1176*n + q + 592] + w[230]*x[1176*n + q + 602] + w[231]*x[1176*n + q + 603] + w[232]*x[1176*n + q + 604] + w[233]*x[1176*n + q + 605] + w[234]*x[1176*n + q + 606] + w[235]*x[1176*n + q + 616] + w[236]*x[1176*n + q + 617] + w[237]*x[1176*n + q + 618] + w[238]*x[1176*n + q + 619] + w[239]*x[1176*n + q + 620] + w[240]*x[1176*n + q + 630] + w[241]*x[1176*n + q + 631] + w[242]*x[1176*n + q + 632] + w[243]*x[1176*n + q + 633] + w[244]*x[1176*n + q + 634] + w[245]*x[1176*n + q + 644] + w[246]*x[1176*n + q + 645] + w[247]*x[1176*n + q + 646] + w[248]*x[1176*n + q + 647] + w[249]*x[1176*n + q + 648];
+                    t[q + 272] = w[350]*x[1176*n + q + 392] + w[351]*x[1176*n + q + 393] + w[352]*x[1176*n + q + 394] + w[353]*x[1176*n + q + 395] + w[354]*x[1176*n + q + 396] + w[355]*x[1176*n + q + 406] + w[356]*x[1176*n + q + 407] + w[357]*x[1176*n + q + 408] + w[358]*x[1176*n + q + 409] + w[359]*x[1176*n + q + 410] + w[360]*x[1176*n + q + 420] + w[361]*x[1176*n + q + 421] + w[362]*x[1176*n + q + 422] + w[363]*x[1176*n + q + 423] + w[364]*x[1176*n + q + 424] + w[365]*x[1176*n + q + 434] + w[366]*x[1176*n + q + 435] + w[367]*x[1176*n + q + 436] + w[368]*x[1176*n + q + 437] + w[369]*x[1176*n + q + 438] + w[370]*x[1176*n + q + 448] + w[371]*x[1176*n + q + 449] + w[372]*x[1176*n + q + 450] + w[373]*x[1176*n + q + 451] + w[374]*x[1176*n + q + 452] + w[375]*x[1176*n + q + 588] + w[376]*x[1176*n + q + 589] + w[377]*x[1176*n + q + 590] + w[378]*x[1176*n + q + 591] + w[379]*x[1176*n + q + 592] + w[380]*x[1176*n + q + 602] + w[381]*x[1176*n + q + 603] + w[382]*x[1176*n + q + 604] + w[383]*x[1176*n + q + 605] + w[384]*x[1176*n + q + 606] + w[385]*x[1176*n + q + 616] + w[386]*x[1176*n + q + 617] + w[387]*x[1176*n + q + 618] + w[388]*x[1176*n + q + 619] + w[389]*x[1176*n + q + 620] + w[390]*x[1176*n + q + 630] + w[391]*x[1176*n + q + 631] + w[392]*x[1176*n + q + 632] + w[393]*x[1176*n + q + 633] + w[394]*x[1176*n + q + 634] + w[395]*x[1176*n + q + 644] + w[396]*x[1176*n + q + 645] + w[397]*x[1176*n + q + 646] + w[398]*x[1176*n + q + 647] + w[399]*x[1176*n + q + 648] + w[400]*x[1176*n + q + 784] + w[401]*x[1176*n + q + 785] + w[402]*x[1176*n + q + 786] + w[403]*x[1176*n + q + 787] + w[404]*x[1176*n + q + 788] + w[405]*x[1176*n + q + 798] + w[406]*x[1176*n + q + 799] + w[407]*x[1176*n + q + 800] + w[408]*x[1176*n + q + 801] + w[409]*x[1176*n + q + 802] + w[410]*x[1176*n + q + 812] + w[411]*x[1176*n + q + 813] + w[412]*x[1176*n + q + 814] + w[413]*x[1176*n + q + 815] + w[414]*x[1176*n + q + 816] + w[415]*x[1176*n + q + 826] + w[416]*x[1176*n + q + 827] + w[417]*x[1176*n + q + 828] + w[418]*x[1176*n + q + 829] + w[419]*x[1176*n + q + 830] + w[420]*x[1176*n + q + 840] + w[421]*x[1176*n + q + 841] + w[422]*x[1176*n + q + 842] + w[423]*x[1176*n + q + 843] + w[424]*x[1176*n + q + 844];
+                    t[q + 408] = w[525]*x[1176*n + q + 588] + w[526]*x[1176*n + q + 589] + w[527]*x[1176*n + q + 590] + w[528]*x[1176*n + q + 591] + w[529]*x[1176*n + q + 592] + w[530]*x[1176*n + q + 602] + w[531]*x[1176*n + q + 603] + w[532]*x[1176*n + q + 604] + w[533]*x[1176*n + q + 605] + w[534]*x[1176*n + q + 606] + w[535]*x[1176*n + q + 616] + w[536]*x[1176*n + q + 617] + w[537]*x[1176*n + q + 618] + w[538]*x[1176*n + q + 619] + w[539]*x[1176*n + q + 620] + w[540]*x[1176*n + q + 630] + w[541]*x[1176*n + q + 631] + w[542]*x[1176*n + q + 632] + w[543]*x[1176*n + q + 633] + w[544]*x[1176*n + q + 634] + w[545]*x[1176*n + q + 644] + w[546]*x[1176*n + q + 645] + w[547]*x[1176*n + q + 646] + w[548]*x[1176*n + q + 647] + w[549]*x[1176*n + q + 648] + w[550]*x[1176*n + q + 784] + w[551]*x[1176*n + q + 785] + w[552]*x[1176*n + q + 786] + w[553]*x[1176*n + q + 787] + w[554]*x[1176*n + q + 788] + w[555]*x[1176*n + q + 798] + w[556]*x[1176*n + q + 799] + w[557]*x[1176*n + q + 800] + w[558]*x[1176*n + q + 801] + w[559]*x[1176*n + q + 802] + w[560]*x[1176*n + q + 812] + w[561]*x[1176*n + q + 813] + w[562]*x[1176*n + q + 814] + w[563]*x[1176*n + q + 815] + w[564]*x[1176*n + q + 816] + w[565]*x[1176*n + q + 826] + w[566]*x[1176*n + q + 827] + w[567]*x[1176*n + q + 828] + w[568]*x[1176*n + q + 829] + w[569]*x[1176*n + q + 830] + w[570]*x[1176*n + q + 840] + w[571]*x[1176*n + q + 841] + w[572]*x[1176*n + q + 842] + w[573]*x[1176*n + q + 843] + w[574]*x[1176*n + q + 844] + w[575]*x[1176*n + q + 980] + w[576]*x[1176*n + q + 981] + w[577]*x[1176*n + q + 982] + w[578]*x[1176*n + q + 983] + w[579]*x[1176*n + q + 984] + w[580]*x[1176*n + q + 994] + w[581]*x[1176*n + q + 995] + w[582]*x[1176*n + q + 996] + w[583]*x[1176*n + q + 997] + w[584]*x[1176*n + q + 998] + w[585]*x[1176*n + q + 1008] + w[586]*x[1176*n + q + 1009] + w[587]*x[1176*n + q + 1010] + w[588]*x[1176*n + q + 1011] + w[589]*x[1176*n + q + 1012] + w[590]*x[1176*n + q + 1022] + w[591]*x[1176*n + q + 1023] + w[592]*x[1176*n + q + 1024] + w[593]*x[1176*n + q + 1025] + w[594]*x[1176*n + q + 1026] + w[595]*x[1176*n + q + 1036] + w[596]*x[1176*n + q + 1037] + w[597]*x[1176*n + q + 1038] + w[598]*x[1176*n + q + 1039] + w[599]*x[1176*n + q + 1040];
+                    t[q + 544] = w[600]*x[1176*n + q] + w[601]*x[1176*n + q + 1] + w[602]*x[1176*n + q + 2] + w[603]*x[1176*n + q + 3] + w[604]*x[1176*n + q + 4] + w[605]*x[1176*n + q + 14] + w[606]*x[1176*n + q + 15] + w[607]*x[1176*n + q + 16] + w[608]*x[1176*n + q + 17] + w[609]*x[1176*n + q + 18] + w[610]*x[1176*n + q + 28] + w[611]*x[1176*n + q + 29] + w[612]*x[1176*n + q + 30] + w[613]*x[1176*n + q + 31] + w[614]*x[1176*n + q + 32] + w[615]*x[1176*n + q + 42] + w[616]*x[1176*n + q + 43] + w[617]*x[1176*n + q + 44] + w[618]*x[1176*n + q + 45] + w[619]*x[1176*n + q + 46] + w[620]*x[1176*n + q + 56] + w[621]*x[1176*n + q + 57] + w[622]*x[1176*n + q + 58] + w[623]*x[1176*n + q + 59] + w[624]*x[1176*n + q + 60] + w[700]*x[1176*n + q + 784] + w[701]*x[1176*n + q + 785] + w[702]*x[1176*n + q + 786] + w[703]*x[1176*n + q + 787] + w[704]*x[1176*n + q + 788] + w[705]*x[1176*n + q + 798] + w[706]*x[1176*n + q + 799] + w[707]*x[1176*n + q + 800] + w[708]*x[1176*n + q + 801] + w[709]*x[1176*n + q + 802] + w[710]*x[1176*n + q + 812] + w[711]*x[1176*n + q + 813] + w[712]*x[1176*n + q + 814] + w[713]*x[1176*n + q + 815] + w[714]*x[1176*n + q + 816] + w[715]*x[1176*n + q + 826] + w[716]*x[1176*n + q + 827] + w[717]*x[1176*n + q + 828] + w[718]*x[1176*n + q + 829] + w[719]*x[1176*n + q + 830] + w[720]*x[1176*n + q + 840] + w[721]*x[1176*n + q + 841] + w[722]*x[1176*n + q + 842] + w[723]*x[1176*n + q + 843] + w[724]*x[1176*n + q + 844] + w[725]*x[1176*n + q + 980] + w[726]*x[1176*n + q + 981] + w[727]*x[1176*n + q + 982] + w[728]*x[1176*n + q + 983] + w[729]*x[1176*n + q + 984] + w[730]*x[1176*n + q + 994] + w[731]*x[1176*n + q + 995] + w[732]*x[1176*n + q + 996] + w[733]*x[1176*n + q + 997] + w[734]*x[1176*n + q + 998] + w[735]*x[1176*n + q + 1008] + w[736]*x[1176*n + q + 1009] + w[737]*x[1176*n + q + 1010] + w[738]*x[1176*n + q + 1011] + w[739]*x[1176*n + q + 1012] + w[740]*x[1176*n + q + 1022] + w[741]*x[1176*n + q + 1023] + w[742]*x[1176*n + q + 1024] + w[743]*x[1176*n + q + 1025] + w[744]*x[1176*n + q + 1026] + w[745]*x[1176*n + q + 1036] + w[746]*x[1176*n + q + 1037] + w[747]*x[1176*n + q + 1038] + w[748]*x[1176*n + q + 1039] + w[749]*x[1176*n + q + 1040];
+                    t[q + 680] = w[750]*x[1176*n + q] + w[751]*x[1176*n + q + 1] + w[752]*x[1176*n + q + 2] + w[753]*x[1176*n + q + 3] + w[754]*x[1176*n + q + 4] + w[755]*x[1176*n + q + 14] + w[756]*x[1176*n + q + 15] + w[757]*x[1176*n + q + 16] + w[758]*x[1176*n + q + 17] + w[759]*x[1176*n + q + 18] + w[760]*x[1176*n + q + 28] + w[761]*x[1176*n + q + 29] + w[762]*x[1176*n + q + 30] + w[763]*x[1176*n + q + 31] + w[764]*x[1176*n + q + 32] + w[765]*x[1176*n + q + 42] + w[766]*x[1176*n + q + 43] + w[767]*x[1176*n + q + 44] + w[768]*x[1176*n + q + 45] + w[769]*x[1176*n + q + 46] + w[770]*x[1176*n + q + 56] + w[771]*x[1176*n + q + 57] + w[772]*x[1176*n + q + 58] + w[773]*x[1176*n + q + 59] + w[774]*x[1176*n + q + 60] + w[775]*x[1176*n + q + 196] + w[776]*x[1176*n + q + 197] + w[777]*x[1176*n + q + 198] + w[778]*x[1176*n + q + 199] + w[779]*x[1176*n + q + 200] + w[780]*x[1176*n + q + 210] + w[781]*x[1176*n + q + 211] + w[782]*x[1176*n + q + 212] + w[783]*x[1176*n + q + 213] + w[784]*x[1176*n + q + 214] + w[785]*x[1176*n + q + 224] + w[786]*x[1176*n + q + 225] + w[787]*x[1176*n + q + 226] + w[788]*x[1176*n + q + 227] + w[789]*x[1176*n + q + 228] + w[790]*x[1176*n + q + 238] + w[791]*x[1176*n + q + 239] + w[792]*x[1176*n + q + 240] + w[793]*x[1176*n + q + 241] + w[794]*x[1176*n + q + 242] + w[795]*x[1176*n + q + 252] + w[796]*x[1176*n + q + 253] + w[797]*x[1176*n + q + 254] + w[798]*x[1176*n + q + 255] + w[799]*x[1176*n + q + 256] + w[875]*x[1176*n + q + 980] + w[876]*x[1176*n + q + 981] + w[877]*x[1176*n + q + 982] + w[878]*x[1176*n + q + 983] + w[879]*x[1176*n + q + 984] + w[880]*x[1176*n + q + 994] + w[881]*x[1176*n + q + 995] + w[882]*x[1176*n + q + 996] + w[883]*x[1176*n + q + 997] + w[884]*x[1176*n + q + 998] + w[885]*x[1176*n + q + 1008] + w[886]*x[1176*n + q + 1009] + w[887]*x[1176*n + q + 1010] + w[888]*x[1176*n + q + 1011] + w[889]*x[1176*n + q + 1012] + w[890]*x[1176*n + q + 1022] + w[891]*x[1176*n + q + 1023] + w[892]*x[1176*n + q + 1024] + w[893]*x[1176*n + q + 1025] + w[894]*x[1176*n + q + 1026] + w[895]*x[1176*n + q + 1036] + w[896]*x[1176*n + q + 1037] + w[897]*x[1176*n + q + 1038] + w[898]*x[1176*n + q + 1039] + w[899]*x[1176*n + q + 1040];
+                    t[q + 816] = w[900]*x[1176*n + q] + w[901]*x[1176*n + q + 1] + w[902]*x[1176*n + q + 2] + w[903]*x[1176*n + q + 3] + w[904]*x[1176*n + q + 4] + w[905]*x[1176*n + q + 14] + w[906]*x[1176*n + q + 15] + w[907]*x[1176*n + q + 16] + w[908]*x[1176*n + q + 17] + w[909]*x[1176*n + q + 18] + w[910]*x[1176*n + q + 28] + w[911]*x[1176*n + q + 29] + w[912]*x[1176*n + q + 30] + w[913]*x[1176*n + q + 31] + w[914]*x[1176*n + q + 32] + w[915]*x[1176*n + q + 42] + w[916]*x[1176*n + q + 43] + w[917]*x[1176*n + q + 44] + w[918]*x[1176*n + q + 45] + w[919]*x[1176*n + q + 46] + w[920]*x[1176*n + q + 56] + w[921]*x[1176*n + q + 57] + w[922]*x[1176*n + q + 58] + w[923]*x[1176*n + q + 59] + w[924]*x[1176*n + q + 60] + w[925]*x[1176*n + q + 196] + w[926]*x[1176*n + q + 197] + w[927]*x[1176*n + q + 198] + w[928]*x[1176*n + q + 199] + w[929]*x[1176*n + q + 200] + w[930]*x[1176*n + q + 210] + w[931]*x[1176*n + q + 211] + w[932]*x[1176*n + q + 212] + w[933]*x[1176*n + q + 213] + w[934]*x[1176*n + q + 214] + w[935]*x[1176*n + q + 224] + w[936]*x[1176*n + q + 225] + w[937]*x[1176*n + q + 226] + w[938]*x[1176*n + q + 227] + w[939]*x[1176*n + q + 228] + w[940]*x[1176*n + q + 238] + w[941]*x[1176*n + q + 239] + w[942]*x[1176*n + q + 240] + w[943]*x[1176*n + q + 241] + w[944]*x[1176*n + q + 242] + w[945]*x[1176*n + q + 252] + w[946]*x[1176*n + q + 253] + w[947]*x[1176*n + q + 254] + w[948]*x[1176*n + q + 255] + w[949]*x[1176*n + q + 256] + w[950]*x[1176*n + q + 392] + w[951]*x[1176*n + q + 393] + w[952]*x[1176*n + q + 394] + w[953]*x[1176*n + q + 395] + w[954]*x[1176*n + q + 396] + w[955]*x[1176*n + q + 406] + w[956]*x[1176*n + q + 407] + w[957]*x[1176*n + q + 408] + w[958]*x[1176*n + q + 409] + w[959]*x[1176*n + q + 410] + w[960]*x[1176*n + q + 420] + w[961]*x[1176*n + q + 421] + w[962]*x[1176*n + q + 422] + w[963]*x[1176*n + q + 423] + w[964]*x[1176*n + q + 424] + w[965]*x[1176*n + q + 434] + w[966]*x[1176*n + q + 435] + w[967]*x[1176*n + q + 436] + w[968]*x[1176*n + q + 437] + w[969]*x[1176*n + q + 438] + w[970]*x[1176*n + q + 448] + w[971]*x[1176*n + q + 449] + w[972]*x[1176*n + q + 450] + w[973]*x[1176*n + q + 451] + w[974]*x[1176*n + q + 452] + w[975]*x[1176*n + q + 588] + w[976]*x[1176*n + q + 589] + w[977]*x[1176*n + q + 590] + w[978]*x[1176*n + q + 591] + w[979]*x[1176*n + q + 592] + w[980]*x[1176*n + q + 602] + w[981]*x[1176*n + q + 603] + w[982]*x[1176*n + q + 604] + w[983]*x[1176*n + q + 605] + w[984]*x[1176*n + q + 606] + w[985]*x[1176*n + q + 616] + w[986]*x[1176*n + q + 617] + w[987]*x[1176*n + q + 618] + w[988]*x[1176*n + q + 619] + w[989]*x[1176*n + q + 620] + w[990]*x[1176*n + q + 630] + w[991]*x[1176*n + q + 631] + w[992]*x[1176*n + q + 632] + w[993]*x[1176*n + q + 633] + w[994]*x[1176*n + q + 634] + w[995]*x[1176*n + q + 644] + w[996]*x[1176*n + q + 645] + w[997]*x[1176*n + q + 646] + w[998]*x[1176*n + q + 647] + w[999]*x[1176*n + q + 648];
+                    t[q + 952] = w[1075]*x[1176*n + q + 196] + w[1076]*x[1176*n + q + 197] + w[1077]*x[1176*n + q + 198] + w[1078]*x[1176*n + q + 199] + w[1079]*x[1176*n + q + 200] + w[1080]*x[1176*n + q + 210] + w[1081]*x[1176*n + q + 211] + w[1082]*x[1176*n + q + 212] + w[1083]*x[1176*n + q + 213] + w[1084]*x[1176*n + q + 214] + w[1085]*x[1176*n + q + 224] + w[1086]*x[1176*n + q + 225] + w[1087]*x[1176*n + q + 226] + w[1088]*x[1176*n + q + 227] + w[1089]*x[1176*n + q + 228] + w[1090]*x[1176*n + q + 238] + w[1091]*x[1176*n + q + 239] + w[1092]*x[1176*n + q + 240] + w[1093]*x[1176*n + q + 241] + w[1094]*x[1176*n + q + 242] + w[1095]*x[1176*n + q + 252] + w[1096]*x[1176*n + q + 253] + w[1097]*x[1176*n + q + 254] + w[1098]*x[1176*n + q + 255] + w[1099]*x[1176*n + q + 256] + w[1100]*x[1176*n + q + 392] + w[1101]*x[1176*n + q + 393] + w[1102]*x[1176*n + q + 394] + w[1103]*x[1176*n + q + 395] + w[1104]*x[1176*n + q + 396] + w[1105]*x[1176*n + q + 406] + w[1106]*x[1176*n + q + 407] + w[1107]*x[1176*n + q + 408] + w[1108]*x[1176*n + q + 409] + w[1109]*x[1176*n + q + 410] + w[1110]*x[1176*n + q + 420] + w[1111]*x[1176*n + q + 421] + w[1112]*x[1176*n + q + 422] + w[1113]*x[1176*n + q + 423] + w[1114]*x[1176*n + q + 424] + w[1115]*x[1176*n + q + 434] + w[1116]*x[1176*n + q + 435] + w[1117]*x[1176*n + q + 436] + w[1118]*x[1176*n + q + 437] + w[1119]*x[1176*n + q + 438] + w[1120]*x[1176*n + q + 448] + w[1121]*x[1176*n + q + 449] + w[1122]*x[1176*n + q + 450] + w[1123]*x[1176*n + q + 451] + w[1124]*x[1176*n + q + 452] + w[1125]*x[1176*n + q + 588] + w[1126]*x[1176*n + q + 589] + w[1127]*x[1176*n + q + 590] + w[1128]*x[1176*n + q + 591] + w[1129]*x[1176*n + q + 592] + w[1130]*x[1176*n + q + 602] + w[1131]*x[1176*n + q + 603] + w[1132]*x[1176*n + q + 604] + w[1133]*x[1176*n + q + 605] + w[1134]*x[1176*n + q + 606] + w[1135]*x[1176*n + q + 616] + w[1136]*x[1176*n + q + 617] + w[1137]*x[1176*n + q + 618] + w[1138]*x[1176*n + q + 619] + w[1139]*x[1176*n + q + 620] + w[1140]*x[1176*n + q + 630] + w[1141]*x[1176*n + q + 631] + w[1142]*x[1176*n + q + 632] + w[1143]*x[1176*n + q + 633] + w[1144]*x[1176*n + q + 634] + w[1145]*x[1176*n + q + 644] + w[1146]*x[1176*n + q + 645] + w[1147]*x[1176*n + q + 646] + w[1148]*x[1176*n + q + 647] + w[1149]*x[1176*n + q + 648] + w[1150]*x[1176*n + q + 784] + w[1151]*x[1176*n + q + 785] + w[1152]*x[1176*n + q + 786] + w[1153]*x[1176*n + q + 787] + w[1154]*x[1176*n + q + 788] + w[1155]*x[1176*n + q + 798] + w[1156]*x[1176*n + q + 799] + w[1157]*x[1176*n + q + 800] + w[1158]*x[1176*n + q + 801] + w[1159]*x[1176*n + q + 802] + w[1160]*x[1176*n + q + 812] + w[1161]*x[1176*n + q + 813] + w[1162]*x[1176*n + q + 814] + w[1163]*x[1176*n + q + 815] + w[1164]*x[1176*n + q + 816] + w[1165]*x[1176*n + q + 826] + w[1166]*x[1176*n + q + 827] + w[1167]*x[1176*n + q + 828] + w[1168]*x[1176*n + q + 829] + w[1169]*x[1176*n + q + 830] + w[1170]*x[1176*n + q + 840] + w[1171]*x[1176*n + q + 841] + w[1172]*x[1176*n + q + 842] + w[1173]*x[1176*n + q + 843] + w[1174]*x[1176*n + q + 844];
+                    t[q + 1088] = w[1250]*x[1176*n + q + 392] + w[1251]*x[1176*n + q + 393] + w[1252]*x[1176*n + q + 394] + w[1253]*x[1176*n + q + 395] + w[1254]*x[1176*n + q + 396] + w[1255]*x[1176*n + q + 406] + w[1256]*x[1176*n + q + 407] + w[1257]*x[1176*n + q + 408] + w[1258]*x[1176*n + q + 409] + w[1259]*x[1176*n + q + 410] + w[1260]*x[1176*n + q + 420] + w[1261]*x[1176*n + q + 421] + w[1262]*x[1176*n + q + 422] + w[1263]*x[1176*n + q + 423] + w[1264]*x[1176*n + q + 424] + w[1265]*x[1176*n + q + 434] + w[1266]*x[1176*n + q + 435] + w[1267]*x[1176*n + q + 436] + w[1268]*x[1176*n + q + 437] + w[1269]*x[1176*n + q + 438] + w[1270]*x[1176*n + q + 448] + w[1271]*x[1176*n + q + 449] + w[1272]*x[1176*n + q + 450] + w[1273]*x[1176*n + q + 451] + w[1274]*x[1176*n + q + 452] + w[1275]*x[1176*n + q + 588] + w[1276]*x[1176*n + q + 589] + w[1277]*x[1176*n + q + 590] + w[1278]*x[1176*n + q + 591] + w[1279]*x[1176*n + q + 592] + w[1280]*x[1176*n + q + 602] + w[1281]*x[1176*n + q + 603] + w[1282]*x[1176*n + q + 604] + w[1283]*x[1176*n + q + 605] + w[1284]*x[1176*n + q + 606] + w[1285]*x[1176*n + q + 616] + w[1286]*x[1176*n + q + 617] + w[1287]*x[1176*n + q + 618] + w[1288]*x[1176*n + q + 619] + w[1289]*x[1176*n + q + 620] + w[1290]*x[1176*n + q + 630] + w[1291]*x[1176*n + q + 631] + w[1292]*x[1176*n + q + 632] + w[1293]*x[1176*n + q + 633] + w[1294]*x[1176*n + q + 634] + w[1295]*x[1176*n + q + 644] + w[1296]*x[1176*n + q + 645] + w[1297]*x[1176*n + q + 646] + w[1298]*x[1176*n + q + 647] + w[1299]*x[1176*n + q + 648] + w[1300]*x[1176*n + q + 784] + w[1301]*x[1176*n + q + 785] + w[1302]*x[1176*n + q + 786] + w[1303]*x[1176*n + q + 787] + w[1304]*x[1176*n + q + 788] + w[1305]*x[1176*n + q + 798] + w[1306]*x[1176*n + q + 799] + w[1307]*x[1176*n + q + 800] + w[1308]*x[1176*n + q + 801] + w[1309]*x[1176*n + q + 802] + w[1310]*x[1176*n + q + 812] + w[1311]*x[1176*n + q + 813] + w[1312]*x[1176*n + q + 814] + w[1313]*x[1176*n + q + 815] + w[1314]*x[1176*n + q + 816] + w[1315]*x[1176*n + q + 826] + w[1316]*x[1176*n + q + 827] + w[1317]*x[1176*n + q + 828] + w[1318]*x[1176*n + q + 829] + w[1319]*x[1176*n + q + 830] + w[1320]*x[1176*n + q + 840] + w[1321]*x[1176*n + q + 841] + w[1322]*x[1176*n + q + 842] + w[1323]*x[1176*n + q + 843] + w[1324]*x[1176*n + q + 844] + w[1325]*x[1176*n + q + 980] + w[1326]*x[1176*n + q + 981] + w[1327]*x[1176*n + q + 982] + w[1328]*x[1176*n + q + 983] + w[1329]*x[1176*n + q + 984] + w[1330]*x[1176*n + q + 994] + w[1331]*x[1176*n + q + 995] + w[1332]*x[1176*n + q + 996] + w[1333]*x[1176*n + q + 997] + w[1334]*x[1176*n + q + 998] + w[1335]*x[1176*n + q + 1008] + w[1336]*x[1176*n + q + 1009] + w[1337]*x[1176*n + q + 1010] + w[1338]*x[1176*n + q + 1011] + w[1339]*x[1176*n + q + 1012] + w[1340]*x[1176*n + q + 1022] + w[1341]*x[1176*n + q + 1023] + w[1342]*x[1176*n + q + 1024] + w[1343]*x[1176*n + q + 1025] + w[1344]*x[1176*n + q + 1026] + w[1345]*x[1176*n + q + 1036] + w[1346]*x[1176*n + q + 1037] + w[1347]*x[1176*n + q + 1038] + w[1348]*x[1176*n + q + 1039] + w[1349]*x[1176*n + q + 1040];
+                    t[q + 1224] = w[1350]*x[1176*n + q] + w[1351]*x[1176*n + q + 1] + w[1352]*x[1176*n + q + 2] + w[1353]*x[1176*n + q + 3] + w[1354]*x[1176*n + q + 4] + w[1355]*x[1176*n + q + 14] + w[1356]*x[1176*n + q + 15] + w[1357]*x[1176*n + q + 16] + w[1358]*x[1176*n + q + 17] + w[1359]*x[1176*n + q + 18] + w[1360]*x[1176*n + q + 28] + w[1361]*x[1176*n + q + 29] + w[1362]*x[1176*n + q + 30] + w[1363]*x[1176*n + q + 31] + w[1364]*x[1176*n + q + 32] + w[1365]*x[1176*n + q + 42] + w[1366]*x[1176*n + q + 43] + w[1367]*x[1176*n + q + 44] + w[1368]*x[1176*n + q + 45] + w[1369]*x[1176*n + q + 46] + w[1370]*x[1176*n + q + 56] + w[1371]*x[1176*n + q + 57] + w[1372]*x[1176*n + q + 58] + w[1373]*x[1176*n + q + 59] + w[1374]*x[1176*n + q + 60] + w[1425]*x[1176*n + q + 588] + w[1426]*x[1176*n + q + 589] + w[1427]*x[1176*n + q + 590] + w[1428]*x[1176*n + q + 591] + w[1429]*x[1176*n + q + 592] + w[1430]*x[1176*n + q + 602] + w[1431]*x[1176*n + q + 603] + w[1432]*x[1176*n + q + 604] + w[1433]*x[1176*n + q + 605] + w[1434]*x[1176*n + q + 606] + w[1435]*x[1176*n + q + 616] + w[1436]*x[1176*n + q + 617] + w[1437]*x[1176*n + q + 618] + w[1438]*x[1176*n + q + 619] + w[1439]*x[1176*n + q + 620] + w[1440]*x[1176*n + q + 630] + w[1441]*x[1176*n + q + 631] + w[1442]*x[1176*n + q + 632] + w[1443]*x[1176*n + q + 633] + w[1444]*x[1176*n + q + 634] + w[1445]*x[1176*n + q + 644] + w[1446]*x[1176*n + q + 645] + w[1447]*x[1176*n + q + 646] + w[1448]*x[1176*n + q + 647] + w[1449]*x[1176*n + q + 648] + w[1450]*x[1176*n + q + 784] + w[1451]*x[1176*n + q + 785] + w[1452]*x[1176*n + q + 786] + w[1453]*x[1176*n + q + 787] + w[1454]*x[1176*n + q + 788] + w[1455]*x[1176*n + q + 798] + w[1456]*x[1176*n + q + 799] + w[1457]*x[1176*n + q + 800] + w[1458]*x[1176*n + q + 801] + w[1459]*x[1176*n + q + 802] + w[1460]*x[1176*n + q + 812] + w[1461]*x[1176*n + q + 813] + w[1462]*x[1176*n + q + 814] + w[1463]*x[1176*n + q + 815] + w[1464]*x[1176*n + q + 816] + w[1465]*x[1176*n + q + 826] + w[1466]*x[1176*n + q + 827] + w[1467]*x[1176*n + q + 828] + w[1468]*x[1176*n + q + 829] + w[1469]*x[1176*n + q + 830] + w[1470]*x[1176*n + q + 840] + w[1471]*x[1176*n + q + 841] + w[1472]*x[1176*n + q + 842] + w[1473]*x[1176*n + q + 843] + w[1474]*x[1176*n + q + 844] + w[1475]*x[1176*n + q + 980] + w[1476]*x[1176*n + q + 981] + w[1477]*x[1176*n + q + 982] + w[1478]*x[1176*n + q + 983] + w[1479]*x[1176*n + q + 984] + w[1480]*x[1176*n + q + 994] + w[1481]*x[1176*n + q + 995] + w[1482]*x[1176*n + q + 996] + w[1483]*x[1176*n + q + 997] + w[1484]*x[1176*n + q + 998] + w[1485]*x[1176*n + q + 1008] + w[1486]*x[1176*n + q + 1009] + w[1487]*x[1176*n + q + 1010] + w[1488]*x[1176*n + q + 1011] + w[1489]*x[1176*n + q + 1012] + w[1490]*x[1176*n + q + 1022] + w[1491]*x[1176*n + q + 1023] + w[1492]*x[1176*n + q + 1024] + w[1493]*x[1176*n + q + 1025] + w[1494]*x[1176*n + q + 1026] + w[1495]*x[1176*n + q + 1036] + w[1496]*x[1176*n + q + 1037] + w[1497]*x[1176*n + q + 1038] + w[1498]*x[1176*n + q + 1039] + w[1499]*x[1176*n + q + 1040];
+                    t[q + 1360] = w[1500]*x[1176*n + q] + w[1501]*x[1176*n + q + 1] + w[1502]*x[1176*n + q + 2] + w[1503]*x[1176*n + q + 3] + w[1504]*x[1176*n + q + 4] + w[1505]*x[1176*n + q + 14] + w[1506]*x[1176*n + q + 15] + w[1507]*x[1176*n + q + 16] + w[1508]*x[1176*n + q + 17] + w[1509]*x[1176*n + q + 18] + w[1510]*x[1176*n + q + 28] + w[1511]*x[1176*n + q + 29] + w[1512]*x[1176*n + q + 30] + w[1513]*x[1176*n + q + 31] + w[1514]*x[1176*n + q + 32] + w[1515]*x[1176*n + q + 42] + w[1516]*x[1176*n + q + 43] + w[1517]*x[1176*n + q + 44] + w[1518]*x[1176*n + q + 45] + w[1519]*x[1176*n + q + 46] + w[1520]*x[1176*n + q + 56] + w[1521]*x[1176*n + q + 57] + w[1522]*x[1176*n + q + 58] + w[1523]*x[1176*n + q + 59] + w[1524]*x[1176*n + q + 60] + w[1525]*x[1176*n + q + 196] + w[1526]*x[1176*n + q + 197] + w[1527]*x[1176*n + q + 198] + w[1528]*x[1176*n + q + 199] + w[1529]*x[1176*n + q + 200] + w[1530]*x[1176*n + q + 210] + w[1531]*x[1176*n + q + 211] + w[1532]*x[1176*n + q + 212] + w[1533]*x[1176*n + q + 213] + w[1534]*x[1176*n + q + 214] + w[1535]*x[1176*n + q + 224] + w[1536]*x[1176*n + q + 225] + w[1537]*x[1176*n + q + 226] + w[1538]*x[1176*n + q + 227] + w[1539]*x[1176*n + q + 228] + w[1540]*x[1176*n + q + 238] + w[1541]*x[1176*n + q + 239] + w[1542]*x[1176*n + q + 240] + w[1543]*x[1176*n + q + 241] + w[1544]*x[1176*n + q + 242] + w[1545]*x[1176*n + q + 252] + w[1546]*x[1176*n + q + 253] + w[1547]*x[1176*n + q + 254] + w[1548]*x[1176*n + q + 255] + w[1549]*x[1176*n + q + 256] + w[1600]*x[1176*n + q + 784] + w[1601]*x[1176*n + q + 785] + w[1602]*x[1176*n + q + 786] + w[1603]*x[1176*n + q + 787] + w[1604]*x[1176*n + q + 788] + w[1605]*x[1176*n + q + 798] + w[1606]*x[1176*n + q + 799] + w[1607]*x[1176*n + q + 800] + w[1608]*x[1176*n + q + 801] + w[1609]*x[1176*n + q + 802] + w[1610]*x[1176*n + q + 812] + w[1611]*x[1176*n + q + 813] + w[1612]*x[1176*n + q + 814] + w[1613]*x[1176*n + q + 815] + w[1614]*x[1176*n + q + 816] + w[1615]*x[1176*n + q + 826] + w[1616]*x[1176*n + q + 827] + w[1617]*x[1176*n + q + 828] + w[1618]*x[1176*n + q + 829] + w[1619]*x[1176*n + q + 830] + w[1620]*x[1176*n + q + 840] + w[1621]*x[1176*n + q + 841] + w[1622]*x[1176*n + q + 842] + w[1623]*x[1176*n + q + 843] + w[1624]*x[1176*n + q + 844] + w[1625]*x[1176*n + q + 980] + w[1626]*x[1176*n + q + 981] + w[1627]*x[1176*n + q + 982] + w[1628]*x[1176*n + q + 983] + w[1629]*x[1176*n + q + 984] + w[1630]*x[1176*n + q + 994] + w[1631]*x[1176*n + q + 995] + w[1632]*x[1176*n + q + 996] + w[1633]*x[1176*n + q + 997] + w[1634]*x[1176*n + q + 998] + w[1635]*x[1176*n + q + 1008] + w[1636]*x[1176*n + q + 1009] + w[1637]*x[1176*n + q + 1010] + w[1638]*x[1176*n + q + 1011] + w[1639]*x[1176*n + q + 1012] + w[1640]*x[1176*n + q + 1022] + w[1641]*x[1176*n + q + 1023] + w[1642]*x[1176*n + q + 1024] + w[1643]*x[1176*n + q + 1025] + w[1644]*x[1176*n + q + 1026] + w[1645]*x[1176*n + q + 1036] + w[1646]*x[1176*n + q + 1037] + w[1647]*x[1176*n + q + 1038] + w[1648]*x[1176*n + q + 1039] + w[1649]*x[1176*n + q + 1040];
+                    t[q + 1496] = w[1650]*x[1176*n + q] + w[1651]*x[1176*n + q + 1] + w[1652]*x[1176*n + q + 2] + w[1653]*x[1176*n + q + 3] + w[1654]*x[1176*n + q + 4] + w[1655]*x[1176*n + q + 14] + w[1656]*x[1176*n + q + 15] + w[1657]*x[1176*n + q + 16] + w[1658]*x[1176*n + q + 17] + w[1659]*x[1176*n + q + 18] + w[1660]*x[1176*n + q + 28] + w[1661]*x[1176*n + q + 29] + w[1662]*x[1176*n + q + 30] + w[1663]*x[1176*n + q + 31] + w[1664]*x[1176*n + q + 32] + w[1665]*x[1176*n + q + 42] + w[1666]*x[1176*n + q + 43] + w[1667]*x[1176*n + q + 44] + w[1668]*x[1176*n + q + 45] + w[1669]*x[1176*n + q + 46] + w[1670]*x[1176*n + q + 56] + w[1671]*x[1176*n + q + 57] + w[1672]*x[1176*n + q + 58] + w[1673]*x[1176*n + q + 59] + w[1674]*x[1176*n + q + 60] + w[1675]*x[1176*n + q + 196] + w[1676]*x[1176*n + q + 197] + w[1677]*x[1176*n + q + 198] + w[1678]*x[1176*n + q + 199] + w[1679]*x[1176*n + q + 200] + w[1680]*x[1176*n + q + 210] + w[1681]*x[1176*n + q + 211] + w[1682]*x[1176*n + q + 212] + w[1683]*x[1176*n + q + 213] + w[1684]*x[1176*n + q + 214] + w[1685]*x[1176*n + q + 224] + w[1686]*x[1176*n + q + 225] + w[1687]*x[1176*n + q + 226] + w[1688]*x[1176*n + q + 227] + w[1689]*x[1176*n + q + 228] + w[1690]*x[1176*n + q + 238] + w[1691]*x[1176*n + q + 239] + w[1692]*x[1176*n + q + 240] + w[1693]*x[1176*n + q + 241] + w[1694]*x[1176*n + q + 242] + w[1695]*x[1176*n + q + 252] + w[1696]*x[1176*n + q + 253] + w[1697]*x[1176*n + q + 254] + w[1698]*x[1176*n + q + 255] + w[1699]*x[1176*n + q + 256] + w[1700]*x[1176*n + q + 392] + w[1701]*x[1176*n + q + 393] + w[1702]*x[1176*n + q + 394] + w[1703]*x[1176*n + q + 395] + w[1704]*x[1176*n + q + 396] + w[1705]*x[1176*n + q + 406] + w[1706]*x[1176*n + q + 407] + w[1707]*x[1176*n + q + 408] + w[1708]*x[1176*n + q + 409] + w[1709]*x[1176*n + q + 410] + w[1710]*x[1176*n + q + 420] + w[1711]*x[1176*n + q + 421] + w[1712]*x[1176*n + q + 422] + w[1713]*x[1176*n + q + 423] + w[1714]*x[1176*n + q + 424] + w[1715]*x[1176*n + q + 434] + w[1716]*x[1176*n + q + 435] + w[1717]*x[1176*n + q + 436] + w[1718]*x[1176*n + q + 437] + w[1719]*x[1176*n + q + 438] + w[1720]*x[1176*n + q + 448] + w[1721]*x[1176*n + q + 449] + w[1722]*x[1176*n + q + 450] + w[1723]*x[1176*n + q + 451] + w[1724]*x[1176*n + q + 452] + w[1775]*x[1176*n + q + 980] + w[1776]*x[1176*n + q + 981] + w[1777]*x[1176*n + q + 982] + w[1778]*x[1176*n + q + 983] + w[1779]*x[1176*n + q + 984] + w[1780]*x[1176*n + q + 994] + w[1781]*x[1176*n + q + 995] + w[1782]*x[1176*n + q + 996] + w[1783]*x[1176*n + q + 997] + w[1784]*x[1176*n + q + 998] + w[1785]*x[1176*n + q + 1008] + w[1786]*x[1176*n + q + 1009] + w[1787]*x[1176*n + q + 1010] + w[1788]*x[1176*n + q + 1011] + w[1789]*x[1176*n + q + 1012] + w[1790]*x[1176*n + q + 1022] + w[1791]*x[1176*n + q + 1023] + w[1792]*x[1176*n + q + 1024] + w[1793]*x[1176*n + q + 1025] + w[1794]*x[1176*n + q + 1026] + w[1795]*x[1176*n + q + 1036] + w[1796]*x[1176*n + q + 1037] + w[1797]*x[1176*n + q + 1038] + w[1798]*x[1176*n + q + 1039] + w[1799]*x[1176*n + q + 1040];
+                    t[q + 1632] = w[1800]*x[1176*n + q] + w[1801]*x[1176*n + q + 1] + w[1802]*x[1176*n + q + 2] + w[1803]*x[1176*n + q + 3] + w[1804]*x[1176*n + q + 4] + w[1805]*x[1176*n + q + 14] + w[1806]*x[1176*n + q + 15] + w[1807]*x[1176*n + q + 16] + w[1808]*x[1176*n + q + 17] + w[1809]*x[1176*n + q + 18] + w[1810]*x[1176*n + q + 28] + w[1811]*x[1176*n + q + 29] + w[1812]*x[1176*n + q + 30] + w[1813]*x[1176*n + q + 31] + w[1814]*x[1176*n + q + 32] + w[1815]*x[1176*n + q + 42] + w[1816]*x[1176*n + q + 43] + w[1817]*x[1176*n + q + 44] + w[1818]*x[1176*n + q + 45] + w[1819]*x[1176*n + q + 46] + w[1820]*x[1176*n + q + 56] + w[1821]*x[1176*n + q + 57] + w[1822]*x[1176*n + q + 58] + w[1823]*x[1176*n + q + 59] + w[1824]*x[1176*n + q + 60] + w[1825]*x[1176*n + q + 196] + w[1826]*x[1176*n + q + 197] + w[1827]*x[1176*n + q + 198] + w[1828]*x[1176*n + q + 199] + w[1829]*x[1176*n + q + 200] + w[1830]*x[1176*n + q + 210] + w[1831]*x[1176*n + q + 211] + w[1832]*x[1176*n + q + 212] + w[1833]*x[1176*n + q + 213] + w[1834]*x[1176*n + q + 214] + w[1835]*x[1176*n + q + 224] + w[1836]*x[1176*n + q + 225] + w[1837]*x[1176*n + q + 226] + w[1838]*x[1176*n + q + 227] + w[1839]*x[1176*n + q + 228] + w[1840]*x[1176*n + q + 238] + w[1841]*x[1176*n + q + 239] + w[1842]*x[1176*n + q + 240] + w[1843]*x[1176*n + q + 241] + w[1844]*x[1176*n + q + 242] + w[1845]*x[1176*n + q + 252] + w[1846]*x[1176*n + q + 253] + w[1847]*x[1176*n + q + 254] + w[1848]*x[1176*n + q + 255] + w[1849]*x[1176*n + q + 256] + w[1875]*x[1176*n + q + 588] + w[1876]*x[1176*n + q + 589] + w[1877]*x[1176*n + q + 590] + w[1878]*x[1176*n + q + 591] + w[1879]*x[1176*n + q + 592] + w[1880]*x[1176*n + q + 602] + w[1881]*x[1176*n + q + 603] + w[1882]*x[1176*n + q + 604] + w[1883]*x[1176*n + q + 605] + w[1884]*x[1176*n + q + 606] + w[1885]*x[1176*n + q + 616] + w[1886]*x[1176*n + q + 617] + w[1887]*x[1176*n + q + 618] + w[1888]*x[1176*n + q + 619] + w[1889]*x[1176*n + q + 620] + w[1890]*x[1176*n + q + 630] + w[1891]*x[1176*n + q + 631] + w[1892]*x[1176*n + q + 632] + w[1893]*x[1176*n + q + 633] + w[1894]*x[1176*n + q + 634] + w[1895]*x[1176*n + q + 644] + w[1896]*x[1176*n + q + 645] + w[1897]*x[1176*n + q + 646] + w[1898]*x[1176*n + q + 647] + w[1899]*x[1176*n + q + 648] + w[1900]*x[1176*n + q + 784] + w[1901]*x[1176*n + q + 785] + w[1902]*x[1176*n + q + 786] + w[1903]*x[1176*n + q + 787] + w[1904]*x[1176*n + q + 788] + w[1905]*x[1176*n + q + 798] + w[1906]*x[1176*n + q + 799] + w[1907]*x[1176*n + q + 800] + w[1908]*x[1176*n + q + 801] + w[1909]*x[1176*n + q + 802] + w[1910]*x[1176*n + q + 812] + w[1911]*x[1176*n + q + 813] + w[1912]*x[1176*n + q + 814] + w[1913]*x[1176*n + q + 815] + w[1914]*x[1176*n + q + 816] + w[1915]*x[1176*n + q + 826] + w[1916]*x[1176*n + q + 827] + w[1917]*x[1176*n + q + 828] + w[1918]*x[1176*n + q + 829] + w[1919]*x[1176*n + q + 830] + w[1920]*x[1176*n + q + 840] + w[1921]*x[1176*n + q + 841] + w[1922]*x[1176*n + q + 842] + w[1923]*x[1176*n + q + 843] + w[1924]*x[1176*n + q + 844];
+                    t[q + 1768] = w[1975]*x[1176*n + q + 196] + w[1976]*x[1176*n + q + 197] + w[1977]*x[1176*n + q + 198] + w[1978]*x[1176*n + q + 199] + w[1979]*x[1176*n + q + 200] + w[1980]*x[1176*n + q + 210] + w[1981]*x[1176*n + q + 211] + w[1982]*x[1176*n + q + 212] + w[1983]*x[1176*n + q + 213] + w[1984]*x[1176*n + q + 214] + w[1985]*x[1176*n + q + 224] + w[1986]*x[1176*n + q + 225] + w[1987]*x[1176*n + q + 226] + w[1988]*x[1176*n + q + 227] + w[1989]*x[1176*n + q + 228] + w[1990]*x[1176*n + q + 238] + w[1991]*x[1176*n + q + 239] + w[1992]*x[1176*n + q + 240] + w[1993]*x[1176*n + q + 241] + w[1994]*x[1176*n + q + 242] + w[1995]*x[1176*n + q + 252] + w[1996]*x[1176*n + q + 253] + w[1997]*x[1176*n + q + 254] + w[1998]*x[1176*n + q + 255] + w[1999]*x[1176*n + q + 256] + w[2000]*x[1176*n + q + 392] + w[2001]*x[1176*n + q + 393] + w[2002]*x[1176*n + q + 394] + w[2003]*x[1176*n + q + 395] + w[2004]*x[1176*n + q + 396] + w[2005]*x[1176*n + q + 406] + w[2006]*x[1176*n + q + 407] + w[2007]*x[1176*n + q + 408] + w[2008]*x[1176*n + q + 409] + w[2009]*x[1176*n + q + 410] + w[2010]*x[1176*n + q + 420] + w[2011]*x[1176*n + q + 421] + w[2012]*x[1176*n + q + 422] + w[2013]*x[1176*n + q + 423] + w[2014]*x[1176*n + q + 424] + w[2015]*x[1176*n + q + 434] + w[2016]*x[1176*n + q + 435] + w[2017]*x[1176*n + q + 436] + w[2018]*x[1176*n + q + 437] + w[2019]*x[1176*n + q + 438] + w[2020]*x[1176*n + q + 448] + w[2021]*x[1176*n + q + 449] + w[2022]*x[1176*n + q + 450] + w[2023]*x[1176*n + q + 451] + w[2024]*x[1176*n + q + 452] + w[2050]*x[1176*n + q + 784] + w[2051]*x[1176*n + q + 785] + w[2052]*x[1176*n + q + 786] + w[2053]*x[1176*n + q + 787] + w[2054]*x[1176*n + q + 788] + w[2055]*x[1176*n + q + 798] + w[2056]*x[1176*n + q + 799] + w[2057]*x[1176*n + q + 800] + w[2058]*x[1176*n + q + 801] + w[2059]*x[1176*n + q + 802] + w[2060]*x[1176*n + q + 812] + w[2061]*x[1176*n + q + 813] + w[2062]*x[1176*n + q + 814] + w[2063]*x[1176*n + q + 815] + w[2064]*x[1176*n + q + 816] + w[2065]*x[1176*n + q + 826] + w[2066]*x[1176*n + q + 827] + w[2067]*x[1176*n + q + 828] + w[2068]*x[1176*n + q + 829] + w[2069]*x[1176*n + q + 830] + w[2070]*x[1176*n + q + 840] + w[2071]*x[1176*n + q + 841] + w[2072]*x[1176*n + q + 842] + w[2073]*x[1176*n + q + 843] + w[2074]*x[1176*n + q + 844] + w[2075]*x[1176*n + q + 980] + w[2076]*x[1176*n + q + 981] + w[2077]*x[1176*n + q + 982] + w[2078]*x[1176*n + q + 983] + w[2079]*x[1176*n + q + 984] + w[2080]*x[1176*n + q + 994] + w[2081]*x[1176*n + q + 995] + w[2082]*x[1176*n + q + 996] + w[2083]*x[1176*n + q + 997] + w[2084]*x[1176*n + q + 998] + w[2085]*x[1176*n + q + 1008] + w[2086]*x[1176*n + q + 1009] + w[2087]*x[1176*n + q + 1010] + w[2088]*x[1176*n + q + 1011] + w[2089]*x[1176*n + q + 1012] + w[2090]*x[1176*n + q + 1022] + w[2091]*x[1176*n + q + 1023] + w[2092]*x[1176*n + q + 1024] + w[2093]*x[1176*n + q + 1025] + w[2094]*x[1176*n + q + 1026] + w[2095]*x[1176*n + q + 1036] + w[2096]*x[1176*n + q + 1037] + w[2097]*x[1176*n + q + 1038] + w[2098]*x[1176*n + q + 1039] + w[2099]*x[1176*n + q + 1040];
+                    t[q + 1904] = w[2100]*x[1176*n + q] + w[2101]*x[1176*n + q + 1] + w[2102]*x[1176*n + q + 2] + w[2103]*x[1176*n + q + 3] + w[2104]*x[1176*n + q + 4] + w[2105]*x[1176*n + q + 14] + w[2106]*x[1176*n + q + 15] + w[2107]*x[1176*n + q + 16] + w[2108]*x[1176*n + q + 17] + w[2109]*x[1176*n + q + 18] + w[2110]*x[1176*n + q + 28] + w[2111]*x[1176*n + q + 29] + w[2112]*x[1176*n + q + 30] + w[2113]*x[1176*n + q + 31] + w[2114]*x[1176*n + q + 32] + w[2115]*x[1176*n + q + 42] + w[2116]*x[1176*n + q + 43] + w[2117]*x[1176*n + q + 44] + w[2118]*x[1176*n + q + 45] + w[2119]*x[1176*n + q + 46] + w[2120]*x[1176*n + q + 56] + w[2121]*x[1176*n + q + 57] + w[2122]*x[1176*n + q + 58] + w[2123]*x[1176*n + q + 59] + w[2124]*x[1176*n + q + 60] + w[2150]*x[1176*n + q + 392] + w[2151]*x[1176*n + q + 393] + w[2152]*x[1176*n + q + 394] + w[2153]*x[1176*n + q + 395] + w[2154]*x[1176*n + q + 396] + w[2155]*x[1176*n + q + 406] + w[2156]*x[1176*n + q + 407] + w[2157]*x[1176*n + q + 408] + w[2158]*x[1176*n + q + 409] + w[2159]*x[1176*n + q + 410] + w[2160]*x[1176*n + q + 420] + w[2161]*x[1176*n + q + 421] + w[2162]*x[1176*n + q + 422] + w[2163]*x[1176*n + q + 423] + w[2164]*x[1176*n + q + 424] + w[2165]*x[1176*n + q + 434] + w[2166]*x[1176*n + q + 435] + w[2167]*x[1176*n + q + 436] + w[2168]*x[1176*n + q + 437] + w[2169]*x[1176*n + q + 438] + w[2170]*x[1176*n + q + 448] + w[2171]*x[1176*n + q + 449] + w[2172]*x[1176*n + q + 450] + w[2173]*x[1176*n + q + 451] + w[2174]*x[1176*n + q + 452] + w[2175]*x[1176*n + q + 588] + w[2176]*x[1176*n + q + 589] + w[2177]*x[1176*n + q + 590] + w[2178]*x[1176*n + q + 591] + w[2179]*x[1176*n + q + 592] + w[2180]*x[1176*n + q + 602] + w[2181]*x[1176*n + q + 603] + w[2182]*x[1176*n + q + 604] + w[2183]*x[1176*n + q + 605] + w[2184]*x[1176*n + q + 606] + w[2185]*x[1176*n + q + 616] + w[2186]*x[1176*n + q + 617] + w[2187]*x[1176*n + q + 618] + w[2188]*x[1176*n + q + 619] + w[2189]*x[1176*n + q + 620] + w[2190]*x[1176*n + q + 630] + w[2191]*x[1176*n + q + 631] + w[2192]*x[1176*n + q + 632] + w[2193]*x[1176*n + q + 633] + w[2194]*x[1176*n + q + 634] + w[2195]*x[1176*n + q + 644] + w[2196]*x[1176*n + q + 645] + w[2197]*x[1176*n + q + 646] + w[2198]*x[1176*n + q + 647] + w[2199]*x[1176*n + q + 648] + w[2225]*x[1176*n + q + 980] + w[2226]*x[1176*n + q + 981] + w[2227]*x[1176*n + q + 982] + w[2228]*x[1176*n + q + 983] + w[2229]*x[1176*n + q + 984] + w[2230]*x[1176*n + q + 994] + w[2231]*x[1176*n + q + 995] + w[2232]*x[1176*n + q + 996] + w[2233]*x[1176*n + q + 997] + w[2234]*x[1176*n + q + 998] + w[2235]*x[1176*n + q + 1008] + w[2236]*x[1176*n + q + 1009] + w[2237]*x[1176*n + q + 1010] + w[2238]*x[1176*n + q + 1011] + w[2239]*x[1176*n + q + 1012] + w[2240]*x[1176*n + q + 1022] + w[2241]*x[1176*n + q + 1023] + w[2242]*x[1176*n + q + 1024] + w[2243]*x[1176*n + q + 1025] + w[2244]*x[1176*n + q + 1026] + w[2245]*x[1176*n + q + 1036] + w[2246]*x[1176*n + q + 1037] + w[2247]*x[1176*n + q + 1038] + w[2248]*x[1176*n + q + 1039] + w[2249]*x[1176*n + q + 1040];
+                    t[q + 2040] = w[2250]*x[1176*n + q] + w[2251]*x[1176*n + q + 1] + w[2252]*x[1176*n + q + 2] + w[2253]*x[1176*n + q + 3] + w[2254]*x[1176*n + q + 4] + w[2255]*x[1176*n + q + 14] + w[2256]*x[1176*n + q + 15] + w[2257]*x[1176*n + q + 16] + w[2258]*x[1176*n + q + 17] + w[2259]*x[1176*n + q + 18] + w[2260]*x[1176*n + q + 28] + w[2261]*x[1176*n + q + 29] + w[2262]*x[1176*n + q + 30] + w[2263]*x[1176*n + q + 31] + w[2264]*x[1176*n + q + 32] + w[2265]*x[1176*n + q + 42] + w[2266]*x[1176*n + q + 43] + w[2267]*x[1176*n + q + 44] + w[2268]*x[1176*n + q + 45] + w[2269]*x[1176*n + q + 46] + w[2270]*x[1176*n + q + 56] + w[2271]*x[1176*n + q + 57] + w[2272]*x[1176*n + q + 58] + w[2273]*x[1176*n + q + 59] + w[2274]*x[1176*n + q + 60] + w[2275]*x[1176*n + q + 196] + w[2276]*x[1176*n + q + 197] + w[2277]*x[1176*n + q + 198] + w[2278]*x[1176*n + q + 199] + w[2279]*x[1176*n + q + 200] + w[2280]*x[1176*n + q + 210] + w[2281]*x[1176*n + q + 211] + w[2282]*x[1176*n + q + 212] + w[2283]*x[1176*n + q + 213] + w[2284]*x[1176*n + q + 214] + w[2285]*x[1176*n + q + 224] + w[2286]*x[1176*n + q + 225] + w[2287]*x[1176*n + q + 226] + w[2288]*x[1176*n + q + 227] + w[2289]*x[1176*n + q + 228] + w[2290]*x[1176*n + q + 238] + w[2291]*x[1176*n + q + 239] + w[2292]*x[1176*n + q + 240] + w[2293]*x[1176*n + q + 241] + w[2294]*x[1176*n + q + 242] + w[2295]*x[1176*n + q + 252] + w[2296]*x[1176*n + q + 253] + w[2297]*x[1176*n + q + 254] + w[2298]*x[1176*n + q + 255] + w[2299]*x[1176*n + q + 256] + w[2300]*x[1176*n + q + 392] + w[2301]*x[1176*n + q + 393] + w[2302]*x[1176*n + q + 394] + w[2303]*x[1176*n + q + 395] + w[2304]*x[1176*n + q + 396] + w[2305]*x[1176*n + q + 406] + w[2306]*x[1176*n + q + 407] + w[2307]*x[1176*n + q + 408] + w[2308]*x[1176*n + q + 409] + w[2309]*x[1176*n + q + 410] + w[2310]*x[1176*n + q + 420] + w[2311]*x[1176*n + q + 421] + w[2312]*x[1176*n + q + 422] + w[2313]*x[1176*n + q + 423] + w[2314]*x[1176*n + q + 424] + w[2315]*x[1176*n + q + 434] + w[2316]*x[1176*n + q + 435] + w[2317]*x[1176*n + q + 436] + w[2318]*x[1176*n + q + 437] + w[2319]*x[1176*n + q + 438] + w[2320]*x[1176*n + q + 448] + w[2321]*x[1176*n + q + 449] + w[2322]*x[1176*n + q + 450] + w[2323]*x[1176*n + q + 451] + w[2324]*x[1176*n + q + 452] + w[2325]*x[1176*n + q + 588] + w[2326]*x[1176*n + q + 589] + w[2327]*x[1176*n + q + 590] + w[2328]*x[1176*n + q + 591] + w[2329]*x[1176*n + q + 592] + w[2330]*x[1176*n + q + 602] + w[2331]*x[1176*n + q + 603] + w[2332]*x[1176*n + q + 604] + w[2333]*x[1176*n + q + 605] + w[2334]*x[1176*n + q + 606] + w[2335]*x[1176*n + q + 616] + w[2336]*x[1176*n + q + 617] + w[2337]*x[1176*n + q + 618] + w[2338]*x[1176*n + q + 619] + w[2339]*x[1176*n + q + 620] + w[2340]*x[1176*n + q + 630] + w[2341]*x[1176*n + q + 631] + w[2342]*x[1176*n + q + 632] + w[2343]*x[1176*n + q + 633] + w[2344]*x[1176*n + q + 634] + w[2345]*x[1176*n + q + 644] + w[2346]*x[1176*n + q + 645] + w[2347]*x[1176*n + q + 646] + w[2348]*x[1176*n + q + 647] + w[2349]*x[1176*n + q + 648] + w[2350]*x[1176*n + q + 784] + w[2351]*x[1176*n + q + 785] + w[2352]*x[1176*n + q + 786] + w[2353]*x[1176*n + q + 787] + w[2354]*x[1176*n + q + 788] + w[2355]*x[1176*n + q + 798] + w[2356]*x[1176*n + q + 799] + w[2357]*x[1176*n + q + 800] + w[2358]*x[1176*n + q + 801] + w[2359]*x[1176*n + q + 802] + w[2360]*x[1176*n + q + 812] + w[2361]*x[1176*n + q + 813] + w[2362]*x[1176*n + q + 814] + w[2363]*x[1176*n + q + 815] + w[2364]*x[1176*n + q + 816] + w[2365]*x[1176*n + q + 826] + w[2366]*x[1176*n + q + 827] + w[2367]*x[1176*n + q + 828] + w[2368]*x[1176*n + q + 829] + w[2369]*x[1176*n + q + 830] + w[2370]*x[1176*n + q + 840] + w[2371]*x[1176*n + q + 841] + w[2372]*x[1176*n + q + 842] + w[2373]*x[1176*n + q + 843] + w[2374]*x[1176*n + q + 844] + w[2375]*x[1176*n + q + 980] + w[2376]*x[1176*n + q + 981] + w[2377]*x[1176*n + q + 982] + w[2378]*x[1176*n + q + 983] + w[2379]*x[1176*n + q + 984] + w[2380]*x[1176*n + q + 994] + w[2381]*x[1176*n + q + 995] + w[2382]*x[1176*n + q + 996] + w[2383]*x[1176*n + q + 997] + w[2384]*x[1176*n + q + 998] + w[2385]*x[1176*n + q + 1008] + w[2386]*x[1176*n + q + 1009] + w[2387]*x[1176*n + q + 1010] + w[2388]*x[1176*n + q + 1011] + w[2389]*x[1176*n + q + 1012] + w[2390]*x[1176*n + q + 1022] + w[2391]*x[1176*n + q + 1023] + w[2392]*x[1176*n + q + 1024] + w[2393]*x[1176*n + q + 1025] + w[2394]*x[1176*n + q + 1026] + w[2395]*x[1176*n + q + 1036] + w[2396]*x[1176*n + q + 1037] + w[2397]*x[1176*n + q + 1038] + w[2398]*x[1176*n + q + 1039] + w[2399]*x[1176*n + q + 1040];
+                }
+                for (int64_t i = 0; i < 10; ++i) {
+                    for (int64_t j = 0; j < 10; ++j) {
+                        y[10*i + j + 1600*n] += t[14*i + j];
+                    }
+                }
+                for (int64_t i = 0; i < 10; ++i) {
+                    for (int64_t j = 0; j < 10; ++j) {
+                        y[10*i + j + 1600*n + 100] += t[14*i + j + 136];
+                    }
+                }
+                for (int64_t i = 0; i < 10; ++i) {
+                    for (int64_t j = 0; j < 10; ++j) {
+                        y[10*i + j + 1600*n + 200] += t[14*i + j + 272];
+                    }
+                }
+                for (int64_t i = 0; i < 10; ++i) {
+                    for (int64_t j = 0; j < 10; ++j) {
+                        y[10*i + j + 1600*n + 300] += t[14*i + j + 408];
+                    }
+                }
+                for (int64_t i = 0; i < 10; ++i) {
+                    for (int64_t j = 0; j < 10; ++j) {
+                        y[10*i + j + 1600*n + 400] += t[14*i + j + 544];
+                    }
+                }
+                for (int64_t i = 0; i < 10; ++i) {
+                    for (int64_t j = 0; j < 10; ++j) {
+                        y[10*i + j + 1600*n + 500] += t[14*i + j + 680];
+                    }
+                }
+                for (int64_t i = 0; i < 10; ++i) {
+                    for (int64_t j = 0; j < 10; ++j) {
+                        y[10*i + j + 1600*n + 600] += t[14*i + j + 816];
+                    }
+                }
+                for (int64_t i = 0; i < 10; ++i) {
+                    for (int64_t j = 0; j < 10; ++j) {
+                        y[10*i + j + 1600*n + 700] += t[14*i + j + 952];
+                    }
+                }
+                for (int64_t i = 0; i < 10; ++i) {
+                    for (int64_t j = 0; j < 10; ++j) {
+                        y[10*i + j + 1600*n + 800] += t[14*i + j + 1088];
+                    }
+                }
+                for (int64_t i = 0; i < 10; ++i) {
+                    for (int64_t j = 0; j < 10; ++j) {
+                        y[10*i + j + 1600*n + 900] += t[14*i + j + 1224];
+                    }
+                }
+                for (int64_t i = 0; i < 10; ++i) {
+                    for (int64_t j = 0; j < 10; ++j) {
+                        y[10*i + j + 1600*n + 1000] += t[14*i + j + 1360];
+                    }
+                }
+                for (int64_t i = 0; i < 10; ++i) {
+                    for (int64_t j = 0; j < 10; ++j) {
+                        y[10*i + j + 1600*n + 1100] += t[14*i + j + 1496];
+                    }
+                }
+                for (int64_t i = 0; i < 10; ++i) {
+                    for (int64_t j = 0; j < 10; ++j) {
+                        y[10*i + j + 1600*n + 1200] += t[14*i + j + 1632];
+                    }
+                }
+                for (int64_t i = 0; i < 10; ++i) {
+                    for (int64_t j = 0; j < 10; ++j) {
+                        y[10*i + j + 1600*n + 1300] += t[14*i + j + 1768];
+                    }
+                }
+                for (int64_t i = 0; i < 10; ++i) {
+                    for (int64_t j = 0; j < 10; ++j) {
+                        y[10*i + j + 1600*n + 1400] += t[14*i + j + 1904];
+                    }
+                }
+                for (int64_t i = 0; i < 10; ++i) {
+                    for (int64_t j = 0; j < 10; ++j) {
+                        y[10*i + j + 1600*n + 1500] += t[14*i + j + 2040];
+                    }
+                }
+            }
+        }
+    } else
 #endif
     for (int64_t n = 0; n < N; ++n) {
         {
@@ -2467,7 +4183,18 @@ void symconv_conv2d_forward_C3_f64(const double *restrict x, const double *restr
 void symconv_conv2d_backward_data_C3_f32(const float *restrict dy, const float *restrict w, float *restrict dx, int64_t N)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (1176*N) >= 262144)
+    if ((N) > 1 && (1176*N) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t n = 0; n < N; ++n) {
+            for (int64_t c = 0; c < 6; ++c) {
+                for (int64_t h = 0; h < 14; ++h) {
+                    for (int64_t r = 0; r < 14; ++r) {
+                        dx[196*c + 14*h + 1176*n + r] = 0;
+                    }
+                }
+            }
+        }
+    } else
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t c = 0; c < 6; ++c) {
@@ -2619,7 +4346,18 @@ void symconv_conv2d_backward_data_C3_f32(const float *restrict dy, const float *
 void symconv_conv2d_backward_data_C3_f64(const double *restrict dy, const double *restrict w, double *restrict dx, int64_t N)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (1176*N) >= 262144)
+    if ((N) > 1 && (1176*N) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t n = 0; n < N; ++n) {
+            for (int64_t c = 0; c < 6; ++c) {
+                for (int64_t h = 0; h < 14; ++h) {
+                    for (int64_t r = 0; r < 14; ++r) {
+                        dx[196*c + 14*h + 1176*n + r] = 0;
+                    }
+                }
+            }
+        }
+    } else
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t c = 0; c < 6; ++c) {
@@ -7013,7 +8751,18 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
 void symconv_subsample_forward_S4_f32(const float *restrict x, const float *restrict coef, const float *restrict bias, float *restrict z, int64_t N)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (400*N) >= 262144)
+    if ((N) > 1 && (400*N) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t n = 0; n < N; ++n) {
+            for (int64_t c = 0; c < 16; ++c) {
+                for (int64_t i = 0; i < 5; ++i) {
+                    for (int64_t j = 0; j < 5; ++j) {
+                        z[25*c + 5*i + j + 400*n] = bias[c];
+                    }
+                }
+            }
+        }
+    } else
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t c = 0; c < 16; ++c) {
@@ -7025,7 +8774,18 @@ void symconv_subsample_forward_S4_f32(const float *restrict x, const float *rest
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (400*N) >= 262144)
+    if ((N) > 1 && (400*N) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t n = 0; n < N; ++n) {
+            for (int64_t c = 0; c < 16; ++c) {
+                for (int64_t i = 0; i < 5; ++i) {
+                    for (int64_t j = 0; j < 5; ++j) {
+                        z[25*c + 5*i + j + 400*n] += coef[c]*x[100*c + 20*i + 2*j + 1600*n + 11] + coef[c]*x[100*c + 20*i + 2*j + 1600*n + 10] + coef[c]*x[100*c + 20*i + 2*j + 1600*n + 1] + coef[c]*x[100*c + 20*i + 2*j + 1600*n];
+                    }
+                }
+            }
+        }
+    } else
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t c = 0; c < 16; ++c) {
@@ -7044,7 +8804,18 @@ void symconv_subsample_forward_S4_f32(const float *restrict x, const float *rest
 void symconv_subsample_forward_S4_f64(const double *restrict x, const double *restrict coef, const double *restrict bias, double *restrict z, int64_t N)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (400*N) >= 262144)
+    if ((N) > 1 && (400*N) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t n = 0; n < N; ++n) {
+            for (int64_t c = 0; c < 16; ++c) {
+                for (int64_t i = 0; i < 5; ++i) {
+                    for (int64_t j = 0; j < 5; ++j) {
+                        z[25*c + 5*i + j + 400*n] = bias[c];
+                    }
+                }
+            }
+        }
+    } else
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t c = 0; c < 16; ++c) {
@@ -7056,7 +8827,18 @@ void symconv_subsample_forward_S4_f64(const double *restrict x, const double *re
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (400*N) >= 262144)
+    if ((N) > 1 && (400*N) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t n = 0; n < N; ++n) {
+            for (int64_t c = 0; c < 16; ++c) {
+                for (int64_t i = 0; i < 5; ++i) {
+                    for (int64_t j = 0; j < 5; ++j) {
+                        z[25*c + 5*i + j + 400*n] += coef[c]*x[100*c + 20*i + 2*j + 1600*n + 11] + coef[c]*x[100*c + 20*i + 2*j + 1600*n + 10] + coef[c]*x[100*c + 20*i + 2*j + 1600*n + 1] + coef[c]*x[100*c + 20*i + 2*j + 1600*n];
+                    }
+                }
+            }
+        }
+    } else
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t c = 0; c < 16; ++c) {
@@ -7075,7 +8857,22 @@ void symconv_subsample_forward_S4_f64(const double *restrict x, const double *re
 void symconv_subsample_backward_S4_f32(const float *restrict dz, const float *restrict x, const float *restrict coef, float *restrict dx, float *restrict dcoef, float *restrict dbias, int64_t N)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (1600*N) >= 262144)
+    if ((N) > 1 && (1600*N) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t n = 0; n < N; ++n) {
+            for (int64_t c = 0; c < 16; ++c) {
+                for (int64_t u = 0; u < 2; ++u) {
+                    for (int64_t v = 0; v < 2; ++v) {
+                        for (int64_t i = 0; i < 5; ++i) {
+                            for (int64_t j = 0; j < 5; ++j) {
+                                dx[100*c + 20*i + 2*j + 1600*n + 10*u + v] = coef[c]*dz[25*c + 5*i + j + 400*n];
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    } else
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t c = 0; c < 16; ++c) {
@@ -7095,7 +8892,25 @@ void symconv_subsample_backward_S4_f32(const float *restrict dz, const float *re
         dbias[c] = 0;
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((400*N) >= 262144)
+    if ((400*N) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t c = 0; c < 16; ++c) {
+            {
+                float acc0 = 0;
+                for (int64_t n = 0; n < N; ++n) {
+                    for (int64_t i = 0; i < 5; ++i) {
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                        #pragma omp simd reduction(+: acc0)
+#endif
+                        for (int64_t j = 0; j < 5; ++j) {
+                            acc0 += dz[25*c + 5*i + j + 400*n]*x[100*c + 20*i + 2*j + 1600*n + 11] + dz[25*c + 5*i + j + 400*n]*x[100*c + 20*i + 2*j + 1600*n + 10] + dz[25*c + 5*i + j + 400*n]*x[100*c + 20*i + 2*j + 1600*n + 1] + dz[25*c + 5*i + j + 400*n]*x[100*c + 20*i + 2*j + 1600*n];
+                        }
+                    }
+                }
+                dcoef[c] += acc0;
+            }
+        }
+    } else
 #endif
     for (int64_t c = 0; c < 16; ++c) {
         {
@@ -7114,7 +8929,23 @@ void symconv_subsample_backward_S4_f32(const float *restrict dz, const float *re
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((400*N) >= 262144)
+    if ((400*N) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t c = 0; c < 16; ++c) {
+            {
+                float acc0 = 0;
+                for (int64_t n = 0; n < N; ++n) {
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                    #pragma omp simd reduction(+: acc0)
+#endif
+                    for (int64_t ij = 0; ij < 25; ++ij) {
+                        acc0 += dz[25*c + ij + 400*n];
+                    }
+                }
+                dbias[c] += acc0;
+            }
+        }
+    } else
 #endif
     for (int64_t c = 0; c < 16; ++c) {
         {
@@ -7138,7 +8969,22 @@ void symconv_subsample_backward_S4_f32(const float *restrict dz, const float *re
 void symconv_subsample_backward_S4_f64(const double *restrict dz, const double *restrict x, const double *restrict coef, double *restrict dx, double *restrict dcoef, double *restrict dbias, int64_t N)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (1600*N) >= 262144)
+    if ((N) > 1 && (1600*N) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t n = 0; n < N; ++n) {
+            for (int64_t c = 0; c < 16; ++c) {
+                for (int64_t u = 0; u < 2; ++u) {
+                    for (int64_t v = 0; v < 2; ++v) {
+                        for (int64_t i = 0; i < 5; ++i) {
+                            for (int64_t j = 0; j < 5; ++j) {
+                                dx[100*c + 20*i + 2*j + 1600*n + 10*u + v] = coef[c]*dz[25*c + 5*i + j + 400*n];
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    } else
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t c = 0; c < 16; ++c) {
@@ -7158,7 +9004,25 @@ void symconv_subsample_backward_S4_f64(const double *restrict dz, const double *
         dbias[c] = 0;
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((400*N) >= 262144)
+    if ((400*N) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t c = 0; c < 16; ++c) {
+            {
+                double acc0 = 0;
+                for (int64_t n = 0; n < N; ++n) {
+                    for (int64_t i = 0; i < 5; ++i) {
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                        #pragma omp simd reduction(+: acc0)
+#endif
+                        for (int64_t j = 0; j < 5; ++j) {
+                            acc0 += dz[25*c + 5*i + j + 400*n]*x[100*c + 20*i + 2*j + 1600*n + 11] + dz[25*c + 5*i + j + 400*n]*x[100*c + 20*i + 2*j + 1600*n + 10] + dz[25*c + 5*i + j + 400*n]*x[100*c + 20*i + 2*j + 1600*n + 1] + dz[25*c + 5*i + j + 400*n]*x[100*c + 20*i + 2*j + 1600*n];
+                        }
+                    }
+                }
+                dcoef[c] += acc0;
+            }
+        }
+    } else
 #endif
     for (int64_t c = 0; c < 16; ++c) {
         {
@@ -7177,7 +9041,23 @@ void symconv_subsample_backward_S4_f64(const double *restrict dz, const double *
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((400*N) >= 262144)
+    if ((400*N) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t c = 0; c < 16; ++c) {
+            {
+                double acc0 = 0;
+                for (int64_t n = 0; n < N; ++n) {
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                    #pragma omp simd reduction(+: acc0)
+#endif
+                    for (int64_t ij = 0; ij < 25; ++ij) {
+                        acc0 += dz[25*c + ij + 400*n];
+                    }
+                }
+                dbias[c] += acc0;
+            }
+        }
+    } else
 #endif
     for (int64_t c = 0; c < 16; ++c) {
         {
@@ -7201,7 +9081,14 @@ void symconv_subsample_backward_S4_f64(const double *restrict dz, const double *
 void symconv_conv2d_forward_C5_f32(const float *restrict x, const float *restrict w, const float *restrict b, float *restrict y, int64_t N)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (120*N) >= 262144)
+    if ((N) > 1 && (120*N) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t n = 0; n < N; ++n) {
+            for (int64_t k = 0; k < 120; ++k) {
+                y[k + 120*n] = b[k];
+            }
+        }
+    } else
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t k = 0; k < 120; ++k) {
@@ -7242,7 +9129,14 @@ void symconv_conv2d_forward_C5_f32(const float *restrict x, const float *restric
 void symconv_conv2d_forward_C5_f64(const double *restrict x, const double *restrict w, const double *restrict b, double *restrict y, int64_t N)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (120*N) >= 262144)
+    if ((N) > 1 && (120*N) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t n = 0; n < N; ++n) {
+            for (int64_t k = 0; k < 120; ++k) {
+                y[k + 120*n] = b[k];
+            }
+        }
+    } else
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t k = 0; k < 120; ++k) {
@@ -7283,7 +9177,18 @@ void symconv_conv2d_forward_C5_f64(const double *restrict x, const double *restr
 void symconv_conv2d_backward_data_C5_f32(const float *restrict dy, const float *restrict w, float *restrict dx, int64_t N)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (400*N) >= 262144)
+    if ((N) > 1 && (400*N) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t n = 0; n < N; ++n) {
+            for (int64_t c = 0; c < 16; ++c) {
+                for (int64_t h = 0; h < 5; ++h) {
+                    for (int64_t r = 0; r < 5; ++r) {
+                        dx[25*c + 5*h + 400*n + r] = 0;
+                    }
+                }
+            }
+        }
+    } else
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t c = 0; c < 16; ++c) {
@@ -7312,7 +9217,18 @@ void symconv_conv2d_backward_data_C5_f32(const float *restrict dy, const float *
 void symconv_conv2d_backward_data_C5_f64(const double *restrict dy, const double *restrict w, double *restrict dx, int64_t N)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (400*N) >= 262144)
+    if ((N) > 1 && (400*N) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t n = 0; n < N; ++n) {
+            for (int64_t c = 0; c < 16; ++c) {
+                for (int64_t h = 0; h < 5; ++h) {
+                    for (int64_t r = 0; r < 5; ++r) {
+                        dx[25*c + 5*h + 400*n + r] = 0;
+                    }
+                }
+            }
+        }
+    } else
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t c = 0; c < 16; ++c) {
@@ -7393,7 +9309,14 @@ void symconv_conv2d_backward_filter_C5_f64(const double *restrict x, const doubl
 void symconv_dense_forward_F6_f32(const float *restrict x, const float *restrict w, const float *restrict b, float *restrict y, int64_t N)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (84*N) >= 262144)
+    if ((N) > 1 && (84*N) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t n = 0; n < N; ++n) {
+            for (int64_t o = 0; o < 84; ++o) {
+                y[84*n + o] = b[o];
+            }
+        }
+    } else
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t o = 0; o < 84; ++o) {
@@ -7401,7 +9324,32 @@ void symconv_dense_forward_F6_f32(const float *restrict x, const float *restrict
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (10080*N) >= 262144)
+    if ((N) > 1 && (10080*N) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t n = 0; n < N; ++n) {
+            for (int64_t o4 = 0; o4 < 21; ++o4) {
+                {
+                    float acc0 = 0;
+                    float acc1 = 0;
+                    float acc2 = 0;
+                    float acc3 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3)
+#endif
+                    for (int64_t i = 0; i < 120; ++i) {
+                        acc0 += w[i + 480*o4]*x[i + 120*n];
+                        acc1 += w[i + 480*o4 + 120]*x[i + 120*n];
+                        acc2 += w[i + 480*o4 + 240]*x[i + 120*n];
+                        acc3 += w[i + 480*o4 + 360]*x[i + 120*n];
+                    }
+                    y[84*n + 4*o4] += acc0;
+                    y[84*n + 4*o4 + 1] += acc1;
+                    y[84*n + 4*o4 + 2] += acc2;
+                    y[84*n + 4*o4 + 3] += acc3;
+                }
+            }
+        }
+    } else
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t o4 = 0; o4 < 21; ++o4) {
@@ -7434,7 +9382,14 @@ void symconv_dense_forward_F6_f32(const float *restrict x, const float *restrict
 void symconv_dense_forward_F6_f64(const double *restrict x, const double *restrict w, const double *restrict b, double *restrict y, int64_t N)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (84*N) >= 262144)
+    if ((N) > 1 && (84*N) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t n = 0; n < N; ++n) {
+            for (int64_t o = 0; o < 84; ++o) {
+                y[84*n + o] = b[o];
+            }
+        }
+    } else
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t o = 0; o < 84; ++o) {
@@ -7442,7 +9397,32 @@ void symconv_dense_forward_F6_f64(const double *restrict x, const double *restri
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (10080*N) >= 262144)
+    if ((N) > 1 && (10080*N) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t n = 0; n < N; ++n) {
+            for (int64_t o4 = 0; o4 < 21; ++o4) {
+                {
+                    double acc0 = 0;
+                    double acc1 = 0;
+                    double acc2 = 0;
+                    double acc3 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3)
+#endif
+                    for (int64_t i = 0; i < 120; ++i) {
+                        acc0 += w[i + 480*o4]*x[i + 120*n];
+                        acc1 += w[i + 480*o4 + 120]*x[i + 120*n];
+                        acc2 += w[i + 480*o4 + 240]*x[i + 120*n];
+                        acc3 += w[i + 480*o4 + 360]*x[i + 120*n];
+                    }
+                    y[84*n + 4*o4] += acc0;
+                    y[84*n + 4*o4 + 1] += acc1;
+                    y[84*n + 4*o4 + 2] += acc2;
+                    y[84*n + 4*o4 + 3] += acc3;
+                }
+            }
+        }
+    } else
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t o4 = 0; o4 < 21; ++o4) {
@@ -7475,7 +9455,14 @@ void symconv_dense_forward_F6_f64(const double *restrict x, const double *restri
 void symconv_dense_backward_F6_f32(const float *restrict dy, const float *restrict x, const float *restrict w, float *restrict dx, float *restrict dw, float *restrict db, int64_t N)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (120*N) >= 262144)
+    if ((N) > 1 && (120*N) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t n = 0; n < N; ++n) {
+            for (int64_t i = 0; i < 120; ++i) {
+                dx[i + 120*n] = 0;
+            }
+        }
+    } else
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t i = 0; i < 120; ++i) {
@@ -7483,7 +9470,16 @@ void symconv_dense_backward_F6_f32(const float *restrict dy, const float *restri
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (10080*N) >= 262144)
+    if ((N) > 1 && (10080*N) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t n = 0; n < N; ++n) {
+            for (int64_t o = 0; o < 84; ++o) {
+                for (int64_t i = 0; i < 120; ++i) {
+                    dx[i + 120*n] += dy[84*n + o]*w[i + 120*o];
+                }
+            }
+        }
+    } else
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t o = 0; o < 84; ++o) {
@@ -7498,7 +9494,16 @@ void symconv_dense_backward_F6_f32(const float *restrict dy, const float *restri
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((10080*N) >= 262144)
+    if ((10080*N) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t o = 0; o < 84; ++o) {
+            for (int64_t n = 0; n < N; ++n) {
+                for (int64_t i = 0; i < 120; ++i) {
+                    dw[i + 120*o] += dy[84*n + o]*x[i + 120*n];
+                }
+            }
+        }
+    } else
 #endif
     for (int64_t o = 0; o < 84; ++o) {
         for (int64_t n = 0; n < N; ++n) {
@@ -7511,7 +9516,21 @@ void symconv_dense_backward_F6_f32(const float *restrict dy, const float *restri
         db[o] = 0;
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((84*N) >= 262144)
+    if ((84*N) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t o = 0; o < 84; ++o) {
+            {
+                float acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                #pragma omp simd reduction(+: acc0)
+#endif
+                for (int64_t n = 0; n < N; ++n) {
+                    acc0 += dy[84*n + o];
+                }
+                db[o] += acc0;
+            }
+        }
+    } else
 #endif
     for (int64_t o = 0; o < 84; ++o) {
         {
@@ -7533,7 +9552,14 @@ void symconv_dense_backward_F6_f32(const float *restrict dy, const float *restri
 void symconv_dense_backward_F6_f64(const double *restrict dy, const double *restrict x, const double *restrict w, double *restrict dx, double *restrict dw, double *restrict db, int64_t N)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (120*N) >= 262144)
+    if ((N) > 1 && (120*N) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t n = 0; n < N; ++n) {
+            for (int64_t i = 0; i < 120; ++i) {
+                dx[i + 120*n] = 0;
+            }
+        }
+    } else
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t i = 0; i < 120; ++i) {
@@ -7541,7 +9567,16 @@ void symconv_dense_backward_F6_f64(const double *restrict dy, const double *rest
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (10080*N) >= 262144)
+    if ((N) > 1 && (10080*N) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t n = 0; n < N; ++n) {
+            for (int64_t o = 0; o < 84; ++o) {
+                for (int64_t i = 0; i < 120; ++i) {
+                    dx[i + 120*n] += dy[84*n + o]*w[i + 120*o];
+                }
+            }
+        }
+    } else
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t o = 0; o < 84; ++o) {
@@ -7556,7 +9591,16 @@ void symconv_dense_backward_F6_f64(const double *restrict dy, const double *rest
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((10080*N) >= 262144)
+    if ((10080*N) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t o = 0; o < 84; ++o) {
+            for (int64_t n = 0; n < N; ++n) {
+                for (int64_t i = 0; i < 120; ++i) {
+                    dw[i + 120*o] += dy[84*n + o]*x[i + 120*n];
+                }
+            }
+        }
+    } else
 #endif
     for (int64_t o = 0; o < 84; ++o) {
         for (int64_t n = 0; n < N; ++n) {
@@ -7569,7 +9613,21 @@ void symconv_dense_backward_F6_f64(const double *restrict dy, const double *rest
         db[o] = 0;
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((84*N) >= 262144)
+    if ((84*N) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t o = 0; o < 84; ++o) {
+            {
+                double acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                #pragma omp simd reduction(+: acc0)
+#endif
+                for (int64_t n = 0; n < N; ++n) {
+                    acc0 += dy[84*n + o];
+                }
+                db[o] += acc0;
+            }
+        }
+    } else
 #endif
     for (int64_t o = 0; o < 84; ++o) {
         {
@@ -7591,7 +9649,14 @@ void symconv_dense_backward_F6_f64(const double *restrict dy, const double *rest
 void symconv_rbf_forward_OUTPUT_f32(const float *restrict x, const float *restrict centers, float *restrict y, int64_t N)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (10*N) >= 262144)
+    if ((N) > 1 && (10*N) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t n = 0; n < N; ++n) {
+            for (int64_t o = 0; o < 10; ++o) {
+                y[10*n + o] = 0;
+            }
+        }
+    } else
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t o = 0; o < 10; ++o) {
@@ -7599,7 +9664,23 @@ void symconv_rbf_forward_OUTPUT_f32(const float *restrict x, const float *restri
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (840*N) >= 262144)
+    if ((N) > 1 && (840*N) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t n = 0; n < N; ++n) {
+            for (int64_t o = 0; o < 10; ++o) {
+                {
+                    float acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                    #pragma omp simd reduction(+: acc0)
+#endif
+                    for (int64_t i = 0; i < 84; ++i) {
+                        acc0 += ((-centers[i + 84*o] + x[i + 84*n])*(-centers[i + 84*o] + x[i + 84*n]));
+                    }
+                    y[10*n + o] += acc0;
+                }
+            }
+        }
+    } else
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t o = 0; o < 10; ++o) {
@@ -7623,7 +9704,14 @@ void symconv_rbf_forward_OUTPUT_f32(const float *restrict x, const float *restri
 void symconv_rbf_forward_OUTPUT_f64(const double *restrict x, const double *restrict centers, double *restrict y, int64_t N)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (10*N) >= 262144)
+    if ((N) > 1 && (10*N) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t n = 0; n < N; ++n) {
+            for (int64_t o = 0; o < 10; ++o) {
+                y[10*n + o] = 0;
+            }
+        }
+    } else
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t o = 0; o < 10; ++o) {
@@ -7631,7 +9719,23 @@ void symconv_rbf_forward_OUTPUT_f64(const double *restrict x, const double *rest
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (840*N) >= 262144)
+    if ((N) > 1 && (840*N) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t n = 0; n < N; ++n) {
+            for (int64_t o = 0; o < 10; ++o) {
+                {
+                    double acc0 = 0;
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                    #pragma omp simd reduction(+: acc0)
+#endif
+                    for (int64_t i = 0; i < 84; ++i) {
+                        acc0 += ((-centers[i + 84*o] + x[i + 84*n])*(-centers[i + 84*o] + x[i + 84*n]));
+                    }
+                    y[10*n + o] += acc0;
+                }
+            }
+        }
+    } else
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t o = 0; o < 10; ++o) {
@@ -7655,7 +9759,14 @@ void symconv_rbf_forward_OUTPUT_f64(const double *restrict x, const double *rest
 void symconv_rbf_backward_OUTPUT_f32(const float *restrict dy, const float *restrict x, const float *restrict centers, float *restrict dx, float *restrict dcenters, int64_t N)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (84*N) >= 262144)
+    if ((N) > 1 && (84*N) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t n = 0; n < N; ++n) {
+            for (int64_t i = 0; i < 84; ++i) {
+                dx[i + 84*n] = 0;
+            }
+        }
+    } else
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t i = 0; i < 84; ++i) {
@@ -7663,7 +9774,16 @@ void symconv_rbf_backward_OUTPUT_f32(const float *restrict dy, const float *rest
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (840*N) >= 262144)
+    if ((N) > 1 && (840*N) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t n = 0; n < N; ++n) {
+            for (int64_t o = 0; o < 10; ++o) {
+                for (int64_t i = 0; i < 84; ++i) {
+                    dx[i + 84*n] += 2*(-centers[i + 84*o] + x[i + 84*n])*dy[10*n + o];
+                }
+            }
+        }
+    } else
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t o = 0; o < 10; ++o) {
@@ -7678,7 +9798,16 @@ void symconv_rbf_backward_OUTPUT_f32(const float *restrict dy, const float *rest
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((840*N) >= 262144)
+    if ((840*N) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t o = 0; o < 10; ++o) {
+            for (int64_t n = 0; n < N; ++n) {
+                for (int64_t i = 0; i < 84; ++i) {
+                    dcenters[i + 84*o] += -2*(-centers[i + 84*o] + x[i + 84*n])*dy[10*n + o];
+                }
+            }
+        }
+    } else
 #endif
     for (int64_t o = 0; o < 10; ++o) {
         for (int64_t n = 0; n < N; ++n) {
@@ -7695,7 +9824,14 @@ void symconv_rbf_backward_OUTPUT_f32(const float *restrict dy, const float *rest
 void symconv_rbf_backward_OUTPUT_f64(const double *restrict dy, const double *restrict x, const double *restrict centers, double *restrict dx, double *restrict dcenters, int64_t N)
 {
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (84*N) >= 262144)
+    if ((N) > 1 && (84*N) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t n = 0; n < N; ++n) {
+            for (int64_t i = 0; i < 84; ++i) {
+                dx[i + 84*n] = 0;
+            }
+        }
+    } else
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t i = 0; i < 84; ++i) {
@@ -7703,7 +9839,16 @@ void symconv_rbf_backward_OUTPUT_f64(const double *restrict dy, const double *re
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((N) > 1 && (840*N) >= 262144)
+    if ((N) > 1 && (840*N) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t n = 0; n < N; ++n) {
+            for (int64_t o = 0; o < 10; ++o) {
+                for (int64_t i = 0; i < 84; ++i) {
+                    dx[i + 84*n] += 2*(-centers[i + 84*o] + x[i + 84*n])*dy[10*n + o];
+                }
+            }
+        }
+    } else
 #endif
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t o = 0; o < 10; ++o) {
@@ -7718,7 +9863,16 @@ void symconv_rbf_backward_OUTPUT_f64(const double *restrict dy, const double *re
         }
     }
 #ifdef _OPENMP
-    #pragma omp parallel for if((840*N) >= 262144)
+    if ((840*N) >= 262144) {
+        #pragma omp parallel for
+        for (int64_t o = 0; o < 10; ++o) {
+            for (int64_t n = 0; n < N; ++n) {
+                for (int64_t i = 0; i < 84; ++i) {
+                    dcenters[i + 84*o] += -2*(-centers[i + 84*o] + x[i + 84*n])*dy[10*n + o];
+                }
+            }
+        }
+    } else
 #endif
     for (int64_t o = 0; o < 10; ++o) {
         for (int64_t n = 0; n < N; ++n) {
