@@ -793,6 +793,11 @@ LENET5_INPUT = (1, 32, 32)
 LENET5_CLASSES = 10
 _LENET5_SIZES = {}
 _LENET5_CENTERS = {}
+#: role -> (the arrays of the last call, their C addresses). Reading an array's address
+#: costs ~1-3 us; a training loop passes the same parameter, Hessian, velocity and
+#: workspace arrays at every step, so their addresses are looked up once. Holding the
+#: arrays keeps each address valid (and numpy refuses to resize a referenced array).
+_LENET5_ADDRESSES = {}
 
 
 def lenet5_workspace(batch, dtype):
@@ -837,9 +842,8 @@ def _lenet5_pointers(_a, name, arrays, writeable):
     if not isinstance(arrays, dict) or len(arrays) != len(LENET5_PARAMS):
         got = sorted(arrays) if isinstance(arrays, dict) else type(arrays).__name__
         _a.fail(ValueError, f"{name} must be a dict of the arrays {[n for n, _ in LENET5_PARAMS]}, got {got}")
-    pointers = (ctypes.c_void_p * len(LENET5_PARAMS))()
-    for i, (key, shape) in enumerate(LENET5_PARAMS):
-        a = arrays.get(key)
+    listed = tuple(arrays.get(key) for key, _ in LENET5_PARAMS)
+    for a, (key, shape) in zip(listed, LENET5_PARAMS):
         what = f"{name}[{key!r}]"
         if not isinstance(a, numpy.ndarray):
             _a.fail(TypeError, f"{what} must be a numpy.ndarray, got {type(a).__name__}")
@@ -851,8 +855,15 @@ def _lenet5_pointers(_a, name, arrays, writeable):
             _a.fail(ValueError, f"{what} must be C-contiguous")
         if writeable and not a.flags.writeable:
             _a.fail(ValueError, f"{what} is updated in place and must be writeable")
-        pointers[i] = a.ctypes.data
-    return pointers
+    return _lenet5_addresses(name, listed, lambda: (ctypes.c_void_p * len(listed))(*[a.ctypes.data for a in listed]))
+
+
+def _lenet5_addresses(role, arrays, lookup):
+    """``lookup()`` (the C addresses of ``arrays``), reused while ``role`` gets the very same arrays."""
+    found = _LENET5_ADDRESSES.get(role)
+    if found is None or len(found[0]) != len(arrays) or any(a is not b for a, b in zip(found[0], arrays)):
+        found = _LENET5_ADDRESSES[role] = (arrays, lookup())
+    return found[1]
 
 
 def _lenet5_batch(_a, x, labels, work):
@@ -875,7 +886,8 @@ def _lenet5_batch(_a, x, labels, work):
 def _lenet5_call(name, _a, pointers, x, labels, E, y, work, B, scalars):
     """Call the entry point ``name`` (the common arguments in LENET5_STEP_ARGS order)."""
     centers = _LENET5_CENTERS[_a.dtype]
-    arrays = [a.ctypes.data for a in (centers, x, labels, E, y, work)]
+    fixed = [_lenet5_addresses(role, (a,), lambda a=a: a.ctypes.data) for role, a in (("centers", centers), ("work", work))]
+    arrays = [fixed[0], x.ctypes.data, labels.ctypes.data, E.ctypes.data, y.ctypes.data, fixed[1]]
     squash = (lenet5_spec.SQUASH_A, lenet5_spec.SQUASH_S, lenet5_spec.MAP_J)
     _lenet5_function(name, _a.dtype)(*pointers, *arrays, B, *scalars, *squash)
 
