@@ -96,12 +96,13 @@ def _elements(layer) -> int:
 
 
 def buffers() -> list[tuple[str, int]]:
-    """Per-image scratch ``(name, elements)``: pre-activation, activation, and the loss
-    gradients with respect to both, of every trainable layer; then the loss scratch."""
+    """Per-image scratch ``(name, elements)``: pre-activation ``a`` (later the loss gradient
+    with respect to it), activation ``x`` and the loss gradient with respect to ``x`` of
+    every trainable layer; then the loss scratch."""
     out = []
     for layer in trainable_layers():
         n = _elements(layer)
-        out += [(f"{kind}_{layer.name}", n) for kind in ("a", "x", "da", "dx")]
+        out += [(f"{kind}_{layer.name}", n) for kind in ("a", "x", "dx")]
     return out + [("m", 1), ("ssum", 1), ("dy", _RBF.out_maps)]
 
 
@@ -165,7 +166,7 @@ def dialect_context(dialect: printers.Dialect) -> dict:
             key: generic(name)
             for key, name in (
                 ("tanh_forward", "scaled_tanh_forward"),
-                ("tanh_backward", "scaled_tanh_backward"),
+                ("tanh_backward", "scaled_tanh_backward_from_output"),
                 ("loss_forward", "map_loss_forward"),
                 ("loss_backward", "map_loss_backward"),
                 ("bias_backward", "conv2d_backward_bias"),

@@ -615,6 +615,27 @@ def _activation_specs():
         lambda dy, z: dy * A * S * (1 - sp.tanh(S * z) ** 2),
     )
 
+    # f' = (S/A)(A^2 - f^2) (act.scaled_tanh, step 2): back-propagation through a squashed
+    # layer can reuse its output instead of evaluating tanh again (the costliest op there).
+    e = _I["e"]
+    dy, y = _A("dy")[e], _A("y")[e]
+    yield KernelSpec(
+        "scaled_tanh_backward_from_output",
+        "act.scaled_tanh",
+        "Gradient of scaled_tanh_forward from its output y = A tanh(S z): "
+        "dz = dy * (S/A) * (A**2 - y**2).",
+        (
+            Array("dy", ("E",), flat=True),
+            Array("y", ("E",), flat=True),
+            Array("dz", ("E",), role=OUT, flat=True),
+        ),
+        (Param("A", "float", 1.7159), Param("S", "float", 2 / 3)),
+        ("dy", "y", "A", "S"),
+        ("dz",),
+        (("e", 0, "E"),),
+        (Nest(("e",), (Stmt(_A("dz")[e], "=", dy * S / A * (A**2 - y**2)),)),),
+    )
+
     # 1/(1+exp(-t)) == (1 + tanh(t/2))/2 exactly; the tanh form never overflows.
     def sig(z):
         return (1 + sp.tanh(beta * z / 2)) / 2
@@ -906,7 +927,7 @@ def load_table(specs=None, known_ids=None) -> dict[str, KernelSpec]:
     Examples
     --------
     >>> len(load_table())
-    28
+    29
     """
     specs = kernel_specs() if specs is None else tuple(specs)
     known = set(core.ids() if known_ids is None else known_ids)

@@ -25,7 +25,8 @@ Three passes share one backward routine:
 * the diagonal Gauss-Newton second derivatives for stochastic diagonal
   Levenberg-Marquardt (``hessian_diagonal``; paper, Appendix C): the same backward
   kernels run on squared weights and squared inputs, and each activation multiplies
-  by f'(a)^2 instead of f'(a) (two applications of ``scaled_tanh_backward``).  It
+  by f'(a)^2 instead of f'(a) (two applications of ``scaled_tanh_backward_from_output``,
+  which takes f' = (S/A)(A^2 - f^2) from the layer's output: no tanh is evaluated twice).  It
   starts from the *exact* second derivative of the loss with respect to F6's outputs
   x6 (the RBF layer has no trainable parameters), see ``loss_curvature``.
 
@@ -305,9 +306,9 @@ class LeNet5:
         k = self.k
         sq = (lambda a: a * a) if square else (lambda a: a)
 
-        def act(d, a):  # d * f'(a), or d * f'(a)^2
-            d = k.scaled_tanh_backward(d, a, self.A, self.S)
-            return k.scaled_tanh_backward(d, a, self.A, self.S) if square else d
+        def act(d, x):  # d * f'(a), or d * f'(a)^2, f'(a) from the output x = f(a)
+            d = k.scaled_tanh_backward_from_output(d, x, self.A, self.S)
+            return k.scaled_tanh_backward_from_output(d, x, self.A, self.S) if square else d
 
         def conv(d, x, w, hw, table=None, need_dx=True):
             dw = k.conv2d_backward_filter(sq(x), d, (5, 5), table=table)
@@ -315,17 +316,17 @@ class LeNet5:
             return dw, k.conv2d_backward_bias(d), dx
 
         g = {}
-        da6 = act(dx6, c["a6"])
+        da6 = act(dx6, c["x6"])
         dx5, g["F6.w"], g["F6.b"] = k.dense_backward(da6, sq(c["x5"]), sq(p["F6.w"]))
-        da5 = act(dx5.reshape(c["a5"].shape), c["a5"])
+        da5 = act(dx5.reshape(c["a5"].shape), c["x5"].reshape(c["a5"].shape))
         g["C5.w"], g["C5.b"], dx4 = conv(da5, c["x4"], p["C5.w"], (5, 5))
-        da4 = act(dx4, c["a4"])
+        da4 = act(dx4, c["x4"])
         dx3, g["S4.coef"], g["S4.bias"] = k.subsample_backward(da4, sq(c["x3"]), sq(p["S4.coef"]))
-        da3 = act(dx3, c["a3"])
+        da3 = act(dx3, c["x3"])
         g["C3.w"], g["C3.b"], dx2 = conv(da3, c["x2"], p["C3.w"], (14, 14), self.table)
-        da2 = act(dx2, c["a2"])
+        da2 = act(dx2, c["x2"])
         dx1, g["S2.coef"], g["S2.bias"] = k.subsample_backward(da2, sq(c["x1"]), sq(p["S2.coef"]))
-        da1 = act(dx1, c["a1"])
+        da1 = act(dx1, c["x1"])
         g["C1.w"], g["C1.b"], _ = conv(da1, c["x0"], p["C1.w"], (32, 32), need_dx=False)
         return {name: g[name] for name in PARAM_SHAPES}
 

@@ -78,6 +78,12 @@ void symconv_scaled_tanh_backward_f32(const float *restrict dy, const float *res
 /* scaled_tanh_backward (float64): Gradient of scaled_tanh_forward: dz = dy * f'(z). */
 void symconv_scaled_tanh_backward_f64(const double *restrict dy, const double *restrict z, double *restrict dz, int64_t E, double A, double S);
 
+/* scaled_tanh_backward_from_output (float32): Gradient of scaled_tanh_forward from its output y = A tanh(S z): dz = dy * (S/A) * (A**2 - y**2). */
+void symconv_scaled_tanh_backward_from_output_f32(const float *restrict dy, const float *restrict y, float *restrict dz, int64_t E, float A, float S);
+
+/* scaled_tanh_backward_from_output (float64): Gradient of scaled_tanh_forward from its output y = A tanh(S z): dz = dy * (S/A) * (A**2 - y**2). */
+void symconv_scaled_tanh_backward_from_output_f64(const double *restrict dy, const double *restrict y, double *restrict dz, int64_t E, double A, double S);
+
 /* sigmoid_forward (float32): Sigmoid with slope beta: y = 1/(1+exp(-beta z)), computed as (1+tanh(beta z/2))/2. */
 void symconv_sigmoid_forward_f32(const float *restrict z, float *restrict y, int64_t E, float beta);
 
