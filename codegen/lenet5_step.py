@@ -125,10 +125,8 @@ def workspace_size(batch: int) -> int:
 def _layer(layer, previous, index, dialect) -> dict:
     """How the template calls one trainable layer's kernels."""
     kernel = {"conv": "conv2d", "subsample": "subsample", "dense": "dense"}[layer.kind]
-    sym = {
-        d: render.c_symbol(f"{kernel}_{d}", layer.name, dialect)
-        for d in ("forward", "backward", "backward_data", "backward_filter")
-    }
+    passes = ("backward_data", "backward_filter") if layer.kind == "conv" else ("backward",)
+    sym = {d: render.c_symbol(f"{kernel}_{d}", layer.name, dialect) for d in ("forward", *passes)}
     return {
         "name": layer.name,
         "kind": layer.kind,

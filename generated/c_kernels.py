@@ -852,7 +852,7 @@ def _lenet5_function(name, dtype):
         kinds = [kind for _, kind in LENET5_STEP_ARGS[name]]
         fn.argtypes = [cfloat if k == "float" else _CTYPES["int" if k == "int" else "array"] for k in kinds]
         fn.restype = None
-        fn = _FUNCTIONS[key] = fn
+        _FUNCTIONS[key] = fn
     return fn
 
 
