@@ -362,3 +362,20 @@ def test_bad_velocity_and_gradient_arguments(call):
 def test_fused_needs_the_c_backend():
     with pytest.raises(ValueError, match=r"fused=True needs the C backend"):
         LeNet5("numpy", np.float64, fused=True)
+
+
+def test_sgd_training_resumes_bit_for_bit_through_the_fused_step(tmp_path):
+    """The fused momentum step continues from a checkpoint's velocity exactly."""
+    from lenet5 import checkpoint, train
+
+    sample = load_mnist("sample")
+    quick = dict(backend="c", batch_size=10, limit=200, progress=False, optimizer="sgd")
+    train.train(train.Config(out=str(tmp_path / "a"), epochs=2, **quick), sample, log=print)
+    train.train(train.Config(out=str(tmp_path / "b"), epochs=1, **quick), sample, log=print)
+    rest = train.Config(out=str(tmp_path / "b"), epochs=2, **quick)
+    train.train(rest, sample, resume=True, log=print)
+    a, b = (checkpoint.load(tmp_path / run / train.LAST) for run in ("a", "b"))
+    assert not np.array_equal(a.velocity["F6.w"], 0 * a.velocity["F6.w"])  # momentum is live
+    for name in PARAM_SHAPES:
+        assert np.array_equal(a.params[name], b.params[name]), name
+        assert np.array_equal(a.velocity[name], b.velocity[name]), name
