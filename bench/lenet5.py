@@ -2,7 +2,10 @@
 
 The same faithful network (LeCun et al. 1998) runs on three engines:
 
-``C``      ``lenet5.network.LeNet5("c")``: the generated C kernels
+``C``      ``lenet5.network.LeNet5("c")``: the generated C kernels; a training step
+           is one call of the generated fused step (``symconv_lenet5_*``)
+``C composed``  ``LeNet5("c", fused=False)``: the same kernels called one by one from
+           Python (~45 validated calls per step); training rows only
 ``NumPy``  ``lenet5.network.LeNet5("numpy")``: the generated NumPy kernels
 ``torch``  PyTorch eager, written here layer by layer (C1 conv, S2 trainable
            coefficient + bias subsampling, C3 conv whose weight is multiplied by
@@ -19,7 +22,8 @@ Timed, at each batch size, images per second of:
 
 ``inference``   one forward pass (torch under ``torch.inference_mode``)
 ``train-sgd``   forward + backward + plain SGD update (w -= lr/B * grad of the
-                summed MAP loss; ``torch.optim.SGD`` without momentum)
+                summed MAP loss; symconv: ``LeNet5.sgd_step`` with momentum 0;
+                ``torch.optim.SGD`` without momentum)
 ``train-sdlm``  symconv's default step, stochastic diagonal Levenberg-Marquardt
                 with a fixed Hessian diagonal (its re-estimation on 500 digits once
                 per pass of 60,000 is not included); torch: n/a
@@ -27,7 +31,8 @@ Timed, at each batch size, images per second of:
 Method: each (mode, batch, engine) is warmed up and calibrated to ``n`` calls per
 sample (>= ``--seconds``); ``--rounds`` rounds then run the engines interleaved
 in a rotating order so machine noise hits all alike; the median sample is
-reported. Ratios are throughput ratios: C/torch = 20 means C is 20x faster.
+reported. Ratios are throughput ratios: C/torch = 20 means C is 20x faster;
+C/composed is the gain of the fused step over the composed C path.
 torch runs with ``torch.set_num_threads(2)`` (this machine's cores, and what the
 C backend's OpenMP may use); the NumPy backend's OpenBLAS with one thread unless
 ``OPENBLAS_NUM_THREADS`` says otherwise (see the comment at the import of numpy).
@@ -61,9 +66,9 @@ from bench.kernels import load_torch, time_interleaved, write_json_atomic  # noq
 from lenet5 import spec  # noqa: E402
 from lenet5.data import SAMPLE_DIR, load_dir, to_input  # noqa: E402
 from lenet5.network import LeNet5, parameter_count  # noqa: E402
-from lenet5.train import SDLM_RATE_FACTOR, sdlm_step  # noqa: E402
+from lenet5.train import SDLM_RATE_FACTOR, sdlm_rate  # noqa: E402
 
-ENGINES = ("C", "NumPy", "torch")
+ENGINES = ("C", "C composed", "NumPy", "torch")
 MODES = ("inference", "train-sgd", "train-sdlm")
 DTYPE = np.float32
 #: Penalties y = sum_k (x6_k - c_ik)^2 lie in [0, 336]; the engines sum the conv and
@@ -138,17 +143,15 @@ class TorchLeNet5:
 # --------------------------------------------------------------------------- symconv steps
 
 
-def symconv_sgd_step(net: LeNet5, params: dict, x, labels) -> None:
-    """Forward, backward, w -= lr/B * grad of the summed loss (in place)."""
-    _, _, grads = net.gradients(params, x, labels)
-    for n, g in grads.items():
-        params[n] -= (SGD_LR / len(x)) * g
+def symconv_sgd_step(net: LeNet5, params: dict, velocity: dict, x, labels) -> None:
+    """Forward, backward, w -= lr/B * grad of the summed loss (in place): momentum 0,
+    so the velocity is just the step."""
+    net.sgd_step(params, velocity, x, labels, SGD_LR, 0.0)
 
 
 def symconv_sdlm_step(net: LeNet5, params: dict, hess: dict, x, labels) -> None:
     """Forward, backward and the SDLM update of ``lenet5.train`` with a fixed diagonal."""
-    _, _, grads = net.gradients(params, x, labels)
-    sdlm_step(params, grads, hess, spec.rate_for_epoch(0) * SDLM_RATE_FACTOR)
+    net.sdlm_step(params, hess, x, labels, sdlm_rate(0, SDLM_RATE_FACTOR, len(x)))
 
 
 # --------------------------------------------------------------------------- agreement
@@ -217,10 +220,14 @@ def mode_calls(mode: str, nets: dict, torch, params: dict, hess: dict, data: Bat
     calls = {}
     for name, net in nets.items():
         own = {n: v.copy() for n, v in params.items()}
+        vel = {n: np.zeros_like(v) for n, v in params.items()}
         if mode == "inference":
-            calls[name] = cycle(lambda x, _, net=net: net.forward(params, x))
+            if name != "C composed":  # the same forward calls as C
+                calls[name] = cycle(lambda x, _, net=net: net.forward(params, x))
         elif mode == "train-sgd":
-            calls[name] = cycle(lambda x, lab, net=net, own=own: symconv_sgd_step(net, own, x, lab))
+            calls[name] = cycle(
+                lambda x, lab, net=net, own=own, vel=vel: symconv_sgd_step(net, own, vel, x, lab)
+            )
         else:
             calls[name] = cycle(
                 lambda x, lab, net=net, own=own: symconv_sdlm_step(net, own, hess, x, lab)
@@ -244,6 +251,7 @@ def bench_row(mode: str, batch: int, calls: dict, rounds: int, seconds: float) -
         "images_per_s": ips,
         "C/torch": ratio("C", "torch"),
         "C/NumPy": ratio("C", "NumPy"),
+        "C/composed": ratio("C", "C composed"),
     }
 
 
@@ -252,13 +260,14 @@ def bench_row(mode: str, batch: int, calls: dict, rounds: int, seconds: float) -
 
 def format_table(rows: list[dict]) -> str:
     """Fixed-width table: images/s per engine ("n/a" when absent), then the ratios."""
-    head = ["mode", "batch"] + [f"{e} img/s" for e in ENGINES] + ["C/torch", "C/NumPy"]
+    ratios = ("C/torch", "C/NumPy", "C/composed")
+    head = ["mode", "batch"] + [f"{e} img/s" for e in ENGINES] + list(ratios)
     fmt_ips = lambda v: "n/a" if v is None else f"{v:,.0f}"  # noqa: E731
     fmt_ratio = lambda v: "n/a" if v is None else f"{v:.1f}x"  # noqa: E731
     lines = [
         [r["mode"], str(r["batch"])]
         + [fmt_ips(r["images_per_s"][e]) for e in ENGINES]
-        + [fmt_ratio(r["C/torch"]), fmt_ratio(r["C/NumPy"])]
+        + [fmt_ratio(r[k]) for k in ratios]
         for r in rows
     ]
     widths = [max(len(c) for c in col) for col in zip(head, *lines, strict=True)]
@@ -281,9 +290,13 @@ def format_agreement(agree: dict) -> str:
 def load_nets() -> tuple[dict, list[str]]:
     """The symconv engines that load, and notes on those that do not."""
     nets, notes = {}, []
-    for name, backend in (("C", "c"), ("NumPy", "numpy")):
+    for name, backend, fused in (
+        ("C", "c", True),
+        ("C composed", "c", False),
+        ("NumPy", "numpy", False),
+    ):
         try:
-            nets[name] = LeNet5(backend, DTYPE)
+            nets[name] = LeNet5(backend, DTYPE, fused=fused)
         except Exception as exc:  # report and go on: a benchmark shows what is there
             notes.append(f"{name} backend unavailable: {exc}")
     if not nets:
@@ -356,7 +369,9 @@ def main(argv=None) -> int:
     print("\n".join(f"  note: {n}" for n in notes))
     print(format_agreement(agree))
     print(format_table(rows))
-    print("images per second; ratios: throughput of C over torch / NumPy (> 1: C faster)")
+    print(
+        "images per second; ratios: throughput of C over torch / NumPy / C composed (> 1: C faster)"
+    )
     if args.json:
         write_json_atomic(args.json, {"meta": meta, "agreement": agree, "rows": rows})
         print(f"wrote {args.json}")

@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-from codegen import lower, printers, render
+from codegen import lenet5_step, lower, printers, render
 from derive import core
 from derive import lenet5 as lenet5_spec
 from derive.kernels import KernelSpec, load_table
@@ -247,12 +247,16 @@ def c_header_line() -> str:
 
 def c_source(functions: list[dict]) -> str:
     """``generated/c/symconv.c``."""
-    return render.render("symconv.c.j2", header=c_header_line(), functions=functions)
+    return render.render(
+        "symconv.c.j2", header=c_header_line(), functions=functions, step=lenet5_step.context()
+    )
 
 
 def c_header(functions: list[dict]) -> str:
     """``generated/c/symconv.h``."""
-    return render.render("symconv.h.j2", header=c_header_line(), functions=functions)
+    return render.render(
+        "symconv.h.j2", header=c_header_line(), functions=functions, step=lenet5_step.context()
+    )
 
 
 def fast_source(table: dict[str, KernelSpec], functions: list[dict]) -> str:
@@ -299,6 +303,7 @@ def bindings_module(table: dict[str, KernelSpec], functions: list[dict]) -> str:
         functions=[f for f in functions if f["symbol"].endswith("_f64")],
         fast_symbols=[f["symbol"] for f in functions],
         specializations=sorted(grouped.items()),
+        step=lenet5_step.context(),
     )
 
 

@@ -615,6 +615,27 @@ def _activation_specs():
         lambda dy, z: dy * A * S * (1 - sp.tanh(S * z) ** 2),
     )
 
+    # f' = (S/A)(A^2 - f^2) (act.scaled_tanh, step 2): back-propagation through a squashed
+    # layer can reuse its output instead of evaluating tanh again (the costliest op there).
+    e = _I["e"]
+    dy, y = _A("dy")[e], _A("y")[e]
+    yield KernelSpec(
+        "scaled_tanh_backward_from_output",
+        "act.scaled_tanh",
+        "Gradient of scaled_tanh_forward from its output y = A tanh(S z): "
+        "dz = dy * (S/A) * (A**2 - y**2).",
+        (
+            Array("dy", ("E",), flat=True),
+            Array("y", ("E",), flat=True),
+            Array("dz", ("E",), role=OUT, flat=True),
+        ),
+        (Param("A", "float", 1.7159), Param("S", "float", 2 / 3)),
+        ("dy", "y", "A", "S"),
+        ("dz",),
+        (("e", 0, "E"),),
+        (Nest(("e",), (Stmt(_A("dz")[e], "=", dy * S / A * (A**2 - y**2)),)),),
+    )
+
     # 1/(1+exp(-t)) == (1 + tanh(t/2))/2 exactly; the tanh form never overflows.
     def sig(z):
         return (1 + sp.tanh(beta * z / 2)) / 2
@@ -829,6 +850,50 @@ def _loss_specs():
     )
 
 
+def _update_specs():
+    """Parameter updates over flat arrays (any parameter shape); the new values are outputs.
+
+    Kernels never write their inputs, so a caller updating in place copies w_new back.
+    """
+    e = _I["e"]
+    w, g, hh, v = (_A(a)[e] for a in ("w", "g", "h", "v"))
+    w_new, v_new = _A("w_new"), _A("v_new")
+    eta, mu, rate, momentum = (fsym(x) for x in ("eta", "mu", "rate", "momentum"))
+    flat = {name: Array(name, ("E",), flat=True) for name in ("w", "g", "h", "v")}
+    out = {name: Array(name, ("E",), role=OUT, flat=True) for name in ("w_new", "v_new")}
+    ranges = (("e", 0, "E"),)
+    yield KernelSpec(
+        "sdlm_update",
+        "opt.sdlm",
+        "Stochastic diagonal Levenberg-Marquardt: w_new = w - eta g / (mu + h).",
+        (flat["w"], flat["g"], flat["h"], out["w_new"]),
+        (Param("eta", "float"), Param("mu", "float")),
+        ("w", "g", "h", "eta", "mu"),
+        ("w_new",),
+        ranges,
+        (Nest(("e",), (Stmt(w_new[e], "=", w - eta * g / (mu + hh)),)),),
+    )
+    yield KernelSpec(
+        "sgd_momentum_update",
+        "opt.sgd_momentum",
+        "SGD with momentum: v_new = momentum v - rate g, w_new = w + v_new.",
+        (flat["w"], flat["v"], flat["g"], out["w_new"], out["v_new"]),
+        (Param("rate", "float"), Param("momentum", "float")),
+        ("w", "v", "g", "rate", "momentum"),
+        ("w_new", "v_new"),
+        ranges,
+        (
+            Nest(
+                ("e",),
+                (
+                    Stmt(v_new[e], "=", momentum * v - rate * g),
+                    Stmt(w_new[e], "=", w + v_new[e]),
+                ),
+            ),
+        ),
+    )
+
+
 def kernel_specs() -> tuple[KernelSpec, ...]:
     """Every kernel of the API contract, in a stable order (unvalidated)."""
     return (
@@ -837,6 +902,7 @@ def kernel_specs() -> tuple[KernelSpec, ...]:
         *_activation_specs(),
         *_dense_specs(),
         *_loss_specs(),
+        *_update_specs(),
     )
 
 
@@ -861,7 +927,7 @@ def load_table(specs=None, known_ids=None) -> dict[str, KernelSpec]:
     Examples
     --------
     >>> len(load_table())
-    26
+    29
     """
     specs = kernel_specs() if specs is None else tuple(specs)
     known = set(core.ids() if known_ids is None else known_ids)

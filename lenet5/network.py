@@ -11,13 +11,22 @@ with f(a) = A tanh(S a), y[n, i] = sum_k (x6[n, k] - c[i, k])^2 the Euclidean RB
 penalties against fixed +-1 codes, and the MAP criterion on y.  The predicted digit is
 the one with the smallest penalty.
 
+On the C backend the training step is *fused* by default: ``sdlm_step``, ``sgd_step``
+and ``gradients`` make one call into generated C (``symconv_lenet5_*``, see
+``codegen/lenet5_step.py``) that runs forward, loss, backward and update for the whole
+batch, instead of ~45 validated kernel calls; ``fused=False`` keeps the composition
+below (the NumPy backend always composes).  Both compute the same sums; at batch 1
+they agree bit for bit, at batch B > 1 within rounding (the fused path adds the
+gradients of up to 8 slices of the batch).
+
 Three passes share one backward routine:
 
 * the gradient of the summed loss (``gradients``);
 * the diagonal Gauss-Newton second derivatives for stochastic diagonal
   Levenberg-Marquardt (``hessian_diagonal``; paper, Appendix C): the same backward
   kernels run on squared weights and squared inputs, and each activation multiplies
-  by f'(a)^2 instead of f'(a) (two applications of ``scaled_tanh_backward``).  It
+  by f'(a)^2 instead of f'(a) (two applications of ``scaled_tanh_backward_from_output``,
+  which takes f' = (S/A)(A^2 - f^2) from the layer's output: no tanh is evaluated twice).  It
   starts from the *exact* second derivative of the loss with respect to F6's outputs
   x6 (the RBF layer has no trainable parameters), see ``loss_curvature``.
 
@@ -137,14 +146,21 @@ class LeNet5:
     ----------
     backend : "c" or "numpy"
     dtype : numpy float dtype used for every array (float32 or float64)
+    fused : bool or None
+        Training steps and gradients in one generated C call per batch (C backend
+        only); None: fused on the C backend.
     """
 
-    def __init__(self, backend: str = "c", dtype=np.float32):
+    def __init__(self, backend: str = "c", dtype=np.float32, fused: bool | None = None):
         self.dtype = np.dtype(dtype)
         if self.dtype not in (np.float32, np.float64):
             raise TypeError(f"dtype must be float32 or float64, got {self.dtype}")
+        self.fused = backend == "c" if fused is None else fused
+        if self.fused and backend != "c":
+            raise ValueError(f"fused=True needs the C backend, got backend={backend!r}")
         self.backend = backend
         self.k = load_backend(backend)
+        self._work = {}  # the fused step's workspace, per batch size
         self.centers = np.ascontiguousarray(spec.RBF_CENTERS, self.dtype)
         self.table = spec.C3_MASK
         self.A, self.S, self.j = spec.SQUASH_A, spec.SQUASH_S, spec.MAP_J
@@ -202,10 +218,57 @@ class LeNet5:
     def gradients(self, params: dict, x: np.ndarray, labels: np.ndarray):
         """(per-sample losses, penalties, gradients of the summed loss wrt every parameter)."""
         labels = _labels(labels, len(x))
+        if self.fused:  # the generated binding validates params and x
+            return self.k.lenet5_gradients(params, x, labels, self._workspace(len(x)))
         c = self.forward(params, x)
         dy = self.k.map_loss_backward(c["y"], labels, self.j)
         dx6 = self.k.rbf_backward(dy, c["x6"], self.centers)[0]
         return self.loss(c["y"], labels), c["y"], self._backward(params, c, dx6, square=False)
+
+    # ------------------------------------------------------------------ training steps
+
+    def sdlm_step(self, params: dict, hess: dict, x, labels, eta: float):
+        """One SDLM step in place: w -= eta / (mu + h) * (gradient of the summed loss).
+
+        Returns the per-sample losses and the penalties of ``x`` before the update.
+        """
+        labels = _labels(labels, len(x))
+        if self.fused:
+            work = self._workspace(len(x))
+            return self.k.lenet5_sdlm_step(params, hess, x, labels, eta, spec.SDLM_MU, work)
+        losses, y, grads = self.gradients(params, x, labels)
+        self.sdlm_update(params, grads, hess, eta)
+        return losses, y
+
+    def sgd_step(self, params: dict, velocity: dict, x, labels, lr: float, momentum: float):
+        """One momentum step in place on the batch-mean gradient (v = m v - lr/B g; w += v).
+
+        Returns the per-sample losses and the penalties of ``x`` before the update.
+        """
+        labels = _labels(labels, len(x))
+        rate = lr / len(x)
+        if self.fused:
+            work = self._workspace(len(x))
+            return self.k.lenet5_sgd_step(params, velocity, x, labels, rate, momentum, work)
+        losses, y, grads = self.gradients(params, x, labels)
+        for n, g in grads.items():
+            params[n][...], velocity[n][...] = self.k.sgd_momentum_update(
+                params[n], velocity[n], g, rate, momentum
+            )
+        return losses, y
+
+    def sdlm_update(self, params: dict, grads: dict, hess: dict, eta: float) -> None:
+        """In place, with the ``sdlm_update`` kernel: w -= eta / (mu + h) * g."""
+        for n, g in grads.items():
+            params[n][...] = self.k.sdlm_update(params[n], g, hess[n], eta, spec.SDLM_MU)
+
+    def _workspace(self, batch: int) -> np.ndarray:
+        """The fused step's scratch for ``batch`` images (allocated once per batch size)."""
+        if batch not in self._work:
+            self._work[batch] = self.k.lenet5_workspace(batch, self.dtype)
+        return self._work[batch]
+
+    # ------------------------------------------------------------------ curvature
 
     def hessian_diagonal(self, params: dict, x: np.ndarray, labels: np.ndarray) -> dict:
         """Sum over the batch of the per-sample Gauss-Newton diagonal d2E/dw^2 (see module doc)."""
@@ -243,9 +306,9 @@ class LeNet5:
         k = self.k
         sq = (lambda a: a * a) if square else (lambda a: a)
 
-        def act(d, a):  # d * f'(a), or d * f'(a)^2
-            d = k.scaled_tanh_backward(d, a, self.A, self.S)
-            return k.scaled_tanh_backward(d, a, self.A, self.S) if square else d
+        def act(d, x):  # d * f'(a), or d * f'(a)^2, f'(a) from the output x = f(a)
+            d = k.scaled_tanh_backward_from_output(d, x, self.A, self.S)
+            return k.scaled_tanh_backward_from_output(d, x, self.A, self.S) if square else d
 
         def conv(d, x, w, hw, table=None, need_dx=True):
             dw = k.conv2d_backward_filter(sq(x), d, (5, 5), table=table)
@@ -253,17 +316,17 @@ class LeNet5:
             return dw, k.conv2d_backward_bias(d), dx
 
         g = {}
-        da6 = act(dx6, c["a6"])
+        da6 = act(dx6, c["x6"])
         dx5, g["F6.w"], g["F6.b"] = k.dense_backward(da6, sq(c["x5"]), sq(p["F6.w"]))
-        da5 = act(dx5.reshape(c["a5"].shape), c["a5"])
+        da5 = act(dx5.reshape(c["a5"].shape), c["x5"].reshape(c["a5"].shape))
         g["C5.w"], g["C5.b"], dx4 = conv(da5, c["x4"], p["C5.w"], (5, 5))
-        da4 = act(dx4, c["a4"])
+        da4 = act(dx4, c["x4"])
         dx3, g["S4.coef"], g["S4.bias"] = k.subsample_backward(da4, sq(c["x3"]), sq(p["S4.coef"]))
-        da3 = act(dx3, c["a3"])
+        da3 = act(dx3, c["x3"])
         g["C3.w"], g["C3.b"], dx2 = conv(da3, c["x2"], p["C3.w"], (14, 14), self.table)
-        da2 = act(dx2, c["a2"])
+        da2 = act(dx2, c["x2"])
         dx1, g["S2.coef"], g["S2.bias"] = k.subsample_backward(da2, sq(c["x1"]), sq(p["S2.coef"]))
-        da1 = act(dx1, c["a1"])
+        da1 = act(dx1, c["x1"])
         g["C1.w"], g["C1.b"], _ = conv(da1, c["x0"], p["C1.w"], (32, 32), need_dx=False)
         return {name: g[name] for name in PARAM_SHAPES}
 

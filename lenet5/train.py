@@ -176,20 +176,6 @@ def sdlm_rate(epoch: int, factor: float, batch: int) -> float:
     return spec.rate_for_epoch(epoch) * factor / math.sqrt(batch)
 
 
-def sdlm_step(params, grads, hess, eta) -> None:
-    """In place: w_k -= eta / (mu + h_k) * g_k."""
-    for n, g in grads.items():
-        params[n] -= (eta / (spec.SDLM_MU + hess[n])) * g
-
-
-def sgd_step(params, grads, velocity, lr, momentum, batch) -> None:
-    """In place: v = momentum v - lr mean-gradient; w += v."""
-    for n, g in grads.items():
-        velocity[n] *= momentum
-        velocity[n] -= (lr / batch) * g
-        params[n] += velocity[n]
-
-
 def training_subset(data: MNIST, limit: int | None):
     """The training digits used: all, or ``limit`` of them drawn once with a fixed seed.
 
@@ -290,17 +276,20 @@ class _SigintFlag:
 
 
 def train_step(net, state, cfg, x, labels, eta):
-    """One update; returns the per-digit losses and penalties of the batch."""
-    losses, y, grads = net.gradients(state.params, x, labels)
+    """One update (in place); returns the per-digit losses and penalties of the batch.
+
+    On the C backend the whole step is one generated C call (``LeNet5.sdlm_step``), so
+    the losses are checked after the update: a diverged step is never saved.
+    """
+    if cfg.optimizer == "sdlm":
+        losses, y = net.sdlm_step(state.params, state.hess, x, labels, eta)
+    else:
+        losses, y = net.sgd_step(state.params, state.velocity, x, labels, eta, cfg.momentum)
     if not np.all(np.isfinite(losses)):
         raise TrainingDiverged(
             f"the loss became {'NaN' if np.isnan(losses).any() else 'infinite'} in pass "
             f"{state.epoch + 1}, batch {state.step + 1}"
         )
-    if cfg.optimizer == "sdlm":
-        sdlm_step(state.params, grads, state.hess, eta)
-    else:
-        sgd_step(state.params, grads, state.velocity, eta, cfg.momentum, len(labels))
     return losses, y
 
 

@@ -40,12 +40,16 @@ def test_bench_lenet5_runs_and_writes_json(tmp_path):
     assert [(r["mode"], r["batch"]) for r in rows] == [(m, b) for b in (1, 2) for m in modes]
     for r in rows:
         ips = r["images_per_s"]
-        assert set(ips) == {"C", "NumPy", "torch"}
+        assert set(ips) == {"C", "C composed", "NumPy", "torch"}
         assert ips["NumPy"] > 0
+        if ips["C"] is not None:  # the composed C path is timed for training only
+            assert (ips["C composed"] is not None) == (r["mode"] != "inference")
         has_torch_column = HAS_TORCH and r["mode"] != "train-sdlm"
         assert (ips["torch"] is not None) == has_torch_column
         if ips["C"] is not None:
             assert r["C/NumPy"] == pytest.approx(ips["C"] / ips["NumPy"])
+        if ips["C composed"] is not None:
+            assert r["C/composed"] == pytest.approx(ips["C"] / ips["C composed"])
     assert result["agreement"]["ok"] is True
     if not HAS_TORCH:
         assert "torch not installed" in " ".join(result["meta"]["notes"])

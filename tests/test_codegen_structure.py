@@ -31,7 +31,8 @@ def test_table_covers_the_api():
     subsample_backward scaled_tanh_forward scaled_tanh_backward sigmoid_forward sigmoid_backward
     relu_forward relu_backward dense_forward dense_backward rbf_forward rbf_backward
     map_loss_forward map_loss_backward squared_error_forward squared_error_backward
-    softmax_xent_forward softmax_xent_backward""".split()
+    softmax_xent_forward softmax_xent_backward sdlm_update sgd_momentum_update
+    scaled_tanh_backward_from_output""".split()
     assert sorted(TABLE) == sorted(api)
 
 

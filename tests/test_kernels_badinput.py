@@ -105,6 +105,11 @@ def signatures(dtype=F64):
         "squared_error_backward": dict(y=o, t=o),
         "softmax_xent_forward": dict(logits=y10, labels=labels),
         "softmax_xent_backward": dict(logits=y10, labels=labels),
+        "scaled_tanh_backward_from_output": dict(dy=z, y=z, A=A, S=S),
+        "sdlm_update": dict(w=z, g=z, h=z, eta=("real", 0.1, False), mu=("real", 0.02, False)),
+        "sgd_momentum_update": dict(
+            w=z, v=z, g=z, rate=("real", 0.1, False), momentum=("real", 0.9, False)
+        ),
     }
     out = {}
     for fname, params in sigs.items():

@@ -278,6 +278,18 @@ def test_scaled_tanh_backward_equals_finite_differences(kern, seed, params):
 
 
 @FD
+@given(seed=seeds, params=st.sampled_from([(1.7159, 2 / 3), (1.0, 1.0), (0.5, 3.0)]))
+def test_scaled_tanh_backward_from_output_equals_finite_differences(kern, seed, params):
+    A, S = params
+    z, g = _act_data(seed)
+    y = kern.scaled_tanh_forward(z, A=A, S=S)
+    dz = kern.scaled_tanh_backward_from_output(g, y, A=A, S=S)
+    assert_grad(dz, lambda z_: inner(kern.scaled_tanh_forward(z_, A=A, S=S), g), z, "tanh dz(y)")
+    default = kern.scaled_tanh_backward_from_output(g, kern.scaled_tanh_forward(z))
+    assert_grad(default, lambda z_: inner(kern.scaled_tanh_forward(z_), g), z, "tanh dz(y) default")
+
+
+@FD
 @given(seed=seeds, beta=st.sampled_from([1.0, 0.5, 2.0]))
 def test_sigmoid_backward_equals_finite_differences(kern, seed, beta):
     z, g = _act_data(seed)

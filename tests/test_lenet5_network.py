@@ -16,7 +16,7 @@ from lenet5.network import (  # noqa: E402
     load_backend,
     parameter_count,
 )
-from lenet5.train import hessian_estimate, sdlm_step  # noqa: E402
+from lenet5.train import hessian_estimate  # noqa: E402
 
 
 def c_available():
@@ -148,8 +148,8 @@ def test_c_and_numpy_agree_step_by_step(dtype, rtol, digits):
             np.testing.assert_allclose(
                 out[1][2][name], out[0][2][name], rtol=rtol, atol=rtol * scale, err_msg=name
             )
-        for p, o, h in zip(states, out, hs, strict=True):
-            sdlm_step(p, o[2], h, 0.0005 * 0.2)
+        for n, p, o, h in zip(nets, states, out, hs, strict=True):
+            n.sdlm_update(p, o[2], h, 0.0005 * 0.2)
         for name in PARAM_SHAPES:
             np.testing.assert_allclose(states[1][name], states[0][name], rtol=rtol, atol=1e-7)
 
@@ -164,7 +164,7 @@ def test_c3_absent_connections_stay_zero(backend, digits):
         x, labels = to_input(digits[0][2 * i : 2 * i + 2], np.float64), digits[1][2 * i : 2 * i + 2]
         _, _, grads = net.gradients(params, x, labels)
         assert (grads["C3.w"][spec.C3_MASK == 0] == 0).all()
-        sdlm_step(params, grads, h, 0.0005)
+        net.sdlm_update(params, grads, h, 0.0005)
     assert (params["C3.w"][spec.C3_MASK == 0] == 0).all()
     assert not np.array_equal(params["C3.w"], before)  # the present ones did move
 

@@ -148,14 +148,14 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, sample, mon
     cfg = train.Config(out=str(tmp_path), epochs=1, **QUICK)
     train.train(cfg, sample, log=lambda *a: None)
     good = (tmp_path / train.LAST).read_bytes()
-    real, calls = LeNet5.gradients, []
+    real, calls = LeNet5.sdlm_step, []
 
-    def poisoned(self, params, x, labels):
-        losses, y, grads = real(self, params, x, labels)
+    def poisoned(self, params, hess, x, labels, eta):
+        losses, y = real(self, params, hess, x, labels, eta)
         calls.append(1)
-        return (losses * np.nan if len(calls) == 3 else losses), y, grads
+        return (losses * np.nan if len(calls) == 3 else losses), y
 
-    monkeypatch.setattr(LeNet5, "gradients", poisoned)
+    monkeypatch.setattr(LeNet5, "sdlm_step", poisoned)
     more = train.Config(out=str(tmp_path), epochs=2, **QUICK)
     with pytest.raises(train.TrainingDiverged, match="loss became NaN in pass 2, batch 3"):
         train.train(more, sample, resume=True, log=lambda *a: None)
@@ -174,13 +174,13 @@ def test_distorted_training_is_seeded(tmp_path, sample):
 
 
 def test_cli_divergence_exit_code(tmp_path, capsys, monkeypatch):
-    real = LeNet5.gradients
+    real = LeNet5.sdlm_step
 
-    def poisoned(self, params, x, labels):
-        losses, y, grads = real(self, params, x, labels)
-        return losses * np.inf, y, grads
+    def poisoned(self, params, hess, x, labels, eta):
+        losses, y = real(self, params, hess, x, labels, eta)
+        return losses * np.inf, y
 
-    monkeypatch.setattr(LeNet5, "gradients", poisoned)
+    monkeypatch.setattr(LeNet5, "sdlm_step", poisoned)
     argv = ["train", "--data", "sample", "--out", str(tmp_path), "--limit", "50"]
     assert main([*argv, "--backend", BACKEND, "--no-progress"]) == 3
     err = capsys.readouterr().err

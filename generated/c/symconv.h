@@ -78,6 +78,12 @@ void symconv_scaled_tanh_backward_f32(const float *restrict dy, const float *res
 /* scaled_tanh_backward (float64): Gradient of scaled_tanh_forward: dz = dy * f'(z). */
 void symconv_scaled_tanh_backward_f64(const double *restrict dy, const double *restrict z, double *restrict dz, int64_t E, double A, double S);
 
+/* scaled_tanh_backward_from_output (float32): Gradient of scaled_tanh_forward from its output y = A tanh(S z): dz = dy * (S/A) * (A**2 - y**2). */
+void symconv_scaled_tanh_backward_from_output_f32(const float *restrict dy, const float *restrict y, float *restrict dz, int64_t E, float A, float S);
+
+/* scaled_tanh_backward_from_output (float64): Gradient of scaled_tanh_forward from its output y = A tanh(S z): dz = dy * (S/A) * (A**2 - y**2). */
+void symconv_scaled_tanh_backward_from_output_f64(const double *restrict dy, const double *restrict y, double *restrict dz, int64_t E, double A, double S);
+
 /* sigmoid_forward (float32): Sigmoid with slope beta: y = 1/(1+exp(-beta z)), computed as (1+tanh(beta z/2))/2. */
 void symconv_sigmoid_forward_f32(const float *restrict z, float *restrict y, int64_t E, float beta);
 
@@ -161,6 +167,18 @@ void symconv_softmax_xent_backward_f32(const float *restrict logits, const int64
 
 /* softmax_xent_backward (float64): d(sum of cross-entropies)/dlogits = softmax(logits) - onehot(label). */
 void symconv_softmax_xent_backward_f64(const double *restrict logits, const int64_t *restrict labels, double *restrict g, double *restrict m, double *restrict ssum, int64_t P, int64_t O);
+
+/* sdlm_update (float32): Stochastic diagonal Levenberg-Marquardt: w_new = w - eta g / (mu + h). */
+void symconv_sdlm_update_f32(const float *restrict w, const float *restrict g, const float *restrict h, float *restrict w_new, int64_t E, float eta, float mu);
+
+/* sdlm_update (float64): Stochastic diagonal Levenberg-Marquardt: w_new = w - eta g / (mu + h). */
+void symconv_sdlm_update_f64(const double *restrict w, const double *restrict g, const double *restrict h, double *restrict w_new, int64_t E, double eta, double mu);
+
+/* sgd_momentum_update (float32): SGD with momentum: v_new = momentum v - rate g, w_new = w + v_new. */
+void symconv_sgd_momentum_update_f32(const float *restrict w, const float *restrict v, const float *restrict g, float *restrict w_new, float *restrict v_new, int64_t E, float rate, float momentum);
+
+/* sgd_momentum_update (float64): SGD with momentum: v_new = momentum v - rate g, w_new = w + v_new. */
+void symconv_sgd_momentum_update_f64(const double *restrict w, const double *restrict v, const double *restrict g, double *restrict w_new, double *restrict v_new, int64_t E, double rate, double momentum);
 
 /* conv2d_forward at LeNet-5 layer C1's sizes (float32): Cross-correlation of x with w (stride, zero padding, optional connection table) plus b. */
 void symconv_conv2d_forward_C1_f32(const float *restrict x, const float *restrict w, const float *restrict b, float *restrict y, int64_t N);
@@ -263,5 +281,16 @@ void symconv_rbf_backward_OUTPUT_f32(const float *restrict dy, const float *rest
 
 /* rbf_backward at LeNet-5 layer OUTPUT's sizes (float64): Gradients of rbf_forward with respect to x and the centers. */
 void symconv_rbf_backward_OUTPUT_f64(const double *restrict dy, const double *restrict x, const double *restrict centers, double *restrict dx, double *restrict dcenters, int64_t N);
+
+/* The LeNet-5 training step in one call (see symconv.c): lanes and workspace elements
+ * for a batch of B images, then per dtype the gradient, SDLM and momentum steps. */
+int64_t symconv_lenet5_lanes(int64_t B);
+int64_t symconv_lenet5_workspace_size(int64_t B);
+void symconv_lenet5_gradients_f32(float *const *params, float *const *grads, const float *restrict centers, const float *restrict x, const int64_t *restrict labels, float *restrict E, float *restrict y, float *restrict work, int64_t B, float A, float S, float j);
+void symconv_lenet5_sdlm_step_f32(float *const *params, float *const *hess, const float *restrict centers, const float *restrict x, const int64_t *restrict labels, float *restrict E, float *restrict y, float *restrict work, int64_t B, float eta, float mu, float A, float S, float j);
+void symconv_lenet5_sgd_step_f32(float *const *params, float *const *velocity, const float *restrict centers, const float *restrict x, const int64_t *restrict labels, float *restrict E, float *restrict y, float *restrict work, int64_t B, float rate, float momentum, float A, float S, float j);
+void symconv_lenet5_gradients_f64(double *const *params, double *const *grads, const double *restrict centers, const double *restrict x, const int64_t *restrict labels, double *restrict E, double *restrict y, double *restrict work, int64_t B, double A, double S, double j);
+void symconv_lenet5_sdlm_step_f64(double *const *params, double *const *hess, const double *restrict centers, const double *restrict x, const int64_t *restrict labels, double *restrict E, double *restrict y, double *restrict work, int64_t B, double eta, double mu, double A, double S, double j);
+void symconv_lenet5_sgd_step_f64(double *const *params, double *const *velocity, const double *restrict centers, const double *restrict x, const int64_t *restrict labels, double *restrict E, double *restrict y, double *restrict work, int64_t B, double rate, double momentum, double A, double S, double j);
 
 #endif /* SYMCONV_H */

@@ -326,6 +326,10 @@ typedef void symconv_scaled_tanh_backward_f32_fn(const float *restrict, const fl
 static symconv_scaled_tanh_backward_f32_fn *symconv_scaled_tanh_backward_f32_ptr;
 typedef void symconv_scaled_tanh_backward_f64_fn(const double *restrict, const double *restrict, double *restrict, int64_t, double, double);
 static symconv_scaled_tanh_backward_f64_fn *symconv_scaled_tanh_backward_f64_ptr;
+typedef void symconv_scaled_tanh_backward_from_output_f32_fn(const float *restrict, const float *restrict, float *restrict, int64_t, float, float);
+static symconv_scaled_tanh_backward_from_output_f32_fn *symconv_scaled_tanh_backward_from_output_f32_ptr;
+typedef void symconv_scaled_tanh_backward_from_output_f64_fn(const double *restrict, const double *restrict, double *restrict, int64_t, double, double);
+static symconv_scaled_tanh_backward_from_output_f64_fn *symconv_scaled_tanh_backward_from_output_f64_ptr;
 typedef void symconv_sigmoid_forward_f32_fn(const float *restrict, float *restrict, int64_t, float);
 static symconv_sigmoid_forward_f32_fn *symconv_sigmoid_forward_f32_ptr;
 typedef void symconv_sigmoid_forward_f64_fn(const double *restrict, double *restrict, int64_t, double);
@@ -382,6 +386,14 @@ typedef void symconv_softmax_xent_backward_f32_fn(const float *restrict, const i
 static symconv_softmax_xent_backward_f32_fn *symconv_softmax_xent_backward_f32_ptr;
 typedef void symconv_softmax_xent_backward_f64_fn(const double *restrict, const int64_t *restrict, double *restrict, double *restrict, double *restrict, int64_t, int64_t);
 static symconv_softmax_xent_backward_f64_fn *symconv_softmax_xent_backward_f64_ptr;
+typedef void symconv_sdlm_update_f32_fn(const float *restrict, const float *restrict, const float *restrict, float *restrict, int64_t, float, float);
+static symconv_sdlm_update_f32_fn *symconv_sdlm_update_f32_ptr;
+typedef void symconv_sdlm_update_f64_fn(const double *restrict, const double *restrict, const double *restrict, double *restrict, int64_t, double, double);
+static symconv_sdlm_update_f64_fn *symconv_sdlm_update_f64_ptr;
+typedef void symconv_sgd_momentum_update_f32_fn(const float *restrict, const float *restrict, const float *restrict, float *restrict, float *restrict, int64_t, float, float);
+static symconv_sgd_momentum_update_f32_fn *symconv_sgd_momentum_update_f32_ptr;
+typedef void symconv_sgd_momentum_update_f64_fn(const double *restrict, const double *restrict, const double *restrict, double *restrict, double *restrict, int64_t, double, double);
+static symconv_sgd_momentum_update_f64_fn *symconv_sgd_momentum_update_f64_ptr;
 typedef void symconv_conv2d_forward_C1_f32_fn(const float *restrict, const float *restrict, const float *restrict, float *restrict, int64_t);
 static symconv_conv2d_forward_C1_f32_fn *symconv_conv2d_forward_C1_f32_ptr;
 typedef void symconv_conv2d_forward_C1_f64_fn(const double *restrict, const double *restrict, const double *restrict, double *restrict, int64_t);
@@ -1018,6 +1030,39 @@ decline:
     Py_RETURN_NONE;
 }
 
+static PyObject *fast_scaled_tanh_backward_from_output(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    enum { D_E, };
+    Call c = {0};
+    PyArrayObject *a_dy = NULL, *a_y = NULL, *a_dz = NULL;
+    int64_t v_E;
+    double v_A, v_S;
+    PyObject *result;
+    (void)self;
+    if (!bound_kernels || nargs != 4) {
+        goto decline;
+    }
+    if (!(a_dy = flat_floats(&c, args[0], D_E))) goto decline;
+    if (!(a_y = flat_floats(&c, args[1], D_E))) goto decline;
+    if (!(real(args[2], &v_A))) goto decline;
+    if (!(real(args[3], &v_S))) goto decline;
+    v_E = c.dim[D_E];
+    if (!(a_dz = empty(PyArray_NDIM(c.shape[D_E]), PyArray_DIMS(c.shape[D_E]), c.type))) goto decline;
+    Py_BEGIN_ALLOW_THREADS
+    if (c.type == NPY_FLOAT) {
+        symconv_scaled_tanh_backward_from_output_f32_ptr(PyArray_DATA(a_dy), PyArray_DATA(a_y), PyArray_DATA(a_dz), v_E, v_A, v_S);
+    } else {
+        symconv_scaled_tanh_backward_from_output_f64_ptr(PyArray_DATA(a_dy), PyArray_DATA(a_y), PyArray_DATA(a_dz), v_E, v_A, v_S);
+    }
+    Py_END_ALLOW_THREADS
+    result = Py_BuildValue("N", a_dz);
+    return result;
+decline:
+    Py_XDECREF(a_dz);
+    PyErr_Clear();
+    Py_RETURN_NONE;
+}
+
 static PyObject *fast_sigmoid_forward(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     enum { D_E, };
@@ -1527,16 +1572,86 @@ decline:
     Py_RETURN_NONE;
 }
 
+static PyObject *fast_sdlm_update(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    enum { D_E, };
+    Call c = {0};
+    PyArrayObject *a_w = NULL, *a_g = NULL, *a_h = NULL, *a_w_new = NULL;
+    int64_t v_E;
+    double v_eta, v_mu;
+    PyObject *result;
+    (void)self;
+    if (!bound_kernels || nargs != 5) {
+        goto decline;
+    }
+    if (!(a_w = flat_floats(&c, args[0], D_E))) goto decline;
+    if (!(a_g = flat_floats(&c, args[1], D_E))) goto decline;
+    if (!(a_h = flat_floats(&c, args[2], D_E))) goto decline;
+    if (!(real(args[3], &v_eta))) goto decline;
+    if (!(real(args[4], &v_mu))) goto decline;
+    v_E = c.dim[D_E];
+    if (!(a_w_new = empty(PyArray_NDIM(c.shape[D_E]), PyArray_DIMS(c.shape[D_E]), c.type))) goto decline;
+    Py_BEGIN_ALLOW_THREADS
+    if (c.type == NPY_FLOAT) {
+        symconv_sdlm_update_f32_ptr(PyArray_DATA(a_w), PyArray_DATA(a_g), PyArray_DATA(a_h), PyArray_DATA(a_w_new), v_E, v_eta, v_mu);
+    } else {
+        symconv_sdlm_update_f64_ptr(PyArray_DATA(a_w), PyArray_DATA(a_g), PyArray_DATA(a_h), PyArray_DATA(a_w_new), v_E, v_eta, v_mu);
+    }
+    Py_END_ALLOW_THREADS
+    result = Py_BuildValue("N", a_w_new);
+    return result;
+decline:
+    Py_XDECREF(a_w_new);
+    PyErr_Clear();
+    Py_RETURN_NONE;
+}
+
+static PyObject *fast_sgd_momentum_update(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    enum { D_E, };
+    Call c = {0};
+    PyArrayObject *a_w = NULL, *a_v = NULL, *a_g = NULL, *a_w_new = NULL, *a_v_new = NULL;
+    int64_t v_E;
+    double v_rate, v_momentum;
+    PyObject *result;
+    (void)self;
+    if (!bound_kernels || nargs != 5) {
+        goto decline;
+    }
+    if (!(a_w = flat_floats(&c, args[0], D_E))) goto decline;
+    if (!(a_v = flat_floats(&c, args[1], D_E))) goto decline;
+    if (!(a_g = flat_floats(&c, args[2], D_E))) goto decline;
+    if (!(real(args[3], &v_rate))) goto decline;
+    if (!(real(args[4], &v_momentum))) goto decline;
+    v_E = c.dim[D_E];
+    if (!(a_w_new = empty(PyArray_NDIM(c.shape[D_E]), PyArray_DIMS(c.shape[D_E]), c.type))) goto decline;
+    if (!(a_v_new = empty(PyArray_NDIM(c.shape[D_E]), PyArray_DIMS(c.shape[D_E]), c.type))) goto decline;
+    Py_BEGIN_ALLOW_THREADS
+    if (c.type == NPY_FLOAT) {
+        symconv_sgd_momentum_update_f32_ptr(PyArray_DATA(a_w), PyArray_DATA(a_v), PyArray_DATA(a_g), PyArray_DATA(a_w_new), PyArray_DATA(a_v_new), v_E, v_rate, v_momentum);
+    } else {
+        symconv_sgd_momentum_update_f64_ptr(PyArray_DATA(a_w), PyArray_DATA(a_v), PyArray_DATA(a_g), PyArray_DATA(a_w_new), PyArray_DATA(a_v_new), v_E, v_rate, v_momentum);
+    }
+    Py_END_ALLOW_THREADS
+    result = Py_BuildValue("(NN)", a_w_new, a_v_new);
+    return result;
+decline:
+    Py_XDECREF(a_w_new);
+    Py_XDECREF(a_v_new);
+    PyErr_Clear();
+    Py_RETURN_NONE;
+}
+
 /* bind(addresses): the addresses of the kernels, in the order of FAST_SYMBOLS. */
 static PyObject *bind(PyObject *self, PyObject *addresses)
 {
-    void *p[86];
+    void *p[92];
     (void)self;
-    if (!PyTuple_CheckExact(addresses) || PyTuple_GET_SIZE(addresses) != 86) {
-        PyErr_SetString(PyExc_TypeError, "bind: addresses must be a tuple of 86 ints");
+    if (!PyTuple_CheckExact(addresses) || PyTuple_GET_SIZE(addresses) != 92) {
+        PyErr_SetString(PyExc_TypeError, "bind: addresses must be a tuple of 92 ints");
         return NULL;
     }
-    for (Py_ssize_t i = 0; i < 86; ++i) {
+    for (Py_ssize_t i = 0; i < 92; ++i) {
         p[i] = PyLong_AsVoidPtr(PyTuple_GET_ITEM(addresses, i));
         if (p[i] == NULL) {
             if (!PyErr_Occurred()) {
@@ -1569,68 +1684,74 @@ static PyObject *bind(PyObject *self, PyObject *addresses)
     symconv_scaled_tanh_forward_f64_ptr = (symconv_scaled_tanh_forward_f64_fn *)p[21];
     symconv_scaled_tanh_backward_f32_ptr = (symconv_scaled_tanh_backward_f32_fn *)p[22];
     symconv_scaled_tanh_backward_f64_ptr = (symconv_scaled_tanh_backward_f64_fn *)p[23];
-    symconv_sigmoid_forward_f32_ptr = (symconv_sigmoid_forward_f32_fn *)p[24];
-    symconv_sigmoid_forward_f64_ptr = (symconv_sigmoid_forward_f64_fn *)p[25];
-    symconv_sigmoid_backward_f32_ptr = (symconv_sigmoid_backward_f32_fn *)p[26];
-    symconv_sigmoid_backward_f64_ptr = (symconv_sigmoid_backward_f64_fn *)p[27];
-    symconv_relu_forward_f32_ptr = (symconv_relu_forward_f32_fn *)p[28];
-    symconv_relu_forward_f64_ptr = (symconv_relu_forward_f64_fn *)p[29];
-    symconv_relu_backward_f32_ptr = (symconv_relu_backward_f32_fn *)p[30];
-    symconv_relu_backward_f64_ptr = (symconv_relu_backward_f64_fn *)p[31];
-    symconv_dense_forward_f32_ptr = (symconv_dense_forward_f32_fn *)p[32];
-    symconv_dense_forward_f64_ptr = (symconv_dense_forward_f64_fn *)p[33];
-    symconv_dense_backward_f32_ptr = (symconv_dense_backward_f32_fn *)p[34];
-    symconv_dense_backward_f64_ptr = (symconv_dense_backward_f64_fn *)p[35];
-    symconv_rbf_forward_f32_ptr = (symconv_rbf_forward_f32_fn *)p[36];
-    symconv_rbf_forward_f64_ptr = (symconv_rbf_forward_f64_fn *)p[37];
-    symconv_rbf_backward_f32_ptr = (symconv_rbf_backward_f32_fn *)p[38];
-    symconv_rbf_backward_f64_ptr = (symconv_rbf_backward_f64_fn *)p[39];
-    symconv_map_loss_forward_f32_ptr = (symconv_map_loss_forward_f32_fn *)p[40];
-    symconv_map_loss_forward_f64_ptr = (symconv_map_loss_forward_f64_fn *)p[41];
-    symconv_map_loss_backward_f32_ptr = (symconv_map_loss_backward_f32_fn *)p[42];
-    symconv_map_loss_backward_f64_ptr = (symconv_map_loss_backward_f64_fn *)p[43];
-    symconv_squared_error_forward_f32_ptr = (symconv_squared_error_forward_f32_fn *)p[44];
-    symconv_squared_error_forward_f64_ptr = (symconv_squared_error_forward_f64_fn *)p[45];
-    symconv_squared_error_backward_f32_ptr = (symconv_squared_error_backward_f32_fn *)p[46];
-    symconv_squared_error_backward_f64_ptr = (symconv_squared_error_backward_f64_fn *)p[47];
-    symconv_softmax_xent_forward_f32_ptr = (symconv_softmax_xent_forward_f32_fn *)p[48];
-    symconv_softmax_xent_forward_f64_ptr = (symconv_softmax_xent_forward_f64_fn *)p[49];
-    symconv_softmax_xent_backward_f32_ptr = (symconv_softmax_xent_backward_f32_fn *)p[50];
-    symconv_softmax_xent_backward_f64_ptr = (symconv_softmax_xent_backward_f64_fn *)p[51];
-    symconv_conv2d_forward_C1_f32_ptr = (symconv_conv2d_forward_C1_f32_fn *)p[52];
-    symconv_conv2d_forward_C1_f64_ptr = (symconv_conv2d_forward_C1_f64_fn *)p[53];
-    symconv_conv2d_backward_data_C1_f32_ptr = (symconv_conv2d_backward_data_C1_f32_fn *)p[54];
-    symconv_conv2d_backward_data_C1_f64_ptr = (symconv_conv2d_backward_data_C1_f64_fn *)p[55];
-    symconv_conv2d_backward_filter_C1_f32_ptr = (symconv_conv2d_backward_filter_C1_f32_fn *)p[56];
-    symconv_conv2d_backward_filter_C1_f64_ptr = (symconv_conv2d_backward_filter_C1_f64_fn *)p[57];
-    symconv_subsample_forward_S2_f32_ptr = (symconv_subsample_forward_S2_f32_fn *)p[58];
-    symconv_subsample_forward_S2_f64_ptr = (symconv_subsample_forward_S2_f64_fn *)p[59];
-    symconv_subsample_backward_S2_f32_ptr = (symconv_subsample_backward_S2_f32_fn *)p[60];
-    symconv_subsample_backward_S2_f64_ptr = (symconv_subsample_backward_S2_f64_fn *)p[61];
-    symconv_conv2d_forward_C3_f32_ptr = (symconv_conv2d_forward_C3_f32_fn *)p[62];
-    symconv_conv2d_forward_C3_f64_ptr = (symconv_conv2d_forward_C3_f64_fn *)p[63];
-    symconv_conv2d_backward_data_C3_f32_ptr = (symconv_conv2d_backward_data_C3_f32_fn *)p[64];
-    symconv_conv2d_backward_data_C3_f64_ptr = (symconv_conv2d_backward_data_C3_f64_fn *)p[65];
-    symconv_conv2d_backward_filter_C3_f32_ptr = (symconv_conv2d_backward_filter_C3_f32_fn *)p[66];
-    symconv_conv2d_backward_filter_C3_f64_ptr = (symconv_conv2d_backward_filter_C3_f64_fn *)p[67];
-    symconv_subsample_forward_S4_f32_ptr = (symconv_subsample_forward_S4_f32_fn *)p[68];
-    symconv_subsample_forward_S4_f64_ptr = (symconv_subsample_forward_S4_f64_fn *)p[69];
-    symconv_subsample_backward_S4_f32_ptr = (symconv_subsample_backward_S4_f32_fn *)p[70];
-    symconv_subsample_backward_S4_f64_ptr = (symconv_subsample_backward_S4_f64_fn *)p[71];
-    symconv_conv2d_forward_C5_f32_ptr = (symconv_conv2d_forward_C5_f32_fn *)p[72];
-    symconv_conv2d_forward_C5_f64_ptr = (symconv_conv2d_forward_C5_f64_fn *)p[73];
-    symconv_conv2d_backward_data_C5_f32_ptr = (symconv_conv2d_backward_data_C5_f32_fn *)p[74];
-    symconv_conv2d_backward_data_C5_f64_ptr = (symconv_conv2d_backward_data_C5_f64_fn *)p[75];
-    symconv_conv2d_backward_filter_C5_f32_ptr = (symconv_conv2d_backward_filter_C5_f32_fn *)p[76];
-    symconv_conv2d_backward_filter_C5_f64_ptr = (symconv_conv2d_backward_filter_C5_f64_fn *)p[77];
-    symconv_dense_forward_F6_f32_ptr = (symconv_dense_forward_F6_f32_fn *)p[78];
-    symconv_dense_forward_F6_f64_ptr = (symconv_dense_forward_F6_f64_fn *)p[79];
-    symconv_dense_backward_F6_f32_ptr = (symconv_dense_backward_F6_f32_fn *)p[80];
-    symconv_dense_backward_F6_f64_ptr = (symconv_dense_backward_F6_f64_fn *)p[81];
-    symconv_rbf_forward_OUTPUT_f32_ptr = (symconv_rbf_forward_OUTPUT_f32_fn *)p[82];
-    symconv_rbf_forward_OUTPUT_f64_ptr = (symconv_rbf_forward_OUTPUT_f64_fn *)p[83];
-    symconv_rbf_backward_OUTPUT_f32_ptr = (symconv_rbf_backward_OUTPUT_f32_fn *)p[84];
-    symconv_rbf_backward_OUTPUT_f64_ptr = (symconv_rbf_backward_OUTPUT_f64_fn *)p[85];
+    symconv_scaled_tanh_backward_from_output_f32_ptr = (symconv_scaled_tanh_backward_from_output_f32_fn *)p[24];
+    symconv_scaled_tanh_backward_from_output_f64_ptr = (symconv_scaled_tanh_backward_from_output_f64_fn *)p[25];
+    symconv_sigmoid_forward_f32_ptr = (symconv_sigmoid_forward_f32_fn *)p[26];
+    symconv_sigmoid_forward_f64_ptr = (symconv_sigmoid_forward_f64_fn *)p[27];
+    symconv_sigmoid_backward_f32_ptr = (symconv_sigmoid_backward_f32_fn *)p[28];
+    symconv_sigmoid_backward_f64_ptr = (symconv_sigmoid_backward_f64_fn *)p[29];
+    symconv_relu_forward_f32_ptr = (symconv_relu_forward_f32_fn *)p[30];
+    symconv_relu_forward_f64_ptr = (symconv_relu_forward_f64_fn *)p[31];
+    symconv_relu_backward_f32_ptr = (symconv_relu_backward_f32_fn *)p[32];
+    symconv_relu_backward_f64_ptr = (symconv_relu_backward_f64_fn *)p[33];
+    symconv_dense_forward_f32_ptr = (symconv_dense_forward_f32_fn *)p[34];
+    symconv_dense_forward_f64_ptr = (symconv_dense_forward_f64_fn *)p[35];
+    symconv_dense_backward_f32_ptr = (symconv_dense_backward_f32_fn *)p[36];
+    symconv_dense_backward_f64_ptr = (symconv_dense_backward_f64_fn *)p[37];
+    symconv_rbf_forward_f32_ptr = (symconv_rbf_forward_f32_fn *)p[38];
+    symconv_rbf_forward_f64_ptr = (symconv_rbf_forward_f64_fn *)p[39];
+    symconv_rbf_backward_f32_ptr = (symconv_rbf_backward_f32_fn *)p[40];
+    symconv_rbf_backward_f64_ptr = (symconv_rbf_backward_f64_fn *)p[41];
+    symconv_map_loss_forward_f32_ptr = (symconv_map_loss_forward_f32_fn *)p[42];
+    symconv_map_loss_forward_f64_ptr = (symconv_map_loss_forward_f64_fn *)p[43];
+    symconv_map_loss_backward_f32_ptr = (symconv_map_loss_backward_f32_fn *)p[44];
+    symconv_map_loss_backward_f64_ptr = (symconv_map_loss_backward_f64_fn *)p[45];
+    symconv_squared_error_forward_f32_ptr = (symconv_squared_error_forward_f32_fn *)p[46];
+    symconv_squared_error_forward_f64_ptr = (symconv_squared_error_forward_f64_fn *)p[47];
+    symconv_squared_error_backward_f32_ptr = (symconv_squared_error_backward_f32_fn *)p[48];
+    symconv_squared_error_backward_f64_ptr = (symconv_squared_error_backward_f64_fn *)p[49];
+    symconv_softmax_xent_forward_f32_ptr = (symconv_softmax_xent_forward_f32_fn *)p[50];
+    symconv_softmax_xent_forward_f64_ptr = (symconv_softmax_xent_forward_f64_fn *)p[51];
+    symconv_softmax_xent_backward_f32_ptr = (symconv_softmax_xent_backward_f32_fn *)p[52];
+    symconv_softmax_xent_backward_f64_ptr = (symconv_softmax_xent_backward_f64_fn *)p[53];
+    symconv_sdlm_update_f32_ptr = (symconv_sdlm_update_f32_fn *)p[54];
+    symconv_sdlm_update_f64_ptr = (symconv_sdlm_update_f64_fn *)p[55];
+    symconv_sgd_momentum_update_f32_ptr = (symconv_sgd_momentum_update_f32_fn *)p[56];
+    symconv_sgd_momentum_update_f64_ptr = (symconv_sgd_momentum_update_f64_fn *)p[57];
+    symconv_conv2d_forward_C1_f32_ptr = (symconv_conv2d_forward_C1_f32_fn *)p[58];
+    symconv_conv2d_forward_C1_f64_ptr = (symconv_conv2d_forward_C1_f64_fn *)p[59];
+    symconv_conv2d_backward_data_C1_f32_ptr = (symconv_conv2d_backward_data_C1_f32_fn *)p[60];
+    symconv_conv2d_backward_data_C1_f64_ptr = (symconv_conv2d_backward_data_C1_f64_fn *)p[61];
+    symconv_conv2d_backward_filter_C1_f32_ptr = (symconv_conv2d_backward_filter_C1_f32_fn *)p[62];
+    symconv_conv2d_backward_filter_C1_f64_ptr = (symconv_conv2d_backward_filter_C1_f64_fn *)p[63];
+    symconv_subsample_forward_S2_f32_ptr = (symconv_subsample_forward_S2_f32_fn *)p[64];
+    symconv_subsample_forward_S2_f64_ptr = (symconv_subsample_forward_S2_f64_fn *)p[65];
+    symconv_subsample_backward_S2_f32_ptr = (symconv_subsample_backward_S2_f32_fn *)p[66];
+    symconv_subsample_backward_S2_f64_ptr = (symconv_subsample_backward_S2_f64_fn *)p[67];
+    symconv_conv2d_forward_C3_f32_ptr = (symconv_conv2d_forward_C3_f32_fn *)p[68];
+    symconv_conv2d_forward_C3_f64_ptr = (symconv_conv2d_forward_C3_f64_fn *)p[69];
+    symconv_conv2d_backward_data_C3_f32_ptr = (symconv_conv2d_backward_data_C3_f32_fn *)p[70];
+    symconv_conv2d_backward_data_C3_f64_ptr = (symconv_conv2d_backward_data_C3_f64_fn *)p[71];
+    symconv_conv2d_backward_filter_C3_f32_ptr = (symconv_conv2d_backward_filter_C3_f32_fn *)p[72];
+    symconv_conv2d_backward_filter_C3_f64_ptr = (symconv_conv2d_backward_filter_C3_f64_fn *)p[73];
+    symconv_subsample_forward_S4_f32_ptr = (symconv_subsample_forward_S4_f32_fn *)p[74];
+    symconv_subsample_forward_S4_f64_ptr = (symconv_subsample_forward_S4_f64_fn *)p[75];
+    symconv_subsample_backward_S4_f32_ptr = (symconv_subsample_backward_S4_f32_fn *)p[76];
+    symconv_subsample_backward_S4_f64_ptr = (symconv_subsample_backward_S4_f64_fn *)p[77];
+    symconv_conv2d_forward_C5_f32_ptr = (symconv_conv2d_forward_C5_f32_fn *)p[78];
+    symconv_conv2d_forward_C5_f64_ptr = (symconv_conv2d_forward_C5_f64_fn *)p[79];
+    symconv_conv2d_backward_data_C5_f32_ptr = (symconv_conv2d_backward_data_C5_f32_fn *)p[80];
+    symconv_conv2d_backward_data_C5_f64_ptr = (symconv_conv2d_backward_data_C5_f64_fn *)p[81];
+    symconv_conv2d_backward_filter_C5_f32_ptr = (symconv_conv2d_backward_filter_C5_f32_fn *)p[82];
+    symconv_conv2d_backward_filter_C5_f64_ptr = (symconv_conv2d_backward_filter_C5_f64_fn *)p[83];
+    symconv_dense_forward_F6_f32_ptr = (symconv_dense_forward_F6_f32_fn *)p[84];
+    symconv_dense_forward_F6_f64_ptr = (symconv_dense_forward_F6_f64_fn *)p[85];
+    symconv_dense_backward_F6_f32_ptr = (symconv_dense_backward_F6_f32_fn *)p[86];
+    symconv_dense_backward_F6_f64_ptr = (symconv_dense_backward_F6_f64_fn *)p[87];
+    symconv_rbf_forward_OUTPUT_f32_ptr = (symconv_rbf_forward_OUTPUT_f32_fn *)p[88];
+    symconv_rbf_forward_OUTPUT_f64_ptr = (symconv_rbf_forward_OUTPUT_f64_fn *)p[89];
+    symconv_rbf_backward_OUTPUT_f32_ptr = (symconv_rbf_backward_OUTPUT_f32_fn *)p[90];
+    symconv_rbf_backward_OUTPUT_f64_ptr = (symconv_rbf_backward_OUTPUT_f64_fn *)p[91];
     bound_kernels = 1;
     Py_RETURN_NONE;
 }
@@ -1661,6 +1782,8 @@ static PyMethodDef methods[] = {
      "scaled_tanh_forward(*args): the outputs, or None to decline to the checked Python path."},
     {"scaled_tanh_backward", (PyCFunction)(void (*)(void))fast_scaled_tanh_backward, METH_FASTCALL,
      "scaled_tanh_backward(*args): the outputs, or None to decline to the checked Python path."},
+    {"scaled_tanh_backward_from_output", (PyCFunction)(void (*)(void))fast_scaled_tanh_backward_from_output, METH_FASTCALL,
+     "scaled_tanh_backward_from_output(*args): the outputs, or None to decline to the checked Python path."},
     {"sigmoid_forward", (PyCFunction)(void (*)(void))fast_sigmoid_forward, METH_FASTCALL,
      "sigmoid_forward(*args): the outputs, or None to decline to the checked Python path."},
     {"sigmoid_backward", (PyCFunction)(void (*)(void))fast_sigmoid_backward, METH_FASTCALL,
@@ -1689,6 +1812,10 @@ static PyMethodDef methods[] = {
      "softmax_xent_forward(*args): the outputs, or None to decline to the checked Python path."},
     {"softmax_xent_backward", (PyCFunction)(void (*)(void))fast_softmax_xent_backward, METH_FASTCALL,
      "softmax_xent_backward(*args): the outputs, or None to decline to the checked Python path."},
+    {"sdlm_update", (PyCFunction)(void (*)(void))fast_sdlm_update, METH_FASTCALL,
+     "sdlm_update(*args): the outputs, or None to decline to the checked Python path."},
+    {"sgd_momentum_update", (PyCFunction)(void (*)(void))fast_sgd_momentum_update, METH_FASTCALL,
+     "sgd_momentum_update(*args): the outputs, or None to decline to the checked Python path."},
     {NULL, NULL, 0, NULL},
 };
 

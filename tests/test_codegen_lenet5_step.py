@@ -1,0 +1,79 @@
+"""Structure of the generated LeNet-5 training step: the template data follows the layer
+table, and the emitted C calls only generated functions, forward in layer order, backward
+in reverse, then the update kernel on every trainable array."""
+
+from __future__ import annotations
+
+import math
+import re
+
+import pytest
+
+from codegen import lenet5_step, pipeline, printers
+from derive import lenet5 as spec
+
+
+@pytest.fixture(scope="module")
+def source():
+    table = pipeline.kernel_table(strict=False)
+    return pipeline.c_source(pipeline.c_functions(table)), pipeline.c_functions(table)
+
+
+def _body(source: str, name: str) -> str:
+    """The text of the C function ``name`` (from its signature to the closing brace)."""
+    start = re.search(rf"^\S.*\b{name}\(", source, re.M).start()
+    return source[start : source.index("\n}\n", start)]
+
+
+def test_param_table_follows_the_layer_table():
+    names = [name for name, _ in lenet5_step.param_table()]
+    trainable = [L.name for L in spec.LAYERS if L.kind != "rbf"]
+    assert names[::2] == [f"{n}.{'coef' if n[0] == 'S' else 'w'}" for n in trainable]
+    total = sum(math.prod(shape) for _, shape in lenet5_step.param_table())
+    # 60,000 trainable parameters plus C3's 36 absent connections x 25 taps stored as 0.
+    assert total == 60000 + 36 * 25 == lenet5_step.PARAMS
+
+
+def test_lane_calls_generated_functions_in_layer_order(source):
+    text, functions = source
+    defined = {f["symbol"] for f in functions}
+    lane = _body(text, "lenet5_lane_f32")
+    calls = re.findall(r"\b(symconv_\w+)\(", lane)
+    assert set(calls) <= defined  # nothing but generated kernels
+    layers = [L.name for L in spec.LAYERS if L.kind != "rbf"]
+    forward = [c for c in calls if "_forward_" in c and "tanh" not in c and "loss" not in c]
+    assert [c.split("_")[-2] for c in forward] == layers + ["OUTPUT"]
+    backward = [c for c in calls if re.search(r"_backward_(filter|data)?_?[A-Z]", c)]
+    order = list(dict.fromkeys(c.split("_")[-2] for c in backward))
+    assert order == ["OUTPUT"] + layers[::-1]
+    # C1's input gradient is never needed: no backward_data at C1.
+    assert not any("backward_data_C1" in c for c in calls)
+    assert calls.index("symconv_map_loss_forward_f32") < calls.index(
+        "symconv_rbf_backward_OUTPUT_f32"
+    )
+
+
+@pytest.mark.parametrize("dialect", printers.DIALECTS, ids=lambda d: d.suffix)
+def test_entry_points_update_every_array(source, dialect):
+    text, _ = source
+    for entry, kernel in (("sdlm_step", "sdlm_update"), ("sgd_step", "sgd_momentum_update")):
+        body = _body(text, f"symconv_lenet5_{entry}_{dialect.suffix}")
+        assert f"lenet5_gradients_{dialect.suffix}(" in body
+        assert f"symconv_{kernel}_{dialect.suffix}(" in body
+        assert f"i < {len(lenet5_step.param_table())}" in body  # every array
+    sizes = re.search(r"lenet5_size\[\d+\] = \{([^}]*)\}", text).group(1)
+    assert [int(v) for v in sizes.split(",")] == [
+        math.prod(s) for _, s in lenet5_step.param_table()
+    ]
+
+
+def test_workspace_layout_is_consistent():
+    buffers = lenet5_step.buffers()
+    assert lenet5_step.per_image() == sum(n for _, n in buffers)
+    assert len({name for name, _ in buffers}) == len(buffers)
+    # The update scratch holds the largest array twice (its new values and velocity).
+    assert lenet5_step.UPDATE == 2 * max(math.prod(s) for _, s in lenet5_step.param_table())
+    for batch in (1, 3, 8, 9, 17, 64):
+        lanes = lenet5_step.lanes(batch)
+        slices = [(i + 1) * batch // lanes - i * batch // lanes for i in range(lanes)]
+        assert sum(slices) == batch and max(slices) <= -(-batch // lanes) and min(slices) >= 1
