@@ -289,6 +289,29 @@ def test_c3_data_gradient_scatters_from_row_padded_copies_of_dy():
     assert all(len(sp.Add.make_args(x.rhs)) > 1 for x in scatters)
 
 
+def test_c3_filter_gradient_reduces_each_dy_plane_once():
+    fn = _special("C3", "conv2d_backward_filter")
+    reductions = [x for x in _loops(fn) if x.reduction]
+    # one reduction per output map k: 5 accumulators (v) for each connected input map
+    assert [len(r.reduction) for r in reductions] == [5 * len(row) for row in lenet5.C3_TABLE]
+    copied = [
+        x.rhs
+        for x in lower.walk(fn.body)
+        if isinstance(x, lower.Update) and x.op == "=" and x.rhs.atoms(sp.Indexed)
+    ]
+    assert [int(a.indices[1]) for a in copied] == list(range(len(lenet5.C3_TABLE)))
+    for red, row in zip(reductions, lenet5.C3_TABLE, strict=True):
+        (shared,) = {a for u in red.body for a in u.rhs.atoms(sp.Indexed) if str(a.base) == "t"}
+        assert all(shared in u.rhs.atoms(sp.Indexed) for u in red.body)
+        planes = {
+            int(a.indices[1])
+            for u in red.body
+            for a in u.rhs.atoms(sp.Indexed)
+            if str(a.base) == "x"
+        }
+        assert planes == set(row)
+
+
 def test_c3_filter_gradient_is_one_parallel_region():
     fn = _special("C3", "conv2d_backward_filter")
     assert len([x for x in _loops(fn) if x.parallel]) == 1

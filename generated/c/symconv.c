@@ -3227,6 +3227,16 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
             float acc2 = 0;
             float acc3 = 0;
             float acc4 = 0;
+            float acc5 = 0;
+            float acc6 = 0;
+            float acc7 = 0;
+            float acc8 = 0;
+            float acc9 = 0;
+            float acc10 = 0;
+            float acc11 = 0;
+            float acc12 = 0;
+            float acc13 = 0;
+            float acc14 = 0;
             for (int64_t n = 0; n < N; ++n) {
                 {
                     float t[136];
@@ -3239,7 +3249,7 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
                         }
                     }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4, acc5, acc6, acc7, acc8, acc9, acc10, acc11, acc12, acc13, acc14)
 #endif
                     for (int64_t q = 0; q < 136; ++q) {
                         acc0 += t[q]*x[1176*n + q + 14*u];
@@ -3247,6 +3257,16 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
                         acc2 += t[q]*x[1176*n + q + 14*u + 2];
                         acc3 += t[q]*x[1176*n + q + 14*u + 3];
                         acc4 += t[q]*x[1176*n + q + 14*u + 4];
+                        acc5 += t[q]*x[1176*n + q + 14*u + 196];
+                        acc6 += t[q]*x[1176*n + q + 14*u + 197];
+                        acc7 += t[q]*x[1176*n + q + 14*u + 198];
+                        acc8 += t[q]*x[1176*n + q + 14*u + 199];
+                        acc9 += t[q]*x[1176*n + q + 14*u + 200];
+                        acc10 += t[q]*x[1176*n + q + 14*u + 392];
+                        acc11 += t[q]*x[1176*n + q + 14*u + 393];
+                        acc12 += t[q]*x[1176*n + q + 14*u + 394];
+                        acc13 += t[q]*x[1176*n + q + 14*u + 395];
+                        acc14 += t[q]*x[1176*n + q + 14*u + 396];
                     }
                 }
             }
@@ -3255,6 +3275,16 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
             dw[5*u + 2] += acc2;
             dw[5*u + 3] += acc3;
             dw[5*u + 4] += acc4;
+            dw[5*u + 25] += acc5;
+            dw[5*u + 26] += acc6;
+            dw[5*u + 27] += acc7;
+            dw[5*u + 28] += acc8;
+            dw[5*u + 29] += acc9;
+            dw[5*u + 50] += acc10;
+            dw[5*u + 51] += acc11;
+            dw[5*u + 52] += acc12;
+            dw[5*u + 53] += acc13;
+            dw[5*u + 54] += acc14;
         }
         {
             float acc0 = 0;
@@ -3262,76 +3292,16 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
             float acc2 = 0;
             float acc3 = 0;
             float acc4 = 0;
-            for (int64_t n = 0; n < N; ++n) {
-                {
-                    float t[136];
-                    for (int64_t q = 0; q < 136; ++q) {
-                        t[q] = 0;
-                    }
-                    for (int64_t i = 0; i < 10; ++i) {
-                        for (int64_t j = 0; j < 10; ++j) {
-                            t[14*i + j] = dy[10*i + j + 1600*n];
-                        }
-                    }
-#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
-#endif
-                    for (int64_t q = 0; q < 136; ++q) {
-                        acc0 += t[q]*x[1176*n + q + 14*u + 196];
-                        acc1 += t[q]*x[1176*n + q + 14*u + 197];
-                        acc2 += t[q]*x[1176*n + q + 14*u + 198];
-                        acc3 += t[q]*x[1176*n + q + 14*u + 199];
-                        acc4 += t[q]*x[1176*n + q + 14*u + 200];
-                    }
-                }
-            }
-            dw[5*u + 25] += acc0;
-            dw[5*u + 26] += acc1;
-            dw[5*u + 27] += acc2;
-            dw[5*u + 28] += acc3;
-            dw[5*u + 29] += acc4;
-        }
-        {
-            float acc0 = 0;
-            float acc1 = 0;
-            float acc2 = 0;
-            float acc3 = 0;
-            float acc4 = 0;
-            for (int64_t n = 0; n < N; ++n) {
-                {
-                    float t[136];
-                    for (int64_t q = 0; q < 136; ++q) {
-                        t[q] = 0;
-                    }
-                    for (int64_t i = 0; i < 10; ++i) {
-                        for (int64_t j = 0; j < 10; ++j) {
-                            t[14*i + j] = dy[10*i + j + 1600*n];
-                        }
-                    }
-#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
-#endif
-                    for (int64_t q = 0; q < 136; ++q) {
-                        acc0 += t[q]*x[1176*n + q + 14*u + 392];
-                        acc1 += t[q]*x[1176*n + q + 14*u + 393];
-                        acc2 += t[q]*x[1176*n + q + 14*u + 394];
-                        acc3 += t[q]*x[1176*n + q + 14*u + 395];
-                        acc4 += t[q]*x[1176*n + q + 14*u + 396];
-                    }
-                }
-            }
-            dw[5*u + 50] += acc0;
-            dw[5*u + 51] += acc1;
-            dw[5*u + 52] += acc2;
-            dw[5*u + 53] += acc3;
-            dw[5*u + 54] += acc4;
-        }
-        {
-            float acc0 = 0;
-            float acc1 = 0;
-            float acc2 = 0;
-            float acc3 = 0;
-            float acc4 = 0;
+            float acc5 = 0;
+            float acc6 = 0;
+            float acc7 = 0;
+            float acc8 = 0;
+            float acc9 = 0;
+            float acc10 = 0;
+            float acc11 = 0;
+            float acc12 = 0;
+            float acc13 = 0;
+            float acc14 = 0;
             for (int64_t n = 0; n < N; ++n) {
                 {
                     float t[136];
@@ -3344,7 +3314,7 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
                         }
                     }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4, acc5, acc6, acc7, acc8, acc9, acc10, acc11, acc12, acc13, acc14)
 #endif
                     for (int64_t q = 0; q < 136; ++q) {
                         acc0 += t[q]*x[1176*n + q + 14*u + 196];
@@ -3352,6 +3322,16 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
                         acc2 += t[q]*x[1176*n + q + 14*u + 198];
                         acc3 += t[q]*x[1176*n + q + 14*u + 199];
                         acc4 += t[q]*x[1176*n + q + 14*u + 200];
+                        acc5 += t[q]*x[1176*n + q + 14*u + 392];
+                        acc6 += t[q]*x[1176*n + q + 14*u + 393];
+                        acc7 += t[q]*x[1176*n + q + 14*u + 394];
+                        acc8 += t[q]*x[1176*n + q + 14*u + 395];
+                        acc9 += t[q]*x[1176*n + q + 14*u + 396];
+                        acc10 += t[q]*x[1176*n + q + 14*u + 588];
+                        acc11 += t[q]*x[1176*n + q + 14*u + 589];
+                        acc12 += t[q]*x[1176*n + q + 14*u + 590];
+                        acc13 += t[q]*x[1176*n + q + 14*u + 591];
+                        acc14 += t[q]*x[1176*n + q + 14*u + 592];
                     }
                 }
             }
@@ -3360,6 +3340,16 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
             dw[5*u + 177] += acc2;
             dw[5*u + 178] += acc3;
             dw[5*u + 179] += acc4;
+            dw[5*u + 200] += acc5;
+            dw[5*u + 201] += acc6;
+            dw[5*u + 202] += acc7;
+            dw[5*u + 203] += acc8;
+            dw[5*u + 204] += acc9;
+            dw[5*u + 225] += acc10;
+            dw[5*u + 226] += acc11;
+            dw[5*u + 227] += acc12;
+            dw[5*u + 228] += acc13;
+            dw[5*u + 229] += acc14;
         }
         {
             float acc0 = 0;
@@ -3367,76 +3357,16 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
             float acc2 = 0;
             float acc3 = 0;
             float acc4 = 0;
-            for (int64_t n = 0; n < N; ++n) {
-                {
-                    float t[136];
-                    for (int64_t q = 0; q < 136; ++q) {
-                        t[q] = 0;
-                    }
-                    for (int64_t i = 0; i < 10; ++i) {
-                        for (int64_t j = 0; j < 10; ++j) {
-                            t[14*i + j] = dy[10*i + j + 1600*n + 100];
-                        }
-                    }
-#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
-#endif
-                    for (int64_t q = 0; q < 136; ++q) {
-                        acc0 += t[q]*x[1176*n + q + 14*u + 392];
-                        acc1 += t[q]*x[1176*n + q + 14*u + 393];
-                        acc2 += t[q]*x[1176*n + q + 14*u + 394];
-                        acc3 += t[q]*x[1176*n + q + 14*u + 395];
-                        acc4 += t[q]*x[1176*n + q + 14*u + 396];
-                    }
-                }
-            }
-            dw[5*u + 200] += acc0;
-            dw[5*u + 201] += acc1;
-            dw[5*u + 202] += acc2;
-            dw[5*u + 203] += acc3;
-            dw[5*u + 204] += acc4;
-        }
-        {
-            float acc0 = 0;
-            float acc1 = 0;
-            float acc2 = 0;
-            float acc3 = 0;
-            float acc4 = 0;
-            for (int64_t n = 0; n < N; ++n) {
-                {
-                    float t[136];
-                    for (int64_t q = 0; q < 136; ++q) {
-                        t[q] = 0;
-                    }
-                    for (int64_t i = 0; i < 10; ++i) {
-                        for (int64_t j = 0; j < 10; ++j) {
-                            t[14*i + j] = dy[10*i + j + 1600*n + 100];
-                        }
-                    }
-#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
-#endif
-                    for (int64_t q = 0; q < 136; ++q) {
-                        acc0 += t[q]*x[1176*n + q + 14*u + 588];
-                        acc1 += t[q]*x[1176*n + q + 14*u + 589];
-                        acc2 += t[q]*x[1176*n + q + 14*u + 590];
-                        acc3 += t[q]*x[1176*n + q + 14*u + 591];
-                        acc4 += t[q]*x[1176*n + q + 14*u + 592];
-                    }
-                }
-            }
-            dw[5*u + 225] += acc0;
-            dw[5*u + 226] += acc1;
-            dw[5*u + 227] += acc2;
-            dw[5*u + 228] += acc3;
-            dw[5*u + 229] += acc4;
-        }
-        {
-            float acc0 = 0;
-            float acc1 = 0;
-            float acc2 = 0;
-            float acc3 = 0;
-            float acc4 = 0;
+            float acc5 = 0;
+            float acc6 = 0;
+            float acc7 = 0;
+            float acc8 = 0;
+            float acc9 = 0;
+            float acc10 = 0;
+            float acc11 = 0;
+            float acc12 = 0;
+            float acc13 = 0;
+            float acc14 = 0;
             for (int64_t n = 0; n < N; ++n) {
                 {
                     float t[136];
@@ -3449,7 +3379,7 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
                         }
                     }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4, acc5, acc6, acc7, acc8, acc9, acc10, acc11, acc12, acc13, acc14)
 #endif
                     for (int64_t q = 0; q < 136; ++q) {
                         acc0 += t[q]*x[1176*n + q + 14*u + 392];
@@ -3457,6 +3387,16 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
                         acc2 += t[q]*x[1176*n + q + 14*u + 394];
                         acc3 += t[q]*x[1176*n + q + 14*u + 395];
                         acc4 += t[q]*x[1176*n + q + 14*u + 396];
+                        acc5 += t[q]*x[1176*n + q + 14*u + 588];
+                        acc6 += t[q]*x[1176*n + q + 14*u + 589];
+                        acc7 += t[q]*x[1176*n + q + 14*u + 590];
+                        acc8 += t[q]*x[1176*n + q + 14*u + 591];
+                        acc9 += t[q]*x[1176*n + q + 14*u + 592];
+                        acc10 += t[q]*x[1176*n + q + 14*u + 784];
+                        acc11 += t[q]*x[1176*n + q + 14*u + 785];
+                        acc12 += t[q]*x[1176*n + q + 14*u + 786];
+                        acc13 += t[q]*x[1176*n + q + 14*u + 787];
+                        acc14 += t[q]*x[1176*n + q + 14*u + 788];
                     }
                 }
             }
@@ -3465,6 +3405,16 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
             dw[5*u + 352] += acc2;
             dw[5*u + 353] += acc3;
             dw[5*u + 354] += acc4;
+            dw[5*u + 375] += acc5;
+            dw[5*u + 376] += acc6;
+            dw[5*u + 377] += acc7;
+            dw[5*u + 378] += acc8;
+            dw[5*u + 379] += acc9;
+            dw[5*u + 400] += acc10;
+            dw[5*u + 401] += acc11;
+            dw[5*u + 402] += acc12;
+            dw[5*u + 403] += acc13;
+            dw[5*u + 404] += acc14;
         }
         {
             float acc0 = 0;
@@ -3472,76 +3422,16 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
             float acc2 = 0;
             float acc3 = 0;
             float acc4 = 0;
-            for (int64_t n = 0; n < N; ++n) {
-                {
-                    float t[136];
-                    for (int64_t q = 0; q < 136; ++q) {
-                        t[q] = 0;
-                    }
-                    for (int64_t i = 0; i < 10; ++i) {
-                        for (int64_t j = 0; j < 10; ++j) {
-                            t[14*i + j] = dy[10*i + j + 1600*n + 200];
-                        }
-                    }
-#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
-#endif
-                    for (int64_t q = 0; q < 136; ++q) {
-                        acc0 += t[q]*x[1176*n + q + 14*u + 588];
-                        acc1 += t[q]*x[1176*n + q + 14*u + 589];
-                        acc2 += t[q]*x[1176*n + q + 14*u + 590];
-                        acc3 += t[q]*x[1176*n + q + 14*u + 591];
-                        acc4 += t[q]*x[1176*n + q + 14*u + 592];
-                    }
-                }
-            }
-            dw[5*u + 375] += acc0;
-            dw[5*u + 376] += acc1;
-            dw[5*u + 377] += acc2;
-            dw[5*u + 378] += acc3;
-            dw[5*u + 379] += acc4;
-        }
-        {
-            float acc0 = 0;
-            float acc1 = 0;
-            float acc2 = 0;
-            float acc3 = 0;
-            float acc4 = 0;
-            for (int64_t n = 0; n < N; ++n) {
-                {
-                    float t[136];
-                    for (int64_t q = 0; q < 136; ++q) {
-                        t[q] = 0;
-                    }
-                    for (int64_t i = 0; i < 10; ++i) {
-                        for (int64_t j = 0; j < 10; ++j) {
-                            t[14*i + j] = dy[10*i + j + 1600*n + 200];
-                        }
-                    }
-#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
-#endif
-                    for (int64_t q = 0; q < 136; ++q) {
-                        acc0 += t[q]*x[1176*n + q + 14*u + 784];
-                        acc1 += t[q]*x[1176*n + q + 14*u + 785];
-                        acc2 += t[q]*x[1176*n + q + 14*u + 786];
-                        acc3 += t[q]*x[1176*n + q + 14*u + 787];
-                        acc4 += t[q]*x[1176*n + q + 14*u + 788];
-                    }
-                }
-            }
-            dw[5*u + 400] += acc0;
-            dw[5*u + 401] += acc1;
-            dw[5*u + 402] += acc2;
-            dw[5*u + 403] += acc3;
-            dw[5*u + 404] += acc4;
-        }
-        {
-            float acc0 = 0;
-            float acc1 = 0;
-            float acc2 = 0;
-            float acc3 = 0;
-            float acc4 = 0;
+            float acc5 = 0;
+            float acc6 = 0;
+            float acc7 = 0;
+            float acc8 = 0;
+            float acc9 = 0;
+            float acc10 = 0;
+            float acc11 = 0;
+            float acc12 = 0;
+            float acc13 = 0;
+            float acc14 = 0;
             for (int64_t n = 0; n < N; ++n) {
                 {
                     float t[136];
@@ -3554,7 +3444,7 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
                         }
                     }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4, acc5, acc6, acc7, acc8, acc9, acc10, acc11, acc12, acc13, acc14)
 #endif
                     for (int64_t q = 0; q < 136; ++q) {
                         acc0 += t[q]*x[1176*n + q + 14*u + 588];
@@ -3562,6 +3452,16 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
                         acc2 += t[q]*x[1176*n + q + 14*u + 590];
                         acc3 += t[q]*x[1176*n + q + 14*u + 591];
                         acc4 += t[q]*x[1176*n + q + 14*u + 592];
+                        acc5 += t[q]*x[1176*n + q + 14*u + 784];
+                        acc6 += t[q]*x[1176*n + q + 14*u + 785];
+                        acc7 += t[q]*x[1176*n + q + 14*u + 786];
+                        acc8 += t[q]*x[1176*n + q + 14*u + 787];
+                        acc9 += t[q]*x[1176*n + q + 14*u + 788];
+                        acc10 += t[q]*x[1176*n + q + 14*u + 980];
+                        acc11 += t[q]*x[1176*n + q + 14*u + 981];
+                        acc12 += t[q]*x[1176*n + q + 14*u + 982];
+                        acc13 += t[q]*x[1176*n + q + 14*u + 983];
+                        acc14 += t[q]*x[1176*n + q + 14*u + 984];
                     }
                 }
             }
@@ -3570,6 +3470,16 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
             dw[5*u + 527] += acc2;
             dw[5*u + 528] += acc3;
             dw[5*u + 529] += acc4;
+            dw[5*u + 550] += acc5;
+            dw[5*u + 551] += acc6;
+            dw[5*u + 552] += acc7;
+            dw[5*u + 553] += acc8;
+            dw[5*u + 554] += acc9;
+            dw[5*u + 575] += acc10;
+            dw[5*u + 576] += acc11;
+            dw[5*u + 577] += acc12;
+            dw[5*u + 578] += acc13;
+            dw[5*u + 579] += acc14;
         }
         {
             float acc0 = 0;
@@ -3577,76 +3487,16 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
             float acc2 = 0;
             float acc3 = 0;
             float acc4 = 0;
-            for (int64_t n = 0; n < N; ++n) {
-                {
-                    float t[136];
-                    for (int64_t q = 0; q < 136; ++q) {
-                        t[q] = 0;
-                    }
-                    for (int64_t i = 0; i < 10; ++i) {
-                        for (int64_t j = 0; j < 10; ++j) {
-                            t[14*i + j] = dy[10*i + j + 1600*n + 300];
-                        }
-                    }
-#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
-#endif
-                    for (int64_t q = 0; q < 136; ++q) {
-                        acc0 += t[q]*x[1176*n + q + 14*u + 784];
-                        acc1 += t[q]*x[1176*n + q + 14*u + 785];
-                        acc2 += t[q]*x[1176*n + q + 14*u + 786];
-                        acc3 += t[q]*x[1176*n + q + 14*u + 787];
-                        acc4 += t[q]*x[1176*n + q + 14*u + 788];
-                    }
-                }
-            }
-            dw[5*u + 550] += acc0;
-            dw[5*u + 551] += acc1;
-            dw[5*u + 552] += acc2;
-            dw[5*u + 553] += acc3;
-            dw[5*u + 554] += acc4;
-        }
-        {
-            float acc0 = 0;
-            float acc1 = 0;
-            float acc2 = 0;
-            float acc3 = 0;
-            float acc4 = 0;
-            for (int64_t n = 0; n < N; ++n) {
-                {
-                    float t[136];
-                    for (int64_t q = 0; q < 136; ++q) {
-                        t[q] = 0;
-                    }
-                    for (int64_t i = 0; i < 10; ++i) {
-                        for (int64_t j = 0; j < 10; ++j) {
-                            t[14*i + j] = dy[10*i + j + 1600*n + 300];
-                        }
-                    }
-#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
-#endif
-                    for (int64_t q = 0; q < 136; ++q) {
-                        acc0 += t[q]*x[1176*n + q + 14*u + 980];
-                        acc1 += t[q]*x[1176*n + q + 14*u + 981];
-                        acc2 += t[q]*x[1176*n + q + 14*u + 982];
-                        acc3 += t[q]*x[1176*n + q + 14*u + 983];
-                        acc4 += t[q]*x[1176*n + q + 14*u + 984];
-                    }
-                }
-            }
-            dw[5*u + 575] += acc0;
-            dw[5*u + 576] += acc1;
-            dw[5*u + 577] += acc2;
-            dw[5*u + 578] += acc3;
-            dw[5*u + 579] += acc4;
-        }
-        {
-            float acc0 = 0;
-            float acc1 = 0;
-            float acc2 = 0;
-            float acc3 = 0;
-            float acc4 = 0;
+            float acc5 = 0;
+            float acc6 = 0;
+            float acc7 = 0;
+            float acc8 = 0;
+            float acc9 = 0;
+            float acc10 = 0;
+            float acc11 = 0;
+            float acc12 = 0;
+            float acc13 = 0;
+            float acc14 = 0;
             for (int64_t n = 0; n < N; ++n) {
                 {
                     float t[136];
@@ -3659,7 +3509,7 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
                         }
                     }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4, acc5, acc6, acc7, acc8, acc9, acc10, acc11, acc12, acc13, acc14)
 #endif
                     for (int64_t q = 0; q < 136; ++q) {
                         acc0 += t[q]*x[1176*n + q + 14*u];
@@ -3667,6 +3517,16 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
                         acc2 += t[q]*x[1176*n + q + 14*u + 2];
                         acc3 += t[q]*x[1176*n + q + 14*u + 3];
                         acc4 += t[q]*x[1176*n + q + 14*u + 4];
+                        acc5 += t[q]*x[1176*n + q + 14*u + 784];
+                        acc6 += t[q]*x[1176*n + q + 14*u + 785];
+                        acc7 += t[q]*x[1176*n + q + 14*u + 786];
+                        acc8 += t[q]*x[1176*n + q + 14*u + 787];
+                        acc9 += t[q]*x[1176*n + q + 14*u + 788];
+                        acc10 += t[q]*x[1176*n + q + 14*u + 980];
+                        acc11 += t[q]*x[1176*n + q + 14*u + 981];
+                        acc12 += t[q]*x[1176*n + q + 14*u + 982];
+                        acc13 += t[q]*x[1176*n + q + 14*u + 983];
+                        acc14 += t[q]*x[1176*n + q + 14*u + 984];
                     }
                 }
             }
@@ -3675,6 +3535,16 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
             dw[5*u + 602] += acc2;
             dw[5*u + 603] += acc3;
             dw[5*u + 604] += acc4;
+            dw[5*u + 700] += acc5;
+            dw[5*u + 701] += acc6;
+            dw[5*u + 702] += acc7;
+            dw[5*u + 703] += acc8;
+            dw[5*u + 704] += acc9;
+            dw[5*u + 725] += acc10;
+            dw[5*u + 726] += acc11;
+            dw[5*u + 727] += acc12;
+            dw[5*u + 728] += acc13;
+            dw[5*u + 729] += acc14;
         }
         {
             float acc0 = 0;
@@ -3682,76 +3552,16 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
             float acc2 = 0;
             float acc3 = 0;
             float acc4 = 0;
-            for (int64_t n = 0; n < N; ++n) {
-                {
-                    float t[136];
-                    for (int64_t q = 0; q < 136; ++q) {
-                        t[q] = 0;
-                    }
-                    for (int64_t i = 0; i < 10; ++i) {
-                        for (int64_t j = 0; j < 10; ++j) {
-                            t[14*i + j] = dy[10*i + j + 1600*n + 400];
-                        }
-                    }
-#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
-#endif
-                    for (int64_t q = 0; q < 136; ++q) {
-                        acc0 += t[q]*x[1176*n + q + 14*u + 784];
-                        acc1 += t[q]*x[1176*n + q + 14*u + 785];
-                        acc2 += t[q]*x[1176*n + q + 14*u + 786];
-                        acc3 += t[q]*x[1176*n + q + 14*u + 787];
-                        acc4 += t[q]*x[1176*n + q + 14*u + 788];
-                    }
-                }
-            }
-            dw[5*u + 700] += acc0;
-            dw[5*u + 701] += acc1;
-            dw[5*u + 702] += acc2;
-            dw[5*u + 703] += acc3;
-            dw[5*u + 704] += acc4;
-        }
-        {
-            float acc0 = 0;
-            float acc1 = 0;
-            float acc2 = 0;
-            float acc3 = 0;
-            float acc4 = 0;
-            for (int64_t n = 0; n < N; ++n) {
-                {
-                    float t[136];
-                    for (int64_t q = 0; q < 136; ++q) {
-                        t[q] = 0;
-                    }
-                    for (int64_t i = 0; i < 10; ++i) {
-                        for (int64_t j = 0; j < 10; ++j) {
-                            t[14*i + j] = dy[10*i + j + 1600*n + 400];
-                        }
-                    }
-#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
-#endif
-                    for (int64_t q = 0; q < 136; ++q) {
-                        acc0 += t[q]*x[1176*n + q + 14*u + 980];
-                        acc1 += t[q]*x[1176*n + q + 14*u + 981];
-                        acc2 += t[q]*x[1176*n + q + 14*u + 982];
-                        acc3 += t[q]*x[1176*n + q + 14*u + 983];
-                        acc4 += t[q]*x[1176*n + q + 14*u + 984];
-                    }
-                }
-            }
-            dw[5*u + 725] += acc0;
-            dw[5*u + 726] += acc1;
-            dw[5*u + 727] += acc2;
-            dw[5*u + 728] += acc3;
-            dw[5*u + 729] += acc4;
-        }
-        {
-            float acc0 = 0;
-            float acc1 = 0;
-            float acc2 = 0;
-            float acc3 = 0;
-            float acc4 = 0;
+            float acc5 = 0;
+            float acc6 = 0;
+            float acc7 = 0;
+            float acc8 = 0;
+            float acc9 = 0;
+            float acc10 = 0;
+            float acc11 = 0;
+            float acc12 = 0;
+            float acc13 = 0;
+            float acc14 = 0;
             for (int64_t n = 0; n < N; ++n) {
                 {
                     float t[136];
@@ -3764,7 +3574,7 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
                         }
                     }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4, acc5, acc6, acc7, acc8, acc9, acc10, acc11, acc12, acc13, acc14)
 #endif
                     for (int64_t q = 0; q < 136; ++q) {
                         acc0 += t[q]*x[1176*n + q + 14*u];
@@ -3772,6 +3582,16 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
                         acc2 += t[q]*x[1176*n + q + 14*u + 2];
                         acc3 += t[q]*x[1176*n + q + 14*u + 3];
                         acc4 += t[q]*x[1176*n + q + 14*u + 4];
+                        acc5 += t[q]*x[1176*n + q + 14*u + 196];
+                        acc6 += t[q]*x[1176*n + q + 14*u + 197];
+                        acc7 += t[q]*x[1176*n + q + 14*u + 198];
+                        acc8 += t[q]*x[1176*n + q + 14*u + 199];
+                        acc9 += t[q]*x[1176*n + q + 14*u + 200];
+                        acc10 += t[q]*x[1176*n + q + 14*u + 980];
+                        acc11 += t[q]*x[1176*n + q + 14*u + 981];
+                        acc12 += t[q]*x[1176*n + q + 14*u + 982];
+                        acc13 += t[q]*x[1176*n + q + 14*u + 983];
+                        acc14 += t[q]*x[1176*n + q + 14*u + 984];
                     }
                 }
             }
@@ -3780,6 +3600,16 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
             dw[5*u + 752] += acc2;
             dw[5*u + 753] += acc3;
             dw[5*u + 754] += acc4;
+            dw[5*u + 775] += acc5;
+            dw[5*u + 776] += acc6;
+            dw[5*u + 777] += acc7;
+            dw[5*u + 778] += acc8;
+            dw[5*u + 779] += acc9;
+            dw[5*u + 875] += acc10;
+            dw[5*u + 876] += acc11;
+            dw[5*u + 877] += acc12;
+            dw[5*u + 878] += acc13;
+            dw[5*u + 879] += acc14;
         }
         {
             float acc0 = 0;
@@ -3787,76 +3617,21 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
             float acc2 = 0;
             float acc3 = 0;
             float acc4 = 0;
-            for (int64_t n = 0; n < N; ++n) {
-                {
-                    float t[136];
-                    for (int64_t q = 0; q < 136; ++q) {
-                        t[q] = 0;
-                    }
-                    for (int64_t i = 0; i < 10; ++i) {
-                        for (int64_t j = 0; j < 10; ++j) {
-                            t[14*i + j] = dy[10*i + j + 1600*n + 500];
-                        }
-                    }
-#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
-#endif
-                    for (int64_t q = 0; q < 136; ++q) {
-                        acc0 += t[q]*x[1176*n + q + 14*u + 196];
-                        acc1 += t[q]*x[1176*n + q + 14*u + 197];
-                        acc2 += t[q]*x[1176*n + q + 14*u + 198];
-                        acc3 += t[q]*x[1176*n + q + 14*u + 199];
-                        acc4 += t[q]*x[1176*n + q + 14*u + 200];
-                    }
-                }
-            }
-            dw[5*u + 775] += acc0;
-            dw[5*u + 776] += acc1;
-            dw[5*u + 777] += acc2;
-            dw[5*u + 778] += acc3;
-            dw[5*u + 779] += acc4;
-        }
-        {
-            float acc0 = 0;
-            float acc1 = 0;
-            float acc2 = 0;
-            float acc3 = 0;
-            float acc4 = 0;
-            for (int64_t n = 0; n < N; ++n) {
-                {
-                    float t[136];
-                    for (int64_t q = 0; q < 136; ++q) {
-                        t[q] = 0;
-                    }
-                    for (int64_t i = 0; i < 10; ++i) {
-                        for (int64_t j = 0; j < 10; ++j) {
-                            t[14*i + j] = dy[10*i + j + 1600*n + 500];
-                        }
-                    }
-#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
-#endif
-                    for (int64_t q = 0; q < 136; ++q) {
-                        acc0 += t[q]*x[1176*n + q + 14*u + 980];
-                        acc1 += t[q]*x[1176*n + q + 14*u + 981];
-                        acc2 += t[q]*x[1176*n + q + 14*u + 982];
-                        acc3 += t[q]*x[1176*n + q + 14*u + 983];
-                        acc4 += t[q]*x[1176*n + q + 14*u + 984];
-                    }
-                }
-            }
-            dw[5*u + 875] += acc0;
-            dw[5*u + 876] += acc1;
-            dw[5*u + 877] += acc2;
-            dw[5*u + 878] += acc3;
-            dw[5*u + 879] += acc4;
-        }
-        {
-            float acc0 = 0;
-            float acc1 = 0;
-            float acc2 = 0;
-            float acc3 = 0;
-            float acc4 = 0;
+            float acc5 = 0;
+            float acc6 = 0;
+            float acc7 = 0;
+            float acc8 = 0;
+            float acc9 = 0;
+            float acc10 = 0;
+            float acc11 = 0;
+            float acc12 = 0;
+            float acc13 = 0;
+            float acc14 = 0;
+            float acc15 = 0;
+            float acc16 = 0;
+            float acc17 = 0;
+            float acc18 = 0;
+            float acc19 = 0;
             for (int64_t n = 0; n < N; ++n) {
                 {
                     float t[136];
@@ -3869,7 +3644,7 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
                         }
                     }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4, acc5, acc6, acc7, acc8, acc9, acc10, acc11, acc12, acc13, acc14, acc15, acc16, acc17, acc18, acc19)
 #endif
                     for (int64_t q = 0; q < 136; ++q) {
                         acc0 += t[q]*x[1176*n + q + 14*u];
@@ -3877,6 +3652,21 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
                         acc2 += t[q]*x[1176*n + q + 14*u + 2];
                         acc3 += t[q]*x[1176*n + q + 14*u + 3];
                         acc4 += t[q]*x[1176*n + q + 14*u + 4];
+                        acc5 += t[q]*x[1176*n + q + 14*u + 196];
+                        acc6 += t[q]*x[1176*n + q + 14*u + 197];
+                        acc7 += t[q]*x[1176*n + q + 14*u + 198];
+                        acc8 += t[q]*x[1176*n + q + 14*u + 199];
+                        acc9 += t[q]*x[1176*n + q + 14*u + 200];
+                        acc10 += t[q]*x[1176*n + q + 14*u + 392];
+                        acc11 += t[q]*x[1176*n + q + 14*u + 393];
+                        acc12 += t[q]*x[1176*n + q + 14*u + 394];
+                        acc13 += t[q]*x[1176*n + q + 14*u + 395];
+                        acc14 += t[q]*x[1176*n + q + 14*u + 396];
+                        acc15 += t[q]*x[1176*n + q + 14*u + 588];
+                        acc16 += t[q]*x[1176*n + q + 14*u + 589];
+                        acc17 += t[q]*x[1176*n + q + 14*u + 590];
+                        acc18 += t[q]*x[1176*n + q + 14*u + 591];
+                        acc19 += t[q]*x[1176*n + q + 14*u + 592];
                     }
                 }
             }
@@ -3885,6 +3675,21 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
             dw[5*u + 902] += acc2;
             dw[5*u + 903] += acc3;
             dw[5*u + 904] += acc4;
+            dw[5*u + 925] += acc5;
+            dw[5*u + 926] += acc6;
+            dw[5*u + 927] += acc7;
+            dw[5*u + 928] += acc8;
+            dw[5*u + 929] += acc9;
+            dw[5*u + 950] += acc10;
+            dw[5*u + 951] += acc11;
+            dw[5*u + 952] += acc12;
+            dw[5*u + 953] += acc13;
+            dw[5*u + 954] += acc14;
+            dw[5*u + 975] += acc15;
+            dw[5*u + 976] += acc16;
+            dw[5*u + 977] += acc17;
+            dw[5*u + 978] += acc18;
+            dw[5*u + 979] += acc19;
         }
         {
             float acc0 = 0;
@@ -3892,111 +3697,21 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
             float acc2 = 0;
             float acc3 = 0;
             float acc4 = 0;
-            for (int64_t n = 0; n < N; ++n) {
-                {
-                    float t[136];
-                    for (int64_t q = 0; q < 136; ++q) {
-                        t[q] = 0;
-                    }
-                    for (int64_t i = 0; i < 10; ++i) {
-                        for (int64_t j = 0; j < 10; ++j) {
-                            t[14*i + j] = dy[10*i + j + 1600*n + 600];
-                        }
-                    }
-#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
-#endif
-                    for (int64_t q = 0; q < 136; ++q) {
-                        acc0 += t[q]*x[1176*n + q + 14*u + 196];
-                        acc1 += t[q]*x[1176*n + q + 14*u + 197];
-                        acc2 += t[q]*x[1176*n + q + 14*u + 198];
-                        acc3 += t[q]*x[1176*n + q + 14*u + 199];
-                        acc4 += t[q]*x[1176*n + q + 14*u + 200];
-                    }
-                }
-            }
-            dw[5*u + 925] += acc0;
-            dw[5*u + 926] += acc1;
-            dw[5*u + 927] += acc2;
-            dw[5*u + 928] += acc3;
-            dw[5*u + 929] += acc4;
-        }
-        {
-            float acc0 = 0;
-            float acc1 = 0;
-            float acc2 = 0;
-            float acc3 = 0;
-            float acc4 = 0;
-            for (int64_t n = 0; n < N; ++n) {
-                {
-                    float t[136];
-                    for (int64_t q = 0; q < 136; ++q) {
-                        t[q] = 0;
-                    }
-                    for (int64_t i = 0; i < 10; ++i) {
-                        for (int64_t j = 0; j < 10; ++j) {
-                            t[14*i + j] = dy[10*i + j + 1600*n + 600];
-                        }
-                    }
-#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
-#endif
-                    for (int64_t q = 0; q < 136; ++q) {
-                        acc0 += t[q]*x[1176*n + q + 14*u + 392];
-                        acc1 += t[q]*x[1176*n + q + 14*u + 393];
-                        acc2 += t[q]*x[1176*n + q + 14*u + 394];
-                        acc3 += t[q]*x[1176*n + q + 14*u + 395];
-                        acc4 += t[q]*x[1176*n + q + 14*u + 396];
-                    }
-                }
-            }
-            dw[5*u + 950] += acc0;
-            dw[5*u + 951] += acc1;
-            dw[5*u + 952] += acc2;
-            dw[5*u + 953] += acc3;
-            dw[5*u + 954] += acc4;
-        }
-        {
-            float acc0 = 0;
-            float acc1 = 0;
-            float acc2 = 0;
-            float acc3 = 0;
-            float acc4 = 0;
-            for (int64_t n = 0; n < N; ++n) {
-                {
-                    float t[136];
-                    for (int64_t q = 0; q < 136; ++q) {
-                        t[q] = 0;
-                    }
-                    for (int64_t i = 0; i < 10; ++i) {
-                        for (int64_t j = 0; j < 10; ++j) {
-                            t[14*i + j] = dy[10*i + j + 1600*n + 600];
-                        }
-                    }
-#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
-#endif
-                    for (int64_t q = 0; q < 136; ++q) {
-                        acc0 += t[q]*x[1176*n + q + 14*u + 588];
-                        acc1 += t[q]*x[1176*n + q + 14*u + 589];
-                        acc2 += t[q]*x[1176*n + q + 14*u + 590];
-                        acc3 += t[q]*x[1176*n + q + 14*u + 591];
-                        acc4 += t[q]*x[1176*n + q + 14*u + 592];
-                    }
-                }
-            }
-            dw[5*u + 975] += acc0;
-            dw[5*u + 976] += acc1;
-            dw[5*u + 977] += acc2;
-            dw[5*u + 978] += acc3;
-            dw[5*u + 979] += acc4;
-        }
-        {
-            float acc0 = 0;
-            float acc1 = 0;
-            float acc2 = 0;
-            float acc3 = 0;
-            float acc4 = 0;
+            float acc5 = 0;
+            float acc6 = 0;
+            float acc7 = 0;
+            float acc8 = 0;
+            float acc9 = 0;
+            float acc10 = 0;
+            float acc11 = 0;
+            float acc12 = 0;
+            float acc13 = 0;
+            float acc14 = 0;
+            float acc15 = 0;
+            float acc16 = 0;
+            float acc17 = 0;
+            float acc18 = 0;
+            float acc19 = 0;
             for (int64_t n = 0; n < N; ++n) {
                 {
                     float t[136];
@@ -4009,7 +3724,7 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
                         }
                     }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4, acc5, acc6, acc7, acc8, acc9, acc10, acc11, acc12, acc13, acc14, acc15, acc16, acc17, acc18, acc19)
 #endif
                     for (int64_t q = 0; q < 136; ++q) {
                         acc0 += t[q]*x[1176*n + q + 14*u + 196];
@@ -4017,6 +3732,21 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
                         acc2 += t[q]*x[1176*n + q + 14*u + 198];
                         acc3 += t[q]*x[1176*n + q + 14*u + 199];
                         acc4 += t[q]*x[1176*n + q + 14*u + 200];
+                        acc5 += t[q]*x[1176*n + q + 14*u + 392];
+                        acc6 += t[q]*x[1176*n + q + 14*u + 393];
+                        acc7 += t[q]*x[1176*n + q + 14*u + 394];
+                        acc8 += t[q]*x[1176*n + q + 14*u + 395];
+                        acc9 += t[q]*x[1176*n + q + 14*u + 396];
+                        acc10 += t[q]*x[1176*n + q + 14*u + 588];
+                        acc11 += t[q]*x[1176*n + q + 14*u + 589];
+                        acc12 += t[q]*x[1176*n + q + 14*u + 590];
+                        acc13 += t[q]*x[1176*n + q + 14*u + 591];
+                        acc14 += t[q]*x[1176*n + q + 14*u + 592];
+                        acc15 += t[q]*x[1176*n + q + 14*u + 784];
+                        acc16 += t[q]*x[1176*n + q + 14*u + 785];
+                        acc17 += t[q]*x[1176*n + q + 14*u + 786];
+                        acc18 += t[q]*x[1176*n + q + 14*u + 787];
+                        acc19 += t[q]*x[1176*n + q + 14*u + 788];
                     }
                 }
             }
@@ -4025,6 +3755,21 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
             dw[5*u + 1077] += acc2;
             dw[5*u + 1078] += acc3;
             dw[5*u + 1079] += acc4;
+            dw[5*u + 1100] += acc5;
+            dw[5*u + 1101] += acc6;
+            dw[5*u + 1102] += acc7;
+            dw[5*u + 1103] += acc8;
+            dw[5*u + 1104] += acc9;
+            dw[5*u + 1125] += acc10;
+            dw[5*u + 1126] += acc11;
+            dw[5*u + 1127] += acc12;
+            dw[5*u + 1128] += acc13;
+            dw[5*u + 1129] += acc14;
+            dw[5*u + 1150] += acc15;
+            dw[5*u + 1151] += acc16;
+            dw[5*u + 1152] += acc17;
+            dw[5*u + 1153] += acc18;
+            dw[5*u + 1154] += acc19;
         }
         {
             float acc0 = 0;
@@ -4032,111 +3777,21 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
             float acc2 = 0;
             float acc3 = 0;
             float acc4 = 0;
-            for (int64_t n = 0; n < N; ++n) {
-                {
-                    float t[136];
-                    for (int64_t q = 0; q < 136; ++q) {
-                        t[q] = 0;
-                    }
-                    for (int64_t i = 0; i < 10; ++i) {
-                        for (int64_t j = 0; j < 10; ++j) {
-                            t[14*i + j] = dy[10*i + j + 1600*n + 700];
-                        }
-                    }
-#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
-#endif
-                    for (int64_t q = 0; q < 136; ++q) {
-                        acc0 += t[q]*x[1176*n + q + 14*u + 392];
-                        acc1 += t[q]*x[1176*n + q + 14*u + 393];
-                        acc2 += t[q]*x[1176*n + q + 14*u + 394];
-                        acc3 += t[q]*x[1176*n + q + 14*u + 395];
-                        acc4 += t[q]*x[1176*n + q + 14*u + 396];
-                    }
-                }
-            }
-            dw[5*u + 1100] += acc0;
-            dw[5*u + 1101] += acc1;
-            dw[5*u + 1102] += acc2;
-            dw[5*u + 1103] += acc3;
-            dw[5*u + 1104] += acc4;
-        }
-        {
-            float acc0 = 0;
-            float acc1 = 0;
-            float acc2 = 0;
-            float acc3 = 0;
-            float acc4 = 0;
-            for (int64_t n = 0; n < N; ++n) {
-                {
-                    float t[136];
-                    for (int64_t q = 0; q < 136; ++q) {
-                        t[q] = 0;
-                    }
-                    for (int64_t i = 0; i < 10; ++i) {
-                        for (int64_t j = 0; j < 10; ++j) {
-                            t[14*i + j] = dy[10*i + j + 1600*n + 700];
-                        }
-                    }
-#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
-#endif
-                    for (int64_t q = 0; q < 136; ++q) {
-                        acc0 += t[q]*x[1176*n + q + 14*u + 588];
-                        acc1 += t[q]*x[1176*n + q + 14*u + 589];
-                        acc2 += t[q]*x[1176*n + q + 14*u + 590];
-                        acc3 += t[q]*x[1176*n + q + 14*u + 591];
-                        acc4 += t[q]*x[1176*n + q + 14*u + 592];
-                    }
-                }
-            }
-            dw[5*u + 1125] += acc0;
-            dw[5*u + 1126] += acc1;
-            dw[5*u + 1127] += acc2;
-            dw[5*u + 1128] += acc3;
-            dw[5*u + 1129] += acc4;
-        }
-        {
-            float acc0 = 0;
-            float acc1 = 0;
-            float acc2 = 0;
-            float acc3 = 0;
-            float acc4 = 0;
-            for (int64_t n = 0; n < N; ++n) {
-                {
-                    float t[136];
-                    for (int64_t q = 0; q < 136; ++q) {
-                        t[q] = 0;
-                    }
-                    for (int64_t i = 0; i < 10; ++i) {
-                        for (int64_t j = 0; j < 10; ++j) {
-                            t[14*i + j] = dy[10*i + j + 1600*n + 700];
-                        }
-                    }
-#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
-#endif
-                    for (int64_t q = 0; q < 136; ++q) {
-                        acc0 += t[q]*x[1176*n + q + 14*u + 784];
-                        acc1 += t[q]*x[1176*n + q + 14*u + 785];
-                        acc2 += t[q]*x[1176*n + q + 14*u + 786];
-                        acc3 += t[q]*x[1176*n + q + 14*u + 787];
-                        acc4 += t[q]*x[1176*n + q + 14*u + 788];
-                    }
-                }
-            }
-            dw[5*u + 1150] += acc0;
-            dw[5*u + 1151] += acc1;
-            dw[5*u + 1152] += acc2;
-            dw[5*u + 1153] += acc3;
-            dw[5*u + 1154] += acc4;
-        }
-        {
-            float acc0 = 0;
-            float acc1 = 0;
-            float acc2 = 0;
-            float acc3 = 0;
-            float acc4 = 0;
+            float acc5 = 0;
+            float acc6 = 0;
+            float acc7 = 0;
+            float acc8 = 0;
+            float acc9 = 0;
+            float acc10 = 0;
+            float acc11 = 0;
+            float acc12 = 0;
+            float acc13 = 0;
+            float acc14 = 0;
+            float acc15 = 0;
+            float acc16 = 0;
+            float acc17 = 0;
+            float acc18 = 0;
+            float acc19 = 0;
             for (int64_t n = 0; n < N; ++n) {
                 {
                     float t[136];
@@ -4149,7 +3804,7 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
                         }
                     }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4, acc5, acc6, acc7, acc8, acc9, acc10, acc11, acc12, acc13, acc14, acc15, acc16, acc17, acc18, acc19)
 #endif
                     for (int64_t q = 0; q < 136; ++q) {
                         acc0 += t[q]*x[1176*n + q + 14*u + 392];
@@ -4157,6 +3812,21 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
                         acc2 += t[q]*x[1176*n + q + 14*u + 394];
                         acc3 += t[q]*x[1176*n + q + 14*u + 395];
                         acc4 += t[q]*x[1176*n + q + 14*u + 396];
+                        acc5 += t[q]*x[1176*n + q + 14*u + 588];
+                        acc6 += t[q]*x[1176*n + q + 14*u + 589];
+                        acc7 += t[q]*x[1176*n + q + 14*u + 590];
+                        acc8 += t[q]*x[1176*n + q + 14*u + 591];
+                        acc9 += t[q]*x[1176*n + q + 14*u + 592];
+                        acc10 += t[q]*x[1176*n + q + 14*u + 784];
+                        acc11 += t[q]*x[1176*n + q + 14*u + 785];
+                        acc12 += t[q]*x[1176*n + q + 14*u + 786];
+                        acc13 += t[q]*x[1176*n + q + 14*u + 787];
+                        acc14 += t[q]*x[1176*n + q + 14*u + 788];
+                        acc15 += t[q]*x[1176*n + q + 14*u + 980];
+                        acc16 += t[q]*x[1176*n + q + 14*u + 981];
+                        acc17 += t[q]*x[1176*n + q + 14*u + 982];
+                        acc18 += t[q]*x[1176*n + q + 14*u + 983];
+                        acc19 += t[q]*x[1176*n + q + 14*u + 984];
                     }
                 }
             }
@@ -4165,6 +3835,21 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
             dw[5*u + 1252] += acc2;
             dw[5*u + 1253] += acc3;
             dw[5*u + 1254] += acc4;
+            dw[5*u + 1275] += acc5;
+            dw[5*u + 1276] += acc6;
+            dw[5*u + 1277] += acc7;
+            dw[5*u + 1278] += acc8;
+            dw[5*u + 1279] += acc9;
+            dw[5*u + 1300] += acc10;
+            dw[5*u + 1301] += acc11;
+            dw[5*u + 1302] += acc12;
+            dw[5*u + 1303] += acc13;
+            dw[5*u + 1304] += acc14;
+            dw[5*u + 1325] += acc15;
+            dw[5*u + 1326] += acc16;
+            dw[5*u + 1327] += acc17;
+            dw[5*u + 1328] += acc18;
+            dw[5*u + 1329] += acc19;
         }
         {
             float acc0 = 0;
@@ -4172,111 +3857,21 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
             float acc2 = 0;
             float acc3 = 0;
             float acc4 = 0;
-            for (int64_t n = 0; n < N; ++n) {
-                {
-                    float t[136];
-                    for (int64_t q = 0; q < 136; ++q) {
-                        t[q] = 0;
-                    }
-                    for (int64_t i = 0; i < 10; ++i) {
-                        for (int64_t j = 0; j < 10; ++j) {
-                            t[14*i + j] = dy[10*i + j + 1600*n + 800];
-                        }
-                    }
-#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
-#endif
-                    for (int64_t q = 0; q < 136; ++q) {
-                        acc0 += t[q]*x[1176*n + q + 14*u + 588];
-                        acc1 += t[q]*x[1176*n + q + 14*u + 589];
-                        acc2 += t[q]*x[1176*n + q + 14*u + 590];
-                        acc3 += t[q]*x[1176*n + q + 14*u + 591];
-                        acc4 += t[q]*x[1176*n + q + 14*u + 592];
-                    }
-                }
-            }
-            dw[5*u + 1275] += acc0;
-            dw[5*u + 1276] += acc1;
-            dw[5*u + 1277] += acc2;
-            dw[5*u + 1278] += acc3;
-            dw[5*u + 1279] += acc4;
-        }
-        {
-            float acc0 = 0;
-            float acc1 = 0;
-            float acc2 = 0;
-            float acc3 = 0;
-            float acc4 = 0;
-            for (int64_t n = 0; n < N; ++n) {
-                {
-                    float t[136];
-                    for (int64_t q = 0; q < 136; ++q) {
-                        t[q] = 0;
-                    }
-                    for (int64_t i = 0; i < 10; ++i) {
-                        for (int64_t j = 0; j < 10; ++j) {
-                            t[14*i + j] = dy[10*i + j + 1600*n + 800];
-                        }
-                    }
-#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
-#endif
-                    for (int64_t q = 0; q < 136; ++q) {
-                        acc0 += t[q]*x[1176*n + q + 14*u + 784];
-                        acc1 += t[q]*x[1176*n + q + 14*u + 785];
-                        acc2 += t[q]*x[1176*n + q + 14*u + 786];
-                        acc3 += t[q]*x[1176*n + q + 14*u + 787];
-                        acc4 += t[q]*x[1176*n + q + 14*u + 788];
-                    }
-                }
-            }
-            dw[5*u + 1300] += acc0;
-            dw[5*u + 1301] += acc1;
-            dw[5*u + 1302] += acc2;
-            dw[5*u + 1303] += acc3;
-            dw[5*u + 1304] += acc4;
-        }
-        {
-            float acc0 = 0;
-            float acc1 = 0;
-            float acc2 = 0;
-            float acc3 = 0;
-            float acc4 = 0;
-            for (int64_t n = 0; n < N; ++n) {
-                {
-                    float t[136];
-                    for (int64_t q = 0; q < 136; ++q) {
-                        t[q] = 0;
-                    }
-                    for (int64_t i = 0; i < 10; ++i) {
-                        for (int64_t j = 0; j < 10; ++j) {
-                            t[14*i + j] = dy[10*i + j + 1600*n + 800];
-                        }
-                    }
-#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
-#endif
-                    for (int64_t q = 0; q < 136; ++q) {
-                        acc0 += t[q]*x[1176*n + q + 14*u + 980];
-                        acc1 += t[q]*x[1176*n + q + 14*u + 981];
-                        acc2 += t[q]*x[1176*n + q + 14*u + 982];
-                        acc3 += t[q]*x[1176*n + q + 14*u + 983];
-                        acc4 += t[q]*x[1176*n + q + 14*u + 984];
-                    }
-                }
-            }
-            dw[5*u + 1325] += acc0;
-            dw[5*u + 1326] += acc1;
-            dw[5*u + 1327] += acc2;
-            dw[5*u + 1328] += acc3;
-            dw[5*u + 1329] += acc4;
-        }
-        {
-            float acc0 = 0;
-            float acc1 = 0;
-            float acc2 = 0;
-            float acc3 = 0;
-            float acc4 = 0;
+            float acc5 = 0;
+            float acc6 = 0;
+            float acc7 = 0;
+            float acc8 = 0;
+            float acc9 = 0;
+            float acc10 = 0;
+            float acc11 = 0;
+            float acc12 = 0;
+            float acc13 = 0;
+            float acc14 = 0;
+            float acc15 = 0;
+            float acc16 = 0;
+            float acc17 = 0;
+            float acc18 = 0;
+            float acc19 = 0;
             for (int64_t n = 0; n < N; ++n) {
                 {
                     float t[136];
@@ -4289,7 +3884,7 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
                         }
                     }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4, acc5, acc6, acc7, acc8, acc9, acc10, acc11, acc12, acc13, acc14, acc15, acc16, acc17, acc18, acc19)
 #endif
                     for (int64_t q = 0; q < 136; ++q) {
                         acc0 += t[q]*x[1176*n + q + 14*u];
@@ -4297,6 +3892,21 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
                         acc2 += t[q]*x[1176*n + q + 14*u + 2];
                         acc3 += t[q]*x[1176*n + q + 14*u + 3];
                         acc4 += t[q]*x[1176*n + q + 14*u + 4];
+                        acc5 += t[q]*x[1176*n + q + 14*u + 588];
+                        acc6 += t[q]*x[1176*n + q + 14*u + 589];
+                        acc7 += t[q]*x[1176*n + q + 14*u + 590];
+                        acc8 += t[q]*x[1176*n + q + 14*u + 591];
+                        acc9 += t[q]*x[1176*n + q + 14*u + 592];
+                        acc10 += t[q]*x[1176*n + q + 14*u + 784];
+                        acc11 += t[q]*x[1176*n + q + 14*u + 785];
+                        acc12 += t[q]*x[1176*n + q + 14*u + 786];
+                        acc13 += t[q]*x[1176*n + q + 14*u + 787];
+                        acc14 += t[q]*x[1176*n + q + 14*u + 788];
+                        acc15 += t[q]*x[1176*n + q + 14*u + 980];
+                        acc16 += t[q]*x[1176*n + q + 14*u + 981];
+                        acc17 += t[q]*x[1176*n + q + 14*u + 982];
+                        acc18 += t[q]*x[1176*n + q + 14*u + 983];
+                        acc19 += t[q]*x[1176*n + q + 14*u + 984];
                     }
                 }
             }
@@ -4305,6 +3915,21 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
             dw[5*u + 1352] += acc2;
             dw[5*u + 1353] += acc3;
             dw[5*u + 1354] += acc4;
+            dw[5*u + 1425] += acc5;
+            dw[5*u + 1426] += acc6;
+            dw[5*u + 1427] += acc7;
+            dw[5*u + 1428] += acc8;
+            dw[5*u + 1429] += acc9;
+            dw[5*u + 1450] += acc10;
+            dw[5*u + 1451] += acc11;
+            dw[5*u + 1452] += acc12;
+            dw[5*u + 1453] += acc13;
+            dw[5*u + 1454] += acc14;
+            dw[5*u + 1475] += acc15;
+            dw[5*u + 1476] += acc16;
+            dw[5*u + 1477] += acc17;
+            dw[5*u + 1478] += acc18;
+            dw[5*u + 1479] += acc19;
         }
         {
             float acc0 = 0;
@@ -4312,111 +3937,21 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
             float acc2 = 0;
             float acc3 = 0;
             float acc4 = 0;
-            for (int64_t n = 0; n < N; ++n) {
-                {
-                    float t[136];
-                    for (int64_t q = 0; q < 136; ++q) {
-                        t[q] = 0;
-                    }
-                    for (int64_t i = 0; i < 10; ++i) {
-                        for (int64_t j = 0; j < 10; ++j) {
-                            t[14*i + j] = dy[10*i + j + 1600*n + 900];
-                        }
-                    }
-#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
-#endif
-                    for (int64_t q = 0; q < 136; ++q) {
-                        acc0 += t[q]*x[1176*n + q + 14*u + 588];
-                        acc1 += t[q]*x[1176*n + q + 14*u + 589];
-                        acc2 += t[q]*x[1176*n + q + 14*u + 590];
-                        acc3 += t[q]*x[1176*n + q + 14*u + 591];
-                        acc4 += t[q]*x[1176*n + q + 14*u + 592];
-                    }
-                }
-            }
-            dw[5*u + 1425] += acc0;
-            dw[5*u + 1426] += acc1;
-            dw[5*u + 1427] += acc2;
-            dw[5*u + 1428] += acc3;
-            dw[5*u + 1429] += acc4;
-        }
-        {
-            float acc0 = 0;
-            float acc1 = 0;
-            float acc2 = 0;
-            float acc3 = 0;
-            float acc4 = 0;
-            for (int64_t n = 0; n < N; ++n) {
-                {
-                    float t[136];
-                    for (int64_t q = 0; q < 136; ++q) {
-                        t[q] = 0;
-                    }
-                    for (int64_t i = 0; i < 10; ++i) {
-                        for (int64_t j = 0; j < 10; ++j) {
-                            t[14*i + j] = dy[10*i + j + 1600*n + 900];
-                        }
-                    }
-#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
-#endif
-                    for (int64_t q = 0; q < 136; ++q) {
-                        acc0 += t[q]*x[1176*n + q + 14*u + 784];
-                        acc1 += t[q]*x[1176*n + q + 14*u + 785];
-                        acc2 += t[q]*x[1176*n + q + 14*u + 786];
-                        acc3 += t[q]*x[1176*n + q + 14*u + 787];
-                        acc4 += t[q]*x[1176*n + q + 14*u + 788];
-                    }
-                }
-            }
-            dw[5*u + 1450] += acc0;
-            dw[5*u + 1451] += acc1;
-            dw[5*u + 1452] += acc2;
-            dw[5*u + 1453] += acc3;
-            dw[5*u + 1454] += acc4;
-        }
-        {
-            float acc0 = 0;
-            float acc1 = 0;
-            float acc2 = 0;
-            float acc3 = 0;
-            float acc4 = 0;
-            for (int64_t n = 0; n < N; ++n) {
-                {
-                    float t[136];
-                    for (int64_t q = 0; q < 136; ++q) {
-                        t[q] = 0;
-                    }
-                    for (int64_t i = 0; i < 10; ++i) {
-                        for (int64_t j = 0; j < 10; ++j) {
-                            t[14*i + j] = dy[10*i + j + 1600*n + 900];
-                        }
-                    }
-#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
-#endif
-                    for (int64_t q = 0; q < 136; ++q) {
-                        acc0 += t[q]*x[1176*n + q + 14*u + 980];
-                        acc1 += t[q]*x[1176*n + q + 14*u + 981];
-                        acc2 += t[q]*x[1176*n + q + 14*u + 982];
-                        acc3 += t[q]*x[1176*n + q + 14*u + 983];
-                        acc4 += t[q]*x[1176*n + q + 14*u + 984];
-                    }
-                }
-            }
-            dw[5*u + 1475] += acc0;
-            dw[5*u + 1476] += acc1;
-            dw[5*u + 1477] += acc2;
-            dw[5*u + 1478] += acc3;
-            dw[5*u + 1479] += acc4;
-        }
-        {
-            float acc0 = 0;
-            float acc1 = 0;
-            float acc2 = 0;
-            float acc3 = 0;
-            float acc4 = 0;
+            float acc5 = 0;
+            float acc6 = 0;
+            float acc7 = 0;
+            float acc8 = 0;
+            float acc9 = 0;
+            float acc10 = 0;
+            float acc11 = 0;
+            float acc12 = 0;
+            float acc13 = 0;
+            float acc14 = 0;
+            float acc15 = 0;
+            float acc16 = 0;
+            float acc17 = 0;
+            float acc18 = 0;
+            float acc19 = 0;
             for (int64_t n = 0; n < N; ++n) {
                 {
                     float t[136];
@@ -4429,7 +3964,7 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
                         }
                     }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4, acc5, acc6, acc7, acc8, acc9, acc10, acc11, acc12, acc13, acc14, acc15, acc16, acc17, acc18, acc19)
 #endif
                     for (int64_t q = 0; q < 136; ++q) {
                         acc0 += t[q]*x[1176*n + q + 14*u];
@@ -4437,6 +3972,21 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
                         acc2 += t[q]*x[1176*n + q + 14*u + 2];
                         acc3 += t[q]*x[1176*n + q + 14*u + 3];
                         acc4 += t[q]*x[1176*n + q + 14*u + 4];
+                        acc5 += t[q]*x[1176*n + q + 14*u + 196];
+                        acc6 += t[q]*x[1176*n + q + 14*u + 197];
+                        acc7 += t[q]*x[1176*n + q + 14*u + 198];
+                        acc8 += t[q]*x[1176*n + q + 14*u + 199];
+                        acc9 += t[q]*x[1176*n + q + 14*u + 200];
+                        acc10 += t[q]*x[1176*n + q + 14*u + 784];
+                        acc11 += t[q]*x[1176*n + q + 14*u + 785];
+                        acc12 += t[q]*x[1176*n + q + 14*u + 786];
+                        acc13 += t[q]*x[1176*n + q + 14*u + 787];
+                        acc14 += t[q]*x[1176*n + q + 14*u + 788];
+                        acc15 += t[q]*x[1176*n + q + 14*u + 980];
+                        acc16 += t[q]*x[1176*n + q + 14*u + 981];
+                        acc17 += t[q]*x[1176*n + q + 14*u + 982];
+                        acc18 += t[q]*x[1176*n + q + 14*u + 983];
+                        acc19 += t[q]*x[1176*n + q + 14*u + 984];
                     }
                 }
             }
@@ -4445,6 +3995,21 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
             dw[5*u + 1502] += acc2;
             dw[5*u + 1503] += acc3;
             dw[5*u + 1504] += acc4;
+            dw[5*u + 1525] += acc5;
+            dw[5*u + 1526] += acc6;
+            dw[5*u + 1527] += acc7;
+            dw[5*u + 1528] += acc8;
+            dw[5*u + 1529] += acc9;
+            dw[5*u + 1600] += acc10;
+            dw[5*u + 1601] += acc11;
+            dw[5*u + 1602] += acc12;
+            dw[5*u + 1603] += acc13;
+            dw[5*u + 1604] += acc14;
+            dw[5*u + 1625] += acc15;
+            dw[5*u + 1626] += acc16;
+            dw[5*u + 1627] += acc17;
+            dw[5*u + 1628] += acc18;
+            dw[5*u + 1629] += acc19;
         }
         {
             float acc0 = 0;
@@ -4452,111 +4017,21 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
             float acc2 = 0;
             float acc3 = 0;
             float acc4 = 0;
-            for (int64_t n = 0; n < N; ++n) {
-                {
-                    float t[136];
-                    for (int64_t q = 0; q < 136; ++q) {
-                        t[q] = 0;
-                    }
-                    for (int64_t i = 0; i < 10; ++i) {
-                        for (int64_t j = 0; j < 10; ++j) {
-                            t[14*i + j] = dy[10*i + j + 1600*n + 1000];
-                        }
-                    }
-#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
-#endif
-                    for (int64_t q = 0; q < 136; ++q) {
-                        acc0 += t[q]*x[1176*n + q + 14*u + 196];
-                        acc1 += t[q]*x[1176*n + q + 14*u + 197];
-                        acc2 += t[q]*x[1176*n + q + 14*u + 198];
-                        acc3 += t[q]*x[1176*n + q + 14*u + 199];
-                        acc4 += t[q]*x[1176*n + q + 14*u + 200];
-                    }
-                }
-            }
-            dw[5*u + 1525] += acc0;
-            dw[5*u + 1526] += acc1;
-            dw[5*u + 1527] += acc2;
-            dw[5*u + 1528] += acc3;
-            dw[5*u + 1529] += acc4;
-        }
-        {
-            float acc0 = 0;
-            float acc1 = 0;
-            float acc2 = 0;
-            float acc3 = 0;
-            float acc4 = 0;
-            for (int64_t n = 0; n < N; ++n) {
-                {
-                    float t[136];
-                    for (int64_t q = 0; q < 136; ++q) {
-                        t[q] = 0;
-                    }
-                    for (int64_t i = 0; i < 10; ++i) {
-                        for (int64_t j = 0; j < 10; ++j) {
-                            t[14*i + j] = dy[10*i + j + 1600*n + 1000];
-                        }
-                    }
-#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
-#endif
-                    for (int64_t q = 0; q < 136; ++q) {
-                        acc0 += t[q]*x[1176*n + q + 14*u + 784];
-                        acc1 += t[q]*x[1176*n + q + 14*u + 785];
-                        acc2 += t[q]*x[1176*n + q + 14*u + 786];
-                        acc3 += t[q]*x[1176*n + q + 14*u + 787];
-                        acc4 += t[q]*x[1176*n + q + 14*u + 788];
-                    }
-                }
-            }
-            dw[5*u + 1600] += acc0;
-            dw[5*u + 1601] += acc1;
-            dw[5*u + 1602] += acc2;
-            dw[5*u + 1603] += acc3;
-            dw[5*u + 1604] += acc4;
-        }
-        {
-            float acc0 = 0;
-            float acc1 = 0;
-            float acc2 = 0;
-            float acc3 = 0;
-            float acc4 = 0;
-            for (int64_t n = 0; n < N; ++n) {
-                {
-                    float t[136];
-                    for (int64_t q = 0; q < 136; ++q) {
-                        t[q] = 0;
-                    }
-                    for (int64_t i = 0; i < 10; ++i) {
-                        for (int64_t j = 0; j < 10; ++j) {
-                            t[14*i + j] = dy[10*i + j + 1600*n + 1000];
-                        }
-                    }
-#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
-#endif
-                    for (int64_t q = 0; q < 136; ++q) {
-                        acc0 += t[q]*x[1176*n + q + 14*u + 980];
-                        acc1 += t[q]*x[1176*n + q + 14*u + 981];
-                        acc2 += t[q]*x[1176*n + q + 14*u + 982];
-                        acc3 += t[q]*x[1176*n + q + 14*u + 983];
-                        acc4 += t[q]*x[1176*n + q + 14*u + 984];
-                    }
-                }
-            }
-            dw[5*u + 1625] += acc0;
-            dw[5*u + 1626] += acc1;
-            dw[5*u + 1627] += acc2;
-            dw[5*u + 1628] += acc3;
-            dw[5*u + 1629] += acc4;
-        }
-        {
-            float acc0 = 0;
-            float acc1 = 0;
-            float acc2 = 0;
-            float acc3 = 0;
-            float acc4 = 0;
+            float acc5 = 0;
+            float acc6 = 0;
+            float acc7 = 0;
+            float acc8 = 0;
+            float acc9 = 0;
+            float acc10 = 0;
+            float acc11 = 0;
+            float acc12 = 0;
+            float acc13 = 0;
+            float acc14 = 0;
+            float acc15 = 0;
+            float acc16 = 0;
+            float acc17 = 0;
+            float acc18 = 0;
+            float acc19 = 0;
             for (int64_t n = 0; n < N; ++n) {
                 {
                     float t[136];
@@ -4569,7 +4044,7 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
                         }
                     }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4, acc5, acc6, acc7, acc8, acc9, acc10, acc11, acc12, acc13, acc14, acc15, acc16, acc17, acc18, acc19)
 #endif
                     for (int64_t q = 0; q < 136; ++q) {
                         acc0 += t[q]*x[1176*n + q + 14*u];
@@ -4577,6 +4052,21 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
                         acc2 += t[q]*x[1176*n + q + 14*u + 2];
                         acc3 += t[q]*x[1176*n + q + 14*u + 3];
                         acc4 += t[q]*x[1176*n + q + 14*u + 4];
+                        acc5 += t[q]*x[1176*n + q + 14*u + 196];
+                        acc6 += t[q]*x[1176*n + q + 14*u + 197];
+                        acc7 += t[q]*x[1176*n + q + 14*u + 198];
+                        acc8 += t[q]*x[1176*n + q + 14*u + 199];
+                        acc9 += t[q]*x[1176*n + q + 14*u + 200];
+                        acc10 += t[q]*x[1176*n + q + 14*u + 392];
+                        acc11 += t[q]*x[1176*n + q + 14*u + 393];
+                        acc12 += t[q]*x[1176*n + q + 14*u + 394];
+                        acc13 += t[q]*x[1176*n + q + 14*u + 395];
+                        acc14 += t[q]*x[1176*n + q + 14*u + 396];
+                        acc15 += t[q]*x[1176*n + q + 14*u + 980];
+                        acc16 += t[q]*x[1176*n + q + 14*u + 981];
+                        acc17 += t[q]*x[1176*n + q + 14*u + 982];
+                        acc18 += t[q]*x[1176*n + q + 14*u + 983];
+                        acc19 += t[q]*x[1176*n + q + 14*u + 984];
                     }
                 }
             }
@@ -4585,6 +4075,21 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
             dw[5*u + 1652] += acc2;
             dw[5*u + 1653] += acc3;
             dw[5*u + 1654] += acc4;
+            dw[5*u + 1675] += acc5;
+            dw[5*u + 1676] += acc6;
+            dw[5*u + 1677] += acc7;
+            dw[5*u + 1678] += acc8;
+            dw[5*u + 1679] += acc9;
+            dw[5*u + 1700] += acc10;
+            dw[5*u + 1701] += acc11;
+            dw[5*u + 1702] += acc12;
+            dw[5*u + 1703] += acc13;
+            dw[5*u + 1704] += acc14;
+            dw[5*u + 1775] += acc15;
+            dw[5*u + 1776] += acc16;
+            dw[5*u + 1777] += acc17;
+            dw[5*u + 1778] += acc18;
+            dw[5*u + 1779] += acc19;
         }
         {
             float acc0 = 0;
@@ -4592,111 +4097,21 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
             float acc2 = 0;
             float acc3 = 0;
             float acc4 = 0;
-            for (int64_t n = 0; n < N; ++n) {
-                {
-                    float t[136];
-                    for (int64_t q = 0; q < 136; ++q) {
-                        t[q] = 0;
-                    }
-                    for (int64_t i = 0; i < 10; ++i) {
-                        for (int64_t j = 0; j < 10; ++j) {
-                            t[14*i + j] = dy[10*i + j + 1600*n + 1100];
-                        }
-                    }
-#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
-#endif
-                    for (int64_t q = 0; q < 136; ++q) {
-                        acc0 += t[q]*x[1176*n + q + 14*u + 196];
-                        acc1 += t[q]*x[1176*n + q + 14*u + 197];
-                        acc2 += t[q]*x[1176*n + q + 14*u + 198];
-                        acc3 += t[q]*x[1176*n + q + 14*u + 199];
-                        acc4 += t[q]*x[1176*n + q + 14*u + 200];
-                    }
-                }
-            }
-            dw[5*u + 1675] += acc0;
-            dw[5*u + 1676] += acc1;
-            dw[5*u + 1677] += acc2;
-            dw[5*u + 1678] += acc3;
-            dw[5*u + 1679] += acc4;
-        }
-        {
-            float acc0 = 0;
-            float acc1 = 0;
-            float acc2 = 0;
-            float acc3 = 0;
-            float acc4 = 0;
-            for (int64_t n = 0; n < N; ++n) {
-                {
-                    float t[136];
-                    for (int64_t q = 0; q < 136; ++q) {
-                        t[q] = 0;
-                    }
-                    for (int64_t i = 0; i < 10; ++i) {
-                        for (int64_t j = 0; j < 10; ++j) {
-                            t[14*i + j] = dy[10*i + j + 1600*n + 1100];
-                        }
-                    }
-#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
-#endif
-                    for (int64_t q = 0; q < 136; ++q) {
-                        acc0 += t[q]*x[1176*n + q + 14*u + 392];
-                        acc1 += t[q]*x[1176*n + q + 14*u + 393];
-                        acc2 += t[q]*x[1176*n + q + 14*u + 394];
-                        acc3 += t[q]*x[1176*n + q + 14*u + 395];
-                        acc4 += t[q]*x[1176*n + q + 14*u + 396];
-                    }
-                }
-            }
-            dw[5*u + 1700] += acc0;
-            dw[5*u + 1701] += acc1;
-            dw[5*u + 1702] += acc2;
-            dw[5*u + 1703] += acc3;
-            dw[5*u + 1704] += acc4;
-        }
-        {
-            float acc0 = 0;
-            float acc1 = 0;
-            float acc2 = 0;
-            float acc3 = 0;
-            float acc4 = 0;
-            for (int64_t n = 0; n < N; ++n) {
-                {
-                    float t[136];
-                    for (int64_t q = 0; q < 136; ++q) {
-                        t[q] = 0;
-                    }
-                    for (int64_t i = 0; i < 10; ++i) {
-                        for (int64_t j = 0; j < 10; ++j) {
-                            t[14*i + j] = dy[10*i + j + 1600*n + 1100];
-                        }
-                    }
-#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
-#endif
-                    for (int64_t q = 0; q < 136; ++q) {
-                        acc0 += t[q]*x[1176*n + q + 14*u + 980];
-                        acc1 += t[q]*x[1176*n + q + 14*u + 981];
-                        acc2 += t[q]*x[1176*n + q + 14*u + 982];
-                        acc3 += t[q]*x[1176*n + q + 14*u + 983];
-                        acc4 += t[q]*x[1176*n + q + 14*u + 984];
-                    }
-                }
-            }
-            dw[5*u + 1775] += acc0;
-            dw[5*u + 1776] += acc1;
-            dw[5*u + 1777] += acc2;
-            dw[5*u + 1778] += acc3;
-            dw[5*u + 1779] += acc4;
-        }
-        {
-            float acc0 = 0;
-            float acc1 = 0;
-            float acc2 = 0;
-            float acc3 = 0;
-            float acc4 = 0;
+            float acc5 = 0;
+            float acc6 = 0;
+            float acc7 = 0;
+            float acc8 = 0;
+            float acc9 = 0;
+            float acc10 = 0;
+            float acc11 = 0;
+            float acc12 = 0;
+            float acc13 = 0;
+            float acc14 = 0;
+            float acc15 = 0;
+            float acc16 = 0;
+            float acc17 = 0;
+            float acc18 = 0;
+            float acc19 = 0;
             for (int64_t n = 0; n < N; ++n) {
                 {
                     float t[136];
@@ -4709,7 +4124,7 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
                         }
                     }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4, acc5, acc6, acc7, acc8, acc9, acc10, acc11, acc12, acc13, acc14, acc15, acc16, acc17, acc18, acc19)
 #endif
                     for (int64_t q = 0; q < 136; ++q) {
                         acc0 += t[q]*x[1176*n + q + 14*u];
@@ -4717,6 +4132,21 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
                         acc2 += t[q]*x[1176*n + q + 14*u + 2];
                         acc3 += t[q]*x[1176*n + q + 14*u + 3];
                         acc4 += t[q]*x[1176*n + q + 14*u + 4];
+                        acc5 += t[q]*x[1176*n + q + 14*u + 196];
+                        acc6 += t[q]*x[1176*n + q + 14*u + 197];
+                        acc7 += t[q]*x[1176*n + q + 14*u + 198];
+                        acc8 += t[q]*x[1176*n + q + 14*u + 199];
+                        acc9 += t[q]*x[1176*n + q + 14*u + 200];
+                        acc10 += t[q]*x[1176*n + q + 14*u + 588];
+                        acc11 += t[q]*x[1176*n + q + 14*u + 589];
+                        acc12 += t[q]*x[1176*n + q + 14*u + 590];
+                        acc13 += t[q]*x[1176*n + q + 14*u + 591];
+                        acc14 += t[q]*x[1176*n + q + 14*u + 592];
+                        acc15 += t[q]*x[1176*n + q + 14*u + 784];
+                        acc16 += t[q]*x[1176*n + q + 14*u + 785];
+                        acc17 += t[q]*x[1176*n + q + 14*u + 786];
+                        acc18 += t[q]*x[1176*n + q + 14*u + 787];
+                        acc19 += t[q]*x[1176*n + q + 14*u + 788];
                     }
                 }
             }
@@ -4725,6 +4155,21 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
             dw[5*u + 1802] += acc2;
             dw[5*u + 1803] += acc3;
             dw[5*u + 1804] += acc4;
+            dw[5*u + 1825] += acc5;
+            dw[5*u + 1826] += acc6;
+            dw[5*u + 1827] += acc7;
+            dw[5*u + 1828] += acc8;
+            dw[5*u + 1829] += acc9;
+            dw[5*u + 1875] += acc10;
+            dw[5*u + 1876] += acc11;
+            dw[5*u + 1877] += acc12;
+            dw[5*u + 1878] += acc13;
+            dw[5*u + 1879] += acc14;
+            dw[5*u + 1900] += acc15;
+            dw[5*u + 1901] += acc16;
+            dw[5*u + 1902] += acc17;
+            dw[5*u + 1903] += acc18;
+            dw[5*u + 1904] += acc19;
         }
         {
             float acc0 = 0;
@@ -4732,111 +4177,21 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
             float acc2 = 0;
             float acc3 = 0;
             float acc4 = 0;
-            for (int64_t n = 0; n < N; ++n) {
-                {
-                    float t[136];
-                    for (int64_t q = 0; q < 136; ++q) {
-                        t[q] = 0;
-                    }
-                    for (int64_t i = 0; i < 10; ++i) {
-                        for (int64_t j = 0; j < 10; ++j) {
-                            t[14*i + j] = dy[10*i + j + 1600*n + 1200];
-                        }
-                    }
-#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
-#endif
-                    for (int64_t q = 0; q < 136; ++q) {
-                        acc0 += t[q]*x[1176*n + q + 14*u + 196];
-                        acc1 += t[q]*x[1176*n + q + 14*u + 197];
-                        acc2 += t[q]*x[1176*n + q + 14*u + 198];
-                        acc3 += t[q]*x[1176*n + q + 14*u + 199];
-                        acc4 += t[q]*x[1176*n + q + 14*u + 200];
-                    }
-                }
-            }
-            dw[5*u + 1825] += acc0;
-            dw[5*u + 1826] += acc1;
-            dw[5*u + 1827] += acc2;
-            dw[5*u + 1828] += acc3;
-            dw[5*u + 1829] += acc4;
-        }
-        {
-            float acc0 = 0;
-            float acc1 = 0;
-            float acc2 = 0;
-            float acc3 = 0;
-            float acc4 = 0;
-            for (int64_t n = 0; n < N; ++n) {
-                {
-                    float t[136];
-                    for (int64_t q = 0; q < 136; ++q) {
-                        t[q] = 0;
-                    }
-                    for (int64_t i = 0; i < 10; ++i) {
-                        for (int64_t j = 0; j < 10; ++j) {
-                            t[14*i + j] = dy[10*i + j + 1600*n + 1200];
-                        }
-                    }
-#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
-#endif
-                    for (int64_t q = 0; q < 136; ++q) {
-                        acc0 += t[q]*x[1176*n + q + 14*u + 588];
-                        acc1 += t[q]*x[1176*n + q + 14*u + 589];
-                        acc2 += t[q]*x[1176*n + q + 14*u + 590];
-                        acc3 += t[q]*x[1176*n + q + 14*u + 591];
-                        acc4 += t[q]*x[1176*n + q + 14*u + 592];
-                    }
-                }
-            }
-            dw[5*u + 1875] += acc0;
-            dw[5*u + 1876] += acc1;
-            dw[5*u + 1877] += acc2;
-            dw[5*u + 1878] += acc3;
-            dw[5*u + 1879] += acc4;
-        }
-        {
-            float acc0 = 0;
-            float acc1 = 0;
-            float acc2 = 0;
-            float acc3 = 0;
-            float acc4 = 0;
-            for (int64_t n = 0; n < N; ++n) {
-                {
-                    float t[136];
-                    for (int64_t q = 0; q < 136; ++q) {
-                        t[q] = 0;
-                    }
-                    for (int64_t i = 0; i < 10; ++i) {
-                        for (int64_t j = 0; j < 10; ++j) {
-                            t[14*i + j] = dy[10*i + j + 1600*n + 1200];
-                        }
-                    }
-#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
-#endif
-                    for (int64_t q = 0; q < 136; ++q) {
-                        acc0 += t[q]*x[1176*n + q + 14*u + 784];
-                        acc1 += t[q]*x[1176*n + q + 14*u + 785];
-                        acc2 += t[q]*x[1176*n + q + 14*u + 786];
-                        acc3 += t[q]*x[1176*n + q + 14*u + 787];
-                        acc4 += t[q]*x[1176*n + q + 14*u + 788];
-                    }
-                }
-            }
-            dw[5*u + 1900] += acc0;
-            dw[5*u + 1901] += acc1;
-            dw[5*u + 1902] += acc2;
-            dw[5*u + 1903] += acc3;
-            dw[5*u + 1904] += acc4;
-        }
-        {
-            float acc0 = 0;
-            float acc1 = 0;
-            float acc2 = 0;
-            float acc3 = 0;
-            float acc4 = 0;
+            float acc5 = 0;
+            float acc6 = 0;
+            float acc7 = 0;
+            float acc8 = 0;
+            float acc9 = 0;
+            float acc10 = 0;
+            float acc11 = 0;
+            float acc12 = 0;
+            float acc13 = 0;
+            float acc14 = 0;
+            float acc15 = 0;
+            float acc16 = 0;
+            float acc17 = 0;
+            float acc18 = 0;
+            float acc19 = 0;
             for (int64_t n = 0; n < N; ++n) {
                 {
                     float t[136];
@@ -4849,7 +4204,7 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
                         }
                     }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4, acc5, acc6, acc7, acc8, acc9, acc10, acc11, acc12, acc13, acc14, acc15, acc16, acc17, acc18, acc19)
 #endif
                     for (int64_t q = 0; q < 136; ++q) {
                         acc0 += t[q]*x[1176*n + q + 14*u + 196];
@@ -4857,6 +4212,21 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
                         acc2 += t[q]*x[1176*n + q + 14*u + 198];
                         acc3 += t[q]*x[1176*n + q + 14*u + 199];
                         acc4 += t[q]*x[1176*n + q + 14*u + 200];
+                        acc5 += t[q]*x[1176*n + q + 14*u + 392];
+                        acc6 += t[q]*x[1176*n + q + 14*u + 393];
+                        acc7 += t[q]*x[1176*n + q + 14*u + 394];
+                        acc8 += t[q]*x[1176*n + q + 14*u + 395];
+                        acc9 += t[q]*x[1176*n + q + 14*u + 396];
+                        acc10 += t[q]*x[1176*n + q + 14*u + 784];
+                        acc11 += t[q]*x[1176*n + q + 14*u + 785];
+                        acc12 += t[q]*x[1176*n + q + 14*u + 786];
+                        acc13 += t[q]*x[1176*n + q + 14*u + 787];
+                        acc14 += t[q]*x[1176*n + q + 14*u + 788];
+                        acc15 += t[q]*x[1176*n + q + 14*u + 980];
+                        acc16 += t[q]*x[1176*n + q + 14*u + 981];
+                        acc17 += t[q]*x[1176*n + q + 14*u + 982];
+                        acc18 += t[q]*x[1176*n + q + 14*u + 983];
+                        acc19 += t[q]*x[1176*n + q + 14*u + 984];
                     }
                 }
             }
@@ -4865,6 +4235,21 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
             dw[5*u + 1977] += acc2;
             dw[5*u + 1978] += acc3;
             dw[5*u + 1979] += acc4;
+            dw[5*u + 2000] += acc5;
+            dw[5*u + 2001] += acc6;
+            dw[5*u + 2002] += acc7;
+            dw[5*u + 2003] += acc8;
+            dw[5*u + 2004] += acc9;
+            dw[5*u + 2050] += acc10;
+            dw[5*u + 2051] += acc11;
+            dw[5*u + 2052] += acc12;
+            dw[5*u + 2053] += acc13;
+            dw[5*u + 2054] += acc14;
+            dw[5*u + 2075] += acc15;
+            dw[5*u + 2076] += acc16;
+            dw[5*u + 2077] += acc17;
+            dw[5*u + 2078] += acc18;
+            dw[5*u + 2079] += acc19;
         }
         {
             float acc0 = 0;
@@ -4872,111 +4257,21 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
             float acc2 = 0;
             float acc3 = 0;
             float acc4 = 0;
-            for (int64_t n = 0; n < N; ++n) {
-                {
-                    float t[136];
-                    for (int64_t q = 0; q < 136; ++q) {
-                        t[q] = 0;
-                    }
-                    for (int64_t i = 0; i < 10; ++i) {
-                        for (int64_t j = 0; j < 10; ++j) {
-                            t[14*i + j] = dy[10*i + j + 1600*n + 1300];
-                        }
-                    }
-#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
-#endif
-                    for (int64_t q = 0; q < 136; ++q) {
-                        acc0 += t[q]*x[1176*n + q + 14*u + 392];
-                        acc1 += t[q]*x[1176*n + q + 14*u + 393];
-                        acc2 += t[q]*x[1176*n + q + 14*u + 394];
-                        acc3 += t[q]*x[1176*n + q + 14*u + 395];
-                        acc4 += t[q]*x[1176*n + q + 14*u + 396];
-                    }
-                }
-            }
-            dw[5*u + 2000] += acc0;
-            dw[5*u + 2001] += acc1;
-            dw[5*u + 2002] += acc2;
-            dw[5*u + 2003] += acc3;
-            dw[5*u + 2004] += acc4;
-        }
-        {
-            float acc0 = 0;
-            float acc1 = 0;
-            float acc2 = 0;
-            float acc3 = 0;
-            float acc4 = 0;
-            for (int64_t n = 0; n < N; ++n) {
-                {
-                    float t[136];
-                    for (int64_t q = 0; q < 136; ++q) {
-                        t[q] = 0;
-                    }
-                    for (int64_t i = 0; i < 10; ++i) {
-                        for (int64_t j = 0; j < 10; ++j) {
-                            t[14*i + j] = dy[10*i + j + 1600*n + 1300];
-                        }
-                    }
-#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
-#endif
-                    for (int64_t q = 0; q < 136; ++q) {
-                        acc0 += t[q]*x[1176*n + q + 14*u + 784];
-                        acc1 += t[q]*x[1176*n + q + 14*u + 785];
-                        acc2 += t[q]*x[1176*n + q + 14*u + 786];
-                        acc3 += t[q]*x[1176*n + q + 14*u + 787];
-                        acc4 += t[q]*x[1176*n + q + 14*u + 788];
-                    }
-                }
-            }
-            dw[5*u + 2050] += acc0;
-            dw[5*u + 2051] += acc1;
-            dw[5*u + 2052] += acc2;
-            dw[5*u + 2053] += acc3;
-            dw[5*u + 2054] += acc4;
-        }
-        {
-            float acc0 = 0;
-            float acc1 = 0;
-            float acc2 = 0;
-            float acc3 = 0;
-            float acc4 = 0;
-            for (int64_t n = 0; n < N; ++n) {
-                {
-                    float t[136];
-                    for (int64_t q = 0; q < 136; ++q) {
-                        t[q] = 0;
-                    }
-                    for (int64_t i = 0; i < 10; ++i) {
-                        for (int64_t j = 0; j < 10; ++j) {
-                            t[14*i + j] = dy[10*i + j + 1600*n + 1300];
-                        }
-                    }
-#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
-#endif
-                    for (int64_t q = 0; q < 136; ++q) {
-                        acc0 += t[q]*x[1176*n + q + 14*u + 980];
-                        acc1 += t[q]*x[1176*n + q + 14*u + 981];
-                        acc2 += t[q]*x[1176*n + q + 14*u + 982];
-                        acc3 += t[q]*x[1176*n + q + 14*u + 983];
-                        acc4 += t[q]*x[1176*n + q + 14*u + 984];
-                    }
-                }
-            }
-            dw[5*u + 2075] += acc0;
-            dw[5*u + 2076] += acc1;
-            dw[5*u + 2077] += acc2;
-            dw[5*u + 2078] += acc3;
-            dw[5*u + 2079] += acc4;
-        }
-        {
-            float acc0 = 0;
-            float acc1 = 0;
-            float acc2 = 0;
-            float acc3 = 0;
-            float acc4 = 0;
+            float acc5 = 0;
+            float acc6 = 0;
+            float acc7 = 0;
+            float acc8 = 0;
+            float acc9 = 0;
+            float acc10 = 0;
+            float acc11 = 0;
+            float acc12 = 0;
+            float acc13 = 0;
+            float acc14 = 0;
+            float acc15 = 0;
+            float acc16 = 0;
+            float acc17 = 0;
+            float acc18 = 0;
+            float acc19 = 0;
             for (int64_t n = 0; n < N; ++n) {
                 {
                     float t[136];
@@ -4989,7 +4284,7 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
                         }
                     }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4, acc5, acc6, acc7, acc8, acc9, acc10, acc11, acc12, acc13, acc14, acc15, acc16, acc17, acc18, acc19)
 #endif
                     for (int64_t q = 0; q < 136; ++q) {
                         acc0 += t[q]*x[1176*n + q + 14*u];
@@ -4997,6 +4292,21 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
                         acc2 += t[q]*x[1176*n + q + 14*u + 2];
                         acc3 += t[q]*x[1176*n + q + 14*u + 3];
                         acc4 += t[q]*x[1176*n + q + 14*u + 4];
+                        acc5 += t[q]*x[1176*n + q + 14*u + 392];
+                        acc6 += t[q]*x[1176*n + q + 14*u + 393];
+                        acc7 += t[q]*x[1176*n + q + 14*u + 394];
+                        acc8 += t[q]*x[1176*n + q + 14*u + 395];
+                        acc9 += t[q]*x[1176*n + q + 14*u + 396];
+                        acc10 += t[q]*x[1176*n + q + 14*u + 588];
+                        acc11 += t[q]*x[1176*n + q + 14*u + 589];
+                        acc12 += t[q]*x[1176*n + q + 14*u + 590];
+                        acc13 += t[q]*x[1176*n + q + 14*u + 591];
+                        acc14 += t[q]*x[1176*n + q + 14*u + 592];
+                        acc15 += t[q]*x[1176*n + q + 14*u + 980];
+                        acc16 += t[q]*x[1176*n + q + 14*u + 981];
+                        acc17 += t[q]*x[1176*n + q + 14*u + 982];
+                        acc18 += t[q]*x[1176*n + q + 14*u + 983];
+                        acc19 += t[q]*x[1176*n + q + 14*u + 984];
                     }
                 }
             }
@@ -5005,6 +4315,21 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
             dw[5*u + 2102] += acc2;
             dw[5*u + 2103] += acc3;
             dw[5*u + 2104] += acc4;
+            dw[5*u + 2150] += acc5;
+            dw[5*u + 2151] += acc6;
+            dw[5*u + 2152] += acc7;
+            dw[5*u + 2153] += acc8;
+            dw[5*u + 2154] += acc9;
+            dw[5*u + 2175] += acc10;
+            dw[5*u + 2176] += acc11;
+            dw[5*u + 2177] += acc12;
+            dw[5*u + 2178] += acc13;
+            dw[5*u + 2179] += acc14;
+            dw[5*u + 2225] += acc15;
+            dw[5*u + 2226] += acc16;
+            dw[5*u + 2227] += acc17;
+            dw[5*u + 2228] += acc18;
+            dw[5*u + 2229] += acc19;
         }
         {
             float acc0 = 0;
@@ -5012,111 +4337,31 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
             float acc2 = 0;
             float acc3 = 0;
             float acc4 = 0;
-            for (int64_t n = 0; n < N; ++n) {
-                {
-                    float t[136];
-                    for (int64_t q = 0; q < 136; ++q) {
-                        t[q] = 0;
-                    }
-                    for (int64_t i = 0; i < 10; ++i) {
-                        for (int64_t j = 0; j < 10; ++j) {
-                            t[14*i + j] = dy[10*i + j + 1600*n + 1400];
-                        }
-                    }
-#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
-#endif
-                    for (int64_t q = 0; q < 136; ++q) {
-                        acc0 += t[q]*x[1176*n + q + 14*u + 392];
-                        acc1 += t[q]*x[1176*n + q + 14*u + 393];
-                        acc2 += t[q]*x[1176*n + q + 14*u + 394];
-                        acc3 += t[q]*x[1176*n + q + 14*u + 395];
-                        acc4 += t[q]*x[1176*n + q + 14*u + 396];
-                    }
-                }
-            }
-            dw[5*u + 2150] += acc0;
-            dw[5*u + 2151] += acc1;
-            dw[5*u + 2152] += acc2;
-            dw[5*u + 2153] += acc3;
-            dw[5*u + 2154] += acc4;
-        }
-        {
-            float acc0 = 0;
-            float acc1 = 0;
-            float acc2 = 0;
-            float acc3 = 0;
-            float acc4 = 0;
-            for (int64_t n = 0; n < N; ++n) {
-                {
-                    float t[136];
-                    for (int64_t q = 0; q < 136; ++q) {
-                        t[q] = 0;
-                    }
-                    for (int64_t i = 0; i < 10; ++i) {
-                        for (int64_t j = 0; j < 10; ++j) {
-                            t[14*i + j] = dy[10*i + j + 1600*n + 1400];
-                        }
-                    }
-#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
-#endif
-                    for (int64_t q = 0; q < 136; ++q) {
-                        acc0 += t[q]*x[1176*n + q + 14*u + 588];
-                        acc1 += t[q]*x[1176*n + q + 14*u + 589];
-                        acc2 += t[q]*x[1176*n + q + 14*u + 590];
-                        acc3 += t[q]*x[1176*n + q + 14*u + 591];
-                        acc4 += t[q]*x[1176*n + q + 14*u + 592];
-                    }
-                }
-            }
-            dw[5*u + 2175] += acc0;
-            dw[5*u + 2176] += acc1;
-            dw[5*u + 2177] += acc2;
-            dw[5*u + 2178] += acc3;
-            dw[5*u + 2179] += acc4;
-        }
-        {
-            float acc0 = 0;
-            float acc1 = 0;
-            float acc2 = 0;
-            float acc3 = 0;
-            float acc4 = 0;
-            for (int64_t n = 0; n < N; ++n) {
-                {
-                    float t[136];
-                    for (int64_t q = 0; q < 136; ++q) {
-                        t[q] = 0;
-                    }
-                    for (int64_t i = 0; i < 10; ++i) {
-                        for (int64_t j = 0; j < 10; ++j) {
-                            t[14*i + j] = dy[10*i + j + 1600*n + 1400];
-                        }
-                    }
-#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
-#endif
-                    for (int64_t q = 0; q < 136; ++q) {
-                        acc0 += t[q]*x[1176*n + q + 14*u + 980];
-                        acc1 += t[q]*x[1176*n + q + 14*u + 981];
-                        acc2 += t[q]*x[1176*n + q + 14*u + 982];
-                        acc3 += t[q]*x[1176*n + q + 14*u + 983];
-                        acc4 += t[q]*x[1176*n + q + 14*u + 984];
-                    }
-                }
-            }
-            dw[5*u + 2225] += acc0;
-            dw[5*u + 2226] += acc1;
-            dw[5*u + 2227] += acc2;
-            dw[5*u + 2228] += acc3;
-            dw[5*u + 2229] += acc4;
-        }
-        {
-            float acc0 = 0;
-            float acc1 = 0;
-            float acc2 = 0;
-            float acc3 = 0;
-            float acc4 = 0;
+            float acc5 = 0;
+            float acc6 = 0;
+            float acc7 = 0;
+            float acc8 = 0;
+            float acc9 = 0;
+            float acc10 = 0;
+            float acc11 = 0;
+            float acc12 = 0;
+            float acc13 = 0;
+            float acc14 = 0;
+            float acc15 = 0;
+            float acc16 = 0;
+            float acc17 = 0;
+            float acc18 = 0;
+            float acc19 = 0;
+            float acc20 = 0;
+            float acc21 = 0;
+            float acc22 = 0;
+            float acc23 = 0;
+            float acc24 = 0;
+            float acc25 = 0;
+            float acc26 = 0;
+            float acc27 = 0;
+            float acc28 = 0;
+            float acc29 = 0;
             for (int64_t n = 0; n < N; ++n) {
                 {
                     float t[136];
@@ -5129,7 +4374,7 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
                         }
                     }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4, acc5, acc6, acc7, acc8, acc9, acc10, acc11, acc12, acc13, acc14, acc15, acc16, acc17, acc18, acc19, acc20, acc21, acc22, acc23, acc24, acc25, acc26, acc27, acc28, acc29)
 #endif
                     for (int64_t q = 0; q < 136; ++q) {
                         acc0 += t[q]*x[1176*n + q + 14*u];
@@ -5137,6 +4382,31 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
                         acc2 += t[q]*x[1176*n + q + 14*u + 2];
                         acc3 += t[q]*x[1176*n + q + 14*u + 3];
                         acc4 += t[q]*x[1176*n + q + 14*u + 4];
+                        acc5 += t[q]*x[1176*n + q + 14*u + 196];
+                        acc6 += t[q]*x[1176*n + q + 14*u + 197];
+                        acc7 += t[q]*x[1176*n + q + 14*u + 198];
+                        acc8 += t[q]*x[1176*n + q + 14*u + 199];
+                        acc9 += t[q]*x[1176*n + q + 14*u + 200];
+                        acc10 += t[q]*x[1176*n + q + 14*u + 392];
+                        acc11 += t[q]*x[1176*n + q + 14*u + 393];
+                        acc12 += t[q]*x[1176*n + q + 14*u + 394];
+                        acc13 += t[q]*x[1176*n + q + 14*u + 395];
+                        acc14 += t[q]*x[1176*n + q + 14*u + 396];
+                        acc15 += t[q]*x[1176*n + q + 14*u + 588];
+                        acc16 += t[q]*x[1176*n + q + 14*u + 589];
+                        acc17 += t[q]*x[1176*n + q + 14*u + 590];
+                        acc18 += t[q]*x[1176*n + q + 14*u + 591];
+                        acc19 += t[q]*x[1176*n + q + 14*u + 592];
+                        acc20 += t[q]*x[1176*n + q + 14*u + 784];
+                        acc21 += t[q]*x[1176*n + q + 14*u + 785];
+                        acc22 += t[q]*x[1176*n + q + 14*u + 786];
+                        acc23 += t[q]*x[1176*n + q + 14*u + 787];
+                        acc24 += t[q]*x[1176*n + q + 14*u + 788];
+                        acc25 += t[q]*x[1176*n + q + 14*u + 980];
+                        acc26 += t[q]*x[1176*n + q + 14*u + 981];
+                        acc27 += t[q]*x[1176*n + q + 14*u + 982];
+                        acc28 += t[q]*x[1176*n + q + 14*u + 983];
+                        acc29 += t[q]*x[1176*n + q + 14*u + 984];
                     }
                 }
             }
@@ -5145,181 +4415,31 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
             dw[5*u + 2252] += acc2;
             dw[5*u + 2253] += acc3;
             dw[5*u + 2254] += acc4;
-        }
-        {
-            float acc0 = 0;
-            float acc1 = 0;
-            float acc2 = 0;
-            float acc3 = 0;
-            float acc4 = 0;
-            for (int64_t n = 0; n < N; ++n) {
-                {
-                    float t[136];
-                    for (int64_t q = 0; q < 136; ++q) {
-                        t[q] = 0;
-                    }
-                    for (int64_t i = 0; i < 10; ++i) {
-                        for (int64_t j = 0; j < 10; ++j) {
-                            t[14*i + j] = dy[10*i + j + 1600*n + 1500];
-                        }
-                    }
-#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
-#endif
-                    for (int64_t q = 0; q < 136; ++q) {
-                        acc0 += t[q]*x[1176*n + q + 14*u + 196];
-                        acc1 += t[q]*x[1176*n + q + 14*u + 197];
-                        acc2 += t[q]*x[1176*n + q + 14*u + 198];
-                        acc3 += t[q]*x[1176*n + q + 14*u + 199];
-                        acc4 += t[q]*x[1176*n + q + 14*u + 200];
-                    }
-                }
-            }
-            dw[5*u + 2275] += acc0;
-            dw[5*u + 2276] += acc1;
-            dw[5*u + 2277] += acc2;
-            dw[5*u + 2278] += acc3;
-            dw[5*u + 2279] += acc4;
-        }
-        {
-            float acc0 = 0;
-            float acc1 = 0;
-            float acc2 = 0;
-            float acc3 = 0;
-            float acc4 = 0;
-            for (int64_t n = 0; n < N; ++n) {
-                {
-                    float t[136];
-                    for (int64_t q = 0; q < 136; ++q) {
-                        t[q] = 0;
-                    }
-                    for (int64_t i = 0; i < 10; ++i) {
-                        for (int64_t j = 0; j < 10; ++j) {
-                            t[14*i + j] = dy[10*i + j + 1600*n + 1500];
-                        }
-                    }
-#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
-#endif
-                    for (int64_t q = 0; q < 136; ++q) {
-                        acc0 += t[q]*x[1176*n + q + 14*u + 392];
-                        acc1 += t[q]*x[1176*n + q + 14*u + 393];
-                        acc2 += t[q]*x[1176*n + q + 14*u + 394];
-                        acc3 += t[q]*x[1176*n + q + 14*u + 395];
-                        acc4 += t[q]*x[1176*n + q + 14*u + 396];
-                    }
-                }
-            }
-            dw[5*u + 2300] += acc0;
-            dw[5*u + 2301] += acc1;
-            dw[5*u + 2302] += acc2;
-            dw[5*u + 2303] += acc3;
-            dw[5*u + 2304] += acc4;
-        }
-        {
-            float acc0 = 0;
-            float acc1 = 0;
-            float acc2 = 0;
-            float acc3 = 0;
-            float acc4 = 0;
-            for (int64_t n = 0; n < N; ++n) {
-                {
-                    float t[136];
-                    for (int64_t q = 0; q < 136; ++q) {
-                        t[q] = 0;
-                    }
-                    for (int64_t i = 0; i < 10; ++i) {
-                        for (int64_t j = 0; j < 10; ++j) {
-                            t[14*i + j] = dy[10*i + j + 1600*n + 1500];
-                        }
-                    }
-#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
-#endif
-                    for (int64_t q = 0; q < 136; ++q) {
-                        acc0 += t[q]*x[1176*n + q + 14*u + 588];
-                        acc1 += t[q]*x[1176*n + q + 14*u + 589];
-                        acc2 += t[q]*x[1176*n + q + 14*u + 590];
-                        acc3 += t[q]*x[1176*n + q + 14*u + 591];
-                        acc4 += t[q]*x[1176*n + q + 14*u + 592];
-                    }
-                }
-            }
-            dw[5*u + 2325] += acc0;
-            dw[5*u + 2326] += acc1;
-            dw[5*u + 2327] += acc2;
-            dw[5*u + 2328] += acc3;
-            dw[5*u + 2329] += acc4;
-        }
-        {
-            float acc0 = 0;
-            float acc1 = 0;
-            float acc2 = 0;
-            float acc3 = 0;
-            float acc4 = 0;
-            for (int64_t n = 0; n < N; ++n) {
-                {
-                    float t[136];
-                    for (int64_t q = 0; q < 136; ++q) {
-                        t[q] = 0;
-                    }
-                    for (int64_t i = 0; i < 10; ++i) {
-                        for (int64_t j = 0; j < 10; ++j) {
-                            t[14*i + j] = dy[10*i + j + 1600*n + 1500];
-                        }
-                    }
-#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
-#endif
-                    for (int64_t q = 0; q < 136; ++q) {
-                        acc0 += t[q]*x[1176*n + q + 14*u + 784];
-                        acc1 += t[q]*x[1176*n + q + 14*u + 785];
-                        acc2 += t[q]*x[1176*n + q + 14*u + 786];
-                        acc3 += t[q]*x[1176*n + q + 14*u + 787];
-                        acc4 += t[q]*x[1176*n + q + 14*u + 788];
-                    }
-                }
-            }
-            dw[5*u + 2350] += acc0;
-            dw[5*u + 2351] += acc1;
-            dw[5*u + 2352] += acc2;
-            dw[5*u + 2353] += acc3;
-            dw[5*u + 2354] += acc4;
-        }
-        {
-            float acc0 = 0;
-            float acc1 = 0;
-            float acc2 = 0;
-            float acc3 = 0;
-            float acc4 = 0;
-            for (int64_t n = 0; n < N; ++n) {
-                {
-                    float t[136];
-                    for (int64_t q = 0; q < 136; ++q) {
-                        t[q] = 0;
-                    }
-                    for (int64_t i = 0; i < 10; ++i) {
-                        for (int64_t j = 0; j < 10; ++j) {
-                            t[14*i + j] = dy[10*i + j + 1600*n + 1500];
-                        }
-                    }
-#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
-#endif
-                    for (int64_t q = 0; q < 136; ++q) {
-                        acc0 += t[q]*x[1176*n + q + 14*u + 980];
-                        acc1 += t[q]*x[1176*n + q + 14*u + 981];
-                        acc2 += t[q]*x[1176*n + q + 14*u + 982];
-                        acc3 += t[q]*x[1176*n + q + 14*u + 983];
-                        acc4 += t[q]*x[1176*n + q + 14*u + 984];
-                    }
-                }
-            }
-            dw[5*u + 2375] += acc0;
-            dw[5*u + 2376] += acc1;
-            dw[5*u + 2377] += acc2;
-            dw[5*u + 2378] += acc3;
-            dw[5*u + 2379] += acc4;
+            dw[5*u + 2275] += acc5;
+            dw[5*u + 2276] += acc6;
+            dw[5*u + 2277] += acc7;
+            dw[5*u + 2278] += acc8;
+            dw[5*u + 2279] += acc9;
+            dw[5*u + 2300] += acc10;
+            dw[5*u + 2301] += acc11;
+            dw[5*u + 2302] += acc12;
+            dw[5*u + 2303] += acc13;
+            dw[5*u + 2304] += acc14;
+            dw[5*u + 2325] += acc15;
+            dw[5*u + 2326] += acc16;
+            dw[5*u + 2327] += acc17;
+            dw[5*u + 2328] += acc18;
+            dw[5*u + 2329] += acc19;
+            dw[5*u + 2350] += acc20;
+            dw[5*u + 2351] += acc21;
+            dw[5*u + 2352] += acc22;
+            dw[5*u + 2353] += acc23;
+            dw[5*u + 2354] += acc24;
+            dw[5*u + 2375] += acc25;
+            dw[5*u + 2376] += acc26;
+            dw[5*u + 2377] += acc27;
+            dw[5*u + 2378] += acc28;
+            dw[5*u + 2379] += acc29;
         }
     }
 }
@@ -5348,6 +4468,16 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
             double acc2 = 0;
             double acc3 = 0;
             double acc4 = 0;
+            double acc5 = 0;
+            double acc6 = 0;
+            double acc7 = 0;
+            double acc8 = 0;
+            double acc9 = 0;
+            double acc10 = 0;
+            double acc11 = 0;
+            double acc12 = 0;
+            double acc13 = 0;
+            double acc14 = 0;
             for (int64_t n = 0; n < N; ++n) {
                 {
                     double t[136];
@@ -5360,7 +4490,7 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
                         }
                     }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4, acc5, acc6, acc7, acc8, acc9, acc10, acc11, acc12, acc13, acc14)
 #endif
                     for (int64_t q = 0; q < 136; ++q) {
                         acc0 += t[q]*x[1176*n + q + 14*u];
@@ -5368,6 +4498,16 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
                         acc2 += t[q]*x[1176*n + q + 14*u + 2];
                         acc3 += t[q]*x[1176*n + q + 14*u + 3];
                         acc4 += t[q]*x[1176*n + q + 14*u + 4];
+                        acc5 += t[q]*x[1176*n + q + 14*u + 196];
+                        acc6 += t[q]*x[1176*n + q + 14*u + 197];
+                        acc7 += t[q]*x[1176*n + q + 14*u + 198];
+                        acc8 += t[q]*x[1176*n + q + 14*u + 199];
+                        acc9 += t[q]*x[1176*n + q + 14*u + 200];
+                        acc10 += t[q]*x[1176*n + q + 14*u + 392];
+                        acc11 += t[q]*x[1176*n + q + 14*u + 393];
+                        acc12 += t[q]*x[1176*n + q + 14*u + 394];
+                        acc13 += t[q]*x[1176*n + q + 14*u + 395];
+                        acc14 += t[q]*x[1176*n + q + 14*u + 396];
                     }
                 }
             }
@@ -5376,6 +4516,16 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
             dw[5*u + 2] += acc2;
             dw[5*u + 3] += acc3;
             dw[5*u + 4] += acc4;
+            dw[5*u + 25] += acc5;
+            dw[5*u + 26] += acc6;
+            dw[5*u + 27] += acc7;
+            dw[5*u + 28] += acc8;
+            dw[5*u + 29] += acc9;
+            dw[5*u + 50] += acc10;
+            dw[5*u + 51] += acc11;
+            dw[5*u + 52] += acc12;
+            dw[5*u + 53] += acc13;
+            dw[5*u + 54] += acc14;
         }
         {
             double acc0 = 0;
@@ -5383,76 +4533,16 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
             double acc2 = 0;
             double acc3 = 0;
             double acc4 = 0;
-            for (int64_t n = 0; n < N; ++n) {
-                {
-                    double t[136];
-                    for (int64_t q = 0; q < 136; ++q) {
-                        t[q] = 0;
-                    }
-                    for (int64_t i = 0; i < 10; ++i) {
-                        for (int64_t j = 0; j < 10; ++j) {
-                            t[14*i + j] = dy[10*i + j + 1600*n];
-                        }
-                    }
-#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
-#endif
-                    for (int64_t q = 0; q < 136; ++q) {
-                        acc0 += t[q]*x[1176*n + q + 14*u + 196];
-                        acc1 += t[q]*x[1176*n + q + 14*u + 197];
-                        acc2 += t[q]*x[1176*n + q + 14*u + 198];
-                        acc3 += t[q]*x[1176*n + q + 14*u + 199];
-                        acc4 += t[q]*x[1176*n + q + 14*u + 200];
-                    }
-                }
-            }
-            dw[5*u + 25] += acc0;
-            dw[5*u + 26] += acc1;
-            dw[5*u + 27] += acc2;
-            dw[5*u + 28] += acc3;
-            dw[5*u + 29] += acc4;
-        }
-        {
-            double acc0 = 0;
-            double acc1 = 0;
-            double acc2 = 0;
-            double acc3 = 0;
-            double acc4 = 0;
-            for (int64_t n = 0; n < N; ++n) {
-                {
-                    double t[136];
-                    for (int64_t q = 0; q < 136; ++q) {
-                        t[q] = 0;
-                    }
-                    for (int64_t i = 0; i < 10; ++i) {
-                        for (int64_t j = 0; j < 10; ++j) {
-                            t[14*i + j] = dy[10*i + j + 1600*n];
-                        }
-                    }
-#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
-#endif
-                    for (int64_t q = 0; q < 136; ++q) {
-                        acc0 += t[q]*x[1176*n + q + 14*u + 392];
-                        acc1 += t[q]*x[1176*n + q + 14*u + 393];
-                        acc2 += t[q]*x[1176*n + q + 14*u + 394];
-                        acc3 += t[q]*x[1176*n + q + 14*u + 395];
-                        acc4 += t[q]*x[1176*n + q + 14*u + 396];
-                    }
-                }
-            }
-            dw[5*u + 50] += acc0;
-            dw[5*u + 51] += acc1;
-            dw[5*u + 52] += acc2;
-            dw[5*u + 53] += acc3;
-            dw[5*u + 54] += acc4;
-        }
-        {
-            double acc0 = 0;
-            double acc1 = 0;
-            double acc2 = 0;
-            double acc3 = 0;
-            double acc4 = 0;
+            double acc5 = 0;
+            double acc6 = 0;
+            double acc7 = 0;
+            double acc8 = 0;
+            double acc9 = 0;
+            double acc10 = 0;
+            double acc11 = 0;
+            double acc12 = 0;
+            double acc13 = 0;
+            double acc14 = 0;
             for (int64_t n = 0; n < N; ++n) {
                 {
                     double t[136];
@@ -5465,7 +4555,7 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
                         }
                     }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4, acc5, acc6, acc7, acc8, acc9, acc10, acc11, acc12, acc13, acc14)
 #endif
                     for (int64_t q = 0; q < 136; ++q) {
                         acc0 += t[q]*x[1176*n + q + 14*u + 196];
@@ -5473,6 +4563,16 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
                         acc2 += t[q]*x[1176*n + q + 14*u + 198];
                         acc3 += t[q]*x[1176*n + q + 14*u + 199];
                         acc4 += t[q]*x[1176*n + q + 14*u + 200];
+                        acc5 += t[q]*x[1176*n + q + 14*u + 392];
+                        acc6 += t[q]*x[1176*n + q + 14*u + 393];
+                        acc7 += t[q]*x[1176*n + q + 14*u + 394];
+                        acc8 += t[q]*x[1176*n + q + 14*u + 395];
+                        acc9 += t[q]*x[1176*n + q + 14*u + 396];
+                        acc10 += t[q]*x[1176*n + q + 14*u + 588];
+                        acc11 += t[q]*x[1176*n + q + 14*u + 589];
+                        acc12 += t[q]*x[1176*n + q + 14*u + 590];
+                        acc13 += t[q]*x[1176*n + q + 14*u + 591];
+                        acc14 += t[q]*x[1176*n + q + 14*u + 592];
                     }
                 }
             }
@@ -5481,6 +4581,16 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
             dw[5*u + 177] += acc2;
             dw[5*u + 178] += acc3;
             dw[5*u + 179] += acc4;
+            dw[5*u + 200] += acc5;
+            dw[5*u + 201] += acc6;
+            dw[5*u + 202] += acc7;
+            dw[5*u + 203] += acc8;
+            dw[5*u + 204] += acc9;
+            dw[5*u + 225] += acc10;
+            dw[5*u + 226] += acc11;
+            dw[5*u + 227] += acc12;
+            dw[5*u + 228] += acc13;
+            dw[5*u + 229] += acc14;
         }
         {
             double acc0 = 0;
@@ -5488,76 +4598,16 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
             double acc2 = 0;
             double acc3 = 0;
             double acc4 = 0;
-            for (int64_t n = 0; n < N; ++n) {
-                {
-                    double t[136];
-                    for (int64_t q = 0; q < 136; ++q) {
-                        t[q] = 0;
-                    }
-                    for (int64_t i = 0; i < 10; ++i) {
-                        for (int64_t j = 0; j < 10; ++j) {
-                            t[14*i + j] = dy[10*i + j + 1600*n + 100];
-                        }
-                    }
-#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
-#endif
-                    for (int64_t q = 0; q < 136; ++q) {
-                        acc0 += t[q]*x[1176*n + q + 14*u + 392];
-                        acc1 += t[q]*x[1176*n + q + 14*u + 393];
-                        acc2 += t[q]*x[1176*n + q + 14*u + 394];
-                        acc3 += t[q]*x[1176*n + q + 14*u + 395];
-                        acc4 += t[q]*x[1176*n + q + 14*u + 396];
-                    }
-                }
-            }
-            dw[5*u + 200] += acc0;
-            dw[5*u + 201] += acc1;
-            dw[5*u + 202] += acc2;
-            dw[5*u + 203] += acc3;
-            dw[5*u + 204] += acc4;
-        }
-        {
-            double acc0 = 0;
-            double acc1 = 0;
-            double acc2 = 0;
-            double acc3 = 0;
-            double acc4 = 0;
-            for (int64_t n = 0; n < N; ++n) {
-                {
-                    double t[136];
-                    for (int64_t q = 0; q < 136; ++q) {
-                        t[q] = 0;
-                    }
-                    for (int64_t i = 0; i < 10; ++i) {
-                        for (int64_t j = 0; j < 10; ++j) {
-                            t[14*i + j] = dy[10*i + j + 1600*n + 100];
-                        }
-                    }
-#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
-#endif
-                    for (int64_t q = 0; q < 136; ++q) {
-                        acc0 += t[q]*x[1176*n + q + 14*u + 588];
-                        acc1 += t[q]*x[1176*n + q + 14*u + 589];
-                        acc2 += t[q]*x[1176*n + q + 14*u + 590];
-                        acc3 += t[q]*x[1176*n + q + 14*u + 591];
-                        acc4 += t[q]*x[1176*n + q + 14*u + 592];
-                    }
-                }
-            }
-            dw[5*u + 225] += acc0;
-            dw[5*u + 226] += acc1;
-            dw[5*u + 227] += acc2;
-            dw[5*u + 228] += acc3;
-            dw[5*u + 229] += acc4;
-        }
-        {
-            double acc0 = 0;
-            double acc1 = 0;
-            double acc2 = 0;
-            double acc3 = 0;
-            double acc4 = 0;
+            double acc5 = 0;
+            double acc6 = 0;
+            double acc7 = 0;
+            double acc8 = 0;
+            double acc9 = 0;
+            double acc10 = 0;
+            double acc11 = 0;
+            double acc12 = 0;
+            double acc13 = 0;
+            double acc14 = 0;
             for (int64_t n = 0; n < N; ++n) {
                 {
                     double t[136];
@@ -5570,7 +4620,7 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
                         }
                     }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4, acc5, acc6, acc7, acc8, acc9, acc10, acc11, acc12, acc13, acc14)
 #endif
                     for (int64_t q = 0; q < 136; ++q) {
                         acc0 += t[q]*x[1176*n + q + 14*u + 392];
@@ -5578,6 +4628,16 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
                         acc2 += t[q]*x[1176*n + q + 14*u + 394];
                         acc3 += t[q]*x[1176*n + q + 14*u + 395];
                         acc4 += t[q]*x[1176*n + q + 14*u + 396];
+                        acc5 += t[q]*x[1176*n + q + 14*u + 588];
+                        acc6 += t[q]*x[1176*n + q + 14*u + 589];
+                        acc7 += t[q]*x[1176*n + q + 14*u + 590];
+                        acc8 += t[q]*x[1176*n + q + 14*u + 591];
+                        acc9 += t[q]*x[1176*n + q + 14*u + 592];
+                        acc10 += t[q]*x[1176*n + q + 14*u + 784];
+                        acc11 += t[q]*x[1176*n + q + 14*u + 785];
+                        acc12 += t[q]*x[1176*n + q + 14*u + 786];
+                        acc13 += t[q]*x[1176*n + q + 14*u + 787];
+                        acc14 += t[q]*x[1176*n + q + 14*u + 788];
                     }
                 }
             }
@@ -5586,6 +4646,16 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
             dw[5*u + 352] += acc2;
             dw[5*u + 353] += acc3;
             dw[5*u + 354] += acc4;
+            dw[5*u + 375] += acc5;
+            dw[5*u + 376] += acc6;
+            dw[5*u + 377] += acc7;
+            dw[5*u + 378] += acc8;
+            dw[5*u + 379] += acc9;
+            dw[5*u + 400] += acc10;
+            dw[5*u + 401] += acc11;
+            dw[5*u + 402] += acc12;
+            dw[5*u + 403] += acc13;
+            dw[5*u + 404] += acc14;
         }
         {
             double acc0 = 0;
@@ -5593,76 +4663,16 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
             double acc2 = 0;
             double acc3 = 0;
             double acc4 = 0;
-            for (int64_t n = 0; n < N; ++n) {
-                {
-                    double t[136];
-                    for (int64_t q = 0; q < 136; ++q) {
-                        t[q] = 0;
-                    }
-                    for (int64_t i = 0; i < 10; ++i) {
-                        for (int64_t j = 0; j < 10; ++j) {
-                            t[14*i + j] = dy[10*i + j + 1600*n + 200];
-                        }
-                    }
-#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
-#endif
-                    for (int64_t q = 0; q < 136; ++q) {
-                        acc0 += t[q]*x[1176*n + q + 14*u + 588];
-                        acc1 += t[q]*x[1176*n + q + 14*u + 589];
-                        acc2 += t[q]*x[1176*n + q + 14*u + 590];
-                        acc3 += t[q]*x[1176*n + q + 14*u + 591];
-                        acc4 += t[q]*x[1176*n + q + 14*u + 592];
-                    }
-                }
-            }
-            dw[5*u + 375] += acc0;
-            dw[5*u + 376] += acc1;
-            dw[5*u + 377] += acc2;
-            dw[5*u + 378] += acc3;
-            dw[5*u + 379] += acc4;
-        }
-        {
-            double acc0 = 0;
-            double acc1 = 0;
-            double acc2 = 0;
-            double acc3 = 0;
-            double acc4 = 0;
-            for (int64_t n = 0; n < N; ++n) {
-                {
-                    double t[136];
-                    for (int64_t q = 0; q < 136; ++q) {
-                        t[q] = 0;
-                    }
-                    for (int64_t i = 0; i < 10; ++i) {
-                        for (int64_t j = 0; j < 10; ++j) {
-                            t[14*i + j] = dy[10*i + j + 1600*n + 200];
-                        }
-                    }
-#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
-#endif
-                    for (int64_t q = 0; q < 136; ++q) {
-                        acc0 += t[q]*x[1176*n + q + 14*u + 784];
-                        acc1 += t[q]*x[1176*n + q + 14*u + 785];
-                        acc2 += t[q]*x[1176*n + q + 14*u + 786];
-                        acc3 += t[q]*x[1176*n + q + 14*u + 787];
-                        acc4 += t[q]*x[1176*n + q + 14*u + 788];
-                    }
-                }
-            }
-            dw[5*u + 400] += acc0;
-            dw[5*u + 401] += acc1;
-            dw[5*u + 402] += acc2;
-            dw[5*u + 403] += acc3;
-            dw[5*u + 404] += acc4;
-        }
-        {
-            double acc0 = 0;
-            double acc1 = 0;
-            double acc2 = 0;
-            double acc3 = 0;
-            double acc4 = 0;
+            double acc5 = 0;
+            double acc6 = 0;
+            double acc7 = 0;
+            double acc8 = 0;
+            double acc9 = 0;
+            double acc10 = 0;
+            double acc11 = 0;
+            double acc12 = 0;
+            double acc13 = 0;
+            double acc14 = 0;
             for (int64_t n = 0; n < N; ++n) {
                 {
                     double t[136];
@@ -5675,7 +4685,7 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
                         }
                     }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4, acc5, acc6, acc7, acc8, acc9, acc10, acc11, acc12, acc13, acc14)
 #endif
                     for (int64_t q = 0; q < 136; ++q) {
                         acc0 += t[q]*x[1176*n + q + 14*u + 588];
@@ -5683,6 +4693,16 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
                         acc2 += t[q]*x[1176*n + q + 14*u + 590];
                         acc3 += t[q]*x[1176*n + q + 14*u + 591];
                         acc4 += t[q]*x[1176*n + q + 14*u + 592];
+                        acc5 += t[q]*x[1176*n + q + 14*u + 784];
+                        acc6 += t[q]*x[1176*n + q + 14*u + 785];
+                        acc7 += t[q]*x[1176*n + q + 14*u + 786];
+                        acc8 += t[q]*x[1176*n + q + 14*u + 787];
+                        acc9 += t[q]*x[1176*n + q + 14*u + 788];
+                        acc10 += t[q]*x[1176*n + q + 14*u + 980];
+                        acc11 += t[q]*x[1176*n + q + 14*u + 981];
+                        acc12 += t[q]*x[1176*n + q + 14*u + 982];
+                        acc13 += t[q]*x[1176*n + q + 14*u + 983];
+                        acc14 += t[q]*x[1176*n + q + 14*u + 984];
                     }
                 }
             }
@@ -5691,6 +4711,16 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
             dw[5*u + 527] += acc2;
             dw[5*u + 528] += acc3;
             dw[5*u + 529] += acc4;
+            dw[5*u + 550] += acc5;
+            dw[5*u + 551] += acc6;
+            dw[5*u + 552] += acc7;
+            dw[5*u + 553] += acc8;
+            dw[5*u + 554] += acc9;
+            dw[5*u + 575] += acc10;
+            dw[5*u + 576] += acc11;
+            dw[5*u + 577] += acc12;
+            dw[5*u + 578] += acc13;
+            dw[5*u + 579] += acc14;
         }
         {
             double acc0 = 0;
@@ -5698,76 +4728,16 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
             double acc2 = 0;
             double acc3 = 0;
             double acc4 = 0;
-            for (int64_t n = 0; n < N; ++n) {
-                {
-                    double t[136];
-                    for (int64_t q = 0; q < 136; ++q) {
-                        t[q] = 0;
-                    }
-                    for (int64_t i = 0; i < 10; ++i) {
-                        for (int64_t j = 0; j < 10; ++j) {
-                            t[14*i + j] = dy[10*i + j + 1600*n + 300];
-                        }
-                    }
-#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
-#endif
-                    for (int64_t q = 0; q < 136; ++q) {
-                        acc0 += t[q]*x[1176*n + q + 14*u + 784];
-                        acc1 += t[q]*x[1176*n + q + 14*u + 785];
-                        acc2 += t[q]*x[1176*n + q + 14*u + 786];
-                        acc3 += t[q]*x[1176*n + q + 14*u + 787];
-                        acc4 += t[q]*x[1176*n + q + 14*u + 788];
-                    }
-                }
-            }
-            dw[5*u + 550] += acc0;
-            dw[5*u + 551] += acc1;
-            dw[5*u + 552] += acc2;
-            dw[5*u + 553] += acc3;
-            dw[5*u + 554] += acc4;
-        }
-        {
-            double acc0 = 0;
-            double acc1 = 0;
-            double acc2 = 0;
-            double acc3 = 0;
-            double acc4 = 0;
-            for (int64_t n = 0; n < N; ++n) {
-                {
-                    double t[136];
-                    for (int64_t q = 0; q < 136; ++q) {
-                        t[q] = 0;
-                    }
-                    for (int64_t i = 0; i < 10; ++i) {
-                        for (int64_t j = 0; j < 10; ++j) {
-                            t[14*i + j] = dy[10*i + j + 1600*n + 300];
-                        }
-                    }
-#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
-#endif
-                    for (int64_t q = 0; q < 136; ++q) {
-                        acc0 += t[q]*x[1176*n + q + 14*u + 980];
-                        acc1 += t[q]*x[1176*n + q + 14*u + 981];
-                        acc2 += t[q]*x[1176*n + q + 14*u + 982];
-                        acc3 += t[q]*x[1176*n + q + 14*u + 983];
-                        acc4 += t[q]*x[1176*n + q + 14*u + 984];
-                    }
-                }
-            }
-            dw[5*u + 575] += acc0;
-            dw[5*u + 576] += acc1;
-            dw[5*u + 577] += acc2;
-            dw[5*u + 578] += acc3;
-            dw[5*u + 579] += acc4;
-        }
-        {
-            double acc0 = 0;
-            double acc1 = 0;
-            double acc2 = 0;
-            double acc3 = 0;
-            double acc4 = 0;
+            double acc5 = 0;
+            double acc6 = 0;
+            double acc7 = 0;
+            double acc8 = 0;
+            double acc9 = 0;
+            double acc10 = 0;
+            double acc11 = 0;
+            double acc12 = 0;
+            double acc13 = 0;
+            double acc14 = 0;
             for (int64_t n = 0; n < N; ++n) {
                 {
                     double t[136];
@@ -5780,7 +4750,7 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
                         }
                     }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4, acc5, acc6, acc7, acc8, acc9, acc10, acc11, acc12, acc13, acc14)
 #endif
                     for (int64_t q = 0; q < 136; ++q) {
                         acc0 += t[q]*x[1176*n + q + 14*u];
@@ -5788,6 +4758,16 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
                         acc2 += t[q]*x[1176*n + q + 14*u + 2];
                         acc3 += t[q]*x[1176*n + q + 14*u + 3];
                         acc4 += t[q]*x[1176*n + q + 14*u + 4];
+                        acc5 += t[q]*x[1176*n + q + 14*u + 784];
+                        acc6 += t[q]*x[1176*n + q + 14*u + 785];
+                        acc7 += t[q]*x[1176*n + q + 14*u + 786];
+                        acc8 += t[q]*x[1176*n + q + 14*u + 787];
+                        acc9 += t[q]*x[1176*n + q + 14*u + 788];
+                        acc10 += t[q]*x[1176*n + q + 14*u + 980];
+                        acc11 += t[q]*x[1176*n + q + 14*u + 981];
+                        acc12 += t[q]*x[1176*n + q + 14*u + 982];
+                        acc13 += t[q]*x[1176*n + q + 14*u + 983];
+                        acc14 += t[q]*x[1176*n + q + 14*u + 984];
                     }
                 }
             }
@@ -5796,6 +4776,16 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
             dw[5*u + 602] += acc2;
             dw[5*u + 603] += acc3;
             dw[5*u + 604] += acc4;
+            dw[5*u + 700] += acc5;
+            dw[5*u + 701] += acc6;
+            dw[5*u + 702] += acc7;
+            dw[5*u + 703] += acc8;
+            dw[5*u + 704] += acc9;
+            dw[5*u + 725] += acc10;
+            dw[5*u + 726] += acc11;
+            dw[5*u + 727] += acc12;
+            dw[5*u + 728] += acc13;
+            dw[5*u + 729] += acc14;
         }
         {
             double acc0 = 0;
@@ -5803,76 +4793,16 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
             double acc2 = 0;
             double acc3 = 0;
             double acc4 = 0;
-            for (int64_t n = 0; n < N; ++n) {
-                {
-                    double t[136];
-                    for (int64_t q = 0; q < 136; ++q) {
-                        t[q] = 0;
-                    }
-                    for (int64_t i = 0; i < 10; ++i) {
-                        for (int64_t j = 0; j < 10; ++j) {
-                            t[14*i + j] = dy[10*i + j + 1600*n + 400];
-                        }
-                    }
-#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
-#endif
-                    for (int64_t q = 0; q < 136; ++q) {
-                        acc0 += t[q]*x[1176*n + q + 14*u + 784];
-                        acc1 += t[q]*x[1176*n + q + 14*u + 785];
-                        acc2 += t[q]*x[1176*n + q + 14*u + 786];
-                        acc3 += t[q]*x[1176*n + q + 14*u + 787];
-                        acc4 += t[q]*x[1176*n + q + 14*u + 788];
-                    }
-                }
-            }
-            dw[5*u + 700] += acc0;
-            dw[5*u + 701] += acc1;
-            dw[5*u + 702] += acc2;
-            dw[5*u + 703] += acc3;
-            dw[5*u + 704] += acc4;
-        }
-        {
-            double acc0 = 0;
-            double acc1 = 0;
-            double acc2 = 0;
-            double acc3 = 0;
-            double acc4 = 0;
-            for (int64_t n = 0; n < N; ++n) {
-                {
-                    double t[136];
-                    for (int64_t q = 0; q < 136; ++q) {
-                        t[q] = 0;
-                    }
-                    for (int64_t i = 0; i < 10; ++i) {
-                        for (int64_t j = 0; j < 10; ++j) {
-                            t[14*i + j] = dy[10*i + j + 1600*n + 400];
-                        }
-                    }
-#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
-#endif
-                    for (int64_t q = 0; q < 136; ++q) {
-                        acc0 += t[q]*x[1176*n + q + 14*u + 980];
-                        acc1 += t[q]*x[1176*n + q + 14*u + 981];
-                        acc2 += t[q]*x[1176*n + q + 14*u + 982];
-                        acc3 += t[q]*x[1176*n + q + 14*u + 983];
-                        acc4 += t[q]*x[1176*n + q + 14*u + 984];
-                    }
-                }
-            }
-            dw[5*u + 725] += acc0;
-            dw[5*u + 726] += acc1;
-            dw[5*u + 727] += acc2;
-            dw[5*u + 728] += acc3;
-            dw[5*u + 729] += acc4;
-        }
-        {
-            double acc0 = 0;
-            double acc1 = 0;
-            double acc2 = 0;
-            double acc3 = 0;
-            double acc4 = 0;
+            double acc5 = 0;
+            double acc6 = 0;
+            double acc7 = 0;
+            double acc8 = 0;
+            double acc9 = 0;
+            double acc10 = 0;
+            double acc11 = 0;
+            double acc12 = 0;
+            double acc13 = 0;
+            double acc14 = 0;
             for (int64_t n = 0; n < N; ++n) {
                 {
                     double t[136];
@@ -5885,7 +4815,7 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
                         }
                     }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4, acc5, acc6, acc7, acc8, acc9, acc10, acc11, acc12, acc13, acc14)
 #endif
                     for (int64_t q = 0; q < 136; ++q) {
                         acc0 += t[q]*x[1176*n + q + 14*u];
@@ -5893,6 +4823,16 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
                         acc2 += t[q]*x[1176*n + q + 14*u + 2];
                         acc3 += t[q]*x[1176*n + q + 14*u + 3];
                         acc4 += t[q]*x[1176*n + q + 14*u + 4];
+                        acc5 += t[q]*x[1176*n + q + 14*u + 196];
+                        acc6 += t[q]*x[1176*n + q + 14*u + 197];
+                        acc7 += t[q]*x[1176*n + q + 14*u + 198];
+                        acc8 += t[q]*x[1176*n + q + 14*u + 199];
+                        acc9 += t[q]*x[1176*n + q + 14*u + 200];
+                        acc10 += t[q]*x[1176*n + q + 14*u + 980];
+                        acc11 += t[q]*x[1176*n + q + 14*u + 981];
+                        acc12 += t[q]*x[1176*n + q + 14*u + 982];
+                        acc13 += t[q]*x[1176*n + q + 14*u + 983];
+                        acc14 += t[q]*x[1176*n + q + 14*u + 984];
                     }
                 }
             }
@@ -5901,6 +4841,16 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
             dw[5*u + 752] += acc2;
             dw[5*u + 753] += acc3;
             dw[5*u + 754] += acc4;
+            dw[5*u + 775] += acc5;
+            dw[5*u + 776] += acc6;
+            dw[5*u + 777] += acc7;
+            dw[5*u + 778] += acc8;
+            dw[5*u + 779] += acc9;
+            dw[5*u + 875] += acc10;
+            dw[5*u + 876] += acc11;
+            dw[5*u + 877] += acc12;
+            dw[5*u + 878] += acc13;
+            dw[5*u + 879] += acc14;
         }
         {
             double acc0 = 0;
@@ -5908,76 +4858,21 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
             double acc2 = 0;
             double acc3 = 0;
             double acc4 = 0;
-            for (int64_t n = 0; n < N; ++n) {
-                {
-                    double t[136];
-                    for (int64_t q = 0; q < 136; ++q) {
-                        t[q] = 0;
-                    }
-                    for (int64_t i = 0; i < 10; ++i) {
-                        for (int64_t j = 0; j < 10; ++j) {
-                            t[14*i + j] = dy[10*i + j + 1600*n + 500];
-                        }
-                    }
-#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
-#endif
-                    for (int64_t q = 0; q < 136; ++q) {
-                        acc0 += t[q]*x[1176*n + q + 14*u + 196];
-                        acc1 += t[q]*x[1176*n + q + 14*u + 197];
-                        acc2 += t[q]*x[1176*n + q + 14*u + 198];
-                        acc3 += t[q]*x[1176*n + q + 14*u + 199];
-                        acc4 += t[q]*x[1176*n + q + 14*u + 200];
-                    }
-                }
-            }
-            dw[5*u + 775] += acc0;
-            dw[5*u + 776] += acc1;
-            dw[5*u + 777] += acc2;
-            dw[5*u + 778] += acc3;
-            dw[5*u + 779] += acc4;
-        }
-        {
-            double acc0 = 0;
-            double acc1 = 0;
-            double acc2 = 0;
-            double acc3 = 0;
-            double acc4 = 0;
-            for (int64_t n = 0; n < N; ++n) {
-                {
-                    double t[136];
-                    for (int64_t q = 0; q < 136; ++q) {
-                        t[q] = 0;
-                    }
-                    for (int64_t i = 0; i < 10; ++i) {
-                        for (int64_t j = 0; j < 10; ++j) {
-                            t[14*i + j] = dy[10*i + j + 1600*n + 500];
-                        }
-                    }
-#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
-#endif
-                    for (int64_t q = 0; q < 136; ++q) {
-                        acc0 += t[q]*x[1176*n + q + 14*u + 980];
-                        acc1 += t[q]*x[1176*n + q + 14*u + 981];
-                        acc2 += t[q]*x[1176*n + q + 14*u + 982];
-                        acc3 += t[q]*x[1176*n + q + 14*u + 983];
-                        acc4 += t[q]*x[1176*n + q + 14*u + 984];
-                    }
-                }
-            }
-            dw[5*u + 875] += acc0;
-            dw[5*u + 876] += acc1;
-            dw[5*u + 877] += acc2;
-            dw[5*u + 878] += acc3;
-            dw[5*u + 879] += acc4;
-        }
-        {
-            double acc0 = 0;
-            double acc1 = 0;
-            double acc2 = 0;
-            double acc3 = 0;
-            double acc4 = 0;
+            double acc5 = 0;
+            double acc6 = 0;
+            double acc7 = 0;
+            double acc8 = 0;
+            double acc9 = 0;
+            double acc10 = 0;
+            double acc11 = 0;
+            double acc12 = 0;
+            double acc13 = 0;
+            double acc14 = 0;
+            double acc15 = 0;
+            double acc16 = 0;
+            double acc17 = 0;
+            double acc18 = 0;
+            double acc19 = 0;
             for (int64_t n = 0; n < N; ++n) {
                 {
                     double t[136];
@@ -5990,7 +4885,7 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
                         }
                     }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4, acc5, acc6, acc7, acc8, acc9, acc10, acc11, acc12, acc13, acc14, acc15, acc16, acc17, acc18, acc19)
 #endif
                     for (int64_t q = 0; q < 136; ++q) {
                         acc0 += t[q]*x[1176*n + q + 14*u];
@@ -5998,6 +4893,21 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
                         acc2 += t[q]*x[1176*n + q + 14*u + 2];
                         acc3 += t[q]*x[1176*n + q + 14*u + 3];
                         acc4 += t[q]*x[1176*n + q + 14*u + 4];
+                        acc5 += t[q]*x[1176*n + q + 14*u + 196];
+                        acc6 += t[q]*x[1176*n + q + 14*u + 197];
+                        acc7 += t[q]*x[1176*n + q + 14*u + 198];
+                        acc8 += t[q]*x[1176*n + q + 14*u + 199];
+                        acc9 += t[q]*x[1176*n + q + 14*u + 200];
+                        acc10 += t[q]*x[1176*n + q + 14*u + 392];
+                        acc11 += t[q]*x[1176*n + q + 14*u + 393];
+                        acc12 += t[q]*x[1176*n + q + 14*u + 394];
+                        acc13 += t[q]*x[1176*n + q + 14*u + 395];
+                        acc14 += t[q]*x[1176*n + q + 14*u + 396];
+                        acc15 += t[q]*x[1176*n + q + 14*u + 588];
+                        acc16 += t[q]*x[1176*n + q + 14*u + 589];
+                        acc17 += t[q]*x[1176*n + q + 14*u + 590];
+                        acc18 += t[q]*x[1176*n + q + 14*u + 591];
+                        acc19 += t[q]*x[1176*n + q + 14*u + 592];
                     }
                 }
             }
@@ -6006,6 +4916,21 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
             dw[5*u + 902] += acc2;
             dw[5*u + 903] += acc3;
             dw[5*u + 904] += acc4;
+            dw[5*u + 925] += acc5;
+            dw[5*u + 926] += acc6;
+            dw[5*u + 927] += acc7;
+            dw[5*u + 928] += acc8;
+            dw[5*u + 929] += acc9;
+            dw[5*u + 950] += acc10;
+            dw[5*u + 951] += acc11;
+            dw[5*u + 952] += acc12;
+            dw[5*u + 953] += acc13;
+            dw[5*u + 954] += acc14;
+            dw[5*u + 975] += acc15;
+            dw[5*u + 976] += acc16;
+            dw[5*u + 977] += acc17;
+            dw[5*u + 978] += acc18;
+            dw[5*u + 979] += acc19;
         }
         {
             double acc0 = 0;
@@ -6013,111 +4938,21 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
             double acc2 = 0;
             double acc3 = 0;
             double acc4 = 0;
-            for (int64_t n = 0; n < N; ++n) {
-                {
-                    double t[136];
-                    for (int64_t q = 0; q < 136; ++q) {
-                        t[q] = 0;
-                    }
-                    for (int64_t i = 0; i < 10; ++i) {
-                        for (int64_t j = 0; j < 10; ++j) {
-                            t[14*i + j] = dy[10*i + j + 1600*n + 600];
-                        }
-                    }
-#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
-#endif
-                    for (int64_t q = 0; q < 136; ++q) {
-                        acc0 += t[q]*x[1176*n + q + 14*u + 196];
-                        acc1 += t[q]*x[1176*n + q + 14*u + 197];
-                        acc2 += t[q]*x[1176*n + q + 14*u + 198];
-                        acc3 += t[q]*x[1176*n + q + 14*u + 199];
-                        acc4 += t[q]*x[1176*n + q + 14*u + 200];
-                    }
-                }
-            }
-            dw[5*u + 925] += acc0;
-            dw[5*u + 926] += acc1;
-            dw[5*u + 927] += acc2;
-            dw[5*u + 928] += acc3;
-            dw[5*u + 929] += acc4;
-        }
-        {
-            double acc0 = 0;
-            double acc1 = 0;
-            double acc2 = 0;
-            double acc3 = 0;
-            double acc4 = 0;
-            for (int64_t n = 0; n < N; ++n) {
-                {
-                    double t[136];
-                    for (int64_t q = 0; q < 136; ++q) {
-                        t[q] = 0;
-                    }
-                    for (int64_t i = 0; i < 10; ++i) {
-                        for (int64_t j = 0; j < 10; ++j) {
-                            t[14*i + j] = dy[10*i + j + 1600*n + 600];
-                        }
-                    }
-#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
-#endif
-                    for (int64_t q = 0; q < 136; ++q) {
-                        acc0 += t[q]*x[1176*n + q + 14*u + 392];
-                        acc1 += t[q]*x[1176*n + q + 14*u + 393];
-                        acc2 += t[q]*x[1176*n + q + 14*u + 394];
-                        acc3 += t[q]*x[1176*n + q + 14*u + 395];
-                        acc4 += t[q]*x[1176*n + q + 14*u + 396];
-                    }
-                }
-            }
-            dw[5*u + 950] += acc0;
-            dw[5*u + 951] += acc1;
-            dw[5*u + 952] += acc2;
-            dw[5*u + 953] += acc3;
-            dw[5*u + 954] += acc4;
-        }
-        {
-            double acc0 = 0;
-            double acc1 = 0;
-            double acc2 = 0;
-            double acc3 = 0;
-            double acc4 = 0;
-            for (int64_t n = 0; n < N; ++n) {
-                {
-                    double t[136];
-                    for (int64_t q = 0; q < 136; ++q) {
-                        t[q] = 0;
-                    }
-                    for (int64_t i = 0; i < 10; ++i) {
-                        for (int64_t j = 0; j < 10; ++j) {
-                            t[14*i + j] = dy[10*i + j + 1600*n + 600];
-                        }
-                    }
-#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
-#endif
-                    for (int64_t q = 0; q < 136; ++q) {
-                        acc0 += t[q]*x[1176*n + q + 14*u + 588];
-                        acc1 += t[q]*x[1176*n + q + 14*u + 589];
-                        acc2 += t[q]*x[1176*n + q + 14*u + 590];
-                        acc3 += t[q]*x[1176*n + q + 14*u + 591];
-                        acc4 += t[q]*x[1176*n + q + 14*u + 592];
-                    }
-                }
-            }
-            dw[5*u + 975] += acc0;
-            dw[5*u + 976] += acc1;
-            dw[5*u + 977] += acc2;
-            dw[5*u + 978] += acc3;
-            dw[5*u + 979] += acc4;
-        }
-        {
-            double acc0 = 0;
-            double acc1 = 0;
-            double acc2 = 0;
-            double acc3 = 0;
-            double acc4 = 0;
+            double acc5 = 0;
+            double acc6 = 0;
+            double acc7 = 0;
+            double acc8 = 0;
+            double acc9 = 0;
+            double acc10 = 0;
+            double acc11 = 0;
+            double acc12 = 0;
+            double acc13 = 0;
+            double acc14 = 0;
+            double acc15 = 0;
+            double acc16 = 0;
+            double acc17 = 0;
+            double acc18 = 0;
+            double acc19 = 0;
             for (int64_t n = 0; n < N; ++n) {
                 {
                     double t[136];
@@ -6130,7 +4965,7 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
                         }
                     }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4, acc5, acc6, acc7, acc8, acc9, acc10, acc11, acc12, acc13, acc14, acc15, acc16, acc17, acc18, acc19)
 #endif
                     for (int64_t q = 0; q < 136; ++q) {
                         acc0 += t[q]*x[1176*n + q + 14*u + 196];
@@ -6138,6 +4973,21 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
                         acc2 += t[q]*x[1176*n + q + 14*u + 198];
                         acc3 += t[q]*x[1176*n + q + 14*u + 199];
                         acc4 += t[q]*x[1176*n + q + 14*u + 200];
+                        acc5 += t[q]*x[1176*n + q + 14*u + 392];
+                        acc6 += t[q]*x[1176*n + q + 14*u + 393];
+                        acc7 += t[q]*x[1176*n + q + 14*u + 394];
+                        acc8 += t[q]*x[1176*n + q + 14*u + 395];
+                        acc9 += t[q]*x[1176*n + q + 14*u + 396];
+                        acc10 += t[q]*x[1176*n + q + 14*u + 588];
+                        acc11 += t[q]*x[1176*n + q + 14*u + 589];
+                        acc12 += t[q]*x[1176*n + q + 14*u + 590];
+                        acc13 += t[q]*x[1176*n + q + 14*u + 591];
+                        acc14 += t[q]*x[1176*n + q + 14*u + 592];
+                        acc15 += t[q]*x[1176*n + q + 14*u + 784];
+                        acc16 += t[q]*x[1176*n + q + 14*u + 785];
+                        acc17 += t[q]*x[1176*n + q + 14*u + 786];
+                        acc18 += t[q]*x[1176*n + q + 14*u + 787];
+                        acc19 += t[q]*x[1176*n + q + 14*u + 788];
                     }
                 }
             }
@@ -6146,6 +4996,21 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
             dw[5*u + 1077] += acc2;
             dw[5*u + 1078] += acc3;
             dw[5*u + 1079] += acc4;
+            dw[5*u + 1100] += acc5;
+            dw[5*u + 1101] += acc6;
+            dw[5*u + 1102] += acc7;
+            dw[5*u + 1103] += acc8;
+            dw[5*u + 1104] += acc9;
+            dw[5*u + 1125] += acc10;
+            dw[5*u + 1126] += acc11;
+            dw[5*u + 1127] += acc12;
+            dw[5*u + 1128] += acc13;
+            dw[5*u + 1129] += acc14;
+            dw[5*u + 1150] += acc15;
+            dw[5*u + 1151] += acc16;
+            dw[5*u + 1152] += acc17;
+            dw[5*u + 1153] += acc18;
+            dw[5*u + 1154] += acc19;
         }
         {
             double acc0 = 0;
@@ -6153,111 +5018,21 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
             double acc2 = 0;
             double acc3 = 0;
             double acc4 = 0;
-            for (int64_t n = 0; n < N; ++n) {
-                {
-                    double t[136];
-                    for (int64_t q = 0; q < 136; ++q) {
-                        t[q] = 0;
-                    }
-                    for (int64_t i = 0; i < 10; ++i) {
-                        for (int64_t j = 0; j < 10; ++j) {
-                            t[14*i + j] = dy[10*i + j + 1600*n + 700];
-                        }
-                    }
-#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
-#endif
-                    for (int64_t q = 0; q < 136; ++q) {
-                        acc0 += t[q]*x[1176*n + q + 14*u + 392];
-                        acc1 += t[q]*x[1176*n + q + 14*u + 393];
-                        acc2 += t[q]*x[1176*n + q + 14*u + 394];
-                        acc3 += t[q]*x[1176*n + q + 14*u + 395];
-                        acc4 += t[q]*x[1176*n + q + 14*u + 396];
-                    }
-                }
-            }
-            dw[5*u + 1100] += acc0;
-            dw[5*u + 1101] += acc1;
-            dw[5*u + 1102] += acc2;
-            dw[5*u + 1103] += acc3;
-            dw[5*u + 1104] += acc4;
-        }
-        {
-            double acc0 = 0;
-            double acc1 = 0;
-            double acc2 = 0;
-            double acc3 = 0;
-            double acc4 = 0;
-            for (int64_t n = 0; n < N; ++n) {
-                {
-                    double t[136];
-                    for (int64_t q = 0; q < 136; ++q) {
-                        t[q] = 0;
-                    }
-                    for (int64_t i = 0; i < 10; ++i) {
-                        for (int64_t j = 0; j < 10; ++j) {
-                            t[14*i + j] = dy[10*i + j + 1600*n + 700];
-                        }
-                    }
-#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
-#endif
-                    for (int64_t q = 0; q < 136; ++q) {
-                        acc0 += t[q]*x[1176*n + q + 14*u + 588];
-                        acc1 += t[q]*x[1176*n + q + 14*u + 589];
-                        acc2 += t[q]*x[1176*n + q + 14*u + 590];
-                        acc3 += t[q]*x[1176*n + q + 14*u + 591];
-                        acc4 += t[q]*x[1176*n + q + 14*u + 592];
-                    }
-                }
-            }
-            dw[5*u + 1125] += acc0;
-            dw[5*u + 1126] += acc1;
-            dw[5*u + 1127] += acc2;
-            dw[5*u + 1128] += acc3;
-            dw[5*u + 1129] += acc4;
-        }
-        {
-            double acc0 = 0;
-            double acc1 = 0;
-            double acc2 = 0;
-            double acc3 = 0;
-            double acc4 = 0;
-            for (int64_t n = 0; n < N; ++n) {
-                {
-                    double t[136];
-                    for (int64_t q = 0; q < 136; ++q) {
-                        t[q] = 0;
-                    }
-                    for (int64_t i = 0; i < 10; ++i) {
-                        for (int64_t j = 0; j < 10; ++j) {
-                            t[14*i + j] = dy[10*i + j + 1600*n + 700];
-                        }
-                    }
-#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
-#endif
-                    for (int64_t q = 0; q < 136; ++q) {
-                        acc0 += t[q]*x[1176*n + q + 14*u + 784];
-                        acc1 += t[q]*x[1176*n + q + 14*u + 785];
-                        acc2 += t[q]*x[1176*n + q + 14*u + 786];
-                        acc3 += t[q]*x[1176*n + q + 14*u + 787];
-                        acc4 += t[q]*x[1176*n + q + 14*u + 788];
-                    }
-                }
-            }
-            dw[5*u + 1150] += acc0;
-            dw[5*u + 1151] += acc1;
-            dw[5*u + 1152] += acc2;
-            dw[5*u + 1153] += acc3;
-            dw[5*u + 1154] += acc4;
-        }
-        {
-            double acc0 = 0;
-            double acc1 = 0;
-            double acc2 = 0;
-            double acc3 = 0;
-            double acc4 = 0;
+            double acc5 = 0;
+            double acc6 = 0;
+            double acc7 = 0;
+            double acc8 = 0;
+            double acc9 = 0;
+            double acc10 = 0;
+            double acc11 = 0;
+            double acc12 = 0;
+            double acc13 = 0;
+            double acc14 = 0;
+            double acc15 = 0;
+            double acc16 = 0;
+            double acc17 = 0;
+            double acc18 = 0;
+            double acc19 = 0;
             for (int64_t n = 0; n < N; ++n) {
                 {
                     double t[136];
@@ -6270,7 +5045,7 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
                         }
                     }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4, acc5, acc6, acc7, acc8, acc9, acc10, acc11, acc12, acc13, acc14, acc15, acc16, acc17, acc18, acc19)
 #endif
                     for (int64_t q = 0; q < 136; ++q) {
                         acc0 += t[q]*x[1176*n + q + 14*u + 392];
@@ -6278,6 +5053,21 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
                         acc2 += t[q]*x[1176*n + q + 14*u + 394];
                         acc3 += t[q]*x[1176*n + q + 14*u + 395];
                         acc4 += t[q]*x[1176*n + q + 14*u + 396];
+                        acc5 += t[q]*x[1176*n + q + 14*u + 588];
+                        acc6 += t[q]*x[1176*n + q + 14*u + 589];
+                        acc7 += t[q]*x[1176*n + q + 14*u + 590];
+                        acc8 += t[q]*x[1176*n + q + 14*u + 591];
+                        acc9 += t[q]*x[1176*n + q + 14*u + 592];
+                        acc10 += t[q]*x[1176*n + q + 14*u + 784];
+                        acc11 += t[q]*x[1176*n + q + 14*u + 785];
+                        acc12 += t[q]*x[1176*n + q + 14*u + 786];
+                        acc13 += t[q]*x[1176*n + q + 14*u + 787];
+                        acc14 += t[q]*x[1176*n + q + 14*u + 788];
+                        acc15 += t[q]*x[1176*n + q + 14*u + 980];
+                        acc16 += t[q]*x[1176*n + q + 14*u + 981];
+                        acc17 += t[q]*x[1176*n + q + 14*u + 982];
+                        acc18 += t[q]*x[1176*n + q + 14*u + 983];
+                        acc19 += t[q]*x[1176*n + q + 14*u + 984];
                     }
                 }
             }
@@ -6286,6 +5076,21 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
             dw[5*u + 1252] += acc2;
             dw[5*u + 1253] += acc3;
             dw[5*u + 1254] += acc4;
+            dw[5*u + 1275] += acc5;
+            dw[5*u + 1276] += acc6;
+            dw[5*u + 1277] += acc7;
+            dw[5*u + 1278] += acc8;
+            dw[5*u + 1279] += acc9;
+            dw[5*u + 1300] += acc10;
+            dw[5*u + 1301] += acc11;
+            dw[5*u + 1302] += acc12;
+            dw[5*u + 1303] += acc13;
+            dw[5*u + 1304] += acc14;
+            dw[5*u + 1325] += acc15;
+            dw[5*u + 1326] += acc16;
+            dw[5*u + 1327] += acc17;
+            dw[5*u + 1328] += acc18;
+            dw[5*u + 1329] += acc19;
         }
         {
             double acc0 = 0;
@@ -6293,111 +5098,21 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
             double acc2 = 0;
             double acc3 = 0;
             double acc4 = 0;
-            for (int64_t n = 0; n < N; ++n) {
-                {
-                    double t[136];
-                    for (int64_t q = 0; q < 136; ++q) {
-                        t[q] = 0;
-                    }
-                    for (int64_t i = 0; i < 10; ++i) {
-                        for (int64_t j = 0; j < 10; ++j) {
-                            t[14*i + j] = dy[10*i + j + 1600*n + 800];
-                        }
-                    }
-#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
-#endif
-                    for (int64_t q = 0; q < 136; ++q) {
-                        acc0 += t[q]*x[1176*n + q + 14*u + 588];
-                        acc1 += t[q]*x[1176*n + q + 14*u + 589];
-                        acc2 += t[q]*x[1176*n + q + 14*u + 590];
-                        acc3 += t[q]*x[1176*n + q + 14*u + 591];
-                        acc4 += t[q]*x[1176*n + q + 14*u + 592];
-                    }
-                }
-            }
-            dw[5*u + 1275] += acc0;
-            dw[5*u + 1276] += acc1;
-            dw[5*u + 1277] += acc2;
-            dw[5*u + 1278] += acc3;
-            dw[5*u + 1279] += acc4;
-        }
-        {
-            double acc0 = 0;
-            double acc1 = 0;
-            double acc2 = 0;
-            double acc3 = 0;
-            double acc4 = 0;
-            for (int64_t n = 0; n < N; ++n) {
-                {
-                    double t[136];
-                    for (int64_t q = 0; q < 136; ++q) {
-                        t[q] = 0;
-                    }
-                    for (int64_t i = 0; i < 10; ++i) {
-                        for (int64_t j = 0; j < 10; ++j) {
-                            t[14*i + j] = dy[10*i + j + 1600*n + 800];
-                        }
-                    }
-#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
-#endif
-                    for (int64_t q = 0; q < 136; ++q) {
-                        acc0 += t[q]*x[1176*n + q + 14*u + 784];
-                        acc1 += t[q]*x[1176*n + q + 14*u + 785];
-                        acc2 += t[q]*x[1176*n + q + 14*u + 786];
-                        acc3 += t[q]*x[1176*n + q + 14*u + 787];
-                        acc4 += t[q]*x[1176*n + q + 14*u + 788];
-                    }
-                }
-            }
-            dw[5*u + 1300] += acc0;
-            dw[5*u + 1301] += acc1;
-            dw[5*u + 1302] += acc2;
-            dw[5*u + 1303] += acc3;
-            dw[5*u + 1304] += acc4;
-        }
-        {
-            double acc0 = 0;
-            double acc1 = 0;
-            double acc2 = 0;
-            double acc3 = 0;
-            double acc4 = 0;
-            for (int64_t n = 0; n < N; ++n) {
-                {
-                    double t[136];
-                    for (int64_t q = 0; q < 136; ++q) {
-                        t[q] = 0;
-                    }
-                    for (int64_t i = 0; i < 10; ++i) {
-                        for (int64_t j = 0; j < 10; ++j) {
-                            t[14*i + j] = dy[10*i + j + 1600*n + 800];
-                        }
-                    }
-#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
-#endif
-                    for (int64_t q = 0; q < 136; ++q) {
-                        acc0 += t[q]*x[1176*n + q + 14*u + 980];
-                        acc1 += t[q]*x[1176*n + q + 14*u + 981];
-                        acc2 += t[q]*x[1176*n + q + 14*u + 982];
-                        acc3 += t[q]*x[1176*n + q + 14*u + 983];
-                        acc4 += t[q]*x[1176*n + q + 14*u + 984];
-                    }
-                }
-            }
-            dw[5*u + 1325] += acc0;
-            dw[5*u + 1326] += acc1;
-            dw[5*u + 1327] += acc2;
-            dw[5*u + 1328] += acc3;
-            dw[5*u + 1329] += acc4;
-        }
-        {
-            double acc0 = 0;
-            double acc1 = 0;
-            double acc2 = 0;
-            double acc3 = 0;
-            double acc4 = 0;
+            double acc5 = 0;
+            double acc6 = 0;
+            double acc7 = 0;
+            double acc8 = 0;
+            double acc9 = 0;
+            double acc10 = 0;
+            double acc11 = 0;
+            double acc12 = 0;
+            double acc13 = 0;
+            double acc14 = 0;
+            double acc15 = 0;
+            double acc16 = 0;
+            double acc17 = 0;
+            double acc18 = 0;
+            double acc19 = 0;
             for (int64_t n = 0; n < N; ++n) {
                 {
                     double t[136];
@@ -6410,7 +5125,7 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
                         }
                     }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4, acc5, acc6, acc7, acc8, acc9, acc10, acc11, acc12, acc13, acc14, acc15, acc16, acc17, acc18, acc19)
 #endif
                     for (int64_t q = 0; q < 136; ++q) {
                         acc0 += t[q]*x[1176*n + q + 14*u];
@@ -6418,6 +5133,21 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
                         acc2 += t[q]*x[1176*n + q + 14*u + 2];
                         acc3 += t[q]*x[1176*n + q + 14*u + 3];
                         acc4 += t[q]*x[1176*n + q + 14*u + 4];
+                        acc5 += t[q]*x[1176*n + q + 14*u + 588];
+                        acc6 += t[q]*x[1176*n + q + 14*u + 589];
+                        acc7 += t[q]*x[1176*n + q + 14*u + 590];
+                        acc8 += t[q]*x[1176*n + q + 14*u + 591];
+                        acc9 += t[q]*x[1176*n + q + 14*u + 592];
+                        acc10 += t[q]*x[1176*n + q + 14*u + 784];
+                        acc11 += t[q]*x[1176*n + q + 14*u + 785];
+                        acc12 += t[q]*x[1176*n + q + 14*u + 786];
+                        acc13 += t[q]*x[1176*n + q + 14*u + 787];
+                        acc14 += t[q]*x[1176*n + q + 14*u + 788];
+                        acc15 += t[q]*x[1176*n + q + 14*u + 980];
+                        acc16 += t[q]*x[1176*n + q + 14*u + 981];
+                        acc17 += t[q]*x[1176*n + q + 14*u + 982];
+                        acc18 += t[q]*x[1176*n + q + 14*u + 983];
+                        acc19 += t[q]*x[1176*n + q + 14*u + 984];
                     }
                 }
             }
@@ -6426,6 +5156,21 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
             dw[5*u + 1352] += acc2;
             dw[5*u + 1353] += acc3;
             dw[5*u + 1354] += acc4;
+            dw[5*u + 1425] += acc5;
+            dw[5*u + 1426] += acc6;
+            dw[5*u + 1427] += acc7;
+            dw[5*u + 1428] += acc8;
+            dw[5*u + 1429] += acc9;
+            dw[5*u + 1450] += acc10;
+            dw[5*u + 1451] += acc11;
+            dw[5*u + 1452] += acc12;
+            dw[5*u + 1453] += acc13;
+            dw[5*u + 1454] += acc14;
+            dw[5*u + 1475] += acc15;
+            dw[5*u + 1476] += acc16;
+            dw[5*u + 1477] += acc17;
+            dw[5*u + 1478] += acc18;
+            dw[5*u + 1479] += acc19;
         }
         {
             double acc0 = 0;
@@ -6433,111 +5178,21 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
             double acc2 = 0;
             double acc3 = 0;
             double acc4 = 0;
-            for (int64_t n = 0; n < N; ++n) {
-                {
-                    double t[136];
-                    for (int64_t q = 0; q < 136; ++q) {
-                        t[q] = 0;
-                    }
-                    for (int64_t i = 0; i < 10; ++i) {
-                        for (int64_t j = 0; j < 10; ++j) {
-                            t[14*i + j] = dy[10*i + j + 1600*n + 900];
-                        }
-                    }
-#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
-#endif
-                    for (int64_t q = 0; q < 136; ++q) {
-                        acc0 += t[q]*x[1176*n + q + 14*u + 588];
-                        acc1 += t[q]*x[1176*n + q + 14*u + 589];
-                        acc2 += t[q]*x[1176*n + q + 14*u + 590];
-                        acc3 += t[q]*x[1176*n + q + 14*u + 591];
-                        acc4 += t[q]*x[1176*n + q + 14*u + 592];
-                    }
-                }
-            }
-            dw[5*u + 1425] += acc0;
-            dw[5*u + 1426] += acc1;
-            dw[5*u + 1427] += acc2;
-            dw[5*u + 1428] += acc3;
-            dw[5*u + 1429] += acc4;
-        }
-        {
-            double acc0 = 0;
-            double acc1 = 0;
-            double acc2 = 0;
-            double acc3 = 0;
-            double acc4 = 0;
-            for (int64_t n = 0; n < N; ++n) {
-                {
-                    double t[136];
-                    for (int64_t q = 0; q < 136; ++q) {
-                        t[q] = 0;
-                    }
-                    for (int64_t i = 0; i < 10; ++i) {
-                        for (int64_t j = 0; j < 10; ++j) {
-                            t[14*i + j] = dy[10*i + j + 1600*n + 900];
-                        }
-                    }
-#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
-#endif
-                    for (int64_t q = 0; q < 136; ++q) {
-                        acc0 += t[q]*x[1176*n + q + 14*u + 784];
-                        acc1 += t[q]*x[1176*n + q + 14*u + 785];
-                        acc2 += t[q]*x[1176*n + q + 14*u + 786];
-                        acc3 += t[q]*x[1176*n + q + 14*u + 787];
-                        acc4 += t[q]*x[1176*n + q + 14*u + 788];
-                    }
-                }
-            }
-            dw[5*u + 1450] += acc0;
-            dw[5*u + 1451] += acc1;
-            dw[5*u + 1452] += acc2;
-            dw[5*u + 1453] += acc3;
-            dw[5*u + 1454] += acc4;
-        }
-        {
-            double acc0 = 0;
-            double acc1 = 0;
-            double acc2 = 0;
-            double acc3 = 0;
-            double acc4 = 0;
-            for (int64_t n = 0; n < N; ++n) {
-                {
-                    double t[136];
-                    for (int64_t q = 0; q < 136; ++q) {
-                        t[q] = 0;
-                    }
-                    for (int64_t i = 0; i < 10; ++i) {
-                        for (int64_t j = 0; j < 10; ++j) {
-                            t[14*i + j] = dy[10*i + j + 1600*n + 900];
-                        }
-                    }
-#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
-#endif
-                    for (int64_t q = 0; q < 136; ++q) {
-                        acc0 += t[q]*x[1176*n + q + 14*u + 980];
-                        acc1 += t[q]*x[1176*n + q + 14*u + 981];
-                        acc2 += t[q]*x[1176*n + q + 14*u + 982];
-                        acc3 += t[q]*x[1176*n + q + 14*u + 983];
-                        acc4 += t[q]*x[1176*n + q + 14*u + 984];
-                    }
-                }
-            }
-            dw[5*u + 1475] += acc0;
-            dw[5*u + 1476] += acc1;
-            dw[5*u + 1477] += acc2;
-            dw[5*u + 1478] += acc3;
-            dw[5*u + 1479] += acc4;
-        }
-        {
-            double acc0 = 0;
-            double acc1 = 0;
-            double acc2 = 0;
-            double acc3 = 0;
-            double acc4 = 0;
+            double acc5 = 0;
+            double acc6 = 0;
+            double acc7 = 0;
+            double acc8 = 0;
+            double acc9 = 0;
+            double acc10 = 0;
+            double acc11 = 0;
+            double acc12 = 0;
+            double acc13 = 0;
+            double acc14 = 0;
+            double acc15 = 0;
+            double acc16 = 0;
+            double acc17 = 0;
+            double acc18 = 0;
+            double acc19 = 0;
             for (int64_t n = 0; n < N; ++n) {
                 {
                     double t[136];
@@ -6550,7 +5205,7 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
                         }
                     }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4, acc5, acc6, acc7, acc8, acc9, acc10, acc11, acc12, acc13, acc14, acc15, acc16, acc17, acc18, acc19)
 #endif
                     for (int64_t q = 0; q < 136; ++q) {
                         acc0 += t[q]*x[1176*n + q + 14*u];
@@ -6558,6 +5213,21 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
                         acc2 += t[q]*x[1176*n + q + 14*u + 2];
                         acc3 += t[q]*x[1176*n + q + 14*u + 3];
                         acc4 += t[q]*x[1176*n + q + 14*u + 4];
+                        acc5 += t[q]*x[1176*n + q + 14*u + 196];
+                        acc6 += t[q]*x[1176*n + q + 14*u + 197];
+                        acc7 += t[q]*x[1176*n + q + 14*u + 198];
+                        acc8 += t[q]*x[1176*n + q + 14*u + 199];
+                        acc9 += t[q]*x[1176*n + q + 14*u + 200];
+                        acc10 += t[q]*x[1176*n + q + 14*u + 784];
+                        acc11 += t[q]*x[1176*n + q + 14*u + 785];
+                        acc12 += t[q]*x[1176*n + q + 14*u + 786];
+                        acc13 += t[q]*x[1176*n + q + 14*u + 787];
+                        acc14 += t[q]*x[1176*n + q + 14*u + 788];
+                        acc15 += t[q]*x[1176*n + q + 14*u + 980];
+                        acc16 += t[q]*x[1176*n + q + 14*u + 981];
+                        acc17 += t[q]*x[1176*n + q + 14*u + 982];
+                        acc18 += t[q]*x[1176*n + q + 14*u + 983];
+                        acc19 += t[q]*x[1176*n + q + 14*u + 984];
                     }
                 }
             }
@@ -6566,6 +5236,21 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
             dw[5*u + 1502] += acc2;
             dw[5*u + 1503] += acc3;
             dw[5*u + 1504] += acc4;
+            dw[5*u + 1525] += acc5;
+            dw[5*u + 1526] += acc6;
+            dw[5*u + 1527] += acc7;
+            dw[5*u + 1528] += acc8;
+            dw[5*u + 1529] += acc9;
+            dw[5*u + 1600] += acc10;
+            dw[5*u + 1601] += acc11;
+            dw[5*u + 1602] += acc12;
+            dw[5*u + 1603] += acc13;
+            dw[5*u + 1604] += acc14;
+            dw[5*u + 1625] += acc15;
+            dw[5*u + 1626] += acc16;
+            dw[5*u + 1627] += acc17;
+            dw[5*u + 1628] += acc18;
+            dw[5*u + 1629] += acc19;
         }
         {
             double acc0 = 0;
@@ -6573,111 +5258,21 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
             double acc2 = 0;
             double acc3 = 0;
             double acc4 = 0;
-            for (int64_t n = 0; n < N; ++n) {
-                {
-                    double t[136];
-                    for (int64_t q = 0; q < 136; ++q) {
-                        t[q] = 0;
-                    }
-                    for (int64_t i = 0; i < 10; ++i) {
-                        for (int64_t j = 0; j < 10; ++j) {
-                            t[14*i + j] = dy[10*i + j + 1600*n + 1000];
-                        }
-                    }
-#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
-#endif
-                    for (int64_t q = 0; q < 136; ++q) {
-                        acc0 += t[q]*x[1176*n + q + 14*u + 196];
-                        acc1 += t[q]*x[1176*n + q + 14*u + 197];
-                        acc2 += t[q]*x[1176*n + q + 14*u + 198];
-                        acc3 += t[q]*x[1176*n + q + 14*u + 199];
-                        acc4 += t[q]*x[1176*n + q + 14*u + 200];
-                    }
-                }
-            }
-            dw[5*u + 1525] += acc0;
-            dw[5*u + 1526] += acc1;
-            dw[5*u + 1527] += acc2;
-            dw[5*u + 1528] += acc3;
-            dw[5*u + 1529] += acc4;
-        }
-        {
-            double acc0 = 0;
-            double acc1 = 0;
-            double acc2 = 0;
-            double acc3 = 0;
-            double acc4 = 0;
-            for (int64_t n = 0; n < N; ++n) {
-                {
-                    double t[136];
-                    for (int64_t q = 0; q < 136; ++q) {
-                        t[q] = 0;
-                    }
-                    for (int64_t i = 0; i < 10; ++i) {
-                        for (int64_t j = 0; j < 10; ++j) {
-                            t[14*i + j] = dy[10*i + j + 1600*n + 1000];
-                        }
-                    }
-#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
-#endif
-                    for (int64_t q = 0; q < 136; ++q) {
-                        acc0 += t[q]*x[1176*n + q + 14*u + 784];
-                        acc1 += t[q]*x[1176*n + q + 14*u + 785];
-                        acc2 += t[q]*x[1176*n + q + 14*u + 786];
-                        acc3 += t[q]*x[1176*n + q + 14*u + 787];
-                        acc4 += t[q]*x[1176*n + q + 14*u + 788];
-                    }
-                }
-            }
-            dw[5*u + 1600] += acc0;
-            dw[5*u + 1601] += acc1;
-            dw[5*u + 1602] += acc2;
-            dw[5*u + 1603] += acc3;
-            dw[5*u + 1604] += acc4;
-        }
-        {
-            double acc0 = 0;
-            double acc1 = 0;
-            double acc2 = 0;
-            double acc3 = 0;
-            double acc4 = 0;
-            for (int64_t n = 0; n < N; ++n) {
-                {
-                    double t[136];
-                    for (int64_t q = 0; q < 136; ++q) {
-                        t[q] = 0;
-                    }
-                    for (int64_t i = 0; i < 10; ++i) {
-                        for (int64_t j = 0; j < 10; ++j) {
-                            t[14*i + j] = dy[10*i + j + 1600*n + 1000];
-                        }
-                    }
-#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
-#endif
-                    for (int64_t q = 0; q < 136; ++q) {
-                        acc0 += t[q]*x[1176*n + q + 14*u + 980];
-                        acc1 += t[q]*x[1176*n + q + 14*u + 981];
-                        acc2 += t[q]*x[1176*n + q + 14*u + 982];
-                        acc3 += t[q]*x[1176*n + q + 14*u + 983];
-                        acc4 += t[q]*x[1176*n + q + 14*u + 984];
-                    }
-                }
-            }
-            dw[5*u + 1625] += acc0;
-            dw[5*u + 1626] += acc1;
-            dw[5*u + 1627] += acc2;
-            dw[5*u + 1628] += acc3;
-            dw[5*u + 1629] += acc4;
-        }
-        {
-            double acc0 = 0;
-            double acc1 = 0;
-            double acc2 = 0;
-            double acc3 = 0;
-            double acc4 = 0;
+            double acc5 = 0;
+            double acc6 = 0;
+            double acc7 = 0;
+            double acc8 = 0;
+            double acc9 = 0;
+            double acc10 = 0;
+            double acc11 = 0;
+            double acc12 = 0;
+            double acc13 = 0;
+            double acc14 = 0;
+            double acc15 = 0;
+            double acc16 = 0;
+            double acc17 = 0;
+            double acc18 = 0;
+            double acc19 = 0;
             for (int64_t n = 0; n < N; ++n) {
                 {
                     double t[136];
@@ -6690,7 +5285,7 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
                         }
                     }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4, acc5, acc6, acc7, acc8, acc9, acc10, acc11, acc12, acc13, acc14, acc15, acc16, acc17, acc18, acc19)
 #endif
                     for (int64_t q = 0; q < 136; ++q) {
                         acc0 += t[q]*x[1176*n + q + 14*u];
@@ -6698,6 +5293,21 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
                         acc2 += t[q]*x[1176*n + q + 14*u + 2];
                         acc3 += t[q]*x[1176*n + q + 14*u + 3];
                         acc4 += t[q]*x[1176*n + q + 14*u + 4];
+                        acc5 += t[q]*x[1176*n + q + 14*u + 196];
+                        acc6 += t[q]*x[1176*n + q + 14*u + 197];
+                        acc7 += t[q]*x[1176*n + q + 14*u + 198];
+                        acc8 += t[q]*x[1176*n + q + 14*u + 199];
+                        acc9 += t[q]*x[1176*n + q + 14*u + 200];
+                        acc10 += t[q]*x[1176*n + q + 14*u + 392];
+                        acc11 += t[q]*x[1176*n + q + 14*u + 393];
+                        acc12 += t[q]*x[1176*n + q + 14*u + 394];
+                        acc13 += t[q]*x[1176*n + q + 14*u + 395];
+                        acc14 += t[q]*x[1176*n + q + 14*u + 396];
+                        acc15 += t[q]*x[1176*n + q + 14*u + 980];
+                        acc16 += t[q]*x[1176*n + q + 14*u + 981];
+                        acc17 += t[q]*x[1176*n + q + 14*u + 982];
+                        acc18 += t[q]*x[1176*n + q + 14*u + 983];
+                        acc19 += t[q]*x[1176*n + q + 14*u + 984];
                     }
                 }
             }
@@ -6706,6 +5316,21 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
             dw[5*u + 1652] += acc2;
             dw[5*u + 1653] += acc3;
             dw[5*u + 1654] += acc4;
+            dw[5*u + 1675] += acc5;
+            dw[5*u + 1676] += acc6;
+            dw[5*u + 1677] += acc7;
+            dw[5*u + 1678] += acc8;
+            dw[5*u + 1679] += acc9;
+            dw[5*u + 1700] += acc10;
+            dw[5*u + 1701] += acc11;
+            dw[5*u + 1702] += acc12;
+            dw[5*u + 1703] += acc13;
+            dw[5*u + 1704] += acc14;
+            dw[5*u + 1775] += acc15;
+            dw[5*u + 1776] += acc16;
+            dw[5*u + 1777] += acc17;
+            dw[5*u + 1778] += acc18;
+            dw[5*u + 1779] += acc19;
         }
         {
             double acc0 = 0;
@@ -6713,111 +5338,21 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
             double acc2 = 0;
             double acc3 = 0;
             double acc4 = 0;
-            for (int64_t n = 0; n < N; ++n) {
-                {
-                    double t[136];
-                    for (int64_t q = 0; q < 136; ++q) {
-                        t[q] = 0;
-                    }
-                    for (int64_t i = 0; i < 10; ++i) {
-                        for (int64_t j = 0; j < 10; ++j) {
-                            t[14*i + j] = dy[10*i + j + 1600*n + 1100];
-                        }
-                    }
-#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
-#endif
-                    for (int64_t q = 0; q < 136; ++q) {
-                        acc0 += t[q]*x[1176*n + q + 14*u + 196];
-                        acc1 += t[q]*x[1176*n + q + 14*u + 197];
-                        acc2 += t[q]*x[1176*n + q + 14*u + 198];
-                        acc3 += t[q]*x[1176*n + q + 14*u + 199];
-                        acc4 += t[q]*x[1176*n + q + 14*u + 200];
-                    }
-                }
-            }
-            dw[5*u + 1675] += acc0;
-            dw[5*u + 1676] += acc1;
-            dw[5*u + 1677] += acc2;
-            dw[5*u + 1678] += acc3;
-            dw[5*u + 1679] += acc4;
-        }
-        {
-            double acc0 = 0;
-            double acc1 = 0;
-            double acc2 = 0;
-            double acc3 = 0;
-            double acc4 = 0;
-            for (int64_t n = 0; n < N; ++n) {
-                {
-                    double t[136];
-                    for (int64_t q = 0; q < 136; ++q) {
-                        t[q] = 0;
-                    }
-                    for (int64_t i = 0; i < 10; ++i) {
-                        for (int64_t j = 0; j < 10; ++j) {
-                            t[14*i + j] = dy[10*i + j + 1600*n + 1100];
-                        }
-                    }
-#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
-#endif
-                    for (int64_t q = 0; q < 136; ++q) {
-                        acc0 += t[q]*x[1176*n + q + 14*u + 392];
-                        acc1 += t[q]*x[1176*n + q + 14*u + 393];
-                        acc2 += t[q]*x[1176*n + q + 14*u + 394];
-                        acc3 += t[q]*x[1176*n + q + 14*u + 395];
-                        acc4 += t[q]*x[1176*n + q + 14*u + 396];
-                    }
-                }
-            }
-            dw[5*u + 1700] += acc0;
-            dw[5*u + 1701] += acc1;
-            dw[5*u + 1702] += acc2;
-            dw[5*u + 1703] += acc3;
-            dw[5*u + 1704] += acc4;
-        }
-        {
-            double acc0 = 0;
-            double acc1 = 0;
-            double acc2 = 0;
-            double acc3 = 0;
-            double acc4 = 0;
-            for (int64_t n = 0; n < N; ++n) {
-                {
-                    double t[136];
-                    for (int64_t q = 0; q < 136; ++q) {
-                        t[q] = 0;
-                    }
-                    for (int64_t i = 0; i < 10; ++i) {
-                        for (int64_t j = 0; j < 10; ++j) {
-                            t[14*i + j] = dy[10*i + j + 1600*n + 1100];
-                        }
-                    }
-#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
-#endif
-                    for (int64_t q = 0; q < 136; ++q) {
-                        acc0 += t[q]*x[1176*n + q + 14*u + 980];
-                        acc1 += t[q]*x[1176*n + q + 14*u + 981];
-                        acc2 += t[q]*x[1176*n + q + 14*u + 982];
-                        acc3 += t[q]*x[1176*n + q + 14*u + 983];
-                        acc4 += t[q]*x[1176*n + q + 14*u + 984];
-                    }
-                }
-            }
-            dw[5*u + 1775] += acc0;
-            dw[5*u + 1776] += acc1;
-            dw[5*u + 1777] += acc2;
-            dw[5*u + 1778] += acc3;
-            dw[5*u + 1779] += acc4;
-        }
-        {
-            double acc0 = 0;
-            double acc1 = 0;
-            double acc2 = 0;
-            double acc3 = 0;
-            double acc4 = 0;
+            double acc5 = 0;
+            double acc6 = 0;
+            double acc7 = 0;
+            double acc8 = 0;
+            double acc9 = 0;
+            double acc10 = 0;
+            double acc11 = 0;
+            double acc12 = 0;
+            double acc13 = 0;
+            double acc14 = 0;
+            double acc15 = 0;
+            double acc16 = 0;
+            double acc17 = 0;
+            double acc18 = 0;
+            double acc19 = 0;
             for (int64_t n = 0; n < N; ++n) {
                 {
                     double t[136];
@@ -6830,7 +5365,7 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
                         }
                     }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4, acc5, acc6, acc7, acc8, acc9, acc10, acc11, acc12, acc13, acc14, acc15, acc16, acc17, acc18, acc19)
 #endif
                     for (int64_t q = 0; q < 136; ++q) {
                         acc0 += t[q]*x[1176*n + q + 14*u];
@@ -6838,6 +5373,21 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
                         acc2 += t[q]*x[1176*n + q + 14*u + 2];
                         acc3 += t[q]*x[1176*n + q + 14*u + 3];
                         acc4 += t[q]*x[1176*n + q + 14*u + 4];
+                        acc5 += t[q]*x[1176*n + q + 14*u + 196];
+                        acc6 += t[q]*x[1176*n + q + 14*u + 197];
+                        acc7 += t[q]*x[1176*n + q + 14*u + 198];
+                        acc8 += t[q]*x[1176*n + q + 14*u + 199];
+                        acc9 += t[q]*x[1176*n + q + 14*u + 200];
+                        acc10 += t[q]*x[1176*n + q + 14*u + 588];
+                        acc11 += t[q]*x[1176*n + q + 14*u + 589];
+                        acc12 += t[q]*x[1176*n + q + 14*u + 590];
+                        acc13 += t[q]*x[1176*n + q + 14*u + 591];
+                        acc14 += t[q]*x[1176*n + q + 14*u + 592];
+                        acc15 += t[q]*x[1176*n + q + 14*u + 784];
+                        acc16 += t[q]*x[1176*n + q + 14*u + 785];
+                        acc17 += t[q]*x[1176*n + q + 14*u + 786];
+                        acc18 += t[q]*x[1176*n + q + 14*u + 787];
+                        acc19 += t[q]*x[1176*n + q + 14*u + 788];
                     }
                 }
             }
@@ -6846,6 +5396,21 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
             dw[5*u + 1802] += acc2;
             dw[5*u + 1803] += acc3;
             dw[5*u + 1804] += acc4;
+            dw[5*u + 1825] += acc5;
+            dw[5*u + 1826] += acc6;
+            dw[5*u + 1827] += acc7;
+            dw[5*u + 1828] += acc8;
+            dw[5*u + 1829] += acc9;
+            dw[5*u + 1875] += acc10;
+            dw[5*u + 1876] += acc11;
+            dw[5*u + 1877] += acc12;
+            dw[5*u + 1878] += acc13;
+            dw[5*u + 1879] += acc14;
+            dw[5*u + 1900] += acc15;
+            dw[5*u + 1901] += acc16;
+            dw[5*u + 1902] += acc17;
+            dw[5*u + 1903] += acc18;
+            dw[5*u + 1904] += acc19;
         }
         {
             double acc0 = 0;
@@ -6853,111 +5418,21 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
             double acc2 = 0;
             double acc3 = 0;
             double acc4 = 0;
-            for (int64_t n = 0; n < N; ++n) {
-                {
-                    double t[136];
-                    for (int64_t q = 0; q < 136; ++q) {
-                        t[q] = 0;
-                    }
-                    for (int64_t i = 0; i < 10; ++i) {
-                        for (int64_t j = 0; j < 10; ++j) {
-                            t[14*i + j] = dy[10*i + j + 1600*n + 1200];
-                        }
-                    }
-#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
-#endif
-                    for (int64_t q = 0; q < 136; ++q) {
-                        acc0 += t[q]*x[1176*n + q + 14*u + 196];
-                        acc1 += t[q]*x[1176*n + q + 14*u + 197];
-                        acc2 += t[q]*x[1176*n + q + 14*u + 198];
-                        acc3 += t[q]*x[1176*n + q + 14*u + 199];
-                        acc4 += t[q]*x[1176*n + q + 14*u + 200];
-                    }
-                }
-            }
-            dw[5*u + 1825] += acc0;
-            dw[5*u + 1826] += acc1;
-            dw[5*u + 1827] += acc2;
-            dw[5*u + 1828] += acc3;
-            dw[5*u + 1829] += acc4;
-        }
-        {
-            double acc0 = 0;
-            double acc1 = 0;
-            double acc2 = 0;
-            double acc3 = 0;
-            double acc4 = 0;
-            for (int64_t n = 0; n < N; ++n) {
-                {
-                    double t[136];
-                    for (int64_t q = 0; q < 136; ++q) {
-                        t[q] = 0;
-                    }
-                    for (int64_t i = 0; i < 10; ++i) {
-                        for (int64_t j = 0; j < 10; ++j) {
-                            t[14*i + j] = dy[10*i + j + 1600*n + 1200];
-                        }
-                    }
-#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
-#endif
-                    for (int64_t q = 0; q < 136; ++q) {
-                        acc0 += t[q]*x[1176*n + q + 14*u + 588];
-                        acc1 += t[q]*x[1176*n + q + 14*u + 589];
-                        acc2 += t[q]*x[1176*n + q + 14*u + 590];
-                        acc3 += t[q]*x[1176*n + q + 14*u + 591];
-                        acc4 += t[q]*x[1176*n + q + 14*u + 592];
-                    }
-                }
-            }
-            dw[5*u + 1875] += acc0;
-            dw[5*u + 1876] += acc1;
-            dw[5*u + 1877] += acc2;
-            dw[5*u + 1878] += acc3;
-            dw[5*u + 1879] += acc4;
-        }
-        {
-            double acc0 = 0;
-            double acc1 = 0;
-            double acc2 = 0;
-            double acc3 = 0;
-            double acc4 = 0;
-            for (int64_t n = 0; n < N; ++n) {
-                {
-                    double t[136];
-                    for (int64_t q = 0; q < 136; ++q) {
-                        t[q] = 0;
-                    }
-                    for (int64_t i = 0; i < 10; ++i) {
-                        for (int64_t j = 0; j < 10; ++j) {
-                            t[14*i + j] = dy[10*i + j + 1600*n + 1200];
-                        }
-                    }
-#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
-#endif
-                    for (int64_t q = 0; q < 136; ++q) {
-                        acc0 += t[q]*x[1176*n + q + 14*u + 784];
-                        acc1 += t[q]*x[1176*n + q + 14*u + 785];
-                        acc2 += t[q]*x[1176*n + q + 14*u + 786];
-                        acc3 += t[q]*x[1176*n + q + 14*u + 787];
-                        acc4 += t[q]*x[1176*n + q + 14*u + 788];
-                    }
-                }
-            }
-            dw[5*u + 1900] += acc0;
-            dw[5*u + 1901] += acc1;
-            dw[5*u + 1902] += acc2;
-            dw[5*u + 1903] += acc3;
-            dw[5*u + 1904] += acc4;
-        }
-        {
-            double acc0 = 0;
-            double acc1 = 0;
-            double acc2 = 0;
-            double acc3 = 0;
-            double acc4 = 0;
+            double acc5 = 0;
+            double acc6 = 0;
+            double acc7 = 0;
+            double acc8 = 0;
+            double acc9 = 0;
+            double acc10 = 0;
+            double acc11 = 0;
+            double acc12 = 0;
+            double acc13 = 0;
+            double acc14 = 0;
+            double acc15 = 0;
+            double acc16 = 0;
+            double acc17 = 0;
+            double acc18 = 0;
+            double acc19 = 0;
             for (int64_t n = 0; n < N; ++n) {
                 {
                     double t[136];
@@ -6970,7 +5445,7 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
                         }
                     }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4, acc5, acc6, acc7, acc8, acc9, acc10, acc11, acc12, acc13, acc14, acc15, acc16, acc17, acc18, acc19)
 #endif
                     for (int64_t q = 0; q < 136; ++q) {
                         acc0 += t[q]*x[1176*n + q + 14*u + 196];
@@ -6978,6 +5453,21 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
                         acc2 += t[q]*x[1176*n + q + 14*u + 198];
                         acc3 += t[q]*x[1176*n + q + 14*u + 199];
                         acc4 += t[q]*x[1176*n + q + 14*u + 200];
+                        acc5 += t[q]*x[1176*n + q + 14*u + 392];
+                        acc6 += t[q]*x[1176*n + q + 14*u + 393];
+                        acc7 += t[q]*x[1176*n + q + 14*u + 394];
+                        acc8 += t[q]*x[1176*n + q + 14*u + 395];
+                        acc9 += t[q]*x[1176*n + q + 14*u + 396];
+                        acc10 += t[q]*x[1176*n + q + 14*u + 784];
+                        acc11 += t[q]*x[1176*n + q + 14*u + 785];
+                        acc12 += t[q]*x[1176*n + q + 14*u + 786];
+                        acc13 += t[q]*x[1176*n + q + 14*u + 787];
+                        acc14 += t[q]*x[1176*n + q + 14*u + 788];
+                        acc15 += t[q]*x[1176*n + q + 14*u + 980];
+                        acc16 += t[q]*x[1176*n + q + 14*u + 981];
+                        acc17 += t[q]*x[1176*n + q + 14*u + 982];
+                        acc18 += t[q]*x[1176*n + q + 14*u + 983];
+                        acc19 += t[q]*x[1176*n + q + 14*u + 984];
                     }
                 }
             }
@@ -6986,6 +5476,21 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
             dw[5*u + 1977] += acc2;
             dw[5*u + 1978] += acc3;
             dw[5*u + 1979] += acc4;
+            dw[5*u + 2000] += acc5;
+            dw[5*u + 2001] += acc6;
+            dw[5*u + 2002] += acc7;
+            dw[5*u + 2003] += acc8;
+            dw[5*u + 2004] += acc9;
+            dw[5*u + 2050] += acc10;
+            dw[5*u + 2051] += acc11;
+            dw[5*u + 2052] += acc12;
+            dw[5*u + 2053] += acc13;
+            dw[5*u + 2054] += acc14;
+            dw[5*u + 2075] += acc15;
+            dw[5*u + 2076] += acc16;
+            dw[5*u + 2077] += acc17;
+            dw[5*u + 2078] += acc18;
+            dw[5*u + 2079] += acc19;
         }
         {
             double acc0 = 0;
@@ -6993,111 +5498,21 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
             double acc2 = 0;
             double acc3 = 0;
             double acc4 = 0;
-            for (int64_t n = 0; n < N; ++n) {
-                {
-                    double t[136];
-                    for (int64_t q = 0; q < 136; ++q) {
-                        t[q] = 0;
-                    }
-                    for (int64_t i = 0; i < 10; ++i) {
-                        for (int64_t j = 0; j < 10; ++j) {
-                            t[14*i + j] = dy[10*i + j + 1600*n + 1300];
-                        }
-                    }
-#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
-#endif
-                    for (int64_t q = 0; q < 136; ++q) {
-                        acc0 += t[q]*x[1176*n + q + 14*u + 392];
-                        acc1 += t[q]*x[1176*n + q + 14*u + 393];
-                        acc2 += t[q]*x[1176*n + q + 14*u + 394];
-                        acc3 += t[q]*x[1176*n + q + 14*u + 395];
-                        acc4 += t[q]*x[1176*n + q + 14*u + 396];
-                    }
-                }
-            }
-            dw[5*u + 2000] += acc0;
-            dw[5*u + 2001] += acc1;
-            dw[5*u + 2002] += acc2;
-            dw[5*u + 2003] += acc3;
-            dw[5*u + 2004] += acc4;
-        }
-        {
-            double acc0 = 0;
-            double acc1 = 0;
-            double acc2 = 0;
-            double acc3 = 0;
-            double acc4 = 0;
-            for (int64_t n = 0; n < N; ++n) {
-                {
-                    double t[136];
-                    for (int64_t q = 0; q < 136; ++q) {
-                        t[q] = 0;
-                    }
-                    for (int64_t i = 0; i < 10; ++i) {
-                        for (int64_t j = 0; j < 10; ++j) {
-                            t[14*i + j] = dy[10*i + j + 1600*n + 1300];
-                        }
-                    }
-#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
-#endif
-                    for (int64_t q = 0; q < 136; ++q) {
-                        acc0 += t[q]*x[1176*n + q + 14*u + 784];
-                        acc1 += t[q]*x[1176*n + q + 14*u + 785];
-                        acc2 += t[q]*x[1176*n + q + 14*u + 786];
-                        acc3 += t[q]*x[1176*n + q + 14*u + 787];
-                        acc4 += t[q]*x[1176*n + q + 14*u + 788];
-                    }
-                }
-            }
-            dw[5*u + 2050] += acc0;
-            dw[5*u + 2051] += acc1;
-            dw[5*u + 2052] += acc2;
-            dw[5*u + 2053] += acc3;
-            dw[5*u + 2054] += acc4;
-        }
-        {
-            double acc0 = 0;
-            double acc1 = 0;
-            double acc2 = 0;
-            double acc3 = 0;
-            double acc4 = 0;
-            for (int64_t n = 0; n < N; ++n) {
-                {
-                    double t[136];
-                    for (int64_t q = 0; q < 136; ++q) {
-                        t[q] = 0;
-                    }
-                    for (int64_t i = 0; i < 10; ++i) {
-                        for (int64_t j = 0; j < 10; ++j) {
-                            t[14*i + j] = dy[10*i + j + 1600*n + 1300];
-                        }
-                    }
-#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
-#endif
-                    for (int64_t q = 0; q < 136; ++q) {
-                        acc0 += t[q]*x[1176*n + q + 14*u + 980];
-                        acc1 += t[q]*x[1176*n + q + 14*u + 981];
-                        acc2 += t[q]*x[1176*n + q + 14*u + 982];
-                        acc3 += t[q]*x[1176*n + q + 14*u + 983];
-                        acc4 += t[q]*x[1176*n + q + 14*u + 984];
-                    }
-                }
-            }
-            dw[5*u + 2075] += acc0;
-            dw[5*u + 2076] += acc1;
-            dw[5*u + 2077] += acc2;
-            dw[5*u + 2078] += acc3;
-            dw[5*u + 2079] += acc4;
-        }
-        {
-            double acc0 = 0;
-            double acc1 = 0;
-            double acc2 = 0;
-            double acc3 = 0;
-            double acc4 = 0;
+            double acc5 = 0;
+            double acc6 = 0;
+            double acc7 = 0;
+            double acc8 = 0;
+            double acc9 = 0;
+            double acc10 = 0;
+            double acc11 = 0;
+            double acc12 = 0;
+            double acc13 = 0;
+            double acc14 = 0;
+            double acc15 = 0;
+            double acc16 = 0;
+            double acc17 = 0;
+            double acc18 = 0;
+            double acc19 = 0;
             for (int64_t n = 0; n < N; ++n) {
                 {
                     double t[136];
@@ -7110,7 +5525,7 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
                         }
                     }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4, acc5, acc6, acc7, acc8, acc9, acc10, acc11, acc12, acc13, acc14, acc15, acc16, acc17, acc18, acc19)
 #endif
                     for (int64_t q = 0; q < 136; ++q) {
                         acc0 += t[q]*x[1176*n + q + 14*u];
@@ -7118,6 +5533,21 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
                         acc2 += t[q]*x[1176*n + q + 14*u + 2];
                         acc3 += t[q]*x[1176*n + q + 14*u + 3];
                         acc4 += t[q]*x[1176*n + q + 14*u + 4];
+                        acc5 += t[q]*x[1176*n + q + 14*u + 392];
+                        acc6 += t[q]*x[1176*n + q + 14*u + 393];
+                        acc7 += t[q]*x[1176*n + q + 14*u + 394];
+                        acc8 += t[q]*x[1176*n + q + 14*u + 395];
+                        acc9 += t[q]*x[1176*n + q + 14*u + 396];
+                        acc10 += t[q]*x[1176*n + q + 14*u + 588];
+                        acc11 += t[q]*x[1176*n + q + 14*u + 589];
+                        acc12 += t[q]*x[1176*n + q + 14*u + 590];
+                        acc13 += t[q]*x[1176*n + q + 14*u + 591];
+                        acc14 += t[q]*x[1176*n + q + 14*u + 592];
+                        acc15 += t[q]*x[1176*n + q + 14*u + 980];
+                        acc16 += t[q]*x[1176*n + q + 14*u + 981];
+                        acc17 += t[q]*x[1176*n + q + 14*u + 982];
+                        acc18 += t[q]*x[1176*n + q + 14*u + 983];
+                        acc19 += t[q]*x[1176*n + q + 14*u + 984];
                     }
                 }
             }
@@ -7126,6 +5556,21 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
             dw[5*u + 2102] += acc2;
             dw[5*u + 2103] += acc3;
             dw[5*u + 2104] += acc4;
+            dw[5*u + 2150] += acc5;
+            dw[5*u + 2151] += acc6;
+            dw[5*u + 2152] += acc7;
+            dw[5*u + 2153] += acc8;
+            dw[5*u + 2154] += acc9;
+            dw[5*u + 2175] += acc10;
+            dw[5*u + 2176] += acc11;
+            dw[5*u + 2177] += acc12;
+            dw[5*u + 2178] += acc13;
+            dw[5*u + 2179] += acc14;
+            dw[5*u + 2225] += acc15;
+            dw[5*u + 2226] += acc16;
+            dw[5*u + 2227] += acc17;
+            dw[5*u + 2228] += acc18;
+            dw[5*u + 2229] += acc19;
         }
         {
             double acc0 = 0;
@@ -7133,111 +5578,31 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
             double acc2 = 0;
             double acc3 = 0;
             double acc4 = 0;
-            for (int64_t n = 0; n < N; ++n) {
-                {
-                    double t[136];
-                    for (int64_t q = 0; q < 136; ++q) {
-                        t[q] = 0;
-                    }
-                    for (int64_t i = 0; i < 10; ++i) {
-                        for (int64_t j = 0; j < 10; ++j) {
-                            t[14*i + j] = dy[10*i + j + 1600*n + 1400];
-                        }
-                    }
-#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
-#endif
-                    for (int64_t q = 0; q < 136; ++q) {
-                        acc0 += t[q]*x[1176*n + q + 14*u + 392];
-                        acc1 += t[q]*x[1176*n + q + 14*u + 393];
-                        acc2 += t[q]*x[1176*n + q + 14*u + 394];
-                        acc3 += t[q]*x[1176*n + q + 14*u + 395];
-                        acc4 += t[q]*x[1176*n + q + 14*u + 396];
-                    }
-                }
-            }
-            dw[5*u + 2150] += acc0;
-            dw[5*u + 2151] += acc1;
-            dw[5*u + 2152] += acc2;
-            dw[5*u + 2153] += acc3;
-            dw[5*u + 2154] += acc4;
-        }
-        {
-            double acc0 = 0;
-            double acc1 = 0;
-            double acc2 = 0;
-            double acc3 = 0;
-            double acc4 = 0;
-            for (int64_t n = 0; n < N; ++n) {
-                {
-                    double t[136];
-                    for (int64_t q = 0; q < 136; ++q) {
-                        t[q] = 0;
-                    }
-                    for (int64_t i = 0; i < 10; ++i) {
-                        for (int64_t j = 0; j < 10; ++j) {
-                            t[14*i + j] = dy[10*i + j + 1600*n + 1400];
-                        }
-                    }
-#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
-#endif
-                    for (int64_t q = 0; q < 136; ++q) {
-                        acc0 += t[q]*x[1176*n + q + 14*u + 588];
-                        acc1 += t[q]*x[1176*n + q + 14*u + 589];
-                        acc2 += t[q]*x[1176*n + q + 14*u + 590];
-                        acc3 += t[q]*x[1176*n + q + 14*u + 591];
-                        acc4 += t[q]*x[1176*n + q + 14*u + 592];
-                    }
-                }
-            }
-            dw[5*u + 2175] += acc0;
-            dw[5*u + 2176] += acc1;
-            dw[5*u + 2177] += acc2;
-            dw[5*u + 2178] += acc3;
-            dw[5*u + 2179] += acc4;
-        }
-        {
-            double acc0 = 0;
-            double acc1 = 0;
-            double acc2 = 0;
-            double acc3 = 0;
-            double acc4 = 0;
-            for (int64_t n = 0; n < N; ++n) {
-                {
-                    double t[136];
-                    for (int64_t q = 0; q < 136; ++q) {
-                        t[q] = 0;
-                    }
-                    for (int64_t i = 0; i < 10; ++i) {
-                        for (int64_t j = 0; j < 10; ++j) {
-                            t[14*i + j] = dy[10*i + j + 1600*n + 1400];
-                        }
-                    }
-#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
-#endif
-                    for (int64_t q = 0; q < 136; ++q) {
-                        acc0 += t[q]*x[1176*n + q + 14*u + 980];
-                        acc1 += t[q]*x[1176*n + q + 14*u + 981];
-                        acc2 += t[q]*x[1176*n + q + 14*u + 982];
-                        acc3 += t[q]*x[1176*n + q + 14*u + 983];
-                        acc4 += t[q]*x[1176*n + q + 14*u + 984];
-                    }
-                }
-            }
-            dw[5*u + 2225] += acc0;
-            dw[5*u + 2226] += acc1;
-            dw[5*u + 2227] += acc2;
-            dw[5*u + 2228] += acc3;
-            dw[5*u + 2229] += acc4;
-        }
-        {
-            double acc0 = 0;
-            double acc1 = 0;
-            double acc2 = 0;
-            double acc3 = 0;
-            double acc4 = 0;
+            double acc5 = 0;
+            double acc6 = 0;
+            double acc7 = 0;
+            double acc8 = 0;
+            double acc9 = 0;
+            double acc10 = 0;
+            double acc11 = 0;
+            double acc12 = 0;
+            double acc13 = 0;
+            double acc14 = 0;
+            double acc15 = 0;
+            double acc16 = 0;
+            double acc17 = 0;
+            double acc18 = 0;
+            double acc19 = 0;
+            double acc20 = 0;
+            double acc21 = 0;
+            double acc22 = 0;
+            double acc23 = 0;
+            double acc24 = 0;
+            double acc25 = 0;
+            double acc26 = 0;
+            double acc27 = 0;
+            double acc28 = 0;
+            double acc29 = 0;
             for (int64_t n = 0; n < N; ++n) {
                 {
                     double t[136];
@@ -7250,7 +5615,7 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
                         }
                     }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4, acc5, acc6, acc7, acc8, acc9, acc10, acc11, acc12, acc13, acc14, acc15, acc16, acc17, acc18, acc19, acc20, acc21, acc22, acc23, acc24, acc25, acc26, acc27, acc28, acc29)
 #endif
                     for (int64_t q = 0; q < 136; ++q) {
                         acc0 += t[q]*x[1176*n + q + 14*u];
@@ -7258,6 +5623,31 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
                         acc2 += t[q]*x[1176*n + q + 14*u + 2];
                         acc3 += t[q]*x[1176*n + q + 14*u + 3];
                         acc4 += t[q]*x[1176*n + q + 14*u + 4];
+                        acc5 += t[q]*x[1176*n + q + 14*u + 196];
+                        acc6 += t[q]*x[1176*n + q + 14*u + 197];
+                        acc7 += t[q]*x[1176*n + q + 14*u + 198];
+                        acc8 += t[q]*x[1176*n + q + 14*u + 199];
+                        acc9 += t[q]*x[1176*n + q + 14*u + 200];
+                        acc10 += t[q]*x[1176*n + q + 14*u + 392];
+                        acc11 += t[q]*x[1176*n + q + 14*u + 393];
+                        acc12 += t[q]*x[1176*n + q + 14*u + 394];
+                        acc13 += t[q]*x[1176*n + q + 14*u + 395];
+                        acc14 += t[q]*x[1176*n + q + 14*u + 396];
+                        acc15 += t[q]*x[1176*n + q + 14*u + 588];
+                        acc16 += t[q]*x[1176*n + q + 14*u + 589];
+                        acc17 += t[q]*x[1176*n + q + 14*u + 590];
+                        acc18 += t[q]*x[1176*n + q + 14*u + 591];
+                        acc19 += t[q]*x[1176*n + q + 14*u + 592];
+                        acc20 += t[q]*x[1176*n + q + 14*u + 784];
+                        acc21 += t[q]*x[1176*n + q + 14*u + 785];
+                        acc22 += t[q]*x[1176*n + q + 14*u + 786];
+                        acc23 += t[q]*x[1176*n + q + 14*u + 787];
+                        acc24 += t[q]*x[1176*n + q + 14*u + 788];
+                        acc25 += t[q]*x[1176*n + q + 14*u + 980];
+                        acc26 += t[q]*x[1176*n + q + 14*u + 981];
+                        acc27 += t[q]*x[1176*n + q + 14*u + 982];
+                        acc28 += t[q]*x[1176*n + q + 14*u + 983];
+                        acc29 += t[q]*x[1176*n + q + 14*u + 984];
                     }
                 }
             }
@@ -7266,181 +5656,31 @@ void symconv_conv2d_backward_filter_C3_f64(const double *restrict x, const doubl
             dw[5*u + 2252] += acc2;
             dw[5*u + 2253] += acc3;
             dw[5*u + 2254] += acc4;
-        }
-        {
-            double acc0 = 0;
-            double acc1 = 0;
-            double acc2 = 0;
-            double acc3 = 0;
-            double acc4 = 0;
-            for (int64_t n = 0; n < N; ++n) {
-                {
-                    double t[136];
-                    for (int64_t q = 0; q < 136; ++q) {
-                        t[q] = 0;
-                    }
-                    for (int64_t i = 0; i < 10; ++i) {
-                        for (int64_t j = 0; j < 10; ++j) {
-                            t[14*i + j] = dy[10*i + j + 1600*n + 1500];
-                        }
-                    }
-#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
-#endif
-                    for (int64_t q = 0; q < 136; ++q) {
-                        acc0 += t[q]*x[1176*n + q + 14*u + 196];
-                        acc1 += t[q]*x[1176*n + q + 14*u + 197];
-                        acc2 += t[q]*x[1176*n + q + 14*u + 198];
-                        acc3 += t[q]*x[1176*n + q + 14*u + 199];
-                        acc4 += t[q]*x[1176*n + q + 14*u + 200];
-                    }
-                }
-            }
-            dw[5*u + 2275] += acc0;
-            dw[5*u + 2276] += acc1;
-            dw[5*u + 2277] += acc2;
-            dw[5*u + 2278] += acc3;
-            dw[5*u + 2279] += acc4;
-        }
-        {
-            double acc0 = 0;
-            double acc1 = 0;
-            double acc2 = 0;
-            double acc3 = 0;
-            double acc4 = 0;
-            for (int64_t n = 0; n < N; ++n) {
-                {
-                    double t[136];
-                    for (int64_t q = 0; q < 136; ++q) {
-                        t[q] = 0;
-                    }
-                    for (int64_t i = 0; i < 10; ++i) {
-                        for (int64_t j = 0; j < 10; ++j) {
-                            t[14*i + j] = dy[10*i + j + 1600*n + 1500];
-                        }
-                    }
-#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
-#endif
-                    for (int64_t q = 0; q < 136; ++q) {
-                        acc0 += t[q]*x[1176*n + q + 14*u + 392];
-                        acc1 += t[q]*x[1176*n + q + 14*u + 393];
-                        acc2 += t[q]*x[1176*n + q + 14*u + 394];
-                        acc3 += t[q]*x[1176*n + q + 14*u + 395];
-                        acc4 += t[q]*x[1176*n + q + 14*u + 396];
-                    }
-                }
-            }
-            dw[5*u + 2300] += acc0;
-            dw[5*u + 2301] += acc1;
-            dw[5*u + 2302] += acc2;
-            dw[5*u + 2303] += acc3;
-            dw[5*u + 2304] += acc4;
-        }
-        {
-            double acc0 = 0;
-            double acc1 = 0;
-            double acc2 = 0;
-            double acc3 = 0;
-            double acc4 = 0;
-            for (int64_t n = 0; n < N; ++n) {
-                {
-                    double t[136];
-                    for (int64_t q = 0; q < 136; ++q) {
-                        t[q] = 0;
-                    }
-                    for (int64_t i = 0; i < 10; ++i) {
-                        for (int64_t j = 0; j < 10; ++j) {
-                            t[14*i + j] = dy[10*i + j + 1600*n + 1500];
-                        }
-                    }
-#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
-#endif
-                    for (int64_t q = 0; q < 136; ++q) {
-                        acc0 += t[q]*x[1176*n + q + 14*u + 588];
-                        acc1 += t[q]*x[1176*n + q + 14*u + 589];
-                        acc2 += t[q]*x[1176*n + q + 14*u + 590];
-                        acc3 += t[q]*x[1176*n + q + 14*u + 591];
-                        acc4 += t[q]*x[1176*n + q + 14*u + 592];
-                    }
-                }
-            }
-            dw[5*u + 2325] += acc0;
-            dw[5*u + 2326] += acc1;
-            dw[5*u + 2327] += acc2;
-            dw[5*u + 2328] += acc3;
-            dw[5*u + 2329] += acc4;
-        }
-        {
-            double acc0 = 0;
-            double acc1 = 0;
-            double acc2 = 0;
-            double acc3 = 0;
-            double acc4 = 0;
-            for (int64_t n = 0; n < N; ++n) {
-                {
-                    double t[136];
-                    for (int64_t q = 0; q < 136; ++q) {
-                        t[q] = 0;
-                    }
-                    for (int64_t i = 0; i < 10; ++i) {
-                        for (int64_t j = 0; j < 10; ++j) {
-                            t[14*i + j] = dy[10*i + j + 1600*n + 1500];
-                        }
-                    }
-#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
-#endif
-                    for (int64_t q = 0; q < 136; ++q) {
-                        acc0 += t[q]*x[1176*n + q + 14*u + 784];
-                        acc1 += t[q]*x[1176*n + q + 14*u + 785];
-                        acc2 += t[q]*x[1176*n + q + 14*u + 786];
-                        acc3 += t[q]*x[1176*n + q + 14*u + 787];
-                        acc4 += t[q]*x[1176*n + q + 14*u + 788];
-                    }
-                }
-            }
-            dw[5*u + 2350] += acc0;
-            dw[5*u + 2351] += acc1;
-            dw[5*u + 2352] += acc2;
-            dw[5*u + 2353] += acc3;
-            dw[5*u + 2354] += acc4;
-        }
-        {
-            double acc0 = 0;
-            double acc1 = 0;
-            double acc2 = 0;
-            double acc3 = 0;
-            double acc4 = 0;
-            for (int64_t n = 0; n < N; ++n) {
-                {
-                    double t[136];
-                    for (int64_t q = 0; q < 136; ++q) {
-                        t[q] = 0;
-                    }
-                    for (int64_t i = 0; i < 10; ++i) {
-                        for (int64_t j = 0; j < 10; ++j) {
-                            t[14*i + j] = dy[10*i + j + 1600*n + 1500];
-                        }
-                    }
-#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
-#endif
-                    for (int64_t q = 0; q < 136; ++q) {
-                        acc0 += t[q]*x[1176*n + q + 14*u + 980];
-                        acc1 += t[q]*x[1176*n + q + 14*u + 981];
-                        acc2 += t[q]*x[1176*n + q + 14*u + 982];
-                        acc3 += t[q]*x[1176*n + q + 14*u + 983];
-                        acc4 += t[q]*x[1176*n + q + 14*u + 984];
-                    }
-                }
-            }
-            dw[5*u + 2375] += acc0;
-            dw[5*u + 2376] += acc1;
-            dw[5*u + 2377] += acc2;
-            dw[5*u + 2378] += acc3;
-            dw[5*u + 2379] += acc4;
+            dw[5*u + 2275] += acc5;
+            dw[5*u + 2276] += acc6;
+            dw[5*u + 2277] += acc7;
+            dw[5*u + 2278] += acc8;
+            dw[5*u + 2279] += acc9;
+            dw[5*u + 2300] += acc10;
+            dw[5*u + 2301] += acc11;
+            dw[5*u + 2302] += acc12;
+            dw[5*u + 2303] += acc13;
+            dw[5*u + 2304] += acc14;
+            dw[5*u + 2325] += acc15;
+            dw[5*u + 2326] += acc16;
+            dw[5*u + 2327] += acc17;
+            dw[5*u + 2328] += acc18;
+            dw[5*u + 2329] += acc19;
+            dw[5*u + 2350] += acc20;
+            dw[5*u + 2351] += acc21;
+            dw[5*u + 2352] += acc22;
+            dw[5*u + 2353] += acc23;
+            dw[5*u + 2354] += acc24;
+            dw[5*u + 2375] += acc25;
+            dw[5*u + 2376] += acc26;
+            dw[5*u + 2377] += acc27;
+            dw[5*u + 2378] += acc28;
+            dw[5*u + 2379] += acc29;
         }
     }
 }
