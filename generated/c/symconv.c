@@ -3249,7 +3249,7 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
                         }
                     }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4, acc5, acc6, acc7, acc8, acc9, acc10, acc11, acc12, acc13, acc14)
+                    #pragma omp simd simdlen(8) reduction(+: acc0, acc1, acc2, acc3, acc4, acc5, acc6, acc7, acc8, acc9, acc10, acc11, acc12, acc13, acc14)
 #endif
                     for (int64_t q = 0; q < 136; ++q) {
                         acc0 += t[q]*x[1176*n + q + 14*u];
@@ -3314,7 +3314,7 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
                         }
                     }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4, acc5, acc6, acc7, acc8, acc9, acc10, acc11, acc12, acc13, acc14)
+                    #pragma omp simd simdlen(8) reduction(+: acc0, acc1, acc2, acc3, acc4, acc5, acc6, acc7, acc8, acc9, acc10, acc11, acc12, acc13, acc14)
 #endif
                     for (int64_t q = 0; q < 136; ++q) {
                         acc0 += t[q]*x[1176*n + q + 14*u + 196];
@@ -3379,7 +3379,7 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
                         }
                     }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4, acc5, acc6, acc7, acc8, acc9, acc10, acc11, acc12, acc13, acc14)
+                    #pragma omp simd simdlen(8) reduction(+: acc0, acc1, acc2, acc3, acc4, acc5, acc6, acc7, acc8, acc9, acc10, acc11, acc12, acc13, acc14)
 #endif
                     for (int64_t q = 0; q < 136; ++q) {
                         acc0 += t[q]*x[1176*n + q + 14*u + 392];
@@ -3444,7 +3444,7 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
                         }
                     }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4, acc5, acc6, acc7, acc8, acc9, acc10, acc11, acc12, acc13, acc14)
+                    #pragma omp simd simdlen(8) reduction(+: acc0, acc1, acc2, acc3, acc4, acc5, acc6, acc7, acc8, acc9, acc10, acc11, acc12, acc13, acc14)
 #endif
                     for (int64_t q = 0; q < 136; ++q) {
                         acc0 += t[q]*x[1176*n + q + 14*u + 588];
@@ -3509,7 +3509,7 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
                         }
                     }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4, acc5, acc6, acc7, acc8, acc9, acc10, acc11, acc12, acc13, acc14)
+                    #pragma omp simd simdlen(8) reduction(+: acc0, acc1, acc2, acc3, acc4, acc5, acc6, acc7, acc8, acc9, acc10, acc11, acc12, acc13, acc14)
 #endif
                     for (int64_t q = 0; q < 136; ++q) {
                         acc0 += t[q]*x[1176*n + q + 14*u];
@@ -3574,7 +3574,7 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
                         }
                     }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4, acc5, acc6, acc7, acc8, acc9, acc10, acc11, acc12, acc13, acc14)
+                    #pragma omp simd simdlen(8) reduction(+: acc0, acc1, acc2, acc3, acc4, acc5, acc6, acc7, acc8, acc9, acc10, acc11, acc12, acc13, acc14)
 #endif
                     for (int64_t q = 0; q < 136; ++q) {
                         acc0 += t[q]*x[1176*n + q + 14*u];
@@ -3644,7 +3644,7 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
                         }
                     }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4, acc5, acc6, acc7, acc8, acc9, acc10, acc11, acc12, acc13, acc14, acc15, acc16, acc17, acc18, acc19)
+                    #pragma omp simd simdlen(8) reduction(+: acc0, acc1, acc2, acc3, acc4, acc5, acc6, acc7, acc8, acc9, acc10, acc11, acc12, acc13, acc14, acc15, acc16, acc17, acc18, acc19)
 #endif
                     for (int64_t q = 0; q < 136; ++q) {
                         acc0 += t[q]*x[1176*n + q + 14*u];
@@ -3724,7 +3724,7 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
                         }
                     }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4, acc5, acc6, acc7, acc8, acc9, acc10, acc11, acc12, acc13, acc14, acc15, acc16, acc17, acc18, acc19)
+                    #pragma omp simd simdlen(8) reduction(+: acc0, acc1, acc2, acc3, acc4, acc5, acc6, acc7, acc8, acc9, acc10, acc11, acc12, acc13, acc14, acc15, acc16, acc17, acc18, acc19)
 #endif
                     for (int64_t q = 0; q < 136; ++q) {
                         acc0 += t[q]*x[1176*n + q + 14*u + 196];
@@ -3804,7 +3804,7 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
                         }
                     }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4, acc5, acc6, acc7, acc8, acc9, acc10, acc11, acc12, acc13, acc14, acc15, acc16, acc17, acc18, acc19)
+                    #pragma omp simd simdlen(8) reduction(+: acc0, acc1, acc2, acc3, acc4, acc5, acc6, acc7, acc8, acc9, acc10, acc11, acc12, acc13, acc14, acc15, acc16, acc17, acc18, acc19)
 #endif
                     for (int64_t q = 0; q < 136; ++q) {
                         acc0 += t[q]*x[1176*n + q + 14*u + 392];
@@ -3884,7 +3884,7 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
                         }
                     }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4, acc5, acc6, acc7, acc8, acc9, acc10, acc11, acc12, acc13, acc14, acc15, acc16, acc17, acc18, acc19)
+                    #pragma omp simd simdlen(8) reduction(+: acc0, acc1, acc2, acc3, acc4, acc5, acc6, acc7, acc8, acc9, acc10, acc11, acc12, acc13, acc14, acc15, acc16, acc17, acc18, acc19)
 #endif
                     for (int64_t q = 0; q < 136; ++q) {
                         acc0 += t[q]*x[1176*n + q + 14*u];
@@ -3964,7 +3964,7 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
                         }
                     }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4, acc5, acc6, acc7, acc8, acc9, acc10, acc11, acc12, acc13, acc14, acc15, acc16, acc17, acc18, acc19)
+                    #pragma omp simd simdlen(8) reduction(+: acc0, acc1, acc2, acc3, acc4, acc5, acc6, acc7, acc8, acc9, acc10, acc11, acc12, acc13, acc14, acc15, acc16, acc17, acc18, acc19)
 #endif
                     for (int64_t q = 0; q < 136; ++q) {
                         acc0 += t[q]*x[1176*n + q + 14*u];
@@ -4044,7 +4044,7 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
                         }
                     }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4, acc5, acc6, acc7, acc8, acc9, acc10, acc11, acc12, acc13, acc14, acc15, acc16, acc17, acc18, acc19)
+                    #pragma omp simd simdlen(8) reduction(+: acc0, acc1, acc2, acc3, acc4, acc5, acc6, acc7, acc8, acc9, acc10, acc11, acc12, acc13, acc14, acc15, acc16, acc17, acc18, acc19)
 #endif
                     for (int64_t q = 0; q < 136; ++q) {
                         acc0 += t[q]*x[1176*n + q + 14*u];
@@ -4124,7 +4124,7 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
                         }
                     }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4, acc5, acc6, acc7, acc8, acc9, acc10, acc11, acc12, acc13, acc14, acc15, acc16, acc17, acc18, acc19)
+                    #pragma omp simd simdlen(8) reduction(+: acc0, acc1, acc2, acc3, acc4, acc5, acc6, acc7, acc8, acc9, acc10, acc11, acc12, acc13, acc14, acc15, acc16, acc17, acc18, acc19)
 #endif
                     for (int64_t q = 0; q < 136; ++q) {
                         acc0 += t[q]*x[1176*n + q + 14*u];
@@ -4204,7 +4204,7 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
                         }
                     }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4, acc5, acc6, acc7, acc8, acc9, acc10, acc11, acc12, acc13, acc14, acc15, acc16, acc17, acc18, acc19)
+                    #pragma omp simd simdlen(8) reduction(+: acc0, acc1, acc2, acc3, acc4, acc5, acc6, acc7, acc8, acc9, acc10, acc11, acc12, acc13, acc14, acc15, acc16, acc17, acc18, acc19)
 #endif
                     for (int64_t q = 0; q < 136; ++q) {
                         acc0 += t[q]*x[1176*n + q + 14*u + 196];
@@ -4284,7 +4284,7 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
                         }
                     }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4, acc5, acc6, acc7, acc8, acc9, acc10, acc11, acc12, acc13, acc14, acc15, acc16, acc17, acc18, acc19)
+                    #pragma omp simd simdlen(8) reduction(+: acc0, acc1, acc2, acc3, acc4, acc5, acc6, acc7, acc8, acc9, acc10, acc11, acc12, acc13, acc14, acc15, acc16, acc17, acc18, acc19)
 #endif
                     for (int64_t q = 0; q < 136; ++q) {
                         acc0 += t[q]*x[1176*n + q + 14*u];
@@ -4374,7 +4374,7 @@ void symconv_conv2d_backward_filter_C3_f32(const float *restrict x, const float 
                         }
                     }
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4, acc5, acc6, acc7, acc8, acc9, acc10, acc11, acc12, acc13, acc14, acc15, acc16, acc17, acc18, acc19, acc20, acc21, acc22, acc23, acc24, acc25, acc26, acc27, acc28, acc29)
+                    #pragma omp simd simdlen(8) reduction(+: acc0, acc1, acc2, acc3, acc4, acc5, acc6, acc7, acc8, acc9, acc10, acc11, acc12, acc13, acc14, acc15, acc16, acc17, acc18, acc19, acc20, acc21, acc22, acc23, acc24, acc25, acc26, acc27, acc28, acc29)
 #endif
                     for (int64_t q = 0; q < 136; ++q) {
                         acc0 += t[q]*x[1176*n + q + 14*u];
@@ -6089,7 +6089,7 @@ void symconv_dense_forward_F6_f32(const float *restrict x, const float *restrict
                 float acc2 = 0;
                 float acc3 = 0;
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                #pragma omp simd reduction(+: acc0, acc1, acc2, acc3)
+                #pragma omp simd simdlen(8) reduction(+: acc0, acc1, acc2, acc3)
 #endif
                 for (int64_t i = 0; i < 120; ++i) {
                     acc0 += w[i + 480*o4]*x[i + 120*n];
@@ -6316,7 +6316,7 @@ void symconv_rbf_forward_OUTPUT_f64(const double *restrict x, const double *rest
             {
                 double acc0 = 0;
 #if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                #pragma omp simd reduction(+: acc0)
+                #pragma omp simd simdlen(4) reduction(+: acc0)
 #endif
                 for (int64_t i = 0; i < 84; ++i) {
                     acc0 += ((-centers[i + 84*o] + x[i + 84*n])*(-centers[i + 84*o] + x[i + 84*n]));
