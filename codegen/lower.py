@@ -278,7 +278,10 @@ def _c_nest(spec, nest, env, fixed):
         if loops[0] not in expand:  # one parallel region now runs every connected pair
             work *= sum(len(cs) for cs in fixed["table"])
     if fixed:
+        before = loops
         loops, body, jammed = _jam(spec, nest, loops, body, ranges, env, expand)
+        if loops == before:
+            loops, body, jammed = _sum_jam(spec, nest, loops, body, ranges, env, expand)
         made.update(jammed)
 
     def bounds(var):
@@ -454,6 +457,34 @@ def _jam(spec, nest, loops, body, ranges, env, expand):
     if block == trips:
         return loops[: r - 1] + loops[r:], copies, {}
     return loops[: r - 1] + [name] + loops[r:], copies, {name: trips // block}
+
+
+def _sum_jam(spec, nest, loops, body, ranges, env, expand):
+    """Unroll by :data:`JAM` the loop around an innermost loop along the output, into one sum.
+
+    F6's data gradient ``dx[n, i] += dy[n, o] w[o, i]`` runs ``o`` around the simd loop
+    over ``i``: every ``o`` reads and writes the whole row ``dx[n, :]``. Stepping ``o``
+    by 4 with the 4 products summed in one update reads and writes it once per 4. The
+    loop must not index the output, nor be the first (parallel) loop, and must run a
+    constant multiple of JAM trips from 0 that clipping leaves whole.
+
+    Returns (loops, body, {unrolled loop name: trip count}).
+    """
+    if len(loops) < 3 or not all(isinstance(u, Update) and u.op == "+=" for u in body):
+        return loops, body, {}
+    var, inner = loops[-2], loops[-1]
+    lhs_vars = {x for u in body for x in u.lhs.free_symbols}
+    if isym(var) in lhs_vars or isym(inner) not in lhs_vars or var not in nest.loops:
+        return loops, body, {}
+    rng = ranges.get(isym(var))
+    if var in expand or rng is None or rng.start != 0 or len(rng) % JAM or len(rng) == JAM:
+        return loops, body, {}
+    if tuple(_constant_over(b, ranges) for b in clip_range(spec, nest, var, env)) != (0, rng.stop):
+        return loops, body, {}
+    name = f"{var}{JAM}"
+    steps = [{isym(var): JAM * isym(name) + t} for t in range(JAM)]
+    body = tuple(Update(u.lhs, "+=", sp.Add(*[u.rhs.xreplace(s) for s in steps])) for u in body)
+    return loops[:-2] + [name, inner], body, {name: len(rng) // JAM}
 
 
 def _single_trip(spec, nest, var, env, ranges, expand) -> bool:

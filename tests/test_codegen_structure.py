@@ -209,6 +209,22 @@ def test_dot_products_are_jammed_into_four_accumulators(layer, kernel):
     assert len(reads) == lower.JAM + 1  # four weight rows, one shared input row
 
 
+@pytest.mark.parametrize(
+    ("layer", "kernel", "var", "trips", "inner"),
+    [("F6", "dense_backward", "o4", 21, "i"), ("C5", "conv2d_backward_data", "k4", 30, "cuv")],
+)
+def test_output_rows_are_updated_once_per_four_products(layer, kernel, var, trips, inner):
+    fn = _special(layer, kernel)
+    (jammed,) = [x for x in _loops(fn) if str(x.var) == var]
+    assert (jammed.lo, jammed.hi) == (0, trips)
+    (loop,) = jammed.body
+    (update,) = loop.body
+    assert str(loop.var) == inner and loop.var in update.lhs.free_symbols
+    assert len(sp.Add.make_args(update.rhs)) == lower.JAM
+    rows = {a.base for a in update.rhs.atoms(sp.Indexed) if loop.var in a.free_symbols}
+    assert len({a for a in update.rhs.atoms(sp.Indexed) if a.base in rows}) == lower.JAM
+
+
 def _fills(fn):
     """The loops filling a row-padded scratch ``t`` from array reads (``t[q] = ...``, ``+=``)."""
     return [

@@ -5976,9 +5976,9 @@ void symconv_conv2d_backward_data_C5_f32(const float *restrict dy, const float *
     #pragma omp parallel for if((N) > 1 && (48000*N) >= 262144)
 #endif
     for (int64_t n = 0; n < N; ++n) {
-        for (int64_t k = 0; k < 120; ++k) {
+        for (int64_t k4 = 0; k4 < 30; ++k4) {
             for (int64_t cuv = 0; cuv < 400; ++cuv) {
-                dx[cuv + 400*n] += dy[k + 120*n]*w[cuv + 400*k];
+                dx[cuv + 400*n] += dy[4*k4 + 120*n + 1]*w[cuv + 1600*k4 + 400] + dy[4*k4 + 120*n + 2]*w[cuv + 1600*k4 + 800] + dy[4*k4 + 120*n + 3]*w[cuv + 1600*k4 + 1200] + dy[4*k4 + 120*n]*w[cuv + 1600*k4];
             }
         }
     }
@@ -6005,9 +6005,9 @@ void symconv_conv2d_backward_data_C5_f64(const double *restrict dy, const double
     #pragma omp parallel for if((N) > 1 && (48000*N) >= 262144)
 #endif
     for (int64_t n = 0; n < N; ++n) {
-        for (int64_t k = 0; k < 120; ++k) {
+        for (int64_t k4 = 0; k4 < 30; ++k4) {
             for (int64_t cuv = 0; cuv < 400; ++cuv) {
-                dx[cuv + 400*n] += dy[k + 120*n]*w[cuv + 400*k];
+                dx[cuv + 400*n] += dy[4*k4 + 120*n + 1]*w[cuv + 1600*k4 + 400] + dy[4*k4 + 120*n + 2]*w[cuv + 1600*k4 + 800] + dy[4*k4 + 120*n + 3]*w[cuv + 1600*k4 + 1200] + dy[4*k4 + 120*n]*w[cuv + 1600*k4];
             }
         }
     }
@@ -6164,9 +6164,9 @@ void symconv_dense_backward_F6_f32(const float *restrict dy, const float *restri
     #pragma omp parallel for if((N) > 1 && (10080*N) >= 262144)
 #endif
     for (int64_t n = 0; n < N; ++n) {
-        for (int64_t o = 0; o < 84; ++o) {
+        for (int64_t o4 = 0; o4 < 21; ++o4) {
             for (int64_t i = 0; i < 120; ++i) {
-                dx[i + 120*n] += dy[84*n + o]*w[i + 120*o];
+                dx[i + 120*n] += dy[84*n + 4*o4 + 1]*w[i + 480*o4 + 120] + dy[84*n + 4*o4 + 2]*w[i + 480*o4 + 240] + dy[84*n + 4*o4 + 3]*w[i + 480*o4 + 360] + dy[84*n + 4*o4]*w[i + 480*o4];
             }
         }
     }
@@ -6222,9 +6222,9 @@ void symconv_dense_backward_F6_f64(const double *restrict dy, const double *rest
     #pragma omp parallel for if((N) > 1 && (10080*N) >= 262144)
 #endif
     for (int64_t n = 0; n < N; ++n) {
-        for (int64_t o = 0; o < 84; ++o) {
+        for (int64_t o4 = 0; o4 < 21; ++o4) {
             for (int64_t i = 0; i < 120; ++i) {
-                dx[i + 120*n] += dy[84*n + o]*w[i + 120*o];
+                dx[i + 120*n] += dy[84*n + 4*o4 + 1]*w[i + 480*o4 + 120] + dy[84*n + 4*o4 + 2]*w[i + 480*o4 + 240] + dy[84*n + 4*o4 + 3]*w[i + 480*o4 + 360] + dy[84*n + 4*o4]*w[i + 480*o4];
             }
         }
     }
