@@ -639,13 +639,13 @@ def _per_plane(expr, var) -> list:
 
 
 def _fill_reads(loop) -> set:
-    """Arrays read at ``[loop.var, ...]`` by the fill loops (``t[q] = ...``) under ``loop``."""
+    """Arrays read at ``[loop.var, ...]`` by the :func:`_pad_pair` fills (``t[q] = ...``)."""
     found = set()
     for fill in walk(loop.body):
         if not isinstance(fill, Loop) or fill.var != isym("q"):
             continue
         for update in fill.body:
-            if isinstance(update, Update) and str(getattr(update.lhs, "base", "")) == "t":
+            if isinstance(update.lhs, sp.Indexed) and str(update.lhs.base) == "t":
                 reads = update.rhs.atoms(sp.Indexed)
                 found |= {a.base for a in reads if a.indices[0] == loop.var}
     return found
@@ -657,7 +657,8 @@ def _sample_local(loop):
     ``x_n[c, r, s] = x[n, c, r, s]`` is copied once per sample (a contiguous loop); every
     tap of a fill loop is then a constant offset from one stack address, where taps at
     ``x + 1176 n + offset`` kept a pointer register per tap live and spilled them along
-    with the weights (C3 forward at batch 64: about twice as fast with the copy).
+    with the weights (C3 forward at batch 64, hand-written C: the per-connection fills
+    alone took 0.75x the time of one fill loop for all maps, with the copy 0.5x).
     """
     if not loop.parallel:
         return loop
