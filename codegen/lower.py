@@ -27,6 +27,7 @@ Examples
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from dataclasses import dataclass
 
@@ -277,7 +278,10 @@ def _c_nest(spec, nest, env, fixed):
         if loops[0] not in expand:  # one parallel region now runs every connected pair
             work *= sum(len(cs) for cs in fixed["table"])
     if fixed:
+        before = loops
         loops, body, jammed = _jam(spec, nest, loops, body, ranges, env, expand)
+        if loops == before:
+            loops, body, jammed = _sum_jam(spec, nest, loops, body, ranges, env, expand)
         made.update(jammed)
 
     def bounds(var):
@@ -455,6 +459,34 @@ def _jam(spec, nest, loops, body, ranges, env, expand):
     return loops[: r - 1] + [name] + loops[r:], copies, {name: trips // block}
 
 
+def _sum_jam(spec, nest, loops, body, ranges, env, expand):
+    """Unroll by :data:`JAM` the loop around an innermost loop along the output, into one sum.
+
+    F6's data gradient ``dx[n, i] += dy[n, o] w[o, i]`` runs ``o`` around the simd loop
+    over ``i``: every ``o`` reads and writes the whole row ``dx[n, :]``. Stepping ``o``
+    by 4 with the 4 products summed in one update reads and writes it once per 4. The
+    loop must not index the output, nor be the first (parallel) loop, and must run a
+    constant multiple of JAM trips from 0 that clipping leaves whole.
+
+    Returns (loops, body, {unrolled loop name: trip count}).
+    """
+    if len(loops) < 3 or not all(isinstance(u, Update) and u.op == "+=" for u in body):
+        return loops, body, {}
+    var, inner = loops[-2], loops[-1]
+    lhs_vars = {x for u in body for x in u.lhs.free_symbols}
+    if isym(var) in lhs_vars or isym(inner) not in lhs_vars or var not in nest.loops:
+        return loops, body, {}
+    rng = ranges.get(isym(var))
+    if var in expand or rng is None or rng.start != 0 or len(rng) % JAM or len(rng) == JAM:
+        return loops, body, {}
+    if tuple(_constant_over(b, ranges) for b in clip_range(spec, nest, var, env)) != (0, rng.stop):
+        return loops, body, {}
+    name = f"{var}{JAM}"
+    steps = [{isym(var): JAM * isym(name) + t} for t in range(JAM)]
+    body = tuple(Update(u.lhs, "+=", sp.Add(*[u.rhs.xreplace(s) for s in steps])) for u in body)
+    return loops[:-2] + [name, inner], body, {name: len(rng) // JAM}
+
+
 def _single_trip(spec, nest, var, env, ranges, expand) -> bool:
     """A loop of one iteration at fixed sizes (C5's 1x1 output): its index is a constant."""
     r = ranges.get(isym(var))
@@ -520,6 +552,8 @@ def _row_padded(nodes):
     are computed and dropped; every read stays between the first and the last element a
     real output reads, so nothing out of bounds), then ``y[.., i, j] += t[14 i + j]``.
     Applies to a loop pair ``i, j`` whose body is one ``+=`` with constant bounds from 0.
+    A parallel loop over the samples whose body fills such rows reads its sample through
+    a local copy (:func:`_sample_local`).
     """
     out = []
     for node in nodes:
@@ -532,85 +566,21 @@ def _row_padded(nodes):
                 continue
             body = _row_padded(node.body)
             if isinstance(node, Loop):
-                node = Loop(
-                    node.var, node.lo, node.hi, body, node.parallel, node.work, node.reduction
-                )
+                node = _sample_local(dataclasses.replace(node, body=body))
             else:
                 node = Block(body) if isinstance(node, Block) else If(node.cond, body)
         out.append(node)
-    return _merge_fills(out)
-
-
-def _fill_block(node):
-    """(size, fill update, add loop) of a :func:`_pad_pair` block, else None."""
-    if not isinstance(node, Block) or len(node.body) != 3:
-        return None
-    scratch, fill, add = node.body
-    if not isinstance(scratch, Scratch) or not isinstance(fill, Loop) or len(fill.body) != 1:
-        return None
-    (update,) = fill.body
-    if not isinstance(update, Update) or update.op != "=" or update.rhs == 0:
-        return None
-    return scratch.size, update, add
-
-
-def _merge_fills(nodes):
-    """Consecutive padded output planes filled by one loop (C3 forward: all 16 maps).
-
-    Each ``x`` row segment then feeds every output map that reads it while it is in a
-    register, instead of being loaded again for each map.
-    """
-    out, run = [], []
-
-    def flush():
-        if len(run) < 2:
-            out.extend(node for node, _ in run)
-        else:
-            size = run[0][1][0]
-            t = sp.IndexedBase("t", shape=(size * len(run),))
-            fills, adds = [], []
-            for m, (_, (_, update, add)) in enumerate(run):
-                q = update.lhs.indices[0]
-                fills.append(Update(t[m * size + q], "=", update.rhs))
-                moved = {a: t[m * size + a.indices[0]] for a in _reads_of(add, "t")}
-                adds.append(_subs_indexed(add, moved))
-            q = run[0][1][1].lhs.indices[0]
-            fill = Loop(q, sp.Integer(0), sp.Integer(size), tuple(fills))
-            out.append(Block((Scratch(sp.Symbol("t"), size * len(run)), fill, *adds)))
-        run.clear()
-
-    for node in nodes:
-        found = _fill_block(node)
-        if found is not None and (not run or run[0][1][0] == found[0]):
-            run.append((node, found))
-            continue
-        flush()
-        if found is not None:
-            run.append((node, found))
-        else:
-            out.append(node)
-    flush()
     return tuple(out)
 
 
-def _reads_of(node, name):
-    return {
-        a
-        for x in walk((node,))
-        if isinstance(x, Update)
-        for a in x.rhs.atoms(sp.Indexed)
-        if str(a.base) == name
-    }
-
-
-def _subs_indexed(node, sub):
-    if isinstance(node, Loop):
-        body = tuple(_subs_indexed(x, sub) for x in node.body)
-        return Loop(node.var, node.lo, node.hi, body, node.parallel, node.work, node.reduction)
-    return Update(node.lhs, node.op, node.rhs.xreplace(sub))
-
-
 def _pad_pair(outer):
+    """The gather form of :func:`_row_padded`: ``Block(t, fill loops, add loop)``.
+
+    The scratch row is filled by one loop per input plane the sum reads (C3: one per
+    connected (output, input) map pair): each loop's 25 weights are invariants the
+    compiler keeps in registers, where one loop over all 75-150 taps of a map (or all
+    16 maps) spilled them and re-read each from the stack at every use.
+    """
     if outer.parallel or outer.reduction or len(outer.body) != 1:
         return None
     inner = outer.body[0]
@@ -638,15 +608,87 @@ def _pad_pair(outer):
         return None
     size = int(pitch * (outer.hi - 1) + inner.hi)
     q, t = isym("q"), sp.IndexedBase("t", shape=(size,))
-    rhs = update.rhs.xreplace({i: sp.Integer(0), j: q})
-    fill = Loop(q, sp.Integer(0), sp.Integer(size), (Update(t[q], "=", rhs),))
+    parts = _per_plane(update.rhs.xreplace({i: sp.Integer(0), j: q}), q)
+    fills = tuple(
+        Loop(q, sp.Integer(0), sp.Integer(size), (Update(t[q], "+=" if m else "=", part),))
+        for m, part in enumerate(parts)
+    )
     add = Loop(
         i,
         outer.lo,
         outer.hi,
         (Loop(j, inner.lo, inner.hi, (Update(update.lhs, "+=", t[pitch * i + j]),)),),
     )
-    return Block((Scratch(sp.Symbol("t"), size), fill, add))
+    return Block((Scratch(sp.Symbol("t"), size), *fills, add))
+
+
+def _per_plane(expr, var) -> list:
+    """The terms of ``expr`` summed per plane: the leading indices of their read along ``var``.
+
+    >>> x, w, q = sp.IndexedBase("x"), sp.IndexedBase("w"), isym("q")
+    >>> _per_plane(w[0] * x[1, 0, q] + w[1] * x[1, 0, q + 1] + w[2] * x[2, 0, q], q)
+    [w[0]*x[1, 0, q] + w[1]*x[1, 0, q + 1], w[2]*x[2, 0, q]]
+    """
+    planes = {}
+    for term in sp.Add.make_args(expr):
+        moving = [a for a in term.atoms(sp.Indexed) if var in a.free_symbols]
+        if len(moving) != 1:
+            return [expr]
+        planes.setdefault(moving[0].indices[:-2], []).append(term)
+    return [sp.Add(*planes[k]) for k in sorted(planes, key=sp.default_sort_key)]
+
+
+def _fill_reads(loop) -> set:
+    """Arrays read at ``[loop.var, ...]`` by the :func:`_pad_pair` fills (``t[q] = ...``)."""
+    found = set()
+    for fill in walk(loop.body):
+        if not isinstance(fill, Loop) or fill.var != isym("q"):
+            continue
+        for update in fill.body:
+            if isinstance(update.lhs, sp.Indexed) and str(update.lhs.base) == "t":
+                reads = update.rhs.atoms(sp.Indexed)
+                found |= {a.base for a in reads if a.indices[0] == loop.var}
+    return found
+
+
+def _sample_local(loop):
+    """A parallel loop over samples whose padded rows read ``x[n, ...]`` reads a local copy.
+
+    ``x_n[c, r, s] = x[n, c, r, s]`` is copied once per sample (a contiguous loop); every
+    tap of a fill loop is then a constant offset from one stack address, where taps at
+    ``x + 1176 n + offset`` kept a pointer register per tap live and spilled them along
+    with the weights (C3 forward at batch 64, hand-written C: the per-connection fills
+    alone took 0.75x the time of one fill loop for all maps, with the copy 0.5x).
+    """
+    if not loop.parallel:
+        return loop
+    for base in sorted(_fill_reads(loop), key=str):
+        every = {a for x in walk(loop.body) for e in node_exprs(x) for a in e.atoms(sp.Indexed)}
+        if any(a.base == base and a.indices[0] != loop.var for a in every):
+            continue
+        local = sp.IndexedBase(f"{base.label}_n", shape=base.shape[1:])
+        size = int(sp.Mul(*local.shape))
+        q = isym("q")
+        src = sp.IndexedBase(base.label, shape=(base.shape[0], size))[loop.var, q]
+        copy = Loop(
+            q, sp.Integer(0), sp.Integer(size), (Update(local[_unflat(q, local)], "=", src),)
+        )
+        body = _map_exprs(loop.body, lambda e, b=base, lo=local: _rebased(e, b, lo))
+        loop = dataclasses.replace(loop, body=(Block((Scratch(local.label, size), copy, *body)),))
+    return loop
+
+
+def _unflat(q, base) -> tuple:
+    """Row-major indices of ``base`` whose flat offset is ``q``: ``(0, .., 0, q)``."""
+    return (sp.Integer(0),) * (len(base.shape) - 1) + (q,)
+
+
+def _rebased(expr, base, local):
+    """``expr`` with every ``base[n, *rest]`` read as ``local[*rest]``."""
+    return expr.replace(
+        lambda e: isinstance(e, sp.Indexed) and e.base == base,
+        lambda e: local[e.indices[1:]],
+    )
 
 
 def _pad_reduction(outer):
@@ -832,7 +874,89 @@ def _expand_pairs(spec, nest, fixed, inner):
         for k, cs in enumerate(rows)
         for c in sorted(cs)
     ]
-    return tuple(node for nodes in _merge_same_targets(pairs) for node in nodes)
+    merged = _merge_same_targets(pairs)
+    return tuple(node for nodes in _merge_shared_reads(merged) for node in nodes)
+
+
+#: Accumulators one merged reduction may carry: AVX-512 has 32 vector registers, the
+#: shared read and a product take two.
+MAX_ACCUMULATORS = 30
+
+
+def _reduction(nodes):
+    """(accumulators, loop chain, innermost loop, stores) of an :func:`_accumulate` block."""
+    if len(nodes) != 1 or not isinstance(nodes[0], Block):
+        return None
+    body = nodes[0].body
+    lets = [x for x in body if isinstance(x, Let)]
+    loops = [x for x in body if isinstance(x, Loop)]
+    stores = [x for x in body if isinstance(x, Update)]
+    if not lets or len(loops) != 1 or len(lets) + 1 + len(stores) != len(body):
+        return None
+    chain = [loops[0]]
+    while len(chain[-1].body) == 1 and isinstance(chain[-1].body[0], Loop):
+        chain.append(chain[-1].body[0])
+    if not chain[-1].reduction or not all(isinstance(x, Update) for x in chain[-1].body):
+        return None
+    return lets, chain, stores
+
+
+def _shared_reads(found):
+    """The loop skeleton and the reads every update of a reduction multiplies by."""
+    _, chain, _ = found
+    skeleton = tuple((x.var, x.lo, x.hi, x.parallel) for x in chain)
+    shared = set.intersection(*(set(sp.Mul.make_args(u.rhs)) for u in chain[-1].body))
+    return skeleton, frozenset(a for a in shared if isinstance(a, sp.Indexed))
+
+
+def _merge_shared_reads(nests):
+    """Consecutive reductions that multiply by the same read, merged into one.
+
+    C3's filter gradient ``dw[k, c, u, v] = sum dy[n, k, i, j] x[n, c, i + u, j + v]``:
+    the 3 to 6 input maps ``c`` of output map ``k`` share the plane ``dy[n, k]``; one
+    reduction over it with 5 accumulators per map reads (and row-pads) that plane once
+    instead of once per map. At most :data:`MAX_ACCUMULATORS` accumulators per merge.
+    """
+    out, run = [], []
+
+    def flush():
+        if len(run) == 1:
+            out.append(run[0][0])
+        elif run:
+            out.append(_merged_reduction([found for _, found in run]))
+        run.clear()
+
+    for nodes in nests:
+        found = _reduction(nodes)
+        key = _shared_reads(found) if found is not None else None
+        if key is None or not key[1]:
+            flush()
+            out.append(nodes)
+            continue
+        count = sum(len(f[0]) for _, f in run) + len(found[0])
+        if run and (_shared_reads(run[0][1]) != key or count > MAX_ACCUMULATORS):
+            flush()
+        run.append((nodes, found))
+    flush()
+    return out
+
+
+def _merged_reduction(founds):
+    """One accumulate block running the reductions ``founds`` (accumulators renumbered)."""
+    lets, updates, stores, accs = [], [], [], []
+    for old_lets, chain, old_stores in founds:
+        sub = {}
+        for let in old_lets:
+            sub[let.var] = sp.Symbol(f"acc{len(accs)}", real=True)
+            accs.append(sub[let.var])
+            lets.append(Let(sub[let.var], let.value, let.integer, let.mutable))
+        updates += [Update(sub[u.lhs], u.op, u.rhs) for u in chain[-1].body]
+        stores += [Update(u.lhs, u.op, u.rhs.xreplace(sub)) for u in old_stores]
+    chain = founds[0][1]
+    nest = dataclasses.replace(chain[-1], body=tuple(updates), reduction=tuple(accs))
+    for loop in reversed(chain[:-1]):
+        nest = dataclasses.replace(loop, body=(nest,))
+    return (Block((*lets, nest, *stores)),)
 
 
 def _skeleton(nodes):
@@ -885,20 +1009,27 @@ def _merge_same_targets(pairs):
 
 
 def _subs_nodes(nodes, sub):
+    return _map_exprs(nodes, lambda e: e.subs(sub))
+
+
+def _map_exprs(nodes, f):
+    """The nodes with ``f`` applied to every expression they hold (scratch arrays kept)."""
     out = []
     for node in nodes:
         if isinstance(node, Loop):
-            lo, hi, work = node.lo.subs(sub), node.hi.subs(sub), node.work.subs(sub)
-            body = _subs_nodes(node.body, sub)
+            lo, hi, work = f(node.lo), f(node.hi), f(node.work)
+            body = _map_exprs(node.body, f)
             out.append(Loop(node.var, lo, hi, body, node.parallel, work, node.reduction))
         elif isinstance(node, If):
-            out.append(If(node.cond.subs(sub), _subs_nodes(node.body, sub)))
+            out.append(If(f(node.cond), _map_exprs(node.body, f)))
         elif isinstance(node, Block):
-            out.append(Block(_subs_nodes(node.body, sub)))
+            out.append(Block(_map_exprs(node.body, f)))
         elif isinstance(node, Let):
-            out.append(Let(node.var, node.value.subs(sub), node.integer, node.mutable))
+            out.append(Let(node.var, f(node.value), node.integer, node.mutable))
+        elif isinstance(node, Update):
+            out.append(Update(f(node.lhs), node.op, f(node.rhs)))
         else:
-            out.append(Update(node.lhs.subs(sub), node.op, node.rhs.subs(sub)))
+            out.append(node)
     return tuple(out)
 
 

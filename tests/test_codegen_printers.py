@@ -88,3 +88,23 @@ def test_statements_print_in_both_languages():
         "}",
     ]
     assert NumpyPrinter().block([loop], 0) == ["for i in range(H):", "    a[i] += 2*x"]
+
+
+@pytest.mark.parametrize(
+    ("trips", "dialect", "clause"),
+    [
+        (120, F32, " simdlen(8)"),  # 15 half vectors of floats, 7.5 whole ones
+        (120, F64, ""),  # 15 whole vectors of doubles
+        (128, F32, ""),  # whole vectors, no remainder
+        (84, F64, " simdlen(4)"),
+        (892, F64, ""),  # 111.5 vectors: long enough for the width to win
+        (H, F32, ""),  # runtime trip count
+    ],
+)
+def test_short_reductions_run_on_half_vectors(trips, dialect, clause):
+    acc = sp.Symbol("acc0", real=True)
+    a = sp.IndexedBase("a", shape=(1000,))
+    body = (lower.Update(acc, "+=", a[i]),)
+    loop = lower.Loop(i, sp.Integer(0), sp.sympify(trips), body, reduction=(acc,))
+    lines = CPrinter(dialect).block([loop], 0)
+    assert lines[1] == f"#pragma omp simd{clause} reduction(+: acc0)"

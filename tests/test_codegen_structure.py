@@ -210,21 +210,78 @@ def test_dot_products_are_jammed_into_four_accumulators(layer, kernel):
     assert len(reads) == lower.JAM + 1  # four weight rows, one shared input row
 
 
-def test_c3_forward_reads_and_writes_each_output_map_once():
+@pytest.mark.parametrize(
+    ("layer", "kernel", "var", "trips", "inner"),
+    [("F6", "dense_backward", "o4", 21, "i"), ("C5", "conv2d_backward_data", "k4", 30, "cuv")],
+)
+def test_output_rows_are_updated_once_per_four_products(layer, kernel, var, trips, inner):
+    fn = _special(layer, kernel)
+    (jammed,) = [x for x in _loops(fn) if str(x.var) == var]
+    assert (jammed.lo, jammed.hi) == (0, trips)
+    (loop,) = jammed.body
+    (update,) = loop.body
+    assert str(loop.var) == inner and loop.var in update.lhs.free_symbols
+    assert len(sp.Add.make_args(update.rhs)) == lower.JAM
+    rows = {a.base for a in update.rhs.atoms(sp.Indexed) if loop.var in a.free_symbols}
+    assert len({a for a in update.rhs.atoms(sp.Indexed) if a.base in rows}) == lower.JAM
+
+
+def _fills(fn):
+    """The loops filling a row-padded scratch ``t`` from array reads (``t[q] = ...``, ``+=``)."""
+    return [
+        x
+        for x in _loops(fn)
+        if str(x.var) == "q"
+        and all(isinstance(u, lower.Update) and str(u.lhs.base) == "t" for u in x.body)
+        and all(u.rhs.atoms(sp.Indexed) for u in x.body)
+    ]
+
+
+def test_c3_forward_fills_one_loop_per_connection():
     fn = _special("C3", "conv2d_forward")
-    updates = [x for x in lower.walk(fn.body[1:]) if isinstance(x, lower.Update)]
-    sums = [x for x in updates if len(x.rhs.atoms(sp.Indexed)) > 1]  # not the copy-outs
-    assert len(sums) == len(lenet5.C3_TABLE)
-    for update, row in zip(sums, lenet5.C3_TABLE, strict=True):
-        assert len(sp.Add.make_args(update.rhs)) == 25 * len(row)
+    fills = _fills(fn)
+    pairs = []
+    for fill in fills:
+        (update,) = fill.body
+        weights = {a for a in update.rhs.atoms(sp.Indexed) if str(a.base) == "w"}
+        assert len(weights) == 25  # the loop's invariants: one 5x5 filter
+        assert len({a.indices[:2] for a in weights}) == 1
+        pairs.append(tuple(int(i) for i in next(iter(weights)).indices[:2]))
+    assert pairs == [(k, c) for k, row in enumerate(lenet5.C3_TABLE) for c in sorted(row)]
+    # the first connection of a map sets its scratch row, the others add to it
+    ops = [fill.body[0].op for fill in fills]
+    assert ops == [op for row in lenet5.C3_TABLE for op in ["="] + ["+="] * (len(row) - 1)]
+    adds = [
+        x
+        for x in lower.walk(fn.body[1:])
+        if isinstance(x, lower.Update) and x.op == "+=" and str(x.lhs.base) == "y"
+    ]
+    assert len(adds) == len(lenet5.C3_TABLE)  # each output map read and written once
+
+
+@pytest.mark.parametrize(("layer", "sample"), [("C1", 32 * 32), ("C3", 6 * 14 * 14)])
+def test_forward_fills_read_a_local_copy_of_the_sample(layer, sample):
+    fn = _special(layer, "conv2d_forward")
+    (parallel,) = [x for x in _loops(fn) if x.parallel and x in lower.walk(fn.body[1:])]
+    (block,) = parallel.body
+    scratch, copy = block.body[:2]
+    assert (str(scratch.var), scratch.size) == ("x_n", sample)
+    assert (copy.lo, copy.hi) == (0, sample)  # one contiguous copy of x[n]
+    (update,) = copy.body
+    assert sp.diff(lower._flat_offset(update.rhs), copy.var) == 1
+    assert update.rhs.indices[0] == parallel.var
+    for fill in _fills(fn):
+        assert {str(a.base) for a in fill.body[0].rhs.atoms(sp.Indexed)} == {"w", "x_n"}
 
 
 @pytest.mark.parametrize(("layer", "rows"), [("C1", 28), ("C3", 10)])
 def test_narrow_output_rows_are_computed_at_the_input_pitch(layer, rows):
     fn = _special(layer, "conv2d_forward")
     scratch = [x for x in lower.walk(fn.body) if isinstance(x, lower.Scratch)]
-    width, maps = {"C1": (32, 1), "C3": (14, 16)}[layer]  # C3: all maps filled by one loop
-    assert scratch and all(s.size == maps * (width * (rows - 1) + rows) for s in scratch)
+    width = {"C1": 32, "C3": 14}[layer]
+    rows_t = [s for s in scratch if str(s.var) == "t"]
+    assert rows_t and all(s.size == width * (rows - 1) + rows for s in rows_t)
+    assert _fills(fn) and all(fill.hi == width * (rows - 1) + rows for fill in _fills(fn))
 
 
 @pytest.mark.parametrize(("layer", "rows", "width"), [("C1", 28, 32), ("C3", 10, 14)])
@@ -247,6 +304,29 @@ def test_c3_data_gradient_scatters_from_row_padded_copies_of_dy():
     ]
     assert len(scatters) == 6  # one per input map (taps are loops), its output maps summed
     assert all(len(sp.Add.make_args(x.rhs)) > 1 for x in scatters)
+
+
+def test_c3_filter_gradient_reduces_each_dy_plane_once():
+    fn = _special("C3", "conv2d_backward_filter")
+    reductions = [x for x in _loops(fn) if x.reduction]
+    # one reduction per output map k: 5 accumulators (v) for each connected input map
+    assert [len(r.reduction) for r in reductions] == [5 * len(row) for row in lenet5.C3_TABLE]
+    copied = [
+        x.rhs
+        for x in lower.walk(fn.body)
+        if isinstance(x, lower.Update) and x.op == "=" and x.rhs.atoms(sp.Indexed)
+    ]
+    assert [int(a.indices[1]) for a in copied] == list(range(len(lenet5.C3_TABLE)))
+    for red, row in zip(reductions, lenet5.C3_TABLE, strict=True):
+        (shared,) = {a for u in red.body for a in u.rhs.atoms(sp.Indexed) if str(a.base) == "t"}
+        assert all(shared in u.rhs.atoms(sp.Indexed) for u in red.body)
+        planes = {
+            int(a.indices[1])
+            for u in red.body
+            for a in u.rhs.atoms(sp.Indexed)
+            if str(a.base) == "x"
+        }
+        assert planes == set(row)
 
 
 def test_c3_filter_gradient_is_one_parallel_region():
