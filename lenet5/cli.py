@@ -26,6 +26,7 @@ from lenet5.network import BackendError, LeNet5
 from lenet5.train import (
     LAST,
     MEASURED_SDLM_BATCH,
+    SDLM_RATE_CAP,
     SDLM_RATE_FACTOR,
     SGD_DEFAULT_LR,
     Config,
@@ -65,7 +66,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--lr",
         type=float,
-        help=f"sdlm: factor on the paper's rate schedule ({SDLM_RATE_FACTOR}); "
+        help=f"sdlm: factor on the paper's rate schedule ({SDLM_RATE_FACTOR:g}; the rate is "
+        f"capped at {SDLM_RATE_CAP:g}); "
         f"sgd: rate ({SGD_DEFAULT_LR})",
     )
     t.add_argument("--momentum", type=float, help="sgd momentum (0.9)")

@@ -239,8 +239,10 @@ def test_cli_warns_about_sdlm_batches_beyond_the_measured(tmp_path, capsys):
     assert "warning" not in capsys.readouterr().err
 
 
-def test_sdlm_rate_scales_with_the_square_root_of_the_batch():
-    assert train.sdlm_rate(0, 1.0, 1) == spec.rate_for_epoch(0)
+def test_sdlm_rate_is_the_capped_schedule_over_the_square_root_of_the_batch():
+    cap = train.SDLM_RATE_CAP
+    assert spec.rate_for_epoch(0) > cap > spec.rate_for_epoch(19)  # the cap bites early only
+    assert [train.sdlm_rate(e, 1.0, 1) for e in (0, 2, 8, 12, 19)] == [cap, cap, cap, 1e-5, 1e-5]
     assert train.sdlm_rate(3, 0.05, 16) == pytest.approx(spec.rate_for_epoch(3) * 0.05 / 4)
     # Per pass, B = 64 moves 60000/64 steps of 8x the online rate: 1/8 of the online drift.
     assert 64 * train.sdlm_rate(0, 1.0, 64) == pytest.approx(8 * train.sdlm_rate(0, 1.0, 1))
@@ -312,11 +314,13 @@ def test_one_pass_on_full_mnist(tmp_path):
 @pytest.mark.slow
 @pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data/mnist not present")
 def test_full_mnist(tmp_path):
-    """The default run: 20 SDLM passes, batch 1, seed 0 (about 50 min here on 2 shared cores)."""
+    """The default run: 20 SDLM passes, batch 1, seed 0 (about 4 min here; CI runs it)."""
     data = load_mnist(SHARED)
     cfg = train.Config(out=str(tmp_path), epochs=20, backend=BACKEND, batch_size=1, progress=False)
     summary = train.train(cfg, data)
-    # Measured with the C backend: 1.10% after 20 passes (the paper reports 0.95%; see
-    # README).  1.2% allows for other summation orders of a rebuilt kernel library while
-    # failing any run that trains worse than this one did.
-    assert summary["epochs"][-1]["test_error"] <= 0.012
+    # Measured with the C backend: 0.90% after 20 passes (seed 0), the paper's 0.95%
+    # reached; other seeds end elsewhere (1: 1.01%, 2: 1.05%).  The run is deterministic
+    # (thread-count independent kernels), so this asserts the paper's figure for seed 0; a
+    # change of summation order in the kernels moves the result by up to ~0.1% and then
+    # needs a re-measurement.
+    assert summary["epochs"][-1]["test_error"] <= 0.0095
