@@ -98,6 +98,13 @@ def _int_minmax(printer, expr, op):
 #: Parallel loops whose trips are cheaper than this many iterations (a few microseconds)
 #: get a serial copy for the calls too small for threads (see ``CPrinter.block``).
 SERIAL_COPY_WORK = 1 << 14
+#: Iterations per OpenMP chunk of a parallel loop that is itself the vectorized one (an
+#: elementwise loop).  The compiler splits each thread's share into SIMD vectors plus a
+#: scalar remainder, and glibc's vector tanh and its scalar tanh may differ in the last
+#: bits: with shares that depend on the thread count, so would the result.  Fixed chunks
+#: (a multiple of every vector width) put every element in the same place of the same
+#: chunk on any number of threads.
+ELEMENTWISE_CHUNK = 1024
 
 
 class CPrinter(C99CodePrinter):
@@ -180,7 +187,7 @@ class CPrinter(C99CodePrinter):
                 # 0.4 us a region (most of a batch-1 dense layer): the serial case runs a
                 # plain copy of the loop instead.
                 lines += ["#ifdef _OPENMP", f"{pad}if ({self._thread_guard(node)}) {{"]
-                lines.append(f"{pad}    #pragma omp parallel for")
+                lines.append(f"{pad}    #pragma omp parallel for{self._schedule(node)}")
                 lines += self._loop(node, indent + 1, threads=False) + [f"{pad}}} else", "#endif"]
                 lines += self._loop(node, indent, threads=False)
             elif isinstance(node, L.Loop):
@@ -219,6 +226,12 @@ class CPrinter(C99CodePrinter):
         free = loop.work.free_symbols
         return len(free) > 1 or loop.work.subs({s: 1 for s in free}) < SERIAL_COPY_WORK
 
+    @staticmethod
+    def _schedule(loop: L.Loop) -> str:
+        """``schedule(static, ELEMENTWISE_CHUNK)`` for a parallel loop with no inner loop."""
+        innermost = not any(isinstance(node, L.Loop) for node in L.walk(loop.body))
+        return f" schedule(static, {ELEMENTWISE_CHUNK})" if innermost else ""
+
     def _thread_guard(self, loop: L.Loop) -> str | None:
         """The C condition for running a parallel loop on threads; None if unconditional
         (constant work) or not parallel."""
@@ -234,7 +247,7 @@ class CPrinter(C99CodePrinter):
         """OpenMP pragmas: threads over a parallel loop, simd over a reduction."""
         if loop.parallel:
             guard = self._thread_guard(loop)
-            clause = f" if({guard})" if guard else ""
+            clause = self._schedule(loop) + (f" if({guard})" if guard else "")
             return ["#ifdef _OPENMP", f"{pad}#pragma omp parallel for{clause}", "#endif"]
         if loop.reduction:
             accs = ", ".join(self._print(a) for a in loop.reduction)

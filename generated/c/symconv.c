@@ -473,7 +473,7 @@ void symconv_conv2d_backward_bias_f32(const float *restrict dy, float *restrict 
 {
 #ifdef _OPENMP
     if ((K) > 1 && (K) >= 262144) {
-        #pragma omp parallel for
+        #pragma omp parallel for schedule(static, 1024)
         for (int64_t k = 0; k < K; ++k) {
             db[k] = 0;
         }
@@ -528,7 +528,7 @@ void symconv_conv2d_backward_bias_f64(const double *restrict dy, double *restric
 {
 #ifdef _OPENMP
     if ((K) > 1 && (K) >= 262144) {
-        #pragma omp parallel for
+        #pragma omp parallel for schedule(static, 1024)
         for (int64_t k = 0; k < K; ++k) {
             db[k] = 0;
         }
@@ -1140,7 +1140,7 @@ void symconv_subsample_backward_f32(const float *restrict dz, const float *restr
     }
 #ifdef _OPENMP
     if ((C) > 1 && (C) >= 262144) {
-        #pragma omp parallel for
+        #pragma omp parallel for schedule(static, 1024)
         for (int64_t c = 0; c < C; ++c) {
             dcoef[c] = 0;
             dbias[c] = 0;
@@ -1273,7 +1273,7 @@ void symconv_subsample_backward_f64(const double *restrict dz, const double *res
     }
 #ifdef _OPENMP
     if ((C) > 1 && (C) >= 262144) {
-        #pragma omp parallel for
+        #pragma omp parallel for schedule(static, 1024)
         for (int64_t c = 0; c < C; ++c) {
             dcoef[c] = 0;
             dbias[c] = 0;
@@ -1375,7 +1375,7 @@ void symconv_scaled_tanh_forward_f32(const float *restrict z, float *restrict y,
 {
 #ifdef _OPENMP
     if ((E) > 1 && (E) >= 262144) {
-        #pragma omp parallel for
+        #pragma omp parallel for schedule(static, 1024)
         for (int64_t e = 0; e < E; ++e) {
             y[e] = A*tanhf(S*z[e]);
         }
@@ -1393,7 +1393,7 @@ void symconv_scaled_tanh_forward_f64(const double *restrict z, double *restrict 
 {
 #ifdef _OPENMP
     if ((E) > 1 && (E) >= 262144) {
-        #pragma omp parallel for
+        #pragma omp parallel for schedule(static, 1024)
         for (int64_t e = 0; e < E; ++e) {
             y[e] = A*tanh(S*z[e]);
         }
@@ -1411,7 +1411,7 @@ void symconv_scaled_tanh_backward_f32(const float *restrict dy, const float *res
 {
 #ifdef _OPENMP
     if ((E) > 1 && (E) >= 262144) {
-        #pragma omp parallel for
+        #pragma omp parallel for schedule(static, 1024)
         for (int64_t e = 0; e < E; ++e) {
             dz[e] = A*S*(1 - ((tanhf(S*z[e]))*(tanhf(S*z[e]))))*dy[e];
         }
@@ -1429,7 +1429,7 @@ void symconv_scaled_tanh_backward_f64(const double *restrict dy, const double *r
 {
 #ifdef _OPENMP
     if ((E) > 1 && (E) >= 262144) {
-        #pragma omp parallel for
+        #pragma omp parallel for schedule(static, 1024)
         for (int64_t e = 0; e < E; ++e) {
             dz[e] = A*S*(1 - ((tanh(S*z[e]))*(tanh(S*z[e]))))*dy[e];
         }
@@ -1447,7 +1447,7 @@ void symconv_scaled_tanh_backward_from_output_f32(const float *restrict dy, cons
 {
 #ifdef _OPENMP
     if ((E) > 1 && (E) >= 262144) {
-        #pragma omp parallel for
+        #pragma omp parallel for schedule(static, 1024)
         for (int64_t e = 0; e < E; ++e) {
             dz[e] = S*((A*A) - (y[e]*y[e]))*dy[e]/A;
         }
@@ -1465,7 +1465,7 @@ void symconv_scaled_tanh_backward_from_output_f64(const double *restrict dy, con
 {
 #ifdef _OPENMP
     if ((E) > 1 && (E) >= 262144) {
-        #pragma omp parallel for
+        #pragma omp parallel for schedule(static, 1024)
         for (int64_t e = 0; e < E; ++e) {
             dz[e] = S*((A*A) - (y[e]*y[e]))*dy[e]/A;
         }
@@ -1483,7 +1483,7 @@ void symconv_sigmoid_forward_f32(const float *restrict z, float *restrict y, int
 {
 #ifdef _OPENMP
     if ((E) > 1 && (E) >= 262144) {
-        #pragma omp parallel for
+        #pragma omp parallel for schedule(static, 1024)
         for (int64_t e = 0; e < E; ++e) {
             y[e] = (1.0F/2.0F)*tanhf((1.0F/2.0F)*beta*z[e]) + 1.0F/2.0F;
         }
@@ -1501,7 +1501,7 @@ void symconv_sigmoid_forward_f64(const double *restrict z, double *restrict y, i
 {
 #ifdef _OPENMP
     if ((E) > 1 && (E) >= 262144) {
-        #pragma omp parallel for
+        #pragma omp parallel for schedule(static, 1024)
         for (int64_t e = 0; e < E; ++e) {
             y[e] = (1.0/2.0)*tanh((1.0/2.0)*beta*z[e]) + 1.0/2.0;
         }
@@ -1519,7 +1519,7 @@ void symconv_sigmoid_backward_f32(const float *restrict dy, const float *restric
 {
 #ifdef _OPENMP
     if ((E) > 1 && (E) >= 262144) {
-        #pragma omp parallel for
+        #pragma omp parallel for schedule(static, 1024)
         for (int64_t e = 0; e < E; ++e) {
             dz[e] = beta*(1.0F/2.0F - 1.0F/2.0F*tanhf((1.0F/2.0F)*beta*z[e]))*((1.0F/2.0F)*tanhf((1.0F/2.0F)*beta*z[e]) + 1.0F/2.0F)*dy[e];
         }
@@ -1537,7 +1537,7 @@ void symconv_sigmoid_backward_f64(const double *restrict dy, const double *restr
 {
 #ifdef _OPENMP
     if ((E) > 1 && (E) >= 262144) {
-        #pragma omp parallel for
+        #pragma omp parallel for schedule(static, 1024)
         for (int64_t e = 0; e < E; ++e) {
             dz[e] = beta*(1.0/2.0 - 1.0/2.0*tanh((1.0/2.0)*beta*z[e]))*((1.0/2.0)*tanh((1.0/2.0)*beta*z[e]) + 1.0/2.0)*dy[e];
         }
@@ -1555,7 +1555,7 @@ void symconv_relu_forward_f32(const float *restrict z, float *restrict y, int64_
 {
 #ifdef _OPENMP
     if ((E) > 1 && (E) >= 262144) {
-        #pragma omp parallel for
+        #pragma omp parallel for schedule(static, 1024)
         for (int64_t e = 0; e < E; ++e) {
             y[e] = fmaxf(0, z[e]);
         }
@@ -1573,7 +1573,7 @@ void symconv_relu_forward_f64(const double *restrict z, double *restrict y, int6
 {
 #ifdef _OPENMP
     if ((E) > 1 && (E) >= 262144) {
-        #pragma omp parallel for
+        #pragma omp parallel for schedule(static, 1024)
         for (int64_t e = 0; e < E; ++e) {
             y[e] = fmax(0, z[e]);
         }
@@ -1591,7 +1591,7 @@ void symconv_relu_backward_f32(const float *restrict dy, const float *restrict z
 {
 #ifdef _OPENMP
     if ((E) > 1 && (E) >= 262144) {
-        #pragma omp parallel for
+        #pragma omp parallel for schedule(static, 1024)
         for (int64_t e = 0; e < E; ++e) {
             dz[e] = ((z[e] > 0) ? (dy[e]) : (0));
         }
@@ -1609,7 +1609,7 @@ void symconv_relu_backward_f64(const double *restrict dy, const double *restrict
 {
 #ifdef _OPENMP
     if ((E) > 1 && (E) >= 262144) {
-        #pragma omp parallel for
+        #pragma omp parallel for schedule(static, 1024)
         for (int64_t e = 0; e < E; ++e) {
             dz[e] = ((z[e] > 0) ? (dy[e]) : (0));
         }
@@ -1805,7 +1805,7 @@ void symconv_dense_backward_f32(const float *restrict dy, const float *restrict 
     }
 #ifdef _OPENMP
     if ((O) > 1 && (O) >= 262144) {
-        #pragma omp parallel for
+        #pragma omp parallel for schedule(static, 1024)
         for (int64_t o = 0; o < O; ++o) {
             db[o] = 0;
         }
@@ -1920,7 +1920,7 @@ void symconv_dense_backward_f64(const double *restrict dy, const double *restric
     }
 #ifdef _OPENMP
     if ((O) > 1 && (O) >= 262144) {
-        #pragma omp parallel for
+        #pragma omp parallel for schedule(static, 1024)
         for (int64_t o = 0; o < O; ++o) {
             db[o] = 0;
         }
@@ -2227,7 +2227,7 @@ void symconv_map_loss_forward_f32(const float *restrict y, const int64_t *restri
 {
 #ifdef _OPENMP
     if ((P) > 1 && (P) >= 262144) {
-        #pragma omp parallel for
+        #pragma omp parallel for schedule(static, 1024)
         for (int64_t p = 0; p < P; ++p) {
             m[p] = j;
         }
@@ -2253,7 +2253,7 @@ void symconv_map_loss_forward_f32(const float *restrict y, const int64_t *restri
     }
 #ifdef _OPENMP
     if ((P) > 1 && (P) >= 262144) {
-        #pragma omp parallel for
+        #pragma omp parallel for schedule(static, 1024)
         for (int64_t p = 0; p < P; ++p) {
             ssum[p] = expf(-j + m[p]);
         }
@@ -2293,7 +2293,7 @@ void symconv_map_loss_forward_f32(const float *restrict y, const int64_t *restri
     }
 #ifdef _OPENMP
     if ((P) > 1 && (P) >= 262144) {
-        #pragma omp parallel for
+        #pragma omp parallel for schedule(static, 1024)
         for (int64_t p = 0; p < P; ++p) {
             E[p] = logf(ssum[p]) - m[p] + y[O*p + labels[p]];
         }
@@ -2311,7 +2311,7 @@ void symconv_map_loss_forward_f64(const double *restrict y, const int64_t *restr
 {
 #ifdef _OPENMP
     if ((P) > 1 && (P) >= 262144) {
-        #pragma omp parallel for
+        #pragma omp parallel for schedule(static, 1024)
         for (int64_t p = 0; p < P; ++p) {
             m[p] = j;
         }
@@ -2337,7 +2337,7 @@ void symconv_map_loss_forward_f64(const double *restrict y, const int64_t *restr
     }
 #ifdef _OPENMP
     if ((P) > 1 && (P) >= 262144) {
-        #pragma omp parallel for
+        #pragma omp parallel for schedule(static, 1024)
         for (int64_t p = 0; p < P; ++p) {
             ssum[p] = exp(-j + m[p]);
         }
@@ -2377,7 +2377,7 @@ void symconv_map_loss_forward_f64(const double *restrict y, const int64_t *restr
     }
 #ifdef _OPENMP
     if ((P) > 1 && (P) >= 262144) {
-        #pragma omp parallel for
+        #pragma omp parallel for schedule(static, 1024)
         for (int64_t p = 0; p < P; ++p) {
             E[p] = log(ssum[p]) - m[p] + y[O*p + labels[p]];
         }
@@ -2395,7 +2395,7 @@ void symconv_map_loss_backward_f32(const float *restrict y, const int64_t *restr
 {
 #ifdef _OPENMP
     if ((P) > 1 && (P) >= 262144) {
-        #pragma omp parallel for
+        #pragma omp parallel for schedule(static, 1024)
         for (int64_t p = 0; p < P; ++p) {
             m[p] = j;
         }
@@ -2421,7 +2421,7 @@ void symconv_map_loss_backward_f32(const float *restrict y, const int64_t *restr
     }
 #ifdef _OPENMP
     if ((P) > 1 && (P) >= 262144) {
-        #pragma omp parallel for
+        #pragma omp parallel for schedule(static, 1024)
         for (int64_t p = 0; p < P; ++p) {
             ssum[p] = expf(-j + m[p]);
         }
@@ -2476,7 +2476,7 @@ void symconv_map_loss_backward_f32(const float *restrict y, const int64_t *restr
     }
 #ifdef _OPENMP
     if ((P) > 1 && (P) >= 262144) {
-        #pragma omp parallel for
+        #pragma omp parallel for schedule(static, 1024)
         for (int64_t p = 0; p < P; ++p) {
             g[O*p + labels[p]] += 1;
         }
@@ -2494,7 +2494,7 @@ void symconv_map_loss_backward_f64(const double *restrict y, const int64_t *rest
 {
 #ifdef _OPENMP
     if ((P) > 1 && (P) >= 262144) {
-        #pragma omp parallel for
+        #pragma omp parallel for schedule(static, 1024)
         for (int64_t p = 0; p < P; ++p) {
             m[p] = j;
         }
@@ -2520,7 +2520,7 @@ void symconv_map_loss_backward_f64(const double *restrict y, const int64_t *rest
     }
 #ifdef _OPENMP
     if ((P) > 1 && (P) >= 262144) {
-        #pragma omp parallel for
+        #pragma omp parallel for schedule(static, 1024)
         for (int64_t p = 0; p < P; ++p) {
             ssum[p] = exp(-j + m[p]);
         }
@@ -2575,7 +2575,7 @@ void symconv_map_loss_backward_f64(const double *restrict y, const int64_t *rest
     }
 #ifdef _OPENMP
     if ((P) > 1 && (P) >= 262144) {
-        #pragma omp parallel for
+        #pragma omp parallel for schedule(static, 1024)
         for (int64_t p = 0; p < P; ++p) {
             g[O*p + labels[p]] += 1;
         }
@@ -2593,7 +2593,7 @@ void symconv_squared_error_forward_f32(const float *restrict y, const float *res
 {
 #ifdef _OPENMP
     if ((P) > 1 && (P) >= 262144) {
-        #pragma omp parallel for
+        #pragma omp parallel for schedule(static, 1024)
         for (int64_t p = 0; p < P; ++p) {
             E[p] = 0;
         }
@@ -2640,7 +2640,7 @@ void symconv_squared_error_forward_f64(const double *restrict y, const double *r
 {
 #ifdef _OPENMP
     if ((P) > 1 && (P) >= 262144) {
-        #pragma omp parallel for
+        #pragma omp parallel for schedule(static, 1024)
         for (int64_t p = 0; p < P; ++p) {
             E[p] = 0;
         }
@@ -2731,7 +2731,7 @@ void symconv_softmax_xent_forward_f32(const float *restrict logits, const int64_
 {
 #ifdef _OPENMP
     if ((P) > 1 && (P) >= 262144) {
-        #pragma omp parallel for
+        #pragma omp parallel for schedule(static, 1024)
         for (int64_t p = 0; p < P; ++p) {
             m[p] = -INFINITY;
         }
@@ -2757,7 +2757,7 @@ void symconv_softmax_xent_forward_f32(const float *restrict logits, const int64_
     }
 #ifdef _OPENMP
     if ((P) > 1 && (P) >= 262144) {
-        #pragma omp parallel for
+        #pragma omp parallel for schedule(static, 1024)
         for (int64_t p = 0; p < P; ++p) {
             ssum[p] = 0;
         }
@@ -2797,7 +2797,7 @@ void symconv_softmax_xent_forward_f32(const float *restrict logits, const int64_
     }
 #ifdef _OPENMP
     if ((P) > 1 && (P) >= 262144) {
-        #pragma omp parallel for
+        #pragma omp parallel for schedule(static, 1024)
         for (int64_t p = 0; p < P; ++p) {
             E[p] = logf(ssum[p]) - logits[O*p + labels[p]] + m[p];
         }
@@ -2815,7 +2815,7 @@ void symconv_softmax_xent_forward_f64(const double *restrict logits, const int64
 {
 #ifdef _OPENMP
     if ((P) > 1 && (P) >= 262144) {
-        #pragma omp parallel for
+        #pragma omp parallel for schedule(static, 1024)
         for (int64_t p = 0; p < P; ++p) {
             m[p] = -INFINITY;
         }
@@ -2841,7 +2841,7 @@ void symconv_softmax_xent_forward_f64(const double *restrict logits, const int64
     }
 #ifdef _OPENMP
     if ((P) > 1 && (P) >= 262144) {
-        #pragma omp parallel for
+        #pragma omp parallel for schedule(static, 1024)
         for (int64_t p = 0; p < P; ++p) {
             ssum[p] = 0;
         }
@@ -2881,7 +2881,7 @@ void symconv_softmax_xent_forward_f64(const double *restrict logits, const int64
     }
 #ifdef _OPENMP
     if ((P) > 1 && (P) >= 262144) {
-        #pragma omp parallel for
+        #pragma omp parallel for schedule(static, 1024)
         for (int64_t p = 0; p < P; ++p) {
             E[p] = log(ssum[p]) - logits[O*p + labels[p]] + m[p];
         }
@@ -2899,7 +2899,7 @@ void symconv_softmax_xent_backward_f32(const float *restrict logits, const int64
 {
 #ifdef _OPENMP
     if ((P) > 1 && (P) >= 262144) {
-        #pragma omp parallel for
+        #pragma omp parallel for schedule(static, 1024)
         for (int64_t p = 0; p < P; ++p) {
             m[p] = -INFINITY;
         }
@@ -2925,7 +2925,7 @@ void symconv_softmax_xent_backward_f32(const float *restrict logits, const int64
     }
 #ifdef _OPENMP
     if ((P) > 1 && (P) >= 262144) {
-        #pragma omp parallel for
+        #pragma omp parallel for schedule(static, 1024)
         for (int64_t p = 0; p < P; ++p) {
             ssum[p] = 0;
         }
@@ -2980,7 +2980,7 @@ void symconv_softmax_xent_backward_f32(const float *restrict logits, const int64
     }
 #ifdef _OPENMP
     if ((P) > 1 && (P) >= 262144) {
-        #pragma omp parallel for
+        #pragma omp parallel for schedule(static, 1024)
         for (int64_t p = 0; p < P; ++p) {
             g[O*p + labels[p]] += -1;
         }
@@ -2998,7 +2998,7 @@ void symconv_softmax_xent_backward_f64(const double *restrict logits, const int6
 {
 #ifdef _OPENMP
     if ((P) > 1 && (P) >= 262144) {
-        #pragma omp parallel for
+        #pragma omp parallel for schedule(static, 1024)
         for (int64_t p = 0; p < P; ++p) {
             m[p] = -INFINITY;
         }
@@ -3024,7 +3024,7 @@ void symconv_softmax_xent_backward_f64(const double *restrict logits, const int6
     }
 #ifdef _OPENMP
     if ((P) > 1 && (P) >= 262144) {
-        #pragma omp parallel for
+        #pragma omp parallel for schedule(static, 1024)
         for (int64_t p = 0; p < P; ++p) {
             ssum[p] = 0;
         }
@@ -3079,7 +3079,7 @@ void symconv_softmax_xent_backward_f64(const double *restrict logits, const int6
     }
 #ifdef _OPENMP
     if ((P) > 1 && (P) >= 262144) {
-        #pragma omp parallel for
+        #pragma omp parallel for schedule(static, 1024)
         for (int64_t p = 0; p < P; ++p) {
             g[O*p + labels[p]] += -1;
         }
@@ -3097,7 +3097,7 @@ void symconv_sdlm_update_f32(const float *restrict w, const float *restrict g, c
 {
 #ifdef _OPENMP
     if ((E) > 1 && (E) >= 262144) {
-        #pragma omp parallel for
+        #pragma omp parallel for schedule(static, 1024)
         for (int64_t e = 0; e < E; ++e) {
             w_new[e] = -eta*g[e]/(mu + h[e]) + w[e];
         }
@@ -3115,7 +3115,7 @@ void symconv_sdlm_update_f64(const double *restrict w, const double *restrict g,
 {
 #ifdef _OPENMP
     if ((E) > 1 && (E) >= 262144) {
-        #pragma omp parallel for
+        #pragma omp parallel for schedule(static, 1024)
         for (int64_t e = 0; e < E; ++e) {
             w_new[e] = -eta*g[e]/(mu + h[e]) + w[e];
         }
@@ -3133,7 +3133,7 @@ void symconv_sgd_momentum_update_f32(const float *restrict w, const float *restr
 {
 #ifdef _OPENMP
     if ((E) > 1 && (E) >= 262144) {
-        #pragma omp parallel for
+        #pragma omp parallel for schedule(static, 1024)
         for (int64_t e = 0; e < E; ++e) {
             v_new[e] = momentum*v[e] - rate*g[e];
             w_new[e] = v_new[e] + w[e];
@@ -3153,7 +3153,7 @@ void symconv_sgd_momentum_update_f64(const double *restrict w, const double *res
 {
 #ifdef _OPENMP
     if ((E) > 1 && (E) >= 262144) {
-        #pragma omp parallel for
+        #pragma omp parallel for schedule(static, 1024)
         for (int64_t e = 0; e < E; ++e) {
             v_new[e] = momentum*v[e] - rate*g[e];
             w_new[e] = v_new[e] + w[e];
