@@ -52,7 +52,7 @@ bench: install
 # LeNet-5 on the bundled 5,000-digit MNIST sample (offline): installs, regenerates the
 # kernels, trains, prints the test error and the pictures.
 DEMO_OUT  ?= runs/demo
-DEMO_ARGS ?= --epochs 3 --batch-size 1
+DEMO_ARGS ?= --epochs 20 --batch-size 1
 .PHONY: demo train
 demo: codegen
 	$(PY) -m lenet5 train --data sample --out $(DEMO_OUT) --overwrite --seed 0 $(DEMO_ARGS)
