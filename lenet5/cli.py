@@ -24,6 +24,7 @@ from lenet5 import checkpoint
 from lenet5.data import DataError, load_mnist
 from lenet5.network import BackendError, LeNet5
 from lenet5.train import (
+    DISTORT_COPIES,
     LAST,
     MEASURED_SDLM_BATCH,
     SDLM_RATE_CAP,
@@ -38,7 +39,14 @@ from lenet5.train import (
 
 #: Defaults of the settings a resumed run takes from its checkpoint when not given.
 TRAIN_DEFAULTS = dict(
-    batch_size=1, seed=0, optimizer="sdlm", lr=None, momentum=0.9, dtype="float32", limit=None
+    batch_size=1,
+    seed=0,
+    optimizer="sdlm",
+    lr=None,
+    momentum=0.9,
+    dtype="float32",
+    limit=None,
+    distort_copies=DISTORT_COPIES,
 )
 
 
@@ -61,7 +69,18 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--overwrite", action="store_true", help="start over in a RUNDIR that holds a run"
     )
-    t.add_argument("--distort", action="store_true", help="random affine distortions")
+    t.add_argument(
+        "--distort",
+        action="store_true",
+        help="each pass: the digits plus random affine distortions of them",
+    )
+    t.add_argument(
+        "--distort-copies",
+        type=int,
+        metavar="K",
+        help=f"distorted copies of each digit per pass with --distort ({DISTORT_COPIES}; "
+        "the paper's augmented set: 9)",
+    )
     t.add_argument("--optimizer", choices=("sdlm", "sgd"), help="sdlm (paper, default) or sgd")
     t.add_argument(
         "--lr",

@@ -59,6 +59,12 @@ SDLM_RATE_CAP = 2.5e-5
 #: 16: 0.001 trains smoothly, 0.003 is noisier, 0.01 saturates the tanh units at once.
 SGD_DEFAULT_LR = 0.001
 OPTIMIZERS = ("sdlm", "sgd")
+#: With ``distort``, every pass trains on the original digits plus this many randomly
+#: distorted copies of each (drawn anew every pass), in one shuffled order.  The paper
+#: augmented the 60,000 digits with 540,000 distorted ones (9 copies).  Measured here
+#: (seed 0, 20 passes): 2 copies reach 0.6-0.7% test error, below the paper's 0.8%, at 3x
+#: the digits per pass; distorting every digit instead of adding copies reached 0.89%.
+DISTORT_COPIES = 2
 #: Configuration entries that determine the trajectory: a resumed run must match them.
 TRAJECTORY_KEYS = (
     "batch_size",
@@ -67,6 +73,7 @@ TRAJECTORY_KEYS = (
     "lr",
     "momentum",
     "distort",
+    "distort_copies",
     "dtype",
     "limit",
 )
@@ -96,12 +103,13 @@ class Config:
     lr: float | None = None
     momentum: float = 0.9
     distort: bool = False
+    distort_copies: int = DISTORT_COPIES
     dtype: str = "float32"
     limit: int | None = None
     progress: bool = True
 
     def __post_init__(self):
-        for name in ("epochs", "batch_size"):
+        for name in ("epochs", "batch_size", "distort_copies"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -248,6 +256,7 @@ def write_summary(path: Path, cfg: Config, state: State, data: MNIST, status: st
         "optimizer": cfg.optimizer,
         "dtype": cfg.dtype,
         "distort": cfg.distort,
+        "distort_copies": cfg.distort_copies if cfg.distort else 0,
         "train_images": len(training_subset(data, cfg.limit)[1]),
         "test_images": len(data.test_images),
         "status": status,
@@ -300,10 +309,17 @@ def train_step(net, state, cfg, x, labels, eta):
     return losses, y
 
 
+def pass_length(cfg: Config, n: int) -> int:
+    """Digits in one pass over ``n`` training digits: with ``distort``, plus the copies."""
+    return n * (1 + cfg.distort_copies) if cfg.distort else n
+
+
 def _run_pass(net, state, cfg, data, images, labels, flag, bar):
     rng = _epoch_rng(cfg.seed, state.epoch)
-    order = rng.permutation(len(images))
-    pick = rng.choice(len(images), min(spec.HESSIAN_SAMPLES, len(images)), replace=False)
+    # Entry i of the pass is digit i mod n; i >= n marks a distorted copy of it.
+    n = len(images)
+    order = rng.permutation(pass_length(cfg, n))
+    pick = rng.choice(n, min(spec.HESSIAN_SAMPLES, n), replace=False)
     p = state.partial
     if cfg.optimizer == "sdlm":
         eta = sdlm_rate(state.epoch, cfg.lr, cfg.batch_size)
@@ -313,15 +329,17 @@ def _run_pass(net, state, cfg, data, images, labels, flag, bar):
             p["s"] += time.perf_counter() - t0
     else:
         eta = cfg.lr
-    batches = -(-len(images) // cfg.batch_size)
+    batches = -(-len(order) // cfg.batch_size)
     while state.step < batches:
         if flag.raised:
             raise Interrupted(f"interrupted in pass {state.epoch + 1} at batch {state.step}")
         t0 = time.perf_counter()
-        idx = order[state.step * cfg.batch_size : (state.step + 1) * cfg.batch_size]
+        entries = order[state.step * cfg.batch_size : (state.step + 1) * cfg.batch_size]
+        idx, copy = entries % n, entries >= n
         batch = images[idx]
-        if cfg.distort:
-            batch = distort_images(batch, _epoch_rng(cfg.seed, state.epoch, state.step))
+        if copy.any():
+            rng_b = _epoch_rng(cfg.seed, state.epoch, state.step)
+            batch[copy] = distort_images(batch[copy], rng_b)
         losses, y = train_step(net, state, cfg, to_input(batch, net.dtype), labels[idx], eta)
         state.step += 1
         p["loss"] += float(losses.sum())
@@ -365,7 +383,7 @@ def train(
     last_good = out / LAST
     with _SigintFlag() as flag:
         while state.epoch < cfg.epochs:
-            bar = _progress(cfg, state, len(images))
+            bar = _progress(cfg, state, pass_length(cfg, len(images)))
             try:
                 _run_pass(net, state, cfg, data, images, labels, flag, bar)
             except Interrupted as exc:

@@ -14,7 +14,7 @@ pytest.importorskip("generated.np_kernels")
 
 from lenet5 import checkpoint, spec, train  # noqa: E402
 from lenet5.cli import main  # noqa: E402
-from lenet5.data import load_mnist  # noqa: E402
+from lenet5.data import load_mnist, to_input  # noqa: E402
 from lenet5.network import BackendError, LeNet5, load_backend  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "mnist"
@@ -324,3 +324,27 @@ def test_full_mnist(tmp_path):
     # change of summation order in the kernels moves the result by up to ~0.1% and then
     # needs a re-measurement.
     assert summary["epochs"][-1]["test_error"] <= 0.0095
+
+
+def test_distorted_pass_is_the_originals_plus_distorted_copies(tmp_path, sample, monkeypatch):
+    """--distort: each digit once as it is and ``distort_copies`` times distorted, per pass."""
+    seen_x, seen_labels = [], []
+    step = train.train_step
+
+    def recording(net, state, cfg, x, labels, eta):
+        seen_x.append(x.copy())
+        seen_labels.append(np.array(labels))
+        return step(net, state, cfg, x, labels, eta)
+
+    monkeypatch.setattr(train, "train_step", recording)
+    cfg = train.Config(out=str(tmp_path), epochs=1, distort=True, **{**QUICK, "limit": 40})
+    assert cfg.distort_copies == train.DISTORT_COPIES == 2
+    train.train(cfg, sample, log=lambda *a: None)
+    x, labels = np.concatenate(seen_x), np.concatenate(seen_labels)
+    images, truth = train.training_subset(sample, 40)
+    assert len(x) == train.pass_length(cfg, 40) == 120
+    assert (np.bincount(labels, minlength=10) == 3 * np.bincount(truth, minlength=10)).all()
+    originals = to_input(images, x.dtype)
+    as_is = [np.flatnonzero((x == o).all(axis=(1, 2, 3))) for o in originals]
+    assert all(len(hits) >= 1 for hits in as_is)  # every digit once undistorted
+    assert sum(len(hits) for hits in as_is) == 40  # and the other 80 inputs are all moved
