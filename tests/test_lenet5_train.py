@@ -348,3 +348,17 @@ def test_distorted_pass_is_the_originals_plus_distorted_copies(tmp_path, sample,
     as_is = [np.flatnonzero((x == o).all(axis=(1, 2, 3))) for o in originals]
     assert all(len(hits) >= 1 for hits in as_is)  # every digit once undistorted
     assert sum(len(hits) for hits in as_is) == 40  # and the other 80 inputs are all moved
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data/mnist not present")
+def test_full_mnist_distorted(tmp_path):
+    """20 passes with --distort (each digit plus 2 distorted copies), seed 0 (~12 min here)."""
+    data = load_mnist(SHARED)
+    cfg = train.Config(
+        out=str(tmp_path), epochs=20, backend=BACKEND, batch_size=1, distort=True, progress=False
+    )
+    summary = train.train(cfg, data)
+    # Measured with the C backend: 0.70% after 20 passes (0.67-0.78% over passes 14-20), the
+    # paper's 0.8% with distortions reached; deterministic like test_full_mnist.
+    assert summary["epochs"][-1]["test_error"] <= 0.008
