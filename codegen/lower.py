@@ -33,7 +33,8 @@ from dataclasses import dataclass
 
 import sympy as sp
 
-from derive.kernels import CeilDiv, FloorDiv, KernelSpec, Nest, isym
+from derive.indexing import CeilDiv, FloorDiv, isym
+from derive.kernelspec import KernelSpec, Nest
 
 __all__ = ["CeilDiv", "FloorDiv"]  # re-exported for the printers
 

@@ -288,7 +288,7 @@ class CheckPrinter(CPrinter):
     ``floormod`` of the extension.
 
     >>> import sympy as sp
-    >>> from derive.kernels import FloorDiv, isym
+    >>> from derive.indexing import FloorDiv, isym
     >>> H, s = isym("H"), isym("stride")
     >>> CheckPrinter().doprint(FloorDiv(H - 5, s) + 1)
     'floordiv(v_H - 5, v_stride) + 1'

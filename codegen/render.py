@@ -20,7 +20,7 @@ import sympy as sp
 
 from codegen import printers
 from codegen.lower import FloorDiv, node_exprs, walk
-from derive.kernels import FLOAT, IN, INT64, MASK, OUT, TMP, KernelSpec
+from derive.kernelspec import FLOAT, IN, INT64, MASK, OUT, TMP, KernelSpec
 
 TEMPLATES = Path(__file__).parent / "templates"
 

@@ -44,6 +44,15 @@ def scaled_tanh(z, a=amp, s=slope):
     return a * sp.tanh(s * z)
 
 
+def relu(z):
+    """The rectifier ``max(z, 0)``.
+
+    >>> relu(-2), relu(sp.Rational(1, 2))
+    (0, 1/2)
+    """
+    return sp.Max(z, 0)
+
+
 def map_criterion(y, label: int, j):
     """LeNet-5's MAP criterion for one sample: ``y_D + log(e^{−j} + Σ_i e^{−y_i})``.
 
@@ -146,13 +155,13 @@ def _relu_split_ok(relu) -> bool:
 
 @derivation("act.relu", "ReLU and its derivative")
 def _relu() -> Derivation:
-    relu = sp.Max(0, x)
+    rect = relu(x)
     steps = (
         Step(
-            relu,
+            rect,
             (x + sp.Abs(x)) / 2,
             "max(0, x) = (x + |x|)/2 for real x.",
-            check=lambda: _relu_split_ok(relu),
+            check=lambda: _relu_split_ok(rect),
             note="proof by cases: x = p > 0, x = -p < 0, x = 0",
         ),
         Step(
@@ -161,7 +170,7 @@ def _relu() -> Derivation:
             "At every x != 0, sympy.diff gives 1 for x > 0 and 0 for x < 0. At x = 0 ReLU has "
             "no derivative; the kernels use the subgradient 0 (dy * (z > 0)).",
             method=EXHAUSTIVE,
-            check=lambda v: sp.diff(relu, x).subs(x, v) == (1 if v > 0 else 0),
+            check=lambda v: sp.diff(rect, x).subs(x, v) == (1 if v > 0 else 0),
             cases=_RELU_POINTS,
             latex=r"\frac{d}{dx}\max(0, x) = [x > 0] \quad (x \neq 0)",
         ),

@@ -5,7 +5,7 @@ import sympy as sp
 
 from codegen import lower
 from codegen.printers import F32, F64, CPrinter, NumpyPrinter, UnsupportedNode
-from derive.kernels import CeilDiv, FloorDiv
+from derive.indexing import CeilDiv, FloorDiv
 
 x, y = sp.symbols("x y", real=True)
 i, j, n = sp.symbols("i j n", integer=True, nonnegative=True)
