@@ -169,14 +169,24 @@ def _definition(spec: KernelSpec, args: dict) -> dict:
 
 def _is_zero(expr, cotangents=()) -> bool:
     """Exact zero test: expansion first, then (for exp/log/tanh) SymPy's simplifier on
-    each coefficient of the cotangent symbols."""
+    each coefficient of the cotangent symbols. A coefficient without free symbols whose
+    value is clearly non-zero (30 digits, SymPy's guaranteed-precision evalf) is
+    rejected without simplifying."""
     expr = sp.expand(sp.sympify(expr))
     if expr == 0:
         return True
     parts = [expr.coeff(c) for c in cotangents if expr.has(c)] or [expr]
     rest = sp.expand(expr - sum(c * expr.coeff(c) for c in cotangents if expr.has(c)))
     parts += [rest] if cotangents and rest != 0 else []
-    return all(p == 0 or sp.simplify(sp.expand(p.rewrite(sp.exp))) == 0 for p in parts)
+    return all(_zero_part(p) for p in parts)
+
+
+def _zero_part(part) -> bool:
+    if part == 0:
+        return True
+    if not part.free_symbols and abs(sp.N(part, 30)) > sp.Float("1e-20"):
+        return False
+    return sp.simplify(sp.expand(part.rewrite(sp.exp))) == 0
 
 
 def _show(expr, limit: int = 160) -> str:
