@@ -138,7 +138,7 @@ def _forward_inputs(spec: KernelSpec, case: dict) -> _Inputs:
             rows = case.get(a.name)
             symbolic[a.name] = point[a.name] = None if rows is None else np.array(rows)
         else:  # int64 labels: every class in turn
-            bound = sizes[a.bounds]
+            bound = int(np.prod([sizes[d] for d in a.bounds]))
             symbolic[a.name] = point[a.name] = np.arange(int(np.prod(shape))) % bound
     for p in spec.params:
         if p.kind == "int":
