@@ -168,8 +168,8 @@ def _definition(spec: KernelSpec, args: dict) -> dict:
 
 
 def _is_zero(expr, cotangents=()) -> bool:
-    """Exact zero test: expansion first, then (for exp/log/tanh) SymPy's simplifier on
-    each coefficient of the cotangent symbols. A coefficient without free symbols whose
+    """Exact zero test: expansion first, then (for exp/log/tanh, max/min and branches)
+    SymPy's simplifier on each coefficient of the cotangent symbols. A coefficient without free symbols whose
     value is clearly non-zero (30 digits, SymPy's guaranteed-precision evalf) is
     rejected without simplifying."""
     expr = sp.expand(sp.sympify(expr))
@@ -186,7 +186,11 @@ def _zero_part(part) -> bool:
         return True
     if not part.free_symbols and abs(sp.N(part, 30)) > sp.Float("1e-20"):
         return False
-    return sp.simplify(sp.expand(part.rewrite(sp.exp))) == 0
+    if sp.simplify(sp.expand(part.rewrite(sp.exp))) == 0:
+        return True
+    if part.has(sp.Piecewise, sp.Max, sp.Min):  # case analysis: everything as Piecewise
+        return sp.simplify(sp.piecewise_fold(part.rewrite(sp.Piecewise))) == 0
+    return False
 
 
 def _show(expr, limit: int = 160) -> str:
