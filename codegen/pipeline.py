@@ -60,6 +60,9 @@ class Specialization:
 def specializations(table: dict[str, KernelSpec]) -> list[Specialization]:
     """Stage 1b: every LeNet-5 layer's kernels at its constant shapes.
 
+    An int parameter the layer does not set is fixed at its default (stride 1, no
+    padding, no dilation: the paper's layers).
+
     >>> [s.kernel for s in specializations(kernel_table()) if s.layer == "C3"]
     ['conv2d_forward', 'conv2d_backward_data', 'conv2d_backward_filter']
     """
@@ -73,8 +76,6 @@ def specializations(table: dict[str, KernelSpec]) -> list[Specialization]:
                 "W": layer.in_size,
                 "KH": layer.kernel,
                 "KW": layer.kernel,
-                "stride": 1,
-                "padding": 0,
                 "table": layer.table,
             }
             kernels = ("conv2d_forward", "conv2d_backward_data", "conv2d_backward_filter")
@@ -89,7 +90,9 @@ def specializations(table: dict[str, KernelSpec]) -> list[Specialization]:
             )
         for name in kernels:
             if name in table:
-                out.append(Specialization(layer.name, name, tuple(sorted(fixed.items()))))
+                ints = {p.name: p.default for p in table[name].params if p.kind == "int"}
+                pinned = {**ints, **fixed}
+                out.append(Specialization(layer.name, name, tuple(sorted(pinned.items()))))
     return out
 
 

@@ -16,6 +16,7 @@ True
 from __future__ import annotations
 
 import sympy as sp
+from sympy.logic.boolalg import BooleanFunction
 
 
 def isym(name: str) -> sp.Symbol:
@@ -71,4 +72,21 @@ class CeilDiv(sp.Function):
             return sp.Integer(-(-a // b))
         if b == 1:
             return a
+        return None
+
+
+class IsNaN(BooleanFunction):
+    """``isnan(x)`` of a float read: False in exact arithmetic, where no NaN exists.
+
+    Specs use it where a NaN input must win a comparison, as in PyTorch's max pooling
+    (``val > max || isnan(val)``); the printers emit the dialect's ``isnan``.
+
+    >>> IsNaN(sp.Rational(1, 2)), IsNaN(sp.Symbol("x")).is_Boolean
+    (False, True)
+    """
+
+    @classmethod
+    def eval(cls, x):
+        if x.is_number:
+            return sp.false
         return None

@@ -692,7 +692,7 @@ def _loss_specs():
     y, t, lab, E, g, m, ssum = (_A(a) for a in ("y", "t", "labels", "E", "g", "m", "ssum"))
     ranges = (("p", 0, "P"), ("o", 0, "O"))
     y2 = Array("y", ("P", "O"))
-    labels = Array("labels", ("P",), INT64, bounds="O")
+    labels = Array("labels", ("P",), INT64, bounds=("O",))
     tmps = (Array("m", ("P",), role=TMP), Array("ssum", ("P",), role=TMP))
     E1, g2 = Array("E", ("P",), role=OUT), Array("g", ("P", "O"), role=OUT)
     jparam = Param("j", "float", 1.0)

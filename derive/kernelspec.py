@@ -46,8 +46,9 @@ class Array:
     ``dims`` names the size of each axis (symbols of the kernel). ``kind`` is
     ``float`` (the call's float dtype), ``int64`` or ``mask`` (0/1 per entry).
     ``flat`` arrays accept any shape and are processed as a flat vector of
-    ``dims[0]`` elements (element-wise kernels). ``bounds`` gives an exclusive
-    upper bound for the values of an int64 input (labels < O). ``window`` names
+    ``dims[0]`` elements (element-wise kernels). ``bounds`` names the sizes whose
+    product bounds the values of an int64 input from above (labels < O; a flat
+    position h*W + w < H*W). ``window`` names
     the sizes ``(H, W, size)`` of an argmax input: each value must be a flat
     position ``h*W + w`` inside the ``size x size`` window of its output element.
     """
@@ -58,7 +59,7 @@ class Array:
     role: str = IN
     optional: bool = False
     flat: bool = False
-    bounds: str | None = None
+    bounds: tuple[str, ...] = ()
     window: tuple[str, ...] = ()
 
     @property
@@ -68,13 +69,18 @@ class Array:
 
 @dataclass(frozen=True)
 class Param:
-    """A scalar argument: ``int`` (with a minimum), ``float``, or ``hw`` (a pair of sizes)."""
+    """A scalar argument: ``int`` (with a minimum), ``float``, or ``hw`` (a pair of sizes).
+
+    An int param with ``default_from`` defaults to None, meaning the value of that
+    other param (a pooling stride is the window size unless given).
+    """
 
     name: str
     kind: str
     default: object = None
     minimum: int | None = None
     dims: tuple[str, ...] = ()
+    default_from: str | None = None
 
     @property
     def symbol(self) -> sp.Symbol:
@@ -167,6 +173,9 @@ class KernelSpec:
 
     def array(self, name: str) -> Array:
         return next(a for a in self.arrays if a.name == name)
+
+    def param(self, name: str) -> Param:
+        return next(p for p in self.params if p.name == name)
 
     def dim_names(self) -> tuple[str, ...]:
         """Every size symbol, in order of first appearance (arrays, hw params, derived)."""
@@ -431,6 +440,8 @@ def _bind(spec, args, sizes):
     env, values = {}, {}
     for p in spec.params:
         val = args.get(p.name, p.default)
+        if val is None and p.default_from:
+            val = args.get(p.default_from, spec.param(p.default_from).default)
         if p.kind == "hw":
             for d, x in zip(p.dims, val, strict=True):
                 env[isym(d)] = int(x)

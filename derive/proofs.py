@@ -138,7 +138,7 @@ def _forward_inputs(spec: KernelSpec, case: dict) -> _Inputs:
             rows = case.get(a.name)
             symbolic[a.name] = point[a.name] = None if rows is None else np.array(rows)
         else:  # int64 labels: every class in turn
-            bound = sizes[a.bounds]
+            bound = int(np.prod([sizes[d] for d in a.bounds]))
             symbolic[a.name] = point[a.name] = np.arange(int(np.prod(shape))) % bound
     for p in spec.params:
         if p.kind == "int":
@@ -168,15 +168,29 @@ def _definition(spec: KernelSpec, args: dict) -> dict:
 
 
 def _is_zero(expr, cotangents=()) -> bool:
-    """Exact zero test: expansion first, then (for exp/log/tanh) SymPy's simplifier on
-    each coefficient of the cotangent symbols."""
+    """Exact zero test: expansion first, then (for exp/log/tanh, max/min and branches)
+    SymPy's simplifier on each coefficient of the cotangent symbols. A coefficient without free symbols whose
+    value is clearly non-zero (30 digits, SymPy's guaranteed-precision evalf) is
+    rejected without simplifying."""
     expr = sp.expand(sp.sympify(expr))
     if expr == 0:
         return True
     parts = [expr.coeff(c) for c in cotangents if expr.has(c)] or [expr]
     rest = sp.expand(expr - sum(c * expr.coeff(c) for c in cotangents if expr.has(c)))
     parts += [rest] if cotangents and rest != 0 else []
-    return all(p == 0 or sp.simplify(sp.expand(p.rewrite(sp.exp))) == 0 for p in parts)
+    return all(_zero_part(p) for p in parts)
+
+
+def _zero_part(part) -> bool:
+    if part == 0:
+        return True
+    if not part.free_symbols and abs(sp.N(part, 30)) > sp.Float("1e-20"):
+        return False
+    if sp.simplify(sp.expand(part.rewrite(sp.exp))) == 0:
+        return True
+    if part.has(sp.Piecewise, sp.Max, sp.Min):  # case analysis: everything as Piecewise
+        return sp.simplify(sp.piecewise_fold(part.rewrite(sp.Piecewise))) == 0
+    return False
 
 
 def _show(expr, limit: int = 160) -> str:

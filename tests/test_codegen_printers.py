@@ -17,8 +17,17 @@ H = sp.Symbol("H", integer=True, nonnegative=True)
     [
         (sp.tanh(2 * x / 3), "tanhf((2.0F/3.0F)*x)", "tanh((2.0/3.0)*x)"),
         (sp.exp(-x) + sp.log(y), "logf(y) + expf(-x)", "log(y) + exp(-x)"),
-        (sp.Max(x, y), "fmaxf(x, y)", "fmax(x, y)"),
-        (sp.Min(x, y), "fminf(x, y)", "fmin(x, y)"),
+        # NaN propagates (C's fmax/fmin would drop it): PyTorch's relu and max pooling
+        (
+            sp.Max(x, y),
+            "(((x) > (y) || isnan(x)) ? (x) : (y))",
+            "(((x) > (y) || isnan(x)) ? (x) : (y))",
+        ),
+        (
+            sp.Min(x, 0),
+            "(((x) < (0) || isnan(x)) ? (x) : (0))",
+            "(((x) < (0) || isnan(x)) ? (x) : (0))",
+        ),
         (x**2, "(x*x)", "(x*x)"),
         (1 / x**2, "(1.0F/(x*x))", "(1.0/(x*x))"),
         (sp.Float("1.7159") * x, "1.7159F*x", "1.7159*x"),
@@ -29,6 +38,17 @@ H = sp.Symbol("H", integer=True, nonnegative=True)
 def test_c_dialects(expr, f32, f64):
     assert CPrinter(F32).doprint(expr) == f32
     assert CPrinter(F64).doprint(expr) == f64
+
+
+def test_nan_and_scatter_nodes():
+    from codegen import lower as L
+    from derive.indexing import IsNaN
+
+    assert CPrinter(F32).doprint(sp.Or(x > y, IsNaN(x))) == "isnan(x) || x > y"
+    assert NumpyPrinter().doprint(IsNaN(x)) == "numpy.isnan(x)"
+    a = sp.IndexedBase("a")
+    node = L.Update(L.Scatter(sp.Symbol("dx"), L.FloorDiv(a[i], H), sp.Mod(a[i], H)), "+=", y)
+    assert NumpyPrinter().update(node) == "numpy.add.at(dx, ((a[i]) // (H), a[i] % H), y)"
 
 
 def test_c_integer_helpers():
