@@ -259,14 +259,20 @@ def forward_problems(draw, spec: KernelSpec, fd: bool = False, budget: int = WOR
     flat = _flat_dims(spec)
     for d in free_sizes(spec):
         env[d] = draw(st.integers(1, MAX_FLAT)) if d in flat else draw(_side)
+    left_out = set()
     for p in spec.params:
         if p.kind == "int":
             lo = p.minimum if p.minimum is not None else 0
             env[p.name] = draw(st.integers(lo, lo + INT_SPAN))
+            if p.default_from and draw(st.booleans()):  # None: the other param's value
+                left_out.add(p.name)
+    for name in left_out:
+        env[name] = env[spec.param(name).default_from]
     full = complete(spec, env)
     assume(full is not None and work(spec, full) <= budget)
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
-    return build_forward(spec, full, rng, fd, lambda options: draw(st.sampled_from(options)))
+    choose = lambda options: draw(st.sampled_from(options))  # noqa: E731
+    return build_forward(spec, full, rng, fd, choose, left_out)
 
 
 def first_forward(spec: KernelSpec) -> Problem:
@@ -278,19 +284,24 @@ def first_forward(spec: KernelSpec) -> Problem:
     """
     for side in (2, 3, 4, 1, 5, 6):
         env = {d: side for d in free_sizes(spec)}
-        for p in spec.params:
-            if p.kind == "int":
-                env[p.name] = p.default if p.default is not None else p.minimum
+        ints = [p for p in spec.params if p.kind == "int"]
+        for p in ints:
+            env[p.name] = p.default if p.default is not None else p.minimum
+        left_out = {p.name for p in ints if p.default_from}
+        for name in left_out:
+            env[name] = env[spec.param(name).default_from]
         full = complete(spec, env)
         if full is not None:
-            return build_forward(spec, full, np.random.default_rng(0), False, lambda o: o[0])
+            rng = np.random.default_rng(0)
+            return build_forward(spec, full, rng, False, lambda o: o[0], left_out)
     raise AssertionError(f"{spec.name}: no valid call with equal sides up to 6")
 
 
-def build_forward(spec: KernelSpec, full: dict, rng, fd: bool, choose) -> Problem:
+def build_forward(spec: KernelSpec, full: dict, rng, fd: bool, choose, left_out=()) -> Problem:
     """The call of forward kernel ``spec`` at sizes ``full``; ``choose(options)`` picks
     among options (the first is the default: a mask given as uint8, a float param at
-    its default), ``rng`` draws the values."""
+    its default), ``rng`` draws the values; params in ``left_out`` are passed as None
+    (they default to another param's value)."""
     values = {}
     for a in spec.inputs:
         shape = _shape(a, full)
@@ -304,7 +315,7 @@ def build_forward(spec: KernelSpec, full: dict, rng, fd: bool, choose) -> Proble
             mask = rng.integers(0, 2, size=shape)
             values[a.name] = None if dtype is None else mask.astype(dtype)
         elif a.kind == INT64 and a.bounds:
-            values[a.name] = rng.integers(0, full[a.bounds], size=shape).astype(np.int64)
+            values[a.name] = rng.integers(0, upper_bound(a, full), size=shape).astype(np.int64)
         else:
             raise NotImplementedError(
                 f"{spec.name}: cannot draw input {a.name!r} (kind {a.kind}, window "
@@ -312,7 +323,7 @@ def build_forward(spec: KernelSpec, full: dict, rng, fd: bool, choose) -> Proble
             )
     for p in spec.params:
         if p.kind == "int":
-            values[p.name] = full[p.name]
+            values[p.name] = None if p.name in left_out else full[p.name]
         elif p.kind == "float":
             choices = list(FLOAT_PARAMS)
             if p.default is not None:  # the default, as the float32 kernel sees it
@@ -366,7 +377,23 @@ def backward_problem(spec: KernelSpec, fwd: Problem, rng, fd: bool = False) -> P
 
 
 def _ints(values: dict, spec: KernelSpec) -> dict:
-    return {p.name: values[p.name] for p in spec.params if p.kind == "int"}
+    """The int params of a call, those passed as None resolved to their defaults."""
+    return {p.name: int_param(spec, values, p.name) for p in spec.params if p.kind == "int"}
+
+
+def int_param(spec: KernelSpec, values: dict, name: str) -> int:
+    """The value an int param takes in a call (None: the param it defaults from)."""
+    p = spec.param(name)
+    value = values.get(name, p.default)
+    if value is None and p.default_from:
+        return int_param(spec, values, p.default_from)
+    return value
+
+
+def upper_bound(a: Array, env: dict) -> int:
+    """The exclusive upper bound of an int64 input's values (product of its ``bounds``)."""
+    names = (a.bounds,) if isinstance(a.bounds, str) else a.bounds
+    return int(np.prod([env[d] for d in names]))
 
 
 def outputs_shape(fwd: Problem, name: str) -> tuple[int, ...]:
@@ -617,7 +644,7 @@ def consistent(spec: KernelSpec, args: dict) -> bool:
                 for d, s in zip(p.dims, args[p.name], strict=True):
                     bind(d, s)
             elif p.kind == "int":
-                bind(p.name, args[p.name])
+                bind(p.name, int_param(spec, args, p.name))
         for a in spec.inputs:  # masks take the shape the other arrays give them
             if a.kind == MASK and args.get(a.name) is not None:
                 if np.shape(args[a.name]) != tuple(env[d] for d in a.dims):
@@ -692,7 +719,7 @@ def bad_arguments(problem: Problem, dtype):
             yield a.name, value.astype(np.int32), TypeError, (a.name,)
             for out_of_range in (
                 -1,
-                problem.env[a.bounds]
+                upper_bound(a, problem.env)
                 if a.bounds
                 else int(np.prod([problem.env[d] for d in a.window[:2]])),
             ):
@@ -711,9 +738,9 @@ def bad_arguments(problem: Problem, dtype):
             lowest = p.minimum if p.minimum is not None else 0
             for bad in {lowest - 1, -1}:
                 yield p.name, bad, ValueError, (p.name,)
-            for bad in (1.5, "2", True, None, np.float64(1.0)):
+            for bad in (1.5, "2", True, np.float64(1.0)) + (() if p.default_from else (None,)):
                 yield p.name, bad, TypeError, (p.name,)
-            bigger = args[p.name] + 1
+            bigger = int_param(spec, args, p.name) + 1
             if not consistent(spec, {**args, p.name: bigger}):
                 yield p.name, bigger, ValueError, (p.name,)
         elif p.kind == "float":

@@ -37,6 +37,7 @@ from table_cases import (
     bad_arguments,
     exact_outputs,
     first_problem,
+    int_param,
     load_backend,
     named_outputs,
     outputs_shape,
@@ -278,6 +279,8 @@ def test_backends_expose_exactly_the_tables_kernels(backends, backend):
         for p in spec.params:
             default = params[p.name].default
             want = inspect.Parameter.empty if p.default is None else p.default
+            if p.default_from:  # None: the value of another param
+                want = None
             assert default == want, f"{backend} {name}: {p.name}={default!r}, spec {want!r}"
         for a in spec.inputs:
             want = None if a.optional else inspect.Parameter.empty
@@ -292,14 +295,18 @@ def test_backends_expose_exactly_the_tables_kernels(backends, backend):
 
 
 @pytest.mark.parametrize(
-    "name", [n for n in NAMES if any(p.default is not None for p in TABLE[n].params)]
+    "name",
+    [n for n in NAMES if any(p.default is not None or p.default_from for p in TABLE[n].params)],
 )
 @pytest.mark.parametrize("backend", sorted(MODULES))
 def test_omitted_params_take_the_spec_defaults(backends, name, backend):
     """Leaving out a param with a default == passing the spec's default, bit for bit."""
     spec, module = TABLE[name], backends[backend]
-    defaults = {p.name: p.default for p in spec.params if p.default is not None}
     problem = first_problem(name)
+    defaults = {p.name: p.default for p in spec.params if p.default is not None}
+    for p in spec.params:
+        if p.default_from:  # the value of the param it defaults from
+            defaults[p.name] = int_param(spec, {**problem.values, p.name: None}, p.name)
     for dtype in DTYPES:
         args = problem.args(dtype)
         explicit = named_outputs(spec, getattr(module, name)(**{**args, **defaults}))
