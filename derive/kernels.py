@@ -563,6 +563,15 @@ def _activation_specs():
         lambda dy, z: sp.Piecewise((dy, z > 0), (0, True)),
         activations.relu,
     )
+    yield from _activation_pair(
+        "leaky_relu",
+        "act.leaky_relu",
+        "Leaky rectifier y = z if z > 0 else slope * z (NaN propagates).",
+        (Param("slope", "float", 0.01),),
+        lambda z, slope: sp.Piecewise((z, z > 0), (slope * z, True)),
+        lambda dy, z, slope: sp.Piecewise((dy, z > 0), (slope * dy, True)),
+        activations.leaky_relu,
+    )
 
 
 # --- dense layers and the RBF output ---------------------------------------------------

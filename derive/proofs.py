@@ -169,9 +169,9 @@ def _definition(spec: KernelSpec, args: dict) -> dict:
 
 def _is_zero(expr, cotangents=()) -> bool:
     """Exact zero test: expansion first, then (for exp/log/tanh, max/min and branches)
-    SymPy's simplifier on each coefficient of the cotangent symbols. A coefficient without free symbols whose
-    value is clearly non-zero (30 digits, SymPy's guaranteed-precision evalf) is
-    rejected without simplifying."""
+    SymPy's simplifier on each coefficient of the cotangent symbols. A coefficient
+    without free symbols whose value is clearly non-zero (30 digits, SymPy's
+    guaranteed-precision evalf) is rejected without simplifying."""
     expr = sp.expand(sp.sympify(expr))
     if expr == 0:
         return True

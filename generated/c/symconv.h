@@ -108,6 +108,18 @@ void symconv_relu_backward_f32(const float *restrict dy, const float *restrict z
 /* relu_backward (float64): Gradient of relu_forward: dz = dy * f'(z). */
 void symconv_relu_backward_f64(const double *restrict dy, const double *restrict z, double *restrict dz, int64_t E);
 
+/* leaky_relu_forward (float32): Leaky rectifier y = z if z > 0 else slope * z (NaN propagates). */
+void symconv_leaky_relu_forward_f32(const float *restrict z, float *restrict y, int64_t E, float slope);
+
+/* leaky_relu_forward (float64): Leaky rectifier y = z if z > 0 else slope * z (NaN propagates). */
+void symconv_leaky_relu_forward_f64(const double *restrict z, double *restrict y, int64_t E, double slope);
+
+/* leaky_relu_backward (float32): Gradient of leaky_relu_forward: dz = dy * f'(z). */
+void symconv_leaky_relu_backward_f32(const float *restrict dy, const float *restrict z, float *restrict dz, int64_t E, float slope);
+
+/* leaky_relu_backward (float64): Gradient of leaky_relu_forward: dz = dy * f'(z). */
+void symconv_leaky_relu_backward_f64(const double *restrict dy, const double *restrict z, double *restrict dz, int64_t E, double slope);
+
 /* dense_forward (float32): Fully connected layer y = x @ w.T + b. */
 void symconv_dense_forward_f32(const float *restrict x, const float *restrict w, const float *restrict b, float *restrict y, int64_t N, int64_t I, int64_t O);
 
