@@ -584,7 +584,17 @@ def exact_outputs(problem: Problem) -> Reference:
     int64 outputs (argmax) are exact.
     """
     spec = problem.spec
-    out = evaluate(error_spec(spec.name), problem.exact_args())
+    args, later = problem.exact_args(), {}
+    for p in spec.params:
+        value = args.get(p.name)
+        if p.kind == "float" and sp.nsimplify(value) != value:
+            # evaluate() passes float params through nsimplify, which would turn the
+            # float32 value of 0.01 into 1/100: pass a symbol, substitute it after.
+            later[sp.Dummy(p.name, positive=value > 0)] = value
+            args[p.name] = next(reversed(later))
+    out = evaluate(error_spec(spec.name), args)
+    if later:
+        out = {k: _substitute(v, later) for k, v in out.items() if k != "_shape"}
     values, bounds = {}, {}
     for a in spec.outputs:
         if a.kind == FLOAT:
@@ -594,6 +604,11 @@ def exact_outputs(problem: Problem) -> Reference:
         else:
             values[a.name] = np.array(out[a.name].tolist(), dtype=np.int64)
     return Reference(values, bounds)
+
+
+def _substitute(values: np.ndarray, subs: dict) -> np.ndarray:
+    flat = [sp.sympify(v).xreplace(subs) for v in values.reshape(-1)]
+    return np.array(flat, dtype=object).reshape(values.shape)
 
 
 def tolerance(bound_units, value, dtype) -> np.ndarray:
