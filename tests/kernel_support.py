@@ -1,4 +1,4 @@
-"""Shared helpers of the kernel tests: backends, drawn cases, rounding-error bounds.
+"""Shared helpers of the LeNet-size kernel tests: backends, conv cases, rounding-error bounds.
 
 Backends are the two generated modules of the kernel contract
 (``generated.np_kernels`` and ``generated.c_kernels``). A backend whose module
@@ -10,34 +10,17 @@ products (Higham, *Accuracy and Stability of Numerical Algorithms*, 3.1):
 ``|fl(sum) - sum| <= gamma_n * sum|terms|`` with ``gamma_n = n u / (1 - n u)``
 and ``u`` the unit roundoff of the dtype (2**-24 for float32, 2**-53 for
 float64). It holds for every summation order (pairwise, blocked, SIMD, FMA),
-so it is the tightest bound the generated code can be held to; ``sum|terms|``
-is evaluated exactly by the SymPy oracle on ``|inputs|``.
+so it is the tightest bound the generated code can be held to. (Drawn calls of
+every kernel against its spec evaluated exactly: ``table_cases``.)
 """
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 
 import numpy as np
 import pytest
-import reference as ref
-from hypothesis import strategies as st
-
-MODULES = {"np": "generated.np_kernels", "c": "generated.c_kernels"}
-DTYPES = (np.float32, np.float64)
-UNIT_ROUNDOFF = {np.dtype(np.float32): 2.0**-24, np.dtype(np.float64): 2.0**-53}
-
-
-def load_backend(name: str):
-    """Import a generated backend, or skip the test when it is not generated yet."""
-    modname = MODULES[name]
-    try:
-        return importlib.import_module(modname)
-    except ModuleNotFoundError as exc:
-        if exc.name == modname:
-            pytest.skip(f"{modname} is not generated yet (make codegen has not emitted it)")
-        raise
+from table_cases import DTYPES, MODULES, UNIT_ROUNDOFF, load_backend  # noqa: F401 (re-exported)
 
 
 def backend_fixture():
@@ -84,19 +67,6 @@ def assert_within(got, exact_value, bound, tol_abs, what: str):
         )
 
 
-def assert_sum_close(got, exact, abs_sum, n_terms: int, dtype, what: str):
-    """Check a kernel output that is an ``n_terms`` sum of products against the oracle.
-
-    Tolerance: ``gamma_{n_terms} * sum|terms|`` (the Higham bound for the
-    backend's own rounding) plus ``2**-53 * |exact|`` for rounding the exact
-    value to float64 for the comparison; doubled as a margin for the
-    ``1/(1-nu)`` approximations and compensated-looking orders.
-    """
-    exact_f, bound = ref.to_float(exact), ref.to_float(abs_sum)
-    tol = 2 * (gamma(n_terms, dtype) * bound + 2.0**-53 * np.abs(exact_f))
-    assert_within(got, exact_f, bound, tol, what)
-
-
 def check_output(arr, dtype, shape, what: str, inputs=()):
     """Contract: a newly allocated C-contiguous array of the call's dtype and shape
     (sharing no memory with any of ``inputs``)."""
@@ -107,7 +77,7 @@ def check_output(arr, dtype, shape, what: str, inputs=()):
     assert not any(np.shares_memory(arr, a) for a in inputs), f"{what}: result aliases an input"
 
 
-# --------------------------------------------------------------------------- drawn cases
+# --------------------------------------------------------------------------- conv cases
 
 
 @dataclass(frozen=True)
@@ -186,46 +156,3 @@ def conv_c_equals_numpy(npk, ck, case: ConvCase):
         bound = abs_calls[name][0](npk)
         tol = 2 * (2 * gamma(n_terms, case.dtype) * bound)
         assert_within(c, a.astype(np.float64), bound, tol, f"conv2d_{name} C vs NumPy {case}")
-
-
-@st.composite
-def conv_cases(draw, max_side: int = 4, dtypes=("float32", "float64"), tables=True):
-    """Conv problems over the regimes of the lecture's output-size figures.
-
-    Kernel sides 1..4 (1x1 included), stride 1..3 (so stride > kernel happens),
-    padding 0..k-1 (full padding p=k-1 included), and input sides from the
-    smallest valid one (kernel as large as the padded input: Ho=1) upward.
-    """
-    kh, kw = draw(st.integers(1, max_side)), draw(st.integers(1, max_side))
-    padding = draw(st.integers(0, max(kh, kw) - 1))
-    stride = draw(st.integers(1, 3))
-    h_min, w_min = max(1, kh - 2 * padding), max(1, kw - 2 * padding)
-    h = draw(st.integers(h_min, h_min + 4))
-    w = draw(st.integers(w_min, w_min + 4))
-    n, c, k = draw(st.integers(1, 2)), draw(st.integers(1, 3)), draw(st.integers(1, 3))
-    table = None
-    if tables and draw(st.booleans()):
-        table = tuple(
-            tuple(draw(st.lists(st.integers(0, 1), min_size=c, max_size=c))) for _ in range(k)
-        )
-    return ConvCase(
-        n=n,
-        c=c,
-        k=k,
-        h=h,
-        w=w,
-        kh=kh,
-        kw=kw,
-        stride=stride,
-        padding=padding,
-        table=table,
-        table_dtype=draw(st.sampled_from(["uint8", "bool"])),
-        dtype=draw(st.sampled_from(dtypes)),
-        seed=draw(st.integers(0, 2**32 - 1)),
-    )
-
-
-def pool_input(seed: int, n: int, c: int, hw: tuple[int, int], dtype) -> np.ndarray:
-    """A random NCHW pooling input with distinct entries (so the max is unique)."""
-    rng = np.random.default_rng(seed)
-    return rng.permutation(n * c * hw[0] * hw[1]).reshape(n, c, *hw).astype(dtype) / 4 - 3

@@ -219,6 +219,17 @@ def _float32_normal(rng, shape) -> np.ndarray:
     return rng.standard_normal(shape).astype(np.float32).astype(np.float64)
 
 
+#: Values of :func:`ties`: repeated, 0 included; no float param of :data:`FLOAT_PARAMS`
+#: plus one of them is 0 (a denominator ``mu + h``).
+TIES = (-1.25, 0.0, 1.0, 2.0)
+
+
+def ties(rng, shape) -> np.ndarray:
+    """Values from :data:`TIES`: equal maxima (the first in row-major order must win),
+    ReLU kinks at exactly 0, sums exact in both dtypes."""
+    return rng.choice(TIES, size=shape)
+
+
 def away_from_zero(rng, shape) -> np.ndarray:
     """Pairwise distinct values of random sign with magnitudes in [0.5, 1.5).
 
@@ -253,7 +264,7 @@ def forward_problems(draw, spec: KernelSpec, fd: bool = False, budget: int = WOR
     """A valid call of the forward kernel ``spec``, sizes drawn inside its constraints.
 
     ``fd``: float inputs from :func:`away_from_zero` (finite differences), else
-    float32-representable standard normal values.
+    float32-representable standard normal values, or :func:`ties`.
     """
     env = {}
     flat = _flat_dims(spec)
@@ -303,13 +314,14 @@ def build_forward(spec: KernelSpec, full: dict, rng, fd: bool, choose, left_out=
     its default), ``rng`` draws the values; params in ``left_out`` are passed as None
     (they default to another param's value)."""
     values = {}
+    floats = away_from_zero if fd else choose([_float32_normal, ties])
     for a in spec.inputs:
         shape = _shape(a, full)
         if a.flat:  # every flat array shares the first one's shape (of any rank)
             first = _first_flat(spec)
             shape = values[first].shape if a.name != first else _flat_shape(choose, shape[0])
         if a.kind == FLOAT:
-            values[a.name] = away_from_zero(rng, shape) if fd else _float32_normal(rng, shape)
+            values[a.name] = floats(rng, shape)
         elif a.kind == MASK:
             dtype = choose([np.uint8, np.bool_] + ([None] if a.optional else []))
             mask = rng.integers(0, 2, size=shape)
@@ -404,6 +416,7 @@ def outputs_shape(fwd: Problem, name: str) -> tuple[int, ...]:
     return _shape(a, fwd.env)
 
 
+@functools.cache
 def first_problem(name: str) -> Problem:
     """A deterministic valid call of kernel ``name`` (see :func:`first_forward`)."""
     spec = TABLE[name]
@@ -779,3 +792,66 @@ def _sharing(spec: KernelSpec, dim: str) -> tuple[str, ...]:
     """The arguments whose sizes include ``dim``."""
     arrays = tuple(a.name for a in spec.inputs if dim in a.dims)
     return arrays + tuple(p.name for p in spec.params if dim in p.dims)
+
+
+# --- checks ---------------------------------------------------------------------------
+
+
+def check_contract(arr, dtype, shape, what, inputs):
+    """A new C-contiguous array of the call's dtype and shape, aliasing no input."""
+    assert isinstance(arr, np.ndarray), f"{what}: returned {type(arr).__name__}"
+    assert arr.dtype == np.dtype(dtype), f"{what}: dtype {arr.dtype} != {np.dtype(dtype)}"
+    assert arr.shape == tuple(shape), f"{what}: shape {arr.shape} != {tuple(shape)}"
+    assert arr.flags.c_contiguous, f"{what}: not C-contiguous"
+    aliased = [
+        k for k, a in inputs.items() if isinstance(a, np.ndarray) and np.shares_memory(arr, a)
+    ]
+    assert not aliased, f"{what}: aliases the input(s) {aliased}"
+
+
+def assert_within(got, want, tol, what):
+    err = np.abs(got - want)
+    bad = ~(err <= tol)  # NaN counts as out of tolerance
+    if bad.any():
+        i = int(np.argmax(np.where(bad, err - tol, -np.inf)))
+        raise AssertionError(
+            f"{what}: {int(bad.sum())} of {err.size} entries out of tolerance; worst at flat "
+            f"index {i}: got {got[i]!r}, exact {want[i]!r}, |err| {err[i]:.3e} > tol {tol[i]:.3e}"
+        )
+
+
+def check_against_spec(problem: Problem, backends: dict) -> None:
+    """Every output of ``problem``'s kernel, on each backend and dtype, == the spec.
+
+    Float outputs within :func:`tolerance` of the exact value, int64 outputs
+    (argmax) equal; each a new C-contiguous array of the right dtype and shape.
+    """
+    spec = problem.spec
+    ref = exact_outputs(problem)
+    for backend, module in backends.items():
+        for dtype in DTYPES:
+            args = problem.args(dtype)
+            got = named_outputs(spec, getattr(module, spec.name)(**args))
+            for out, value in got.items():
+                what = f"{backend} {np.dtype(dtype).name} {spec.name} {out}"
+                a = spec.array(out)
+                want = ref.values[out]
+                shape = outputs_shape(problem, out) if a.flat else want.shape
+                check_contract(value, dtype if a.kind == FLOAT else np.int64, shape, what, args)
+                if a.kind != FLOAT:
+                    np.testing.assert_array_equal(value.reshape(-1), want.reshape(-1), what)
+                    continue
+                tol = tolerance(ref.bounds[out].reshape(-1), want.reshape(-1), dtype)
+                got64 = value.astype(np.float64).reshape(-1)
+                assert_within(got64, want.reshape(-1), tol, what)
+
+
+def problem_at(name: str, sizes: dict, **values) -> Problem:
+    """A call of forward kernel ``name`` at the given sizes and int params (the rest
+    at defaults or first choices), with ``values`` replacing drawn arguments."""
+    spec = TABLE[name]
+    env = {p.name: p.default for p in spec.params if p.kind == "int"}
+    full = complete(spec, {**env, **sizes})
+    assert full is not None, f"{name}: {sizes} is not a valid call"
+    problem = build_forward(spec, full, np.random.default_rng(7), False, lambda o: o[0])
+    return Problem(spec, full, {**problem.values, **values})

@@ -4,10 +4,12 @@
 unless every check of ``generated/_runtime.py`` would pass; the binding then runs
 ``_checked_<kernel>``, whose checks raise the documented errors. So for every call
 the fast path either declines, or the checked path accepts the call too and both
-return the same arrays bit for bit (the same C function on the same inputs). The
-calls are the bad-input fuzzers' (one invalid argument; random arguments), the
-valid base calls and the LeNet-5 layer calls (which must not decline). A crash of
-the fast path on bad input is caught by the bad-input fuzzer's child process.
+return the same arrays bit for bit (the same C function on the same inputs). Here:
+the random calls of the bad-input fuzzer, the LeNet-5 layer calls (which must not
+decline), calls the fast path declines by design, and the module's life cycle.
+(Drawn valid calls and each invalid argument of every kernel of the table:
+``test_kernels_table``.) A crash of the fast path on bad input is caught by the
+bad-input fuzzer's child process.
 """
 
 from __future__ import annotations
@@ -20,8 +22,8 @@ import sys
 import numpy as np
 import pytest
 from hypothesis import given, settings
-from kernel_support import load_backend
-from test_kernels_badinput import FUNCTIONS, invalid_calls, random_calls, signatures
+from table_cases import NAMES, TABLE, load_backend
+from test_kernels_badinput import random_calls
 
 from codegen import render
 from derive.indexing import FloorDiv, isym
@@ -38,13 +40,9 @@ def fast():
     return ck._FAST
 
 
-def positional(fname: str, params: dict) -> tuple:
-    """The drawn call's arguments in signature order, defaults filled in."""
-    args = [v for (_, v, kw) in params.values() if not kw]
-    kwargs = {p: v for p, (_, v, kw) in params.items() if kw}
-    bound = inspect.signature(getattr(ck, fname)).bind(*args, **kwargs)
-    bound.apply_defaults()
-    return tuple(bound.arguments.values())
+def positional(fname: str, args: dict) -> tuple:
+    """The call's arguments in signature order (the bindings call the fast path so)."""
+    return tuple(args[name] for name in TABLE[fname].signature)
 
 
 def _same(a, b) -> bool:
@@ -69,16 +67,6 @@ def compare(fast, fname: str, args: tuple) -> str:
     return "accepted"
 
 
-def test_fast_path_never_accepts_an_invalid_call(fast):
-    @settings(max_examples=400, deadline=None)
-    @given(invalid_calls())
-    def one_bad_argument(case):
-        fname, _, params = case
-        assert compare(fast, fname, positional(fname, params)) == "rejected"
-
-    one_bad_argument()
-
-
 def test_fast_path_agrees_on_random_calls(fast):
     @settings(max_examples=400, deadline=None)
     @given(random_calls())
@@ -87,13 +75,6 @@ def test_fast_path_agrees_on_random_calls(fast):
         compare(fast, fname, positional(fname, params))
 
     random_arguments()
-
-
-@pytest.mark.parametrize("fname", FUNCTIONS)
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_valid_base_calls_take_the_fast_path(fast, fname, dtype):
-    """No kernel declines a plain valid call (exact ints and floats, fresh arrays)."""
-    assert compare(fast, fname, positional(fname, signatures(dtype)[fname])) == "accepted"
 
 
 def _lenet_calls(dtype, table_dtype):
@@ -232,7 +213,7 @@ def test_without_the_fast_path_every_call_is_checked(fast, monkeypatch, caplog):
         ck.relu_forward([1.0])
 
 
-@pytest.mark.parametrize("fname", FUNCTIONS)
+@pytest.mark.parametrize("fname", NAMES)
 def test_wrong_argument_counts_decline(fast, fname):
     """The fast path is called positionally by the bindings only, but any count of
     anything declines safely."""

@@ -35,14 +35,14 @@ from table_cases import (
     NAMES,
     TABLE,
     bad_arguments,
-    exact_outputs,
+    check_against_spec,
+    check_contract,
     first_problem,
     int_param,
     load_backend,
     named_outputs,
     outputs_shape,
     problems,
-    tolerance,
 )
 
 from derive.kernelspec import FLOAT, MASK
@@ -66,29 +66,6 @@ def backends():
     return {name: load_backend(name) for name in MODULES}
 
 
-def _check_contract(arr, dtype, shape, what, inputs):
-    """A new C-contiguous array of the call's dtype and shape, aliasing no input."""
-    assert isinstance(arr, np.ndarray), f"{what}: returned {type(arr).__name__}"
-    assert arr.dtype == np.dtype(dtype), f"{what}: dtype {arr.dtype} != {np.dtype(dtype)}"
-    assert arr.shape == tuple(shape), f"{what}: shape {arr.shape} != {tuple(shape)}"
-    assert arr.flags.c_contiguous, f"{what}: not C-contiguous"
-    aliased = [
-        k for k, a in inputs.items() if isinstance(a, np.ndarray) and np.shares_memory(arr, a)
-    ]
-    assert not aliased, f"{what}: aliases the input(s) {aliased}"
-
-
-def _assert_within(got, want, tol, what):
-    err = np.abs(got - want)
-    bad = ~(err <= tol)  # NaN counts as out of tolerance
-    if bad.any():
-        i = int(np.argmax(np.where(bad, err - tol, -np.inf)))
-        raise AssertionError(
-            f"{what}: {int(bad.sum())} of {err.size} entries out of tolerance; worst at flat "
-            f"index {i}: got {got[i]!r}, exact {want[i]!r}, |err| {err[i]:.3e} > tol {tol[i]:.3e}"
-        )
-
-
 # --- a. both backends x both dtypes == the spec, evaluated exactly ---------------------
 
 
@@ -96,25 +73,7 @@ def _assert_within(got, want, tol, what):
 @EXACT
 @given(data=st.data())
 def test_kernel_equals_its_spec_evaluated_exactly(backends, name, data):
-    problem = data.draw(problems(name), label="call")
-    spec = problem.spec
-    ref = exact_outputs(problem)
-    for backend, module in backends.items():
-        for dtype in DTYPES:
-            args = problem.args(dtype)
-            got = named_outputs(spec, getattr(module, name)(**args))
-            for out, value in got.items():
-                what = f"{backend} {np.dtype(dtype).name} {name} {out}"
-                a = spec.array(out)
-                want = ref.values[out]
-                shape = outputs_shape(problem, out) if a.flat else want.shape
-                _check_contract(value, dtype if a.kind == FLOAT else np.int64, shape, what, args)
-                if a.kind != FLOAT:
-                    np.testing.assert_array_equal(value.reshape(-1), want.reshape(-1), what)
-                    continue
-                tol = tolerance(ref.bounds[out].reshape(-1), want.reshape(-1), dtype)
-                got64 = value.astype(np.float64).reshape(-1)
-                _assert_within(got64, want.reshape(-1), tol, what)
+    check_against_spec(data.draw(problems(name), label="call"), backends)
 
 
 # --- b. backward == VJP of forward: finite differences ----------------------------------
@@ -177,7 +136,7 @@ def test_backward_is_the_vjp_of_its_forward(backends, name, backend, data):
     for out, src in v.grads:
         x0 = fwd.values[src]
         g = grads[out]
-        _check_contract(g, np.float64, x0.shape, f"{backend} {name} {out}", bwd.values)
+        check_contract(g, np.float64, x0.shape, f"{backend} {name} {out}", bwd.values)
         directions = [np.eye(1, x0.size, k).reshape(x0.shape) for k in range(x0.size)]
         for _ in range(2):
             e = rng.standard_normal(x0.shape)
