@@ -88,24 +88,32 @@ def _entrywise(f, args):
 
 STRIDE = Param("stride", "int", 1, 1)
 PADDING = Param("padding", "int", 0, 0)
+DILATION = Param("dilation", "int", 1, 1)
 
-#: The regimes of a convolution proof: stride 1 and 2, padding 0 and 1, with and
-#: without a (partial) connection table, non-square inputs and kernels, batch 2,
-#: 2 input and 2 output maps.
+#: The regimes of a convolution proof: stride 1 and 2, padding 0 and 1, dilation 1
+#: and 2, with and without a (partial) connection table, non-square inputs and
+#: kernels, batch 2, 2 input and 2 output maps.
 _CONV_CASES = (
-    dict(N=2, C=2, K=2, H=3, W=4, KH=2, KW=3, stride=1, padding=0, table=None),
-    dict(N=1, C=2, K=2, H=4, W=3, KH=3, KW=2, stride=2, padding=1, table=((1, 0), (1, 1))),
-    dict(N=1, C=2, K=2, H=5, W=4, KH=2, KW=2, stride=2, padding=0, table=None),
-    dict(N=1, C=2, K=2, H=3, W=3, KH=3, KW=2, stride=1, padding=1, table=((0, 1), (1, 0))),
-)
+    dict(N=2, C=2, K=2, H=3, W=4, KH=2, KW=3, stride=1, padding=0, dilation=1, table=None),
+    dict(
+        N=1, C=2, K=2, H=4, W=3, KH=3, KW=2, stride=2, padding=1, dilation=1,
+        table=((1, 0), (1, 1)),
+    ),
+    dict(N=1, C=2, K=2, H=5, W=4, KH=2, KW=2, stride=2, padding=0, dilation=2, table=None),
+    dict(
+        N=1, C=2, K=2, H=3, W=4, KH=2, KW=2, stride=1, padding=1, dilation=2,
+        table=((0, 1), (1, 0)),
+    ),
+    dict(N=2, C=2, K=2, H=5, W=6, KH=2, KW=3, stride=2, padding=1, dilation=2, table=None),
+)  # fmt: skip
 
 
 def _conv_specs():
-    s, p = isym("stride"), isym("padding")
+    s, p, d = isym("stride"), isym("padding"), isym("dilation")
     n, k, c, i, j, u, v = _ix("n", "k", "c", "i", "j", "u", "v")
     h, w_ = _ix("h", "r")
     H, W, KH, KW = (isym(x) for x in ("H", "W", "KH", "KW"))
-    xs = _A("x")[n, c, i * s + u - p, j * s + v - p]
+    xs = _A("x")[n, c, i * s + u * d - p, j * s + v * d - p]
     x4 = Array("x", ("N", "C", "H", "W"))
     w4 = Array("w", ("K", "C", "KH", "KW"))
     dy4 = Array("dy", ("N", "K", "Ho", "Wo"))
@@ -125,22 +133,28 @@ def _conv_specs():
             ("r", 0, "W"),
         ),
         derived=(
-            ("Ho", FloorDiv(H + 2 * p - KH, s) + 1),
-            ("Wo", FloorDiv(W + 2 * p - KW, s) + 1),
+            ("Ho", FloorDiv(H + 2 * p - d * (KH - 1) - 1, s) + 1),
+            ("Wo", FloorDiv(W + 2 * p - d * (KW - 1) - 1, s) + 1),
         ),
         constraints=(
-            (sp.Ge(H + 2 * p, KH), "kernel height KH exceeds padded input height H + 2*padding"),
-            (sp.Ge(W + 2 * p, KW), "kernel width KW exceeds padded input width W + 2*padding"),
+            (
+                sp.Ge(H + 2 * p, d * (KH - 1) + 1),
+                "dilated kernel height dilation*(KH-1)+1 exceeds padded input height H + 2*padding",
+            ),
+            (
+                sp.Ge(W + 2 * p, d * (KW - 1) + 1),
+                "dilated kernel width dilation*(KW-1)+1 exceeds padded input width W + 2*padding",
+            ),
         ),
     )
     yield KernelSpec(
         name="conv2d_forward",
         derivation="layer.conv_forward",
-        doc="Cross-correlation of x with w (stride, zero padding, optional connection table) "
-        "plus b.",
+        doc="Cross-correlation of x with w (stride, zero padding, dilation, optional connection "
+        "table) plus b.",
         arrays=(x4, w4, Array("b", ("K",)), table, Array("y", ("N", "K", "Ho", "Wo"), role=OUT)),
-        params=(STRIDE, PADDING),
-        signature=("x", "w", "b", "stride", "padding", "table"),
+        params=(STRIDE, PADDING, DILATION),
+        signature=("x", "w", "b", "stride", "padding", "dilation", "table"),
         returns=("y",),
         nests=(
             Nest(_names(n, k, i, j), (Stmt(y[n, k, i, j], "=", b[k]),)),
@@ -161,8 +175,8 @@ def _conv_specs():
         derivation="backprop.case2",
         doc="dJ/dx: the full convolution of dy with w (transpose of the forward map).",
         arrays=(dy4, w4, table, Array("dx", ("N", "C", "H", "W"), role=OUT)),
-        params=(STRIDE, PADDING, Param("input_hw", "hw", dims=("H", "W"))),
-        signature=("dy", "w", "input_hw", "stride", "padding", "table"),
+        params=(STRIDE, PADDING, DILATION, Param("input_hw", "hw", dims=("H", "W"))),
+        signature=("dy", "w", "input_hw", "stride", "padding", "dilation", "table"),
         returns=("dx",),
         nests=(
             Nest(_names(n, c, h, w_), (Stmt(dx[n, c, h, w_], "=", sp.Integer(0)),)),
@@ -170,7 +184,7 @@ def _conv_specs():
                 _names(n, c, k, u, v, i, j),
                 (
                     Stmt(
-                        dx[n, c, i * s + u - p, j * s + v - p],
+                        dx[n, c, i * s + u * d - p, j * s + v * d - p],
                         "+=",
                         dy[n, k, i, j] * wb[k, c, u, v],
                     ),
@@ -188,8 +202,8 @@ def _conv_specs():
         derivation="grad.kernel",
         doc="dJ/dw: the valid cross-correlation of the input with dy (0 for absent connections).",
         arrays=(x4, dy4, table, Array("dw", ("K", "C", "KH", "KW"), role=OUT)),
-        params=(STRIDE, PADDING, Param("kernel_hw", "hw", dims=("KH", "KW"))),
-        signature=("x", "dy", "kernel_hw", "stride", "padding", "table"),
+        params=(STRIDE, PADDING, DILATION, Param("kernel_hw", "hw", dims=("KH", "KW"))),
+        signature=("x", "dy", "kernel_hw", "stride", "padding", "dilation", "table"),
         returns=("dw",),
         nests=(
             Nest(_names(k, c, u, v), (Stmt(dw[k, c, u, v], "=", sp.Integer(0)),)),

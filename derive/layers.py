@@ -304,11 +304,12 @@ def structural_conv(x, wt, b, stride, padding, table=None) -> list[sp.Matrix]:
 # specs of derive.kernels equal to these).
 
 
-def conv2d_layer(x, w, b, stride=1, padding=0, table=None) -> np.ndarray:
+def conv2d_layer(x, w, b, stride=1, padding=0, dilation=1, table=None) -> np.ndarray:
     """The lecture's ``z_k = sum_{c in M_k} x_c * w_kc + b_k`` on a batch (NCHW).
 
-    ``table`` is the kernels' ``K x C`` 0/1 connection mask (None: all connected);
-    an output map with no connected input is its bias.
+    ``*`` is :func:`~derive.convolution.xcorr2d` with ``stride``, ``padding`` and
+    ``dilation``; ``table`` is the kernels' ``K x C`` 0/1 connection mask (None: all
+    connected); an output map with no connected input is its bias.
 
     >>> x = np.array(sp.symbols("x:4"), dtype=object).reshape(1, 1, 2, 2)
     >>> conv2d_layer(x, np.ones((1, 1, 2, 2), dtype=object), np.zeros(1, dtype=object))
@@ -323,10 +324,13 @@ def conv2d_layer(x, w, b, stride=1, padding=0, table=None) -> np.ndarray:
         for k in range(n_out):
             z = sp.Matrix(0, 0, [])
             for c in np.flatnonzero(mask[k]):
-                term = xcorr2d(sp.Matrix(xs[c]), sp.Matrix(w[k, c]), stride, padding)
+                term = xcorr2d(sp.Matrix(xs[c]), sp.Matrix(w[k, c]), stride, padding, dilation)
                 z = term if z.shape == (0, 0) else z + term
             if z.shape == (0, 0):  # no connected input: the bias alone
-                z = sp.zeros(*xcorr2d(sp.Matrix(xs[0]), sp.Matrix(w[k, 0]), stride, padding).shape)
+                shape = xcorr2d(
+                    sp.Matrix(xs[0]), sp.Matrix(w[k, 0]), stride, padding, dilation
+                ).shape
+                z = sp.zeros(*shape)
             maps.append((z + b[k] * sp.ones(*z.shape)).tolist())
         samples.append(maps)
     return np.array(samples, dtype=object)

@@ -132,9 +132,9 @@ FAST_SYMBOLS = (
 
 #: C parameters of every C function (both dtypes): (name, "array" | "int" | "float").
 SIGNATURES = {
-    "symconv_conv2d_forward": (("x", "array"), ("w", "array"), ("b", "array"), ("table", "array"), ("y", "array"), ("N", "int"), ("C", "int"), ("H", "int"), ("W", "int"), ("K", "int"), ("KH", "int"), ("KW", "int"), ("Ho", "int"), ("Wo", "int"), ("stride", "int"), ("padding", "int"), ),
-    "symconv_conv2d_backward_data": (("dy", "array"), ("w", "array"), ("table", "array"), ("dx", "array"), ("N", "int"), ("K", "int"), ("Ho", "int"), ("Wo", "int"), ("C", "int"), ("KH", "int"), ("KW", "int"), ("H", "int"), ("W", "int"), ("stride", "int"), ("padding", "int"), ),
-    "symconv_conv2d_backward_filter": (("x", "array"), ("dy", "array"), ("table", "array"), ("dw", "array"), ("N", "int"), ("C", "int"), ("H", "int"), ("W", "int"), ("K", "int"), ("Ho", "int"), ("Wo", "int"), ("KH", "int"), ("KW", "int"), ("stride", "int"), ("padding", "int"), ),
+    "symconv_conv2d_forward": (("x", "array"), ("w", "array"), ("b", "array"), ("table", "array"), ("y", "array"), ("N", "int"), ("C", "int"), ("H", "int"), ("W", "int"), ("K", "int"), ("KH", "int"), ("KW", "int"), ("Ho", "int"), ("Wo", "int"), ("stride", "int"), ("padding", "int"), ("dilation", "int"), ),
+    "symconv_conv2d_backward_data": (("dy", "array"), ("w", "array"), ("table", "array"), ("dx", "array"), ("N", "int"), ("K", "int"), ("Ho", "int"), ("Wo", "int"), ("C", "int"), ("KH", "int"), ("KW", "int"), ("H", "int"), ("W", "int"), ("stride", "int"), ("padding", "int"), ("dilation", "int"), ),
+    "symconv_conv2d_backward_filter": (("x", "array"), ("dy", "array"), ("table", "array"), ("dw", "array"), ("N", "int"), ("C", "int"), ("H", "int"), ("W", "int"), ("K", "int"), ("Ho", "int"), ("Wo", "int"), ("KH", "int"), ("KW", "int"), ("stride", "int"), ("padding", "int"), ("dilation", "int"), ),
     "symconv_conv2d_backward_bias": (("dy", "array"), ("db", "array"), ("N", "int"), ("K", "int"), ("Ho", "int"), ("Wo", "int"), ),
     "symconv_avgpool2d_forward": (("x", "array"), ("y", "array"), ("N", "int"), ("C", "int"), ("H", "int"), ("W", "int"), ("Ho", "int"), ("Wo", "int"), ("size", "int"), ),
     "symconv_avgpool2d_backward": (("dy", "array"), ("dx", "array"), ("N", "int"), ("C", "int"), ("Ho", "int"), ("Wo", "int"), ("H", "int"), ("W", "int"), ("size", "int"), ),
@@ -185,19 +185,19 @@ SIGNATURES = {
 #: LeNet-5 specializations: kernel -> ((layer, fixed sizes and params, table rows or None), ...).
 SPECIALIZATIONS = {
     "conv2d_backward_data": (
-        ("C1", {'C': 1, 'H': 32, 'K': 6, 'KH': 5, 'KW': 5, 'W': 32, 'padding': 0, 'stride': 1}, None),
-        ("C3", {'C': 6, 'H': 14, 'K': 16, 'KH': 5, 'KW': 5, 'W': 14, 'padding': 0, 'stride': 1}, ((0, 1, 2), (1, 2, 3), (2, 3, 4), (3, 4, 5), (4, 5, 0), (5, 0, 1), (0, 1, 2, 3), (1, 2, 3, 4), (2, 3, 4, 5), (3, 4, 5, 0), (4, 5, 0, 1), (5, 0, 1, 2), (0, 1, 3, 4), (1, 2, 4, 5), (0, 2, 3, 5), (0, 1, 2, 3, 4, 5))),
-        ("C5", {'C': 16, 'H': 5, 'K': 120, 'KH': 5, 'KW': 5, 'W': 5, 'padding': 0, 'stride': 1}, None),
+        ("C1", {'C': 1, 'H': 32, 'K': 6, 'KH': 5, 'KW': 5, 'W': 32, 'dilation': 1, 'padding': 0, 'stride': 1}, None),
+        ("C3", {'C': 6, 'H': 14, 'K': 16, 'KH': 5, 'KW': 5, 'W': 14, 'dilation': 1, 'padding': 0, 'stride': 1}, ((0, 1, 2), (1, 2, 3), (2, 3, 4), (3, 4, 5), (4, 5, 0), (5, 0, 1), (0, 1, 2, 3), (1, 2, 3, 4), (2, 3, 4, 5), (3, 4, 5, 0), (4, 5, 0, 1), (5, 0, 1, 2), (0, 1, 3, 4), (1, 2, 4, 5), (0, 2, 3, 5), (0, 1, 2, 3, 4, 5))),
+        ("C5", {'C': 16, 'H': 5, 'K': 120, 'KH': 5, 'KW': 5, 'W': 5, 'dilation': 1, 'padding': 0, 'stride': 1}, None),
     ),
     "conv2d_backward_filter": (
-        ("C1", {'C': 1, 'H': 32, 'K': 6, 'KH': 5, 'KW': 5, 'W': 32, 'padding': 0, 'stride': 1}, None),
-        ("C3", {'C': 6, 'H': 14, 'K': 16, 'KH': 5, 'KW': 5, 'W': 14, 'padding': 0, 'stride': 1}, ((0, 1, 2), (1, 2, 3), (2, 3, 4), (3, 4, 5), (4, 5, 0), (5, 0, 1), (0, 1, 2, 3), (1, 2, 3, 4), (2, 3, 4, 5), (3, 4, 5, 0), (4, 5, 0, 1), (5, 0, 1, 2), (0, 1, 3, 4), (1, 2, 4, 5), (0, 2, 3, 5), (0, 1, 2, 3, 4, 5))),
-        ("C5", {'C': 16, 'H': 5, 'K': 120, 'KH': 5, 'KW': 5, 'W': 5, 'padding': 0, 'stride': 1}, None),
+        ("C1", {'C': 1, 'H': 32, 'K': 6, 'KH': 5, 'KW': 5, 'W': 32, 'dilation': 1, 'padding': 0, 'stride': 1}, None),
+        ("C3", {'C': 6, 'H': 14, 'K': 16, 'KH': 5, 'KW': 5, 'W': 14, 'dilation': 1, 'padding': 0, 'stride': 1}, ((0, 1, 2), (1, 2, 3), (2, 3, 4), (3, 4, 5), (4, 5, 0), (5, 0, 1), (0, 1, 2, 3), (1, 2, 3, 4), (2, 3, 4, 5), (3, 4, 5, 0), (4, 5, 0, 1), (5, 0, 1, 2), (0, 1, 3, 4), (1, 2, 4, 5), (0, 2, 3, 5), (0, 1, 2, 3, 4, 5))),
+        ("C5", {'C': 16, 'H': 5, 'K': 120, 'KH': 5, 'KW': 5, 'W': 5, 'dilation': 1, 'padding': 0, 'stride': 1}, None),
     ),
     "conv2d_forward": (
-        ("C1", {'C': 1, 'H': 32, 'K': 6, 'KH': 5, 'KW': 5, 'W': 32, 'padding': 0, 'stride': 1}, None),
-        ("C3", {'C': 6, 'H': 14, 'K': 16, 'KH': 5, 'KW': 5, 'W': 14, 'padding': 0, 'stride': 1}, ((0, 1, 2), (1, 2, 3), (2, 3, 4), (3, 4, 5), (4, 5, 0), (5, 0, 1), (0, 1, 2, 3), (1, 2, 3, 4), (2, 3, 4, 5), (3, 4, 5, 0), (4, 5, 0, 1), (5, 0, 1, 2), (0, 1, 3, 4), (1, 2, 4, 5), (0, 2, 3, 5), (0, 1, 2, 3, 4, 5))),
-        ("C5", {'C': 16, 'H': 5, 'K': 120, 'KH': 5, 'KW': 5, 'W': 5, 'padding': 0, 'stride': 1}, None),
+        ("C1", {'C': 1, 'H': 32, 'K': 6, 'KH': 5, 'KW': 5, 'W': 32, 'dilation': 1, 'padding': 0, 'stride': 1}, None),
+        ("C3", {'C': 6, 'H': 14, 'K': 16, 'KH': 5, 'KW': 5, 'W': 14, 'dilation': 1, 'padding': 0, 'stride': 1}, ((0, 1, 2), (1, 2, 3), (2, 3, 4), (3, 4, 5), (4, 5, 0), (5, 0, 1), (0, 1, 2, 3), (1, 2, 3, 4), (2, 3, 4, 5), (3, 4, 5, 0), (4, 5, 0, 1), (5, 0, 1, 2), (0, 1, 3, 4), (1, 2, 4, 5), (0, 2, 3, 5), (0, 1, 2, 3, 4, 5))),
+        ("C5", {'C': 16, 'H': 5, 'K': 120, 'KH': 5, 'KW': 5, 'W': 5, 'dilation': 1, 'padding': 0, 'stride': 1}, None),
     ),
     "dense_backward": (
         ("F6", {'I': 120, 'O': 84}, None),
@@ -330,17 +330,17 @@ def call(kernel, layer, dtype, values):
     fn(*[values[name].ctypes.data if is_array else values[name] for name, is_array in params])
 
 
-def conv2d_forward(x, w, b, stride=1, padding=0, table=None):
-    """Cross-correlation of x with w (stride, zero padding, optional connection table) plus b.
+def conv2d_forward(x, w, b, stride=1, padding=0, dilation=1, table=None):
+    """Cross-correlation of x with w (stride, zero padding, dilation, optional connection table) plus b.
 
     @generated by make codegen from derive.layers (layer.conv_forward); do not edit
-    spec sha256: 0e00b7db299b01c282be55abcdb5e253d9852f2f69bdb319f5a875c686e78e71
+    spec sha256: 7368462ebf3de6eca80ae7f090ac8295045e69c636d99cdb5192f813d2fe16bc
     """
-    out = _FAST.conv2d_forward(x, w, b, stride, padding, table)
-    return _checked_conv2d_forward(x, w, b, stride, padding, table) if out is None else out
+    out = _FAST.conv2d_forward(x, w, b, stride, padding, dilation, table)
+    return _checked_conv2d_forward(x, w, b, stride, padding, dilation, table) if out is None else out
 
 
-def _checked_conv2d_forward(x, w, b, stride=1, padding=0, table=None):
+def _checked_conv2d_forward(x, w, b, stride=1, padding=0, dilation=1, table=None):
     """conv2d_forward through the Python checks and ctypes (the calls the fast path declines)."""
     _a = _runtime.Args("conv2d_forward")
     x = _a.floats("x", x, ("N", "C", "H", "W"))
@@ -348,6 +348,7 @@ def _checked_conv2d_forward(x, w, b, stride=1, padding=0, table=None):
     b = _a.floats("b", b, ("K",))
     stride = _a.integer("stride", stride, 1)
     padding = _a.integer("padding", padding, 0)
+    dilation = _a.integer("dilation", dilation, 1)
     table = _a.mask("table", table, ("K", "C"))
     N = _a.dims["N"]
     C = _a.dims["C"]
@@ -356,33 +357,34 @@ def _checked_conv2d_forward(x, w, b, stride=1, padding=0, table=None):
     K = _a.dims["K"]
     KH = _a.dims["KH"]
     KW = _a.dims["KW"]
-    Ho = _a.derive("Ho", (H - KH + 2*padding) // (stride) + 1, "(H - KH + 2*padding) // (stride) + 1", ("H", "KH", "padding", "stride"))
-    Wo = _a.derive("Wo", (-KW + W + 2*padding) // (stride) + 1, "(-KW + W + 2*padding) // (stride) + 1", ("KW", "W", "padding", "stride"))
-    _a.require((H + 2*padding) >= KH, "kernel height KH exceeds padded input height H + 2*padding", ("H", "KH", "padding"))
-    _a.require((W + 2*padding) >= KW, "kernel width KW exceeds padded input width W + 2*padding", ("KW", "W", "padding"))
+    Ho = _a.derive("Ho", (H - dilation*(KH - 1) + 2*padding - 1) // (stride) + 1, "(H - dilation*(KH - 1) + 2*padding - 1) // (stride) + 1", ("H", "KH", "dilation", "padding", "stride"))
+    Wo = _a.derive("Wo", (W - dilation*(KW - 1) + 2*padding - 1) // (stride) + 1, "(W - dilation*(KW - 1) + 2*padding - 1) // (stride) + 1", ("KW", "W", "dilation", "padding", "stride"))
+    _a.require((H + 2*padding) >= (dilation*(KH - 1) + 1), "dilated kernel height dilation*(KH-1)+1 exceeds padded input height H + 2*padding", ("H", "KH", "dilation", "padding"))
+    _a.require((W + 2*padding) >= (dilation*(KW - 1) + 1), "dilated kernel width dilation*(KW-1)+1 exceeds padded input width W + 2*padding", ("KW", "W", "dilation", "padding"))
     y = numpy.empty((N, K, Ho, Wo), dtype=_a.dtype)
-    values = {"x": x, "w": w, "b": b, "table": table, "y": y, "N": N, "C": C, "H": H, "W": W, "K": K, "KH": KH, "KW": KW, "Ho": Ho, "Wo": Wo, "stride": stride, "padding": padding}
+    values = {"x": x, "w": w, "b": b, "table": table, "y": y, "N": N, "C": C, "H": H, "W": W, "K": K, "KH": KH, "KW": KW, "Ho": Ho, "Wo": Wo, "stride": stride, "padding": padding, "dilation": dilation}
     call("conv2d_forward", variant("conv2d_forward", values, table), _a.dtype, values)
     return y
 
 
-def conv2d_backward_data(dy, w, input_hw, stride=1, padding=0, table=None):
+def conv2d_backward_data(dy, w, input_hw, stride=1, padding=0, dilation=1, table=None):
     """dJ/dx: the full convolution of dy with w (transpose of the forward map).
 
     @generated by make codegen from derive.backprop (backprop.case2); do not edit
-    spec sha256: fdbbe51636116ab98d6d131b82990923f5478e71b3debc29acf7a3e2d7c5c91b
+    spec sha256: 2e9dcc42bf086c48cfa793df9b649c34c5e9e520badb2cd5a81e9a0d0b882528
     """
-    out = _FAST.conv2d_backward_data(dy, w, input_hw, stride, padding, table)
-    return _checked_conv2d_backward_data(dy, w, input_hw, stride, padding, table) if out is None else out
+    out = _FAST.conv2d_backward_data(dy, w, input_hw, stride, padding, dilation, table)
+    return _checked_conv2d_backward_data(dy, w, input_hw, stride, padding, dilation, table) if out is None else out
 
 
-def _checked_conv2d_backward_data(dy, w, input_hw, stride=1, padding=0, table=None):
+def _checked_conv2d_backward_data(dy, w, input_hw, stride=1, padding=0, dilation=1, table=None):
     """conv2d_backward_data through the Python checks and ctypes (the calls the fast path declines)."""
     _a = _runtime.Args("conv2d_backward_data")
     dy = _a.floats("dy", dy, ("N", "K", "Ho", "Wo"))
     w = _a.floats("w", w, ("K", "C", "KH", "KW"))
     stride = _a.integer("stride", stride, 1)
     padding = _a.integer("padding", padding, 0)
+    dilation = _a.integer("dilation", dilation, 1)
     _a.sizes("input_hw", input_hw, ("H", "W"))
     table = _a.mask("table", table, ("K", "C"))
     N = _a.dims["N"]
@@ -392,33 +394,34 @@ def _checked_conv2d_backward_data(dy, w, input_hw, stride=1, padding=0, table=No
     KW = _a.dims["KW"]
     H = _a.dims["H"]
     W = _a.dims["W"]
-    Ho = _a.derive("Ho", (H - KH + 2*padding) // (stride) + 1, "(H - KH + 2*padding) // (stride) + 1", ("H", "KH", "padding", "stride"))
-    Wo = _a.derive("Wo", (-KW + W + 2*padding) // (stride) + 1, "(-KW + W + 2*padding) // (stride) + 1", ("KW", "W", "padding", "stride"))
-    _a.require((H + 2*padding) >= KH, "kernel height KH exceeds padded input height H + 2*padding", ("H", "KH", "padding"))
-    _a.require((W + 2*padding) >= KW, "kernel width KW exceeds padded input width W + 2*padding", ("KW", "W", "padding"))
+    Ho = _a.derive("Ho", (H - dilation*(KH - 1) + 2*padding - 1) // (stride) + 1, "(H - dilation*(KH - 1) + 2*padding - 1) // (stride) + 1", ("H", "KH", "dilation", "padding", "stride"))
+    Wo = _a.derive("Wo", (W - dilation*(KW - 1) + 2*padding - 1) // (stride) + 1, "(W - dilation*(KW - 1) + 2*padding - 1) // (stride) + 1", ("KW", "W", "dilation", "padding", "stride"))
+    _a.require((H + 2*padding) >= (dilation*(KH - 1) + 1), "dilated kernel height dilation*(KH-1)+1 exceeds padded input height H + 2*padding", ("H", "KH", "dilation", "padding"))
+    _a.require((W + 2*padding) >= (dilation*(KW - 1) + 1), "dilated kernel width dilation*(KW-1)+1 exceeds padded input width W + 2*padding", ("KW", "W", "dilation", "padding"))
     dx = numpy.empty((N, C, H, W), dtype=_a.dtype)
-    values = {"dy": dy, "w": w, "table": table, "dx": dx, "N": N, "K": K, "Ho": Ho, "Wo": Wo, "C": C, "KH": KH, "KW": KW, "H": H, "W": W, "stride": stride, "padding": padding}
+    values = {"dy": dy, "w": w, "table": table, "dx": dx, "N": N, "K": K, "Ho": Ho, "Wo": Wo, "C": C, "KH": KH, "KW": KW, "H": H, "W": W, "stride": stride, "padding": padding, "dilation": dilation}
     call("conv2d_backward_data", variant("conv2d_backward_data", values, table), _a.dtype, values)
     return dx
 
 
-def conv2d_backward_filter(x, dy, kernel_hw, stride=1, padding=0, table=None):
+def conv2d_backward_filter(x, dy, kernel_hw, stride=1, padding=0, dilation=1, table=None):
     """dJ/dw: the valid cross-correlation of the input with dy (0 for absent connections).
 
     @generated by make codegen from derive.gradients (grad.kernel); do not edit
-    spec sha256: 00fd12b2883179555e4f5da890fae25c9d44f6f9a801df1274b2a8faeb18cf85
+    spec sha256: ca675d333fdcff15f6d21347a93c4accc2fc221ff29ebf838f9c748807f998d3
     """
-    out = _FAST.conv2d_backward_filter(x, dy, kernel_hw, stride, padding, table)
-    return _checked_conv2d_backward_filter(x, dy, kernel_hw, stride, padding, table) if out is None else out
+    out = _FAST.conv2d_backward_filter(x, dy, kernel_hw, stride, padding, dilation, table)
+    return _checked_conv2d_backward_filter(x, dy, kernel_hw, stride, padding, dilation, table) if out is None else out
 
 
-def _checked_conv2d_backward_filter(x, dy, kernel_hw, stride=1, padding=0, table=None):
+def _checked_conv2d_backward_filter(x, dy, kernel_hw, stride=1, padding=0, dilation=1, table=None):
     """conv2d_backward_filter through the Python checks and ctypes (the calls the fast path declines)."""
     _a = _runtime.Args("conv2d_backward_filter")
     x = _a.floats("x", x, ("N", "C", "H", "W"))
     dy = _a.floats("dy", dy, ("N", "K", "Ho", "Wo"))
     stride = _a.integer("stride", stride, 1)
     padding = _a.integer("padding", padding, 0)
+    dilation = _a.integer("dilation", dilation, 1)
     _a.sizes("kernel_hw", kernel_hw, ("KH", "KW"))
     table = _a.mask("table", table, ("K", "C"))
     N = _a.dims["N"]
@@ -428,12 +431,12 @@ def _checked_conv2d_backward_filter(x, dy, kernel_hw, stride=1, padding=0, table
     K = _a.dims["K"]
     KH = _a.dims["KH"]
     KW = _a.dims["KW"]
-    Ho = _a.derive("Ho", (H - KH + 2*padding) // (stride) + 1, "(H - KH + 2*padding) // (stride) + 1", ("H", "KH", "padding", "stride"))
-    Wo = _a.derive("Wo", (-KW + W + 2*padding) // (stride) + 1, "(-KW + W + 2*padding) // (stride) + 1", ("KW", "W", "padding", "stride"))
-    _a.require((H + 2*padding) >= KH, "kernel height KH exceeds padded input height H + 2*padding", ("H", "KH", "padding"))
-    _a.require((W + 2*padding) >= KW, "kernel width KW exceeds padded input width W + 2*padding", ("KW", "W", "padding"))
+    Ho = _a.derive("Ho", (H - dilation*(KH - 1) + 2*padding - 1) // (stride) + 1, "(H - dilation*(KH - 1) + 2*padding - 1) // (stride) + 1", ("H", "KH", "dilation", "padding", "stride"))
+    Wo = _a.derive("Wo", (W - dilation*(KW - 1) + 2*padding - 1) // (stride) + 1, "(W - dilation*(KW - 1) + 2*padding - 1) // (stride) + 1", ("KW", "W", "dilation", "padding", "stride"))
+    _a.require((H + 2*padding) >= (dilation*(KH - 1) + 1), "dilated kernel height dilation*(KH-1)+1 exceeds padded input height H + 2*padding", ("H", "KH", "dilation", "padding"))
+    _a.require((W + 2*padding) >= (dilation*(KW - 1) + 1), "dilated kernel width dilation*(KW-1)+1 exceeds padded input width W + 2*padding", ("KW", "W", "dilation", "padding"))
     dw = numpy.empty((K, C, KH, KW), dtype=_a.dtype)
-    values = {"x": x, "dy": dy, "table": table, "dw": dw, "N": N, "C": C, "H": H, "W": W, "K": K, "Ho": Ho, "Wo": Wo, "KH": KH, "KW": KW, "stride": stride, "padding": padding}
+    values = {"x": x, "dy": dy, "table": table, "dw": dw, "N": N, "C": C, "H": H, "W": W, "K": K, "Ho": Ho, "Wo": Wo, "KH": KH, "KW": KW, "stride": stride, "padding": padding, "dilation": dilation}
     call("conv2d_backward_filter", variant("conv2d_backward_filter", values, table), _a.dtype, values)
     return dw
 

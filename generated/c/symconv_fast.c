@@ -278,17 +278,17 @@ static PyArrayObject *empty(int nd, npy_intp *dims, int type)
 }
 
 /* The kernels of symconv.c, bound by bind(). */
-typedef void symconv_conv2d_forward_f32_fn(const float *restrict, const float *restrict, const float *restrict, const uint8_t *restrict, float *restrict, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t);
+typedef void symconv_conv2d_forward_f32_fn(const float *restrict, const float *restrict, const float *restrict, const uint8_t *restrict, float *restrict, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t);
 static symconv_conv2d_forward_f32_fn *symconv_conv2d_forward_f32_ptr;
-typedef void symconv_conv2d_forward_f64_fn(const double *restrict, const double *restrict, const double *restrict, const uint8_t *restrict, double *restrict, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t);
+typedef void symconv_conv2d_forward_f64_fn(const double *restrict, const double *restrict, const double *restrict, const uint8_t *restrict, double *restrict, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t);
 static symconv_conv2d_forward_f64_fn *symconv_conv2d_forward_f64_ptr;
-typedef void symconv_conv2d_backward_data_f32_fn(const float *restrict, const float *restrict, const uint8_t *restrict, float *restrict, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t);
+typedef void symconv_conv2d_backward_data_f32_fn(const float *restrict, const float *restrict, const uint8_t *restrict, float *restrict, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t);
 static symconv_conv2d_backward_data_f32_fn *symconv_conv2d_backward_data_f32_ptr;
-typedef void symconv_conv2d_backward_data_f64_fn(const double *restrict, const double *restrict, const uint8_t *restrict, double *restrict, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t);
+typedef void symconv_conv2d_backward_data_f64_fn(const double *restrict, const double *restrict, const uint8_t *restrict, double *restrict, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t);
 static symconv_conv2d_backward_data_f64_fn *symconv_conv2d_backward_data_f64_ptr;
-typedef void symconv_conv2d_backward_filter_f32_fn(const float *restrict, const float *restrict, const uint8_t *restrict, float *restrict, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t);
+typedef void symconv_conv2d_backward_filter_f32_fn(const float *restrict, const float *restrict, const uint8_t *restrict, float *restrict, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t);
 static symconv_conv2d_backward_filter_f32_fn *symconv_conv2d_backward_filter_f32_ptr;
-typedef void symconv_conv2d_backward_filter_f64_fn(const double *restrict, const double *restrict, const uint8_t *restrict, double *restrict, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t);
+typedef void symconv_conv2d_backward_filter_f64_fn(const double *restrict, const double *restrict, const uint8_t *restrict, double *restrict, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t);
 static symconv_conv2d_backward_filter_f64_fn *symconv_conv2d_backward_filter_f64_ptr;
 typedef void symconv_conv2d_backward_bias_f32_fn(const float *restrict, float *restrict, int64_t, int64_t, int64_t, int64_t);
 static symconv_conv2d_backward_bias_f32_fn *symconv_conv2d_backward_bias_f32_ptr;
@@ -478,12 +478,12 @@ static PyObject *fast_conv2d_forward(PyObject *self, PyObject *const *args, Py_s
     enum { D_N, D_C, D_H, D_W, D_K, D_KH, D_KW, D_Ho, D_Wo, };
     Call c = {0};
     PyArrayObject *a_x = NULL, *a_w = NULL, *a_b = NULL, *a_y = NULL;
-    int64_t v_N, v_C, v_H, v_W, v_K, v_KH, v_KW, v_Ho, v_Wo, v_stride, v_padding;
+    int64_t v_N, v_C, v_H, v_W, v_K, v_KH, v_KW, v_Ho, v_Wo, v_stride, v_padding, v_dilation;
     const uint8_t *t_table;
     uint8_t *ones_table = NULL;
     PyObject *result;
     (void)self;
-    if (!bound_kernels || nargs != 6) {
+    if (!bound_kernels || nargs != 7) {
         goto decline;
     }
     if (!(a_x = floats(&c, args[0], 4, (const int[]){D_N, D_C, D_H, D_W}))) goto decline;
@@ -491,7 +491,8 @@ static PyObject *fast_conv2d_forward(PyObject *self, PyObject *const *args, Py_s
     if (!(a_b = floats(&c, args[2], 1, (const int[]){D_K}))) goto decline;
     if (!(integer(args[3], 1, &v_stride))) goto decline;
     if (!(integer(args[4], 0, &v_padding))) goto decline;
-    if (!(t_table = mask(&c, args[5], 2, (const int[]){D_K, D_C}, &ones_table))) goto decline;
+    if (!(integer(args[5], 1, &v_dilation))) goto decline;
+    if (!(t_table = mask(&c, args[6], 2, (const int[]){D_K, D_C}, &ones_table))) goto decline;
     v_N = c.dim[D_N];
     v_C = c.dim[D_C];
     v_H = c.dim[D_H];
@@ -499,33 +500,33 @@ static PyObject *fast_conv2d_forward(PyObject *self, PyObject *const *args, Py_s
     v_K = c.dim[D_K];
     v_KH = c.dim[D_KH];
     v_KW = c.dim[D_KW];
-    if (!(derive(&c, D_Ho, floordiv(v_H - v_KH + 2*v_padding, v_stride) + 1))) goto decline;
+    if (!(derive(&c, D_Ho, floordiv(v_H - v_dilation*(v_KH - 1) + 2*v_padding - 1, v_stride) + 1))) goto decline;
     v_Ho = c.dim[D_Ho];
-    if (!(derive(&c, D_Wo, floordiv(-v_KW + v_W + 2*v_padding, v_stride) + 1))) goto decline;
+    if (!(derive(&c, D_Wo, floordiv(v_W - v_dilation*(v_KW - 1) + 2*v_padding - 1, v_stride) + 1))) goto decline;
     v_Wo = c.dim[D_Wo];
-    if (!(v_H + 2*v_padding >= v_KH)) goto decline;
-    if (!(v_W + 2*v_padding >= v_KW)) goto decline;
+    if (!(v_H + 2*v_padding >= v_dilation*(v_KH - 1) + 1)) goto decline;
+    if (!(v_W + 2*v_padding >= v_dilation*(v_KW - 1) + 1)) goto decline;
     if (!(a_y = empty(4, (npy_intp[]){v_N, v_K, v_Ho, v_Wo}, c.type))) goto decline;
     Py_BEGIN_ALLOW_THREADS
     if (c.type == NPY_FLOAT) {
-        if (v_C == 1 && v_H == 32 && v_K == 6 && v_KH == 5 && v_KW == 5 && v_W == 32 && v_padding == 0 && v_stride == 1 && all_connected(t_table, 6)) {
+        if (v_C == 1 && v_H == 32 && v_K == 6 && v_KH == 5 && v_KW == 5 && v_W == 32 && v_dilation == 1 && v_padding == 0 && v_stride == 1 && all_connected(t_table, 6)) {
             symconv_conv2d_forward_C1_f32_ptr(PyArray_DATA(a_x), PyArray_DATA(a_w), PyArray_DATA(a_b), PyArray_DATA(a_y), v_N);
-        } else if (v_C == 6 && v_H == 14 && v_K == 16 && v_KH == 5 && v_KW == 5 && v_W == 14 && v_padding == 0 && v_stride == 1 && memcmp(t_table, conv2d_forward_C3_table, 96) == 0) {
+        } else if (v_C == 6 && v_H == 14 && v_K == 16 && v_KH == 5 && v_KW == 5 && v_W == 14 && v_dilation == 1 && v_padding == 0 && v_stride == 1 && memcmp(t_table, conv2d_forward_C3_table, 96) == 0) {
             symconv_conv2d_forward_C3_f32_ptr(PyArray_DATA(a_x), PyArray_DATA(a_w), PyArray_DATA(a_b), PyArray_DATA(a_y), v_N);
-        } else if (v_C == 16 && v_H == 5 && v_K == 120 && v_KH == 5 && v_KW == 5 && v_W == 5 && v_padding == 0 && v_stride == 1 && all_connected(t_table, 1920)) {
+        } else if (v_C == 16 && v_H == 5 && v_K == 120 && v_KH == 5 && v_KW == 5 && v_W == 5 && v_dilation == 1 && v_padding == 0 && v_stride == 1 && all_connected(t_table, 1920)) {
             symconv_conv2d_forward_C5_f32_ptr(PyArray_DATA(a_x), PyArray_DATA(a_w), PyArray_DATA(a_b), PyArray_DATA(a_y), v_N);
         } else {
-            symconv_conv2d_forward_f32_ptr(PyArray_DATA(a_x), PyArray_DATA(a_w), PyArray_DATA(a_b), t_table, PyArray_DATA(a_y), v_N, v_C, v_H, v_W, v_K, v_KH, v_KW, v_Ho, v_Wo, v_stride, v_padding);
+            symconv_conv2d_forward_f32_ptr(PyArray_DATA(a_x), PyArray_DATA(a_w), PyArray_DATA(a_b), t_table, PyArray_DATA(a_y), v_N, v_C, v_H, v_W, v_K, v_KH, v_KW, v_Ho, v_Wo, v_stride, v_padding, v_dilation);
         }
     } else {
-        if (v_C == 1 && v_H == 32 && v_K == 6 && v_KH == 5 && v_KW == 5 && v_W == 32 && v_padding == 0 && v_stride == 1 && all_connected(t_table, 6)) {
+        if (v_C == 1 && v_H == 32 && v_K == 6 && v_KH == 5 && v_KW == 5 && v_W == 32 && v_dilation == 1 && v_padding == 0 && v_stride == 1 && all_connected(t_table, 6)) {
             symconv_conv2d_forward_C1_f64_ptr(PyArray_DATA(a_x), PyArray_DATA(a_w), PyArray_DATA(a_b), PyArray_DATA(a_y), v_N);
-        } else if (v_C == 6 && v_H == 14 && v_K == 16 && v_KH == 5 && v_KW == 5 && v_W == 14 && v_padding == 0 && v_stride == 1 && memcmp(t_table, conv2d_forward_C3_table, 96) == 0) {
+        } else if (v_C == 6 && v_H == 14 && v_K == 16 && v_KH == 5 && v_KW == 5 && v_W == 14 && v_dilation == 1 && v_padding == 0 && v_stride == 1 && memcmp(t_table, conv2d_forward_C3_table, 96) == 0) {
             symconv_conv2d_forward_C3_f64_ptr(PyArray_DATA(a_x), PyArray_DATA(a_w), PyArray_DATA(a_b), PyArray_DATA(a_y), v_N);
-        } else if (v_C == 16 && v_H == 5 && v_K == 120 && v_KH == 5 && v_KW == 5 && v_W == 5 && v_padding == 0 && v_stride == 1 && all_connected(t_table, 1920)) {
+        } else if (v_C == 16 && v_H == 5 && v_K == 120 && v_KH == 5 && v_KW == 5 && v_W == 5 && v_dilation == 1 && v_padding == 0 && v_stride == 1 && all_connected(t_table, 1920)) {
             symconv_conv2d_forward_C5_f64_ptr(PyArray_DATA(a_x), PyArray_DATA(a_w), PyArray_DATA(a_b), PyArray_DATA(a_y), v_N);
         } else {
-            symconv_conv2d_forward_f64_ptr(PyArray_DATA(a_x), PyArray_DATA(a_w), PyArray_DATA(a_b), t_table, PyArray_DATA(a_y), v_N, v_C, v_H, v_W, v_K, v_KH, v_KW, v_Ho, v_Wo, v_stride, v_padding);
+            symconv_conv2d_forward_f64_ptr(PyArray_DATA(a_x), PyArray_DATA(a_w), PyArray_DATA(a_b), t_table, PyArray_DATA(a_y), v_N, v_C, v_H, v_W, v_K, v_KH, v_KW, v_Ho, v_Wo, v_stride, v_padding, v_dilation);
         }
     }
     Py_END_ALLOW_THREADS
@@ -546,20 +547,21 @@ static PyObject *fast_conv2d_backward_data(PyObject *self, PyObject *const *args
     enum { D_N, D_K, D_Ho, D_Wo, D_C, D_KH, D_KW, D_H, D_W, };
     Call c = {0};
     PyArrayObject *a_dy = NULL, *a_w = NULL, *a_dx = NULL;
-    int64_t v_N, v_K, v_Ho, v_Wo, v_C, v_KH, v_KW, v_H, v_W, v_stride, v_padding;
+    int64_t v_N, v_K, v_Ho, v_Wo, v_C, v_KH, v_KW, v_H, v_W, v_stride, v_padding, v_dilation;
     const uint8_t *t_table;
     uint8_t *ones_table = NULL;
     PyObject *result;
     (void)self;
-    if (!bound_kernels || nargs != 6) {
+    if (!bound_kernels || nargs != 7) {
         goto decline;
     }
     if (!(a_dy = floats(&c, args[0], 4, (const int[]){D_N, D_K, D_Ho, D_Wo}))) goto decline;
     if (!(a_w = floats(&c, args[1], 4, (const int[]){D_K, D_C, D_KH, D_KW}))) goto decline;
     if (!(integer(args[3], 1, &v_stride))) goto decline;
     if (!(integer(args[4], 0, &v_padding))) goto decline;
+    if (!(integer(args[5], 1, &v_dilation))) goto decline;
     if (!(sizes(&c, args[2], 2, (const int[]){D_H, D_W}))) goto decline;
-    if (!(t_table = mask(&c, args[5], 2, (const int[]){D_K, D_C}, &ones_table))) goto decline;
+    if (!(t_table = mask(&c, args[6], 2, (const int[]){D_K, D_C}, &ones_table))) goto decline;
     v_N = c.dim[D_N];
     v_K = c.dim[D_K];
     v_C = c.dim[D_C];
@@ -567,33 +569,33 @@ static PyObject *fast_conv2d_backward_data(PyObject *self, PyObject *const *args
     v_KW = c.dim[D_KW];
     v_H = c.dim[D_H];
     v_W = c.dim[D_W];
-    if (!(derive(&c, D_Ho, floordiv(v_H - v_KH + 2*v_padding, v_stride) + 1))) goto decline;
+    if (!(derive(&c, D_Ho, floordiv(v_H - v_dilation*(v_KH - 1) + 2*v_padding - 1, v_stride) + 1))) goto decline;
     v_Ho = c.dim[D_Ho];
-    if (!(derive(&c, D_Wo, floordiv(-v_KW + v_W + 2*v_padding, v_stride) + 1))) goto decline;
+    if (!(derive(&c, D_Wo, floordiv(v_W - v_dilation*(v_KW - 1) + 2*v_padding - 1, v_stride) + 1))) goto decline;
     v_Wo = c.dim[D_Wo];
-    if (!(v_H + 2*v_padding >= v_KH)) goto decline;
-    if (!(v_W + 2*v_padding >= v_KW)) goto decline;
+    if (!(v_H + 2*v_padding >= v_dilation*(v_KH - 1) + 1)) goto decline;
+    if (!(v_W + 2*v_padding >= v_dilation*(v_KW - 1) + 1)) goto decline;
     if (!(a_dx = empty(4, (npy_intp[]){v_N, v_C, v_H, v_W}, c.type))) goto decline;
     Py_BEGIN_ALLOW_THREADS
     if (c.type == NPY_FLOAT) {
-        if (v_C == 1 && v_H == 32 && v_K == 6 && v_KH == 5 && v_KW == 5 && v_W == 32 && v_padding == 0 && v_stride == 1 && all_connected(t_table, 6)) {
+        if (v_C == 1 && v_H == 32 && v_K == 6 && v_KH == 5 && v_KW == 5 && v_W == 32 && v_dilation == 1 && v_padding == 0 && v_stride == 1 && all_connected(t_table, 6)) {
             symconv_conv2d_backward_data_C1_f32_ptr(PyArray_DATA(a_dy), PyArray_DATA(a_w), PyArray_DATA(a_dx), v_N);
-        } else if (v_C == 6 && v_H == 14 && v_K == 16 && v_KH == 5 && v_KW == 5 && v_W == 14 && v_padding == 0 && v_stride == 1 && memcmp(t_table, conv2d_backward_data_C3_table, 96) == 0) {
+        } else if (v_C == 6 && v_H == 14 && v_K == 16 && v_KH == 5 && v_KW == 5 && v_W == 14 && v_dilation == 1 && v_padding == 0 && v_stride == 1 && memcmp(t_table, conv2d_backward_data_C3_table, 96) == 0) {
             symconv_conv2d_backward_data_C3_f32_ptr(PyArray_DATA(a_dy), PyArray_DATA(a_w), PyArray_DATA(a_dx), v_N);
-        } else if (v_C == 16 && v_H == 5 && v_K == 120 && v_KH == 5 && v_KW == 5 && v_W == 5 && v_padding == 0 && v_stride == 1 && all_connected(t_table, 1920)) {
+        } else if (v_C == 16 && v_H == 5 && v_K == 120 && v_KH == 5 && v_KW == 5 && v_W == 5 && v_dilation == 1 && v_padding == 0 && v_stride == 1 && all_connected(t_table, 1920)) {
             symconv_conv2d_backward_data_C5_f32_ptr(PyArray_DATA(a_dy), PyArray_DATA(a_w), PyArray_DATA(a_dx), v_N);
         } else {
-            symconv_conv2d_backward_data_f32_ptr(PyArray_DATA(a_dy), PyArray_DATA(a_w), t_table, PyArray_DATA(a_dx), v_N, v_K, v_Ho, v_Wo, v_C, v_KH, v_KW, v_H, v_W, v_stride, v_padding);
+            symconv_conv2d_backward_data_f32_ptr(PyArray_DATA(a_dy), PyArray_DATA(a_w), t_table, PyArray_DATA(a_dx), v_N, v_K, v_Ho, v_Wo, v_C, v_KH, v_KW, v_H, v_W, v_stride, v_padding, v_dilation);
         }
     } else {
-        if (v_C == 1 && v_H == 32 && v_K == 6 && v_KH == 5 && v_KW == 5 && v_W == 32 && v_padding == 0 && v_stride == 1 && all_connected(t_table, 6)) {
+        if (v_C == 1 && v_H == 32 && v_K == 6 && v_KH == 5 && v_KW == 5 && v_W == 32 && v_dilation == 1 && v_padding == 0 && v_stride == 1 && all_connected(t_table, 6)) {
             symconv_conv2d_backward_data_C1_f64_ptr(PyArray_DATA(a_dy), PyArray_DATA(a_w), PyArray_DATA(a_dx), v_N);
-        } else if (v_C == 6 && v_H == 14 && v_K == 16 && v_KH == 5 && v_KW == 5 && v_W == 14 && v_padding == 0 && v_stride == 1 && memcmp(t_table, conv2d_backward_data_C3_table, 96) == 0) {
+        } else if (v_C == 6 && v_H == 14 && v_K == 16 && v_KH == 5 && v_KW == 5 && v_W == 14 && v_dilation == 1 && v_padding == 0 && v_stride == 1 && memcmp(t_table, conv2d_backward_data_C3_table, 96) == 0) {
             symconv_conv2d_backward_data_C3_f64_ptr(PyArray_DATA(a_dy), PyArray_DATA(a_w), PyArray_DATA(a_dx), v_N);
-        } else if (v_C == 16 && v_H == 5 && v_K == 120 && v_KH == 5 && v_KW == 5 && v_W == 5 && v_padding == 0 && v_stride == 1 && all_connected(t_table, 1920)) {
+        } else if (v_C == 16 && v_H == 5 && v_K == 120 && v_KH == 5 && v_KW == 5 && v_W == 5 && v_dilation == 1 && v_padding == 0 && v_stride == 1 && all_connected(t_table, 1920)) {
             symconv_conv2d_backward_data_C5_f64_ptr(PyArray_DATA(a_dy), PyArray_DATA(a_w), PyArray_DATA(a_dx), v_N);
         } else {
-            symconv_conv2d_backward_data_f64_ptr(PyArray_DATA(a_dy), PyArray_DATA(a_w), t_table, PyArray_DATA(a_dx), v_N, v_K, v_Ho, v_Wo, v_C, v_KH, v_KW, v_H, v_W, v_stride, v_padding);
+            symconv_conv2d_backward_data_f64_ptr(PyArray_DATA(a_dy), PyArray_DATA(a_w), t_table, PyArray_DATA(a_dx), v_N, v_K, v_Ho, v_Wo, v_C, v_KH, v_KW, v_H, v_W, v_stride, v_padding, v_dilation);
         }
     }
     Py_END_ALLOW_THREADS
@@ -614,20 +616,21 @@ static PyObject *fast_conv2d_backward_filter(PyObject *self, PyObject *const *ar
     enum { D_N, D_C, D_H, D_W, D_K, D_Ho, D_Wo, D_KH, D_KW, };
     Call c = {0};
     PyArrayObject *a_x = NULL, *a_dy = NULL, *a_dw = NULL;
-    int64_t v_N, v_C, v_H, v_W, v_K, v_Ho, v_Wo, v_KH, v_KW, v_stride, v_padding;
+    int64_t v_N, v_C, v_H, v_W, v_K, v_Ho, v_Wo, v_KH, v_KW, v_stride, v_padding, v_dilation;
     const uint8_t *t_table;
     uint8_t *ones_table = NULL;
     PyObject *result;
     (void)self;
-    if (!bound_kernels || nargs != 6) {
+    if (!bound_kernels || nargs != 7) {
         goto decline;
     }
     if (!(a_x = floats(&c, args[0], 4, (const int[]){D_N, D_C, D_H, D_W}))) goto decline;
     if (!(a_dy = floats(&c, args[1], 4, (const int[]){D_N, D_K, D_Ho, D_Wo}))) goto decline;
     if (!(integer(args[3], 1, &v_stride))) goto decline;
     if (!(integer(args[4], 0, &v_padding))) goto decline;
+    if (!(integer(args[5], 1, &v_dilation))) goto decline;
     if (!(sizes(&c, args[2], 2, (const int[]){D_KH, D_KW}))) goto decline;
-    if (!(t_table = mask(&c, args[5], 2, (const int[]){D_K, D_C}, &ones_table))) goto decline;
+    if (!(t_table = mask(&c, args[6], 2, (const int[]){D_K, D_C}, &ones_table))) goto decline;
     v_N = c.dim[D_N];
     v_C = c.dim[D_C];
     v_H = c.dim[D_H];
@@ -635,33 +638,33 @@ static PyObject *fast_conv2d_backward_filter(PyObject *self, PyObject *const *ar
     v_K = c.dim[D_K];
     v_KH = c.dim[D_KH];
     v_KW = c.dim[D_KW];
-    if (!(derive(&c, D_Ho, floordiv(v_H - v_KH + 2*v_padding, v_stride) + 1))) goto decline;
+    if (!(derive(&c, D_Ho, floordiv(v_H - v_dilation*(v_KH - 1) + 2*v_padding - 1, v_stride) + 1))) goto decline;
     v_Ho = c.dim[D_Ho];
-    if (!(derive(&c, D_Wo, floordiv(-v_KW + v_W + 2*v_padding, v_stride) + 1))) goto decline;
+    if (!(derive(&c, D_Wo, floordiv(v_W - v_dilation*(v_KW - 1) + 2*v_padding - 1, v_stride) + 1))) goto decline;
     v_Wo = c.dim[D_Wo];
-    if (!(v_H + 2*v_padding >= v_KH)) goto decline;
-    if (!(v_W + 2*v_padding >= v_KW)) goto decline;
+    if (!(v_H + 2*v_padding >= v_dilation*(v_KH - 1) + 1)) goto decline;
+    if (!(v_W + 2*v_padding >= v_dilation*(v_KW - 1) + 1)) goto decline;
     if (!(a_dw = empty(4, (npy_intp[]){v_K, v_C, v_KH, v_KW}, c.type))) goto decline;
     Py_BEGIN_ALLOW_THREADS
     if (c.type == NPY_FLOAT) {
-        if (v_C == 1 && v_H == 32 && v_K == 6 && v_KH == 5 && v_KW == 5 && v_W == 32 && v_padding == 0 && v_stride == 1 && all_connected(t_table, 6)) {
+        if (v_C == 1 && v_H == 32 && v_K == 6 && v_KH == 5 && v_KW == 5 && v_W == 32 && v_dilation == 1 && v_padding == 0 && v_stride == 1 && all_connected(t_table, 6)) {
             symconv_conv2d_backward_filter_C1_f32_ptr(PyArray_DATA(a_x), PyArray_DATA(a_dy), PyArray_DATA(a_dw), v_N);
-        } else if (v_C == 6 && v_H == 14 && v_K == 16 && v_KH == 5 && v_KW == 5 && v_W == 14 && v_padding == 0 && v_stride == 1 && memcmp(t_table, conv2d_backward_filter_C3_table, 96) == 0) {
+        } else if (v_C == 6 && v_H == 14 && v_K == 16 && v_KH == 5 && v_KW == 5 && v_W == 14 && v_dilation == 1 && v_padding == 0 && v_stride == 1 && memcmp(t_table, conv2d_backward_filter_C3_table, 96) == 0) {
             symconv_conv2d_backward_filter_C3_f32_ptr(PyArray_DATA(a_x), PyArray_DATA(a_dy), PyArray_DATA(a_dw), v_N);
-        } else if (v_C == 16 && v_H == 5 && v_K == 120 && v_KH == 5 && v_KW == 5 && v_W == 5 && v_padding == 0 && v_stride == 1 && all_connected(t_table, 1920)) {
+        } else if (v_C == 16 && v_H == 5 && v_K == 120 && v_KH == 5 && v_KW == 5 && v_W == 5 && v_dilation == 1 && v_padding == 0 && v_stride == 1 && all_connected(t_table, 1920)) {
             symconv_conv2d_backward_filter_C5_f32_ptr(PyArray_DATA(a_x), PyArray_DATA(a_dy), PyArray_DATA(a_dw), v_N);
         } else {
-            symconv_conv2d_backward_filter_f32_ptr(PyArray_DATA(a_x), PyArray_DATA(a_dy), t_table, PyArray_DATA(a_dw), v_N, v_C, v_H, v_W, v_K, v_Ho, v_Wo, v_KH, v_KW, v_stride, v_padding);
+            symconv_conv2d_backward_filter_f32_ptr(PyArray_DATA(a_x), PyArray_DATA(a_dy), t_table, PyArray_DATA(a_dw), v_N, v_C, v_H, v_W, v_K, v_Ho, v_Wo, v_KH, v_KW, v_stride, v_padding, v_dilation);
         }
     } else {
-        if (v_C == 1 && v_H == 32 && v_K == 6 && v_KH == 5 && v_KW == 5 && v_W == 32 && v_padding == 0 && v_stride == 1 && all_connected(t_table, 6)) {
+        if (v_C == 1 && v_H == 32 && v_K == 6 && v_KH == 5 && v_KW == 5 && v_W == 32 && v_dilation == 1 && v_padding == 0 && v_stride == 1 && all_connected(t_table, 6)) {
             symconv_conv2d_backward_filter_C1_f64_ptr(PyArray_DATA(a_x), PyArray_DATA(a_dy), PyArray_DATA(a_dw), v_N);
-        } else if (v_C == 6 && v_H == 14 && v_K == 16 && v_KH == 5 && v_KW == 5 && v_W == 14 && v_padding == 0 && v_stride == 1 && memcmp(t_table, conv2d_backward_filter_C3_table, 96) == 0) {
+        } else if (v_C == 6 && v_H == 14 && v_K == 16 && v_KH == 5 && v_KW == 5 && v_W == 14 && v_dilation == 1 && v_padding == 0 && v_stride == 1 && memcmp(t_table, conv2d_backward_filter_C3_table, 96) == 0) {
             symconv_conv2d_backward_filter_C3_f64_ptr(PyArray_DATA(a_x), PyArray_DATA(a_dy), PyArray_DATA(a_dw), v_N);
-        } else if (v_C == 16 && v_H == 5 && v_K == 120 && v_KH == 5 && v_KW == 5 && v_W == 5 && v_padding == 0 && v_stride == 1 && all_connected(t_table, 1920)) {
+        } else if (v_C == 16 && v_H == 5 && v_K == 120 && v_KH == 5 && v_KW == 5 && v_W == 5 && v_dilation == 1 && v_padding == 0 && v_stride == 1 && all_connected(t_table, 1920)) {
             symconv_conv2d_backward_filter_C5_f64_ptr(PyArray_DATA(a_x), PyArray_DATA(a_dy), PyArray_DATA(a_dw), v_N);
         } else {
-            symconv_conv2d_backward_filter_f64_ptr(PyArray_DATA(a_x), PyArray_DATA(a_dy), t_table, PyArray_DATA(a_dw), v_N, v_C, v_H, v_W, v_K, v_Ho, v_Wo, v_KH, v_KW, v_stride, v_padding);
+            symconv_conv2d_backward_filter_f64_ptr(PyArray_DATA(a_x), PyArray_DATA(a_dy), t_table, PyArray_DATA(a_dw), v_N, v_C, v_H, v_W, v_K, v_Ho, v_Wo, v_KH, v_KW, v_stride, v_padding, v_dilation);
         }
     }
     Py_END_ALLOW_THREADS
