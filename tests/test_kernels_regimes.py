@@ -33,6 +33,10 @@ CONV_REGIMES = {
     "full padding p=k-1": _conv(H=4, W=4, padding=2),
     "half padding p=k//2": _conv(H=5, W=6, padding=1),
     "non-square kernel, stride 2": _conv(H=7, W=6, KH=2, KW=3, stride=2, padding=1),
+    "dilated non-square kernel, stride 2, padded": {
+        **_conv(H=7, W=6, KH=2, KW=3, stride=2, padding=1),
+        "dilation": 2,
+    },
 }
 
 
