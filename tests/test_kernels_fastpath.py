@@ -41,8 +41,12 @@ def fast():
 
 
 def positional(fname: str, args: dict) -> tuple:
-    """The call's arguments in signature order (the bindings call the fast path so)."""
-    return tuple(args[name] for name in TABLE[fname].signature)
+    """The call's arguments in signature order, defaults filled in (the bindings call
+    the fast path so)."""
+    bound = inspect.signature(getattr(ck, fname)).bind(**args)
+    bound.apply_defaults()
+    assert tuple(bound.arguments) == TABLE[fname].signature
+    return tuple(bound.arguments.values())
 
 
 def _same(a, b) -> bool:
@@ -87,20 +91,21 @@ def _lenet_calls(dtype, table_dtype):
     for n in (1, 3):
         for c, k, side, table in ((1, 6, 32, None), (6, 16, 14, c3), (16, 120, 5, None)):
             x, w, b, dy = r(n, c, side, side), r(k, c, 5, 5), r(k), r(n, k, side - 4, side - 4)
-            yield "conv2d_forward", (x, w, b, 1, 0, table)
-            yield "conv2d_backward_data", (dy, w, (side, side), 1, 0, table)
-            yield "conv2d_backward_filter", (x, dy, (5, 5), 1, 0, table)
-            yield "conv2d_backward_bias", (dy,)
+            yield "conv2d_forward", dict(x=x, w=w, b=b, table=table)
+            yield "conv2d_backward_data", dict(dy=dy, w=w, input_hw=(side, side), table=table)
+            yield "conv2d_backward_filter", dict(x=x, dy=dy, kernel_hw=(5, 5), table=table)
+            yield "conv2d_backward_bias", dict(dy=dy)
         for c, side in ((6, 28), (16, 10)):
             x, dz = r(n, c, side, side), r(n, c, side // 2, side // 2)
-            yield "subsample_forward", (x, r(c), r(c))
-            yield "subsample_backward", (dz, x, r(c))
-        yield "dense_forward", (r(n, 120), r(84, 120), r(84))
-        yield "dense_backward", (r(n, 84), r(n, 120), r(84, 120))
-        yield "rbf_forward", (r(n, 84), r(10, 84))
-        yield "rbf_backward", (r(n, 10), r(n, 84), r(10, 84))
-        yield "scaled_tanh_forward", (r(n, 84), spec.SQUASH_A, spec.SQUASH_S)
-        yield "map_loss_forward", (r(n, 10), np.arange(n, dtype=np.int64), spec.MAP_J)
+            yield "subsample_forward", dict(x=x, coef=r(c), bias=r(c))
+            yield "subsample_backward", dict(dz=dz, x=x, coef=r(c))
+        yield "dense_forward", dict(x=r(n, 120), w=r(84, 120), b=r(84))
+        yield "dense_backward", dict(dy=r(n, 84), x=r(n, 120), w=r(84, 120))
+        yield "rbf_forward", dict(x=r(n, 84), centers=r(10, 84))
+        yield "rbf_backward", dict(dy=r(n, 10), x=r(n, 84), centers=r(10, 84))
+        yield "scaled_tanh_forward", dict(z=r(n, 84), A=spec.SQUASH_A, S=spec.SQUASH_S)
+        labels = np.arange(n, dtype=np.int64)
+        yield "map_loss_forward", dict(y=r(n, 10), labels=labels, j=spec.MAP_J)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -109,7 +114,7 @@ def test_lenet5_layers_take_the_fast_path(fast, dtype, table_dtype):
     """Every LeNet-5 layer call is accepted and equals the checked path bit for bit
     (so the fast path runs the same specialization the ctypes path picks)."""
     for fname, args in _lenet_calls(dtype, table_dtype):
-        assert compare(fast, fname, args) == "accepted", fname
+        assert compare(fast, fname, positional(fname, args)) == "accepted", fname
 
 
 class _Sub(np.ndarray):
@@ -121,29 +126,26 @@ def _unaligned(shape):
     return raw.view(np.float64).reshape(shape)
 
 
-DECLINED = {
-    "ndarray subclass": ("relu_forward", lambda: (np.ones((2, 3)).view(_Sub),)),
-    "big-endian float64": ("relu_forward", lambda: (np.ones((2, 3), ">f8"),)),
-    "unaligned": ("relu_forward", lambda: (_unaligned((2, 3)),)),
+DECLINED = {  # kernel, its arguments by name
+    "ndarray subclass": ("relu_forward", lambda: dict(z=np.ones((2, 3)).view(_Sub))),
+    "big-endian float64": ("relu_forward", lambda: dict(z=np.ones((2, 3), ">f8"))),
+    "unaligned": ("relu_forward", lambda: dict(z=_unaligned((2, 3)))),
     "numpy int stride": (
         "conv2d_forward",
-        lambda: (np.ones((1, 1, 4, 4)), np.ones((2, 1, 3, 3)), np.ones(2), np.int64(1), 0, None),
+        lambda: dict(
+            x=np.ones((1, 1, 4, 4)), w=np.ones((2, 1, 3, 3)), b=np.ones(2), stride=np.int64(1)
+        ),
     ),
-    "numpy float parameter": ("sigmoid_forward", lambda: (np.ones(3), np.float64(1))),
-    "int parameter beyond int64": ("sigmoid_forward", lambda: (np.ones(3), 2**64)),
-    "size at 2**31": (
-        "avgpool2d_forward",
-        lambda: (np.ones((1, 1, 4, 4)), 2**31),
-    ),
+    "numpy float parameter": ("sigmoid_forward", lambda: dict(z=np.ones(3), beta=np.float64(1))),
+    "int parameter beyond int64": ("sigmoid_forward", lambda: dict(z=np.ones(3), beta=2**64)),
+    "size at 2**31": ("avgpool2d_forward", lambda: dict(x=np.ones((1, 1, 4, 4)), size=2**31)),
     "bool table holding a 2": (
         "conv2d_forward",
-        lambda: (
-            np.ones((1, 2, 4, 4)),
-            np.ones((2, 2, 3, 3)),
-            np.ones(2),
-            1,
-            0,
-            np.array([[1, 2], [1, 1]], np.uint8).view(bool),
+        lambda: dict(
+            x=np.ones((1, 2, 4, 4)),
+            w=np.ones((2, 2, 3, 3)),
+            b=np.ones(2),
+            table=np.array([[1, 2], [1, 1]], np.uint8).view(bool),
         ),
     ),
 }
@@ -154,7 +156,7 @@ def test_declined_calls_get_the_checked_result(fast, case):
     """What the fast path does not check cheaply it declines; the binding still answers
     exactly as the checked path (a result or the same error)."""
     fname, make = DECLINED[case]
-    args = make()
+    args = positional(fname, make())
     assert getattr(fast, fname)(*args) is None
     try:
         want = getattr(ck, f"_checked_{fname}")(*args)
