@@ -137,6 +137,8 @@ class Args:
             self.fail(TypeError, f"{name} must be an int, got {type(value).__name__}")
         if value < minimum:
             self.fail(ValueError, f"{name} must be >= {minimum}, got {value}")
+        if value >= 2**63:  # C takes int64: ctypes would wrap it around silently
+            self.fail(ValueError, f"{name} must be < 2**63, got {value}")
         self.params[name] = int(value)
         return int(value)
 
