@@ -764,7 +764,7 @@ def bad_arguments(problem: Problem, dtype):
     for p in spec.params:
         if p.kind == "int":
             lowest = p.minimum if p.minimum is not None else 0
-            for bad in {lowest - 1, -1}:
+            for bad in {lowest - 1, -1, 2**63}:  # C takes int64
                 yield p.name, bad, ValueError, (p.name,)
             for bad in (1.5, "2", True, np.float64(1.0)) + (() if p.default_from else (None,)):
                 yield p.name, bad, TypeError, (p.name,)
@@ -780,7 +780,7 @@ def bad_arguments(problem: Problem, dtype):
             hw = args[p.name]
             for bad in (hw[:1], hw + (1,), "66", None, (1.5,) + hw[1:], (True,) + hw[1:]):
                 yield p.name, bad, TypeError, (p.name,)
-            for bad in ((0,) + hw[1:], (-1,) + hw[1:]):
+            for bad in ((0,) + hw[1:], (-1,) + hw[1:], (2**63,) + hw[1:]):
                 yield p.name, bad, ValueError, (p.name,)
             for k in range(len(hw)):
                 bigger = hw[:k] + (hw[k] + 1,) + hw[k + 1 :]

@@ -54,11 +54,11 @@ from derive.kernelspec import FLOAT, MASK
 def exact_examples(name: str) -> int:
     spec = TABLE[name]
     regimes = sum(p.kind == "int" for p in spec.params) + sum(a.optional for a in spec.inputs)
-    return 5 + 3 * regimes
+    return 4 + 2 * regimes
 
 
 CHEAP = settings(
-    max_examples=15,
+    max_examples=10,
     deadline=None,
     suppress_health_check=[HealthCheck.filter_too_much, HealthCheck.too_slow],
 )
@@ -96,6 +96,8 @@ def test_kernel_equals_its_spec_evaluated_exactly(backends, name):
 STEP = 1e-5
 #: Allowed |finite difference - <gradient, e>|, relative to 1 + S_J: 4x the above.
 FD_TOL = 1e-7
+#: Coordinates of an input checked one by one (a random direction checks them all).
+COORDINATES = 12
 #: A gradient counts as non-zero (the check not vacuous) above this many tolerances.
 NONZERO = 100
 
@@ -120,8 +122,9 @@ def _scale(fwd, forward, cotangent):
 def test_backward_is_the_vjp_of_its_forward(backends, name, backend, data):
     """<forward(x + h e) - forward(x - h e), dy> / 2h == <backward(dy)[out], e>.
 
-    For every (out, in) pair of the kernel's ``Vjp``: e runs over every coordinate of
-    ``in`` and over two random unit directions; for a loss, J is the summed loss.
+    For every (out, in) pair of the kernel's ``Vjp``: e runs over (up to
+    :data:`COORDINATES` random) coordinates of ``in`` and two random unit directions;
+    for a loss, J is the summed loss.
     """
     fwd, bwd = data.draw(problems(name, fd=True), label="forward call, backward call")
     spec, module = TABLE[name], backends[backend]
@@ -147,7 +150,8 @@ def test_backward_is_the_vjp_of_its_forward(backends, name, backend, data):
         x0 = fwd.values[src]
         g = grads[out]
         check_contract(g, np.float64, x0.shape, f"{backend} {name} {out}", bwd.values)
-        directions = [np.eye(1, x0.size, k).reshape(x0.shape) for k in range(x0.size)]
+        picked = rng.permutation(x0.size)[:COORDINATES]
+        directions = [np.eye(1, x0.size, k).reshape(x0.shape) for k in picked]
         for _ in range(2):
             e = rng.standard_normal(x0.shape)
             directions.append(e / np.linalg.norm(e))
