@@ -20,7 +20,7 @@ def backends():
     return {name: load_backend(name) for name in MODULES}
 
 
-def _conv(N=1, C=2, K=2, H=5, W=5, KH=3, KW=3, stride=1, padding=0):
+def _conv(N=1, C=1, K=2, H=5, W=5, KH=3, KW=3, stride=1, padding=0):
     return dict(N=N, C=C, K=K, H=H, W=W, KH=KH, KW=KW, stride=stride, padding=padding)
 
 
@@ -48,7 +48,7 @@ def test_conv2d_forward_regimes(backends, regime):
 @pytest.mark.parametrize("table_dtype", [np.uint8, np.bool_])
 def test_conv2d_forward_table_with_an_empty_row(backends, table_dtype):
     table = np.array([[1, 0, 1], [0, 0, 0], [1, 1, 1]], table_dtype)
-    problem = problem_at("conv2d_forward", _conv(C=3, K=3), table=table)
+    problem = problem_at("conv2d_forward", _conv(C=3, K=3, H=3, W=4, KH=2, KW=2), table=table)
     check_against_spec(problem, backends)
 
 

@@ -54,11 +54,11 @@ from derive.kernelspec import FLOAT, MASK
 def exact_examples(name: str) -> int:
     spec = TABLE[name]
     regimes = sum(p.kind == "int" for p in spec.params) + sum(a.optional for a in spec.inputs)
-    return 4 + 2 * regimes
+    return 3 + regimes
 
 
 CHEAP = settings(
-    max_examples=10,
+    max_examples=6,
     deadline=None,
     suppress_health_check=[HealthCheck.filter_too_much, HealthCheck.too_slow],
 )
@@ -180,7 +180,7 @@ def _names(message: str, arg: str) -> bool:
 
 @pytest.mark.parametrize("backend", sorted(MODULES))
 @pytest.mark.parametrize("name", NAMES)
-@settings(max_examples=3, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=2, deadline=None, suppress_health_check=list(HealthCheck))
 @given(data=st.data())
 def test_bad_arguments_raise_errors_naming_them(backends, name, backend, data):
     problem = data.draw(problems(name), label="valid call")
