@@ -48,9 +48,7 @@ class Array:
     ``flat`` arrays accept any shape and are processed as a flat vector of
     ``dims[0]`` elements (element-wise kernels). ``bounds`` names the sizes whose
     product bounds the values of an int64 input from above (labels < O; a flat
-    position h*W + w < H*W). ``window`` names
-    the sizes ``(H, W, size)`` of an argmax input: each value must be a flat
-    position ``h*W + w`` inside the ``size x size`` window of its output element.
+    position h*W + w < H*W).
     """
 
     name: str
@@ -60,7 +58,6 @@ class Array:
     optional: bool = False
     flat: bool = False
     bounds: tuple[str, ...] = ()
-    window: tuple[str, ...] = ()
 
     @property
     def base(self) -> sp.IndexedBase:

@@ -82,6 +82,10 @@ class Proof:
 def _sizes(spec: KernelSpec, case: dict) -> dict:
     """Every size and int param of ``spec`` at ``case`` (derived sizes computed)."""
     env = {isym(k): sp.Integer(v) for k, v in case.items() if isinstance(v, int)}
+    for p in spec.params:
+        if p.kind == "int" and isym(p.name) not in env:
+            value = env[isym(p.default_from)] if p.default_from else p.default
+            env[isym(p.name)] = sp.Integer(value)
     for name, formula in spec.derived:
         env.setdefault(isym(name), sp.sympify(formula).subs(env))
     return {str(k): int(v) for k, v in env.items()}
