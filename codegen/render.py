@@ -95,7 +95,7 @@ def validation(spec: KernelSpec) -> list[Check]:
 
     >>> from derive.kernels import load_table
     >>> [(c.op, c.name) for c in validation(load_table()["avgpool2d_forward"])][:4]
-    [('floats', 'x'), ('integer', 'size'), ('dim', 'N'), ('dim', 'C')]
+    [('floats', 'x'), ('integer', 'size'), ('integer', 'stride'), ('integer', 'padding')]
     """
     steps = []
     for a in spec.inputs:

@@ -22,8 +22,9 @@ Examples
 'layer.conv_forward'
 >>> [a.name for a in table["conv2d_forward"].inputs]
 ['x', 'w', 'b', 'table']
->>> print(table["conv2d_forward"].nests[1].body[0])
-y[n, k, i, j] += w[k, c, u, v]*x[n, c, i*stride - padding + u, j*stride - padding + v]
+>>> print(table["conv2d_forward"].nests[1].body[0])  # doctest: +NORMALIZE_WHITESPACE
+y[n, k, i, j] += w[k, c, u, v]*x[n, c, dilation*u + i*stride - padding,
+                                       dilation*v + j*stride - padding]
 >>> table["conv2d_backward_filter"].vjp.grads
 (('dw', 'w'),)
 """
@@ -910,6 +911,6 @@ def load_table() -> dict[str, KernelSpec]:
     """The validated kernel table, by kernel name (every cited derivation must exist).
 
     >>> len(load_table())
-    29
+    31
     """
     return validate_table(kernel_specs(), core.ids())
