@@ -496,14 +496,3 @@ def _exec(lhs, op, rhs, at, store, shapes, clip):
         target[pos] = old + value
     else:
         target[pos] = (sp.Max if op == "max=" else sp.Min)(old, value)
-
-
-def to_nested(values: np.ndarray) -> list:
-    """An object array of exact values as nested lists (ints where exact, else floats).
-
-    >>> to_nested(np.array([sp.Integer(2), sp.Rational(1, 2)], dtype=object))
-    [2, 0.5]
-    """
-    flat = [sp.sympify(x) for x in np.asarray(values, dtype=object).reshape(-1)]
-    flat = [int(x) if x.is_Integer else float(x) for x in flat]
-    return np.array(flat, dtype=object).reshape(np.shape(values)).tolist()
