@@ -80,20 +80,20 @@ def _sigmoid() -> Derivation:
             latex=r"\frac{d}{dx}\left(1 + e^{-\beta x}\right)^{-1} = \beta f(x)(1 - f(x))",
         ),
         Step(
-            fx.subs(x, 0),
+            sp.Subs(fx, x, 0),
             sp.Rational(1, 2),
-            "f(0) = 1/2, whatever beta.",
+            "$f(0) = 1/2$, whatever $\\beta$.",
         ),
         Step(
-            sp.diff(fx, x).subs(x, 0),
+            sp.Subs(sp.Derivative(fx, x), x, 0),
             beta / 4,
-            "The slope at 0 is beta/4: beta sets the steepness.",
+            "The slope at 0 is $\\beta/4$: $\\beta$ sets the steepness.",
         ),
     )
     return Derivation(
         "act.sigmoid",
         "Sigmoid with slope β and its derivative",
-        "CNN前向传播 (f(x) = (1 + e^{−βx})^{−1})",
+        r"CNN前向传播 ($f(x) = (1 + e^{-\beta x})^{-1}$)",
         steps,
         summary="The logistic sigmoid with slope beta; its derivative needs only f itself.",
     )
@@ -117,15 +117,15 @@ def _scaled_tanh() -> Derivation:
             latex=r"f'(x) = \frac{S}{A}\left(A^2 - f(x)^2\right)",
         ),
         Step(
-            scaled_tanh(-x),
+            amp * sp.tanh(-slope * x, evaluate=False),
             -fx,
-            "f is odd: f(-x) = -f(x) (symmetric outputs, as LeNet-5 wants).",
+            "$f$ is odd: $f(-x) = -f(x)$ (symmetric outputs, as LeNet-5 wants).",
         ),
     )
     return Derivation(
         "act.scaled_tanh",
         "Scaled tanh A·tanh(S·x) and its derivative",
-        "CNN前向传播 (f(x) = a tanh(bx))",
+        r"CNN前向传播 ($f(x) = a \tanh(bx)$)",
         steps,
         summary=(
             "The scaled hyperbolic tangent; LeNet-5 uses A = 1.7159, S = 2/3 (see lenet5.squash)."

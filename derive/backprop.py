@@ -201,7 +201,8 @@ def _case1_mean() -> Derivation:
     return Derivation(
         "backprop.case1_mean",
         "Backprop case 1: next layer is mean pooling",
-        "情况一: 当前层之后为 Pooling 层 (Mean Pooling, up(x) = x ⊗ 1_{n×n}/(n×n))",
+        r"情况一: 当前层之后为 Pooling 层 (Mean Pooling, "
+        r"$\mathrm{up}(x) = \frac{x \otimes 1_{n \times n}}{n \times n}$)",
         steps,
         summary=(
             "When a mean-pooling layer follows, each pooled delta_k is spread evenly over its "
@@ -487,7 +488,8 @@ def _case2() -> Derivation:
     return Derivation(
         "backprop.case2",
         "Backprop case 2: next layer is a convolution",
-        "情况二: 当前层之后为卷积层 (δ_j = Σ_K Σ_{k∈C_k} δ_k k_kj f'(z_j))",
+        r"情况二: 当前层之后为卷积层 "
+        r"($\delta_j = \sum_K \sum_{k \in C_k} \delta_k k_{kj} f'(z_j)$)",
         steps,
         summary=(
             "When a convolution layer follows, each unit of map j fed every next-layer unit "

@@ -92,7 +92,9 @@ def _kernel() -> Derivation:
     return Derivation(
         "grad.kernel",
         "Kernel gradient: valid cross-correlation of a_i with δ_j",
-        "卷积网络的权重计算 (k_ji ← k_ji − α ∂J/∂z_j ∂z_j/∂k_ji)",
+        r"卷积网络的权重计算 ("
+        r"$k_{ji} \leftarrow k_{ji} - \alpha "
+        r"\frac{\partial J}{\partial z_j} \frac{\partial z_j}{\partial k_{ji}}$)",
         steps,
         summary=(
             "The gradient of a shared kernel is the sum, over the output positions that used "
@@ -194,7 +196,7 @@ def _update() -> Derivation:
     return Derivation(
         "grad.update",
         "Gradient-descent update; dense-layer δ back-propagation",
-        "卷积网络的权重计算 (w_ji ← w_ji − α δ_j a_i)",
+        r"卷积网络的权重计算 ($w_{ji} \leftarrow w_{ji} - \alpha \delta_j a_i$)",
         steps,
         summary=(
             "Gradient descent moves every parameter against its gradient, scaled by the "

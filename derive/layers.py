@@ -353,7 +353,7 @@ def _conv_forward() -> Derivation:
     return Derivation(
         "layer.conv_forward",
         "Convolution layer forward pass",
-        "卷积层的前向计算 (z_j = Σ_{i∈M_j} a_i * k_ji + b_j, a_j = f(z_j))",
+        r"卷积层的前向计算 ($z_j = \sum_{i \in M_j} a_i * k_{ji} + b_j$, $a_j = f(z_j)$)",
         steps,
         summary=(
             "A convolution layer sums, over the input maps M_j connected to output map j, the "
@@ -464,7 +464,7 @@ def _pool_forward() -> Derivation:
     return Derivation(
         "layer.pool_forward",
         "Pooling layer forward pass",
-        "Pooling 层的前向计算 (z_k = β_k down(a_j) + b_k)",
+        r"Pooling 层的前向计算 ($z_k = \beta_k \mathrm{down}(a_j) + b_k$)",
         steps,
         summary=(
             "A pooling layer maps each non-overlapping n x n window to one value, scales it by "

@@ -295,9 +295,14 @@ def _layers() -> Derivation:
             r"(\text{maps}, \text{side})_{\mathrm{out}}^{(l)}",
         ),
         Step(
-            sp.Integer(LAYERS[0].in_size),
+            sp.Add(LAYERS[0].out_size, LAYERS[0].kernel, -1, evaluate=False),
             sp.Integer(INPUT_SIZE),
-            "C1 reads the 32x32 input plane.",
+            "C1's 28×28 outputs of a 5×5 kernel read a plane of side $o + k - 1$: the 32×32 "
+            "input plane, as the layer table says.",
+            check=lambda: (
+                LAYERS[0].in_size == INPUT_SIZE == LAYERS[0].out_size + LAYERS[0].kernel - 1
+            ),
+            note="the layer table's C1 input side and the valid-convolution size agree",
         ),
     )
     return Derivation(
@@ -349,8 +354,9 @@ def _count_step(layer: Layer) -> Step:
 @derivation("lenet5.params", "LeNet-5 parameter and connection counts")
 def _params() -> Derivation:
     s2 = _by_name("S2")
-    lecture_s2 = sp.Integer((2 * 2 + 1) * 6)
-    total = sum(layer_params(x) for x in LAYERS)
+    held = {"evaluate": False}  # the lecture's arithmetic, shown as written
+    lecture_s2 = sp.Mul(sp.Add(sp.Mul(2, 2, **held), 1, **held), 6, **held)
+    total = sp.Add(*(layer_params(x) for x in LAYERS if x.name in PAPER_COUNTS), **held)
     steps = (
         *(_count_step(x) for x in LAYERS if x.name in PAPER_COUNTS),
         Step(
@@ -361,11 +367,11 @@ def _params() -> Derivation:
             "inputs are summed, multiplied by ONE trainable coefficient, plus ONE trainable "
             f"bias, i.e. 2 per map and 2*6 = {layer_params(s2)} (as the lecture itself gives "
             "2*16 for S4). The spec's figure is 12.",
-            check=lambda: lecture_s2 == 30 and layer_params(s2) == 2 * 6 != lecture_s2,
+            check=lambda: lecture_s2.doit() == 30 and layer_params(s2) == 2 * 6 != 30,
             note="the lecture's expression evaluates to 30; the spec gives 12",
         ),
         Step(
-            sp.Integer(total),
+            total,
             sp.Integer(PAPER_TOTAL),
             "Total trainable parameters: 156 + 12 + 1516 + 32 + 48120 + 10164 = 60,000 exactly, "
             "the paper's '60,000 trainable parameters' (the RBF centres are fixed).",
@@ -423,6 +429,7 @@ def _c3_table() -> Derivation:
     table = _c3_matrix()
     paper = sp.Matrix(6, 16, lambda r, c: int(PAPER_TABLE_I[r][c] == "X"))
     counts = sp.Matrix([[len(row) for row in C3_TABLE]])
+    row_sums = sp.Matrix([[sum(table.row(r)) for r in range(6)]])
     steps = (
         Step(
             table,
@@ -431,8 +438,10 @@ def _c3_table() -> Derivation:
             "columns: C3 maps) equals an independent transcription of the printed table.",
             check=lambda: same(table, paper),
             note="exact comparison",
-            # narrower columns so the 16-column table fits the page
-            latex=r"\setlength{\arraycolsep}{2pt} " + sp.latex(table) + " = " + sp.latex(paper),
+            # One matrix, named by both sources (they are equal); narrower columns so the
+            # 16-column table fits the page.
+            latex=r"\setlength{\arraycolsep}{3pt} T_{\texttt{C3\_TABLE}} = "
+            r"T_{\text{Table I}} = " + sp.latex(table),
         ),
         Step(
             sp.Symbol("M_k"),
@@ -452,13 +461,14 @@ def _c3_table() -> Derivation:
             + sp.latex(sp.Matrix([[3] * 6 + [4] * 9 + [6]])),
         ),
         Step(
-            sp.Matrix([[sum(table.row(r))] for r in range(6)]),
-            sp.Matrix([[10]] * 6),
+            row_sums,
+            sp.Matrix([[10] * 6]),
             "Every S2 map feeds exactly 10 C3 maps (the table is symmetric under rotating the "
             "S2 maps, which breaks the symmetry between C3 maps as the paper intends).",
+            latex=r"\left(\sum_{k=0}^{15} T_{jk}\right)_{j=0}^{5} = " + sp.latex(row_sums),
         ),
         Step(
-            sp.Integer(sum(counts) * 25 + 16),
+            sp.Add(sp.Mul(sum(counts), 25, evaluate=False), 16, evaluate=False),
             sp.Integer(1516),
             "60 connected (C3, S2) pairs x 25 weights + 16 biases = 1,516 trainable parameters.",
         ),
@@ -504,12 +514,12 @@ def _rbf() -> Derivation:
             latex=r"y_i = \sum_j (x_j - w_{ij})^2 = \lVert x - w_i \rVert^2",
         ),
         Step(
-            sp.Matrix([sp.diff(y, v) for v in xs]),
+            sp.Matrix([sp.Derivative(y, v) for v in xs]),
             2 * (sp.Matrix(xs) - sp.Matrix(ws)),
             "Gradient w.r.t. the input: dy_i/dx_j = 2 (x_j - w_ij).",
         ),
         Step(
-            sp.Matrix([sp.diff(y, v) for v in ws]),
+            sp.Matrix([sp.Derivative(y, v) for v in ws]),
             -2 * (sp.Matrix(xs) - sp.Matrix(ws)),
             "Gradient w.r.t. the centre: dy_i/dw_ij = -2 (x_j - w_ij) (LeNet-5 keeps the "
             "centres fixed; the kernels still provide it).",
@@ -541,7 +551,7 @@ def _rbf() -> Derivation:
             latex=r"\lVert c_a - c_b \rVert^2 = 4\, d_H(c_a, c_b) > 0 \quad (a \ne b)",
         ),
         Step(
-            sp.diff(map_criterion(ys, 0, j), ys[1]),
+            sp.Derivative(map_criterion(ys, 0, j), ys[1]),
             -sp.exp(-ys[1]) / (sp.exp(-j) + sp.exp(-ys[0]) + sp.exp(-ys[1])),
             "Trained with the MAP criterion (loss.map): a wrong class's penalty y_i gets "
             "gradient -posterior_i, i.e. is pushed up (2 classes, D = 0 shown).",
@@ -578,9 +588,13 @@ def _squash() -> Derivation:
             note="30-digit evaluation: 0 < |A tanh(2/3) - 1| < 3e-6",
             latex=r"\left|1.7159 \tanh\left(\tfrac{2}{3}\right) - 1\right| < 3 \cdot 10^{-6}",
         ),
-        Step(f.subs(a, -1), -f1, "f is odd, so f(-1) = -f(1) ≈ -1."),
         Step(
-            sp.diff(f, a),
+            SQUASH_A * sp.tanh(-SQUASH_S, evaluate=False),
+            -f1,
+            "$f$ is odd, so $f(-1) = -f(1) \\approx -1$.",
+        ),
+        Step(
+            sp.Derivative(f, a),
             SQUASH_A * SQUASH_S * (1 - sp.tanh(SQUASH_S * a) ** 2),
             "Derivative (act.scaled_tanh with A = 1.7159, S = 2/3); the gain at 0 is "
             "A S = 1.14393...",
@@ -598,7 +612,7 @@ def _squash() -> Derivation:
     return Derivation(
         "lenet5.squash",
         "LeNet-5 squashing function A·tanh(S·a)",
-        "CNN前向传播 (f(x) = a tanh(bx)); LeCun et al. 1998, appendix A",
+        r"CNN前向传播 ($f(x) = a \tanh(bx)$); LeCun et al. 1998, appendix A",
         steps,
         summary=(
             "LeNet-5 squashes with f(a) = 1.7159 tanh(2a/3): f(+-1) = +-1 to 6 digits, so the "
@@ -616,23 +630,26 @@ def _input() -> Derivation:
     q_max = sp.solve(sp.diff(var, q), q)[0]
     steps = (
         Step(
-            sp.Integer(MNIST_SIZE + 2 * PAD),
+            sp.Add(MNIST_SIZE, sp.Mul(2, PAD, evaluate=False), evaluate=False),
             sp.Integer(INPUT_SIZE),
             "A 28x28 MNIST digit padded by 2 on each side fills the 32x32 input.",
         ),
         Step(
-            q0,
-            Rational(4, 51),
+            sp.Subs(mean, q, Rational(4, 51)),
+            sp.Integer(0),
             "For a two-level image (white -0.1, black 1.175) with a fraction q of black "
-            "pixels, the mean -0.1 + 1.275 q is 0 exactly when q = 4/51 ≈ 7.8%.",
+            "pixels, the mean $-0.1 + 1.275 q$ is 0 exactly when $q = 4/51 \\approx 7.8\\%$ "
+            "(the only root: the mean is linear in $q$).",
+            check=lambda: sp.Subs(mean, q, Rational(4, 51)).doit() == 0 and q0 == Rational(4, 51),
+            note="the substitution gives 0, and sympy.solve finds the root 4/51",
         ),
         Step(
-            var.subs(q, q0),
+            sp.Subs(var, q, q0),
             Rational(47, 400),
             "At that q the variance (B - W)^2 q (1 - q) is 47/400 = 0.1175.",
         ),
         Step(
-            var.subs(q, q_max),
+            sp.Subs(var, q, q_max),
             Rational(2601, 6400),
             "Its maximum over q (at q = 1/2) is (B - W)^2/4 = 2601/6400 ≈ 0.406 < 1: for "
             "two-level pixels the paper's 'variance roughly 1' cannot hold.",

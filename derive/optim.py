@@ -96,7 +96,8 @@ def _sdlm() -> Derivation:
     return Derivation(
         "opt.sdlm",
         "Stochastic diagonal Levenberg-Marquardt update",
-        "LeCun et al. 1998, Appendix C (the lecture's update rule w <- w - eta dJ/dw, rescaled)",
+        r"LeCun et al. 1998, Appendix C (the lecture's update rule "
+        r"$w \leftarrow w - \eta\, \partial J / \partial w$, rescaled)",
         steps,
         summary=(
             "Each parameter takes a Newton step on its own damped quadratic model: the "

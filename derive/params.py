@@ -282,9 +282,15 @@ def _small_example() -> Derivation:
             Step(
                 counts,
                 sp.Matrix([225, 81, 9]),
-                "The three explicit layers on the 5x5 image, counted directly.",
+                "The three explicit layers on the 5×5 image, their distinct weights counted "
+                "directly, give the lecture's three figures.",
                 check=lambda: list(counts) == [225, 81, 9],
                 note="distinct weight symbols of each explicit layer",
+                latex=(
+                    r"\left(|W_{\mathrm{full}}|, |W_{\mathrm{local}}|, "
+                    r"|W_{\mathrm{shared}}|\right)_{5 \times 5,\ 9\ \mathrm{features}} = "
+                    f"({', '.join(str(c) for c in counts)})"
+                ),
             ),
         ],
         summary="Nine features from a 5x5 image: 225 weights fully connected, 81 locally "
@@ -295,7 +301,9 @@ def _small_example() -> Derivation:
 @derivation("params.pooling_features", "Feature count that motivates pooling")
 def _pooling_features() -> Derivation:
     i, k = sp.symbols("i k", integer=True, positive=True)
-    features = output_size(i, k) ** 2 * F  # o x o map per feature, valid, stride 1
+    p, s = sp.symbols("p s", integer=True)
+    # o x o map per feature: the general output size at no padding and stride 1
+    features = sp.Subs(F * output_size(i, k, padding=p, stride=s) ** 2, (p, s), (0, 1))
     return Derivation(
         "params.pooling_features",
         "Feature count that motivates pooling",
@@ -304,8 +312,8 @@ def _pooling_features() -> Derivation:
             Step(
                 features,
                 (i - k + 1) ** 2 * F,
-                "Each of F features convolved (valid, stride 1) over an i x i image gives an "
-                "o x o map, o = i - k + 1.",
+                "Each of $F$ features convolved (valid: $p = 0$, stride $s = 1$) over an "
+                "$i \\times i$ image gives an $o \\times o$ map, $o = i - k + 1$.",
             ),
             _at(
                 (i - k + 1) ** 2 * F,

@@ -248,7 +248,10 @@ def _small_kernels() -> Derivation:
     return Derivation(
         "grad.small_kernels",
         "Small-kernel convolution gradients by sympy.diff",
-        "卷积网络的权重计算 (∂J/∂k = ∂J/∂z · ∂z/∂k, weight sharing sums over positions)",
+        r"卷积网络的权重计算 ("
+        r"$\frac{\partial J}{\partial k} = "
+        r"\frac{\partial J}{\partial z} \frac{\partial z}{\partial k}$, "
+        r"weight sharing sums over positions)",
         steps,
         summary=(
             "For concrete small layers written entry by entry, sympy.diff of J = sum g*S "
