@@ -405,7 +405,11 @@ def train(
 
 
 def _progress(cfg, state, n):
-    if not cfg.progress:
+    import sys
+
+    # Off a terminal (CI, `| tee`, a log file) a bar is hundreds of carriage-return updates;
+    # there the pass's own log line is the one line per pass.
+    if not cfg.progress or not (sys.stdout.isatty() and sys.stderr.isatty()):
         return None
     from tqdm import tqdm
 
