@@ -27,6 +27,7 @@ import numpy as np
 from lenet5 import checkpoint
 from lenet5.data import DataError, load_mnist, to_input
 from lenet5.network import BackendError, LeNet5
+from lenet5.posterior import class_probabilities
 from lenet5.train import (
     DISTORT_COPIES,
     LAST,
@@ -188,18 +189,6 @@ def read_png(path) -> np.ndarray:
         raise DataError(f"{path}: cannot read image ({exc})") from exc
     pixels = np.asarray(gray, np.uint8)
     return 255 - pixels if pixels.mean() > 127 else pixels
-
-
-def class_probabilities(penalties: np.ndarray) -> np.ndarray:
-    """Probabilities of the ten digits under the MAP criterion: the softmax of the negative
-    RBF penalties (a smaller distance to a digit's code, a likelier digit).
-
-    >>> class_probabilities(np.array([[0.0, np.log(3.0)] + [np.inf] * 8])).round(2)[0, :3]
-    array([0.75, 0.25, 0.  ])
-    """
-    z = -np.asarray(penalties, np.float64)
-    z = np.exp(z - z.max(axis=1, keepdims=True))  # shifted: exact ratios, no overflow
-    return z / z.sum(axis=1, keepdims=True)
 
 
 def predictions(paths, probabilities: np.ndarray) -> list:

@@ -147,7 +147,7 @@ def test_predict_json_gives_class_probability_and_runner_up(logged_run, tmp_path
 
 
 def test_probabilities_are_the_softmax_of_the_negative_penalties():
-    from lenet5.cli import class_probabilities
+    from lenet5.posterior import class_probabilities
 
     y = np.array([[3.0, 1.0, 2.0] + [50.0] * 7])
     p = class_probabilities(y)[0]
