@@ -76,7 +76,7 @@ def _sigmoid() -> Derivation:
         Step(
             sp.diff(fx, x),
             beta * fx * (1 - fx),
-            "sympy.diff of the lecture's f(x) = (1 + e^{-beta x})^{-1} is beta f (1 - f).",
+            "sympy.diff of the lecture's $f(x) = (1 + e^{-\\beta x})^{-1}$ is $\\beta f (1 - f)$.",
             latex=r"\frac{d}{dx}\left(1 + e^{-\beta x}\right)^{-1} = \beta f(x)(1 - f(x))",
         ),
         Step(
@@ -95,7 +95,7 @@ def _sigmoid() -> Derivation:
         "Sigmoid with slope β and its derivative",
         r"CNN前向传播 ($f(x) = (1 + e^{-\beta x})^{-1}$)",
         steps,
-        summary="The logistic sigmoid with slope beta; its derivative needs only f itself.",
+        summary="The logistic sigmoid with slope $\\beta$; its derivative needs only $f$ itself.",
     )
 
 
@@ -113,7 +113,8 @@ def _scaled_tanh() -> Derivation:
         Step(
             d,
             slope / amp * (amp**2 - fx**2),
-            "In terms of the output f: f' = (S/A)(A^2 - f^2), so back-propagation can reuse f.",
+            "In terms of the output $f$: $f' = (S/A)(A^2 - f^2)$, so back-propagation can reuse "
+            "$f$.",
             latex=r"f'(x) = \frac{S}{A}\left(A^2 - f(x)^2\right)",
         ),
         Step(
@@ -158,8 +159,8 @@ def _relu() -> Derivation:
         Step(
             sp.Symbol("Derivative(Max(0, x), x)"),
             sp.Symbol("[x > 0]"),
-            "At every x != 0, sympy.diff gives 1 for x > 0 and 0 for x < 0. At x = 0 ReLU has "
-            "no derivative; the kernels use the subgradient 0 (dy * (z > 0)).",
+            "At every $x \\ne 0$, sympy.diff gives 1 for $x > 0$ and 0 for $x < 0$. At $x = 0$ "
+            "ReLU has no derivative; the kernels use the subgradient 0 ($dy \\cdot [z > 0]$).",
             method=EXHAUSTIVE,
             check=lambda v: sp.diff(relu, x).subs(x, v) == (1 if v > 0 else 0),
             cases=_RELU_POINTS,
@@ -196,7 +197,8 @@ def _squared_error() -> Derivation:
         Step(
             e,
             sp.Rational(1, 2) * (tv - yv).dot(tv - yv),
-            "E^n = 1/2 sum_k (t_k - y_k)^2 = 1/2 ||t - y||^2 (c = 3 outputs shown).",
+            "$E^n = \\frac12 \\sum_k (t_k - y_k)^2 = \\frac12 \\lVert t - y \\rVert^2$ ($c = 3$ "
+            "outputs shown).",
             latex=r"E^n = \frac{1}{2}\sum_{k=1}^{c}(t_k^n - y_k^n)^2 = "
             r"\frac{1}{2}\lVert t^n - y^n \rVert_2^2",
         ),
@@ -209,8 +211,8 @@ def _squared_error() -> Derivation:
         Step(
             sp.Symbol("dE^N/dy^n"),
             sp.Symbol("y^n - t^n"),
-            "E^N = sum_n E^n: each sample's outputs only enter its own term, so the gradient "
-            "of the N-sample sum w.r.t. y^n is y^n - t^n (cases: N, c).",
+            "$E^N = \\sum_n E^n$: each sample's outputs only enter its own term, so the gradient "
+            "of the $N$-sample sum with respect to $y^n$ is $y^n - t^n$ (cases: $N$, $c$).",
             method=EXHAUSTIVE,
             check=_squared_error_grad_ok,
             cases=((1, 1), (2, 3), (3, 2)),
@@ -261,10 +263,10 @@ def _map() -> Derivation:
         Step(
             e,
             -sp.log(posterior),
-            "E = y_D + log(e^{-j} + sum_i e^{-y_i}) is minus the log of the posterior of the "
-            "correct class D when class i has likelihood e^{-y_i} and a 'rubbish' class has "
-            "e^{-j} (3 classes, D = 0 shown). Minimising it pulls y_D down and pushes the "
-            "other penalties up, unlike plain MSE on y_D.",
+            "$E = y_D + \\log(e^{-j} + \\sum_i e^{-y_i})$ is minus the log of the posterior of the "
+            "correct class $D$ when class $i$ has likelihood $e^{-y_i}$ and a 'rubbish' class has "
+            "$e^{-j}$ (3 classes, $D = 0$ shown). Minimising it pulls $y_D$ down and pushes the "
+            "other penalties up, unlike plain MSE on $y_D$.",
             check=lambda: _zero(sp.expand_log(e + sp.log(posterior), force=True)),
             note="log expanded (all arguments positive) and simplified",
         ),
@@ -283,8 +285,8 @@ def _map() -> Derivation:
         Step(
             grad_sum,
             sp.exp(-j) / denom,
-            "The gradient components sum to e^{-j}/(e^{-j} + sum e^{-y}) > 0: the rubbish class "
-            "keeps the criterion from being minimised by driving every penalty to 0.",
+            "The gradient components sum to $e^{-j}/(e^{-j} + \\sum_i e^{-y_i}) > 0$: the rubbish "
+            "class keeps the criterion from being minimised by driving every penalty to 0.",
             latex=r"\sum_i \frac{\partial E}{\partial y_i} = "
             r"\frac{e^{-j}}{e^{-j} + \sum_k e^{-y_k}}",
         ),
@@ -295,8 +297,8 @@ def _map() -> Derivation:
         "LeNet-5 output layer (RBF 输出 = -log-likelihood); LeCun et al. 1998, eq. (9)",
         steps,
         summary=(
-            "LeNet-5 trains its RBF penalties y with the maximum a posteriori criterion; j is a "
-            "positive constant (derive.lenet5.MAP_J). Its gradient is the indicator of the "
+            "LeNet-5 trains its RBF penalties $y$ with the maximum a posteriori criterion; $j$ is "
+            "a positive constant (derive.lenet5.MAP_J). Its gradient is the indicator of the "
             "correct class minus the posterior of each class."
         ),
     )
@@ -310,7 +312,8 @@ def _softmax() -> Derivation:
         Step(
             softmax_xent(z, 0),
             -sp.log(sp.exp(z[0]) / total),
-            "-log softmax(z)_D = -z_D + log sum_i e^{z_i} (3 classes, D = 0 shown).",
+            "$-\\log \\mathrm{softmax}(z)_D = -z_D + \\log \\sum_i e^{z_i}$ (3 classes, $D = 0$ "
+            "shown).",
             check=lambda: _zero(
                 sp.expand_log(softmax_xent(z, 0) + sp.log(sp.exp(z[0]) / total), force=True)
             ),

@@ -277,8 +277,8 @@ def _layers() -> Derivation:
         Step(
             sp.Symbol("o"),
             sp.Symbol("floor((i + 2p - k)/s) + 1"),
-            "Every layer's output side follows from conv.output_size: convolutions (k = 5, "
-            "s = 1, p = 0), subsampling (k = s = 2), vector layers (k = 1).",
+            "Every layer's output side follows from conv.output_size: convolutions ($k = 5$, "
+            "$s = 1$, $p = 0$), subsampling ($k = s = 2$), vector layers ($k = 1$).",
             method=EXHAUSTIVE,
             check=_size_follows,
             cases=LAYERS,
@@ -311,8 +311,8 @@ def _layers() -> Derivation:
         "CNN示例: LeNet-5 (C1 ... OUTPUT); LeCun et al. 1998, section II-B",
         steps,
         summary=(
-            "LeNet-5: C1 6@28x28 (5x5 conv), S2 6@14x14, C3 16@10x10 (5x5 conv with the C3 "
-            "table), S4 16@5x5, C5 120 (5x5 conv over all 16 maps, i.e. fully connected), "
+            "LeNet-5: C1 6@28×28 (5×5 conv), S2 6@14×14, C3 16@10×10 (5×5 conv with the C3 "
+            "table), S4 16@5×5, C5 120 (5×5 conv over all 16 maps, i.e. fully connected), "
             "F6 84, OUTPUT 10 Euclidean RBF units."
         ),
         data={"layers": LAYERS},
@@ -341,8 +341,8 @@ def _count_step(layer: Layer) -> Step:
     return Step(
         derived,
         sp.Matrix([params, conns]),
-        f"{layer.name} ({layer.kind}, {layer.in_maps}->{layer.out_maps} maps, "
-        f"{layer.out_size}x{layer.out_size}, kernel {layer.kernel}): trainable parameters and "
+        f"{layer.name} ({layer.kind}, {layer.in_maps} → {layer.out_maps} maps, "
+        f"{layer.out_size}×{layer.out_size}, kernel {layer.kernel}): trainable parameters and "
         "connections computed from the layer spec equal the paper's figures.",
         latex=(
             rf"\mathrm{{{layer.name}}}: (\text{{params}}, \text{{connections}}) = "
@@ -362,11 +362,11 @@ def _params() -> Derivation:
         Step(
             lecture_s2,
             sp.Integer(30),
-            "The lecture's S2 figure '(2*2+1)*6 = 30' counts 5 parameters per map (as if each "
-            "of the 4 inputs had its own weight), contradicting its own description: the 4 "
-            "inputs are summed, multiplied by ONE trainable coefficient, plus ONE trainable "
-            f"bias, i.e. 2 per map and 2*6 = {layer_params(s2)} (as the lecture itself gives "
-            "2*16 for S4). The spec's figure is 12.",
+            "The lecture's S2 figure $(2 \\cdot 2+1) \\cdot 6 = 30$ counts 5 parameters per map "
+            "(as if each of the 4 inputs had its own weight), contradicting its own description: "
+            "the 4 inputs are summed, multiplied by ONE trainable coefficient, plus ONE trainable "
+            f"bias, i.e. 2 per map and $2 \\cdot 6 = {layer_params(s2)}$ (as the lecture itself "
+            "gives $2 \\cdot 16$ for S4). The spec's figure is 12.",
             check=lambda: lecture_s2.doit() == 30 and layer_params(s2) == 2 * 6 != 30,
             note="the lecture's expression evaluates to 30; the spec gives 12",
         ),
@@ -384,7 +384,7 @@ def _params() -> Derivation:
         steps,
         summary=(
             "Counts follow from the layer table: a convolution output map has (connected input "
-            "maps x k^2 + 1) parameters and each of its units that many connections; a "
+            "maps $\\times\\, k^2 + 1$) parameters and each of its units that many connections; a "
             "subsampling map has 2 parameters and (4 + 1) connections per unit; F6 is dense."
         ),
         data={
@@ -434,7 +434,7 @@ def _c3_table() -> Derivation:
         Step(
             table,
             paper,
-            "C3_TABLE (C3 map -> S2 maps) written as the paper's Table I (rows: S2 maps, "
+            "C3_TABLE (C3 map → S2 maps) written as the paper's Table I (rows: S2 maps, "
             "columns: C3 maps) equals an independent transcription of the printed table.",
             check=lambda: same(table, paper),
             note="exact comparison",
@@ -470,7 +470,8 @@ def _c3_table() -> Derivation:
         Step(
             sp.Add(sp.Mul(sum(counts), 25, evaluate=False), 16, evaluate=False),
             sp.Integer(1516),
-            "60 connected (C3, S2) pairs x 25 weights + 16 biases = 1,516 trainable parameters.",
+            "60 connected (C3, S2) pairs $\\times$ 25 weights + 16 biases = 1,516 trainable "
+            "parameters.",
         ),
     )
     return Derivation(
@@ -479,7 +480,7 @@ def _c3_table() -> Derivation:
         "C3层是一个卷积层 (例如 C3 第0张特征图与 S2 第0,1,2张相连); LeCun et al. 1998, Table I",
         steps,
         summary=(
-            "C3 map k reads only the S2 maps in M_k: fewer connections, and different C3 maps "
+            "C3 map $k$ reads only the S2 maps in $M_k$: fewer connections, and different C3 maps "
             "are forced to extract different features."
         ),
         data={"table": C3_TABLE, "matrix": table},
@@ -510,25 +511,25 @@ def _rbf() -> Derivation:
             y,
             (sp.Matrix(xs) - sp.Matrix(ws)).dot(sp.Matrix(xs) - sp.Matrix(ws)),
             "Each output unit i computes the squared Euclidean distance between its input "
-            "(the F6 state x) and its parameter vector w_i: y_i = sum_j (x_j - w_ij)^2.",
+            "(the F6 state $x$) and its parameter vector $w_i$: $y_i = \\sum_j (x_j - w_{ij})^2$.",
             latex=r"y_i = \sum_j (x_j - w_{ij})^2 = \lVert x - w_i \rVert^2",
         ),
         Step(
             sp.Matrix([sp.Derivative(y, v) for v in xs]),
             2 * (sp.Matrix(xs) - sp.Matrix(ws)),
-            "Gradient w.r.t. the input: dy_i/dx_j = 2 (x_j - w_ij).",
+            "Gradient with respect to the input: $\\partial y_i/\\partial x_j = 2 (x_j - w_{ij})$.",
         ),
         Step(
             sp.Matrix([sp.Derivative(y, v) for v in ws]),
             -2 * (sp.Matrix(xs) - sp.Matrix(ws)),
-            "Gradient w.r.t. the centre: dy_i/dw_ij = -2 (x_j - w_ij) (LeNet-5 keeps the "
-            "centres fixed; the kernels still provide it).",
+            "Gradient with respect to the centre: $\\partial y_i/\\partial w_{ij} = -2 (x_j - "
+            "w_{ij})$ (LeNet-5 keeps the centres fixed; the kernels still provide it).",
         ),
         Step(
             nll,
             y / (2 * sigma**2) + sp.Rational(n, 2) * sp.log(2 * sp.pi * sigma**2),
-            "The lecture's remark: y_i is, up to the scale 1/(2 sigma^2) and an additive "
-            "constant, the negative log-likelihood of x under a Gaussian centred on w_i.",
+            "The lecture's remark: $y_i$ is, up to the scale $1/(2 \\sigma^2)$ and an additive "
+            "constant, the negative log-likelihood of $x$ under a Gaussian centred on $w_i$.",
             check=lambda: (
                 sp.simplify(
                     nll - (y / (2 * sigma**2) + sp.Rational(n, 2) * sp.log(2 * sp.pi * sigma**2))
@@ -542,8 +543,8 @@ def _rbf() -> Derivation:
         Step(
             sp.Symbol("||c_a - c_b||^2"),
             sp.Symbol("4 hamming(c_a, c_b) > 0"),
-            "The fixed centres are the +-1 codes of the 7x12 digit bitmaps (RBF_BITMAPS): all "
-            "10 distinct, the squared distance of two codes is 4 x the number of differing "
+            "The fixed centres are the $\\pm 1$ codes of the 7×12 digit bitmaps (RBF_BITMAPS): all "
+            "10 distinct, the squared distance of two codes is $4 \\times$ the number of differing "
             "pixels.",
             method=EXHAUSTIVE,
             check=_center_distance_ok,
@@ -553,8 +554,8 @@ def _rbf() -> Derivation:
         Step(
             sp.Derivative(map_criterion(ys, 0, j), ys[1]),
             -sp.exp(-ys[1]) / (sp.exp(-j) + sp.exp(-ys[0]) + sp.exp(-ys[1])),
-            "Trained with the MAP criterion (loss.map): a wrong class's penalty y_i gets "
-            "gradient -posterior_i, i.e. is pushed up (2 classes, D = 0 shown).",
+            "Trained with the MAP criterion (loss.map): a wrong class's penalty $y_i$ gets "
+            "gradient $-P(i \\mid x)$, i.e. is pushed up (2 classes, $D = 0$ shown).",
         ),
     )
     return Derivation(
@@ -563,10 +564,10 @@ def _rbf() -> Derivation:
         "输出层采用欧式径向基函数 (RBF 输出 = -log-likelihood); LeCun et al. 1998, eq. (7)",
         steps,
         summary=(
-            "The output layer measures how far the F6 state is from each class's fixed +-1 "
-            "code; the penalty is a Gaussian negative log-likelihood, and the MAP criterion "
-            "trains it. The codes are hand-drawn 7x12 bitmaps in the style of the paper's "
-            "Fig. 3 (not the paper's exact bitmaps, which are not published as data)."
+            "The output layer measures how far the F6 state is from each class's fixed $\\pm 1$ "
+            "code; the penalty is a Gaussian negative log-likelihood, and the MAP criterion trains "
+            "it. The codes are hand-drawn 7×12 bitmaps in the style of the paper's Fig. 3 (not the "
+            "paper's exact bitmaps, which are not published as data)."
         ),
         data={"centers": rbf_centers()},
     )
@@ -596,14 +597,15 @@ def _squash() -> Derivation:
         Step(
             sp.Derivative(f, a),
             SQUASH_A * SQUASH_S * (1 - sp.tanh(SQUASH_S * a) ** 2),
-            "Derivative (act.scaled_tanh with A = 1.7159, S = 2/3); the gain at 0 is "
-            "A S = 1.14393...",
+            "Derivative (act.scaled_tanh with $A = 1.7159$, $S = 2/3$); the gain at 0 is "
+            "$A S = 1.14393\\ldots$",
         ),
         Step(
             sp.diff(f, a, 3).subs(a, a_star),
             sp.Integer(0),
-            "The paper says the second derivative is maximal at a = +-1. SymPy: |f''| is "
-            f"maximal where tanh^2(S a) = 1/3, i.e. a = atanh(1/sqrt 3)/S = {sp.N(a_star, 6)}: "
+            "The paper says the second derivative is maximal at $a = \\pm 1$. SymPy: $|f''|$ is "
+            "maximal where $\\tanh^2(S a) = 1/3$, i.e. "
+            f"$a = \\operatorname{{atanh}}(1/\\sqrt{{3}})/S = {sp.N(a_star, 6)}$: "
             "close to 1, not exactly 1.",
             latex=r"f'''(a^*) = 0, \quad a^* = \frac{3}{2}\operatorname{atanh}"
             r"\left(\frac{1}{\sqrt{3}}\right) \approx 0.98772",
@@ -615,8 +617,8 @@ def _squash() -> Derivation:
         r"CNN前向传播 ($f(x) = a \tanh(bx)$); LeCun et al. 1998, appendix A",
         steps,
         summary=(
-            "LeNet-5 squashes with f(a) = 1.7159 tanh(2a/3): f(+-1) = +-1 to 6 digits, so the "
-            "+-1 RBF codes are reachable without saturating."
+            "LeNet-5 squashes with $f(a) = 1.7159 \\tanh(2a/3)$: $f(\\pm 1) = \\pm 1$ to 6 "
+            "digits, so the $\\pm 1$ RBF codes are reachable without saturating."
         ),
     )
 
@@ -632,7 +634,7 @@ def _input() -> Derivation:
         Step(
             sp.Add(MNIST_SIZE, sp.Mul(2, PAD, evaluate=False), evaluate=False),
             sp.Integer(INPUT_SIZE),
-            "A 28x28 MNIST digit padded by 2 on each side fills the 32x32 input.",
+            "A 28×28 MNIST digit padded by 2 on each side fills the 32×32 input.",
         ),
         Step(
             sp.Subs(mean, q, Rational(4, 51)),
@@ -646,13 +648,13 @@ def _input() -> Derivation:
         Step(
             sp.Subs(var, q, q0),
             Rational(47, 400),
-            "At that q the variance (B - W)^2 q (1 - q) is 47/400 = 0.1175.",
+            "At that $q$ the variance $(B - W)^2 q (1 - q)$ is $47/400 = 0.1175$.",
         ),
         Step(
             sp.Subs(var, q, q_max),
             Rational(2601, 6400),
-            "Its maximum over q (at q = 1/2) is (B - W)^2/4 = 2601/6400 ≈ 0.406 < 1: for "
-            "two-level pixels the paper's 'variance roughly 1' cannot hold.",
+            "Its maximum over $q$ (at $q = 1/2$) is $(B - W)^2/4 = 2601/6400 \\approx 0.406 < 1$: "
+            "for two-level pixels the paper's 'variance roughly 1' cannot hold.",
         ),
         Step(
             sp.Symbol("mean_var_MNIST"),
@@ -662,7 +664,7 @@ def _input() -> Derivation:
             latex=r"(\mathrm{mean}, \mathrm{var})_{\mathrm{MNIST}} \approx (0, 1)",
             note=(
                 "needs the MNIST pixels, which derive/ does not read; the two-level bound above "
-                "limits the variance to <= 0.41, so 'roughly 1' is at best loose. The runtime "
+                "limits the variance to ≤ 0.41, so 'roughly 1' is at best loose. The runtime "
                 "(lenet5/) can measure both on the training set."
             ),
         ),

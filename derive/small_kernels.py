@@ -187,8 +187,8 @@ def _small_kernels() -> Derivation:
         Step(
             dw_shown,
             dw_formula,
-            "One 3x3 input, one 2x2 kernel: sympy.diff of J = sum g*S w.r.t. each kernel entry "
-            "is the valid cross-correlation of the input with g.",
+            "One 3×3 input, one 2×2 kernel: sympy.diff of $J = \\sum g S$ with respect to each "
+            "kernel entry is the valid cross-correlation of the input with $g$.",
             check=lambda: same(dw_shown, dw_formula),
             note="expansion of both sides",
             latex=two_lines(
@@ -237,7 +237,7 @@ def _small_kernels() -> Derivation:
         Step(
             sp.Symbol("dJ/db[k]"),
             sp.Symbol("sum(g_k)"),
-            "Bias gradient: the sum of g over the output map.",
+            "Bias gradient: the sum of $g$ over the output map.",
             method=EXHAUSTIVE,
             check=check_bias_grad,
             cases=DEFAULT_CASES,
@@ -254,9 +254,9 @@ def _small_kernels() -> Derivation:
         r"weight sharing sums over positions)",
         steps,
         summary=(
-            "For concrete small layers written entry by entry, sympy.diff of J = sum g*S "
-            "(g = dJ/dS) with respect to every kernel, input and bias entry equals the "
-            "structural formulas the kernels implement, with stride (g dilated) and padding "
+            "For concrete small layers written entry by entry, sympy.diff of $J = \\sum g S$ ($g = "
+            "\\partial J/\\partial S$) with respect to every kernel, input and bias entry equals "
+            "the structural formulas the kernels implement, with stride ($g$ dilated) and padding "
             "(input padded / gradient cropped), for two input and two output channels."
         ),
         data={"gradients": gradients, "cases": DEFAULT_CASES},

@@ -89,7 +89,7 @@ def test_total_trainable_parameters_is_60000_and_s2_is_12_not_30():
     s2 = lenet5.LAYERS[1]
     assert lenet5.layer_params(s2) == 12 != (2 * 2 + 1) * 6
     text = " ".join(s.why for s in core.get("lenet5.params").steps)
-    assert "(2*2+1)*6 = 30" in text and "12" in text
+    assert r"$(2 \cdot 2+1) \cdot 6 = 30$" in text and "12" in text
 
 
 def test_count_step_rejects_a_wrong_spec():
