@@ -107,7 +107,7 @@ def _scaled_tanh() -> Derivation:
         Step(
             d,
             amp * slope * (1 - sp.tanh(slope * x) ** 2),
-            "sympy.diff of f(x) = A tanh(S x) (the lecture's a tanh(bx)).",
+            "sympy.diff of $f(x) = A \\tanh(S x)$ (the lecture's $a \\tanh(bx)$).",
             latex=r"\frac{d}{dx} A \tanh(S x) = A S \left(1 - \tanh^2(S x)\right)",
         ),
         Step(
@@ -129,7 +129,8 @@ def _scaled_tanh() -> Derivation:
         r"CNN前向传播 ($f(x) = a \tanh(bx)$)",
         steps,
         summary=(
-            "The scaled hyperbolic tangent; LeNet-5 uses A = 1.7159, S = 2/3 (see lenet5.squash)."
+            "The scaled hyperbolic tangent; LeNet-5 uses $A = 1.7159$, $S = 2/3$ (see "
+            "lenet5.squash)."
         ),
     )
 
@@ -152,7 +153,7 @@ def _relu() -> Derivation:
         Step(
             relu,
             (x + sp.Abs(x)) / 2,
-            "max(0, x) = (x + |x|)/2 for real x.",
+            "$\\max(0, x) = (x + |x|)/2$ for real $x$.",
             check=lambda: _relu_split_ok(relu),
             note="proof by cases: x = p > 0, x = -p < 0, x = 0",
         ),
@@ -172,7 +173,7 @@ def _relu() -> Derivation:
         "ReLU and its derivative",
         "(not in the lecture; provided by the kernels for comparison)",
         steps,
-        summary="The rectifier max(0, x): derivative 1 for positive inputs, 0 for negative.",
+        summary="The rectifier $\\max(0, x)$: derivative 1 for positive inputs, 0 for negative.",
     )
 
 
@@ -294,7 +295,7 @@ def _map() -> Derivation:
     return Derivation(
         "loss.map",
         "LeNet-5's MAP criterion and its gradient",
-        "LeNet-5 output layer (RBF 输出 = -log-likelihood); LeCun et al. 1998, eq. (9)",
+        "LeNet-5 output layer (RBF 输出 $= -\\log$ likelihood); LeCun et al. 1998, eq. (9)",
         steps,
         summary=(
             "LeNet-5 trains its RBF penalties $y$ with the maximum a posteriori criterion; $j$ is "

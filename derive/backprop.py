@@ -301,9 +301,11 @@ def _case1_max() -> Derivation:
         Step(
             routed,
             MAX_TABLE,
-            "The lecture's example: delta_k = [[1,3],[2,4]] routed with the maxima at "
-            "(1,1), (0,3), (3,1), (3,3) - the positions its table implies; we choose the input "
-            f"{MAX_INPUT.tolist()} whose window maxima are exactly there.",
+            "The lecture's example: $\\delta_k = \\left[\\begin{smallmatrix}1&3\\\\2&4"
+            "\\end{smallmatrix}\\right]$ routed with the maxima at (1,1), (0,3), (3,1), (3,3), "
+            "the positions its table implies; the input $"
+            + sp.latex(MAX_INPUT).replace("matrix", "smallmatrix")
+            + "$ has its window maxima exactly there.",
             check=lambda: same(routed, MAX_TABLE),
             note="exact comparison with the printed table",
             latex=r"\mathrm{route}\left("

@@ -320,9 +320,13 @@ def _continuous() -> Derivation:
             "Compound interest (lecture's Zhihu example, 100 deposited every year at 5%): the term "
             "$f(\\tau) g(t - \\tau) = 100 \\cdot (21/20)^{t - \\tau}$ for deposit year $\\tau$ "
             "(row) and year $t$ (column) reproduces every entry of the lecture's table exactly "
-            "(1.05 = 21/20).",
+            "($1.05 = 21/20$).",
             check=lambda: same(_formula_table(evaluate=True), compound_table()),
             note="exact rational comparison of all 36 cells",
+            # The computed side named, the lecture's table once (two 6 x 6 tables side by
+            # side would have to shrink below reading size).
+            latex=r"\left(f(\tau)\, g(t - \tau)\right)_{\tau, t = 0}^{5} = "
+            + sp.latex(compound_table(evaluate=False)),
         ),
         Step(
             discrete,
@@ -405,7 +409,7 @@ def _discrete_1d() -> Derivation:
             Step(
                 definition,
                 swapped,
-                "Commutativity: substitute x = t - y; y runs over all integers as x does.",
+                "Commutativity: substitute $x = t - y$; $y$ runs over all integers as $x$ does.",
                 check=lambda: definition.change_index(x, t - x, y) == swapped,
                 note="SymPy's Sum.change_index performs the substitution for generic f, w",
             ),
@@ -457,7 +461,7 @@ def _discrete_2d() -> Derivation:
             Step(
                 definition,
                 swapped,
-                "Commutativity in 2-D: substitute m = i - u and n = j - v.",
+                "Commutativity in 2-D: substitute $m = i - u$ and $n = j - v$.",
                 check=lambda: (
                     definition.change_index(m, i - m, u).change_index(n, j - n, v) == swapped
                 ),
@@ -673,8 +677,9 @@ def _output_size() -> Derivation:
             Step(
                 figures,
                 printed,
-                "The lecture's four figures: i=4,k=3,p=0 (no padding) gives 2; i=5,k=4,p=2 "
-                "(arbitrary) 6; i=5,k=3,p=1 (half) 5; i=5,k=3,p=2 (full) 7; all with s=1.",
+                "The lecture's four figures: $i=4, k=3, p=0$ (no padding) gives 2; $i=5, k=4, "
+                "p=2$ (arbitrary) 6; $i=5, k=3, p=1$ (half) 5; $i=5, k=3, p=2$ (full) 7; all with "
+                "$s=1$.",
                 method=EXHAUSTIVE,
                 check=_figure_sizes_hold,
                 cases=tuple(PADDING_FIGURES),
@@ -683,23 +688,24 @@ def _output_size() -> Derivation:
             Step(
                 sp.Subs(formula, (p, s), (0, 1)),
                 i - k + 1,
-                "No padding, unit stride ('valid'): the output shrinks by k - 1.",
+                "No padding, unit stride ('valid'): the output shrinks by $k - 1$.",
             ),
             Step(
                 sp.Subs(formula, (k, p, s), (2 * r + 1, r, 1)),
                 i,
-                "Half ('same') padding: odd k = 2r + 1, p = floor(k/2) = r, s = 1 keeps the size.",
+                "Half ('same') padding: odd $k = 2r + 1$, $p = \\lfloor k/2 \\rfloor = r$, $s = 1$ "
+                "keeps the size.",
             ),
             Step(
                 sp.Subs(formula, (k, p, s), (2 * r, r, 1)),
                 i + 1,
-                "Half padding p = floor(k/2) with an even kernel k = 2r grows the output by one: "
-                "'same' needs an odd kernel.",
+                "Half padding $p = \\lfloor k/2 \\rfloor$ with an even kernel $k = 2r$ grows the "
+                "output by one: 'same' needs an odd kernel.",
             ),
             Step(
                 sp.Subs(formula, (p, s), (k - 1, 1)),
                 i + k - 1,
-                "Full padding p = k - 1, s = 1: every partial overlap counts, o = i + k - 1 "
+                "Full padding $p = k - 1$, $s = 1$: every partial overlap counts, $o = i + k - 1$ "
                 "(the size of the full convolution).",
             ),
             Step(
@@ -716,10 +722,10 @@ def _output_size() -> Derivation:
                 + sp.latex(sp.Matrix(FEATURE_RESULT)),
             ),
         ],
-        summary="o = floor((i + 2p - k)/s) + 1 for input size i, kernel k, zero padding p and "
-        "stride s (per dimension). The lecture's figures show the four regimes: no padding, "
-        "arbitrary padding, half padding (output = input) and full padding (output = i + k - 1). "
-        "I ⋆ K denotes the valid cross-correlation.",
+        summary="$o = \\lfloor (i + 2p - k)/s \\rfloor + 1$ for input size $i$, kernel $k$, zero "
+        "padding $p$ and stride $s$ (per dimension). The lecture's figures show the four "
+        "regimes: no padding, arbitrary padding, half padding (output = input) and full "
+        "padding (output $= i + k - 1$). $I \\star K$ denotes the valid cross-correlation.",
         data={"formula": formula},
     )
 

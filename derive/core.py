@@ -451,7 +451,7 @@ class Derivation:
         """
         from derive import render
 
-        rows = [rf"\textbf{{{render.tex_escape(self.title)}}}\ (\texttt{{{self.id}}})"]
+        rows = [rf"\textbf{{{render.tex_text(self.title)}}}\ (\texttt{{{self.id}}})"]
         for n, step in enumerate(self.steps, 1):
             rows.append(rf"\text{{{n}. {render.tex_text(step.why)}}}")
             rows.append(r"\displaystyle " + step.to_latex())

@@ -57,7 +57,7 @@ def _unshared_step() -> Step:
     )
 
 
-@derivation("grad.kernel", "Kernel gradient: valid cross-correlation of a_i with δ_j")
+@derivation("grad.kernel", r"Kernel gradient: valid cross-correlation of $a_i$ with $\delta_j$")
 def _kernel() -> Derivation:
     gr = gradients(1, 1, 3, 3, 2, 2)
     shown, formula = plane(gr.dw, 0, 0), xcorr2d(plane(gr.x, 0), plane(gr.g, 0))
@@ -79,8 +79,8 @@ def _kernel() -> Derivation:
         Step(
             sp.Symbol("dJ/dk_ji"),
             sp.Symbol("xcorr_valid(a_i, delta_j)"),
-            "Every entry, for several sizes with two input and two output maps "
-            "(cases: n_in, n_out, h, w, kh, kw, stride=1, padding=0).",
+            "Every entry, for several sizes with two input and two output maps (cases: input and "
+            "output maps, h, w, kh, kw; stride 1, padding 0).",
             method=EXHAUSTIVE,
             check=check_kernel_grad,
             cases=_LECTURE_CASES,
@@ -92,7 +92,7 @@ def _kernel() -> Derivation:
     )
     return Derivation(
         "grad.kernel",
-        "Kernel gradient: valid cross-correlation of a_i with δ_j",
+        r"Kernel gradient: valid cross-correlation of $a_i$ with $\delta_j$",
         r"卷积网络的权重计算 ("
         r"$k_{ji} \leftarrow k_{ji} - \alpha "
         r"\frac{\partial J}{\partial z_j} \frac{\partial z_j}{\partial k_{ji}}$)",
@@ -105,7 +105,7 @@ def _kernel() -> Derivation:
     )
 
 
-@derivation("grad.bias", "Bias gradient: the sum of δ_j")
+@derivation("grad.bias", r"Bias gradient: the sum of $\delta_j$")
 def _bias() -> Derivation:
     gr = gradients(1, 1, 3, 3, 2, 2)
     shown = gr.db[0]
@@ -133,7 +133,7 @@ def _bias() -> Derivation:
     )
     return Derivation(
         "grad.bias",
-        "Bias gradient: the sum of δ_j",
+        r"Bias gradient: the sum of $\delta_j$",
         "卷积网络的权重计算",
         steps,
         summary="One bias per output map, shared by all positions: its gradient sums $\\delta$.",
@@ -158,7 +158,7 @@ def _dense_backprop_ok(case) -> bool:
     return same(grads.doit(), (delta * a.T).doit())
 
 
-@derivation("grad.update", "Gradient-descent update; dense-layer δ back-propagation")
+@derivation("grad.update", r"Gradient-descent update; dense-layer $\delta$ back-propagation")
 def _update() -> Derivation:
     k, alpha = sp.symbols("k alpha")
     big_j = sp.Function("J")
@@ -196,7 +196,7 @@ def _update() -> Derivation:
     )
     return Derivation(
         "grad.update",
-        "Gradient-descent update; dense-layer δ back-propagation",
+        r"Gradient-descent update; dense-layer $\delta$ back-propagation",
         r"卷积网络的权重计算 ($w_{ji} \leftarrow w_{ji} - \alpha \delta_j a_i$)",
         steps,
         summary=(

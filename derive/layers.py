@@ -340,8 +340,9 @@ def _conv_forward() -> Derivation:
             sp.Symbol("z_k[i,j]"),
             sp.Symbol("S_k[i,j]"),
             "With stride $s$, zero padding $p$ and a connection table $M_k$, the explicit "
-            "definition equals $b_k + \\sum_{c \\in M_k} \\mathrm{xcorr}(x_c, w_{kc}, s, p)$ "
-            "(cases: n_in, n_out, h, w, kh, kw, s, p, table).",
+            "definition equals $b_k$ plus the strided, padded cross-correlations "
+            "$\\sum_{c \\in M_k} \\mathrm{xcorr}(x_c, w_{kc}, s, p)$ (cases: input and output "
+            "maps, h, w, kh, kw, s, p, table).",
             method=EXHAUSTIVE,
             check=_forward_matches,
             cases=_FORWARD_CASES,

@@ -373,8 +373,8 @@ def _params() -> Derivation:
         Step(
             total,
             sp.Integer(PAPER_TOTAL),
-            "Total trainable parameters: 156 + 12 + 1516 + 32 + 48120 + 10164 = 60,000 exactly, "
-            "the paper's '60,000 trainable parameters' (the RBF centres are fixed).",
+            "Total trainable parameters: 60,000 exactly, the paper's '60,000 trainable parameters' "
+            "(the RBF centres are fixed).",
         ),
     )
     return Derivation(
@@ -446,8 +446,8 @@ def _c3_table() -> Derivation:
         Step(
             sp.Symbol("M_k"),
             sp.Symbol("group(k)"),
-            "Maps 0-5 take 3 contiguous S2 maps, 6-11 take 4 contiguous, 12-14 take 4 "
-            "non-contiguous, 15 takes all 6 (contiguous = cyclically consecutive).",
+            "Maps 0–5 take 3 contiguous S2 maps, 6–11 take 4 contiguous, 12–14 take 4 "
+            "non-contiguous, 15 takes all 6 (contiguous: cyclically consecutive).",
             method=EXHAUSTIVE,
             check=_c3_group_ok,
             cases=range(16),
@@ -470,7 +470,7 @@ def _c3_table() -> Derivation:
         Step(
             sp.Add(sp.Mul(sum(counts), 25, evaluate=False), 16, evaluate=False),
             sp.Integer(1516),
-            "60 connected (C3, S2) pairs $\\times$ 25 weights + 16 biases = 1,516 trainable "
+            "60 connected (C3, S2) pairs of 25 weights each, and 16 biases: 1,516 trainable "
             "parameters.",
         ),
     )
@@ -561,7 +561,7 @@ def _rbf() -> Derivation:
     return Derivation(
         "lenet5.rbf",
         "LeNet-5 Euclidean RBF output",
-        "输出层采用欧式径向基函数 (RBF 输出 = -log-likelihood); LeCun et al. 1998, eq. (7)",
+        "输出层采用欧式径向基函数 (RBF 输出 $= -\\log$ likelihood); LeCun et al. 1998, eq. (7)",
         steps,
         summary=(
             "The output layer measures how far the F6 state is from each class's fixed $\\pm 1$ "
@@ -583,8 +583,8 @@ def _squash() -> Derivation:
         Step(
             sp.StrictLessThan(sp.Abs(f1 - 1), Rational(3, 10**6), evaluate=False),
             sp.true,
-            f"f(1) = A tanh(2/3) = {sp.N(f1, 12)}: equal to 1 to within 3e-6, not exactly "
-            "(A = 1.7159 is 1/tanh(2/3) rounded to 4 decimals).",
+            f"$f(1) = A \\tanh(2/3) = {sp.N(f1, 12)}$: equal to 1 to within $3 \\cdot 10^{{-6}}$, "
+            "not exactly ($A = 1.7159$ is $1/\\tanh(2/3)$ rounded to 4 decimals).",
             check=lambda: 0 < abs(sp.N(f1 - 1, 30)) < Rational(3, 10**6),
             note="30-digit evaluation: 0 < |A tanh(2/3) - 1| < 3e-6",
             latex=r"\left|1.7159 \tanh\left(\tfrac{2}{3}\right) - 1\right| < 3 \cdot 10^{-6}",

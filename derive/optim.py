@@ -114,8 +114,8 @@ def _momentum() -> Derivation:
         Step(
             momentum_velocities([g], v, m, rate)[0],
             m * v - rate * g,
-            "Velocity: the previous velocity decayed by the momentum m in [0, 1) minus the "
-            "rate r times the gradient; then w' = w + v'.",
+            "Velocity: the previous velocity decayed by the momentum $m \\in [0, 1)$ minus the "
+            "rate $r$ times the gradient; then $w' = w + v'$.",
             latex=r"v' = m\,v - r\,g, \qquad w' = w + v'",
         ),
         Step(

@@ -128,9 +128,9 @@ def _full_step() -> Step:
     return Step(
         sp.Symbol("P_full"),
         P_FULL,
-        "Fully connected: each of N hidden units has one weight per pixel of an H x W "
-        "image. Proven by counting the distinct weights of the explicit layer for "
-        "H, W, N = 1..3.",
+        "Fully connected: each of $N$ hidden units has one weight per pixel of an $H \\times W$ "
+        "image. Proven by counting the distinct weights of the explicit layer for $H, W, N = "
+        "1..3$.",
         method=EXHAUSTIVE,
         check=_full_count_holds,
         cases=FULL_CASES,
@@ -142,9 +142,9 @@ def _local_step() -> Step:
     return Step(
         sp.Symbol("P_loc"),  # not "P_local": SymPy's LaTeX prints a "cal" suffix as mathcal
         P_LOCAL,
-        "Locally connected, no sharing: each of N hidden units has its own k x k window "
-        "of weights. Proven on the explicit layer (one unit per window, stride 1) for "
-        "images 1..5 and every kernel size that fits.",
+        "Locally connected, no sharing: each of $N$ hidden units has its own $k \\times k$ window "
+        "of weights. Proven on the explicit layer (one unit per window, stride 1) for images 1..5 "
+        "and every kernel size that fits.",
         method=EXHAUSTIVE,
         check=_local_count_holds,
         cases=CONV_CASES,
@@ -156,9 +156,9 @@ def _shared_step() -> Step:
     return Step(
         sp.Symbol("P_shared"),
         P_SHARED,
-        "Weight sharing: all windows use the same kernel, so only the F kernels of "
-        "k x k x C weights are parameters, whatever the number of hidden units. Proven on "
-        "the explicit layer for images 1..4, every k that fits, F = 1..3, C = 1..2.",
+        "Weight sharing: all windows use the same kernel, so only the $F$ kernels of $k \\times k "
+        "\\times C$ weights are parameters, whatever the number of hidden units. Proven on the "
+        "explicit layer for images 1..4, every $k$ that fits, $F = 1..3$, $C = 1..2$.",
         method=EXHAUSTIVE,
         check=_shared_count_holds,
         cases=SHARED_CASES,
@@ -220,7 +220,12 @@ def _weight_sharing() -> Derivation:
         f"{LECTURE} Weights Sharing; Multiple Kernels Convolution",
         [
             _shared_step(),
-            _at(P_SHARED, {K: 10, C: 1, F: 1}, 10**2, "One shared 10x10 kernel: 10 x 10 x 1."),
+            _at(
+                P_SHARED,
+                {K: 10, C: 1, F: 1},
+                10**2,
+                "One shared 10×10 kernel: $10 \\times 10 \\times 1$.",
+            ),
             _at(
                 P_SHARED,
                 {K: 10, C: 1, F: 100},
@@ -290,11 +295,11 @@ def _small_example() -> Derivation:
                 note="conv.output_size formula",
             ),
             _full_step(),
-            _at(P_FULL, {H: 5, W: 5, N: 9}, 225, "Fully connected: 5 x 5 x 9 = 225."),
+            _at(P_FULL, {H: 5, W: 5, N: 9}, 225, "Fully connected: $5 \\times 5 \\times 9 = 225$."),
             _local_step(),
-            _at(P_LOCAL, {K: 3, N: 9}, 81, "Locally connected: 3 x 3 x 9 = 81."),
+            _at(P_LOCAL, {K: 3, N: 9}, 81, "Locally connected: $3 \\times 3 \\times 9 = 81$."),
             _shared_step(),
-            _at(P_SHARED, {K: 3, C: 1, F: 1}, 9, "Weight sharing: 3 x 3 x 1 = 9."),
+            _at(P_SHARED, {K: 3, C: 1, F: 1}, 9, "Weight sharing: $3 \\times 3 \\times 1 = 9$."),
             Step(
                 counts,
                 sp.Matrix([225, 81, 9]),
@@ -309,7 +314,7 @@ def _small_example() -> Derivation:
                 ),
             ),
         ],
-        summary="Nine features from a 5x5 image: 225 weights fully connected, 81 locally "
+        summary="Nine features from a 5×5 image: 225 weights fully connected, 81 locally "
         "connected (3×3 windows), 9 with weight sharing.",
     )
 
@@ -339,6 +344,6 @@ def _pooling_features() -> Derivation:
                 "3{,}168{,}400$ features.",
             ),
         ],
-        summary="Convolving 400 learned 8x8 features over a 96x96 image gives over 3 million "
+        summary="Convolving 400 learned 8×8 features over a 96×96 image gives over 3 million "
         "features, too many for a classifier: hence pooling.",
     )

@@ -104,7 +104,10 @@ def plain(text: str) -> str:
 def to_text(d: core.Derivation, results: Sequence[core.StepResult]) -> str:
     """Readable terminal text of a derivation: every step's reason, its equation as
     Unicode mathematics (SymPy's pretty printer) and its status."""
-    lines = [f"{d.id}: {d.title} [{derivation_status(results)}]", f"source: {plain(d.source)}"]
+    lines = [
+        f"{d.id}: {plain(d.title)} [{derivation_status(results)}]",
+        f"source: {plain(d.source)}",
+    ]
     if d.summary:
         lines += [""] + textwrap.wrap(plain(d.summary), 88)
     for n, (step, res) in enumerate(zip(d.steps, results, strict=True), 1):
@@ -310,6 +313,7 @@ def book_tex(built: Sequence[tuple[core.Derivation, Sequence[core.StepResult]]])
         r"\ifdim\wd\eqbox>\linewidth\resizebox{\linewidth}{!}{\usebox{\eqbox}}%",
         r"\else\usebox{\eqbox}\fi}",
         r"\title{symconv: the lecture's mathematics as checked derivations}",
+        r"\author{}",
         r"\date{}",
         r"\begin{document}",
         # Chinese anywhere in the text: the whole body is one CJK environment.

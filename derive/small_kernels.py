@@ -222,9 +222,9 @@ def _small_kernels() -> Derivation:
         Step(
             sp.Symbol("dJ/dx[c]"),
             sp.Symbol("crop_p(sum_k conv_full(dilate(g_k,s), w[k,c]))"),
-            "Input gradient: the full convolution of the dilated g with the kernel "
-            "(= the padded dilated g cross-correlated with the kernel rotated 180 degrees, "
-            "see backprop.case2), summed over output channels, cropped by the padding.",
+            "Input gradient: the full convolution of the dilated $g$ with the kernel (equal to the "
+            "padded dilated $g$ cross-correlated with the kernel rotated 180°, see "
+            "backprop.case2), summed over output channels, cropped by the padding.",
             method=EXHAUSTIVE,
             check=check_input_grad,
             cases=DEFAULT_CASES,

@@ -67,7 +67,7 @@ def test_no_step_in_the_book_failed(book):
 
 @pytest.mark.skipif(
     shutil.which("pdflatex") is None,
-    reason="pdflatex not installed (CI installs texlive-latex-base/-recommended in .ci/run)",
+    reason="pdflatex not installed (.ci/run installs TeX Live and latex-cjk-chinese)",
 )
 def test_tex_compiles_with_pdflatex(book, tmp_path):
     out, _ = book
@@ -83,6 +83,7 @@ def test_tex_compiles_with_pdflatex(book, tmp_path):
     assert (tmp_path / "derivations.pdf").stat().st_size > 10_000
     log = (tmp_path / "derivations.log").read_text(errors="replace")
     assert "Undefined control sequence" not in log
+    assert "Missing character" not in log  # every Chinese glyph found in the gbsn font
 
 
 @pytest.mark.slow  # a second full build (~10-20 s); the drift test below covers most of it
