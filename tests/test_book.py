@@ -348,3 +348,22 @@ def test_no_step_shows_the_same_text_on_both_sides(book):
             if len(sides) == 2 and sides[0] == sides[1]:
                 same.append((d.id, n, sides[0][:40]))
     assert not same
+
+
+def test_reason_comes_before_its_equation_in_every_format_and_lists_stay_whole():
+    x = sp.Symbol("x")
+    d = core.Derivation(
+        "zz.order", "Order", "here", [core.Step(sp.sin(x)**2 + sp.cos(x)**2, 1, "reason one"),
+                                      core.Step(x * x, x**2, "reason two")]
+    )  # fmt: skip
+    res = d.verify()
+    tex = render.to_latex(d, res)
+    md = render.to_markdown(d, res)
+    text = render.to_text(d, res)
+    for out in (tex, md, text):
+        assert out.index("reason one") < out.index("= 1") < out.index("reason two"), out
+    # In the Markdown every $$ line belongs to its list item (indented), so the
+    # numbering goes on: "1.", "2." and no "1." restarting after a math block.
+    math_lines = [line for line in md.splitlines() if line.strip() == "$$"]
+    assert math_lines and all(line.startswith("   ") for line in math_lines)
+    assert "\n1. reason one" in md and "\n2. reason two" in md
