@@ -437,25 +437,38 @@ class Derivation:
 
     def _repr_latex_(self) -> str:
         r"""The steps as one displayed formula block (MathJax renders LaTeX math only):
-        title and reasons as ``\text``, each equation on its own line.
+        title and reasons as ``\text`` (their ``$...$`` parts as mathematics), each
+        equation on its own line.
 
         >>> import sympy as sp
         >>> x = sp.Symbol("x")
-        >>> d = Derivation("demo.x", "Demo", "here", [Step(x + x, 2 * x, "add")])
+        >>> d = Derivation("demo.x", "Demo", "here", [Step(x + x, 2 * x, "add $x$ to x_1")])
         >>> print(d._repr_latex_())
         $$\begin{array}{l}
-        \textbf{Demo}\ (\texttt{demo.x})\\
-        \text{1. add}\\
+        \textbf{Demo}\ \texttt{(demo.x)}\\
+        \text{1. add }x\text{ to x\_1}\\
         \displaystyle 2 x = 2 x\\
         \end{array}$$
         """
         from derive import render
 
-        rows = [rf"\textbf{{{render.tex_text(self.title)}}}\ (\texttt{{{self.id}}})"]
+        def line(text: str) -> str:
+            return "".join(
+                chunk if is_math else r"\text{" + _mathjax_text(chunk) + "}"
+                for is_math, chunk in render.split_math(text)
+            )
+
+        title = line(self.title).replace(r"\text{", r"\textbf{")
+        rows = [title + r"\ \texttt{(" + _mathjax_text(self.id) + ")}"]
         for n, step in enumerate(self.steps, 1):
-            rows.append(rf"\text{{{n}. {render.tex_text(step.why)}}}")
+            rows.append(line(f"{n}. {step.why}"))
             rows.append(r"\displaystyle " + step.to_latex())
         return "$$\\begin{array}{l}\n" + "".join(r + "\\\\\n" for r in rows) + "\\end{array}$$"
+
+
+def _mathjax_text(text: str) -> str:
+    # Text inside MathJax's \text{}: LaTeX specials escaped, Unicode (Chinese too) kept.
+    return "".join("\\" + ch if ch in "#$%&_{}" else ch for ch in text)
 
 
 @dataclass(frozen=True)
