@@ -33,7 +33,8 @@ from dataclasses import dataclass
 
 import sympy as sp
 
-from derive.kernels import CeilDiv, FloorDiv, KernelSpec, Nest, isym
+from derive.indexing import CeilDiv, FloorDiv, isym
+from derive.kernelspec import KernelSpec, Nest
 
 __all__ = ["CeilDiv", "FloorDiv"]  # re-exported for the printers
 
@@ -1082,6 +1083,11 @@ class Einsum(sp.Function):
     """``numpy.einsum(subscripts, *operands, optimize=True)``."""
 
 
+class Scatter(sp.Function):
+    """``Scatter(label, *index arrays)``: the target of a ``+=`` through indices read from
+    an array (``dx[n, c, argmax // W, argmax % W]``), broadcast together."""
+
+
 class Reduce(sp.Function):
     """``numpy.sum/max/min(expr, axis=axes)``."""
 
@@ -1145,6 +1151,8 @@ def _np_view(spec, acc, spans):
 
 
 def _np_stmt(spec, nest, stmt, spans):
+    if stmt.op == "+=" and any(ix.atoms(sp.Indexed) for ix in stmt.lhs.indices):
+        return _np_scatter(spec, nest, stmt, spans)
     lhs, out = _np_view(spec, stmt.lhs, spans)
     views = {}
     for acc in sorted(stmt.rhs.atoms(sp.Indexed), key=sp.default_sort_key):
@@ -1169,6 +1177,21 @@ def _np_stmt(spec, nest, stmt, spans):
     if cond is not None and reduced and rhs.func is Reduce:
         rhs = rhs * _align(*cond, out)
     return Update(lhs, stmt.op, rhs)
+
+
+def _np_scatter(spec, nest, stmt, spans):
+    """``+=`` at indices read from arrays: every index and the value broadcast over the
+    nest's vectorized loops, added by ``numpy.add.at`` (windows may share a target)."""
+    order = [isym(x) for x in nest.loops if x not in nest.taps]
+    reads = {acc: _np_view(spec, acc, spans) for acc in stmt.rhs.atoms(sp.Indexed)}
+    index = []
+    for ix in stmt.lhs.indices:
+        sub = {acc: _align(*_np_view(spec, acc, spans), order) for acc in ix.atoms(sp.Indexed)}
+        sub.update({v: _align(Arange(*spans[v]), [v], order) for v in ix.free_symbols & set(spans)})
+        index.append(ix.xreplace(sub))
+    cond = _np_view(spec, nest.cond, spans) if nest.cond is not None else None
+    rhs = _np_broadcast(stmt, reads, spans, order, cond)
+    return Update(Scatter(sp.Symbol(str(stmt.lhs.base)), *index), "+=", rhs)
 
 
 def _align(expr, have, want):

@@ -17,48 +17,31 @@ import hashlib
 from dataclasses import dataclass
 
 from codegen import lenet5_step, lower, printers, render
-from derive import core
+from derive import core, proofs
 from derive import lenet5 as lenet5_spec
-from derive.kernels import KernelSpec, load_table
-
-#: Where each derivation family lives, for headers of kernels whose derivation
-#: has not been registered yet (the loader's strict mode rejects those).
-PLANNED_MODULES = {
-    "act": "derive.activations",
-    "loss": "derive.activations",
-    "layer": "derive.layers",
-    "grad": "derive.gradients",
-    "backprop": "derive.backprop",
-    "conv": "derive.convolution",
-    "lenet5": "derive.lenet5",
-}
+from derive.kernels import load_table
+from derive.kernelspec import KernelSpec
 
 
-def kernel_table(strict: bool = True) -> dict[str, KernelSpec]:
-    """Stage 1: the validated kernel table.
+def kernel_table() -> dict[str, KernelSpec]:
+    """Stage 1: the validated kernel table."""
+    return load_table()
 
-    ``strict=False`` accepts derivation ids that are not registered yet (their
-    modules are being written); :func:`missing_derivations` lists them.
+
+def proven_table() -> dict[str, KernelSpec]:
+    """Stage 1a: the table, once every kernel is proven against its derivation.
+
+    Raises :class:`derive.proofs.ProofError` naming each unproven kernel and a failing
+    case; nothing is generated from an unproven table.
     """
-    if strict:
-        return load_table()
-    from derive.kernels import kernel_specs
-
-    cited = {s.derivation for s in kernel_specs()}
-    return load_table(known_ids=set(core.ids()) | cited)
-
-
-def missing_derivations(table: dict[str, KernelSpec]) -> list[str]:
-    """Cited derivation ids the registry does not hold (yet)."""
-    known = set(core.ids())
-    return sorted({s.derivation for s in table.values()} - known)
+    table = kernel_table()
+    proofs.require_proven(table)
+    return table
 
 
 def module_for(derivation: str) -> str:
     """The derive module that defines ``derivation`` (cited by the headers)."""
-    if derivation in core.ids():
-        return core.module_of(derivation)
-    return PLANNED_MODULES[derivation.split(".")[0]]
+    return core.module_of(derivation)
 
 
 @dataclass(frozen=True)
@@ -77,7 +60,10 @@ class Specialization:
 def specializations(table: dict[str, KernelSpec]) -> list[Specialization]:
     """Stage 1b: every LeNet-5 layer's kernels at its constant shapes.
 
-    >>> [s.kernel for s in specializations(kernel_table(strict=False)) if s.layer == "C3"]
+    An int parameter the layer does not set is fixed at its default (stride 1, no
+    padding, no dilation: the paper's layers).
+
+    >>> [s.kernel for s in specializations(kernel_table()) if s.layer == "C3"]
     ['conv2d_forward', 'conv2d_backward_data', 'conv2d_backward_filter']
     """
     out = []
@@ -90,8 +76,6 @@ def specializations(table: dict[str, KernelSpec]) -> list[Specialization]:
                 "W": layer.in_size,
                 "KH": layer.kernel,
                 "KW": layer.kernel,
-                "stride": 1,
-                "padding": 0,
                 "table": layer.table,
             }
             kernels = ("conv2d_forward", "conv2d_backward_data", "conv2d_backward_filter")
@@ -106,7 +90,9 @@ def specializations(table: dict[str, KernelSpec]) -> list[Specialization]:
             )
         for name in kernels:
             if name in table:
-                out.append(Specialization(layer.name, name, tuple(sorted(fixed.items()))))
+                ints = {p.name: p.default for p in table[name].params if p.kind == "int"}
+                pinned = {**ints, **fixed}
+                out.append(Specialization(layer.name, name, tuple(sorted(pinned.items()))))
     return out
 
 
@@ -311,9 +297,9 @@ def _pyrepr_dict(d: dict) -> str:
     return "{" + ", ".join(f"{k!r}: {_pyrepr(d[k])}" for k in sorted(d)) + "}"
 
 
-def generate(strict: bool = False) -> dict[str, str]:
-    """Every generated file, ``{path relative to generated/: text}``."""
-    table = kernel_table(strict)
+def generate() -> dict[str, str]:
+    """Every generated file, ``{path relative to generated/: text}`` (of a proven table)."""
+    table = proven_table()
     functions = c_functions(table)
     return {
         "_runtime.py": runtime_module(),

@@ -28,6 +28,7 @@ from sympy.printing.c import C99CodePrinter
 from sympy.printing.numpy import NumPyPrinter
 
 from codegen import lower as L
+from derive.indexing import IsNaN
 
 
 class UnsupportedNode(TypeError):
@@ -70,6 +71,7 @@ _SUPPORTED = (
     sp.Min,
     sp.Mod,
     sp.Piecewise,
+    sp.Or,
     sp.logic.boolalg.BooleanTrue,
     sp.core.relational.Relational,
     sp.core.numbers.Infinity,
@@ -92,6 +94,18 @@ def _int_minmax(printer, expr, op):
     out = args[0]
     for a in args[1:]:
         out = f"(({out}) {op} ({a}) ? ({out}) : ({a}))"
+    return out
+
+
+def _nan_minmax(printer, expr, op):
+    """Float Max/Min that propagate NaN, as PyTorch's relu and max pooling do (C's
+    ``fmax`` and ``fmin`` return the other argument): ``a op b || isnan(a) ? a : b``,
+    with literal arguments last (``isnan`` of a literal is never printed)."""
+    args = sorted(expr.args, key=lambda a: a.is_number)
+    out = printer._print(args[0])
+    for a in args[1:]:
+        b = printer._print(a)
+        out = f"((({out}) {op} ({b}) || isnan({out})) ? ({out}) : ({b}))"
     return out
 
 
@@ -128,8 +142,11 @@ class CPrinter(C99CodePrinter):
         self.dialect = dialect
 
     def _print(self, expr, **kwargs):
-        _check_supported(self, expr, (L.CeilDiv, L.FloorDiv))
+        _check_supported(self, expr, (L.CeilDiv, L.FloorDiv, IsNaN))
         return super()._print(expr, **kwargs)
+
+    def _print_IsNaN(self, expr):
+        return f"isnan({self._print(expr.args[0])})"
 
     def _print_Indexed(self, expr):
         shape = expr.base.shape
@@ -141,12 +158,12 @@ class CPrinter(C99CodePrinter):
     def _print_Max(self, expr):
         if all(a.is_integer for a in expr.args):
             return _int_minmax(self, expr, ">")
-        return super()._print_Max(expr)
+        return _nan_minmax(self, expr, ">")
 
     def _print_Min(self, expr):
         if all(a.is_integer for a in expr.args):
             return _int_minmax(self, expr, "<")
-        return super()._print_Min(expr)
+        return _nan_minmax(self, expr, "<")
 
     def _print_Pow(self, expr):
         base, e = expr.args
@@ -173,7 +190,12 @@ class CPrinter(C99CodePrinter):
 
     def _print_FloorDiv(self, expr):
         a, b = (self._print(x) for x in expr.args)
-        return f"({a})/({b})"
+        return f"(({a})/({b}))"
+
+    def _print_Mod(self, expr):
+        # Only index arithmetic uses Mod (a flat position's column): integers >= 0.
+        a, b = (self._print(x) for x in expr.args)
+        return f"(({a}) % ({b}))"
 
     # --- statements -------------------------------------------------------------------
 
@@ -288,7 +310,7 @@ class CheckPrinter(CPrinter):
     ``floormod`` of the extension.
 
     >>> import sympy as sp
-    >>> from derive.kernels import FloorDiv, isym
+    >>> from derive.indexing import FloorDiv, isym
     >>> H, s = isym("H"), isym("stride")
     >>> CheckPrinter().doprint(FloorDiv(H - 5, s) + 1)
     'floordiv(v_H - 5, v_stride) + 1'
@@ -331,8 +353,11 @@ class NumpyPrinter(NumPyPrinter):
 
     def _print(self, expr, **kwargs):
         extra = (L.View, L.Span, L.Arange, L.Align, L.Einsum, L.Reduce, L.CeilDiv, L.FloorDiv)
-        _check_supported(self, expr, extra)
+        _check_supported(self, expr, extra + (L.Scatter, IsNaN))
         return super()._print(expr, **kwargs)
+
+    def _print_IsNaN(self, expr):
+        return f"numpy.isnan({self._print(expr.args[0])})"
 
     def _minmax(self, expr, fn, builtin):
         args = [self._print(a) for a in expr.args]
@@ -443,6 +468,9 @@ class NumpyPrinter(NumPyPrinter):
         return lines
 
     def update(self, node: L.Update) -> str:
+        if isinstance(node.lhs, L.Scatter):  # repeated indices each add (unlike a[idx] += v)
+            label, *index = (self._print(a) for a in node.lhs.args)
+            return f"numpy.add.at({label}, ({', '.join(index)}), {self._print(node.rhs)})"
         lhs, rhs = self._print(node.lhs), self._print(node.rhs)
         if node.op in ("max=", "min="):
             fn = "maximum" if node.op == "max=" else "minimum"

@@ -20,7 +20,7 @@ import sympy as sp
 
 from codegen import printers
 from codegen.lower import FloorDiv, node_exprs, walk
-from derive.kernels import FLOAT, IN, INT64, MASK, OUT, TMP, KernelSpec
+from derive.kernelspec import FLOAT, IN, INT64, MASK, OUT, TMP, KernelSpec
 
 TEMPLATES = Path(__file__).parent / "templates"
 
@@ -58,7 +58,7 @@ def _quoted(names) -> str:
 def signature(spec: KernelSpec) -> str:
     """The Python parameter list, with the defaults of the spec."""
     optional = {a.name for a in spec.inputs if a.optional}
-    defaults = {p.name: p.default for p in spec.params if p.default is not None}
+    defaults = {p.name: p.default for p in spec.params if p.default is not None or p.default_from}
     parts = []
     for name in spec.signature:
         if name in optional:
@@ -86,6 +86,7 @@ class Check:
     minimum: int | None = None
     formula: object = None
     message: str = ""
+    default_from: str | None = None
 
 
 def validation(spec: KernelSpec) -> list[Check]:
@@ -104,7 +105,7 @@ def validation(spec: KernelSpec) -> list[Check]:
             steps.append(Check("int64s", a.name, a.dims))
     for p in spec.params:
         op = {"int": "integer", "float": "real"}.get(p.kind, "sizes")
-        steps.append(Check(op, p.name, p.dims, minimum=p.minimum))
+        steps.append(Check(op, p.name, p.dims, minimum=p.minimum, default_from=p.default_from))
     steps += [Check("mask", a.name, a.dims) for a in spec.inputs if a.kind == MASK]
     derived = [n for n, _ in spec.derived]
     bound = [d for d in spec.dim_names() if d not in derived and _bound_by_args(spec, d)]
@@ -113,7 +114,7 @@ def validation(spec: KernelSpec) -> list[Check]:
     steps += [Check("require", "", formula=c, message=m) for c, m in spec.constraints]
     for a in spec.inputs:
         if a.bounds:
-            steps.append(Check("below", a.name, (a.bounds,)))
+            steps.append(Check("below", a.name, a.bounds))
         if a.window:
             steps.append(Check("in_windows", a.name, a.window))
     return steps
@@ -133,7 +134,8 @@ def _python_check(c: Check, printer: printers.NumpyPrinter) -> str:
         case "int64s":
             return f'{n} = _a.int64s("{n}", {n}, {dims})'
         case "integer":
-            return f'{n} = _a.integer("{n}", {n}, {c.minimum})'
+            value = f"{c.default_from} if {n} is None else {n}" if c.default_from else n
+            return f'{n} = _a.integer("{n}", {value}, {c.minimum})'
         case "real":
             return f'{n} = _a.real("{n}", {n})'
         case "sizes":
@@ -148,7 +150,8 @@ def _python_check(c: Check, printer: printers.NumpyPrinter) -> str:
         case "require":
             return f'_a.require({printer.doprint(c.formula)}, "{c.message}", {_uses(c.formula)})'
         case "below":
-            return f'_a.below("{n}", {n}, {c.dims[0]}, "{c.dims[0]}")'
+            bound = "*".join(c.dims)
+            return f'_a.below("{n}", {n}, {bound}, "{bound}")'
         case "in_windows":
             return f'_a.in_windows("{n}", {n}, {", ".join(c.dims)})'
     raise ValueError(f"unknown check {c.op!r}")
@@ -279,7 +282,7 @@ def fast_kernel(spec: KernelSpec, variants: list[tuple[str, dict]], arg_kinds: d
     used |= {n for v, fixed in variants for n in fixed if n != "table"}
     used |= {n for kinds in arg_kinds.values() for n, kind in kinds if kind != "array"}
     used |= {d for a in spec.arrays if a.role != IN and not a.flat for d in a.dims}
-    used |= {d for a in spec.inputs for d in (a.bounds,) + a.window if d}
+    used |= {d for a in spec.inputs for d in a.bounds + a.window}
     scalars = [p.name for p in spec.params if p.kind != "hw"]
     return {
         "name": spec.name,
@@ -361,7 +364,10 @@ def _fast_checks(spec: KernelSpec, printer: printers.CheckPrinter, used: set) ->
     pos = {name: i for i, name in enumerate(spec.signature)}
     lines = []
     for c in validation(spec):
-        lines += _c_check(c, printer, f"args[{pos.get(c.name)}]", used)
+        arg = f"args[{pos.get(c.name)}]"
+        if c.default_from:  # None takes the other param's value, as in the Python checks
+            arg = f"({arg} == Py_None ? args[{pos[c.default_from]}] : {arg})"
+        lines += _c_check(c, printer, arg, used)
     for a in spec.arrays:
         if a.role in (OUT, TMP):
             dtype = "NPY_INT64" if a.kind == INT64 else "c.type"
@@ -403,7 +409,7 @@ def _c_check(c: Check, printer: printers.CheckPrinter, arg: str, used: set) -> l
         case "require":
             return [_need(printer.doprint(c.formula))]
         case "below":
-            return [_need(f"below(a_{n}, v_{c.dims[0]})")]
+            return [_need(f"below(a_{n}, {' * '.join(f'v_{d}' for d in c.dims)})")]
         case "in_windows":
             return [_need(f"in_windows(a_{n}, {', '.join(f'v_{d}' for d in c.dims)})")]
     raise ValueError(f"unknown check {c.op!r}")

@@ -44,6 +44,24 @@ def scaled_tanh(z, a=amp, s=slope):
     return a * sp.tanh(s * z)
 
 
+def relu(z):
+    """The rectifier ``max(z, 0)``.
+
+    >>> relu(-2), relu(sp.Rational(1, 2))
+    (0, 1/2)
+    """
+    return sp.Max(z, 0)
+
+
+def leaky_relu(z, slope):
+    """The leaky rectifier ``max(z, 0) + slope min(z, 0)``.
+
+    >>> leaky_relu(-2, sp.Rational(1, 10)), leaky_relu(3, sp.Rational(1, 10))
+    (-1/5, 3)
+    """
+    return sp.Max(z, 0) + slope * sp.Min(z, 0)
+
+
 def map_criterion(y, label: int, j):
     """LeNet-5's MAP criterion for one sample: ``y_D + log(e^{−j} + Σ_i e^{−y_i})``.
 
@@ -148,13 +166,13 @@ def _relu_split_ok(relu) -> bool:
 
 @derivation("act.relu", "ReLU and its derivative")
 def _relu() -> Derivation:
-    relu = sp.Max(0, x)
+    rect = relu(x)
     steps = (
         Step(
-            relu,
+            rect,
             (x + sp.Abs(x)) / 2,
             "$\\max(0, x) = (x + |x|)/2$ for real $x$.",
-            check=lambda: _relu_split_ok(relu),
+            check=lambda: _relu_split_ok(rect),
             note="proof by cases: x = p > 0, x = -p < 0, x = 0",
         ),
         Step(
@@ -163,7 +181,7 @@ def _relu() -> Derivation:
             "At every $x \\ne 0$, sympy.diff gives 1 for $x > 0$ and 0 for $x < 0$. At $x = 0$ "
             "ReLU has no derivative; the kernels use the subgradient 0 ($dy \\cdot [z > 0]$).",
             method=EXHAUSTIVE,
-            check=lambda v: sp.diff(relu, x).subs(x, v) == (1 if v > 0 else 0),
+            check=lambda v: sp.diff(rect, x).subs(x, v) == (1 if v > 0 else 0),
             cases=_RELU_POINTS,
             latex=r"\frac{d}{dx}\max(0, x) = [x > 0] \quad (x \neq 0)",
         ),
@@ -174,6 +192,44 @@ def _relu() -> Derivation:
         "(not in the lecture; provided by the kernels for comparison)",
         steps,
         summary="The rectifier $\\max(0, x)$: derivative 1 for positive inputs, 0 for negative.",
+    )
+
+
+@derivation("act.leaky_relu", "Leaky ReLU and its derivative")
+def _leaky_relu() -> Derivation:
+    a = sp.Symbol("a", positive=True)
+    f = leaky_relu(x, a)
+    branches = sp.Piecewise((x, x > 0), (a * x, True))
+    steps = (
+        Step(
+            f,
+            branches,
+            "$\\max(x, 0) + a \\min(x, 0)$ is $x$ for $x > 0$ and $a x$ otherwise (the form the "
+            "kernels compute; a NaN input takes the second branch and stays NaN).",
+            check=lambda: (
+                all(_zero((f - branches).subs(x, v)) for v in (sp.Symbol("p", positive=True), 0))
+                and _zero((f - branches).subs(x, -sp.Symbol("p", positive=True)))
+            ),
+            note="proof by cases: x = p > 0, x = 0, x = -p < 0",
+        ),
+        Step(
+            sp.Symbol("Derivative(leaky_relu(x, a), x)"),
+            sp.Symbol("[x > 0] + a [x < 0]"),
+            "At every $x \\ne 0$, sympy.diff gives 1 for $x > 0$ and $a$ for $x < 0$; at 0 the "
+            "kernels use $a$ ($dy \\cdot a$).",
+            method=EXHAUSTIVE,
+            check=lambda v: sp.diff(f, x).subs(x, v) == (1 if v > 0 else a),
+            cases=_RELU_POINTS,
+            latex=r"\frac{d}{dx}\left(\max(x, 0) + a \min(x, 0)\right) = [x > 0] + a\,[x < 0] "
+            r"\quad (x \neq 0)",
+        ),
+    )
+    return Derivation(
+        "act.leaky_relu",
+        "Leaky ReLU and its derivative",
+        "(not in the lecture; provided by the kernels, as torch.nn.functional.leaky_relu)",
+        steps,
+        summary="The leaky rectifier: slope 1 for positive inputs, a small slope $a$ otherwise.",
     )
 
 

@@ -80,37 +80,46 @@ def conv2d(image, kernel) -> sp.Matrix:
     return sp.Matrix(rows, cols, entry)
 
 
-def xcorr2d(image, kernel, stride: int = 1, padding: int = 0) -> sp.Matrix:
-    """Cross-correlation ``S(i,j) = sum_m sum_n I(s*i+m, s*j+n) K(m,n)``.
+def xcorr2d(image, kernel, stride: int = 1, padding: int = 0, dilation: int = 1) -> sp.Matrix:
+    """Cross-correlation ``S(i,j) = sum_m sum_n I(s*i + d*m, s*j + d*n) K(m,n)``.
 
     The image is zero-padded by ``padding`` on every side; only positions where
-    the kernel lies inside the padded image are kept ("valid"). This is what
-    deep-learning libraries call convolution.
+    the kernel, its taps ``dilation`` apart, lies inside the padded image are kept
+    ("valid"). This is what deep-learning libraries call convolution.
 
     >>> xcorr2d([[1, 2, 3], [4, 5, 6], [7, 8, 9]], [[1, 0], [0, 1]])
     Matrix([
     [ 6,  8],
     [12, 14]])
+    >>> xcorr2d([[1, 2, 3], [4, 5, 6], [7, 8, 9]], [[1, 1]], dilation=2)
+    Matrix([
+    [ 4],
+    [10],
+    [16]])
     >>> xcorr2d([[1]], [[1, 1]])
     Traceback (most recent call last):
     ...
-    ValueError: xcorr2d: kernel 1x2 larger than padded image 1x1
+    ValueError: xcorr2d: kernel 1x2 (dilation 1) larger than padded image 1x1
     """
     img, ker = _mat(image, "image"), _mat(kernel, "kernel")
     stride, padding = _positive(stride, "stride"), _nonnegative(padding, "padding")
+    dilation = _positive(dilation, "dilation")
     padded = sp.zeros(img.rows + 2 * padding, img.cols + 2 * padding)
     padded[padding : padding + img.rows, padding : padding + img.cols] = img
-    if ker.rows > padded.rows or ker.cols > padded.cols:
+    span_r, span_c = dilation * (ker.rows - 1) + 1, dilation * (ker.cols - 1) + 1
+    if span_r > padded.rows or span_c > padded.cols:
         raise ValueError(
-            f"xcorr2d: kernel {ker.rows}x{ker.cols} larger than padded image "
-            f"{padded.rows}x{padded.cols}"
+            f"xcorr2d: kernel {ker.rows}x{ker.cols} (dilation {dilation}) larger than padded "
+            f"image {padded.rows}x{padded.cols}"
         )
-    rows = (padded.rows - ker.rows) // stride + 1
-    cols = (padded.cols - ker.cols) // stride + 1
+    rows = (padded.rows - span_r) // stride + 1
+    cols = (padded.cols - span_c) // stride + 1
 
     def entry(i, j):
-        window = padded[stride * i : stride * i + ker.rows, stride * j : stride * j + ker.cols]
-        return sum((window[m, n] * ker[m, n] for m in range(ker.rows) for n in range(ker.cols)), 0)
+        taps = itertools.product(range(ker.rows), range(ker.cols))
+        reads = (padded[stride * i + dilation * m, stride * j + dilation * n] for m, n in taps)
+        weights = (ker[m, n] for m in range(ker.rows) for n in range(ker.cols))
+        return sum((r * k for r, k in zip(reads, weights, strict=True)), 0)
 
     return sp.Matrix(rows, cols, entry)
 

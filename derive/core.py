@@ -30,9 +30,11 @@ False
 from __future__ import annotations
 
 import difflib
+import os
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import sympy as sp
 from sympy.printing.latex import LatexPrinter
@@ -563,3 +565,15 @@ def _entry(id: str) -> _Entry:
 def _load_all() -> None:
     # Importing the derivation modules runs their @derivation decorators.
     from derive import catalog  # noqa: F401
+
+
+def cache_dir() -> Path:
+    """Where proven results are recorded: ``$SYMCONV_CACHE``, else ``~/.cache/symconv``.
+
+    >>> cache_dir().name in {"symconv", os.path.basename(os.environ.get("SYMCONV_CACHE", ""))}
+    True
+    """
+    base = os.environ.get("SYMCONV_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "symconv"
+    )
+    return Path(base)

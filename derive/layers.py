@@ -31,6 +31,7 @@ from __future__ import annotations
 import itertools
 import re
 
+import numpy as np
 import sympy as sp
 
 from derive.convolution import output_size, same, xcorr2d
@@ -294,6 +295,92 @@ def structural_conv(x, wt, b, stride, padding, table=None) -> list[sp.Matrix]:
         total = sum(maps[1:], maps[0]) if maps else None
         out.append(total + b[k] * sp.ones(*total.shape))
     return out
+
+
+# --- whole layers on a batch: the definitions the kernel table is proven against -----
+#
+# NCHW NumPy object arrays of exact SymPy values in and out; each applies the
+# structural form above to every sample and map (``kernel.*`` proves the kernel
+# specs of derive.kernels equal to these).
+
+
+def conv2d_layer(x, w, b, stride=1, padding=0, dilation=1, table=None) -> np.ndarray:
+    """The lecture's ``z_k = sum_{c in M_k} x_c * w_kc + b_k`` on a batch (NCHW).
+
+    ``*`` is :func:`~derive.convolution.xcorr2d` with ``stride``, ``padding`` and
+    ``dilation``; ``table`` is the kernels' ``K x C`` 0/1 connection mask (None: all
+    connected); an output map with no connected input is its bias.
+
+    >>> x = np.array(sp.symbols("x:4"), dtype=object).reshape(1, 1, 2, 2)
+    >>> conv2d_layer(x, np.ones((1, 1, 2, 2), dtype=object), np.zeros(1, dtype=object))
+    array([[[[x0 + x1 + x2 + x3]]]], dtype=object)
+    """
+    x, w = np.asarray(x, dtype=object), np.asarray(w, dtype=object)
+    n_out, n_in = w.shape[:2]
+    mask = np.ones((n_out, n_in), bool) if table is None else np.asarray(table).astype(bool)
+    samples = []
+    for xs in x:
+        maps = []
+        for k in range(n_out):
+            z = sp.Matrix(0, 0, [])
+            for c in np.flatnonzero(mask[k]):
+                term = xcorr2d(sp.Matrix(xs[c]), sp.Matrix(w[k, c]), stride, padding, dilation)
+                z = term if z.shape == (0, 0) else z + term
+            if z.shape == (0, 0):  # no connected input: the bias alone
+                shape = xcorr2d(
+                    sp.Matrix(xs[0]), sp.Matrix(w[k, 0]), stride, padding, dilation
+                ).shape
+                z = sp.zeros(*shape)
+            maps.append((z + b[k] * sp.ones(*z.shape)).tolist())
+        samples.append(maps)
+    return np.array(samples, dtype=object)
+
+
+def _per_plane(x, f) -> np.ndarray:
+    """``f`` (Matrix -> Matrix) applied to every plane of an NCHW object array."""
+    x = np.asarray(x, dtype=object)
+    out = [[f(sp.Matrix(x[n, c])).tolist() for c in range(x.shape[1])] for n in range(x.shape[0])]
+    return np.array(out, dtype=object)
+
+
+def mean_pool_layer(x, size=2) -> np.ndarray:
+    """The lecture's mean ``down()`` on every plane of a batch."""
+    return _per_plane(x, lambda a: down_mean(a, size))
+
+
+def max_pool_layer(x, size=2) -> tuple[np.ndarray, np.ndarray]:
+    """Max ``down()`` on every plane, and the flat index ``h*W + w`` of each maximum."""
+    x = np.asarray(x, dtype=object)
+    width = x.shape[3]
+
+    def flat(a):
+        _, argmax = down_max(a, size)
+        return sp.Matrix(a.rows // size, a.cols // size, lambda i, j: _flat(argmax[(i, j)], width))
+
+    return _per_plane(x, lambda a: down_max(a, size)[0]), _per_plane(x, flat)
+
+
+def _flat(pos, width):
+    return pos[0] * width + pos[1]
+
+
+def subsample_layer(x, coef, bias) -> np.ndarray:
+    """LeNet-5's S2/S4: ``z_k = c_k sum(2x2 window of a_k) + b_k`` (= ``beta_k down(a)``
+    with ``beta_k = 4 c_k``)."""
+    x = np.asarray(x, dtype=object)
+    out = _per_plane(x, lambda a: 4 * down_mean(a, 2))
+    for c in range(x.shape[1]):
+        out[:, c] = out[:, c] * coef[c] + bias[c]
+    return out
+
+
+def dense_layer(x, w, b) -> np.ndarray:
+    """A fully connected layer ``y = W x + b`` on every row of ``x`` (N x I)."""
+    y = (
+        sp.Matrix(np.asarray(x, dtype=object).tolist())
+        * sp.Matrix(np.asarray(w, dtype=object).tolist()).T
+    )
+    return np.array(y.tolist(), dtype=object).reshape(len(x), len(w)) + np.asarray(b, dtype=object)
 
 
 # --- derivations ---------------------------------------------------------------------

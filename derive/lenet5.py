@@ -28,6 +28,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 
+import numpy as np
 import sympy as sp
 from sympy import Rational
 
@@ -493,6 +494,22 @@ def _center_distance_ok(pair) -> bool:
     dist = sum((u - v) ** 2 for u, v in zip(centers[a], centers[b], strict=True))
     hamming = sum(u != v for u, v in zip(centers[a], centers[b], strict=True))
     return dist == 4 * hamming and hamming > 0
+
+
+def rbf_layer(x, centers) -> np.ndarray:
+    """The Euclidean RBF units ``y_i = sum_j (x_j - w_ij)^2`` on every row of ``x``.
+
+    >>> rbf_layer(np.array([[1, 2]], dtype=object), np.array([[0, 0], [1, 1]], dtype=object))
+    array([[5, 1]], dtype=object)
+    """
+    x, centers = np.asarray(x, dtype=object), np.asarray(centers, dtype=object)
+    return np.array(
+        [
+            [sum((xj - wj) ** 2 for xj, wj in zip(row, c, strict=True)) for c in centers]
+            for row in x
+        ],
+        dtype=object,
+    )
 
 
 @derivation("lenet5.rbf", "LeNet-5 Euclidean RBF output")

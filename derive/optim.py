@@ -50,6 +50,16 @@ def momentum_velocities(grads, v0, m_, r_):
     return out
 
 
+def momentum_step(w_, v_, g_, rate_, momentum_):
+    """One step of momentum SGD: ``v' = momentum v - rate g`` and ``w' = w + v'``.
+
+    >>> momentum_step(1, 0, 2, sp.Rational(1, 2), m)
+    (0, -1)
+    """
+    (v_new,) = momentum_velocities([g_], v_, momentum_, rate_)
+    return w_ + v_new, v_new
+
+
 def _unrolled_ok(steps: int) -> bool:
     gs = sp.symbols(f"g1:{steps + 1}", real=True)
     v = momentum_velocities(gs, 0, m, rate)[-1]

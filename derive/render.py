@@ -32,6 +32,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import sys
 import tempfile
 import textwrap
@@ -185,14 +186,23 @@ def tex_escape(text: str) -> str:
 
 def tex_text(text: str) -> str:
     r"""A text field as LaTeX: prose escaped (:func:`tex_escape`), ``$...$`` kept as math.
+    Long dotted or underscored names may break after a ``.`` or ``_`` (they would otherwise
+    run into the margin).
 
     >>> tex_text(r"情况二 ($\delta_j = \sum_K z_K$), 5%")
     '情况二 ($\\delta_j = \\sum_K z_K$), 5\\%'
+    >>> tex_text("derive.kernels.per_sample")
+    'derive.\\allowbreak{}kernels.\\allowbreak{}per\\_\\allowbreak{}sample'
     """
     return "".join(
-        f"${tex_math(chunk)}$" if is_math else tex_escape(chunk)
+        f"${tex_math(chunk)}$" if is_math else _breakable(tex_escape(chunk))
         for is_math, chunk in split_math(text)
     )
+
+
+def _breakable(tex: str) -> str:
+    tex = re.sub(r"\\_(?=\w)", r"\\_\\allowbreak{}", tex)
+    return re.sub(r"(?<=[A-Za-z])\.(?=[A-Za-z])", r".\\allowbreak{}", tex)
 
 
 def tex_math(latex: str) -> str:
@@ -318,6 +328,8 @@ def book_tex(built: Sequence[tuple[core.Derivation, Sequence[core.StepResult]]])
         r"\begin{document}",
         # Chinese anywhere in the text: the whole body is one CJK environment.
         r"\begin{CJK}{UTF8}{gbsn}",
+        # Identifiers in the prose are long words: looser spacing rather than overfull lines.
+        r"\sloppy",
         r"\maketitle",
         tex_escape(_overview(len(built))),
         r"\tableofcontents",
@@ -449,8 +461,8 @@ PARTS = (
         "lenet5.layers", "lenet5.params", "lenet5.c3_table", "lenet5.input", "lenet5.squash",
         "lenet5.rbf")),
     ("Activations, losses and optimizers", ("act.", "loss.", "opt."), (
-        "act.sigmoid", "act.scaled_tanh", "act.relu", "loss.squared_error", "loss.map",
-        "loss.softmax_xent", "opt.sdlm", "opt.sgd_momentum")),
+        "act.sigmoid", "act.scaled_tanh", "act.relu", "act.leaky_relu", "loss.squared_error",
+        "loss.map", "loss.softmax_xent", "opt.sdlm", "opt.sgd_momentum")),
     ("Other derivations", (), ()),
     ("Kernel proofs", ("kernel.",), ()),
 )  # fmt: skip

@@ -66,6 +66,10 @@ FAST_SYMBOLS = (
     "symconv_relu_forward_f64",
     "symconv_relu_backward_f32",
     "symconv_relu_backward_f64",
+    "symconv_leaky_relu_forward_f32",
+    "symconv_leaky_relu_forward_f64",
+    "symconv_leaky_relu_backward_f32",
+    "symconv_leaky_relu_backward_f64",
     "symconv_dense_forward_f32",
     "symconv_dense_forward_f64",
     "symconv_dense_backward_f32",
@@ -128,9 +132,9 @@ FAST_SYMBOLS = (
 
 #: C parameters of every C function (both dtypes): (name, "array" | "int" | "float").
 SIGNATURES = {
-    "symconv_conv2d_forward": (("x", "array"), ("w", "array"), ("b", "array"), ("table", "array"), ("y", "array"), ("N", "int"), ("C", "int"), ("H", "int"), ("W", "int"), ("K", "int"), ("KH", "int"), ("KW", "int"), ("Ho", "int"), ("Wo", "int"), ("stride", "int"), ("padding", "int"), ),
-    "symconv_conv2d_backward_data": (("dy", "array"), ("w", "array"), ("table", "array"), ("dx", "array"), ("N", "int"), ("K", "int"), ("Ho", "int"), ("Wo", "int"), ("C", "int"), ("KH", "int"), ("KW", "int"), ("H", "int"), ("W", "int"), ("stride", "int"), ("padding", "int"), ),
-    "symconv_conv2d_backward_filter": (("x", "array"), ("dy", "array"), ("table", "array"), ("dw", "array"), ("N", "int"), ("C", "int"), ("H", "int"), ("W", "int"), ("K", "int"), ("Ho", "int"), ("Wo", "int"), ("KH", "int"), ("KW", "int"), ("stride", "int"), ("padding", "int"), ),
+    "symconv_conv2d_forward": (("x", "array"), ("w", "array"), ("b", "array"), ("table", "array"), ("y", "array"), ("N", "int"), ("C", "int"), ("H", "int"), ("W", "int"), ("K", "int"), ("KH", "int"), ("KW", "int"), ("Ho", "int"), ("Wo", "int"), ("stride", "int"), ("padding", "int"), ("dilation", "int"), ),
+    "symconv_conv2d_backward_data": (("dy", "array"), ("w", "array"), ("table", "array"), ("dx", "array"), ("N", "int"), ("K", "int"), ("Ho", "int"), ("Wo", "int"), ("C", "int"), ("KH", "int"), ("KW", "int"), ("H", "int"), ("W", "int"), ("stride", "int"), ("padding", "int"), ("dilation", "int"), ),
+    "symconv_conv2d_backward_filter": (("x", "array"), ("dy", "array"), ("table", "array"), ("dw", "array"), ("N", "int"), ("C", "int"), ("H", "int"), ("W", "int"), ("K", "int"), ("Ho", "int"), ("Wo", "int"), ("KH", "int"), ("KW", "int"), ("stride", "int"), ("padding", "int"), ("dilation", "int"), ),
     "symconv_conv2d_backward_bias": (("dy", "array"), ("db", "array"), ("N", "int"), ("K", "int"), ("Ho", "int"), ("Wo", "int"), ),
     "symconv_avgpool2d_forward": (("x", "array"), ("y", "array"), ("N", "int"), ("C", "int"), ("H", "int"), ("W", "int"), ("Ho", "int"), ("Wo", "int"), ("size", "int"), ),
     "symconv_avgpool2d_backward": (("dy", "array"), ("dx", "array"), ("N", "int"), ("C", "int"), ("Ho", "int"), ("Wo", "int"), ("H", "int"), ("W", "int"), ("size", "int"), ),
@@ -145,6 +149,8 @@ SIGNATURES = {
     "symconv_sigmoid_backward": (("dy", "array"), ("z", "array"), ("dz", "array"), ("E", "int"), ("beta", "float"), ),
     "symconv_relu_forward": (("z", "array"), ("y", "array"), ("E", "int"), ),
     "symconv_relu_backward": (("dy", "array"), ("z", "array"), ("dz", "array"), ("E", "int"), ),
+    "symconv_leaky_relu_forward": (("z", "array"), ("y", "array"), ("E", "int"), ("slope", "float"), ),
+    "symconv_leaky_relu_backward": (("dy", "array"), ("z", "array"), ("dz", "array"), ("E", "int"), ("slope", "float"), ),
     "symconv_dense_forward": (("x", "array"), ("w", "array"), ("b", "array"), ("y", "array"), ("N", "int"), ("I", "int"), ("O", "int"), ),
     "symconv_dense_backward": (("dy", "array"), ("x", "array"), ("w", "array"), ("dx", "array"), ("dw", "array"), ("db", "array"), ("N", "int"), ("O", "int"), ("I", "int"), ),
     "symconv_rbf_forward": (("x", "array"), ("centers", "array"), ("y", "array"), ("N", "int"), ("I", "int"), ("O", "int"), ),
@@ -179,19 +185,19 @@ SIGNATURES = {
 #: LeNet-5 specializations: kernel -> ((layer, fixed sizes and params, table rows or None), ...).
 SPECIALIZATIONS = {
     "conv2d_backward_data": (
-        ("C1", {'C': 1, 'H': 32, 'K': 6, 'KH': 5, 'KW': 5, 'W': 32, 'padding': 0, 'stride': 1}, None),
-        ("C3", {'C': 6, 'H': 14, 'K': 16, 'KH': 5, 'KW': 5, 'W': 14, 'padding': 0, 'stride': 1}, ((0, 1, 2), (1, 2, 3), (2, 3, 4), (3, 4, 5), (4, 5, 0), (5, 0, 1), (0, 1, 2, 3), (1, 2, 3, 4), (2, 3, 4, 5), (3, 4, 5, 0), (4, 5, 0, 1), (5, 0, 1, 2), (0, 1, 3, 4), (1, 2, 4, 5), (0, 2, 3, 5), (0, 1, 2, 3, 4, 5))),
-        ("C5", {'C': 16, 'H': 5, 'K': 120, 'KH': 5, 'KW': 5, 'W': 5, 'padding': 0, 'stride': 1}, None),
+        ("C1", {'C': 1, 'H': 32, 'K': 6, 'KH': 5, 'KW': 5, 'W': 32, 'dilation': 1, 'padding': 0, 'stride': 1}, None),
+        ("C3", {'C': 6, 'H': 14, 'K': 16, 'KH': 5, 'KW': 5, 'W': 14, 'dilation': 1, 'padding': 0, 'stride': 1}, ((0, 1, 2), (1, 2, 3), (2, 3, 4), (3, 4, 5), (4, 5, 0), (5, 0, 1), (0, 1, 2, 3), (1, 2, 3, 4), (2, 3, 4, 5), (3, 4, 5, 0), (4, 5, 0, 1), (5, 0, 1, 2), (0, 1, 3, 4), (1, 2, 4, 5), (0, 2, 3, 5), (0, 1, 2, 3, 4, 5))),
+        ("C5", {'C': 16, 'H': 5, 'K': 120, 'KH': 5, 'KW': 5, 'W': 5, 'dilation': 1, 'padding': 0, 'stride': 1}, None),
     ),
     "conv2d_backward_filter": (
-        ("C1", {'C': 1, 'H': 32, 'K': 6, 'KH': 5, 'KW': 5, 'W': 32, 'padding': 0, 'stride': 1}, None),
-        ("C3", {'C': 6, 'H': 14, 'K': 16, 'KH': 5, 'KW': 5, 'W': 14, 'padding': 0, 'stride': 1}, ((0, 1, 2), (1, 2, 3), (2, 3, 4), (3, 4, 5), (4, 5, 0), (5, 0, 1), (0, 1, 2, 3), (1, 2, 3, 4), (2, 3, 4, 5), (3, 4, 5, 0), (4, 5, 0, 1), (5, 0, 1, 2), (0, 1, 3, 4), (1, 2, 4, 5), (0, 2, 3, 5), (0, 1, 2, 3, 4, 5))),
-        ("C5", {'C': 16, 'H': 5, 'K': 120, 'KH': 5, 'KW': 5, 'W': 5, 'padding': 0, 'stride': 1}, None),
+        ("C1", {'C': 1, 'H': 32, 'K': 6, 'KH': 5, 'KW': 5, 'W': 32, 'dilation': 1, 'padding': 0, 'stride': 1}, None),
+        ("C3", {'C': 6, 'H': 14, 'K': 16, 'KH': 5, 'KW': 5, 'W': 14, 'dilation': 1, 'padding': 0, 'stride': 1}, ((0, 1, 2), (1, 2, 3), (2, 3, 4), (3, 4, 5), (4, 5, 0), (5, 0, 1), (0, 1, 2, 3), (1, 2, 3, 4), (2, 3, 4, 5), (3, 4, 5, 0), (4, 5, 0, 1), (5, 0, 1, 2), (0, 1, 3, 4), (1, 2, 4, 5), (0, 2, 3, 5), (0, 1, 2, 3, 4, 5))),
+        ("C5", {'C': 16, 'H': 5, 'K': 120, 'KH': 5, 'KW': 5, 'W': 5, 'dilation': 1, 'padding': 0, 'stride': 1}, None),
     ),
     "conv2d_forward": (
-        ("C1", {'C': 1, 'H': 32, 'K': 6, 'KH': 5, 'KW': 5, 'W': 32, 'padding': 0, 'stride': 1}, None),
-        ("C3", {'C': 6, 'H': 14, 'K': 16, 'KH': 5, 'KW': 5, 'W': 14, 'padding': 0, 'stride': 1}, ((0, 1, 2), (1, 2, 3), (2, 3, 4), (3, 4, 5), (4, 5, 0), (5, 0, 1), (0, 1, 2, 3), (1, 2, 3, 4), (2, 3, 4, 5), (3, 4, 5, 0), (4, 5, 0, 1), (5, 0, 1, 2), (0, 1, 3, 4), (1, 2, 4, 5), (0, 2, 3, 5), (0, 1, 2, 3, 4, 5))),
-        ("C5", {'C': 16, 'H': 5, 'K': 120, 'KH': 5, 'KW': 5, 'W': 5, 'padding': 0, 'stride': 1}, None),
+        ("C1", {'C': 1, 'H': 32, 'K': 6, 'KH': 5, 'KW': 5, 'W': 32, 'dilation': 1, 'padding': 0, 'stride': 1}, None),
+        ("C3", {'C': 6, 'H': 14, 'K': 16, 'KH': 5, 'KW': 5, 'W': 14, 'dilation': 1, 'padding': 0, 'stride': 1}, ((0, 1, 2), (1, 2, 3), (2, 3, 4), (3, 4, 5), (4, 5, 0), (5, 0, 1), (0, 1, 2, 3), (1, 2, 3, 4), (2, 3, 4, 5), (3, 4, 5, 0), (4, 5, 0, 1), (5, 0, 1, 2), (0, 1, 3, 4), (1, 2, 4, 5), (0, 2, 3, 5), (0, 1, 2, 3, 4, 5))),
+        ("C5", {'C': 16, 'H': 5, 'K': 120, 'KH': 5, 'KW': 5, 'W': 5, 'dilation': 1, 'padding': 0, 'stride': 1}, None),
     ),
     "dense_backward": (
         ("F6", {'I': 120, 'O': 84}, None),
@@ -324,17 +330,17 @@ def call(kernel, layer, dtype, values):
     fn(*[values[name].ctypes.data if is_array else values[name] for name, is_array in params])
 
 
-def conv2d_forward(x, w, b, stride=1, padding=0, table=None):
-    """Cross-correlation of x with w (stride, zero padding, optional connection table) plus b.
+def conv2d_forward(x, w, b, stride=1, padding=0, dilation=1, table=None):
+    """Cross-correlation of x with w (stride, zero padding, dilation, optional connection table) plus b.
 
     @generated by make codegen from derive.layers (layer.conv_forward); do not edit
-    spec sha256: 1ee25749e7f9015929ddae4093e7f7c6bfe77843eea529cde6e078b92b145265
+    spec sha256: 7368462ebf3de6eca80ae7f090ac8295045e69c636d99cdb5192f813d2fe16bc
     """
-    out = _FAST.conv2d_forward(x, w, b, stride, padding, table)
-    return _checked_conv2d_forward(x, w, b, stride, padding, table) if out is None else out
+    out = _FAST.conv2d_forward(x, w, b, stride, padding, dilation, table)
+    return _checked_conv2d_forward(x, w, b, stride, padding, dilation, table) if out is None else out
 
 
-def _checked_conv2d_forward(x, w, b, stride=1, padding=0, table=None):
+def _checked_conv2d_forward(x, w, b, stride=1, padding=0, dilation=1, table=None):
     """conv2d_forward through the Python checks and ctypes (the calls the fast path declines)."""
     _a = _runtime.Args("conv2d_forward")
     x = _a.floats("x", x, ("N", "C", "H", "W"))
@@ -342,6 +348,7 @@ def _checked_conv2d_forward(x, w, b, stride=1, padding=0, table=None):
     b = _a.floats("b", b, ("K",))
     stride = _a.integer("stride", stride, 1)
     padding = _a.integer("padding", padding, 0)
+    dilation = _a.integer("dilation", dilation, 1)
     table = _a.mask("table", table, ("K", "C"))
     N = _a.dims["N"]
     C = _a.dims["C"]
@@ -350,33 +357,34 @@ def _checked_conv2d_forward(x, w, b, stride=1, padding=0, table=None):
     K = _a.dims["K"]
     KH = _a.dims["KH"]
     KW = _a.dims["KW"]
-    Ho = _a.derive("Ho", (H - KH + 2*padding) // (stride) + 1, "(H - KH + 2*padding) // (stride) + 1", ("H", "KH", "padding", "stride"))
-    Wo = _a.derive("Wo", (-KW + W + 2*padding) // (stride) + 1, "(-KW + W + 2*padding) // (stride) + 1", ("KW", "W", "padding", "stride"))
-    _a.require((H + 2*padding) >= KH, "kernel height KH exceeds padded input height H + 2*padding", ("H", "KH", "padding"))
-    _a.require((W + 2*padding) >= KW, "kernel width KW exceeds padded input width W + 2*padding", ("KW", "W", "padding"))
+    Ho = _a.derive("Ho", (H - dilation*(KH - 1) + 2*padding - 1) // (stride) + 1, "(H - dilation*(KH - 1) + 2*padding - 1) // (stride) + 1", ("H", "KH", "dilation", "padding", "stride"))
+    Wo = _a.derive("Wo", (W - dilation*(KW - 1) + 2*padding - 1) // (stride) + 1, "(W - dilation*(KW - 1) + 2*padding - 1) // (stride) + 1", ("KW", "W", "dilation", "padding", "stride"))
+    _a.require((H + 2*padding) >= (dilation*(KH - 1) + 1), "dilated kernel height dilation*(KH-1)+1 exceeds padded input height H + 2*padding", ("H", "KH", "dilation", "padding"))
+    _a.require((W + 2*padding) >= (dilation*(KW - 1) + 1), "dilated kernel width dilation*(KW-1)+1 exceeds padded input width W + 2*padding", ("KW", "W", "dilation", "padding"))
     y = numpy.empty((N, K, Ho, Wo), dtype=_a.dtype)
-    values = {"x": x, "w": w, "b": b, "table": table, "y": y, "N": N, "C": C, "H": H, "W": W, "K": K, "KH": KH, "KW": KW, "Ho": Ho, "Wo": Wo, "stride": stride, "padding": padding}
+    values = {"x": x, "w": w, "b": b, "table": table, "y": y, "N": N, "C": C, "H": H, "W": W, "K": K, "KH": KH, "KW": KW, "Ho": Ho, "Wo": Wo, "stride": stride, "padding": padding, "dilation": dilation}
     call("conv2d_forward", variant("conv2d_forward", values, table), _a.dtype, values)
     return y
 
 
-def conv2d_backward_data(dy, w, input_hw, stride=1, padding=0, table=None):
+def conv2d_backward_data(dy, w, input_hw, stride=1, padding=0, dilation=1, table=None):
     """dJ/dx: the full convolution of dy with w (transpose of the forward map).
 
     @generated by make codegen from derive.backprop (backprop.case2); do not edit
-    spec sha256: 2d533af518c32077a0b8fd62bc602f2610bc7e870f4580caad30ba94b133db8d
+    spec sha256: 2e9dcc42bf086c48cfa793df9b649c34c5e9e520badb2cd5a81e9a0d0b882528
     """
-    out = _FAST.conv2d_backward_data(dy, w, input_hw, stride, padding, table)
-    return _checked_conv2d_backward_data(dy, w, input_hw, stride, padding, table) if out is None else out
+    out = _FAST.conv2d_backward_data(dy, w, input_hw, stride, padding, dilation, table)
+    return _checked_conv2d_backward_data(dy, w, input_hw, stride, padding, dilation, table) if out is None else out
 
 
-def _checked_conv2d_backward_data(dy, w, input_hw, stride=1, padding=0, table=None):
+def _checked_conv2d_backward_data(dy, w, input_hw, stride=1, padding=0, dilation=1, table=None):
     """conv2d_backward_data through the Python checks and ctypes (the calls the fast path declines)."""
     _a = _runtime.Args("conv2d_backward_data")
     dy = _a.floats("dy", dy, ("N", "K", "Ho", "Wo"))
     w = _a.floats("w", w, ("K", "C", "KH", "KW"))
     stride = _a.integer("stride", stride, 1)
     padding = _a.integer("padding", padding, 0)
+    dilation = _a.integer("dilation", dilation, 1)
     _a.sizes("input_hw", input_hw, ("H", "W"))
     table = _a.mask("table", table, ("K", "C"))
     N = _a.dims["N"]
@@ -386,33 +394,34 @@ def _checked_conv2d_backward_data(dy, w, input_hw, stride=1, padding=0, table=No
     KW = _a.dims["KW"]
     H = _a.dims["H"]
     W = _a.dims["W"]
-    Ho = _a.derive("Ho", (H - KH + 2*padding) // (stride) + 1, "(H - KH + 2*padding) // (stride) + 1", ("H", "KH", "padding", "stride"))
-    Wo = _a.derive("Wo", (-KW + W + 2*padding) // (stride) + 1, "(-KW + W + 2*padding) // (stride) + 1", ("KW", "W", "padding", "stride"))
-    _a.require((H + 2*padding) >= KH, "kernel height KH exceeds padded input height H + 2*padding", ("H", "KH", "padding"))
-    _a.require((W + 2*padding) >= KW, "kernel width KW exceeds padded input width W + 2*padding", ("KW", "W", "padding"))
+    Ho = _a.derive("Ho", (H - dilation*(KH - 1) + 2*padding - 1) // (stride) + 1, "(H - dilation*(KH - 1) + 2*padding - 1) // (stride) + 1", ("H", "KH", "dilation", "padding", "stride"))
+    Wo = _a.derive("Wo", (W - dilation*(KW - 1) + 2*padding - 1) // (stride) + 1, "(W - dilation*(KW - 1) + 2*padding - 1) // (stride) + 1", ("KW", "W", "dilation", "padding", "stride"))
+    _a.require((H + 2*padding) >= (dilation*(KH - 1) + 1), "dilated kernel height dilation*(KH-1)+1 exceeds padded input height H + 2*padding", ("H", "KH", "dilation", "padding"))
+    _a.require((W + 2*padding) >= (dilation*(KW - 1) + 1), "dilated kernel width dilation*(KW-1)+1 exceeds padded input width W + 2*padding", ("KW", "W", "dilation", "padding"))
     dx = numpy.empty((N, C, H, W), dtype=_a.dtype)
-    values = {"dy": dy, "w": w, "table": table, "dx": dx, "N": N, "K": K, "Ho": Ho, "Wo": Wo, "C": C, "KH": KH, "KW": KW, "H": H, "W": W, "stride": stride, "padding": padding}
+    values = {"dy": dy, "w": w, "table": table, "dx": dx, "N": N, "K": K, "Ho": Ho, "Wo": Wo, "C": C, "KH": KH, "KW": KW, "H": H, "W": W, "stride": stride, "padding": padding, "dilation": dilation}
     call("conv2d_backward_data", variant("conv2d_backward_data", values, table), _a.dtype, values)
     return dx
 
 
-def conv2d_backward_filter(x, dy, kernel_hw, stride=1, padding=0, table=None):
+def conv2d_backward_filter(x, dy, kernel_hw, stride=1, padding=0, dilation=1, table=None):
     """dJ/dw: the valid cross-correlation of the input with dy (0 for absent connections).
 
     @generated by make codegen from derive.gradients (grad.kernel); do not edit
-    spec sha256: 2c679d7a6c9ad2934d2bb0a0a064764b037162e4fdcf8a65c69ef8f00f21eaa5
+    spec sha256: ca675d333fdcff15f6d21347a93c4accc2fc221ff29ebf838f9c748807f998d3
     """
-    out = _FAST.conv2d_backward_filter(x, dy, kernel_hw, stride, padding, table)
-    return _checked_conv2d_backward_filter(x, dy, kernel_hw, stride, padding, table) if out is None else out
+    out = _FAST.conv2d_backward_filter(x, dy, kernel_hw, stride, padding, dilation, table)
+    return _checked_conv2d_backward_filter(x, dy, kernel_hw, stride, padding, dilation, table) if out is None else out
 
 
-def _checked_conv2d_backward_filter(x, dy, kernel_hw, stride=1, padding=0, table=None):
+def _checked_conv2d_backward_filter(x, dy, kernel_hw, stride=1, padding=0, dilation=1, table=None):
     """conv2d_backward_filter through the Python checks and ctypes (the calls the fast path declines)."""
     _a = _runtime.Args("conv2d_backward_filter")
     x = _a.floats("x", x, ("N", "C", "H", "W"))
     dy = _a.floats("dy", dy, ("N", "K", "Ho", "Wo"))
     stride = _a.integer("stride", stride, 1)
     padding = _a.integer("padding", padding, 0)
+    dilation = _a.integer("dilation", dilation, 1)
     _a.sizes("kernel_hw", kernel_hw, ("KH", "KW"))
     table = _a.mask("table", table, ("K", "C"))
     N = _a.dims["N"]
@@ -422,12 +431,12 @@ def _checked_conv2d_backward_filter(x, dy, kernel_hw, stride=1, padding=0, table
     K = _a.dims["K"]
     KH = _a.dims["KH"]
     KW = _a.dims["KW"]
-    Ho = _a.derive("Ho", (H - KH + 2*padding) // (stride) + 1, "(H - KH + 2*padding) // (stride) + 1", ("H", "KH", "padding", "stride"))
-    Wo = _a.derive("Wo", (-KW + W + 2*padding) // (stride) + 1, "(-KW + W + 2*padding) // (stride) + 1", ("KW", "W", "padding", "stride"))
-    _a.require((H + 2*padding) >= KH, "kernel height KH exceeds padded input height H + 2*padding", ("H", "KH", "padding"))
-    _a.require((W + 2*padding) >= KW, "kernel width KW exceeds padded input width W + 2*padding", ("KW", "W", "padding"))
+    Ho = _a.derive("Ho", (H - dilation*(KH - 1) + 2*padding - 1) // (stride) + 1, "(H - dilation*(KH - 1) + 2*padding - 1) // (stride) + 1", ("H", "KH", "dilation", "padding", "stride"))
+    Wo = _a.derive("Wo", (W - dilation*(KW - 1) + 2*padding - 1) // (stride) + 1, "(W - dilation*(KW - 1) + 2*padding - 1) // (stride) + 1", ("KW", "W", "dilation", "padding", "stride"))
+    _a.require((H + 2*padding) >= (dilation*(KH - 1) + 1), "dilated kernel height dilation*(KH-1)+1 exceeds padded input height H + 2*padding", ("H", "KH", "dilation", "padding"))
+    _a.require((W + 2*padding) >= (dilation*(KW - 1) + 1), "dilated kernel width dilation*(KW-1)+1 exceeds padded input width W + 2*padding", ("KW", "W", "dilation", "padding"))
     dw = numpy.empty((K, C, KH, KW), dtype=_a.dtype)
-    values = {"x": x, "dy": dy, "table": table, "dw": dw, "N": N, "C": C, "H": H, "W": W, "K": K, "Ho": Ho, "Wo": Wo, "KH": KH, "KW": KW, "stride": stride, "padding": padding}
+    values = {"x": x, "dy": dy, "table": table, "dw": dw, "N": N, "C": C, "H": H, "W": W, "K": K, "Ho": Ho, "Wo": Wo, "KH": KH, "KW": KW, "stride": stride, "padding": padding, "dilation": dilation}
     call("conv2d_backward_filter", variant("conv2d_backward_filter", values, table), _a.dtype, values)
     return dw
 
@@ -436,7 +445,7 @@ def conv2d_backward_bias(dy):
     """dJ/db[k] = sum over n, i, j of dy[n, k, i, j].
 
     @generated by make codegen from derive.gradients (grad.bias); do not edit
-    spec sha256: 1cd8927e023db454f3f61d2da4c242873cad9a3c204ea573348212586b85976b
+    spec sha256: 84bdc186a49cd7a9af18d085f88ab23e9f69f90fb270e651893ad3b0a58e216e
     """
     out = _FAST.conv2d_backward_bias(dy)
     return _checked_conv2d_backward_bias(dy) if out is None else out
@@ -460,7 +469,7 @@ def avgpool2d_forward(x, size=2):
     """Mean over non-overlapping size x size windows.
 
     @generated by make codegen from derive.layers (layer.pool_forward); do not edit
-    spec sha256: f736c19cda30f1f87df19ccf0cd83bdaeb814c9daec35ec259a0aa421034a763
+    spec sha256: dcf96f490e0ed3bfc7992a83e1a3122e3e7d90125ee019f1cdc7872cde1fd896
     """
     out = _FAST.avgpool2d_forward(x, size)
     return _checked_avgpool2d_forward(x, size) if out is None else out
@@ -489,7 +498,7 @@ def avgpool2d_backward(dy, size=2):
     """The lecture's up(): dx = kron(dy, ones(size, size)) / size**2.
 
     @generated by make codegen from derive.backprop (backprop.case1_mean); do not edit
-    spec sha256: e3bccadcfc3e92a4f0bb736b68422e892168045eb9cfb8c601ff2ef8e180fc51
+    spec sha256: 648aeb2338fbf2072bfb08457ad85c10a2d690ae40a5e66a70c655f171ae99cd
     """
     out = _FAST.avgpool2d_backward(dy, size)
     return _checked_avgpool2d_backward(dy, size) if out is None else out
@@ -516,7 +525,7 @@ def maxpool2d_forward(x, size=2):
     """Max over non-overlapping windows; argmax = flat index h*W+w (first maximum wins).
 
     @generated by make codegen from derive.backprop (backprop.case1_max); do not edit
-    spec sha256: b9d55fb29c1b5c81bcc639cd6e815d67fc8ffa817c8379d7ba0ebfa47db9f0f5
+    spec sha256: 76ee9af998c84e9f6640a4d985afa4df348906dee1ec78db4369a6262d6c1b40
     """
     out = _FAST.maxpool2d_forward(x, size)
     return _checked_maxpool2d_forward(x, size) if out is None else out
@@ -546,7 +555,7 @@ def maxpool2d_backward(dy, argmax, input_hw):
     """Routes dy[n, c, i, j] to the recorded argmax position of its window.
 
     @generated by make codegen from derive.backprop (backprop.case1_max); do not edit
-    spec sha256: 223e16132bab9dde2bfc385de104912c8fa52c330c505db6508e0516babd6f7c
+    spec sha256: 879d5e05f7c061980eb2958ac404b74204f975a59b08f6bf4b768340b497ac02
     """
     out = _FAST.maxpool2d_backward(dy, argmax, input_hw)
     return _checked_maxpool2d_backward(dy, argmax, input_hw) if out is None else out
@@ -578,7 +587,7 @@ def subsample_forward(x, coef, bias):
     """LeNet S2/S4: z = coef[c] * (sum of the 2x2 window) + bias[c].
 
     @generated by make codegen from derive.layers (layer.pool_forward); do not edit
-    spec sha256: 8564775b789741ff862b598f80a2e2c7b3271e8876122726dc0e380e422e652c
+    spec sha256: 1fcea6b607411459c945276ae9c6ba84b4c94566a32f7cdceb7d76154762a0b9
     """
     out = _FAST.subsample_forward(x, coef, bias)
     return _checked_subsample_forward(x, coef, bias) if out is None else out
@@ -608,7 +617,7 @@ def subsample_backward(dz, x, coef):
     """Gradients of subsample_forward: dx = coef up(dz), dcoef = <dz, down(x)>, dbias = sum dz.
 
     @generated by make codegen from derive.backprop (backprop.case1_mean); do not edit
-    spec sha256: 137cb5345246ac2d3fc93d3c3f351a6e6e2f1cc1d9c3df336e439510c48ea8ef
+    spec sha256: 55c40154f4670e5fd0c88cd9615f36c449c59123bf65b85ad195a3c4d7bdf9ec
     """
     out = _FAST.subsample_backward(dz, x, coef)
     return _checked_subsample_backward(dz, x, coef) if out is None else out
@@ -640,7 +649,7 @@ def scaled_tanh_forward(z, A=1.7159, S=0.6666666666666666):
     """LeNet's squashing function y = A tanh(S z).
 
     @generated by make codegen from derive.activations (act.scaled_tanh); do not edit
-    spec sha256: abcad56fbfb5af40dcc6c197d04909f0ea9c32337cfefa81c46c6281372bf161
+    spec sha256: c6819e4f403e6feed45621a79db291ff4fa126d5fe80cb53a0fb3bc8ba31d4cb
     """
     out = _FAST.scaled_tanh_forward(z, A, S)
     return _checked_scaled_tanh_forward(z, A, S) if out is None else out
@@ -663,7 +672,7 @@ def scaled_tanh_backward(dy, z, A=1.7159, S=0.6666666666666666):
     """Gradient of scaled_tanh_forward: dz = dy * f'(z).
 
     @generated by make codegen from derive.activations (act.scaled_tanh); do not edit
-    spec sha256: 764b31600e6f4b80ee060368c02132c6e836164b886d4a6ef0e1de181248a262
+    spec sha256: f5f5eed5facb604de418d935dcd063bd9b483279b634cf3c89a8abd531e6b41a
     """
     out = _FAST.scaled_tanh_backward(dy, z, A, S)
     return _checked_scaled_tanh_backward(dy, z, A, S) if out is None else out
@@ -687,7 +696,7 @@ def scaled_tanh_backward_from_output(dy, y, A=1.7159, S=0.6666666666666666):
     """Gradient of scaled_tanh_forward from its output y = A tanh(S z): dz = dy * (S/A) * (A**2 - y**2).
 
     @generated by make codegen from derive.activations (act.scaled_tanh); do not edit
-    spec sha256: 0ed4a02822328ff2c636c7ff19839a8b3c0c23e333ac33b5197728cf8cab0273
+    spec sha256: a3e39b3a8f3ffbb33765a3860469f7057d9356ddb7e8f4851e4fa21cc9042b7a
     """
     out = _FAST.scaled_tanh_backward_from_output(dy, y, A, S)
     return _checked_scaled_tanh_backward_from_output(dy, y, A, S) if out is None else out
@@ -711,7 +720,7 @@ def sigmoid_forward(z, beta=1.0):
     """Sigmoid with slope beta: y = 1/(1+exp(-beta z)), computed as (1+tanh(beta z/2))/2.
 
     @generated by make codegen from derive.activations (act.sigmoid); do not edit
-    spec sha256: f14f98e823a75c5bdba9eff0619ec6b870f116b4a50bb30d970f6858b2c19d2e
+    spec sha256: 8c020aff29296c6b51631391555c4a4f0e1e9e1feef567eb8d50f931d351bce1
     """
     out = _FAST.sigmoid_forward(z, beta)
     return _checked_sigmoid_forward(z, beta) if out is None else out
@@ -733,7 +742,7 @@ def sigmoid_backward(dy, z, beta=1.0):
     """Gradient of sigmoid_forward: dz = dy * f'(z).
 
     @generated by make codegen from derive.activations (act.sigmoid); do not edit
-    spec sha256: 268eba17e7db6bbb11cd88cc24e3831f2b0406828973aa8aeb4b5803d63a7c73
+    spec sha256: de1b9be44b62d6b3b8cd838d7e2583bc1de04a64704f6990980247fa1e616579
     """
     out = _FAST.sigmoid_backward(dy, z, beta)
     return _checked_sigmoid_backward(dy, z, beta) if out is None else out
@@ -756,7 +765,7 @@ def relu_forward(z):
     """Rectifier y = max(z, 0); its gradient passes dy where z > 0.
 
     @generated by make codegen from derive.activations (act.relu); do not edit
-    spec sha256: fbeb7f15febab7be4c81697e32878e51664c788af49a493fdd24a25567453ae2
+    spec sha256: c33bc27eb83bc7a7605495ca30d9a842864acaa422689c963a45d8319744844d
     """
     out = _FAST.relu_forward(z)
     return _checked_relu_forward(z) if out is None else out
@@ -777,7 +786,7 @@ def relu_backward(dy, z):
     """Gradient of relu_forward: dz = dy * f'(z).
 
     @generated by make codegen from derive.activations (act.relu); do not edit
-    spec sha256: f268dd2098141125f41eb13914b3662153528ea1f92a701a7f75aac033870afb
+    spec sha256: 4ba5585f7a464be9b3c5915e2e7d552525796ebc17a0971b434a686d52ae4d36
     """
     out = _FAST.relu_backward(dy, z)
     return _checked_relu_backward(dy, z) if out is None else out
@@ -795,11 +804,56 @@ def _checked_relu_backward(dy, z):
     return dz.reshape(_a.shape_of("E"))
 
 
+def leaky_relu_forward(z, slope=0.01):
+    """Leaky rectifier y = z if z > 0 else slope * z (NaN propagates).
+
+    @generated by make codegen from derive.activations (act.leaky_relu); do not edit
+    spec sha256: 8ab59eba8c6fc0e7d509efe7046afc3b9f96aae1a765d96d168abcc8af90164b
+    """
+    out = _FAST.leaky_relu_forward(z, slope)
+    return _checked_leaky_relu_forward(z, slope) if out is None else out
+
+
+def _checked_leaky_relu_forward(z, slope=0.01):
+    """leaky_relu_forward through the Python checks and ctypes (the calls the fast path declines)."""
+    _a = _runtime.Args("leaky_relu_forward")
+    z = _a.floats("z", z, ("E",), flat=True)
+    slope = _a.real("slope", slope)
+    E = _a.dims["E"]
+    y = numpy.empty((E,), dtype=_a.dtype)
+    values = {"z": z, "y": y, "E": E, "slope": slope}
+    call("leaky_relu_forward", variant("leaky_relu_forward", values), _a.dtype, values)
+    return y.reshape(_a.shape_of("E"))
+
+
+def leaky_relu_backward(dy, z, slope=0.01):
+    """Gradient of leaky_relu_forward: dz = dy * f'(z).
+
+    @generated by make codegen from derive.activations (act.leaky_relu); do not edit
+    spec sha256: c081ee17b3091fa14b4f4e2551a138f9e4fc96846f83163c371830bd99d9afce
+    """
+    out = _FAST.leaky_relu_backward(dy, z, slope)
+    return _checked_leaky_relu_backward(dy, z, slope) if out is None else out
+
+
+def _checked_leaky_relu_backward(dy, z, slope=0.01):
+    """leaky_relu_backward through the Python checks and ctypes (the calls the fast path declines)."""
+    _a = _runtime.Args("leaky_relu_backward")
+    dy = _a.floats("dy", dy, ("E",), flat=True)
+    z = _a.floats("z", z, ("E",), flat=True)
+    slope = _a.real("slope", slope)
+    E = _a.dims["E"]
+    dz = numpy.empty((E,), dtype=_a.dtype)
+    values = {"dy": dy, "z": z, "dz": dz, "E": E, "slope": slope}
+    call("leaky_relu_backward", variant("leaky_relu_backward", values), _a.dtype, values)
+    return dz.reshape(_a.shape_of("E"))
+
+
 def dense_forward(x, w, b):
     """Fully connected layer y = x @ w.T + b.
 
     @generated by make codegen from derive.lenet5 (lenet5.layers); do not edit
-    spec sha256: 9367fc398895bbdf63e123165da9896e1c0a233febb3f10eada6f8b8ac9fbc9e
+    spec sha256: 69b19aa6c28947582abe8e1fbe36085f68f9eb8e220e670f9d157dc7393ce263
     """
     out = _FAST.dense_forward(x, w, b)
     return _checked_dense_forward(x, w, b) if out is None else out
@@ -824,7 +878,7 @@ def dense_backward(dy, x, w):
     """Gradients of dense_forward: dx = dy @ w, dw = dy.T @ x, db = sum_n dy.
 
     @generated by make codegen from derive.lenet5 (lenet5.layers); do not edit
-    spec sha256: 7a139dbd0b89315ac2fd82b4667ce79d2faa818f947a9e8ddda56a78f3cac4b1
+    spec sha256: 074cbc693ba87f0cad2938d607f6a8fb93d6a59ca23fc5cc778a826df8263026
     """
     out = _FAST.dense_backward(dy, x, w)
     return _checked_dense_backward(dy, x, w) if out is None else out
@@ -851,7 +905,7 @@ def rbf_forward(x, centers):
     """Euclidean RBF units y[n, o] = sum_i (x[n, i] - centers[o, i])**2.
 
     @generated by make codegen from derive.lenet5 (lenet5.rbf); do not edit
-    spec sha256: 9c0239f8d8f91bd8714c2f48fc4890d72fcccbaa0cf18e87906a0ca60f3504e7
+    spec sha256: f67bfefac7283823f8fdb6d7fef503ff143a9e31d2ff0b6abb3bf248f445d7fd
     """
     out = _FAST.rbf_forward(x, centers)
     return _checked_rbf_forward(x, centers) if out is None else out
@@ -875,7 +929,7 @@ def rbf_backward(dy, x, centers):
     """Gradients of rbf_forward with respect to x and the centers.
 
     @generated by make codegen from derive.lenet5 (lenet5.rbf); do not edit
-    spec sha256: dac52e80f5213dc04c08638a8f849eae16bedd458bafc815dcbdbd05030a5a6c
+    spec sha256: fff1fbf0822127e53be705d5f136891f61e7cd59d3b67deeb7ef9eaf6fa9e3c5
     """
     out = _FAST.rbf_backward(dy, x, centers)
     return _checked_rbf_backward(dy, x, centers) if out is None else out
@@ -901,7 +955,7 @@ def map_loss_forward(y, labels, j=1.0):
     """LeNet-5's MAP criterion per sample: y[p, label] + log(exp(-j) + sum_i exp(-y[p, i])).
 
     @generated by make codegen from derive.activations (loss.map); do not edit
-    spec sha256: 30a49556c2c912b5eb70d970094e28a7dccd2edaf4d8b4ff608e793725c8615c
+    spec sha256: d29fed80f16d850982580e08829bbc7fa72c026e54c93a8501780819b33cf8c4
     """
     out = _FAST.map_loss_forward(y, labels, j)
     return _checked_map_loss_forward(y, labels, j) if out is None else out
@@ -928,7 +982,7 @@ def map_loss_backward(y, labels, j=1.0):
     """d(sum of MAP losses)/dy = onehot(label) - exp(-y) / (exp(-j) + sum_i exp(-y_i)).
 
     @generated by make codegen from derive.activations (loss.map); do not edit
-    spec sha256: 3f89d1cc030ea97bc6c51e3f62c55599404b841c8e5682d50142acfee51252d9
+    spec sha256: 5fd050f404b2347ff092f191a48151c3d43f59ac80aac9913dc6c67729239d29
     """
     out = _FAST.map_loss_backward(y, labels, j)
     return _checked_map_loss_backward(y, labels, j) if out is None else out
@@ -955,7 +1009,7 @@ def squared_error_forward(y, t):
     """Per-sample squared error 0.5 * sum_o (t - y)**2.
 
     @generated by make codegen from derive.activations (loss.squared_error); do not edit
-    spec sha256: a9c1948507ffcb4e8b94a9ba280e86a16965115e6e4cc66fb5990c48be8e22a7
+    spec sha256: 2feff665b5f7808543b8e50cab049ab930ca2096c0e3a539e09a2e20f1ae6e1c
     """
     out = _FAST.squared_error_forward(y, t)
     return _checked_squared_error_forward(y, t) if out is None else out
@@ -978,7 +1032,7 @@ def squared_error_backward(y, t):
     """d(sum of squared errors)/dy = y - t.
 
     @generated by make codegen from derive.activations (loss.squared_error); do not edit
-    spec sha256: bcf580fa602c5f20d7d5e4baa4e48805c1cfd392b54529b40393840e52b0253f
+    spec sha256: 15a4d10760bdc522700a9d1ea2778a1c54347faf0bf9f98f83d8b4c2778db84f
     """
     out = _FAST.squared_error_backward(y, t)
     return _checked_squared_error_backward(y, t) if out is None else out
@@ -1001,7 +1055,7 @@ def softmax_xent_forward(logits, labels):
     """Per-sample softmax cross-entropy -log softmax(logits)[label].
 
     @generated by make codegen from derive.activations (loss.softmax_xent); do not edit
-    spec sha256: af802b9c41b99a015d2f4a28f61d3a788e34f96b66526f462d4d74e07b5df703
+    spec sha256: 2fa451e07f14c707d7e7dff5ab243e9e01e2017f3928934c1df3853e1a93ac64
     """
     out = _FAST.softmax_xent_forward(logits, labels)
     return _checked_softmax_xent_forward(logits, labels) if out is None else out
@@ -1027,7 +1081,7 @@ def softmax_xent_backward(logits, labels):
     """d(sum of cross-entropies)/dlogits = softmax(logits) - onehot(label).
 
     @generated by make codegen from derive.activations (loss.softmax_xent); do not edit
-    spec sha256: 6766cd95ec2844f010118d9e5b43fde4b4426a4e8caf4a20872e36cc6121429b
+    spec sha256: d57dccbda844c7b6c4dd6ca02a8a2b7a2b543bfd6939745b69511340fa0905e8
     """
     out = _FAST.softmax_xent_backward(logits, labels)
     return _checked_softmax_xent_backward(logits, labels) if out is None else out
@@ -1053,7 +1107,7 @@ def sdlm_update(w, g, h, eta, mu):
     """Stochastic diagonal Levenberg-Marquardt: w_new = w - eta g / (mu + h).
 
     @generated by make codegen from derive.optim (opt.sdlm); do not edit
-    spec sha256: 3f9a7b9f23aff184984ea85ad30f651f16f05fb03c0bb99f2231979bc24982b7
+    spec sha256: 7d5c043b2e1b1bbc5dede1eab69a355e41d443f77fdc5b97d35627b8fa305564
     """
     out = _FAST.sdlm_update(w, g, h, eta, mu)
     return _checked_sdlm_update(w, g, h, eta, mu) if out is None else out
@@ -1078,7 +1132,7 @@ def sgd_momentum_update(w, v, g, rate, momentum):
     """SGD with momentum: v_new = momentum v - rate g, w_new = w + v_new.
 
     @generated by make codegen from derive.optim (opt.sgd_momentum); do not edit
-    spec sha256: 6b89d045f0d085319588aa306965f9275e73fa46f106a0ae4a9a63d1aeedf435
+    spec sha256: 43d128f546efeb5da9480c152e16ced743718ac3ce7db1bf808af5cc1439d9d4
     """
     out = _FAST.sgd_momentum_update(w, v, g, rate, momentum)
     return _checked_sgd_momentum_update(w, v, g, rate, momentum) if out is None else out

@@ -40,9 +40,7 @@ def test_regeneration_in_a_fresh_process_is_identical(files, tmp_path):
 
 
 def test_check_mode_reports_drift(files, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(
-        pipeline, "generate", lambda strict=False: files
-    )  # the CLI, not the pipeline
+    monkeypatch.setattr(pipeline, "generate", lambda: files)  # the CLI, not the pipeline
     writer.write_files(files, tmp_path)
     assert cli.main(["--out", str(tmp_path), "--check"]) == 0
     (tmp_path / "np_kernels.py").write_text("# edited by hand\n")

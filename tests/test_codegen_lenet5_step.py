@@ -15,7 +15,7 @@ from derive import lenet5 as spec
 
 @pytest.fixture(scope="module")
 def source():
-    table = pipeline.kernel_table(strict=False)
+    table = pipeline.kernel_table()
     return pipeline.c_source(pipeline.c_functions(table)), pipeline.c_functions(table)
 
 

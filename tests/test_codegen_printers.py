@@ -5,7 +5,7 @@ import sympy as sp
 
 from codegen import lower
 from codegen.printers import F32, F64, CPrinter, NumpyPrinter, UnsupportedNode
-from derive.kernels import CeilDiv, FloorDiv
+from derive.indexing import CeilDiv, FloorDiv
 
 x, y = sp.symbols("x y", real=True)
 i, j, n = sp.symbols("i j n", integer=True, nonnegative=True)
@@ -17,8 +17,17 @@ H = sp.Symbol("H", integer=True, nonnegative=True)
     [
         (sp.tanh(2 * x / 3), "tanhf((2.0F/3.0F)*x)", "tanh((2.0/3.0)*x)"),
         (sp.exp(-x) + sp.log(y), "logf(y) + expf(-x)", "log(y) + exp(-x)"),
-        (sp.Max(x, y), "fmaxf(x, y)", "fmax(x, y)"),
-        (sp.Min(x, y), "fminf(x, y)", "fmin(x, y)"),
+        # NaN propagates (C's fmax/fmin would drop it): PyTorch's relu and max pooling
+        (
+            sp.Max(x, y),
+            "(((x) > (y) || isnan(x)) ? (x) : (y))",
+            "(((x) > (y) || isnan(x)) ? (x) : (y))",
+        ),
+        (
+            sp.Min(x, 0),
+            "(((x) < (0) || isnan(x)) ? (x) : (0))",
+            "(((x) < (0) || isnan(x)) ? (x) : (0))",
+        ),
         (x**2, "(x*x)", "(x*x)"),
         (1 / x**2, "(1.0F/(x*x))", "(1.0/(x*x))"),
         (sp.Float("1.7159") * x, "1.7159F*x", "1.7159*x"),
@@ -31,12 +40,25 @@ def test_c_dialects(expr, f32, f64):
     assert CPrinter(F64).doprint(expr) == f64
 
 
+def test_nan_and_scatter_nodes():
+    from codegen import lower as L
+    from derive.indexing import IsNaN
+
+    assert CPrinter(F32).doprint(sp.Or(x > y, IsNaN(x))) == "isnan(x) || x > y"
+    assert NumpyPrinter().doprint(IsNaN(x)) == "numpy.isnan(x)"
+    a = sp.IndexedBase("a")
+    node = L.Update(L.Scatter(sp.Symbol("dx"), L.FloorDiv(a[i], H), sp.Mod(a[i], H)), "+=", y)
+    assert NumpyPrinter().update(node) == "numpy.add.at(dx, ((a[i]) // (H), a[i] % H), y)"
+
+
 def test_c_integer_helpers():
     p = CPrinter(F64)
     assert p.doprint(sp.Max(i, j)) == "((i) > (j) ? (i) : (j))"
     assert p.doprint(sp.Min(i, j)) == "((i) < (j) ? (i) : (j))"
     assert p.doprint(CeilDiv(i, j)) == "((i) + (j) - 1)/(j)"
-    assert p.doprint(FloorDiv(i, j)) == "(i)/(j)"
+    assert p.doprint(FloorDiv(i, j)) == "((i)/(j))"
+    a = sp.IndexedBase("a", shape=(H,))
+    assert p.doprint(sp.Mod(a[i], H)) == "((a[i]) % (H))"  # an index read from an array
 
 
 def test_c_indexed_is_flat_row_major():

@@ -24,7 +24,8 @@ from kernel_support import load_backend
 from test_kernels_badinput import FUNCTIONS, invalid_calls, random_calls, signatures
 
 from codegen import render
-from derive.kernels import FloorDiv, isym, load_table
+from derive.indexing import FloorDiv, isym
+from derive.kernels import load_table
 
 ck = load_backend("c")
 

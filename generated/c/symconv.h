@@ -6,23 +6,23 @@
 
 #include <stdint.h>
 
-/* conv2d_forward (float32): Cross-correlation of x with w (stride, zero padding, optional connection table) plus b. */
-void symconv_conv2d_forward_f32(const float *restrict x, const float *restrict w, const float *restrict b, const uint8_t *restrict table, float *restrict y, int64_t N, int64_t C, int64_t H, int64_t W, int64_t K, int64_t KH, int64_t KW, int64_t Ho, int64_t Wo, int64_t stride, int64_t padding);
+/* conv2d_forward (float32): Cross-correlation of x with w (stride, zero padding, dilation, optional connection table) plus b. */
+void symconv_conv2d_forward_f32(const float *restrict x, const float *restrict w, const float *restrict b, const uint8_t *restrict table, float *restrict y, int64_t N, int64_t C, int64_t H, int64_t W, int64_t K, int64_t KH, int64_t KW, int64_t Ho, int64_t Wo, int64_t stride, int64_t padding, int64_t dilation);
 
-/* conv2d_forward (float64): Cross-correlation of x with w (stride, zero padding, optional connection table) plus b. */
-void symconv_conv2d_forward_f64(const double *restrict x, const double *restrict w, const double *restrict b, const uint8_t *restrict table, double *restrict y, int64_t N, int64_t C, int64_t H, int64_t W, int64_t K, int64_t KH, int64_t KW, int64_t Ho, int64_t Wo, int64_t stride, int64_t padding);
+/* conv2d_forward (float64): Cross-correlation of x with w (stride, zero padding, dilation, optional connection table) plus b. */
+void symconv_conv2d_forward_f64(const double *restrict x, const double *restrict w, const double *restrict b, const uint8_t *restrict table, double *restrict y, int64_t N, int64_t C, int64_t H, int64_t W, int64_t K, int64_t KH, int64_t KW, int64_t Ho, int64_t Wo, int64_t stride, int64_t padding, int64_t dilation);
 
 /* conv2d_backward_data (float32): dJ/dx: the full convolution of dy with w (transpose of the forward map). */
-void symconv_conv2d_backward_data_f32(const float *restrict dy, const float *restrict w, const uint8_t *restrict table, float *restrict dx, int64_t N, int64_t K, int64_t Ho, int64_t Wo, int64_t C, int64_t KH, int64_t KW, int64_t H, int64_t W, int64_t stride, int64_t padding);
+void symconv_conv2d_backward_data_f32(const float *restrict dy, const float *restrict w, const uint8_t *restrict table, float *restrict dx, int64_t N, int64_t K, int64_t Ho, int64_t Wo, int64_t C, int64_t KH, int64_t KW, int64_t H, int64_t W, int64_t stride, int64_t padding, int64_t dilation);
 
 /* conv2d_backward_data (float64): dJ/dx: the full convolution of dy with w (transpose of the forward map). */
-void symconv_conv2d_backward_data_f64(const double *restrict dy, const double *restrict w, const uint8_t *restrict table, double *restrict dx, int64_t N, int64_t K, int64_t Ho, int64_t Wo, int64_t C, int64_t KH, int64_t KW, int64_t H, int64_t W, int64_t stride, int64_t padding);
+void symconv_conv2d_backward_data_f64(const double *restrict dy, const double *restrict w, const uint8_t *restrict table, double *restrict dx, int64_t N, int64_t K, int64_t Ho, int64_t Wo, int64_t C, int64_t KH, int64_t KW, int64_t H, int64_t W, int64_t stride, int64_t padding, int64_t dilation);
 
 /* conv2d_backward_filter (float32): dJ/dw: the valid cross-correlation of the input with dy (0 for absent connections). */
-void symconv_conv2d_backward_filter_f32(const float *restrict x, const float *restrict dy, const uint8_t *restrict table, float *restrict dw, int64_t N, int64_t C, int64_t H, int64_t W, int64_t K, int64_t Ho, int64_t Wo, int64_t KH, int64_t KW, int64_t stride, int64_t padding);
+void symconv_conv2d_backward_filter_f32(const float *restrict x, const float *restrict dy, const uint8_t *restrict table, float *restrict dw, int64_t N, int64_t C, int64_t H, int64_t W, int64_t K, int64_t Ho, int64_t Wo, int64_t KH, int64_t KW, int64_t stride, int64_t padding, int64_t dilation);
 
 /* conv2d_backward_filter (float64): dJ/dw: the valid cross-correlation of the input with dy (0 for absent connections). */
-void symconv_conv2d_backward_filter_f64(const double *restrict x, const double *restrict dy, const uint8_t *restrict table, double *restrict dw, int64_t N, int64_t C, int64_t H, int64_t W, int64_t K, int64_t Ho, int64_t Wo, int64_t KH, int64_t KW, int64_t stride, int64_t padding);
+void symconv_conv2d_backward_filter_f64(const double *restrict x, const double *restrict dy, const uint8_t *restrict table, double *restrict dw, int64_t N, int64_t C, int64_t H, int64_t W, int64_t K, int64_t Ho, int64_t Wo, int64_t KH, int64_t KW, int64_t stride, int64_t padding, int64_t dilation);
 
 /* conv2d_backward_bias (float32): dJ/db[k] = sum over n, i, j of dy[n, k, i, j]. */
 void symconv_conv2d_backward_bias_f32(const float *restrict dy, float *restrict db, int64_t N, int64_t K, int64_t Ho, int64_t Wo);
@@ -108,6 +108,18 @@ void symconv_relu_backward_f32(const float *restrict dy, const float *restrict z
 /* relu_backward (float64): Gradient of relu_forward: dz = dy * f'(z). */
 void symconv_relu_backward_f64(const double *restrict dy, const double *restrict z, double *restrict dz, int64_t E);
 
+/* leaky_relu_forward (float32): Leaky rectifier y = z if z > 0 else slope * z (NaN propagates). */
+void symconv_leaky_relu_forward_f32(const float *restrict z, float *restrict y, int64_t E, float slope);
+
+/* leaky_relu_forward (float64): Leaky rectifier y = z if z > 0 else slope * z (NaN propagates). */
+void symconv_leaky_relu_forward_f64(const double *restrict z, double *restrict y, int64_t E, double slope);
+
+/* leaky_relu_backward (float32): Gradient of leaky_relu_forward: dz = dy * f'(z). */
+void symconv_leaky_relu_backward_f32(const float *restrict dy, const float *restrict z, float *restrict dz, int64_t E, float slope);
+
+/* leaky_relu_backward (float64): Gradient of leaky_relu_forward: dz = dy * f'(z). */
+void symconv_leaky_relu_backward_f64(const double *restrict dy, const double *restrict z, double *restrict dz, int64_t E, double slope);
+
 /* dense_forward (float32): Fully connected layer y = x @ w.T + b. */
 void symconv_dense_forward_f32(const float *restrict x, const float *restrict w, const float *restrict b, float *restrict y, int64_t N, int64_t I, int64_t O);
 
@@ -180,10 +192,10 @@ void symconv_sgd_momentum_update_f32(const float *restrict w, const float *restr
 /* sgd_momentum_update (float64): SGD with momentum: v_new = momentum v - rate g, w_new = w + v_new. */
 void symconv_sgd_momentum_update_f64(const double *restrict w, const double *restrict v, const double *restrict g, double *restrict w_new, double *restrict v_new, int64_t E, double rate, double momentum);
 
-/* conv2d_forward at LeNet-5 layer C1's sizes (float32): Cross-correlation of x with w (stride, zero padding, optional connection table) plus b. */
+/* conv2d_forward at LeNet-5 layer C1's sizes (float32): Cross-correlation of x with w (stride, zero padding, dilation, optional connection table) plus b. */
 void symconv_conv2d_forward_C1_f32(const float *restrict x, const float *restrict w, const float *restrict b, float *restrict y, int64_t N);
 
-/* conv2d_forward at LeNet-5 layer C1's sizes (float64): Cross-correlation of x with w (stride, zero padding, optional connection table) plus b. */
+/* conv2d_forward at LeNet-5 layer C1's sizes (float64): Cross-correlation of x with w (stride, zero padding, dilation, optional connection table) plus b. */
 void symconv_conv2d_forward_C1_f64(const double *restrict x, const double *restrict w, const double *restrict b, double *restrict y, int64_t N);
 
 /* conv2d_backward_data at LeNet-5 layer C1's sizes (float32): dJ/dx: the full convolution of dy with w (transpose of the forward map). */
@@ -210,10 +222,10 @@ void symconv_subsample_backward_S2_f32(const float *restrict dz, const float *re
 /* subsample_backward at LeNet-5 layer S2's sizes (float64): Gradients of subsample_forward: dx = coef up(dz), dcoef = <dz, down(x)>, dbias = sum dz. */
 void symconv_subsample_backward_S2_f64(const double *restrict dz, const double *restrict x, const double *restrict coef, double *restrict dx, double *restrict dcoef, double *restrict dbias, int64_t N);
 
-/* conv2d_forward at LeNet-5 layer C3's sizes (float32): Cross-correlation of x with w (stride, zero padding, optional connection table) plus b. */
+/* conv2d_forward at LeNet-5 layer C3's sizes (float32): Cross-correlation of x with w (stride, zero padding, dilation, optional connection table) plus b. */
 void symconv_conv2d_forward_C3_f32(const float *restrict x, const float *restrict w, const float *restrict b, float *restrict y, int64_t N);
 
-/* conv2d_forward at LeNet-5 layer C3's sizes (float64): Cross-correlation of x with w (stride, zero padding, optional connection table) plus b. */
+/* conv2d_forward at LeNet-5 layer C3's sizes (float64): Cross-correlation of x with w (stride, zero padding, dilation, optional connection table) plus b. */
 void symconv_conv2d_forward_C3_f64(const double *restrict x, const double *restrict w, const double *restrict b, double *restrict y, int64_t N);
 
 /* conv2d_backward_data at LeNet-5 layer C3's sizes (float32): dJ/dx: the full convolution of dy with w (transpose of the forward map). */
@@ -240,10 +252,10 @@ void symconv_subsample_backward_S4_f32(const float *restrict dz, const float *re
 /* subsample_backward at LeNet-5 layer S4's sizes (float64): Gradients of subsample_forward: dx = coef up(dz), dcoef = <dz, down(x)>, dbias = sum dz. */
 void symconv_subsample_backward_S4_f64(const double *restrict dz, const double *restrict x, const double *restrict coef, double *restrict dx, double *restrict dcoef, double *restrict dbias, int64_t N);
 
-/* conv2d_forward at LeNet-5 layer C5's sizes (float32): Cross-correlation of x with w (stride, zero padding, optional connection table) plus b. */
+/* conv2d_forward at LeNet-5 layer C5's sizes (float32): Cross-correlation of x with w (stride, zero padding, dilation, optional connection table) plus b. */
 void symconv_conv2d_forward_C5_f32(const float *restrict x, const float *restrict w, const float *restrict b, float *restrict y, int64_t N);
 
-/* conv2d_forward at LeNet-5 layer C5's sizes (float64): Cross-correlation of x with w (stride, zero padding, optional connection table) plus b. */
+/* conv2d_forward at LeNet-5 layer C5's sizes (float64): Cross-correlation of x with w (stride, zero padding, dilation, optional connection table) plus b. */
 void symconv_conv2d_forward_C5_f64(const double *restrict x, const double *restrict w, const double *restrict b, double *restrict y, int64_t N);
 
 /* conv2d_backward_data at LeNet-5 layer C5's sizes (float32): dJ/dx: the full convolution of dy with w (transpose of the forward map). */

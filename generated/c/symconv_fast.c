@@ -278,17 +278,17 @@ static PyArrayObject *empty(int nd, npy_intp *dims, int type)
 }
 
 /* The kernels of symconv.c, bound by bind(). */
-typedef void symconv_conv2d_forward_f32_fn(const float *restrict, const float *restrict, const float *restrict, const uint8_t *restrict, float *restrict, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t);
+typedef void symconv_conv2d_forward_f32_fn(const float *restrict, const float *restrict, const float *restrict, const uint8_t *restrict, float *restrict, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t);
 static symconv_conv2d_forward_f32_fn *symconv_conv2d_forward_f32_ptr;
-typedef void symconv_conv2d_forward_f64_fn(const double *restrict, const double *restrict, const double *restrict, const uint8_t *restrict, double *restrict, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t);
+typedef void symconv_conv2d_forward_f64_fn(const double *restrict, const double *restrict, const double *restrict, const uint8_t *restrict, double *restrict, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t);
 static symconv_conv2d_forward_f64_fn *symconv_conv2d_forward_f64_ptr;
-typedef void symconv_conv2d_backward_data_f32_fn(const float *restrict, const float *restrict, const uint8_t *restrict, float *restrict, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t);
+typedef void symconv_conv2d_backward_data_f32_fn(const float *restrict, const float *restrict, const uint8_t *restrict, float *restrict, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t);
 static symconv_conv2d_backward_data_f32_fn *symconv_conv2d_backward_data_f32_ptr;
-typedef void symconv_conv2d_backward_data_f64_fn(const double *restrict, const double *restrict, const uint8_t *restrict, double *restrict, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t);
+typedef void symconv_conv2d_backward_data_f64_fn(const double *restrict, const double *restrict, const uint8_t *restrict, double *restrict, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t);
 static symconv_conv2d_backward_data_f64_fn *symconv_conv2d_backward_data_f64_ptr;
-typedef void symconv_conv2d_backward_filter_f32_fn(const float *restrict, const float *restrict, const uint8_t *restrict, float *restrict, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t);
+typedef void symconv_conv2d_backward_filter_f32_fn(const float *restrict, const float *restrict, const uint8_t *restrict, float *restrict, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t);
 static symconv_conv2d_backward_filter_f32_fn *symconv_conv2d_backward_filter_f32_ptr;
-typedef void symconv_conv2d_backward_filter_f64_fn(const double *restrict, const double *restrict, const uint8_t *restrict, double *restrict, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t);
+typedef void symconv_conv2d_backward_filter_f64_fn(const double *restrict, const double *restrict, const uint8_t *restrict, double *restrict, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t);
 static symconv_conv2d_backward_filter_f64_fn *symconv_conv2d_backward_filter_f64_ptr;
 typedef void symconv_conv2d_backward_bias_f32_fn(const float *restrict, float *restrict, int64_t, int64_t, int64_t, int64_t);
 static symconv_conv2d_backward_bias_f32_fn *symconv_conv2d_backward_bias_f32_ptr;
@@ -346,6 +346,14 @@ typedef void symconv_relu_backward_f32_fn(const float *restrict, const float *re
 static symconv_relu_backward_f32_fn *symconv_relu_backward_f32_ptr;
 typedef void symconv_relu_backward_f64_fn(const double *restrict, const double *restrict, double *restrict, int64_t);
 static symconv_relu_backward_f64_fn *symconv_relu_backward_f64_ptr;
+typedef void symconv_leaky_relu_forward_f32_fn(const float *restrict, float *restrict, int64_t, float);
+static symconv_leaky_relu_forward_f32_fn *symconv_leaky_relu_forward_f32_ptr;
+typedef void symconv_leaky_relu_forward_f64_fn(const double *restrict, double *restrict, int64_t, double);
+static symconv_leaky_relu_forward_f64_fn *symconv_leaky_relu_forward_f64_ptr;
+typedef void symconv_leaky_relu_backward_f32_fn(const float *restrict, const float *restrict, float *restrict, int64_t, float);
+static symconv_leaky_relu_backward_f32_fn *symconv_leaky_relu_backward_f32_ptr;
+typedef void symconv_leaky_relu_backward_f64_fn(const double *restrict, const double *restrict, double *restrict, int64_t, double);
+static symconv_leaky_relu_backward_f64_fn *symconv_leaky_relu_backward_f64_ptr;
 typedef void symconv_dense_forward_f32_fn(const float *restrict, const float *restrict, const float *restrict, float *restrict, int64_t, int64_t, int64_t);
 static symconv_dense_forward_f32_fn *symconv_dense_forward_f32_ptr;
 typedef void symconv_dense_forward_f64_fn(const double *restrict, const double *restrict, const double *restrict, double *restrict, int64_t, int64_t, int64_t);
@@ -470,12 +478,12 @@ static PyObject *fast_conv2d_forward(PyObject *self, PyObject *const *args, Py_s
     enum { D_N, D_C, D_H, D_W, D_K, D_KH, D_KW, D_Ho, D_Wo, };
     Call c = {0};
     PyArrayObject *a_x = NULL, *a_w = NULL, *a_b = NULL, *a_y = NULL;
-    int64_t v_N, v_C, v_H, v_W, v_K, v_KH, v_KW, v_Ho, v_Wo, v_stride, v_padding;
+    int64_t v_N, v_C, v_H, v_W, v_K, v_KH, v_KW, v_Ho, v_Wo, v_stride, v_padding, v_dilation;
     const uint8_t *t_table;
     uint8_t *ones_table = NULL;
     PyObject *result;
     (void)self;
-    if (!bound_kernels || nargs != 6) {
+    if (!bound_kernels || nargs != 7) {
         goto decline;
     }
     if (!(a_x = floats(&c, args[0], 4, (const int[]){D_N, D_C, D_H, D_W}))) goto decline;
@@ -483,7 +491,8 @@ static PyObject *fast_conv2d_forward(PyObject *self, PyObject *const *args, Py_s
     if (!(a_b = floats(&c, args[2], 1, (const int[]){D_K}))) goto decline;
     if (!(integer(args[3], 1, &v_stride))) goto decline;
     if (!(integer(args[4], 0, &v_padding))) goto decline;
-    if (!(t_table = mask(&c, args[5], 2, (const int[]){D_K, D_C}, &ones_table))) goto decline;
+    if (!(integer(args[5], 1, &v_dilation))) goto decline;
+    if (!(t_table = mask(&c, args[6], 2, (const int[]){D_K, D_C}, &ones_table))) goto decline;
     v_N = c.dim[D_N];
     v_C = c.dim[D_C];
     v_H = c.dim[D_H];
@@ -491,33 +500,33 @@ static PyObject *fast_conv2d_forward(PyObject *self, PyObject *const *args, Py_s
     v_K = c.dim[D_K];
     v_KH = c.dim[D_KH];
     v_KW = c.dim[D_KW];
-    if (!(derive(&c, D_Ho, floordiv(v_H - v_KH + 2*v_padding, v_stride) + 1))) goto decline;
+    if (!(derive(&c, D_Ho, floordiv(v_H - v_dilation*(v_KH - 1) + 2*v_padding - 1, v_stride) + 1))) goto decline;
     v_Ho = c.dim[D_Ho];
-    if (!(derive(&c, D_Wo, floordiv(-v_KW + v_W + 2*v_padding, v_stride) + 1))) goto decline;
+    if (!(derive(&c, D_Wo, floordiv(v_W - v_dilation*(v_KW - 1) + 2*v_padding - 1, v_stride) + 1))) goto decline;
     v_Wo = c.dim[D_Wo];
-    if (!(v_H + 2*v_padding >= v_KH)) goto decline;
-    if (!(v_W + 2*v_padding >= v_KW)) goto decline;
+    if (!(v_H + 2*v_padding >= v_dilation*(v_KH - 1) + 1)) goto decline;
+    if (!(v_W + 2*v_padding >= v_dilation*(v_KW - 1) + 1)) goto decline;
     if (!(a_y = empty(4, (npy_intp[]){v_N, v_K, v_Ho, v_Wo}, c.type))) goto decline;
     Py_BEGIN_ALLOW_THREADS
     if (c.type == NPY_FLOAT) {
-        if (v_C == 1 && v_H == 32 && v_K == 6 && v_KH == 5 && v_KW == 5 && v_W == 32 && v_padding == 0 && v_stride == 1 && all_connected(t_table, 6)) {
+        if (v_C == 1 && v_H == 32 && v_K == 6 && v_KH == 5 && v_KW == 5 && v_W == 32 && v_dilation == 1 && v_padding == 0 && v_stride == 1 && all_connected(t_table, 6)) {
             symconv_conv2d_forward_C1_f32_ptr(PyArray_DATA(a_x), PyArray_DATA(a_w), PyArray_DATA(a_b), PyArray_DATA(a_y), v_N);
-        } else if (v_C == 6 && v_H == 14 && v_K == 16 && v_KH == 5 && v_KW == 5 && v_W == 14 && v_padding == 0 && v_stride == 1 && memcmp(t_table, conv2d_forward_C3_table, 96) == 0) {
+        } else if (v_C == 6 && v_H == 14 && v_K == 16 && v_KH == 5 && v_KW == 5 && v_W == 14 && v_dilation == 1 && v_padding == 0 && v_stride == 1 && memcmp(t_table, conv2d_forward_C3_table, 96) == 0) {
             symconv_conv2d_forward_C3_f32_ptr(PyArray_DATA(a_x), PyArray_DATA(a_w), PyArray_DATA(a_b), PyArray_DATA(a_y), v_N);
-        } else if (v_C == 16 && v_H == 5 && v_K == 120 && v_KH == 5 && v_KW == 5 && v_W == 5 && v_padding == 0 && v_stride == 1 && all_connected(t_table, 1920)) {
+        } else if (v_C == 16 && v_H == 5 && v_K == 120 && v_KH == 5 && v_KW == 5 && v_W == 5 && v_dilation == 1 && v_padding == 0 && v_stride == 1 && all_connected(t_table, 1920)) {
             symconv_conv2d_forward_C5_f32_ptr(PyArray_DATA(a_x), PyArray_DATA(a_w), PyArray_DATA(a_b), PyArray_DATA(a_y), v_N);
         } else {
-            symconv_conv2d_forward_f32_ptr(PyArray_DATA(a_x), PyArray_DATA(a_w), PyArray_DATA(a_b), t_table, PyArray_DATA(a_y), v_N, v_C, v_H, v_W, v_K, v_KH, v_KW, v_Ho, v_Wo, v_stride, v_padding);
+            symconv_conv2d_forward_f32_ptr(PyArray_DATA(a_x), PyArray_DATA(a_w), PyArray_DATA(a_b), t_table, PyArray_DATA(a_y), v_N, v_C, v_H, v_W, v_K, v_KH, v_KW, v_Ho, v_Wo, v_stride, v_padding, v_dilation);
         }
     } else {
-        if (v_C == 1 && v_H == 32 && v_K == 6 && v_KH == 5 && v_KW == 5 && v_W == 32 && v_padding == 0 && v_stride == 1 && all_connected(t_table, 6)) {
+        if (v_C == 1 && v_H == 32 && v_K == 6 && v_KH == 5 && v_KW == 5 && v_W == 32 && v_dilation == 1 && v_padding == 0 && v_stride == 1 && all_connected(t_table, 6)) {
             symconv_conv2d_forward_C1_f64_ptr(PyArray_DATA(a_x), PyArray_DATA(a_w), PyArray_DATA(a_b), PyArray_DATA(a_y), v_N);
-        } else if (v_C == 6 && v_H == 14 && v_K == 16 && v_KH == 5 && v_KW == 5 && v_W == 14 && v_padding == 0 && v_stride == 1 && memcmp(t_table, conv2d_forward_C3_table, 96) == 0) {
+        } else if (v_C == 6 && v_H == 14 && v_K == 16 && v_KH == 5 && v_KW == 5 && v_W == 14 && v_dilation == 1 && v_padding == 0 && v_stride == 1 && memcmp(t_table, conv2d_forward_C3_table, 96) == 0) {
             symconv_conv2d_forward_C3_f64_ptr(PyArray_DATA(a_x), PyArray_DATA(a_w), PyArray_DATA(a_b), PyArray_DATA(a_y), v_N);
-        } else if (v_C == 16 && v_H == 5 && v_K == 120 && v_KH == 5 && v_KW == 5 && v_W == 5 && v_padding == 0 && v_stride == 1 && all_connected(t_table, 1920)) {
+        } else if (v_C == 16 && v_H == 5 && v_K == 120 && v_KH == 5 && v_KW == 5 && v_W == 5 && v_dilation == 1 && v_padding == 0 && v_stride == 1 && all_connected(t_table, 1920)) {
             symconv_conv2d_forward_C5_f64_ptr(PyArray_DATA(a_x), PyArray_DATA(a_w), PyArray_DATA(a_b), PyArray_DATA(a_y), v_N);
         } else {
-            symconv_conv2d_forward_f64_ptr(PyArray_DATA(a_x), PyArray_DATA(a_w), PyArray_DATA(a_b), t_table, PyArray_DATA(a_y), v_N, v_C, v_H, v_W, v_K, v_KH, v_KW, v_Ho, v_Wo, v_stride, v_padding);
+            symconv_conv2d_forward_f64_ptr(PyArray_DATA(a_x), PyArray_DATA(a_w), PyArray_DATA(a_b), t_table, PyArray_DATA(a_y), v_N, v_C, v_H, v_W, v_K, v_KH, v_KW, v_Ho, v_Wo, v_stride, v_padding, v_dilation);
         }
     }
     Py_END_ALLOW_THREADS
@@ -538,20 +547,21 @@ static PyObject *fast_conv2d_backward_data(PyObject *self, PyObject *const *args
     enum { D_N, D_K, D_Ho, D_Wo, D_C, D_KH, D_KW, D_H, D_W, };
     Call c = {0};
     PyArrayObject *a_dy = NULL, *a_w = NULL, *a_dx = NULL;
-    int64_t v_N, v_K, v_Ho, v_Wo, v_C, v_KH, v_KW, v_H, v_W, v_stride, v_padding;
+    int64_t v_N, v_K, v_Ho, v_Wo, v_C, v_KH, v_KW, v_H, v_W, v_stride, v_padding, v_dilation;
     const uint8_t *t_table;
     uint8_t *ones_table = NULL;
     PyObject *result;
     (void)self;
-    if (!bound_kernels || nargs != 6) {
+    if (!bound_kernels || nargs != 7) {
         goto decline;
     }
     if (!(a_dy = floats(&c, args[0], 4, (const int[]){D_N, D_K, D_Ho, D_Wo}))) goto decline;
     if (!(a_w = floats(&c, args[1], 4, (const int[]){D_K, D_C, D_KH, D_KW}))) goto decline;
     if (!(integer(args[3], 1, &v_stride))) goto decline;
     if (!(integer(args[4], 0, &v_padding))) goto decline;
+    if (!(integer(args[5], 1, &v_dilation))) goto decline;
     if (!(sizes(&c, args[2], 2, (const int[]){D_H, D_W}))) goto decline;
-    if (!(t_table = mask(&c, args[5], 2, (const int[]){D_K, D_C}, &ones_table))) goto decline;
+    if (!(t_table = mask(&c, args[6], 2, (const int[]){D_K, D_C}, &ones_table))) goto decline;
     v_N = c.dim[D_N];
     v_K = c.dim[D_K];
     v_C = c.dim[D_C];
@@ -559,33 +569,33 @@ static PyObject *fast_conv2d_backward_data(PyObject *self, PyObject *const *args
     v_KW = c.dim[D_KW];
     v_H = c.dim[D_H];
     v_W = c.dim[D_W];
-    if (!(derive(&c, D_Ho, floordiv(v_H - v_KH + 2*v_padding, v_stride) + 1))) goto decline;
+    if (!(derive(&c, D_Ho, floordiv(v_H - v_dilation*(v_KH - 1) + 2*v_padding - 1, v_stride) + 1))) goto decline;
     v_Ho = c.dim[D_Ho];
-    if (!(derive(&c, D_Wo, floordiv(-v_KW + v_W + 2*v_padding, v_stride) + 1))) goto decline;
+    if (!(derive(&c, D_Wo, floordiv(v_W - v_dilation*(v_KW - 1) + 2*v_padding - 1, v_stride) + 1))) goto decline;
     v_Wo = c.dim[D_Wo];
-    if (!(v_H + 2*v_padding >= v_KH)) goto decline;
-    if (!(v_W + 2*v_padding >= v_KW)) goto decline;
+    if (!(v_H + 2*v_padding >= v_dilation*(v_KH - 1) + 1)) goto decline;
+    if (!(v_W + 2*v_padding >= v_dilation*(v_KW - 1) + 1)) goto decline;
     if (!(a_dx = empty(4, (npy_intp[]){v_N, v_C, v_H, v_W}, c.type))) goto decline;
     Py_BEGIN_ALLOW_THREADS
     if (c.type == NPY_FLOAT) {
-        if (v_C == 1 && v_H == 32 && v_K == 6 && v_KH == 5 && v_KW == 5 && v_W == 32 && v_padding == 0 && v_stride == 1 && all_connected(t_table, 6)) {
+        if (v_C == 1 && v_H == 32 && v_K == 6 && v_KH == 5 && v_KW == 5 && v_W == 32 && v_dilation == 1 && v_padding == 0 && v_stride == 1 && all_connected(t_table, 6)) {
             symconv_conv2d_backward_data_C1_f32_ptr(PyArray_DATA(a_dy), PyArray_DATA(a_w), PyArray_DATA(a_dx), v_N);
-        } else if (v_C == 6 && v_H == 14 && v_K == 16 && v_KH == 5 && v_KW == 5 && v_W == 14 && v_padding == 0 && v_stride == 1 && memcmp(t_table, conv2d_backward_data_C3_table, 96) == 0) {
+        } else if (v_C == 6 && v_H == 14 && v_K == 16 && v_KH == 5 && v_KW == 5 && v_W == 14 && v_dilation == 1 && v_padding == 0 && v_stride == 1 && memcmp(t_table, conv2d_backward_data_C3_table, 96) == 0) {
             symconv_conv2d_backward_data_C3_f32_ptr(PyArray_DATA(a_dy), PyArray_DATA(a_w), PyArray_DATA(a_dx), v_N);
-        } else if (v_C == 16 && v_H == 5 && v_K == 120 && v_KH == 5 && v_KW == 5 && v_W == 5 && v_padding == 0 && v_stride == 1 && all_connected(t_table, 1920)) {
+        } else if (v_C == 16 && v_H == 5 && v_K == 120 && v_KH == 5 && v_KW == 5 && v_W == 5 && v_dilation == 1 && v_padding == 0 && v_stride == 1 && all_connected(t_table, 1920)) {
             symconv_conv2d_backward_data_C5_f32_ptr(PyArray_DATA(a_dy), PyArray_DATA(a_w), PyArray_DATA(a_dx), v_N);
         } else {
-            symconv_conv2d_backward_data_f32_ptr(PyArray_DATA(a_dy), PyArray_DATA(a_w), t_table, PyArray_DATA(a_dx), v_N, v_K, v_Ho, v_Wo, v_C, v_KH, v_KW, v_H, v_W, v_stride, v_padding);
+            symconv_conv2d_backward_data_f32_ptr(PyArray_DATA(a_dy), PyArray_DATA(a_w), t_table, PyArray_DATA(a_dx), v_N, v_K, v_Ho, v_Wo, v_C, v_KH, v_KW, v_H, v_W, v_stride, v_padding, v_dilation);
         }
     } else {
-        if (v_C == 1 && v_H == 32 && v_K == 6 && v_KH == 5 && v_KW == 5 && v_W == 32 && v_padding == 0 && v_stride == 1 && all_connected(t_table, 6)) {
+        if (v_C == 1 && v_H == 32 && v_K == 6 && v_KH == 5 && v_KW == 5 && v_W == 32 && v_dilation == 1 && v_padding == 0 && v_stride == 1 && all_connected(t_table, 6)) {
             symconv_conv2d_backward_data_C1_f64_ptr(PyArray_DATA(a_dy), PyArray_DATA(a_w), PyArray_DATA(a_dx), v_N);
-        } else if (v_C == 6 && v_H == 14 && v_K == 16 && v_KH == 5 && v_KW == 5 && v_W == 14 && v_padding == 0 && v_stride == 1 && memcmp(t_table, conv2d_backward_data_C3_table, 96) == 0) {
+        } else if (v_C == 6 && v_H == 14 && v_K == 16 && v_KH == 5 && v_KW == 5 && v_W == 14 && v_dilation == 1 && v_padding == 0 && v_stride == 1 && memcmp(t_table, conv2d_backward_data_C3_table, 96) == 0) {
             symconv_conv2d_backward_data_C3_f64_ptr(PyArray_DATA(a_dy), PyArray_DATA(a_w), PyArray_DATA(a_dx), v_N);
-        } else if (v_C == 16 && v_H == 5 && v_K == 120 && v_KH == 5 && v_KW == 5 && v_W == 5 && v_padding == 0 && v_stride == 1 && all_connected(t_table, 1920)) {
+        } else if (v_C == 16 && v_H == 5 && v_K == 120 && v_KH == 5 && v_KW == 5 && v_W == 5 && v_dilation == 1 && v_padding == 0 && v_stride == 1 && all_connected(t_table, 1920)) {
             symconv_conv2d_backward_data_C5_f64_ptr(PyArray_DATA(a_dy), PyArray_DATA(a_w), PyArray_DATA(a_dx), v_N);
         } else {
-            symconv_conv2d_backward_data_f64_ptr(PyArray_DATA(a_dy), PyArray_DATA(a_w), t_table, PyArray_DATA(a_dx), v_N, v_K, v_Ho, v_Wo, v_C, v_KH, v_KW, v_H, v_W, v_stride, v_padding);
+            symconv_conv2d_backward_data_f64_ptr(PyArray_DATA(a_dy), PyArray_DATA(a_w), t_table, PyArray_DATA(a_dx), v_N, v_K, v_Ho, v_Wo, v_C, v_KH, v_KW, v_H, v_W, v_stride, v_padding, v_dilation);
         }
     }
     Py_END_ALLOW_THREADS
@@ -606,20 +616,21 @@ static PyObject *fast_conv2d_backward_filter(PyObject *self, PyObject *const *ar
     enum { D_N, D_C, D_H, D_W, D_K, D_Ho, D_Wo, D_KH, D_KW, };
     Call c = {0};
     PyArrayObject *a_x = NULL, *a_dy = NULL, *a_dw = NULL;
-    int64_t v_N, v_C, v_H, v_W, v_K, v_Ho, v_Wo, v_KH, v_KW, v_stride, v_padding;
+    int64_t v_N, v_C, v_H, v_W, v_K, v_Ho, v_Wo, v_KH, v_KW, v_stride, v_padding, v_dilation;
     const uint8_t *t_table;
     uint8_t *ones_table = NULL;
     PyObject *result;
     (void)self;
-    if (!bound_kernels || nargs != 6) {
+    if (!bound_kernels || nargs != 7) {
         goto decline;
     }
     if (!(a_x = floats(&c, args[0], 4, (const int[]){D_N, D_C, D_H, D_W}))) goto decline;
     if (!(a_dy = floats(&c, args[1], 4, (const int[]){D_N, D_K, D_Ho, D_Wo}))) goto decline;
     if (!(integer(args[3], 1, &v_stride))) goto decline;
     if (!(integer(args[4], 0, &v_padding))) goto decline;
+    if (!(integer(args[5], 1, &v_dilation))) goto decline;
     if (!(sizes(&c, args[2], 2, (const int[]){D_KH, D_KW}))) goto decline;
-    if (!(t_table = mask(&c, args[5], 2, (const int[]){D_K, D_C}, &ones_table))) goto decline;
+    if (!(t_table = mask(&c, args[6], 2, (const int[]){D_K, D_C}, &ones_table))) goto decline;
     v_N = c.dim[D_N];
     v_C = c.dim[D_C];
     v_H = c.dim[D_H];
@@ -627,33 +638,33 @@ static PyObject *fast_conv2d_backward_filter(PyObject *self, PyObject *const *ar
     v_K = c.dim[D_K];
     v_KH = c.dim[D_KH];
     v_KW = c.dim[D_KW];
-    if (!(derive(&c, D_Ho, floordiv(v_H - v_KH + 2*v_padding, v_stride) + 1))) goto decline;
+    if (!(derive(&c, D_Ho, floordiv(v_H - v_dilation*(v_KH - 1) + 2*v_padding - 1, v_stride) + 1))) goto decline;
     v_Ho = c.dim[D_Ho];
-    if (!(derive(&c, D_Wo, floordiv(-v_KW + v_W + 2*v_padding, v_stride) + 1))) goto decline;
+    if (!(derive(&c, D_Wo, floordiv(v_W - v_dilation*(v_KW - 1) + 2*v_padding - 1, v_stride) + 1))) goto decline;
     v_Wo = c.dim[D_Wo];
-    if (!(v_H + 2*v_padding >= v_KH)) goto decline;
-    if (!(v_W + 2*v_padding >= v_KW)) goto decline;
+    if (!(v_H + 2*v_padding >= v_dilation*(v_KH - 1) + 1)) goto decline;
+    if (!(v_W + 2*v_padding >= v_dilation*(v_KW - 1) + 1)) goto decline;
     if (!(a_dw = empty(4, (npy_intp[]){v_K, v_C, v_KH, v_KW}, c.type))) goto decline;
     Py_BEGIN_ALLOW_THREADS
     if (c.type == NPY_FLOAT) {
-        if (v_C == 1 && v_H == 32 && v_K == 6 && v_KH == 5 && v_KW == 5 && v_W == 32 && v_padding == 0 && v_stride == 1 && all_connected(t_table, 6)) {
+        if (v_C == 1 && v_H == 32 && v_K == 6 && v_KH == 5 && v_KW == 5 && v_W == 32 && v_dilation == 1 && v_padding == 0 && v_stride == 1 && all_connected(t_table, 6)) {
             symconv_conv2d_backward_filter_C1_f32_ptr(PyArray_DATA(a_x), PyArray_DATA(a_dy), PyArray_DATA(a_dw), v_N);
-        } else if (v_C == 6 && v_H == 14 && v_K == 16 && v_KH == 5 && v_KW == 5 && v_W == 14 && v_padding == 0 && v_stride == 1 && memcmp(t_table, conv2d_backward_filter_C3_table, 96) == 0) {
+        } else if (v_C == 6 && v_H == 14 && v_K == 16 && v_KH == 5 && v_KW == 5 && v_W == 14 && v_dilation == 1 && v_padding == 0 && v_stride == 1 && memcmp(t_table, conv2d_backward_filter_C3_table, 96) == 0) {
             symconv_conv2d_backward_filter_C3_f32_ptr(PyArray_DATA(a_x), PyArray_DATA(a_dy), PyArray_DATA(a_dw), v_N);
-        } else if (v_C == 16 && v_H == 5 && v_K == 120 && v_KH == 5 && v_KW == 5 && v_W == 5 && v_padding == 0 && v_stride == 1 && all_connected(t_table, 1920)) {
+        } else if (v_C == 16 && v_H == 5 && v_K == 120 && v_KH == 5 && v_KW == 5 && v_W == 5 && v_dilation == 1 && v_padding == 0 && v_stride == 1 && all_connected(t_table, 1920)) {
             symconv_conv2d_backward_filter_C5_f32_ptr(PyArray_DATA(a_x), PyArray_DATA(a_dy), PyArray_DATA(a_dw), v_N);
         } else {
-            symconv_conv2d_backward_filter_f32_ptr(PyArray_DATA(a_x), PyArray_DATA(a_dy), t_table, PyArray_DATA(a_dw), v_N, v_C, v_H, v_W, v_K, v_Ho, v_Wo, v_KH, v_KW, v_stride, v_padding);
+            symconv_conv2d_backward_filter_f32_ptr(PyArray_DATA(a_x), PyArray_DATA(a_dy), t_table, PyArray_DATA(a_dw), v_N, v_C, v_H, v_W, v_K, v_Ho, v_Wo, v_KH, v_KW, v_stride, v_padding, v_dilation);
         }
     } else {
-        if (v_C == 1 && v_H == 32 && v_K == 6 && v_KH == 5 && v_KW == 5 && v_W == 32 && v_padding == 0 && v_stride == 1 && all_connected(t_table, 6)) {
+        if (v_C == 1 && v_H == 32 && v_K == 6 && v_KH == 5 && v_KW == 5 && v_W == 32 && v_dilation == 1 && v_padding == 0 && v_stride == 1 && all_connected(t_table, 6)) {
             symconv_conv2d_backward_filter_C1_f64_ptr(PyArray_DATA(a_x), PyArray_DATA(a_dy), PyArray_DATA(a_dw), v_N);
-        } else if (v_C == 6 && v_H == 14 && v_K == 16 && v_KH == 5 && v_KW == 5 && v_W == 14 && v_padding == 0 && v_stride == 1 && memcmp(t_table, conv2d_backward_filter_C3_table, 96) == 0) {
+        } else if (v_C == 6 && v_H == 14 && v_K == 16 && v_KH == 5 && v_KW == 5 && v_W == 14 && v_dilation == 1 && v_padding == 0 && v_stride == 1 && memcmp(t_table, conv2d_backward_filter_C3_table, 96) == 0) {
             symconv_conv2d_backward_filter_C3_f64_ptr(PyArray_DATA(a_x), PyArray_DATA(a_dy), PyArray_DATA(a_dw), v_N);
-        } else if (v_C == 16 && v_H == 5 && v_K == 120 && v_KH == 5 && v_KW == 5 && v_W == 5 && v_padding == 0 && v_stride == 1 && all_connected(t_table, 1920)) {
+        } else if (v_C == 16 && v_H == 5 && v_K == 120 && v_KH == 5 && v_KW == 5 && v_W == 5 && v_dilation == 1 && v_padding == 0 && v_stride == 1 && all_connected(t_table, 1920)) {
             symconv_conv2d_backward_filter_C5_f64_ptr(PyArray_DATA(a_x), PyArray_DATA(a_dy), PyArray_DATA(a_dw), v_N);
         } else {
-            symconv_conv2d_backward_filter_f64_ptr(PyArray_DATA(a_x), PyArray_DATA(a_dy), t_table, PyArray_DATA(a_dw), v_N, v_C, v_H, v_W, v_K, v_Ho, v_Wo, v_KH, v_KW, v_stride, v_padding);
+            symconv_conv2d_backward_filter_f64_ptr(PyArray_DATA(a_x), PyArray_DATA(a_dy), t_table, PyArray_DATA(a_dw), v_N, v_C, v_H, v_W, v_K, v_Ho, v_Wo, v_KH, v_KW, v_stride, v_padding, v_dilation);
         }
     }
     Py_END_ALLOW_THREADS
@@ -1185,6 +1196,69 @@ decline:
     Py_RETURN_NONE;
 }
 
+static PyObject *fast_leaky_relu_forward(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    enum { D_E, };
+    Call c = {0};
+    PyArrayObject *a_z = NULL, *a_y = NULL;
+    int64_t v_E;
+    double v_slope;
+    PyObject *result;
+    (void)self;
+    if (!bound_kernels || nargs != 2) {
+        goto decline;
+    }
+    if (!(a_z = flat_floats(&c, args[0], D_E))) goto decline;
+    if (!(real(args[1], &v_slope))) goto decline;
+    v_E = c.dim[D_E];
+    if (!(a_y = empty(PyArray_NDIM(c.shape[D_E]), PyArray_DIMS(c.shape[D_E]), c.type))) goto decline;
+    Py_BEGIN_ALLOW_THREADS
+    if (c.type == NPY_FLOAT) {
+        symconv_leaky_relu_forward_f32_ptr(PyArray_DATA(a_z), PyArray_DATA(a_y), v_E, v_slope);
+    } else {
+        symconv_leaky_relu_forward_f64_ptr(PyArray_DATA(a_z), PyArray_DATA(a_y), v_E, v_slope);
+    }
+    Py_END_ALLOW_THREADS
+    result = Py_BuildValue("N", a_y);
+    return result;
+decline:
+    Py_XDECREF(a_y);
+    PyErr_Clear();
+    Py_RETURN_NONE;
+}
+
+static PyObject *fast_leaky_relu_backward(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    enum { D_E, };
+    Call c = {0};
+    PyArrayObject *a_dy = NULL, *a_z = NULL, *a_dz = NULL;
+    int64_t v_E;
+    double v_slope;
+    PyObject *result;
+    (void)self;
+    if (!bound_kernels || nargs != 3) {
+        goto decline;
+    }
+    if (!(a_dy = flat_floats(&c, args[0], D_E))) goto decline;
+    if (!(a_z = flat_floats(&c, args[1], D_E))) goto decline;
+    if (!(real(args[2], &v_slope))) goto decline;
+    v_E = c.dim[D_E];
+    if (!(a_dz = empty(PyArray_NDIM(c.shape[D_E]), PyArray_DIMS(c.shape[D_E]), c.type))) goto decline;
+    Py_BEGIN_ALLOW_THREADS
+    if (c.type == NPY_FLOAT) {
+        symconv_leaky_relu_backward_f32_ptr(PyArray_DATA(a_dy), PyArray_DATA(a_z), PyArray_DATA(a_dz), v_E, v_slope);
+    } else {
+        symconv_leaky_relu_backward_f64_ptr(PyArray_DATA(a_dy), PyArray_DATA(a_z), PyArray_DATA(a_dz), v_E, v_slope);
+    }
+    Py_END_ALLOW_THREADS
+    result = Py_BuildValue("N", a_dz);
+    return result;
+decline:
+    Py_XDECREF(a_dz);
+    PyErr_Clear();
+    Py_RETURN_NONE;
+}
+
 static PyObject *fast_dense_forward(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     enum { D_N, D_I, D_O, };
@@ -1645,13 +1719,13 @@ decline:
 /* bind(addresses): the addresses of the kernels, in the order of FAST_SYMBOLS. */
 static PyObject *bind(PyObject *self, PyObject *addresses)
 {
-    void *p[92];
+    void *p[96];
     (void)self;
-    if (!PyTuple_CheckExact(addresses) || PyTuple_GET_SIZE(addresses) != 92) {
-        PyErr_SetString(PyExc_TypeError, "bind: addresses must be a tuple of 92 ints");
+    if (!PyTuple_CheckExact(addresses) || PyTuple_GET_SIZE(addresses) != 96) {
+        PyErr_SetString(PyExc_TypeError, "bind: addresses must be a tuple of 96 ints");
         return NULL;
     }
-    for (Py_ssize_t i = 0; i < 92; ++i) {
+    for (Py_ssize_t i = 0; i < 96; ++i) {
         p[i] = PyLong_AsVoidPtr(PyTuple_GET_ITEM(addresses, i));
         if (p[i] == NULL) {
             if (!PyErr_Occurred()) {
@@ -1694,64 +1768,68 @@ static PyObject *bind(PyObject *self, PyObject *addresses)
     symconv_relu_forward_f64_ptr = (symconv_relu_forward_f64_fn *)p[31];
     symconv_relu_backward_f32_ptr = (symconv_relu_backward_f32_fn *)p[32];
     symconv_relu_backward_f64_ptr = (symconv_relu_backward_f64_fn *)p[33];
-    symconv_dense_forward_f32_ptr = (symconv_dense_forward_f32_fn *)p[34];
-    symconv_dense_forward_f64_ptr = (symconv_dense_forward_f64_fn *)p[35];
-    symconv_dense_backward_f32_ptr = (symconv_dense_backward_f32_fn *)p[36];
-    symconv_dense_backward_f64_ptr = (symconv_dense_backward_f64_fn *)p[37];
-    symconv_rbf_forward_f32_ptr = (symconv_rbf_forward_f32_fn *)p[38];
-    symconv_rbf_forward_f64_ptr = (symconv_rbf_forward_f64_fn *)p[39];
-    symconv_rbf_backward_f32_ptr = (symconv_rbf_backward_f32_fn *)p[40];
-    symconv_rbf_backward_f64_ptr = (symconv_rbf_backward_f64_fn *)p[41];
-    symconv_map_loss_forward_f32_ptr = (symconv_map_loss_forward_f32_fn *)p[42];
-    symconv_map_loss_forward_f64_ptr = (symconv_map_loss_forward_f64_fn *)p[43];
-    symconv_map_loss_backward_f32_ptr = (symconv_map_loss_backward_f32_fn *)p[44];
-    symconv_map_loss_backward_f64_ptr = (symconv_map_loss_backward_f64_fn *)p[45];
-    symconv_squared_error_forward_f32_ptr = (symconv_squared_error_forward_f32_fn *)p[46];
-    symconv_squared_error_forward_f64_ptr = (symconv_squared_error_forward_f64_fn *)p[47];
-    symconv_squared_error_backward_f32_ptr = (symconv_squared_error_backward_f32_fn *)p[48];
-    symconv_squared_error_backward_f64_ptr = (symconv_squared_error_backward_f64_fn *)p[49];
-    symconv_softmax_xent_forward_f32_ptr = (symconv_softmax_xent_forward_f32_fn *)p[50];
-    symconv_softmax_xent_forward_f64_ptr = (symconv_softmax_xent_forward_f64_fn *)p[51];
-    symconv_softmax_xent_backward_f32_ptr = (symconv_softmax_xent_backward_f32_fn *)p[52];
-    symconv_softmax_xent_backward_f64_ptr = (symconv_softmax_xent_backward_f64_fn *)p[53];
-    symconv_sdlm_update_f32_ptr = (symconv_sdlm_update_f32_fn *)p[54];
-    symconv_sdlm_update_f64_ptr = (symconv_sdlm_update_f64_fn *)p[55];
-    symconv_sgd_momentum_update_f32_ptr = (symconv_sgd_momentum_update_f32_fn *)p[56];
-    symconv_sgd_momentum_update_f64_ptr = (symconv_sgd_momentum_update_f64_fn *)p[57];
-    symconv_conv2d_forward_C1_f32_ptr = (symconv_conv2d_forward_C1_f32_fn *)p[58];
-    symconv_conv2d_forward_C1_f64_ptr = (symconv_conv2d_forward_C1_f64_fn *)p[59];
-    symconv_conv2d_backward_data_C1_f32_ptr = (symconv_conv2d_backward_data_C1_f32_fn *)p[60];
-    symconv_conv2d_backward_data_C1_f64_ptr = (symconv_conv2d_backward_data_C1_f64_fn *)p[61];
-    symconv_conv2d_backward_filter_C1_f32_ptr = (symconv_conv2d_backward_filter_C1_f32_fn *)p[62];
-    symconv_conv2d_backward_filter_C1_f64_ptr = (symconv_conv2d_backward_filter_C1_f64_fn *)p[63];
-    symconv_subsample_forward_S2_f32_ptr = (symconv_subsample_forward_S2_f32_fn *)p[64];
-    symconv_subsample_forward_S2_f64_ptr = (symconv_subsample_forward_S2_f64_fn *)p[65];
-    symconv_subsample_backward_S2_f32_ptr = (symconv_subsample_backward_S2_f32_fn *)p[66];
-    symconv_subsample_backward_S2_f64_ptr = (symconv_subsample_backward_S2_f64_fn *)p[67];
-    symconv_conv2d_forward_C3_f32_ptr = (symconv_conv2d_forward_C3_f32_fn *)p[68];
-    symconv_conv2d_forward_C3_f64_ptr = (symconv_conv2d_forward_C3_f64_fn *)p[69];
-    symconv_conv2d_backward_data_C3_f32_ptr = (symconv_conv2d_backward_data_C3_f32_fn *)p[70];
-    symconv_conv2d_backward_data_C3_f64_ptr = (symconv_conv2d_backward_data_C3_f64_fn *)p[71];
-    symconv_conv2d_backward_filter_C3_f32_ptr = (symconv_conv2d_backward_filter_C3_f32_fn *)p[72];
-    symconv_conv2d_backward_filter_C3_f64_ptr = (symconv_conv2d_backward_filter_C3_f64_fn *)p[73];
-    symconv_subsample_forward_S4_f32_ptr = (symconv_subsample_forward_S4_f32_fn *)p[74];
-    symconv_subsample_forward_S4_f64_ptr = (symconv_subsample_forward_S4_f64_fn *)p[75];
-    symconv_subsample_backward_S4_f32_ptr = (symconv_subsample_backward_S4_f32_fn *)p[76];
-    symconv_subsample_backward_S4_f64_ptr = (symconv_subsample_backward_S4_f64_fn *)p[77];
-    symconv_conv2d_forward_C5_f32_ptr = (symconv_conv2d_forward_C5_f32_fn *)p[78];
-    symconv_conv2d_forward_C5_f64_ptr = (symconv_conv2d_forward_C5_f64_fn *)p[79];
-    symconv_conv2d_backward_data_C5_f32_ptr = (symconv_conv2d_backward_data_C5_f32_fn *)p[80];
-    symconv_conv2d_backward_data_C5_f64_ptr = (symconv_conv2d_backward_data_C5_f64_fn *)p[81];
-    symconv_conv2d_backward_filter_C5_f32_ptr = (symconv_conv2d_backward_filter_C5_f32_fn *)p[82];
-    symconv_conv2d_backward_filter_C5_f64_ptr = (symconv_conv2d_backward_filter_C5_f64_fn *)p[83];
-    symconv_dense_forward_F6_f32_ptr = (symconv_dense_forward_F6_f32_fn *)p[84];
-    symconv_dense_forward_F6_f64_ptr = (symconv_dense_forward_F6_f64_fn *)p[85];
-    symconv_dense_backward_F6_f32_ptr = (symconv_dense_backward_F6_f32_fn *)p[86];
-    symconv_dense_backward_F6_f64_ptr = (symconv_dense_backward_F6_f64_fn *)p[87];
-    symconv_rbf_forward_OUTPUT_f32_ptr = (symconv_rbf_forward_OUTPUT_f32_fn *)p[88];
-    symconv_rbf_forward_OUTPUT_f64_ptr = (symconv_rbf_forward_OUTPUT_f64_fn *)p[89];
-    symconv_rbf_backward_OUTPUT_f32_ptr = (symconv_rbf_backward_OUTPUT_f32_fn *)p[90];
-    symconv_rbf_backward_OUTPUT_f64_ptr = (symconv_rbf_backward_OUTPUT_f64_fn *)p[91];
+    symconv_leaky_relu_forward_f32_ptr = (symconv_leaky_relu_forward_f32_fn *)p[34];
+    symconv_leaky_relu_forward_f64_ptr = (symconv_leaky_relu_forward_f64_fn *)p[35];
+    symconv_leaky_relu_backward_f32_ptr = (symconv_leaky_relu_backward_f32_fn *)p[36];
+    symconv_leaky_relu_backward_f64_ptr = (symconv_leaky_relu_backward_f64_fn *)p[37];
+    symconv_dense_forward_f32_ptr = (symconv_dense_forward_f32_fn *)p[38];
+    symconv_dense_forward_f64_ptr = (symconv_dense_forward_f64_fn *)p[39];
+    symconv_dense_backward_f32_ptr = (symconv_dense_backward_f32_fn *)p[40];
+    symconv_dense_backward_f64_ptr = (symconv_dense_backward_f64_fn *)p[41];
+    symconv_rbf_forward_f32_ptr = (symconv_rbf_forward_f32_fn *)p[42];
+    symconv_rbf_forward_f64_ptr = (symconv_rbf_forward_f64_fn *)p[43];
+    symconv_rbf_backward_f32_ptr = (symconv_rbf_backward_f32_fn *)p[44];
+    symconv_rbf_backward_f64_ptr = (symconv_rbf_backward_f64_fn *)p[45];
+    symconv_map_loss_forward_f32_ptr = (symconv_map_loss_forward_f32_fn *)p[46];
+    symconv_map_loss_forward_f64_ptr = (symconv_map_loss_forward_f64_fn *)p[47];
+    symconv_map_loss_backward_f32_ptr = (symconv_map_loss_backward_f32_fn *)p[48];
+    symconv_map_loss_backward_f64_ptr = (symconv_map_loss_backward_f64_fn *)p[49];
+    symconv_squared_error_forward_f32_ptr = (symconv_squared_error_forward_f32_fn *)p[50];
+    symconv_squared_error_forward_f64_ptr = (symconv_squared_error_forward_f64_fn *)p[51];
+    symconv_squared_error_backward_f32_ptr = (symconv_squared_error_backward_f32_fn *)p[52];
+    symconv_squared_error_backward_f64_ptr = (symconv_squared_error_backward_f64_fn *)p[53];
+    symconv_softmax_xent_forward_f32_ptr = (symconv_softmax_xent_forward_f32_fn *)p[54];
+    symconv_softmax_xent_forward_f64_ptr = (symconv_softmax_xent_forward_f64_fn *)p[55];
+    symconv_softmax_xent_backward_f32_ptr = (symconv_softmax_xent_backward_f32_fn *)p[56];
+    symconv_softmax_xent_backward_f64_ptr = (symconv_softmax_xent_backward_f64_fn *)p[57];
+    symconv_sdlm_update_f32_ptr = (symconv_sdlm_update_f32_fn *)p[58];
+    symconv_sdlm_update_f64_ptr = (symconv_sdlm_update_f64_fn *)p[59];
+    symconv_sgd_momentum_update_f32_ptr = (symconv_sgd_momentum_update_f32_fn *)p[60];
+    symconv_sgd_momentum_update_f64_ptr = (symconv_sgd_momentum_update_f64_fn *)p[61];
+    symconv_conv2d_forward_C1_f32_ptr = (symconv_conv2d_forward_C1_f32_fn *)p[62];
+    symconv_conv2d_forward_C1_f64_ptr = (symconv_conv2d_forward_C1_f64_fn *)p[63];
+    symconv_conv2d_backward_data_C1_f32_ptr = (symconv_conv2d_backward_data_C1_f32_fn *)p[64];
+    symconv_conv2d_backward_data_C1_f64_ptr = (symconv_conv2d_backward_data_C1_f64_fn *)p[65];
+    symconv_conv2d_backward_filter_C1_f32_ptr = (symconv_conv2d_backward_filter_C1_f32_fn *)p[66];
+    symconv_conv2d_backward_filter_C1_f64_ptr = (symconv_conv2d_backward_filter_C1_f64_fn *)p[67];
+    symconv_subsample_forward_S2_f32_ptr = (symconv_subsample_forward_S2_f32_fn *)p[68];
+    symconv_subsample_forward_S2_f64_ptr = (symconv_subsample_forward_S2_f64_fn *)p[69];
+    symconv_subsample_backward_S2_f32_ptr = (symconv_subsample_backward_S2_f32_fn *)p[70];
+    symconv_subsample_backward_S2_f64_ptr = (symconv_subsample_backward_S2_f64_fn *)p[71];
+    symconv_conv2d_forward_C3_f32_ptr = (symconv_conv2d_forward_C3_f32_fn *)p[72];
+    symconv_conv2d_forward_C3_f64_ptr = (symconv_conv2d_forward_C3_f64_fn *)p[73];
+    symconv_conv2d_backward_data_C3_f32_ptr = (symconv_conv2d_backward_data_C3_f32_fn *)p[74];
+    symconv_conv2d_backward_data_C3_f64_ptr = (symconv_conv2d_backward_data_C3_f64_fn *)p[75];
+    symconv_conv2d_backward_filter_C3_f32_ptr = (symconv_conv2d_backward_filter_C3_f32_fn *)p[76];
+    symconv_conv2d_backward_filter_C3_f64_ptr = (symconv_conv2d_backward_filter_C3_f64_fn *)p[77];
+    symconv_subsample_forward_S4_f32_ptr = (symconv_subsample_forward_S4_f32_fn *)p[78];
+    symconv_subsample_forward_S4_f64_ptr = (symconv_subsample_forward_S4_f64_fn *)p[79];
+    symconv_subsample_backward_S4_f32_ptr = (symconv_subsample_backward_S4_f32_fn *)p[80];
+    symconv_subsample_backward_S4_f64_ptr = (symconv_subsample_backward_S4_f64_fn *)p[81];
+    symconv_conv2d_forward_C5_f32_ptr = (symconv_conv2d_forward_C5_f32_fn *)p[82];
+    symconv_conv2d_forward_C5_f64_ptr = (symconv_conv2d_forward_C5_f64_fn *)p[83];
+    symconv_conv2d_backward_data_C5_f32_ptr = (symconv_conv2d_backward_data_C5_f32_fn *)p[84];
+    symconv_conv2d_backward_data_C5_f64_ptr = (symconv_conv2d_backward_data_C5_f64_fn *)p[85];
+    symconv_conv2d_backward_filter_C5_f32_ptr = (symconv_conv2d_backward_filter_C5_f32_fn *)p[86];
+    symconv_conv2d_backward_filter_C5_f64_ptr = (symconv_conv2d_backward_filter_C5_f64_fn *)p[87];
+    symconv_dense_forward_F6_f32_ptr = (symconv_dense_forward_F6_f32_fn *)p[88];
+    symconv_dense_forward_F6_f64_ptr = (symconv_dense_forward_F6_f64_fn *)p[89];
+    symconv_dense_backward_F6_f32_ptr = (symconv_dense_backward_F6_f32_fn *)p[90];
+    symconv_dense_backward_F6_f64_ptr = (symconv_dense_backward_F6_f64_fn *)p[91];
+    symconv_rbf_forward_OUTPUT_f32_ptr = (symconv_rbf_forward_OUTPUT_f32_fn *)p[92];
+    symconv_rbf_forward_OUTPUT_f64_ptr = (symconv_rbf_forward_OUTPUT_f64_fn *)p[93];
+    symconv_rbf_backward_OUTPUT_f32_ptr = (symconv_rbf_backward_OUTPUT_f32_fn *)p[94];
+    symconv_rbf_backward_OUTPUT_f64_ptr = (symconv_rbf_backward_OUTPUT_f64_fn *)p[95];
     bound_kernels = 1;
     Py_RETURN_NONE;
 }
@@ -1792,6 +1870,10 @@ static PyMethodDef methods[] = {
      "relu_forward(*args): the outputs, or None to decline to the checked Python path."},
     {"relu_backward", (PyCFunction)(void (*)(void))fast_relu_backward, METH_FASTCALL,
      "relu_backward(*args): the outputs, or None to decline to the checked Python path."},
+    {"leaky_relu_forward", (PyCFunction)(void (*)(void))fast_leaky_relu_forward, METH_FASTCALL,
+     "leaky_relu_forward(*args): the outputs, or None to decline to the checked Python path."},
+    {"leaky_relu_backward", (PyCFunction)(void (*)(void))fast_leaky_relu_backward, METH_FASTCALL,
+     "leaky_relu_backward(*args): the outputs, or None to decline to the checked Python path."},
     {"dense_forward", (PyCFunction)(void (*)(void))fast_dense_forward, METH_FASTCALL,
      "dense_forward(*args): the outputs, or None to decline to the checked Python path."},
     {"dense_backward", (PyCFunction)(void (*)(void))fast_dense_backward, METH_FASTCALL,
