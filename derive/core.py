@@ -164,7 +164,10 @@ class Step:
         ──⎝x ⎠ = 2⋅x
         dx
         """
-        if self.latex is not None and (_placeholder(self.lhs) or _placeholder(self.rhs)):
+        names_only = isinstance(self.lhs, sp.Symbol) and isinstance(self.rhs, sp.Symbol)
+        if self.latex is not None and (
+            names_only or _placeholder(self.lhs) or _placeholder(self.rhs)
+        ):
             return math_text(self.latex)  # a side that only names the claim: its LaTeX
         if self.lhs == self.rhs:
             if self.latex is not None and " = " in self.latex:  # name the computed side
