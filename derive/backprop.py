@@ -320,9 +320,9 @@ def _case1_max() -> Derivation:
         "情况一: 当前层之后为 Pooling 层 (Max Pooling: 记录 Max 值的来源位置)",
         steps,
         summary=(
-            "When a max-pooling layer follows, up() is replaced by routing: the forward pass "
-            "records where each window's maximum came from, and $\\delta_k$ goes there, unchanged "
-            "(times $\\beta_k$ and $f'(z_j)$); the rest of the window gets 0."
+            "When a max-pooling layer follows, $\\mathrm{up}$ is replaced by routing: the forward "
+            "pass records where each window's maximum came from, and $\\delta_k$ goes there, "
+            "unchanged (times $\\beta_k$ and $f'(z_j)$); the rest of the window gets 0."
         ),
         data={
             "example": {
