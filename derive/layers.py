@@ -462,9 +462,10 @@ def _conv_forward() -> Derivation:
         Step(
             sp.Matrix(s[0].tolist()),
             structural,
-            "The lecture's z_j = sum_{i in M_j} a_i * k_ji + b_j, written entry by entry from "
-            "S(i,j) = sum_m sum_n I(i+m, j+n) K(m, n), equals the sum over connected input "
-            "maps of the valid cross-correlations plus the bias (2 input maps, 3x3, 2x2 kernels).",
+            "The lecture's $z_j = \\sum_{i \\in M_j} a_i * k_{ji} + b_j$, written entry by entry "
+            "from $S(i,j) = \\sum_m \\sum_n I(i+m, j+n) K(m, n)$, equals the sum over connected "
+            "input maps of the valid cross-correlations plus the bias (2 input maps, 3×3, 2×2 "
+            "kernels).",
             check=lambda: same(sp.Matrix(s[0].tolist()), structural),
             note="expansion of both sides",
             latex=two_lines(
@@ -475,9 +476,10 @@ def _conv_forward() -> Derivation:
         Step(
             sp.Symbol("z_k[i,j]"),
             sp.Symbol("S_k[i,j]"),
-            "With stride s, zero padding p and a connection table M_k, the explicit definition "
-            "equals b_k + sum_{c in M_k} xcorr2d(x_c, w_kc, s, p) "
-            "(cases: n_in, n_out, h, w, kh, kw, s, p, table).",
+            "With stride $s$, zero padding $p$ and a connection table $M_k$, the explicit "
+            "definition equals $b_k$ plus the strided, padded cross-correlations "
+            "$\\sum_{c \\in M_k} \\mathrm{xcorr}(x_c, w_{kc}, s, p)$ (cases: input and output "
+            "maps, h, w, kh, kw, s, p, table).",
             method=EXHAUSTIVE,
             check=_forward_matches,
             cases=_FORWARD_CASES,
@@ -490,13 +492,13 @@ def _conv_forward() -> Derivation:
     return Derivation(
         "layer.conv_forward",
         "Convolution layer forward pass",
-        "卷积层的前向计算 (z_j = Σ_{i∈M_j} a_i * k_ji + b_j, a_j = f(z_j))",
+        r"卷积层的前向计算 ($z_j = \sum_{i \in M_j} a_i * k_{ji} + b_j$, $a_j = f(z_j)$)",
         steps,
         summary=(
-            "A convolution layer sums, over the input maps M_j connected to output map j, the "
-            "valid cross-correlation of each input map with its kernel, adds one bias per map "
-            "and applies f element-wise (a_j = f(z_j)). The structural form is proven equal to "
-            "the index definition, including stride, padding and a partial connection table."
+            "A convolution layer sums, over the input maps $M_j$ connected to output map $j$, the "
+            "valid cross-correlation of each input map with its kernel, adds one bias per map and "
+            "applies $f$ element-wise ($a_j = f(z_j)$). The structural form is proven equal to the "
+            "index definition, including stride, padding and a partial connection table."
         ),
         data={"explicit": s, "structural": structural},
     )
@@ -552,8 +554,9 @@ def _pool_forward() -> Derivation:
         Step(
             mean_z,
             beta * p4 * a * p4.T / 4 + bias * sp.ones(2, 2),
-            "Mean pooling: z_k = beta_k down(a_j) + b_k with down() the mean of each 2x2 window; "
-            "as matrices down(a) = P a P^T / n^2 with P = I ⊗ 1_{1×n} (4x4 input).",
+            "Mean pooling: $z_k = \\beta_k \\mathrm{down}(a_j) + b_k$ with $\\mathrm{down}$ the "
+            "mean of each 2×2 window; as matrices $\\mathrm{down}(a) = P a P^T / n^2$ with $P = I "
+            "\\otimes 1_{1 \\times n}$ (4×4 input).",
             check=lambda: same(mean_z, beta * p4 * a * p4.T / 4 + bias * sp.ones(2, 2)),
             note="expansion of both sides",
             latex=two_lines(
@@ -564,8 +567,9 @@ def _pool_forward() -> Derivation:
         Step(
             sp.Symbol("<down(a),d>"),
             sp.Symbol("<a,up(d)>"),
-            "For every size (h, w, n): down(a) = P_h a P_w^T / n^2, and the lecture's "
-            "up(x) = x ⊗ 1_{n×n} / n^2 is its adjoint: <down(a), d> = <a, up(d)>.",
+            "For every size $(h, w, n)$: $\\mathrm{down}(a) = P_h a P_w^T / n^2$, and the "
+            "lecture's $\\mathrm{up}(x) = x \\otimes 1_{n \\times n} / n^2$ is its adjoint: "
+            "$\\langle \\mathrm{down}(a), d \\rangle = \\langle a, \\mathrm{up}(d) \\rangle$.",
             method=EXHAUSTIVE,
             check=_mean_pool_cases_ok,
             cases=((2, 2, 2), (4, 4, 2), (4, 6, 2), (6, 6, 3), (6, 4, 2)),
@@ -588,7 +592,7 @@ def _pool_forward() -> Derivation:
             lenet_z + bias * sp.ones(2, 2),
             (4 * coef) * down_mean(a, 2) + bias * sp.ones(2, 2),
             "LeNet-5's S2/S4 subsampling (the four inputs summed, times a trainable coefficient, "
-            "plus a trainable bias) is mean pooling with beta_k = n^2 c_k.",
+            "plus a trainable bias) is mean pooling with $\\beta_k = n^2 c_k$.",
             check=lambda: same(
                 lenet_z + bias * sp.ones(2, 2), 4 * coef * down_mean(a, 2) + bias * sp.ones(2, 2)
             ),
@@ -602,13 +606,13 @@ def _pool_forward() -> Derivation:
     return Derivation(
         "layer.pool_forward",
         "Pooling layer forward pass",
-        "Pooling 层的前向计算 (z_k = β_k down(a_j) + b_k)",
+        r"Pooling 层的前向计算 ($z_k = \beta_k \mathrm{down}(a_j) + b_k$)",
         steps,
         summary=(
-            "A pooling layer maps each non-overlapping n x n window to one value, scales it by "
-            "beta_k and adds b_k (the lecture notes beta may be 1 and b 0). Mean down() is a "
-            "linear map whose adjoint is the lecture's up(); max down() selects and records the "
-            "window's maximum. LeNet-5's trainable subsampling is the mean case with "
-            "beta_k = n^2 c_k."
+            "A pooling layer maps each non-overlapping $n \\times n$ window to one value, scales "
+            "it by $\\beta_k$ and adds $b_k$ (the lecture notes $\\beta$ may be 1 and $b$ 0). Mean "
+            "$\\mathrm{down}$ is a linear map whose adjoint is the lecture's $\\mathrm{up}$; max "
+            "$\\mathrm{down}$ selects and records the window's maximum. LeNet-5's trainable "
+            "subsampling is the mean case with $\\beta_k = n^2 c_k$."
         ),
     )
