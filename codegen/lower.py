@@ -173,7 +173,7 @@ def clip_range(spec: KernelSpec, nest: Nest, var: str, env: dict) -> tuple[sp.Ex
     >>> from derive.kernels import load_table
     >>> spec = load_table()["conv2d_forward"]
     >>> clip_range(spec, spec.nests[1], "i", {})[0]
-    Max(0, CeilDiv(Max(0, padding - u), stride))
+    Max(0, CeilDiv(Max(0, -dilation*u + padding), stride))
     """
     lo, hi = (sp.sympify(b).subs(env) for b in spec.range_of(var))
     if not nest.clip or var in nest.taps:  # taps are outer: the loops inside them are clipped

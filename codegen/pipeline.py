@@ -14,6 +14,8 @@ Examples
 from __future__ import annotations
 
 import hashlib
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from codegen import lenet5_step, lower, printers, render
@@ -28,15 +30,19 @@ def kernel_table() -> dict[str, KernelSpec]:
     return load_table()
 
 
-def proven_table() -> dict[str, KernelSpec]:
-    """Stage 1a: the table, once every kernel is proven against its derivation.
+def proven(table: dict[str, KernelSpec], emit):
+    """Stage 1a: ``emit(table)``, returned only once every kernel of ``table`` is proven
+    against its derivation.
 
+    Missing proofs run in worker processes (one per core) while ``emit`` runs here.
     Raises :class:`derive.proofs.ProofError` naming each unproven kernel and a failing
-    case; nothing is generated from an unproven table.
+    case: nothing generated from an unproven table leaves this function.
     """
-    table = kernel_table()
-    proofs.require_proven(table)
-    return table
+    with ThreadPoolExecutor(1) as background:
+        proving = background.submit(proofs.require_proven, table, os.cpu_count() or 1)
+        out = emit(table)
+        proving.result()
+    return out
 
 
 def module_for(derivation: str) -> str:
@@ -299,7 +305,11 @@ def _pyrepr_dict(d: dict) -> str:
 
 def generate() -> dict[str, str]:
     """Every generated file, ``{path relative to generated/: text}`` (of a proven table)."""
-    table = proven_table()
+    return proven(kernel_table(), _emit)
+
+
+def _emit(table: dict[str, KernelSpec]) -> dict[str, str]:
+    """Stages 2-4 for every file (:func:`generate` releases them once proven)."""
     functions = c_functions(table)
     return {
         "_runtime.py": runtime_module(),

@@ -190,7 +190,12 @@ class CPrinter(C99CodePrinter):
 
     def _print_FloorDiv(self, expr):
         a, b = (self._print(x) for x in expr.args)
-        return f"({a})/({b})"
+        return f"(({a})/({b}))"
+
+    def _print_Mod(self, expr):
+        # Only index arithmetic uses Mod (a flat position's column): integers >= 0.
+        a, b = (self._print(x) for x in expr.args)
+        return f"(({a}) % ({b}))"
 
     # --- statements -------------------------------------------------------------------
 

@@ -75,8 +75,8 @@ class Check:
     """One step of a call's validation, as both the Python checks and the C fast path
     render it: ``op`` names the ``_runtime.Args`` method (``dim`` reads a bound size).
 
-    ``dims`` are an array's or a size pair's size names, a value bound's size name
-    (``below``) or an argmax window's ``(H, W, size)`` (``in_windows``).
+    ``dims`` are an array's or a size pair's size names, or the sizes whose product
+    bounds an int64 array's values (``below``).
     """
 
     op: str
@@ -95,7 +95,7 @@ def validation(spec: KernelSpec) -> list[Check]:
 
     >>> from derive.kernels import load_table
     >>> [(c.op, c.name) for c in validation(load_table()["avgpool2d_forward"])][:4]
-    [('floats', 'x'), ('integer', 'size'), ('dim', 'N'), ('dim', 'C')]
+    [('floats', 'x'), ('integer', 'size'), ('integer', 'stride'), ('integer', 'padding')]
     """
     steps = []
     for a in spec.inputs:
@@ -115,8 +115,6 @@ def validation(spec: KernelSpec) -> list[Check]:
     for a in spec.inputs:
         if a.bounds:
             steps.append(Check("below", a.name, a.bounds))
-        if a.window:
-            steps.append(Check("in_windows", a.name, a.window))
     return steps
 
 
@@ -152,8 +150,6 @@ def _python_check(c: Check, printer: printers.NumpyPrinter) -> str:
         case "below":
             bound = "*".join(c.dims)
             return f'_a.below("{n}", {n}, {bound}, "{bound}")'
-        case "in_windows":
-            return f'_a.in_windows("{n}", {n}, {", ".join(c.dims)})'
     raise ValueError(f"unknown check {c.op!r}")
 
 
@@ -282,7 +278,7 @@ def fast_kernel(spec: KernelSpec, variants: list[tuple[str, dict]], arg_kinds: d
     used |= {n for v, fixed in variants for n in fixed if n != "table"}
     used |= {n for kinds in arg_kinds.values() for n, kind in kinds if kind != "array"}
     used |= {d for a in spec.arrays if a.role != IN and not a.flat for d in a.dims}
-    used |= {d for a in spec.inputs for d in a.bounds + a.window}
+    used |= {d for a in spec.inputs for d in a.bounds}
     scalars = [p.name for p in spec.params if p.kind != "hw"]
     return {
         "name": spec.name,
@@ -410,8 +406,6 @@ def _c_check(c: Check, printer: printers.CheckPrinter, arg: str, used: set) -> l
             return [_need(printer.doprint(c.formula))]
         case "below":
             return [_need(f"below(a_{n}, {' * '.join(f'v_{d}' for d in c.dims)})")]
-        case "in_windows":
-            return [_need(f"in_windows(a_{n}, {', '.join(f'v_{d}' for d in c.dims)})")]
     raise ValueError(f"unknown check {c.op!r}")
 
 

@@ -43,7 +43,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _list(fresh: bool) -> int:
     labels = render.statuses(fresh=fresh)
-    rows = [(id_, core.title(id_), label) for id_, label in labels.items()]
+    rows = [(id_, render.plain(core.title(id_)), label) for id_, label in labels.items()]
     width = max((len(r[0]) for r in rows), default=0)
     twidth = max((len(r[1]) for r in rows), default=0)
     for id_, title, label in rows:

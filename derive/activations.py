@@ -94,26 +94,26 @@ def _sigmoid() -> Derivation:
         Step(
             sp.diff(fx, x),
             beta * fx * (1 - fx),
-            "sympy.diff of the lecture's f(x) = (1 + e^{-beta x})^{-1} is beta f (1 - f).",
+            "sympy.diff of the lecture's $f(x) = (1 + e^{-\\beta x})^{-1}$ is $\\beta f (1 - f)$.",
             latex=r"\frac{d}{dx}\left(1 + e^{-\beta x}\right)^{-1} = \beta f(x)(1 - f(x))",
         ),
         Step(
-            fx.subs(x, 0),
+            sp.Subs(fx, x, 0),
             sp.Rational(1, 2),
-            "f(0) = 1/2, whatever beta.",
+            "$f(0) = 1/2$, whatever $\\beta$.",
         ),
         Step(
-            sp.diff(fx, x).subs(x, 0),
+            sp.Subs(sp.Derivative(fx, x), x, 0),
             beta / 4,
-            "The slope at 0 is beta/4: beta sets the steepness.",
+            "The slope at 0 is $\\beta/4$: $\\beta$ sets the steepness.",
         ),
     )
     return Derivation(
         "act.sigmoid",
         "Sigmoid with slope β and its derivative",
-        "CNN前向传播 (f(x) = (1 + e^{−βx})^{−1})",
+        r"CNN前向传播 ($f(x) = (1 + e^{-\beta x})^{-1}$)",
         steps,
-        summary="The logistic sigmoid with slope beta; its derivative needs only f itself.",
+        summary="The logistic sigmoid with slope $\\beta$; its derivative needs only $f$ itself.",
     )
 
 
@@ -125,28 +125,30 @@ def _scaled_tanh() -> Derivation:
         Step(
             d,
             amp * slope * (1 - sp.tanh(slope * x) ** 2),
-            "sympy.diff of f(x) = A tanh(S x) (the lecture's a tanh(bx)).",
+            "sympy.diff of $f(x) = A \\tanh(S x)$ (the lecture's $a \\tanh(bx)$).",
             latex=r"\frac{d}{dx} A \tanh(S x) = A S \left(1 - \tanh^2(S x)\right)",
         ),
         Step(
             d,
             slope / amp * (amp**2 - fx**2),
-            "In terms of the output f: f' = (S/A)(A^2 - f^2), so back-propagation can reuse f.",
+            "In terms of the output $f$: $f' = (S/A)(A^2 - f^2)$, so back-propagation can reuse "
+            "$f$.",
             latex=r"f'(x) = \frac{S}{A}\left(A^2 - f(x)^2\right)",
         ),
         Step(
-            scaled_tanh(-x),
+            amp * sp.tanh(-slope * x, evaluate=False),
             -fx,
-            "f is odd: f(-x) = -f(x) (symmetric outputs, as LeNet-5 wants).",
+            "$f$ is odd: $f(-x) = -f(x)$ (symmetric outputs, as LeNet-5 wants).",
         ),
     )
     return Derivation(
         "act.scaled_tanh",
         "Scaled tanh A·tanh(S·x) and its derivative",
-        "CNN前向传播 (f(x) = a tanh(bx))",
+        r"CNN前向传播 ($f(x) = a \tanh(bx)$)",
         steps,
         summary=(
-            "The scaled hyperbolic tangent; LeNet-5 uses A = 1.7159, S = 2/3 (see lenet5.squash)."
+            "The scaled hyperbolic tangent; LeNet-5 uses $A = 1.7159$, $S = 2/3$ (see "
+            "lenet5.squash)."
         ),
     )
 
@@ -169,15 +171,15 @@ def _relu() -> Derivation:
         Step(
             rect,
             (x + sp.Abs(x)) / 2,
-            "max(0, x) = (x + |x|)/2 for real x.",
+            "$\\max(0, x) = (x + |x|)/2$ for real $x$.",
             check=lambda: _relu_split_ok(rect),
             note="proof by cases: x = p > 0, x = -p < 0, x = 0",
         ),
         Step(
             sp.Symbol("Derivative(Max(0, x), x)"),
             sp.Symbol("[x > 0]"),
-            "At every x != 0, sympy.diff gives 1 for x > 0 and 0 for x < 0. At x = 0 ReLU has "
-            "no derivative; the kernels use the subgradient 0 (dy * (z > 0)).",
+            "At every $x \\ne 0$, sympy.diff gives 1 for $x > 0$ and 0 for $x < 0$. At $x = 0$ "
+            "ReLU has no derivative; the kernels use the subgradient 0 ($dy \\cdot [z > 0]$).",
             method=EXHAUSTIVE,
             check=lambda v: sp.diff(rect, x).subs(x, v) == (1 if v > 0 else 0),
             cases=_RELU_POINTS,
@@ -189,7 +191,7 @@ def _relu() -> Derivation:
         "ReLU and its derivative",
         "(not in the lecture; provided by the kernels for comparison)",
         steps,
-        summary="The rectifier max(0, x): derivative 1 for positive inputs, 0 for negative.",
+        summary="The rectifier $\\max(0, x)$: derivative 1 for positive inputs, 0 for negative.",
     )
 
 
@@ -202,8 +204,8 @@ def _leaky_relu() -> Derivation:
         Step(
             f,
             branches,
-            "max(x, 0) + a min(x, 0) is x for x > 0 and a x otherwise (the form the kernels "
-            "compute; a NaN input takes the second branch and stays NaN).",
+            "$\\max(x, 0) + a \\min(x, 0)$ is $x$ for $x > 0$ and $a x$ otherwise (the form the "
+            "kernels compute; a NaN input takes the second branch and stays NaN).",
             check=lambda: (
                 all(_zero((f - branches).subs(x, v)) for v in (sp.Symbol("p", positive=True), 0))
                 and _zero((f - branches).subs(x, -sp.Symbol("p", positive=True)))
@@ -213,8 +215,8 @@ def _leaky_relu() -> Derivation:
         Step(
             sp.Symbol("Derivative(leaky_relu(x, a), x)"),
             sp.Symbol("[x > 0] + a [x < 0]"),
-            "At every x != 0, sympy.diff gives 1 for x > 0 and a for x < 0; at 0 the kernels "
-            "use a (dy * a).",
+            "At every $x \\ne 0$, sympy.diff gives 1 for $x > 0$ and $a$ for $x < 0$; at 0 the "
+            "kernels use $a$ ($dy \\cdot a$).",
             method=EXHAUSTIVE,
             check=lambda v: sp.diff(f, x).subs(x, v) == (1 if v > 0 else a),
             cases=_RELU_POINTS,
@@ -227,7 +229,7 @@ def _leaky_relu() -> Derivation:
         "Leaky ReLU and its derivative",
         "(not in the lecture; provided by the kernels, as torch.nn.functional.leaky_relu)",
         steps,
-        summary="The leaky rectifier: slope 1 for positive inputs, a small slope a otherwise.",
+        summary="The leaky rectifier: slope 1 for positive inputs, a small slope $a$ otherwise.",
     )
 
 
@@ -252,7 +254,8 @@ def _squared_error() -> Derivation:
         Step(
             e,
             sp.Rational(1, 2) * (tv - yv).dot(tv - yv),
-            "E^n = 1/2 sum_k (t_k - y_k)^2 = 1/2 ||t - y||^2 (c = 3 outputs shown).",
+            "$E^n = \\frac12 \\sum_k (t_k - y_k)^2 = \\frac12 \\lVert t - y \\rVert^2$ ($c = 3$ "
+            "outputs shown).",
             latex=r"E^n = \frac{1}{2}\sum_{k=1}^{c}(t_k^n - y_k^n)^2 = "
             r"\frac{1}{2}\lVert t^n - y^n \rVert_2^2",
         ),
@@ -265,8 +268,8 @@ def _squared_error() -> Derivation:
         Step(
             sp.Symbol("dE^N/dy^n"),
             sp.Symbol("y^n - t^n"),
-            "E^N = sum_n E^n: each sample's outputs only enter its own term, so the gradient "
-            "of the N-sample sum w.r.t. y^n is y^n - t^n (cases: N, c).",
+            "$E^N = \\sum_n E^n$: each sample's outputs only enter its own term, so the gradient "
+            "of the $N$-sample sum with respect to $y^n$ is $y^n - t^n$ (cases: $N$, $c$).",
             method=EXHAUSTIVE,
             check=_squared_error_grad_ok,
             cases=((1, 1), (2, 3), (3, 2)),
@@ -317,10 +320,10 @@ def _map() -> Derivation:
         Step(
             e,
             -sp.log(posterior),
-            "E = y_D + log(e^{-j} + sum_i e^{-y_i}) is minus the log of the posterior of the "
-            "correct class D when class i has likelihood e^{-y_i} and a 'rubbish' class has "
-            "e^{-j} (3 classes, D = 0 shown). Minimising it pulls y_D down and pushes the "
-            "other penalties up, unlike plain MSE on y_D.",
+            "$E = y_D + \\log(e^{-j} + \\sum_i e^{-y_i})$ is minus the log of the posterior of the "
+            "correct class $D$ when class $i$ has likelihood $e^{-y_i}$ and a 'rubbish' class has "
+            "$e^{-j}$ (3 classes, $D = 0$ shown). Minimising it pulls $y_D$ down and pushes the "
+            "other penalties up, unlike plain MSE on $y_D$.",
             check=lambda: _zero(sp.expand_log(e + sp.log(posterior), force=True)),
             note="log expanded (all arguments positive) and simplified",
         ),
@@ -339,8 +342,8 @@ def _map() -> Derivation:
         Step(
             grad_sum,
             sp.exp(-j) / denom,
-            "The gradient components sum to e^{-j}/(e^{-j} + sum e^{-y}) > 0: the rubbish class "
-            "keeps the criterion from being minimised by driving every penalty to 0.",
+            "The gradient components sum to $e^{-j}/(e^{-j} + \\sum_i e^{-y_i}) > 0$: the rubbish "
+            "class keeps the criterion from being minimised by driving every penalty to 0.",
             latex=r"\sum_i \frac{\partial E}{\partial y_i} = "
             r"\frac{e^{-j}}{e^{-j} + \sum_k e^{-y_k}}",
         ),
@@ -348,11 +351,11 @@ def _map() -> Derivation:
     return Derivation(
         "loss.map",
         "LeNet-5's MAP criterion and its gradient",
-        "LeNet-5 output layer (RBF 输出 = -log-likelihood); LeCun et al. 1998, eq. (9)",
+        "LeNet-5 output layer (RBF 输出 $= -\\log$ likelihood); LeCun et al. 1998, eq. (9)",
         steps,
         summary=(
-            "LeNet-5 trains its RBF penalties y with the maximum a posteriori criterion; j is a "
-            "positive constant (derive.lenet5.MAP_J). Its gradient is the indicator of the "
+            "LeNet-5 trains its RBF penalties $y$ with the maximum a posteriori criterion; $j$ is "
+            "a positive constant (derive.lenet5.MAP_J). Its gradient is the indicator of the "
             "correct class minus the posterior of each class."
         ),
     )
@@ -366,7 +369,8 @@ def _softmax() -> Derivation:
         Step(
             softmax_xent(z, 0),
             -sp.log(sp.exp(z[0]) / total),
-            "-log softmax(z)_D = -z_D + log sum_i e^{z_i} (3 classes, D = 0 shown).",
+            "$-\\log \\mathrm{softmax}(z)_D = -z_D + \\log \\sum_i e^{z_i}$ (3 classes, $D = 0$ "
+            "shown).",
             check=lambda: _zero(
                 sp.expand_log(softmax_xent(z, 0) + sp.log(sp.exp(z[0]) / total), force=True)
             ),

@@ -105,8 +105,9 @@ def _pool_scalar_chain_rule() -> Step:
     return Step(
         lhs,
         rhs,
-        "Chain rule through one mean-pooling window (J any function of z_k): "
-        "delta_j = dJ/dz_k * dz_k/da_j * f'(z_j) with dz_k/da_j = beta_k / n^2.",
+        "Chain rule through one mean-pooling window ($J$ any function of $z_k$): $\\delta_j = "
+        "\\frac{\\partial J}{\\partial z_k} \\frac{\\partial z_k}{\\partial a_j} f'(z_j)$ with "
+        "$\\frac{\\partial z_k}{\\partial a_j} = \\beta_k / n^2$.",
         check=lambda: sp.simplify(lhs.doit() - rhs.doit()) == 0,
         note="sympy.diff of J(z_k(f(z_1), ..., f(z_4))) minus the product, simplified",
         latex=(
@@ -159,8 +160,10 @@ def _case1_mean() -> Derivation:
         Step(
             sp.Symbol("delta_j"),
             sp.Symbol("beta_k*up(delta_k)*fprime(z_j)"),
-            "For every size (h, w, n): sympy.diff of J = <delta_k, beta down(f(z)) + b> with "
-            "respect to every z_j equals beta * up(delta_k) ⊙ f'(z_j), up(x) = x ⊗ 1_{n×n}/n^2.",
+            "For every size $(h, w, n)$: sympy.diff of $J = \\langle \\delta_k, \\beta\\, "
+            "\\mathrm{down}(f(z)) + b \\rangle$ with respect to every $z_j$ equals $\\beta\\, "
+            "\\mathrm{up}(\\delta_k) \\odot f'(z_j)$, $\\mathrm{up}(x) = x \\otimes 1_{n \\times "
+            "n}/n^2$.",
             method=EXHAUSTIVE,
             check=_mean_chain_ok,
             cases=_CASE1_SIZES,
@@ -172,7 +175,7 @@ def _case1_mean() -> Derivation:
         Step(
             sp.Symbol("sum_window(up(delta_k))"),
             sp.Symbol("delta_k"),
-            "The distributed deltas of each window sum to delta_k (the lecture's requirement).",
+            "The distributed deltas of each window sum to $\\delta_k$ (the lecture's requirement).",
             method=EXHAUSTIVE,
             check=_mean_conserves,
             cases=_CASE1_SIZES,
@@ -181,7 +184,9 @@ def _case1_mean() -> Derivation:
         Step(
             sp.kronecker_product(DELTA_POOL, sp.ones(2, 2)),
             KRON_TABLE,
-            "The lecture's example: delta_k = [[1,3],[2,4]] ⊗ 1_{2×2} is its first 4x4 table.",
+            "The lecture's example: $\\delta_k = "
+            "\\left[\\begin{smallmatrix}1&3\\\\2&4\\end{smallmatrix}\\right]$, $\\delta_k "
+            "\\otimes 1_{2 \\times 2}$ is its first 4×4 table.",
             check=lambda: same(sp.kronecker_product(DELTA_POOL, sp.ones(2, 2)), KRON_TABLE),
             note="exact comparison with the printed table",
             latex=sp.latex(DELTA_POOL) + r" \otimes 1_{2 \times 2} = " + sp.latex(KRON_TABLE),
@@ -189,7 +194,7 @@ def _case1_mean() -> Derivation:
         Step(
             up_mean(DELTA_POOL, 2),
             MEAN_TABLE,
-            "Divided by n^2 = 4 it is the lecture's second table (0.25 / 0.75 / 0.5 / 1).",
+            "Divided by $n^2 = 4$ it is the lecture's second table (0.25 / 0.75 / 0.5 / 1).",
             check=lambda: same(up_mean(DELTA_POOL, 2), MEAN_TABLE),
             note="exact comparison with the printed table",
             latex=r"\mathrm{up}\left("
@@ -201,12 +206,14 @@ def _case1_mean() -> Derivation:
     return Derivation(
         "backprop.case1_mean",
         "Backprop case 1: next layer is mean pooling",
-        "情况一: 当前层之后为 Pooling 层 (Mean Pooling, up(x) = x ⊗ 1_{n×n}/(n×n))",
+        r"情况一: 当前层之后为 Pooling 层 (Mean Pooling, "
+        r"$\mathrm{up}(x) = \frac{x \otimes 1_{n \times n}}{n \times n}$)",
         steps,
         summary=(
-            "When a mean-pooling layer follows, each pooled delta_k is spread evenly over its "
-            "n x n window by the Kronecker up-sampling up(), scaled by beta_k and multiplied "
-            "element-wise by f'(z_j). The lecture's tables show up() alone (beta = 1, f' = 1)."
+            "When a mean-pooling layer follows, each pooled $\\delta_k$ is spread evenly over its "
+            "$n \\times n$ window by the Kronecker up-sampling $\\mathrm{up}$, scaled by "
+            "$\\beta_k$ and multiplied element-wise by $f'(z_j)$. The lecture's tables show "
+            "$\\mathrm{up}$ alone ($\\beta = 1$, $f' = 1$)."
         ),
         data={
             "example": {
@@ -270,10 +277,10 @@ def _case1_max() -> Derivation:
         Step(
             sp.Symbol("dJ/da"),
             sp.Symbol("route(beta_k*delta_k, argmax)"),
-            "For concrete inputs (distinct values in each window), sympy.diff of "
-            "J = <delta_k, beta max-pool(a) + b> at that input equals beta delta_k routed to the "
-            "recorded argmax of each window and 0 elsewhere; delta_j then is that times f'(z_j) "
-            "(element-wise chain rule, as in the mean case).",
+            "For concrete inputs (distinct values in each window), sympy.diff of $J = \\langle "
+            "\\delta_k, \\beta\\, \\mathrm{maxpool}(a) + b \\rangle$ at that input equals $\\beta "
+            "\\delta_k$ routed to the recorded argmax of each window and 0 elsewhere; $\\delta_j$ "
+            "then is that times $f'(z_j)$ (element-wise chain rule, as in the mean case).",
             method=EXHAUSTIVE,
             check=_max_chain_ok,
             cases=_MAX_CHAIN_CASES,
@@ -285,7 +292,7 @@ def _case1_max() -> Derivation:
         Step(
             sp.Symbol("sum_window(route(delta_k))"),
             sp.Symbol("delta_k"),
-            "Routing conserves the sum: each window's routed deltas add up to delta_k.",
+            "Routing conserves the sum: each window's routed deltas add up to $\\delta_k$.",
             method=EXHAUSTIVE,
             check=_max_conserves,
             cases=_MAX_CHAIN_CASES,
@@ -294,9 +301,11 @@ def _case1_max() -> Derivation:
         Step(
             routed,
             MAX_TABLE,
-            "The lecture's example: delta_k = [[1,3],[2,4]] routed with the maxima at "
-            "(1,1), (0,3), (3,1), (3,3) - the positions its table implies; we choose the input "
-            f"{MAX_INPUT.tolist()} whose window maxima are exactly there.",
+            "The lecture's example: $\\delta_k = \\left[\\begin{smallmatrix}1&3\\\\2&4"
+            "\\end{smallmatrix}\\right]$ routed with the maxima at (1,1), (0,3), (3,1), (3,3), "
+            "the positions its table implies; the input $"
+            + sp.latex(MAX_INPUT).replace("matrix", "smallmatrix")
+            + "$ has its window maxima exactly there.",
             check=lambda: same(routed, MAX_TABLE),
             note="exact comparison with the printed table",
             latex=r"\mathrm{route}\left("
@@ -311,9 +320,9 @@ def _case1_max() -> Derivation:
         "情况一: 当前层之后为 Pooling 层 (Max Pooling: 记录 Max 值的来源位置)",
         steps,
         summary=(
-            "When a max-pooling layer follows, up() is replaced by routing: the forward pass "
-            "records where each window's maximum came from, and delta_k goes there, unchanged "
-            "(times beta_k and f'(z_j)); the rest of the window gets 0."
+            "When a max-pooling layer follows, $\\mathrm{up}$ is replaced by routing: the forward "
+            "pass records where each window's maximum came from, and $\\delta_k$ goes there, "
+            "unchanged (times $\\beta_k$ and $f'(z_j)$); the rest of the window gets 0."
         ),
         data={
             "example": {
@@ -399,10 +408,11 @@ def _case2() -> Derivation:
         Step(
             sp.Symbol("delta_j"),
             sp.Symbol("sum_K conv_full(delta_K, k_Kj)*fprime(z_j)"),
-            "Chain rule, exhaustively on explicit layers (cases: input maps, output maps, "
-            "input side, kernel side): sympy.diff of J = sum_K <delta_K, z_K> with "
-            "z_K = sum_j a_j ⋆ k_Kj + b_K and a_j = f(z_j), with respect to every z_j, equals "
-            "the sum over K of the full convolution of delta_K with k_Kj, times f'(z_j).",
+            "Chain rule, exhaustively on explicit layers (cases: input maps, output maps, input "
+            "side, kernel side): sympy.diff of $J = \\sum_K \\langle \\delta_K, z_K \\rangle$ with "
+            "$z_K = \\sum_j a_j \\star k_{Kj} + b_K$ and $a_j = f(z_j)$, with respect to every "
+            "$z_j$, equals the sum over $K$ of the full convolution of $\\delta_K$ with $k_{Kj}$, "
+            "times $f'(z_j)$.",
             method=EXHAUSTIVE,
             check=_case2_chain_ok,
             cases=((1, 1, 3, 2), (2, 2, 3, 2), (2, 2, 4, 2), (2, 2, 4, 3), (1, 2, 5, 3)),
@@ -413,8 +423,8 @@ def _case2() -> Derivation:
         Step(
             sp.Symbol("conv_full(d, k)"),
             sp.Symbol("xcorr_valid(pad(d, K-1), rot180(k))"),
-            "The full convolution is the valid cross-correlation of delta zero-padded by K-1 "
-            "with the kernel rotated by 180 degrees (cases: delta side, kernel side).",
+            "The full convolution is the valid cross-correlation of $\\delta$ zero-padded by $K - "
+            "1$ with the kernel rotated by 180° (cases: $\\delta$ side, kernel side).",
             method=EXHAUSTIVE,
             check=_full_is_rotated_xcorr,
             cases=((2, 2), (3, 2), (2, 3), (4, 3)),
@@ -427,32 +437,33 @@ def _case2() -> Derivation:
             r"\mathrm{pad}_1(\delta_1)",
             pad(DELTA_A, 1),
             PADDED_A,
-            "The lecture's first map delta_1 padded by 1.",
+            "The lecture's first map $\\delta_1$ padded by 1.",
         ),
         _table_step(
             r"\delta_1 \otimes k_1",
             sp.kronecker_product(DELTA_A, KERNEL_A),
             BLOCKS_A,
-            "The lecture's 4x4 table for delta_1 and k_1 = [[0.1,0.2],[0.2,0.4]] is the "
-            "copies delta_1[m,n] k_1 side by side (delta_1 ⊗ k_1).",
+            "The lecture's 4×4 table for $\\delta_1$ and $k_1 = "
+            "\\left[\\begin{smallmatrix}0.1&0.2\\\\0.2&0.4\\end{smallmatrix}\\right]$ is the "
+            "copies $\\delta_1[m,n]\\, k_1$ side by side ($\\delta_1 \\otimes k_1$).",
         ),
         _table_step(
             r"(\delta_1 * k_1)_{\mathrm{full}}",
             conv2d(DELTA_A, KERNEL_A),
             FULL_A,
-            "Overlap-adding those copies at offsets (m, n) - the full convolution, kernel NOT "
-            "rotated in this form - gives the lecture's 3x3 table.",
+            "Overlap-adding those copies at offsets $(m, n)$ (the full convolution, with the "
+            "kernel not rotated in this form) gives the lecture's 3×3 table.",
         ),
         _table_step(
             r"\mathrm{pad}_1(\delta_1) \star \mathrm{rot}_{180}(k_1)",
             xcorr2d(pad(DELTA_A, 1), rot180(KERNEL_A)),
             FULL_A,
-            "Equivalently: the padded delta_1 cross-correlated with k_1 rotated by 180 degrees.",
+            "Equivalently: the padded $\\delta_1$ cross-correlated with $k_1$ rotated by 180°.",
         ),
         Step(
             unrotated,
             UNROTATED_A,
-            "Orientation check: cross-correlating the padded delta_1 with the UNrotated k_1 "
+            "Orientation check: cross-correlating the padded $\\delta_1$ with the unrotated $k_1$ "
             "gives this matrix, which is not the printed table; so the printed table is the "
             "rotated-kernel (true convolution) form.",
             check=lambda: same(unrotated, UNROTATED_A) and not same(unrotated, FULL_A),
@@ -467,14 +478,16 @@ def _case2() -> Derivation:
             r"\delta_2 \otimes k_2",
             sp.kronecker_product(DELTA_B, KERNEL_B),
             BLOCKS_B,
-            "The second map delta_2 = [[2,1],[1,1]] with k_2 = [[-0.3,0.1],[0.1,0.2]]: "
-            "the lecture's 4x4 table of copies.",
+            "The second map $\\delta_2 = "
+            "\\left[\\begin{smallmatrix}2&1\\\\1&1\\end{smallmatrix}\\right]$ with $k_2 = "
+            "\\left[\\begin{smallmatrix}-0.3&0.1\\\\0.1&0.2\\end{smallmatrix}\\right]$: the "
+            "lecture's 4×4 table of copies.",
         ),
         _table_step(
             r"(\delta_2 * k_2)_{\mathrm{full}}",
             conv2d(DELTA_B, KERNEL_B),
             FULL_B,
-            "Their full convolution: the 3x3 table.",
+            "Their full convolution: the 3×3 table.",
         ),
         _table_step(
             r"\sum_{K=1}^{2} (\delta_K * k_K)_{\mathrm{full}}",
@@ -487,13 +500,15 @@ def _case2() -> Derivation:
     return Derivation(
         "backprop.case2",
         "Backprop case 2: next layer is a convolution",
-        "情况二: 当前层之后为卷积层 (δ_j = Σ_K Σ_{k∈C_k} δ_k k_kj f'(z_j))",
+        r"情况二: 当前层之后为卷积层 "
+        r"($\delta_j = \sum_K \sum_{k \in C_k} \delta_k k_{kj} f'(z_j)$)",
         steps,
         summary=(
-            "When a convolution layer follows, each unit of map j fed every next-layer unit "
-            "whose window contains it, so delta_j gathers delta_K times the matching kernel "
-            "weight: the full convolution of delta_K with k_Kj, summed over the next-layer "
-            "maps K and multiplied by f'(z_j). The lecture's tables omit f' (f' = 1)."
+            "When a convolution layer follows, each unit of map j fed every next-layer unit whose "
+            "window contains it, so $\\delta_j$ gathers $\\delta_K$ times the matching kernel "
+            "weight: the full convolution of $\\delta_K$ with $k_{Kj}$, summed over the "
+            "next-layer maps $K$ and multiplied by $f'(z_j)$. The lecture's tables omit $f'$ ($f' "
+            "= 1$)."
         ),
         data={
             "example": {

@@ -304,17 +304,17 @@ def _continuous() -> Derivation:
         Step(
             definition,
             swapped,
-            "Commutativity (f*w)(t) = (w*f)(t): substitute x = t - y, dx = -dy; the limits "
-            "0..t become t..0, and reversing them absorbs the sign.",
+            "Commutativity $(f * w)(t) = (w * f)(t)$: substitute $x = t - y$, $dx = -dy$; the "
+            "limits $0..t$ become $t..0$, and reversing them absorbs the sign.",
             check=lambda: definition.transform(x, (t - y, y)) == swapped,
             note="SymPy's Integral.transform performs the substitution for generic f, w",
         ),
         Step(
             definition,
             swapped,
-            "Commutativity checked by evaluating both integrals for concrete function "
-            "families with free parameters: f = a x^2 + b x + c with w = exp(lambda x); "
-            "f = exp(lambda x) with w = x^3; f = a x + b with w = c x^2.",
+            "Commutativity checked by evaluating both integrals for concrete function families "
+            "with free parameters: $f = a x^2 + b x + c$ with $w = e^{\\lambda x}$; $f = "
+            "e^{\\lambda x}$ with $w = x^3$; $f = a x + b$ with $w = c x^2$.",
             method=EXHAUSTIVE,
             check=lambda fw: _continuous_commutes_for(fw[0], fw[1], x, t),
             cases=polys_exps,
@@ -326,35 +326,40 @@ def _continuous() -> Derivation:
         Step(
             _formula_table(evaluate=False),
             compound_table(evaluate=False),
-            "Compound interest (lecture's Zhihu example, 100 deposited every year at 5%): the "
-            "term f(tau) g(t - tau) = 100 (21/20)^(t - tau) for deposit year tau (row) and year "
-            "t (column) reproduces every entry of the lecture's table exactly (1.05 = 21/20).",
+            "Compound interest (lecture's Zhihu example, 100 deposited every year at 5%): the term "
+            "$f(\\tau) g(t - \\tau) = 100 \\cdot (21/20)^{t - \\tau}$ for deposit year $\\tau$ "
+            "(row) and year $t$ (column) reproduces every entry of the lecture's table exactly "
+            "($1.05 = 21/20$).",
             check=lambda: same(_formula_table(evaluate=True), compound_table()),
             note="exact rational comparison of all 36 cells",
+            # The computed side named, the lecture's table once (two 6 x 6 tables side by
+            # side would have to shrink below reading size).
+            latex=r"\left(f(\tau)\, g(t - \tau)\right)_{\tau, t = 0}^{5} = "
+            + sp.latex(compound_table(evaluate=False)),
         ),
         Step(
             discrete,
             closed,
-            "The money after year t is the discrete convolution s(t) = sum_tau f(tau) "
-            "g(t - tau), a geometric sum.",
+            "The money after year $t$ is the discrete convolution $s(t) = \\sum_\\tau f(\\tau) g(t "
+            "- \\tau)$, a geometric sum.",
             check=lambda: sp.simplify(discrete.doit() - closed) == 0,
-            note="sympy.summation, then simplify(lhs - rhs) == 0",
+            note="sympy.summation, then SymPy simplifies lhs − rhs to 0",
         ),
         Step(
             year_sums,
             year_closed,
-            "Each column sum of the lecture's table equals the closed form at t = 0..5 "
-            "(year 5: 2000 (1.05^6 - 1) = 680.19128125).",
+            "Each column sum of the lecture's table equals the closed form at $t = 0..5$ (year 5: "
+            "$2000\\,(1.05^6 - 1) = 680.19128125$).",
             check=lambda: same(year_sums.doit(), year_closed),
             note="exact rationals",
         ),
         Step(
             integral,
             integral_value,
-            "Continuous deposits at rate f = 100 per year: the lecture's integral "
-            "int_0^t f(tau) (1 + 5%)^(t - tau) dtau, evaluated by SymPy.",
+            "Continuous deposits at rate $f = 100$ per year: the lecture's integral $\\int_0^t "
+            "f(\\tau) (1 + 5\\%)^{t - \\tau}\\,d\\tau$, evaluated by SymPy.",
             check=lambda: sp.simplify(integral.doit() - integral_value) == 0,
-            note="sympy.integrate, then simplify(lhs - rhs) == 0",
+            note="sympy.integrate, then SymPy simplifies lhs − rhs to 0",
         ),
     ]
     return Derivation(
@@ -362,10 +367,10 @@ def _continuous() -> Derivation:
         "Continuous convolution and the compound-interest example",
         f"{LECTURE} 卷积函数 (convolution function; Zhihu compound-interest example)",
         steps,
-        summary="s(t) = (f*w)(t) = int_0^t f(x) w(t - x) dx: w(t - x) weights the value f(x) by "
-        "the distance t - x. Deposits f(tau) growing at 5% a year, g(t - tau) = 1.05^(t - tau), "
-        "are a convolution: the money at time t is sum (discrete) or integral (continuous) of "
-        "f(tau) g(t - tau).",
+        summary="$s(t) = (f * w)(t) = \\int_0^t f(x) w(t - x)\\,dx$: $w(t - x)$ weights the value "
+        "$f(x)$ by the distance $t - x$. Deposits $f(\\tau)$ growing at 5% a year, $g(t - "
+        "\\tau) = 1.05^{t - \\tau}$, are a convolution: the money at time $t$ is the sum "
+        "(discrete) or integral (continuous) of $f(\\tau) g(t - \\tau)$.",
         data={"table": compound_table(), "closed_form": closed, "integral": integral_value},
     )
 
@@ -413,15 +418,15 @@ def _discrete_1d() -> Derivation:
             Step(
                 definition,
                 swapped,
-                "Commutativity: substitute x = t - y; y runs over all integers as x does.",
+                "Commutativity: substitute $x = t - y$; $y$ runs over all integers as $x$ does.",
                 check=lambda: definition.change_index(x, t - x, y) == swapped,
                 note="SymPy's Sum.change_index performs the substitution for generic f, w",
             ),
             Step(
                 definition,
                 _bi_infinite_sum(_w(x) * _f(t - x), x),
-                "For finite sequences (zero outside 0..len-1) the full convolutions f*w and "
-                "w*f agree entry by entry, for every pair of lengths 1..4.",
+                "For finite sequences (zero outside $0..n-1$) the full convolutions $f * w$ and $w "
+                "* f$ agree entry by entry, for every pair of lengths 1..4.",
                 method=EXHAUSTIVE,
                 check=_commutes_1d,
                 cases=SIZES_1D,
@@ -430,14 +435,15 @@ def _discrete_1d() -> Derivation:
             Step(
                 sp.Matrix([conv1d(f_ex, w_ex)]),
                 sp.Matrix([by_hand]),
-                "A worked example in exact rationals: f = (1, 1/2, -1/3), w = (2, -3/4); "
-                "s(0) = 1*2, s(1) = 1*(-3/4) + (1/2)*2, s(2) = (1/2)(-3/4) + (-1/3)*2, "
-                "s(3) = (-1/3)(-3/4).",
+                "A worked example in exact rationals: $f = (1, \\frac12, -\\frac13)$, $w = (2, "
+                "-\\frac34)$; $s(0) = 1 \\cdot 2$, $s(1) = 1 \\cdot (-\\frac34) + \\frac12 \\cdot "
+                "2$, $s(2) = \\frac12 (-\\frac34) + (-\\frac13) \\cdot 2$, $s(3) = "
+                "(-\\frac13)(-\\frac34)$.",
                 check=lambda: same(conv1d(f_ex, w_ex), [e.doit() for e in by_hand]),
                 note="exact rationals",
             ),
         ],
-        summary="s(t) = (f*w)(t) = sum_x f(x) w(t - x), the sum over all integers x; "
+        summary="$s(t) = (f * w)(t) = \\sum_x f(x) w(t - x)$, the sum over all integers $x$; "
         "finite sequences are zero outside their support.",
     )
 
@@ -464,7 +470,7 @@ def _discrete_2d() -> Derivation:
             Step(
                 definition,
                 swapped,
-                "Commutativity in 2-D: substitute m = i - u and n = j - v.",
+                "Commutativity in 2-D: substitute $m = i - u$ and $n = j - v$.",
                 check=lambda: (
                     definition.change_index(m, i - m, u).change_index(n, j - n, v) == swapped
                 ),
@@ -473,8 +479,8 @@ def _discrete_2d() -> Derivation:
             Step(
                 definition,
                 _bi_infinite_sum(_K(m, n) * _I(i - m, j - n), m, n),
-                "For finite arrays (zero outside their support) I*K = K*I entry by entry, "
-                "on a spread of image sizes 1..3 x 1..3 and kernel sizes 1..3 x 1..3.",
+                "For finite arrays (zero outside their support) $I * K = K * I$ entry by entry, on "
+                "a spread of image sizes $1..3 \\times 1..3$ and kernel sizes $1..3 \\times 1..3$.",
                 method=EXHAUSTIVE,
                 check=_commutes_2d,
                 cases=SIZES_2D,
@@ -483,16 +489,17 @@ def _discrete_2d() -> Derivation:
             Step(
                 conv2d(img, ker),
                 by_hand,
-                "A worked example in exact rationals (full convolution, output "
-                "(2+2-1) x (2+2-1)): S(1,1) = 1*(-1) + 2*(1/2) + 3*1 + 4*0 = 3.",
+                "A worked example in exact rationals (full convolution, output $(2+2-1) \\times "
+                "(2+2-1)$): $S(1,1) = 1 \\cdot (-1) + 2 \\cdot \\frac12 + 3 \\cdot 1 + 4 \\cdot 0 "
+                "= 3$.",
                 check=lambda: same(conv2d(img, ker), by_hand),
                 note="exact rationals",
                 latex=rf"{sp.latex(img)} * {sp.latex(ker)} = {sp.latex(by_hand)}",
             ),
         ],
-        summary="S(i,j) = (I*K)(i,j) = sum_m sum_n I(m,n) K(i - m, j - n): I(m,n) is the grey "
-        "value at (m,n) and K(i - m, j - n) its weight, a function of the distance from (m,n) "
-        "to (i,j).",
+        summary="$S(i,j) = (I * K)(i,j) = \\sum_m \\sum_n I(m,n) K(i - m, j - n)$: $I(m,n)$ is the "
+        "grey value at $(m,n)$ and $K(i - m, j - n)$ its weight, a function of the "
+        "distance from $(m,n)$ to $(i,j)$.",
     )
 
 
@@ -552,15 +559,16 @@ def _xcorr_rewrite() -> Derivation:
             Step(
                 xcorr,
                 flipped,
-                "Substitute m -> -m and n -> -n (both run over all integers).",
+                "Substitute $m \\mapsto -m$ and $n \\mapsto -n$ (both run over all integers).",
                 check=lambda: xcorr.change_index(m, -m).change_index(n, -n) == flipped,
                 note="SymPy's Sum.change_index, generic I, K",
             ),
             Step(
                 flipped,
                 as_conv,
-                "Name the rotated kernel Krot(m, n) = K(-m, -n) and substitute m -> i - m, "
-                "n -> j - n: the result is the convolution (I * Krot)(i, j).",
+                "Name the rotated kernel $\\operatorname{Krot}(m, n) = K(-m, -n)$ and substitute "
+                "$m \\mapsto i - m$, $n \\mapsto j - n$: the result is the convolution $(I * "
+                "\\operatorname{Krot})(i, j)$.",
                 check=lambda: (
                     flipped.change_index(m, i - m).change_index(n, j - n)
                     == as_conv.replace(rotated, unrotate)
@@ -570,11 +578,11 @@ def _xcorr_rewrite() -> Derivation:
             Step(
                 xcorr,
                 finite,
-                "For a finite kh x kw kernel stored from index 0, the rotation about the "
-                "origin is the array R = rot180(K), R(a, b) = K(kh-1-a, kw-1-b), shifted by "
-                "(kh-1, kw-1): the valid cross-correlation equals the full convolution with "
-                "rot180(K) read at (i+kh-1, j+kw-1). Checked for every image 1..4 x 1..4 and "
-                "every kernel that fits.",
+                "For a finite $k_h \\times k_w$ kernel stored from index 0, the rotation about the "
+                "origin is the array $R = \\mathrm{rot}_{180}(K)$, $R(a, b) = K(k_h-1-a, "
+                "k_w-1-b)$, shifted by $(k_h-1, k_w-1)$: the valid cross-correlation equals the "
+                "full convolution with $\\mathrm{rot}_{180}(K)$ read at $(i+k_h-1, j+k_w-1)$. "
+                "Checked for every image 1..4 × 1..4 and every kernel that fits.",
                 method=EXHAUSTIVE,
                 check=_xcorr_is_rotated_conv,
                 cases=SIZES_VALID,
@@ -600,9 +608,10 @@ def _xcorr_rewrite() -> Derivation:
                 latex=rf"\operatorname{{rot}}_{{180}}{sp.latex(edge)} = -{sp.latex(edge)}",
             ),
         ],
-        summary="S(i,j) = sum_m sum_n I(i+m, j+n) K(m,n), the cross-correlation that "
-        "deep-learning code calls convolution, is the convolution of I with the kernel rotated "
-        "by 180 degrees. Learning K or its rotation is the same problem, hence the rewrite.",
+        summary="$S(i,j) = \\sum_m \\sum_n I(i+m, j+n) K(m,n)$, the cross-correlation that "
+        "deep-learning code calls convolution, is the convolution of $I$ with the kernel "
+        "rotated by 180°. Learning $K$ or its rotation is the same problem, hence the "
+        "rewrite.",
     )
 
 
@@ -665,10 +674,10 @@ def _output_size() -> Derivation:
             Step(
                 o(i, k, p, s),
                 formula,
-                "The kernel (size k) starts at positions 0, s, 2s, ... of the input padded to "
-                "i + 2p; position q s fits while q s + k <= i + 2p, so there are "
-                "floor((i + 2p - k)/s) + 1 positions. Checked against the direct count for "
-                "i = 1..8, p = 0..3, every k up to i + 2p, s = 1..3.",
+                "The kernel (size $k$) starts at positions $0, s, 2s, \\dots$ of the input padded "
+                "to $i + 2p$; position $q s$ fits while $q s + k \\le i + 2p$, so there are "
+                "$\\lfloor (i + 2p - k)/s \\rfloor + 1$ positions. Checked against the direct "
+                "count for $i = 1..8$, $p = 0..3$, every $k$ up to $i + 2p$, $s = 1..3$.",
                 method=EXHAUSTIVE,
                 check=_formula_counts,
                 cases=SIZE_CASES,
@@ -677,8 +686,9 @@ def _output_size() -> Derivation:
             Step(
                 figures,
                 printed,
-                "The lecture's four figures: i=4,k=3,p=0 (no padding) gives 2; i=5,k=4,p=2 "
-                "(arbitrary) 6; i=5,k=3,p=1 (half) 5; i=5,k=3,p=2 (full) 7; all with s=1.",
+                "The lecture's four figures: $i=4, k=3, p=0$ (no padding) gives 2; $i=5, k=4, "
+                "p=2$ (arbitrary) 6; $i=5, k=3, p=1$ (half) 5; $i=5, k=3, p=2$ (full) 7; all with "
+                "$s=1$.",
                 method=EXHAUSTIVE,
                 check=_figure_sizes_hold,
                 cases=tuple(PADDING_FIGURES),
@@ -687,42 +697,44 @@ def _output_size() -> Derivation:
             Step(
                 sp.Subs(formula, (p, s), (0, 1)),
                 i - k + 1,
-                "No padding, unit stride ('valid'): the output shrinks by k - 1.",
+                "No padding, unit stride ('valid'): the output shrinks by $k - 1$.",
             ),
             Step(
                 sp.Subs(formula, (k, p, s), (2 * r + 1, r, 1)),
                 i,
-                "Half ('same') padding: odd k = 2r + 1, p = floor(k/2) = r, s = 1 keeps the size.",
+                "Half ('same') padding: odd $k = 2r + 1$, $p = \\lfloor k/2 \\rfloor = r$, $s = 1$ "
+                "keeps the size.",
             ),
             Step(
                 sp.Subs(formula, (k, p, s), (2 * r, r, 1)),
                 i + 1,
-                "Half padding p = floor(k/2) with an even kernel k = 2r grows the output by one: "
-                "'same' needs an odd kernel.",
+                "Half padding $p = \\lfloor k/2 \\rfloor$ with an even kernel $k = 2r$ grows the "
+                "output by one: 'same' needs an odd kernel.",
             ),
             Step(
                 sp.Subs(formula, (p, s), (k - 1, 1)),
                 i + k - 1,
-                "Full padding p = k - 1, s = 1: every partial overlap counts, o = i + k - 1 "
+                "Full padding $p = k - 1$, $s = 1$: every partial overlap counts, $o = i + k - 1$ "
                 "(the size of the full convolution).",
             ),
             Step(
                 xcorr2d(image, kernel),
                 sp.Matrix(FEATURE_RESULT),
-                "The Convolved Feature example: the slide's 5x5 binary image and 3x3 kernel "
-                "[[1,0,1],[0,1,0],[1,0,1]]; o = floor((5 - 3)/1) + 1 = 3, and the first entry "
-                "is 1+1+1+1 = 4. The kernel is symmetric under rotation, so convolution and "
-                "cross-correlation agree here.",
+                "The Convolved Feature example: the slide's 5×5 binary image and 3×3 kernel "
+                "$\\left[\\begin{smallmatrix}1&0&1\\\\0&1&0\\\\1&0&1\\end{smallmatrix}\\right]$; "
+                "$o = \\lfloor (5 - 3)/1 \\rfloor + 1 = 3$, and the first entry is $1+1+1+1 = 4$. "
+                "The kernel is symmetric under rotation, so convolution and cross-correlation "
+                "agree here.",
                 check=lambda: same(xcorr2d(image, kernel), sp.Matrix(FEATURE_RESULT)),
                 note="exact integers",
                 latex=rf"{sp.latex(image)} \star {sp.latex(kernel)} = "
                 + sp.latex(sp.Matrix(FEATURE_RESULT)),
             ),
         ],
-        summary="o = floor((i + 2p - k)/s) + 1 for input size i, kernel k, zero padding p and "
-        "stride s (per dimension). The lecture's figures show the four regimes: no padding, "
-        "arbitrary padding, half padding (output = input) and full padding (output = i + k - 1). "
-        "I ⋆ K denotes the valid cross-correlation.",
+        summary="$o = \\lfloor (i + 2p - k)/s \\rfloor + 1$ for input size $i$, kernel $k$, zero "
+        "padding $p$ and stride $s$ (per dimension). The lecture's figures show the four "
+        "regimes: no padding, arbitrary padding, half padding (output = input) and full "
+        "padding (output $= i + k - 1$). $I \\star K$ denotes the valid cross-correlation.",
         data={"formula": formula},
     )
 
@@ -795,8 +807,8 @@ def _edge_kernels() -> Derivation:
             Step(
                 sp.Matrix.hstack(xcorr2d(flat, horizontal), xcorr2d(flat, vertical)),
                 sp.zeros(3, 6),
-                "Flat regions give zero: both kernels' entries sum to 0, so a constant image c "
-                "responds c * 0 everywhere.",
+                "Flat regions give zero: both kernels' entries sum to 0, so a constant image $c$ "
+                "responds $c \\cdot 0$ everywhere.",
                 check=lambda: same(
                     sp.Matrix.hstack(xcorr2d(flat, horizontal), xcorr2d(flat, vertical)),
                     sp.zeros(3, 6),
@@ -810,14 +822,14 @@ def _edge_kernels() -> Derivation:
                 sp.Piecewise(
                     (4 * (_A - _B), (_i < sp.Symbol("r")) & (sp.Symbol("r") <= _i + 2)), (0, True)
                 ),
-                "Horizontal step image (grey a on rows < r, b from row r on): the horizontal "
-                "kernel responds 4(a - b) exactly on the windows that straddle the edge "
-                "(i < r <= i + 2) and 0 elsewhere. Checked for heights 3..7, widths 3..6, "
+                "Horizontal step image (grey $a$ on rows $< r$, $b$ from row $r$ on): the "
+                "horizontal kernel responds $4(a - b)$ exactly on the windows that straddle the "
+                "edge ($i < r \\le i + 2$) and 0 elsewhere. Checked for heights 3..7, widths 3..6, "
                 "every edge row.",
                 method=EXHAUSTIVE,
                 check=_horizontal_detects,
                 cases=STEP_CASES,
-                note="a, b symbolic: non-zero exactly at the edge whenever a != b",
+                note="a, b symbolic: non-zero exactly at the edge whenever a ≠ b",
             ),
             Step(
                 sp.Function("S_v")(_i, _j),
@@ -844,7 +856,7 @@ def _edge_kernels() -> Derivation:
             Step(
                 xcorr2d(example, horizontal),
                 example_response,
-                "A concrete 6x5 image, 0 above row 3 and 1 from it: the response is -4 on the "
+                "A concrete 6×5 image, 0 above row 3 and 1 from it: the response is -4 on the "
                 "two rows of windows that contain the edge and 0 on the flat ones.",
                 check=lambda: same(xcorr2d(example, horizontal), example_response),
                 note="exact integers",
@@ -852,8 +864,10 @@ def _edge_kernels() -> Derivation:
                 + sp.latex(example_response),
             ),
         ],
-        summary="K_h = [[1,2,1],[0,0,0],[-1,-2,-1]] weighs the row above against the row "
-        "below: it responds to horizontal edges and, having zero sum, not to flat regions; its "
-        "transpose does the same for vertical edges (the lecture's Lenna figures). I ⋆ K "
-        "denotes the valid cross-correlation S(i,j) = sum_m sum_n I(i+m, j+n) K(m,n).",
+        summary="$K_h = "
+        "\\left[\\begin{smallmatrix}1&2&1\\\\0&0&0\\\\-1&-2&-1\\end{smallmatrix}\\right]$ "
+        "weighs the row above against the row below: it responds to horizontal edges and, "
+        "having zero sum, not to flat regions; its transpose does the same for vertical "
+        "edges (the lecture's Lenna figures). $I \\star K$ denotes the valid "
+        "cross-correlation $S(i,j) = \\sum_m \\sum_n I(i+m, j+n) K(m,n)$.",
     )

@@ -37,6 +37,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import sympy as sp
+from sympy.printing.latex import LatexPrinter
+from sympy.printing.pretty.pretty import PrettyPrinter
+from sympy.printing.pretty.stringpict import prettyForm, stringPict
 
 SYMBOLIC = "symbolic"
 EXHAUSTIVE = "exhaustive"
@@ -138,31 +141,249 @@ class Step:
             return True, f"exhaustive: {len(self.cases)} cases in exact arithmetic{extra}"
         if self.check is not None:
             return bool(self.check()), "symbolic: " + (self.note or "custom SymPy proof")
-        return is_zero(self.lhs, self.rhs), "symbolic: simplify(lhs - rhs) == 0"
+        return is_zero(self.lhs, self.rhs), "symbolic: SymPy simplifies lhs − rhs to 0"
 
     def to_latex(self) -> str:
-        """LaTeX of the equation ``lhs = rhs``."""
+        """LaTeX of the equation ``lhs = rhs`` (sums over all integers as ``\\sum_{m,n}``)."""
         if self.latex is not None:
             return self.latex
-        return f"{sp.latex(self.lhs)} = {sp.latex(self.rhs)}"
+        return f"{latex(self.lhs)} = {latex(self.rhs)}"
 
     def to_text(self) -> str:
-        """Readable one-line text of the equation."""
-        return f"{sp.sstr(self.lhs)} = {sp.sstr(self.rhs)}"
+        """The equation as Unicode mathematics (SymPy's pretty printer), possibly several lines.
+
+        When ``lhs`` and ``rhs`` are the same object (a computed value equal to the printed
+        one, shown with a LaTeX override in the book), the value is printed once, named by
+        the override's left-hand side; when a side
+        is only a name for a claim checked exhaustively, the LaTeX override is shown as text.
+
+        >>> import sympy as sp
+        >>> x = sp.Symbol("x")
+        >>> print(Step(sp.Derivative(x**2, x), 2 * x, "power rule").to_text())
+        d ⎛ 2⎞
+        ──⎝x ⎠ = 2⋅x
+        dx
+        """
+        names_only = isinstance(self.lhs, sp.Symbol) and isinstance(self.rhs, sp.Symbol)
+        if self.latex is not None and (
+            names_only or _placeholder(self.lhs) or _placeholder(self.rhs)
+        ):
+            return math_text(self.latex)  # a side that only names the claim: its LaTeX
+        if self.lhs == self.rhs:
+            if self.latex is not None and " = " in self.latex:  # name the computed side
+                return pretty(math_text(self.latex.rsplit(" = ", 1)[0]), self.rhs)
+            return pretty(self.rhs)
+        return pretty(self.lhs, self.rhs)
+
+
+def _placeholder(side) -> bool:
+    # A Symbol named like "xcorr_valid(a_i, delta_j)" stands for a claim checked elsewhere
+    # (exhaustively); its LaTeX override is the readable form.
+    return isinstance(side, sp.Symbol) and not side.name.isidentifier()
+
+
+class _BookLatexPrinter(LatexPrinter):
+    """SymPy's LaTeX printer, with a sum over all integers written as the lecture writes
+    it (``\\sum_{m,n}``) instead of ``\\sum_{\\substack{-\\infty \\le m \\le \\infty ...}}``."""
+
+    def _print_Sum(self, expr):
+        if all(lo == -sp.oo and hi == sp.oo for _, lo, hi in expr.limits):
+            names = ",".join(self._print(var) for var, _, _ in expr.limits)
+            body = self._print(expr.function)
+            if isinstance(expr.function, sp.Add):
+                body = rf"\left({body}\right)"
+            return rf"\sum_{{{names}}} {body}"
+        return super()._print_Sum(expr)
+
+
+def latex(expr) -> str:
+    r"""LaTeX of a SymPy object as the book prints it.
+
+    >>> m, n, i = sp.symbols("m n i", integer=True)
+    >>> f = sp.Function("f")
+    >>> latex(sp.Sum(f(m) * f(i - m), (m, -sp.oo, sp.oo)))
+    '\\sum_{m} f{\\left(m \\right)} f{\\left(i - m \\right)}'
+    >>> latex(sp.Sum(f(m, n), (m, -sp.oo, sp.oo), (n, -sp.oo, sp.oo)))
+    '\\sum_{m,n} f{\\left(m,n \\right)}'
+    >>> latex(sp.Mul(sp.Add(sp.Mul(2, 2, evaluate=False), 1, evaluate=False), 6, evaluate=False))
+    '\\left(2 \\cdot 2 + 1\\right) \\cdot 6'
+    """
+    return _BookLatexPrinter(_settings(expr)).doprint(expr)
+
+
+def _settings(expr) -> dict:
+    # Arithmetic on numbers held unevaluated (Add/Mul with evaluate=False) is a side that
+    # shows its computation: print it in the order it was written, products with a dot.
+    held = isinstance(expr, sp.Basic) and not expr.free_symbols and expr.doit() != expr
+    return {"order": "none", "mul_symbol": "dot"} if held else {}
+
+
+def pretty(*exprs) -> str:
+    """Unicode mathematics of one expression, or of several joined by ``=`` (a string is
+    shown as it is).
+
+    >>> print(pretty(sp.Matrix([[1, 2]]), sp.Matrix([[1, 2]])))
+    [1  2] = [1  2]
+    >>> print(pretty(sp.Add(sp.Mul(60, 25, evaluate=False), 16, evaluate=False), 1516))
+    60⋅25 + 16 = 1516
+    """
+
+    def form_of(expr):
+        if isinstance(expr, str):
+            return prettyForm(expr)
+        settings = {"use_unicode": True, "wrap_line": False, **_settings(expr)}
+        settings.pop("mul_symbol", None)  # the pretty printer always writes ⋅
+        return PrettyPrinter(settings)._print(expr)
+
+    form = form_of(exprs[0])
+    for expr in exprs[1:]:
+        form = prettyForm(*stringPict.next(form, " = ", form_of(expr)))
+    return "\n".join(line.rstrip() for line in form.render(wrap_line=False).splitlines())
+
+
+# ---------------------------------------------------------------------------
+# LaTeX as terminal text (for inline $...$ in prose and for LaTeX-only steps)
+# ---------------------------------------------------------------------------
+
+LATEX_UNICODE = {
+    r"\sum": "Σ", r"\prod": "Π", r"\int": "∫", r"\partial": "∂", r"\nabla": "∇",
+    r"\in": "∈", r"\notin": "∉", r"\otimes": "⊗", r"\odot": "⊙", r"\times": "×",
+    r"\cdot": "·", r"\star": "⋆", r"\ast": "*", r"\leftarrow": "←", r"\to": "→",
+    r"\mapsto": "↦", r"\rightarrow": "→", r"\Rightarrow": "⇒", r"\le": "≤", r"\leq": "≤",
+    r"\ge": "≥", r"\geq": "≥", r"\ne": "≠", r"\neq": "≠", r"\approx": "≈", r"\pm": "±",
+    r"\infty": "∞", r"\lfloor": "⌊", r"\rfloor": "⌋", r"\lceil": "⌈", r"\rceil": "⌉",
+    r"\lVert": "‖", r"\rVert": "‖", r"\|": "‖", r"\langle": "⟨", r"\rangle": "⟩",
+    r"\circ": "°", r"\dots": "…", r"\ldots": "…", r"\cdots": "⋯", r"\quad": "  ",
+    r"\qquad": "    ", r"\,": " ", r"\;": " ", r"\:": " ", r"\!": "", r"\ ": " ", r"\{": "{",
+    r"\}": "}", r"\log": "log", r"\exp": "exp", r"\tanh": "tanh", r"\max": "max",
+    r"\min": "min", r"\prime": "′", r"\%": "%", r"\_": "_", r"\lvert": "|", r"\rvert": "|",
+    r"\mid": "|", r"\forall": "∀", r"\exists": "∃", r"\neg": "¬", r"\land": "∧", r"\lor": "∨",
+    r"\equiv": "≡", r"\sim": "∼", r"\propto": "∝", r"\emptyset": "∅", r"\subset": "⊂",
+    r"\cup": "∪", r"\cap": "∩", r"\hat": "", r"\bar": "", r"\tilde": "",
+}  # fmt: skip
+GREEK_NAMES = (
+    "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi "
+    "rho varsigma sigma tau upsilon phi chi psi omega"
+).split()
+for _k, _name in enumerate(GREEK_NAMES):
+    LATEX_UNICODE["\\" + _name] = chr(0x3B1 + _k)
+for _upper, _name in zip(
+    "ΓΔΘΛΞΠΣΦΨΩ", "Gamma Delta Theta Lambda Xi Pi Sigma Phi Psi Omega".split(), strict=True
+):
+    LATEX_UNICODE["\\" + _name] = _upper
+
+# Commands whose argument is shown as it is, and commands dropped with their argument.
+_KEEP_ARG = {r"\mathrm", r"\text", r"\textit", r"\textbf", r"\mathbf", r"\mathcal", r"\texttt",
+             r"\operatorname", r"\mathit", r"\boldsymbol", r"\emph"}  # fmt: skip
+_DROP = {r"\left", r"\right", r"\displaystyle", r"\big", r"\Big", r"\bigg", r"\Bigg"}
+_DROP_WITH_ARG = {r"\setlength", r"\begin", r"\end", r"\label"}
+
+
+def math_text(latex: str) -> str:
+    r"""LaTeX mathematics as terminal text: symbols as Unicode, ``\frac{a}{b}`` as ``a/b``,
+    wrappers such as ``\mathrm`` dropped, line breaks of ``aligned`` kept as new lines.
+
+    >>> math_text(r"\delta_j = \sum_{k \in C_k} \delta_k k_{kj} f'(z_j)")
+    "δ_j = Σ_{k ∈ C_k} δ_k k_kj f'(z_j)"
+    >>> math_text(r"\frac{d}{dx}\max\left(0, x\right) = [x > 0] \quad (x \neq 0)")
+    'd/dx max(0, x) = [x > 0] (x ≠ 0)'
+    >>> math_text(r"\frac{\partial J}{\partial b_j} = \sum_{u,v} \delta_j(u,v)")
+    '∂J/∂b_j = Σ_{u,v} δ_j(u,v)'
+    """
+    out, k = [], 0
+    while k < len(latex):
+        ch = latex[k]
+        if ch == "\\":
+            end = k + 1
+            while end < len(latex) and latex[end].isalpha():
+                end += 1
+            if end == k + 1:
+                end += 1  # a one-character command such as \, or \{ or \\
+            name = latex[k:end]
+            k = end
+            if name == "\\\\":
+                out.append("\n")
+            elif name in LATEX_UNICODE:
+                out.append(LATEX_UNICODE[name])
+            elif name in (r"\frac", r"\tfrac", r"\dfrac"):
+                num, k = _argument(latex, k)
+                den, k = _argument(latex, k)
+                num, den = num.replace("∂ ", "∂"), den.replace("∂ ", "∂")
+                out.append(f"{_grouped(num)}/{_grouped(den)} ")
+            elif name == r"\sqrt":
+                arg, k = _argument(latex, k)
+                out.append(f"√{_grouped(arg)}")
+            elif name in _KEEP_ARG:
+                arg, k = _argument(latex, k)
+                out.append(arg)
+            elif name in _DROP_WITH_ARG:
+                _, k = _argument(latex, k)
+                if name == r"\setlength":
+                    _, k = _argument(latex, k)
+            elif name not in _DROP:
+                out.append(name)
+            continue
+        if ch == "{" and out and out[-1][-1:] in ("_", "^"):
+            close = _matching_brace(latex, k)
+            inner = math_text(latex[k + 1 : close])
+            # a_{kj} reads fine as a_kj; a_{k ∈ C} keeps its braces
+            out.append(inner if inner.isalnum() else "{" + inner + "}")
+            k = close + 1
+            continue
+        if ch not in "{}&":
+            out.append(ch)
+        k += 1
+    text = "".join(out)
+    return "\n".join(" ".join(line.split()) for line in text.split("\n") if line.strip())
+
+
+def _argument(latex: str, k: int) -> tuple[str, int]:
+    # The next {...} group (or single character) from k, as text, and the index after it.
+    while k < len(latex) and latex[k] == " ":
+        k += 1
+    if k < len(latex) and latex[k] == "{":
+        close = _matching_brace(latex, k)
+        return math_text(latex[k + 1 : close]), close + 1
+    return (latex[k], k + 1) if k < len(latex) else ("", k)
+
+
+def _grouped(text: str) -> str:
+    return (
+        text
+        if len(text) <= 1
+        or text.replace("_", "").isalnum()
+        or " " not in text
+        and ("+" not in text and "-" not in text[1:])
+        else f"({text})"
+    )
+
+
+def _matching_brace(text: str, start: int) -> int:
+    depth = 0
+    for k in range(start, len(text)):
+        depth += {"{": 1, "}": -1}.get(text[k], 0)
+        if depth == 0:
+            return k
+    return len(text) - 1
 
 
 def is_zero(lhs, rhs) -> bool:
     """True when SymPy proves ``lhs == rhs`` (element-wise for matrices).
 
+    A side may hold its computation unevaluated (``Derivative``, ``Subs``, an
+    ``evaluate=False`` sum) so the book shows it; it is evaluated (``doit``) here.
+
     >>> import sympy as sp
     >>> x = sp.Symbol("x")
     >>> is_zero(sp.Matrix([x + x]), sp.Matrix([2 * x]))
     True
+    >>> is_zero(sp.Subs(sp.Derivative(x**3, x), x, 2), sp.Integer(12))
+    True
     """
     diff = sp.Matrix(lhs) - sp.Matrix(rhs) if _is_matrix(lhs) else lhs - rhs
     if _is_matrix(diff):
-        return all(sp.simplify(d) == 0 for d in diff)
-    return sp.simplify(diff) == 0
+        return all(sp.simplify(sp.sympify(d).doit()) == 0 for d in diff)
+    return sp.simplify(sp.sympify(diff).doit()) == 0
 
 
 def _is_matrix(obj) -> bool:
@@ -205,6 +426,54 @@ class Derivation:
     def verify(self) -> tuple[StepResult, ...]:
         """Verify every step, in order."""
         return tuple(s.verify() for s in self.steps)
+
+    def __str__(self) -> str:
+        """The derivation as terminal text (:func:`derive.render.to_text`), verified now."""
+        from derive import render  # render imports core: deferred
+
+        return render.to_text(self, self.verify())
+
+    # Jupyter displays an object through these (Markdown first where the front end
+    # renders it, LaTeX otherwise); the steps are verified at display time.
+    def _repr_markdown_(self) -> str:
+        from derive import render
+
+        return render.to_markdown(self, self.verify())
+
+    def _repr_latex_(self) -> str:
+        r"""The steps as one displayed formula block (MathJax renders LaTeX math only):
+        title and reasons as ``\text`` (their ``$...$`` parts as mathematics), each
+        equation on its own line.
+
+        >>> import sympy as sp
+        >>> x = sp.Symbol("x")
+        >>> d = Derivation("demo.x", "Demo", "here", [Step(x + x, 2 * x, "add $x$ to x_1")])
+        >>> print(d._repr_latex_())
+        $$\begin{array}{l}
+        \textbf{Demo}\ \texttt{(demo.x)}\\
+        \text{1. add }x\text{ to x\_1}\\
+        \displaystyle 2 x = 2 x\\
+        \end{array}$$
+        """
+        from derive import render
+
+        def line(text: str) -> str:
+            return "".join(
+                chunk if is_math else r"\text{" + _mathjax_text(chunk) + "}"
+                for is_math, chunk in render.split_math(text)
+            )
+
+        title = line(self.title).replace(r"\text{", r"\textbf{")
+        rows = [title + r"\ \texttt{(" + _mathjax_text(self.id) + ")}"]
+        for n, step in enumerate(self.steps, 1):
+            rows.append(line(f"{n}. {step.why}"))
+            rows.append(r"\displaystyle " + step.to_latex())
+        return "$$\\begin{array}{l}\n" + "".join(r + "\\\\\n" for r in rows) + "\\end{array}$$"
+
+
+def _mathjax_text(text: str) -> str:
+    # Text inside MathJax's \text{}: LaTeX specials escaped, Unicode (Chinese too) kept.
+    return "".join("\\" + ch if ch in "#$%&_{}" else ch for ch in text)
 
 
 @dataclass(frozen=True)

@@ -45,10 +45,11 @@ def _unshared_step() -> Step:
     return Step(
         lhs,
         delta_j * a_i,
-        "Without weight sharing (the lecture's first step): dJ/dk_ji = dJ/dz_j dz_j/dk_ji "
-        "= delta_j a_i, for J any function of z_j = k_ji a_i + (other terms) + b_j.",
+        "Without weight sharing (the lecture's first step): $\\frac{\\partial J}{\\partial "
+        "k_{ji}} = \\frac{\\partial J}{\\partial z_j} \\frac{\\partial z_j}{\\partial k_{ji}}$ $= "
+        "\\delta_j a_i$, for $J$ any function of $z_j = k_{ji} a_i + (\\text{other terms}) + b_j$.",
         check=lambda: sp.simplify(lhs.doit() - (delta_j * a_i).doit()) == 0,
-        note="sympy.diff of J(z_j) minus delta_j a_i, simplified",
+        note="sympy.diff of J(z_j) minus δ_j a_i, simplified",
         latex=(
             r"\frac{\partial J}{\partial k_{ji}} = \frac{\partial J}{\partial z_j}"
             r"\frac{\partial z_j}{\partial k_{ji}} = \delta_j a_i"
@@ -56,7 +57,7 @@ def _unshared_step() -> Step:
     )
 
 
-@derivation("grad.kernel", "Kernel gradient: valid cross-correlation of a_i with δ_j")
+@derivation("grad.kernel", r"Kernel gradient: valid cross-correlation of $a_i$ with $\delta_j$")
 def _kernel() -> Derivation:
     gr = gradients(1, 1, 3, 3, 2, 2)
     shown, formula = plane(gr.dw, 0, 0), xcorr2d(plane(gr.x, 0), plane(gr.g, 0))
@@ -65,9 +66,9 @@ def _kernel() -> Derivation:
         Step(
             shown,
             formula,
-            "With weight sharing every output position uses k_ji, so the contributions "
-            "delta_j(u,v) a_i(u+m, v+n) add up: sympy.diff on a 3x3 map (a = x, delta = g) "
-            "with a 2x2 kernel is the valid cross-correlation of a_i with delta_j.",
+            "With weight sharing every output position uses $k_{ji}$, so the contributions "
+            "$\\delta_j(u,v)\\, a_i(u+m, v+n)$ add up: sympy.diff on a 3×3 map ($a = x$, $\\delta "
+            "= g$) with a 2×2 kernel is the valid cross-correlation of $a_i$ with $\\delta_j$.",
             check=lambda: same(shown, formula),
             note="expansion of both sides",
             latex=two_lines(
@@ -78,8 +79,8 @@ def _kernel() -> Derivation:
         Step(
             sp.Symbol("dJ/dk_ji"),
             sp.Symbol("xcorr_valid(a_i, delta_j)"),
-            "Every entry, for several sizes with two input and two output maps "
-            "(cases: n_in, n_out, h, w, kh, kw, stride=1, padding=0).",
+            "Every entry, for several sizes with two input and two output maps (cases: input and "
+            "output maps, h, w, kh, kw; stride 1, padding 0).",
             method=EXHAUSTIVE,
             check=check_kernel_grad,
             cases=_LECTURE_CASES,
@@ -91,18 +92,20 @@ def _kernel() -> Derivation:
     )
     return Derivation(
         "grad.kernel",
-        "Kernel gradient: valid cross-correlation of a_i with δ_j",
-        "卷积网络的权重计算 (k_ji ← k_ji − α ∂J/∂z_j ∂z_j/∂k_ji)",
+        r"Kernel gradient: valid cross-correlation of $a_i$ with $\delta_j$",
+        r"卷积网络的权重计算 ("
+        r"$k_{ji} \leftarrow k_{ji} - \alpha "
+        r"\frac{\partial J}{\partial z_j} \frac{\partial z_j}{\partial k_{ji}}$)",
         steps,
         summary=(
-            "The gradient of a shared kernel is the sum, over the output positions that used "
-            "it, of delta times the input under the kernel: the valid cross-correlation of the "
-            "input map with the delta map (with stride and padding see grad.small_kernels)."
+            "The gradient of a shared kernel is the sum, over the output positions that used it, "
+            "of $\\delta$ times the input under the kernel: the valid cross-correlation of the "
+            "input map with the $\\delta$ map (with stride and padding see grad.small_kernels)."
         ),
     )
 
 
-@derivation("grad.bias", "Bias gradient: the sum of δ_j")
+@derivation("grad.bias", r"Bias gradient: the sum of $\delta_j$")
 def _bias() -> Derivation:
     gr = gradients(1, 1, 3, 3, 2, 2)
     shown = gr.db[0]
@@ -111,8 +114,8 @@ def _bias() -> Derivation:
         Step(
             shown,
             total,
-            "The bias b_j enters every entry of z_j with coefficient 1, so dJ/db_j is the sum "
-            "of delta_j over the map (one 2x2 output map shown).",
+            "The bias $b_j$ enters every entry of $z_j$ with coefficient 1, so $\\partial "
+            "J/\\partial b_j$ is the sum of $\\delta_j$ over the map (one 2×2 output map shown).",
             check=lambda: same(shown, total),
             note="expansion of both sides",
             latex=r"\frac{\partial J}{\partial b_j} = \sum_{u,v} \delta_j(u,v) = "
@@ -130,10 +133,10 @@ def _bias() -> Derivation:
     )
     return Derivation(
         "grad.bias",
-        "Bias gradient: the sum of δ_j",
+        r"Bias gradient: the sum of $\delta_j$",
         "卷积网络的权重计算",
         steps,
-        summary="One bias per output map, shared by all positions: its gradient sums delta.",
+        summary="One bias per output map, shared by all positions: its gradient sums $\\delta$.",
     )
 
 
@@ -155,7 +158,7 @@ def _dense_backprop_ok(case) -> bool:
     return same(grads.doit(), (delta * a.T).doit())
 
 
-@derivation("grad.update", "Gradient-descent update; dense-layer δ back-propagation")
+@derivation("grad.update", r"Gradient-descent update; dense-layer $\delta$ back-propagation")
 def _update() -> Derivation:
     k, alpha = sp.symbols("k alpha")
     big_j = sp.Function("J")
@@ -166,11 +169,11 @@ def _update() -> Derivation:
         Step(
             rate,
             -(slope**2),
-            "The update k <- k - alpha dJ/dk: the loss after the step, as a function of "
-            "alpha, starts with slope -(dJ/dk)^2 <= 0, so a small enough alpha never "
-            "increases J.",
+            "The update $k \\leftarrow k - \\alpha\\, \\partial J/\\partial k$: the loss after the "
+            "step, as a function of $\\alpha$, starts with slope $-(\\partial J/\\partial k)^2 "
+            "\\le 0$, so a small enough $\\alpha$ never increases $J$.",
             check=lambda: sp.simplify(rate.doit() + (slope**2).doit()) == 0,
-            note="d/dalpha J(k - alpha J'(k)) at alpha = 0, simplified",
+            note="d/dα J(k − α J′(k)) at α = 0, simplified",
             latex=(
                 r"\left.\frac{d}{d\alpha} J\!\left(k - \alpha \frac{\partial J}{\partial k}"
                 r"\right)\right|_{\alpha=0} = -\left(\frac{\partial J}{\partial k}\right)^2"
@@ -179,9 +182,9 @@ def _update() -> Derivation:
         Step(
             sp.Symbol("dJ/dw_ji"),
             sp.Symbol("(sum_k delta_k w_kj fprime(z_j)) a_i"),
-            "The fully-connected update of the slide: w_ji <- w_ji - alpha delta_j a_i with "
-            "delta_j = (sum_k delta_k w_kj) f'(z_j); sympy.diff through two explicit dense "
-            "layers (cases: inputs, hidden units, outputs).",
+            "The fully-connected update of the slide: $w_{ji} \\leftarrow w_{ji} - \\alpha "
+            "\\delta_j a_i$ with $\\delta_j = (\\sum_k \\delta_k w_{kj}) f'(z_j)$; sympy.diff "
+            "through two explicit dense layers (cases: inputs, hidden units, outputs).",
             method=EXHAUSTIVE,
             check=_dense_backprop_ok,
             cases=((1, 1, 1), (2, 3, 2), (3, 2, 4)),
@@ -193,12 +196,13 @@ def _update() -> Derivation:
     )
     return Derivation(
         "grad.update",
-        "Gradient-descent update; dense-layer δ back-propagation",
-        "卷积网络的权重计算 (w_ji ← w_ji − α δ_j a_i)",
+        r"Gradient-descent update; dense-layer $\delta$ back-propagation",
+        r"卷积网络的权重计算 ($w_{ji} \leftarrow w_{ji} - \alpha \delta_j a_i$)",
         steps,
         summary=(
-            "Gradient descent moves every parameter against its gradient, scaled by the "
-            "learning rate alpha; the kernels use k <- k - alpha dJ/dk with dJ/dk from "
-            "grad.kernel, and the dense layers the slide's w_ji update."
+            "Gradient descent moves every parameter against its gradient, scaled by the learning "
+            "rate $\\alpha$; the kernels use $k \\leftarrow k - \\alpha\\, \\partial J/\\partial "
+            "k$ with $\\partial J/\\partial k$ from grad.kernel, and the dense layers the slide's "
+            "$w_{ji}$ update."
         ),
     )

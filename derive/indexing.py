@@ -1,9 +1,10 @@
-"""Index arithmetic of the kernel table: integer symbols and exact floor/ceil division.
+"""The symbols and functions kernel specs are written with, beyond SymPy's own.
 
 Kernel specs (:mod:`derive.kernels`) index arrays with affine expressions of
-integer loop symbols (``i*stride + u*dilation - padding``) and size their
-outputs with ``FloorDiv``; codegen prints both. They live here, apart from the
-spec schema, because printers, lowering and the table all use them.
+integer loop symbols (``i*stride + u*dilation - padding``), size their outputs
+with ``FloorDiv`` and test float reads with ``IsNaN``; codegen prints all of them.
+They live here, apart from the spec schema, because printers, lowering and the
+table all use them.
 
 Examples
 --------

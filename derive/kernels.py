@@ -22,8 +22,9 @@ Examples
 'layer.conv_forward'
 >>> [a.name for a in table["conv2d_forward"].inputs]
 ['x', 'w', 'b', 'table']
->>> print(table["conv2d_forward"].nests[1].body[0])
-y[n, k, i, j] += w[k, c, u, v]*x[n, c, i*stride - padding + u, j*stride - padding + v]
+>>> print(table["conv2d_forward"].nests[1].body[0])  # doctest: +NORMALIZE_WHITESPACE
+y[n, k, i, j] += w[k, c, u, v]*x[n, c, dilation*u + i*stride - padding,
+                                       dilation*v + j*stride - padding]
 >>> table["conv2d_backward_filter"].vjp.grads
 (('dw', 'w'),)
 """
@@ -35,7 +36,7 @@ import sympy as sp
 
 from derive import activations, core, layers, optim
 from derive import lenet5 as lenet
-from derive.indexing import FloorDiv, fsym, isym
+from derive.indexing import FloorDiv, IsNaN, fsym, isym
 from derive.kernelspec import (
     INT64,
     MASK,
@@ -238,22 +239,27 @@ def _conv_specs():
 
 # --- pooling and LeNet-5 subsampling ---------------------------------------------------
 
+#: The regimes of a pooling proof: windows that tile the input (stride = size), that
+#: overlap (stride 1), that stride past it (stride > size) or do not divide it (floor
+#: mode), padding 0 and 1, batch 2 and 2 maps.
 _POOL_CASES = (
     dict(N=2, C=2, H=4, W=6, size=2),
-    dict(N=1, C=2, H=3, W=6, size=3),
-    dict(N=1, C=1, H=2, W=2, size=1),
+    dict(N=1, C=2, H=5, W=4, size=3, stride=2, padding=1),
+    dict(N=1, C=1, H=3, W=5, size=2, stride=1, padding=1),
+    dict(N=1, C=2, H=5, W=5, size=2, stride=3),
 )
 #: Max pooling is compared at concrete points: distinct values (the maximum is
 #: unique), then ties, where the first maximum in row-major order must win.
 _MAX_CASES = tuple({**c, "values": "distinct"} for c in _POOL_CASES) + (
     dict(N=1, C=2, H=4, W=4, size=2, values="ties"),
+    dict(N=1, C=1, H=4, W=5, size=3, stride=1, padding=1, values="ties"),
 )
 _SUBSAMPLE_CASES = (dict(N=2, C=2, H=4, W=6), dict(N=1, C=1, H=2, W=2))
 
 
 def _pool_specs():
-    n, c, i, j, u, v = _ix("n", "c", "i", "j", "u", "v")
-    q = isym("size")
+    n, c, i, j, u, v, h, r = _ix("n", "c", "i", "j", "u", "v", "h", "r")
+    q, s, p = isym("size"), isym("stride"), isym("padding")
     H, W, Ho, Wo = (isym(x) for x in ("H", "W", "Ho", "Wo"))
     x, y, dy, dx, am = (_A(a) for a in ("x", "y", "dy", "dx", "argmax"))
     ranges = (
@@ -266,76 +272,88 @@ def _pool_specs():
         ("h", 0, "H"),
         ("r", 0, "W"),
     )
-    divisible = (
-        (sp.Eq(sp.Mod(H, q), 0), "input height H must be divisible by size"),
-        (sp.Eq(sp.Mod(W, q), 0), "input width W must be divisible by size"),
+    params = (
+        Param("size", "int", 2, 1),
+        Param("stride", "int", minimum=1, default_from="size"),
+        Param("padding", "int", 0, 0),
     )
-    derived = (("Ho", FloorDiv(H, q)), ("Wo", FloorDiv(W, q)))
-    size = Param("size", "int", 2, 1)
-    x4 = Array("x", ("N", "C", "H", "W"))
-    win = x[n, c, i * q + u, j * q + v]
+    out_h, out_w = FloorDiv(H + 2 * p - q, s) + 1, FloorDiv(W + 2 * p - q, s) + 1
+    fits = (
+        (sp.Ge(H + 2 * p, q), "window size exceeds padded input height H + 2*padding"),
+        (sp.Ge(W + 2 * p, q), "window size exceeds padded input width W + 2*padding"),
+        (sp.Le(2 * p, q), "padding must be at most size // 2"),
+    )
+    pool = dict(ranges=ranges, params=params)
+    x4, y4 = Array("x", ("N", "C", "H", "W")), Array("y", ("N", "C", "Ho", "Wo"), role=OUT)
+    # reads outside x are the padding: clipped away (zeros for the mean, never the max)
+    win = x[n, c, i * s + u - p, j * s + v - p]
     yield KernelSpec(
         name="avgpool2d_forward",
         derivation="layer.pool_forward",
-        doc="Mean over non-overlapping size x size windows.",
-        arrays=(x4, Array("y", ("N", "C", "Ho", "Wo"), role=OUT)),
-        params=(size,),
-        signature=("x", "size"),
+        doc="Mean over size x size windows (stride, zero padding counted in the mean).",
+        arrays=(x4, y4),
+        signature=("x", "size", "stride", "padding"),
         returns=("y",),
-        ranges=ranges,
         nests=(
             Nest(_names(n, c, i, j), (Stmt(y[n, c, i, j], "=", sp.Integer(0)),)),
             Nest(
                 _names(n, c, u, v, i, j),
                 (Stmt(y[n, c, i, j], "+=", win / q**2),),
                 taps=("u", "v"),
+                clip=True,
             ),
         ),
-        derived=derived,
-        constraints=divisible,
+        derived=(("Ho", out_h), ("Wo", out_w)),
+        constraints=fits,
         definition=layers.mean_pool_layer,
         cases=_POOL_CASES,
+        **pool,
     )
     yield KernelSpec(
         name="avgpool2d_backward",
         derivation="backprop.case1_mean",
-        doc="The lecture's up(): dx = kron(dy, ones(size, size)) / size**2.",
+        doc="The lecture's up(): each dy spread evenly (1/size**2) over its window.",
         arrays=(Array("dy", ("N", "C", "Ho", "Wo")), Array("dx", ("N", "C", "H", "W"), role=OUT)),
-        params=(size,),
-        signature=("dy", "size"),
+        signature=("dy", "input_hw", "size", "stride", "padding"),
         returns=("dx",),
-        ranges=ranges,
         nests=(
+            Nest(_names(n, c, h, r), (Stmt(dx[n, c, h, r], "=", sp.Integer(0)),)),
             Nest(
                 _names(n, c, u, v, i, j),
-                (Stmt(dx[n, c, i * q + u, j * q + v], "=", dy[n, c, i, j] / q**2),),
+                (
+                    Stmt(
+                        dx[n, c, i * s + u - p, j * s + v - p],
+                        "+=",
+                        dy[n, c, i, j] / q**2,
+                    ),
+                ),
                 taps=("u", "v"),
+                clip=True,
             ),
         ),
-        derived=(("H", q * Ho), ("W", q * Wo)),
+        constraints=fits
+        + (
+            (sp.Eq(Ho, out_h), "dy's height must be (H + 2*padding - size) // stride + 1"),
+            (sp.Eq(Wo, out_w), "dy's width must be (W + 2*padding - size) // stride + 1"),
+        ),
         vjp=Vjp("avgpool2d_forward", grads=(("dx", "x"),), cotangent=("dy", "y")),
+        ranges=ranges,
+        params=params[:1] + (Param("input_hw", "hw", dims=("H", "W")),) + params[1:],
     )
-    flat_pos = (i * q + u) * W + j * q + v
+    pos = (i * s + u - p) * W + j * s + v - p
+    unset = sp.Integer(-1)  # the window's first entry is always taken
     yield KernelSpec(
         name="maxpool2d_forward",
         derivation="backprop.case1_max",
-        doc="Max over non-overlapping windows; argmax = flat index h*W+w (first maximum wins).",
-        arrays=(
-            x4,
-            Array("y", ("N", "C", "Ho", "Wo"), role=OUT),
-            Array("argmax", ("N", "C", "Ho", "Wo"), INT64, OUT),
-        ),
-        params=(size,),
-        signature=("x", "size"),
+        doc="Max over size x size windows (stride, padding never wins); argmax = flat index "
+        "h*W+w of the first maximum (a NaN wins and propagates).",
+        arrays=(x4, y4, Array("argmax", ("N", "C", "Ho", "Wo"), INT64, OUT)),
+        signature=("x", "size", "stride", "padding"),
         returns=("y", "argmax"),
-        ranges=ranges,
         nests=(
             Nest(
                 _names(n, c, i, j),
-                (
-                    Stmt(y[n, c, i, j], "=", -sp.oo),
-                    Stmt(am[n, c, i, j], "=", (i * q) * W + j * q),
-                ),
+                (Stmt(y[n, c, i, j], "=", -sp.oo), Stmt(am[n, c, i, j], "=", unset)),
             ),
             Nest(
                 _names(n, c, u, v, i, j),
@@ -344,49 +362,49 @@ def _pool_specs():
                     Stmt(
                         am[n, c, i, j],
                         "=",
-                        sp.Piecewise((flat_pos, win > y[n, c, i, j]), (am[n, c, i, j], True)),
+                        sp.Piecewise(
+                            (
+                                pos,
+                                sp.Or(
+                                    win > y[n, c, i, j], IsNaN(win), sp.Eq(am[n, c, i, j], unset)
+                                ),
+                            ),
+                            (am[n, c, i, j], True),
+                        ),
                     ),
                     Stmt(y[n, c, i, j], "max=", win),
                 ),
                 taps=("u", "v"),
+                clip=True,
             ),
         ),
-        derived=derived,
-        constraints=divisible,
+        derived=(("Ho", out_h), ("Wo", out_w)),
+        constraints=fits,
         definition=layers.max_pool_layer,
         cases=_MAX_CASES,
+        **pool,
     )
-    qd = isym("size")
+    flat_in = am[n, c, i, j]
     yield KernelSpec(
         name="maxpool2d_backward",
         derivation="backprop.case1_max",
-        doc="Routes dy[n, c, i, j] to the recorded argmax position of its window.",
+        doc="Routes dy[n, c, i, j] to the input position argmax[n, c, i, j] = h*W + w "
+        "(windows sharing a maximum add their gradients).",
         arrays=(
             Array("dy", ("N", "C", "Ho", "Wo")),
-            Array("argmax", ("N", "C", "Ho", "Wo"), INT64, window=("H", "W", "size")),
+            Array("argmax", ("N", "C", "Ho", "Wo"), INT64, bounds=("H", "W")),
             Array("dx", ("N", "C", "H", "W"), role=OUT),
         ),
         params=(Param("input_hw", "hw", dims=("H", "W")),),
         signature=("dy", "argmax", "input_hw"),
         returns=("dx",),
-        ranges=ranges,
+        ranges=tuple(rng for rng in ranges if rng[0] not in "uv"),
         nests=(
+            Nest(_names(n, c, h, r), (Stmt(dx[n, c, h, r], "=", sp.Integer(0)),)),
             Nest(
-                _names(n, c, u, v, i, j),
-                (
-                    Stmt(
-                        dx[n, c, i * qd + u, j * qd + v],
-                        "=",
-                        sp.Piecewise((dy[n, c, i, j], sp.Eq(am[n, c, i, j], flat_pos)), (0, True)),
-                    ),
-                ),
-                taps=("u", "v"),
+                _names(n, c, i, j),
+                (Stmt(dx[n, c, FloorDiv(flat_in, W), sp.Mod(flat_in, W)], "+=", dy[n, c, i, j]),),
             ),
-        ),
-        derived=(("size", FloorDiv(H, Ho)),),
-        constraints=(
-            (sp.Eq(H, qd * Ho), "input height H must be a multiple of dy's height"),
-            (sp.Eq(W, qd * Wo), "input width W must be the same multiple of dy's width"),
         ),
         vjp=Vjp(
             "maxpool2d_forward",
@@ -893,6 +911,6 @@ def load_table() -> dict[str, KernelSpec]:
     """The validated kernel table, by kernel name (every cited derivation must exist).
 
     >>> len(load_table())
-    29
+    31
     """
     return validate_table(kernel_specs(), core.ids())

@@ -48,9 +48,7 @@ class Array:
     ``flat`` arrays accept any shape and are processed as a flat vector of
     ``dims[0]`` elements (element-wise kernels). ``bounds`` names the sizes whose
     product bounds the values of an int64 input from above (labels < O; a flat
-    position h*W + w < H*W). ``window`` names
-    the sizes ``(H, W, size)`` of an argmax input: each value must be a flat
-    position ``h*W + w`` inside the ``size x size`` window of its output element.
+    position h*W + w < H*W).
     """
 
     name: str
@@ -60,7 +58,6 @@ class Array:
     optional: bool = False
     flat: bool = False
     bounds: tuple[str, ...] = ()
-    window: tuple[str, ...] = ()
 
     @property
     def base(self) -> sp.IndexedBase:
@@ -499,14 +496,3 @@ def _exec(lhs, op, rhs, at, store, shapes, clip):
         target[pos] = old + value
     else:
         target[pos] = (sp.Max if op == "max=" else sp.Min)(old, value)
-
-
-def to_nested(values: np.ndarray) -> list:
-    """An object array of exact values as nested lists (ints where exact, else floats).
-
-    >>> to_nested(np.array([sp.Integer(2), sp.Rational(1, 2)], dtype=object))
-    [2, 0.5]
-    """
-    flat = [sp.sympify(x) for x in np.asarray(values, dtype=object).reshape(-1)]
-    flat = [int(x) if x.is_Integer else float(x) for x in flat]
-    return np.array(flat, dtype=object).reshape(np.shape(values)).tolist()

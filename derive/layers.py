@@ -94,13 +94,69 @@ def up_mean(d, n: int) -> sp.Matrix:
     return sp.kronecker_product(d, sp.ones(n, n)) / n**2
 
 
-def _windows(a: sp.Matrix, n: int):
-    """Yield ``(i, j, window)`` for the non-overlapping n x n windows of ``a``."""
+def _check_divisible(a: sp.Matrix, n: int) -> None:
+    """The lecture's ``down()`` tiles the map with non-overlapping n x n windows."""
     a, n = _check_matrix("a", a), _check_int("n", n, 1)
     if a.rows % n or a.cols % n:
         raise ValueError(f"pooling: shape {a.shape} is not divisible by n={n}")
-    for i, j in itertools.product(range(a.rows // n), range(a.cols // n)):
-        yield i, j, a[i * n : (i + 1) * n, j * n : (j + 1) * n]
+
+
+def pool_windows(a, size: int, stride: int | None = None, padding: int = 0):
+    """Yield ``(i, j, entries)`` for every pooling window of ``a`` (floor mode).
+
+    Window ``(i, j)`` covers rows ``i*stride - padding ...`` (``size`` of them) and the
+    same columns; ``entries`` are its in-bounds ``(r, c, a[r, c])`` in row-major
+    order (the padding holds no entry). ``stride`` None means ``size``.
+
+    >>> [[(r, c) for r, c, _ in e] for _, _, e in pool_windows(sp.ones(2, 3), 2, 1, 1)][:2]
+    [[(0, 0)], [(0, 0), (0, 1)]]
+    """
+    a, size = _check_matrix("a", a), _check_int("size", size, 1)
+    stride = size if stride is None else _check_int("stride", stride, 1)
+    padding = _check_int("padding", padding, 0)
+    rows = (a.rows + 2 * padding - size) // stride + 1
+    cols = (a.cols + 2 * padding - size) // stride + 1
+    for i, j in itertools.product(range(rows), range(cols)):
+        taps = itertools.product(range(size), range(size))
+        at = [(i * stride + u - padding, j * stride + v - padding) for u, v in taps]
+        yield i, j, [(r, c, a[r, c]) for r, c in at if 0 <= r < a.rows and 0 <= c < a.cols]
+
+
+def _pooled(a, size, stride, padding, value) -> sp.Matrix:
+    windows = list(pool_windows(a, size, stride, padding))
+    rows, cols = (windows[-1][0] + 1, windows[-1][1] + 1) if windows else (0, 0)
+    out = sp.zeros(rows, cols)
+    for i, j, entries in windows:
+        out[i, j] = value(entries)
+    return out
+
+
+def pool_mean(a, size: int, stride: int | None = None, padding: int = 0) -> sp.Matrix:
+    """Mean pooling: the sum of each window's entries over ``size**2`` (padding counts
+    as zeros, PyTorch's ``count_include_pad=True``).
+
+    >>> pool_mean(sp.Matrix([[4, 8, 1]]), 1, 2)
+    Matrix([[4, 1]])
+    """
+    return _pooled(a, size, stride, padding, lambda e: sum((v for *_, v in e), 0) / size**2)
+
+
+def pool_max(a, size: int, stride: int | None = None, padding: int = 0):
+    """Max pooling and the position ``(r, c)`` of each window's first maximum in
+    row-major order (the padding never wins). Entries must be comparable numbers.
+
+    >>> pool_max(sp.Matrix([[1, 9], [9, 2]]), 2)
+    (Matrix([[9]]), {(0, 0): (0, 1)})
+    """
+    where = {}
+
+    def first_max(entries):
+        best = max(range(len(entries)), key=lambda t: (entries[t][2], -t))
+        return entries[best]
+
+    for i, j, entries in pool_windows(a, size, stride, padding):
+        where[(i, j)] = first_max(entries)[:2]
+    return _pooled(a, size, stride, padding, lambda e: first_max(e)[2]), where
 
 
 def down_mean(a, n: int) -> sp.Matrix:
@@ -109,10 +165,8 @@ def down_mean(a, n: int) -> sp.Matrix:
     >>> down_mean(sp.Matrix([[1, 3], [5, 7]]), 2)
     Matrix([[4]])
     """
-    out = sp.zeros(a.rows // n, a.cols // n)
-    for i, j, win in _windows(a, n):
-        out[i, j] = sum(win, sp.Integer(0)) / n**2
-    return out
+    _check_divisible(a, n)
+    return pool_mean(a, n)
 
 
 def down_max(a, n: int) -> tuple[sp.Matrix, dict]:
@@ -125,12 +179,8 @@ def down_max(a, n: int) -> tuple[sp.Matrix, dict]:
     >>> down_max(sp.Matrix([[1, 9], [9, 2]]), 2)
     (Matrix([[9]]), {(0, 0): (0, 1)})
     """
-    out, argmax = sp.zeros(a.rows // n, a.cols // n), {}
-    for i, j, win in _windows(a, n):
-        best = max(range(n * n), key=lambda t: (win[t], -t))  # first maximum wins ties
-        out[i, j] = win[best]
-        argmax[(i, j)] = (i * n + best // n, j * n + best % n)
-    return out, argmax
+    _check_divisible(a, n)
+    return pool_max(a, n)
 
 
 def route_max(d, argmax: dict, shape: tuple[int, int]) -> sp.Matrix:
@@ -343,21 +393,21 @@ def _per_plane(x, f) -> np.ndarray:
     return np.array(out, dtype=object)
 
 
-def mean_pool_layer(x, size=2) -> np.ndarray:
-    """The lecture's mean ``down()`` on every plane of a batch."""
-    return _per_plane(x, lambda a: down_mean(a, size))
+def mean_pool_layer(x, size=2, stride=None, padding=0) -> np.ndarray:
+    """:func:`pool_mean` on every plane of a batch."""
+    return _per_plane(x, lambda a: pool_mean(a, size, stride, padding))
 
 
-def max_pool_layer(x, size=2) -> tuple[np.ndarray, np.ndarray]:
-    """Max ``down()`` on every plane, and the flat index ``h*W + w`` of each maximum."""
+def max_pool_layer(x, size=2, stride=None, padding=0) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`pool_max` on every plane, and the flat index ``h*W + w`` of each maximum."""
     x = np.asarray(x, dtype=object)
     width = x.shape[3]
 
     def flat(a):
-        _, argmax = down_max(a, size)
-        return sp.Matrix(a.rows // size, a.cols // size, lambda i, j: _flat(argmax[(i, j)], width))
+        pooled, where = pool_max(a, size, stride, padding)
+        return sp.Matrix(*pooled.shape, lambda i, j: _flat(where[(i, j)], width))
 
-    return _per_plane(x, lambda a: down_max(a, size)[0]), _per_plane(x, flat)
+    return _per_plane(x, lambda a: pool_max(a, size, stride, padding)[0]), _per_plane(x, flat)
 
 
 def _flat(pos, width):
@@ -412,9 +462,10 @@ def _conv_forward() -> Derivation:
         Step(
             sp.Matrix(s[0].tolist()),
             structural,
-            "The lecture's z_j = sum_{i in M_j} a_i * k_ji + b_j, written entry by entry from "
-            "S(i,j) = sum_m sum_n I(i+m, j+n) K(m, n), equals the sum over connected input "
-            "maps of the valid cross-correlations plus the bias (2 input maps, 3x3, 2x2 kernels).",
+            "The lecture's $z_j = \\sum_{i \\in M_j} a_i * k_{ji} + b_j$, written entry by entry "
+            "from $S(i,j) = \\sum_m \\sum_n I(i+m, j+n) K(m, n)$, equals the sum over connected "
+            "input maps of the valid cross-correlations plus the bias (2 input maps, 3×3, 2×2 "
+            "kernels).",
             check=lambda: same(sp.Matrix(s[0].tolist()), structural),
             note="expansion of both sides",
             latex=two_lines(
@@ -425,9 +476,10 @@ def _conv_forward() -> Derivation:
         Step(
             sp.Symbol("z_k[i,j]"),
             sp.Symbol("S_k[i,j]"),
-            "With stride s, zero padding p and a connection table M_k, the explicit definition "
-            "equals b_k + sum_{c in M_k} xcorr2d(x_c, w_kc, s, p) "
-            "(cases: n_in, n_out, h, w, kh, kw, s, p, table).",
+            "With stride $s$, zero padding $p$ and a connection table $M_k$, the explicit "
+            "definition equals $b_k$ plus the strided, padded cross-correlations "
+            "$\\sum_{c \\in M_k} \\mathrm{xcorr}(x_c, w_{kc}, s, p)$ (cases: input and output "
+            "maps, h, w, kh, kw, s, p, table).",
             method=EXHAUSTIVE,
             check=_forward_matches,
             cases=_FORWARD_CASES,
@@ -440,13 +492,13 @@ def _conv_forward() -> Derivation:
     return Derivation(
         "layer.conv_forward",
         "Convolution layer forward pass",
-        "卷积层的前向计算 (z_j = Σ_{i∈M_j} a_i * k_ji + b_j, a_j = f(z_j))",
+        r"卷积层的前向计算 ($z_j = \sum_{i \in M_j} a_i * k_{ji} + b_j$, $a_j = f(z_j)$)",
         steps,
         summary=(
-            "A convolution layer sums, over the input maps M_j connected to output map j, the "
-            "valid cross-correlation of each input map with its kernel, adds one bias per map "
-            "and applies f element-wise (a_j = f(z_j)). The structural form is proven equal to "
-            "the index definition, including stride, padding and a partial connection table."
+            "A convolution layer sums, over the input maps $M_j$ connected to output map $j$, the "
+            "valid cross-correlation of each input map with its kernel, adds one bias per map and "
+            "applies $f$ element-wise ($a_j = f(z_j)$). The structural form is proven equal to the "
+            "index definition, including stride, padding and a partial connection table."
         ),
         data={"explicit": s, "structural": structural},
     )
@@ -482,7 +534,8 @@ def _max_pool_ok(case) -> bool:
     rows, n = case
     a = sp.Matrix(rows)
     pooled, argmax = down_max(a, n)
-    for i, j, win in _windows(a, n):
+    for i, j in argmax:
+        win = a[i * n : (i + 1) * n, j * n : (j + 1) * n]
         r, c = argmax[(i, j)]
         first = next(t for t in range(n * n) if win[t] == sp.Max(*win))
         if pooled[i, j] != sp.Max(*win) or (r - i * n) * n + (c - j * n) != first:
@@ -501,8 +554,9 @@ def _pool_forward() -> Derivation:
         Step(
             mean_z,
             beta * p4 * a * p4.T / 4 + bias * sp.ones(2, 2),
-            "Mean pooling: z_k = beta_k down(a_j) + b_k with down() the mean of each 2x2 window; "
-            "as matrices down(a) = P a P^T / n^2 with P = I ⊗ 1_{1×n} (4x4 input).",
+            "Mean pooling: $z_k = \\beta_k \\mathrm{down}(a_j) + b_k$ with $\\mathrm{down}$ the "
+            "mean of each 2×2 window; as matrices $\\mathrm{down}(a) = P a P^T / n^2$ with $P = I "
+            "\\otimes 1_{1 \\times n}$ (4×4 input).",
             check=lambda: same(mean_z, beta * p4 * a * p4.T / 4 + bias * sp.ones(2, 2)),
             note="expansion of both sides",
             latex=two_lines(
@@ -513,8 +567,9 @@ def _pool_forward() -> Derivation:
         Step(
             sp.Symbol("<down(a),d>"),
             sp.Symbol("<a,up(d)>"),
-            "For every size (h, w, n): down(a) = P_h a P_w^T / n^2, and the lecture's "
-            "up(x) = x ⊗ 1_{n×n} / n^2 is its adjoint: <down(a), d> = <a, up(d)>.",
+            "For every size $(h, w, n)$: $\\mathrm{down}(a) = P_h a P_w^T / n^2$, and the "
+            "lecture's $\\mathrm{up}(x) = x \\otimes 1_{n \\times n} / n^2$ is its adjoint: "
+            "$\\langle \\mathrm{down}(a), d \\rangle = \\langle a, \\mathrm{up}(d) \\rangle$.",
             method=EXHAUSTIVE,
             check=_mean_pool_cases_ok,
             cases=((2, 2, 2), (4, 4, 2), (4, 6, 2), (6, 6, 3), (6, 4, 2)),
@@ -537,7 +592,7 @@ def _pool_forward() -> Derivation:
             lenet_z + bias * sp.ones(2, 2),
             (4 * coef) * down_mean(a, 2) + bias * sp.ones(2, 2),
             "LeNet-5's S2/S4 subsampling (the four inputs summed, times a trainable coefficient, "
-            "plus a trainable bias) is mean pooling with beta_k = n^2 c_k.",
+            "plus a trainable bias) is mean pooling with $\\beta_k = n^2 c_k$.",
             check=lambda: same(
                 lenet_z + bias * sp.ones(2, 2), 4 * coef * down_mean(a, 2) + bias * sp.ones(2, 2)
             ),
@@ -551,13 +606,13 @@ def _pool_forward() -> Derivation:
     return Derivation(
         "layer.pool_forward",
         "Pooling layer forward pass",
-        "Pooling 层的前向计算 (z_k = β_k down(a_j) + b_k)",
+        r"Pooling 层的前向计算 ($z_k = \beta_k \mathrm{down}(a_j) + b_k$)",
         steps,
         summary=(
-            "A pooling layer maps each non-overlapping n x n window to one value, scales it by "
-            "beta_k and adds b_k (the lecture notes beta may be 1 and b 0). Mean down() is a "
-            "linear map whose adjoint is the lecture's up(); max down() selects and records the "
-            "window's maximum. LeNet-5's trainable subsampling is the mean case with "
-            "beta_k = n^2 c_k."
+            "A pooling layer maps each non-overlapping $n \\times n$ window to one value, scales "
+            "it by $\\beta_k$ and adds $b_k$ (the lecture notes $\\beta$ may be 1 and $b$ 0). Mean "
+            "$\\mathrm{down}$ is a linear map whose adjoint is the lecture's $\\mathrm{up}$; max "
+            "$\\mathrm{down}$ selects and records the window's maximum. LeNet-5's trainable "
+            "subsampling is the mean case with $\\beta_k = n^2 c_k$."
         ),
     )

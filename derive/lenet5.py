@@ -278,8 +278,8 @@ def _layers() -> Derivation:
         Step(
             sp.Symbol("o"),
             sp.Symbol("floor((i + 2p - k)/s) + 1"),
-            "Every layer's output side follows from conv.output_size: convolutions (k = 5, "
-            "s = 1, p = 0), subsampling (k = s = 2), vector layers (k = 1).",
+            "Every layer's output side follows from conv.output_size: convolutions ($k = 5$, "
+            "$s = 1$, $p = 0$), subsampling ($k = s = 2$), vector layers ($k = 1$).",
             method=EXHAUSTIVE,
             check=_size_follows,
             cases=LAYERS,
@@ -296,9 +296,14 @@ def _layers() -> Derivation:
             r"(\text{maps}, \text{side})_{\mathrm{out}}^{(l)}",
         ),
         Step(
-            sp.Integer(LAYERS[0].in_size),
+            sp.Add(LAYERS[0].out_size, LAYERS[0].kernel, -1, evaluate=False),
             sp.Integer(INPUT_SIZE),
-            "C1 reads the 32x32 input plane.",
+            "C1's 28×28 outputs of a 5×5 kernel read a plane of side $o + k - 1$: the 32×32 "
+            "input plane, as the layer table says.",
+            check=lambda: (
+                LAYERS[0].in_size == INPUT_SIZE == LAYERS[0].out_size + LAYERS[0].kernel - 1
+            ),
+            note="the layer table's C1 input side and the valid-convolution size agree",
         ),
     )
     return Derivation(
@@ -307,8 +312,8 @@ def _layers() -> Derivation:
         "CNN示例: LeNet-5 (C1 ... OUTPUT); LeCun et al. 1998, section II-B",
         steps,
         summary=(
-            "LeNet-5: C1 6@28x28 (5x5 conv), S2 6@14x14, C3 16@10x10 (5x5 conv with the C3 "
-            "table), S4 16@5x5, C5 120 (5x5 conv over all 16 maps, i.e. fully connected), "
+            "LeNet-5: C1 6@28×28 (5×5 conv), S2 6@14×14, C3 16@10×10 (5×5 conv with the C3 "
+            "table), S4 16@5×5, C5 120 (5×5 conv over all 16 maps, i.e. fully connected), "
             "F6 84, OUTPUT 10 Euclidean RBF units."
         ),
         data={"layers": LAYERS},
@@ -337,8 +342,8 @@ def _count_step(layer: Layer) -> Step:
     return Step(
         derived,
         sp.Matrix([params, conns]),
-        f"{layer.name} ({layer.kind}, {layer.in_maps}->{layer.out_maps} maps, "
-        f"{layer.out_size}x{layer.out_size}, kernel {layer.kernel}): trainable parameters and "
+        f"{layer.name} ({layer.kind}, {layer.in_maps} → {layer.out_maps} maps, "
+        f"{layer.out_size}×{layer.out_size}, kernel {layer.kernel}): trainable parameters and "
         "connections computed from the layer spec equal the paper's figures.",
         latex=(
             rf"\mathrm{{{layer.name}}}: (\text{{params}}, \text{{connections}}) = "
@@ -350,26 +355,27 @@ def _count_step(layer: Layer) -> Step:
 @derivation("lenet5.params", "LeNet-5 parameter and connection counts")
 def _params() -> Derivation:
     s2 = _by_name("S2")
-    lecture_s2 = sp.Integer((2 * 2 + 1) * 6)
-    total = sum(layer_params(x) for x in LAYERS)
+    held = {"evaluate": False}  # the lecture's arithmetic, shown as written
+    lecture_s2 = sp.Mul(sp.Add(sp.Mul(2, 2, **held), 1, **held), 6, **held)
+    total = sp.Add(*(layer_params(x) for x in LAYERS if x.name in PAPER_COUNTS), **held)
     steps = (
         *(_count_step(x) for x in LAYERS if x.name in PAPER_COUNTS),
         Step(
             lecture_s2,
             sp.Integer(30),
-            "The lecture's S2 figure '(2*2+1)*6 = 30' counts 5 parameters per map (as if each "
-            "of the 4 inputs had its own weight), contradicting its own description: the 4 "
-            "inputs are summed, multiplied by ONE trainable coefficient, plus ONE trainable "
-            f"bias, i.e. 2 per map and 2*6 = {layer_params(s2)} (as the lecture itself gives "
-            "2*16 for S4). The spec's figure is 12.",
-            check=lambda: lecture_s2 == 30 and layer_params(s2) == 2 * 6 != lecture_s2,
+            "The lecture's S2 figure $(2 \\cdot 2+1) \\cdot 6 = 30$ counts 5 parameters per map "
+            "(as if each of the 4 inputs had its own weight), contradicting its own description: "
+            "the 4 inputs are summed, multiplied by ONE trainable coefficient, plus ONE trainable "
+            f"bias, i.e. 2 per map and $2 \\cdot 6 = {layer_params(s2)}$ (as the lecture itself "
+            "gives $2 \\cdot 16$ for S4). The spec's figure is 12.",
+            check=lambda: lecture_s2.doit() == 30 and layer_params(s2) == 2 * 6 != 30,
             note="the lecture's expression evaluates to 30; the spec gives 12",
         ),
         Step(
-            sp.Integer(total),
+            total,
             sp.Integer(PAPER_TOTAL),
-            "Total trainable parameters: 156 + 12 + 1516 + 32 + 48120 + 10164 = 60,000 exactly, "
-            "the paper's '60,000 trainable parameters' (the RBF centres are fixed).",
+            "Total trainable parameters: 60,000 exactly, the paper's '60,000 trainable parameters' "
+            "(the RBF centres are fixed).",
         ),
     )
     return Derivation(
@@ -379,7 +385,7 @@ def _params() -> Derivation:
         steps,
         summary=(
             "Counts follow from the layer table: a convolution output map has (connected input "
-            "maps x k^2 + 1) parameters and each of its units that many connections; a "
+            "maps $\\times\\, k^2 + 1$) parameters and each of its units that many connections; a "
             "subsampling map has 2 parameters and (4 + 1) connections per unit; F6 is dense."
         ),
         data={
@@ -424,22 +430,25 @@ def _c3_table() -> Derivation:
     table = _c3_matrix()
     paper = sp.Matrix(6, 16, lambda r, c: int(PAPER_TABLE_I[r][c] == "X"))
     counts = sp.Matrix([[len(row) for row in C3_TABLE]])
+    row_sums = sp.Matrix([[sum(table.row(r)) for r in range(6)]])
     steps = (
         Step(
             table,
             paper,
-            "C3_TABLE (C3 map -> S2 maps) written as the paper's Table I (rows: S2 maps, "
+            "C3_TABLE (C3 map → S2 maps) written as the paper's Table I (rows: S2 maps, "
             "columns: C3 maps) equals an independent transcription of the printed table.",
             check=lambda: same(table, paper),
             note="exact comparison",
-            # narrower columns so the 16-column table fits the page
-            latex=r"\setlength{\arraycolsep}{2pt} " + sp.latex(table) + " = " + sp.latex(paper),
+            # One matrix, named by both sources (they are equal); narrower columns so the
+            # 16-column table fits the page.
+            latex=r"\setlength{\arraycolsep}{3pt} T_{\texttt{C3\_TABLE}} = "
+            r"T_{\text{Table I}} = " + sp.latex(table),
         ),
         Step(
             sp.Symbol("M_k"),
             sp.Symbol("group(k)"),
-            "Maps 0-5 take 3 contiguous S2 maps, 6-11 take 4 contiguous, 12-14 take 4 "
-            "non-contiguous, 15 takes all 6 (contiguous = cyclically consecutive).",
+            "Maps 0–5 take 3 contiguous S2 maps, 6–11 take 4 contiguous, 12–14 take 4 "
+            "non-contiguous, 15 takes all 6 (contiguous: cyclically consecutive).",
             method=EXHAUSTIVE,
             check=_c3_group_ok,
             cases=range(16),
@@ -453,15 +462,17 @@ def _c3_table() -> Derivation:
             + sp.latex(sp.Matrix([[3] * 6 + [4] * 9 + [6]])),
         ),
         Step(
-            sp.Matrix([[sum(table.row(r))] for r in range(6)]),
-            sp.Matrix([[10]] * 6),
+            row_sums,
+            sp.Matrix([[10] * 6]),
             "Every S2 map feeds exactly 10 C3 maps (the table is symmetric under rotating the "
             "S2 maps, which breaks the symmetry between C3 maps as the paper intends).",
+            latex=r"\left(\sum_{k=0}^{15} T_{jk}\right)_{j=0}^{5} = " + sp.latex(row_sums),
         ),
         Step(
-            sp.Integer(sum(counts) * 25 + 16),
+            sp.Add(sp.Mul(sum(counts), 25, evaluate=False), 16, evaluate=False),
             sp.Integer(1516),
-            "60 connected (C3, S2) pairs x 25 weights + 16 biases = 1,516 trainable parameters.",
+            "60 connected (C3, S2) pairs of 25 weights each, and 16 biases: 1,516 trainable "
+            "parameters.",
         ),
     )
     return Derivation(
@@ -470,7 +481,7 @@ def _c3_table() -> Derivation:
         "C3层是一个卷积层 (例如 C3 第0张特征图与 S2 第0,1,2张相连); LeCun et al. 1998, Table I",
         steps,
         summary=(
-            "C3 map k reads only the S2 maps in M_k: fewer connections, and different C3 maps "
+            "C3 map $k$ reads only the S2 maps in $M_k$: fewer connections, and different C3 maps "
             "are forced to extract different features."
         ),
         data={"table": C3_TABLE, "matrix": table},
@@ -517,25 +528,25 @@ def _rbf() -> Derivation:
             y,
             (sp.Matrix(xs) - sp.Matrix(ws)).dot(sp.Matrix(xs) - sp.Matrix(ws)),
             "Each output unit i computes the squared Euclidean distance between its input "
-            "(the F6 state x) and its parameter vector w_i: y_i = sum_j (x_j - w_ij)^2.",
+            "(the F6 state $x$) and its parameter vector $w_i$: $y_i = \\sum_j (x_j - w_{ij})^2$.",
             latex=r"y_i = \sum_j (x_j - w_{ij})^2 = \lVert x - w_i \rVert^2",
         ),
         Step(
-            sp.Matrix([sp.diff(y, v) for v in xs]),
+            sp.Matrix([sp.Derivative(y, v) for v in xs]),
             2 * (sp.Matrix(xs) - sp.Matrix(ws)),
-            "Gradient w.r.t. the input: dy_i/dx_j = 2 (x_j - w_ij).",
+            "Gradient with respect to the input: $\\partial y_i/\\partial x_j = 2 (x_j - w_{ij})$.",
         ),
         Step(
-            sp.Matrix([sp.diff(y, v) for v in ws]),
+            sp.Matrix([sp.Derivative(y, v) for v in ws]),
             -2 * (sp.Matrix(xs) - sp.Matrix(ws)),
-            "Gradient w.r.t. the centre: dy_i/dw_ij = -2 (x_j - w_ij) (LeNet-5 keeps the "
-            "centres fixed; the kernels still provide it).",
+            "Gradient with respect to the centre: $\\partial y_i/\\partial w_{ij} = -2 (x_j - "
+            "w_{ij})$ (LeNet-5 keeps the centres fixed; the kernels still provide it).",
         ),
         Step(
             nll,
             y / (2 * sigma**2) + sp.Rational(n, 2) * sp.log(2 * sp.pi * sigma**2),
-            "The lecture's remark: y_i is, up to the scale 1/(2 sigma^2) and an additive "
-            "constant, the negative log-likelihood of x under a Gaussian centred on w_i.",
+            "The lecture's remark: $y_i$ is, up to the scale $1/(2 \\sigma^2)$ and an additive "
+            "constant, the negative log-likelihood of $x$ under a Gaussian centred on $w_i$.",
             check=lambda: (
                 sp.simplify(
                     nll - (y / (2 * sigma**2) + sp.Rational(n, 2) * sp.log(2 * sp.pi * sigma**2))
@@ -549,8 +560,8 @@ def _rbf() -> Derivation:
         Step(
             sp.Symbol("||c_a - c_b||^2"),
             sp.Symbol("4 hamming(c_a, c_b) > 0"),
-            "The fixed centres are the +-1 codes of the 7x12 digit bitmaps (RBF_BITMAPS): all "
-            "10 distinct, the squared distance of two codes is 4 x the number of differing "
+            "The fixed centres are the $\\pm 1$ codes of the 7×12 digit bitmaps (RBF_BITMAPS): all "
+            "10 distinct, the squared distance of two codes is $4 \\times$ the number of differing "
             "pixels.",
             method=EXHAUSTIVE,
             check=_center_distance_ok,
@@ -558,22 +569,22 @@ def _rbf() -> Derivation:
             latex=r"\lVert c_a - c_b \rVert^2 = 4\, d_H(c_a, c_b) > 0 \quad (a \ne b)",
         ),
         Step(
-            sp.diff(map_criterion(ys, 0, j), ys[1]),
+            sp.Derivative(map_criterion(ys, 0, j), ys[1]),
             -sp.exp(-ys[1]) / (sp.exp(-j) + sp.exp(-ys[0]) + sp.exp(-ys[1])),
-            "Trained with the MAP criterion (loss.map): a wrong class's penalty y_i gets "
-            "gradient -posterior_i, i.e. is pushed up (2 classes, D = 0 shown).",
+            "Trained with the MAP criterion (loss.map): a wrong class's penalty $y_i$ gets "
+            "gradient $-P(i \\mid x)$, i.e. is pushed up (2 classes, $D = 0$ shown).",
         ),
     )
     return Derivation(
         "lenet5.rbf",
         "LeNet-5 Euclidean RBF output",
-        "输出层采用欧式径向基函数 (RBF 输出 = -log-likelihood); LeCun et al. 1998, eq. (7)",
+        "输出层采用欧式径向基函数 (RBF 输出 $= -\\log$ likelihood); LeCun et al. 1998, eq. (7)",
         steps,
         summary=(
-            "The output layer measures how far the F6 state is from each class's fixed +-1 "
-            "code; the penalty is a Gaussian negative log-likelihood, and the MAP criterion "
-            "trains it. The codes are hand-drawn 7x12 bitmaps in the style of the paper's "
-            "Fig. 3 (not the paper's exact bitmaps, which are not published as data)."
+            "The output layer measures how far the F6 state is from each class's fixed $\\pm 1$ "
+            "code; the penalty is a Gaussian negative log-likelihood, and the MAP criterion trains "
+            "it. The codes are hand-drawn 7×12 bitmaps in the style of the paper's Fig. 3 (not the "
+            "paper's exact bitmaps, which are not published as data)."
         ),
         data={"centers": rbf_centers()},
     )
@@ -589,24 +600,29 @@ def _squash() -> Derivation:
         Step(
             sp.StrictLessThan(sp.Abs(f1 - 1), Rational(3, 10**6), evaluate=False),
             sp.true,
-            f"f(1) = A tanh(2/3) = {sp.N(f1, 12)}: equal to 1 to within 3e-6, not exactly "
-            "(A = 1.7159 is 1/tanh(2/3) rounded to 4 decimals).",
+            f"$f(1) = A \\tanh(2/3) = {sp.N(f1, 12)}$: equal to 1 to within $3 \\cdot 10^{{-6}}$, "
+            "not exactly ($A = 1.7159$ is $1/\\tanh(2/3)$ rounded to 4 decimals).",
             check=lambda: 0 < abs(sp.N(f1 - 1, 30)) < Rational(3, 10**6),
             note="30-digit evaluation: 0 < |A tanh(2/3) - 1| < 3e-6",
             latex=r"\left|1.7159 \tanh\left(\tfrac{2}{3}\right) - 1\right| < 3 \cdot 10^{-6}",
         ),
-        Step(f.subs(a, -1), -f1, "f is odd, so f(-1) = -f(1) ≈ -1."),
         Step(
-            sp.diff(f, a),
+            SQUASH_A * sp.tanh(-SQUASH_S, evaluate=False),
+            -f1,
+            "$f$ is odd, so $f(-1) = -f(1) \\approx -1$.",
+        ),
+        Step(
+            sp.Derivative(f, a),
             SQUASH_A * SQUASH_S * (1 - sp.tanh(SQUASH_S * a) ** 2),
-            "Derivative (act.scaled_tanh with A = 1.7159, S = 2/3); the gain at 0 is "
-            "A S = 1.14393...",
+            "Derivative (act.scaled_tanh with $A = 1.7159$, $S = 2/3$); the gain at 0 is "
+            "$A S = 1.14393\\ldots$",
         ),
         Step(
             sp.diff(f, a, 3).subs(a, a_star),
             sp.Integer(0),
-            "The paper says the second derivative is maximal at a = +-1. SymPy: |f''| is "
-            f"maximal where tanh^2(S a) = 1/3, i.e. a = atanh(1/sqrt 3)/S = {sp.N(a_star, 6)}: "
+            "The paper says the second derivative is maximal at $a = \\pm 1$. SymPy: $|f''|$ is "
+            "maximal where $\\tanh^2(S a) = 1/3$, i.e. "
+            f"$a = \\operatorname{{atanh}}(1/\\sqrt{{3}})/S = {sp.N(a_star, 6)}$: "
             "close to 1, not exactly 1.",
             latex=r"f'''(a^*) = 0, \quad a^* = \frac{3}{2}\operatorname{atanh}"
             r"\left(\frac{1}{\sqrt{3}}\right) \approx 0.98772",
@@ -615,11 +631,11 @@ def _squash() -> Derivation:
     return Derivation(
         "lenet5.squash",
         "LeNet-5 squashing function A·tanh(S·a)",
-        "CNN前向传播 (f(x) = a tanh(bx)); LeCun et al. 1998, appendix A",
+        r"CNN前向传播 ($f(x) = a \tanh(bx)$); LeCun et al. 1998, appendix A",
         steps,
         summary=(
-            "LeNet-5 squashes with f(a) = 1.7159 tanh(2a/3): f(+-1) = +-1 to 6 digits, so the "
-            "+-1 RBF codes are reachable without saturating."
+            "LeNet-5 squashes with $f(a) = 1.7159 \\tanh(2a/3)$: $f(\\pm 1) = \\pm 1$ to 6 "
+            "digits, so the $\\pm 1$ RBF codes are reachable without saturating."
         ),
     )
 
@@ -633,26 +649,29 @@ def _input() -> Derivation:
     q_max = sp.solve(sp.diff(var, q), q)[0]
     steps = (
         Step(
-            sp.Integer(MNIST_SIZE + 2 * PAD),
+            sp.Add(MNIST_SIZE, sp.Mul(2, PAD, evaluate=False), evaluate=False),
             sp.Integer(INPUT_SIZE),
-            "A 28x28 MNIST digit padded by 2 on each side fills the 32x32 input.",
+            "A 28×28 MNIST digit padded by 2 on each side fills the 32×32 input.",
         ),
         Step(
-            q0,
-            Rational(4, 51),
+            sp.Subs(mean, q, Rational(4, 51)),
+            sp.Integer(0),
             "For a two-level image (white -0.1, black 1.175) with a fraction q of black "
-            "pixels, the mean -0.1 + 1.275 q is 0 exactly when q = 4/51 ≈ 7.8%.",
+            "pixels, the mean $-0.1 + 1.275 q$ is 0 exactly when $q = 4/51 \\approx 7.8\\%$ "
+            "(the only root: the mean is linear in $q$).",
+            check=lambda: sp.Subs(mean, q, Rational(4, 51)).doit() == 0 and q0 == Rational(4, 51),
+            note="the substitution gives 0, and sympy.solve finds the root 4/51",
         ),
         Step(
-            var.subs(q, q0),
+            sp.Subs(var, q, q0),
             Rational(47, 400),
-            "At that q the variance (B - W)^2 q (1 - q) is 47/400 = 0.1175.",
+            "At that $q$ the variance $(B - W)^2 q (1 - q)$ is $47/400 = 0.1175$.",
         ),
         Step(
-            var.subs(q, q_max),
+            sp.Subs(var, q, q_max),
             Rational(2601, 6400),
-            "Its maximum over q (at q = 1/2) is (B - W)^2/4 = 2601/6400 ≈ 0.406 < 1: for "
-            "two-level pixels the paper's 'variance roughly 1' cannot hold.",
+            "Its maximum over $q$ (at $q = 1/2$) is $(B - W)^2/4 = 2601/6400 \\approx 0.406 < 1$: "
+            "for two-level pixels the paper's 'variance roughly 1' cannot hold.",
         ),
         Step(
             sp.Symbol("mean_var_MNIST"),
@@ -662,7 +681,7 @@ def _input() -> Derivation:
             latex=r"(\mathrm{mean}, \mathrm{var})_{\mathrm{MNIST}} \approx (0, 1)",
             note=(
                 "needs the MNIST pixels, which derive/ does not read; the two-level bound above "
-                "limits the variance to <= 0.41, so 'roughly 1' is at best loose. The runtime "
+                "limits the variance to ≤ 0.41, so 'roughly 1' is at best loose. The runtime "
                 "(lenet5/) can measure both on the training set."
             ),
         ),

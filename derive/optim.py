@@ -82,35 +82,37 @@ def _sdlm() -> Derivation:
         Step(
             sp.diff(model, d).subs(d, best),
             sp.Integer(0),
-            "Along parameter k the loss is modelled by q(d) = g d + (mu + h) d^2 / 2 (gradient g, "
-            "Gauss-Newton diagonal h >= 0, damping mu > 0); its stationary point is "
-            "d* = -g / (mu + h), a minimum since q'' = mu + h > 0.",
+            "Along parameter $k$ the loss is modelled by $q(d) = g d + (\\mu + h) d^2 / 2$ "
+            "(gradient $g$, Gauss-Newton diagonal $h \\ge 0$, damping $\\mu > 0$); its stationary "
+            "point is $d^* = -g / (\\mu + h)$, a minimum since $q'' = \\mu + h > 0$.",
             latex=r"q'(d^*) = 0 \quad\text{at}\quad d^* = -\frac{g}{\mu + h}",
         ),
         Step(
             sdlm_step(w, eta, g, h, mu),
             w + eta * best,
-            "The update moves each parameter by the global rate eta times that step "
+            "The update moves each parameter by the global rate $\\eta$ times that step "
             "(LeCun et al. 1998, Appendix C, eq. 20).",
             latex=r"w' = w - \frac{\eta}{\mu + h}\, g",
         ),
         Step(
             sp.Max(g * (sdlm_step(w, eta, g, h, mu) - w), 0),
             sp.Integer(0),
-            "It never goes uphill: g (w' - w) = -eta g^2 / (mu + h) <= 0 for every g, h >= 0.",
+            "It never goes uphill: $g (w' - w) = -\\eta g^2 / (\\mu + h) \\le 0$ for every $g$, "
+            "$h \\ge 0$.",
             check=lambda: (g * (sdlm_step(w, eta, g, h, mu) - w)).is_nonpositive is True,
-            note="SymPy's assumptions: eta, mu > 0, h >= 0, g real",
+            note="SymPy's assumptions: η, μ > 0, h ≥ 0, g real",
             latex=r"g\,(w' - w) = -\frac{\eta\, g^2}{\mu + h} \le 0",
         ),
     )
     return Derivation(
         "opt.sdlm",
         "Stochastic diagonal Levenberg-Marquardt update",
-        "LeCun et al. 1998, Appendix C (the lecture's update rule w <- w - eta dJ/dw, rescaled)",
+        r"LeCun et al. 1998, Appendix C (the lecture's update rule "
+        r"$w \leftarrow w - \eta\, \partial J / \partial w$, rescaled)",
         steps,
         summary=(
-            "Each parameter takes a Newton step on its own damped quadratic model: the "
-            "global rate eta divided by mu plus the Gauss-Newton second derivative h."
+            "Each parameter takes a Newton step on its own damped quadratic model: the global rate "
+            "$\\eta$ divided by $\\mu$ plus the Gauss-Newton second derivative $h$."
         ),
     )
 
@@ -122,15 +124,16 @@ def _momentum() -> Derivation:
         Step(
             momentum_velocities([g], v, m, rate)[0],
             m * v - rate * g,
-            "Velocity: the previous velocity decayed by the momentum m in [0, 1) minus the "
-            "rate r times the gradient; then w' = w + v'.",
+            "Velocity: the previous velocity decayed by the momentum $m \\in [0, 1)$ minus the "
+            "rate $r$ times the gradient; then $w' = w + v'$.",
             latex=r"v' = m\,v - r\,g, \qquad w' = w + v'",
         ),
         Step(
             sp.Symbol("v_B"),
             sp.Symbol("-lr/B sum_b g_b"),
-            "From rest, with r = lr / B and g the sum of the B per-sample gradients of a batch, "
-            "the first step is plain gradient descent on the batch mean (B = 1..4).",
+            "From rest, with $r = \\mathrm{lr} / B$ and $g$ the sum of the $B$ per-sample "
+            "gradients of a batch, the first step is plain gradient descent on the batch mean ($B "
+            "= 1..4$).",
             method=EXHAUSTIVE,
             check=_batch_mean_ok,
             cases=(1, 2, 3, 4),
@@ -139,8 +142,8 @@ def _momentum() -> Derivation:
         Step(
             sp.Symbol("v_T"),
             sp.Symbol("-r sum_t m^(T-t) g_t"),
-            "Unrolled from v_0 = 0, the velocity is the m-discounted sum of past gradient "
-            "steps (T = 1..4 steps).",
+            "Unrolled from $v_0 = 0$, the velocity is the $m$-discounted sum of past gradient "
+            "steps ($T = 1..4$ steps).",
             method=EXHAUSTIVE,
             check=_unrolled_ok,
             cases=(1, 2, 3, 4),

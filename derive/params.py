@@ -128,9 +128,9 @@ def _full_step() -> Step:
     return Step(
         sp.Symbol("P_full"),
         P_FULL,
-        "Fully connected: each of N hidden units has one weight per pixel of an H x W "
-        "image. Proven by counting the distinct weights of the explicit layer for "
-        "H, W, N = 1..3.",
+        "Fully connected: each of $N$ hidden units has one weight per pixel of an $H \\times W$ "
+        "image. Proven by counting the distinct weights of the explicit layer for $H, W, N = "
+        "1..3$.",
         method=EXHAUSTIVE,
         check=_full_count_holds,
         cases=FULL_CASES,
@@ -142,9 +142,9 @@ def _local_step() -> Step:
     return Step(
         sp.Symbol("P_loc"),  # not "P_local": SymPy's LaTeX prints a "cal" suffix as mathcal
         P_LOCAL,
-        "Locally connected, no sharing: each of N hidden units has its own k x k window "
-        "of weights. Proven on the explicit layer (one unit per window, stride 1) for "
-        "images 1..5 and every kernel size that fits.",
+        "Locally connected, no sharing: each of $N$ hidden units has its own $k \\times k$ window "
+        "of weights. Proven on the explicit layer (one unit per window, stride 1) for images 1..5 "
+        "and every kernel size that fits.",
         method=EXHAUSTIVE,
         check=_local_count_holds,
         cases=CONV_CASES,
@@ -156,9 +156,9 @@ def _shared_step() -> Step:
     return Step(
         sp.Symbol("P_shared"),
         P_SHARED,
-        "Weight sharing: all windows use the same kernel, so only the F kernels of "
-        "k x k x C weights are parameters, whatever the number of hidden units. Proven on "
-        "the explicit layer for images 1..4, every k that fits, F = 1..3, C = 1..2.",
+        "Weight sharing: all windows use the same kernel, so only the $F$ kernels of $k \\times k "
+        "\\times C$ weights are parameters, whatever the number of hidden units. Proven on the "
+        "explicit layer for images 1..4, every $k$ that fits, $F = 1..3$, $C = 1..2$.",
         method=EXHAUSTIVE,
         check=_shared_count_holds,
         cases=SHARED_CASES,
@@ -179,24 +179,34 @@ def _fully_vs_local() -> Derivation:
     return Derivation(
         "params.fully_vs_local",
         "Parameters: fully vs locally connected",
-        f"{LECTURE} Problems for Fully Connected Neural Networks (96x96 images); "
-        "Locally Connected Networks (1000x1000 image, 1M hidden units)",
+        f"{LECTURE} Problems for Fully Connected Neural Networks (96×96 images); "
+        "Locally Connected Networks (1000×1000 image, 1M hidden units)",
         [
             _full_step(),
             _local_step(),
-            _at(P_FULL, {H: 1000, W: 1000, N: MILLION}, 10**12, "1000 x 1000 x 1M = 10^12."),
-            _at(P_LOCAL, {K: 10, N: MILLION}, 10**8, "10 x 10 x 1M = 10^8 with 10x10 windows."),
+            _at(
+                P_FULL,
+                {H: 1000, W: 1000, N: MILLION},
+                10**12,
+                "$1000 \\times 1000 \\times 10^6 = 10^{12}$.",
+            ),
+            _at(
+                P_LOCAL,
+                {K: 10, N: MILLION},
+                10**8,
+                "$10 \\times 10 \\times 10^6 = 10^8$ with 10×10 windows.",
+            ),
             _at(
                 P_FULL,
                 {H: 96, W: 96, N: 100},
                 921_600,
-                "The lecture's opening example: a 96x96 image has 9,216 (about 10^4) input "
-                "units; 100 fully connected features need 921,600, 'on the order of 10^6', "
+                "The lecture's opening example: a 96×96 image has 9,216 (about $10^4$) input "
+                "units; 100 fully connected features need 921,600, 'on the order of $10^6$', "
                 "parameters.",
             ),
         ],
-        summary="Connecting each of 1M hidden units to a whole 1000x1000 image costs 10^12 "
-        "weights; restricting each to a local 10x10 window costs 10^8.",
+        summary="Connecting each of 1M hidden units to a whole 1000×1000 image costs $10^{12}$ "
+        "weights; restricting each to a local 10×10 window costs $10^8$.",
     )
 
 
@@ -210,21 +220,26 @@ def _weight_sharing() -> Derivation:
         f"{LECTURE} Weights Sharing; Multiple Kernels Convolution",
         [
             _shared_step(),
-            _at(P_SHARED, {K: 10, C: 1, F: 1}, 10**2, "One shared 10x10 kernel: 10 x 10 x 1."),
+            _at(
+                P_SHARED,
+                {K: 10, C: 1, F: 1},
+                10**2,
+                "One shared 10×10 kernel: $10 \\times 10 \\times 1$.",
+            ),
             _at(
                 P_SHARED,
                 {K: 10, C: 1, F: 100},
                 10**4,
-                "Multiple kernels: 100 features of 10x10 each, 10 x 10 x 100 = 10^4 "
-                "(against 10 x 10 x 1M = 10^8 unshared).",
+                "Multiple kernels: 100 features of 10×10 each, $10 \\times 10 \\times 100 = 10^4$ "
+                "(against $10 \\times 10 \\times 10^6 = 10^8$ unshared).",
             ),
             Step(
                 sp.Symbol("o"),
                 o_100,
-                "'For a 100x100 image, one kernel: 10 x 10 x 100': read consistently as a "
-                "10x10 kernel at non-overlapping positions (stride 10), o = floor((100 - "
-                "10)/10) + 1 = 10 positions per side, i.e. 100 windows (the slide does not "
-                "state the stride; this is the reading that gives its numbers).",
+                "'For a 100×100 image, one kernel: 10 × 10 × 100': read consistently as a 10×10 "
+                "kernel at non-overlapping positions (stride 10), $o = \\lfloor (100 - 10)/10 "
+                "\\rfloor + 1 = 10$ positions per side, i.e. 100 windows (the slide does not state "
+                "the stride; this is the reading that gives its numbers).",
                 check=lambda: o_100 == 10,
                 note="conv.output_size formula",
             ),
@@ -232,21 +247,27 @@ def _weight_sharing() -> Derivation:
                 connections,
                 {K: 10, sp.Symbol("o"): 10, F: 1},
                 10**4,
-                "One kernel: 10 x 10 connections in each of 100 windows = 10^4 connections.",
+                "One kernel: $10 \\times 10$ connections in each of 100 windows $= 10^4$ "
+                "connections.",
             ),
-            _at(connections, {K: 10, sp.Symbol("o"): 10, F: 4}, 4 * 10**4, "4 kernels: 10^4 x 4."),
+            _at(
+                connections,
+                {K: 10, sp.Symbol("o"): 10, F: 4},
+                4 * 10**4,
+                "4 kernels: $10^4 \\times 4$.",
+            ),
             _at(
                 P_SHARED,
                 {K: 2, C: 4, F: 2},
                 32,
-                "2nd convolution: 2 kernels of 2x2, each spanning the 4 maps produced by the 4 "
-                "first-layer kernels: 2 x 2 x 4 x 2 = 32 weights.",
+                "2nd convolution: 2 kernels of 2×2, each spanning the 4 maps produced by the 4 "
+                "first-layer kernels: $2 \\times 2 \\times 4 \\times 2 = 32$ weights.",
             ),
         ],
-        summary="With weight sharing a kernel's k x k weights are reused at every position, so "
-        "the parameter count no longer depends on the number of hidden units: 10^2 for one "
-        "10x10 kernel, 10^4 for 100 kernels; a second convolution over C maps with F kernels "
-        "has k x k x C x F weights.",
+        summary="With weight sharing a kernel's $k \\times k$ weights are reused at every "
+        "position, so the parameter count does not depend on the number of hidden units: "
+        "$10^2$ for one 10×10 kernel, $10^4$ for 100 kernels; a second convolution over "
+        "$C$ maps with $F$ kernels has $k \\times k \\times C \\times F$ weights.",
     )
 
 
@@ -263,57 +284,66 @@ def _small_example() -> Derivation:
     return Derivation(
         "params.small_example",
         "Parameters of the 5x5 image with 9 features",
-        f"{LECTURE} Convolutions (learn 9 features from a 5x5 image)",
+        f"{LECTURE} Convolutions (learn 9 features from a 5×5 image)",
         [
             Step(
                 sp.Symbol("o") ** 2,
                 o**2,
-                "A 3x3 window fits at o = 5 - 3 + 1 = 3 positions per side: the 9 features "
-                "are the 9 windows.",
+                "A 3×3 window fits at $o = 5 - 3 + 1 = 3$ positions per side: the 9 features are "
+                "the 9 windows.",
                 check=lambda: o**2 == 9,
                 note="conv.output_size formula",
             ),
             _full_step(),
-            _at(P_FULL, {H: 5, W: 5, N: 9}, 225, "Fully connected: 5 x 5 x 9 = 225."),
+            _at(P_FULL, {H: 5, W: 5, N: 9}, 225, "Fully connected: $5 \\times 5 \\times 9 = 225$."),
             _local_step(),
-            _at(P_LOCAL, {K: 3, N: 9}, 81, "Locally connected: 3 x 3 x 9 = 81."),
+            _at(P_LOCAL, {K: 3, N: 9}, 81, "Locally connected: $3 \\times 3 \\times 9 = 81$."),
             _shared_step(),
-            _at(P_SHARED, {K: 3, C: 1, F: 1}, 9, "Weight sharing: 3 x 3 x 1 = 9."),
+            _at(P_SHARED, {K: 3, C: 1, F: 1}, 9, "Weight sharing: $3 \\times 3 \\times 1 = 9$."),
             Step(
                 counts,
                 sp.Matrix([225, 81, 9]),
-                "The three explicit layers on the 5x5 image, counted directly.",
+                "The three explicit layers on the 5×5 image, their distinct weights counted "
+                "directly, give the lecture's three figures.",
                 check=lambda: list(counts) == [225, 81, 9],
                 note="distinct weight symbols of each explicit layer",
+                latex=(
+                    r"\left(|W_{\mathrm{full}}|, |W_{\mathrm{local}}|, "
+                    r"|W_{\mathrm{shared}}|\right)_{5 \times 5,\ 9\ \mathrm{features}} = "
+                    f"({', '.join(str(c) for c in counts)})"
+                ),
             ),
         ],
-        summary="Nine features from a 5x5 image: 225 weights fully connected, 81 locally "
-        "connected (3x3 windows), 9 with weight sharing.",
+        summary="Nine features from a 5×5 image: 225 weights fully connected, 81 locally "
+        "connected (3×3 windows), 9 with weight sharing.",
     )
 
 
 @derivation("params.pooling_features", "Feature count that motivates pooling")
 def _pooling_features() -> Derivation:
     i, k = sp.symbols("i k", integer=True, positive=True)
-    features = output_size(i, k) ** 2 * F  # o x o map per feature, valid, stride 1
+    p, s = sp.symbols("p s", integer=True)
+    # o x o map per feature: the general output size at no padding and stride 1
+    features = sp.Subs(F * output_size(i, k, padding=p, stride=s) ** 2, (p, s), (0, 1))
     return Derivation(
         "params.pooling_features",
         "Feature count that motivates pooling",
-        f"{LECTURE} Pooling (96x96 images, 400 features over 8x8 inputs)",
+        f"{LECTURE} Pooling (96×96 images, 400 features over 8×8 inputs)",
         [
             Step(
                 features,
                 (i - k + 1) ** 2 * F,
-                "Each of F features convolved (valid, stride 1) over an i x i image gives an "
-                "o x o map, o = i - k + 1.",
+                "Each of $F$ features convolved (valid: $p = 0$, stride $s = 1$) over an "
+                "$i \\times i$ image gives an $o \\times o$ map, $o = i - k + 1$.",
             ),
             _at(
                 (i - k + 1) ** 2 * F,
                 {i: 96, k: 8, F: 400},
                 3_168_400,
-                "(96 - 8 + 1) x (96 - 8 + 1) x 400 = 89^2 x 400 = 3,168,400 features.",
+                "$(96 - 8 + 1) \\times (96 - 8 + 1) \\times 400 = 89^2 \\times 400 = "
+                "3{,}168{,}400$ features.",
             ),
         ],
-        summary="Convolving 400 learned 8x8 features over a 96x96 image gives over 3 million "
+        summary="Convolving 400 learned 8×8 features over a 96×96 image gives over 3 million "
         "features, too many for a classifier: hence pooling.",
     )

@@ -33,7 +33,7 @@ True
 >>> wrong = dataclasses.replace(stmt, rhs=2 * stmt.rhs)  # dz = 2 dy [z > 0]
 >>> bad = dataclasses.replace(spec, nests=(dataclasses.replace(spec.nests[0], body=(wrong,)),))
 >>> print(prove(bad, table, cache=False).failure)  # doctest: +ELLIPSIS
-relu_backward, case {E=4}: dz[0] = 2*dy_{0} by the spec, but the VJP of relu_forward gives dy_{0}...
+relu_backward, case {E=4}: dz[...] = 2*dy_{...} by the spec, but the VJP of relu_forward gives...
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ import json
 import os
 import random
 import tempfile
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -82,6 +83,10 @@ class Proof:
 def _sizes(spec: KernelSpec, case: dict) -> dict:
     """Every size and int param of ``spec`` at ``case`` (derived sizes computed)."""
     env = {isym(k): sp.Integer(v) for k, v in case.items() if isinstance(v, int)}
+    for p in spec.params:
+        if p.kind == "int" and isym(p.name) not in env:
+            value = env[isym(p.default_from)] if p.default_from else p.default
+            env[isym(p.name)] = sp.Integer(value)
     for name, formula in spec.derived:
         env.setdefault(isym(name), sp.sympify(formula).subs(env))
     return {str(k): int(v) for k, v in env.items()}
@@ -364,19 +369,42 @@ def prove(spec: KernelSpec, table: dict, cache: bool = True, first: bool = False
     return proof
 
 
-def require_proven(table: dict) -> list[Proof]:
+def _prove_by_name(name: str) -> Proof:
+    """Prove the table's kernel ``name`` (in a worker process: specs hold closures that
+    do not pickle, so each worker loads the table itself)."""
+    from derive.kernels import load_table
+
+    table = load_table()
+    return prove(table[name], table)
+
+
+def require_proven(table: dict, jobs: int = 1) -> list[Proof]:
     """Every kernel's proof; raises :class:`ProofError` naming each that fails.
+
+    Recorded proofs are read here; the others run in ``jobs`` worker processes when
+    ``jobs > 1`` and several are missing (only for the table of derive.kernels).
 
     >>> from derive.kernels import load_table
     >>> len(require_proven(load_table()))
-    29
+    31
     """
-    proofs = [prove(spec, table) for spec in table.values()]
+    todo = [name for name, spec in table.items() if _load(proof_key(spec, table)) is None]
+    done = {}
+    if jobs > 1 and len(todo) > 1 and _is_the_table(table):
+        with ProcessPoolExecutor(min(jobs, len(todo))) as pool:
+            done = dict(zip(todo, pool.map(_prove_by_name, todo), strict=True))
+    proofs = [done.get(name) or prove(spec, table) for name, spec in table.items()]
     failed = [p for p in proofs if not p.ok]
     if failed:
         lines = "\n".join(f"  {p.failure}" for p in failed)
         raise ProofError(f"{len(failed)} kernel(s) not proven against their derivation:\n{lines}")
     return proofs
+
+
+def _is_the_table(table: dict) -> bool:
+    from derive.kernels import kernel_specs
+
+    return [s.text() for s in table.values()] == [s.text() for s in kernel_specs()]
 
 
 # --- the derivations kernel.<name> ------------------------------------------------------

@@ -1,25 +1,30 @@
 """Rendering derivations: readable text, LaTeX, and the book (``.tex`` and ``.md``).
 
-Every step is shown with its equation, its justification and its verification
+Every step is shown with its justification, its equation and its verification
 status (``verified (symbolic: ...)``, ``verified (exhaustive: N cases ...)``,
-``UNVERIFIED: reason`` or ``FAILED: ...``). Output is deterministic (ids
-sorted, no timestamps), so the checked-in book regenerates byte for byte.
+``UNVERIFIED: reason`` or ``FAILED: ...``), in that order in every format. The book
+follows the lecture: derivations are grouped into :data:`PARTS` (ids a part does not
+list go to the part of their prefix, the kernel proofs ``kernel.*`` last). Output is
+deterministic (no timestamps), so the checked-in book regenerates byte for byte.
 
-Text fields of a derivation (title, source, summary, why, note) are plain
-Unicode text; they are escaped for LaTeX and Markdown here. Equations come from
-:meth:`derive.core.Step.to_latex`.
+Text fields of a derivation (title, source, summary, why, note) are Unicode text
+(Chinese included) in which ``$...$`` marks inline mathematics in LaTeX: set as
+mathematics in the ``.tex`` and the ``.md``, shown with Unicode symbols in the terminal.
+Equations come from :meth:`derive.core.Step.to_latex` and, as text, from SymPy's
+pretty printer (:meth:`derive.core.Step.to_text`).
 
 >>> import sympy as sp
 >>> from derive.core import Derivation, Step
 >>> x = sp.Symbol("x")
->>> d = Derivation("demo.x", "Demo", "nowhere", [Step(x * (x + 1), x**2 + x, "expand")])
+>>> d = Derivation("demo.x", "Demo", "nowhere", [Step(x * (x + 1), x**2 + x, "$x(x+1)$")])
 >>> print(to_text(d, d.verify()))
 demo.x: Demo [verified]
 source: nowhere
 <BLANKLINE>
-1. x*(x + 1) = x**2 + x
-   why: expand
-   check: verified (symbolic: simplify(lhs - rhs) == 0)
+1. why: x(x+1)
+                2
+   x⋅(x + 1) = x  + x
+   check: verified (symbolic: SymPy simplifies lhs − rhs to 0)
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import sys
 import tempfile
 import textwrap
@@ -77,16 +83,41 @@ def derivation_status(results: Sequence[core.StepResult]) -> str:
 # ---------------------------------------------------------------------------
 
 
+def split_math(text: str) -> list[tuple[bool, str]]:
+    """``text`` as ``(is_math, chunk)`` pieces at ``$...$`` pairs; an unpaired ``$`` is text.
+
+    >>> split_math("sum $a_i$ of $5")
+    [(False, 'sum '), (True, 'a_i'), (False, ' of $5')]
+    """
+    parts = text.split("$")
+    if len(parts) % 2 == 0:  # an odd number of dollars: the last one is a literal
+        parts[-2:] = [parts[-2] + "$" + parts[-1]]
+    return [(k % 2 == 1, chunk) for k, chunk in enumerate(parts) if chunk]
+
+
+def plain(text: str) -> str:
+    """A text field for the terminal: ``$...$`` mathematics via :func:`math_text`."""
+    return "".join(
+        core.math_text(chunk) if is_math else chunk for is_math, chunk in split_math(text)
+    )
+
+
 def to_text(d: core.Derivation, results: Sequence[core.StepResult]) -> str:
-    """Readable plain text of a derivation with the status of every step."""
-    lines = [f"{d.id}: {d.title} [{derivation_status(results)}]", f"source: {d.source}"]
+    """Readable terminal text of a derivation: every step's reason, its equation as
+    Unicode mathematics (SymPy's pretty printer) and its status."""
+    lines = [
+        f"{d.id}: {plain(d.title)} [{derivation_status(results)}]",
+        f"source: {plain(d.source)}",
+    ]
     if d.summary:
-        lines += [""] + textwrap.wrap(d.summary, 88)
+        lines += [""] + textwrap.wrap(plain(d.summary), 88)
     for n, (step, res) in enumerate(zip(d.steps, results, strict=True), 1):
         lines += [
             "",
-            f"{n}. {step.to_text()}",
-            *textwrap.wrap(step.why, 88, initial_indent="   why: ", subsequent_indent="   "),
+            *textwrap.wrap(
+                plain(step.why), 88, initial_indent=f"{n}. why: ", subsequent_indent="   "
+            ),
+            *("   " + line for line in step.to_text().splitlines()),
             f"   check: {step_status(res)}",
         ]
     return "\n".join(lines)
@@ -130,14 +161,13 @@ _TEX_SPECIAL = {
 def tex_escape(text: str) -> str:
     r"""Plain text as LaTeX text (special characters escaped, Unicode mapped).
 
-    pdflatex without CJK fonts cannot typeset Chinese: a run of CJK characters
-    becomes one ``(Chinese)`` marker (the Markdown book keeps the original); any
-    other unmapped character a visible ``<U+XXXX>``.
+    Chinese stays as it is: the book typesets it with CJKutf8's ``gbsn`` font. Any
+    other character without a mapping becomes a visible ``<U+XXXX>``.
 
     >>> tex_escape("a_1 & 50% of x ≤ 2 × y")
     'a\\_1 \\& 50\\% of x $\\le$ 2 $\\times$ y'
     >>> tex_escape("卷积函数 (convolution)")
-    '\\textit{(Chinese)} (convolution)'
+    '卷积函数 (convolution)'
     >>> tex_escape("ۀ")
     '\\texttt{<U+06C0>}'
     """
@@ -145,30 +175,44 @@ def tex_escape(text: str) -> str:
     for ch in text:
         if ch in _TEX_SPECIAL:
             out.append(_TEX_SPECIAL[ch])
-        elif ord(ch) < 128:
+        elif ord(ch) < 128 or _is_cjk(ch):
             out.append(ch)
         elif ch in _TEX_UNICODE:
             out.append(_TEX_UNICODE[ch])
-        elif _is_cjk(ch):
-            if not out or out[-1] != _CJK_MARK:
-                out.append(_CJK_MARK)
         else:
             out.append(f"\\texttt{{<U+{ord(ch):04X}>}}")
     return "".join(out)
 
 
-_CJK_MARK = r"\textit{(Chinese)}"
-_CJK_MATH = r"\text{" + _CJK_MARK + "}"
+def tex_text(text: str) -> str:
+    r"""A text field as LaTeX: prose escaped (:func:`tex_escape`), ``$...$`` kept as math.
+    Long dotted or underscored names may break after a ``.`` or ``_`` (they would otherwise
+    run into the margin).
+
+    >>> tex_text(r"情况二 ($\delta_j = \sum_K z_K$), 5%")
+    '情况二 ($\\delta_j = \\sum_K z_K$), 5\\%'
+    >>> tex_text("derive.kernels.per_sample")
+    'derive.\\allowbreak{}kernels.\\allowbreak{}per\\_\\allowbreak{}sample'
+    """
+    return "".join(
+        f"${tex_math(chunk)}$" if is_math else _breakable(tex_escape(chunk))
+        for is_math, chunk in split_math(text)
+    )
+
+
+def _breakable(tex: str) -> str:
+    tex = re.sub(r"\\_(?=\w)", r"\\_\\allowbreak{}", tex)
+    return re.sub(r"(?<=[A-Za-z])\.(?=[A-Za-z])", r".\\allowbreak{}", tex)
 
 
 def tex_math(latex: str) -> str:
     r"""An equation's LaTeX made safe for pdflatex: non-ASCII characters (which may
-    come from symbol names) become math commands or text markers.
+    come from symbol names) become math commands, Chinese a ``\text``.
 
     >>> tex_math("x ≈ 1")
     'x {\\approx} 1'
     >>> tex_math("卷积")
-    '\\text{\\textit{(Chinese)}}'
+    '\\text{卷积}'
     """
     out = []
     for ch in latex:
@@ -177,8 +221,8 @@ def tex_math(latex: str) -> str:
             out.append(ch)
         elif mapped and mapped.startswith("$") and mapped.endswith("$"):
             out.append("{" + mapped[1:-1] + "}")
-        elif _is_cjk(ch) and out and out[-1] == _CJK_MATH:
-            continue  # one marker per run of Chinese
+        elif _is_cjk(ch) and out and out[-1].startswith(r"\text{") and _is_cjk(out[-1][-2]):
+            out[-1] = out[-1][:-1] + ch + "}"  # one \text per run of Chinese
         else:
             out.append(r"\text{" + tex_escape(ch) + "}")
     return "".join(out)
@@ -190,27 +234,59 @@ def _is_cjk(ch: str) -> bool:
     return 0x4E00 <= code <= 0x9FFF or 0x3000 <= code <= 0x303F or 0xFF00 <= code <= 0xFFEF
 
 
+# PDF bookmarks take plain strings: the few non-ASCII characters of titles, spelled out.
+_PDF_ASCII = {"·": " ", "×": "x", "−": "-", "°": " degrees", "′": "'", "–": "-", "—": "-"}
+
+
+def pdf_string(text: str) -> str:
+    """A title as a PDF bookmark: ASCII, Greek letters by name, no LaTeX specials.
+
+    >>> pdf_string("Scaled tanh A·tanh(S·x): δ_j rotated 180°")
+    'Scaled tanh A tanh(S x): delta j rotated 180 degrees'
+    """
+    out = []
+    for ch in plain(text):
+        if 0x3B1 <= ord(ch) <= 0x3C9:
+            out.append(core.GREEK_NAMES[ord(ch) - 0x3B1].replace("varsigma", "sigma"))
+        elif ch in "ΓΔΘΛΞΠΣΦΨΩ":
+            out.append(_LATEX_UNICODE_NAMES.get(ch, "?"))
+        elif ch in _PDF_ASCII:
+            out.append(_PDF_ASCII[ch])
+        elif ch in "_^":
+            out.append(" ")
+        elif ch in _TEX_SPECIAL or ord(ch) >= 128:
+            continue
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+_LATEX_UNICODE_NAMES = {v: k.lstrip("\\") for k, v in core.LATEX_UNICODE.items() if v.isupper()}
+
+
 def to_latex(d: core.Derivation, results: Sequence[core.StepResult], fit: bool = False) -> str:
-    """A LaTeX section (no preamble) with every step's equation, reason and status.
+    """A LaTeX section (no preamble): every step's reason, its equation, its status.
 
     Equations are ``equation*`` environments; with ``fit=True`` (the book, whose
     preamble defines ``\\fiteq``) each is shrunk to the line width when wider.
     """
+    title, bookmark = tex_text(d.title), pdf_string(d.title)
+    if bookmark != title:  # hyperref's bookmarks cannot show LaTeX mathematics
+        title = f"\\texorpdfstring{{{title}}}{{{bookmark}}}"
     lines = [
-        f"\\section{{{tex_escape(d.title)}}}",
+        f"\\section{{{title}}}",
         f"\\label{{{d.id}}}",
         f"\\noindent\\texttt{{{tex_escape(d.id)}}} [{derivation_status(results)}]\\\\",
-        f"\\emph{{Source:}} {tex_escape(d.source)}",
+        f"\\emph{{Source:}} {tex_text(d.source)}",
         "",
     ]
     if d.summary:
-        lines += [tex_escape(d.summary), ""]
+        lines += [tex_text(d.summary), ""]
     lines.append("\\begin{enumerate}")
     for step, res in zip(d.steps, results, strict=True):
         lines += [
-            "\\item",
+            f"\\item {tex_text(step.why)}",
             *_tex_equation(tex_math(step.to_latex()), fit),
-            f"\\emph{{Why:}} {tex_escape(step.why)}\\\\",
             f"\\emph{{Check:}} {tex_escape(step_status(res))}",
         ]
     lines.append("\\end{enumerate}")
@@ -223,14 +299,23 @@ def _tex_equation(formula: str, fit: bool) -> list:
     return ["\\begin{equation*}", formula, "\\end{equation*}"]
 
 
+_ROMAN = "I II III IV V VI VII VIII IX X XI XII XIII XIV XV".split()
+
+
 def book_tex(built: Sequence[tuple[core.Derivation, Sequence[core.StepResult]]]) -> str:
-    """The standalone LaTeX book of the given derivations (compiles with pdflatex)."""
+    """The standalone LaTeX book of the given derivations, in parts (compiles with
+    pdflatex; Chinese through CJKutf8, a linked contents list and PDF bookmarks
+    through hyperref)."""
     head = [
         f"% {HEADER}",
         r"\documentclass[a4paper,10pt]{article}",
         r"\usepackage{amsmath,amssymb}",
         r"\usepackage[margin=2cm]{geometry}",
         r"\usepackage{graphicx}",
+        r"\usepackage{CJKutf8}",
+        r"\usepackage[unicode,bookmarksnumbered,bookmarksopen,bookmarksopenlevel=1,"
+        r"colorlinks,linkcolor=blue,pdftitle={symconv: the lecture's mathematics as checked "
+        r"derivations}]{hyperref}",
         # \fiteq{formula}: the formula in display style, shrunk to the line width when
         # wider (big matrices would otherwise run off the page).
         r"\newsavebox{\eqbox}",
@@ -238,21 +323,30 @@ def book_tex(built: Sequence[tuple[core.Derivation, Sequence[core.StepResult]]])
         r"\ifdim\wd\eqbox>\linewidth\resizebox{\linewidth}{!}{\usebox{\eqbox}}%",
         r"\else\usebox{\eqbox}\fi}",
         r"\title{symconv: the lecture's mathematics as checked derivations}",
+        r"\author{}",
         r"\date{}",
         r"\begin{document}",
+        # Chinese anywhere in the text: the whole body is one CJK environment.
+        r"\begin{CJK}{UTF8}{gbsn}",
+        # Identifiers in the prose are long words: looser spacing rather than overfull lines.
+        r"\sloppy",
         r"\maketitle",
-        _tex_overview(built),
+        tex_escape(_overview(len(built))),
         r"\tableofcontents",
         "",
     ]
-    body = [to_latex(d, res, fit=True) for d, res in built]
-    return "\n".join(head) + "\n".join(body) + "\\end{document}\n"
+    body = []
+    for part, members in group(built):
+        body.append(f"\\part{{{tex_escape(part)}}}")
+        body += [to_latex(d, res, fit=True) for d, res in members]
+    return "\n".join(head) + "\n".join(body) + "\\end{CJK}\n\\end{document}\n"
 
 
-def _tex_overview(built) -> str:
-    return tex_escape(
-        f"{len(built)} derivations. Each step is an equation lhs = rhs with its justification "
-        "and how it was checked: symbolic (SymPy proves it for all values), exhaustive (every "
+def _overview(count: int) -> str:
+    return (
+        f"{count} derivations, in the order of the lecture. Each step states a claim, then "
+        "the equation that shows it (a computed side equal to the printed or derived one), "
+        "then how it was checked: symbolic (SymPy proves it for all values), exhaustive (every "
         "listed concrete case, exact arithmetic) or UNVERIFIED with the reason."
     )
 
@@ -274,52 +368,141 @@ def md_escape(text: str) -> str:
     return "".join(_MD_SPECIAL.get(ch, ch) for ch in text)
 
 
-def to_markdown(d: core.Derivation, results: Sequence[core.StepResult]) -> str:
-    """A Markdown section: every equation as a ``$$`` block, then reason and status."""
+def md_text(text: str) -> str:
+    r"""A text field as Markdown: prose escaped, ``$...$`` kept as inline math.
+
+    >>> md_text("a_1 and $a_1$")
+    'a\\_1 and $a_1$'
+    """
+    return "".join(
+        f"${chunk}$" if is_math else md_escape(chunk) for is_math, chunk in split_math(text)
+    )
+
+
+def to_markdown(d: core.Derivation, results: Sequence[core.StepResult], number: int = 0) -> str:
+    """A Markdown section with an anchor named by the id: every step's reason, its
+    equation as a ``$$`` block inside the list item, its status."""
+    heading = f"{number}. {md_text(d.title)}" if number else md_text(d.title)
     lines = [
-        f"## {md_escape(d.title)}",
+        f'<a id="{d.id}"></a>',
         "",
-        f"`{d.id}` — **{derivation_status(results)}** — source: {md_escape(d.source)}",
+        f"### {heading}",
+        "",
+        f"`{d.id}` — **{derivation_status(results)}** — source: {md_text(d.source)}",
         "",
     ]
     if d.summary:
-        lines += [md_escape(d.summary), ""]
+        lines += [md_text(d.summary), ""]
     for n, (step, res) in enumerate(zip(d.steps, results, strict=True), 1):
+        indent = " " * len(f"{n}. ")  # block content of the list item, so the list goes on
         lines += [
-            f"{n}. {md_escape(step.why)}",
+            f"{n}. {md_text(step.why)}",
             "",
-            "$$",
-            step.to_latex(),
-            "$$",
+            f"{indent}$$",
+            *(f"{indent}{line}" for line in step.to_latex().splitlines()),
+            f"{indent}$$",
             "",
-            f"   *Check:* {md_escape(step_status(res))}",
+            f"{indent}*Check:* {md_escape(step_status(res))}",
             "",
         ]
     return "\n".join(lines)
 
 
 def book_md(built: Sequence[tuple[core.Derivation, Sequence[core.StepResult]]]) -> str:
-    """The Markdown book of the given derivations."""
+    """The Markdown book of the given derivations: a linked table of contents, then the
+    parts (``## Part ...``) and their derivations (``### n. title``)."""
+    grouped = group(built)
+    toc, body, number = [], [], 0
+    for k, (part, members) in enumerate(grouped):
+        part_title = f"Part {_ROMAN[k]}. {part}"
+        anchor = f"part-{k + 1}"
+        toc.append(f"- [{md_escape(part_title)}](#{anchor})")
+        body += [f'<a id="{anchor}"></a>', "", f"## {md_escape(part_title)}", ""]
+        for d, res in members:
+            number += 1
+            toc.append(
+                f"  - [{number}. {md_text(d.title)}](#{d.id}) — `{d.id}` — {derivation_status(res)}"
+            )
+            body.append(to_markdown(d, res, number))
     head = [
         f"<!-- {HEADER} -->",
         "# symconv: the lecture's mathematics as checked derivations",
         "",
-        md_escape(_plain_overview(len(built))),
+        md_escape(_overview(len(built))),
         "",
-        "| id | title | status |",
-        "|---|---|---|",
-        *(f"| `{d.id}` | {md_escape(d.title)} | {derivation_status(r)} |" for d, r in built),
+        "## Contents",
+        "",
+        *toc,
         "",
     ]
-    return "\n".join(head + [to_markdown(d, r) for d, r in built])
+    return "\n".join(head + body)
 
 
-def _plain_overview(count: int) -> str:
-    return (
-        f"{count} derivations. Each step is an equation lhs = rhs with its justification "
-        "and how it was checked: symbolic (SymPy proves it for all values), exhaustive (every "
-        "listed concrete case, exact arithmetic) or UNVERIFIED with the reason."
-    )
+# ---------------------------------------------------------------------------
+# Order: the lecture's
+# ---------------------------------------------------------------------------
+
+#: The book's parts in the lecture's order: (title, id prefixes, ids in order). An id a
+#: part does not list joins the part of its prefix after the listed ones (sorted); an id
+#: with an unknown prefix joins "Other derivations", just before the kernel proofs.
+PARTS = (
+    ("Convolution", ("conv.",), (
+        "conv.continuous", "conv.discrete_1d", "conv.discrete_2d", "conv.xcorr_rewrite",
+        "conv.output_size", "conv.edge_kernels")),
+    ("Parameters: local connections and weight sharing", ("params.",), (
+        "params.fully_vs_local", "params.weight_sharing", "params.small_example",
+        "params.pooling_features")),
+    ("Layers: the forward pass", ("layer.",), ("layer.conv_forward", "layer.pool_forward")),
+    ("Back-propagation", ("backprop.",), (
+        "backprop.case1_mean", "backprop.case1_max", "backprop.case2")),
+    ("Gradients and small kernels", ("grad.",), (
+        "grad.update", "grad.kernel", "grad.bias", "grad.small_kernels")),
+    ("LeNet-5", ("lenet5.",), (
+        "lenet5.layers", "lenet5.params", "lenet5.c3_table", "lenet5.input", "lenet5.squash",
+        "lenet5.rbf")),
+    ("Activations, losses and optimizers", ("act.", "loss.", "opt."), (
+        "act.sigmoid", "act.scaled_tanh", "act.relu", "act.leaky_relu", "loss.squared_error",
+        "loss.map", "loss.softmax_xent", "opt.sdlm", "opt.sgd_momentum")),
+    ("Other derivations", (), ()),
+    ("Kernel proofs", ("kernel.",), ()),
+)  # fmt: skip
+
+
+def part_of(id_: str) -> str:
+    """The title of the part an id belongs to (listed, else by prefix, else "Other").
+
+    >>> part_of("conv.edge_kernels"), part_of("kernel.conv2d_forward"), part_of("zz.new")
+    ('Convolution', 'Kernel proofs', 'Other derivations')
+    """
+    for title, _, listed in PARTS:
+        if id_ in listed:
+            return title
+    for title, prefixes, _ in PARTS:
+        if any(id_.startswith(p) for p in prefixes):
+            return title
+    return "Other derivations"
+
+
+def book_order(ids: Sequence[str]) -> list[str]:
+    """``ids`` in the book's order: part by part, listed ids first, the rest sorted.
+
+    >>> book_order(["kernel.b", "grad.kernel", "kernel.a", "zz.x", "conv.discrete_1d",
+    ...             "conv.continuous", "conv.zz_new"])  # doctest: +NORMALIZE_WHITESPACE
+    ['conv.continuous', 'conv.discrete_1d', 'conv.zz_new', 'grad.kernel', 'zz.x',
+     'kernel.a', 'kernel.b']
+    """
+    titles = [title for title, _, _ in PARTS]
+    rank = {id_: k for _, _, listed in PARTS for k, id_ in enumerate(listed)}
+    return sorted(ids, key=lambda i: (titles.index(part_of(i)), i not in rank, rank.get(i, 0), i))
+
+
+def group(built):
+    """``[(part title, [(derivation, results), ...]), ...]`` in book order, empty parts
+    left out."""
+    by_part: dict = {}
+    for d, res in built:
+        by_part.setdefault(part_of(d.id), []).append((d, res))
+    return [(title, by_part[title]) for title, _, _ in PARTS if title in by_part]
 
 
 # ---------------------------------------------------------------------------
@@ -328,11 +511,12 @@ def _plain_overview(count: int) -> str:
 
 
 def build(ids: Sequence[str] | None = None):
-    """Build and verify derivations (all registered ones by default), sorted by id.
+    """Build and verify derivations (all registered ones by default), in book order
+    (:func:`book_order`).
 
     Returns a list of ``(Derivation, results)``.
     """
-    chosen = core.ids() if ids is None else sorted(ids)
+    chosen = book_order(core.ids() if ids is None else ids)
     return [(d, d.verify()) for d in (core.get(i) for i in chosen)]
 
 

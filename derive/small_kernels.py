@@ -187,8 +187,8 @@ def _small_kernels() -> Derivation:
         Step(
             dw_shown,
             dw_formula,
-            "One 3x3 input, one 2x2 kernel: sympy.diff of J = sum g*S w.r.t. each kernel entry "
-            "is the valid cross-correlation of the input with g.",
+            "One 3×3 input, one 2×2 kernel: sympy.diff of $J = \\sum g S$ with respect to each "
+            "kernel entry is the valid cross-correlation of the input with $g$.",
             check=lambda: same(dw_shown, dw_formula),
             note="expansion of both sides",
             latex=two_lines(
@@ -222,9 +222,9 @@ def _small_kernels() -> Derivation:
         Step(
             sp.Symbol("dJ/dx[c]"),
             sp.Symbol("crop_p(sum_k conv_full(dilate(g_k,s), w[k,c]))"),
-            "Input gradient: the full convolution of the dilated g with the kernel "
-            "(= the padded dilated g cross-correlated with the kernel rotated 180 degrees, "
-            "see backprop.case2), summed over output channels, cropped by the padding.",
+            "Input gradient: the full convolution of the dilated $g$ with the kernel (equal to the "
+            "padded dilated $g$ cross-correlated with the kernel rotated 180°, see "
+            "backprop.case2), summed over output channels, cropped by the padding.",
             method=EXHAUSTIVE,
             check=check_input_grad,
             cases=DEFAULT_CASES,
@@ -237,7 +237,7 @@ def _small_kernels() -> Derivation:
         Step(
             sp.Symbol("dJ/db[k]"),
             sp.Symbol("sum(g_k)"),
-            "Bias gradient: the sum of g over the output map.",
+            "Bias gradient: the sum of $g$ over the output map.",
             method=EXHAUSTIVE,
             check=check_bias_grad,
             cases=DEFAULT_CASES,
@@ -248,12 +248,15 @@ def _small_kernels() -> Derivation:
     return Derivation(
         "grad.small_kernels",
         "Small-kernel convolution gradients by sympy.diff",
-        "卷积网络的权重计算 (∂J/∂k = ∂J/∂z · ∂z/∂k, weight sharing sums over positions)",
+        r"卷积网络的权重计算 ("
+        r"$\frac{\partial J}{\partial k} = "
+        r"\frac{\partial J}{\partial z} \frac{\partial z}{\partial k}$, "
+        r"weight sharing sums over positions)",
         steps,
         summary=(
-            "For concrete small layers written entry by entry, sympy.diff of J = sum g*S "
-            "(g = dJ/dS) with respect to every kernel, input and bias entry equals the "
-            "structural formulas the kernels implement, with stride (g dilated) and padding "
+            "For concrete small layers written entry by entry, sympy.diff of $J = \\sum g S$ ($g = "
+            "\\partial J/\\partial S$) with respect to every kernel, input and bias entry equals "
+            "the structural formulas the kernels implement, with stride ($g$ dilated) and padding "
             "(input padded / gradient cropped), for two input and two output channels."
         ),
         data={"gradients": gradients, "cases": DEFAULT_CASES},

@@ -99,20 +99,6 @@ class Args:
         if a.min() < 0 or a.max() >= bound:
             self.fail(ValueError, f"{name} values must lie in [0, {what}={bound}), got [{a.min()}, {a.max()}]")
 
-    def in_windows(self, name, a, H, W, size):
-        """Flat positions h*W + w, each inside the size x size window of its (i, j) element."""
-        h, w = numpy.divmod(a, W)
-        i = numpy.arange(a.shape[-2])[:, None]
-        j = numpy.arange(a.shape[-1])[None, :]
-        ok = (a >= 0) & (a < H * W) & (h // size == i) & (w // size == j)
-        if not ok.all():
-            bad = tuple(int(x) for x in numpy.argwhere(~ok)[0])
-            self.fail(
-                ValueError,
-                f"{name}{list(bad)} = {a[bad]} is not a flat position h*W+w (W={W}) inside the "
-                f"{size}x{size} window of its output element (H={H})",
-            )
-
     def mask(self, name, a, dims):
         """A connection table (uint8 or bool, 1 = connected) as bool; None = all connected.
 

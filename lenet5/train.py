@@ -405,7 +405,11 @@ def train(
 
 
 def _progress(cfg, state, n):
-    if not cfg.progress:
+    import sys
+
+    # Off a terminal (CI, `| tee`, a log file) a bar is hundreds of carriage-return updates;
+    # there the pass's own log line is the one line per pass.
+    if not cfg.progress or not (sys.stdout.isatty() and sys.stderr.isatty()):
         return None
     from tqdm import tqdm
 
@@ -441,7 +445,14 @@ def _finish_pass(net, state, cfg, data, images, labels, out, log):
         data,
         "running" if state.epoch < cfg.epochs else "complete",
     )
-    plots.write_all(out, state.history, data.test_images, data.test_labels, predicted)
+    plots.write_all(
+        out,
+        state.history,
+        data.test_images,
+        data.test_labels,
+        predicted,
+        penalties=lambda x: net.penalties(state.params, to_input(x, net.dtype)),
+    )
     log(
         f"pass {record['epoch']:2d}: train error {100 * train_error:.2f}%  "
         f"test error {100 * test_error:.2f}%  loss {train_loss:.4f}  "

@@ -13,6 +13,7 @@ and functions (about 60 at the time of writing, many of them plain numbers).
 """
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -48,7 +49,7 @@ def test_book_has_header_and_every_derivation(book):
     md = (out / "derivations.md").read_text(encoding="utf-8")
     assert tex.splitlines()[0] == "% " + render.HEADER
     assert md.splitlines()[0] == f"<!-- {render.HEADER} -->"
-    assert [d.id for d, _ in built] == core.ids()
+    assert [d.id for d, _ in built] == render.book_order(core.ids())
     for id_ in core.ids():
         assert f"\\label{{{id_}}}" in tex
         assert f"`{id_}`" in md
@@ -66,7 +67,7 @@ def test_no_step_in_the_book_failed(book):
 
 @pytest.mark.skipif(
     shutil.which("pdflatex") is None,
-    reason="pdflatex not installed (CI installs texlive-latex-base/-recommended in .ci/run)",
+    reason="pdflatex not installed (.ci/run installs TeX Live and latex-cjk-chinese)",
 )
 def test_tex_compiles_with_pdflatex(book, tmp_path):
     out, _ = book
@@ -82,6 +83,7 @@ def test_tex_compiles_with_pdflatex(book, tmp_path):
     assert (tmp_path / "derivations.pdf").stat().st_size > 10_000
     log = (tmp_path / "derivations.log").read_text(errors="replace")
     assert "Undefined control sequence" not in log
+    assert "Missing character" not in log  # every Chinese glyph found in the gbsn font
 
 
 @pytest.mark.slow  # a second full build (~10-20 s); the drift test below covers most of it
@@ -233,7 +235,8 @@ def test_markdown_escapes_prose_but_not_math():
     d = _awkward_derivation()
     md = render.book_md([(d, d.verify())])
     assert "50% of \\$x\\_1" in md and "\\`code\\` \\[link\\]" in md and "&lt;a&gt;" in md
-    assert "$$\n2 x = 2 x\n$$" in md  # x + x, evaluated by SymPy; LaTeX left as is
+    # x + x, evaluated by SymPy; LaTeX left as is, indented inside the list item
+    assert "1. " + render.md_escape(NASTY) + "\n\n   $$\n   2 x = 2 x\n   $$" in md
 
 
 @pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex not installed")
@@ -248,3 +251,119 @@ def test_awkward_text_still_compiles(tmp_path):
         timeout=300,
     )
     assert proc.returncode == 0, proc.stdout[-3000:]
+
+
+# --- order, contents, Chinese, notation --------------------------------------------
+
+
+def test_book_follows_the_lecture_with_kernel_proofs_last():
+    order = render.book_order(core.ids())
+    first = [i for i in order if not i.startswith("kernel.")][:6]
+    assert first == [
+        "conv.continuous", "conv.discrete_1d", "conv.discrete_2d", "conv.xcorr_rewrite",
+        "conv.output_size", "conv.edge_kernels",
+    ]  # fmt: skip
+    parts = [render.part_of(i) for i in order]
+    assert parts == sorted(parts, key=[p[0] for p in render.PARTS].index)  # parts contiguous
+    assert order.index("backprop.case2") < order.index("grad.small_kernels")
+    assert order.index("grad.small_kernels") < order.index("lenet5.layers")
+    assert order.index("lenet5.rbf") < order.index("act.sigmoid") < order.index("opt.sdlm")
+
+
+def test_unknown_and_kernel_ids_find_a_part():
+    ids = ["kernel.z_b", "kernel.a", "zz.unknown", "conv.new_one", "conv.continuous"]
+    order = render.book_order(ids)
+    assert order == ["conv.continuous", "conv.new_one", "zz.unknown", "kernel.a", "kernel.z_b"]
+    assert render.part_of("kernel.a") == render.PARTS[-1][0] == "Kernel proofs"
+
+
+def test_book_groups_scratch_derivations_into_parts():
+    x = sp.Symbol("x")
+
+    def d(id_):
+        return core.Derivation(id_, id_, "here", [core.Step(x, x, "same")])
+
+    built = [(d(i), d(i).verify()) for i in ("kernel.b", "conv.x", "kernel.a")]
+    built = [built[k] for k in (1, 2, 0)]  # book order: conv.x, kernel.a, kernel.b
+    md = render.book_md(built)
+    tex = render.book_tex(built)
+    assert tex.index(r"\part{Convolution}") < tex.index(r"\part{Kernel proofs}")
+    assert tex.index(r"\label{kernel.a}") < tex.index(r"\label{kernel.b}")
+    assert "- [Part II. Kernel proofs](#part-2)" in md
+    assert "  - [2. kernel.a](#kernel.a)" in md and '<a id="kernel.a"></a>' in md
+
+
+def test_markdown_contents_link_to_existing_anchors(book):
+    out, built = book
+    md = (out / "derivations.md").read_text(encoding="utf-8")
+    links = re.findall(r"\]\(#([^)]+)\)", md)
+    anchors = set(re.findall(r'<a id="([^"]+)"></a>', md))
+    assert len(links) == len(built) + len({render.part_of(d.id) for d, _ in built})
+    assert set(links) == anchors
+    for d, _ in built:
+        assert f"(#{d.id})" in md
+
+
+def test_tex_has_parts_bookmarks_and_labels(book):
+    out, built = book
+    tex = (out / "derivations.tex").read_text(encoding="utf-8")
+    assert r"\usepackage[unicode" in tex and "{hyperref}" in tex
+    assert tex.count(r"\part{") == len({render.part_of(d.id) for d, _ in built})
+    assert tex.count(r"\section{") == len(built)
+
+
+def test_chinese_is_kept_in_tex_and_markdown(book):
+    out, _ = book
+    tex = (out / "derivations.tex").read_text(encoding="utf-8")
+    md = (out / "derivations.md").read_text(encoding="utf-8")
+    for text in (tex, md):
+        assert "情况二: 当前层之后为卷积层" in text and "卷积函数" in text
+        assert "(Chinese)" not in text
+    assert r"\begin{CJK}{UTF8}{gbsn}" in tex
+
+
+def test_source_formulas_are_mathematics(book):
+    out, _ = book
+    tex = (out / "derivations.tex").read_text(encoding="utf-8")
+    case2 = tex[tex.index(r"\label{backprop.case2}") :]
+    source = case2.splitlines()[2]
+    assert source.startswith(r"\emph{Source:}") and r"$\delta_j = \sum_K" in source, source
+    assert r"\_" not in source.split("$")[1]  # no escaped text inside the mathematics
+
+
+def test_infinite_sums_print_as_the_lecture_writes_them(book):
+    out, _ = book
+    tex = (out / "derivations.tex").read_text(encoding="utf-8")
+    assert r"\sum_{m,n}" in tex
+    assert r"-\infty \leq m \leq \infty" not in tex
+
+
+def test_no_step_shows_the_same_text_on_both_sides(book):
+    """A step is a claim: the two sides of its equation differ as printed."""
+    _, built = book
+    same = []
+    for d, _ in built:
+        for n, step in enumerate(d.steps, 1):
+            sides = [side.strip() for side in step.to_latex().split(" = ")]
+            if len(sides) == 2 and sides[0] == sides[1]:
+                same.append((d.id, n, sides[0][:40]))
+    assert not same
+
+
+def test_reason_comes_before_its_equation_in_every_format_and_lists_stay_whole():
+    x = sp.Symbol("x")
+    d = core.Derivation(
+        "zz.order", "Order", "here", [core.Step(sp.sin(x)**2 + sp.cos(x)**2, 1, "reason one"),
+                                      core.Step(x * x, x**2, "reason two")]
+    )  # fmt: skip
+    res = d.verify()
+    tex = render.to_latex(d, res)
+    md = render.to_markdown(d, res)
+    text = render.to_text(d, res)
+    for out in (tex, md, text):
+        assert out.index("reason one") < out.index("= 1") < out.index("reason two"), out
+    # In the Markdown every $$ line belongs to its list item (indented), so the
+    # numbering goes on: "1.", "2." and no "1." restarting after a math block.
+    math_lines = [line for line in md.splitlines() if line.strip() == "$$"]
+    assert math_lines and all(line.startswith("   ") for line in math_lines)
+    assert "\n1. reason one" in md and "\n2. reason two" in md

@@ -56,7 +56,9 @@ def test_c_integer_helpers():
     assert p.doprint(sp.Max(i, j)) == "((i) > (j) ? (i) : (j))"
     assert p.doprint(sp.Min(i, j)) == "((i) < (j) ? (i) : (j))"
     assert p.doprint(CeilDiv(i, j)) == "((i) + (j) - 1)/(j)"
-    assert p.doprint(FloorDiv(i, j)) == "(i)/(j)"
+    assert p.doprint(FloorDiv(i, j)) == "((i)/(j))"
+    a = sp.IndexedBase("a", shape=(H,))
+    assert p.doprint(sp.Mod(a[i], H)) == "((a[i]) % (H))"  # an index read from an array
 
 
 def test_c_indexed_is_flat_row_major():

@@ -82,7 +82,7 @@ def test_show_prints_steps_with_status(capsys):
     assert "[verified]" in out
     assert "o(4, 3, 0, 1)" in out
     assert "exhaustive: 720 cases" in out
-    assert out.count("   why: ") == len(core.get("conv.output_size").steps)
+    assert out.count(". why: ") == len(core.get("conv.output_size").steps)
 
 
 def test_show_latex_prints_every_step(capsys):

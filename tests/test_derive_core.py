@@ -142,3 +142,54 @@ def test_builder_returning_another_id_is_rejected(scratch_registry):
     scratch_registry("zz.a", "A", lambda: Derivation("zz.b", "A", "", [Step(x, x, "")]))
     with pytest.raises(ValueError, match="builder returned id='zz.b'"):
         core.get("zz.a")
+
+
+# --- display: terminal text, notebooks -----------------------------------------------
+
+
+def test_text_is_unicode_mathematics_not_reprs():
+    m, n = sp.symbols("m n", integer=True)
+    f = sp.Function("f")
+    st = Step(sp.Sum(f(m), (m, -sp.oo, sp.oo)), sp.Matrix([[1, 2]]), "show")
+    text = st.to_text()
+    assert "∞" in text and "⎡" not in text and "[1  2]" in text
+    for repr_word in ("Sum(", "Matrix(", "oo", "Derivative("):
+        assert repr_word not in text
+
+
+def test_show_text_of_a_derivation_uses_the_pretty_printer():
+    text = str(core.get("act.relu"))
+    assert text.startswith("act.relu: ReLU and its derivative [verified]")
+    assert "Derivative(" not in text
+    assert "d/dx max(0, x) = [x > 0]" in text  # a LaTeX-only step, as Unicode text
+    assert "│x│" in text  # |x| from the pretty printer
+
+
+def test_book_latex_writes_infinite_sums_as_the_lecture():
+    m, n, i = sp.symbols("m n i", integer=True)
+    f = sp.Function("f")
+    assert core.latex(sp.Sum(f(m, n), (m, -sp.oo, sp.oo), (n, -sp.oo, sp.oo))) == (
+        r"\sum_{m,n} f{\left(m,n \right)}"
+    )
+    assert core.latex(sp.Sum(f(m), (m, 0, i))) == r"\sum_{m=0}^{i} f{\left(m \right)}"
+
+
+def test_held_arithmetic_shows_its_computation_and_is_still_checked():
+    held = sp.Add(sp.Mul(60, 25, evaluate=False), 16, evaluate=False)
+    assert Step(held, sp.Integer(1516), "c3").to_latex() == r"60 \cdot 25 + 16 = 1516"
+    assert Step(held, sp.Integer(1516), "c3").verify().ok
+    assert not Step(held, sp.Integer(1517), "off by one").verify().ok
+
+
+def test_notebook_display_of_a_derivation():
+    from derive import show
+
+    d = show("conv.discrete_1d")
+    assert d is core.get("conv.discrete_1d")
+    latex = d._repr_latex_()
+    assert latex.startswith("$$\\begin{array}{l}") and latex.endswith("\\end{array}$$")
+    assert latex.count("\\displaystyle") == len(d.steps)
+    md = d._repr_markdown_()
+    assert md.startswith('<a id="conv.discrete_1d"></a>') and md.count("$$") == 2 * len(d.steps)
+    with pytest.raises(core.UnknownDerivation):
+        show("conv.nope")

@@ -33,7 +33,9 @@ def test_mean_pool_upsampling_table(kern, dtype):
     """up(δ) = δ ⊗ 1_{2x2} / 4 for δ = [[1,3],[2,4]]: the 0.25/0.75/0.5/1 table."""
     ex = example("backprop.case1_mean")
     dy = arr(ex["inputs"]["dy"], dtype)
-    dx = kern.avgpool2d_backward(dy, size=ex["inputs"]["size"])
+    size = ex["inputs"]["size"]
+    input_hw = (dy.shape[2] * size, dy.shape[3] * size)
+    dx = kern.avgpool2d_backward(dy, input_hw, size=size)
     assert dx.dtype == np.dtype(dtype)
     np.testing.assert_array_equal(dx, arr(ex["expected"]["dx"], dtype))  # exact: quarters
     np.testing.assert_array_equal(dx[0, 0, 0], [0.25, 0.25, 0.75, 0.75])  # as printed

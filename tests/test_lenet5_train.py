@@ -288,7 +288,7 @@ def test_cli_evaluate_and_predict(trained, sample, tmp_path, capsys):
         paths += [str(white_on_black), str(black_on_white)]
     assert main(["predict", "--checkpoint", ck, "--backend", BACKEND, *paths]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    predicted = [int(line.rsplit(": ", 1)[1]) for line in lines]
+    predicted = [int(line.rsplit(": ", 1)[1].split()[0]) for line in lines]
     assert predicted[0::2] == predicted[1::2]  # both ink conventions read the same
     truth = [int(sample.test_labels[i]) for i in range(0, 1000, 100)]
     assert sum(p == t for p, t in zip(predicted[0::2], truth, strict=True)) >= 7

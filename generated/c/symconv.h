@@ -30,29 +30,29 @@ void symconv_conv2d_backward_bias_f32(const float *restrict dy, float *restrict 
 /* conv2d_backward_bias (float64): dJ/db[k] = sum over n, i, j of dy[n, k, i, j]. */
 void symconv_conv2d_backward_bias_f64(const double *restrict dy, double *restrict db, int64_t N, int64_t K, int64_t Ho, int64_t Wo);
 
-/* avgpool2d_forward (float32): Mean over non-overlapping size x size windows. */
-void symconv_avgpool2d_forward_f32(const float *restrict x, float *restrict y, int64_t N, int64_t C, int64_t H, int64_t W, int64_t Ho, int64_t Wo, int64_t size);
+/* avgpool2d_forward (float32): Mean over size x size windows (stride, zero padding counted in the mean). */
+void symconv_avgpool2d_forward_f32(const float *restrict x, float *restrict y, int64_t N, int64_t C, int64_t H, int64_t W, int64_t Ho, int64_t Wo, int64_t size, int64_t stride, int64_t padding);
 
-/* avgpool2d_forward (float64): Mean over non-overlapping size x size windows. */
-void symconv_avgpool2d_forward_f64(const double *restrict x, double *restrict y, int64_t N, int64_t C, int64_t H, int64_t W, int64_t Ho, int64_t Wo, int64_t size);
+/* avgpool2d_forward (float64): Mean over size x size windows (stride, zero padding counted in the mean). */
+void symconv_avgpool2d_forward_f64(const double *restrict x, double *restrict y, int64_t N, int64_t C, int64_t H, int64_t W, int64_t Ho, int64_t Wo, int64_t size, int64_t stride, int64_t padding);
 
-/* avgpool2d_backward (float32): The lecture's up(): dx = kron(dy, ones(size, size)) / size**2. */
-void symconv_avgpool2d_backward_f32(const float *restrict dy, float *restrict dx, int64_t N, int64_t C, int64_t Ho, int64_t Wo, int64_t H, int64_t W, int64_t size);
+/* avgpool2d_backward (float32): The lecture's up(): each dy spread evenly (1/size**2) over its window. */
+void symconv_avgpool2d_backward_f32(const float *restrict dy, float *restrict dx, int64_t N, int64_t C, int64_t Ho, int64_t Wo, int64_t H, int64_t W, int64_t size, int64_t stride, int64_t padding);
 
-/* avgpool2d_backward (float64): The lecture's up(): dx = kron(dy, ones(size, size)) / size**2. */
-void symconv_avgpool2d_backward_f64(const double *restrict dy, double *restrict dx, int64_t N, int64_t C, int64_t Ho, int64_t Wo, int64_t H, int64_t W, int64_t size);
+/* avgpool2d_backward (float64): The lecture's up(): each dy spread evenly (1/size**2) over its window. */
+void symconv_avgpool2d_backward_f64(const double *restrict dy, double *restrict dx, int64_t N, int64_t C, int64_t Ho, int64_t Wo, int64_t H, int64_t W, int64_t size, int64_t stride, int64_t padding);
 
-/* maxpool2d_forward (float32): Max over non-overlapping windows; argmax = flat index h*W+w (first maximum wins). */
-void symconv_maxpool2d_forward_f32(const float *restrict x, float *restrict y, int64_t *restrict argmax, int64_t N, int64_t C, int64_t H, int64_t W, int64_t Ho, int64_t Wo, int64_t size);
+/* maxpool2d_forward (float32): Max over size x size windows (stride, padding never wins); argmax = flat index h*W+w of the first maximum (a NaN wins and propagates). */
+void symconv_maxpool2d_forward_f32(const float *restrict x, float *restrict y, int64_t *restrict argmax, int64_t N, int64_t C, int64_t H, int64_t W, int64_t Ho, int64_t Wo, int64_t size, int64_t stride, int64_t padding);
 
-/* maxpool2d_forward (float64): Max over non-overlapping windows; argmax = flat index h*W+w (first maximum wins). */
-void symconv_maxpool2d_forward_f64(const double *restrict x, double *restrict y, int64_t *restrict argmax, int64_t N, int64_t C, int64_t H, int64_t W, int64_t Ho, int64_t Wo, int64_t size);
+/* maxpool2d_forward (float64): Max over size x size windows (stride, padding never wins); argmax = flat index h*W+w of the first maximum (a NaN wins and propagates). */
+void symconv_maxpool2d_forward_f64(const double *restrict x, double *restrict y, int64_t *restrict argmax, int64_t N, int64_t C, int64_t H, int64_t W, int64_t Ho, int64_t Wo, int64_t size, int64_t stride, int64_t padding);
 
-/* maxpool2d_backward (float32): Routes dy[n, c, i, j] to the recorded argmax position of its window. */
-void symconv_maxpool2d_backward_f32(const float *restrict dy, const int64_t *restrict argmax, float *restrict dx, int64_t N, int64_t C, int64_t Ho, int64_t Wo, int64_t H, int64_t W, int64_t size);
+/* maxpool2d_backward (float32): Routes dy[n, c, i, j] to the input position argmax[n, c, i, j] = h*W + w (windows sharing a maximum add their gradients). */
+void symconv_maxpool2d_backward_f32(const float *restrict dy, const int64_t *restrict argmax, float *restrict dx, int64_t N, int64_t C, int64_t Ho, int64_t Wo, int64_t H, int64_t W);
 
-/* maxpool2d_backward (float64): Routes dy[n, c, i, j] to the recorded argmax position of its window. */
-void symconv_maxpool2d_backward_f64(const double *restrict dy, const int64_t *restrict argmax, double *restrict dx, int64_t N, int64_t C, int64_t Ho, int64_t Wo, int64_t H, int64_t W, int64_t size);
+/* maxpool2d_backward (float64): Routes dy[n, c, i, j] to the input position argmax[n, c, i, j] = h*W + w (windows sharing a maximum add their gradients). */
+void symconv_maxpool2d_backward_f64(const double *restrict dy, const int64_t *restrict argmax, double *restrict dx, int64_t N, int64_t C, int64_t Ho, int64_t Wo, int64_t H, int64_t W);
 
 /* subsample_forward (float32): LeNet S2/S4: z = coef[c] * (sum of the 2x2 window) + bias[c]. */
 void symconv_subsample_forward_f32(const float *restrict x, const float *restrict coef, const float *restrict bias, float *restrict z, int64_t N, int64_t C, int64_t H, int64_t W, int64_t Ho, int64_t Wo);

@@ -253,24 +253,6 @@ static int below(PyArrayObject *a, int64_t bound)
     return 1;
 }
 
-/* Every value of `a` (..., Ho, Wo) a flat position h*W + w inside the size x size window
- * of its element (i, j): h // size == i and w // size == j (Args.in_windows). */
-static int in_windows(PyArrayObject *a, int64_t H, int64_t W, int64_t size)
-{
-    const int64_t *v = PyArray_DATA(a);
-    int nd = PyArray_NDIM(a);
-    npy_intp Ho = PyArray_DIM(a, nd - 2), Wo = PyArray_DIM(a, nd - 1);
-    for (npy_intp e = 0; e < PyArray_SIZE(a); ++e) {
-        if (v[e] < 0 || v[e] >= H * W) {
-            return 0;
-        }
-        if (v[e] / W / size != (e / Wo) % Ho || v[e] % W / size != e % Wo) {
-            return 0;
-        }
-    }
-    return 1;
-}
-
 /* A new C-contiguous array (NULL with an exception set if it cannot be allocated). */
 static PyArrayObject *empty(int nd, npy_intp *dims, int type)
 {
@@ -294,21 +276,21 @@ typedef void symconv_conv2d_backward_bias_f32_fn(const float *restrict, float *r
 static symconv_conv2d_backward_bias_f32_fn *symconv_conv2d_backward_bias_f32_ptr;
 typedef void symconv_conv2d_backward_bias_f64_fn(const double *restrict, double *restrict, int64_t, int64_t, int64_t, int64_t);
 static symconv_conv2d_backward_bias_f64_fn *symconv_conv2d_backward_bias_f64_ptr;
-typedef void symconv_avgpool2d_forward_f32_fn(const float *restrict, float *restrict, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t);
+typedef void symconv_avgpool2d_forward_f32_fn(const float *restrict, float *restrict, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t);
 static symconv_avgpool2d_forward_f32_fn *symconv_avgpool2d_forward_f32_ptr;
-typedef void symconv_avgpool2d_forward_f64_fn(const double *restrict, double *restrict, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t);
+typedef void symconv_avgpool2d_forward_f64_fn(const double *restrict, double *restrict, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t);
 static symconv_avgpool2d_forward_f64_fn *symconv_avgpool2d_forward_f64_ptr;
-typedef void symconv_avgpool2d_backward_f32_fn(const float *restrict, float *restrict, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t);
+typedef void symconv_avgpool2d_backward_f32_fn(const float *restrict, float *restrict, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t);
 static symconv_avgpool2d_backward_f32_fn *symconv_avgpool2d_backward_f32_ptr;
-typedef void symconv_avgpool2d_backward_f64_fn(const double *restrict, double *restrict, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t);
+typedef void symconv_avgpool2d_backward_f64_fn(const double *restrict, double *restrict, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t);
 static symconv_avgpool2d_backward_f64_fn *symconv_avgpool2d_backward_f64_ptr;
-typedef void symconv_maxpool2d_forward_f32_fn(const float *restrict, float *restrict, int64_t *restrict, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t);
+typedef void symconv_maxpool2d_forward_f32_fn(const float *restrict, float *restrict, int64_t *restrict, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t);
 static symconv_maxpool2d_forward_f32_fn *symconv_maxpool2d_forward_f32_ptr;
-typedef void symconv_maxpool2d_forward_f64_fn(const double *restrict, double *restrict, int64_t *restrict, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t);
+typedef void symconv_maxpool2d_forward_f64_fn(const double *restrict, double *restrict, int64_t *restrict, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t);
 static symconv_maxpool2d_forward_f64_fn *symconv_maxpool2d_forward_f64_ptr;
-typedef void symconv_maxpool2d_backward_f32_fn(const float *restrict, const int64_t *restrict, float *restrict, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t);
+typedef void symconv_maxpool2d_backward_f32_fn(const float *restrict, const int64_t *restrict, float *restrict, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t);
 static symconv_maxpool2d_backward_f32_fn *symconv_maxpool2d_backward_f32_ptr;
-typedef void symconv_maxpool2d_backward_f64_fn(const double *restrict, const int64_t *restrict, double *restrict, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t);
+typedef void symconv_maxpool2d_backward_f64_fn(const double *restrict, const int64_t *restrict, double *restrict, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t);
 static symconv_maxpool2d_backward_f64_fn *symconv_maxpool2d_backward_f64_ptr;
 typedef void symconv_subsample_forward_f32_fn(const float *restrict, const float *restrict, const float *restrict, float *restrict, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t);
 static symconv_subsample_forward_f32_fn *symconv_subsample_forward_f32_ptr;
@@ -715,30 +697,33 @@ static PyObject *fast_avgpool2d_forward(PyObject *self, PyObject *const *args, P
     enum { D_N, D_C, D_H, D_W, D_Ho, D_Wo, };
     Call c = {0};
     PyArrayObject *a_x = NULL, *a_y = NULL;
-    int64_t v_N, v_C, v_H, v_W, v_Ho, v_Wo, v_size;
+    int64_t v_N, v_C, v_H, v_W, v_Ho, v_Wo, v_size, v_stride, v_padding;
     PyObject *result;
     (void)self;
-    if (!bound_kernels || nargs != 2) {
+    if (!bound_kernels || nargs != 4) {
         goto decline;
     }
     if (!(a_x = floats(&c, args[0], 4, (const int[]){D_N, D_C, D_H, D_W}))) goto decline;
     if (!(integer(args[1], 1, &v_size))) goto decline;
+    if (!(integer((args[2] == Py_None ? args[1] : args[2]), 1, &v_stride))) goto decline;
+    if (!(integer(args[3], 0, &v_padding))) goto decline;
     v_N = c.dim[D_N];
     v_C = c.dim[D_C];
     v_H = c.dim[D_H];
     v_W = c.dim[D_W];
-    if (!(derive(&c, D_Ho, floordiv(v_H, v_size)))) goto decline;
+    if (!(derive(&c, D_Ho, floordiv(v_H + 2*v_padding - v_size, v_stride) + 1))) goto decline;
     v_Ho = c.dim[D_Ho];
-    if (!(derive(&c, D_Wo, floordiv(v_W, v_size)))) goto decline;
+    if (!(derive(&c, D_Wo, floordiv(v_W + 2*v_padding - v_size, v_stride) + 1))) goto decline;
     v_Wo = c.dim[D_Wo];
-    if (!(floormod(v_H, v_size) == 0)) goto decline;
-    if (!(floormod(v_W, v_size) == 0)) goto decline;
+    if (!(v_H + 2*v_padding >= v_size)) goto decline;
+    if (!(v_W + 2*v_padding >= v_size)) goto decline;
+    if (!(2*v_padding <= v_size)) goto decline;
     if (!(a_y = empty(4, (npy_intp[]){v_N, v_C, v_Ho, v_Wo}, c.type))) goto decline;
     Py_BEGIN_ALLOW_THREADS
     if (c.type == NPY_FLOAT) {
-        symconv_avgpool2d_forward_f32_ptr(PyArray_DATA(a_x), PyArray_DATA(a_y), v_N, v_C, v_H, v_W, v_Ho, v_Wo, v_size);
+        symconv_avgpool2d_forward_f32_ptr(PyArray_DATA(a_x), PyArray_DATA(a_y), v_N, v_C, v_H, v_W, v_Ho, v_Wo, v_size, v_stride, v_padding);
     } else {
-        symconv_avgpool2d_forward_f64_ptr(PyArray_DATA(a_x), PyArray_DATA(a_y), v_N, v_C, v_H, v_W, v_Ho, v_Wo, v_size);
+        symconv_avgpool2d_forward_f64_ptr(PyArray_DATA(a_x), PyArray_DATA(a_y), v_N, v_C, v_H, v_W, v_Ho, v_Wo, v_size, v_stride, v_padding);
     }
     Py_END_ALLOW_THREADS
     result = Py_BuildValue("N", a_y);
@@ -754,28 +739,34 @@ static PyObject *fast_avgpool2d_backward(PyObject *self, PyObject *const *args, 
     enum { D_N, D_C, D_Ho, D_Wo, D_H, D_W, };
     Call c = {0};
     PyArrayObject *a_dy = NULL, *a_dx = NULL;
-    int64_t v_N, v_C, v_Ho, v_Wo, v_H, v_W, v_size;
+    int64_t v_N, v_C, v_Ho, v_Wo, v_H, v_W, v_size, v_stride, v_padding;
     PyObject *result;
     (void)self;
-    if (!bound_kernels || nargs != 2) {
+    if (!bound_kernels || nargs != 5) {
         goto decline;
     }
     if (!(a_dy = floats(&c, args[0], 4, (const int[]){D_N, D_C, D_Ho, D_Wo}))) goto decline;
-    if (!(integer(args[1], 1, &v_size))) goto decline;
+    if (!(integer(args[2], 1, &v_size))) goto decline;
+    if (!(sizes(&c, args[1], 2, (const int[]){D_H, D_W}))) goto decline;
+    if (!(integer((args[3] == Py_None ? args[2] : args[3]), 1, &v_stride))) goto decline;
+    if (!(integer(args[4], 0, &v_padding))) goto decline;
     v_N = c.dim[D_N];
     v_C = c.dim[D_C];
     v_Ho = c.dim[D_Ho];
     v_Wo = c.dim[D_Wo];
-    if (!(derive(&c, D_H, v_Ho*v_size))) goto decline;
     v_H = c.dim[D_H];
-    if (!(derive(&c, D_W, v_Wo*v_size))) goto decline;
     v_W = c.dim[D_W];
+    if (!(v_H + 2*v_padding >= v_size)) goto decline;
+    if (!(v_W + 2*v_padding >= v_size)) goto decline;
+    if (!(2*v_padding <= v_size)) goto decline;
+    if (!(v_Ho == floordiv(v_H + 2*v_padding - v_size, v_stride) + 1)) goto decline;
+    if (!(v_Wo == floordiv(v_W + 2*v_padding - v_size, v_stride) + 1)) goto decline;
     if (!(a_dx = empty(4, (npy_intp[]){v_N, v_C, v_H, v_W}, c.type))) goto decline;
     Py_BEGIN_ALLOW_THREADS
     if (c.type == NPY_FLOAT) {
-        symconv_avgpool2d_backward_f32_ptr(PyArray_DATA(a_dy), PyArray_DATA(a_dx), v_N, v_C, v_Ho, v_Wo, v_H, v_W, v_size);
+        symconv_avgpool2d_backward_f32_ptr(PyArray_DATA(a_dy), PyArray_DATA(a_dx), v_N, v_C, v_Ho, v_Wo, v_H, v_W, v_size, v_stride, v_padding);
     } else {
-        symconv_avgpool2d_backward_f64_ptr(PyArray_DATA(a_dy), PyArray_DATA(a_dx), v_N, v_C, v_Ho, v_Wo, v_H, v_W, v_size);
+        symconv_avgpool2d_backward_f64_ptr(PyArray_DATA(a_dy), PyArray_DATA(a_dx), v_N, v_C, v_Ho, v_Wo, v_H, v_W, v_size, v_stride, v_padding);
     }
     Py_END_ALLOW_THREADS
     result = Py_BuildValue("N", a_dx);
@@ -791,31 +782,34 @@ static PyObject *fast_maxpool2d_forward(PyObject *self, PyObject *const *args, P
     enum { D_N, D_C, D_H, D_W, D_Ho, D_Wo, };
     Call c = {0};
     PyArrayObject *a_x = NULL, *a_y = NULL, *a_argmax = NULL;
-    int64_t v_N, v_C, v_H, v_W, v_Ho, v_Wo, v_size;
+    int64_t v_N, v_C, v_H, v_W, v_Ho, v_Wo, v_size, v_stride, v_padding;
     PyObject *result;
     (void)self;
-    if (!bound_kernels || nargs != 2) {
+    if (!bound_kernels || nargs != 4) {
         goto decline;
     }
     if (!(a_x = floats(&c, args[0], 4, (const int[]){D_N, D_C, D_H, D_W}))) goto decline;
     if (!(integer(args[1], 1, &v_size))) goto decline;
+    if (!(integer((args[2] == Py_None ? args[1] : args[2]), 1, &v_stride))) goto decline;
+    if (!(integer(args[3], 0, &v_padding))) goto decline;
     v_N = c.dim[D_N];
     v_C = c.dim[D_C];
     v_H = c.dim[D_H];
     v_W = c.dim[D_W];
-    if (!(derive(&c, D_Ho, floordiv(v_H, v_size)))) goto decline;
+    if (!(derive(&c, D_Ho, floordiv(v_H + 2*v_padding - v_size, v_stride) + 1))) goto decline;
     v_Ho = c.dim[D_Ho];
-    if (!(derive(&c, D_Wo, floordiv(v_W, v_size)))) goto decline;
+    if (!(derive(&c, D_Wo, floordiv(v_W + 2*v_padding - v_size, v_stride) + 1))) goto decline;
     v_Wo = c.dim[D_Wo];
-    if (!(floormod(v_H, v_size) == 0)) goto decline;
-    if (!(floormod(v_W, v_size) == 0)) goto decline;
+    if (!(v_H + 2*v_padding >= v_size)) goto decline;
+    if (!(v_W + 2*v_padding >= v_size)) goto decline;
+    if (!(2*v_padding <= v_size)) goto decline;
     if (!(a_y = empty(4, (npy_intp[]){v_N, v_C, v_Ho, v_Wo}, c.type))) goto decline;
     if (!(a_argmax = empty(4, (npy_intp[]){v_N, v_C, v_Ho, v_Wo}, NPY_INT64))) goto decline;
     Py_BEGIN_ALLOW_THREADS
     if (c.type == NPY_FLOAT) {
-        symconv_maxpool2d_forward_f32_ptr(PyArray_DATA(a_x), PyArray_DATA(a_y), PyArray_DATA(a_argmax), v_N, v_C, v_H, v_W, v_Ho, v_Wo, v_size);
+        symconv_maxpool2d_forward_f32_ptr(PyArray_DATA(a_x), PyArray_DATA(a_y), PyArray_DATA(a_argmax), v_N, v_C, v_H, v_W, v_Ho, v_Wo, v_size, v_stride, v_padding);
     } else {
-        symconv_maxpool2d_forward_f64_ptr(PyArray_DATA(a_x), PyArray_DATA(a_y), PyArray_DATA(a_argmax), v_N, v_C, v_H, v_W, v_Ho, v_Wo, v_size);
+        symconv_maxpool2d_forward_f64_ptr(PyArray_DATA(a_x), PyArray_DATA(a_y), PyArray_DATA(a_argmax), v_N, v_C, v_H, v_W, v_Ho, v_Wo, v_size, v_stride, v_padding);
     }
     Py_END_ALLOW_THREADS
     result = Py_BuildValue("(NN)", a_y, a_argmax);
@@ -829,10 +823,10 @@ decline:
 
 static PyObject *fast_maxpool2d_backward(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    enum { D_N, D_C, D_Ho, D_Wo, D_H, D_W, D_size, };
+    enum { D_N, D_C, D_Ho, D_Wo, D_H, D_W, };
     Call c = {0};
     PyArrayObject *a_dy = NULL, *a_argmax = NULL, *a_dx = NULL;
-    int64_t v_N, v_C, v_Ho, v_Wo, v_H, v_W, v_size;
+    int64_t v_N, v_C, v_Ho, v_Wo, v_H, v_W;
     PyObject *result;
     (void)self;
     if (!bound_kernels || nargs != 3) {
@@ -847,17 +841,13 @@ static PyObject *fast_maxpool2d_backward(PyObject *self, PyObject *const *args, 
     v_Wo = c.dim[D_Wo];
     v_H = c.dim[D_H];
     v_W = c.dim[D_W];
-    if (!(derive(&c, D_size, floordiv(v_H, v_Ho)))) goto decline;
-    v_size = c.dim[D_size];
-    if (!(v_H == v_Ho*v_size)) goto decline;
-    if (!(v_W == v_Wo*v_size)) goto decline;
-    if (!(in_windows(a_argmax, v_H, v_W, v_size))) goto decline;
+    if (!(below(a_argmax, v_H * v_W))) goto decline;
     if (!(a_dx = empty(4, (npy_intp[]){v_N, v_C, v_H, v_W}, c.type))) goto decline;
     Py_BEGIN_ALLOW_THREADS
     if (c.type == NPY_FLOAT) {
-        symconv_maxpool2d_backward_f32_ptr(PyArray_DATA(a_dy), PyArray_DATA(a_argmax), PyArray_DATA(a_dx), v_N, v_C, v_Ho, v_Wo, v_H, v_W, v_size);
+        symconv_maxpool2d_backward_f32_ptr(PyArray_DATA(a_dy), PyArray_DATA(a_argmax), PyArray_DATA(a_dx), v_N, v_C, v_Ho, v_Wo, v_H, v_W);
     } else {
-        symconv_maxpool2d_backward_f64_ptr(PyArray_DATA(a_dy), PyArray_DATA(a_argmax), PyArray_DATA(a_dx), v_N, v_C, v_Ho, v_Wo, v_H, v_W, v_size);
+        symconv_maxpool2d_backward_f64_ptr(PyArray_DATA(a_dy), PyArray_DATA(a_argmax), PyArray_DATA(a_dx), v_N, v_C, v_Ho, v_Wo, v_H, v_W);
     }
     Py_END_ALLOW_THREADS
     result = Py_BuildValue("N", a_dx);
