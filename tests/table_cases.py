@@ -18,7 +18,10 @@ added.
   the exact rationals of the inputs, together with a first-order bound on the
   rounding error of any evaluation of it in floating point (:func:`error_spec`).
 * :func:`consistent` decides from the spec alone whether a call's sizes are valid
-  (the oracle of the bad-input tests).
+  (the oracle of the bad-input tests); :func:`bad_arguments` makes each argument
+  wrong in the ways its kind allows.
+* :func:`check_against_spec` checks both backends in both dtypes against the exact
+  evaluation.
 """
 
 from __future__ import annotations
@@ -95,9 +98,11 @@ def complete(spec: KernelSpec, env: dict[str, int]) -> dict[str, int] | None:
     call is invalid: a derived size below 1 or disagreeing with a given one, or a
     violated constraint.
 
-    >>> complete(TABLE["avgpool2d_forward"], dict(N=1, C=1, H=4, W=6, size=2))["Wo"]
-    3
-    >>> complete(TABLE["avgpool2d_forward"], dict(N=1, C=1, H=5, W=6, size=2)) is None
+    >>> conv = {p.name: p.default for p in TABLE["conv2d_forward"].params}
+    >>> sizes = dict(N=1, C=1, K=1, H=2, W=5, KH=3, KW=2)
+    >>> complete(TABLE["conv2d_forward"], {**sizes, **conv, "padding": 1})["Wo"]
+    6
+    >>> complete(TABLE["conv2d_forward"], {**sizes, **conv}) is None  # KH > H
     True
     """
     full = dict(env)
@@ -142,8 +147,9 @@ class Problem:
 
     Float arrays are float64 arrays of float32-representable values (the same
     numbers in both dtypes); int64 arrays, masks (or None), ints, floats (exact in
-    float32) and ``hw`` tuples are passed as they are. ``shapes`` gives the shape of
-    flat (element-wise) arrays, which may have any rank.
+    float32) and ``hw`` tuples are passed as they are; an int param left to default
+    to another is None. Flat (element-wise) arrays have any rank. ``env`` holds every
+    size and int param.
     """
 
     spec: KernelSpec

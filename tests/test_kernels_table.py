@@ -4,14 +4,15 @@ Parametrized over ``derive.kernels.load_table()`` (nothing is listed by hand), o
 calls drawn inside each spec's constraints (``table_cases``):
 
 * the outputs of both backends in both dtypes equal the spec evaluated exactly on
-  the inputs (:func:`derive.kernelspec.evaluate`, the meaning ``kernel.<name>``
-  proves equal to the derivation), within a first-order rounding-error bound
+  the inputs (random values, or ties and zeros: ``table_cases.ties``) by
+  :func:`derive.kernelspec.evaluate`, the meaning ``kernel.<name>`` proves equal
+  to the derivation, within a first-order rounding-error bound
   computed from the spec's own statements (``table_cases.error_spec``): Higham's
   ``(n-1) sum|terms|`` for every sum, one rounding per product, 4 ulps per tanh,
   exp or log, doubled (``table_cases.tolerance``);
 * every backward kernel is the vector-Jacobian product of the forward kernel its
   ``Vjp`` pairs it with: central finite differences of ``<forward(x), dy>`` (or of
-  the summed loss) along every coordinate and along random directions equal
+  the summed loss) along sampled coordinates and random directions ``e`` equal
   ``<backward(dy)[out], e>``, with non-zero gradients;
 * every argument, by the kind the spec gives it, rejected when wrong with the
   documented exception naming it; the C fast path declines each such call;
@@ -48,10 +49,13 @@ from table_cases import (
 from derive.kernelspec import FLOAT, MASK
 
 
-#: Exact evaluation costs ~1-3 ms per loop point: a handful of small calls per kernel
-#: (each checked on 2 backends x 2 dtypes), more for kernels with more regimes (int
-#: params, optional masks), keeps the file within a minute on one core.
 def exact_examples(name: str) -> int:
+    """Drawn calls of kernel ``name`` checked against its exact evaluation.
+
+    Exact evaluation costs ~1-3 ms per loop point: a handful of small calls per
+    kernel (each checked on 2 backends x 2 dtypes), one more per regime (int param,
+    optional mask), keeps the file well within a minute on one core.
+    """
     spec = TABLE[name]
     regimes = sum(p.kind == "int" for p in spec.params) + sum(a.optional for a in spec.inputs)
     return 3 + regimes
