@@ -10,6 +10,12 @@ the sources, the flags and the compiler's version, written atomically; the log
 says ``compiled`` or ``cached``. A missing or failing compiler raises
 :class:`BuildError`, which says to use the NumPy backend instead.
 
+The cache does not trust a file by its name: beside each library ``X.so`` the build
+records the sha256 of its bytes in ``X.so.sha256``, and a cached library is loaded
+only when its bytes still have that hash.  A damaged entry (truncated, emptied,
+overwritten, or without its hash) is rebuilt, with a warning in the log: loading a
+truncated shared library crashes the process (SIGBUS) instead of raising.
+
 Examples
 --------
 >>> key = cache_key(b"int f(void);", ["-O3"], "gcc 12")
@@ -34,6 +40,8 @@ import tempfile
 from pathlib import Path
 
 import numpy
+
+from codegen.writer import write_atomic
 
 log = logging.getLogger("symconv.build")
 
@@ -111,6 +119,35 @@ def _sources(source: Path) -> bytes:
     return b"\0".join(parts)
 
 
+def file_sha256(path: Path) -> str:
+    """Hex sha256 of the bytes of ``path``."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _hash_file(target: Path) -> Path:
+    return target.with_name(target.name + ".sha256")
+
+
+def cache_damage(target: Path) -> str | None:
+    """Why the cached library ``target`` cannot be trusted, or None if its bytes have the
+    sha256 recorded when it was built."""
+    try:
+        recorded = _hash_file(target).read_text().strip()
+    except OSError:
+        return "no recorded hash"
+    try:
+        actual = file_sha256(target)
+    except OSError as exc:
+        return f"unreadable: {exc.strerror}"
+    if actual != recorded:
+        return f"its sha256 {actual[:12]}... differs from the recorded {recorded[:12]}..."
+    return None
+
+
 def build_library(
     source: Path | str, cc: str | None = None, extra_flags=(), extra_key: str = ""
 ) -> tuple[Path, str]:
@@ -128,8 +165,11 @@ def build_library(
     out_dir = cache_dir()
     target = out_dir / f"{source.stem}-{key[:24]}.so"
     if target.is_file():
-        log.info("cached %s", target)
-        return target, "cached"
+        damage = cache_damage(target)
+        if damage is None:
+            log.info("cached %s", target)
+            return target, "cached"
+        log.warning("cached library %s is damaged (%s): rebuilding it", target, damage)
     out_dir.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=f".{target.name}.", suffix=".tmp")
     os.close(fd)
@@ -138,7 +178,9 @@ def build_library(
         if proc.returncode != 0:
             tail = "\n".join(proc.stderr.strip().splitlines()[-20:])
             raise BuildError(f"compiling {source.name} with {cc} failed:\n{tail}\n{FALLBACK}")
+        digest = file_sha256(tmp)
         os.replace(tmp, target)
+        write_atomic(_hash_file(target), (digest + "\n").encode())
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)

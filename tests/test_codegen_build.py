@@ -135,3 +135,53 @@ def test_extension_key_names_the_interpreter(cache, small_source):
 def test_extension_import_failure_is_a_build_error(cache, small_source):
     with pytest.raises(build.BuildError, match="importing the compiled extension"):
         build.load_extension(small_source, "tiny")  # no PyInit_tiny
+
+
+@needs_cc
+@pytest.mark.parametrize(
+    "damage",
+    ["truncate", "empty", "overwrite", "no hash"],
+)
+def test_damaged_cache_entry_is_rebuilt_and_logged(cache, small_source, caplog, damage):
+    """A cached library whose bytes differ from the hash recorded at build time is rebuilt."""
+    path, _ = build.build_library(small_source)
+    good = path.read_bytes()
+    recorded = Path(str(path) + ".sha256")
+    assert recorded.read_text().strip() == build.file_sha256(path)
+    if damage == "truncate":
+        path.write_bytes(good[: len(good) // 2])
+    elif damage == "empty":
+        path.write_bytes(b"")
+    elif damage == "overwrite":
+        path.write_bytes(bytes(len(good)))
+    else:
+        recorded.unlink()
+    with caplog.at_level(logging.INFO, logger="symconv.build"):
+        again, status = build.build_library(small_source)
+    assert (again, status) == (path, "compiled")
+    assert f"cached library {path} is damaged" in caplog.text and "rebuilding" in caplog.text
+    assert build.cache_damage(path) is None
+    assert build.load_library(small_source).tiny_add(2, 3) == 5
+
+
+@needs_cc
+def test_truncated_cached_library_through_the_bindings(tmp_path):
+    """A truncated cached symconv library used to crash every C command with SIGBUS."""
+    import subprocess
+    import sys
+
+    code = (
+        "import numpy as np\n"
+        "from generated import c_kernels\n"
+        "print(c_kernels.relu_forward(np.array([-1.0, 2.0])).tolist())\n"
+    )
+    env = {**os.environ, "SYMCONV_CACHE": str(tmp_path)}
+    first = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert first.returncode == 0 and first.stdout.strip() == "[0.0, 2.0]", first.stderr
+    libraries = sorted(tmp_path.glob("*.so"))
+    assert libraries
+    for lib in libraries:
+        lib.write_bytes(lib.read_bytes()[: lib.stat().st_size // 3])
+    second = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert second.returncode == 0 and second.stdout.strip() == "[0.0, 2.0]", second.stderr
+    assert second.stderr.count("is damaged") == len(libraries)
