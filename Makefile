@@ -4,7 +4,7 @@ PYTHON ?= python3
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test lint format derivations codegen check-codegen
+.PHONY: install test lint format derivations codegen check-codegen sanitize
 
 install: $(STAMP)
 
@@ -36,6 +36,28 @@ codegen: install
 # Fails (listing the files) when generated/ differs from what codegen emits.
 check-codegen: install
 	$(PY) -m codegen --out generated --check
+
+# The C kernels and the C fast path built with AddressSanitizer and UndefinedBehaviorSanitizer
+# (own cache), running the kernel tests and a short training on the fused C step. A report
+# aborts the process (no recovery) and fails the target; the log is grepped for reports too.
+# -O1 (after the usual -O3): compiling the instrumented kernels at -O3 takes minutes.
+SANITIZE_DIR   ?= .sanitize
+SANITIZE_FLAGS ?= -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+SANITIZE_TESTS ?= tests/test_kernels_badinput.py tests/test_kernels_fastpath.py \
+                  tests/test_kernels_ranges.py tests/test_kernels_lenet_shapes.py \
+                  tests/test_kernels_updates.py tests/test_lenet5_fused.py
+sanitize: install
+	@mkdir -p $(SANITIZE_DIR); log=$(SANITIZE_DIR)/sanitize.log; status=0; start=$$(date +%s); \
+	export SYMCONV_CFLAGS="$(SANITIZE_FLAGS)" SYMCONV_CACHE="$(abspath $(SANITIZE_DIR))/cache" \
+	  LD_PRELOAD="$$($${CC:-cc} -print-file-name=libasan.so)" OMP_NUM_THREADS=1 \
+	  ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1; \
+	{ $(PY) -m pytest -q -x -p no:cacheprovider $(SANITIZE_TESTS) && \
+	  $(PY) -m lenet5 train --data sample --out $(SANITIZE_DIR)/run --overwrite --epochs 1 \
+	    --limit 500 --batch-size 10 --no-progress; } > $$log 2>&1 || status=$$?; \
+	tail -n 3 $$log; \
+	if grep -qE "runtime error:|ERROR: AddressSanitizer|ERROR: LeakSanitizer" $$log; then \
+	  echo "sanitize: FAILED, sanitizer report in $$log"; exit 1; fi; \
+	echo "sanitize: exit status $$status in $$(( $$(date +%s) - start )) s (log: $$log)"; exit $$status
 
 # Generated C vs generated NumPy vs im2col+BLAS (vs PyTorch when the `bench` extra is
 # installed), every LeNet-5 layer, batch 1 and 64. ARGS="--json bench.json" etc.

@@ -4,7 +4,8 @@ SymPy-free: the runtime (``generated/c_kernels.py``) imports this module.
 
 The library is built with the system C compiler (``$CC`` or ``cc``) and
 ``-std=c99 -O3 -Wall -Wextra -Werror -fPIC -shared``, plus ``-march=native`` and
-``-fopenmp`` when the compiler accepts them (probed once per compiler). It is
+``-fopenmp`` when the compiler accepts them (probed once per compiler), plus the
+flags in ``$SYMCONV_CFLAGS`` (e.g. the sanitizers of ``make sanitize``). It is
 cached in ``$SYMCONV_CACHE`` (default ``~/.cache/symconv``) under the sha256 of
 the sources, the flags and the compiler's version, written atomically; the log
 says ``compiled`` or ``cached``. A missing or failing compiler raises
@@ -32,6 +33,7 @@ import importlib.machinery
 import importlib.util
 import logging
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -100,8 +102,9 @@ def supported_flags(cc: str) -> tuple[str, ...]:
 
 
 def flags(cc: str) -> list[str]:
-    """All compile flags for ``cc``."""
-    return [*BASE_FLAGS, *supported_flags(cc)]
+    """All compile flags for ``cc``: the base flags, the accepted optional ones, then
+    ``$SYMCONV_CFLAGS`` (part of the cache key like every flag)."""
+    return [*BASE_FLAGS, *supported_flags(cc), *shlex.split(os.environ.get("SYMCONV_CFLAGS", ""))]
 
 
 def cache_key(source: bytes, flag_list, version: str) -> str:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -188,7 +189,11 @@ def read_png(path) -> np.ndarray:
     from PIL import Image
 
     try:
-        with Image.open(path) as im:
+        with warnings.catch_warnings():
+            # Pillow warns from 89 M pixels on; the smaller limit below refuses those anyway.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(path)
+        with im:
             if im.width * im.height > MAX_IMAGE_PIXELS:
                 raise DataError(
                     f"{path}: image of {im.width}x{im.height} pixels, more than the "

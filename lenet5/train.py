@@ -460,6 +460,8 @@ def _train_locked(cfg, data, resume, out, log, lock) -> dict:
         path = resume_checkpoint(out, log)
         state = restore(path, cfg, data)
         log(f"resuming from {path}: pass {state.epoch + 1}, batch {state.step}")
+        if path.name != LAST:  # LAST is missing or behind: it is the run's position again
+            save_state(out / LAST, cfg, state, data)
     else:
         state = State(params=net.init_params(np.random.default_rng([cfg.seed])))
     if cfg.optimizer == "sgd" and state.velocity is None:
@@ -497,7 +499,16 @@ def _train_locked(cfg, data, resume, out, log, lock) -> dict:
     if summary is None:  # nothing left to train: the summary of the run as it stands
         status = "complete" if state.epoch >= cfg.epochs else "running"
         summary = write_summary(out / "summary.json", cfg, state, data, status)
+        if state.history and not all((out / name).is_file() for name in RUN_FILES[1:]):
+            # The run stopped between its last checkpoint and its pictures.
+            _, _, predicted = evaluate(net, state.params, data.test_images, data.test_labels)
+            _write_pictures(out, state, data, predicted)
     return summary
+
+
+def _write_pictures(out, state, data, predicted) -> None:
+    images, labels = data.test_images, data.test_labels
+    _write(out, lambda: plots.write_all(out, state.history, images, labels, predicted))
 
 
 @contextlib.contextmanager
@@ -629,12 +640,7 @@ def _finish_pass(net, state, cfg, data, images, labels, out, log, flag) -> dict:
     summary = write_summary(out / "summary.json", cfg, state, data, status)
     flag.check("while saving")
     with flag.immediate("the pictures"):
-        _write(
-            out,
-            lambda: plots.write_all(
-                out, state.history, data.test_images, data.test_labels, predicted
-            ),
-        )
+        _write_pictures(out, state, data, predicted)
     log(
         f"pass {record['epoch']:2d}: train error {100 * train_error:.2f}%  "
         f"test error {100 * test_error:.2f}%  loss {train_loss:.4f}  "
