@@ -1214,8 +1214,10 @@ def _lenet5_batch(_a, x, labels, work):
     B = _a.dims["B"]
     if not isinstance(work, numpy.ndarray) or work.dtype != _a.dtype or work.ndim != 1:
         _a.fail(TypeError, f"work must be a 1-d {_a.dtype} array from lenet5_workspace(B, dtype)")
-    if not work.flags.c_contiguous or not work.flags.aligned or not work.flags.writeable or work.size < _lenet5_size(B):
-        _a.fail(ValueError, f"work must be writeable, C-contiguous, aligned and hold {_lenet5_size(B)} elements for B={B} (lenet5_workspace)")
+    if not work.flags.c_contiguous or not work.flags.writeable or work.size < _lenet5_size(B):
+        _a.fail(ValueError, f"work must be writeable, C-contiguous and hold {_lenet5_size(B)} elements for B={B} (lenet5_workspace)")
+    if not work.flags.aligned:
+        _a.fail(ValueError, "work must be aligned for its dtype (as lenet5_workspace allocates it)")
     if _a.dtype not in _LENET5_CENTERS:
         _LENET5_CENTERS[_a.dtype] = numpy.ascontiguousarray(lenet5_spec.RBF_CENTERS, dtype=_a.dtype)
     return B, x, labels, numpy.empty(B, dtype=_a.dtype), numpy.empty((B, LENET5_CLASSES), dtype=_a.dtype)

@@ -12,7 +12,7 @@ Writes are atomic and durable (temp file in the same directory, ``fsync``,
 Loading reads only the members listed above, each checked against its expected shape
 and dtype from its ``.npy`` header *before* its data is decompressed (so neither a huge
 declared shape nor a compression bomb costs memory), then read in full (so the zip's
-CRC is verified), and every number must be finite (the Hessian diagonal also >= 0).
+CRC is verified), and every number must be finite.
 The metadata must be a JSON object with an integer ``epoch``.  Anything wrong raises
 ``CheckpointError`` naming the file and the member.
 
@@ -110,12 +110,6 @@ def load(path) -> Checkpoint:
                     f"checkpoint {path}: member {group}/{name}.npy has dtype {a.dtype}, "
                     f"the parameters {dtype}"
                 )
-    for name, a in (groups["hess"] or {}).items():
-        if (a < 0).any():
-            raise CheckpointError(
-                f"checkpoint {path}: member hess/{name}.npy holds a negative value "
-                "(a Gauss-Newton diagonal is >= 0)"
-            )
     return Checkpoint(groups["param"], meta, groups["hess"], groups["velocity"])
 
 

@@ -442,7 +442,7 @@ def train(
     out = Path(cfg.out)
     if resume and not out.is_dir():
         raise checkpoint.CheckpointError(f"--resume: {out}: no such file or directory")
-    with run_folder(out, log) as lock:
+    with run_folder(out, log):
         if not resume and not overwrite and _holds_run(out):
             raise RunDirError(
                 f"{out} already holds a run ({LAST}); pass --resume to continue it, "
@@ -450,10 +450,10 @@ def train(
             )
         if overwrite and not resume:
             _remove_run(out, log)
-        return _train_locked(cfg, data, resume, out, log, lock)
+        return _train_locked(cfg, data, resume, out, log)
 
 
-def _train_locked(cfg, data, resume, out, log, lock) -> dict:
+def _train_locked(cfg, data, resume, out, log) -> dict:
     net = LeNet5(cfg.backend, np.dtype(cfg.dtype))
     images, labels = training_subset(data, cfg.limit)
     if resume:
