@@ -270,3 +270,18 @@ def test_ctrl_c_in_every_phase(tmp_path, reference, capsys, monkeypatch, module,
     assert _same(checkpoint.load(out / train.LAST).params, reference)
     assert json.loads((out / "summary.json").read_text())["status"] == "complete"
     assert all((out / n).is_file() for n in train.RUN_FILES)
+
+
+def test_resume_refuses_an_infinite_bias(tmp_path, sample, capsys, ARGV):
+    """--resume from a checkpoint with an inf bias used to train on and save it."""
+    out = tmp_path / "run"
+    assert main([*ARGV, "--out", str(out), "--epochs", "1"]) == 0
+    for path in (out / train.LAST, out / "checkpoint-epoch01.npz"):
+        ck = checkpoint.load(path)
+        ck.params["C1.b"][0] = np.inf
+        checkpoint.save(path, ck.params, ck.meta, ck.hess, ck.velocity)
+    before = (out / train.LAST).read_bytes()
+    assert main([*ARGV, "--out", str(out), "--epochs", "2", "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "member param/C1.b.npy holds NaN or infinite values" in err
+    assert (out / train.LAST).read_bytes() == before
