@@ -12,6 +12,7 @@ import gzip
 import io
 import struct
 import zipfile
+import zlib
 
 import numpy as np
 import pytest
@@ -206,16 +207,10 @@ def png_files(draw):
         width = draw(st.sampled_from([1, 4097, 30000, 2**31 - 1]))
         height = draw(st.sampled_from([1, 4097, 30000, 2**31 - 1]))
         ihdr = b"IHDR" + struct.pack(">II", width, height) + blob[24:29]
-        blob = blob[:12] + ihdr + struct.pack(">I", zlib_crc(ihdr)) + blob[33:]
+        blob = blob[:12] + ihdr + struct.pack(">I", zlib.crc32(ihdr)) + blob[33:]
     elif kind == "append":
         blob += draw(st.binary(min_size=1, max_size=32))
     return kind, blob
-
-
-def zlib_crc(data: bytes) -> int:
-    import zlib
-
-    return zlib.crc32(data)
 
 
 @FUZZ
