@@ -380,8 +380,9 @@ def _invalid_replacements(fname: str, name: str, kind: str, value, dtype):
         out.append(value.astype(other))  # mixed dtypes
     if kind == "int":
         out += [-1, 1.5, "2", [1]] + ([0] if name != "padding" else [])
+        out += [2**31, 2**63, 2**64]  # beyond what C's int64 index arithmetic may hold
     if kind == "hw":
-        out += [(HW,), (HW, HW, HW), (-1, HW), (HW, 0), (HW + 0.5, HW), "66"]
+        out += [(HW,), (HW, HW, HW), (-1, HW), (HW, 0), (HW + 0.5, HW), "66", (2**63, HW)]
     if kind == "real":
         out += ["1.0", [1.0, 2.0], {}]
     return out
