@@ -9,6 +9,7 @@ its markers) is generated too (:mod:`codegen.readme`).
 When derive/ and codegen/ are unchanged since a full run (:mod:`codegen.memo`),
 the files are compared with that run's record instead of being generated again
 (``--fresh`` regenerates regardless).
+An ``--out`` that is not a directory or cannot be written exits 2 with the reason.
 """
 
 from __future__ import annotations
@@ -34,6 +35,10 @@ def main(argv=None) -> int:
         "--fresh", action="store_true", help="regenerate even if an identical run is recorded"
     )
     args = parser.parse_args(argv)
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        print(f"codegen: error: --out {out}: exists and is not a directory", file=sys.stderr)
+        return 2
     t0 = time.perf_counter()
     key = memo.source_key()
     record = None if args.fresh else memo.load(key)
@@ -118,7 +123,14 @@ def _report(stale: list[str], total: int, out: str) -> int:
 def _write(files: dict[str, str], out: str, t0: float) -> int:
     from codegen import writer
 
-    changed = writer.write_files(files, out)
+    try:
+        changed = writer.write_files(files, out)
+    except OSError as exc:  # read-only or full disk, a path component that is a file
+        print(
+            f"codegen: error: cannot write {exc.filename or out}: {exc.strerror or exc}",
+            file=sys.stderr,
+        )
+        return 2
     for rel in changed:
         print(f"codegen: wrote {out}/{rel}")
     took = time.perf_counter() - t0

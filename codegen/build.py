@@ -4,11 +4,18 @@ SymPy-free: the runtime (``generated/c_kernels.py``) imports this module.
 
 The library is built with the system C compiler (``$CC`` or ``cc``) and
 ``-std=c99 -O3 -Wall -Wextra -Werror -fPIC -shared``, plus ``-march=native`` and
-``-fopenmp`` when the compiler accepts them (probed once per compiler). It is
+``-fopenmp`` when the compiler accepts them (probed once per compiler), plus the
+flags in ``$SYMCONV_CFLAGS`` (e.g. the sanitizers of ``make sanitize``). It is
 cached in ``$SYMCONV_CACHE`` (default ``~/.cache/symconv``) under the sha256 of
 the sources, the flags and the compiler's version, written atomically; the log
 says ``compiled`` or ``cached``. A missing or failing compiler raises
 :class:`BuildError`, which says to use the NumPy backend instead.
+
+The cache does not trust a file by its name: beside each library ``X.so`` the build
+records the sha256 of its bytes in ``X.so.sha256``, and a cached library is loaded
+only when its bytes still have that hash.  A damaged entry (truncated, emptied,
+overwritten, or without its hash) is rebuilt, with a warning in the log: loading a
+truncated shared library crashes the process (SIGBUS) instead of raising.
 
 Examples
 --------
@@ -26,6 +33,7 @@ import importlib.machinery
 import importlib.util
 import logging
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -34,6 +42,8 @@ import tempfile
 from pathlib import Path
 
 import numpy
+
+from codegen.writer import write_atomic
 
 log = logging.getLogger("symconv.build")
 
@@ -92,8 +102,9 @@ def supported_flags(cc: str) -> tuple[str, ...]:
 
 
 def flags(cc: str) -> list[str]:
-    """All compile flags for ``cc``."""
-    return [*BASE_FLAGS, *supported_flags(cc)]
+    """All compile flags for ``cc``: the base flags, the accepted optional ones, then
+    ``$SYMCONV_CFLAGS`` (part of the cache key like every flag)."""
+    return [*BASE_FLAGS, *supported_flags(cc), *shlex.split(os.environ.get("SYMCONV_CFLAGS", ""))]
 
 
 def cache_key(source: bytes, flag_list, version: str) -> str:
@@ -109,6 +120,35 @@ def _sources(source: Path) -> bytes:
     parts = [source.read_bytes()]
     parts += [h.read_bytes() for h in sorted(source.parent.glob("*.h"))]
     return b"\0".join(parts)
+
+
+def file_sha256(path: Path) -> str:
+    """Hex sha256 of the bytes of ``path``."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _hash_file(target: Path) -> Path:
+    return target.with_name(target.name + ".sha256")
+
+
+def cache_damage(target: Path) -> str | None:
+    """Why the cached library ``target`` cannot be trusted, or None if its bytes have the
+    sha256 recorded when it was built."""
+    try:
+        recorded = _hash_file(target).read_text().strip()
+    except OSError:
+        return "no recorded hash"
+    try:
+        actual = file_sha256(target)
+    except OSError as exc:
+        return f"unreadable: {exc.strerror}"
+    if actual != recorded:
+        return f"its sha256 {actual[:12]}... differs from the recorded {recorded[:12]}..."
+    return None
 
 
 def build_library(
@@ -128,8 +168,11 @@ def build_library(
     out_dir = cache_dir()
     target = out_dir / f"{source.stem}-{key[:24]}.so"
     if target.is_file():
-        log.info("cached %s", target)
-        return target, "cached"
+        damage = cache_damage(target)
+        if damage is None:
+            log.info("cached %s", target)
+            return target, "cached"
+        log.warning("cached library %s is damaged (%s): rebuilding it", target, damage)
     out_dir.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=f".{target.name}.", suffix=".tmp")
     os.close(fd)
@@ -138,7 +181,9 @@ def build_library(
         if proc.returncode != 0:
             tail = "\n".join(proc.stderr.strip().splitlines()[-20:])
             raise BuildError(f"compiling {source.name} with {cc} failed:\n{tail}\n{FALLBACK}")
+        digest = file_sha256(tmp)
         os.replace(tmp, target)
+        write_atomic(_hash_file(target), (digest + "\n").encode())
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)

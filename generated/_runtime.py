@@ -4,6 +4,12 @@
 Every kernel validates each argument before any computation: TypeError for a
 wrong type or dtype, ValueError for a wrong rank, shape, layout or value; each
 message starts with the kernel name and names the argument.
+
+Every size (bound by an array, given as a parameter or derived by a formula) and
+every int parameter must lie below ``MAX_SIZE`` = 2**31: the C kernels take them as
+``int64_t`` and every size formula is at most quadratic in them, so no index
+arithmetic in C can overflow (the C fast path declines the same calls).  Input
+arrays that are not aligned for their dtype are copied before C reads them.
 """
 
 import functools
@@ -12,6 +18,8 @@ import numbers
 import numpy
 
 FLOAT_DTYPES = (numpy.dtype(numpy.float32), numpy.dtype(numpy.float64))
+#: Exclusive upper bound of every size and int parameter (see the module docstring).
+MAX_SIZE = 2**31
 
 
 @functools.lru_cache(maxsize=64)
@@ -51,9 +59,14 @@ class Args:
             self.fail(ValueError, f"{name} must be C-contiguous with positive strides")
         if a.size == 0:
             self.fail(ValueError, f"{name} must not be empty, got shape {a.shape}")
+        # A misaligned view (e.g. of a byte buffer at an odd offset) is undefined
+        # behaviour for C's typed loads; a copy is aligned and has the same values.
+        return a if a.flags.aligned else a.copy()
 
     def _bind(self, name, shape, dims):
         for axis, (size, dim) in enumerate(zip(shape, dims)):
+            if size >= MAX_SIZE:
+                self.fail(ValueError, f"{name} size {dim}={size} (axis {axis}) must be < 2**31")
             if dim in self.dims and self.dims[dim] != size:
                 want = ", ".join(dims)
                 self.fail(
@@ -66,7 +79,7 @@ class Args:
 
     def floats(self, name, a, dims, flat=False):
         """A float32/float64 array sharing the call's dtype; flat arrays are raveled."""
-        self._ndarray(name, a, None if flat else dims)
+        a = self._ndarray(name, a, None if flat else dims)
         if a.dtype not in FLOAT_DTYPES:
             self.fail(TypeError, f"{name} must have dtype float32 or float64, got {a.dtype}")
         if self.dtype is None:
@@ -88,7 +101,7 @@ class Args:
 
     def int64s(self, name, a, dims):
         """An int64 array (labels, argmax)."""
-        self._ndarray(name, a, dims)
+        a = self._ndarray(name, a, dims)
         if a.dtype != numpy.int64:
             self.fail(TypeError, f"{name} must have dtype int64, got {a.dtype}")
         self._bind(name, a.shape, dims)
@@ -118,13 +131,13 @@ class Args:
         return numpy.ascontiguousarray(a, dtype=bool)
 
     def integer(self, name, value, minimum):
-        """An int parameter >= minimum (bool is rejected)."""
+        """An int parameter in [minimum, MAX_SIZE) (bool is rejected)."""
         if isinstance(value, bool) or not isinstance(value, numbers.Integral):
             self.fail(TypeError, f"{name} must be an int, got {type(value).__name__}")
         if value < minimum:
             self.fail(ValueError, f"{name} must be >= {minimum}, got {value}")
-        if value >= 2**63:  # C takes int64: ctypes would wrap it around silently
-            self.fail(ValueError, f"{name} must be < 2**63, got {value}")
+        if value >= MAX_SIZE:
+            self.fail(ValueError, f"{name} must be < 2**31, got {value}")
         self.params[name] = int(value)
         return int(value)
 
@@ -156,9 +169,11 @@ class Args:
         return ", ".join(parts)
 
     def derive(self, dim, value, formula, uses=()):
-        """A size computed from others; must be >= 1 and agree with an array that carries it."""
+        """A size computed from others; must be in [1, MAX_SIZE) and agree with an array that carries it."""
         if value < 1:
             self.fail(ValueError, f"{dim} = {formula} = {value} must be >= 1 with {self._where(uses)} (input too small?)")
+        if value >= MAX_SIZE:
+            self.fail(ValueError, f"{dim} = {formula} = {value} must be < 2**31 with {self._where(uses)}")
         if dim in self.dims and self.dims[dim] != value:
             self.fail(
                 ValueError,

@@ -1253,8 +1253,8 @@ def _lenet5_pointers(_a, name, arrays, writeable):
             _a.fail(TypeError, f"{what} has dtype {a.dtype} but {_a.dtype_source} has {_a.dtype}")
         if a.shape != shape:
             _a.fail(ValueError, f"{what} must have shape {shape}, got {a.shape}")
-        if not a.flags.c_contiguous:
-            _a.fail(ValueError, f"{what} must be C-contiguous")
+        if not a.flags.c_contiguous or not a.flags.aligned:
+            _a.fail(ValueError, f"{what} must be C-contiguous and aligned")
         if writeable and not a.flags.writeable:
             _a.fail(ValueError, f"{what} is updated in place and must be writeable")
     return _lenet5_addresses(name, listed, lambda: (ctypes.c_void_p * len(listed))(*[a.ctypes.data for a in listed]))
@@ -1269,7 +1269,8 @@ def _lenet5_addresses(role, arrays, lookup):
 
 
 def _lenet5_batch(_a, x, labels, work):
-    """Checks the images, labels and workspace of a step; returns (B, losses E, penalties y)."""
+    """Checks the images, labels and workspace of a step; returns (B, x, labels, losses E,
+    penalties y): x and labels as checked (aligned copies of misaligned arrays)."""
     x = _a.floats("x", x, ("B", "C", "H", "W"))
     if x.shape[1:] != LENET5_INPUT:
         _a.fail(ValueError, f"x must have shape (B, {', '.join(map(str, LENET5_INPUT))}), got {x.shape}")
@@ -1280,9 +1281,11 @@ def _lenet5_batch(_a, x, labels, work):
         _a.fail(TypeError, f"work must be a 1-d {_a.dtype} array from lenet5_workspace(B, dtype)")
     if not work.flags.c_contiguous or not work.flags.writeable or work.size < _lenet5_size(B):
         _a.fail(ValueError, f"work must be writeable, C-contiguous and hold {_lenet5_size(B)} elements for B={B} (lenet5_workspace)")
+    if not work.flags.aligned:
+        _a.fail(ValueError, "work must be aligned for its dtype (as lenet5_workspace allocates it)")
     if _a.dtype not in _LENET5_CENTERS:
         _LENET5_CENTERS[_a.dtype] = numpy.ascontiguousarray(lenet5_spec.RBF_CENTERS, dtype=_a.dtype)
-    return B, numpy.empty(B, dtype=_a.dtype), numpy.empty((B, LENET5_CLASSES), dtype=_a.dtype)
+    return B, x, labels, numpy.empty(B, dtype=_a.dtype), numpy.empty((B, LENET5_CLASSES), dtype=_a.dtype)
 
 
 def _lenet5_call(name, _a, pointers, x, labels, E, y, work, B, scalars):
@@ -1301,7 +1304,7 @@ def lenet5_gradients(params, x, labels, work):
     digits; ``work`` from :func:`lenet5_workspace` (B, dtype of x).
     """
     _a = _runtime.Args("lenet5_gradients")
-    B, E, y = _lenet5_batch(_a, x, labels, work)
+    B, x, labels, E, y = _lenet5_batch(_a, x, labels, work)
     grads = {name: numpy.empty(shape, dtype=_a.dtype) for name, shape in LENET5_PARAMS}
     pointers = (_lenet5_pointers(_a, "params", params, False), _lenet5_pointers(_a, "grads", grads, True))
     _lenet5_call("gradients", _a, pointers, x, labels, E, y, work, B, ())
@@ -1314,7 +1317,7 @@ def lenet5_sdlm_step(params, hess, x, labels, eta, mu, work):
     ``hess``: the Gauss-Newton diagonal, a dict like ``params``; see :func:`lenet5_gradients`.
     """
     _a = _runtime.Args("lenet5_sdlm_step")
-    B, E, y = _lenet5_batch(_a, x, labels, work)
+    B, x, labels, E, y = _lenet5_batch(_a, x, labels, work)
     scalars = (_a.real("eta", eta), _a.real("mu", mu))
     pointers = (_lenet5_pointers(_a, "params", params, True), _lenet5_pointers(_a, "hess", hess, False))
     _lenet5_call("sdlm_step", _a, pointers, x, labels, E, y, work, B, scalars)
@@ -1327,7 +1330,7 @@ def lenet5_sgd_step(params, velocity, x, labels, rate, momentum, work):
     ``rate`` multiplies the gradient of the *summed* loss (lr / B for the batch mean); returns (E, y).
     """
     _a = _runtime.Args("lenet5_sgd_step")
-    B, E, y = _lenet5_batch(_a, x, labels, work)
+    B, x, labels, E, y = _lenet5_batch(_a, x, labels, work)
     scalars = (_a.real("rate", rate), _a.real("momentum", momentum))
     pointers = (_lenet5_pointers(_a, "params", params, True), _lenet5_pointers(_a, "velocity", velocity, True))
     _lenet5_call("sgd_step", _a, pointers, x, labels, E, y, work, B, scalars)

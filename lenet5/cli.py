@@ -8,8 +8,9 @@ user cache (MD5-checked).  Nothing silently falls back to the sample.
 ``predict`` prints each image's class with its probability under the MAP criterion
 (softmax of the negative RBF penalties) and the runner-up; ``--json`` prints them as JSON.
 
-Exit status: 0 success, 2 bad input (message on stderr), 3 the loss diverged (NaN/inf),
-130 interrupted by Ctrl-C (a checkpoint was saved; rerun with ``--resume``).
+Exit status: 0 success, 2 bad input (message on stderr: bad arguments, data, checkpoint,
+image or run folder, a failed write), 3 the loss diverged (NaN/inf), 130 interrupted by
+Ctrl-C (``train`` saved a checkpoint; rerun with ``--resume``).
 
 >>> main(["train", "--out", "/tmp/x", "--epochs", "0"])  # prints the error on stderr
 2
@@ -20,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -39,8 +41,16 @@ from lenet5.train import (
     Interrupted,
     TrainingDiverged,
     evaluate,
+    resume_checkpoint,
     train,
 )
+
+#: The largest image ``predict`` reads (width x height): larger ones are refused before
+#: they are decoded (a small compressed file can decode to gigabytes).
+MAX_IMAGE_PIXELS = 4096 * 4096
+#: A 28x28 digit whose gray levels span fewer than this many steps (of 255) is reported
+#: as blank: its prediction says nothing about the image.
+BLANK_SPAN = 8
 
 #: Defaults of the settings a resumed run takes from its checkpoint when not given.
 TRAIN_DEFAULTS = dict(
@@ -121,7 +131,10 @@ def _train_config(args) -> Config:
     given = {k: getattr(args, k) for k in TRAIN_DEFAULTS}
     saved = {}
     if args.resume:
-        saved = checkpoint.load(Path(args.out) / LAST).meta.get("config", {})
+        out = Path(args.out)
+        if out.is_dir():
+            saved = checkpoint.load(resume_checkpoint(out, log=lambda *a: None)).meta
+            saved = saved.get("config", {})
     settings = {
         k: (given[k] if given[k] is not None else saved.get(k, TRAIN_DEFAULTS[k]))
         for k in TRAIN_DEFAULTS
@@ -177,17 +190,41 @@ def cmd_evaluate(args) -> int:
 def read_png(path) -> np.ndarray:
     """A digit image file -> uint8 (28, 28), ink bright as in MNIST.
 
-    The image is converted to grayscale and resized to 28x28; a light background (mean
-    above 127, e.g. black ink on white paper) is inverted, so both conventions work.
+    Every mode Pillow reads is converted to gray at full precision (16-bit images scaled
+    from 0..65535), transparent pixels composited on white (a digit drawn in the alpha
+    channel alone shows), then resized to 28x28; a light background (mean above 127,
+    e.g. black ink on white paper) is inverted, so both conventions work.  Images of
+    more than ``MAX_IMAGE_PIXELS`` pixels are refused before decoding (DataError); a
+    blank result prints a warning on stderr.
     """
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     try:
-        with Image.open(path) as im:
-            gray = im.convert("L").resize((28, 28), Image.Resampling.LANCZOS)
-    except (FileNotFoundError, UnidentifiedImageError, OSError) as exc:
-        raise DataError(f"{path}: cannot read image ({exc})") from exc
-    pixels = np.asarray(gray, np.uint8)
+        with warnings.catch_warnings():
+            # Pillow warns from 89 M pixels on; the smaller limit below refuses those anyway.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(path)
+        with im:
+            if im.width * im.height > MAX_IMAGE_PIXELS:
+                raise DataError(
+                    f"{path}: image of {im.width}x{im.height} pixels, more than the "
+                    f"{MAX_IMAGE_PIXELS} pixels predict reads (e.g. 4096x4096); scale it down"
+                )
+            gray = _gray(im)
+    except DataError:
+        raise
+    except Image.DecompressionBombError as exc:  # Pillow's own, larger limit, hit in open()
+        raise DataError(
+            f"{path}: image of more than the {MAX_IMAGE_PIXELS} pixels predict reads ({exc})"
+        ) from None
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:
+        raise DataError(f"{path}: cannot read image ({type(exc).__name__}: {exc})") from exc
+    small = Image.fromarray(gray).resize((28, 28), Image.Resampling.LANCZOS)
+    pixels = np.clip(np.rint(np.asarray(small)), 0, 255).astype(np.uint8)
+    if int(pixels.max()) - int(pixels.min()) < BLANK_SPAN:
+        print(
+            f"warning: {path}: the image is blank; its prediction is meaningless", file=sys.stderr
+        )
     return 255 - pixels if pixels.mean() > 127 else pixels
 
 
@@ -213,6 +250,25 @@ def predictions(paths, probabilities: np.ndarray) -> list:
             }
         )
     return records
+
+
+def _gray(im) -> np.ndarray:
+    """The first frame of ``im`` as float32 gray levels 0..255, transparency on white."""
+    im.load()
+    if im.mode.startswith("I;16") or im.mode == "I":
+        # 16-bit PNGs open as I;16 or I (32-bit holding 0..65535): scale, do not clip.
+        return (np.asarray(im, np.float64) * (255 / 65535)).clip(0, 255).astype(np.float32)
+    if im.mode == "F":
+        return np.asarray(im, np.float32).clip(0, 255)
+    if "A" in im.mode or "a" in im.mode or "transparency" in im.info:
+        from PIL import Image
+
+        rgba = im.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        im = Image.alpha_composite(white, rgba)
+    elif im.mode not in ("L", "1", "RGB", "P"):
+        im = im.convert("RGB")  # CMYK, YCbCr, LAB, HSV: through RGB
+    return np.asarray(im.convert("L"), np.float32)
 
 
 def cmd_predict(args) -> int:
@@ -251,9 +307,16 @@ def main(argv=None) -> int:
     except TrainingDiverged as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 3
+    except KeyboardInterrupt:  # before training started, or a second Ctrl-C
+        print("stopped: interrupted", file=sys.stderr)
+        return 130
     except Interrupted as exc:
         print(f"stopped: {exc}; continue with --resume", file=sys.stderr)
         return 130
     except (DataError, checkpoint.CheckpointError, BackendError, ValueError, TypeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a file the command reads or writes (disk full, permissions)
+        name = f" {exc.filename}" if exc.filename else ""
+        print(f"error:{name} {exc.strerror or exc}", file=sys.stderr)
         return 2

@@ -26,7 +26,9 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import math
 import os
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,21 +77,35 @@ class DataError(ValueError):
 # ----------------------------------------------------------------------------- IDX format
 
 
-def _read_bytes(path: Path) -> bytes:
-    raw = path.read_bytes()
-    if raw[:2] != _GZIP_MAGIC:
-        return raw
-    try:
-        return gzip.decompress(raw)
-    except (OSError, EOFError) as exc:  # truncated or corrupt gzip stream
-        raise DataError(f"{path}: corrupt or truncated gzip data ({exc})") from exc
+#: Deflate expands a byte to at most 1032 bytes: a gzip file announcing more data than
+#: that (plus this slack for its headers) is corrupt, rejected before decompressing.
+DEFLATE_MAX_RATIO = 1032
+_GZIP_SLACK = 1 << 16
+#: Bytes read (decompressed) at a time: memory follows the data actually present, never
+#: the size a header announces.
+_CHUNK = 1 << 24
+
+
+def _read_exactly(f, nbytes: int, path: Path) -> bytearray:
+    """``nbytes`` from ``f`` in bounded chunks (DataError naming ``path`` if it ends first)."""
+    out = bytearray()
+    while len(out) < nbytes:
+        chunk = f.read(min(_CHUNK, nbytes - len(out)))
+        if not chunk:
+            break
+        out += chunk
+    return out
 
 
 def read_idx(path) -> np.ndarray:
     """Read an IDX file (gzipped or not, detected from its content) into an array.
 
-    The header is checked: two zero bytes, a known type code, the number of dimensions,
-    then the file must hold exactly prod(dims) items.
+    The header comes first: two zero bytes, a known type code, the number of
+    dimensions and the dimensions, whose product (in Python integers: no overflow) sets
+    the data size.  A file that cannot hold that many bytes is rejected before any
+    data is read or decompressed; decompression stops at the announced size, and the
+    file must end exactly there.  Every failure (also an ``OSError`` while reading, a
+    corrupt gzip or deflate stream) is a ``DataError`` naming the file.
 
     >>> import tempfile, os
     >>> p = os.path.join(tempfile.mkdtemp(), "x-idx1-ubyte.gz")
@@ -100,30 +116,62 @@ def read_idx(path) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such file")
-    raw = _read_bytes(path)
-    if len(raw) < 4:
-        raise DataError(f"{path}: truncated IDX file ({len(raw)} bytes, no complete header)")
-    if raw[0] != 0 or raw[1] != 0:
+    gzipped = False
+    try:
+        with open(path, "rb") as raw:
+            stored = os.fstat(raw.fileno()).st_size
+            gzipped = raw.read(2) == _GZIP_MAGIC
+            raw.seek(0)
+            if not gzipped:
+                return _read_idx_stream(raw, path, stored, stored)
+            with gzip.GzipFile(fileobj=raw, mode="rb") as f:
+                return _read_idx_stream(f, path, None, DEFLATE_MAX_RATIO * stored + _GZIP_SLACK)
+    except DataError:
+        raise
+    except (OSError, EOFError, zlib.error) as exc:  # unreadable, corrupt or truncated gzip
+        what = "corrupt or truncated gzip data" if gzipped else "cannot be read"
+        raise DataError(f"{path}: {what} ({type(exc).__name__}: {exc})") from exc
+
+
+def _read_idx_stream(f, path: Path, size: int | None, most: int) -> np.ndarray:
+    """The IDX array from the open stream ``f``; ``size``: its exact byte count when known
+    (uncompressed), ``most``: the most bytes it can hold."""
+    head = _read_exactly(f, 4, path)
+    if len(head) < 4:
+        raise DataError(f"{path}: truncated IDX file ({len(head)} bytes, no complete header)")
+    if head[0] != 0 or head[1] != 0:
         raise DataError(
-            f"{path}: bad IDX magic number {raw[:4].hex()} (must start with two zero bytes)"
+            f"{path}: bad IDX magic number {bytes(head).hex()} (must start with two zero bytes)"
         )
-    code, ndim = raw[2], raw[3]
+    code, ndim = head[2], head[3]
     if code not in _IDX_DTYPES:
         raise DataError(f"{path}: unknown IDX type code 0x{code:02x}")
     if ndim < 1:
         raise DataError(f"{path}: IDX file declares {ndim} dimensions")
     header = 4 + 4 * ndim
-    if len(raw) < header:
-        raise DataError(f"{path}: truncated IDX header ({len(raw)} of {header} bytes)")
-    dims = tuple(int(d) for d in np.frombuffer(raw, ">u4", count=ndim, offset=4))
+    raw_dims = _read_exactly(f, 4 * ndim, path)
+    if len(raw_dims) < 4 * ndim:
+        raise DataError(f"{path}: truncated IDX header ({4 + len(raw_dims)} of {header} bytes)")
+    dims = tuple(int.from_bytes(raw_dims[4 * k : 4 * k + 4], "big") for k in range(ndim))
     dtype = _IDX_DTYPES[code]
-    expected = header + int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
-    if len(raw) != expected:
-        what = "truncated" if len(raw) < expected else "has trailing bytes"
+    expected = header + math.prod(dims) * dtype.itemsize  # Python ints: exact
+    if size is not None and size != expected:
+        what = "truncated" if size < expected else "has trailing bytes"
+        raise DataError(f"{path}: {what}: dimensions {dims} need {expected} bytes, file has {size}")
+    if expected > most:
         raise DataError(
-            f"{path}: {what}: dimensions {dims} need {expected} bytes, file has {len(raw)}"
+            f"{path}: dimensions {dims} need {expected} bytes, more than a gzip file of its "
+            "size can hold (corrupt header)"
         )
-    return np.frombuffer(raw, dtype, offset=header).reshape(dims).astype(dtype.newbyteorder("="))
+    data = _read_exactly(f, expected - header, path)
+    if len(data) < expected - header:
+        raise DataError(
+            f"{path}: truncated: dimensions {dims} need {expected} bytes, file has "
+            f"{header + len(data)}"
+        )
+    if size is None and f.read(1):
+        raise DataError(f"{path}: has trailing bytes: dimensions {dims} need {expected} bytes")
+    return np.frombuffer(data, dtype).reshape(dims).astype(dtype.newbyteorder("="))
 
 
 def write_idx(path, array: np.ndarray) -> None:
@@ -185,6 +233,8 @@ def load_pair(images_path, labels_path) -> tuple[np.ndarray, np.ndarray]:
             f"{labels_path}: expected a 1-d unsigned-byte label file, "
             f"got {labels.ndim}-d {labels.dtype}"
         )
+    if len(images) == 0:
+        raise DataError(f"{images_path}: holds no images (0 digits to train or test on)")
     if len(images) != len(labels):
         raise DataError(
             f"{images_path} holds {len(images)} images but {labels_path} holds {len(labels)} labels"
@@ -196,7 +246,14 @@ def load_pair(images_path, labels_path) -> tuple[np.ndarray, np.ndarray]:
 
 def file_md5(path: Path) -> str:
     """Hex MD5 of a file's bytes as stored (for the standard .gz files: the published sums)."""
-    return hashlib.md5(Path(path).read_bytes()).hexdigest()
+    h = hashlib.md5()
+    try:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    except OSError as exc:
+        raise DataError(f"{path}: cannot be read ({exc})") from exc
+    return h.hexdigest()
 
 
 def data_md5(directory) -> dict:

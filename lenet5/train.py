@@ -18,12 +18,27 @@ Hessian diagonal and the momentum, so ``--resume`` continues bit for bit.
 
 RUNDIR receives ``checkpoint-epochNN.npz`` after every pass and ``checkpoint-last.npz``
 (after every pass and on Ctrl-C), ``summary.json`` and the pictures (see ``plots``).
+
+Run-folder integrity: a run holds an exclusive lock on ``RUNDIR/.lock`` (``flock``: the
+kernel releases it when the process dies, so a killed run never blocks the next one);
+a second run into the same RUNDIR is refused.  The folder is checked before any
+training (a file, a read-only folder, a ``summary.json`` that is not a file are
+``RunDirError``).  Temporaries a killed run left behind are removed; ``overwrite``
+removes every file of the earlier run.  ``--resume`` continues from the most advanced
+checkpoint that loads (``checkpoint-last.npz`` or, if that is missing or damaged, the
+newest ``checkpoint-epochNN.npz``).  Ctrl-C anywhere in the loop (batches, Hessian
+estimate, evaluation, checkpoint writes, pictures) stops within a step or an
+evaluation chunk with a consistent ``checkpoint-last.npz``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import math
+import os
+import re
 import signal
 import time
 from dataclasses import dataclass, field
@@ -31,13 +46,17 @@ from pathlib import Path
 
 import numpy as np
 
-from codegen.writer import write_atomic
+from codegen.writer import stale_temporaries, write_atomic
 from lenet5 import checkpoint, plots, spec
 from lenet5.data import MNIST, to_input
 from lenet5.distort import distort as distort_images
 from lenet5.network import LeNet5, check_params
 
 LAST = "checkpoint-last.npz"
+LOCK = ".lock"
+#: Files a run writes into RUNDIR (besides its temporaries): removed by ``overwrite``.
+RUN_FILES = ("summary.json", "learning_curve.png", "confusion_matrix.png", "misclassified.png")
+_EPOCH_FILE = re.compile(r"checkpoint-epoch(\d+)\.npz")
 #: train_error and loss after each pass are measured, with the pass's final weights, on a
 #: fixed random subset of this many training digits (all of them when fewer): a full
 #: evaluation of the 60,000 MNIST digits would add about a fifth to every pass.
@@ -86,6 +105,10 @@ class TrainingDiverged(RuntimeError):
 
 class Interrupted(RuntimeError):
     """Ctrl-C: a checkpoint was saved and the run stopped cleanly."""
+
+
+class RunDirError(ValueError):
+    """RUNDIR cannot hold this run: not a folder, not writable, in use, or a write failed."""
 
 
 @dataclass
@@ -219,7 +242,8 @@ def _meta(cfg: Config, state: State, data: MNIST) -> dict:
 
 
 def save_state(path, cfg, state, data) -> None:
-    checkpoint.save(path, state.params, _meta(cfg, state, data), state.hess, state.velocity)
+    meta = _meta(cfg, state, data)
+    _write(path, lambda: checkpoint.save(path, state.params, meta, state.hess, state.velocity))
 
 
 def restore(path, cfg: Config, data: MNIST) -> State:
@@ -238,15 +262,35 @@ def restore(path, cfg: Config, data: MNIST) -> State:
     return State(
         params=ck.params,
         epoch=int(ck.meta["epoch"]),
-        step=int(ck.meta["step"]),
+        step=int(ck.meta.get("step", 0)),
         hess=ck.hess,
         velocity=ck.velocity,
-        partial=ck.meta["partial"],
-        history=ck.meta["history"],
+        partial=ck.meta.get("partial") or State(params={}).partial,
+        history=ck.meta.get("history", []),
     )
 
 
-def write_summary(path: Path, cfg: Config, state: State, data: MNIST, status: str) -> None:
+def _finite_or_none(value):
+    """``value`` with every NaN or infinite float replaced by None (JSON has no NaN)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite_or_none(v) for v in value]
+    return value
+
+
+def _write(path: Path, write) -> None:
+    """Run ``write()``; a failed write (disk full, permissions): RunDirError naming ``path``."""
+    try:
+        write()
+    except OSError as exc:
+        raise RunDirError(f"cannot write {path}: {exc.strerror or exc}") from exc
+
+
+def write_summary(path: Path, cfg: Config, state: State, data: MNIST, status: str) -> dict:
+    """Write RUNDIR/summary.json (strict JSON: a non-finite number becomes null); returns it."""
     summary = {
         "epochs": state.history,
         "backend": cfg.backend,
@@ -262,14 +306,24 @@ def write_summary(path: Path, cfg: Config, state: State, data: MNIST, status: st
         "test_images": len(data.test_images),
         "status": status,
     }
-    write_atomic(path, (json.dumps(summary, indent=2) + "\n").encode())
+    text = json.dumps(_finite_or_none(summary), indent=2, allow_nan=False) + "\n"
+    _write(path, lambda: write_atomic(path, text.encode()))
+    return summary
 
 
 class _SigintFlag:
-    """First Ctrl-C sets a flag (the loop saves and stops after the current step)."""
+    """Ctrl-C during training.
+
+    Where the loop has safe points of its own (the batch loop, which checks ``raised``
+    after every step, and the checkpoint writes, checked by ``check`` after them) the
+    first Ctrl-C only sets ``raised``.  Inside ``immediate()`` (the Hessian estimate,
+    the evaluation, the pictures: phases that do not change the saved state) it raises
+    ``Interrupted`` at once.  A second Ctrl-C raises KeyboardInterrupt.
+    """
 
     def __init__(self):
         self.raised = False
+        self.phase = None  # set inside immediate(): Ctrl-C raises Interrupted at once
         self._old = None
 
     def __enter__(self):
@@ -283,6 +337,23 @@ class _SigintFlag:
         if self.raised:  # a second Ctrl-C aborts at once
             raise KeyboardInterrupt
         self.raised = True
+        if self.phase is not None:
+            raise Interrupted(f"interrupted during {self.phase}")
+
+    def check(self, where: str) -> None:
+        """Interrupted if Ctrl-C was pressed (a safe point)."""
+        if self.raised:
+            raise Interrupted(f"interrupted {where}")
+
+    @contextlib.contextmanager
+    def immediate(self, phase: str):
+        """A phase in which Ctrl-C raises Interrupted at once."""
+        self.check(f"before {phase}")
+        self.phase = phase
+        try:
+            yield
+        finally:
+            self.phase = None
 
     def __exit__(self, *exc):
         if self._old is not None:
@@ -326,14 +397,16 @@ def _run_pass(net, state, cfg, data, images, labels, flag, bar):
         eta = sdlm_rate(state.epoch, cfg.lr, cfg.batch_size)
         if state.step == 0:
             t0 = time.perf_counter()
-            state.hess = hessian_estimate(net, state.params, images[pick], labels[pick])
+            with flag.immediate("the Hessian estimate"):
+                hess = hessian_estimate(net, state.params, images[pick], labels[pick])
+            state.hess = hess
             p["s"] += time.perf_counter() - t0
     else:
         eta = cfg.lr
     batches = -(-len(order) // cfg.batch_size)
     while state.step < batches:
         if flag.raised:
-            raise Interrupted(f"interrupted in pass {state.epoch + 1} at batch {state.step}")
+            raise Interrupted("interrupted")
         t0 = time.perf_counter()
         entries = order[state.step * cfg.batch_size : (state.step + 1) * cfg.batch_size]
         idx, copy = entries % n, entries >= n
@@ -363,45 +436,177 @@ def train(
     """Run (or resume) training; returns the summary dict written to RUNDIR/summary.json.
 
     A RUNDIR that already holds a run is continued only with ``resume`` and replaced
-    only with ``overwrite``: a new run never silently destroys an earlier one.
+    only with ``overwrite`` (which first removes every file of the earlier run): a new
+    run never silently destroys an earlier one.  RUNDIR is locked for the whole run.
     """
     out = Path(cfg.out)
-    if not resume and not overwrite and (out / LAST).exists():
-        raise ValueError(
-            f"{out} already holds a run ({LAST}); pass --resume to continue it, "
-            "--overwrite to start over, or choose another --out"
-        )
-    out.mkdir(parents=True, exist_ok=True)
+    if resume and not out.is_dir():
+        raise checkpoint.CheckpointError(f"--resume: {out}: no such file or directory")
+    with run_folder(out, log):
+        if not resume and not overwrite and _holds_run(out):
+            raise RunDirError(
+                f"{out} already holds a run ({LAST}); pass --resume to continue it, "
+                "--overwrite to start over, or choose another --out"
+            )
+        if overwrite and not resume:
+            _remove_run(out, log)
+        return _train_locked(cfg, data, resume, out, log)
+
+
+def _train_locked(cfg, data, resume, out, log) -> dict:
     net = LeNet5(cfg.backend, np.dtype(cfg.dtype))
     images, labels = training_subset(data, cfg.limit)
     if resume:
-        state = restore(out / LAST, cfg, data)
-        log(f"resuming from {out / LAST}: pass {state.epoch + 1}, batch {state.step}")
+        path = resume_checkpoint(out, log)
+        state = restore(path, cfg, data)
+        log(f"resuming from {path}: pass {state.epoch + 1}, batch {state.step}")
+        if path.name != LAST:  # LAST is missing or behind: it is the run's position again
+            save_state(out / LAST, cfg, state, data)
     else:
         state = State(params=net.init_params(np.random.default_rng([cfg.seed])))
     if cfg.optimizer == "sgd" and state.velocity is None:
         state.velocity = {n: np.zeros_like(a) for n, a in state.params.items()}
     last_good = out / LAST
+    summary = None
     with _SigintFlag() as flag:
-        while state.epoch < cfg.epochs:
-            bar = _progress(cfg, state, pass_length(cfg, len(images)))
-            try:
-                _run_pass(net, state, cfg, data, images, labels, flag, bar)
-            except Interrupted as exc:
-                save_state(out / LAST, cfg, state, data)
-                write_summary(out / "summary.json", cfg, state, data, "interrupted")
-                raise Interrupted(f"{exc}; checkpoint saved to {out / LAST}") from None
-            except TrainingDiverged as exc:
-                write_summary(out / "summary.json", cfg, state, data, "diverged")
-                kept = (
-                    f"last good checkpoint: {last_good}" if last_good.exists() else "no checkpoint"
-                )
-                raise TrainingDiverged(f"{exc}; stopped ({kept})") from None
-            finally:
-                if bar is not None:
-                    bar.close()
-            _finish_pass(net, state, cfg, data, images, labels, out, log)
-    return json.loads((out / "summary.json").read_text())
+        try:
+            while state.epoch < cfg.epochs:
+                bar = _progress(cfg, state, pass_length(cfg, len(images)))
+                try:
+                    _run_pass(net, state, cfg, data, images, labels, flag, bar)
+                except TrainingDiverged as exc:
+                    write_summary(out / "summary.json", cfg, state, data, "diverged")
+                    kept = (
+                        f"last good checkpoint: {last_good}"
+                        if last_good.exists()
+                        else "no checkpoint"
+                    )
+                    raise TrainingDiverged(f"{exc}; stopped ({kept})") from None
+                finally:
+                    if bar is not None:
+                        bar.close()
+                summary = _finish_pass(net, state, cfg, data, images, labels, out, log, flag)
+        except Interrupted as exc:
+            # Every phase leaves ``state`` consistent: mid-pass after a whole step, after
+            # the last step before the pass's evaluation, or after a finished pass.
+            flag.phase = None
+            save_state(out / LAST, cfg, state, data)
+            write_summary(out / "summary.json", cfg, state, data, "interrupted")
+            where = f"pass {state.epoch + 1}" if state.epoch < cfg.epochs else "the last pass"
+            raise Interrupted(
+                f"{exc} in {where} at batch {state.step}; checkpoint saved to {out / LAST}"
+            ) from None
+    if summary is None:  # nothing left to train: the summary of the run as it stands
+        status = "complete" if state.epoch >= cfg.epochs else "running"
+        summary = write_summary(out / "summary.json", cfg, state, data, status)
+        if state.history and not all((out / name).is_file() for name in RUN_FILES[1:]):
+            # The run stopped between its last checkpoint and its pictures.
+            _, _, predicted = evaluate(net, state.params, data.test_images, data.test_labels)
+            _write_pictures(out, state, data, predicted, net)
+    return summary
+
+
+def _write_pictures(out, state, data, predicted, net) -> None:
+    images, labels = data.test_images, data.test_labels
+
+    def penalties(x):
+        return net.penalties(state.params, to_input(x, net.dtype))
+
+    def write():
+        plots.write_all(out, state.history, images, labels, predicted, penalties=penalties)
+
+    _write(out, write)
+
+
+@contextlib.contextmanager
+def run_folder(out: Path, log=print):
+    """Hold the exclusive lock of the run folder ``out`` (created if needed).
+
+    Checks first that ``out`` is (or can be made) a writable folder whose ``summary.json``,
+    if any, is a file; removes the temporaries a killed run left behind.  RunDirError
+    names the problem; a folder locked by a live run is refused with its process id.
+    """
+    if out.exists() and not out.is_dir():
+        raise RunDirError(f"--out {out}: exists and is not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        fd = os.open(out / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise RunDirError(f"--out {out}: cannot write to this folder ({exc.strerror})") from exc
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            owner = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            raise RunDirError(
+                f"--out {out}: another training run (pid {owner}) is using this folder; "
+                "wait for it to finish or choose another --out"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        summary = out / "summary.json"
+        if summary.exists() and not summary.is_file():
+            raise RunDirError(f"{summary} is not a file (remove it)")
+        if not os.access(out, os.W_OK | os.X_OK):
+            raise RunDirError(f"--out {out}: cannot write to this folder (read-only)")
+        for tmp in stale_temporaries(out):
+            tmp.unlink()
+            log(f"removed {tmp.name}, a temporary file of an interrupted write")
+        yield fd
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _holds_run(out: Path) -> bool:
+    return (out / LAST).exists() or any(_epoch_files(out))
+
+
+def _epoch_files(out: Path) -> list[Path]:
+    """The ``checkpoint-epochNN.npz`` files of ``out``, newest pass first."""
+    found = [
+        (int(m[1]), p)
+        for p in out.glob("checkpoint-epoch*.npz")
+        if (m := _EPOCH_FILE.fullmatch(p.name))
+    ]
+    return [p for _, p in sorted(found, reverse=True)]
+
+
+def _remove_run(out: Path, log) -> None:
+    """Remove every file an earlier run wrote into ``out`` (for ``overwrite``)."""
+    old = [out / LAST, *_epoch_files(out), *(out / n for n in RUN_FILES)]
+    removed = 0
+    for path in old:
+        if path.is_file():
+            path.unlink()
+            removed += 1
+    if removed:
+        log(f"--overwrite: removed the {removed} files of the earlier run in {out}")
+
+
+def resume_checkpoint(out, log=print) -> Path:
+    """The checkpoint ``--resume`` continues from: of ``checkpoint-last.npz`` and the
+    ``checkpoint-epochNN.npz`` files, the one that loads and is furthest along (a
+    write that failed, e.g. on a full disk, can leave the last one missing or older).
+
+    CheckpointError (naming each file tried) when none loads.
+    """
+    out = Path(out)
+    best, problems = None, []
+    for path in (out / LAST, *_epoch_files(out)):
+        try:
+            meta = checkpoint.load(path).meta
+        except checkpoint.CheckpointError as exc:
+            problems.append(str(exc))
+            continue
+        position = (meta["epoch"], meta.get("step", 0))
+        if best is None or position > best[0]:
+            best = (position, path)
+    if best is None:
+        tried = "\n  ".join(problems)
+        raise checkpoint.CheckpointError(f"{out}: no checkpoint to resume from:\n  {tried}")
+    if best[1].name != LAST:
+        log(f"{out / LAST} is missing, damaged or older; resuming from {best[1].name}")
+    return best[1]
 
 
 def _progress(cfg, state, n):
@@ -418,11 +623,13 @@ def _progress(cfg, state, n):
     return tqdm(total=n, initial=done, unit="img", desc=desc, mininterval=0.5)
 
 
-def _finish_pass(net, state, cfg, data, images, labels, out, log):
+def _finish_pass(net, state, cfg, data, images, labels, out, log, flag) -> dict:
+    """Evaluate, record and save a finished pass; returns the summary."""
     p = state.partial
     keep = np.random.default_rng(1).permutation(len(images))[:TRAIN_EVAL_DIGITS]
-    train_error, train_loss, _ = evaluate(net, state.params, images[keep], labels[keep])
-    test_error, _, predicted = evaluate(net, state.params, data.test_images, data.test_labels)
+    with flag.immediate("the evaluation"):
+        train_error, train_loss, _ = evaluate(net, state.params, images[keep], labels[keep])
+        test_error, _, predicted = evaluate(net, state.params, data.test_images, data.test_labels)
     record = {
         "epoch": state.epoch + 1,
         "train_error": train_error,
@@ -431,6 +638,8 @@ def _finish_pass(net, state, cfg, data, images, labels, out, log):
         "seconds": p["s"],
         "train_images_per_s": p["seen"] / p["s"] if p["s"] > 0 else 0.0,
     }
+    # From here to the end of the writes Ctrl-C only sets the flag (checked after them):
+    # the state and the files on disk change together.
     state.history.append(record)
     state.epoch += 1
     state.step = 0
@@ -438,24 +647,15 @@ def _finish_pass(net, state, cfg, data, images, labels, out, log):
     state.partial = {"loss": 0.0, "errors": 0, "seen": 0, "s": 0.0}
     save_state(out / f"checkpoint-epoch{state.epoch:02d}.npz", cfg, state, data)
     save_state(out / LAST, cfg, state, data)
-    write_summary(
-        out / "summary.json",
-        cfg,
-        state,
-        data,
-        "running" if state.epoch < cfg.epochs else "complete",
-    )
-    plots.write_all(
-        out,
-        state.history,
-        data.test_images,
-        data.test_labels,
-        predicted,
-        penalties=lambda x: net.penalties(state.params, to_input(x, net.dtype)),
-    )
+    status = "running" if state.epoch < cfg.epochs else "complete"
+    summary = write_summary(out / "summary.json", cfg, state, data, status)
+    flag.check("while saving")
+    with flag.immediate("the pictures"):
+        _write_pictures(out, state, data, predicted, net)
     log(
         f"pass {record['epoch']:2d}: train error {100 * train_error:.2f}%  "
         f"test error {100 * test_error:.2f}%  loss {train_loss:.4f}  "
         f"{record['seconds']:.1f} s  {record['train_images_per_s']:.0f} images/s "
         f"(running error during the pass {100 * p['errors'] / max(p['seen'], 1):.2f}%)"
     )
+    return summary

@@ -135,3 +135,66 @@ def test_extension_key_names_the_interpreter(cache, small_source):
 def test_extension_import_failure_is_a_build_error(cache, small_source):
     with pytest.raises(build.BuildError, match="importing the compiled extension"):
         build.load_extension(small_source, "tiny")  # no PyInit_tiny
+
+
+@needs_cc
+@pytest.mark.parametrize(
+    "damage",
+    ["truncate", "empty", "overwrite", "no hash"],
+)
+def test_damaged_cache_entry_is_rebuilt_and_logged(cache, small_source, caplog, damage):
+    """A cached library whose bytes differ from the hash recorded at build time is rebuilt."""
+    path, _ = build.build_library(small_source)
+    good = path.read_bytes()
+    recorded = Path(str(path) + ".sha256")
+    assert recorded.read_text().strip() == build.file_sha256(path)
+    if damage == "truncate":
+        path.write_bytes(good[: len(good) // 2])
+    elif damage == "empty":
+        path.write_bytes(b"")
+    elif damage == "overwrite":
+        path.write_bytes(bytes(len(good)))
+    else:
+        recorded.unlink()
+    with caplog.at_level(logging.INFO, logger="symconv.build"):
+        again, status = build.build_library(small_source)
+    assert (again, status) == (path, "compiled")
+    assert f"cached library {path} is damaged" in caplog.text and "rebuilding" in caplog.text
+    assert build.cache_damage(path) is None
+    assert build.load_library(small_source).tiny_add(2, 3) == 5
+
+
+@needs_cc
+@pytest.mark.slow  # recompiles the whole kernel library (about a minute of one core)
+def test_truncated_cached_library_through_the_bindings(tmp_path):
+    """A truncated cached symconv library used to crash every C command with SIGBUS.
+
+    The cache entries of the bindings are copied from the user cache (compiled there
+    once), then the kernel library is truncated: the next process must rebuild it.
+    """
+    import subprocess
+    import sys
+
+    from generated import c_kernels
+
+    library, _ = build.build_library(c_kernels.SOURCE)
+    fast, _ = build.build_library(
+        c_kernels.FAST_SOURCE,
+        extra_flags=build.extension_flags(),
+        extra_key=build.interpreter_key(),
+    )
+    for path in (library, fast):
+        for f in (path, Path(str(path) + ".sha256")):
+            shutil.copy(f, tmp_path / f.name)
+    damaged = tmp_path / library.name
+    damaged.write_bytes(library.read_bytes()[: library.stat().st_size // 3])
+    code = (
+        "import numpy as np\n"
+        "from generated import c_kernels\n"
+        "print(c_kernels.relu_forward(np.array([-1.0, 2.0])).tolist())\n"
+    )
+    env = {**os.environ, "SYMCONV_CACHE": str(tmp_path)}
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stdout.strip() == "[0.0, 2.0]", proc.stderr
+    assert f"cached library {damaged} is damaged" in proc.stderr
+    assert build.cache_damage(damaged) is None
