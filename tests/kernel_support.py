@@ -141,9 +141,9 @@ def conv_c_equals_numpy(npk, ck, case: ConvCase):
     """C == NumPy on forward and all three backward kernels of ``case``.
 
     Both must lie within ``gamma_n * sum|terms|`` of the exact value, so they lie
-    within twice that of each other (times the margin 2 of :func:`assert_sum_close`);
-    ``sum|terms|`` is the NumPy kernel run in float64 on ``|inputs|`` (that kernel
-    is proven against the SymPy oracle in test_kernels_definition).
+    within twice that of each other (times a margin 2 for the ``1/(1-nu)`` of
+    gamma_n); ``sum|terms|`` is the NumPy kernel run in float64 on ``|inputs|`` (that
+    kernel is checked against the spec evaluated exactly in test_kernels_table).
     """
     x, w, b, table = case.arrays()
     dy = case.dy()

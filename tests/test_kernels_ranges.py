@@ -12,7 +12,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from kernel_support import backend_fixture, load_backend
-from test_kernels_badinput import FUNCTIONS, call, signatures, with_arg
+from table_cases import NAMES, TABLE, first_problem, named_outputs
+
+from derive.kernelspec import FLOAT, INT64
 
 kern = backend_fixture()
 
@@ -37,10 +39,16 @@ def test_huge_padding_names_the_derived_size(kern):
 
 
 def _int_params():
-    for fname in FUNCTIONS:
-        for name, (kind, _, _) in signatures()[fname].items():
-            if kind in ("int", "hw"):
-                yield fname, name, kind
+    for fname in NAMES:
+        for p in TABLE[fname].params:
+            if p.kind in ("int", "hw"):
+                yield fname, p.name, p.kind
+
+
+def _call(kern, fname, **replace):
+    """A valid call of ``fname`` (float64) with ``replace``d arguments; outputs by name."""
+    args = {**first_problem(fname).args(np.float64), **replace}
+    return named_outputs(TABLE[fname], getattr(kern, fname)(**args))
 
 
 @pytest.mark.parametrize("fname,name,kind", list(_int_params()))
@@ -48,7 +56,7 @@ def _int_params():
 def test_every_int_parameter_is_bounded(kern, fname, name, kind, value):
     bad = value if kind == "int" else (value, 6)
     with pytest.raises(ValueError, match=rf"{fname}: {name}(\[0\])? must be < 2\*\*31"):
-        call(kern, fname, with_arg(fname, name, bad))
+        _call(kern, fname, **{name: bad})
 
 
 def test_workspace_batch_is_bounded():
@@ -67,21 +75,18 @@ def _misaligned(a: np.ndarray) -> np.ndarray:
 
 
 def _float_args():
-    for fname in FUNCTIONS:
-        for name, (kind, _, _) in signatures()[fname].items():
-            if kind in ("f", "argmax", "labels"):
-                yield fname, name
+    for fname in NAMES:
+        for a in TABLE[fname].inputs:
+            if a.kind in (FLOAT, INT64):
+                yield fname, a.name
 
 
 @pytest.mark.parametrize("fname,name", list(_float_args()))
 def test_misaligned_input_gives_the_aligned_result(kern, fname, name):
-    params = signatures()[fname]
-    want = call(kern, fname, params)
-    kind, value, kw = params[name]
-    params[name] = (kind, _misaligned(value), kw)
-    got = call(kern, fname, params)
-    for w, g in zip(*(r if isinstance(r, tuple) else (r,) for r in (want, got)), strict=True):
-        np.testing.assert_array_equal(g, w)
+    want = _call(kern, fname)
+    got = _call(kern, fname, **{name: _misaligned(first_problem(fname).values[name])})
+    for out in want:
+        np.testing.assert_array_equal(got[out], want[out])
 
 
 def test_c_never_sees_a_misaligned_array(monkeypatch):
