@@ -45,15 +45,13 @@ TRAIN_EVAL_DIGITS = 10000
 #: Default factor on the paper's SDLM learning-rate schedule: the paper's own rates,
 #: except where they exceed ``SDLM_RATE_CAP``.
 SDLM_RATE_FACTOR = 1.0
-#: The largest global SDLM rate this implementation trains at stably: 0.05 x the paper's
-#: first rate (0.0005).  With the paper's early rates the network diverges (tanh units
-#: saturate).  Measured on MNIST, batch 1, as factors on the whole schedule: 0.2 degrades
-#: to 70% running error within 50,000 digits, 0.1 gives 5.4% test error after one pass
-#: (0.05: 2.1%).  Factor 1 also diverges after 20,000 digits at 0.05, yet factor 1 on any
-#: ONE layer (the others at 0.05) trains: the diagonal curvature misses the coupling
-#: between layers that all move at once.  Capping instead of scaling keeps the paper's
-#: late rates (1e-5 in passes 13-20): 0.90% test error after 20 passes, against 1.15% with
-#: the whole schedule x0.05 (see README, "LeNet-5").
+#: The largest global SDLM rate this implementation trains at stably (0.05 x the paper's
+#: first rate).  Above it the step of a single digit overshoots the minimum of that digit's
+#: own loss: the layers' weights all move at once and their effects on the next layer add
+#: up, a coupling the diagonal curvature estimate cannot see, and units whose curvature
+#: falls below mu (saturated ones) take the largest step eta/mu.  Capping instead of
+#: scaling the schedule keeps the paper's late rates (passes 13-20).  README, "LeNet-5",
+#: and bench/sdlm_curvature.py have the measurements.
 SDLM_RATE_CAP = 2.5e-5
 #: Default SGD rate (batch-mean gradient, momentum 0.9); measured on MNIST in batches of
 #: 16: 0.001 trains smoothly, 0.003 is noisier, 0.01 saturates the tanh units at once.
