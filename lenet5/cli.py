@@ -243,7 +243,9 @@ def cmd_reproduce(args) -> int:
     print(reproduce.table(result), end="")
     out = Path(args.out)
     print(f"report: {out / 'reproduce.md'}, {out / 'reproduce.png'}, {out / 'reproduce.json'}")
-    return 0 if len(result["finished_seeds"]) == len(study.seeds) else 3
+    if len(result["finished_seeds"]) == len(study.seeds):
+        return 0
+    return 130 if any(r["exit_status"] == 130 for r in result["seeds"]) else 3
 
 
 COMMANDS = {
