@@ -101,3 +101,11 @@ TRAIN_OUT ?= runs/mnist
 train: install
 	@test -n "$(DATA)" || { echo "usage: make train DATA=DIR  (DIR holds the four MNIST IDX files)"; exit 2; }
 	$(PY) -m lenet5 train --data "$(DATA)" --out $(TRAIN_OUT) $(TRAIN_ARGS)
+
+# The 5-seed study: make reproduce DATA=DIR (seeds 0-4 as parallel processes, one per core,
+# one OpenMP thread each; run again to resume). REPRO_ARGS="--distort" etc.
+REPRO_OUT ?= runs/reproduce
+.PHONY: reproduce
+reproduce: install
+	@test -n "$(DATA)" || { echo "usage: make reproduce DATA=DIR  (DIR holds the four MNIST IDX files)"; exit 2; }
+	$(PY) -m lenet5 reproduce --data "$(DATA)" --seeds 0-4 --out $(REPRO_OUT) $(REPRO_ARGS)

@@ -1,4 +1,4 @@
-"""Command line: ``python -m lenet5 train | evaluate | predict``.
+"""Command line: ``python -m lenet5 train | evaluate | predict | reproduce``.
 
 Data (``--data``): a directory with the four MNIST IDX files (gzipped or not), or the
 word ``sample`` for the 5,000-digit sample bundled with symconv.  Without ``--data``
@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from lenet5 import checkpoint
-from lenet5.data import DataError, load_mnist, to_input
+from lenet5.data import DataError, load_mnist, resolve_data_dir, to_input
 from lenet5.network import BackendError, LeNet5
 from lenet5.posterior import class_probabilities
 from lenet5.train import (
@@ -113,6 +113,26 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--checkpoint", required=True, metavar="F")
     e.add_argument("--data", help=data_help)
     e.add_argument("--backend", choices=("c", "numpy"), default="c", help=backend_help)
+
+    r = sub.add_parser(
+        "reproduce",
+        help="train several seeds as parallel processes; table, plot, JSON summary",
+        description="Each seed trains as its own `lenet5 train` process in OUT/seed-N "
+        "(run again to resume); OUT gets reproduce.json, reproduce.md and reproduce.png.",
+    )
+    r.add_argument("--data", help=data_help)
+    r.add_argument("--out", required=True, metavar="OUT", help="study directory")
+    r.add_argument("--seeds", default="0-4", help="A-B, A,B,C or A (0-4)")
+    r.add_argument("--epochs", type=int, default=20, help="passes per seed (20)")
+    r.add_argument("--distort", action="store_true", help="train on distorted copies too")
+    r.add_argument("--distort-copies", type=int, metavar="K", help="with --distort")
+    r.add_argument("--batch-size", type=int, help="digits per update (1)")
+    r.add_argument("--lr", type=float, help="as for train")
+    r.add_argument("--backend", choices=("c", "numpy"), help=backend_help)
+    r.add_argument("--limit", type=int, help="train on N of the training digits only")
+    r.add_argument("--jobs", type=int, help="seeds trained at once (the available cores)")
+    r.add_argument("--threads", type=int, default=1, help="OpenMP threads per seed (1)")
+    r.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     p = sub.add_parser(
         "predict",
@@ -297,7 +317,50 @@ def _percent(p: float) -> str:
     return f"{100 * p:.2f}%" if p >= 5e-5 else f"{100 * p:.1e}%"
 
 
-COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict}
+def cmd_reproduce(args) -> int:
+    from lenet5 import reproduce
+
+    if args.epochs < 1 or (args.jobs is not None and args.jobs < 1) or args.threads < 1:
+        raise ValueError("--epochs, --jobs and --threads must be positive integers")
+    # One directory for every child (a download happens here, once); bad data exits 2 here.
+    data = str(resolve_data_dir(args.data).resolve())
+    load_mnist(data)
+    passed = []
+    for flag in ("batch_size", "lr", "backend", "distort_copies", "limit"):
+        value = getattr(args, flag)
+        if value is not None:
+            passed += [f"--{flag.replace('_', '-')}", str(value)]
+    study = reproduce.Study(
+        data=data,
+        out=args.out,
+        seeds=reproduce.parse_seeds(args.seeds),
+        epochs=args.epochs,
+        distort=args.distort,
+        train_args=passed,
+        jobs=args.jobs,
+        threads=args.threads,
+        progress=not args.no_progress,
+    )
+    try:
+        result = reproduce.run_study(study)
+    except KeyboardInterrupt:
+        print(f"stopped: the seeds saved their checkpoints; run the same command again "
+              f"to resume (partial report in {args.out})", file=sys.stderr)  # fmt: skip
+        return 130
+    print(reproduce.table(result), end="")
+    out = Path(args.out)
+    print(f"report: {out / 'reproduce.md'}, {out / 'reproduce.png'}, {out / 'reproduce.json'}")
+    if len(result["finished_seeds"]) == len(study.seeds):
+        return 0
+    return 130 if any(r["exit_status"] == 130 for r in result["seeds"]) else 3
+
+
+COMMANDS = {
+    "train": cmd_train,
+    "evaluate": cmd_evaluate,
+    "predict": cmd_predict,
+    "reproduce": cmd_reproduce,
+}
 
 
 def main(argv=None) -> int:

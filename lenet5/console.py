@@ -4,6 +4,7 @@
 ``symconv derive list|show ID|book``    the checked derivations     ``python -m derive``
 ``symconv codegen [--out D] [--check]`` regenerate / check kernels  ``python -m codegen``
 ``symconv train|evaluate|predict ...``  LeNet-5 on MNIST            ``python -m lenet5``
+``symconv reproduce --seeds 0-4 ...``   seeds as parallel runs      ``python -m lenet5``
 ======================================  ==========================  =======================
 
 Each command passes its arguments unchanged to that module's ``main`` and exits with its
@@ -29,6 +30,7 @@ COMMANDS = {
     "train": ("lenet5.cli", True),
     "evaluate": ("lenet5.cli", True),
     "predict": ("lenet5.cli", True),
+    "reproduce": ("lenet5.cli", True),
 }
 
 USAGE = """\
@@ -41,6 +43,7 @@ usage: symconv COMMAND [ARGS...]
   symconv train --out RUNDIR [--data DIR|sample] [--epochs N] ...
   symconv evaluate --checkpoint F [--data DIR|sample]
   symconv predict --checkpoint F [--json] IMAGE.png ...
+  symconv reproduce --out OUT [--data DIR|sample] [--seeds 0-4] ...
                        LeNet-5 on MNIST
 
 `symconv COMMAND --help` describes a command's options."""

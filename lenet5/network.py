@@ -167,11 +167,15 @@ class LeNet5:
 
     # ------------------------------------------------------------------ parameters
 
-    def init_params(self, rng: np.random.Generator) -> dict:
-        """Uniform in (-2.4/F_i, 2.4/F_i) (paper, Sec. III-B); C3's absent entries 0."""
+    def init_params(self, rng: np.random.Generator, fan_in_power: float = 1.0) -> dict:
+        """Uniform in (-2.4/F_i^p, 2.4/F_i^p), p = ``fan_in_power``; C3's absent entries 0.
+
+        p = 1 is the paper's formula (Sec. III-B) and the runtime's; ``bench/sdlm_curvature.py``
+        compares it with p = 1/2 (README, "The SDLM rate cap").
+        """
         params = {}
         for name, shape in PARAM_SHAPES.items():
-            bound = spec.INIT_NUMERATOR / fan_in(name)
+            bound = spec.INIT_NUMERATOR / fan_in(name) ** fan_in_power
             p = rng.uniform(-1.0, 1.0, shape) * bound * trainable_mask(name)
             params[name] = np.ascontiguousarray(p, self.dtype)
         return params

@@ -55,6 +55,10 @@ def test_init_is_uniform_within_2_4_over_fan_in():
     assert np.abs(params["S2.coef"]).max() <= 2.4 / 4
     c3_bound = 2.4 / (25 * spec.C3_MASK.sum(axis=1))  # 75, 100 or 150 inputs
     assert (np.abs(params["C3.b"]) <= c3_bound).all()
+    wide = LeNet5("numpy", np.float64).init_params(np.random.default_rng(2), fan_in_power=0.5)
+    assert 2.4 / 400 < np.abs(wide["C5.w"]).max() <= 2.4 / 20
+    assert (np.abs(wide["C3.b"]) <= 2.4 / np.sqrt(25 * spec.C3_MASK.sum(axis=1))).all()
+    assert (wide["C3.w"][spec.C3_MASK == 0] == 0).all()
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
