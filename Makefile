@@ -23,8 +23,8 @@ format: install
 	$(PY) -m ruff format .
 	$(PY) -m ruff check --fix .
 
-# Two pytest-xdist workers: 314 s against 360 s serial for the whole suite (2-core machine
-# shared with other jobs, load ~2); the C fuzzing child runs without them.
+# Two pytest-xdist workers, one per core of the machines this runs on: the tests are
+# independent of one another (the C fuzzing child runs without xdist).
 test: install lint check-codegen
 	$(PY) -m pytest -q -n 2
 
