@@ -443,7 +443,7 @@ def _bind(spec, args, sizes):
             for d, x in zip(p.dims, val, strict=True):
                 env[isym(d)] = int(x)
         else:
-            env[p.symbol] = sp.nsimplify(val) if p.kind == "float" else int(val)
+            env[p.symbol] = _exact(val) if p.kind == "float" else int(val)
     for a in spec.inputs:
         val = args.get(a.name)
         if val is None:
@@ -457,6 +457,11 @@ def _bind(spec, args, sizes):
     for name, formula in spec.derived:
         env.setdefault(isym(name), int(sp.sympify(formula).subs(env)))
     return env, values
+
+
+def _exact(value):
+    """A float parameter as the exact rational of its binary value (SymPy values as given)."""
+    return sp.Rational(float(value)) if isinstance(value, float | np.floating) else sp.sympify(value)
 
 
 def _position(acc, at, store, shapes):

@@ -148,7 +148,9 @@ class Args:
         if not numpy.isfinite(value):
             self.fail(ValueError, f"{name} must be finite, got {value}")
         self.params[name] = float(value)
-        return float(value)
+        # A scalar of the call's dtype: NumPy arithmetic on it (A**2 of a huge A) gives inf as
+        # the C kernel does, where Python float arithmetic raises OverflowError.
+        return float(value) if self.dtype is None else self.dtype.type(value)
 
     def sizes(self, name, value, dims):
         """A tuple of positive ints naming sizes (input_hw, kernel_hw)."""
