@@ -461,7 +461,9 @@ def _bind(spec, args, sizes):
 
 def _exact(value):
     """A float parameter as the exact rational of its binary value (SymPy values as given)."""
-    return sp.Rational(float(value)) if isinstance(value, float | np.floating) else sp.sympify(value)
+    return (
+        sp.Rational(float(value)) if isinstance(value, float | np.floating) else sp.sympify(value)
+    )
 
 
 def _position(acc, at, store, shapes):
