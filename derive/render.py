@@ -585,10 +585,7 @@ def source_key() -> str:
 
 def cache_file() -> Path:
     """``$SYMCONV_CACHE/derive-status.json`` (default ``~/.cache/symconv``)."""
-    base = os.environ.get("SYMCONV_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "symconv"
-    )
-    return Path(base) / "derive-status.json"
+    return core.cache_dir() / "derive-status.json"
 
 
 def save_statuses(labels: dict) -> None:
