@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from lenet5 import checkpoint
+from lenet5.data import load_mnist, write_idx
 from lenet5.network import PARAM_SHAPES
 
 
@@ -58,8 +59,9 @@ def members(path: Path) -> dict[str, bytes]:
         return {n: z.read(n) for n in z.namelist()}
 
 
-def write_zip(path: Path, files: dict, compress=False) -> Path:
-    """A zip of ``{name: bytes}`` (deflated with ``compress``)."""
+def write_zip(path, files: dict, compress=False):
+    """A zip of ``{name: bytes}`` (deflated with ``compress``) written to ``path``, a path or
+    a binary file object; returns ``path``."""
     method = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
     with zipfile.ZipFile(path, "w", method) as z:
         for name, data in files.items():
@@ -79,3 +81,18 @@ def npy_header(shape, dtype="<f4") -> bytes:
     header = {"descr": dtype, "fortran_order": False, "shape": tuple(shape)}
     np.lib.format.write_array_header_1_0(buf, header)
     return buf.getvalue()
+
+
+def tiny_mnist(folder: Path, n_train: int = 100, n_test: int = 50) -> Path:
+    """The first digits of the bundled sample as the four MNIST IDX files in ``folder``.
+
+    Training runs on them take a second or so, which the fault and run-folder tests need.
+    """
+    full = load_mnist("sample")
+    for prefix, images, labels in (
+        ("train", full.train_images[:n_train], full.train_labels[:n_train]),
+        ("t10k", full.test_images[:n_test], full.test_labels[:n_test]),
+    ):
+        write_idx(folder / f"{prefix}-images-idx3-ubyte.gz", images)
+        write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", labels.astype(np.uint8))
+    return folder

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hardening_support import tiny_mnist
 
 from lenet5 import checkpoint, train
-from lenet5.data import load_mnist, write_idx
 
 ROOT = Path(__file__).resolve().parents[1]
 EPOCHS = 2
@@ -80,14 +80,7 @@ sys.exit(main(sys.argv[1:]))
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory) -> Path:
-    d, full = tmp_path_factory.mktemp("mnist"), load_mnist("sample")
-    for prefix, images, labels in (
-        ("train", full.train_images[:100], full.train_labels[:100]),
-        ("t10k", full.test_images[:50], full.test_labels[:50]),
-    ):
-        write_idx(d / f"{prefix}-images-idx3-ubyte.gz", images)
-        write_idx(d / f"{prefix}-labels-idx1-ubyte.gz", labels.astype(np.uint8))
-    return d
+    return tiny_mnist(tmp_path_factory.mktemp("mnist"))
 
 
 def _argv(data_dir, out):

@@ -11,12 +11,11 @@ from __future__ import annotations
 import gzip
 import io
 import struct
-import zipfile
 import zlib
 
 import numpy as np
 import pytest
-from hardening_support import memory_limit, npy_header, valid_checkpoint
+from hardening_support import members, memory_limit, npy_header, valid_checkpoint, write_zip
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -101,15 +100,10 @@ def test_fuzz_idx_reader(tmp_path, stored):
 def checkpoint_bytes(tmp_path_factory) -> dict:
     d = tmp_path_factory.mktemp("ck")
     path = valid_checkpoint(d / "c.npz", velocity=True)
-    with zipfile.ZipFile(path) as z:
-        files = {n: z.read(n) for n in z.namelist()}
-    deflated = io.BytesIO()
-    with zipfile.ZipFile(deflated, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as z:
-        for name, data in files.items():
-            z.writestr(name, data)
+    files = members(path)
     return {
         "stored": path.read_bytes(),
-        "deflated": deflated.getvalue(),
+        "deflated": write_zip(io.BytesIO(), files, compress=True).getvalue(),
         "files": files,
         "params": checkpoint.load(path).params,
     }
@@ -144,12 +138,7 @@ def _mutate(ck: dict, layout, kind, data) -> bytes:
             files[name] = data.draw(st.binary(max_size=300))
         else:
             del files[name]
-    out = io.BytesIO()
-    method = zipfile.ZIP_DEFLATED if layout == "deflated" else zipfile.ZIP_STORED
-    with zipfile.ZipFile(out, "w", method) as z:
-        for n, content in files.items():
-            z.writestr(n, content)
-    return out.getvalue()
+    return write_zip(io.BytesIO(), files, compress=layout == "deflated").getvalue()
 
 
 @FUZZ

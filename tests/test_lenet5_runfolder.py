@@ -11,11 +11,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hardening_support import tiny_mnist
 
 from codegen import writer
 from lenet5 import checkpoint, plots, train
 from lenet5.cli import main
-from lenet5.data import load_mnist, write_idx
+from lenet5.data import load_mnist
 from lenet5.network import BackendError, load_backend
 
 
@@ -35,14 +36,7 @@ quiet = lambda *a: None  # noqa: E731
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory) -> Path:
     """100 training and 50 test digits of the bundled sample: runs of a second or so."""
-    d, full = tmp_path_factory.mktemp("mnist"), load_mnist("sample")
-    for prefix, images, labels in (
-        ("train", full.train_images[:100], full.train_labels[:100]),
-        ("t10k", full.test_images[:50], full.test_labels[:50]),
-    ):
-        write_idx(d / f"{prefix}-images-idx3-ubyte.gz", images)
-        write_idx(d / f"{prefix}-labels-idx1-ubyte.gz", labels.astype(np.uint8))
-    return d
+    return tiny_mnist(tmp_path_factory.mktemp("mnist"))
 
 
 @pytest.fixture(scope="module")
