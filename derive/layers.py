@@ -339,10 +339,23 @@ def structural_conv(x, wt, b, stride, padding, table=None) -> list[sp.Matrix]:
     """``S_k = b_k + sum_{c in M_k} xcorr2d(x_c, w_kc, stride, padding)`` (one Matrix per k)."""
     n_out, n_in = wt.shape[0], wt.shape[1]
     links = _table_links(table, n_in, n_out)
+    xs = [plane(x, c) for c in range(n_in)]
+    ws = [[plane(wt, k, c) for c in range(n_in)] for k in range(n_out)]
+    return _conv_maps(xs, ws, b, links, stride, padding)
+
+
+def _conv_maps(xs, ws, b, links, stride, padding, dilation=1) -> list[sp.Matrix]:
+    """``b_k + sum_{c in links[k]} xcorr2d(xs[c], ws[k][c])`` for every output k.
+
+    ``xs`` are the input planes and ``ws[k][c]`` the kernels, all Matrices; an output with no
+    connected input is its bias alone.
+    """
     out = []
-    for k in range(n_out):
-        maps = [xcorr2d(plane(x, c), plane(wt, k, c), stride, padding) for c in links[k]]
-        total = sum(maps[1:], maps[0]) if maps else None
+    for k, row in enumerate(links):
+        maps = [xcorr2d(xs[c], ws[k][c], stride, padding, dilation) for c in row]
+        if not maps:
+            maps = [sp.zeros(*xcorr2d(xs[0], ws[k][0], stride, padding, dilation).shape)]
+        total = sum(maps[1:], maps[0])
         out.append(total + b[k] * sp.ones(*total.shape))
     return out
 
@@ -368,21 +381,12 @@ def conv2d_layer(x, w, b, stride=1, padding=0, dilation=1, table=None) -> np.nda
     x, w = np.asarray(x, dtype=object), np.asarray(w, dtype=object)
     n_out, n_in = w.shape[:2]
     mask = np.ones((n_out, n_in), bool) if table is None else np.asarray(table).astype(bool)
+    links = [np.flatnonzero(row) for row in mask]
+    ws = [[sp.Matrix(w[k, c]) for c in range(n_in)] for k in range(n_out)]
     samples = []
     for xs in x:
-        maps = []
-        for k in range(n_out):
-            z = sp.Matrix(0, 0, [])
-            for c in np.flatnonzero(mask[k]):
-                term = xcorr2d(sp.Matrix(xs[c]), sp.Matrix(w[k, c]), stride, padding, dilation)
-                z = term if z.shape == (0, 0) else z + term
-            if z.shape == (0, 0):  # no connected input: the bias alone
-                shape = xcorr2d(
-                    sp.Matrix(xs[0]), sp.Matrix(w[k, 0]), stride, padding, dilation
-                ).shape
-                z = sp.zeros(*shape)
-            maps.append((z + b[k] * sp.ones(*z.shape)).tolist())
-        samples.append(maps)
+        maps = _conv_maps([sp.Matrix(p) for p in xs], ws, b, links, stride, padding, dilation)
+        samples.append([z.tolist() for z in maps])
     return np.array(samples, dtype=object)
 
 

@@ -143,7 +143,9 @@ def test_forward_check_rejects_a_rotated_kernel(monkeypatch):
     case = layers._FORWARD_CASES[1]
     assert layers._forward_matches(case)
     xcorr = layers.xcorr2d
-    monkeypatch.setattr(layers, "xcorr2d", lambda img, k, s=1, p=0: xcorr(img, rot180(k), s, p))
+    monkeypatch.setattr(
+        layers, "xcorr2d", lambda img, k, s=1, p=0, d=1: xcorr(img, rot180(k), s, p, d)
+    )
     assert not layers._forward_matches(case)
 
 
