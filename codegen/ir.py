@@ -18,6 +18,7 @@ Examples
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import sympy as sp
@@ -26,12 +27,29 @@ from derive.kernelspec import KernelSpec
 
 
 @dataclass(frozen=True)
+class Threads:
+    """How a parallel loop runs on OpenMP threads (placed by :mod:`codegen.passes.parallel`).
+
+    ``guard`` holds conditions ``(expr, op, bound)``, all of which must hold for the
+    threads to start (none: always); ``chunk`` is the static schedule's chunk (0: the
+    default schedule); with ``serial_copy`` the loop is also emitted without threads,
+    taken when the guard fails.
+    """
+
+    guard: tuple = ()
+    chunk: int = 0
+    serial_copy: bool = False
+
+
+@dataclass(frozen=True)
 class Loop:
     """``for var in [lo, hi)``.
 
-    ``parallel`` marks an OpenMP loop (its iterations write disjoint outputs), run
-    in parallel when the nest's ``work`` (iteration count) reaches :data:`PARALLEL_WORK`.
+    ``parallel`` marks a loop whose iterations write disjoint outputs, chosen to run on
+    threads; ``work`` counts the innermost iterations one run of it performs.
     ``reduction`` names scalar accumulators of a vectorizable (``omp simd``) reduction.
+    The annotations the printer renders: ``threads`` (:class:`Threads`) and ``simdlen``
+    (the vector length of a reduction, 0: the compiler's choice).
     """
 
     var: sp.Symbol
@@ -41,12 +59,8 @@ class Loop:
     parallel: bool = False
     work: sp.Expr = sp.Integer(0)
     reduction: tuple = ()
-
-
-#: Below this many innermost iterations a parallel region costs more than it saves: the
-#: iterations are simd-vectorized (~10 ns per 16), waking a sleeping (passive) OpenMP
-#: thread costs tens of microseconds (C5's filter gradient at batch 1: 48,000 iterations).
-PARALLEL_WORK = 1 << 18
+    threads: Threads | None = None
+    simdlen: int = 0
 
 
 @dataclass(frozen=True)
@@ -141,22 +155,43 @@ def subs_nodes(nodes, sub):
     return map_exprs(nodes, lambda e: e.subs(sub))
 
 
-def map_exprs(nodes, f):
+def map_exprs(nodes, f) -> tuple:
     """The nodes with ``f`` applied to every expression they hold (scratch arrays kept)."""
+
+    def own(node):
+        if isinstance(node, Loop):
+            return dataclasses.replace(node, lo=f(node.lo), hi=f(node.hi), work=f(node.work))
+        if isinstance(node, If):
+            return dataclasses.replace(node, cond=f(node.cond))
+        if isinstance(node, Let):
+            return dataclasses.replace(node, value=f(node.value))
+        if isinstance(node, Update):
+            return dataclasses.replace(node, lhs=f(node.lhs), rhs=f(node.rhs))
+        return node
+
+    return transform(nodes, after=own)
+
+
+def transform(nodes, before=None, after=None) -> tuple:
+    """``nodes`` rebuilt top-down: the one generic tree rewrite of the passes.
+
+    ``before(node)`` may return a replacement (a node or a tuple of nodes), which is
+    kept as it is; otherwise the node's body is transformed and ``after`` (if given)
+    maps the rebuilt node to its replacement (a node or a tuple of nodes).
+
+    >>> from derive.indexing import isym
+    >>> i, j = isym("i"), isym("j")
+    >>> nest = (Loop(i, 0, 3, (Loop(j, 0, 2, ()),)),)
+    >>> flat = transform(nest, before=lambda n: Block(()) if n.var == j else None)
+    >>> flat[0].body
+    (Block(body=()),)
+    """
     out = []
     for node in nodes:
-        if isinstance(node, Loop):
-            lo, hi, work = f(node.lo), f(node.hi), f(node.work)
-            body = map_exprs(node.body, f)
-            out.append(Loop(node.var, lo, hi, body, node.parallel, work, node.reduction))
-        elif isinstance(node, If):
-            out.append(If(f(node.cond), map_exprs(node.body, f)))
-        elif isinstance(node, Block):
-            out.append(Block(map_exprs(node.body, f)))
-        elif isinstance(node, Let):
-            out.append(Let(node.var, f(node.value), node.integer, node.mutable))
-        elif isinstance(node, Update):
-            out.append(Update(f(node.lhs), node.op, f(node.rhs)))
-        else:
-            out.append(node)
+        new = before(node) if before is not None else None
+        if new is None:
+            if isinstance(node, Loop | If | Block):
+                node = dataclasses.replace(node, body=transform(node.body, before, after))
+            new = after(node) if after is not None else node
+        out += new if isinstance(new, tuple) else (new,)
     return tuple(out)

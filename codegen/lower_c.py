@@ -32,11 +32,12 @@ from codegen.analysis import (
     trips,
     writes_disjoint,
 )
-from codegen.ir import PARALLEL_WORK, Function, If, Loop, Update
+from codegen.ir import Function, If, Loop, Update
 from codegen.passes.accumulate import accumulate
 from codegen.passes.fusion import fuse_contiguous
 from codegen.passes.hoist import hoist_over_pairs
 from codegen.passes.jam import jam, sum_jam
+from codegen.passes.parallel import PARALLEL_WORK, threads
 from codegen.passes.rowpad import row_padded
 from codegen.passes.table import expand_pairs
 from codegen.passes.unroll import single_trip, unroll_taps
@@ -56,6 +57,7 @@ def lower_c(spec: KernelSpec, fixed: dict | None = None, name: str | None = None
     body = tuple(node for nest in spec.nests for node in _c_nest(spec, nest, env, fixed))
     if fixed:
         body = row_padded(body)
+    body = threads(body)
     frozen = tuple(sorted((k, v) for k, v in fixed.items()))
     return Function(name or spec.name, spec, frozen, body)
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from codegen import lenet5_step, printers, render
 from codegen.lower_c import lower_c
 from codegen.lower_numpy import lower_numpy
+from codegen.passes.simd import simd_lengths
 from derive import core, proofs
 from derive import lenet5 as lenet5_spec
 from derive.kernels import load_table
@@ -216,6 +217,7 @@ def c_functions(table: dict[str, KernelSpec]) -> list[dict]:
         fn = lower_c(spec, dict(fixed or ()))
         for dialect in printers.DIALECTS:
             printer = printers.CPrinter(dialect)
+            body = simd_lengths(fn.body, dialect.vector_lanes)
             args = render.c_args(spec, fn.body, dialect)
             what = f"{spec.name} at LeNet-5 layer {layer}'s sizes" if layer else spec.name
             out.append(
@@ -229,7 +231,7 @@ def c_functions(table: dict[str, KernelSpec]) -> list[dict]:
                     "args": [a["c"] for a in args],
                     "arg_types": [a["type"] for a in args],
                     "arg_kinds": [(a["name"], a["kind"]) for a in args],
-                    "body": printer.block(fn.body),
+                    "body": printer.block(body),
                 }
             )
     return out

@@ -47,10 +47,6 @@ class Dialect:
     vector_lanes: int  # elements of one 64-byte (AVX-512) vector
 
 
-#: Reductions shorter than this many whole vectors may run on half vectors (see
-#: :meth:`CPrinter._simdlen`).
-SHORT_REDUCTION = 16
-
 F32 = Dialect("f32", "float", "float32", float32, 16)
 F64 = Dialect("f64", "double", "float64", float64, 8)
 DIALECTS = (F32, F64)
@@ -108,18 +104,6 @@ def _nan_minmax(printer, expr, op):
         b = printer._print(a)
         out = f"((({out}) {op} ({b}) || isnan({out})) ? ({out}) : ({b}))"
     return out
-
-
-#: Parallel loops whose trips are cheaper than this many iterations (a few microseconds)
-#: get a serial copy for the calls too small for threads (see ``CPrinter.block``).
-SERIAL_COPY_WORK = 1 << 14
-#: Iterations per OpenMP chunk of a parallel loop that is itself the vectorized one (an
-#: elementwise loop).  The compiler splits each thread's share into SIMD vectors plus a
-#: scalar remainder, and glibc's vector tanh and its scalar tanh may differ in the last
-#: bits: with shares that depend on the thread count, so would the result.  Fixed chunks
-#: (a multiple of every vector width) put every element in the same place of the same
-#: chunk on any number of threads.
-ELEMENTWISE_CHUNK = 1024
 
 
 class CPrinter(C99CodePrinter):
@@ -205,12 +189,9 @@ class CPrinter(C99CodePrinter):
         pad = "    " * indent
         lines = []
         for node in nodes:
-            if isinstance(node, ir.Loop) and self._serial_copy(node):
-                # A false OpenMP if() clause still costs libgomp a one-thread team, about
-                # 0.4 us a region (most of a batch-1 dense layer): the serial case runs a
-                # plain copy of the loop instead.
-                lines += ["#ifdef _OPENMP", f"{pad}if ({self._thread_guard(node)}) {{"]
-                lines.append(f"{pad}    #pragma omp parallel for{self._schedule(node)}")
+            if isinstance(node, ir.Loop) and node.threads and node.threads.serial_copy:
+                lines += ["#ifdef _OPENMP", f"{pad}if ({self._guard(node.threads)}) {{"]
+                lines.append(f"{pad}    #pragma omp parallel for{self._schedule(node.threads)}")
                 lines += self._loop(node, indent + 1, threads=False) + [f"{pad}}} else", "#endif"]
                 lines += self._loop(node, indent, threads=False)
             elif isinstance(node, ir.Loop):
@@ -235,64 +216,32 @@ class CPrinter(C99CodePrinter):
         """``for`` over a loop node, after its pragmas (no thread pragma if not ``threads``)."""
         pad = "    " * indent
         v, lo, hi = (self._print(x) for x in (loop.var, loop.lo, loop.hi))
-        lines = self._pragmas(loop, pad) if threads or not loop.parallel else []
+        lines = self._pragmas(loop, pad) if threads or loop.threads is None else []
         lines.append(f"{pad}for (int64_t {v} = {lo}; {v} < {hi}; ++{v}) {{")
         return lines + self.block(loop.body, indent + 1) + [f"{pad}}}"]
 
-    def _serial_copy(self, loop: ir.Loop) -> bool:
-        """Does a guarded parallel loop get a serial copy? Yes in generic kernels (short
-        loops, any size) and where a LeNet-5 specialization's work, ``work of one sample
-        * batch``, is below :data:`SERIAL_COPY_WORK` per sample; an unrolled convolution
-        is long text and tens of microseconds a sample, next to which the if() is noise."""
-        if not self._thread_guard(loop):
-            return False
-        free = loop.work.free_symbols
-        return len(free) > 1 or loop.work.subs({s: 1 for s in free}) < SERIAL_COPY_WORK
-
     @staticmethod
-    def _schedule(loop: ir.Loop) -> str:
-        """``schedule(static, ELEMENTWISE_CHUNK)`` for a parallel loop with no inner loop."""
-        innermost = not any(isinstance(node, ir.Loop) for node in ir.walk(loop.body))
-        return f" schedule(static, {ELEMENTWISE_CHUNK})" if innermost else ""
+    def _schedule(threads: ir.Threads) -> str:
+        return f" schedule(static, {threads.chunk})" if threads.chunk else ""
 
-    def _thread_guard(self, loop: ir.Loop) -> str | None:
-        """The C condition for running a parallel loop on threads; None if unconditional
-        (constant work) or not parallel."""
-        if not loop.parallel or loop.work.is_Integer:
-            return None
-        cond = f"({self._print(loop.work)}) >= {ir.PARALLEL_WORK}"
-        trips = loop.hi - loop.lo
-        if not trips.is_Integer:  # one iteration (batch 1) gains nothing from threads
-            cond = f"({self._print(trips)}) > 1 && {cond}"
-        return cond
+    def _guard(self, threads: ir.Threads) -> str:
+        """The C condition of a :class:`~codegen.ir.Threads` guard (its terms joined by &&)."""
+        return " && ".join(f"({self._print(e)}) {op} {bound}" for e, op, bound in threads.guard)
 
     def _pragmas(self, loop: ir.Loop, pad: str) -> list[str]:
         """OpenMP pragmas: threads over a parallel loop, simd over a reduction."""
-        if loop.parallel:
-            guard = self._thread_guard(loop)
-            clause = self._schedule(loop) + (f" if({guard})" if guard else "")
+        if loop.threads:
+            clause = self._schedule(loop.threads)
+            if loop.threads.guard:
+                clause += f" if({self._guard(loop.threads)})"
             return ["#ifdef _OPENMP", f"{pad}#pragma omp parallel for{clause}", "#endif"]
         if loop.reduction:
             accs = ", ".join(self._print(a) for a in loop.reduction)
             guard = "#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)"
-            simd = f"omp simd{self._simdlen(loop)} reduction(+: {accs})"
+            length = f" simdlen({loop.simdlen})" if loop.simdlen else ""
+            simd = f"omp simd{length} reduction(+: {accs})"
             return [guard, f"{pad}#pragma {simd}", "#endif"]
         return []
-
-    def _simdlen(self, loop: ir.Loop) -> str:
-        """`` simdlen(h)`` (half vectors) for a short constant trip count h divides, 2 h not.
-
-        F6's 120 inputs are 15 half vectors of floats but 7.5 whole ones: whole vectors
-        leave a remainder loop and wider horizontal sums, a fixed cost that outweighs the
-        width below :data:`SHORT_REDUCTION` whole vectors (F6 forward a third faster, C3's
-        filter gradient a quarter; C1's, 111.5 vectors of doubles, is faster as it is).
-        """
-        trips, whole = loop.hi - loop.lo, self.dialect.vector_lanes
-        half = whole // 2
-        if trips.is_Integer and trips % half == 0 and trips % whole != 0:
-            if trips < SHORT_REDUCTION * whole:
-                return f" simdlen({half})"
-        return ""
 
     def update(self, node: ir.Update) -> str:
         lhs, rhs = self._print(node.lhs), node.rhs

@@ -5,6 +5,7 @@ import sympy as sp
 
 from codegen import ir
 from codegen import lower_numpy as N
+from codegen.passes.simd import simd_lengths
 from codegen.printers import F32, F64, CPrinter, NumpyPrinter, UnsupportedNode
 from derive.indexing import CeilDiv, FloorDiv
 
@@ -128,5 +129,5 @@ def test_short_reductions_run_on_half_vectors(trips, dialect, clause):
     a = sp.IndexedBase("a", shape=(1000,))
     body = (ir.Update(acc, "+=", a[i]),)
     loop = ir.Loop(i, sp.Integer(0), sp.sympify(trips), body, reduction=(acc,))
-    lines = CPrinter(dialect).block([loop], 0)
+    lines = CPrinter(dialect).block(simd_lengths([loop], dialect.vector_lanes), 0)
     assert lines[1] == f"#pragma omp simd{clause} reduction(+: acc0)"
