@@ -13,7 +13,7 @@ import itertools
 
 import sympy as sp
 
-from codegen.ir import Let, Update
+from codegen.ir import Let, NestPlan, Update
 from derive.indexing import CeilDiv, isym
 from derive.kernelspec import KernelSpec, Nest
 
@@ -134,8 +134,17 @@ def cond_ready(cond, bound_vars):
     return {str(x) for x in cond.indices} <= set(bound_vars)
 
 
-def expanded_loops(nest: Nest, fixed: dict) -> tuple[str, ...]:
-    """Loops replaced by the compiled-in connection table (only its present pairs)."""
-    if nest.cond is None or fixed.get("table") is None:
-        return ()
-    return tuple(str(x) for x in nest.cond.indices)
+def bounds(plan: NestPlan, var: str) -> tuple[sp.Expr, sp.Expr]:
+    """``[lo, hi)`` of loop ``var`` of ``plan``: ``[0, trips)`` for a loop a pass made,
+    else its clipped range with the single-trip loops substituted, folded to a constant
+    where it takes one value over the constant ranges."""
+    if var in plan.made:
+        return sp.Integer(0), sp.Integer(plan.made[var])
+    lo, hi = clip_range(plan.spec, plan.nest, var, plan.env)
+    return tuple(constant_over(b.subs(plan.point), plan.ranges) for b in (lo, hi))
+
+
+def whole(plan: NestPlan, var: str) -> bool:
+    """Loop ``var`` runs a constant range from 0 that clipping does not restrict."""
+    r = plan.ranges.get(isym(var))
+    return r is not None and r.start == 0 and bounds(plan, var) == (0, r.stop)

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import sympy as sp
 
-from derive.kernelspec import KernelSpec
+from derive.kernelspec import KernelSpec, Nest
 
 
 @dataclass(frozen=True)
@@ -113,6 +113,40 @@ class Function:
     spec: KernelSpec
     fixed: tuple
     body: tuple
+
+
+@dataclass(frozen=True)
+class NestPlan:
+    """One spec nest on its way to a tree: named loops (outer first) around one body.
+
+    The nest passes (:data:`codegen.lower_c.SCHEDULE`) rewrite a plan;
+    :func:`codegen.lower_c.build` turns it into nodes. ``spec`` and ``nest`` are the
+    kernel spec and its :class:`~derive.kernelspec.Nest` (clipping, taps); ``env`` maps
+    fixed sizes to values; ``table`` holds the rows of a compiled-in connection table.
+
+    Attributes the passes rewrite: ``loops`` (names, outer first), ``body`` (updates and
+    lets), ``ranges`` (constant ranges by loop symbol), ``made`` (trip count, from 0, of
+    each loop a pass made), ``point`` (values of the loops removed as single trips),
+    ``cond`` (the mask entry guarding the body, or None), ``expand`` (the loops the
+    table's connected pairs replace), ``work`` (innermost iterations of one parallel
+    region), ``parallel`` (the loop run on threads, or None) and ``accumulate`` (the
+    outermost loop summed in scalar accumulators, or None).
+    """
+
+    spec: KernelSpec
+    nest: Nest
+    env: dict
+    table: tuple | None
+    loops: tuple
+    body: tuple
+    ranges: dict
+    made: dict = dataclasses.field(default_factory=dict)
+    point: dict = dataclasses.field(default_factory=dict)
+    cond: sp.Expr | None = None
+    expand: tuple = ()
+    work: sp.Expr = sp.Integer(0)
+    parallel: str | None = None
+    accumulate: str | None = None
 
 
 def loop_vars(node) -> list[str]:

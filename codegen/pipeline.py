@@ -19,9 +19,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from codegen import lenet5_step, printers, render
-from codegen.lower_c import lower_c
+from codegen.lower_c import for_dialect, lower_c
 from codegen.lower_numpy import lower_numpy
-from codegen.passes.simd import simd_lengths
 from derive import core, proofs
 from derive import lenet5 as lenet5_spec
 from derive.kernels import load_table
@@ -217,7 +216,7 @@ def c_functions(table: dict[str, KernelSpec]) -> list[dict]:
         fn = lower_c(spec, dict(fixed or ()))
         for dialect in printers.DIALECTS:
             printer = printers.CPrinter(dialect)
-            body = simd_lengths(fn.body, dialect.vector_lanes)
+            body = for_dialect(fn, dialect.vector_lanes).body
             args = render.c_args(spec, fn.body, dialect)
             what = f"{spec.name} at LeNet-5 layer {layer}'s sizes" if layer else spec.name
             out.append(

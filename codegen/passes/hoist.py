@@ -1,22 +1,32 @@
-"""Loop interchange over the pairs of a compiled-in connection table."""
+"""Loop interchange: one parallel region over every pair of a compiled-in table (a nest pass)."""
 
 from __future__ import annotations
 
-from codegen.analysis import clip_range, constant_over, writes_disjoint
+import dataclasses
+
+from codegen.analysis import bounds, writes_disjoint
 from derive.indexing import isym
 
 
-def hoist_over_pairs(spec, nest, loops, expand, env, ranges):
+def hoist_over_pairs(plan):
     """Put the first parallel loop with constant bounds outside the table's (out, in) pairs.
 
-    C3's filter gradient loops over pairs first (``dw[k, c, u, v]``): with the parallel
-    loop inside them every pair was a parallel region of its own (60 thread wake-ups
-    and barriers per call); hoisting ``u`` gives one region running every pair.
+    A nest whose outermost loops are the expanded pairs (a filter gradient
+    ``dw[k, c, u, v]`` loops over pairs first) would have its parallel loop inside
+    every pair: one parallel region, with its thread wake-up and barrier, per pair.
+    Moved outside them, one region runs every pair; its work is multiplied by the
+    number of pairs. Applies when the nest starts with the expanded loops and a later
+    loop writes disjoint outputs over a constant range.
     """
-    for var in loops[len(expand) :]:
-        if not writes_disjoint(nest, var) or isym(var) not in ranges:
+    expand = plan.expand
+    if not expand or plan.loops[: len(expand)] != expand:
+        return plan
+    for var in plan.loops[len(expand) :]:
+        if not writes_disjoint(plan.nest, var) or isym(var) not in plan.ranges:
             continue
-        lo, hi = (constant_over(b, ranges) for b in clip_range(spec, nest, var, env))
+        lo, hi = bounds(plan, var)
         if lo.is_Integer and hi.is_Integer:
-            return [var] + [x for x in loops if x != var]
-    return loops
+            loops = (var,) + tuple(x for x in plan.loops if x != var)
+            pairs = sum(len(cs) for cs in plan.table)
+            return dataclasses.replace(plan, loops=loops, work=plan.work * pairs)
+    return plan

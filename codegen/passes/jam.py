@@ -1,51 +1,55 @@
-"""Unroll-and-jam of the loops around an innermost specialized loop."""
+"""Unroll-and-jam of the loop around the innermost loop of a specialized nest (two nest passes).
+
+:func:`jam_reduction` applies when the innermost loop does not index the output,
+:func:`jam_sum` when it does, so at most one of them changes a nest, and neither
+changes the innermost loop: their order in the schedule does not matter.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+
 import sympy as sp
 
-from codegen.analysis import clip_range, constant_over, reducible
-from codegen.ir import Update
+from codegen.analysis import reducible, whole
+from codegen.ir import NestPlan, Update
 from derive.indexing import isym
 
-#: Independent accumulators an unroll-and-jam aims for: one simd FMA chain has a latency
-#: of ~4 cycles, so a dot product with a single accumulator runs at a quarter of the
-#: FMA throughput; 4 chains (sharing the loads that do not depend on the jammed loop) fill it.
+#: Independent accumulators an unroll-and-jam aims for: a dot product with a single
+#: accumulator is one chain of dependent simd FMAs, bound by the FMA latency; a few
+#: chains (sharing the loads that do not depend on the jammed loop) keep the FMA units
+#: busy.
 JAM = 4
 
 
-def jam(spec, nest, loops, body, ranges, env, expand):
-    """Unroll-and-jam the loop just outside a specialized innermost reduction.
+def jam_reduction(plan: NestPlan) -> NestPlan:
+    """Jam the loop just outside an innermost reduction into independent accumulators.
 
-    ``y[n, o] += sum_i w[o, i] * x[n, i]`` with ``o`` jammed by 4 becomes four
-    accumulators in one simd loop over ``i`` (``x[n, i]`` loaded once for all four):
-    four independent FMA chains instead of one latency-bound chain. The jammed loop
-    steps over blocks ``o4`` of :data:`JAM` values (or all of them when it has at most
-    8 iterations, e.g. a 5-tap kernel row); it must not be the first (parallel) loop.
-
-    Returns (loops, body, {jammed loop name: trip count}).
+    ``y[n, o] += sum_i w[o, i] * x[n, i]`` with ``o`` jammed by 4 becomes four updates
+    per iteration of ``i`` (``x[n, i]`` read once for all four), which the accumulate
+    pass turns into four independent accumulators of one simd loop. The jammed loop
+    steps over blocks ``o4`` of :data:`JAM` values (or is unrolled whole when it has
+    at most 8 iterations); it must not be the first (parallel) loop nor an expanded one,
+    and must run a whole constant range from 0.
     """
+    loops, body = list(plan.loops), plan.body
     lhs_vars = {x for u in body if isinstance(u, Update) for x in u.lhs.free_symbols}
     r = len(loops)
     while r > 0 and isym(loops[r - 1]) not in lhs_vars:
         r -= 1
-    if r < 2 or r == len(loops) or loops[r - 1] in expand:
-        return loops, body, {}
+    if r < 2 or r == len(loops) or loops[r - 1] in plan.expand:
+        return plan
     if not all(isinstance(u, Update) for u in body):  # cse temporaries: keep it simple
-        return loops, body, {}
+        return plan
     if not reducible(body, {isym(x) for x in loops[r:]}):
-        return loops, body, {}
+        return plan
     var = loops[r - 1]
-    rng = ranges.get(isym(var))
-    if rng is None or rng.start != 0:
-        return loops, body, {}
-    bounds = clip_range(spec, nest, var, env) if var in nest.loops else (0, rng.stop)
-    if tuple(constant_over(b, ranges) for b in bounds) != (0, rng.stop):
-        return loops, body, {}
-    trips = len(rng)
+    if not whole(plan, var):
+        return plan
+    trips = len(plan.ranges[isym(var)])
     block = trips if trips <= 8 else JAM if trips % JAM == 0 else None
     if block is None or block < 2:
-        return loops, body, {}
+        return plan
     name = f"{var}{block}"
     # A loop jammed whole leaves no block loop: its copies are the constants 0..trips-1.
     start = isym(name) * block if block < trips else sp.Integer(0)
@@ -56,33 +60,42 @@ def jam(spec, nest, loops, body, ranges, env, expand):
         for u in body
     )
     if block == trips:
-        return loops[: r - 1] + loops[r:], copies, {}
-    return loops[: r - 1] + [name] + loops[r:], copies, {name: trips // block}
+        return dataclasses.replace(plan, loops=tuple(loops[: r - 1] + loops[r:]), body=copies)
+    return dataclasses.replace(
+        plan,
+        loops=tuple(loops[: r - 1] + [name] + loops[r:]),
+        body=copies,
+        made={**plan.made, name: trips // block},
+    )
 
 
-def sum_jam(spec, nest, loops, body, ranges, env, expand):
+def jam_sum(plan: NestPlan) -> NestPlan:
     """Unroll by :data:`JAM` the loop around an innermost loop along the output, into one sum.
 
-    F6's data gradient ``dx[n, i] += dy[n, o] w[o, i]`` runs ``o`` around the simd loop
-    over ``i``: every ``o`` reads and writes the whole row ``dx[n, :]``. Stepping ``o``
-    by 4 with the 4 products summed in one update reads and writes it once per 4. The
-    loop must not index the output, nor be the first (parallel) loop, and must run a
-    constant multiple of JAM trips from 0 that clipping leaves whole.
-
-    Returns (loops, body, {unrolled loop name: trip count}).
+    ``dx[n, i] += dy[n, o] w[o, i]`` with ``o`` around the simd loop over ``i``: every
+    ``o`` reads and writes the whole row ``dx[n, :]``. Stepping ``o`` by 4 with the 4
+    products summed in one update reads and writes it once per 4. The loop must be one
+    of the spec's, not index the output, not be the first (parallel) loop, and run a
+    whole constant range from 0 of a multiple of JAM trips (more than JAM).
     """
+    loops, body = list(plan.loops), plan.body
     if len(loops) < 3 or not all(isinstance(u, Update) and u.op == "+=" for u in body):
-        return loops, body, {}
+        return plan
     var, inner = loops[-2], loops[-1]
     lhs_vars = {x for u in body for x in u.lhs.free_symbols}
-    if isym(var) in lhs_vars or isym(inner) not in lhs_vars or var not in nest.loops:
-        return loops, body, {}
-    rng = ranges.get(isym(var))
-    if var in expand or rng is None or rng.start != 0 or len(rng) % JAM or len(rng) == JAM:
-        return loops, body, {}
-    if tuple(constant_over(b, ranges) for b in clip_range(spec, nest, var, env)) != (0, rng.stop):
-        return loops, body, {}
+    if isym(var) in lhs_vars or isym(inner) not in lhs_vars or var not in plan.nest.loops:
+        return plan
+    if var in plan.expand or not whole(plan, var):
+        return plan
+    trips = len(plan.ranges[isym(var)])
+    if trips % JAM or trips == JAM:
+        return plan
     name = f"{var}{JAM}"
     steps = [{isym(var): JAM * isym(name) + t} for t in range(JAM)]
     body = tuple(Update(u.lhs, "+=", sp.Add(*[u.rhs.xreplace(s) for s in steps])) for u in body)
-    return loops[:-2] + [name, inner], body, {name: len(rng) // JAM}
+    return dataclasses.replace(
+        plan,
+        loops=tuple(loops[:-2] + [name, inner]),
+        body=body,
+        made={**plan.made, name: trips // JAM},
+    )

@@ -1,15 +1,18 @@
-"""Parallelization: which loops run on OpenMP threads, and under which conditions.
+"""Parallelization: which loop of a nest runs on OpenMP threads, and under which conditions.
 
-A nest's parallel loop (see :func:`codegen.lower_c.lower_c`) runs on threads only
-when its ``work`` pays for waking them; :func:`threads` turns each parallel loop of
-a tree into a :class:`~codegen.ir.Threads` annotation the printer renders.
+Two nest passes, :func:`measure_work` and :func:`parallelize`, choose the loop; the
+tree pass :func:`threads` turns each parallel loop into a :class:`~codegen.ir.Threads`
+annotation that the printer renders.
 """
 
 from __future__ import annotations
 
 import dataclasses
 
-from codegen.ir import Loop, Threads, transform, walk
+import sympy as sp
+
+from codegen.analysis import trips, writes_disjoint
+from codegen.ir import Loop, NestPlan, Threads, transform, walk
 
 #: Innermost iterations below which a parallel region costs more than it saves: the
 #: iterations are simd-vectorized and cheap, while waking a sleeping (passive) OpenMP
@@ -25,6 +28,34 @@ SERIAL_COPY_WORK = 1 << 14
 #: (a multiple of every vector width) put every element in the same place of the same
 #: chunk on any number of threads.
 ELEMENTWISE_CHUNK = 1024
+
+
+def measure_work(plan: NestPlan) -> NestPlan:
+    """Record the work of the nest's parallel region: innermost iterations of one run.
+
+    The product of the trip counts of the loops from the first one the table does not
+    expand inwards (expanded pairs outside it are separate regions). Run after the
+    passes that remove loops (single trips, unrolled taps: their iterations are part of
+    the body) and before jamming, which regroups iterations without changing the work.
+    """
+    loops = plan.loops
+    inside = loops[next((n for n, x in enumerate(loops) if x not in plan.expand), len(loops)) :]
+    work = sp.Mul(*[plan.made.get(x) or trips(plan.spec, x) for x in inside]).subs(plan.env)
+    return dataclasses.replace(plan, work=work)
+
+
+def parallelize(plan: NestPlan) -> NestPlan:
+    """Mark the nest's first loop outside the expanded table as its parallel loop.
+
+    Applies when every statement writes at that loop's bare index (the iterations write
+    disjoint outputs) and the work is not a constant below :data:`PARALLEL_WORK`.
+    """
+    var = next((x for x in plan.loops if x not in plan.expand), None)
+    if var is None or not writes_disjoint(plan.nest, var) or plan.work == 0:
+        return plan
+    if plan.work.is_Integer and plan.work < PARALLEL_WORK:
+        return plan
+    return dataclasses.replace(plan, parallel=var)
 
 
 def threads(nodes) -> tuple:

@@ -9,11 +9,14 @@ import sympy as sp
 from codegen.ir import Block, Let, Loop, Update, subs_nodes
 
 
-def expand_pairs(spec, nest, fixed, inner):
-    """Emit the inner nest once per connected (out, in) pair of the table."""
-    out_var, in_var = nest.cond.indices
-    rows = fixed["table"]
-    template = inner()
+def expand_pairs(template: tuple, out_var, in_var, rows) -> tuple:
+    """The nodes ``template`` once per connected pair of a table, then merged.
+
+    ``rows[k]`` lists the inputs ``c`` connected to output ``k``; each copy has
+    ``out_var, in_var`` replaced by ``k, c``. Consecutive copies that accumulate into
+    the same elements, or whose reductions multiply by the same read, are merged
+    (:func:`_merge_same_targets`, :func:`_merge_shared_reads`).
+    """
     pairs = [
         subs_nodes(template, {out_var: sp.Integer(k), in_var: sp.Integer(c)})
         for k, cs in enumerate(rows)
