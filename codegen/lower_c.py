@@ -33,7 +33,7 @@ from codegen.passes.fusion import fuse_contiguous
 from codegen.passes.hoist import hoist_over_pairs
 from codegen.passes.jam import jam_reduction, jam_sum
 from codegen.passes.parallel import measure_work, parallelize, threads
-from codegen.passes.rowpad import row_padded
+from codegen.passes.rowpad import row_padded, sample_local
 from codegen.passes.simd import simd_lengths
 from codegen.passes.table import expand_pairs
 from codegen.passes.unroll import single_trip, unroll_taps
@@ -69,7 +69,7 @@ SCHEDULE = {
             parallelize,
             accumulate,
         ),
-        tree=(row_padded, threads),
+        tree=(row_padded, sample_local, threads),
         dialect=(simd_lengths,),
     ),
 }

@@ -1,4 +1,4 @@
-"""Row padding: narrow output planes computed over the input's row pitch."""
+"""Row padding (tree passes): narrow output planes computed over the input's row pitch."""
 
 from __future__ import annotations
 
@@ -7,48 +7,61 @@ import dataclasses
 import sympy as sp
 
 from codegen.analysis import flat_offset
-from codegen.ir import Block, If, Loop, Scratch, Update, map_exprs, node_exprs, walk
+from codegen.ir import Block, Loop, Scratch, Update, map_exprs, node_exprs, transform, walk
 from derive.indexing import isym
 
 
-def row_padded(nodes):
+def row_padded(nodes) -> tuple:
     """Compute narrow output planes over the input's row pitch, so one loop vectorizes.
 
-    C3 forward: ``y[.., i, j] += sum w * x[.., i + u, j + v]`` with 10-wide rows of ``y``
-    but 14-wide rows of ``x``; a 10-iteration ``j`` loop vectorizes badly. With
-    ``q = 14 i + j`` every read is ``x[base + q]``: a scratch row ``t[q]`` over
-    ``q < 14 (I - 1) + J`` is one contiguous, vectorizable loop (the ``j >= J`` columns
+    ``y[.., i, j] += sum w * x[.., i + u, j + v]`` where rows of ``y`` are ``J`` wide but
+    rows of ``x`` are ``P > J`` wide: a ``J``-iteration ``j`` loop vectorizes badly. With
+    ``q = P i + j`` every read is ``x[base + q]``: a scratch row ``t[q]`` over
+    ``q < P (I - 1) + J`` is one contiguous, vectorizable loop (the ``j >= J`` columns
     are computed and dropped; every read stays between the first and the last element a
-    real output reads, so nothing out of bounds), then ``y[.., i, j] += t[14 i + j]``.
-    Applies to a loop pair ``i, j`` whose body is one ``+=`` with constant bounds from 0.
-    A parallel loop over the samples whose body fills such rows reads its sample through
-    a local copy (:func:`_sample_local`).
+    real output reads, so nothing out of bounds), then ``y[.., i, j] += t[P i + j]``.
+
+    Top-down, the first of three forms that applies to a loop replaces it (the loops
+    inside it are then left as they are):
+
+    * gather (:func:`_pad_pair`): a loop pair ``i, j`` over constant ranges from 0
+      around one ``+=`` whose reads all have one row pitch wider than the output's;
+    * reduction (:func:`_pad_reduction`): the same pair as an accumulator reduction
+      that reads one narrow plane;
+    * scatter (:func:`_pad_scatter`): a loop around pairs that add narrow planes into
+      a wider one.
     """
-    out = []
-    for node in nodes:
-        if isinstance(node, Loop | Block | If):
-            padded = None
-            if isinstance(node, Loop):
-                padded = _pad_pair(node) or _pad_reduction(node) or _pad_scatter(node)
-            if padded is not None:
-                out.append(padded)
-                continue
-            body = row_padded(node.body)
-            if isinstance(node, Loop):
-                node = _sample_local(dataclasses.replace(node, body=body))
-            else:
-                node = Block(body) if isinstance(node, Block) else If(node.cond, body)
-        out.append(node)
-    return tuple(out)
+
+    def pad(node):
+        if not isinstance(node, Loop):
+            return None
+        return _pad_pair(node) or _pad_reduction(node) or _pad_scatter(node)
+
+    return transform(nodes, before=pad)
+
+
+def sample_local(nodes) -> tuple:
+    """Parallel loops whose row-padded fills read ``x[n, ...]`` read a local copy instead.
+
+    ``x_n[c, r, s] = x[n, c, r, s]`` is copied once per iteration of the parallel loop
+    ``n`` (one contiguous loop); every tap of a fill loop (:func:`_pad_pair`) is then a
+    constant offset from one local address, where taps at ``x + (stride of n) * n +
+    offset`` each keep a pointer register live, which the compiler spills along with
+    the weights. Applies to an array every read of which, inside the loop, is at the
+    loop's index.
+    """
+    return transform(
+        nodes, after=lambda node: _sample_local(node) if isinstance(node, Loop) else node
+    )
 
 
 def _pad_pair(outer):
     """The gather form of :func:`row_padded`: ``Block(t, fill loops, add loop)``.
 
-    The scratch row is filled by one loop per input plane the sum reads (C3: one per
-    connected (output, input) map pair): each loop's 25 weights are invariants the
-    compiler keeps in registers, where one loop over all 75-150 taps of a map (or all
-    16 maps) spilled them and re-read each from the stack at every use.
+    The scratch row is filled by one loop per input plane the sum reads (after table
+    expansion, one per connected pair): each loop's filter taps are invariants the
+    compiler keeps in registers, where one loop over the taps of every plane would
+    spill them and re-read each from the stack at every use.
     """
     if outer.parallel or outer.reduction or len(outer.body) != 1:
         return None
@@ -121,14 +134,7 @@ def _fill_reads(loop) -> set:
 
 
 def _sample_local(loop):
-    """A parallel loop over samples whose padded rows read ``x[n, ...]`` reads a local copy.
-
-    ``x_n[c, r, s] = x[n, c, r, s]`` is copied once per sample (a contiguous loop); every
-    tap of a fill loop is then a constant offset from one stack address, where taps at
-    ``x + 1176 n + offset`` kept a pointer register per tap live and spilled them along
-    with the weights (C3 forward at batch 64, hand-written C: the per-connection fills
-    alone took 0.75x the time of one fill loop for all maps, with the copy 0.5x).
-    """
+    """One loop with :func:`sample_local` applied (unchanged unless parallel)."""
     if not loop.parallel:
         return loop
     for base in sorted(_fill_reads(loop), key=str):
@@ -161,10 +167,10 @@ def _rebased(expr, base, local):
 
 
 def _pad_reduction(outer):
-    """The reduction form of :func:`row_padded` (C3's filter gradient).
+    """The reduction form of :func:`row_padded` (a filter gradient).
 
-    ``acc_v += dy[.., i, j] * x[.., i + u, j + v]`` over ``i, j``: ``dy`` (pitch 10) is
-    copied into a zeroed scratch at the pitch of ``x`` (14), then one contiguous simd
+    ``acc_v += dy[.., i, j] * x[.., i + u, j + v]`` over ``i, j``: ``dy`` (pitch ``J``) is
+    copied into a zeroed scratch at the pitch ``P`` of ``x``, then one contiguous simd
     loop ``acc_v += t[q] * x[base + q]`` covers the plane; the padding columns of ``t``
     are zero, so they add nothing (reads of ``x`` stay inside the real window's span).
     """
@@ -237,11 +243,11 @@ def _scatter_pair(node):
 
 
 def _pad_scatter(loop):
-    """The scatter form of :func:`row_padded` (C3's data gradient), hoisted to ``loop``.
+    """The scatter form of :func:`row_padded` (a data gradient), hoisted to ``loop``.
 
     ``dx[.., i + u, j + v] += sum_k dy[.., k, i, j] * w[k, .., u, v]``: ``dx`` has pitch
-    14, ``dy`` pitch 10. Each ``dy`` plane the nests under ``loop`` read is copied once
-    per ``loop`` iteration into a zeroed scratch at pitch 14; every ``i, j`` pair then
+    ``P``, ``dy`` pitch ``J < P``. Each ``dy`` plane the nests under ``loop`` read is copied
+    once per ``loop`` iteration into a zeroed scratch at pitch ``P``; every ``i, j`` pair then
     becomes one contiguous loop over ``q``. The padding columns add exact zeros to
     elements inside the span the real updates write.
     """
@@ -291,32 +297,9 @@ def _pad_scatter(loop):
         lhs = update.lhs.xreplace({outer.var: sp.Integer(0), inner.var: q})
         return Loop(q, sp.Integer(0), sp.Integer(size), (Update(lhs, "+=", rhs),))
 
-    def rewrite(nodes):
-        out = []
-        for node in nodes:
-            pair = _scatter_pair(node)
-            if pair is not None:
-                out.append(padded(*pair[:3]))
-            elif isinstance(node, Loop):
-                out.append(
-                    Loop(
-                        node.var,
-                        node.lo,
-                        node.hi,
-                        rewrite(node.body),
-                        node.parallel,
-                        node.work,
-                        node.reduction,
-                    )
-                )
-            elif isinstance(node, Block):
-                out.append(Block(rewrite(node.body)))
-            elif isinstance(node, If):
-                out.append(If(node.cond, rewrite(node.body)))
-            else:
-                out.append(node)
-        return tuple(out)
+    def rewrite(node):
+        pair = _scatter_pair(node)
+        return padded(*pair[:3]) if pair is not None else None
 
     scratch = (Scratch(sp.Symbol("t"), total), zero, *copies)
-    body = (Block(scratch + rewrite(loop.body)),)
-    return Loop(loop.var, loop.lo, loop.hi, body, loop.parallel, loop.work, loop.reduction)
+    return dataclasses.replace(loop, body=(Block(scratch + transform(loop.body, before=rewrite)),))

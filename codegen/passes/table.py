@@ -1,4 +1,5 @@
-"""Table expansion: one copy of a nest per connected (out, in) pair, then merged."""
+"""Table expansion (used by :func:`codegen.lower_c.build`): one copy of the loops inside a
+compiled-in connection table per connected (out, in) pair, then merged."""
 
 from __future__ import annotations
 
@@ -26,13 +27,13 @@ def expand_pairs(template: tuple, out_var, in_var, rows) -> tuple:
     return tuple(node for nodes in _merge_shared_reads(merged) for node in nodes)
 
 
-#: Accumulators one merged reduction may carry: AVX-512 has 32 vector registers, the
-#: shared read and a product take two.
+#: Accumulators one merged reduction may carry: each is a vector register, of the 32 of
+#: AVX-512; the shared read and a product take two more.
 MAX_ACCUMULATORS = 30
 
 
 def _reduction(nodes):
-    """(accumulators, loop chain, innermost loop, stores) of an :func:`accumulate` block."""
+    """(accumulator lets, loop chain, stores) of an accumulator block, else None."""
     if len(nodes) != 1 or not isinstance(nodes[0], Block):
         return None
     body = nodes[0].body
@@ -60,10 +61,12 @@ def _shared_reads(found):
 def _merge_shared_reads(nests):
     """Consecutive reductions that multiply by the same read, merged into one.
 
-    C3's filter gradient ``dw[k, c, u, v] = sum dy[n, k, i, j] x[n, c, i + u, j + v]``:
-    the 3 to 6 input maps ``c`` of output map ``k`` share the plane ``dy[n, k]``; one
-    reduction over it with 5 accumulators per map reads (and row-pads) that plane once
-    instead of once per map. At most :data:`MAX_ACCUMULATORS` accumulators per merge.
+    A filter gradient ``dw[k, c, u, v] = sum dy[n, k, i, j] x[n, c, i + u, j + v]``: the
+    input maps ``c`` connected to output map ``k`` share the plane ``dy[n, k]``; one
+    reduction over it with the accumulators of every such map reads (and row-pads) that
+    plane once instead of once per map. Applies to consecutive accumulator blocks
+    (:func:`~codegen.passes.accumulate.accumulated`) with the same loops, at most
+    :data:`MAX_ACCUMULATORS` accumulators per merge.
     """
     out, run = [], []
 
@@ -128,8 +131,7 @@ def _summed(a, b):
     out = []
     for x, y in zip(a, b, strict=True):
         if isinstance(x, Loop):
-            body = _summed(x.body, y.body)
-            out.append(Loop(x.var, x.lo, x.hi, body, x.parallel, x.work, x.reduction))
+            out.append(dataclasses.replace(x, body=_summed(x.body, y.body)))
         else:
             out.append(Update(x.lhs, "+=", x.rhs + y.rhs))
     return tuple(out)
@@ -138,10 +140,11 @@ def _summed(a, b):
 def _merge_same_targets(pairs):
     """Nests of table pairs that accumulate into the same elements, merged into one.
 
-    C3 forward: the 3 to 6 input maps of output map ``k`` add into the same
-    ``y[n, k, i, j]``; one nest summing all their taps reads and writes ``y`` once
-    instead of once per pair (backward_data likewise over the output maps of ``dx[n, c]``).
-    Nests of any other form (accumulator blocks, cse temporaries) are kept as they are.
+    A forward convolution: the input maps connected to output map ``k`` add into the
+    same ``y[n, k, i, j]``; one nest summing all their taps reads and writes ``y`` once
+    instead of once per pair (a data gradient likewise over the output maps of
+    ``dx[n, c]``). Applies to plain ``+=`` nests with the same loops and targets; nests
+    of any other form (accumulator blocks, cse temporaries) are kept as they are.
     """
     merged, order = {}, []
     for nodes in pairs:
