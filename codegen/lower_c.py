@@ -75,15 +75,20 @@ SCHEDULE = {
 }
 
 
-def lower_c(spec: KernelSpec, fixed: dict | None = None, name: str | None = None) -> Function:
-    """Lower ``spec`` to a scalar C loop nest, through the target's nest and tree passes.
+def lower_c(
+    spec: KernelSpec,
+    fixed: dict | None = None,
+    name: str | None = None,
+    schedule: Schedule | None = None,
+) -> Function:
+    """Lower ``spec`` to a scalar C loop nest, through the nest and tree passes of ``schedule``.
 
     ``fixed`` maps size/param names to ints (and ``"table"`` to a tuple of rows of
     connected input maps, or None) for a specialization; the batch size stays a
-    runtime argument.
+    runtime argument. ``schedule`` defaults to the target's in :data:`SCHEDULE`.
     """
     fixed = dict(fixed or {})
-    schedule = SCHEDULE["specialized" if fixed else "generic"]
+    schedule = schedule or SCHEDULE["specialized" if fixed else "generic"]
     env = size_env(spec, fixed)
     body = ()
     for nest in spec.nests:
