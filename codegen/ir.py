@@ -1,11 +1,12 @@
 """The loop IR the lowerings build and the passes transform, with one generic walk.
 
 Nodes are frozen dataclasses: :class:`Loop`, :class:`Block` (a scope), :class:`If`
-(a mask entry), :class:`Let` (a scalar local), :class:`Scratch` (a local array),
-:class:`Update` (``lhs op rhs``) and :class:`Function` (a lowered kernel). A pass is
-a function from a tuple of nodes to a tuple of nodes; :func:`walk` visits every node,
-:func:`transform` rebuilds a tree top-down and :func:`map_exprs` rewrites the
-expressions every node holds.
+(a mask entry), :class:`Pairs` (the pairs of a compiled-in table), :class:`Let` (a
+scalar local), :class:`Scratch` (a local array), :class:`Update` (``lhs op rhs``) and
+:class:`Function` (a lowered kernel). A tree pass is a function from a tuple of nodes
+to a tuple of nodes; :func:`walk` visits every node, :func:`transform` rebuilds a tree
+top-down and :func:`map_exprs` rewrites the expressions every node holds. Before the
+tree, a spec nest is a :class:`NestPlan` that the nest passes rewrite.
 
 Examples
 --------
@@ -79,6 +80,20 @@ class If:
 
 
 @dataclass(frozen=True)
+class Pairs:
+    """``body`` once per connected pair of a compiled-in table.
+
+    ``out_var, in_var`` take the values ``k, c`` for every ``c`` in ``rows[k]``. Lowering
+    places it; :func:`codegen.passes.table.expand_pairs` replaces it by the copies.
+    """
+
+    out_var: sp.Symbol
+    in_var: sp.Symbol
+    rows: tuple
+    body: tuple
+
+
+@dataclass(frozen=True)
 class Let:
     """A scalar local ``var = value`` (integer bounds, a cse temporary, an accumulator)."""
 
@@ -103,6 +118,10 @@ class Update:
     lhs: sp.Expr
     op: str
     rhs: sp.Expr
+
+
+#: The nodes with a body of nodes.
+CONTAINERS = (Loop, If, Block, Pairs)
 
 
 @dataclass(frozen=True)
@@ -157,10 +176,10 @@ def loop_vars(node) -> list[str]:
     ['i', 'j']
     """
     out = []
-    while isinstance(node, Loop | If | Block):
+    while isinstance(node, CONTAINERS):
         if isinstance(node, Loop):
             out.append(str(node.var))
-        node = next((b for b in node.body if isinstance(b, Loop | If | Block)), None)
+        node = next((b for b in node.body if isinstance(b, CONTAINERS)), None)
     return out
 
 
@@ -168,7 +187,7 @@ def walk(nodes):
     """Every node of a body, depth first."""
     for node in nodes:
         yield node
-        if isinstance(node, Loop | If | Block):
+        if isinstance(node, CONTAINERS):
             yield from walk(node.body)
 
 
@@ -224,7 +243,7 @@ def transform(nodes, before=None, after=None) -> tuple:
     for node in nodes:
         new = before(node) if before is not None else None
         if new is None:
-            if isinstance(node, Loop | If | Block):
+            if isinstance(node, CONTAINERS):
                 node = dataclasses.replace(node, body=transform(node.body, before, after))
             new = after(node) if after is not None else node
         out += new if isinstance(new, tuple) else (new,)

@@ -4,7 +4,8 @@ Each spec nest becomes a :class:`~codegen.ir.NestPlan` (its loops in spec order
 around its statements), the nest passes of the target's :data:`SCHEDULE` rewrite
 the plan, :func:`build` turns it into a tree (one :class:`~codegen.ir.Loop` per
 remaining loop, an :class:`~codegen.ir.If` for the connection table, accumulators
-and expanded table pairs where the plan says), and the tree passes finish it. With
+and the compiled-in table's :class:`~codegen.ir.Pairs` where the plan says), and the
+tree passes finish it. With
 ``fixed`` sizes (a specialization) the bounds are constants and the connection
 table is compiled in (absent pairs produce no code).
 
@@ -27,7 +28,7 @@ from typing import NamedTuple
 import sympy as sp
 
 from codegen.analysis import bounds, cond_ready, shaped_arrays, size_env
-from codegen.ir import Function, If, Loop, NestPlan, Update
+from codegen.ir import Function, If, Loop, NestPlan, Pairs, Update
 from codegen.passes.accumulate import accumulate, accumulated
 from codegen.passes.fusion import fuse_contiguous
 from codegen.passes.hoist import hoist_over_pairs
@@ -69,7 +70,7 @@ SCHEDULE = {
             parallelize,
             accumulate,
         ),
-        tree=(row_padded, sample_local, threads),
+        tree=(expand_pairs, row_padded, sample_local, threads),
         dialect=(simd_lengths,),
     ),
 }
@@ -143,8 +144,8 @@ def build(plan: NestPlan) -> tuple:
     """The loop tree of a plan, outer loop first.
 
     Each loop gets its (clipped) bounds; the mask's :class:`~codegen.ir.If` goes just
-    inside the loop that completes its indices; the expanded loops become one copy of
-    the loops inside them per connected pair (:func:`~codegen.passes.table.expand_pairs`);
+    inside the loop that completes its indices; the expanded loops become a
+    :class:`~codegen.ir.Pairs` around the loops inside them;
     from ``plan.accumulate`` inwards the loops sum in accumulators
     (:func:`~codegen.passes.accumulate.accumulated`); ``plan.parallel`` is marked.
     """
@@ -158,7 +159,7 @@ def _build(plan: NestPlan, loops: list, done: list) -> tuple:
     if var in plan.expand:
         rest = [x for x in loops if x not in plan.expand]
         out_var, in_var = plan.nest.cond.indices
-        return expand_pairs(_build(plan, rest, done), out_var, in_var, plan.table)
+        return (Pairs(out_var, in_var, plan.table, _build(plan, rest, done)),)
     if var == plan.accumulate:
         return accumulated(_plain(plan, loops))
     lo, hi = bounds(plan, var)

@@ -208,8 +208,10 @@ class CPrinter(C99CodePrinter):
                 const = "" if node.mutable else "const "
                 value = self._print(node.value)
                 lines.append(f"{pad}{const}{ctype} {self._print(node.var)} = {value};")
-            else:
+            elif isinstance(node, ir.Update):
                 lines.append(f"{pad}{self.update(node)}")
+            else:
+                raise UnsupportedNode(f"CPrinter cannot print statement {type(node).__name__}")
         return lines
 
     def _loop(self, loop: ir.Loop, indent: int, threads: bool = True) -> list[str]:

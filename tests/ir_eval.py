@@ -2,8 +2,9 @@
 
 It runs a lowered body the way the C printer's text runs it, serially: every
 :class:`~codegen.ir.Loop` in order (annotations ignored), scopes, scratch arrays,
-lets, masks and updates. Arrays are flat Python lists of exact numbers (ints or
-fractions) addressed by the row-major offset of an access, like the C code; a read
+lets, masks and updates, and a table's :class:`~codegen.ir.Pairs` before expansion.
+Arrays are flat Python lists of exact numbers (ints or fractions) addressed by the
+row-major offset of an access, like the C code; a read
 outside an array or of an element nothing has written yet raises :class:`IRFault`,
 so a pass that reads padding it did not zero, or writes past a row, fails loudly.
 
@@ -26,7 +27,7 @@ from fractions import Fraction
 
 import sympy as sp
 
-from codegen.ir import Block, If, Let, Loop, Scratch, Update
+from codegen.ir import Block, If, Let, Loop, Pairs, Scratch, Update
 from derive.indexing import CeilDiv, FloorDiv
 
 
@@ -55,6 +56,11 @@ def _exec(node, env, memory):
         lo, hi = _value(node.lo, env, memory), _value(node.hi, env, memory)
         for value in range(lo, hi):
             _scope(node.body, env.new_child({node.var.name: value}), memory)
+    elif isinstance(node, Pairs):
+        for k, cs in enumerate(node.rows):
+            for c in sorted(cs):
+                pair = {node.out_var.name: k, node.in_var.name: c}
+                _scope(node.body, env.new_child(pair), memory)
     elif isinstance(node, Block):
         _scope(node.body, env, memory)
     elif isinstance(node, If):

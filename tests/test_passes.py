@@ -27,6 +27,7 @@ from codegen.passes.parallel import (
     threads,
 )
 from codegen.passes.rowpad import row_padded, sample_local
+from codegen.passes.table import expand_pairs
 from codegen.passes.unroll import single_trip, unroll_taps
 from derive import kernelspec as KS
 from derive.indexing import isym
@@ -345,6 +346,19 @@ def test_accumulate_starts_where_only_a_reduction_remains():
     fn = lower_c(*CASES["dot jammed by blocks"][:2])
     (reduction,) = [x for x in ir.walk(fn.body) if isinstance(x, ir.Loop) and x.reduction]
     assert str(reduction.var) == "i" and len(reduction.reduction) == JAM
+
+
+def test_table_expansion_merges_the_copies_of_one_output_map():
+    forward = _tree_before("conv forward, table", expand_pairs).body
+    (pairs,) = [x for x in ir.walk(forward) if isinstance(x, ir.Pairs)]
+    expanded = expand_pairs(forward)
+    assert not [x for x in ir.walk(expanded) if isinstance(x, ir.Pairs)]
+    sums = [x for x in ir.walk(expanded) if isinstance(x, ir.Update) and x.op == "+="]
+    targets = {u.lhs.indices[1] for u in sums}  # one nest per output map, its inputs summed
+    assert len(sums) == len(targets) == len(ROWS_3x2)
+    gradient = expand_pairs(_tree_before("conv filter gradient, table", expand_pairs).body)
+    reductions = [x for x in ir.walk(gradient) if isinstance(x, ir.Loop) and x.reduction]
+    assert len(reductions) == len(ROWS_3x2)  # the inputs of one output share its dy plane
 
 
 def _tree_before(case, pass_):

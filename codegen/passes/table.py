@@ -1,5 +1,5 @@
-"""Table expansion (used by :func:`codegen.lower_c.build`): one copy of the loops inside a
-compiled-in connection table per connected (out, in) pair, then merged."""
+"""Table expansion (a tree pass): one copy of the loops inside a compiled-in connection
+table per connected (out, in) pair, then merged."""
 
 from __future__ import annotations
 
@@ -7,23 +7,26 @@ import dataclasses
 
 import sympy as sp
 
-from codegen.ir import Block, Let, Loop, Update, subs_nodes
+from codegen.ir import Block, Let, Loop, Pairs, Update, subs_nodes, transform
 
 
-def expand_pairs(template: tuple, out_var, in_var, rows) -> tuple:
-    """The nodes ``template`` once per connected pair of a table, then merged.
+def expand_pairs(nodes) -> tuple:
+    """Replace each :class:`~codegen.ir.Pairs` by one copy of its body per connected pair.
 
-    ``rows[k]`` lists the inputs ``c`` connected to output ``k``; each copy has
-    ``out_var, in_var`` replaced by ``k, c``. Consecutive copies that accumulate into
-    the same elements, or whose reductions multiply by the same read, are merged
-    (:func:`_merge_same_targets`, :func:`_merge_shared_reads`).
+    Each copy has the pair's variables replaced by the pair's ``k, c``. Consecutive
+    copies that accumulate into the same elements, or whose reductions multiply by the
+    same read, are merged (:func:`_merge_same_targets`, :func:`_merge_shared_reads`).
     """
-    pairs = [
-        subs_nodes(template, {out_var: sp.Integer(k), in_var: sp.Integer(c)})
-        for k, cs in enumerate(rows)
+    return transform(nodes, after=lambda node: _expanded(node) if isinstance(node, Pairs) else node)
+
+
+def _expanded(pairs: Pairs) -> tuple:
+    copies = [
+        subs_nodes(pairs.body, {pairs.out_var: sp.Integer(k), pairs.in_var: sp.Integer(c)})
+        for k, cs in enumerate(pairs.rows)
         for c in sorted(cs)
     ]
-    merged = _merge_same_targets(pairs)
+    merged = _merge_same_targets(copies)
     return tuple(node for nodes in _merge_shared_reads(merged) for node in nodes)
 
 
