@@ -18,7 +18,9 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from codegen import lenet5_step, lower, printers, render
+from codegen import lenet5_step, printers, render
+from codegen.lower_c import for_dialect, lower_c
+from codegen.lower_numpy import lower_numpy
 from derive import core, proofs
 from derive import lenet5 as lenet5_spec
 from derive.kernels import load_table
@@ -116,7 +118,7 @@ def numpy_module(table: dict[str, KernelSpec]) -> str:
     kernels = []
     for spec in table.values():
         ctx = render.kernel_context(spec, module_for(spec.derivation), printer)
-        ctx["body"] = printer.block(lower.lower_numpy(spec).body)
+        ctx["body"] = printer.block(lower_numpy(spec).body)
         kernels.append(ctx)
     head = render.header("derive.kernels", "all kernel derivations")
     return render.render("np_kernels.py.j2", header=head, kernels=kernels)
@@ -211,9 +213,10 @@ def c_functions(table: dict[str, KernelSpec]) -> list[dict]:
     variants += [(table[s.kernel], s.layer, s.fixed) for s in specializations(table)]
     out = []
     for spec, layer, fixed in variants:
-        fn = lower.lower_c(spec, dict(fixed or ()))
+        fn = lower_c(spec, dict(fixed or ()))
         for dialect in printers.DIALECTS:
             printer = printers.CPrinter(dialect)
+            body = for_dialect(fn, dialect.vector_lanes).body
             args = render.c_args(spec, fn.body, dialect)
             what = f"{spec.name} at LeNet-5 layer {layer}'s sizes" if layer else spec.name
             out.append(
@@ -227,7 +230,7 @@ def c_functions(table: dict[str, KernelSpec]) -> list[dict]:
                     "args": [a["c"] for a in args],
                     "arg_types": [a["type"] for a in args],
                     "arg_kinds": [(a["name"], a["kind"]) for a in args],
-                    "body": printer.block(fn.body),
+                    "body": printer.block(body),
                 }
             )
     return out

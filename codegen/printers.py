@@ -27,8 +27,9 @@ from sympy.codegen.ast import float32, float64, real
 from sympy.printing.c import C99CodePrinter
 from sympy.printing.numpy import NumPyPrinter
 
-from codegen import lower as L
-from derive.indexing import IsNaN
+from codegen import ir
+from codegen import lower_numpy as N
+from derive.indexing import CeilDiv, FloorDiv, IsNaN
 
 
 class UnsupportedNode(TypeError):
@@ -45,10 +46,6 @@ class Dialect:
     sympy_type: object  # for SymPy's literal suffixes and math function names
     vector_lanes: int  # elements of one 64-byte (AVX-512) vector
 
-
-#: Reductions shorter than this many whole vectors may run on half vectors (see
-#: :meth:`CPrinter._simdlen`).
-SHORT_REDUCTION = 16
 
 F32 = Dialect("f32", "float", "float32", float32, 16)
 F64 = Dialect("f64", "double", "float64", float64, 8)
@@ -109,18 +106,6 @@ def _nan_minmax(printer, expr, op):
     return out
 
 
-#: Parallel loops whose trips are cheaper than this many iterations (a few microseconds)
-#: get a serial copy for the calls too small for threads (see ``CPrinter.block``).
-SERIAL_COPY_WORK = 1 << 14
-#: Iterations per OpenMP chunk of a parallel loop that is itself the vectorized one (an
-#: elementwise loop).  The compiler splits each thread's share into SIMD vectors plus a
-#: scalar remainder, and glibc's vector tanh and its scalar tanh may differ in the last
-#: bits: with shares that depend on the thread count, so would the result.  Fixed chunks
-#: (a multiple of every vector width) put every element in the same place of the same
-#: chunk on any number of threads.
-ELEMENTWISE_CHUNK = 1024
-
-
 class CPrinter(C99CodePrinter):
     """C99 printer for one :class:`Dialect`; arrays print as flat row-major reads.
 
@@ -142,7 +127,7 @@ class CPrinter(C99CodePrinter):
         self.dialect = dialect
 
     def _print(self, expr, **kwargs):
-        _check_supported(self, expr, (L.CeilDiv, L.FloorDiv, IsNaN))
+        _check_supported(self, expr, (CeilDiv, FloorDiv, IsNaN))
         return super()._print(expr, **kwargs)
 
     def _print_IsNaN(self, expr):
@@ -200,100 +185,67 @@ class CPrinter(C99CodePrinter):
     # --- statements -------------------------------------------------------------------
 
     def block(self, nodes, indent: int = 1) -> list[str]:
-        """C lines of lowered statements (:mod:`codegen.lower` nodes)."""
+        """C lines of lowered statements (:mod:`codegen.ir` nodes)."""
         pad = "    " * indent
         lines = []
         for node in nodes:
-            if isinstance(node, L.Loop) and self._serial_copy(node):
-                # A false OpenMP if() clause still costs libgomp a one-thread team, about
-                # 0.4 us a region (most of a batch-1 dense layer): the serial case runs a
-                # plain copy of the loop instead.
-                lines += ["#ifdef _OPENMP", f"{pad}if ({self._thread_guard(node)}) {{"]
-                lines.append(f"{pad}    #pragma omp parallel for{self._schedule(node)}")
+            if isinstance(node, ir.Loop) and node.threads and node.threads.serial_copy:
+                lines += ["#ifdef _OPENMP", f"{pad}if ({self._guard(node.threads)}) {{"]
+                lines.append(f"{pad}    #pragma omp parallel for{self._schedule(node.threads)}")
                 lines += self._loop(node, indent + 1, threads=False) + [f"{pad}}} else", "#endif"]
                 lines += self._loop(node, indent, threads=False)
-            elif isinstance(node, L.Loop):
+            elif isinstance(node, ir.Loop):
                 lines += self._loop(node, indent)
-            elif isinstance(node, L.If):
+            elif isinstance(node, ir.If):
                 lines.append(f"{pad}if ({self._print(node.cond)}) {{")
                 lines += self.block(node.body, indent + 1) + [f"{pad}}}"]
-            elif isinstance(node, L.Block):
+            elif isinstance(node, ir.Block):
                 lines += [f"{pad}{{"] + self.block(node.body, indent + 1) + [f"{pad}}}"]
-            elif isinstance(node, L.Scratch):
+            elif isinstance(node, ir.Scratch):
                 lines.append(f"{pad}{self.dialect.ctype} {self._print(node.var)}[{node.size}];")
-            elif isinstance(node, L.Let):
+            elif isinstance(node, ir.Let):
                 ctype = "int64_t" if node.integer else self.dialect.ctype
                 const = "" if node.mutable else "const "
                 value = self._print(node.value)
                 lines.append(f"{pad}{const}{ctype} {self._print(node.var)} = {value};")
-            else:
+            elif isinstance(node, ir.Update):
                 lines.append(f"{pad}{self.update(node)}")
+            else:
+                raise UnsupportedNode(f"CPrinter cannot print statement {type(node).__name__}")
         return lines
 
-    def _loop(self, loop: L.Loop, indent: int, threads: bool = True) -> list[str]:
+    def _loop(self, loop: ir.Loop, indent: int, threads: bool = True) -> list[str]:
         """``for`` over a loop node, after its pragmas (no thread pragma if not ``threads``)."""
         pad = "    " * indent
         v, lo, hi = (self._print(x) for x in (loop.var, loop.lo, loop.hi))
-        lines = self._pragmas(loop, pad) if threads or not loop.parallel else []
+        lines = self._pragmas(loop, pad) if threads or loop.threads is None else []
         lines.append(f"{pad}for (int64_t {v} = {lo}; {v} < {hi}; ++{v}) {{")
         return lines + self.block(loop.body, indent + 1) + [f"{pad}}}"]
 
-    def _serial_copy(self, loop: L.Loop) -> bool:
-        """Does a guarded parallel loop get a serial copy? Yes in generic kernels (short
-        loops, any size) and where a LeNet-5 specialization's work, ``work of one sample
-        * batch``, is below :data:`SERIAL_COPY_WORK` per sample; an unrolled convolution
-        is long text and tens of microseconds a sample, next to which the if() is noise."""
-        if not self._thread_guard(loop):
-            return False
-        free = loop.work.free_symbols
-        return len(free) > 1 or loop.work.subs({s: 1 for s in free}) < SERIAL_COPY_WORK
-
     @staticmethod
-    def _schedule(loop: L.Loop) -> str:
-        """``schedule(static, ELEMENTWISE_CHUNK)`` for a parallel loop with no inner loop."""
-        innermost = not any(isinstance(node, L.Loop) for node in L.walk(loop.body))
-        return f" schedule(static, {ELEMENTWISE_CHUNK})" if innermost else ""
+    def _schedule(threads: ir.Threads) -> str:
+        return f" schedule(static, {threads.chunk})" if threads.chunk else ""
 
-    def _thread_guard(self, loop: L.Loop) -> str | None:
-        """The C condition for running a parallel loop on threads; None if unconditional
-        (constant work) or not parallel."""
-        if not loop.parallel or loop.work.is_Integer:
-            return None
-        cond = f"({self._print(loop.work)}) >= {L.PARALLEL_WORK}"
-        trips = loop.hi - loop.lo
-        if not trips.is_Integer:  # one iteration (batch 1) gains nothing from threads
-            cond = f"({self._print(trips)}) > 1 && {cond}"
-        return cond
+    def _guard(self, threads: ir.Threads) -> str:
+        """The C condition of a :class:`~codegen.ir.Threads` guard (its terms joined by &&)."""
+        return " && ".join(f"({self._print(e)}) {op} {bound}" for e, op, bound in threads.guard)
 
-    def _pragmas(self, loop: L.Loop, pad: str) -> list[str]:
+    def _pragmas(self, loop: ir.Loop, pad: str) -> list[str]:
         """OpenMP pragmas: threads over a parallel loop, simd over a reduction."""
-        if loop.parallel:
-            guard = self._thread_guard(loop)
-            clause = self._schedule(loop) + (f" if({guard})" if guard else "")
+        if loop.threads:
+            clause = self._schedule(loop.threads)
+            if loop.threads.guard:
+                clause += f" if({self._guard(loop.threads)})"
             return ["#ifdef _OPENMP", f"{pad}#pragma omp parallel for{clause}", "#endif"]
         if loop.reduction:
             accs = ", ".join(self._print(a) for a in loop.reduction)
             guard = "#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)"
-            simd = f"omp simd{self._simdlen(loop)} reduction(+: {accs})"
+            length = f" simdlen({loop.simdlen})" if loop.simdlen else ""
+            simd = f"omp simd{length} reduction(+: {accs})"
             return [guard, f"{pad}#pragma {simd}", "#endif"]
         return []
 
-    def _simdlen(self, loop: L.Loop) -> str:
-        """`` simdlen(h)`` (half vectors) for a short constant trip count h divides, 2 h not.
-
-        F6's 120 inputs are 15 half vectors of floats but 7.5 whole ones: whole vectors
-        leave a remainder loop and wider horizontal sums, a fixed cost that outweighs the
-        width below :data:`SHORT_REDUCTION` whole vectors (F6 forward a third faster, C3's
-        filter gradient a quarter; C1's, 111.5 vectors of doubles, is faster as it is).
-        """
-        trips, whole = loop.hi - loop.lo, self.dialect.vector_lanes
-        half = whole // 2
-        if trips.is_Integer and trips % half == 0 and trips % whole != 0:
-            if trips < SHORT_REDUCTION * whole:
-                return f" simdlen({half})"
-        return ""
-
-    def update(self, node: L.Update) -> str:
+    def update(self, node: ir.Update) -> str:
         lhs, rhs = self._print(node.lhs), node.rhs
         if node.op in ("max=", "min="):
             fn = sp.Max if node.op == "max=" else sp.Min
@@ -352,8 +304,8 @@ class NumpyPrinter(NumPyPrinter):
         super().__init__({"fully_qualified_modules": True})
 
     def _print(self, expr, **kwargs):
-        extra = (L.View, L.Span, L.Arange, L.Align, L.Einsum, L.Reduce, L.CeilDiv, L.FloorDiv)
-        _check_supported(self, expr, extra + (L.Scatter, IsNaN))
+        extra = (N.View, N.Span, N.Arange, N.Align, N.Einsum, N.Reduce, CeilDiv, FloorDiv)
+        _check_supported(self, expr, extra + (N.Scatter, IsNaN))
         return super()._print(expr, **kwargs)
 
     def _print_IsNaN(self, expr):
@@ -413,7 +365,7 @@ class NumpyPrinter(NumPyPrinter):
         return f"{self._print(label)}[{', '.join(self._entry(e) for e in entries)}]"
 
     def _entry(self, e):
-        if isinstance(e, L.Span):
+        if isinstance(e, N.Span):
             start, stop, step = e.args
             if start == 0 and step == 1 and isinstance(e.args[1], sp.Symbol):
                 return ":"
@@ -429,7 +381,7 @@ class NumpyPrinter(NumPyPrinter):
         inner, have, want = expr.args
         have, want = list(have), list(want)
         kept = [v for v in want if v in have]
-        atomic = isinstance(inner, L.View | L.Arange | sp.Symbol)
+        atomic = isinstance(inner, N.View | N.Arange | sp.Symbol)
         text = self._print(inner) if atomic else f"({self._print(inner)})"
         if kept != have:
             text += f".transpose({', '.join(str(have.index(v)) for v in kept)})"
@@ -454,21 +406,21 @@ class NumpyPrinter(NumPyPrinter):
         pad = "    " * indent
         lines = []
         for node in nodes:
-            if isinstance(node, L.Loop):
+            if isinstance(node, ir.Loop):
                 lo, hi = self._print(node.lo), self._print(node.hi)
                 rng = f"range({hi})" if node.lo == 0 else f"range({lo}, {hi})"
                 lines.append(f"{pad}for {self._print(node.var)} in {rng}:")
                 lines += self.block(node.body, indent + 1)
-            elif isinstance(node, L.Let):
+            elif isinstance(node, ir.Let):
                 lines.append(f"{pad}{self._print(node.var)} = {self._print(node.value)}")
-            elif isinstance(node, L.Update):
+            elif isinstance(node, ir.Update):
                 lines.append(f"{pad}{self.update(node)}")
             else:
                 raise UnsupportedNode(f"NumpyPrinter cannot print statement {type(node).__name__}")
         return lines
 
-    def update(self, node: L.Update) -> str:
-        if isinstance(node.lhs, L.Scatter):  # repeated indices each add (unlike a[idx] += v)
+    def update(self, node: ir.Update) -> str:
+        if isinstance(node.lhs, N.Scatter):  # repeated indices each add (unlike a[idx] += v)
             label, *index = (self._print(a) for a in node.lhs.args)
             return f"numpy.add.at({label}, ({', '.join(index)}), {self._print(node.rhs)})"
         lhs, rhs = self._print(node.lhs), self._print(node.rhs)

@@ -19,7 +19,8 @@ import jinja2
 import sympy as sp
 
 from codegen import printers
-from codegen.lower import FloorDiv, node_exprs, walk
+from codegen.ir import node_exprs, walk
+from derive.indexing import FloorDiv
 from derive.kernelspec import FLOAT, IN, INT64, MASK, OUT, TMP, KernelSpec
 
 TEMPLATES = Path(__file__).parent / "templates"

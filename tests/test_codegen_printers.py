@@ -3,7 +3,9 @@
 import pytest
 import sympy as sp
 
-from codegen import lower
+from codegen import ir
+from codegen import lower_numpy as N
+from codegen.passes.simd import simd_lengths
 from codegen.printers import F32, F64, CPrinter, NumpyPrinter, UnsupportedNode
 from derive.indexing import CeilDiv, FloorDiv
 
@@ -41,13 +43,12 @@ def test_c_dialects(expr, f32, f64):
 
 
 def test_nan_and_scatter_nodes():
-    from codegen import lower as L
     from derive.indexing import IsNaN
 
     assert CPrinter(F32).doprint(sp.Or(x > y, IsNaN(x))) == "isnan(x) || x > y"
     assert NumpyPrinter().doprint(IsNaN(x)) == "numpy.isnan(x)"
     a = sp.IndexedBase("a")
-    node = L.Update(L.Scatter(sp.Symbol("dx"), L.FloorDiv(a[i], H), sp.Mod(a[i], H)), "+=", y)
+    node = ir.Update(N.Scatter(sp.Symbol("dx"), FloorDiv(a[i], H), sp.Mod(a[i], H)), "+=", y)
     assert NumpyPrinter().update(node) == "numpy.add.at(dx, ((a[i]) // (H), a[i] % H), y)"
 
 
@@ -86,11 +87,11 @@ def test_numpy(expr, text):
 
 def test_numpy_views_and_einsum():
     p = NumpyPrinter()
-    view = lower.View(sp.Symbol("x"), lower.Span(0, H, 1), lower.Span(i, i + 2 * H, 2), 3)
+    view = N.View(sp.Symbol("x"), N.Span(0, H, 1), N.Span(i, i + 2 * H, 2), 3)
     assert p.doprint(view) == "x[:, i:2*H + i:2, 3]"
-    ein = lower.Einsum(sp.Symbol("ab,b->a"), sp.Symbol("w"), sp.Symbol("v"))
+    ein = N.Einsum(sp.Symbol("ab,b->a"), sp.Symbol("w"), sp.Symbol("v"))
     assert p.doprint(ein) == "numpy.einsum('ab,b->a', w, v, optimize=True)"
-    aligned = lower.Align(sp.Symbol("b"), sp.Tuple(n), sp.Tuple(i, n, j))
+    aligned = N.Align(sp.Symbol("b"), sp.Tuple(n), sp.Tuple(i, n, j))
     assert p.doprint(aligned) == "b[None, :, None]"
 
 
@@ -103,7 +104,7 @@ def test_unsupported_node_names_its_class(printer, node):
 
 def test_statements_print_in_both_languages():
     a = sp.IndexedBase("a", shape=(H,))
-    loop = lower.Loop(i, 0, H, (lower.Update(a[i], "+=", 2 * x),))
+    loop = ir.Loop(i, 0, H, (ir.Update(a[i], "+=", 2 * x),))
     assert CPrinter(F32).block([loop], 0) == [
         "for (int64_t i = 0; i < H; ++i) {",
         "    a[i] += 2*x;",
@@ -126,7 +127,7 @@ def test_statements_print_in_both_languages():
 def test_short_reductions_run_on_half_vectors(trips, dialect, clause):
     acc = sp.Symbol("acc0", real=True)
     a = sp.IndexedBase("a", shape=(1000,))
-    body = (lower.Update(acc, "+=", a[i]),)
-    loop = lower.Loop(i, sp.Integer(0), sp.sympify(trips), body, reduction=(acc,))
-    lines = CPrinter(dialect).block([loop], 0)
+    body = (ir.Update(acc, "+=", a[i]),)
+    loop = ir.Loop(i, sp.Integer(0), sp.sympify(trips), body, reduction=(acc,))
+    lines = CPrinter(dialect).block(simd_lengths([loop], dialect.vector_lanes), 0)
     assert lines[1] == f"#pragma omp simd{clause} reduction(+: acc0)"

@@ -8,7 +8,11 @@ from pathlib import Path
 import pytest
 import sympy as sp
 
-from codegen import lower, pipeline
+from codegen import ir, pipeline
+from codegen.analysis import flat_offset
+from codegen.lower_c import lower_c
+from codegen.lower_numpy import lower_numpy
+from codegen.passes.jam import JAM
 from codegen.printers import F32, CPrinter
 from derive import core, lenet5
 from derive import kernels as K
@@ -94,23 +98,23 @@ def test_spec_text_and_hash_are_stable():
 
 
 def test_c_loop_nest_is_the_spec_order_with_the_table_guard():
-    fn = lower.lower_c(CONV)
+    fn = lower_c(CONV)
     init, acc = fn.body
-    assert lower.loop_vars(init) == ["n", "k", "i", "j"]
-    assert lower.loop_vars(acc) == ["n", "k", "c", "u", "v", "i", "j"]
-    ifs = [x for x in lower.walk([acc]) if isinstance(x, lower.If)]
+    assert ir.loop_vars(init) == ["n", "k", "i", "j"]
+    assert ir.loop_vars(acc) == ["n", "k", "c", "u", "v", "i", "j"]
+    ifs = [x for x in ir.walk([acc]) if isinstance(x, ir.If)]
     assert len(ifs) == 1 and str(ifs[0].cond) == "table[k, c]"
     assert init.parallel and acc.parallel  # batch loop: disjoint writes
 
 
 def test_backward_filter_parallelizes_over_output_channels_not_batch():
-    fn = lower.lower_c(TABLE["conv2d_backward_filter"])
-    assert lower.loop_vars(fn.body[1])[0] == "k" and fn.body[1].parallel
+    fn = lower_c(TABLE["conv2d_backward_filter"])
+    assert ir.loop_vars(fn.body[1])[0] == "k" and fn.body[1].parallel
 
 
 def test_innermost_reduction_uses_an_accumulator():
-    fn = lower.lower_c(TABLE["dense_forward"])
-    loops = [x for x in lower.walk(fn.body) if isinstance(x, lower.Loop) and x.reduction]
+    fn = lower_c(TABLE["dense_forward"])
+    loops = [x for x in ir.walk(fn.body) if isinstance(x, ir.Loop) and x.reduction]
     assert [str(x.var) for x in loops] == ["i"]
 
 
@@ -118,9 +122,7 @@ def test_innermost_reduction_uses_an_accumulator():
 def test_numpy_loops_only_over_kernel_taps(name):
     spec = TABLE[name]
     taps = {t for nest in spec.nests for t in nest.taps}
-    loops = {
-        str(x.var) for x in lower.walk(lower.lower_numpy(spec).body) if isinstance(x, lower.Loop)
-    }
+    loops = {str(x.var) for x in ir.walk(lower_numpy(spec).body) if isinstance(x, ir.Loop)}
     assert loops <= taps
     assert not ({"n", "p", "e", "i", "j"} & loops)
 
@@ -130,7 +132,7 @@ def test_numpy_loops_only_over_kernel_taps(name):
 
 def _special(layer, kernel):
     (s,) = [s for s in pipeline.specializations(TABLE) if s.layer == layer and s.kernel == kernel]
-    return lower.lower_c(TABLE[kernel], s.fixed_dict)
+    return lower_c(TABLE[kernel], s.fixed_dict)
 
 
 def test_every_lenet_layer_is_specialized():
@@ -143,19 +145,19 @@ def test_every_lenet_layer_is_specialized():
 )
 def test_specialization_bounds_are_constant_except_the_batch(layer, kernel):
     fn = _special(layer, kernel)
-    for loop in (x for x in lower.walk(fn.body) if isinstance(x, lower.Loop)):
+    for loop in (x for x in ir.walk(fn.body) if isinstance(x, ir.Loop)):
         assert loop.lo.is_Integer, (loop.var, loop.lo)
         assert loop.hi.is_Integer or loop.hi == isym("N"), (loop.var, loop.hi)
-    assert not [x for x in lower.walk(fn.body) if isinstance(x, lower.If)]
+    assert not [x for x in ir.walk(fn.body) if isinstance(x, ir.If)]
 
 
 def _w_pairs(fn):
     """(out map, in map) of every filter read of a lowered body (constant offsets)."""
     pairs = set()
-    for node in lower.walk(fn.body):
-        if isinstance(node, lower.Update) and node.op == "=" and node.rhs == 0:
+    for node in ir.walk(fn.body):
+        if isinstance(node, ir.Update) and node.op == "=" and node.rhs == 0:
             continue  # the zero initialization covers every (out, in) pair of dw
-        for expr in lower.node_exprs(node):
+        for expr in ir.node_exprs(node):
             for acc in expr.atoms(sp.Indexed):
                 if str(acc.base) in ("w", "dw"):
                     assert acc.indices[0].is_Integer and acc.indices[1].is_Integer
@@ -176,14 +178,14 @@ def test_c3_table_is_compiled_in(kernel):
 
 def test_forward_taps_are_unrolled():
     fn = _special("C1", "conv2d_forward")
-    loops = [str(x.var) for x in lower.walk(fn.body) if isinstance(x, lower.Loop)]
+    loops = [str(x.var) for x in ir.walk(fn.body) if isinstance(x, ir.Loop)]
     assert "u" not in loops and "v" not in loops
-    sums = [x for x in lower.walk(fn.body) if isinstance(x, lower.Update)]
+    sums = [x for x in ir.walk(fn.body) if isinstance(x, ir.Update)]
     assert any(len(s.rhs.atoms(sp.Indexed)) >= 50 for s in sums)  # 25 taps x (x, w)
 
 
 def _loops(fn):
-    return [x for x in lower.walk(fn.body) if isinstance(x, lower.Loop)]
+    return [x for x in ir.walk(fn.body) if isinstance(x, ir.Loop)]
 
 
 @pytest.mark.parametrize(
@@ -191,14 +193,14 @@ def _loops(fn):
 )
 def test_c5_inner_loops_fuse_into_one_contiguous_loop(kernel):
     fn = _special("C5", kernel)
-    accumulating = [x for x in _loops(fn) if x in lower.walk(fn.body[-1:])]
+    accumulating = [x for x in _loops(fn) if x in ir.walk(fn.body[-1:])]
     (fused,) = [x for x in accumulating if str(x.var) == "cuv"]
     assert (fused.lo, fused.hi) == (0, 400)  # C*KH*KW
     assert not {"c", "u", "v"} & {str(x.var) for x in accumulating}
-    for update in (x for x in lower.walk(fused.body) if isinstance(x, lower.Update)):
+    for update in (x for x in ir.walk(fused.body) if isinstance(x, ir.Update)):
         for acc in sp.Tuple(update.lhs, update.rhs).atoms(sp.Indexed):
             if fused.var in acc.free_symbols:  # unit stride along the flat loop
-                assert sp.diff(lower._flat_offset(acc), fused.var) == 1
+                assert sp.diff(flat_offset(acc), fused.var) == 1
 
 
 def test_fusion_leaves_strided_loops_alone():
@@ -210,9 +212,9 @@ def test_fusion_leaves_strided_loops_alone():
 def test_dot_products_are_jammed_into_four_accumulators(layer, kernel):
     fn = _special(layer, kernel)
     (red,) = [x for x in _loops(fn) if x.reduction]
-    assert len(red.reduction) == lower.JAM
+    assert len(red.reduction) == JAM
     reads = {a for u in red.body for a in u.rhs.atoms(sp.Indexed)}
-    assert len(reads) == lower.JAM + 1  # four weight rows, one shared input row
+    assert len(reads) == JAM + 1  # four weight rows, one shared input row
 
 
 @pytest.mark.parametrize(
@@ -226,9 +228,9 @@ def test_output_rows_are_updated_once_per_four_products(layer, kernel, var, trip
     (loop,) = jammed.body
     (update,) = loop.body
     assert str(loop.var) == inner and loop.var in update.lhs.free_symbols
-    assert len(sp.Add.make_args(update.rhs)) == lower.JAM
+    assert len(sp.Add.make_args(update.rhs)) == JAM
     rows = {a.base for a in update.rhs.atoms(sp.Indexed) if loop.var in a.free_symbols}
-    assert len({a for a in update.rhs.atoms(sp.Indexed) if a.base in rows}) == lower.JAM
+    assert len({a for a in update.rhs.atoms(sp.Indexed) if a.base in rows}) == JAM
 
 
 def _fills(fn):
@@ -237,7 +239,7 @@ def _fills(fn):
         x
         for x in _loops(fn)
         if str(x.var) == "q"
-        and all(isinstance(u, lower.Update) and str(u.lhs.base) == "t" for u in x.body)
+        and all(isinstance(u, ir.Update) and str(u.lhs.base) == "t" for u in x.body)
         and all(u.rhs.atoms(sp.Indexed) for u in x.body)
     ]
 
@@ -258,8 +260,8 @@ def test_c3_forward_fills_one_loop_per_connection():
     assert ops == [op for row in lenet5.C3_TABLE for op in ["="] + ["+="] * (len(row) - 1)]
     adds = [
         x
-        for x in lower.walk(fn.body[1:])
-        if isinstance(x, lower.Update) and x.op == "+=" and str(x.lhs.base) == "y"
+        for x in ir.walk(fn.body[1:])
+        if isinstance(x, ir.Update) and x.op == "+=" and str(x.lhs.base) == "y"
     ]
     assert len(adds) == len(lenet5.C3_TABLE)  # each output map read and written once
 
@@ -267,13 +269,13 @@ def test_c3_forward_fills_one_loop_per_connection():
 @pytest.mark.parametrize(("layer", "sample"), [("C1", 32 * 32), ("C3", 6 * 14 * 14)])
 def test_forward_fills_read_a_local_copy_of_the_sample(layer, sample):
     fn = _special(layer, "conv2d_forward")
-    (parallel,) = [x for x in _loops(fn) if x.parallel and x in lower.walk(fn.body[1:])]
+    (parallel,) = [x for x in _loops(fn) if x.parallel and x in ir.walk(fn.body[1:])]
     (block,) = parallel.body
     scratch, copy = block.body[:2]
     assert (str(scratch.var), scratch.size) == ("x_n", sample)
     assert (copy.lo, copy.hi) == (0, sample)  # one contiguous copy of x[n]
     (update,) = copy.body
-    assert sp.diff(lower._flat_offset(update.rhs), copy.var) == 1
+    assert sp.diff(flat_offset(update.rhs), copy.var) == 1
     assert update.rhs.indices[0] == parallel.var
     for fill in _fills(fn):
         assert {str(a.base) for a in fill.body[0].rhs.atoms(sp.Indexed)} == {"w", "x_n"}
@@ -282,7 +284,7 @@ def test_forward_fills_read_a_local_copy_of_the_sample(layer, sample):
 @pytest.mark.parametrize(("layer", "rows"), [("C1", 28), ("C3", 10)])
 def test_narrow_output_rows_are_computed_at_the_input_pitch(layer, rows):
     fn = _special(layer, "conv2d_forward")
-    scratch = [x for x in lower.walk(fn.body) if isinstance(x, lower.Scratch)]
+    scratch = [x for x in ir.walk(fn.body) if isinstance(x, ir.Scratch)]
     width = {"C1": 32, "C3": 14}[layer]
     rows_t = [s for s in scratch if str(s.var) == "t"]
     assert rows_t and all(s.size == width * (rows - 1) + rows for s in rows_t)
@@ -292,20 +294,20 @@ def test_narrow_output_rows_are_computed_at_the_input_pitch(layer, rows):
 @pytest.mark.parametrize(("layer", "rows", "width"), [("C1", 28, 32), ("C3", 10, 14)])
 def test_filter_gradient_reduces_over_a_row_padded_copy_of_dy(layer, rows, width):
     fn = _special(layer, "conv2d_backward_filter")
-    scratch = [x for x in lower.walk(fn.body) if isinstance(x, lower.Scratch)]
+    scratch = [x for x in ir.walk(fn.body) if isinstance(x, ir.Scratch)]
     assert scratch and all(s.size == width * (rows - 1) + rows for s in scratch)
-    (red,) = {x.hi for x in lower.walk(fn.body) if isinstance(x, lower.Loop) and x.reduction}
+    (red,) = {x.hi for x in ir.walk(fn.body) if isinstance(x, ir.Loop) and x.reduction}
     assert red == width * (rows - 1) + rows  # the simd loop runs over the whole padded plane
 
 
 def test_c3_data_gradient_scatters_from_row_padded_copies_of_dy():
     fn = _special("C3", "conv2d_backward_data")
-    (scratch,) = [x for x in lower.walk(fn.body) if isinstance(x, lower.Scratch)]
+    (scratch,) = [x for x in ir.walk(fn.body) if isinstance(x, ir.Scratch)]
     assert scratch.size == len(lenet5.C3_TABLE) * (14 * 9 + 10)  # every dy plane once
     scatters = [
         x
-        for x in lower.walk(fn.body)
-        if isinstance(x, lower.Update) and x.op == "+=" and str(x.lhs.base) == "dx"
+        for x in ir.walk(fn.body)
+        if isinstance(x, ir.Update) and x.op == "+=" and str(x.lhs.base) == "dx"
     ]
     assert len(scatters) == 6  # one per input map (taps are loops), its output maps summed
     assert all(len(sp.Add.make_args(x.rhs)) > 1 for x in scatters)
@@ -318,8 +320,8 @@ def test_c3_filter_gradient_reduces_each_dy_plane_once():
     assert [len(r.reduction) for r in reductions] == [5 * len(row) for row in lenet5.C3_TABLE]
     copied = [
         x.rhs
-        for x in lower.walk(fn.body)
-        if isinstance(x, lower.Update) and x.op == "=" and x.rhs.atoms(sp.Indexed)
+        for x in ir.walk(fn.body)
+        if isinstance(x, ir.Update) and x.op == "=" and x.rhs.atoms(sp.Indexed)
     ]
     assert [int(a.indices[1]) for a in copied] == list(range(len(lenet5.C3_TABLE)))
     for red, row in zip(reductions, lenet5.C3_TABLE, strict=True):

@@ -62,7 +62,7 @@ CONV_LAYERS = {
 
 
 #: Batch 28 and up: C3 forward's per-sample loop (9,600 updates a sample) reaches the
-#: OpenMP threshold (codegen.lower.PARALLEL_WORK), so its threads and their local copies run.
+#: OpenMP threshold (codegen.ir.PARALLEL_WORK), so its threads and their local copies run.
 CONV_BATCHES = (*BATCHES, 32)
 
 

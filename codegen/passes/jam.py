@@ -1,0 +1,101 @@
+"""Unroll-and-jam of the loop around the innermost loop of a specialized nest (two nest passes).
+
+:func:`jam_reduction` applies when the innermost loop does not index the output,
+:func:`jam_sum` when it does, so at most one of them changes a nest, and neither
+changes the innermost loop: their order in the schedule does not matter.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import sympy as sp
+
+from codegen.analysis import reducible, whole
+from codegen.ir import NestPlan, Update
+from derive.indexing import isym
+
+#: Independent accumulators an unroll-and-jam aims for: a dot product with a single
+#: accumulator is one chain of dependent simd FMAs, bound by the FMA latency; a few
+#: chains (sharing the loads that do not depend on the jammed loop) keep the FMA units
+#: busy.
+JAM = 4
+
+
+def jam_reduction(plan: NestPlan) -> NestPlan:
+    """Jam the loop just outside an innermost reduction into independent accumulators.
+
+    ``y[n, o] += sum_i w[o, i] * x[n, i]`` with ``o`` jammed by 4 becomes four updates
+    per iteration of ``i`` (``x[n, i]`` read once for all four), which the accumulate
+    pass turns into four independent accumulators of one simd loop. The jammed loop
+    steps over blocks ``o4`` of :data:`JAM` values (or is unrolled whole when it has
+    at most 8 iterations); it must not be the first (parallel) loop nor an expanded one,
+    and must run a whole constant range from 0.
+    """
+    loops, body = list(plan.loops), plan.body
+    lhs_vars = {x for u in body if isinstance(u, Update) for x in u.lhs.free_symbols}
+    r = len(loops)
+    while r > 0 and isym(loops[r - 1]) not in lhs_vars:
+        r -= 1
+    if r < 2 or r == len(loops) or loops[r - 1] in plan.expand:
+        return plan
+    if not all(isinstance(u, Update) for u in body):  # cse temporaries: keep it simple
+        return plan
+    if not reducible(body, {isym(x) for x in loops[r:]}):
+        return plan
+    var = loops[r - 1]
+    if not whole(plan, var):
+        return plan
+    trips = len(plan.ranges[isym(var)])
+    block = trips if trips <= 8 else JAM if trips % JAM == 0 else None
+    if block is None or block < 2:
+        return plan
+    name = f"{var}{block}"
+    # A loop jammed whole leaves no block loop: its copies are the constants 0..trips-1.
+    start = isym(name) * block if block < trips else sp.Integer(0)
+    copies = tuple(
+        Update(u.lhs.xreplace(sub), u.op, u.rhs.xreplace(sub))
+        for t in range(block)
+        for sub in [{isym(var): start + t}]
+        for u in body
+    )
+    if block == trips:
+        return dataclasses.replace(plan, loops=tuple(loops[: r - 1] + loops[r:]), body=copies)
+    return dataclasses.replace(
+        plan,
+        loops=tuple(loops[: r - 1] + [name] + loops[r:]),
+        body=copies,
+        made={**plan.made, name: trips // block},
+    )
+
+
+def jam_sum(plan: NestPlan) -> NestPlan:
+    """Unroll by :data:`JAM` the loop around an innermost loop along the output, into one sum.
+
+    ``dx[n, i] += dy[n, o] w[o, i]`` with ``o`` around the simd loop over ``i``: every
+    ``o`` reads and writes the whole row ``dx[n, :]``. Stepping ``o`` by 4 with the 4
+    products summed in one update reads and writes it once per 4. The loop must be one
+    of the spec's, not index the output, not be the first (parallel) loop, and run a
+    whole constant range from 0 of a multiple of JAM trips (more than JAM).
+    """
+    loops, body = list(plan.loops), plan.body
+    if len(loops) < 3 or not all(isinstance(u, Update) and u.op == "+=" for u in body):
+        return plan
+    var, inner = loops[-2], loops[-1]
+    lhs_vars = {x for u in body for x in u.lhs.free_symbols}
+    if isym(var) in lhs_vars or isym(inner) not in lhs_vars or var not in plan.nest.loops:
+        return plan
+    if var in plan.expand or not whole(plan, var):
+        return plan
+    trips = len(plan.ranges[isym(var)])
+    if trips % JAM or trips == JAM:
+        return plan
+    name = f"{var}{JAM}"
+    steps = [{isym(var): JAM * isym(name) + t} for t in range(JAM)]
+    body = tuple(Update(u.lhs, "+=", sp.Add(*[u.rhs.xreplace(s) for s in steps])) for u in body)
+    return dataclasses.replace(
+        plan,
+        loops=tuple(loops[:-2] + [name, inner]),
+        body=body,
+        made={**plan.made, name: trips // JAM},
+    )
