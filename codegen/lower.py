@@ -14,6 +14,10 @@ Clipping (zero padding): an access ``x[..., a*i + t, ...]`` of an axis of size
 ``D`` is in bounds for ``ceil(-t/a) <= i < ceil((D - t)/a)``; a ``clip`` nest
 restricts ``i`` to that range instead of reading padded zeros.
 
+Computed positions: an access whose index contains ``Floor`` (a position computed from
+float data) may fall anywhere; both lowerings read it as 0 outside its array
+(:func:`guard_computed_reads`), the meaning the spec evaluation gives it.
+
 Examples
 --------
 >>> from derive.kernels import load_table
@@ -33,7 +37,7 @@ from dataclasses import dataclass
 
 import sympy as sp
 
-from derive.indexing import CeilDiv, FloorDiv, isym
+from derive.indexing import CeilDiv, Floor, FloorDiv, isym
 from derive.kernelspec import KernelSpec, Nest
 
 __all__ = ["CeilDiv", "FloorDiv"]  # re-exported for the printers
@@ -192,6 +196,37 @@ def clip_range(spec: KernelSpec, nest: Nest, var: str, env: dict) -> tuple[sp.Ex
     return lo, hi
 
 
+def _computed(acc) -> bool:
+    """Does ``acc`` read at a position computed from float data (an index with Floor)?"""
+    return isinstance(acc, sp.Indexed) and any(ix.has(Floor) for ix in acc.indices)
+
+
+def guard_computed_reads(spec: KernelSpec, expr: sp.Expr) -> sp.Expr:
+    """``expr`` with every computed read 0 outside its array:
+    ``Piecewise((x[.., p, ..], 0 <= p < D), (0, True))`` for each computed index ``p``.
+
+    >>> from derive.kernels import load_table
+    >>> from derive.indexing import fsym
+    >>> x = sp.IndexedBase("x")
+    >>> n, i, j = isym("n"), isym("i"), isym("j")
+    >>> read, inside = guard_computed_reads(
+    ...     load_table()["affine_resample"], x[n, Floor(fsym("r")), j]
+    ... ).args[0]
+    >>> read, sorted(map(str, inside.args))
+    (x[n, Floor(r), j], ['Floor(r) >= 0', 'H > Floor(r)'])
+    """
+
+    def guard(acc):
+        inside = [
+            sp.And(ix >= 0, ix < axis_size(spec, str(acc.base), axis))
+            for axis, ix in enumerate(acc.indices)
+            if ix.has(Floor)
+        ]
+        return sp.Piecewise((acc, sp.And(*inside)), (sp.Integer(0), True))
+
+    return expr.replace(_computed, guard)
+
+
 def _constant_over(expr, ranges: dict):
     """``expr`` evaluated for every value of its loop variables, if always the same."""
     free = [s for s in expr.free_symbols if s in ranges]
@@ -248,7 +283,11 @@ def _shapes(spec: KernelSpec, env: dict) -> dict:
 def _c_nest(spec, nest, env, fixed):
     shaped = _shapes(spec, env)
     stmts = tuple(
-        Update(s.lhs.subs(env).xreplace(shaped), s.op, s.rhs.subs(env).xreplace(shaped))
+        Update(
+            s.lhs.subs(env).xreplace(shaped),
+            s.op,
+            guard_computed_reads(spec, s.rhs).subs(env).xreplace(shaped),
+        )
         for s in nest.body
     )
     expand = _expanded(nest, fixed)
@@ -1092,6 +1131,12 @@ class Reduce(sp.Function):
     """``numpy.sum/max/min(expr, axis=axes)``."""
 
 
+class Clip(sp.Function):
+    """``numpy.clip(index, lo, hi)``: a computed index kept inside its axis, so the gather
+    is valid everywhere (the guard of :func:`guard_computed_reads` discards the values
+    read at clipped positions)."""
+
+
 REDUCE_OP = {"=": None, "+=": "sum", "max=": "max", "min=": "min"}
 
 
@@ -1111,7 +1156,8 @@ def _np_nest(spec, nest):
             lets += [Let(lo_s, lo), Let(hi_s, sp.Max(lo_s, hi))]
             lo, hi = lo_s, hi_s
         spans[isym(var)] = (lo, hi)
-    stmts = tuple(lets) + tuple(_np_stmt(spec, nest, s, spans) for s in nest.body)
+    body = (dataclasses.replace(s, rhs=guard_computed_reads(spec, s.rhs)) for s in nest.body)
+    stmts = tuple(lets) + tuple(_np_stmt(spec, nest, s, spans) for s in body)
     for tap in reversed(nest.taps):
         lo, hi = spec.range_of(tap)
         stmts = (Loop(isym(tap), lo, hi, stmts),)
@@ -1120,6 +1166,8 @@ def _np_nest(spec, nest):
 
 def _np_view(spec, acc, spans):
     """(View node, its vectorized letters) for one Indexed access."""
+    if _computed(acc):
+        return _np_computed_view(spec, acc, spans)
     entries, letters = [], []
     gather = any(ix.atoms(sp.Indexed) for ix in acc.indices)
     for axis, index in enumerate(acc.indices):
@@ -1150,14 +1198,38 @@ def _np_view(spec, acc, spans):
     return View(sp.Symbol(str(acc.base)), *entries), letters
 
 
+def _np_computed_view(spec, acc, spans):
+    """A gather at computed positions: every index an integer array over the access's
+    vectorized loops (outer first), computed ones clipped into their axis."""
+    letters = [v for v in spans if any(v in ix.free_symbols for ix in acc.indices)]
+    entries = []
+    for axis, index in enumerate(acc.indices):
+        sub = {a: _align(*_np_view(spec, a, spans), letters) for a in _outer_reads(index)}
+        sub.update(
+            {v: _align(Arange(*spans[v]), [v], letters) for v in index.free_symbols & set(spans)}
+        )
+        entry = index.xreplace(sub)
+        if index.has(Floor):
+            entry = Clip(entry, 0, axis_size(spec, str(acc.base), axis) - 1)
+        entries.append(entry)
+    return View(sp.Symbol(str(acc.base)), *entries), letters
+
+
+def _outer_reads(expr) -> list:
+    """The array reads of ``expr`` that are not inside another read's index (sorted)."""
+    if isinstance(expr, sp.Indexed):
+        return [expr]
+    found = {a for arg in expr.args for a in _outer_reads(arg)}
+    return sorted(found, key=sp.default_sort_key)
+
+
 def _np_stmt(spec, nest, stmt, spans):
     if stmt.op == "+=" and any(ix.atoms(sp.Indexed) for ix in stmt.lhs.indices):
         return _np_scatter(spec, nest, stmt, spans)
     lhs, out = _np_view(spec, stmt.lhs, spans)
     views = {}
-    for acc in sorted(stmt.rhs.atoms(sp.Indexed), key=sp.default_sort_key):
-        if not any(acc in x.atoms(sp.Indexed) and x != acc for x in stmt.rhs.atoms(sp.Indexed)):
-            views[acc] = _np_view(spec, acc, spans)
+    for acc in _outer_reads(stmt.rhs):
+        views[acc] = _np_view(spec, acc, spans)
     order = list(out)
     for _, letters in views.values():
         order += [x for x in letters if x not in order]

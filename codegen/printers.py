@@ -28,7 +28,7 @@ from sympy.printing.c import C99CodePrinter
 from sympy.printing.numpy import NumPyPrinter
 
 from codegen import lower as L
-from derive.indexing import IsNaN
+from derive.indexing import Floor, IsNaN
 
 
 class UnsupportedNode(TypeError):
@@ -72,6 +72,7 @@ _SUPPORTED = (
     sp.Mod,
     sp.Piecewise,
     sp.Or,
+    sp.And,
     sp.logic.boolalg.BooleanTrue,
     sp.core.relational.Relational,
     sp.core.numbers.Infinity,
@@ -142,11 +143,15 @@ class CPrinter(C99CodePrinter):
         self.dialect = dialect
 
     def _print(self, expr, **kwargs):
-        _check_supported(self, expr, (L.CeilDiv, L.FloorDiv, IsNaN))
+        _check_supported(self, expr, (L.CeilDiv, L.FloorDiv, Floor, IsNaN))
         return super()._print(expr, **kwargs)
 
     def _print_IsNaN(self, expr):
         return f"isnan({self._print(expr.args[0])})"
+
+    def _print_Floor(self, expr):
+        # floor of the dialect's float type (floorf, floor), converted to an index
+        return f"((int64_t){super()._print_floor(sp.floor(expr.args[0], evaluate=False))})"
 
     def _print_Indexed(self, expr):
         shape = expr.base.shape
@@ -353,11 +358,22 @@ class NumpyPrinter(NumPyPrinter):
 
     def _print(self, expr, **kwargs):
         extra = (L.View, L.Span, L.Arange, L.Align, L.Einsum, L.Reduce, L.CeilDiv, L.FloorDiv)
-        _check_supported(self, expr, extra + (L.Scatter, IsNaN))
+        _check_supported(self, expr, extra + (L.Scatter, L.Clip, Floor, IsNaN))
         return super()._print(expr, **kwargs)
 
     def _print_IsNaN(self, expr):
         return f"numpy.isnan({self._print(expr.args[0])})"
+
+    def _print_Floor(self, expr):
+        return f"numpy.floor({self._print(expr.args[0])}).astype(numpy.int64)"
+
+    def _print_Clip(self, expr):
+        return f"numpy.clip({', '.join(self._print(a) for a in expr.args)})"
+
+    def _print_And(self, expr):
+        # element-wise on arrays of broadcastable shapes (logical_and.reduce stacks them);
+        # sorted: the order of And's arguments is not stable from run to run
+        return " & ".join(f"({self._print(a)})" for a in sorted(expr.args, key=sp.default_sort_key))
 
     def _minmax(self, expr, fn, builtin):
         args = [self._print(a) for a in expr.args]
