@@ -40,19 +40,17 @@ def distortion_theta(u: np.ndarray, shape: tuple[int, int], shift, scale, squeez
     >>> theta[0].tolist()  # a shift by (2, -2): reads 2 rows up, 2 columns right
     [[1.0, 0.0, -2.0], [-0.0, 1.0, 2.0]]
     """
-    s = 1 + scale * u[:, 0]
-    q = 1 + squeeze * u[:, 1]
-    k = shear * u[:, 2]
-    ty, tx = shift * u[:, 3], shift * u[:, 4]
     cy, cx = (shape[0] - 1) / 2, (shape[1] - 1) / 2
-    a, b = q / s, 1 / (s * q)
-    theta = np.zeros((len(u), 2, 3))
-    theta[:, 0, 0] = a
-    theta[:, 0, 2] = cy - a * (cy + ty)
-    theta[:, 1, 0] = -k * b
-    theta[:, 1, 1] = b
-    theta[:, 1, 2] = cx - b * (cx + tx) + k * b * (cy + ty)
-    return theta
+
+    def inverse(u0, u1, u2, u3, u4):
+        # Python floats: a training batch distorts a digit or a few, where NumPy's
+        # per-operation overhead would cost more than the resampling itself.
+        s, q, k = 1 + scale * u0, 1 + squeeze * u1, shear * u2
+        ty, tx = shift * u3, shift * u4
+        a, b = q / s, 1 / (s * q)
+        return (a, 0.0, cy - a * (cy + ty)), (-k * b, b, cx - b * (cx + tx) + k * b * (cy + ty))
+
+    return np.array([inverse(*row) for row in u.tolist()]).reshape(len(u), 2, 3)
 
 
 def distort(

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bench.distort import direct_distort
 from lenet5 import data
 from lenet5.data import DataError, load_pair, read_idx, to_input, write_idx
 from lenet5.distort import NO_DISTORTION, distort
@@ -175,38 +176,13 @@ def test_distortions_are_seeded_and_move_ink():
         distort(imgs, 3)
 
 
-def _reference_distort(images, rng):
-    """The distortions resampled directly in NumPy: per digit the source position of each
-    pixel (the inverse map about the centre), then bilinear interpolation, 0 outside."""
-    n, h, w = images.shape
-    u = rng.uniform(-1.0, 1.0, (n, 5))
-    s, q, k = 1 + 0.1 * u[:, 0], 1 + 0.1 * u[:, 1], 0.2 * u[:, 2]
-    ty, tx = 2.0 * u[:, 3], 2.0 * u[:, 4]
-    yy, xx = np.meshgrid(np.arange(h) - (h - 1) / 2, np.arange(w) - (w - 1) / 2, indexing="ij")
-    e = (slice(None), None, None)
-    src_y = (yy[None] - ty[e]) * (q / s)[e]
-    src_x = (xx[None] - tx[e] - k[e] * src_y * (s / q)[e]) / (s * q)[e]
-    rows, cols = src_y + (h - 1) / 2, src_x + (w - 1) / 2
-    padded = np.zeros((n, h + 2, w + 2))
-    padded[:, 1:-1, 1:-1] = images
-    r = np.clip(rows + 1, 0, h + 1 - 1e-9)
-    c = np.clip(cols + 1, 0, w + 1 - 1e-9)
-    r0, c0 = np.floor(r).astype(np.int64), np.floor(c).astype(np.int64)
-    r1, c1 = np.minimum(r0 + 1, h + 1), np.minimum(c0 + 1, w + 1)
-    fr, fc = r - r0, c - c0
-    idx = np.arange(n)[:, None, None]
-    top = padded[idx, r0, c0] * (1 - fc) + padded[idx, r0, c1] * fc
-    bottom = padded[idx, r1, c0] * (1 - fc) + padded[idx, r1, c1] * fc
-    return np.clip(np.rint(top * (1 - fr) + bottom * fr), 0, 255).astype(np.uint8)
-
-
 @pytest.mark.parametrize("backend", ["c", "numpy"])
 def test_distortions_equal_direct_resampling(backend):
     """The generated kernel on theta gives, for the same draws, the digits that resampling
-    each pixel at its directly computed source position gives, bit for bit."""
+    each pixel at its directly computed source position gives (bench.distort), bit for bit."""
     imgs = data.load_mnist("sample").train_images[:300]
     kernels = load_backend(backend)
     for b in range(0, 300, 30):
-        want = _reference_distort(imgs[b : b + 30], np.random.default_rng([5, b]))
+        want = direct_distort(imgs[b : b + 30], np.random.default_rng([5, b]))
         got = distort(imgs[b : b + 30], np.random.default_rng([5, b]), kernels)
         assert (got == want).all(), f"digits {b}..{b + 29}"
