@@ -170,7 +170,7 @@ def _affine_bilinear() -> Derivation:
             hat(f - k),
             sp.Piecewise((1 - f, sp.Eq(k, 0)), (f, sp.Eq(k, 1)), (0, True)),
             "For $0 \\le f < 1$ and an integer $k$ the tent kernel "
-            "$\\max(0, 1 - |t|)$ at $f - k$ is $1 - f$ for $k = 0$, $f$ for $k = 1$ and 0 "
+            "$\\Lambda(t) = \\max(0, 1 - |t|)$ at $f - k$ is $1 - f$ for $k = 0$, $f$ for $k = 1$ and 0 "
             "for every other $k$.",
             method=EXHAUSTIVE,
             check=_tent_ok,
@@ -186,7 +186,7 @@ def _affine_bilinear() -> Derivation:
             check=_taps_ok,
             cases=_POSITIONS,
             note="a 3x4 image of symbols at positions inside, on pixels and edges, outside",
-            latex=r"\sum_{p,q} \hat(r - p)\,\hat(c - q)\, x_{p,q} = "
+            latex=r"\sum_{p,q} \Lambda(r - p)\,\Lambda(c - q)\, x_{p,q} = "
             r"(1-f)(1-g)\,x_{r_0,c_0} + (1-f)\,g\,x_{r_0,c_0+1} + f(1-g)\,x_{r_0+1,c_0} "
             r"+ f g\, x_{r_0+1,c_0+1}",
         ),
