@@ -1132,9 +1132,9 @@ class Reduce(sp.Function):
 
 
 class Clip(sp.Function):
-    """``numpy.clip(index, lo, hi)``: a computed index kept inside its axis, so the gather
-    is valid everywhere (the guard of :func:`guard_computed_reads` discards the values
-    read at clipped positions)."""
+    """``numpy.clip(index, lo, hi)`` as int64: a computed index kept inside its axis, so
+    the gather is valid everywhere (the guard of :func:`guard_computed_reads` discards the
+    values read at clipped positions)."""
 
 
 REDUCE_OP = {"=": None, "+=": "sum", "max=": "max", "min=": "min"}

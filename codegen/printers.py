@@ -141,6 +141,7 @@ class CPrinter(C99CodePrinter):
     def __init__(self, dialect: Dialect):
         super().__init__({"type_aliases": {real: dialect.sympy_type}})
         self.dialect = dialect
+        self._in_index = False
 
     def _print(self, expr, **kwargs):
         _check_supported(self, expr, (L.CeilDiv, L.FloorDiv, Floor, IsNaN))
@@ -150,15 +151,22 @@ class CPrinter(C99CodePrinter):
         return f"isnan({self._print(expr.args[0])})"
 
     def _print_Floor(self, expr):
-        # floor of the dialect's float type (floorf, floor), converted to an index
-        return f"((int64_t){super()._print_floor(sp.floor(expr.args[0], evaluate=False))})"
+        # floor of the dialect's float type (floorf, floor); converted to an integer only
+        # inside an array index, which the guard of a computed read evaluates after its
+        # bounds test (on a NaN or huge position the conversion would be undefined)
+        text = super()._print_floor(sp.floor(expr.args[0], evaluate=False))
+        return f"((int64_t){text})" if self._in_index else text
 
     def _print_Indexed(self, expr):
         shape = expr.base.shape
         offset = sp.Integer(0)
         for index, size in zip(expr.indices, shape, strict=True):
             offset = offset * size + index
-        return f"{self._print(expr.base.label)}[{self._print(sp.expand(offset))}]"
+        outer, self._in_index = self._in_index, True
+        try:
+            return f"{self._print(expr.base.label)}[{self._print(sp.expand(offset))}]"
+        finally:
+            self._in_index = outer
 
     def _print_Max(self, expr):
         if all(a.is_integer for a in expr.args):
@@ -365,10 +373,10 @@ class NumpyPrinter(NumPyPrinter):
         return f"numpy.isnan({self._print(expr.args[0])})"
 
     def _print_Floor(self, expr):
-        return f"numpy.floor({self._print(expr.args[0])}).astype(numpy.int64)"
+        return f"numpy.floor({self._print(expr.args[0])})"
 
     def _print_Clip(self, expr):
-        return f"numpy.clip({', '.join(self._print(a) for a in expr.args)})"
+        return f"numpy.clip({', '.join(self._print(a) for a in expr.args)}).astype(numpy.int64)"
 
     def _print_And(self, expr):
         # element-wise on arrays of broadcastable shapes (logical_and.reduce stacks them);

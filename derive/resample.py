@@ -170,7 +170,8 @@ def _affine_bilinear() -> Derivation:
             hat(f - k),
             sp.Piecewise((1 - f, sp.Eq(k, 0)), (f, sp.Eq(k, 1)), (0, True)),
             "For $0 \\le f < 1$ and an integer $k$ the tent kernel "
-            "$\\Lambda(t) = \\max(0, 1 - |t|)$ at $f - k$ is $1 - f$ for $k = 0$, $f$ for $k = 1$ and 0 "
+            "$\\Lambda(t) = \\max(0, 1 - |t|)$ at $f - k$ is $1 - f$ for $k = 0$, "
+            "$f$ for $k = 1$ and 0 "
             "for every other $k$.",
             method=EXHAUSTIVE,
             check=_tent_ok,
