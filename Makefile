@@ -82,6 +82,12 @@ sanitize: install
 bench-kernels: install
 	$(PY) bench/kernels.py $(ARGS)
 
+# Distorted digits/s: the generated affine_resample kernel (C, NumPy) vs direct NumPy
+# resampling, in calls of 1, 10 and 100 digits. ARGS="--digits 10000" etc.
+.PHONY: bench-distort
+bench-distort: install
+	$(PY) bench/distort.py $(ARGS)
+
 # Whole LeNet-5, images/s of inference and training steps: generated C vs generated NumPy
 # vs PyTorch eager (the `bench` extra), batch 1 and 64. ARGS="--json bench.json --rounds 9".
 .PHONY: bench

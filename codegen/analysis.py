@@ -2,7 +2,10 @@
 
 Clipping (zero padding): an access ``x[..., a*i + t, ...]`` of an axis of size
 ``D`` is in bounds for ``ceil(-t/a) <= i < ceil((D - t)/a)``; :func:`clip_range`
-restricts ``i`` to that range instead of reading padded zeros. :func:`flat_offset`
+restricts ``i`` to that range instead of reading padded zeros. An access whose index
+contains ``Floor`` (a position computed from float data) may fall anywhere; both lowerings
+read it as 0 outside its array (:func:`guard_computed_reads`), the meaning the spec
+evaluation gives it. :func:`flat_offset`
 is the row-major element offset of an access (as the C printer prints it) and
 :func:`contiguous` tells whether a group of loops walks accesses as one flat run.
 """
@@ -14,7 +17,7 @@ import itertools
 import sympy as sp
 
 from codegen.ir import Let, NestPlan, Update
-from derive.indexing import CeilDiv, isym
+from derive.indexing import CeilDiv, Floor, isym
 from derive.kernelspec import KernelSpec, Nest
 
 
@@ -53,6 +56,37 @@ def clip_range(spec: KernelSpec, nest: Nest, var: str, env: dict) -> tuple[sp.Ex
             lo = sp.Max(lo, CeilDiv(sp.Max(-t, 0), a))
             hi = sp.Min(hi, CeilDiv(sp.Max(size - t, 0), a))
     return lo, hi
+
+
+def computed(acc) -> bool:
+    """Does ``acc`` read at a position computed from float data (an index with Floor)?"""
+    return isinstance(acc, sp.Indexed) and any(ix.has(Floor) for ix in acc.indices)
+
+
+def guard_computed_reads(spec: KernelSpec, expr: sp.Expr) -> sp.Expr:
+    """``expr`` with every computed read 0 outside its array:
+    ``Piecewise((x[.., p, ..], 0 <= p < D), (0, True))`` for each computed index ``p``.
+
+    >>> from derive.kernels import load_table
+    >>> from derive.indexing import fsym
+    >>> x = sp.IndexedBase("x")
+    >>> n, i, j = isym("n"), isym("i"), isym("j")
+    >>> read, inside = guard_computed_reads(
+    ...     load_table()["affine_resample"], x[n, Floor(fsym("r")), j]
+    ... ).args[0]
+    >>> read, sorted(map(str, inside.args))
+    (x[n, Floor(r), j], ['Floor(r) >= 0', 'H > Floor(r)'])
+    """
+
+    def guard(acc):
+        inside = [
+            sp.And(ix >= 0, ix < axis_size(spec, str(acc.base), axis))
+            for axis, ix in enumerate(acc.indices)
+            if ix.has(Floor)
+        ]
+        return sp.Piecewise((acc, sp.And(*inside)), (sp.Integer(0), True))
+
+    return expr.replace(computed, guard)
 
 
 def constant_over(expr, ranges: dict):

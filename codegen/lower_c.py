@@ -27,7 +27,7 @@ from typing import NamedTuple
 
 import sympy as sp
 
-from codegen.analysis import bounds, cond_ready, shaped_arrays, size_env
+from codegen.analysis import bounds, cond_ready, guard_computed_reads, shaped_arrays, size_env
 from codegen.ir import Function, If, Loop, NestPlan, Pairs, Update
 from codegen.passes.accumulate import accumulate, accumulated
 from codegen.passes.fusion import fuse_contiguous
@@ -121,7 +121,11 @@ def plan_nest(spec: KernelSpec, nest: Nest, env: dict, fixed: dict) -> NestPlan:
     """
     shaped = shaped_arrays(spec, env)
     body = tuple(
-        Update(s.lhs.subs(env).xreplace(shaped), s.op, s.rhs.subs(env).xreplace(shaped))
+        Update(
+            s.lhs.subs(env).xreplace(shaped),
+            s.op,
+            guard_computed_reads(spec, s.rhs).subs(env).xreplace(shaped),
+        )
         for s in nest.body
     )
     table = fixed.get("table")

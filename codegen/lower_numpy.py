@@ -12,11 +12,13 @@ Examples
 
 from __future__ import annotations
 
+import dataclasses
+
 import sympy as sp
 
-from codegen.analysis import axis_size, clip_range
+from codegen.analysis import axis_size, clip_range, computed, guard_computed_reads
 from codegen.ir import Function, Let, Loop, Update
-from derive.indexing import isym
+from derive.indexing import Floor, isym
 from derive.kernelspec import KernelSpec
 
 
@@ -53,6 +55,12 @@ class Reduce(sp.Function):
     """``numpy.sum/max/min(expr, axis=axes)``."""
 
 
+class Clip(sp.Function):
+    """``numpy.clip(index, lo, hi)`` as int64: a computed index kept inside its axis, so
+    the gather is valid everywhere (the guard of :func:`guard_computed_reads` discards the
+    values read at clipped positions)."""
+
+
 REDUCE_OP = {"=": None, "+=": "sum", "max=": "max", "min=": "min"}
 
 
@@ -72,7 +80,8 @@ def _np_nest(spec, nest):
             lets += [Let(lo_s, lo), Let(hi_s, sp.Max(lo_s, hi))]
             lo, hi = lo_s, hi_s
         spans[isym(var)] = (lo, hi)
-    stmts = tuple(lets) + tuple(_np_stmt(spec, nest, s, spans) for s in nest.body)
+    body = (dataclasses.replace(s, rhs=guard_computed_reads(spec, s.rhs)) for s in nest.body)
+    stmts = tuple(lets) + tuple(_np_stmt(spec, nest, s, spans) for s in body)
     for tap in reversed(nest.taps):
         lo, hi = spec.range_of(tap)
         stmts = (Loop(isym(tap), lo, hi, stmts),)
@@ -81,6 +90,8 @@ def _np_nest(spec, nest):
 
 def _np_view(spec, acc, spans):
     """(View node, its vectorized letters) for one Indexed access."""
+    if computed(acc):
+        return _np_computed_view(spec, acc, spans)
     entries, letters = [], []
     gather = any(ix.atoms(sp.Indexed) for ix in acc.indices)
     for axis, index in enumerate(acc.indices):
@@ -111,14 +122,38 @@ def _np_view(spec, acc, spans):
     return View(sp.Symbol(str(acc.base)), *entries), letters
 
 
+def _np_computed_view(spec, acc, spans):
+    """A gather at computed positions: every index an integer array over the access's
+    vectorized loops (outer first), computed ones clipped into their axis."""
+    letters = [v for v in spans if any(v in ix.free_symbols for ix in acc.indices)]
+    entries = []
+    for axis, index in enumerate(acc.indices):
+        sub = {a: _align(*_np_view(spec, a, spans), letters) for a in _outer_reads(index)}
+        sub.update(
+            {v: _align(Arange(*spans[v]), [v], letters) for v in index.free_symbols & set(spans)}
+        )
+        entry = index.xreplace(sub)
+        if index.has(Floor):
+            entry = Clip(entry, 0, axis_size(spec, str(acc.base), axis) - 1)
+        entries.append(entry)
+    return View(sp.Symbol(str(acc.base)), *entries), letters
+
+
+def _outer_reads(expr) -> list:
+    """The array reads of ``expr`` that are not inside another read's index (sorted)."""
+    if isinstance(expr, sp.Indexed):
+        return [expr]
+    found = {a for arg in expr.args for a in _outer_reads(arg)}
+    return sorted(found, key=sp.default_sort_key)
+
+
 def _np_stmt(spec, nest, stmt, spans):
     if stmt.op == "+=" and any(ix.atoms(sp.Indexed) for ix in stmt.lhs.indices):
         return _np_scatter(spec, nest, stmt, spans)
     lhs, out = _np_view(spec, stmt.lhs, spans)
     views = {}
-    for acc in sorted(stmt.rhs.atoms(sp.Indexed), key=sp.default_sort_key):
-        if not any(acc in x.atoms(sp.Indexed) and x != acc for x in stmt.rhs.atoms(sp.Indexed)):
-            views[acc] = _np_view(spec, acc, spans)
+    for acc in _outer_reads(stmt.rhs):
+        views[acc] = _np_view(spec, acc, spans)
     order = list(out)
     for _, letters in views.values():
         order += [x for x in letters if x not in order]

@@ -29,7 +29,7 @@ from sympy.printing.numpy import NumPyPrinter
 
 from codegen import ir
 from codegen import lower_numpy as N
-from derive.indexing import CeilDiv, FloorDiv, IsNaN
+from derive.indexing import CeilDiv, Floor, FloorDiv, IsNaN
 
 
 class UnsupportedNode(TypeError):
@@ -69,6 +69,7 @@ _SUPPORTED = (
     sp.Mod,
     sp.Piecewise,
     sp.Or,
+    sp.And,
     sp.logic.boolalg.BooleanTrue,
     sp.core.relational.Relational,
     sp.core.numbers.Infinity,
@@ -125,20 +126,32 @@ class CPrinter(C99CodePrinter):
     def __init__(self, dialect: Dialect):
         super().__init__({"type_aliases": {real: dialect.sympy_type}})
         self.dialect = dialect
+        self._in_index = False
 
     def _print(self, expr, **kwargs):
-        _check_supported(self, expr, (CeilDiv, FloorDiv, IsNaN))
+        _check_supported(self, expr, (CeilDiv, FloorDiv, Floor, IsNaN))
         return super()._print(expr, **kwargs)
 
     def _print_IsNaN(self, expr):
         return f"isnan({self._print(expr.args[0])})"
+
+    def _print_Floor(self, expr):
+        # floor of the dialect's float type (floorf, floor); converted to an integer only
+        # inside an array index, which the guard of a computed read evaluates after its
+        # bounds test (on a NaN or huge position the conversion would be undefined)
+        text = super()._print_floor(sp.floor(expr.args[0], evaluate=False))
+        return f"((int64_t){text})" if self._in_index else text
 
     def _print_Indexed(self, expr):
         shape = expr.base.shape
         offset = sp.Integer(0)
         for index, size in zip(expr.indices, shape, strict=True):
             offset = offset * size + index
-        return f"{self._print(expr.base.label)}[{self._print(sp.expand(offset))}]"
+        outer, self._in_index = self._in_index, True
+        try:
+            return f"{self._print(expr.base.label)}[{self._print(sp.expand(offset))}]"
+        finally:
+            self._in_index = outer
 
     def _print_Max(self, expr):
         if all(a.is_integer for a in expr.args):
@@ -305,11 +318,22 @@ class NumpyPrinter(NumPyPrinter):
 
     def _print(self, expr, **kwargs):
         extra = (N.View, N.Span, N.Arange, N.Align, N.Einsum, N.Reduce, CeilDiv, FloorDiv)
-        _check_supported(self, expr, extra + (N.Scatter, IsNaN))
+        _check_supported(self, expr, extra + (N.Scatter, N.Clip, Floor, IsNaN))
         return super()._print(expr, **kwargs)
 
     def _print_IsNaN(self, expr):
         return f"numpy.isnan({self._print(expr.args[0])})"
+
+    def _print_Floor(self, expr):
+        return f"numpy.floor({self._print(expr.args[0])})"
+
+    def _print_Clip(self, expr):
+        return f"numpy.clip({', '.join(self._print(a) for a in expr.args)}).astype(numpy.int64)"
+
+    def _print_And(self, expr):
+        # element-wise on arrays of broadcastable shapes (logical_and.reduce stacks them);
+        # sorted: the order of And's arguments is not stable from run to run
+        return " & ".join(f"({self._print(a)})" for a in sorted(expr.args, key=sp.default_sort_key))
 
     def _minmax(self, expr, fn, builtin):
         args = [self._print(a) for a in expr.args]

@@ -2,7 +2,8 @@
 
 Kernel specs (:mod:`derive.kernels`) index arrays with affine expressions of
 integer loop symbols (``i*stride + u*dilation - padding``), size their outputs
-with ``FloorDiv`` and test float reads with ``IsNaN``; codegen prints all of them.
+with ``FloorDiv``, turn a float position into an index with ``Floor`` and test float
+reads with ``IsNaN``; codegen prints all of them.
 They live here, apart from the spec schema, because printers, lowering and the
 table all use them.
 
@@ -73,6 +74,27 @@ class CeilDiv(sp.Function):
             return sp.Integer(-(-a // b))
         if b == 1:
             return a
+        return None
+
+
+class Floor(sp.Function):
+    """``floor(x)`` of a real expression as an integer index (a position computed from
+    float data, such as a resampling's source row).
+
+    An access whose index contains ``Floor`` may fall outside its array; there it reads 0
+    (the meaning :func:`derive.kernelspec.evaluate` gives every read outside an array),
+    which the generated code makes explicit with a bounds test.
+
+    >>> Floor(sp.Rational(-1, 2)), Floor(sp.Rational(7, 3)), Floor(fsym("r")).is_integer
+    (-1, 2, True)
+    """
+
+    is_integer = True
+
+    @classmethod
+    def eval(cls, x):
+        if x.is_number and x.is_real:
+            return sp.floor(x)
         return None
 
 

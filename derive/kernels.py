@@ -34,7 +34,7 @@ from __future__ import annotations
 import numpy as np
 import sympy as sp
 
-from derive import activations, core, layers, optim
+from derive import activations, core, layers, optim, resample
 from derive import lenet5 as lenet
 from derive.indexing import FloorDiv, IsNaN, fsym, isym
 from derive.kernelspec import (
@@ -844,6 +844,61 @@ def _loss_specs():
     )
 
 
+# --- resampling ---------------------------------------------------------------------------
+
+#: theta per image: scale 1/2 (fractional positions), a shear and a shift (partly outside,
+#: negative positions), the identity (pixel centres), a rotation by a quarter turn (reads
+#: along columns), a map wholly outside the image.
+_RESAMPLE_CASES = (
+    dict(N=2, H=3, W=4, theta=((("1/2", 0, "1/3"), ("-1/4", "1/2", "-1/2")),
+                               ((1, 0, 0), (0, 1, 0)))),
+    dict(N=2, H=2, W=3, theta=(((0, 1, "-1/2"), (-1, 0, "5/2")), ((1, 2, 5), (0, 1, -7)))),
+)  # fmt: skip
+
+
+def _resample_specs():
+    n, i, j = _ix("n", "i", "j")
+    x, theta, rows, cols = (_A(a) for a in ("x", "theta", "src_r", "src_c"))
+    r, c = resample.source([[theta[n, k, m] for m in range(3)] for k in range(2)], i, j)
+    pixel = ("N", "H", "W")
+    yield KernelSpec(
+        name="affine_resample",
+        derivation="resample.affine_bilinear",
+        doc="Bilinear resampling at the affine source positions theta[n] (i, j, 1), 0 outside "
+        "the image: y[n, i, j] = x[n] interpolated at (theta[n, 0] . (i, j, 1), "
+        "theta[n, 1] . (i, j, 1)).",
+        arrays=(
+            Array("x", pixel),
+            Array("theta", ("N", "two", "three")),
+            Array("y", pixel, role=OUT),
+            Array("src_r", pixel, role=TMP),
+            Array("src_c", pixel, role=TMP),
+        ),
+        params=(),
+        signature=("x", "theta"),
+        returns=("y",),
+        ranges=(("n", 0, "N"), ("i", 0, "H"), ("j", 0, "W")),
+        derived=(("two", 2), ("three", 3)),
+        nests=(
+            Nest(("n", "i", "j"), (Stmt(rows[n, i, j], "=", r), Stmt(cols[n, i, j], "=", c))),
+            Nest(
+                ("n", "i", "j"),
+                (
+                    Stmt(
+                        _A("y")[n, i, j],
+                        "=",
+                        resample.bilinear_taps(
+                            lambda p, q: x[n, p, q], rows[n, i, j], cols[n, i, j]
+                        ),
+                    ),
+                ),
+            ),
+        ),
+        definition=resample.affine_resample,
+        cases=_RESAMPLE_CASES,
+    )
+
+
 # --- parameter updates ------------------------------------------------------------------
 
 
@@ -904,6 +959,7 @@ def kernel_specs() -> tuple[KernelSpec, ...]:
         *_dense_specs(),
         *_loss_specs(),
         *_update_specs(),
+        *_resample_specs(),
     )
 
 
@@ -911,6 +967,6 @@ def load_table() -> dict[str, KernelSpec]:
     """The validated kernel table, by kernel name (every cited derivation must exist).
 
     >>> len(load_table())
-    31
+    32
     """
     return validate_table(kernel_specs(), core.ids())

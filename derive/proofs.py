@@ -135,7 +135,12 @@ def _forward_inputs(spec: KernelSpec, case: dict) -> _Inputs:
     symbolic, point, at = {}, {}, {}
     for a in spec.inputs:
         shape = _shape(spec, a.name, sizes)
-        if a.kind == FLOAT:
+        if a.kind == FLOAT and a.name in case:  # given exactly (a resampling's positions)
+            given = np.vectorize(sp.Rational, otypes=[object])(np.array(case[a.name], object))
+            if given.shape != shape:
+                raise ValueError(f"{spec.name}: case value of {a.name} has shape {given.shape}")
+            symbolic[a.name] = point[a.name] = given
+        elif a.kind == FLOAT:
             syms, vals = _symbols(a.name, shape), _points(shape, rng, values)
             symbolic[a.name], point[a.name] = syms, vals
             at.update(zip(syms.reshape(-1), vals.reshape(-1), strict=True))
@@ -386,7 +391,7 @@ def require_proven(table: dict, jobs: int = 1) -> list[Proof]:
 
     >>> from derive.kernels import load_table
     >>> len(require_proven(load_table()))
-    31
+    32
     """
     todo = [name for name, spec in table.items() if _load(proof_key(spec, table)) is None]
     done = {}

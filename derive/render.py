@@ -463,6 +463,7 @@ PARTS = (
     ("Activations, losses and optimizers", ("act.", "loss.", "opt."), (
         "act.sigmoid", "act.scaled_tanh", "act.relu", "act.leaky_relu", "loss.squared_error",
         "loss.map", "loss.softmax_xent", "opt.sdlm", "opt.sgd_momentum")),
+    ("Distorted training digits", ("resample.",), ("resample.affine_bilinear",)),
     ("Other derivations", (), ()),
     ("Kernel proofs", ("kernel.",), ()),
 )  # fmt: skip

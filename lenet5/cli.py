@@ -93,8 +93,8 @@ def _parser() -> argparse.ArgumentParser:
         "--distort-copies",
         type=int,
         metavar="K",
-        help=f"distorted copies of each digit per pass with --distort ({DISTORT_COPIES}; "
-        "the paper's augmented set: 9)",
+        help=f"distorted copies of each digit per pass with --distort ({DISTORT_COPIES}: "
+        "the paper's 540,000 distorted digits)",
     )
     t.add_argument("--optimizer", choices=("sdlm", "sgd"), help="sdlm (paper, default) or sgd")
     t.add_argument(

@@ -1,11 +1,12 @@
-"""Random planar distortions of MNIST digits for training (numpy only, seeded).
+"""Random planar distortions of MNIST digits for training (seeded).
 
 The paper's distorted-data experiment (LeCun et al. 1998, Sec. III-C) trains on digits
 moved by random planar affine maps: horizontal and vertical translation, scaling,
 squeezing (compressing one axis while stretching the other) and horizontal shearing.
-Optionally an elastic displacement field (Simard, Steinkraus, Platt 2003: uniform random
-displacements smoothed by a Gaussian of width ``sigma``, scaled by ``alpha``) is added.
-Pixels are resampled bilinearly with a white (0) outside.
+Each digit's map is drawn here; the resampling (bilinear, 0 outside the digit) is the
+generated kernel ``affine_resample`` (derivation ``resample.affine_bilinear``), which
+takes per digit the 2x3 matrix ``theta`` of the map's inverse: output pixel (i, j)
+reads the input at ``theta (i, j, 1)``.
 
 >>> import numpy as np
 >>> img = np.zeros((1, 28, 28), np.uint8); img[0, 10:18, 12:16] = 255
@@ -20,48 +21,53 @@ from __future__ import annotations
 
 import numpy as np
 
+from lenet5.network import load_backend
+
 #: Parameter ranges (uniform draws): shift in pixels, relative scale, squeeze, shear.
-DEFAULTS = dict(shift=2.0, scale=0.1, squeeze=0.1, shear=0.2, alpha=0.0, sigma=4.0)
-NO_DISTORTION = dict(shift=0.0, scale=0.0, squeeze=0.0, shear=0.0, alpha=0.0)
+DEFAULTS = dict(shift=2.0, scale=0.1, squeeze=0.1, shear=0.2)
+NO_DISTORTION = dict(shift=0.0, scale=0.0, squeeze=0.0, shear=0.0)
 
 
-def _gaussian_smooth(field: np.ndarray, sigma: float) -> np.ndarray:
-    """Separable Gaussian smoothing of (N, H, W) fields along H and W (zero outside)."""
-    radius = int(np.ceil(3 * sigma))
-    t = np.arange(-radius, radius + 1)
-    g = np.exp(-(t**2) / (2 * sigma**2))
-    g /= g.sum()
-    along_w = np.apply_along_axis(np.convolve, 2, field, g, mode="same")
-    return np.apply_along_axis(np.convolve, 1, along_w, g, mode="same")
+def distortion_theta(u: np.ndarray, shape: tuple[int, int], shift, scale, squeeze, shear):
+    """``theta`` (N, 2, 3) of the distortions drawn as ``u`` (N, 5), uniform in [-1, 1].
 
+    Per digit: scale ``s = 1 + scale u0``, squeeze ``q = 1 + squeeze u1`` (columns by q,
+    rows by 1/q), shear ``k = shear u2`` of the scaled rows, shift ``(ty, tx) = shift
+    (u3, u4)``, about the centre of an image of ``shape`` (H, W); ``theta`` is the inverse
+    map, as derived in ``resample.affine_bilinear`` (step 3).
 
-def _bilinear(images: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    """Sample (N, H, W) images at real coordinates (N, H, W); 0 outside the image."""
-    n, h, w = images.shape
-    padded = np.zeros((n, h + 2, w + 2), np.float64)
-    padded[:, 1:-1, 1:-1] = images
-    r = np.clip(rows + 1, 0, h + 1 - 1e-9)
-    c = np.clip(cols + 1, 0, w + 1 - 1e-9)
-    r0, c0 = np.floor(r).astype(np.int64), np.floor(c).astype(np.int64)
-    r1, c1 = np.minimum(r0 + 1, h + 1), np.minimum(c0 + 1, w + 1)
-    fr, fc = r - r0, c - c0
-    idx = np.arange(n)[:, None, None]
-    top = padded[idx, r0, c0] * (1 - fc) + padded[idx, r0, c1] * fc
-    bottom = padded[idx, r1, c0] * (1 - fc) + padded[idx, r1, c1] * fc
-    return top * (1 - fr) + bottom * fr
+    >>> theta = distortion_theta(np.array([[0, 0, 0, 1, -1]]), (28, 28), 2.0, 0.1, 0.1, 0.2)
+    >>> theta[0].tolist()  # a shift by (2, -2): reads 2 rows up, 2 columns right
+    [[1.0, 0.0, -2.0], [-0.0, 1.0, 2.0]]
+    """
+    cy, cx = (shape[0] - 1) / 2, (shape[1] - 1) / 2
+
+    def inverse(u0, u1, u2, u3, u4):
+        # Python floats: a training batch distorts a digit or a few, where NumPy's
+        # per-operation overhead would cost more than the resampling itself.
+        s, q, k = 1 + scale * u0, 1 + squeeze * u1, shear * u2
+        ty, tx = shift * u3, shift * u4
+        a, b = q / s, 1 / (s * q)
+        return (a, 0.0, cy - a * (cy + ty)), (-k * b, b, cx - b * (cx + tx) + k * b * (cy + ty))
+
+    return np.array([inverse(*row) for row in u.tolist()]).reshape(len(u), 2, 3)
 
 
 def distort(
     images: np.ndarray,
     rng: np.random.Generator,
+    kernels=None,
     shift=DEFAULTS["shift"],
     scale=DEFAULTS["scale"],
     squeeze=DEFAULTS["squeeze"],
     shear=DEFAULTS["shear"],
-    alpha=DEFAULTS["alpha"],
-    sigma=DEFAULTS["sigma"],
 ) -> np.ndarray:
-    """Randomly distorted copies of uint8 digits (N, H, W); one random map per digit."""
+    """Randomly distorted copies of uint8 digits (N, H, W); one random map per digit.
+
+    ``kernels`` is the generated kernel module that resamples (``LeNet5.k``: C or NumPy);
+    None: the C backend. The maps are drawn from ``rng`` (5 uniform numbers per digit);
+    the digits are resampled in float64 and rounded to the nearest uint8.
+    """
     images = np.asarray(images)
     if images.dtype != np.uint8 or images.ndim != 3:
         raise TypeError(
@@ -69,22 +75,8 @@ def distort(
         )
     if not isinstance(rng, np.random.Generator):
         raise TypeError(f"distort: rng must be a numpy Generator, got {type(rng).__name__}")
-    n, h, w = images.shape
-    u = rng.uniform(-1.0, 1.0, (n, 5))
-    s = 1 + scale * u[:, 0]  # overall scale
-    q = 1 + squeeze * u[:, 1]  # squeeze: x scaled by q, y by 1/q
-    k = shear * u[:, 2]  # horizontal shear
-    ty, tx = shift * u[:, 3], shift * u[:, 4]
-    # Output pixel (y, x) relative to the centre samples the input at the inverse map:
-    # forward map  x' = s*q*x + k*y,  y' = s*y/q  (then shifted by (tx, ty)).
-    yy, xx = np.meshgrid(np.arange(h) - (h - 1) / 2, np.arange(w) - (w - 1) / 2, indexing="ij")
-    y0 = yy[None] - ty[:, None, None]
-    x0 = xx[None] - tx[:, None, None]
-    src_y = y0 * (q / s)[:, None, None]
-    src_x = (x0 - k[:, None, None] * src_y * (s / q)[:, None, None]) / (s * q)[:, None, None]
-    rows, cols = src_y + (h - 1) / 2, src_x + (w - 1) / 2
-    if alpha > 0:
-        rows = rows + alpha * _gaussian_smooth(rng.uniform(-1, 1, (n, h, w)), sigma)
-        cols = cols + alpha * _gaussian_smooth(rng.uniform(-1, 1, (n, h, w)), sigma)
-    out = _bilinear(images.astype(np.float64), rows, cols)
+    kernels = load_backend("c") if kernels is None else kernels
+    u = rng.uniform(-1.0, 1.0, (len(images), 5))
+    theta = distortion_theta(u, images.shape[1:], shift, scale, squeeze, shear)
+    out = kernels.affine_resample(images.astype(np.float64), theta)
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)

@@ -37,7 +37,7 @@ import sympy as sp
 from hypothesis import assume
 from hypothesis import strategies as st
 
-from derive.indexing import isym
+from derive.indexing import Floor, isym
 from derive.kernels import load_table
 from derive.kernelspec import FLOAT, INT64, MASK, OUT, TMP, Array, KernelSpec, Stmt, evaluate
 
@@ -478,7 +478,8 @@ class _ErrorRules:
     ``(k-1) sum|terms|``, a product of ``k`` factors ``(k-1)|product|`` plus each
     factor's error times the other factors, a function ``f(a)`` adds
     ``|f'(a)| err(a)`` and :data:`TRANSCENDENTAL_ULPS` ``|f(a)|``; a selection
-    (Piecewise, Max, Min) the error of what it selects. Inputs and params are exact
+    (Piecewise, Max, Min) the error of what it selects; an index ``Floor`` none.
+    Inputs and params are exact
     (params are passed exact in the dtype). A value an earlier statement wrote
     carries its bound in the companion arrays ``E``, ``S``, ``C`` (see
     :func:`error_spec`).
@@ -523,6 +524,11 @@ class _ErrorRules:
             return sp.Piecewise(*[(self.err(expr), cond) for expr, cond in e.args])
         if isinstance(e, sp.Max | sp.Min):
             return sp.Max(*map(self.err, e.args))
+        if isinstance(e, Floor):
+            # An index: exact where it is taken of an exact value. Where a rounded position
+            # floors to the other side of an integer, the weights (position - floor), whose
+            # error this bound carries, move the value continuously across it.
+            return sp.Integer(0)
         if isinstance(e, sp.Function) and len(e.args) == 1:
             return self._function(e, e.args[0], e.func)
         raise NotImplementedError(f"no rounding-error rule for {type(e).__name__}: {e}")

@@ -7,7 +7,7 @@ from codegen import ir
 from codegen import lower_numpy as N
 from codegen.passes.simd import simd_lengths
 from codegen.printers import F32, F64, CPrinter, NumpyPrinter, UnsupportedNode
-from derive.indexing import CeilDiv, FloorDiv
+from derive.indexing import CeilDiv, Floor, FloorDiv
 
 x, y = sp.symbols("x y", real=True)
 i, j, n = sp.symbols("i j n", integer=True, nonnegative=True)
@@ -131,3 +131,22 @@ def test_short_reductions_run_on_half_vectors(trips, dialect, clause):
     loop = ir.Loop(i, sp.Integer(0), sp.sympify(trips), body, reduction=(acc,))
     lines = CPrinter(dialect).block(simd_lengths([loop], dialect.vector_lanes), 0)
     assert lines[1] == f"#pragma omp simd{clause} reduction(+: acc0)"
+
+
+def test_floor_is_an_integer_only_inside_an_index():
+    """A computed position: float floor in values and bounds tests, converted to int64
+    only where it indexes (C) or once clipped into its axis (NumPy)."""
+    a = sp.IndexedBase("a", shape=(H,))
+    read = sp.Piecewise((a[Floor(x) + 1], sp.And(Floor(x) + 1 >= 0, Floor(x) + 1 < H)), (0, True))
+    expr = (x - Floor(x)) * read
+    assert CPrinter(F32).doprint(expr) == (
+        "(x - floorf(x))*((floorf(x) >= -1 && H > floorf(x) + 1) ? "
+        "(a[((int64_t)floorf(x)) + 1]) : (0))"
+    )
+    assert CPrinter(F64).doprint(Floor(x)) == "floor(x)"
+    p = NumpyPrinter()
+    assert p.doprint(sp.And(Floor(x) >= 0, H > Floor(x))) == (
+        "(numpy.floor(x) >= 0) & (H > numpy.floor(x))"
+    )
+    view = N.View(sp.Symbol("a"), N.Clip(Floor(x) + 1, 0, H - 1))
+    assert p.doprint(view) == "a[numpy.clip(numpy.floor(x) + 1, 0, H - 1).astype(numpy.int64)]"

@@ -9,6 +9,7 @@ import pytest
 import sympy as sp
 
 from codegen import ir, pipeline
+from codegen import lower_numpy as N
 from codegen.analysis import flat_offset
 from codegen.lower_c import lower_c
 from codegen.lower_numpy import lower_numpy
@@ -399,3 +400,28 @@ def test_small_parallel_loops_have_a_serial_copy():
     assert f6.count("#pragma omp parallel for") == f6.count("} else\n#endif") == 2
     assert "parallel for if(" in _c_function("symconv_conv2d_forward_C5_f32")
     assert "} else\n#endif" in _c_function("symconv_scaled_tanh_forward_f32")
+
+
+def _reads(expr, name):
+    return [a for a in expr.atoms(sp.Indexed) if str(a.base) == name]
+
+
+def test_reads_at_computed_positions_are_guarded_in_both_lowerings():
+    """affine_resample reads x at floor(source position) + {0, 1}: in C each such read is
+    the first branch of a bounds test, in NumPy a gather with every computed index clipped;
+    the source positions themselves (src_r, src_c: plain indices) are read unguarded."""
+    spec = TABLE["affine_resample"]
+    nodes = ir.walk(lower_c(spec).body)
+    (update,) = [u for u in nodes if isinstance(u, ir.Update) and str(u.lhs.base) == "y"]
+    guards = update.rhs.atoms(sp.Piecewise)
+    assert len(guards) == 4
+    assert all(len(_reads(g.args[0][0], "x")) == 1 for g in guards)
+    assert len(_reads(update.rhs, "x")) == 4  # no read of x outside a guard
+    gathers = [
+        v
+        for node in lower_numpy(spec).body
+        for v in node.rhs.atoms(N.View)
+        if str(v.args[0]) == "x"
+    ]
+    assert len(gathers) == 4
+    assert all(isinstance(e, N.Clip) for v in gathers for e in v.args[2:])

@@ -192,6 +192,12 @@ void symconv_sgd_momentum_update_f32(const float *restrict w, const float *restr
 /* sgd_momentum_update (float64): SGD with momentum: v_new = momentum v - rate g, w_new = w + v_new. */
 void symconv_sgd_momentum_update_f64(const double *restrict w, const double *restrict v, const double *restrict g, double *restrict w_new, double *restrict v_new, int64_t E, double rate, double momentum);
 
+/* affine_resample (float32): Bilinear resampling at the affine source positions theta[n] (i, j, 1), 0 outside the image: y[n, i, j] = x[n] interpolated at (theta[n, 0] . (i, j, 1), theta[n, 1] . (i, j, 1)). */
+void symconv_affine_resample_f32(const float *restrict x, const float *restrict theta, float *restrict y, float *restrict src_r, float *restrict src_c, int64_t N, int64_t H, int64_t W);
+
+/* affine_resample (float64): Bilinear resampling at the affine source positions theta[n] (i, j, 1), 0 outside the image: y[n, i, j] = x[n] interpolated at (theta[n, 0] . (i, j, 1), theta[n, 1] . (i, j, 1)). */
+void symconv_affine_resample_f64(const double *restrict x, const double *restrict theta, double *restrict y, double *restrict src_r, double *restrict src_c, int64_t N, int64_t H, int64_t W);
+
 /* conv2d_forward at LeNet-5 layer C1's sizes (float32): Cross-correlation of x with w (stride, zero padding, dilation, optional connection table) plus b. */
 void symconv_conv2d_forward_C1_f32(const float *restrict x, const float *restrict w, const float *restrict b, float *restrict y, int64_t N);
 

@@ -384,6 +384,10 @@ typedef void symconv_sgd_momentum_update_f32_fn(const float *restrict, const flo
 static symconv_sgd_momentum_update_f32_fn *symconv_sgd_momentum_update_f32_ptr;
 typedef void symconv_sgd_momentum_update_f64_fn(const double *restrict, const double *restrict, const double *restrict, double *restrict, double *restrict, int64_t, double, double);
 static symconv_sgd_momentum_update_f64_fn *symconv_sgd_momentum_update_f64_ptr;
+typedef void symconv_affine_resample_f32_fn(const float *restrict, const float *restrict, float *restrict, float *restrict, float *restrict, int64_t, int64_t, int64_t);
+static symconv_affine_resample_f32_fn *symconv_affine_resample_f32_ptr;
+typedef void symconv_affine_resample_f64_fn(const double *restrict, const double *restrict, double *restrict, double *restrict, double *restrict, int64_t, int64_t, int64_t);
+static symconv_affine_resample_f64_fn *symconv_affine_resample_f64_ptr;
 typedef void symconv_conv2d_forward_C1_f32_fn(const float *restrict, const float *restrict, const float *restrict, float *restrict, int64_t);
 static symconv_conv2d_forward_C1_f32_fn *symconv_conv2d_forward_C1_f32_ptr;
 typedef void symconv_conv2d_forward_C1_f64_fn(const double *restrict, const double *restrict, const double *restrict, double *restrict, int64_t);
@@ -1706,16 +1710,56 @@ decline:
     Py_RETURN_NONE;
 }
 
+static PyObject *fast_affine_resample(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    enum { D_N, D_H, D_W, D_two, D_three, };
+    Call c = {0};
+    PyArrayObject *a_x = NULL, *a_theta = NULL, *a_y = NULL, *a_src_r = NULL, *a_src_c = NULL;
+    int64_t v_N, v_H, v_W;
+    PyObject *result;
+    (void)self;
+    if (!bound_kernels || nargs != 2) {
+        goto decline;
+    }
+    if (!(a_x = floats(&c, args[0], 3, (const int[]){D_N, D_H, D_W}))) goto decline;
+    if (!(a_theta = floats(&c, args[1], 3, (const int[]){D_N, D_two, D_three}))) goto decline;
+    v_N = c.dim[D_N];
+    v_H = c.dim[D_H];
+    v_W = c.dim[D_W];
+    if (!(derive(&c, D_two, 2))) goto decline;
+    if (!(derive(&c, D_three, 3))) goto decline;
+    if (!(a_y = empty(3, (npy_intp[]){v_N, v_H, v_W}, c.type))) goto decline;
+    if (!(a_src_r = empty(3, (npy_intp[]){v_N, v_H, v_W}, c.type))) goto decline;
+    if (!(a_src_c = empty(3, (npy_intp[]){v_N, v_H, v_W}, c.type))) goto decline;
+    Py_BEGIN_ALLOW_THREADS
+    if (c.type == NPY_FLOAT) {
+        symconv_affine_resample_f32_ptr(PyArray_DATA(a_x), PyArray_DATA(a_theta), PyArray_DATA(a_y), PyArray_DATA(a_src_r), PyArray_DATA(a_src_c), v_N, v_H, v_W);
+    } else {
+        symconv_affine_resample_f64_ptr(PyArray_DATA(a_x), PyArray_DATA(a_theta), PyArray_DATA(a_y), PyArray_DATA(a_src_r), PyArray_DATA(a_src_c), v_N, v_H, v_W);
+    }
+    Py_END_ALLOW_THREADS
+    result = Py_BuildValue("N", a_y);
+    Py_DECREF(a_src_r);
+    Py_DECREF(a_src_c);
+    return result;
+decline:
+    Py_XDECREF(a_y);
+    Py_XDECREF(a_src_r);
+    Py_XDECREF(a_src_c);
+    PyErr_Clear();
+    Py_RETURN_NONE;
+}
+
 /* bind(addresses): the addresses of the kernels, in the order of FAST_SYMBOLS. */
 static PyObject *bind(PyObject *self, PyObject *addresses)
 {
-    void *p[96];
+    void *p[98];
     (void)self;
-    if (!PyTuple_CheckExact(addresses) || PyTuple_GET_SIZE(addresses) != 96) {
-        PyErr_SetString(PyExc_TypeError, "bind: addresses must be a tuple of 96 ints");
+    if (!PyTuple_CheckExact(addresses) || PyTuple_GET_SIZE(addresses) != 98) {
+        PyErr_SetString(PyExc_TypeError, "bind: addresses must be a tuple of 98 ints");
         return NULL;
     }
-    for (Py_ssize_t i = 0; i < 96; ++i) {
+    for (Py_ssize_t i = 0; i < 98; ++i) {
         p[i] = PyLong_AsVoidPtr(PyTuple_GET_ITEM(addresses, i));
         if (p[i] == NULL) {
             if (!PyErr_Occurred()) {
@@ -1786,40 +1830,42 @@ static PyObject *bind(PyObject *self, PyObject *addresses)
     symconv_sdlm_update_f64_ptr = (symconv_sdlm_update_f64_fn *)p[59];
     symconv_sgd_momentum_update_f32_ptr = (symconv_sgd_momentum_update_f32_fn *)p[60];
     symconv_sgd_momentum_update_f64_ptr = (symconv_sgd_momentum_update_f64_fn *)p[61];
-    symconv_conv2d_forward_C1_f32_ptr = (symconv_conv2d_forward_C1_f32_fn *)p[62];
-    symconv_conv2d_forward_C1_f64_ptr = (symconv_conv2d_forward_C1_f64_fn *)p[63];
-    symconv_conv2d_backward_data_C1_f32_ptr = (symconv_conv2d_backward_data_C1_f32_fn *)p[64];
-    symconv_conv2d_backward_data_C1_f64_ptr = (symconv_conv2d_backward_data_C1_f64_fn *)p[65];
-    symconv_conv2d_backward_filter_C1_f32_ptr = (symconv_conv2d_backward_filter_C1_f32_fn *)p[66];
-    symconv_conv2d_backward_filter_C1_f64_ptr = (symconv_conv2d_backward_filter_C1_f64_fn *)p[67];
-    symconv_subsample_forward_S2_f32_ptr = (symconv_subsample_forward_S2_f32_fn *)p[68];
-    symconv_subsample_forward_S2_f64_ptr = (symconv_subsample_forward_S2_f64_fn *)p[69];
-    symconv_subsample_backward_S2_f32_ptr = (symconv_subsample_backward_S2_f32_fn *)p[70];
-    symconv_subsample_backward_S2_f64_ptr = (symconv_subsample_backward_S2_f64_fn *)p[71];
-    symconv_conv2d_forward_C3_f32_ptr = (symconv_conv2d_forward_C3_f32_fn *)p[72];
-    symconv_conv2d_forward_C3_f64_ptr = (symconv_conv2d_forward_C3_f64_fn *)p[73];
-    symconv_conv2d_backward_data_C3_f32_ptr = (symconv_conv2d_backward_data_C3_f32_fn *)p[74];
-    symconv_conv2d_backward_data_C3_f64_ptr = (symconv_conv2d_backward_data_C3_f64_fn *)p[75];
-    symconv_conv2d_backward_filter_C3_f32_ptr = (symconv_conv2d_backward_filter_C3_f32_fn *)p[76];
-    symconv_conv2d_backward_filter_C3_f64_ptr = (symconv_conv2d_backward_filter_C3_f64_fn *)p[77];
-    symconv_subsample_forward_S4_f32_ptr = (symconv_subsample_forward_S4_f32_fn *)p[78];
-    symconv_subsample_forward_S4_f64_ptr = (symconv_subsample_forward_S4_f64_fn *)p[79];
-    symconv_subsample_backward_S4_f32_ptr = (symconv_subsample_backward_S4_f32_fn *)p[80];
-    symconv_subsample_backward_S4_f64_ptr = (symconv_subsample_backward_S4_f64_fn *)p[81];
-    symconv_conv2d_forward_C5_f32_ptr = (symconv_conv2d_forward_C5_f32_fn *)p[82];
-    symconv_conv2d_forward_C5_f64_ptr = (symconv_conv2d_forward_C5_f64_fn *)p[83];
-    symconv_conv2d_backward_data_C5_f32_ptr = (symconv_conv2d_backward_data_C5_f32_fn *)p[84];
-    symconv_conv2d_backward_data_C5_f64_ptr = (symconv_conv2d_backward_data_C5_f64_fn *)p[85];
-    symconv_conv2d_backward_filter_C5_f32_ptr = (symconv_conv2d_backward_filter_C5_f32_fn *)p[86];
-    symconv_conv2d_backward_filter_C5_f64_ptr = (symconv_conv2d_backward_filter_C5_f64_fn *)p[87];
-    symconv_dense_forward_F6_f32_ptr = (symconv_dense_forward_F6_f32_fn *)p[88];
-    symconv_dense_forward_F6_f64_ptr = (symconv_dense_forward_F6_f64_fn *)p[89];
-    symconv_dense_backward_F6_f32_ptr = (symconv_dense_backward_F6_f32_fn *)p[90];
-    symconv_dense_backward_F6_f64_ptr = (symconv_dense_backward_F6_f64_fn *)p[91];
-    symconv_rbf_forward_OUTPUT_f32_ptr = (symconv_rbf_forward_OUTPUT_f32_fn *)p[92];
-    symconv_rbf_forward_OUTPUT_f64_ptr = (symconv_rbf_forward_OUTPUT_f64_fn *)p[93];
-    symconv_rbf_backward_OUTPUT_f32_ptr = (symconv_rbf_backward_OUTPUT_f32_fn *)p[94];
-    symconv_rbf_backward_OUTPUT_f64_ptr = (symconv_rbf_backward_OUTPUT_f64_fn *)p[95];
+    symconv_affine_resample_f32_ptr = (symconv_affine_resample_f32_fn *)p[62];
+    symconv_affine_resample_f64_ptr = (symconv_affine_resample_f64_fn *)p[63];
+    symconv_conv2d_forward_C1_f32_ptr = (symconv_conv2d_forward_C1_f32_fn *)p[64];
+    symconv_conv2d_forward_C1_f64_ptr = (symconv_conv2d_forward_C1_f64_fn *)p[65];
+    symconv_conv2d_backward_data_C1_f32_ptr = (symconv_conv2d_backward_data_C1_f32_fn *)p[66];
+    symconv_conv2d_backward_data_C1_f64_ptr = (symconv_conv2d_backward_data_C1_f64_fn *)p[67];
+    symconv_conv2d_backward_filter_C1_f32_ptr = (symconv_conv2d_backward_filter_C1_f32_fn *)p[68];
+    symconv_conv2d_backward_filter_C1_f64_ptr = (symconv_conv2d_backward_filter_C1_f64_fn *)p[69];
+    symconv_subsample_forward_S2_f32_ptr = (symconv_subsample_forward_S2_f32_fn *)p[70];
+    symconv_subsample_forward_S2_f64_ptr = (symconv_subsample_forward_S2_f64_fn *)p[71];
+    symconv_subsample_backward_S2_f32_ptr = (symconv_subsample_backward_S2_f32_fn *)p[72];
+    symconv_subsample_backward_S2_f64_ptr = (symconv_subsample_backward_S2_f64_fn *)p[73];
+    symconv_conv2d_forward_C3_f32_ptr = (symconv_conv2d_forward_C3_f32_fn *)p[74];
+    symconv_conv2d_forward_C3_f64_ptr = (symconv_conv2d_forward_C3_f64_fn *)p[75];
+    symconv_conv2d_backward_data_C3_f32_ptr = (symconv_conv2d_backward_data_C3_f32_fn *)p[76];
+    symconv_conv2d_backward_data_C3_f64_ptr = (symconv_conv2d_backward_data_C3_f64_fn *)p[77];
+    symconv_conv2d_backward_filter_C3_f32_ptr = (symconv_conv2d_backward_filter_C3_f32_fn *)p[78];
+    symconv_conv2d_backward_filter_C3_f64_ptr = (symconv_conv2d_backward_filter_C3_f64_fn *)p[79];
+    symconv_subsample_forward_S4_f32_ptr = (symconv_subsample_forward_S4_f32_fn *)p[80];
+    symconv_subsample_forward_S4_f64_ptr = (symconv_subsample_forward_S4_f64_fn *)p[81];
+    symconv_subsample_backward_S4_f32_ptr = (symconv_subsample_backward_S4_f32_fn *)p[82];
+    symconv_subsample_backward_S4_f64_ptr = (symconv_subsample_backward_S4_f64_fn *)p[83];
+    symconv_conv2d_forward_C5_f32_ptr = (symconv_conv2d_forward_C5_f32_fn *)p[84];
+    symconv_conv2d_forward_C5_f64_ptr = (symconv_conv2d_forward_C5_f64_fn *)p[85];
+    symconv_conv2d_backward_data_C5_f32_ptr = (symconv_conv2d_backward_data_C5_f32_fn *)p[86];
+    symconv_conv2d_backward_data_C5_f64_ptr = (symconv_conv2d_backward_data_C5_f64_fn *)p[87];
+    symconv_conv2d_backward_filter_C5_f32_ptr = (symconv_conv2d_backward_filter_C5_f32_fn *)p[88];
+    symconv_conv2d_backward_filter_C5_f64_ptr = (symconv_conv2d_backward_filter_C5_f64_fn *)p[89];
+    symconv_dense_forward_F6_f32_ptr = (symconv_dense_forward_F6_f32_fn *)p[90];
+    symconv_dense_forward_F6_f64_ptr = (symconv_dense_forward_F6_f64_fn *)p[91];
+    symconv_dense_backward_F6_f32_ptr = (symconv_dense_backward_F6_f32_fn *)p[92];
+    symconv_dense_backward_F6_f64_ptr = (symconv_dense_backward_F6_f64_fn *)p[93];
+    symconv_rbf_forward_OUTPUT_f32_ptr = (symconv_rbf_forward_OUTPUT_f32_fn *)p[94];
+    symconv_rbf_forward_OUTPUT_f64_ptr = (symconv_rbf_forward_OUTPUT_f64_fn *)p[95];
+    symconv_rbf_backward_OUTPUT_f32_ptr = (symconv_rbf_backward_OUTPUT_f32_fn *)p[96];
+    symconv_rbf_backward_OUTPUT_f64_ptr = (symconv_rbf_backward_OUTPUT_f64_fn *)p[97];
     bound_kernels = 1;
     Py_RETURN_NONE;
 }
@@ -1888,6 +1934,8 @@ static PyMethodDef methods[] = {
      "sdlm_update(*args): the outputs, or None to decline to the checked Python path."},
     {"sgd_momentum_update", (PyCFunction)(void (*)(void))fast_sgd_momentum_update, METH_FASTCALL,
      "sgd_momentum_update(*args): the outputs, or None to decline to the checked Python path."},
+    {"affine_resample", (PyCFunction)(void (*)(void))fast_affine_resample, METH_FASTCALL,
+     "affine_resample(*args): the outputs, or None to decline to the checked Python path."},
     {NULL, NULL, 0, NULL},
 };
 
