@@ -8,7 +8,7 @@ Examples
 --------
 >>> files = generate()
 >>> sorted(files)[:3]
-['_runtime.py', 'c/symconv.c', 'c/symconv.h']
+['c/symconv.c', 'c/symconv.h', 'c/symconv_fast.c']
 """
 
 from __future__ import annotations
@@ -120,12 +120,6 @@ def numpy_module(table: dict[str, KernelSpec]) -> str:
         kernels.append(ctx)
     head = render.header("derive.kernels", "all kernel derivations")
     return render.render("np_kernels.py.j2", header=head, kernels=kernels)
-
-
-def runtime_module() -> str:
-    """``generated/_runtime.py``: argument checks shared by both backends."""
-    head = render.header("derive.kernels", "all kernel derivations")
-    return render.render("_runtime.py.j2", header=head)
 
 
 def lenet5_constants() -> list[tuple[str, str, object]]:
@@ -312,7 +306,6 @@ def _emit(table: dict[str, KernelSpec]) -> dict[str, str]:
     """Stages 2-4 for every file (:func:`generate` releases them once proven)."""
     functions = c_functions(table)
     return {
-        "_runtime.py": runtime_module(),
         "np_kernels.py": numpy_module(table),
         "lenet5_spec.py": lenet5_module(),
         "c/symconv.c": c_source(functions),
