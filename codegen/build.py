@@ -1,6 +1,7 @@
 """Compile the generated C into a shared library in a per-user cache, and load it.
 
-SymPy-free: the runtime (``generated/c_kernels.py``) imports this module.
+SymPy-free: the runtime (:mod:`codegen.runtime.c_library`, behind ``generated/c_kernels.py``)
+imports this module.
 
 The library is built with the system C compiler (``$CC`` or ``cc``) and
 ``-std=c99 -O3 -Wall -Wextra -Werror -fPIC -shared``, plus ``-march=native`` and

@@ -74,7 +74,8 @@ def signature(spec: KernelSpec) -> str:
 @dataclass(frozen=True)
 class Check:
     """One step of a call's validation, as both the Python checks and the C fast path
-    render it: ``op`` names the ``_runtime.Args`` method (``dim`` reads a bound size).
+    render it: ``op`` names the :class:`codegen.runtime.checks.Args` method (``dim`` reads a
+    bound size).
 
     ``dims`` are an array's or a size pair's size names, or the sizes whose product
     bounds an int64 array's values (``below``).

@@ -11,21 +11,19 @@ LeNet-5 layer run that layer's specialized C function.
 Each call first tries the kernel's CPython fast path (``generated/c/symconv_fast.c``,
 built beside the library): it checks the arguments in C, allocates the outputs and
 calls the same C function, or declines (None) unless every check passes. A declined
-call runs ``_checked_<kernel>``: the checks of :mod:`generated._runtime`, which raise
-the documented errors, and a ctypes call. Without Python headers to build the fast
-path, every call takes the checked path (logged once).
+call runs ``_checked_<kernel>``: the checks of :mod:`codegen.runtime.checks`, which
+raise the documented errors, and a ctypes call. Without Python headers to build the
+fast path, every call takes the checked path (logged once). Loading, the fast path and
+the dispatch are :class:`codegen.runtime.c_library.Library`, built from the tables
+below; the LeNet-5 step is :class:`codegen.runtime.c_step.Step`.
 """
 
-import ctypes
-import functools
-import logging
-import os
 from pathlib import Path
 
 import numpy
 
-from codegen import build
-from generated import _runtime, lenet5_spec
+from codegen.runtime import c_library, c_step, checks
+from generated import lenet5_spec
 
 SOURCE = Path(__file__).parent / "c" / "symconv.c"
 FAST_SOURCE = Path(__file__).parent / "c" / "symconv_fast.c"
@@ -224,113 +222,7 @@ SPECIALIZATIONS = {
     ),
 }
 
-_LIBRARY = []
-_FUNCTIONS = {}
-_CTYPES = {"int": ctypes.c_int64, "array": ctypes.c_void_p}
-_FLOATS = {numpy.dtype(numpy.float32): ("f32", ctypes.c_float), numpy.dtype(numpy.float64): ("f64", ctypes.c_double)}
-
-
-def library():
-    """The compiled C library (compiled or taken from the cache on first use).
-
-    OpenMP threads sleep rather than spin between kernels (``OMP_WAIT_POLICY``
-    passive, unless the environment already chooses): spinning threads steal the
-    cores NumPy and the other kernels need between two parallel loops.
-    """
-    if not _LIBRARY:
-        os.environ.setdefault("OMP_WAIT_POLICY", "passive")
-        _LIBRARY.append(build.load_library(SOURCE))
-    return _LIBRARY[0]
-
-
-def fast_path():
-    """The fast-path module, its kernels bound to the C library's functions.
-
-    A fast path that cannot be built (no Python headers) is logged and replaced by
-    one that declines every call.
-    """
-    lib = library()
-    try:
-        module = build.load_extension(FAST_SOURCE, "symconv_fast")
-    except build.BuildError as exc:
-        logging.getLogger("symconv.build").warning("no C fast path, checks run in Python: %s", exc)
-        return _Declining()
-    module.bind(tuple(ctypes.cast(getattr(lib, s), ctypes.c_void_p).value for s in FAST_SYMBOLS))
-    return module
-
-
-class _Declining:
-    """A fast path whose every kernel declines (returns None)."""
-
-    def __getattr__(self, kernel):
-        return _decline
-
-
-def _decline(*args):
-    return None
-
-
-class _Unloaded:
-    """``_FAST`` until the first call, which loads the fast path into its place."""
-
-    def __getattr__(self, kernel):
-        global _FAST
-        _FAST = fast_path()
-        return getattr(_FAST, kernel)
-
-
-_FAST = _Unloaded()
-
-
-def variant(kernel, values, table=None):
-    """The LeNet-5 layer whose specialization fits these sizes, or None (generic kernel)."""
-    for layer, fixed, rows in SPECIALIZATIONS.get(kernel, ()):
-        if any(values[name] != value for name, value in fixed.items()):
-            continue
-        if table is not None and table.tobytes() != _connections(rows, table.shape):
-            continue
-        return layer
-    return None
-
-
-@functools.lru_cache(maxsize=64)
-def _connections(rows, shape):
-    """The bytes of the bool connection table of a specialization's rows (cached).
-
-    Comparing bytes is several times cheaper than ``numpy.array_equal``; a table that
-    differs in any byte runs the generic kernel, which is correct for every table.
-    """
-    mask = numpy.zeros(shape, dtype=bool)
-    if rows is None:
-        mask[:] = True
-    for k, cs in enumerate(rows or ()):
-        mask[k, list(cs)] = True
-    return mask.tobytes()
-
-
-def _function(kernel, layer, dtype):
-    """(C function, its parameters as (name, is_array)) of ``kernel``, cached per layer and dtype.
-
-    Looking the symbol up and building its ``argtypes`` costs microseconds, as much
-    as a small kernel itself: it is done once per function, not once per call.
-    """
-    key = (kernel, layer, dtype)
-    found = _FUNCTIONS.get(key)
-    if found is None:
-        suffix, cfloat = _FLOATS[dtype]
-        base = f"symconv_{kernel}_{layer}" if layer else f"symconv_{kernel}"
-        fn = getattr(library(), f"{base}_{suffix}")
-        params = SIGNATURES[base]
-        fn.argtypes = [cfloat if kind == "float" else _CTYPES[kind] for _, kind in params]
-        fn.restype = None
-        found = _FUNCTIONS[key] = (fn, tuple((name, kind == "array") for name, kind in params))
-    return found
-
-
-def call(kernel, layer, dtype, values):
-    """Call the C function of ``kernel`` (``layer``'s specialization if not None) on ``values``."""
-    fn, params = _function(kernel, layer, dtype)
-    fn(*[values[name].ctypes.data if is_array else values[name] for name, is_array in params])
+LIBRARY = c_library.Library(SOURCE, FAST_SOURCE, FAST_SYMBOLS, SIGNATURES, SPECIALIZATIONS)
 
 
 def conv2d_forward(x, w, b, stride=1, padding=0, dilation=1, table=None):
@@ -339,13 +231,13 @@ def conv2d_forward(x, w, b, stride=1, padding=0, dilation=1, table=None):
     @generated by make codegen from derive.layers (layer.conv_forward); do not edit
     spec sha256: bef1240e823e4e4802c0bf5368521061f7e61ee1cb52b51fd9f7a5a64ca69c33
     """
-    out = _FAST.conv2d_forward(x, w, b, stride, padding, dilation, table)
+    out = LIBRARY.fast.conv2d_forward(x, w, b, stride, padding, dilation, table)
     return _checked_conv2d_forward(x, w, b, stride, padding, dilation, table) if out is None else out
 
 
 def _checked_conv2d_forward(x, w, b, stride=1, padding=0, dilation=1, table=None):
     """conv2d_forward through the Python checks and ctypes (the calls the fast path declines)."""
-    _a = _runtime.Args("conv2d_forward")
+    _a = checks.Args("conv2d_forward")
     x = _a.floats("x", x, ("N", "C", "H", "W"))
     w = _a.floats("w", w, ("K", "C", "KH", "KW"))
     b = _a.floats("b", b, ("K",))
@@ -366,7 +258,7 @@ def _checked_conv2d_forward(x, w, b, stride=1, padding=0, dilation=1, table=None
     _a.require((W + 2*padding) >= (dilation*(KW - 1) + 1), "dilated kernel width dilation*(KW-1)+1 exceeds padded input width W + 2*padding", ("KW", "W", "dilation", "padding"))
     y = numpy.empty((N, K, Ho, Wo), dtype=_a.dtype)
     values = {"x": x, "w": w, "b": b, "table": table, "y": y, "N": N, "C": C, "H": H, "W": W, "K": K, "KH": KH, "KW": KW, "Ho": Ho, "Wo": Wo, "stride": stride, "padding": padding, "dilation": dilation}
-    call("conv2d_forward", variant("conv2d_forward", values, table), _a.dtype, values)
+    LIBRARY.call("conv2d_forward", _a.dtype, values, table)
     return y
 
 
@@ -376,13 +268,13 @@ def conv2d_backward_data(dy, w, input_hw, stride=1, padding=0, dilation=1, table
     @generated by make codegen from derive.backprop (backprop.case2); do not edit
     spec sha256: ac80bcdf6fe8c4104081d09ae4b2ac6e5e241d1ab89812ca4c4e4e1b710683b4
     """
-    out = _FAST.conv2d_backward_data(dy, w, input_hw, stride, padding, dilation, table)
+    out = LIBRARY.fast.conv2d_backward_data(dy, w, input_hw, stride, padding, dilation, table)
     return _checked_conv2d_backward_data(dy, w, input_hw, stride, padding, dilation, table) if out is None else out
 
 
 def _checked_conv2d_backward_data(dy, w, input_hw, stride=1, padding=0, dilation=1, table=None):
     """conv2d_backward_data through the Python checks and ctypes (the calls the fast path declines)."""
-    _a = _runtime.Args("conv2d_backward_data")
+    _a = checks.Args("conv2d_backward_data")
     dy = _a.floats("dy", dy, ("N", "K", "Ho", "Wo"))
     w = _a.floats("w", w, ("K", "C", "KH", "KW"))
     stride = _a.integer("stride", stride, 1)
@@ -403,7 +295,7 @@ def _checked_conv2d_backward_data(dy, w, input_hw, stride=1, padding=0, dilation
     _a.require((W + 2*padding) >= (dilation*(KW - 1) + 1), "dilated kernel width dilation*(KW-1)+1 exceeds padded input width W + 2*padding", ("KW", "W", "dilation", "padding"))
     dx = numpy.empty((N, C, H, W), dtype=_a.dtype)
     values = {"dy": dy, "w": w, "table": table, "dx": dx, "N": N, "K": K, "Ho": Ho, "Wo": Wo, "C": C, "KH": KH, "KW": KW, "H": H, "W": W, "stride": stride, "padding": padding, "dilation": dilation}
-    call("conv2d_backward_data", variant("conv2d_backward_data", values, table), _a.dtype, values)
+    LIBRARY.call("conv2d_backward_data", _a.dtype, values, table)
     return dx
 
 
@@ -413,13 +305,13 @@ def conv2d_backward_filter(x, dy, kernel_hw, stride=1, padding=0, dilation=1, ta
     @generated by make codegen from derive.gradients (grad.kernel); do not edit
     spec sha256: 6746fbe54f21237e1fd50ee707efee23e8a84d5c87e493b81e524c59840eeb60
     """
-    out = _FAST.conv2d_backward_filter(x, dy, kernel_hw, stride, padding, dilation, table)
+    out = LIBRARY.fast.conv2d_backward_filter(x, dy, kernel_hw, stride, padding, dilation, table)
     return _checked_conv2d_backward_filter(x, dy, kernel_hw, stride, padding, dilation, table) if out is None else out
 
 
 def _checked_conv2d_backward_filter(x, dy, kernel_hw, stride=1, padding=0, dilation=1, table=None):
     """conv2d_backward_filter through the Python checks and ctypes (the calls the fast path declines)."""
-    _a = _runtime.Args("conv2d_backward_filter")
+    _a = checks.Args("conv2d_backward_filter")
     x = _a.floats("x", x, ("N", "C", "H", "W"))
     dy = _a.floats("dy", dy, ("N", "K", "Ho", "Wo"))
     stride = _a.integer("stride", stride, 1)
@@ -440,7 +332,7 @@ def _checked_conv2d_backward_filter(x, dy, kernel_hw, stride=1, padding=0, dilat
     _a.require((W + 2*padding) >= (dilation*(KW - 1) + 1), "dilated kernel width dilation*(KW-1)+1 exceeds padded input width W + 2*padding", ("KW", "W", "dilation", "padding"))
     dw = numpy.empty((K, C, KH, KW), dtype=_a.dtype)
     values = {"x": x, "dy": dy, "table": table, "dw": dw, "N": N, "C": C, "H": H, "W": W, "K": K, "Ho": Ho, "Wo": Wo, "KH": KH, "KW": KW, "stride": stride, "padding": padding, "dilation": dilation}
-    call("conv2d_backward_filter", variant("conv2d_backward_filter", values, table), _a.dtype, values)
+    LIBRARY.call("conv2d_backward_filter", _a.dtype, values, table)
     return dw
 
 
@@ -450,13 +342,13 @@ def conv2d_backward_bias(dy):
     @generated by make codegen from derive.gradients (grad.bias); do not edit
     spec sha256: 5608690112331067200be3a069a7df286a6afee50d2e650a74c8cf1b1618ed3d
     """
-    out = _FAST.conv2d_backward_bias(dy)
+    out = LIBRARY.fast.conv2d_backward_bias(dy)
     return _checked_conv2d_backward_bias(dy) if out is None else out
 
 
 def _checked_conv2d_backward_bias(dy):
     """conv2d_backward_bias through the Python checks and ctypes (the calls the fast path declines)."""
-    _a = _runtime.Args("conv2d_backward_bias")
+    _a = checks.Args("conv2d_backward_bias")
     dy = _a.floats("dy", dy, ("N", "K", "Ho", "Wo"))
     N = _a.dims["N"]
     K = _a.dims["K"]
@@ -464,7 +356,7 @@ def _checked_conv2d_backward_bias(dy):
     Wo = _a.dims["Wo"]
     db = numpy.empty((K,), dtype=_a.dtype)
     values = {"dy": dy, "db": db, "N": N, "K": K, "Ho": Ho, "Wo": Wo}
-    call("conv2d_backward_bias", variant("conv2d_backward_bias", values), _a.dtype, values)
+    LIBRARY.call("conv2d_backward_bias", _a.dtype, values)
     return db
 
 
@@ -474,13 +366,13 @@ def avgpool2d_forward(x, size=2, stride=None, padding=0):
     @generated by make codegen from derive.layers (layer.pool_forward); do not edit
     spec sha256: 6cd8ed468d5d1f0d4fc33b1d6be6825a3e2e3255edab2b128a2ecc7018baa8b9
     """
-    out = _FAST.avgpool2d_forward(x, size, stride, padding)
+    out = LIBRARY.fast.avgpool2d_forward(x, size, stride, padding)
     return _checked_avgpool2d_forward(x, size, stride, padding) if out is None else out
 
 
 def _checked_avgpool2d_forward(x, size=2, stride=None, padding=0):
     """avgpool2d_forward through the Python checks and ctypes (the calls the fast path declines)."""
-    _a = _runtime.Args("avgpool2d_forward")
+    _a = checks.Args("avgpool2d_forward")
     x = _a.floats("x", x, ("N", "C", "H", "W"))
     size = _a.integer("size", size, 1)
     stride = _a.integer("stride", size if stride is None else stride, 1)
@@ -496,7 +388,7 @@ def _checked_avgpool2d_forward(x, size=2, stride=None, padding=0):
     _a.require((2*padding) <= size, "padding must be at most size // 2", ("padding", "size"))
     y = numpy.empty((N, C, Ho, Wo), dtype=_a.dtype)
     values = {"x": x, "y": y, "N": N, "C": C, "H": H, "W": W, "Ho": Ho, "Wo": Wo, "size": size, "stride": stride, "padding": padding}
-    call("avgpool2d_forward", variant("avgpool2d_forward", values), _a.dtype, values)
+    LIBRARY.call("avgpool2d_forward", _a.dtype, values)
     return y
 
 
@@ -506,13 +398,13 @@ def avgpool2d_backward(dy, input_hw, size=2, stride=None, padding=0):
     @generated by make codegen from derive.backprop (backprop.case1_mean); do not edit
     spec sha256: b0cd8179349558c3b6fa24323d33fd7461c31d879edbf1881b1f960f70bc7b99
     """
-    out = _FAST.avgpool2d_backward(dy, input_hw, size, stride, padding)
+    out = LIBRARY.fast.avgpool2d_backward(dy, input_hw, size, stride, padding)
     return _checked_avgpool2d_backward(dy, input_hw, size, stride, padding) if out is None else out
 
 
 def _checked_avgpool2d_backward(dy, input_hw, size=2, stride=None, padding=0):
     """avgpool2d_backward through the Python checks and ctypes (the calls the fast path declines)."""
-    _a = _runtime.Args("avgpool2d_backward")
+    _a = checks.Args("avgpool2d_backward")
     dy = _a.floats("dy", dy, ("N", "C", "Ho", "Wo"))
     size = _a.integer("size", size, 1)
     _a.sizes("input_hw", input_hw, ("H", "W"))
@@ -531,7 +423,7 @@ def _checked_avgpool2d_backward(dy, input_hw, size=2, stride=None, padding=0):
     _a.require(Wo == ((W + 2*padding - size) // (stride) + 1), "dy's width must be (W + 2*padding - size) // stride + 1", ("W", "Wo", "padding", "size", "stride"))
     dx = numpy.empty((N, C, H, W), dtype=_a.dtype)
     values = {"dy": dy, "dx": dx, "N": N, "C": C, "Ho": Ho, "Wo": Wo, "H": H, "W": W, "size": size, "stride": stride, "padding": padding}
-    call("avgpool2d_backward", variant("avgpool2d_backward", values), _a.dtype, values)
+    LIBRARY.call("avgpool2d_backward", _a.dtype, values)
     return dx
 
 
@@ -541,13 +433,13 @@ def maxpool2d_forward(x, size=2, stride=None, padding=0):
     @generated by make codegen from derive.backprop (backprop.case1_max); do not edit
     spec sha256: 796c2f2ffbbc63fffe412526ff96451a73c41c103acb7c108c35409d728bb36e
     """
-    out = _FAST.maxpool2d_forward(x, size, stride, padding)
+    out = LIBRARY.fast.maxpool2d_forward(x, size, stride, padding)
     return _checked_maxpool2d_forward(x, size, stride, padding) if out is None else out
 
 
 def _checked_maxpool2d_forward(x, size=2, stride=None, padding=0):
     """maxpool2d_forward through the Python checks and ctypes (the calls the fast path declines)."""
-    _a = _runtime.Args("maxpool2d_forward")
+    _a = checks.Args("maxpool2d_forward")
     x = _a.floats("x", x, ("N", "C", "H", "W"))
     size = _a.integer("size", size, 1)
     stride = _a.integer("stride", size if stride is None else stride, 1)
@@ -564,7 +456,7 @@ def _checked_maxpool2d_forward(x, size=2, stride=None, padding=0):
     y = numpy.empty((N, C, Ho, Wo), dtype=_a.dtype)
     argmax = numpy.empty((N, C, Ho, Wo), dtype=numpy.int64)
     values = {"x": x, "y": y, "argmax": argmax, "N": N, "C": C, "H": H, "W": W, "Ho": Ho, "Wo": Wo, "size": size, "stride": stride, "padding": padding}
-    call("maxpool2d_forward", variant("maxpool2d_forward", values), _a.dtype, values)
+    LIBRARY.call("maxpool2d_forward", _a.dtype, values)
     return (y, argmax)
 
 
@@ -574,13 +466,13 @@ def maxpool2d_backward(dy, argmax, input_hw):
     @generated by make codegen from derive.backprop (backprop.case1_max); do not edit
     spec sha256: c30eaf9f4b41da6f82de24d2efb060f4484c771389f32343b2159a1baafe60a0
     """
-    out = _FAST.maxpool2d_backward(dy, argmax, input_hw)
+    out = LIBRARY.fast.maxpool2d_backward(dy, argmax, input_hw)
     return _checked_maxpool2d_backward(dy, argmax, input_hw) if out is None else out
 
 
 def _checked_maxpool2d_backward(dy, argmax, input_hw):
     """maxpool2d_backward through the Python checks and ctypes (the calls the fast path declines)."""
-    _a = _runtime.Args("maxpool2d_backward")
+    _a = checks.Args("maxpool2d_backward")
     dy = _a.floats("dy", dy, ("N", "C", "Ho", "Wo"))
     argmax = _a.int64s("argmax", argmax, ("N", "C", "Ho", "Wo"))
     _a.sizes("input_hw", input_hw, ("H", "W"))
@@ -593,7 +485,7 @@ def _checked_maxpool2d_backward(dy, argmax, input_hw):
     _a.below("argmax", argmax, H*W, "H*W")
     dx = numpy.empty((N, C, H, W), dtype=_a.dtype)
     values = {"dy": dy, "argmax": argmax, "dx": dx, "N": N, "C": C, "Ho": Ho, "Wo": Wo, "H": H, "W": W}
-    call("maxpool2d_backward", variant("maxpool2d_backward", values), _a.dtype, values)
+    LIBRARY.call("maxpool2d_backward", _a.dtype, values)
     return dx
 
 
@@ -603,13 +495,13 @@ def subsample_forward(x, coef, bias):
     @generated by make codegen from derive.layers (layer.pool_forward); do not edit
     spec sha256: 4d1d756c550a348c3bcd936bc4f328ca3a7ab6d50637929eb749e3011e216b6d
     """
-    out = _FAST.subsample_forward(x, coef, bias)
+    out = LIBRARY.fast.subsample_forward(x, coef, bias)
     return _checked_subsample_forward(x, coef, bias) if out is None else out
 
 
 def _checked_subsample_forward(x, coef, bias):
     """subsample_forward through the Python checks and ctypes (the calls the fast path declines)."""
-    _a = _runtime.Args("subsample_forward")
+    _a = checks.Args("subsample_forward")
     x = _a.floats("x", x, ("N", "C", "H", "W"))
     coef = _a.floats("coef", coef, ("C",))
     bias = _a.floats("bias", bias, ("C",))
@@ -623,7 +515,7 @@ def _checked_subsample_forward(x, coef, bias):
     _a.require((W % 2) == 0, "input width W must be even (2x2 windows)", ("W",))
     z = numpy.empty((N, C, Ho, Wo), dtype=_a.dtype)
     values = {"x": x, "coef": coef, "bias": bias, "z": z, "N": N, "C": C, "H": H, "W": W, "Ho": Ho, "Wo": Wo}
-    call("subsample_forward", variant("subsample_forward", values), _a.dtype, values)
+    LIBRARY.call("subsample_forward", _a.dtype, values)
     return z
 
 
@@ -633,13 +525,13 @@ def subsample_backward(dz, x, coef):
     @generated by make codegen from derive.backprop (backprop.case1_mean); do not edit
     spec sha256: d75fcd224b6cb6d5848730137207141f1b8b3d2df28a7b4bad2579a557ab0a11
     """
-    out = _FAST.subsample_backward(dz, x, coef)
+    out = LIBRARY.fast.subsample_backward(dz, x, coef)
     return _checked_subsample_backward(dz, x, coef) if out is None else out
 
 
 def _checked_subsample_backward(dz, x, coef):
     """subsample_backward through the Python checks and ctypes (the calls the fast path declines)."""
-    _a = _runtime.Args("subsample_backward")
+    _a = checks.Args("subsample_backward")
     dz = _a.floats("dz", dz, ("N", "C", "Ho", "Wo"))
     x = _a.floats("x", x, ("N", "C", "H", "W"))
     coef = _a.floats("coef", coef, ("C",))
@@ -655,7 +547,7 @@ def _checked_subsample_backward(dz, x, coef):
     dcoef = numpy.empty((C,), dtype=_a.dtype)
     dbias = numpy.empty((C,), dtype=_a.dtype)
     values = {"dz": dz, "x": x, "coef": coef, "dx": dx, "dcoef": dcoef, "dbias": dbias, "N": N, "C": C, "Ho": Ho, "Wo": Wo, "H": H, "W": W}
-    call("subsample_backward", variant("subsample_backward", values), _a.dtype, values)
+    LIBRARY.call("subsample_backward", _a.dtype, values)
     return (dx, dcoef, dbias)
 
 
@@ -665,20 +557,20 @@ def scaled_tanh_forward(z, A=1.7159, S=0.6666666666666666):
     @generated by make codegen from derive.activations (act.scaled_tanh); do not edit
     spec sha256: ee80e401597c8f9ea15da57450ed12640a259e7a541081affaa1fcfa868fd8d0
     """
-    out = _FAST.scaled_tanh_forward(z, A, S)
+    out = LIBRARY.fast.scaled_tanh_forward(z, A, S)
     return _checked_scaled_tanh_forward(z, A, S) if out is None else out
 
 
 def _checked_scaled_tanh_forward(z, A=1.7159, S=0.6666666666666666):
     """scaled_tanh_forward through the Python checks and ctypes (the calls the fast path declines)."""
-    _a = _runtime.Args("scaled_tanh_forward")
+    _a = checks.Args("scaled_tanh_forward")
     z = _a.floats("z", z, ("E",), flat=True)
     A = _a.real("A", A)
     S = _a.real("S", S)
     E = _a.dims["E"]
     y = numpy.empty((E,), dtype=_a.dtype)
     values = {"z": z, "y": y, "E": E, "A": A, "S": S}
-    call("scaled_tanh_forward", variant("scaled_tanh_forward", values), _a.dtype, values)
+    LIBRARY.call("scaled_tanh_forward", _a.dtype, values)
     return y.reshape(_a.shape_of("E"))
 
 
@@ -688,13 +580,13 @@ def scaled_tanh_backward(dy, z, A=1.7159, S=0.6666666666666666):
     @generated by make codegen from derive.activations (act.scaled_tanh); do not edit
     spec sha256: 9861e5ba8539ed1ca557cf4bd83d3c7b5159bfc6c42eb88362404a5219e7d94b
     """
-    out = _FAST.scaled_tanh_backward(dy, z, A, S)
+    out = LIBRARY.fast.scaled_tanh_backward(dy, z, A, S)
     return _checked_scaled_tanh_backward(dy, z, A, S) if out is None else out
 
 
 def _checked_scaled_tanh_backward(dy, z, A=1.7159, S=0.6666666666666666):
     """scaled_tanh_backward through the Python checks and ctypes (the calls the fast path declines)."""
-    _a = _runtime.Args("scaled_tanh_backward")
+    _a = checks.Args("scaled_tanh_backward")
     dy = _a.floats("dy", dy, ("E",), flat=True)
     z = _a.floats("z", z, ("E",), flat=True)
     A = _a.real("A", A)
@@ -702,7 +594,7 @@ def _checked_scaled_tanh_backward(dy, z, A=1.7159, S=0.6666666666666666):
     E = _a.dims["E"]
     dz = numpy.empty((E,), dtype=_a.dtype)
     values = {"dy": dy, "z": z, "dz": dz, "E": E, "A": A, "S": S}
-    call("scaled_tanh_backward", variant("scaled_tanh_backward", values), _a.dtype, values)
+    LIBRARY.call("scaled_tanh_backward", _a.dtype, values)
     return dz.reshape(_a.shape_of("E"))
 
 
@@ -712,13 +604,13 @@ def scaled_tanh_backward_from_output(dy, y, A=1.7159, S=0.6666666666666666):
     @generated by make codegen from derive.activations (act.scaled_tanh); do not edit
     spec sha256: e6d480f62e69fc579b916fa2f6c365c4b7246855c82f930aa1abfb123d4dbafd
     """
-    out = _FAST.scaled_tanh_backward_from_output(dy, y, A, S)
+    out = LIBRARY.fast.scaled_tanh_backward_from_output(dy, y, A, S)
     return _checked_scaled_tanh_backward_from_output(dy, y, A, S) if out is None else out
 
 
 def _checked_scaled_tanh_backward_from_output(dy, y, A=1.7159, S=0.6666666666666666):
     """scaled_tanh_backward_from_output through the Python checks and ctypes (the calls the fast path declines)."""
-    _a = _runtime.Args("scaled_tanh_backward_from_output")
+    _a = checks.Args("scaled_tanh_backward_from_output")
     dy = _a.floats("dy", dy, ("E",), flat=True)
     y = _a.floats("y", y, ("E",), flat=True)
     A = _a.real("A", A)
@@ -726,7 +618,7 @@ def _checked_scaled_tanh_backward_from_output(dy, y, A=1.7159, S=0.6666666666666
     E = _a.dims["E"]
     dz = numpy.empty((E,), dtype=_a.dtype)
     values = {"dy": dy, "y": y, "dz": dz, "E": E, "A": A, "S": S}
-    call("scaled_tanh_backward_from_output", variant("scaled_tanh_backward_from_output", values), _a.dtype, values)
+    LIBRARY.call("scaled_tanh_backward_from_output", _a.dtype, values)
     return dz.reshape(_a.shape_of("E"))
 
 
@@ -736,19 +628,19 @@ def sigmoid_forward(z, beta=1.0):
     @generated by make codegen from derive.activations (act.sigmoid); do not edit
     spec sha256: 8a8697290c1c497e66ac32764c08d0625f90cb6b1cb6021fe001986f7404712c
     """
-    out = _FAST.sigmoid_forward(z, beta)
+    out = LIBRARY.fast.sigmoid_forward(z, beta)
     return _checked_sigmoid_forward(z, beta) if out is None else out
 
 
 def _checked_sigmoid_forward(z, beta=1.0):
     """sigmoid_forward through the Python checks and ctypes (the calls the fast path declines)."""
-    _a = _runtime.Args("sigmoid_forward")
+    _a = checks.Args("sigmoid_forward")
     z = _a.floats("z", z, ("E",), flat=True)
     beta = _a.real("beta", beta)
     E = _a.dims["E"]
     y = numpy.empty((E,), dtype=_a.dtype)
     values = {"z": z, "y": y, "E": E, "beta": beta}
-    call("sigmoid_forward", variant("sigmoid_forward", values), _a.dtype, values)
+    LIBRARY.call("sigmoid_forward", _a.dtype, values)
     return y.reshape(_a.shape_of("E"))
 
 
@@ -758,20 +650,20 @@ def sigmoid_backward(dy, z, beta=1.0):
     @generated by make codegen from derive.activations (act.sigmoid); do not edit
     spec sha256: c8bce536a510f36552c40838b121412a72e4838f664e9ecad1c43587650672e8
     """
-    out = _FAST.sigmoid_backward(dy, z, beta)
+    out = LIBRARY.fast.sigmoid_backward(dy, z, beta)
     return _checked_sigmoid_backward(dy, z, beta) if out is None else out
 
 
 def _checked_sigmoid_backward(dy, z, beta=1.0):
     """sigmoid_backward through the Python checks and ctypes (the calls the fast path declines)."""
-    _a = _runtime.Args("sigmoid_backward")
+    _a = checks.Args("sigmoid_backward")
     dy = _a.floats("dy", dy, ("E",), flat=True)
     z = _a.floats("z", z, ("E",), flat=True)
     beta = _a.real("beta", beta)
     E = _a.dims["E"]
     dz = numpy.empty((E,), dtype=_a.dtype)
     values = {"dy": dy, "z": z, "dz": dz, "E": E, "beta": beta}
-    call("sigmoid_backward", variant("sigmoid_backward", values), _a.dtype, values)
+    LIBRARY.call("sigmoid_backward", _a.dtype, values)
     return dz.reshape(_a.shape_of("E"))
 
 
@@ -781,18 +673,18 @@ def relu_forward(z):
     @generated by make codegen from derive.activations (act.relu); do not edit
     spec sha256: 3e0d8e8e93020f82f3553794b2fdc8ac6c2d3fdd71aa42e2386540d178953be7
     """
-    out = _FAST.relu_forward(z)
+    out = LIBRARY.fast.relu_forward(z)
     return _checked_relu_forward(z) if out is None else out
 
 
 def _checked_relu_forward(z):
     """relu_forward through the Python checks and ctypes (the calls the fast path declines)."""
-    _a = _runtime.Args("relu_forward")
+    _a = checks.Args("relu_forward")
     z = _a.floats("z", z, ("E",), flat=True)
     E = _a.dims["E"]
     y = numpy.empty((E,), dtype=_a.dtype)
     values = {"z": z, "y": y, "E": E}
-    call("relu_forward", variant("relu_forward", values), _a.dtype, values)
+    LIBRARY.call("relu_forward", _a.dtype, values)
     return y.reshape(_a.shape_of("E"))
 
 
@@ -802,19 +694,19 @@ def relu_backward(dy, z):
     @generated by make codegen from derive.activations (act.relu); do not edit
     spec sha256: 7e7ec3b01ccdc2d685b1f49576fecbd023c32028244c9a897c181f67b993a751
     """
-    out = _FAST.relu_backward(dy, z)
+    out = LIBRARY.fast.relu_backward(dy, z)
     return _checked_relu_backward(dy, z) if out is None else out
 
 
 def _checked_relu_backward(dy, z):
     """relu_backward through the Python checks and ctypes (the calls the fast path declines)."""
-    _a = _runtime.Args("relu_backward")
+    _a = checks.Args("relu_backward")
     dy = _a.floats("dy", dy, ("E",), flat=True)
     z = _a.floats("z", z, ("E",), flat=True)
     E = _a.dims["E"]
     dz = numpy.empty((E,), dtype=_a.dtype)
     values = {"dy": dy, "z": z, "dz": dz, "E": E}
-    call("relu_backward", variant("relu_backward", values), _a.dtype, values)
+    LIBRARY.call("relu_backward", _a.dtype, values)
     return dz.reshape(_a.shape_of("E"))
 
 
@@ -824,19 +716,19 @@ def leaky_relu_forward(z, slope=0.01):
     @generated by make codegen from derive.activations (act.leaky_relu); do not edit
     spec sha256: 33e0850f412239769efeb4841fa69f8de82122e798597cdd02b4665259bac37f
     """
-    out = _FAST.leaky_relu_forward(z, slope)
+    out = LIBRARY.fast.leaky_relu_forward(z, slope)
     return _checked_leaky_relu_forward(z, slope) if out is None else out
 
 
 def _checked_leaky_relu_forward(z, slope=0.01):
     """leaky_relu_forward through the Python checks and ctypes (the calls the fast path declines)."""
-    _a = _runtime.Args("leaky_relu_forward")
+    _a = checks.Args("leaky_relu_forward")
     z = _a.floats("z", z, ("E",), flat=True)
     slope = _a.real("slope", slope)
     E = _a.dims["E"]
     y = numpy.empty((E,), dtype=_a.dtype)
     values = {"z": z, "y": y, "E": E, "slope": slope}
-    call("leaky_relu_forward", variant("leaky_relu_forward", values), _a.dtype, values)
+    LIBRARY.call("leaky_relu_forward", _a.dtype, values)
     return y.reshape(_a.shape_of("E"))
 
 
@@ -846,20 +738,20 @@ def leaky_relu_backward(dy, z, slope=0.01):
     @generated by make codegen from derive.activations (act.leaky_relu); do not edit
     spec sha256: 4261df956d0e43ce2a2c4abf181d361cfca3e4f04cc38e17a097f82e7cb6368d
     """
-    out = _FAST.leaky_relu_backward(dy, z, slope)
+    out = LIBRARY.fast.leaky_relu_backward(dy, z, slope)
     return _checked_leaky_relu_backward(dy, z, slope) if out is None else out
 
 
 def _checked_leaky_relu_backward(dy, z, slope=0.01):
     """leaky_relu_backward through the Python checks and ctypes (the calls the fast path declines)."""
-    _a = _runtime.Args("leaky_relu_backward")
+    _a = checks.Args("leaky_relu_backward")
     dy = _a.floats("dy", dy, ("E",), flat=True)
     z = _a.floats("z", z, ("E",), flat=True)
     slope = _a.real("slope", slope)
     E = _a.dims["E"]
     dz = numpy.empty((E,), dtype=_a.dtype)
     values = {"dy": dy, "z": z, "dz": dz, "E": E, "slope": slope}
-    call("leaky_relu_backward", variant("leaky_relu_backward", values), _a.dtype, values)
+    LIBRARY.call("leaky_relu_backward", _a.dtype, values)
     return dz.reshape(_a.shape_of("E"))
 
 
@@ -869,13 +761,13 @@ def dense_forward(x, w, b):
     @generated by make codegen from derive.lenet5 (lenet5.layers); do not edit
     spec sha256: d213af4555d8d8eff60180e21737bb4e4717697511d75d1351fbbce323e23a3b
     """
-    out = _FAST.dense_forward(x, w, b)
+    out = LIBRARY.fast.dense_forward(x, w, b)
     return _checked_dense_forward(x, w, b) if out is None else out
 
 
 def _checked_dense_forward(x, w, b):
     """dense_forward through the Python checks and ctypes (the calls the fast path declines)."""
-    _a = _runtime.Args("dense_forward")
+    _a = checks.Args("dense_forward")
     x = _a.floats("x", x, ("N", "I"))
     w = _a.floats("w", w, ("O", "I"))
     b = _a.floats("b", b, ("O",))
@@ -884,7 +776,7 @@ def _checked_dense_forward(x, w, b):
     O = _a.dims["O"]
     y = numpy.empty((N, O), dtype=_a.dtype)
     values = {"x": x, "w": w, "b": b, "y": y, "N": N, "I": I, "O": O}
-    call("dense_forward", variant("dense_forward", values), _a.dtype, values)
+    LIBRARY.call("dense_forward", _a.dtype, values)
     return y
 
 
@@ -894,13 +786,13 @@ def dense_backward(dy, x, w):
     @generated by make codegen from derive.lenet5 (lenet5.layers); do not edit
     spec sha256: d833b058886c19aa608911e7ed071294fe3063d6f1f507958c664865b9634f43
     """
-    out = _FAST.dense_backward(dy, x, w)
+    out = LIBRARY.fast.dense_backward(dy, x, w)
     return _checked_dense_backward(dy, x, w) if out is None else out
 
 
 def _checked_dense_backward(dy, x, w):
     """dense_backward through the Python checks and ctypes (the calls the fast path declines)."""
-    _a = _runtime.Args("dense_backward")
+    _a = checks.Args("dense_backward")
     dy = _a.floats("dy", dy, ("N", "O"))
     x = _a.floats("x", x, ("N", "I"))
     w = _a.floats("w", w, ("O", "I"))
@@ -911,7 +803,7 @@ def _checked_dense_backward(dy, x, w):
     dw = numpy.empty((O, I), dtype=_a.dtype)
     db = numpy.empty((O,), dtype=_a.dtype)
     values = {"dy": dy, "x": x, "w": w, "dx": dx, "dw": dw, "db": db, "N": N, "O": O, "I": I}
-    call("dense_backward", variant("dense_backward", values), _a.dtype, values)
+    LIBRARY.call("dense_backward", _a.dtype, values)
     return (dx, dw, db)
 
 
@@ -921,13 +813,13 @@ def rbf_forward(x, centers):
     @generated by make codegen from derive.lenet5 (lenet5.rbf); do not edit
     spec sha256: 6010ea6035c2a1e0151c7d9dd4757d40fef537667a177856748199d701303d2e
     """
-    out = _FAST.rbf_forward(x, centers)
+    out = LIBRARY.fast.rbf_forward(x, centers)
     return _checked_rbf_forward(x, centers) if out is None else out
 
 
 def _checked_rbf_forward(x, centers):
     """rbf_forward through the Python checks and ctypes (the calls the fast path declines)."""
-    _a = _runtime.Args("rbf_forward")
+    _a = checks.Args("rbf_forward")
     x = _a.floats("x", x, ("N", "I"))
     centers = _a.floats("centers", centers, ("O", "I"))
     N = _a.dims["N"]
@@ -935,7 +827,7 @@ def _checked_rbf_forward(x, centers):
     O = _a.dims["O"]
     y = numpy.empty((N, O), dtype=_a.dtype)
     values = {"x": x, "centers": centers, "y": y, "N": N, "I": I, "O": O}
-    call("rbf_forward", variant("rbf_forward", values), _a.dtype, values)
+    LIBRARY.call("rbf_forward", _a.dtype, values)
     return y
 
 
@@ -945,13 +837,13 @@ def rbf_backward(dy, x, centers):
     @generated by make codegen from derive.lenet5 (lenet5.rbf); do not edit
     spec sha256: cccca8213614a204f81450ddeb49d5ff56bb0f1993f94112c2355809190b7a4a
     """
-    out = _FAST.rbf_backward(dy, x, centers)
+    out = LIBRARY.fast.rbf_backward(dy, x, centers)
     return _checked_rbf_backward(dy, x, centers) if out is None else out
 
 
 def _checked_rbf_backward(dy, x, centers):
     """rbf_backward through the Python checks and ctypes (the calls the fast path declines)."""
-    _a = _runtime.Args("rbf_backward")
+    _a = checks.Args("rbf_backward")
     dy = _a.floats("dy", dy, ("N", "O"))
     x = _a.floats("x", x, ("N", "I"))
     centers = _a.floats("centers", centers, ("O", "I"))
@@ -961,7 +853,7 @@ def _checked_rbf_backward(dy, x, centers):
     dx = numpy.empty((N, I), dtype=_a.dtype)
     dcenters = numpy.empty((O, I), dtype=_a.dtype)
     values = {"dy": dy, "x": x, "centers": centers, "dx": dx, "dcenters": dcenters, "N": N, "O": O, "I": I}
-    call("rbf_backward", variant("rbf_backward", values), _a.dtype, values)
+    LIBRARY.call("rbf_backward", _a.dtype, values)
     return (dx, dcenters)
 
 
@@ -971,13 +863,13 @@ def map_loss_forward(y, labels, j=1.0):
     @generated by make codegen from derive.activations (loss.map); do not edit
     spec sha256: 1b5de69b98a8ec1841f722cfafa73b7419db9751d9bf33fab97a3445d0d598d6
     """
-    out = _FAST.map_loss_forward(y, labels, j)
+    out = LIBRARY.fast.map_loss_forward(y, labels, j)
     return _checked_map_loss_forward(y, labels, j) if out is None else out
 
 
 def _checked_map_loss_forward(y, labels, j=1.0):
     """map_loss_forward through the Python checks and ctypes (the calls the fast path declines)."""
-    _a = _runtime.Args("map_loss_forward")
+    _a = checks.Args("map_loss_forward")
     y = _a.floats("y", y, ("P", "O"))
     labels = _a.int64s("labels", labels, ("P",))
     j = _a.real("j", j)
@@ -988,7 +880,7 @@ def _checked_map_loss_forward(y, labels, j=1.0):
     m = numpy.empty((P,), dtype=_a.dtype)
     ssum = numpy.empty((P,), dtype=_a.dtype)
     values = {"y": y, "labels": labels, "E": E, "m": m, "ssum": ssum, "P": P, "O": O, "j": j}
-    call("map_loss_forward", variant("map_loss_forward", values), _a.dtype, values)
+    LIBRARY.call("map_loss_forward", _a.dtype, values)
     return E
 
 
@@ -998,13 +890,13 @@ def map_loss_backward(y, labels, j=1.0):
     @generated by make codegen from derive.activations (loss.map); do not edit
     spec sha256: 003e96d375af4ef56e05a1d0998e10e7923ac58fb108645a591f709a11497b0a
     """
-    out = _FAST.map_loss_backward(y, labels, j)
+    out = LIBRARY.fast.map_loss_backward(y, labels, j)
     return _checked_map_loss_backward(y, labels, j) if out is None else out
 
 
 def _checked_map_loss_backward(y, labels, j=1.0):
     """map_loss_backward through the Python checks and ctypes (the calls the fast path declines)."""
-    _a = _runtime.Args("map_loss_backward")
+    _a = checks.Args("map_loss_backward")
     y = _a.floats("y", y, ("P", "O"))
     labels = _a.int64s("labels", labels, ("P",))
     j = _a.real("j", j)
@@ -1015,7 +907,7 @@ def _checked_map_loss_backward(y, labels, j=1.0):
     m = numpy.empty((P,), dtype=_a.dtype)
     ssum = numpy.empty((P,), dtype=_a.dtype)
     values = {"y": y, "labels": labels, "g": g, "m": m, "ssum": ssum, "P": P, "O": O, "j": j}
-    call("map_loss_backward", variant("map_loss_backward", values), _a.dtype, values)
+    LIBRARY.call("map_loss_backward", _a.dtype, values)
     return g
 
 
@@ -1025,20 +917,20 @@ def squared_error_forward(y, t):
     @generated by make codegen from derive.activations (loss.squared_error); do not edit
     spec sha256: b54751f215b9f24c63f6e4b5efca56b3ee1afec31f7ea01a4cc7cbb8823ccd41
     """
-    out = _FAST.squared_error_forward(y, t)
+    out = LIBRARY.fast.squared_error_forward(y, t)
     return _checked_squared_error_forward(y, t) if out is None else out
 
 
 def _checked_squared_error_forward(y, t):
     """squared_error_forward through the Python checks and ctypes (the calls the fast path declines)."""
-    _a = _runtime.Args("squared_error_forward")
+    _a = checks.Args("squared_error_forward")
     y = _a.floats("y", y, ("P", "O"))
     t = _a.floats("t", t, ("P", "O"))
     P = _a.dims["P"]
     O = _a.dims["O"]
     E = numpy.empty((P,), dtype=_a.dtype)
     values = {"y": y, "t": t, "E": E, "P": P, "O": O}
-    call("squared_error_forward", variant("squared_error_forward", values), _a.dtype, values)
+    LIBRARY.call("squared_error_forward", _a.dtype, values)
     return E
 
 
@@ -1048,20 +940,20 @@ def squared_error_backward(y, t):
     @generated by make codegen from derive.activations (loss.squared_error); do not edit
     spec sha256: ec64a0d0d2e20beff7d730780d8d905ee29f80fe498c5997a5a63157b4b66df3
     """
-    out = _FAST.squared_error_backward(y, t)
+    out = LIBRARY.fast.squared_error_backward(y, t)
     return _checked_squared_error_backward(y, t) if out is None else out
 
 
 def _checked_squared_error_backward(y, t):
     """squared_error_backward through the Python checks and ctypes (the calls the fast path declines)."""
-    _a = _runtime.Args("squared_error_backward")
+    _a = checks.Args("squared_error_backward")
     y = _a.floats("y", y, ("P", "O"))
     t = _a.floats("t", t, ("P", "O"))
     P = _a.dims["P"]
     O = _a.dims["O"]
     g = numpy.empty((P, O), dtype=_a.dtype)
     values = {"y": y, "t": t, "g": g, "P": P, "O": O}
-    call("squared_error_backward", variant("squared_error_backward", values), _a.dtype, values)
+    LIBRARY.call("squared_error_backward", _a.dtype, values)
     return g
 
 
@@ -1071,13 +963,13 @@ def softmax_xent_forward(logits, labels):
     @generated by make codegen from derive.activations (loss.softmax_xent); do not edit
     spec sha256: a857ac500eba99c39fbcd5c1ea3a1fc8c36761b085b0978828f5216eb6af894a
     """
-    out = _FAST.softmax_xent_forward(logits, labels)
+    out = LIBRARY.fast.softmax_xent_forward(logits, labels)
     return _checked_softmax_xent_forward(logits, labels) if out is None else out
 
 
 def _checked_softmax_xent_forward(logits, labels):
     """softmax_xent_forward through the Python checks and ctypes (the calls the fast path declines)."""
-    _a = _runtime.Args("softmax_xent_forward")
+    _a = checks.Args("softmax_xent_forward")
     logits = _a.floats("logits", logits, ("P", "O"))
     labels = _a.int64s("labels", labels, ("P",))
     P = _a.dims["P"]
@@ -1087,7 +979,7 @@ def _checked_softmax_xent_forward(logits, labels):
     m = numpy.empty((P,), dtype=_a.dtype)
     ssum = numpy.empty((P,), dtype=_a.dtype)
     values = {"logits": logits, "labels": labels, "E": E, "m": m, "ssum": ssum, "P": P, "O": O}
-    call("softmax_xent_forward", variant("softmax_xent_forward", values), _a.dtype, values)
+    LIBRARY.call("softmax_xent_forward", _a.dtype, values)
     return E
 
 
@@ -1097,13 +989,13 @@ def softmax_xent_backward(logits, labels):
     @generated by make codegen from derive.activations (loss.softmax_xent); do not edit
     spec sha256: 9f0d6825a0f1d36e04b639c035c97516a6bf6508cd418252142ff66413867367
     """
-    out = _FAST.softmax_xent_backward(logits, labels)
+    out = LIBRARY.fast.softmax_xent_backward(logits, labels)
     return _checked_softmax_xent_backward(logits, labels) if out is None else out
 
 
 def _checked_softmax_xent_backward(logits, labels):
     """softmax_xent_backward through the Python checks and ctypes (the calls the fast path declines)."""
-    _a = _runtime.Args("softmax_xent_backward")
+    _a = checks.Args("softmax_xent_backward")
     logits = _a.floats("logits", logits, ("P", "O"))
     labels = _a.int64s("labels", labels, ("P",))
     P = _a.dims["P"]
@@ -1113,7 +1005,7 @@ def _checked_softmax_xent_backward(logits, labels):
     m = numpy.empty((P,), dtype=_a.dtype)
     ssum = numpy.empty((P,), dtype=_a.dtype)
     values = {"logits": logits, "labels": labels, "g": g, "m": m, "ssum": ssum, "P": P, "O": O}
-    call("softmax_xent_backward", variant("softmax_xent_backward", values), _a.dtype, values)
+    LIBRARY.call("softmax_xent_backward", _a.dtype, values)
     return g
 
 
@@ -1123,13 +1015,13 @@ def sdlm_update(w, g, h, eta, mu):
     @generated by make codegen from derive.optim (opt.sdlm); do not edit
     spec sha256: d3570c50d6ced4a8dce7bdf17dfb2a0a6667a9edd0521ea4a719b56dc3f8c868
     """
-    out = _FAST.sdlm_update(w, g, h, eta, mu)
+    out = LIBRARY.fast.sdlm_update(w, g, h, eta, mu)
     return _checked_sdlm_update(w, g, h, eta, mu) if out is None else out
 
 
 def _checked_sdlm_update(w, g, h, eta, mu):
     """sdlm_update through the Python checks and ctypes (the calls the fast path declines)."""
-    _a = _runtime.Args("sdlm_update")
+    _a = checks.Args("sdlm_update")
     w = _a.floats("w", w, ("E",), flat=True)
     g = _a.floats("g", g, ("E",), flat=True)
     h = _a.floats("h", h, ("E",), flat=True)
@@ -1138,7 +1030,7 @@ def _checked_sdlm_update(w, g, h, eta, mu):
     E = _a.dims["E"]
     w_new = numpy.empty((E,), dtype=_a.dtype)
     values = {"w": w, "g": g, "h": h, "w_new": w_new, "E": E, "eta": eta, "mu": mu}
-    call("sdlm_update", variant("sdlm_update", values), _a.dtype, values)
+    LIBRARY.call("sdlm_update", _a.dtype, values)
     return w_new.reshape(_a.shape_of("E"))
 
 
@@ -1148,13 +1040,13 @@ def sgd_momentum_update(w, v, g, rate, momentum):
     @generated by make codegen from derive.optim (opt.sgd_momentum); do not edit
     spec sha256: 3309f94e494432da3388449dd23f835afabdad9d2612ebc79146a286f39789ca
     """
-    out = _FAST.sgd_momentum_update(w, v, g, rate, momentum)
+    out = LIBRARY.fast.sgd_momentum_update(w, v, g, rate, momentum)
     return _checked_sgd_momentum_update(w, v, g, rate, momentum) if out is None else out
 
 
 def _checked_sgd_momentum_update(w, v, g, rate, momentum):
     """sgd_momentum_update through the Python checks and ctypes (the calls the fast path declines)."""
-    _a = _runtime.Args("sgd_momentum_update")
+    _a = checks.Args("sgd_momentum_update")
     w = _a.floats("w", w, ("E",), flat=True)
     v = _a.floats("v", v, ("E",), flat=True)
     g = _a.floats("g", g, ("E",), flat=True)
@@ -1164,7 +1056,7 @@ def _checked_sgd_momentum_update(w, v, g, rate, momentum):
     w_new = numpy.empty((E,), dtype=_a.dtype)
     v_new = numpy.empty((E,), dtype=_a.dtype)
     values = {"w": w, "v": v, "g": g, "w_new": w_new, "v_new": v_new, "E": E, "rate": rate, "momentum": momentum}
-    call("sgd_momentum_update", variant("sgd_momentum_update", values), _a.dtype, values)
+    LIBRARY.call("sgd_momentum_update", _a.dtype, values)
     return (w_new.reshape(_a.shape_of("E")), v_new.reshape(_a.shape_of("E")))
 
 
@@ -1198,8 +1090,7 @@ def _checked_affine_resample(x, theta):
 
 # =============================================================================================
 # The LeNet-5 training step in one C call (symconv_lenet5_*, codegen/lenet5_step.py): forward,
-# MAP losses, backward and the update of a whole batch. Kept apart from the per-kernel
-# bindings above; every argument is validated here before C sees it.
+# MAP losses, backward and the update of a whole batch, validated by codegen.runtime.c_step.
 
 #: Trainable LeNet-5 arrays in the order of the C pointer arrays, with their shapes.
 LENET5_PARAMS = (
@@ -1224,145 +1115,16 @@ LENET5_STEP_ARGS = {
 }
 LENET5_INPUT = (1, 32, 32)
 LENET5_CLASSES = 10
-_LENET5_SIZES = {}
-_LENET5_CENTERS = {}
-#: role -> (the arrays of the last call, their C addresses). Reading an array's address
-#: costs ~1-3 us; a training loop passes the same parameter, Hessian, velocity and
-#: workspace arrays at every step, so their addresses are looked up once. Holding the
-#: arrays keeps each address valid (and numpy refuses to resize a referenced array).
-_LENET5_ADDRESSES = {}
-
-
-def lenet5_workspace(batch, dtype):
-    """Scratch for steps on ``batch`` images of ``dtype``: allocate once, pass to every step.
-
-    Its size is ``symconv_lenet5_workspace_size(batch)`` elements (activations and
-    gradients of every image, one gradient accumulator per lane).
-    """
-    _a = _runtime.Args("lenet5_workspace")
-    batch = _a.integer("batch", batch, 1)
-    if numpy.dtype(dtype) not in _FLOATS:
-        _a.fail(TypeError, f"dtype must be float32 or float64, got {numpy.dtype(dtype)}")
-    return numpy.empty(_lenet5_size(batch), dtype=dtype)
-
-
-def _lenet5_size(batch):
-    """Workspace elements for ``batch`` images (asked of the C library once per batch size)."""
-    size = _LENET5_SIZES.get(batch)
-    if size is None:
-        fn = library().symconv_lenet5_workspace_size
-        fn.argtypes, fn.restype = [ctypes.c_int64], ctypes.c_int64
-        size = _LENET5_SIZES[batch] = fn(batch)
-    return size
-
-
-def _lenet5_function(name, dtype):
-    """The C entry point ``symconv_lenet5_<name>`` of ``dtype``, its argtypes set once."""
-    key = ("lenet5", name, dtype)
-    fn = _FUNCTIONS.get(key)
-    if fn is None:
-        suffix, cfloat = _FLOATS[dtype]
-        fn = getattr(library(), f"symconv_lenet5_{name}_{suffix}")
-        kinds = [kind for _, kind in LENET5_STEP_ARGS[name]]
-        fn.argtypes = [cfloat if k == "float" else _CTYPES["int" if k == "int" else "array"] for k in kinds]
-        fn.restype = None
-        _FUNCTIONS[key] = fn
-    return fn
-
-
-def _lenet5_pointers(_a, name, arrays, writeable):
-    """A C array of pointers to the LeNet-5 arrays of the dict ``arrays``, each checked."""
-    if not isinstance(arrays, dict) or len(arrays) != len(LENET5_PARAMS):
-        got = sorted(arrays) if isinstance(arrays, dict) else type(arrays).__name__
-        _a.fail(ValueError, f"{name} must be a dict of the arrays {[n for n, _ in LENET5_PARAMS]}, got {got}")
-    listed = tuple(arrays.get(key) for key, _ in LENET5_PARAMS)
-    for a, (key, shape) in zip(listed, LENET5_PARAMS):
-        what = f"{name}[{key!r}]"
-        if not isinstance(a, numpy.ndarray):
-            _a.fail(TypeError, f"{what} must be a numpy.ndarray, got {type(a).__name__}")
-        if a.dtype != _a.dtype:
-            _a.fail(TypeError, f"{what} has dtype {a.dtype} but {_a.dtype_source} has {_a.dtype}")
-        if a.shape != shape:
-            _a.fail(ValueError, f"{what} must have shape {shape}, got {a.shape}")
-        if not a.flags.c_contiguous or not a.flags.aligned:
-            _a.fail(ValueError, f"{what} must be C-contiguous and aligned")
-        if writeable and not a.flags.writeable:
-            _a.fail(ValueError, f"{what} is updated in place and must be writeable")
-    return _lenet5_addresses(name, listed, lambda: (ctypes.c_void_p * len(listed))(*[a.ctypes.data for a in listed]))
-
-
-def _lenet5_addresses(role, arrays, lookup):
-    """``lookup()`` (the C addresses of ``arrays``), reused while ``role`` gets the very same arrays."""
-    found = _LENET5_ADDRESSES.get(role)
-    if found is None or len(found[0]) != len(arrays) or any(a is not b for a, b in zip(found[0], arrays)):
-        found = _LENET5_ADDRESSES[role] = (arrays, lookup())
-    return found[1]
-
-
-def _lenet5_batch(_a, x, labels, work):
-    """Checks the images, labels and workspace of a step; returns (B, x, labels, losses E,
-    penalties y): x and labels as checked (aligned copies of misaligned arrays)."""
-    x = _a.floats("x", x, ("B", "C", "H", "W"))
-    if x.shape[1:] != LENET5_INPUT:
-        _a.fail(ValueError, f"x must have shape (B, {', '.join(map(str, LENET5_INPUT))}), got {x.shape}")
-    labels = _a.int64s("labels", labels, ("B",))
-    _a.below("labels", labels, LENET5_CLASSES, "classes")
-    B = _a.dims["B"]
-    if not isinstance(work, numpy.ndarray) or work.dtype != _a.dtype or work.ndim != 1:
-        _a.fail(TypeError, f"work must be a 1-d {_a.dtype} array from lenet5_workspace(B, dtype)")
-    if not work.flags.c_contiguous or not work.flags.writeable or work.size < _lenet5_size(B):
-        _a.fail(ValueError, f"work must be writeable, C-contiguous and hold {_lenet5_size(B)} elements for B={B} (lenet5_workspace)")
-    if not work.flags.aligned:
-        _a.fail(ValueError, "work must be aligned for its dtype (as lenet5_workspace allocates it)")
-    if _a.dtype not in _LENET5_CENTERS:
-        _LENET5_CENTERS[_a.dtype] = numpy.ascontiguousarray(lenet5_spec.RBF_CENTERS, dtype=_a.dtype)
-    return B, x, labels, numpy.empty(B, dtype=_a.dtype), numpy.empty((B, LENET5_CLASSES), dtype=_a.dtype)
-
-
-def _lenet5_call(name, _a, pointers, x, labels, E, y, work, B, scalars):
-    """Call the entry point ``name`` (the common arguments in LENET5_STEP_ARGS order)."""
-    centers = _LENET5_CENTERS[_a.dtype]
-    fixed = [_lenet5_addresses(role, (a,), lambda a=a: a.ctypes.data) for role, a in (("centers", centers), ("work", work))]
-    arrays = [fixed[0], x.ctypes.data, labels.ctypes.data, E.ctypes.data, y.ctypes.data, fixed[1]]
-    squash = (lenet5_spec.SQUASH_A, lenet5_spec.SQUASH_S, lenet5_spec.MAP_J)
-    _lenet5_function(name, _a.dtype)(*pointers, *arrays, B, *scalars, *squash)
-
-
-def lenet5_gradients(params, x, labels, work):
-    """(per-image MAP losses E, RBF penalties y, gradients of sum(E) by parameter name).
-
-    ``params``: dict of the LENET5_PARAMS arrays; ``x`` (B, 1, 32, 32); ``labels`` int64
-    digits; ``work`` from :func:`lenet5_workspace` (B, dtype of x).
-    """
-    _a = _runtime.Args("lenet5_gradients")
-    B, x, labels, E, y = _lenet5_batch(_a, x, labels, work)
-    grads = {name: numpy.empty(shape, dtype=_a.dtype) for name, shape in LENET5_PARAMS}
-    pointers = (_lenet5_pointers(_a, "params", params, False), _lenet5_pointers(_a, "grads", grads, True))
-    _lenet5_call("gradients", _a, pointers, x, labels, E, y, work, B, ())
-    return E, y, grads
-
-
-def lenet5_sdlm_step(params, hess, x, labels, eta, mu, work):
-    """One SDLM step in place, params -= eta / (mu + hess) * gradient of sum(E); returns (E, y).
-
-    ``hess``: the Gauss-Newton diagonal, a dict like ``params``; see :func:`lenet5_gradients`.
-    """
-    _a = _runtime.Args("lenet5_sdlm_step")
-    B, x, labels, E, y = _lenet5_batch(_a, x, labels, work)
-    scalars = (_a.real("eta", eta), _a.real("mu", mu))
-    pointers = (_lenet5_pointers(_a, "params", params, True), _lenet5_pointers(_a, "hess", hess, False))
-    _lenet5_call("sdlm_step", _a, pointers, x, labels, E, y, work, B, scalars)
-    return E, y
-
-
-def lenet5_sgd_step(params, velocity, x, labels, rate, momentum, work):
-    """One momentum step in place, velocity = momentum velocity - rate gradient; params += velocity.
-
-    ``rate`` multiplies the gradient of the *summed* loss (lr / B for the batch mean); returns (E, y).
-    """
-    _a = _runtime.Args("lenet5_sgd_step")
-    B, x, labels, E, y = _lenet5_batch(_a, x, labels, work)
-    scalars = (_a.real("rate", rate), _a.real("momentum", momentum))
-    pointers = (_lenet5_pointers(_a, "params", params, True), _lenet5_pointers(_a, "velocity", velocity, True))
-    _lenet5_call("sgd_step", _a, pointers, x, labels, E, y, work, B, scalars)
-    return E, y
+_STEP = c_step.Step(
+    LIBRARY,
+    LENET5_PARAMS,
+    LENET5_STEP_ARGS,
+    LENET5_INPUT,
+    LENET5_CLASSES,
+    lenet5_spec.RBF_CENTERS,
+    (lenet5_spec.SQUASH_A, lenet5_spec.SQUASH_S, lenet5_spec.MAP_J),
+)
+lenet5_workspace = _STEP.workspace
+lenet5_gradients = _STEP.gradients
+lenet5_sdlm_step = _STEP.sdlm_step
+lenet5_sgd_step = _STEP.sgd_step

@@ -721,7 +721,7 @@ def _grown(a: np.ndarray, axis: int) -> np.ndarray:
 def bad_arguments(problem: Problem, dtype):
     """``(argument, bad value, exception type, names)`` for every argument of a valid call.
 
-    The exception types are those of ``generated/_runtime.py``: TypeError for a wrong
+    The exception types are those of ``codegen/runtime/checks.py``: TypeError for a wrong
     type or dtype, ValueError for a wrong rank, shape, layout or value. A changed
     size is used only where the spec (:func:`consistent`) says the call is invalid;
     the message may then name either argument of the disagreement (``names``: the

@@ -126,6 +126,9 @@ def test_codegen_refuses_an_unproven_table(monkeypatch, capsys):
     wrong = dict(TABLE)
     wrong["relu_backward"] = scaled(TABLE["relu_backward"])
     monkeypatch.setattr(pipeline, "kernel_table", lambda: wrong)
+    # Emitting nothing: the refusal must come from the proofs (an unchecked empty emission
+    # would be "up to date", status 0), and the emission of every file is not rerun here.
+    monkeypatch.setattr(pipeline, "_emit", lambda table: {})
     assert cli.main(["--check", "--fresh"]) == 1
     err = capsys.readouterr().err
     assert "relu_backward, case {E=4}: dz[" in err and "nothing written" in err

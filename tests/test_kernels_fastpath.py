@@ -1,7 +1,7 @@
 """The CPython fast path of the C bindings accepts only what the Python checks accept.
 
 ``generated/c/symconv_fast.c`` checks a call in C and declines it (returns None)
-unless every check of ``generated/_runtime.py`` would pass; the binding then runs
+unless every check of ``codegen/runtime/checks.py`` would pass; the binding then runs
 ``_checked_<kernel>``, whose checks raise the documented errors. So for every call
 the fast path either declines, or the checked path accepts the call too and both
 return the same arrays bit for bit (the same C function on the same inputs). Here:
@@ -26,6 +26,7 @@ from table_cases import NAMES, TABLE, load_backend
 from test_kernels_badinput import random_calls
 
 from codegen import render
+from codegen.runtime import c_library
 from derive.indexing import FloorDiv, isym
 from derive.kernels import load_table
 
@@ -36,8 +37,8 @@ ck = load_backend("c")
 def fast():
     """The loaded fast-path module (built here, cached)."""
     ck.relu_forward(np.ones(2))
-    assert not isinstance(ck._FAST, ck._Declining), "the fast path did not build"
-    return ck._FAST
+    assert not isinstance(ck.LIBRARY.fast, c_library.Declining), "the fast path did not build"
+    return ck.LIBRARY.fast
 
 
 def positional(fname: str, args: dict) -> tuple:
@@ -206,10 +207,10 @@ def test_without_the_fast_path_every_call_is_checked(fast, monkeypatch, caplog):
         raise build.BuildError("Python.h: No such file or directory")
 
     monkeypatch.setattr(build, "load_extension", fail)
-    monkeypatch.setattr(ck, "_FAST", ck._Unloaded())
+    monkeypatch.setattr(ck.LIBRARY, "fast", c_library.Unloaded(ck.LIBRARY))
     x = np.arange(6.0).reshape(2, 3) - 2
     assert _same(ck.relu_forward(x), ck._checked_relu_forward(x))
-    assert isinstance(ck._FAST, ck._Declining)
+    assert isinstance(ck.LIBRARY.fast, c_library.Declining)
     assert "no C fast path" in caplog.text
     with pytest.raises(TypeError, match="relu_forward: z must be a numpy.ndarray"):
         ck.relu_forward([1.0])

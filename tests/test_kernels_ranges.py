@@ -1,8 +1,8 @@
 """Integer ranges and memory alignment at the kernel boundary, both backends.
 
-* Every int parameter and size is < 2**31 (``_runtime.MAX_SIZE``): larger values used to
-  wrap in ctypes (``stride=2**64`` killed the process with SIGFPE, ``stride=2**63``
-  returned 0 where NumPy returns 9).  Each is a ValueError naming the parameter.
+* Every int parameter and size is < 2**31 (``MAX_SIZE`` of :mod:`codegen.runtime.checks`):
+  larger values used to wrap in ctypes (``stride=2**64`` killed the process with SIGFPE,
+  ``stride=2**63`` returned 0 where NumPy returns 9).  Each is a ValueError naming the parameter.
 * A misaligned input array is copied before C reads it (typed loads from a misaligned
   address are undefined behaviour in C); the results equal those of the aligned array.
 """
@@ -93,13 +93,13 @@ def test_c_never_sees_a_misaligned_array(monkeypatch):
     """The checked path (the fast path declines misaligned arrays) hands C aligned copies."""
     c = load_backend("c")
     seen = []
-    real_call = c.call
+    real_call = c.LIBRARY.call
 
-    def spy(kernel, layer, dtype, values):
+    def spy(kernel, dtype, values, table=None):
         seen.extend(a.flags.aligned for a in values.values() if isinstance(a, np.ndarray))
-        return real_call(kernel, layer, dtype, values)
+        return real_call(kernel, dtype, values, table)
 
-    monkeypatch.setattr(c, "call", spy)
+    monkeypatch.setattr(c.LIBRARY, "call", spy)
     x = _misaligned(np.random.default_rng(0).standard_normal((2, 3, 6, 6)))
     w = np.ones((4, 3, 3, 3))
     got = c.conv2d_forward(x, w, np.zeros(4))

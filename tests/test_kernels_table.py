@@ -190,7 +190,7 @@ def test_bad_arguments_raise_errors_naming_them(backends, name, backend, data):
     problem = data.draw(problems(name), label="valid call")
     dtype = data.draw(st.sampled_from(DTYPES), label="dtype")
     spec, module = TABLE[name], backends[backend]
-    fast = module._FAST if backend == "c" else None
+    fast = module.LIBRARY.fast if backend == "c" else None
     count = 0
     for arg, bad, exc, names in bad_arguments(problem, dtype):
         args = problem.args(dtype)
@@ -235,7 +235,7 @@ def test_fast_path_equals_checked_path(backends, name, data):
     ck = backends["c"]
     for dtype in DTYPES:
         args = problem.positional(dtype)
-        fast = getattr(ck._FAST, name)(*args)
+        fast = getattr(ck.LIBRARY.fast, name)(*args)
         assert fast is not None, f"{name}: the fast path declined a valid call"
         checked = getattr(ck, f"_checked_{name}")(*args)
         fast, checked = named_outputs(TABLE[name], fast), named_outputs(TABLE[name], checked)

@@ -10,9 +10,28 @@ pytest.importorskip("generated.lenet5_spec")
 
 from lenet5 import checkpoint, reproduce  # noqa: E402
 from lenet5.cli import main  # noqa: E402
+from lenet5.data import load_mnist, write_idx  # noqa: E402
 
-# Two passes over 200 sample digits in batches of 10: a few seconds per seed.
-TINY = ["--data", "sample", "--limit", "200", "--batch-size", "10", "--no-progress"]
+# Two passes over 200 sample digits in batches of 10: a few seconds per seed. Each pass
+# also evaluates the test set and draws its misclassified digits, which for an untrained
+# network costs far more than the training: the data folder keeps 20 test digits.
+TRAIN = ["--limit", "200", "--batch-size", "10", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """The arguments of a tiny run: the sample's first 200 training digits, and two test
+    digits of each class (the sample is sorted by class)."""
+    data, sample = tmp_path_factory.mktemp("mnist"), load_mnist("sample")
+    arrays = {
+        "train-images-idx3-ubyte": sample.train_images[:200],
+        "train-labels-idx1-ubyte": sample.train_labels[:200].astype("u1"),
+        "t10k-images-idx3-ubyte": sample.test_images[::50],
+        "t10k-labels-idx1-ubyte": sample.test_labels[::50].astype("u1"),
+    }
+    for name, array in arrays.items():
+        write_idx(data / f"{name}.gz", array)
+    return ["--data", str(data), *TRAIN]
 
 
 def test_parse_seeds():
@@ -25,10 +44,10 @@ def test_parse_seeds():
 
 
 @pytest.fixture(scope="module")
-def study(tmp_path_factory):
+def study(tmp_path_factory, tiny):
     out = tmp_path_factory.mktemp("study")
     argv = ["reproduce", "--out", str(out), "--seeds", "0-2", "--epochs", "2", "--jobs", "2"]
-    assert main(argv + TINY) == 0
+    assert main(argv + tiny) == 0
     return out
 
 
@@ -66,15 +85,15 @@ def test_report(study):
     assert (study / "reproduce.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_rerun_skips_finished_seeds_and_resumes_the_others(study, capsys):
+def test_rerun_skips_finished_seeds_and_resumes_the_others(study, capsys, tiny):
     before = {s: (study / f"seed-{s}" / "checkpoint-last.npz").read_bytes() for s in (0, 1, 2)}
     argv = ["reproduce", "--out", str(study), "--seeds", "0-2", "--epochs", "2", "--jobs", "1"]
-    assert main(argv + TINY) == 0
+    assert main(argv + tiny) == 0
     assert capsys.readouterr().out.count("complete in") == 3
     for s in (0, 1, 2):  # untouched
         assert (study / f"seed-{s}" / "checkpoint-last.npz").read_bytes() == before[s]
     # Asking for a third pass resumes every seed from its checkpoint (train --resume).
-    assert main(["reproduce", "--out", str(study), "--seeds", "0", "--epochs", "3"] + TINY) == 0
+    assert main(["reproduce", "--out", str(study), "--seeds", "0", "--epochs", "3"] + tiny) == 0
     log = (study / "seed-0" / reproduce.LOG).read_text()
     assert "resuming from" in log and "pass  3:" in log
     assert len(json.loads((study / "seed-0" / "summary.json").read_text())["epochs"]) == 3
@@ -82,11 +101,11 @@ def test_rerun_skips_finished_seeds_and_resumes_the_others(study, capsys):
     assert record["returncodes"] == [0, 0]
 
 
-def test_a_failed_seed_is_reported(tmp_path, capsys):
+def test_a_failed_seed_is_reported(tmp_path, capsys, tiny):
     # A seed folder holding a run with other settings cannot be resumed: the child exits 2.
     argv = ["reproduce", "--out", str(tmp_path), "--seeds", "0", "--epochs", "1"]
-    assert main(argv + TINY) == 0
-    other = [a if a != "10" else "20" for a in TINY]  # another batch size
+    assert main(argv + tiny) == 0
+    other = [a if a != "10" else "20" for a in tiny]  # another batch size
     assert main(argv[:-1] + ["2"] + other) == 3
     assert "failed (exit status 2)" in capsys.readouterr().out
     assert "batch_size=10" in (tmp_path / "seed-0" / reproduce.LOG).read_text()
