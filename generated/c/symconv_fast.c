@@ -5,7 +5,7 @@
  * ctypes library: the kernels are compiled once).
  *
  * A fast-path function accepts a call only when every check of the Python path
- * (generated/_runtime.py) would pass, and never raises for bad input: it returns None
+ * (codegen/runtime/checks.py) would pass, and never raises for bad input: it returns None
  * instead ("declines") and the binding runs the Python checks, which raise the
  * documented errors. Its tests are stricter than needed where that is cheaper (exact
  * ndarray and int/float types, aligned arrays, sizes and int parameters below 2**31),
