@@ -31,6 +31,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import tokenize
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -139,7 +140,9 @@ def _member(path, z: zipfile.ZipFile, name: str, dtypes, shape, required=True):
                 header = np.lib.format.read_array_header_2_0(f)
             else:
                 raise ValueError(f"unsupported .npy version {version}")
-        except (ValueError, SyntaxError, TypeError) as exc:
+        # numpy re-tokenizes a version 1/2 header that does not parse, and the tokenizer
+        # raises its own TokenError on an unclosed bracket.
+        except (ValueError, SyntaxError, TypeError, tokenize.TokenError) as exc:
             raise bad(f"is not a .npy array ({exc})") from None
         got_shape, fortran, dtype = header
         if dtype not in dtypes and not (shape is None and dtype.kind == "U"):

@@ -120,6 +120,10 @@ def test_known_member_with_a_compressed_tail_is_not_inflated(tmp_path, good):
         checkpoint.load(path)
 
 
+#: A version 1.0 .npy header whose dict never closes: numpy's tokenizer raises TokenError.
+UNCLOSED_HEADER = b"\x93NUMPY\x01\x00v\x00" + b"{'descr': '<f4', 'shape': (3,".ljust(117) + b"\n"
+
+
 @pytest.mark.parametrize(
     "member,content,message",
     [
@@ -127,6 +131,7 @@ def test_known_member_with_a_compressed_tail_is_not_inflated(tmp_path, good):
         ("param/C1.w.npy", npy(np.zeros((6, 1, 5, 4), np.float32)), "has shape"),
         ("param/C1.w.npy", npy_header((6, 1, 5, 5)) + bytes(10), "truncated"),
         ("param/C1.w.npy", b"not an npy file at all", "not a .npy array"),
+        ("param/C1.w.npy", UNCLOSED_HEADER, "not a .npy array"),
         ("param/C1.w.npy", npy_header((6, 1, 5, 5), "|O") + bytes(64), "has dtype object"),
         ("param/C1.w.npy", None, "param/C1.w.npy is missing"),
         ("hess/C1.w.npy", npy(np.zeros((6, 1, 5, 4), np.float32)), "hess/C1.w.npy has shape"),
