@@ -319,6 +319,7 @@ def test_one_pass_on_full_mnist(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.longest
 @pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data/mnist not present")
 def test_full_mnist(tmp_path):
     """The default run: 20 SDLM passes, batch 1, seed 0 (about 4 min here; CI runs it)."""
@@ -358,6 +359,7 @@ def test_distorted_pass_is_the_originals_plus_distorted_copies(tmp_path, sample,
 
 
 @pytest.mark.slow
+@pytest.mark.longest
 @pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data/mnist not present")
 def test_full_mnist_distorted(tmp_path):
     """20 passes with --distort (each digit plus 2 distorted copies), seed 0 (~12 min here)."""
