@@ -142,10 +142,12 @@ def _env(spec: KernelSpec, sizes: dict) -> dict:
     env = {isym(k): int(v) for k, v in sizes.items() if not isinstance(v, np.ndarray)}
     for p in spec.params:
         if p.kind == "int" and isym(p.name) not in env:
-            value = p.default if p.default_from is None else sizes.get(p.default_from)
-            env[isym(p.name)] = int(
-                value if value is not None else spec.param(p.default_from).default
-            )
+            if p.default_from is None:
+                env[isym(p.name)] = int(p.default)
+            else:  # a pooling stride: the window size, given or default
+                env[isym(p.name)] = int(
+                    sizes.get(p.default_from, spec.param(p.default_from).default)
+                )
     for name, formula in spec.derived:
         env.setdefault(isym(name), int(sp.sympify(formula).subs(env)))
     missing = [d for d in spec.dim_names() if isym(d) not in env]
