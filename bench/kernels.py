@@ -17,6 +17,11 @@ too, so that every layer does the same work for every candidate). The C3
 connection table is applied by the generated kernels natively and by the
 baselines the usual way, by zeroing absent filters.
 
+Each row also gives the generated C kernels' FLOP rate (the FLOPs ``make codegen``
+counted from the kernel specs, at the row's batch, over C's time per call) and its
+fraction of the roof, the machine's float32 sgemm rate measured in the same run
+(``bench/roof.py``; the header names the CPU, its vector flags and the load).
+
 Method: each candidate is warmed up, checked against the generated NumPy result
 (so all candidates do the same work), and calibrated to ``n`` calls per sample
 (>= 2 ms). Then ``--repeats`` rounds run the candidates interleaved, in a
@@ -27,6 +32,7 @@ Usage::
 
     python bench/kernels.py [--repeats 15] [--batches 1 64] [--layers C1 C3]
                             [--dtype float32] [--no-torch] [--checked] [--json PATH]
+                            [--roof-seconds 0.5]
 """
 
 from __future__ import annotations
@@ -48,7 +54,7 @@ import numpy as np
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import baseline  # noqa: E402
+from bench import baseline, roof  # noqa: E402
 from codegen.writer import write_atomic  # noqa: E402
 from generated import lenet5_spec as spec  # noqa: E402
 
@@ -259,8 +265,9 @@ def time_interleaved(
     return {name: statistics.median(s) for name, s in samples.items()}
 
 
-def run_bench(b: Bench, dtype, repeats: int) -> dict:
-    """Time one :class:`Bench`; a row of the result table."""
+def run_bench(b: Bench, dtype, repeats: int, gflops: float) -> dict:
+    """Time one :class:`Bench`; a row of the result table, with the generated C
+    kernels' GFLOP/s and fraction of the roof ``gflops`` (the machine's sgemm)."""
     ref = b.calls["NumPy"]() if "NumPy" in b.calls else None
     agree = {name: (ref is None or agrees(f(), ref, dtype)) for name, f in b.calls.items()}
     times = time_interleaved(b.calls, repeats)
@@ -270,6 +277,9 @@ def run_bench(b: Bench, dtype, repeats: int) -> dict:
     c = times.get("C")
     row["C/torch"] = c / times["torch"] if c and "torch" in times else None
     row["C/NumPy"] = c / times["NumPy"] if c and "NumPy" in times else None
+    row["flops"] = b.batch * roof.layer_flops(b.layer, b.direction)
+    row["C GFLOP/s"] = row["flops"] / c / 1e9 if c else None
+    row["C/roof"] = row["C GFLOP/s"] / gflops if c else None
     return row
 
 
@@ -314,16 +324,26 @@ def _fmt_ratio(r) -> str:
     return "—" if r is None else f"{r:.2f}"
 
 
+def _fmt_rate(r) -> str:
+    return "—" if r is None else f"{r:.1f}"
+
+
+def _fmt_fraction(r) -> str:
+    return "—" if r is None else f"{r:.1%}"
+
+
 def format_table(rows: list[dict]) -> str:
     """A fixed-width text table: times in microseconds per call, then the ratios."""
     shown = [c for c in CANDIDATES if c != "C checked" or any(c in r["seconds"] for r in rows)]
     head = ["layer", "pass", "batch"] + [f"{c} µs" for c in shown] + ["C/torch", "C/NumPy"]
+    head += ["C GFLOP/s", "C/roof"]
     lines = []
     for r in rows:
         bad = [n for n, ok in r["agrees_with_numpy"].items() if not ok]
         cells = [r["layer"], r["pass"], str(r["batch"])]
         cells += [_fmt_us(r["seconds"].get(c)) + ("!" if c in bad else "") for c in shown]
         cells += [_fmt_ratio(r["C/torch"]), _fmt_ratio(r["C/NumPy"])]
+        cells += [_fmt_rate(r["C GFLOP/s"]), _fmt_fraction(r["C/roof"])]
         lines.append(cells)
     widths = [max(len(x) for x in col) for col in zip(head, *lines, strict=True)]
     fmt = lambda cells: "  ".join(c.rjust(w) for c, w in zip(cells, widths, strict=True))  # noqa: E731
@@ -347,9 +367,14 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--checked", action="store_true", help="also time the C kernels through the Python checks"
     )
     p.add_argument("--json", type=Path, help="also write the results as JSON to this path")
+    p.add_argument(
+        "--roof-seconds", type=float, default=roof.SECONDS, help="sgemm time per matrix size"
+    )
     args = p.parse_args(argv)
     if args.repeats < 1 or min(args.batches) < 1:
         p.error("--repeats and --batches must be >= 1")
+    if not args.roof_seconds > 0:
+        p.error("--roof-seconds must be > 0")
     return args
 
 
@@ -361,11 +386,12 @@ def main(argv=None) -> int:
         backends["C checked"] = checked_backend(backends["C"])
     torch, torch_note = load_torch(not args.no_torch)
     notes.append(torch_note)
+    cpu, sgemm = roof.cpu_info(), roof.sgemm_roof(seconds=args.roof_seconds)
     rows = []
     for batch in args.batches:
         for layer in args.layers:
             for b in layer_benches(layer, batch, dtype, backends, torch):
-                rows.append(run_bench(b, dtype, args.repeats))
+                rows.append(run_bench(b, dtype, args.repeats, sgemm["gflops"]))
     meta = {
         "dtype": args.dtype,
         "repeats": args.repeats,
@@ -376,11 +402,15 @@ def main(argv=None) -> int:
         "numpy": np.__version__,
         "machine": platform.machine(),
         "notes": notes,
+        "cpu": cpu,
+        "roof": sgemm,
     }
     print(f"LeNet-5 layer kernels, {args.dtype}, median of {args.repeats} interleaved rounds")
+    print(roof.describe(cpu, sgemm))
     print("\n".join(f"  note: {n}" for n in notes))
     print(format_table(rows))
     print("µs per call; ratios < 1: generated C faster; '!' = result differs from NumPy's")
+    print("C GFLOP/s: FLOPs counted from the kernel specs over C's time; C/roof: over the roof")
     if args.json:
         write_json_atomic(args.json, {"meta": meta, "rows": rows})
         print(f"wrote {args.json}")

@@ -33,6 +33,12 @@ sample (>= ``--seconds``); ``--rounds`` rounds then run the engines interleaved
 in a rotating order so machine noise hits all alike; the median sample is
 reported. Ratios are throughput ratios: C/torch = 20 means C is 20x faster;
 C/composed is the gain of the fused step over the composed C path.
+
+The roof (``bench/roof.py``), measured in the same run before the timings: the
+machine's float32 sgemm rate. Each row gives the FLOPs per image counted from the
+kernel specs (a training step: forward, backward and the update shared by the
+batch), and each engine's FLOP rate (images/s x FLOPs per image) and its fraction
+of the roof; the header names the CPU, its AVX2/FMA/AVX-512 flags and the load.
 torch runs with ``torch.set_num_threads(2)`` (this machine's cores, and what the
 C backend's OpenMP may use); the NumPy backend's OpenBLAS with one thread unless
 ``OPENBLAS_NUM_THREADS`` says otherwise (see the comment at the import of numpy).
@@ -40,7 +46,7 @@ C backend's OpenMP may use); the NumPy backend's OpenBLAS with one thread unless
 Usage::
 
     python bench/lenet5.py [--rounds 7] [--seconds 0.2] [--batches 1 64]
-                           [--no-torch] [--json PATH]
+                           [--no-torch] [--json PATH] [--roof-seconds 0.5]
 """
 
 from __future__ import annotations
@@ -62,6 +68,7 @@ import numpy as np  # noqa: E402
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench import roof  # noqa: E402
 from bench.kernels import load_torch, time_interleaved, write_json_atomic  # noqa: E402
 from lenet5 import spec  # noqa: E402
 from lenet5.data import SAMPLE_DIR, load_dir, to_input  # noqa: E402
@@ -240,11 +247,14 @@ def mode_calls(mode: str, nets: dict, torch, params: dict, hess: dict, data: Bat
     return calls
 
 
-def bench_row(mode: str, batch: int, calls: dict, rounds: int, seconds: float) -> dict:
-    """A result row: images/s per engine and the C/torch, C/NumPy throughput ratios."""
+def bench_row(mode: str, batch: int, calls: dict, rounds: int, seconds: float, gflops: float):
+    """A result row: images/s per engine, the C/torch, C/NumPy throughput ratios, and
+    each engine's GFLOP/s and fraction of the roof (``gflops``, the machine's sgemm)."""
     times = time_interleaved(calls, rounds, seconds)
     ips = {name: (batch / times[name] if name in times else None) for name in ENGINES}
     ratio = lambda a, b: ips[a] / ips[b] if ips[a] and ips[b] else None  # noqa: E731
+    per_image = roof.flops_per_image(mode, batch)
+    rate = {name: v * per_image / 1e9 if v else None for name, v in ips.items()}
     return {
         "mode": mode,
         "batch": batch,
@@ -252,6 +262,9 @@ def bench_row(mode: str, batch: int, calls: dict, rounds: int, seconds: float) -
         "C/torch": ratio("C", "torch"),
         "C/NumPy": ratio("C", "NumPy"),
         "C/composed": ratio("C", "C composed"),
+        "flops_per_image": per_image,
+        "gflops": rate,
+        "roof_fraction": {name: r / gflops if r else None for name, r in rate.items()},
     }
 
 
@@ -259,15 +272,20 @@ def bench_row(mode: str, batch: int, calls: dict, rounds: int, seconds: float) -
 
 
 def format_table(rows: list[dict]) -> str:
-    """Fixed-width table: images/s per engine ("n/a" when absent), then the ratios."""
+    """Fixed-width table: images/s per engine ("n/a" when absent), the ratios, then the
+    C engine's MFLOP per image, GFLOP/s and fraction of the roof."""
     ratios = ("C/torch", "C/NumPy", "C/composed")
     head = ["mode", "batch"] + [f"{e} img/s" for e in ENGINES] + list(ratios)
+    head += ["MFLOP/img", "C GFLOP/s", "C/roof"]
     fmt_ips = lambda v: "n/a" if v is None else f"{v:,.0f}"  # noqa: E731
     fmt_ratio = lambda v: "n/a" if v is None else f"{v:.1f}x"  # noqa: E731
     lines = [
         [r["mode"], str(r["batch"])]
         + [fmt_ips(r["images_per_s"][e]) for e in ENGINES]
         + [fmt_ratio(r[k]) for k in ratios]
+        + [f"{r['flops_per_image'] / 1e6:.3f}"]
+        + ["n/a" if r["gflops"]["C"] is None else f"{r['gflops']['C']:.1f}"]
+        + ["n/a" if r["roof_fraction"]["C"] is None else f"{r['roof_fraction']['C']:.1%}"]
         for r in rows
     ]
     widths = [max(len(c) for c in col) for col in zip(head, *lines, strict=True)]
@@ -320,11 +338,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
     p.add_argument("--no-torch", action="store_true", help="skip PyTorch even if installed")
     p.add_argument("--json", type=Path, help="also write the results as JSON to this path")
+    p.add_argument(
+        "--roof-seconds", type=float, default=roof.SECONDS, help="sgemm time per matrix size"
+    )
     args = p.parse_args(argv)
     if args.rounds < 1 or not 1 <= min(args.batches) <= max(args.batches) <= 4000:
         p.error("--rounds must be >= 1 and --batches in 1..4000 (the bundled sample)")
-    if not args.seconds > 0:
-        p.error("--seconds must be > 0")
+    if not args.seconds > 0 or not args.roof_seconds > 0:
+        p.error("--seconds and --roof-seconds must be > 0")
     return args
 
 
@@ -345,12 +366,13 @@ def main(argv=None) -> int:
             some.hessian_diagonal(params, x_all[:n_hess], labels_all[:n_hess]).items()}  # fmt: skip
     tnet = TorchLeNet5(torch, params) if torch is not None else None
     agree = agreement(nets, tnet, params, x_all[:64], labels_all[:64])
+    cpu, sgemm = roof.cpu_info(), roof.sgemm_roof(seconds=args.roof_seconds)
     rows = []
     for batch in args.batches:
         data = Batches(x_all, labels_all, batch)
         for mode in args.modes:
             calls = mode_calls(mode, nets, torch, params, hess, data)
-            rows.append(bench_row(mode, batch, calls, args.rounds, args.seconds))
+            rows.append(bench_row(mode, batch, calls, args.rounds, args.seconds, sgemm["gflops"]))
     meta = {
         "dtype": np.dtype(DTYPE).name,
         "rounds": args.rounds,
@@ -364,13 +386,20 @@ def main(argv=None) -> int:
         "numpy": np.__version__,
         "machine": platform.machine(),
         "notes": notes,
+        "cpu": cpu,
+        "roof": sgemm,
     }
     print(f"LeNet-5 throughput, float32, median of {args.rounds} interleaved rounds")
+    print(roof.describe(cpu, sgemm))
     print("\n".join(f"  note: {n}" for n in notes))
     print(format_agreement(agree))
     print(format_table(rows))
     print(
         "images per second; ratios: throughput of C over torch / NumPy / C composed (> 1: C faster)"
+    )
+    print(
+        "MFLOP/img: counted from the kernel specs (training: forward, backward, the update / "
+        "batch); C/roof: C's FLOP rate over the roof"
     )
     if args.json:
         write_json_atomic(args.json, {"meta": meta, "agreement": agree, "rows": rows})

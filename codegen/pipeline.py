@@ -17,7 +17,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from codegen import lenet5_step, printers, render
+from codegen import flops, lenet5_step, printers, render
 from codegen.lower_c import for_dialect, lower_c
 from codegen.lower_numpy import lower_numpy
 from derive import core, proofs
@@ -179,9 +179,33 @@ def lenet5_constants() -> list[tuple[str, str, object]]:
     ]
 
 
-def lenet5_module() -> str:
-    """``generated/lenet5_spec.py``: LeNet-5 constants as plain Python (no SymPy)."""
-    constants = [(n, c, _pyrepr(v)) for n, c, v in lenet5_constants()]
+def lenet5_flop_constants(table: dict[str, KernelSpec]) -> list[tuple[str, str, object]]:
+    """(name, comment, value) of the LeNet-5 FLOP counts (:mod:`codegen.flops`)."""
+    counted = flops.lenet5_flops(table)
+    return [
+        (
+            "FLOPS_PER_IMAGE",
+            "float operations per image, counted from the kernel specs (codegen.flops): "
+            "inference; a training step's forward (with the loss) and backward",
+            counted["image"],
+        ),
+        (
+            "FLOPS_PER_UPDATE",
+            "float operations of one parameter update, per step whatever the batch",
+            counted["update"],
+        ),
+        (
+            "LAYER_FLOPS",
+            "float operations per image of each layer's kernels at its sizes",
+            flops.lenet5_kernel_flops(table),
+        ),
+    ]
+
+
+def lenet5_module(table: dict[str, KernelSpec]) -> str:
+    """``generated/lenet5_spec.py``: LeNet-5 constants and FLOP counts as plain Python."""
+    items = lenet5_constants() + lenet5_flop_constants(table)
+    constants = [(n, c, _pyrepr(v)) for n, c, v in items]
     head = render.header("derive.lenet5", "lenet5.layers")
     sha = hashlib.sha256("\n".join(f"{n}={v}" for n, _, v in constants).encode()).hexdigest()
     return render.render("lenet5_spec.py.j2", header=head, constants=constants, sha=sha)
@@ -309,7 +333,7 @@ def _emit(table: dict[str, KernelSpec]) -> dict[str, str]:
     functions = c_functions(table)
     return {
         "np_kernels.py": numpy_module(table),
-        "lenet5_spec.py": lenet5_module(),
+        "lenet5_spec.py": lenet5_module(table),
         "c/symconv.c": c_source(functions),
         "c/symconv.h": c_header(functions),
         "c/symconv_fast.c": fast_source(table, functions),

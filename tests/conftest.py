@@ -21,7 +21,17 @@ def pytest_addoption(parser):
     parser.addoption("--runslow", action="store_true", help="run tests marked slow")
 
 
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers",
+        "longest: a run of many minutes, collected first (make test's xdist note explains)",
+    )
+
+
 def pytest_collection_modifyitems(config, items):
+    # The longest runs go first, in their order: `make test` (--dist loadgroup) hands the
+    # first tests out one per worker, so each worker starts one of them.
+    items.sort(key=lambda item: "longest" not in item.keywords)
     if config.getoption("--runslow") or os.environ.get("SYMCONV_RUNSLOW") == "1":
         return
     skip = pytest.mark.skip(reason="slow: pass --runslow (or SYMCONV_RUNSLOW=1)")

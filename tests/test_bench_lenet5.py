@@ -29,11 +29,12 @@ def test_bench_lenet5_runs_and_writes_json(tmp_path):
     """Batch 1 and 2, one short round each, as `make bench ARGS=...` runs it."""
     out = tmp_path / "sub" / "bench.json"
     cmd = [sys.executable, "bench/lenet5.py", "--rounds", "1", "--seconds", "0.005"]
-    cmd += ["--batches", "1", "2", "--json", str(out)]
+    cmd += ["--batches", "1", "2", "--json", str(out), "--roof-seconds", "0.01"]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "C/torch" in proc.stdout and "train-sdlm" in proc.stdout
     result = json.loads(out.read_text())
+    bench = _bench_module()
     assert set(result) == {"meta", "agreement", "rows"}
     rows = result["rows"]
     modes = ["inference", "train-sgd", "train-sdlm"]
@@ -51,6 +52,16 @@ def test_bench_lenet5_runs_and_writes_json(tmp_path):
         if ips["C composed"] is not None:
             assert r["C/composed"] == pytest.approx(ips["C"] / ips["C composed"])
     assert result["agreement"]["ok"] is True
+    meta = result["meta"]
+    assert "roof:" in proc.stdout and meta["cpu"]["model"] in proc.stdout
+    for r in rows:
+        per_image = bench.roof.flops_per_image(r["mode"], r["batch"])
+        assert r["flops_per_image"] == per_image
+        for engine, ips in r["images_per_s"].items():
+            if ips is not None:
+                assert r["gflops"][engine] == pytest.approx(ips * per_image / 1e9)
+                want = r["gflops"][engine] / meta["roof"]["gflops"]
+                assert r["roof_fraction"][engine] == pytest.approx(want)
     if not HAS_TORCH:
         assert "torch not installed" in " ".join(result["meta"]["notes"])
         assert "n/a" in proc.stdout

@@ -9,7 +9,10 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from kernel_support import load_backend
+
+from generated import lenet5_spec as spec
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -33,6 +36,7 @@ def test_bench_kernels_runs_and_writes_json(tmp_path):
     out = tmp_path / "sub" / "bench.json"
     cmd = [sys.executable, "bench/kernels.py", "--repeats", "1", "--batches", "1"]
     cmd += ["--layers", "C3", "F6", "--no-torch", "--checked", "--json", str(out)]
+    cmd += ["--roof-seconds", "0.01"]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=1800)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "C/torch" in proc.stdout and "C3" in proc.stdout
@@ -49,6 +53,14 @@ def test_bench_kernels_runs_and_writes_json(tmp_path):
         assert not has_c or r["seconds"]["C"] > 0, "the C backend works but was not timed"
         assert not has_c or r["seconds"]["C checked"] > 0, "--checked was not timed"
         assert all(r["agrees_with_numpy"].values()), r  # every candidate did the same work
+        assert r["flops"] == sum(
+            n for k, n in spec.LAYER_FLOPS[r["layer"]].items()
+            if k.endswith("_forward") == (r["pass"] == "forward")
+        )  # fmt: skip
+        if has_c:
+            assert r["C GFLOP/s"] == pytest.approx(r["flops"] / r["seconds"]["C"] / 1e9)
+            assert r["C/roof"] == pytest.approx(r["C GFLOP/s"] / result["meta"]["roof"]["gflops"])
+    assert result["meta"]["cpu"]["model"] in proc.stdout and "roof:" in proc.stdout
     assert not list(out.parent.glob(".*.tmp")), "atomic write left a temp file"
 
 

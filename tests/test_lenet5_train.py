@@ -16,6 +16,7 @@ pytest.importorskip("generated.np_kernels")
 from lenet5 import checkpoint, spec, train  # noqa: E402
 from lenet5.cli import main  # noqa: E402
 from lenet5.data import load_mnist, to_input  # noqa: E402
+from lenet5.distort import distort as distort_images  # noqa: E402
 from lenet5.network import BackendError, LeNet5, load_backend  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "mnist"
@@ -91,9 +92,49 @@ def test_summary_schema(trained, sample):
             "loss",
             "seconds",
             "train_images_per_s",
+            "hessian_seconds",
+            "eval_seconds",
         }
         assert 0 <= e["train_error"] <= 1 and 0 <= e["test_error"] <= 1
         assert e["seconds"] > 0 and e["train_images_per_s"] > 0 and np.isfinite(e["loss"])
+        # images/s counts the training steps alone: 4,000 digits in `seconds`
+        assert e["train_images_per_s"] == pytest.approx(4000 / e["seconds"])
+        assert e["hessian_seconds"] > 0 and e["eval_seconds"] > 0
+
+
+def test_pictures_are_drawn_once_after_the_last_pass(tmp_path, sample, monkeypatch):
+    drawn = []
+    monkeypatch.setattr(train, "_write_pictures", lambda out, state, *a: drawn.append(state.epoch))
+    cfg = train.Config(out=str(tmp_path), epochs=3, **QUICK)
+    train.train(cfg, sample, log=lambda *a: None)
+    assert drawn == [3]
+
+
+def test_a_block_of_batches_feeds_each_batch_its_own_digits(tmp_path, sample, monkeypatch):
+    """Batches are converted to network input a block at a time: each step still gets
+    exactly its batch's digits in the pass's order (the last batch short), each
+    distorted copy drawn with its own batch's generator."""
+    seen = []
+    step = train.train_step
+
+    def recording(net, state, cfg, x, labels, eta):
+        seen.append((state.step, x.copy(), np.array(labels)))
+        return step(net, state, cfg, x, labels, eta)
+
+    monkeypatch.setattr(train, "train_step", recording)
+    monkeypatch.setattr(train, "INPUT_BLOCK", 64)  # blocks of 6 batches of 10
+    cfg = train.Config(out=str(tmp_path), epochs=1, distort=True, **{**QUICK, "limit": 145})
+    train.train(cfg, sample, log=lambda *a: None)
+    images, truth = train.training_subset(sample, 145)
+    order = train._epoch_rng(cfg.seed, 0).permutation(3 * 145)
+    assert [s for s, _, _ in seen] == list(range(44))
+    for s, x, labels in seen:
+        entries = order[s * 10 : (s + 1) * 10]
+        digits, copy = entries % 145, entries >= 145
+        want = images[digits]
+        want[copy] = distort_images(want[copy], train._epoch_rng(cfg.seed, 0, s))
+        assert (x == to_input(want, x.dtype)).all()
+        assert (labels == truth[digits]).all()
 
 
 def params_of(path):
@@ -330,6 +371,7 @@ def test_one_pass_on_full_mnist(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.longest
 @pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data/mnist not present")
 def test_full_mnist(tmp_path):
     """The default run: 20 SDLM passes, batch 1, seed 0 (about 4 min here; CI runs it)."""
@@ -369,6 +411,7 @@ def test_distorted_pass_is_the_originals_plus_distorted_copies(tmp_path, sample,
 
 
 @pytest.mark.slow
+@pytest.mark.longest
 @pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data/mnist not present")
 def test_full_mnist_distorted(tmp_path):
     """20 passes with --distort, 2 distorted copies of each digit (the configuration this
