@@ -123,7 +123,9 @@ def test_a_block_of_batches_feeds_each_batch_its_own_digits(tmp_path, sample, mo
 
     monkeypatch.setattr(train, "train_step", recording)
     monkeypatch.setattr(train, "INPUT_BLOCK", 64)  # blocks of 6 batches of 10
-    cfg = train.Config(out=str(tmp_path), epochs=1, distort=True, **{**QUICK, "limit": 145})
+    cfg = train.Config(
+        out=str(tmp_path), epochs=1, distort=True, distort_copies=2, **{**QUICK, "limit": 145}
+    )
     train.train(cfg, sample, log=lambda *a: None)
     images, truth = train.training_subset(sample, 145)
     order = train._epoch_rng(cfg.seed, 0).permutation(3 * 145)
