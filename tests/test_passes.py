@@ -18,7 +18,7 @@ from codegen.lower_c import SCHEDULE, Schedule, lower_c, plan_nest
 from codegen.passes.accumulate import accumulate
 from codegen.passes.fusion import fuse_contiguous
 from codegen.passes.hoist import hoist_over_pairs
-from codegen.passes.jam import JAM, jam_reduction, jam_sum
+from codegen.passes.jam import JAM, jam_outputs, jam_reduction, jam_sum
 from codegen.passes.parallel import (
     ELEMENTWISE_CHUNK,
     PARALLEL_WORK,
@@ -27,6 +27,7 @@ from codegen.passes.parallel import (
     threads,
 )
 from codegen.passes.rowpad import row_padded, sample_local
+from codegen.passes.table import MAX_ACCUMULATORS
 from codegen.passes.unroll import single_trip, unroll_taps
 from derive import kernelspec as KS
 from derive.indexing import isym
@@ -147,6 +148,11 @@ CASES = {
     "conv filter gradient, table": (
         TABLE["conv2d_backward_filter"],
         {**CONV, "table": ROWS_3x2},
+        {"N": 2},
+    ),
+    "conv filter gradient, all connected": (
+        TABLE["conv2d_backward_filter"],
+        {**CONV, "table": None},
         {"N": 2},
     ),
     "generic conv, padded and strided": (
@@ -327,6 +333,37 @@ def test_jam_sum_adds_four_products_per_update():
     assert after.loops == ("n", "o4", "i") and after.made == {"o4": 2}
     (update,) = after.body
     assert len(sp.Add.make_args(update.rhs)) == JAM
+
+
+def test_jam_outputs_jams_the_output_loops_while_the_accumulators_fit():
+    plan = _plan("conv filter gradient, all connected", 1, jam_outputs)
+    assert plan.loops == ("k", "c", "u", "n", "i", "j") and len(plan.body) == 2  # v jammed
+    after = jam_outputs(plan)
+    assert after.loops == ("k", "n", "i", "j")  # u, then c; k stays the parallel loop
+    assert len({u.lhs for u in after.body}) == len(after.body) == 2 * 3 * 2  # C * KH * KW
+    fixed = {**CONV, "H": 9, "W": 9, "KH": 5, "KW": 5, "table": None}
+    spec = TABLE["conv2d_backward_filter"]
+    wide = plan_nest(spec, spec.nests[1], size_env(spec, fixed), fixed)
+    for pass_ in SPECIALIZED.nest[: SPECIALIZED.nest.index(jam_outputs)]:
+        wide = pass_(wide)
+    after = jam_outputs(wide)  # u: 25 accumulators; c as well would make 50
+    assert after.loops == ("k", "c", "n", "i", "j") and len(after.body) == 5 * 5
+    assert 2 * len(after.body) > MAX_ACCUMULATORS
+
+
+def test_jam_outputs_needs_a_read_the_copies_share():
+    plan = _plan("conv filter gradient, all connected", 1, jam_outputs)
+
+    def along_u(read):  # dy[n, k, i, j] -> dy[n, k, i + u, j]: no read is free of u
+        if read.base.label.name != "dy":
+            return read
+        return read.func(read.base, *read.indices[:2], read.indices[2] + u, read.indices[3])
+
+    unshared = tuple(
+        dataclasses.replace(s, rhs=s.rhs.replace(lambda e: isinstance(e, sp.Indexed), along_u))
+        for s in plan.body
+    )
+    assert jam_outputs(dataclasses.replace(plan, body=unshared)).loops == plan.loops
 
 
 def test_parallelize_picks_the_first_loop_with_disjoint_writes_and_enough_work():
