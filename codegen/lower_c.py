@@ -31,7 +31,7 @@ from codegen.ir import Function, If, Loop, NestPlan, Update
 from codegen.passes.accumulate import accumulate, accumulated
 from codegen.passes.fusion import fuse_contiguous
 from codegen.passes.hoist import hoist_over_pairs
-from codegen.passes.jam import jam_outputs, jam_reduction, jam_sum
+from codegen.passes.jam import jam_outputs, jam_reduction, jam_sum, jam_sum_outer
 from codegen.passes.parallel import measure_work, parallelize, threads
 from codegen.passes.rowpad import row_padded, sample_local
 from codegen.passes.simd import simd_lengths
@@ -67,6 +67,7 @@ SCHEDULE = {
             jam_reduction,
             jam_outputs,
             jam_sum,
+            jam_sum_outer,
             parallelize,
             accumulate,
         ),

@@ -18,7 +18,7 @@ from codegen.lower_c import SCHEDULE, Schedule, lower_c, plan_nest
 from codegen.passes.accumulate import accumulate
 from codegen.passes.fusion import fuse_contiguous
 from codegen.passes.hoist import hoist_over_pairs
-from codegen.passes.jam import JAM, jam_outputs, jam_reduction, jam_sum
+from codegen.passes.jam import JAM, jam_outputs, jam_reduction, jam_sum, jam_sum_outer
 from codegen.passes.parallel import (
     ELEMENTWISE_CHUNK,
     PARALLEL_WORK,
@@ -152,6 +152,11 @@ CASES = {
     ),
     "conv filter gradient, all connected": (
         TABLE["conv2d_backward_filter"],
+        {**CONV, "table": None},
+        {"N": 2},
+    ),
+    "conv data gradient, all connected": (
+        TABLE["conv2d_backward_data"],
         {**CONV, "table": None},
         {"N": 2},
     ),
@@ -364,6 +369,34 @@ def test_jam_outputs_needs_a_read_the_copies_share():
         for s in plan.body
     )
     assert jam_outputs(dataclasses.replace(plan, body=unshared)).loops == plan.loops
+
+
+def test_jam_sum_outer_sums_a_short_loop_around_a_scatter():
+    plan = _plan("conv data gradient, all connected", 1, jam_sum_outer)
+    assert plan.loops == ("n", "c", "k", "u", "v", "i", "j")
+    after = jam_sum_outer(plan)
+    assert after.loops == ("n", "c", "u", "v", "i", "j")
+    (update,) = after.body
+    assert len(sp.Add.make_args(update.rhs)) == CONV["K"] and k not in update.rhs.free_symbols
+    assert jam_sum_outer(_plan("rows jammed into sums", 1, jam_sum_outer)).loops == (
+        "n",
+        "o4",
+        "i",
+    )  # one loop inside: jam_sum's case
+    fixed = {**CONV, "K": 2 * JAM + 1, "table": None}
+    spec = TABLE["conv2d_backward_data"]
+    long = plan_nest(spec, spec.nests[1], size_env(spec, fixed), fixed)
+    for pass_ in SPECIALIZED.nest[: SPECIALIZED.nest.index(jam_sum_outer)]:
+        long = pass_(long)
+    assert jam_sum_outer(long) == long  # more than 2 * JAM products per sum
+
+
+def test_jam_sum_outer_lets_row_padding_pad_every_plane_of_the_sample():
+    fn = lower_c(*CASES["conv data gradient, all connected"][:2])
+    (scratch,) = [x for x in ir.walk(fn.body) if isinstance(x, ir.Scratch)]
+    assert scratch.size == CONV["K"] * (6 * 2 + 5)  # the K padded planes of dy[n]
+    init, loop = [x for x in fn.body if isinstance(x, ir.Loop) and x.parallel]
+    assert str(loop.var) == "n" and scratch in ir.walk(loop.body)  # once per sample
 
 
 def test_parallelize_picks_the_first_loop_with_disjoint_writes_and_enough_work():

@@ -3,7 +3,8 @@
 :func:`jam_reduction` applies when the innermost loop does not index the output,
 :func:`jam_sum` when it does, so at most one of them changes a nest, and neither
 changes the innermost loop: their order in the schedule does not matter.
-:func:`jam_outputs` continues outwards after :func:`jam_reduction`.
+:func:`jam_outputs` continues outwards after :func:`jam_reduction`, :func:`jam_sum_outer`
+after :func:`jam_sum`.
 """
 
 from __future__ import annotations
@@ -152,3 +153,38 @@ def jam_sum(plan: NestPlan) -> NestPlan:
         body=body,
         made={**plan.made, name: trips // JAM},
     )
+
+
+def jam_sum_outer(plan: NestPlan) -> NestPlan:
+    """Unroll whole, into one sum per update, a short loop around a multi-loop scatter.
+
+    ``dx[n, i + u, j + v] += dy[n, k, i, j] w[k, u, v]`` over loops ``n, k, u, v, i, j``:
+    every ``k`` adds into the whole of ``dx[n]`` again. With ``k`` unrolled into
+    ``sum_k dy[n, k, i, j] w[k, u, v]`` each element is read and written once per
+    ``(u, v)``, and the reads of ``dy`` become planes of the one loop ``n``, which row
+    padding's scatter form then pads together. Applies to a nest of ``+=`` updates and
+    to the outermost loop (not the first, nor an expanded one) that does not index the
+    output but has at least two loops inside it, all of which do (one such loop is
+    :func:`jam_sum`'s case), and runs a whole constant range from 0 of at most
+    ``2 * JAM`` trips (a sum of as many products per element).
+    """
+    loops, body = plan.loops, plan.body
+    if not all(isinstance(u, Update) and u.op == "+=" for u in body):
+        return plan
+    lhs_vars = {x for u in body for x in u.lhs.free_symbols}
+    for r in range(1, len(loops) - 2):
+        var, inside = loops[r], loops[r + 1 :]
+        if isym(var) in lhs_vars or not all(isym(x) in lhs_vars for x in inside):
+            continue
+        if var not in plan.nest.loops or var in plan.expand or not whole(plan, var):
+            return plan
+        trips = len(plan.ranges[isym(var)])
+        if trips > 2 * JAM:
+            return plan
+        copies = [u.rhs.xreplace({isym(var): sp.Integer(t)}) for u in body for t in range(trips)]
+        summed = tuple(
+            Update(u.lhs, "+=", sp.Add(*copies[m * trips : (m + 1) * trips]))
+            for m, u in enumerate(body)
+        )
+        return dataclasses.replace(plan, loops=loops[:r] + inside, body=summed)
+    return plan

@@ -3496,13 +3496,45 @@ void symconv_conv2d_backward_data_C1_f32(const float *restrict dy, const float *
     #pragma omp parallel for if((N) > 1 && (117600*N) >= 262144)
 #endif
     for (int64_t n = 0; n < N; ++n) {
-        for (int64_t k = 0; k < 6; ++k) {
+        {
+            float t[5352];
+            for (int64_t q = 0; q < 5352; ++q) {
+                t[q] = 0;
+            }
+            for (int64_t i = 0; i < 28; ++i) {
+                for (int64_t j = 0; j < 28; ++j) {
+                    t[32*i + j] = dy[28*i + j + 4704*n];
+                }
+            }
+            for (int64_t i = 0; i < 28; ++i) {
+                for (int64_t j = 0; j < 28; ++j) {
+                    t[32*i + j + 892] = dy[28*i + j + 4704*n + 784];
+                }
+            }
+            for (int64_t i = 0; i < 28; ++i) {
+                for (int64_t j = 0; j < 28; ++j) {
+                    t[32*i + j + 1784] = dy[28*i + j + 4704*n + 1568];
+                }
+            }
+            for (int64_t i = 0; i < 28; ++i) {
+                for (int64_t j = 0; j < 28; ++j) {
+                    t[32*i + j + 2676] = dy[28*i + j + 4704*n + 2352];
+                }
+            }
+            for (int64_t i = 0; i < 28; ++i) {
+                for (int64_t j = 0; j < 28; ++j) {
+                    t[32*i + j + 3568] = dy[28*i + j + 4704*n + 3136];
+                }
+            }
+            for (int64_t i = 0; i < 28; ++i) {
+                for (int64_t j = 0; j < 28; ++j) {
+                    t[32*i + j + 4460] = dy[28*i + j + 4704*n + 3920];
+                }
+            }
             for (int64_t u = 0; u < 5; ++u) {
                 for (int64_t v = 0; v < 5; ++v) {
-                    for (int64_t i = 0; i < 28; ++i) {
-                        for (int64_t j = 0; j < 28; ++j) {
-                            dx[32*i + j + 1024*n + 32*u + v] += dy[28*i + j + 784*k + 4704*n]*w[25*k + 5*u + v];
-                        }
+                    for (int64_t q = 0; q < 892; ++q) {
+                        dx[1024*n + q + 32*u + v] += t[q + 1784]*w[5*u + v + 50] + t[q + 2676]*w[5*u + v + 75] + t[q + 3568]*w[5*u + v + 100] + t[q + 4460]*w[5*u + v + 125] + t[q + 892]*w[5*u + v + 25] + t[q]*w[5*u + v];
                     }
                 }
             }
@@ -3538,13 +3570,45 @@ void symconv_conv2d_backward_data_C1_f64(const double *restrict dy, const double
     #pragma omp parallel for if((N) > 1 && (117600*N) >= 262144)
 #endif
     for (int64_t n = 0; n < N; ++n) {
-        for (int64_t k = 0; k < 6; ++k) {
+        {
+            double t[5352];
+            for (int64_t q = 0; q < 5352; ++q) {
+                t[q] = 0;
+            }
+            for (int64_t i = 0; i < 28; ++i) {
+                for (int64_t j = 0; j < 28; ++j) {
+                    t[32*i + j] = dy[28*i + j + 4704*n];
+                }
+            }
+            for (int64_t i = 0; i < 28; ++i) {
+                for (int64_t j = 0; j < 28; ++j) {
+                    t[32*i + j + 892] = dy[28*i + j + 4704*n + 784];
+                }
+            }
+            for (int64_t i = 0; i < 28; ++i) {
+                for (int64_t j = 0; j < 28; ++j) {
+                    t[32*i + j + 1784] = dy[28*i + j + 4704*n + 1568];
+                }
+            }
+            for (int64_t i = 0; i < 28; ++i) {
+                for (int64_t j = 0; j < 28; ++j) {
+                    t[32*i + j + 2676] = dy[28*i + j + 4704*n + 2352];
+                }
+            }
+            for (int64_t i = 0; i < 28; ++i) {
+                for (int64_t j = 0; j < 28; ++j) {
+                    t[32*i + j + 3568] = dy[28*i + j + 4704*n + 3136];
+                }
+            }
+            for (int64_t i = 0; i < 28; ++i) {
+                for (int64_t j = 0; j < 28; ++j) {
+                    t[32*i + j + 4460] = dy[28*i + j + 4704*n + 3920];
+                }
+            }
             for (int64_t u = 0; u < 5; ++u) {
                 for (int64_t v = 0; v < 5; ++v) {
-                    for (int64_t i = 0; i < 28; ++i) {
-                        for (int64_t j = 0; j < 28; ++j) {
-                            dx[32*i + j + 1024*n + 32*u + v] += dy[28*i + j + 784*k + 4704*n]*w[25*k + 5*u + v];
-                        }
+                    for (int64_t q = 0; q < 892; ++q) {
+                        dx[1024*n + q + 32*u + v] += t[q + 1784]*w[5*u + v + 50] + t[q + 2676]*w[5*u + v + 75] + t[q + 3568]*w[5*u + v + 100] + t[q + 4460]*w[5*u + v + 125] + t[q + 892]*w[5*u + v + 25] + t[q]*w[5*u + v];
                     }
                 }
             }
