@@ -160,6 +160,16 @@ CASES = {
         {**CONV, "table": None},
         {"N": 2},
     ),
+    "conv filter gradient, run-time mask": (
+        TABLE["conv2d_backward_filter"],
+        CONV,
+        {"N": 2, "table": ROWS_3x2},
+    ),
+    "conv data gradient, run-time mask": (
+        TABLE["conv2d_backward_data"],
+        CONV,
+        {"N": 2, "table": ROWS_3x2},
+    ),
     "generic conv, padded and strided": (
         TABLE["conv2d_forward"],
         None,

@@ -63,9 +63,10 @@ def jam_outputs(plan: NestPlan) -> NestPlan:
     whole of ``dy[n, k]`` again (and row-pads it again). Jamming ``u`` as well gives one
     reduction with an accumulator per ``(u, v)`` that reads ``dy[n, k]`` once. Repeats
     outwards while the loop just outside the reduction loops indexes the output, is one
-    of the spec's (not the first, nor an expanded one), runs a whole constant range from
-    0, does not index some read every update multiplies by (the read the copies share),
-    and the updates, times its trips, stay within :data:`MAX_ACCUMULATORS`.
+    of the spec's (not the first, an expanded one nor one the run-time mask indexes), runs
+    a whole constant range from 0, does not index some read every update multiplies by
+    (the read the copies share), and the updates, times its trips, stay within
+    :data:`MAX_ACCUMULATORS`.
     """
     while True:
         r = _around_reduction(plan)
@@ -75,7 +76,7 @@ def jam_outputs(plan: NestPlan) -> NestPlan:
         trips = len(plan.ranges[isym(var)])
         if var not in plan.nest.loops or len(plan.body) * trips > MAX_ACCUMULATORS:
             return plan
-        if not _shared_read(plan.body, isym(var)):
+        if _masks(plan, var) or not _shared_read(plan.body, isym(var)):
             return plan
         plan = _jammed_whole(plan, r)
 
@@ -98,6 +99,11 @@ def _around_reduction(plan: NestPlan) -> int | None:
     if not reducible(body, {isym(x) for x in loops[r:]}) or not whole(plan, loops[r - 1]):
         return None
     return r
+
+
+def _masks(plan: NestPlan, var: str) -> bool:
+    """Loop ``var`` indexes the run-time mask guarding the body (it must stay a loop)."""
+    return plan.cond is not None and isym(var) in plan.cond.free_symbols
 
 
 def _shared_read(body, var) -> bool:
@@ -163,10 +169,10 @@ def jam_sum_outer(plan: NestPlan) -> NestPlan:
     ``sum_k dy[n, k, i, j] w[k, u, v]`` each element is read and written once per
     ``(u, v)``, and the reads of ``dy`` become planes of the one loop ``n``, which row
     padding's scatter form then pads together. Applies to a nest of ``+=`` updates and
-    to the outermost loop (not the first, nor an expanded one) that does not index the
-    output but has at least two loops inside it, all of which do (one such loop is
-    :func:`jam_sum`'s case), and runs a whole constant range from 0 of at most
-    ``2 * JAM`` trips (a sum of as many products per element).
+    to the outermost loop (not the first, an expanded one nor one the run-time mask
+    indexes) that does not index the output but has at least two loops inside it, all of
+    which do (one such loop is :func:`jam_sum`'s case), and runs a whole constant range
+    from 0 of at most ``2 * JAM`` trips (a sum of as many products per element).
     """
     loops, body = plan.loops, plan.body
     if not all(isinstance(u, Update) and u.op == "+=" for u in body):
@@ -176,7 +182,9 @@ def jam_sum_outer(plan: NestPlan) -> NestPlan:
         var, inside = loops[r], loops[r + 1 :]
         if isym(var) in lhs_vars or not all(isym(x) in lhs_vars for x in inside):
             continue
-        if var not in plan.nest.loops or var in plan.expand or not whole(plan, var):
+        if var not in plan.nest.loops or var in plan.expand or _masks(plan, var):
+            return plan
+        if not whole(plan, var):
             return plan
         trips = len(plan.ranges[isym(var)])
         if trips > 2 * JAM:
