@@ -32,7 +32,7 @@ from codegen.ir import Function, If, Loop, NestPlan, Pairs, Update
 from codegen.passes.accumulate import accumulate, accumulated
 from codegen.passes.fusion import fuse_contiguous
 from codegen.passes.hoist import hoist_over_pairs
-from codegen.passes.jam import jam_reduction, jam_sum
+from codegen.passes.jam import jam_outputs, jam_reduction, jam_sum, jam_sum_outer
 from codegen.passes.parallel import measure_work, parallelize, threads
 from codegen.passes.rowpad import row_padded, sample_local
 from codegen.passes.simd import simd_lengths
@@ -66,7 +66,9 @@ SCHEDULE = {
             measure_work,
             hoist_over_pairs,
             jam_reduction,
+            jam_outputs,
             jam_sum,
+            jam_sum_outer,
             parallelize,
             accumulate,
         ),

@@ -18,7 +18,7 @@ from codegen.lower_c import SCHEDULE, Schedule, lower_c, plan_nest
 from codegen.passes.accumulate import accumulate
 from codegen.passes.fusion import fuse_contiguous
 from codegen.passes.hoist import hoist_over_pairs
-from codegen.passes.jam import JAM, jam_reduction, jam_sum
+from codegen.passes.jam import JAM, jam_outputs, jam_reduction, jam_sum, jam_sum_outer
 from codegen.passes.parallel import (
     ELEMENTWISE_CHUNK,
     PARALLEL_WORK,
@@ -27,7 +27,7 @@ from codegen.passes.parallel import (
     threads,
 )
 from codegen.passes.rowpad import row_padded, sample_local
-from codegen.passes.table import expand_pairs
+from codegen.passes.table import MAX_ACCUMULATORS, expand_pairs
 from codegen.passes.unroll import single_trip, unroll_taps
 from derive import kernelspec as KS
 from derive.indexing import isym
@@ -149,6 +149,26 @@ CASES = {
         TABLE["conv2d_backward_filter"],
         {**CONV, "table": ROWS_3x2},
         {"N": 2},
+    ),
+    "conv filter gradient, all connected": (
+        TABLE["conv2d_backward_filter"],
+        {**CONV, "table": None},
+        {"N": 2},
+    ),
+    "conv data gradient, all connected": (
+        TABLE["conv2d_backward_data"],
+        {**CONV, "table": None},
+        {"N": 2},
+    ),
+    "conv filter gradient, run-time mask": (
+        TABLE["conv2d_backward_filter"],
+        CONV,
+        {"N": 2, "table": ROWS_3x2},
+    ),
+    "conv data gradient, run-time mask": (
+        TABLE["conv2d_backward_data"],
+        CONV,
+        {"N": 2, "table": ROWS_3x2},
     ),
     "generic conv, padded and strided": (
         TABLE["conv2d_forward"],
@@ -328,6 +348,65 @@ def test_jam_sum_adds_four_products_per_update():
     assert after.loops == ("n", "o4", "i") and after.made == {"o4": 2}
     (update,) = after.body
     assert len(sp.Add.make_args(update.rhs)) == JAM
+
+
+def test_jam_outputs_jams_the_output_loops_while_the_accumulators_fit():
+    plan = _plan("conv filter gradient, all connected", 1, jam_outputs)
+    assert plan.loops == ("k", "c", "u", "n", "i", "j") and len(plan.body) == 2  # v jammed
+    after = jam_outputs(plan)
+    assert after.loops == ("k", "n", "i", "j")  # u, then c; k stays the parallel loop
+    assert len({u.lhs for u in after.body}) == len(after.body) == 2 * 3 * 2  # C * KH * KW
+    fixed = {**CONV, "H": 9, "W": 9, "KH": 5, "KW": 5, "table": None}
+    spec = TABLE["conv2d_backward_filter"]
+    wide = plan_nest(spec, spec.nests[1], size_env(spec, fixed), fixed)
+    for pass_ in SPECIALIZED.nest[: SPECIALIZED.nest.index(jam_outputs)]:
+        wide = pass_(wide)
+    after = jam_outputs(wide)  # u: 25 accumulators; c as well would make 50
+    assert after.loops == ("k", "c", "n", "i", "j") and len(after.body) == 5 * 5
+    assert 2 * len(after.body) > MAX_ACCUMULATORS
+
+
+def test_jam_outputs_needs_a_read_the_copies_share():
+    plan = _plan("conv filter gradient, all connected", 1, jam_outputs)
+
+    def along_u(read):  # dy[n, k, i, j] -> dy[n, k, i + u, j]: no read is free of u
+        if read.base.label.name != "dy":
+            return read
+        return read.func(read.base, *read.indices[:2], read.indices[2] + u, read.indices[3])
+
+    unshared = tuple(
+        dataclasses.replace(s, rhs=s.rhs.replace(lambda e: isinstance(e, sp.Indexed), along_u))
+        for s in plan.body
+    )
+    assert jam_outputs(dataclasses.replace(plan, body=unshared)).loops == plan.loops
+
+
+def test_jam_sum_outer_sums_a_short_loop_around_a_scatter():
+    plan = _plan("conv data gradient, all connected", 1, jam_sum_outer)
+    assert plan.loops == ("n", "c", "k", "u", "v", "i", "j")
+    after = jam_sum_outer(plan)
+    assert after.loops == ("n", "c", "u", "v", "i", "j")
+    (update,) = after.body
+    assert len(sp.Add.make_args(update.rhs)) == CONV["K"] and k not in update.rhs.free_symbols
+    assert jam_sum_outer(_plan("rows jammed into sums", 1, jam_sum_outer)).loops == (
+        "n",
+        "o4",
+        "i",
+    )  # one loop inside: jam_sum's case
+    fixed = {**CONV, "K": 2 * JAM + 1, "table": None}
+    spec = TABLE["conv2d_backward_data"]
+    long = plan_nest(spec, spec.nests[1], size_env(spec, fixed), fixed)
+    for pass_ in SPECIALIZED.nest[: SPECIALIZED.nest.index(jam_sum_outer)]:
+        long = pass_(long)
+    assert jam_sum_outer(long) == long  # more than 2 * JAM products per sum
+
+
+def test_jam_sum_outer_lets_row_padding_pad_every_plane_of_the_sample():
+    fn = lower_c(*CASES["conv data gradient, all connected"][:2])
+    (scratch,) = [x for x in ir.walk(fn.body) if isinstance(x, ir.Scratch)]
+    assert scratch.size == CONV["K"] * (6 * 2 + 5)  # the K padded planes of dy[n]
+    init, loop = [x for x in fn.body if isinstance(x, ir.Loop) and x.parallel]
+    assert str(loop.var) == "n" and scratch in ir.walk(loop.body)  # once per sample
 
 
 def test_parallelize_picks_the_first_loop_with_disjoint_writes_and_enough_work():

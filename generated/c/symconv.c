@@ -3590,13 +3590,45 @@ void symconv_conv2d_backward_data_C1_f32(const float *restrict dy, const float *
     #pragma omp parallel for if((N) > 1 && (117600*N) >= 262144)
 #endif
     for (int64_t n = 0; n < N; ++n) {
-        for (int64_t k = 0; k < 6; ++k) {
+        {
+            float t[5352];
+            for (int64_t q = 0; q < 5352; ++q) {
+                t[q] = 0;
+            }
+            for (int64_t i = 0; i < 28; ++i) {
+                for (int64_t j = 0; j < 28; ++j) {
+                    t[32*i + j] = dy[28*i + j + 4704*n];
+                }
+            }
+            for (int64_t i = 0; i < 28; ++i) {
+                for (int64_t j = 0; j < 28; ++j) {
+                    t[32*i + j + 892] = dy[28*i + j + 4704*n + 784];
+                }
+            }
+            for (int64_t i = 0; i < 28; ++i) {
+                for (int64_t j = 0; j < 28; ++j) {
+                    t[32*i + j + 1784] = dy[28*i + j + 4704*n + 1568];
+                }
+            }
+            for (int64_t i = 0; i < 28; ++i) {
+                for (int64_t j = 0; j < 28; ++j) {
+                    t[32*i + j + 2676] = dy[28*i + j + 4704*n + 2352];
+                }
+            }
+            for (int64_t i = 0; i < 28; ++i) {
+                for (int64_t j = 0; j < 28; ++j) {
+                    t[32*i + j + 3568] = dy[28*i + j + 4704*n + 3136];
+                }
+            }
+            for (int64_t i = 0; i < 28; ++i) {
+                for (int64_t j = 0; j < 28; ++j) {
+                    t[32*i + j + 4460] = dy[28*i + j + 4704*n + 3920];
+                }
+            }
             for (int64_t u = 0; u < 5; ++u) {
                 for (int64_t v = 0; v < 5; ++v) {
-                    for (int64_t i = 0; i < 28; ++i) {
-                        for (int64_t j = 0; j < 28; ++j) {
-                            dx[32*i + j + 1024*n + 32*u + v] += dy[28*i + j + 784*k + 4704*n]*w[25*k + 5*u + v];
-                        }
+                    for (int64_t q = 0; q < 892; ++q) {
+                        dx[1024*n + q + 32*u + v] += t[q + 1784]*w[5*u + v + 50] + t[q + 2676]*w[5*u + v + 75] + t[q + 3568]*w[5*u + v + 100] + t[q + 4460]*w[5*u + v + 125] + t[q + 892]*w[5*u + v + 25] + t[q]*w[5*u + v];
                     }
                 }
             }
@@ -3632,13 +3664,45 @@ void symconv_conv2d_backward_data_C1_f64(const double *restrict dy, const double
     #pragma omp parallel for if((N) > 1 && (117600*N) >= 262144)
 #endif
     for (int64_t n = 0; n < N; ++n) {
-        for (int64_t k = 0; k < 6; ++k) {
+        {
+            double t[5352];
+            for (int64_t q = 0; q < 5352; ++q) {
+                t[q] = 0;
+            }
+            for (int64_t i = 0; i < 28; ++i) {
+                for (int64_t j = 0; j < 28; ++j) {
+                    t[32*i + j] = dy[28*i + j + 4704*n];
+                }
+            }
+            for (int64_t i = 0; i < 28; ++i) {
+                for (int64_t j = 0; j < 28; ++j) {
+                    t[32*i + j + 892] = dy[28*i + j + 4704*n + 784];
+                }
+            }
+            for (int64_t i = 0; i < 28; ++i) {
+                for (int64_t j = 0; j < 28; ++j) {
+                    t[32*i + j + 1784] = dy[28*i + j + 4704*n + 1568];
+                }
+            }
+            for (int64_t i = 0; i < 28; ++i) {
+                for (int64_t j = 0; j < 28; ++j) {
+                    t[32*i + j + 2676] = dy[28*i + j + 4704*n + 2352];
+                }
+            }
+            for (int64_t i = 0; i < 28; ++i) {
+                for (int64_t j = 0; j < 28; ++j) {
+                    t[32*i + j + 3568] = dy[28*i + j + 4704*n + 3136];
+                }
+            }
+            for (int64_t i = 0; i < 28; ++i) {
+                for (int64_t j = 0; j < 28; ++j) {
+                    t[32*i + j + 4460] = dy[28*i + j + 4704*n + 3920];
+                }
+            }
             for (int64_t u = 0; u < 5; ++u) {
                 for (int64_t v = 0; v < 5; ++v) {
-                    for (int64_t i = 0; i < 28; ++i) {
-                        for (int64_t j = 0; j < 28; ++j) {
-                            dx[32*i + j + 1024*n + 32*u + v] += dy[28*i + j + 784*k + 4704*n]*w[25*k + 5*u + v];
-                        }
+                    for (int64_t q = 0; q < 892; ++q) {
+                        dx[1024*n + q + 32*u + v] += t[q + 1784]*w[5*u + v + 50] + t[q + 2676]*w[5*u + v + 75] + t[q + 3568]*w[5*u + v + 100] + t[q + 4460]*w[5*u + v + 125] + t[q + 892]*w[5*u + v + 25] + t[q]*w[5*u + v];
                     }
                 }
             }
@@ -3662,42 +3726,100 @@ void symconv_conv2d_backward_filter_C1_f32(const float *restrict x, const float 
     #pragma omp parallel for if((117600*N) >= 262144)
 #endif
     for (int64_t k = 0; k < 6; ++k) {
-        for (int64_t u = 0; u < 5; ++u) {
-            {
-                float acc0 = 0;
-                float acc1 = 0;
-                float acc2 = 0;
-                float acc3 = 0;
-                float acc4 = 0;
-                for (int64_t n = 0; n < N; ++n) {
-                    {
-                        float t[892];
-                        for (int64_t q = 0; q < 892; ++q) {
-                            t[q] = 0;
-                        }
-                        for (int64_t i = 0; i < 28; ++i) {
-                            for (int64_t j = 0; j < 28; ++j) {
-                                t[32*i + j] = dy[28*i + j + 784*k + 4704*n];
-                            }
-                        }
-#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                        #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
-#endif
-                        for (int64_t q = 0; q < 892; ++q) {
-                            acc0 += t[q]*x[1024*n + q + 32*u];
-                            acc1 += t[q]*x[1024*n + q + 32*u + 1];
-                            acc2 += t[q]*x[1024*n + q + 32*u + 2];
-                            acc3 += t[q]*x[1024*n + q + 32*u + 3];
-                            acc4 += t[q]*x[1024*n + q + 32*u + 4];
+        {
+            float acc0 = 0;
+            float acc1 = 0;
+            float acc2 = 0;
+            float acc3 = 0;
+            float acc4 = 0;
+            float acc5 = 0;
+            float acc6 = 0;
+            float acc7 = 0;
+            float acc8 = 0;
+            float acc9 = 0;
+            float acc10 = 0;
+            float acc11 = 0;
+            float acc12 = 0;
+            float acc13 = 0;
+            float acc14 = 0;
+            float acc15 = 0;
+            float acc16 = 0;
+            float acc17 = 0;
+            float acc18 = 0;
+            float acc19 = 0;
+            float acc20 = 0;
+            float acc21 = 0;
+            float acc22 = 0;
+            float acc23 = 0;
+            float acc24 = 0;
+            for (int64_t n = 0; n < N; ++n) {
+                {
+                    float t[892];
+                    for (int64_t q = 0; q < 892; ++q) {
+                        t[q] = 0;
+                    }
+                    for (int64_t i = 0; i < 28; ++i) {
+                        for (int64_t j = 0; j < 28; ++j) {
+                            t[32*i + j] = dy[28*i + j + 784*k + 4704*n];
                         }
                     }
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4, acc5, acc6, acc7, acc8, acc9, acc10, acc11, acc12, acc13, acc14, acc15, acc16, acc17, acc18, acc19, acc20, acc21, acc22, acc23, acc24)
+#endif
+                    for (int64_t q = 0; q < 892; ++q) {
+                        acc0 += t[q]*x[1024*n + q];
+                        acc1 += t[q]*x[1024*n + q + 1];
+                        acc2 += t[q]*x[1024*n + q + 2];
+                        acc3 += t[q]*x[1024*n + q + 3];
+                        acc4 += t[q]*x[1024*n + q + 4];
+                        acc5 += t[q]*x[1024*n + q + 32];
+                        acc6 += t[q]*x[1024*n + q + 33];
+                        acc7 += t[q]*x[1024*n + q + 34];
+                        acc8 += t[q]*x[1024*n + q + 35];
+                        acc9 += t[q]*x[1024*n + q + 36];
+                        acc10 += t[q]*x[1024*n + q + 64];
+                        acc11 += t[q]*x[1024*n + q + 65];
+                        acc12 += t[q]*x[1024*n + q + 66];
+                        acc13 += t[q]*x[1024*n + q + 67];
+                        acc14 += t[q]*x[1024*n + q + 68];
+                        acc15 += t[q]*x[1024*n + q + 96];
+                        acc16 += t[q]*x[1024*n + q + 97];
+                        acc17 += t[q]*x[1024*n + q + 98];
+                        acc18 += t[q]*x[1024*n + q + 99];
+                        acc19 += t[q]*x[1024*n + q + 100];
+                        acc20 += t[q]*x[1024*n + q + 128];
+                        acc21 += t[q]*x[1024*n + q + 129];
+                        acc22 += t[q]*x[1024*n + q + 130];
+                        acc23 += t[q]*x[1024*n + q + 131];
+                        acc24 += t[q]*x[1024*n + q + 132];
+                    }
                 }
-                dw[25*k + 5*u] += acc0;
-                dw[25*k + 5*u + 1] += acc1;
-                dw[25*k + 5*u + 2] += acc2;
-                dw[25*k + 5*u + 3] += acc3;
-                dw[25*k + 5*u + 4] += acc4;
             }
+            dw[25*k] += acc0;
+            dw[25*k + 1] += acc1;
+            dw[25*k + 2] += acc2;
+            dw[25*k + 3] += acc3;
+            dw[25*k + 4] += acc4;
+            dw[25*k + 5] += acc5;
+            dw[25*k + 6] += acc6;
+            dw[25*k + 7] += acc7;
+            dw[25*k + 8] += acc8;
+            dw[25*k + 9] += acc9;
+            dw[25*k + 10] += acc10;
+            dw[25*k + 11] += acc11;
+            dw[25*k + 12] += acc12;
+            dw[25*k + 13] += acc13;
+            dw[25*k + 14] += acc14;
+            dw[25*k + 15] += acc15;
+            dw[25*k + 16] += acc16;
+            dw[25*k + 17] += acc17;
+            dw[25*k + 18] += acc18;
+            dw[25*k + 19] += acc19;
+            dw[25*k + 20] += acc20;
+            dw[25*k + 21] += acc21;
+            dw[25*k + 22] += acc22;
+            dw[25*k + 23] += acc23;
+            dw[25*k + 24] += acc24;
         }
     }
 }
@@ -3718,42 +3840,100 @@ void symconv_conv2d_backward_filter_C1_f64(const double *restrict x, const doubl
     #pragma omp parallel for if((117600*N) >= 262144)
 #endif
     for (int64_t k = 0; k < 6; ++k) {
-        for (int64_t u = 0; u < 5; ++u) {
-            {
-                double acc0 = 0;
-                double acc1 = 0;
-                double acc2 = 0;
-                double acc3 = 0;
-                double acc4 = 0;
-                for (int64_t n = 0; n < N; ++n) {
-                    {
-                        double t[892];
-                        for (int64_t q = 0; q < 892; ++q) {
-                            t[q] = 0;
-                        }
-                        for (int64_t i = 0; i < 28; ++i) {
-                            for (int64_t j = 0; j < 28; ++j) {
-                                t[32*i + j] = dy[28*i + j + 784*k + 4704*n];
-                            }
-                        }
-#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
-                        #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4)
-#endif
-                        for (int64_t q = 0; q < 892; ++q) {
-                            acc0 += t[q]*x[1024*n + q + 32*u];
-                            acc1 += t[q]*x[1024*n + q + 32*u + 1];
-                            acc2 += t[q]*x[1024*n + q + 32*u + 2];
-                            acc3 += t[q]*x[1024*n + q + 32*u + 3];
-                            acc4 += t[q]*x[1024*n + q + 32*u + 4];
+        {
+            double acc0 = 0;
+            double acc1 = 0;
+            double acc2 = 0;
+            double acc3 = 0;
+            double acc4 = 0;
+            double acc5 = 0;
+            double acc6 = 0;
+            double acc7 = 0;
+            double acc8 = 0;
+            double acc9 = 0;
+            double acc10 = 0;
+            double acc11 = 0;
+            double acc12 = 0;
+            double acc13 = 0;
+            double acc14 = 0;
+            double acc15 = 0;
+            double acc16 = 0;
+            double acc17 = 0;
+            double acc18 = 0;
+            double acc19 = 0;
+            double acc20 = 0;
+            double acc21 = 0;
+            double acc22 = 0;
+            double acc23 = 0;
+            double acc24 = 0;
+            for (int64_t n = 0; n < N; ++n) {
+                {
+                    double t[892];
+                    for (int64_t q = 0; q < 892; ++q) {
+                        t[q] = 0;
+                    }
+                    for (int64_t i = 0; i < 28; ++i) {
+                        for (int64_t j = 0; j < 28; ++j) {
+                            t[32*i + j] = dy[28*i + j + 784*k + 4704*n];
                         }
                     }
+#if defined(_OPENMP) || defined(SYMCONV_OMP_SIMD)
+                    #pragma omp simd reduction(+: acc0, acc1, acc2, acc3, acc4, acc5, acc6, acc7, acc8, acc9, acc10, acc11, acc12, acc13, acc14, acc15, acc16, acc17, acc18, acc19, acc20, acc21, acc22, acc23, acc24)
+#endif
+                    for (int64_t q = 0; q < 892; ++q) {
+                        acc0 += t[q]*x[1024*n + q];
+                        acc1 += t[q]*x[1024*n + q + 1];
+                        acc2 += t[q]*x[1024*n + q + 2];
+                        acc3 += t[q]*x[1024*n + q + 3];
+                        acc4 += t[q]*x[1024*n + q + 4];
+                        acc5 += t[q]*x[1024*n + q + 32];
+                        acc6 += t[q]*x[1024*n + q + 33];
+                        acc7 += t[q]*x[1024*n + q + 34];
+                        acc8 += t[q]*x[1024*n + q + 35];
+                        acc9 += t[q]*x[1024*n + q + 36];
+                        acc10 += t[q]*x[1024*n + q + 64];
+                        acc11 += t[q]*x[1024*n + q + 65];
+                        acc12 += t[q]*x[1024*n + q + 66];
+                        acc13 += t[q]*x[1024*n + q + 67];
+                        acc14 += t[q]*x[1024*n + q + 68];
+                        acc15 += t[q]*x[1024*n + q + 96];
+                        acc16 += t[q]*x[1024*n + q + 97];
+                        acc17 += t[q]*x[1024*n + q + 98];
+                        acc18 += t[q]*x[1024*n + q + 99];
+                        acc19 += t[q]*x[1024*n + q + 100];
+                        acc20 += t[q]*x[1024*n + q + 128];
+                        acc21 += t[q]*x[1024*n + q + 129];
+                        acc22 += t[q]*x[1024*n + q + 130];
+                        acc23 += t[q]*x[1024*n + q + 131];
+                        acc24 += t[q]*x[1024*n + q + 132];
+                    }
                 }
-                dw[25*k + 5*u] += acc0;
-                dw[25*k + 5*u + 1] += acc1;
-                dw[25*k + 5*u + 2] += acc2;
-                dw[25*k + 5*u + 3] += acc3;
-                dw[25*k + 5*u + 4] += acc4;
             }
+            dw[25*k] += acc0;
+            dw[25*k + 1] += acc1;
+            dw[25*k + 2] += acc2;
+            dw[25*k + 3] += acc3;
+            dw[25*k + 4] += acc4;
+            dw[25*k + 5] += acc5;
+            dw[25*k + 6] += acc6;
+            dw[25*k + 7] += acc7;
+            dw[25*k + 8] += acc8;
+            dw[25*k + 9] += acc9;
+            dw[25*k + 10] += acc10;
+            dw[25*k + 11] += acc11;
+            dw[25*k + 12] += acc12;
+            dw[25*k + 13] += acc13;
+            dw[25*k + 14] += acc14;
+            dw[25*k + 15] += acc15;
+            dw[25*k + 16] += acc16;
+            dw[25*k + 17] += acc17;
+            dw[25*k + 18] += acc18;
+            dw[25*k + 19] += acc19;
+            dw[25*k + 20] += acc20;
+            dw[25*k + 21] += acc21;
+            dw[25*k + 22] += acc22;
+            dw[25*k + 23] += acc23;
+            dw[25*k + 24] += acc24;
         }
     }
 }
