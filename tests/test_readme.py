@@ -37,6 +37,7 @@ def test_no_history_and_no_documents_outside_the_repository():
 
 def test_figures_say_when_and_on_what_they_were_measured():
     figures = README[README.index("## Figures") : README.index("## Details")]
-    assert figures.count("Intel(R) Xeon(R)") >= 3 and figures.count("2026-11-29") >= 3
+    dates = re.findall(r"\b20\d\d-\d\d-\d\d\b", figures)
+    assert figures.count("Intel(R) Xeon(R)") >= 3 and len(dates) >= 3
     demo = README[: README.index("## The data path")]
     assert re.search(r"\d+ min \d+ s", demo) and "fresh clone" in demo
