@@ -26,9 +26,9 @@ from lenet5 import checkpoint, train
 ROOT = Path(__file__).resolve().parents[1]
 EPOCHS = 2
 STEPS = 10 * EPOCHS  # 100 digits in batches of 10
-#: Writes per pass, in order: checkpoint-epochNN.npz, checkpoint-last.npz, summary.json,
-#: the three pictures.
-WRITES = 6 * EPOCHS
+#: Writes per pass, in order: checkpoint-epochNN.npz, checkpoint-last.npz, summary.json;
+#: after the last pass, the three pictures.
+WRITES = 3 * EPOCHS + 3
 
 # The child: the CLI with one fault at the n-th hit of a point (env SYMCONV_FAULT).
 CHILD = r"""
@@ -163,8 +163,9 @@ def _inject(data_dir, out, fault, reference):
     "fault",
     [
         "step:13:SIGKILL",  # mid pass 2
-        "partial:7:SIGKILL",  # pass 2's checkpoint-epoch02.npz half written
-        "replace:8:SIGKILL",  # pass 2's checkpoint-last.npz complete, not renamed
+        "partial:4:SIGKILL",  # pass 2's checkpoint-epoch02.npz half written
+        "replace:5:SIGKILL",  # pass 2's checkpoint-last.npz complete, not renamed
+        "partial:8:SIGKILL",  # the second picture half written
         "partial:2:SIGINT",  # Ctrl-C inside pass 1's checkpoint-last.npz write
     ],
 )
