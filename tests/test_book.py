@@ -27,6 +27,9 @@ from derive import core, render
 ROOT = Path(__file__).resolve().parent.parent
 GENERATED = ROOT / "generated"
 
+# `make test` runs --dist loadgroup: one worker takes the group and builds the fixture once.
+pytestmark = pytest.mark.xdist_group("book")
+
 
 @pytest.fixture(scope="module")
 def book(tmp_path_factory):

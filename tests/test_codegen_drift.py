@@ -9,6 +9,9 @@ import pytest
 from codegen import __main__ as cli
 from codegen import pipeline, writer
 
+# `make test` runs --dist loadgroup: one worker takes the group and builds the fixture once.
+pytestmark = pytest.mark.xdist_group("drift")
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

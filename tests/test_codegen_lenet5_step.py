@@ -12,11 +12,14 @@ import pytest
 from codegen import lenet5_step, pipeline, printers
 from derive import lenet5 as spec
 
+# `make test` runs --dist loadgroup: one worker takes the group and builds the fixture once.
+pytestmark = pytest.mark.xdist_group("lenet5_step")
+
 
 @pytest.fixture(scope="module")
 def source():
-    table = pipeline.kernel_table()
-    return pipeline.c_source(pipeline.c_functions(table)), pipeline.c_functions(table)
+    functions = pipeline.c_functions(pipeline.kernel_table())
+    return pipeline.c_source(functions), functions
 
 
 def _body(source: str, name: str) -> str:

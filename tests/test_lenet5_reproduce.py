@@ -12,6 +12,9 @@ from lenet5 import checkpoint, reproduce  # noqa: E402
 from lenet5.cli import main  # noqa: E402
 from lenet5.data import load_mnist, write_idx  # noqa: E402
 
+# `make test` runs --dist loadgroup: one worker takes the group and builds the fixture once.
+pytestmark = pytest.mark.xdist_group("reproduce")
+
 # Two passes over 200 sample digits in batches of 10: a few seconds per seed. Each pass
 # also evaluates the test set and draws its misclassified digits, which for an untrained
 # network costs far more than the training: the data folder keeps 20 test digits.

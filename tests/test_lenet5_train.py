@@ -13,7 +13,7 @@ import pytest
 pytest.importorskip("generated.lenet5_spec")
 pytest.importorskip("generated.np_kernels")
 
-from lenet5 import checkpoint, spec, train  # noqa: E402
+from lenet5 import checkpoint, cli, spec, train  # noqa: E402
 from lenet5.cli import main  # noqa: E402
 from lenet5.data import load_mnist, to_input  # noqa: E402
 from lenet5.distort import distort as distort_images  # noqa: E402
@@ -59,6 +59,7 @@ def trained(tmp_path_factory, sample):
     return out, summary
 
 
+@pytest.mark.xdist_group("trained")  # the fixture is built once
 def test_end_to_end_on_the_sample(trained):
     out, summary = trained
     # Measured: 3 passes over the 4,000 sample digits reach ~5% on its 1,000 test digits;
@@ -76,6 +77,7 @@ def test_end_to_end_on_the_sample(trained):
     ]
 
 
+@pytest.mark.xdist_group("trained")  # the fixture is built once
 def test_summary_schema(trained, sample):
     out, summary = trained
     on_disk = json.loads((out / "summary.json").read_text())
@@ -284,7 +286,15 @@ def test_corrupt_and_mismatched_checkpoints(tmp_path, sample):
         checkpoint.load(tmp_path / "absent.npz")
 
 
-def test_cli_warns_about_sdlm_batches_beyond_the_measured(tmp_path, capsys):
+def test_cli_warns_about_sdlm_batches_beyond_the_measured(tmp_path, capsys, monkeypatch):
+    # The warning is the CLI's, before training: a stand-in for the run keeps this fast.
+    ran = []
+
+    def run(cfg, data, **kwargs):
+        ran.append(cfg.batch_size)
+        return {"epochs": [{"epoch": 1, "test_error": 0.5}]}
+
+    monkeypatch.setattr(cli, "train", run)
     argv = ["train", "--data", "sample", "--limit", "128", "--epochs", "1", "--no-progress"]
     argv += ["--backend", BACKEND]
     assert main(argv + ["--out", str(tmp_path / "a"), "--batch-size", "128"]) == 0
@@ -293,6 +303,7 @@ def test_cli_warns_about_sdlm_batches_beyond_the_measured(tmp_path, capsys):
     assert "warning" not in capsys.readouterr().err
     assert main(argv + ["--out", str(tmp_path / "c"), "--batch-size", "128", "--lr", "1e-3"]) == 0
     assert "warning" not in capsys.readouterr().err
+    assert ran == [128, 64, 128]
 
 
 def test_sdlm_rate_is_the_capped_schedule_scaled_for_the_batch():
@@ -332,6 +343,7 @@ def test_cli_argparse_rejects_unknown_backend(capsys):
     assert info.value.code == 2
 
 
+@pytest.mark.xdist_group("trained")  # the fixture is built once
 def test_cli_evaluate_and_predict(trained, sample, tmp_path, capsys):
     from PIL import Image
 
