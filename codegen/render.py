@@ -394,7 +394,7 @@ def _c_check(c: Check, printer: printers.CheckPrinter, arg: str, used: set) -> l
         case "integer":
             return [_need(f"integer({arg}, {c.minimum}, &v_{n})")]
         case "real":
-            return [_need(f"real({arg}, &v_{n})")]
+            return [_need(f"real({arg}, &v_{n}) && fits(&c, v_{n})")]
         case "sizes":
             return [_need(f"sizes(&c, {arg}, {rank}, {ids})")]
         case "mask":

@@ -294,6 +294,12 @@ def validate(spec: KernelSpec, known_ids) -> None:
     args = {a.name for a in spec.inputs} | {p.name for p in spec.params}
     if set(spec.signature) != args:
         fail(f"signature {spec.signature} must list exactly the inputs and params {sorted(args)}")
+    # A float parameter is checked against the call's dtype, which its float arrays set.
+    position = {name: i for i, name in enumerate(spec.signature)}
+    last_array = max((position[a.name] for a in spec.inputs if a.kind == FLOAT), default=None)
+    for p in spec.params:
+        if p.kind == "float" and (last_array is None or position[p.name] < last_array):
+            fail(f"float param {p.name!r} must follow the float arrays in the signature")
     if not spec.returns or not set(spec.returns) <= {a.name for a in spec.outputs}:
         fail(f"returns {spec.returns} must be outputs")
     dims = set(spec.dim_names())

@@ -781,6 +781,9 @@ def bad_arguments(problem: Problem, dtype):
         elif p.kind == "float":
             for bad in (float("nan"), float("inf"), -float("inf")):
                 yield p.name, bad, ValueError, (p.name,)
+            if np.dtype(dtype) == np.float32:  # finite in Python, inf in the call's dtype
+                for bad in (1e200, -3.5e38):
+                    yield p.name, bad, ValueError, (p.name,)
             for bad in ("1.0", True, None, 1j):
                 yield p.name, bad, TypeError, (p.name,)
         else:

@@ -85,6 +85,13 @@ def test_loader_rejects_bad_spec_naming_the_kernel(message):
         KS.validate_table([BAD[message]], IDS)
 
 
+def test_loader_rejects_a_float_param_before_the_float_arrays():
+    tanh = TABLE["scaled_tanh_forward"]
+    bad = dataclasses.replace(tanh, signature=("A", "z", "S"))
+    with pytest.raises(KS.KernelSpecError, match="^scaled_tanh_forward: float param 'A'"):
+        KS.validate_table([bad], IDS)
+
+
 def test_loader_rejects_duplicate_names():
     with pytest.raises(KS.KernelSpecError, match="^conv2d_forward: duplicate kernel name"):
         KS.validate_table([CONV, CONV], IDS)

@@ -28,6 +28,8 @@ import numbers
 import numpy
 
 FLOAT_DTYPES = (numpy.dtype(numpy.float32), numpy.dtype(numpy.float64))
+#: A float32 call converts its float parameters to float32; beyond this they become inf.
+FLOAT32_MAX = float(numpy.finfo(numpy.float32).max)
 #: Exclusive upper bound of every size and int parameter (see the module docstring).
 MAX_SIZE = 2**31
 
@@ -160,11 +162,13 @@ class Args:
         return int(value)
 
     def real(self, name, value):
-        """A finite float parameter."""
+        """A float parameter, finite also in the call's dtype (checked after its arrays)."""
         if isinstance(value, bool) or not isinstance(value, numbers.Real):
             self.fail(TypeError, f"{name} must be a real number, got {type(value).__name__}")
         if not numpy.isfinite(value):
             self.fail(ValueError, f"{name} must be finite, got {value}")
+        if self.dtype == numpy.float32 and abs(value) > FLOAT32_MAX:
+            self.fail(ValueError, f"{name} must be within float32's range here, got {value}")
         self.params[name] = float(value)
         # A scalar of the call's dtype: NumPy arithmetic on it (A**2 of a huge A) gives inf as
         # the C kernel does, where Python float arithmetic raises OverflowError.

@@ -13,6 +13,7 @@
 #define PY_SSIZE_T_CLEAN
 #define NPY_NO_DEPRECATED_API 0x7 /* only the C API of numpy >= 1.7, no deprecated names */
 #include <Python.h>
+#include <float.h>
 #include <numpy/arrayobject.h>
 #include <math.h>
 #include <stdint.h>
@@ -207,6 +208,13 @@ static int real(PyObject *o, double *out)
     long long v = PyLong_AsLongLongAndOverflow(o, &overflow);
     *out = (double)v;
     return !overflow;
+}
+
+/* A float32 call converts its float parameters to float32: beyond FLT_MAX they would
+ * become inf (Args.real). The call's arrays come first, so its type is known. */
+static int fits(const Call *c, double v)
+{
+    return c->type != NPY_FLOAT || fabs(v) <= FLT_MAX;
 }
 
 /* A tuple or list of `n` ints >= 1 binding the sizes `ids` (Args.sizes). */
@@ -983,8 +991,8 @@ static PyObject *fast_scaled_tanh_forward(PyObject *self, PyObject *const *args,
         goto decline;
     }
     if (!(a_z = flat_floats(&c, args[0], D_E))) goto decline;
-    if (!(real(args[1], &v_A))) goto decline;
-    if (!(real(args[2], &v_S))) goto decline;
+    if (!(real(args[1], &v_A) && fits(&c, v_A))) goto decline;
+    if (!(real(args[2], &v_S) && fits(&c, v_S))) goto decline;
     v_E = c.dim[D_E];
     if (!(a_y = empty(PyArray_NDIM(c.shape[D_E]), PyArray_DIMS(c.shape[D_E]), c.type))) goto decline;
     Py_BEGIN_ALLOW_THREADS
@@ -1016,8 +1024,8 @@ static PyObject *fast_scaled_tanh_backward(PyObject *self, PyObject *const *args
     }
     if (!(a_dy = flat_floats(&c, args[0], D_E))) goto decline;
     if (!(a_z = flat_floats(&c, args[1], D_E))) goto decline;
-    if (!(real(args[2], &v_A))) goto decline;
-    if (!(real(args[3], &v_S))) goto decline;
+    if (!(real(args[2], &v_A) && fits(&c, v_A))) goto decline;
+    if (!(real(args[3], &v_S) && fits(&c, v_S))) goto decline;
     v_E = c.dim[D_E];
     if (!(a_dz = empty(PyArray_NDIM(c.shape[D_E]), PyArray_DIMS(c.shape[D_E]), c.type))) goto decline;
     Py_BEGIN_ALLOW_THREADS
@@ -1049,8 +1057,8 @@ static PyObject *fast_scaled_tanh_backward_from_output(PyObject *self, PyObject 
     }
     if (!(a_dy = flat_floats(&c, args[0], D_E))) goto decline;
     if (!(a_y = flat_floats(&c, args[1], D_E))) goto decline;
-    if (!(real(args[2], &v_A))) goto decline;
-    if (!(real(args[3], &v_S))) goto decline;
+    if (!(real(args[2], &v_A) && fits(&c, v_A))) goto decline;
+    if (!(real(args[3], &v_S) && fits(&c, v_S))) goto decline;
     v_E = c.dim[D_E];
     if (!(a_dz = empty(PyArray_NDIM(c.shape[D_E]), PyArray_DIMS(c.shape[D_E]), c.type))) goto decline;
     Py_BEGIN_ALLOW_THREADS
@@ -1081,7 +1089,7 @@ static PyObject *fast_sigmoid_forward(PyObject *self, PyObject *const *args, Py_
         goto decline;
     }
     if (!(a_z = flat_floats(&c, args[0], D_E))) goto decline;
-    if (!(real(args[1], &v_beta))) goto decline;
+    if (!(real(args[1], &v_beta) && fits(&c, v_beta))) goto decline;
     v_E = c.dim[D_E];
     if (!(a_y = empty(PyArray_NDIM(c.shape[D_E]), PyArray_DIMS(c.shape[D_E]), c.type))) goto decline;
     Py_BEGIN_ALLOW_THREADS
@@ -1113,7 +1121,7 @@ static PyObject *fast_sigmoid_backward(PyObject *self, PyObject *const *args, Py
     }
     if (!(a_dy = flat_floats(&c, args[0], D_E))) goto decline;
     if (!(a_z = flat_floats(&c, args[1], D_E))) goto decline;
-    if (!(real(args[2], &v_beta))) goto decline;
+    if (!(real(args[2], &v_beta) && fits(&c, v_beta))) goto decline;
     v_E = c.dim[D_E];
     if (!(a_dz = empty(PyArray_NDIM(c.shape[D_E]), PyArray_DIMS(c.shape[D_E]), c.type))) goto decline;
     Py_BEGIN_ALLOW_THREADS
@@ -1203,7 +1211,7 @@ static PyObject *fast_leaky_relu_forward(PyObject *self, PyObject *const *args, 
         goto decline;
     }
     if (!(a_z = flat_floats(&c, args[0], D_E))) goto decline;
-    if (!(real(args[1], &v_slope))) goto decline;
+    if (!(real(args[1], &v_slope) && fits(&c, v_slope))) goto decline;
     v_E = c.dim[D_E];
     if (!(a_y = empty(PyArray_NDIM(c.shape[D_E]), PyArray_DIMS(c.shape[D_E]), c.type))) goto decline;
     Py_BEGIN_ALLOW_THREADS
@@ -1235,7 +1243,7 @@ static PyObject *fast_leaky_relu_backward(PyObject *self, PyObject *const *args,
     }
     if (!(a_dy = flat_floats(&c, args[0], D_E))) goto decline;
     if (!(a_z = flat_floats(&c, args[1], D_E))) goto decline;
-    if (!(real(args[2], &v_slope))) goto decline;
+    if (!(real(args[2], &v_slope) && fits(&c, v_slope))) goto decline;
     v_E = c.dim[D_E];
     if (!(a_dz = empty(PyArray_NDIM(c.shape[D_E]), PyArray_DIMS(c.shape[D_E]), c.type))) goto decline;
     Py_BEGIN_ALLOW_THREADS
@@ -1436,7 +1444,7 @@ static PyObject *fast_map_loss_forward(PyObject *self, PyObject *const *args, Py
     }
     if (!(a_y = floats(&c, args[0], 2, (const int[]){D_P, D_O}))) goto decline;
     if (!(a_labels = int64s(&c, args[1], 1, (const int[]){D_P}))) goto decline;
-    if (!(real(args[2], &v_j))) goto decline;
+    if (!(real(args[2], &v_j) && fits(&c, v_j))) goto decline;
     v_P = c.dim[D_P];
     v_O = c.dim[D_O];
     if (!(below(a_labels, v_O))) goto decline;
@@ -1476,7 +1484,7 @@ static PyObject *fast_map_loss_backward(PyObject *self, PyObject *const *args, P
     }
     if (!(a_y = floats(&c, args[0], 2, (const int[]){D_P, D_O}))) goto decline;
     if (!(a_labels = int64s(&c, args[1], 1, (const int[]){D_P}))) goto decline;
-    if (!(real(args[2], &v_j))) goto decline;
+    if (!(real(args[2], &v_j) && fits(&c, v_j))) goto decline;
     v_P = c.dim[D_P];
     v_O = c.dim[D_O];
     if (!(below(a_labels, v_O))) goto decline;
@@ -1655,8 +1663,8 @@ static PyObject *fast_sdlm_update(PyObject *self, PyObject *const *args, Py_ssiz
     if (!(a_w = flat_floats(&c, args[0], D_E))) goto decline;
     if (!(a_g = flat_floats(&c, args[1], D_E))) goto decline;
     if (!(a_h = flat_floats(&c, args[2], D_E))) goto decline;
-    if (!(real(args[3], &v_eta))) goto decline;
-    if (!(real(args[4], &v_mu))) goto decline;
+    if (!(real(args[3], &v_eta) && fits(&c, v_eta))) goto decline;
+    if (!(real(args[4], &v_mu) && fits(&c, v_mu))) goto decline;
     v_E = c.dim[D_E];
     if (!(a_w_new = empty(PyArray_NDIM(c.shape[D_E]), PyArray_DIMS(c.shape[D_E]), c.type))) goto decline;
     Py_BEGIN_ALLOW_THREADS
@@ -1689,8 +1697,8 @@ static PyObject *fast_sgd_momentum_update(PyObject *self, PyObject *const *args,
     if (!(a_w = flat_floats(&c, args[0], D_E))) goto decline;
     if (!(a_v = flat_floats(&c, args[1], D_E))) goto decline;
     if (!(a_g = flat_floats(&c, args[2], D_E))) goto decline;
-    if (!(real(args[3], &v_rate))) goto decline;
-    if (!(real(args[4], &v_momentum))) goto decline;
+    if (!(real(args[3], &v_rate) && fits(&c, v_rate))) goto decline;
+    if (!(real(args[4], &v_momentum) && fits(&c, v_momentum))) goto decline;
     v_E = c.dim[D_E];
     if (!(a_w_new = empty(PyArray_NDIM(c.shape[D_E]), PyArray_DIMS(c.shape[D_E]), c.type))) goto decline;
     if (!(a_v_new = empty(PyArray_NDIM(c.shape[D_E]), PyArray_DIMS(c.shape[D_E]), c.type))) goto decline;
