@@ -81,7 +81,9 @@ def _np_nest(spec, nest):
             lo, hi = lo_s, hi_s
         spans[isym(var)] = (lo, hi)
     body = (dataclasses.replace(s, rhs=guard_computed_reads(spec, s.rhs)) for s in nest.body)
-    stmts = tuple(lets) + tuple(_np_stmt(spec, nest, s, spans) for s in body)
+    stmts = tuple(lets) + tuple(
+        x for s in body for x in _floors_once(_np_stmt(spec, nest, s, spans))
+    )
     for tap in reversed(nest.taps):
         lo, hi = spec.range_of(tap)
         stmts = (Loop(isym(tap), lo, hi, stmts),)
@@ -173,6 +175,26 @@ def _np_stmt(spec, nest, stmt, spans):
     if cond is not None and reduced and rhs.func is Reduce:
         rhs = rhs * _align(*cond, out)
     return Update(lhs, stmt.op, rhs)
+
+
+def _floors_once(update: Update) -> tuple:
+    """``update`` after one local per computed index it uses more than once.
+
+    Bilinear resampling reads four taps around ``floor(position)``: each floor is an
+    array the statement would otherwise compute again for every tap and guard. Floor is
+    exact, so the values are those of the inline form.
+
+    >>> from codegen.ir import Update
+    >>> p, y, x = sp.Symbol("p"), sp.Symbol("y"), sp.Symbol("x")
+    >>> [str(n.value if isinstance(n, Let) else n.rhs) for n in _floors_once(
+    ...     Update(y, "=", x * Floor(p) + Floor(p) ** 2))]
+    ['Floor(p)', 'floor_0**2 + floor_0*x']
+    """
+    floors = sorted(update.rhs.atoms(Floor), key=sp.default_sort_key)
+    repeated = [f for f in floors if update.rhs.count(f) > 1]
+    names = {f: sp.Symbol(f"floor_{m}") for m, f in enumerate(repeated)}
+    lets = tuple(Let(var, f, integer=False) for f, var in names.items())
+    return lets + (dataclasses.replace(update, rhs=update.rhs.xreplace(names)),)
 
 
 def _np_scatter(spec, nest, stmt, spans):
