@@ -82,8 +82,12 @@ def _offsets() -> list[int]:
 
 
 PARAMS = sum(_sizes())
-#: Scratch for one updated array and its velocity (the largest array, twice).
-UPDATE = 2 * max(_sizes())
+#: Elements of a trainable array updated per update-kernel call: the new values are copied
+#: back while they are still in L1 (whole arrays of the larger layers would not fit in it,
+#: nor the step's parameters and gradients in L2, and would stream through memory twice).
+UPDATE_CHUNK = 1024
+#: Scratch for one chunk of new values and of the new velocity.
+UPDATE = 2 * UPDATE_CHUNK
 _RBF = lenet5_spec.LAYERS[-1]
 #: Per-lane elements that do not grow with the slice: the gradient accumulator and
 #: the RBF centers' gradient (computed by rbf_backward, unused: the centers are fixed).
@@ -237,7 +241,7 @@ def context() -> dict:
         "count": len(sizes),
         "sizes": sizes,
         "offsets": offsets,
-        "max_size": max(sizes),
+        "chunk": UPDATE_CHUNK,
         "update_scratch": UPDATE,
         "lane_fixed": LANE_FIXED,
         "per_image": per_image(),

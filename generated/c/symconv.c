@@ -9577,7 +9577,7 @@ static int64_t lenet5_lane_stride(int64_t B)
 
 int64_t symconv_lenet5_workspace_size(int64_t B)
 {
-    return 96000 + symconv_lenet5_lanes(B) * lenet5_lane_stride(B);
+    return 2048 + symconv_lenet5_lanes(B) * lenet5_lane_stride(B);
 }
 
 /* One lane (float): N images x0 through forward and backward; s receives the gradient
@@ -9655,7 +9655,7 @@ static float *lenet5_gradients_f32(float *const *p, const float *restrict center
 {
     const int64_t lanes = symconv_lenet5_lanes(B);
     const int64_t stride = lenet5_lane_stride(B);
-    float *restrict g = work + 96000;
+    float *restrict g = work + 2048;
     /* One lane per iteration: inside, the kernels' own parallel loops run serially. */
 #ifdef _OPENMP
     #pragma omp parallel for schedule(static, 1) if(lanes > 1)
@@ -9687,10 +9687,14 @@ void symconv_lenet5_sdlm_step_f32(float *const *params, float *const *hess, cons
 {
     const float *g = lenet5_gradients_f32(params, centers, x, labels, E, y, work, B, A, S, j);
     float *w_new = work;
-    /* The update kernel writes new values (kernels never write their inputs); copy back. */
+    /* The update kernel writes new values (kernels never write their inputs): a chunk at
+     * a time, each copied back while it is still in L1. */
     for (int64_t i = 0; i < 12; ++i) {
-        symconv_sdlm_update_f32(params[i], g + lenet5_offset[i], hess[i], w_new, lenet5_size[i], eta, mu);
-        memcpy(params[i], w_new, (size_t)lenet5_size[i]*sizeof(float));
+        for (int64_t e = 0; e < lenet5_size[i]; e += 1024) {
+            const int64_t n = lenet5_size[i] - e < 1024 ? lenet5_size[i] - e : 1024;
+            symconv_sdlm_update_f32(params[i] + e, g + lenet5_offset[i] + e, hess[i] + e, w_new, n, eta, mu);
+            memcpy(params[i] + e, w_new, (size_t)n*sizeof(float));
+        }
     }
 }
 
@@ -9698,11 +9702,14 @@ void symconv_lenet5_sgd_step_f32(float *const *params, float *const *velocity, c
 {
     const float *g = lenet5_gradients_f32(params, centers, x, labels, E, y, work, B, A, S, j);
     float *w_new = work;
-    float *v_new = work + 48000;
+    float *v_new = work + 1024;
     for (int64_t i = 0; i < 12; ++i) {
-        symconv_sgd_momentum_update_f32(params[i], velocity[i], g + lenet5_offset[i], w_new, v_new, lenet5_size[i], rate, momentum);
-        memcpy(params[i], w_new, (size_t)lenet5_size[i]*sizeof(float));
-        memcpy(velocity[i], v_new, (size_t)lenet5_size[i]*sizeof(float));
+        for (int64_t e = 0; e < lenet5_size[i]; e += 1024) {
+            const int64_t n = lenet5_size[i] - e < 1024 ? lenet5_size[i] - e : 1024;
+            symconv_sgd_momentum_update_f32(params[i] + e, velocity[i] + e, g + lenet5_offset[i] + e, w_new, v_new, n, rate, momentum);
+            memcpy(params[i] + e, w_new, (size_t)n*sizeof(float));
+            memcpy(velocity[i] + e, v_new, (size_t)n*sizeof(float));
+        }
     }
 }
 
@@ -9781,7 +9788,7 @@ static double *lenet5_gradients_f64(double *const *p, const double *restrict cen
 {
     const int64_t lanes = symconv_lenet5_lanes(B);
     const int64_t stride = lenet5_lane_stride(B);
-    double *restrict g = work + 96000;
+    double *restrict g = work + 2048;
     /* One lane per iteration: inside, the kernels' own parallel loops run serially. */
 #ifdef _OPENMP
     #pragma omp parallel for schedule(static, 1) if(lanes > 1)
@@ -9813,10 +9820,14 @@ void symconv_lenet5_sdlm_step_f64(double *const *params, double *const *hess, co
 {
     const double *g = lenet5_gradients_f64(params, centers, x, labels, E, y, work, B, A, S, j);
     double *w_new = work;
-    /* The update kernel writes new values (kernels never write their inputs); copy back. */
+    /* The update kernel writes new values (kernels never write their inputs): a chunk at
+     * a time, each copied back while it is still in L1. */
     for (int64_t i = 0; i < 12; ++i) {
-        symconv_sdlm_update_f64(params[i], g + lenet5_offset[i], hess[i], w_new, lenet5_size[i], eta, mu);
-        memcpy(params[i], w_new, (size_t)lenet5_size[i]*sizeof(double));
+        for (int64_t e = 0; e < lenet5_size[i]; e += 1024) {
+            const int64_t n = lenet5_size[i] - e < 1024 ? lenet5_size[i] - e : 1024;
+            symconv_sdlm_update_f64(params[i] + e, g + lenet5_offset[i] + e, hess[i] + e, w_new, n, eta, mu);
+            memcpy(params[i] + e, w_new, (size_t)n*sizeof(double));
+        }
     }
 }
 
@@ -9824,10 +9835,13 @@ void symconv_lenet5_sgd_step_f64(double *const *params, double *const *velocity,
 {
     const double *g = lenet5_gradients_f64(params, centers, x, labels, E, y, work, B, A, S, j);
     double *w_new = work;
-    double *v_new = work + 48000;
+    double *v_new = work + 1024;
     for (int64_t i = 0; i < 12; ++i) {
-        symconv_sgd_momentum_update_f64(params[i], velocity[i], g + lenet5_offset[i], w_new, v_new, lenet5_size[i], rate, momentum);
-        memcpy(params[i], w_new, (size_t)lenet5_size[i]*sizeof(double));
-        memcpy(velocity[i], v_new, (size_t)lenet5_size[i]*sizeof(double));
+        for (int64_t e = 0; e < lenet5_size[i]; e += 1024) {
+            const int64_t n = lenet5_size[i] - e < 1024 ? lenet5_size[i] - e : 1024;
+            symconv_sgd_momentum_update_f64(params[i] + e, velocity[i] + e, g + lenet5_offset[i] + e, w_new, v_new, n, rate, momentum);
+            memcpy(params[i] + e, w_new, (size_t)n*sizeof(double));
+            memcpy(velocity[i] + e, v_new, (size_t)n*sizeof(double));
+        }
     }
 }
