@@ -224,6 +224,42 @@ def c_declaration(name: str, dialect: printers.Dialect) -> str:
     return ", ".join(f"{ctypes[kind]}{arg}" for arg, kind in entry_args(name))
 
 
+#: The entry points the CPython fast path takes (training steps; the gradients are not a
+#: per-step hot path).
+FAST_ENTRY_POINTS = ("sdlm_step", "sgd_step")
+
+
+def fast_functions() -> list[dict]:
+    """The step functions the fast path calls: ``symbol``, C ``returns`` and ``params``."""
+    out = [{"symbol": "symconv_lenet5_workspace_size", "returns": "int64_t", "params": "int64_t"}]
+    for name in FAST_ENTRY_POINTS:
+        for d in printers.DIALECTS:
+            symbol = f"symconv_lenet5_{name}_{d.suffix}"
+            out.append({"symbol": symbol, "returns": "void", "params": c_declaration(name, d)})
+    return out
+
+
+def fast_context() -> dict:
+    """What ``symconv_fast.c.j2`` needs for the steps' fast path."""
+    s = lenet5_spec
+    rbf_centers = [float(v) for row in s.rbf_centers() for v in row]
+    first = lenet5_spec.LAYERS[0]
+    return {
+        "entries": [
+            {"name": name, "state": ENTRY_POINTS[name][0][1], "state_written": name == "sgd_step"}
+            for name in FAST_ENTRY_POINTS
+        ],
+        "names": [name for name, _ in param_table()],
+        "shapes": [shape for _, shape in param_table()],
+        "count": len(param_table()),
+        "input": (first.in_maps, first.in_size, first.in_size),
+        "classes": _RBF.out_maps,
+        "centers": rbf_centers,
+        # C literals of the Python floats the checked path passes (the same rounding)
+        "squash": [repr(float(v)) for v in (s.SQUASH_A, s.SQUASH_S, s.MAP_J)],
+    }
+
+
 def context() -> dict:
     """Everything ``lenet5_step.c.j2`` and the bindings' step section need."""
     sizes, offsets = _sizes(), _offsets()

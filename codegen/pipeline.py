@@ -286,6 +286,8 @@ def fast_source(table: dict[str, KernelSpec], functions: list[dict]) -> str:
         functions=functions,
         kernels=kernels,
         max_dims=render.FAST_MAX_DIMS,
+        step_functions=lenet5_step.fast_functions(),
+        fast_step=lenet5_step.fast_context(),
     )
 
 
@@ -313,7 +315,7 @@ def bindings_module(table: dict[str, KernelSpec], functions: list[dict]) -> str:
         header=head,
         kernels=kernels,
         functions=[f for f in functions if f["symbol"].endswith("_f64")],
-        fast_symbols=[f["symbol"] for f in functions],
+        fast_symbols=[f["symbol"] for f in functions + lenet5_step.fast_functions()],
         specializations=sorted(grouped.items()),
         step=lenet5_step.context(),
     )

@@ -128,6 +128,11 @@ FAST_SYMBOLS = (
     "symconv_rbf_forward_OUTPUT_f64",
     "symconv_rbf_backward_OUTPUT_f32",
     "symconv_rbf_backward_OUTPUT_f64",
+    "symconv_lenet5_workspace_size",
+    "symconv_lenet5_sdlm_step_f32",
+    "symconv_lenet5_sdlm_step_f64",
+    "symconv_lenet5_sgd_step_f32",
+    "symconv_lenet5_sgd_step_f64",
 )
 
 #: C parameters of every C function (both dtypes): (name, "array" | "int" | "float").

@@ -347,8 +347,53 @@ BAD = {
 def test_bad_input_names_the_argument(call, case):
     K, args = call
     change, exc, message = BAD[case]
+    bad = args | change(args)
     with pytest.raises(exc, match=message):
-        K.lenet5_sdlm_step(**(args | change(args)))
+        K.lenet5_sdlm_step(**bad)
+    order = ("params", "hess", "x", "labels", "eta", "mu", "work")
+    assert K.LIBRARY.fast.lenet5_sdlm_step(*[bad[k] for k in order]) is None
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("batch", [1, 5])
+def test_the_fast_path_takes_valid_steps_bit_for_bit_as_the_checked_path(digits, dtype, batch):
+    """The C fast path (checks in C) and the checked path (checks in Python) call the same
+    step: the same losses, penalties and updated arrays, bit for bit."""
+    from generated import c_kernels as K
+
+    _, _, params, hess, _, x, labels = _setup(dtype, batch, digits)
+    labels = np.ascontiguousarray(labels, np.int64)
+    velocity = {n: np.full(s, 0.01, dtype) for n, s in PARAM_SHAPES.items()}
+    work = K.lenet5_workspace(batch, dtype)
+    steps = {
+        "sdlm_step": (hess, ("eta", 1e-3), ("mu", 0.02), ("hess", hess, False)),
+        "sgd_step": (velocity, ("rate", 1e-2), ("momentum", 0.9), ("velocity", velocity, True)),
+    }
+    for entry, (state, a, b, checked_state) in steps.items():
+        fast_params = {k: v.copy() for k, v in params.items()}
+        fast_state = {k: v.copy() for k, v in state.items()}
+        fast = getattr(K.LIBRARY.fast, f"lenet5_{entry}")
+        out = fast(fast_params, fast_state, x, labels, a[1], b[1], work)
+        assert out is not None, f"{entry}: the fast path declined a valid step"
+        mine = {k: v.copy() for k, v in params.items()}
+        mine_state = (checked_state[0], {k: v.copy() for k, v in state.items()}, checked_state[2])
+        E, y = K._STEP._update(entry, mine, mine_state, x, labels, (a, b), work)
+        assert np.array_equal(out[0], E) and np.array_equal(out[1], y), entry
+        for name in params:
+            assert np.array_equal(fast_params[name], mine[name]), (entry, name)
+            assert np.array_equal(fast_state[name], mine_state[1][name]), (entry, name)
+        assert not np.array_equal(fast_params["C1.w"], params["C1.w"])  # it did train
+
+
+def test_the_fast_path_declines_a_read_only_velocity(call):
+    K, args = call
+    velocity = {n: _read_only(np.zeros(s, np.float32)) for n, s in PARAM_SHAPES.items()}
+    common = [args[k] for k in ("params",)] + [velocity] + [args[k] for k in ("x", "labels")]
+    assert K.LIBRARY.fast.lenet5_sgd_step(*common, 0.1, 0.9, args["work"]) is None
+    with pytest.raises(ValueError, match=r"velocity\['C1.w'\] is updated in place"):
+        K.lenet5_sgd_step(
+            args["params"], velocity, args["x"], args["labels"], 0.1, 0.9, args["work"]
+        )
 
 
 def test_bad_velocity_and_gradient_arguments(call):

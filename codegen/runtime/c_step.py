@@ -1,7 +1,9 @@
 """Bindings of the fused LeNet-5 training step (``symconv_lenet5_*``, emitted by
 :mod:`codegen.lenet5_step`): forward, MAP losses, backward and the update of a whole
 batch in one C call. Every argument is validated before C sees it, with the messages
-of :mod:`codegen.runtime.checks`.
+of :mod:`codegen.runtime.checks`. The training steps first try the CPython fast path
+(``symconv_fast.lenet5_*``), which runs the same checks in C and declines (None) any call
+it would reject or is unsure of; the checked path then takes it.
 
 The generated bindings build one :class:`Step` from their tables (the trainable arrays
 and their shapes, the C parameters of each entry point) and export its methods as
@@ -91,6 +93,9 @@ class Step:
 
         ``hess``: the Gauss-Newton diagonal, a dict like ``params``; see :meth:`gradients`.
         """
+        out = self.library.fast.lenet5_sdlm_step(params, hess, x, labels, eta, mu, work)
+        if out is not None:
+            return out
         scalars = (("eta", eta), ("mu", mu))
         return self._update("sdlm_step", params, ("hess", hess, False), x, labels, scalars, work)
 
@@ -101,6 +106,9 @@ class Step:
         ``rate`` multiplies the gradient of the *summed* loss (lr / B for the batch mean);
         returns (E, y).
         """
+        out = self.library.fast.lenet5_sgd_step(params, velocity, x, labels, rate, momentum, work)
+        if out is not None:
+            return out
         state = ("velocity", velocity, True)
         scalars = (("rate", rate), ("momentum", momentum))
         return self._update("sgd_step", params, state, x, labels, scalars, work)

@@ -1758,16 +1758,163 @@ decline:
     Py_RETURN_NONE;
 }
 
+/* ---------------------------------------------------------------------------------
+ * The fused LeNet-5 steps (codegen.runtime.c_step.Step): lenet5_<entry>(params, state,
+ * x, labels, a, b, work) -> (E, y), or None to decline, with the checks of the Python
+ * path (stricter where cheaper: exact dicts and ndarrays, ints and floats).
+ * --------------------------------------------------------------------------------- */
+typedef int64_t symconv_lenet5_workspace_size_fn(int64_t);
+static symconv_lenet5_workspace_size_fn *symconv_lenet5_workspace_size_ptr;
+typedef void symconv_lenet5_sdlm_step_f32_fn(float *const *params, float *const *hess, const float *restrict centers, const float *restrict x, const int64_t *restrict labels, float *restrict E, float *restrict y, float *restrict work, int64_t B, float eta, float mu, float A, float S, float j);
+static symconv_lenet5_sdlm_step_f32_fn *symconv_lenet5_sdlm_step_f32_ptr;
+typedef void symconv_lenet5_sdlm_step_f64_fn(double *const *params, double *const *hess, const double *restrict centers, const double *restrict x, const int64_t *restrict labels, double *restrict E, double *restrict y, double *restrict work, int64_t B, double eta, double mu, double A, double S, double j);
+static symconv_lenet5_sdlm_step_f64_fn *symconv_lenet5_sdlm_step_f64_ptr;
+typedef void symconv_lenet5_sgd_step_f32_fn(float *const *params, float *const *velocity, const float *restrict centers, const float *restrict x, const int64_t *restrict labels, float *restrict E, float *restrict y, float *restrict work, int64_t B, float rate, float momentum, float A, float S, float j);
+static symconv_lenet5_sgd_step_f32_fn *symconv_lenet5_sgd_step_f32_ptr;
+typedef void symconv_lenet5_sgd_step_f64_fn(double *const *params, double *const *velocity, const double *restrict centers, const double *restrict x, const int64_t *restrict labels, double *restrict E, double *restrict y, double *restrict work, int64_t B, double rate, double momentum, double A, double S, double j);
+static symconv_lenet5_sgd_step_f64_fn *symconv_lenet5_sgd_step_f64_ptr;
+
+#define LENET5_ARRAYS 12
+static const char *const lenet5_names[LENET5_ARRAYS] = {"C1.w", "C1.b", "S2.coef", "S2.bias", "C3.w", "C3.b", "S4.coef", "S4.bias", "C5.w", "C5.b", "F6.w", "F6.b"};
+static const int lenet5_ndim[LENET5_ARRAYS] = {4, 1, 1, 1, 4, 1, 1, 1, 4, 1, 2, 1};
+static const npy_intp lenet5_dims[LENET5_ARRAYS][4] = {
+    {6, 1, 5, 5},
+    {6},
+    {6},
+    {6},
+    {16, 6, 5, 5},
+    {16},
+    {16},
+    {16},
+    {120, 16, 5, 5},
+    {120},
+    {84, 120},
+    {84},
+};
+static const float lenet5_centers_f32[840] = {-1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, 1.0, 1.0, 1.0, -1.0, -1.0, -1.0, 1.0, 1.0, -1.0, 1.0, 1.0, -1.0, 1.0, 1.0, -1.0, -1.0, -1.0, 1.0, 1.0, 1.0, 1.0, -1.0, -1.0, -1.0, 1.0, 1.0, 1.0, 1.0, -1.0, -1.0, -1.0, 1.0, 1.0, 1.0, 1.0, -1.0, -1.0, -1.0, 1.0, 1.0, 1.0, 1.0, -1.0, -1.0, -1.0, 1.0, 1.0, 1.0, 1.0, -1.0, -1.0, -1.0, 1.0, 1.0, -1.0, 1.0, 1.0, -1.0, 1.0, 1.0, -1.0, -1.0, -1.0, 1.0, 1.0, 1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, 1.0, 1.0, -1.0, -1.0, -1.0, -1.0, 1.0, 1.0, 1.0, -1.0, -1.0, -1.0, 1.0, 1.0, 1.0, 1.0, -1.0, -1.0, -1.0, -1.0, -1.0, 1.0, 1.0, -1.0, -1.0, -1.0, -1.0, -1.0, 1.0, 1.0, -1.0, -1.0, -1.0, -1.0, -1.0, 1.0, 1.0, -1.0, -1.0, -1.0, -1.0, -1.0, 1.0, 1.0, -1.0, -1.0, -1.0, -1.0, -1.0, 1.0, 1.0, -1.0, -1.0, -1.0, -1.0, -1.0, 1.0, 1.0, -1.0, -1.0, -1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, 1.0, 1.0, 1.0, 1.0, 1.0, -1.0, 1.0, 1.0, -1.0, -1.0, -1.0, 1.0, 1.0, -1.0, -1.0, -1.0, -1.0, -1.0, 1.0, 1.0, -1.0, -1.0, -1.0, -1.0, 1.0, 1.0, -1.0, -1.0, -1.0, -1.0, 1.0, 1.0, -1.0, -1.0, -1.0, -1.0, 1.0, 1.0, -1.0, -1.0, -1.0, -1.0, 1.0, 1.0, -1.0, -1.0, -1.0, -1.0, 1.0, 1.0, -1.0, -1.0, -1.0, -1.0, -1.0, 1.0, 1.0, -1.0, -1.0, -1.0, -1.0, -1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, 1.0, 1.0, 1.0, 1.0, 1.0, -1.0, 1.0, 1.0, -1.0, -1.0, -1.0, 1.0, 1.0, -1.0, -1.0, -1.0, -1.0, -1.0, 1.0, 1.0, -1.0, -1.0, -1.0, -1.0, -1.0, 1.0, 1.0, -1.0, -1.0, 1.0, 1.0, 1.0, 1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, 1.0, 1.0, -1.0, -1.0, -1.0, -1.0, -1.0, 1.0, 1.0, -1.0, -1.0, -1.0, -1.0, -1.0, 1.0, 1.0, 1.0, 1.0, -1.0, -1.0, -1.0, 1.0, 1.0, -1.0, 1.0, 1.0, 1.0, 1.0, 1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, 1.0, 1.0, -1.0, -1.0, -1.0, -1.0, 1.0, 1.0, 1.0, -1.0, -1.0, -1.0, 1.0, 1.0, 1.0, 1.0, -1.0, -1.0, 1.0, 1.0, -1.0, 1.0, 1.0, -1.0, 1.0, 1.0, -1.0, -1.0, 1.0, 1.0, -1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, -1.0, -1.0, -1.0, -1.0, 1.0, 1.0, -1.0, -1.0, -1.0, -1.0, -1.0, 1.0, 1.0, -1.0, -1.0, -1.0, -1.0, -1.0, 1.0, 1.0, -1.0, -1.0, -1.0, -1.0, -1.0, 1.0, 1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, -1.0, -1.0, -1.0, -1.0, -1.0, 1.0, 1.0, -1.0, -1.0, -1.0, -1.0, -1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, 1.0, 1.0, -1.0, -1.0, -1.0, -1.0, -1.0, 1.0, 1.0, -1.0, -1.0, -1.0, -1.0, -1.0, 1.0, 1.0, -1.0, -1.0, -1.0, -1.0, -1.0, 1.0, 1.0, 1.0, 1.0, -1.0, -1.0, -1.0, 1.0, 1.0, -1.0, 1.0, 1.0, 1.0, 1.0, 1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, 1.0, 1.0, 1.0, 1.0, -1.0, -1.0, 1.0, 1.0, -1.0, -1.0, -1.0, -1.0, 1.0, 1.0, -1.0, -1.0, -1.0, -1.0, -1.0, 1.0, 1.0, -1.0, -1.0, -1.0, -1.0, -1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, -1.0, 1.0, 1.0, -1.0, -1.0, -1.0, 1.0, 1.0, 1.0, 1.0, -1.0, -1.0, -1.0, 1.0, 1.0, 1.0, 1.0, -1.0, -1.0, -1.0, 1.0, 1.0, 1.0, 1.0, -1.0, -1.0, -1.0, 1.0, 1.0, -1.0, 1.0, 1.0, 1.0, 1.0, 1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, -1.0, -1.0, -1.0, -1.0, -1.0, 1.0, 1.0, -1.0, -1.0, -1.0, -1.0, 1.0, 1.0, -1.0, -1.0, -1.0, -1.0, -1.0, 1.0, 1.0, -1.0, -1.0, -1.0, -1.0, 1.0, 1.0, -1.0, -1.0, -1.0, -1.0, -1.0, 1.0, 1.0, -1.0, -1.0, -1.0, -1.0, 1.0, 1.0, -1.0, -1.0, -1.0, -1.0, -1.0, 1.0, 1.0, -1.0, -1.0, -1.0, -1.0, -1.0, 1.0, 1.0, -1.0, -1.0, -1.0, -1.0, -1.0, 1.0, 1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, 1.0, 1.0, 1.0, 1.0, 1.0, -1.0, 1.0, 1.0, -1.0, -1.0, -1.0, 1.0, 1.0, 1.0, 1.0, -1.0, -1.0, -1.0, 1.0, 1.0, 1.0, 1.0, -1.0, -1.0, -1.0, 1.0, 1.0, -1.0, 1.0, 1.0, 1.0, 1.0, 1.0, -1.0, 1.0, 1.0, -1.0, -1.0, -1.0, 1.0, 1.0, 1.0, 1.0, -1.0, -1.0, -1.0, 1.0, 1.0, 1.0, 1.0, -1.0, -1.0, -1.0, 1.0, 1.0, 1.0, 1.0, -1.0, -1.0, -1.0, 1.0, 1.0, -1.0, 1.0, 1.0, 1.0, 1.0, 1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, 1.0, 1.0, 1.0, 1.0, 1.0, -1.0, 1.0, 1.0, -1.0, -1.0, -1.0, 1.0, 1.0, 1.0, 1.0, -1.0, -1.0, -1.0, 1.0, 1.0, 1.0, 1.0, -1.0, -1.0, -1.0, 1.0, 1.0, 1.0, 1.0, -1.0, -1.0, -1.0, 1.0, 1.0, -1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, -1.0, -1.0, -1.0, -1.0, -1.0, 1.0, 1.0, -1.0, -1.0, -1.0, -1.0, -1.0, 1.0, 1.0, -1.0, -1.0, -1.0, -1.0, 1.0, 1.0, -1.0, -1.0, 1.0, 1.0, 1.0, 1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0};
+static const double lenet5_centers_f64[840] = {-1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, 1.0, 1.0, 1.0, -1.0, -1.0, -1.0, 1.0, 1.0, -1.0, 1.0, 1.0, -1.0, 1.0, 1.0, -1.0, -1.0, -1.0, 1.0, 1.0, 1.0, 1.0, -1.0, -1.0, -1.0, 1.0, 1.0, 1.0, 1.0, -1.0, -1.0, -1.0, 1.0, 1.0, 1.0, 1.0, -1.0, -1.0, -1.0, 1.0, 1.0, 1.0, 1.0, -1.0, -1.0, -1.0, 1.0, 1.0, 1.0, 1.0, -1.0, -1.0, -1.0, 1.0, 1.0, -1.0, 1.0, 1.0, -1.0, 1.0, 1.0, -1.0, -1.0, -1.0, 1.0, 1.0, 1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, 1.0, 1.0, -1.0, -1.0, -1.0, -1.0, 1.0, 1.0, 1.0, -1.0, -1.0, -1.0, 1.0, 1.0, 1.0, 1.0, -1.0, -1.0, -1.0, -1.0, -1.0, 1.0, 1.0, -1.0, -1.0, -1.0, -1.0, -1.0, 1.0, 1.0, -1.0, -1.0, -1.0, -1.0, -1.0, 1.0, 1.0, -1.0, -1.0, -1.0, -1.0, -1.0, 1.0, 1.0, -1.0, -1.0, -1.0, -1.0, -1.0, 1.0, 1.0, -1.0, -1.0, -1.0, -1.0, -1.0, 1.0, 1.0, -1.0, -1.0, -1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, 1.0, 1.0, 1.0, 1.0, 1.0, -1.0, 1.0, 1.0, -1.0, -1.0, -1.0, 1.0, 1.0, -1.0, -1.0, -1.0, -1.0, -1.0, 1.0, 1.0, -1.0, -1.0, -1.0, -1.0, 1.0, 1.0, -1.0, -1.0, -1.0, -1.0, 1.0, 1.0, -1.0, -1.0, -1.0, -1.0, 1.0, 1.0, -1.0, -1.0, -1.0, -1.0, 1.0, 1.0, -1.0, -1.0, -1.0, -1.0, 1.0, 1.0, -1.0, -1.0, -1.0, -1.0, -1.0, 1.0, 1.0, -1.0, -1.0, -1.0, -1.0, -1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, 1.0, 1.0, 1.0, 1.0, 1.0, -1.0, 1.0, 1.0, -1.0, -1.0, -1.0, 1.0, 1.0, -1.0, -1.0, -1.0, -1.0, -1.0, 1.0, 1.0, -1.0, -1.0, -1.0, -1.0, -1.0, 1.0, 1.0, -1.0, -1.0, 1.0, 1.0, 1.0, 1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, 1.0, 1.0, -1.0, -1.0, -1.0, -1.0, -1.0, 1.0, 1.0, -1.0, -1.0, -1.0, -1.0, -1.0, 1.0, 1.0, 1.0, 1.0, -1.0, -1.0, -1.0, 1.0, 1.0, -1.0, 1.0, 1.0, 1.0, 1.0, 1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, 1.0, 1.0, -1.0, -1.0, -1.0, -1.0, 1.0, 1.0, 1.0, -1.0, -1.0, -1.0, 1.0, 1.0, 1.0, 1.0, -1.0, -1.0, 1.0, 1.0, -1.0, 1.0, 1.0, -1.0, 1.0, 1.0, -1.0, -1.0, 1.0, 1.0, -1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, -1.0, -1.0, -1.0, -1.0, 1.0, 1.0, -1.0, -1.0, -1.0, -1.0, -1.0, 1.0, 1.0, -1.0, -1.0, -1.0, -1.0, -1.0, 1.0, 1.0, -1.0, -1.0, -1.0, -1.0, -1.0, 1.0, 1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, -1.0, -1.0, -1.0, -1.0, -1.0, 1.0, 1.0, -1.0, -1.0, -1.0, -1.0, -1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, 1.0, 1.0, -1.0, -1.0, -1.0, -1.0, -1.0, 1.0, 1.0, -1.0, -1.0, -1.0, -1.0, -1.0, 1.0, 1.0, -1.0, -1.0, -1.0, -1.0, -1.0, 1.0, 1.0, 1.0, 1.0, -1.0, -1.0, -1.0, 1.0, 1.0, -1.0, 1.0, 1.0, 1.0, 1.0, 1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, 1.0, 1.0, 1.0, 1.0, -1.0, -1.0, 1.0, 1.0, -1.0, -1.0, -1.0, -1.0, 1.0, 1.0, -1.0, -1.0, -1.0, -1.0, -1.0, 1.0, 1.0, -1.0, -1.0, -1.0, -1.0, -1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, -1.0, 1.0, 1.0, -1.0, -1.0, -1.0, 1.0, 1.0, 1.0, 1.0, -1.0, -1.0, -1.0, 1.0, 1.0, 1.0, 1.0, -1.0, -1.0, -1.0, 1.0, 1.0, 1.0, 1.0, -1.0, -1.0, -1.0, 1.0, 1.0, -1.0, 1.0, 1.0, 1.0, 1.0, 1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, -1.0, -1.0, -1.0, -1.0, -1.0, 1.0, 1.0, -1.0, -1.0, -1.0, -1.0, 1.0, 1.0, -1.0, -1.0, -1.0, -1.0, -1.0, 1.0, 1.0, -1.0, -1.0, -1.0, -1.0, 1.0, 1.0, -1.0, -1.0, -1.0, -1.0, -1.0, 1.0, 1.0, -1.0, -1.0, -1.0, -1.0, 1.0, 1.0, -1.0, -1.0, -1.0, -1.0, -1.0, 1.0, 1.0, -1.0, -1.0, -1.0, -1.0, -1.0, 1.0, 1.0, -1.0, -1.0, -1.0, -1.0, -1.0, 1.0, 1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, 1.0, 1.0, 1.0, 1.0, 1.0, -1.0, 1.0, 1.0, -1.0, -1.0, -1.0, 1.0, 1.0, 1.0, 1.0, -1.0, -1.0, -1.0, 1.0, 1.0, 1.0, 1.0, -1.0, -1.0, -1.0, 1.0, 1.0, -1.0, 1.0, 1.0, 1.0, 1.0, 1.0, -1.0, 1.0, 1.0, -1.0, -1.0, -1.0, 1.0, 1.0, 1.0, 1.0, -1.0, -1.0, -1.0, 1.0, 1.0, 1.0, 1.0, -1.0, -1.0, -1.0, 1.0, 1.0, 1.0, 1.0, -1.0, -1.0, -1.0, 1.0, 1.0, -1.0, 1.0, 1.0, 1.0, 1.0, 1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, 1.0, 1.0, 1.0, 1.0, 1.0, -1.0, 1.0, 1.0, -1.0, -1.0, -1.0, 1.0, 1.0, 1.0, 1.0, -1.0, -1.0, -1.0, 1.0, 1.0, 1.0, 1.0, -1.0, -1.0, -1.0, 1.0, 1.0, 1.0, 1.0, -1.0, -1.0, -1.0, 1.0, 1.0, -1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, -1.0, -1.0, -1.0, -1.0, -1.0, 1.0, 1.0, -1.0, -1.0, -1.0, -1.0, -1.0, 1.0, 1.0, -1.0, -1.0, -1.0, -1.0, 1.0, 1.0, -1.0, -1.0, 1.0, 1.0, 1.0, 1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0};
+
+/* The trainable arrays of the dict `o` (exactly them, by name) as data pointers: each of
+ * `type`, its shape, C-contiguous and aligned, and writeable if `written`. */
+static int lenet5_arrays(PyObject *o, int type, int written, void **out)
+{
+    if (!PyDict_CheckExact(o) || PyDict_GET_SIZE(o) != LENET5_ARRAYS) {
+        return 0;
+    }
+    for (int i = 0; i < LENET5_ARRAYS; ++i) {
+        PyObject *v = PyDict_GetItemString(o, lenet5_names[i]);
+        PyArrayObject *a = v ? array(v, type, lenet5_ndim[i]) : NULL;
+        if (!a || !PyArray_CompareLists(PyArray_DIMS(a), lenet5_dims[i], lenet5_ndim[i])) {
+            return 0;
+        }
+        if (written && !PyArray_ISWRITEABLE(a)) {
+            return 0;
+        }
+        out[i] = PyArray_DATA(a);
+    }
+    return 1;
+}
+
+static PyObject *fast_lenet5_sdlm_step(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    Call c = {0};
+    PyArrayObject *x, *labels, *work, *E = NULL, *y = NULL;
+    void *params[LENET5_ARRAYS], *state[LENET5_ARRAYS];
+    double a, b;
+    (void)self;
+    if (!bound_kernels || nargs != 7 || !(x = float_array(&c, args[2], 4))) {
+        goto decline;
+    }
+    const int64_t B = PyArray_DIM(x, 0);
+    if (B >= MAX_SIZE || PyArray_DIM(x, 1) != 1 || PyArray_DIM(x, 2) != 32 || PyArray_DIM(x, 3) != 32) {
+        goto decline;
+    }
+    if (!(labels = array(args[3], NPY_INT64, 1)) || PyArray_DIM(labels, 0) != B || !below(labels, 10)) {
+        goto decline;
+    }
+    if (!(real(args[4], &a) && fits(&c, a) && real(args[5], &b) && fits(&c, b))) {
+        goto decline;
+    }
+    if (!(work = array(args[6], c.type, 1)) || !PyArray_ISWRITEABLE(work) || PyArray_DIM(work, 0) < symconv_lenet5_workspace_size_ptr(B)) {
+        goto decline;
+    }
+    if (!lenet5_arrays(args[0], c.type, 1, params) || !lenet5_arrays(args[1], c.type, 0, state)) {
+        goto decline;
+    }
+    npy_intp dims_E[1] = {B}, dims_y[2] = {B, 10};
+    if (!(E = empty(1, dims_E, c.type)) || !(y = empty(2, dims_y, c.type))) {
+        goto decline;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    if (c.type == NPY_FLOAT) {
+        symconv_lenet5_sdlm_step_f32_ptr((float *const *)params, (float *const *)state, lenet5_centers_f32, PyArray_DATA(x), PyArray_DATA(labels), PyArray_DATA(E), PyArray_DATA(y), PyArray_DATA(work), B, (float)a, (float)b, (float)1.7159, (float)0.6666666666666666, (float)1.0);
+    } else {
+        symconv_lenet5_sdlm_step_f64_ptr((double *const *)params, (double *const *)state, lenet5_centers_f64, PyArray_DATA(x), PyArray_DATA(labels), PyArray_DATA(E), PyArray_DATA(y), PyArray_DATA(work), B, (double)a, (double)b, (double)1.7159, (double)0.6666666666666666, (double)1.0);
+    }
+    Py_END_ALLOW_THREADS
+    return Py_BuildValue("NN", E, y);
+decline:
+    Py_XDECREF(E);
+    Py_XDECREF(y);
+    PyErr_Clear();
+    Py_RETURN_NONE;
+}
+
+static PyObject *fast_lenet5_sgd_step(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    Call c = {0};
+    PyArrayObject *x, *labels, *work, *E = NULL, *y = NULL;
+    void *params[LENET5_ARRAYS], *state[LENET5_ARRAYS];
+    double a, b;
+    (void)self;
+    if (!bound_kernels || nargs != 7 || !(x = float_array(&c, args[2], 4))) {
+        goto decline;
+    }
+    const int64_t B = PyArray_DIM(x, 0);
+    if (B >= MAX_SIZE || PyArray_DIM(x, 1) != 1 || PyArray_DIM(x, 2) != 32 || PyArray_DIM(x, 3) != 32) {
+        goto decline;
+    }
+    if (!(labels = array(args[3], NPY_INT64, 1)) || PyArray_DIM(labels, 0) != B || !below(labels, 10)) {
+        goto decline;
+    }
+    if (!(real(args[4], &a) && fits(&c, a) && real(args[5], &b) && fits(&c, b))) {
+        goto decline;
+    }
+    if (!(work = array(args[6], c.type, 1)) || !PyArray_ISWRITEABLE(work) || PyArray_DIM(work, 0) < symconv_lenet5_workspace_size_ptr(B)) {
+        goto decline;
+    }
+    if (!lenet5_arrays(args[0], c.type, 1, params) || !lenet5_arrays(args[1], c.type, 1, state)) {
+        goto decline;
+    }
+    npy_intp dims_E[1] = {B}, dims_y[2] = {B, 10};
+    if (!(E = empty(1, dims_E, c.type)) || !(y = empty(2, dims_y, c.type))) {
+        goto decline;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    if (c.type == NPY_FLOAT) {
+        symconv_lenet5_sgd_step_f32_ptr((float *const *)params, (float *const *)state, lenet5_centers_f32, PyArray_DATA(x), PyArray_DATA(labels), PyArray_DATA(E), PyArray_DATA(y), PyArray_DATA(work), B, (float)a, (float)b, (float)1.7159, (float)0.6666666666666666, (float)1.0);
+    } else {
+        symconv_lenet5_sgd_step_f64_ptr((double *const *)params, (double *const *)state, lenet5_centers_f64, PyArray_DATA(x), PyArray_DATA(labels), PyArray_DATA(E), PyArray_DATA(y), PyArray_DATA(work), B, (double)a, (double)b, (double)1.7159, (double)0.6666666666666666, (double)1.0);
+    }
+    Py_END_ALLOW_THREADS
+    return Py_BuildValue("NN", E, y);
+decline:
+    Py_XDECREF(E);
+    Py_XDECREF(y);
+    PyErr_Clear();
+    Py_RETURN_NONE;
+}
+
 /* bind(addresses): the addresses of the kernels, in the order of FAST_SYMBOLS. */
 static PyObject *bind(PyObject *self, PyObject *addresses)
 {
-    void *p[98];
+    void *p[103];
     (void)self;
-    if (!PyTuple_CheckExact(addresses) || PyTuple_GET_SIZE(addresses) != 98) {
-        PyErr_SetString(PyExc_TypeError, "bind: addresses must be a tuple of 98 ints");
+    if (!PyTuple_CheckExact(addresses) || PyTuple_GET_SIZE(addresses) != 103) {
+        PyErr_SetString(PyExc_TypeError, "bind: addresses must be a tuple of 103 ints");
         return NULL;
     }
-    for (Py_ssize_t i = 0; i < 98; ++i) {
+    for (Py_ssize_t i = 0; i < 103; ++i) {
         p[i] = PyLong_AsVoidPtr(PyTuple_GET_ITEM(addresses, i));
         if (p[i] == NULL) {
             if (!PyErr_Occurred()) {
@@ -1874,6 +2021,11 @@ static PyObject *bind(PyObject *self, PyObject *addresses)
     symconv_rbf_forward_OUTPUT_f64_ptr = (symconv_rbf_forward_OUTPUT_f64_fn *)p[95];
     symconv_rbf_backward_OUTPUT_f32_ptr = (symconv_rbf_backward_OUTPUT_f32_fn *)p[96];
     symconv_rbf_backward_OUTPUT_f64_ptr = (symconv_rbf_backward_OUTPUT_f64_fn *)p[97];
+    symconv_lenet5_workspace_size_ptr = (symconv_lenet5_workspace_size_fn *)p[98];
+    symconv_lenet5_sdlm_step_f32_ptr = (symconv_lenet5_sdlm_step_f32_fn *)p[99];
+    symconv_lenet5_sdlm_step_f64_ptr = (symconv_lenet5_sdlm_step_f64_fn *)p[100];
+    symconv_lenet5_sgd_step_f32_ptr = (symconv_lenet5_sgd_step_f32_fn *)p[101];
+    symconv_lenet5_sgd_step_f64_ptr = (symconv_lenet5_sgd_step_f64_fn *)p[102];
     bound_kernels = 1;
     Py_RETURN_NONE;
 }
@@ -1944,6 +2096,10 @@ static PyMethodDef methods[] = {
      "sgd_momentum_update(*args): the outputs, or None to decline to the checked Python path."},
     {"affine_resample", (PyCFunction)(void (*)(void))fast_affine_resample, METH_FASTCALL,
      "affine_resample(*args): the outputs, or None to decline to the checked Python path."},
+    {"lenet5_sdlm_step", (PyCFunction)(void (*)(void))fast_lenet5_sdlm_step, METH_FASTCALL,
+     "lenet5_sdlm_step(params, hess, x, labels, a, b, work): (E, y), or None to decline."},
+    {"lenet5_sgd_step", (PyCFunction)(void (*)(void))fast_lenet5_sgd_step, METH_FASTCALL,
+     "lenet5_sgd_step(params, velocity, x, labels, a, b, work): (E, y), or None to decline."},
     {NULL, NULL, 0, NULL},
 };
 
