@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -219,6 +220,7 @@ def read_png(path) -> np.ndarray:
     """
     from PIL import Image
 
+    _check_png_chunks(path)
     try:
         with warnings.catch_warnings():
             # Pillow warns from 89 M pixels on; the smaller limit below refuses those anyway.
@@ -246,6 +248,43 @@ def read_png(path) -> np.ndarray:
             f"warning: {path}: the image is blank; its prediction is meaningless", file=sys.stderr
         )
     return 255 - pixels if pixels.mean() > 127 else pixels
+
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _check_png_chunks(path) -> None:
+    """A PNG's chunk lengths fit in the file (DataError otherwise): Pillow allocates what a
+    chunk declares before reading it, so a few corrupt bytes could ask for gigabytes.
+
+    >>> import tempfile, os
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     bad = os.path.join(d, "bad.png")
+    ...     with open(bad, "wb") as f:
+    ...         _ = f.write(PNG_SIGNATURE + (2**30).to_bytes(4, "big") + b"IDAT" + b"x" * 20)
+    ...     try:
+    ...         _check_png_chunks(bad)
+    ...     except DataError as e:
+    ...         print(str(e).split(": ", 1)[1])
+    PNG chunk 'IDAT' at byte 8 declares 1073741824 bytes, more than the file holds
+    """
+    with open(path, "rb") as f:
+        if f.read(8) != PNG_SIGNATURE:
+            return
+        size = os.fstat(f.fileno()).st_size
+        pos = 8
+        while pos + 8 <= size:
+            head = f.read(8)
+            length, kind = int.from_bytes(head[:4], "big"), head[4:].decode("latin-1")
+            if length > size - pos - 12:  # the 12: length, type and CRC fields
+                raise DataError(
+                    f"{path}: PNG chunk {kind!r} at byte {pos} declares {length} bytes, "
+                    "more than the file holds"
+                )
+            if kind == "IEND":  # Pillow reads no further either
+                return
+            pos += 12 + length
+            f.seek(pos)
 
 
 def predictions(paths, probabilities: np.ndarray) -> list:

@@ -18,7 +18,7 @@ from codegen.printers import F32, CPrinter
 from derive import core, lenet5
 from derive import kernels as K
 from derive import kernelspec as KS
-from derive.indexing import isym
+from derive.indexing import Floor, isym
 
 GENERATED = Path(__file__).resolve().parents[1] / "generated"
 TABLE = pipeline.kernel_table()
@@ -423,11 +423,16 @@ def test_reads_at_computed_positions_are_guarded_in_both_lowerings():
     assert len(guards) == 4
     assert all(len(_reads(g.args[0][0], "x")) == 1 for g in guards)
     assert len(_reads(update.rhs, "x")) == 4  # no read of x outside a guard
+    body = lower_numpy(spec).body
     gathers = [
         v
-        for node in lower_numpy(spec).body
+        for node in body
+        if isinstance(node, ir.Update)
         for v in node.rhs.atoms(N.View)
         if str(v.args[0]) == "x"
     ]
     assert len(gathers) == 4
     assert all(isinstance(e, N.Clip) for v in gathers for e in v.args[2:])
+    # Each floor of a source position is computed once, before the statement that uses it.
+    floors = [node.value for node in body if isinstance(node, ir.Let)]
+    assert len(floors) == 2 and all(isinstance(f, Floor) for f in floors)

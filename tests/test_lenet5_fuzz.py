@@ -202,6 +202,20 @@ def png_files(draw):
     return kind, blob
 
 
+def test_a_png_chunk_longer_than_the_file_is_refused_before_pillow_reads_it(tmp_path):
+    """Found by the fuzzer: one flipped byte of a 1x1 PNG made its IDAT declare 151 MB,
+    which Pillow allocated (MemoryError under the memory limit)."""
+    blob = (
+        b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x00\x00"
+        b"\x00\x00:~\x9bU\t\x00\x00\nIDATx\x9cc\xa8\x07\x00\x00\x81\x00\x80\xd3\x94SJ"
+        b"\x00\x00\x00\x00IEND\xaeB`\x82"
+    )
+    path = tmp_path / "flipped.png"
+    path.write_bytes(blob)
+    with memory_limit(LIMIT_MB), pytest.raises(DataError, match=r"chunk 'IDAT' .* more than"):
+        read_png(path)
+
+
 @FUZZ
 @given(case=png_files())
 def test_fuzz_png_reader(tmp_path, case):
