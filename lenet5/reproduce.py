@@ -143,8 +143,10 @@ class _Job:
         self.log.close()
         rec = _record(self.run)
         rec["wall_seconds"] += time.monotonic() - self.t0
-        # ru_maxrss is in KiB on Linux: the peak resident set of this child.
-        rec["peak_rss_mb"] = max(rec["peak_rss_mb"], rusage.ru_maxrss / 1024)
+        # The training process's own peak (its summary); wait4's ru_maxrss (KiB on Linux)
+        # also counts its children, such as a compiler building the kernels.
+        own = (_summary(self.run) or {}).get("peak_rss_mb", rusage.ru_maxrss / 1024)
+        rec["peak_rss_mb"] = max(rec["peak_rss_mb"], own)
         code = os.waitstatus_to_exitcode(status)
         rec["returncodes"].append(code)
         write_atomic(self.run / SEED_RECORD, (json.dumps(rec, indent=2) + "\n").encode())

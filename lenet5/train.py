@@ -39,7 +39,9 @@ import json
 import math
 import os
 import re
+import resource
 import signal
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -300,6 +302,13 @@ def _write(path: Path, write) -> None:
         raise RunDirError(f"cannot write {path}: {exc.strerror or exc}") from exc
 
 
+def peak_rss_mb() -> float:
+    """The peak resident memory of this process so far, in MB (not its children's: a C
+    compiler run for a cold kernel cache is not training)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10  # bytes vs KiB
+
+
 def write_summary(path: Path, cfg: Config, state: State, data: MNIST, status: str) -> dict:
     """Write RUNDIR/summary.json (strict JSON: a non-finite number becomes null); returns it."""
     summary = {
@@ -316,6 +325,7 @@ def write_summary(path: Path, cfg: Config, state: State, data: MNIST, status: st
         "train_images": len(training_subset(data, cfg.limit)[1]),
         "test_images": len(data.test_images),
         "status": status,
+        "peak_rss_mb": peak_rss_mb(),
     }
     text = json.dumps(_finite_or_none(summary), indent=2, allow_nan=False) + "\n"
     _write(path, lambda: write_atomic(path, text.encode()))

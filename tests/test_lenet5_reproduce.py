@@ -64,6 +64,7 @@ def test_every_seed_is_its_own_run(study):
         assert "pass  2:" in (run / reproduce.LOG).read_text()
         record = json.loads((run / reproduce.SEED_RECORD).read_text())
         assert record["returncodes"] == [0] and record["peak_rss_mb"] > 10
+        assert record["peak_rss_mb"] == summary["peak_rss_mb"]  # the process's own peak
     weights = [checkpoint.load(study / f"seed-{s}" / "checkpoint-last.npz").params for s in (0, 1)]
     assert not np.array_equal(weights[0]["C1.w"], weights[1]["C1.w"])  # other seeds, other runs
 
