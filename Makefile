@@ -25,12 +25,14 @@ format: install
 
 # Two pytest-xdist workers, one per core of the machines this runs on: the tests are
 # independent of one another (the C fuzzing child runs without xdist).
-# --dist loadgroup hands tests out one at a time, in collection order (plain "load" sends
-# each worker a contiguous block, which put the two neighbouring full-MNIST trainings on
-# one worker, one after the other). The trainings are marked `longest` and collected first
-# (tests/conftest.py), so each worker starts one and the other tests fill in behind.
+# --dist loadgroup hands tests out one at a time (plain "load" sends each worker a
+# contiguous block, which put the two neighbouring full-MNIST trainings on one worker, one
+# after the other), a group of tests sharing an expensive fixture as one unit; with
+# --no-loadscope-reorder in collection order, not largest group first. The trainings are
+# marked `longest` and collected first (tests/conftest.py), so each worker starts one and
+# the other tests fill in behind.
 test: install lint check-codegen
-	$(PY) -m pytest -q -n 2 --dist loadgroup
+	$(PY) -m pytest -q -n 2 --dist loadgroup --no-loadscope-reorder
 
 derivations: install
 	$(PY) -m derive book --out generated
