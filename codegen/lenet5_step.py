@@ -239,25 +239,37 @@ def fast_functions() -> list[dict]:
     return out
 
 
+def input_shape() -> tuple[int, int, int]:
+    """(maps, rows, columns) of one input image."""
+    first = lenet5_spec.LAYERS[0]
+    return (first.in_maps, first.in_size, first.in_size)
+
+
 def fast_context() -> dict:
     """What ``symconv_fast.c.j2`` needs for the steps' fast path."""
-    s = lenet5_spec
-    rbf_centers = [float(v) for row in s.rbf_centers() for v in row]
-    first = lenet5_spec.LAYERS[0]
+    table = param_table()
+    squash = (lenet5_spec.SQUASH_A, lenet5_spec.SQUASH_S, lenet5_spec.MAP_J)
     return {
         "entries": [
             {"name": name, "state": ENTRY_POINTS[name][0][1], "state_written": name == "sgd_step"}
             for name in FAST_ENTRY_POINTS
         ],
-        "names": [name for name, _ in param_table()],
-        "shapes": [shape for _, shape in param_table()],
-        "count": len(param_table()),
-        "input": (first.in_maps, first.in_size, first.in_size),
+        "dialects": [
+            {"suffix": d.suffix, "ctype": d.ctype, "npy": NPY_TYPES[d.numpy_dtype]}
+            for d in printers.DIALECTS
+        ],
+        "names": [name for name, _ in table],
+        "shapes": [shape for _, shape in table],
+        "input": input_shape(),
         "classes": _RBF.out_maps,
-        "centers": rbf_centers,
+        "centers": [float(v) for row in lenet5_spec.rbf_centers() for v in row],
         # C literals of the Python floats the checked path passes (the same rounding)
-        "squash": [repr(float(v)) for v in (s.SQUASH_A, s.SQUASH_S, s.MAP_J)],
+        "squash": [repr(float(v)) for v in squash],
     }
+
+
+#: The numpy C type number of each dialect's dtype.
+NPY_TYPES = {"float32": "NPY_FLOAT", "float64": "NPY_DOUBLE"}
 
 
 def context() -> dict:
@@ -285,7 +297,8 @@ def context() -> dict:
             {"name": name, "offset": sum(n for _, n in buffers()[:i])}
             for i, (name, _) in enumerate(buffers())
         ],
-        "input": lenet5_spec.LAYERS[0].in_maps * lenet5_spec.LAYERS[0].in_size ** 2,
+        "input": math.prod(input_shape()),
+        "input_shape": input_shape(),
         "classes": _RBF.out_maps,
         "param_table": param_table(),
         "entry_points": entry,

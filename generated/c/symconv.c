@@ -9575,6 +9575,12 @@ static int64_t lenet5_lane_stride(int64_t B)
     return 61740 + (B + lanes - 1) / lanes * 24264;
 }
 
+/* Elements of an array of `size` updated from element `e` on: a chunk, or what is left. */
+static int64_t lenet5_chunk(int64_t size, int64_t e)
+{
+    return size - e < 1024 ? size - e : 1024;
+}
+
 int64_t symconv_lenet5_workspace_size(int64_t B)
 {
     return 2048 + symconv_lenet5_lanes(B) * lenet5_lane_stride(B);
@@ -9691,7 +9697,7 @@ void symconv_lenet5_sdlm_step_f32(float *const *params, float *const *hess, cons
      * a time, each copied back while it is still in L1. */
     for (int64_t i = 0; i < 12; ++i) {
         for (int64_t e = 0; e < lenet5_size[i]; e += 1024) {
-            const int64_t n = lenet5_size[i] - e < 1024 ? lenet5_size[i] - e : 1024;
+            const int64_t n = lenet5_chunk(lenet5_size[i], e);
             symconv_sdlm_update_f32(params[i] + e, g + lenet5_offset[i] + e, hess[i] + e, w_new, n, eta, mu);
             memcpy(params[i] + e, w_new, (size_t)n*sizeof(float));
         }
@@ -9705,7 +9711,7 @@ void symconv_lenet5_sgd_step_f32(float *const *params, float *const *velocity, c
     float *v_new = work + 1024;
     for (int64_t i = 0; i < 12; ++i) {
         for (int64_t e = 0; e < lenet5_size[i]; e += 1024) {
-            const int64_t n = lenet5_size[i] - e < 1024 ? lenet5_size[i] - e : 1024;
+            const int64_t n = lenet5_chunk(lenet5_size[i], e);
             symconv_sgd_momentum_update_f32(params[i] + e, velocity[i] + e, g + lenet5_offset[i] + e, w_new, v_new, n, rate, momentum);
             memcpy(params[i] + e, w_new, (size_t)n*sizeof(float));
             memcpy(velocity[i] + e, v_new, (size_t)n*sizeof(float));
@@ -9824,7 +9830,7 @@ void symconv_lenet5_sdlm_step_f64(double *const *params, double *const *hess, co
      * a time, each copied back while it is still in L1. */
     for (int64_t i = 0; i < 12; ++i) {
         for (int64_t e = 0; e < lenet5_size[i]; e += 1024) {
-            const int64_t n = lenet5_size[i] - e < 1024 ? lenet5_size[i] - e : 1024;
+            const int64_t n = lenet5_chunk(lenet5_size[i], e);
             symconv_sdlm_update_f64(params[i] + e, g + lenet5_offset[i] + e, hess[i] + e, w_new, n, eta, mu);
             memcpy(params[i] + e, w_new, (size_t)n*sizeof(double));
         }
@@ -9838,7 +9844,7 @@ void symconv_lenet5_sgd_step_f64(double *const *params, double *const *velocity,
     double *v_new = work + 1024;
     for (int64_t i = 0; i < 12; ++i) {
         for (int64_t e = 0; e < lenet5_size[i]; e += 1024) {
-            const int64_t n = lenet5_size[i] - e < 1024 ? lenet5_size[i] - e : 1024;
+            const int64_t n = lenet5_chunk(lenet5_size[i], e);
             symconv_sgd_momentum_update_f64(params[i] + e, velocity[i] + e, g + lenet5_offset[i] + e, w_new, v_new, n, rate, momentum);
             memcpy(params[i] + e, w_new, (size_t)n*sizeof(double));
             memcpy(velocity[i] + e, v_new, (size_t)n*sizeof(double));
