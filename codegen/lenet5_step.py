@@ -192,22 +192,29 @@ COMMON_ARGS = (
     ("B", "int"),
 )
 SQUASH_ARGS = (("A", "float"), ("S", "float"), ("j", "float"))
-#: Entry point -> (its pointer arrays, its own scalars).
+#: Entry point -> (its pointer arrays, its own scalars). A pointer array is "pointers"
+#: (read) or "pointers_out" (written: the checks require writeable arrays).
 ENTRY_POINTS = {
-    "gradients": (("params", "grads"), ()),
-    "sdlm_step": (("params", "hess"), (("eta", "float"), ("mu", "float"))),
-    "sgd_step": (("params", "velocity"), (("rate", "float"), ("momentum", "float"))),
+    "gradients": ((("params", "pointers"), ("grads", "pointers_out")), ()),
+    "sdlm_step": (
+        (("params", "pointers_out"), ("hess", "pointers")),
+        (("eta", "float"), ("mu", "float")),
+    ),
+    "sgd_step": (
+        (("params", "pointers_out"), ("velocity", "pointers_out")),
+        (("rate", "float"), ("momentum", "float")),
+    ),
 }
 
 
 def entry_args(name: str) -> list[tuple[str, str]]:
-    """``[(parameter, kind)]`` of an entry point; kind "pointers" is an array of pointers.
+    """``[(parameter, kind)]`` of an entry point (see ``ENTRY_POINTS`` and ``COMMON_ARGS``).
 
-    >>> [a for a, _ in entry_args("sdlm_step")][:3]
-    ['params', 'hess', 'centers']
+    >>> entry_args("sdlm_step")[:3]
+    [('params', 'pointers_out'), ('hess', 'pointers'), ('centers', 'input')]
     """
     pointers, scalars = ENTRY_POINTS[name]
-    return [(p, "pointers") for p in pointers] + list(COMMON_ARGS + scalars + SQUASH_ARGS)
+    return list(pointers + COMMON_ARGS + scalars + SQUASH_ARGS)
 
 
 def c_declaration(name: str, dialect: printers.Dialect) -> str:
@@ -215,6 +222,7 @@ def c_declaration(name: str, dialect: printers.Dialect) -> str:
     t = dialect.ctype
     ctypes = {
         "pointers": f"{t} *const *",
+        "pointers_out": f"{t} *const *",
         "input": f"const {t} *restrict ",
         "output": f"{t} *restrict ",
         "labels": "const int64_t *restrict ",
@@ -251,8 +259,9 @@ def fast_context() -> dict:
     squash = (lenet5_spec.SQUASH_A, lenet5_spec.SQUASH_S, lenet5_spec.MAP_J)
     return {
         "entries": [
-            {"name": name, "state": ENTRY_POINTS[name][0][1], "state_written": name == "sgd_step"}
+            {"name": name, "state": state, "state_written": kind == "pointers_out"}
             for name in FAST_ENTRY_POINTS
+            for state, kind in ENTRY_POINTS[name][0][1:]
         ],
         "dialects": [
             {"suffix": d.suffix, "ctype": d.ctype, "npy": NPY_TYPES[d.numpy_dtype]}

@@ -1112,11 +1112,11 @@ LENET5_PARAMS = (
     ("F6.w", (84, 120)),
     ("F6.b", (84,)),
 )
-#: C parameters of each step entry point: (name, "pointers" | "input" | "output" | "labels" | "int" | "float").
+#: C parameters of each step entry point: (name, "pointers" | "pointers_out" | "input" | "output" | "labels" | "int" | "float").
 LENET5_STEP_ARGS = {
-    "gradients": (("params", "pointers"), ("grads", "pointers"), ("centers", "input"), ("x", "input"), ("labels", "labels"), ("E", "output"), ("y", "output"), ("work", "output"), ("B", "int"), ("A", "float"), ("S", "float"), ("j", "float"), ),
-    "sdlm_step": (("params", "pointers"), ("hess", "pointers"), ("centers", "input"), ("x", "input"), ("labels", "labels"), ("E", "output"), ("y", "output"), ("work", "output"), ("B", "int"), ("eta", "float"), ("mu", "float"), ("A", "float"), ("S", "float"), ("j", "float"), ),
-    "sgd_step": (("params", "pointers"), ("velocity", "pointers"), ("centers", "input"), ("x", "input"), ("labels", "labels"), ("E", "output"), ("y", "output"), ("work", "output"), ("B", "int"), ("rate", "float"), ("momentum", "float"), ("A", "float"), ("S", "float"), ("j", "float"), ),
+    "gradients": (("params", "pointers"), ("grads", "pointers_out"), ("centers", "input"), ("x", "input"), ("labels", "labels"), ("E", "output"), ("y", "output"), ("work", "output"), ("B", "int"), ("A", "float"), ("S", "float"), ("j", "float"), ),
+    "sdlm_step": (("params", "pointers_out"), ("hess", "pointers"), ("centers", "input"), ("x", "input"), ("labels", "labels"), ("E", "output"), ("y", "output"), ("work", "output"), ("B", "int"), ("eta", "float"), ("mu", "float"), ("A", "float"), ("S", "float"), ("j", "float"), ),
+    "sgd_step": (("params", "pointers_out"), ("velocity", "pointers_out"), ("centers", "input"), ("x", "input"), ("labels", "labels"), ("E", "output"), ("y", "output"), ("work", "output"), ("B", "int"), ("rate", "float"), ("momentum", "float"), ("A", "float"), ("S", "float"), ("j", "float"), ),
 }
 LENET5_INPUT = (1, 32, 32)
 LENET5_CLASSES = 10

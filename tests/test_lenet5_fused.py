@@ -366,22 +366,22 @@ def test_the_fast_path_takes_valid_steps_bit_for_bit_as_the_checked_path(digits,
     velocity = {n: np.full(s, 0.01, dtype) for n, s in PARAM_SHAPES.items()}
     work = K.lenet5_workspace(batch, dtype)
     steps = {
-        "sdlm_step": (hess, ("eta", 1e-3), ("mu", 0.02), ("hess", hess, False)),
-        "sgd_step": (velocity, ("rate", 1e-2), ("momentum", 0.9), ("velocity", velocity, True)),
+        "sdlm_step": (hess, ("eta", 1e-3), ("mu", 0.02)),
+        "sgd_step": (velocity, ("rate", 1e-2), ("momentum", 0.9)),
     }
-    for entry, (state, a, b, checked_state) in steps.items():
+    for entry, (state, a, b) in steps.items():
         fast_params = {k: v.copy() for k, v in params.items()}
         fast_state = {k: v.copy() for k, v in state.items()}
         fast = getattr(K.LIBRARY.fast, f"lenet5_{entry}")
         out = fast(fast_params, fast_state, x, labels, a[1], b[1], work)
         assert out is not None, f"{entry}: the fast path declined a valid step"
         mine = {k: v.copy() for k, v in params.items()}
-        mine_state = (checked_state[0], {k: v.copy() for k, v in state.items()}, checked_state[2])
+        mine_state = {k: v.copy() for k, v in state.items()}
         E, y = K._STEP._update(entry, mine, mine_state, x, labels, (a, b), work)
         assert np.array_equal(out[0], E) and np.array_equal(out[1], y), entry
         for name in params:
             assert np.array_equal(fast_params[name], mine[name]), (entry, name)
-            assert np.array_equal(fast_state[name], mine_state[1][name]), (entry, name)
+            assert np.array_equal(fast_state[name], mine_state[name]), (entry, name)
         assert not np.array_equal(fast_params["C1.w"], params["C1.w"])  # it did train
 
 
@@ -394,6 +394,23 @@ def test_the_fast_path_declines_a_read_only_velocity(call):
         K.lenet5_sgd_step(
             args["params"], velocity, args["x"], args["labels"], 0.1, 0.9, args["work"]
         )
+
+
+def test_arrays_a_step_only_reads_may_be_read_only(call):
+    """The Hessian of an SDLM step and the parameters of a gradient evaluation are read,
+    not written: read-only arrays are taken by both paths (and left as they were)."""
+    K, args = call
+    hess = {n: _read_only(v.copy()) for n, v in args["hess"].items()}
+    common = (args["x"], args["labels"], args["eta"], args["mu"], args["work"])
+    before = {n: v.copy() for n, v in args["params"].items()}
+    assert K.LIBRARY.fast.lenet5_sdlm_step(args["params"], hess, *common) is not None
+    scalars = (("eta", args["eta"]), ("mu", args["mu"]))
+    K._STEP._update("sdlm_step", args["params"], hess, *common[:2], scalars, args["work"])
+    assert all(np.array_equal(hess[n], args["hess"][n]) for n in hess)
+    assert not np.array_equal(before["C1.w"], args["params"]["C1.w"])  # the params did move
+    frozen = {n: _read_only(v.copy()) for n, v in args["params"].items()}
+    E, _, grads = K.lenet5_gradients(frozen, args["x"], args["labels"], args["work"])
+    assert np.all(np.isfinite(E)) and np.any(grads["C1.w"] != 0)
 
 
 def test_bad_velocity_and_gradient_arguments(call):

@@ -29,8 +29,8 @@ class Step:
         ``(name, shape)`` of every trainable array, in the order of the C pointer arrays.
     entry_points : dict
         entry point (``gradients``, ``sdlm_step``, ``sgd_step``) -> its C parameters,
-        ``(name, kind)`` with kind ``pointers``, ``input``, ``output``, ``labels``,
-        ``int`` or ``float``.
+        ``(name, kind)`` with kind ``pointers`` (read), ``pointers_out`` (written),
+        ``input``, ``output``, ``labels``, ``int`` or ``float``.
     input_shape : tuple of int
         (maps, rows, columns) of one image.
     classes : int
@@ -80,10 +80,7 @@ class Step:
         a = Args("lenet5_gradients")
         B, x, labels, E, y = self._batch(a, x, labels, work)
         grads = {name: numpy.empty(shape, dtype=a.dtype) for name, shape in self.params}
-        pointers = (
-            self._pointers(a, "params", params, False),
-            self._pointers(a, "grads", grads, True),
-        )
+        pointers = self._pointer_arrays(a, "gradients", (params, grads))
         self._call("gradients", a, pointers, x, labels, E, y, work, B, ())
         return E, y, grads
 
@@ -97,7 +94,7 @@ class Step:
         if out is not None:
             return out
         scalars = (("eta", eta), ("mu", mu))
-        return self._update("sdlm_step", params, ("hess", hess, False), x, labels, scalars, work)
+        return self._update("sdlm_step", params, hess, x, labels, scalars, work)
 
     def sgd_step(self, params, velocity, x, labels, rate, momentum, work):
         """One momentum step in place, velocity = momentum velocity - rate gradient;
@@ -109,24 +106,19 @@ class Step:
         out = self.library.fast.lenet5_sgd_step(params, velocity, x, labels, rate, momentum, work)
         if out is not None:
             return out
-        state = ("velocity", velocity, True)
         scalars = (("rate", rate), ("momentum", momentum))
-        return self._update("sgd_step", params, state, x, labels, scalars, work)
+        return self._update("sgd_step", params, velocity, x, labels, scalars, work)
 
     def _update(self, entry, params, state, x, labels, scalars, work):
         """The in-place step of the C entry point ``entry``; returns (E, y).
 
-        ``state`` is (name, dict of arrays, updated in place?) of the optimizer's arrays
-        beside ``params``; ``scalars`` are (name, value) of its float parameters.
+        ``state`` is the dict of the optimizer's arrays beside ``params`` (``hess`` or
+        ``velocity``); ``scalars`` are (name, value) of its float parameters.
         """
         a = Args(f"lenet5_{entry}")
         B, x, labels, E, y = self._batch(a, x, labels, work)
         values = tuple(a.real(name, value) for name, value in scalars)
-        name, arrays, writeable = state
-        pointers = (
-            self._pointers(a, "params", params, True),
-            self._pointers(a, name, arrays, writeable),
-        )
+        pointers = self._pointer_arrays(a, entry, (params, state))
         self._call(entry, a, pointers, x, labels, E, y, work, B, values)
         return E, y
 
@@ -153,6 +145,17 @@ class Step:
             fn.restype = None
             self._functions[key] = fn
         return fn
+
+    def _pointer_arrays(self, a, entry, dicts):
+        """The pointer-array arguments of ``entry``, one per dict of ``dicts`` in its order;
+        the arrays of a "pointers_out" argument are written, so they must be writeable."""
+        roles = [
+            (name, kind) for name, kind in self.entry_points[entry] if kind.startswith("pointers")
+        ]
+        return tuple(
+            self._pointers(a, name, arrays, kind == "pointers_out")
+            for (name, kind), arrays in zip(roles, dicts, strict=True)
+        )
 
     def _pointers(self, a, name, arrays, writeable):
         """A C array of pointers to the trainable arrays of the dict ``arrays``, each checked."""
