@@ -101,8 +101,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--lr",
         type=float,
-        help=f"sdlm: factor on the paper's rate schedule ({SDLM_RATE_FACTOR:g}; the rate is "
-        f"capped at {SDLM_RATE_CAP:g}); "
+        help=f"sdlm: factor on the paper's rate schedule capped at {SDLM_RATE_CAP:g} "
+        f"({SDLM_RATE_FACTOR:g}); "
         f"sgd: rate ({SGD_DEFAULT_LR})",
     )
     t.add_argument("--momentum", type=float, help="sgd momentum (0.9)")

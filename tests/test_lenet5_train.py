@@ -307,17 +307,22 @@ def test_cli_warns_about_sdlm_batches_beyond_the_measured(tmp_path, capsys, monk
 
 
 def test_sdlm_rate_is_the_capped_schedule_scaled_for_the_batch():
-    cap, boost = train.SDLM_RATE_CAP, train.SDLM_BATCH_BOOST
+    cap, factor = train.SDLM_RATE_CAP, train.SDLM_RATE_FACTOR
+    first, boost = train.SDLM_FIRST_PASS_BOOST, train.SDLM_BATCH_BOOST
     assert spec.rate_for_epoch(0) > cap > spec.rate_for_epoch(19)  # the cap bites early only
-    assert [train.sdlm_rate(e, 1.0, 1) for e in (0, 2, 8, 12, 19)] == [cap, cap, cap, 1e-5, 1e-5]
-    # First pass: 1/sqrt(B).  Per pass, B = 64 moves 60000/64 steps of 8x the online rate.
-    assert train.sdlm_rate(0, 1.0, 64) == pytest.approx(cap / 8)
-    assert 64 * train.sdlm_rate(0, 1.0, 64) == pytest.approx(8 * train.sdlm_rate(0, 1.0, 1))
-    # Later passes: boost/sqrt(B), never above the per-digit rate.
-    assert train.sdlm_rate(3, 0.05, 64) == pytest.approx(spec.rate_for_epoch(3) * 0.05 * boost / 8)
+    # The default per-digit rate: half the capped schedule, in both of its phases.
+    online = [train.sdlm_rate(e, factor, 1) for e in (0, 2, 8, 11, 12, 19)]
+    assert online == [cap / 2] * 4 + [5e-6, 5e-6]
+    assert [train.sdlm_rate(e, 1.0, 1) for e in (0, 11, 12)] == [cap, cap, 1e-5]
+    assert train.sdlm_rate(3, 0.05, 1) == pytest.approx(cap * 0.05)  # the factor after the cap
+    # First pass: first/sqrt(B) of the per-digit rate, never above it.
+    assert train.sdlm_rate(0, factor, 64) == pytest.approx(cap / 8)
+    assert 64 * train.sdlm_rate(0, factor, 64) == pytest.approx(first * 8 * cap / 2)
+    assert train.sdlm_rate(0, factor, 16) == pytest.approx(cap / 4)
+    assert train.sdlm_rate(0, factor, 4) == train.sdlm_rate(0, factor, 1)
+    # Later passes: boost/sqrt(B), never above the per-digit rate: B <= 64 takes it itself.
+    assert train.sdlm_rate(5, factor, 64) == train.sdlm_rate(5, factor, 16) == cap / 2
     assert train.sdlm_rate(19, 1.0, 256) == pytest.approx(1e-5 * boost / 16)
-    assert train.sdlm_rate(5, 1.0, 16) == train.sdlm_rate(5, 1.0, 1) == cap
-    assert train.sdlm_rate(0, 1.0, 16) == pytest.approx(cap / 4)
 
 
 @pytest.mark.parametrize(
@@ -392,12 +397,12 @@ def test_full_mnist(tmp_path):
     data = load_mnist(SHARED)
     cfg = train.Config(out=str(tmp_path), epochs=20, backend=BACKEND, batch_size=1, progress=False)
     summary = train.train(cfg, data)
-    # Measured with the C backend: 0.90% after 20 passes (seed 0), the paper's 0.95%
-    # reached; seed 0 is the best of the five of `make reproduce` (seeds 1-4: 1.01, 1.05,
-    # 1.01, 1.05%; README).  The run is deterministic (thread-count independent kernels), so
-    # this asserts seed 0's figure, not the mean; a change of summation order in the kernels
-    # moves the result by up to ~0.1% and then needs a re-measurement.
-    assert summary["epochs"][-1]["test_error"] <= 0.0095
+    # Measured with the C backend: 0.95% after 20 passes (seed 0), the paper's figure; the
+    # five seeds of `make reproduce` end at 0.85-1.01% (mean 0.95%; README).  The run is
+    # deterministic (thread-count independent kernels), but another CPU's vector widths can
+    # change the rounding, and a change of summation order moves a seed's result by up to
+    # ~0.1%: the bound is the worst a seed may end at, not seed 0's figure.
+    assert summary["epochs"][-1]["test_error"] <= 0.0105
 
 
 def test_distorted_pass_is_the_originals_plus_distorted_copies(tmp_path, sample, monkeypatch):
