@@ -52,7 +52,7 @@ from codegen.writer import stale_temporaries, write_atomic
 from lenet5 import checkpoint, plots, spec
 from lenet5.data import MNIST, to_input
 from lenet5.distort import distort as distort_images
-from lenet5.network import LeNet5, check_params
+from lenet5.network import EVAL_CHUNK, LeNet5, check_params
 
 LAST = "checkpoint-last.npz"
 LOCK = ".lock"
@@ -174,7 +174,7 @@ class State:
 # ----------------------------------------------------------------------------- pieces
 
 
-def evaluate(net: LeNet5, params: dict, images: np.ndarray, labels: np.ndarray, chunk=500):
+def evaluate(net: LeNet5, params: dict, images: np.ndarray, labels: np.ndarray, chunk=EVAL_CHUNK):
     """(error fraction, mean MAP loss, predicted digits) on uint8 ``images``."""
     losses, predicted = [], []
     for i in range(0, len(images), chunk):
