@@ -217,8 +217,8 @@ def entry_args(name: str) -> list[tuple[str, str]]:
     return list(pointers + COMMON_ARGS + scalars + SQUASH_ARGS)
 
 
-def c_declaration(name: str, dialect: printers.Dialect) -> str:
-    """The C parameter list of an entry point in ``dialect``."""
+def c_parameters(name: str, dialect: printers.Dialect) -> list[tuple[str, str]]:
+    """``[(C type, parameter)]`` of an entry point in ``dialect``."""
     t = dialect.ctype
     ctypes = {
         "pointers": f"{t} *const *",
@@ -229,7 +229,12 @@ def c_declaration(name: str, dialect: printers.Dialect) -> str:
         "int": "int64_t ",
         "float": f"{t} ",
     }
-    return ", ".join(f"{ctypes[kind]}{arg}" for arg, kind in entry_args(name))
+    return [(ctypes[kind], arg) for arg, kind in entry_args(name)]
+
+
+def c_declaration(name: str, dialect: printers.Dialect) -> str:
+    """The C parameter list of an entry point in ``dialect``."""
+    return ", ".join(f"{ctype}{arg}" for ctype, arg in c_parameters(name, dialect))
 
 
 #: The entry points the CPython fast path takes (training steps; the gradients are not a
@@ -245,6 +250,24 @@ def fast_functions() -> list[dict]:
             symbol = f"symconv_lenet5_{name}_{d.suffix}"
             out.append({"symbol": symbol, "returns": "void", "params": c_declaration(name, d)})
     return out
+
+
+def step_declaration(dialect: printers.Dialect) -> str:
+    """The C parameter list of the fast entry points in ``dialect``, which all have the
+    same C types: the fast path runs them through one function that takes their
+    addresses as this type (the parameter names are the first entry point's).
+
+    >>> step_declaration(printers.DIALECTS[0]).split(", ")[:2]
+    ['float *const *params', 'float *const *hess']
+    """
+    types = {name: [t for t, _ in c_parameters(name, dialect)] for name in FAST_ENTRY_POINTS}
+    first = FAST_ENTRY_POINTS[0]
+    if any(found != types[first] for found in types.values()):
+        raise ValueError(
+            f"the fast step entry points {FAST_ENTRY_POINTS} differ in their C parameter "
+            f"types ({dialect.suffix})"
+        )
+    return c_declaration(first, dialect)
 
 
 def input_shape() -> tuple[int, int, int]:
@@ -264,7 +287,12 @@ def fast_context() -> dict:
             for state, kind in ENTRY_POINTS[name][0][1:]
         ],
         "dialects": [
-            {"suffix": d.suffix, "ctype": d.ctype, "npy": NPY_TYPES[d.numpy_dtype]}
+            {
+                "suffix": d.suffix,
+                "ctype": d.ctype,
+                "npy": NPY_TYPES[d.numpy_dtype],
+                "step_params": step_declaration(d),
+            }
             for d in printers.DIALECTS
         ],
         "names": [name for name, _ in table],

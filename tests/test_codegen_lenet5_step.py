@@ -83,3 +83,16 @@ def test_workspace_layout_is_consistent():
         lanes = lenet5_step.lanes(batch)
         slices = [(i + 1) * batch // lanes - i * batch // lanes for i in range(lanes)]
         assert sum(slices) == batch and max(slices) <= -(-batch // lanes) and min(slices) >= 1
+
+
+def test_the_fast_entry_points_share_one_c_signature(monkeypatch):
+    """The fast path calls every step entry point through one function pointer type: an
+    entry point whose C parameter types differ is refused by name, not miscalled."""
+    d = printers.DIALECTS[0]
+    assert lenet5_step.step_declaration(d) == lenet5_step.c_declaration("sdlm_step", d)
+    points = dict(lenet5_step.ENTRY_POINTS)
+    pointers, scalars = points["sgd_step"]
+    points["sgd_step"] = (pointers, scalars[:1])  # one float parameter fewer
+    monkeypatch.setattr(lenet5_step, "ENTRY_POINTS", points)
+    with pytest.raises(ValueError, match=r"differ in their C parameter types \(f32\)"):
+        lenet5_step.step_declaration(d)

@@ -1814,14 +1814,17 @@ static int lenet5_arrays(PyObject *o, int type, int written, void **out)
     }
     return 1;
 }
+typedef void lenet5_step_f32_fn(float *const *params, float *const *hess, const float *restrict centers, const float *restrict x, const int64_t *restrict labels, float *restrict E, float *restrict y, float *restrict work, int64_t B, float eta, float mu, float A, float S, float j);
+typedef void lenet5_step_f64_fn(double *const *params, double *const *hess, const double *restrict centers, const double *restrict x, const int64_t *restrict labels, double *restrict E, double *restrict y, double *restrict work, int64_t B, double eta, double mu, double A, double S, double j);
 
-static PyObject *fast_lenet5_sdlm_step(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+/* One step entry point, given by its address in each dialect: the arguments checked
+ * (`state` writeable if `state_written`), then the call; None declines. */
+static PyObject *lenet5_step(PyObject *const *args, Py_ssize_t nargs, int state_written, lenet5_step_f32_fn *step_f32, lenet5_step_f64_fn *step_f64)
 {
     Call c = {0};
     PyArrayObject *x, *labels, *work, *E = NULL, *y = NULL;
     void *params[LENET5_ARRAYS], *state[LENET5_ARRAYS];
     double a, b;
-    (void)self;
     if (!bound_kernels || nargs != 7 || !(x = float_array(&c, args[2], 4))) {
         goto decline;
     }
@@ -1838,7 +1841,7 @@ static PyObject *fast_lenet5_sdlm_step(PyObject *self, PyObject *const *args, Py
     if (!(work = array(args[6], c.type, 1)) || !PyArray_ISWRITEABLE(work) || PyArray_DIM(work, 0) < symconv_lenet5_workspace_size_ptr(B)) {
         goto decline;
     }
-    if (!lenet5_arrays(args[0], c.type, 1, params) || !lenet5_arrays(args[1], c.type, 0, state)) {
+    if (!lenet5_arrays(args[0], c.type, 1, params) || !lenet5_arrays(args[1], c.type, state_written, state)) {
         goto decline;
     }
     npy_intp dims_E[1] = {B}, dims_y[2] = {B, 10};
@@ -1847,9 +1850,9 @@ static PyObject *fast_lenet5_sdlm_step(PyObject *self, PyObject *const *args, Py
     }
     Py_BEGIN_ALLOW_THREADS
     if (c.type == NPY_FLOAT) {
-        symconv_lenet5_sdlm_step_f32_ptr((float *const *)params, (float *const *)state, lenet5_centers_f32, PyArray_DATA(x), PyArray_DATA(labels), PyArray_DATA(E), PyArray_DATA(y), PyArray_DATA(work), B, (float)a, (float)b, (float)1.7159, (float)0.6666666666666666, (float)1.0);
+        step_f32((float *const *)params, (float *const *)state, lenet5_centers_f32, PyArray_DATA(x), PyArray_DATA(labels), PyArray_DATA(E), PyArray_DATA(y), PyArray_DATA(work), B, (float)a, (float)b, (float)1.7159, (float)0.6666666666666666, (float)1.0);
     } else {
-        symconv_lenet5_sdlm_step_f64_ptr((double *const *)params, (double *const *)state, lenet5_centers_f64, PyArray_DATA(x), PyArray_DATA(labels), PyArray_DATA(E), PyArray_DATA(y), PyArray_DATA(work), B, (double)a, (double)b, (double)1.7159, (double)0.6666666666666666, (double)1.0);
+        step_f64((double *const *)params, (double *const *)state, lenet5_centers_f64, PyArray_DATA(x), PyArray_DATA(labels), PyArray_DATA(E), PyArray_DATA(y), PyArray_DATA(work), B, (double)a, (double)b, (double)1.7159, (double)0.6666666666666666, (double)1.0);
     }
     Py_END_ALLOW_THREADS
     return Py_BuildValue("NN", E, y);
@@ -1860,49 +1863,16 @@ decline:
     Py_RETURN_NONE;
 }
 
+static PyObject *fast_lenet5_sdlm_step(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)self;
+    return lenet5_step(args, nargs, 0, symconv_lenet5_sdlm_step_f32_ptr, symconv_lenet5_sdlm_step_f64_ptr);
+}
+
 static PyObject *fast_lenet5_sgd_step(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    Call c = {0};
-    PyArrayObject *x, *labels, *work, *E = NULL, *y = NULL;
-    void *params[LENET5_ARRAYS], *state[LENET5_ARRAYS];
-    double a, b;
     (void)self;
-    if (!bound_kernels || nargs != 7 || !(x = float_array(&c, args[2], 4))) {
-        goto decline;
-    }
-    const int64_t B = PyArray_DIM(x, 0);
-    if (B >= MAX_SIZE || PyArray_DIM(x, 1) != 1 || PyArray_DIM(x, 2) != 32 || PyArray_DIM(x, 3) != 32) {
-        goto decline;
-    }
-    if (!(labels = array(args[3], NPY_INT64, 1)) || PyArray_DIM(labels, 0) != B || !below(labels, 10)) {
-        goto decline;
-    }
-    if (!(real(args[4], &a) && fits(&c, a) && real(args[5], &b) && fits(&c, b))) {
-        goto decline;
-    }
-    if (!(work = array(args[6], c.type, 1)) || !PyArray_ISWRITEABLE(work) || PyArray_DIM(work, 0) < symconv_lenet5_workspace_size_ptr(B)) {
-        goto decline;
-    }
-    if (!lenet5_arrays(args[0], c.type, 1, params) || !lenet5_arrays(args[1], c.type, 1, state)) {
-        goto decline;
-    }
-    npy_intp dims_E[1] = {B}, dims_y[2] = {B, 10};
-    if (!(E = empty(1, dims_E, c.type)) || !(y = empty(2, dims_y, c.type))) {
-        goto decline;
-    }
-    Py_BEGIN_ALLOW_THREADS
-    if (c.type == NPY_FLOAT) {
-        symconv_lenet5_sgd_step_f32_ptr((float *const *)params, (float *const *)state, lenet5_centers_f32, PyArray_DATA(x), PyArray_DATA(labels), PyArray_DATA(E), PyArray_DATA(y), PyArray_DATA(work), B, (float)a, (float)b, (float)1.7159, (float)0.6666666666666666, (float)1.0);
-    } else {
-        symconv_lenet5_sgd_step_f64_ptr((double *const *)params, (double *const *)state, lenet5_centers_f64, PyArray_DATA(x), PyArray_DATA(labels), PyArray_DATA(E), PyArray_DATA(y), PyArray_DATA(work), B, (double)a, (double)b, (double)1.7159, (double)0.6666666666666666, (double)1.0);
-    }
-    Py_END_ALLOW_THREADS
-    return Py_BuildValue("NN", E, y);
-decline:
-    Py_XDECREF(E);
-    Py_XDECREF(y);
-    PyErr_Clear();
-    Py_RETURN_NONE;
+    return lenet5_step(args, nargs, 1, symconv_lenet5_sgd_step_f32_ptr, symconv_lenet5_sgd_step_f64_ptr);
 }
 
 /* bind(addresses): the addresses of the kernels, in the order of FAST_SYMBOLS. */
