@@ -39,8 +39,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import sys
 import time
@@ -396,18 +394,10 @@ def main(argv=None) -> int:
         "dtype": args.dtype,
         "repeats": args.repeats,
         "min_sample_seconds": MIN_SAMPLE_SECONDS,
-        "cpu_count": os.cpu_count(),
-        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "machine": platform.machine(),
-        "notes": notes,
-        "cpu": cpu,
-        "roof": sgemm,
+        **roof.run_meta(cpu, sgemm, notes),
     }
-    print(f"LeNet-5 layer kernels, {args.dtype}, median of {args.repeats} interleaved rounds")
-    print(roof.describe(cpu, sgemm))
-    print("\n".join(f"  note: {n}" for n in notes))
+    title = f"LeNet-5 layer kernels, {args.dtype}, median of {args.repeats} interleaved rounds"
+    print(roof.header(title, cpu, sgemm, notes))
     print(format_table(rows))
     print("µs per call; ratios < 1: generated C faster; '!' = result differs from NumPy's")
     print("C GFLOP/s: FLOPs counted from the kernel specs over C's time; C/roof: over the roof")

@@ -53,14 +53,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 from pathlib import Path
 
 # One OpenBLAS thread for the NumPy backend (must be set before numpy loads; an explicit
-# OPENBLAS_NUM_THREADS wins).  Measured here on the shared 2 cores: with OpenBLAS's
-# default 2 threads one batch-64 NumPy forward took anywhere from 7 to 220 ms after a
-# run of batch-1 calls (its threads wait on descheduled peers), with 1 thread 6.7 ms.
+# OPENBLAS_NUM_THREADS wins): on 2 shared cores OpenBLAS's default 2 threads spin waiting
+# on descheduled peers after a run of batch-1 calls, which made the batch-64 NumPy
+# figures vary by more than an order of magnitude between rounds.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
@@ -379,19 +378,10 @@ def main(argv=None) -> int:
         "min_sample_seconds": args.seconds,
         "sgd_lr": SGD_LR,
         "parameters": parameter_count(params),
-        "cpu_count": os.cpu_count(),
-        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
-        "openblas_num_threads": os.environ.get("OPENBLAS_NUM_THREADS"),
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "machine": platform.machine(),
-        "notes": notes,
-        "cpu": cpu,
-        "roof": sgemm,
+        **roof.run_meta(cpu, sgemm, notes),
     }
-    print(f"LeNet-5 throughput, float32, median of {args.rounds} interleaved rounds")
-    print(roof.describe(cpu, sgemm))
-    print("\n".join(f"  note: {n}" for n in notes))
+    title = f"LeNet-5 throughput, float32, median of {args.rounds} interleaved rounds"
+    print(roof.header(title, cpu, sgemm, notes))
     print(format_agreement(agree))
     print(format_table(rows))
     print(

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import re
 import subprocess
 import sys
@@ -144,6 +145,25 @@ def describe(cpu: dict, roof: dict) -> str:
         f"roof: {roof['gflops']:.1f} GFLOP/s, the best numpy float32 sgemm on "
         f"{roof['threads']} threads or 1 (GFLOP/s, best of runs: {runs})"
     )
+
+
+def run_meta(cpu: dict, roof: dict, notes: list) -> dict:
+    """What a benchmark's JSON ``meta`` says of the run's machine, software and roof."""
+    return {
+        "cpu_count": os.cpu_count(),
+        **{v.lower(): os.environ.get(v) for v in THREAD_VARIABLES},
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "machine": platform.machine(),
+        "notes": notes,
+        "cpu": cpu,
+        "roof": roof,
+    }
+
+
+def header(title: str, cpu: dict, roof: dict, notes: list) -> str:
+    """A benchmark's first lines: its title, the CPU and roof (:func:`describe`), the notes."""
+    return "\n".join([title, describe(cpu, roof), *(f"  note: {n}" for n in notes)])
 
 
 def main(argv=None) -> int:
