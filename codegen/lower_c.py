@@ -38,6 +38,7 @@ from codegen.passes.rowpad import row_padded, sample_local
 from codegen.passes.simd import simd_lengths
 from codegen.passes.table import expand_pairs
 from codegen.passes.unroll import single_trip, unroll_taps
+from codegen.passes.zerofill import fold_zero_fill
 from derive.indexing import isym
 from derive.kernelspec import KernelSpec, Nest
 
@@ -72,7 +73,7 @@ SCHEDULE = {
             parallelize,
             accumulate,
         ),
-        tree=(expand_pairs, row_padded, sample_local, threads),
+        tree=(expand_pairs, row_padded, sample_local, fold_zero_fill, threads),
         dialect=(simd_lengths,),
     ),
 }

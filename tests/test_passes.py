@@ -29,6 +29,7 @@ from codegen.passes.parallel import (
 from codegen.passes.rowpad import row_padded, sample_local
 from codegen.passes.table import MAX_ACCUMULATORS, expand_pairs
 from codegen.passes.unroll import single_trip, unroll_taps
+from codegen.passes.zerofill import fold_zero_fill
 from derive import kernelspec as KS
 from derive.indexing import isym
 from derive.kernels import load_table
@@ -479,6 +480,79 @@ def test_sample_local_copies_the_sample_the_fills_read():
         for a in e.atoms(sp.Indexed)
     }
     assert "x" not in reads and "x_n" in reads
+
+
+def _zero_fills(nodes) -> int:
+    """Top-level nests that only write zeros."""
+    updates = [[u for u in ir.walk((x,)) if isinstance(u, ir.Update)] for x in nodes]
+    return sum(bool(us) and all(u.op == "=" and u.rhs == 0 for u in us) for us in updates)
+
+
+def _assigned(nodes, name) -> list:
+    return [
+        x
+        for x in ir.walk(nodes)
+        if isinstance(x, ir.Update) and x.op == "=" and str(getattr(x.lhs, "base", "")) == name
+    ]
+
+
+@pytest.mark.parametrize(
+    ("case", "array"),
+    [  # the reduction loop n peeled (constant outputs, counted) / an accumulator assigned /
+        # a run-time output loop (the fill's own access)
+        ("conv filter gradient, all connected", "dw"),
+        ("dot jammed whole", None),
+        ("rows jammed into sums", "dx"),
+    ],
+)
+def test_fold_zero_fill_lets_the_first_step_assign(case, array):
+    before = _tree_before(case, fold_zero_fill).body
+    after = fold_zero_fill(before)
+    if array is None:  # y = b is no zero fill: nothing to fold
+        assert after == before
+        return
+    assert _zero_fills(before) == 1 and _zero_fills(after) == 0
+    assert len(after) == len(before) - 1
+    assert not _assigned(before[1:], array) and _assigned(after, array)
+    spec, fixed, call = CASES[case]
+    fn = dataclasses.replace(lower_c(spec, fixed), body=after)
+    got, want = _outputs(fn, spec, _arguments(spec, _sizes(fixed, call)))
+    assert got == want
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "conv filter gradient, table",  # absent connections keep their zeros
+        "conv data gradient, all connected",  # a scatter adds to an element several times
+    ],
+)
+def test_fold_zero_fill_keeps_a_fill_the_sum_does_not_cover(case):
+    before = _tree_before(case, fold_zero_fill).body
+    assert _zero_fills(before) == 1 and fold_zero_fill(before) == before
+
+
+def test_fold_zero_fill_needs_one_reduction_loop_no_mask_and_no_read_of_the_sum():
+    N, zero, one, three, four = isym("N"), *map(sp.Integer, (0, 1, 3, 4))
+    a = sp.IndexedBase("a", shape=(4,))
+    x = sp.IndexedBase("x", shape=(N, 3, 4))
+    m = sp.IndexedBase("m", shape=(4,))
+    fill = ir.Loop(i, zero, four, (ir.Update(a[i], "=", zero),))
+
+    def summed(body, hi=N):
+        return ir.Loop(n, zero, hi, (ir.Loop(i, zero, four, body),))
+
+    add = ir.Update(a[i], "+=", x[n, 0, i])
+    assert fold_zero_fill((fill, summed((add,)))) == (  # the first step assigns, then n from 1
+        ir.Block((ir.Let(n, zero), ir.Loop(i, zero, four, (ir.Update(a[i], "=", x[n, 0, i]),)))),
+        ir.Loop(n, one, N, (ir.Loop(i, zero, four, (add,)),)),
+    )
+    two = (fill, ir.Loop(j, zero, three, (summed((ir.Update(a[i], "+=", x[n, j, i]),)),)))
+    masked = (fill, summed((ir.If(m[i], (add,)),)))
+    reading = (fill, summed((ir.Update(a[i], "+=", a[i] * x[n, 0, i]),)))
+    no_step = (fill, summed((add,), hi=zero))
+    for nodes in (two, masked, reading, no_step):
+        assert fold_zero_fill(nodes) == nodes
 
 
 def test_threads_guard_depends_on_constant_or_runtime_work():

@@ -3715,13 +3715,6 @@ void symconv_conv2d_backward_data_C1_f64(const double *restrict dy, const double
  * spec sha256: 2aa6dac16d48a55262c637c1b0547a6642a880660ec1cb1f5b0b7b8e3c516ca0 */
 void symconv_conv2d_backward_filter_C1_f32(const float *restrict x, const float *restrict dy, float *restrict dw, int64_t N)
 {
-    for (int64_t k = 0; k < 6; ++k) {
-        for (int64_t u = 0; u < 5; ++u) {
-            for (int64_t v = 0; v < 5; ++v) {
-                dw[25*k + 5*u + v] = 0;
-            }
-        }
-    }
 #ifdef _OPENMP
     #pragma omp parallel for if((117600*N) >= 262144)
 #endif
@@ -3795,31 +3788,31 @@ void symconv_conv2d_backward_filter_C1_f32(const float *restrict x, const float 
                     }
                 }
             }
-            dw[25*k] += acc0;
-            dw[25*k + 1] += acc1;
-            dw[25*k + 2] += acc2;
-            dw[25*k + 3] += acc3;
-            dw[25*k + 4] += acc4;
-            dw[25*k + 5] += acc5;
-            dw[25*k + 6] += acc6;
-            dw[25*k + 7] += acc7;
-            dw[25*k + 8] += acc8;
-            dw[25*k + 9] += acc9;
-            dw[25*k + 10] += acc10;
-            dw[25*k + 11] += acc11;
-            dw[25*k + 12] += acc12;
-            dw[25*k + 13] += acc13;
-            dw[25*k + 14] += acc14;
-            dw[25*k + 15] += acc15;
-            dw[25*k + 16] += acc16;
-            dw[25*k + 17] += acc17;
-            dw[25*k + 18] += acc18;
-            dw[25*k + 19] += acc19;
-            dw[25*k + 20] += acc20;
-            dw[25*k + 21] += acc21;
-            dw[25*k + 22] += acc22;
-            dw[25*k + 23] += acc23;
-            dw[25*k + 24] += acc24;
+            dw[25*k] = acc0;
+            dw[25*k + 1] = acc1;
+            dw[25*k + 2] = acc2;
+            dw[25*k + 3] = acc3;
+            dw[25*k + 4] = acc4;
+            dw[25*k + 5] = acc5;
+            dw[25*k + 6] = acc6;
+            dw[25*k + 7] = acc7;
+            dw[25*k + 8] = acc8;
+            dw[25*k + 9] = acc9;
+            dw[25*k + 10] = acc10;
+            dw[25*k + 11] = acc11;
+            dw[25*k + 12] = acc12;
+            dw[25*k + 13] = acc13;
+            dw[25*k + 14] = acc14;
+            dw[25*k + 15] = acc15;
+            dw[25*k + 16] = acc16;
+            dw[25*k + 17] = acc17;
+            dw[25*k + 18] = acc18;
+            dw[25*k + 19] = acc19;
+            dw[25*k + 20] = acc20;
+            dw[25*k + 21] = acc21;
+            dw[25*k + 22] = acc22;
+            dw[25*k + 23] = acc23;
+            dw[25*k + 24] = acc24;
         }
     }
 }
@@ -3829,13 +3822,6 @@ void symconv_conv2d_backward_filter_C1_f32(const float *restrict x, const float 
  * spec sha256: 2aa6dac16d48a55262c637c1b0547a6642a880660ec1cb1f5b0b7b8e3c516ca0 */
 void symconv_conv2d_backward_filter_C1_f64(const double *restrict x, const double *restrict dy, double *restrict dw, int64_t N)
 {
-    for (int64_t k = 0; k < 6; ++k) {
-        for (int64_t u = 0; u < 5; ++u) {
-            for (int64_t v = 0; v < 5; ++v) {
-                dw[25*k + 5*u + v] = 0;
-            }
-        }
-    }
 #ifdef _OPENMP
     #pragma omp parallel for if((117600*N) >= 262144)
 #endif
@@ -3909,31 +3895,31 @@ void symconv_conv2d_backward_filter_C1_f64(const double *restrict x, const doubl
                     }
                 }
             }
-            dw[25*k] += acc0;
-            dw[25*k + 1] += acc1;
-            dw[25*k + 2] += acc2;
-            dw[25*k + 3] += acc3;
-            dw[25*k + 4] += acc4;
-            dw[25*k + 5] += acc5;
-            dw[25*k + 6] += acc6;
-            dw[25*k + 7] += acc7;
-            dw[25*k + 8] += acc8;
-            dw[25*k + 9] += acc9;
-            dw[25*k + 10] += acc10;
-            dw[25*k + 11] += acc11;
-            dw[25*k + 12] += acc12;
-            dw[25*k + 13] += acc13;
-            dw[25*k + 14] += acc14;
-            dw[25*k + 15] += acc15;
-            dw[25*k + 16] += acc16;
-            dw[25*k + 17] += acc17;
-            dw[25*k + 18] += acc18;
-            dw[25*k + 19] += acc19;
-            dw[25*k + 20] += acc20;
-            dw[25*k + 21] += acc21;
-            dw[25*k + 22] += acc22;
-            dw[25*k + 23] += acc23;
-            dw[25*k + 24] += acc24;
+            dw[25*k] = acc0;
+            dw[25*k + 1] = acc1;
+            dw[25*k + 2] = acc2;
+            dw[25*k + 3] = acc3;
+            dw[25*k + 4] = acc4;
+            dw[25*k + 5] = acc5;
+            dw[25*k + 6] = acc6;
+            dw[25*k + 7] = acc7;
+            dw[25*k + 8] = acc8;
+            dw[25*k + 9] = acc9;
+            dw[25*k + 10] = acc10;
+            dw[25*k + 11] = acc11;
+            dw[25*k + 12] = acc12;
+            dw[25*k + 13] = acc13;
+            dw[25*k + 14] = acc14;
+            dw[25*k + 15] = acc15;
+            dw[25*k + 16] = acc16;
+            dw[25*k + 17] = acc17;
+            dw[25*k + 18] = acc18;
+            dw[25*k + 19] = acc19;
+            dw[25*k + 20] = acc20;
+            dw[25*k + 21] = acc21;
+            dw[25*k + 22] = acc22;
+            dw[25*k + 23] = acc23;
+            dw[25*k + 24] = acc24;
         }
     }
 }
@@ -8921,20 +8907,17 @@ void symconv_conv2d_backward_data_C5_f64(const double *restrict dy, const double
  * spec sha256: ba23d63147bb576f89a2b962a5093969379feca3e11b41bd0efac36736da0d69 */
 void symconv_conv2d_backward_filter_C5_f32(const float *restrict x, const float *restrict dy, float *restrict dw, int64_t N)
 {
-    for (int64_t k = 0; k < 120; ++k) {
-        for (int64_t c = 0; c < 16; ++c) {
-            for (int64_t u = 0; u < 5; ++u) {
-                for (int64_t v = 0; v < 5; ++v) {
-                    dw[25*c + 400*k + 5*u + v] = 0;
-                }
-            }
-        }
-    }
 #ifdef _OPENMP
     #pragma omp parallel for if((48000*N) >= 262144)
 #endif
     for (int64_t k = 0; k < 120; ++k) {
-        for (int64_t n = 0; n < N; ++n) {
+        {
+            const int64_t n = 0;
+            for (int64_t cuv = 0; cuv < 400; ++cuv) {
+                dw[cuv + 400*k] = dy[k + 120*n]*x[cuv + 400*n];
+            }
+        }
+        for (int64_t n = 1; n < N; ++n) {
             for (int64_t cuv = 0; cuv < 400; ++cuv) {
                 dw[cuv + 400*k] += dy[k + 120*n]*x[cuv + 400*n];
             }
@@ -8947,20 +8930,17 @@ void symconv_conv2d_backward_filter_C5_f32(const float *restrict x, const float 
  * spec sha256: ba23d63147bb576f89a2b962a5093969379feca3e11b41bd0efac36736da0d69 */
 void symconv_conv2d_backward_filter_C5_f64(const double *restrict x, const double *restrict dy, double *restrict dw, int64_t N)
 {
-    for (int64_t k = 0; k < 120; ++k) {
-        for (int64_t c = 0; c < 16; ++c) {
-            for (int64_t u = 0; u < 5; ++u) {
-                for (int64_t v = 0; v < 5; ++v) {
-                    dw[25*c + 400*k + 5*u + v] = 0;
-                }
-            }
-        }
-    }
 #ifdef _OPENMP
     #pragma omp parallel for if((48000*N) >= 262144)
 #endif
     for (int64_t k = 0; k < 120; ++k) {
-        for (int64_t n = 0; n < N; ++n) {
+        {
+            const int64_t n = 0;
+            for (int64_t cuv = 0; cuv < 400; ++cuv) {
+                dw[cuv + 400*k] = dy[k + 120*n]*x[cuv + 400*n];
+            }
+        }
+        for (int64_t n = 1; n < N; ++n) {
             for (int64_t cuv = 0; cuv < 400; ++cuv) {
                 dw[cuv + 400*k] += dy[k + 120*n]*x[cuv + 400*n];
             }
@@ -9120,25 +9100,16 @@ void symconv_dense_forward_F6_f64(const double *restrict x, const double *restri
 void symconv_dense_backward_F6_f32(const float *restrict dy, const float *restrict x, const float *restrict w, float *restrict dx, float *restrict dw, float *restrict db, int64_t N)
 {
 #ifdef _OPENMP
-    if ((N) > 1 && (120*N) >= 262144) {
-        #pragma omp parallel for
-        for (int64_t n = 0; n < N; ++n) {
-            for (int64_t i = 0; i < 120; ++i) {
-                dx[i + 120*n] = 0;
-            }
-        }
-    } else
-#endif
-    for (int64_t n = 0; n < N; ++n) {
-        for (int64_t i = 0; i < 120; ++i) {
-            dx[i + 120*n] = 0;
-        }
-    }
-#ifdef _OPENMP
     if ((N) > 1 && (10080*N) >= 262144) {
         #pragma omp parallel for
         for (int64_t n = 0; n < N; ++n) {
-            for (int64_t o4 = 0; o4 < 21; ++o4) {
+            {
+                const int64_t o4 = 0;
+                for (int64_t i = 0; i < 120; ++i) {
+                    dx[i + 120*n] = dy[84*n + 4*o4 + 1]*w[i + 480*o4 + 120] + dy[84*n + 4*o4 + 2]*w[i + 480*o4 + 240] + dy[84*n + 4*o4 + 3]*w[i + 480*o4 + 360] + dy[84*n + 4*o4]*w[i + 480*o4];
+                }
+            }
+            for (int64_t o4 = 1; o4 < 21; ++o4) {
                 for (int64_t i = 0; i < 120; ++i) {
                     dx[i + 120*n] += dy[84*n + 4*o4 + 1]*w[i + 480*o4 + 120] + dy[84*n + 4*o4 + 2]*w[i + 480*o4 + 240] + dy[84*n + 4*o4 + 3]*w[i + 480*o4 + 360] + dy[84*n + 4*o4]*w[i + 480*o4];
                 }
@@ -9147,22 +9118,29 @@ void symconv_dense_backward_F6_f32(const float *restrict dy, const float *restri
     } else
 #endif
     for (int64_t n = 0; n < N; ++n) {
-        for (int64_t o4 = 0; o4 < 21; ++o4) {
+        {
+            const int64_t o4 = 0;
+            for (int64_t i = 0; i < 120; ++i) {
+                dx[i + 120*n] = dy[84*n + 4*o4 + 1]*w[i + 480*o4 + 120] + dy[84*n + 4*o4 + 2]*w[i + 480*o4 + 240] + dy[84*n + 4*o4 + 3]*w[i + 480*o4 + 360] + dy[84*n + 4*o4]*w[i + 480*o4];
+            }
+        }
+        for (int64_t o4 = 1; o4 < 21; ++o4) {
             for (int64_t i = 0; i < 120; ++i) {
                 dx[i + 120*n] += dy[84*n + 4*o4 + 1]*w[i + 480*o4 + 120] + dy[84*n + 4*o4 + 2]*w[i + 480*o4 + 240] + dy[84*n + 4*o4 + 3]*w[i + 480*o4 + 360] + dy[84*n + 4*o4]*w[i + 480*o4];
             }
-        }
-    }
-    for (int64_t o = 0; o < 84; ++o) {
-        for (int64_t i = 0; i < 120; ++i) {
-            dw[i + 120*o] = 0;
         }
     }
 #ifdef _OPENMP
     if ((10080*N) >= 262144) {
         #pragma omp parallel for
         for (int64_t o = 0; o < 84; ++o) {
-            for (int64_t n = 0; n < N; ++n) {
+            {
+                const int64_t n = 0;
+                for (int64_t i = 0; i < 120; ++i) {
+                    dw[i + 120*o] = dy[84*n + o]*x[i + 120*n];
+                }
+            }
+            for (int64_t n = 1; n < N; ++n) {
                 for (int64_t i = 0; i < 120; ++i) {
                     dw[i + 120*o] += dy[84*n + o]*x[i + 120*n];
                 }
@@ -9171,14 +9149,17 @@ void symconv_dense_backward_F6_f32(const float *restrict dy, const float *restri
     } else
 #endif
     for (int64_t o = 0; o < 84; ++o) {
-        for (int64_t n = 0; n < N; ++n) {
+        {
+            const int64_t n = 0;
+            for (int64_t i = 0; i < 120; ++i) {
+                dw[i + 120*o] = dy[84*n + o]*x[i + 120*n];
+            }
+        }
+        for (int64_t n = 1; n < N; ++n) {
             for (int64_t i = 0; i < 120; ++i) {
                 dw[i + 120*o] += dy[84*n + o]*x[i + 120*n];
             }
         }
-    }
-    for (int64_t o = 0; o < 84; ++o) {
-        db[o] = 0;
     }
 #ifdef _OPENMP
     if ((84*N) >= 262144) {
@@ -9192,7 +9173,7 @@ void symconv_dense_backward_F6_f32(const float *restrict dy, const float *restri
                 for (int64_t n = 0; n < N; ++n) {
                     acc0 += dy[84*n + o];
                 }
-                db[o] += acc0;
+                db[o] = acc0;
             }
         }
     } else
@@ -9206,7 +9187,7 @@ void symconv_dense_backward_F6_f32(const float *restrict dy, const float *restri
             for (int64_t n = 0; n < N; ++n) {
                 acc0 += dy[84*n + o];
             }
-            db[o] += acc0;
+            db[o] = acc0;
         }
     }
 }
@@ -9217,25 +9198,16 @@ void symconv_dense_backward_F6_f32(const float *restrict dy, const float *restri
 void symconv_dense_backward_F6_f64(const double *restrict dy, const double *restrict x, const double *restrict w, double *restrict dx, double *restrict dw, double *restrict db, int64_t N)
 {
 #ifdef _OPENMP
-    if ((N) > 1 && (120*N) >= 262144) {
-        #pragma omp parallel for
-        for (int64_t n = 0; n < N; ++n) {
-            for (int64_t i = 0; i < 120; ++i) {
-                dx[i + 120*n] = 0;
-            }
-        }
-    } else
-#endif
-    for (int64_t n = 0; n < N; ++n) {
-        for (int64_t i = 0; i < 120; ++i) {
-            dx[i + 120*n] = 0;
-        }
-    }
-#ifdef _OPENMP
     if ((N) > 1 && (10080*N) >= 262144) {
         #pragma omp parallel for
         for (int64_t n = 0; n < N; ++n) {
-            for (int64_t o4 = 0; o4 < 21; ++o4) {
+            {
+                const int64_t o4 = 0;
+                for (int64_t i = 0; i < 120; ++i) {
+                    dx[i + 120*n] = dy[84*n + 4*o4 + 1]*w[i + 480*o4 + 120] + dy[84*n + 4*o4 + 2]*w[i + 480*o4 + 240] + dy[84*n + 4*o4 + 3]*w[i + 480*o4 + 360] + dy[84*n + 4*o4]*w[i + 480*o4];
+                }
+            }
+            for (int64_t o4 = 1; o4 < 21; ++o4) {
                 for (int64_t i = 0; i < 120; ++i) {
                     dx[i + 120*n] += dy[84*n + 4*o4 + 1]*w[i + 480*o4 + 120] + dy[84*n + 4*o4 + 2]*w[i + 480*o4 + 240] + dy[84*n + 4*o4 + 3]*w[i + 480*o4 + 360] + dy[84*n + 4*o4]*w[i + 480*o4];
                 }
@@ -9244,22 +9216,29 @@ void symconv_dense_backward_F6_f64(const double *restrict dy, const double *rest
     } else
 #endif
     for (int64_t n = 0; n < N; ++n) {
-        for (int64_t o4 = 0; o4 < 21; ++o4) {
+        {
+            const int64_t o4 = 0;
+            for (int64_t i = 0; i < 120; ++i) {
+                dx[i + 120*n] = dy[84*n + 4*o4 + 1]*w[i + 480*o4 + 120] + dy[84*n + 4*o4 + 2]*w[i + 480*o4 + 240] + dy[84*n + 4*o4 + 3]*w[i + 480*o4 + 360] + dy[84*n + 4*o4]*w[i + 480*o4];
+            }
+        }
+        for (int64_t o4 = 1; o4 < 21; ++o4) {
             for (int64_t i = 0; i < 120; ++i) {
                 dx[i + 120*n] += dy[84*n + 4*o4 + 1]*w[i + 480*o4 + 120] + dy[84*n + 4*o4 + 2]*w[i + 480*o4 + 240] + dy[84*n + 4*o4 + 3]*w[i + 480*o4 + 360] + dy[84*n + 4*o4]*w[i + 480*o4];
             }
-        }
-    }
-    for (int64_t o = 0; o < 84; ++o) {
-        for (int64_t i = 0; i < 120; ++i) {
-            dw[i + 120*o] = 0;
         }
     }
 #ifdef _OPENMP
     if ((10080*N) >= 262144) {
         #pragma omp parallel for
         for (int64_t o = 0; o < 84; ++o) {
-            for (int64_t n = 0; n < N; ++n) {
+            {
+                const int64_t n = 0;
+                for (int64_t i = 0; i < 120; ++i) {
+                    dw[i + 120*o] = dy[84*n + o]*x[i + 120*n];
+                }
+            }
+            for (int64_t n = 1; n < N; ++n) {
                 for (int64_t i = 0; i < 120; ++i) {
                     dw[i + 120*o] += dy[84*n + o]*x[i + 120*n];
                 }
@@ -9268,14 +9247,17 @@ void symconv_dense_backward_F6_f64(const double *restrict dy, const double *rest
     } else
 #endif
     for (int64_t o = 0; o < 84; ++o) {
-        for (int64_t n = 0; n < N; ++n) {
+        {
+            const int64_t n = 0;
+            for (int64_t i = 0; i < 120; ++i) {
+                dw[i + 120*o] = dy[84*n + o]*x[i + 120*n];
+            }
+        }
+        for (int64_t n = 1; n < N; ++n) {
             for (int64_t i = 0; i < 120; ++i) {
                 dw[i + 120*o] += dy[84*n + o]*x[i + 120*n];
             }
         }
-    }
-    for (int64_t o = 0; o < 84; ++o) {
-        db[o] = 0;
     }
 #ifdef _OPENMP
     if ((84*N) >= 262144) {
@@ -9289,7 +9271,7 @@ void symconv_dense_backward_F6_f64(const double *restrict dy, const double *rest
                 for (int64_t n = 0; n < N; ++n) {
                     acc0 += dy[84*n + o];
                 }
-                db[o] += acc0;
+                db[o] = acc0;
             }
         }
     } else
@@ -9303,7 +9285,7 @@ void symconv_dense_backward_F6_f64(const double *restrict dy, const double *rest
             for (int64_t n = 0; n < N; ++n) {
                 acc0 += dy[84*n + o];
             }
-            db[o] += acc0;
+            db[o] = acc0;
         }
     }
 }
@@ -9313,21 +9295,6 @@ void symconv_dense_backward_F6_f64(const double *restrict dy, const double *rest
  * spec sha256: 6a482a1102b9c063776b453ba5ba8cd5fd4b61fd5622085d03c4fff8257edfdb */
 void symconv_rbf_forward_OUTPUT_f32(const float *restrict x, const float *restrict centers, float *restrict y, int64_t N)
 {
-#ifdef _OPENMP
-    if ((N) > 1 && (10*N) >= 262144) {
-        #pragma omp parallel for
-        for (int64_t n = 0; n < N; ++n) {
-            for (int64_t o = 0; o < 10; ++o) {
-                y[10*n + o] = 0;
-            }
-        }
-    } else
-#endif
-    for (int64_t n = 0; n < N; ++n) {
-        for (int64_t o = 0; o < 10; ++o) {
-            y[10*n + o] = 0;
-        }
-    }
 #ifdef _OPENMP
     if ((N) > 1 && (840*N) >= 262144) {
         #pragma omp parallel for
@@ -9341,7 +9308,7 @@ void symconv_rbf_forward_OUTPUT_f32(const float *restrict x, const float *restri
                     for (int64_t i = 0; i < 84; ++i) {
                         acc0 += ((-centers[i + 84*o] + x[i + 84*n])*(-centers[i + 84*o] + x[i + 84*n]));
                     }
-                    y[10*n + o] += acc0;
+                    y[10*n + o] = acc0;
                 }
             }
         }
@@ -9357,7 +9324,7 @@ void symconv_rbf_forward_OUTPUT_f32(const float *restrict x, const float *restri
                 for (int64_t i = 0; i < 84; ++i) {
                     acc0 += ((-centers[i + 84*o] + x[i + 84*n])*(-centers[i + 84*o] + x[i + 84*n]));
                 }
-                y[10*n + o] += acc0;
+                y[10*n + o] = acc0;
             }
         }
     }
@@ -9368,21 +9335,6 @@ void symconv_rbf_forward_OUTPUT_f32(const float *restrict x, const float *restri
  * spec sha256: 6a482a1102b9c063776b453ba5ba8cd5fd4b61fd5622085d03c4fff8257edfdb */
 void symconv_rbf_forward_OUTPUT_f64(const double *restrict x, const double *restrict centers, double *restrict y, int64_t N)
 {
-#ifdef _OPENMP
-    if ((N) > 1 && (10*N) >= 262144) {
-        #pragma omp parallel for
-        for (int64_t n = 0; n < N; ++n) {
-            for (int64_t o = 0; o < 10; ++o) {
-                y[10*n + o] = 0;
-            }
-        }
-    } else
-#endif
-    for (int64_t n = 0; n < N; ++n) {
-        for (int64_t o = 0; o < 10; ++o) {
-            y[10*n + o] = 0;
-        }
-    }
 #ifdef _OPENMP
     if ((N) > 1 && (840*N) >= 262144) {
         #pragma omp parallel for
@@ -9396,7 +9348,7 @@ void symconv_rbf_forward_OUTPUT_f64(const double *restrict x, const double *rest
                     for (int64_t i = 0; i < 84; ++i) {
                         acc0 += ((-centers[i + 84*o] + x[i + 84*n])*(-centers[i + 84*o] + x[i + 84*n]));
                     }
-                    y[10*n + o] += acc0;
+                    y[10*n + o] = acc0;
                 }
             }
         }
@@ -9412,7 +9364,7 @@ void symconv_rbf_forward_OUTPUT_f64(const double *restrict x, const double *rest
                 for (int64_t i = 0; i < 84; ++i) {
                     acc0 += ((-centers[i + 84*o] + x[i + 84*n])*(-centers[i + 84*o] + x[i + 84*n]));
                 }
-                y[10*n + o] += acc0;
+                y[10*n + o] = acc0;
             }
         }
     }
@@ -9424,25 +9376,16 @@ void symconv_rbf_forward_OUTPUT_f64(const double *restrict x, const double *rest
 void symconv_rbf_backward_OUTPUT_f32(const float *restrict dy, const float *restrict x, const float *restrict centers, float *restrict dx, float *restrict dcenters, int64_t N)
 {
 #ifdef _OPENMP
-    if ((N) > 1 && (84*N) >= 262144) {
-        #pragma omp parallel for
-        for (int64_t n = 0; n < N; ++n) {
-            for (int64_t i = 0; i < 84; ++i) {
-                dx[i + 84*n] = 0;
-            }
-        }
-    } else
-#endif
-    for (int64_t n = 0; n < N; ++n) {
-        for (int64_t i = 0; i < 84; ++i) {
-            dx[i + 84*n] = 0;
-        }
-    }
-#ifdef _OPENMP
     if ((N) > 1 && (840*N) >= 262144) {
         #pragma omp parallel for
         for (int64_t n = 0; n < N; ++n) {
-            for (int64_t o = 0; o < 10; ++o) {
+            {
+                const int64_t o = 0;
+                for (int64_t i = 0; i < 84; ++i) {
+                    dx[i + 84*n] = 2*(-centers[i + 84*o] + x[i + 84*n])*dy[10*n + o];
+                }
+            }
+            for (int64_t o = 1; o < 10; ++o) {
                 for (int64_t i = 0; i < 84; ++i) {
                     dx[i + 84*n] += 2*(-centers[i + 84*o] + x[i + 84*n])*dy[10*n + o];
                 }
@@ -9451,22 +9394,29 @@ void symconv_rbf_backward_OUTPUT_f32(const float *restrict dy, const float *rest
     } else
 #endif
     for (int64_t n = 0; n < N; ++n) {
-        for (int64_t o = 0; o < 10; ++o) {
+        {
+            const int64_t o = 0;
+            for (int64_t i = 0; i < 84; ++i) {
+                dx[i + 84*n] = 2*(-centers[i + 84*o] + x[i + 84*n])*dy[10*n + o];
+            }
+        }
+        for (int64_t o = 1; o < 10; ++o) {
             for (int64_t i = 0; i < 84; ++i) {
                 dx[i + 84*n] += 2*(-centers[i + 84*o] + x[i + 84*n])*dy[10*n + o];
             }
-        }
-    }
-    for (int64_t o = 0; o < 10; ++o) {
-        for (int64_t i = 0; i < 84; ++i) {
-            dcenters[i + 84*o] = 0;
         }
     }
 #ifdef _OPENMP
     if ((840*N) >= 262144) {
         #pragma omp parallel for
         for (int64_t o = 0; o < 10; ++o) {
-            for (int64_t n = 0; n < N; ++n) {
+            {
+                const int64_t n = 0;
+                for (int64_t i = 0; i < 84; ++i) {
+                    dcenters[i + 84*o] = -2*(-centers[i + 84*o] + x[i + 84*n])*dy[10*n + o];
+                }
+            }
+            for (int64_t n = 1; n < N; ++n) {
                 for (int64_t i = 0; i < 84; ++i) {
                     dcenters[i + 84*o] += -2*(-centers[i + 84*o] + x[i + 84*n])*dy[10*n + o];
                 }
@@ -9475,7 +9425,13 @@ void symconv_rbf_backward_OUTPUT_f32(const float *restrict dy, const float *rest
     } else
 #endif
     for (int64_t o = 0; o < 10; ++o) {
-        for (int64_t n = 0; n < N; ++n) {
+        {
+            const int64_t n = 0;
+            for (int64_t i = 0; i < 84; ++i) {
+                dcenters[i + 84*o] = -2*(-centers[i + 84*o] + x[i + 84*n])*dy[10*n + o];
+            }
+        }
+        for (int64_t n = 1; n < N; ++n) {
             for (int64_t i = 0; i < 84; ++i) {
                 dcenters[i + 84*o] += -2*(-centers[i + 84*o] + x[i + 84*n])*dy[10*n + o];
             }
@@ -9489,25 +9445,16 @@ void symconv_rbf_backward_OUTPUT_f32(const float *restrict dy, const float *rest
 void symconv_rbf_backward_OUTPUT_f64(const double *restrict dy, const double *restrict x, const double *restrict centers, double *restrict dx, double *restrict dcenters, int64_t N)
 {
 #ifdef _OPENMP
-    if ((N) > 1 && (84*N) >= 262144) {
-        #pragma omp parallel for
-        for (int64_t n = 0; n < N; ++n) {
-            for (int64_t i = 0; i < 84; ++i) {
-                dx[i + 84*n] = 0;
-            }
-        }
-    } else
-#endif
-    for (int64_t n = 0; n < N; ++n) {
-        for (int64_t i = 0; i < 84; ++i) {
-            dx[i + 84*n] = 0;
-        }
-    }
-#ifdef _OPENMP
     if ((N) > 1 && (840*N) >= 262144) {
         #pragma omp parallel for
         for (int64_t n = 0; n < N; ++n) {
-            for (int64_t o = 0; o < 10; ++o) {
+            {
+                const int64_t o = 0;
+                for (int64_t i = 0; i < 84; ++i) {
+                    dx[i + 84*n] = 2*(-centers[i + 84*o] + x[i + 84*n])*dy[10*n + o];
+                }
+            }
+            for (int64_t o = 1; o < 10; ++o) {
                 for (int64_t i = 0; i < 84; ++i) {
                     dx[i + 84*n] += 2*(-centers[i + 84*o] + x[i + 84*n])*dy[10*n + o];
                 }
@@ -9516,22 +9463,29 @@ void symconv_rbf_backward_OUTPUT_f64(const double *restrict dy, const double *re
     } else
 #endif
     for (int64_t n = 0; n < N; ++n) {
-        for (int64_t o = 0; o < 10; ++o) {
+        {
+            const int64_t o = 0;
+            for (int64_t i = 0; i < 84; ++i) {
+                dx[i + 84*n] = 2*(-centers[i + 84*o] + x[i + 84*n])*dy[10*n + o];
+            }
+        }
+        for (int64_t o = 1; o < 10; ++o) {
             for (int64_t i = 0; i < 84; ++i) {
                 dx[i + 84*n] += 2*(-centers[i + 84*o] + x[i + 84*n])*dy[10*n + o];
             }
-        }
-    }
-    for (int64_t o = 0; o < 10; ++o) {
-        for (int64_t i = 0; i < 84; ++i) {
-            dcenters[i + 84*o] = 0;
         }
     }
 #ifdef _OPENMP
     if ((840*N) >= 262144) {
         #pragma omp parallel for
         for (int64_t o = 0; o < 10; ++o) {
-            for (int64_t n = 0; n < N; ++n) {
+            {
+                const int64_t n = 0;
+                for (int64_t i = 0; i < 84; ++i) {
+                    dcenters[i + 84*o] = -2*(-centers[i + 84*o] + x[i + 84*n])*dy[10*n + o];
+                }
+            }
+            for (int64_t n = 1; n < N; ++n) {
                 for (int64_t i = 0; i < 84; ++i) {
                     dcenters[i + 84*o] += -2*(-centers[i + 84*o] + x[i + 84*n])*dy[10*n + o];
                 }
@@ -9540,7 +9494,13 @@ void symconv_rbf_backward_OUTPUT_f64(const double *restrict dy, const double *re
     } else
 #endif
     for (int64_t o = 0; o < 10; ++o) {
-        for (int64_t n = 0; n < N; ++n) {
+        {
+            const int64_t n = 0;
+            for (int64_t i = 0; i < 84; ++i) {
+                dcenters[i + 84*o] = -2*(-centers[i + 84*o] + x[i + 84*n])*dy[10*n + o];
+            }
+        }
+        for (int64_t n = 1; n < N; ++n) {
             for (int64_t i = 0; i < 84; ++i) {
                 dcenters[i + 84*o] += -2*(-centers[i + 84*o] + x[i + 84*n])*dy[10*n + o];
             }
