@@ -141,7 +141,8 @@ EVAL_CHUNK = 256
 def _labels(labels, n: int) -> np.ndarray:
     """Digit labels as a contiguous int64 (n,) array in 0..9 (ValueError otherwise)."""
     out = np.ascontiguousarray(labels, np.int64)
-    if out.shape != (n,) or (n and (out.min() < 0 or out.max() > 9)):
+    # One reduction for both bounds: viewed unsigned, a negative label is above 9.
+    if out.shape != (n,) or (n and out.view(np.uint64).max() > 9):
         raise ValueError(f"labels must be {n} digits in 0..9, got shape {out.shape}")
     return out
 

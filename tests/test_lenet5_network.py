@@ -188,3 +188,16 @@ def test_bad_inputs_name_the_argument():
         LeNet5("fortran")
     with pytest.raises(TypeError, match="dtype must be float32 or float64"):
         LeNet5("numpy", np.int32)
+
+
+@pytest.mark.parametrize("backend", ["c", "numpy"])
+@pytest.mark.parametrize("labels", [[-1], [10], [3, -5], [2**62], [[1]]])
+def test_bad_labels_are_rejected_before_any_step(backend, labels):
+    net = LeNet5(backend, np.float32)
+    params = net.init_params(np.random.default_rng(8))
+    hess = {n: np.ones_like(p) for n, p in params.items()}
+    before = {n: p.copy() for n, p in params.items()}
+    x = np.zeros((len(labels), 1, 32, 32), np.float32)
+    with pytest.raises(ValueError, match=r"labels must be \d+ digits in 0\.\.9"):
+        net.sdlm_step(params, hess, x, np.array(labels), 1e-4)
+    assert all(np.array_equal(params[n], before[n]) for n in params)  # nothing moved
