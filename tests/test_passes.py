@@ -498,19 +498,15 @@ def _assigned(nodes, name) -> list:
 
 @pytest.mark.parametrize(
     ("case", "array"),
-    [  # the reduction loop n peeled (constant outputs, counted) / an accumulator assigned /
-        # a run-time output loop (the fill's own access)
-        ("conv filter gradient, all connected", "dw"),
-        ("dot jammed whole", None),
-        ("rows jammed into sums", "dx"),
+    [
+        ("conv filter gradient, all connected", "dw"),  # an accumulator, added once: assigned
+        ("correlation row-padded", "y"),  # a padded row, added once: assigned
+        ("rows jammed into sums", "dx"),  # the reduction peeled (a run-time output loop)
     ],
 )
 def test_fold_zero_fill_lets_the_first_step_assign(case, array):
     before = _tree_before(case, fold_zero_fill).body
     after = fold_zero_fill(before)
-    if array is None:  # y = b is no zero fill: nothing to fold
-        assert after == before
-        return
     assert _zero_fills(before) == 1 and _zero_fills(after) == 0
     assert len(after) == len(before) - 1
     assert not _assigned(before[1:], array) and _assigned(after, array)
@@ -521,15 +517,16 @@ def test_fold_zero_fill_lets_the_first_step_assign(case, array):
 
 
 @pytest.mark.parametrize(
-    "case",
+    ("case", "fills"),
     [
-        "conv filter gradient, table",  # absent connections keep their zeros
-        "conv data gradient, all connected",  # a scatter adds to an element several times
+        ("conv filter gradient, table", 1),  # absent connections keep their zeros
+        ("conv data gradient, all connected", 1),  # a scatter adds to an element several times
+        ("dot jammed whole", 0),  # y = b is no zero fill
     ],
 )
-def test_fold_zero_fill_keeps_a_fill_the_sum_does_not_cover(case):
+def test_fold_zero_fill_keeps_a_fill_the_sum_does_not_cover(case, fills):
     before = _tree_before(case, fold_zero_fill).body
-    assert _zero_fills(before) == 1 and fold_zero_fill(before) == before
+    assert _zero_fills(before) == fills and fold_zero_fill(before) == before
 
 
 def test_fold_zero_fill_needs_one_reduction_loop_no_mask_and_no_read_of_the_sum():

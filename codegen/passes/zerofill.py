@@ -65,11 +65,15 @@ def _fold(fill_nest, sum_nest) -> tuple | None:
     writes = _writes(sum_nest, name)
     if not writes or any(w.update.op != "+=" for w in writes) or _reads(sum_nest, name):
         return None
-    reductions = {tuple(lp for lp in w.loops if not _indexes(lp, w.update)) for w in writes}
-    if len(reductions) != 1:
+    # The loops around an update that do not index it (compared by identity: the same
+    # loop node, not an equal one elsewhere).
+    reductions = [tuple(lp for lp in w.loops if not _indexes(lp, w.update)) for w in writes]
+    reduction = reductions[0]
+    if len(reduction) > 1 or any(
+        tuple(map(id, r)) != tuple(map(id, reduction)) for r in reductions
+    ):
         return None
-    (reduction,) = reductions
-    if len(reduction) > 1 or not _covers(fill_loops, zeroed, writes, reduction):
+    if not _covers(fill_loops, zeroed, writes, reduction):
         return None
     if not reduction:
         return _assigning((sum_nest,), name)
@@ -141,17 +145,21 @@ def _covers(fill_loops, zeroed, writes, reduction) -> bool:
             return False
     counted = _offsets(fill_loops, zeroed)
     if counted is not None:
-        hits = [_offsets(tuple(lp for lp in w.loops if lp not in reduction), w.update.lhs)
-                for w in writes]  # fmt: skip
+        hits = [_offsets(_outputs(w.loops, reduction), w.update.lhs) for w in writes]
         if any(h is None for h in hits):
             return False
         summed = np.sort(np.concatenate(hits))
         return np.array_equal(summed, counted) and bool(np.all(np.diff(counted) > 0))
     if len(writes) != 1 or writes[0].update.lhs != zeroed:
         return False
-    loops = {(lp.var, lp.lo, lp.hi) for lp in writes[0].loops if lp not in reduction}
+    loops = {(lp.var, lp.lo, lp.hi) for lp in _outputs(writes[0].loops, reduction)}
     bare = set(zeroed.indices) == {lp.var for lp in fill_loops} == {v for v, _, _ in loops}
     return bare and loops == {(lp.var, lp.lo, lp.hi) for lp in fill_loops}
+
+
+def _outputs(loops, reduction) -> tuple:
+    """``loops`` without the reduction loop (by identity)."""
+    return tuple(lp for lp in loops if all(lp is not r for r in reduction))
 
 
 def _positive_size(hi) -> bool:
