@@ -2,10 +2,11 @@
 
 The same faithful network (LeCun et al. 1998) runs on three engines:
 
-``C``      ``lenet5.network.LeNet5("c")``: the generated C kernels; a training step
-           is one call of the generated fused step (``symconv_lenet5_*``)
+``C``      ``lenet5.network.LeNet5("c")``: the generated C kernels; a training step,
+           or a forward pass, is one call of the generated fused step
+           (``symconv_lenet5_*``)
 ``C composed``  ``LeNet5("c", fused=False)``: the same kernels called one by one from
-           Python (~45 validated calls per step); training rows only
+           Python (~45 validated calls per training step, 13 per forward pass)
 ``NumPy``  ``lenet5.network.LeNet5("numpy")``: the generated NumPy kernels
 ``torch``  PyTorch eager, written here layer by layer (C1 conv, S2 trainable
            coefficient + bias subsampling, C3 conv whose weight is multiplied by
@@ -20,7 +21,8 @@ gradients within ``GRAD_RTOL``), so all engines do the same work.
 
 Timed, at each batch size, images per second of:
 
-``inference``   one forward pass (torch under ``torch.inference_mode``)
+``inference``   one forward pass to the RBF penalties (``LeNet5.penalties``; torch under
+                ``torch.inference_mode``)
 ``train-sgd``   forward + backward + plain SGD update (w -= lr/B * grad of the
                 summed MAP loss; symconv: ``LeNet5.sgd_step`` with momentum 0;
                 ``torch.optim.SGD`` without momentum)
@@ -228,8 +230,7 @@ def mode_calls(mode: str, nets: dict, torch, params: dict, hess: dict, data: Bat
         own = {n: v.copy() for n, v in params.items()}
         vel = {n: np.zeros_like(v) for n, v in params.items()}
         if mode == "inference":
-            if name != "C composed":  # the same forward calls as C
-                calls[name] = cycle(lambda x, _, net=net: net.forward(params, x))
+            calls[name] = cycle(lambda x, _, net=net: net.penalties(params, x, len(x)))
         elif mode == "train-sgd":
             calls[name] = cycle(
                 lambda x, lab, net=net, own=own, vel=vel: symconv_sgd_step(net, own, vel, x, lab)

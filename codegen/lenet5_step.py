@@ -110,6 +110,10 @@ def buffers() -> list[tuple[str, int]]:
     return out + [("m", 1), ("ssum", 1), ("dy", _RBF.out_maps)]
 
 
+#: Prefixes of the buffers the forward pass writes: each layer's pre-activation and activation.
+FORWARD_BUFFERS = ("a_", "x_")
+
+
 def per_image() -> int:
     """Workspace elements per image of a lane."""
     return sum(n for _, n in buffers())
@@ -179,10 +183,10 @@ def dialect_context(dialect: printers.Dialect) -> dict:
     }
 
 
-#: C parameters of the entry points after the leading pointer arrays, as
-#: (name, kind): kind "input" or "output" (a buffer of the dialect's type), "labels"
-#: (int64), "int", "float" (the dialect's type).
-COMMON_ARGS = (
+#: C parameters of the training entry points after their pointer arrays, as (name, kind):
+#: kind "input" or "output" (a buffer of the dialect's type), "labels" (int64), "int",
+#: "float" (the dialect's type).
+STEP_ARGS = (
     ("centers", "input"),
     ("x", "input"),
     ("labels", "labels"),
@@ -191,30 +195,45 @@ COMMON_ARGS = (
     ("work", "output"),
     ("B", "int"),
 )
-SQUASH_ARGS = (("A", "float"), ("S", "float"), ("j", "float"))
-#: Entry point -> (its pointer arrays, its own scalars). A pointer array is "pointers"
+#: The forward pass needs no labels and computes no loss.
+FORWARD_ARGS = (
+    ("centers", "input"),
+    ("x", "input"),
+    ("y", "output"),
+    ("work", "output"),
+    ("B", "int"),
+)
+SQUASH_ARGS = (("A", "float"), ("S", "float"))
+LOSS_ARGS = (("j", "float"),)
+#: Entry point -> (its pointer arrays, its other parameters). A pointer array is "pointers"
 #: (read) or "pointers_out" (written: the checks require writeable arrays).
 ENTRY_POINTS = {
-    "gradients": ((("params", "pointers"), ("grads", "pointers_out")), ()),
+    "penalties": ((("params", "pointers"),), FORWARD_ARGS + SQUASH_ARGS),
+    "gradients": (
+        (("params", "pointers"), ("grads", "pointers_out")),
+        STEP_ARGS + SQUASH_ARGS + LOSS_ARGS,
+    ),
     "sdlm_step": (
         (("params", "pointers_out"), ("hess", "pointers")),
-        (("eta", "float"), ("mu", "float")),
+        STEP_ARGS + (("eta", "float"), ("mu", "float")) + SQUASH_ARGS + LOSS_ARGS,
     ),
     "sgd_step": (
         (("params", "pointers_out"), ("velocity", "pointers_out")),
-        (("rate", "float"), ("momentum", "float")),
+        STEP_ARGS + (("rate", "float"), ("momentum", "float")) + SQUASH_ARGS + LOSS_ARGS,
     ),
 }
 
 
 def entry_args(name: str) -> list[tuple[str, str]]:
-    """``[(parameter, kind)]`` of an entry point (see ``ENTRY_POINTS`` and ``COMMON_ARGS``).
+    """``[(parameter, kind)]`` of an entry point (see ``ENTRY_POINTS``).
 
     >>> entry_args("sdlm_step")[:3]
     [('params', 'pointers_out'), ('hess', 'pointers'), ('centers', 'input')]
+    >>> [name for name, _ in entry_args("penalties")]
+    ['params', 'centers', 'x', 'y', 'work', 'B', 'A', 'S']
     """
-    pointers, scalars = ENTRY_POINTS[name]
-    return list(pointers + COMMON_ARGS + scalars + SQUASH_ARGS)
+    pointers, rest = ENTRY_POINTS[name]
+    return list(pointers + rest)
 
 
 def c_parameters(name: str, dialect: printers.Dialect) -> list[tuple[str, str]]:
@@ -237,15 +256,15 @@ def c_declaration(name: str, dialect: printers.Dialect) -> str:
     return ", ".join(f"{ctype}{arg}" for ctype, arg in c_parameters(name, dialect))
 
 
-#: The entry points the CPython fast path takes (training steps; the gradients are not a
-#: per-step hot path).
+#: The training steps the CPython fast path takes (the gradients are not a per-step hot
+#: path). It takes the forward pass (``penalties``) too, through a function of its own.
 FAST_ENTRY_POINTS = ("sdlm_step", "sgd_step")
 
 
 def fast_functions() -> list[dict]:
     """The step functions the fast path calls: ``symbol``, C ``returns`` and ``params``."""
     out = [{"symbol": "symconv_lenet5_workspace_size", "returns": "int64_t", "params": "int64_t"}]
-    for name in FAST_ENTRY_POINTS:
+    for name in ("penalties", *FAST_ENTRY_POINTS):
         for d in printers.DIALECTS:
             symbol = f"symconv_lenet5_{name}_{d.suffix}"
             out.append({"symbol": symbol, "returns": "void", "params": c_declaration(name, d)})
@@ -279,7 +298,7 @@ def input_shape() -> tuple[int, int, int]:
 def fast_context() -> dict:
     """What ``symconv_fast.c.j2`` needs for the steps' fast path."""
     table = param_table()
-    squash = (lenet5_spec.SQUASH_A, lenet5_spec.SQUASH_S, lenet5_spec.MAP_J)
+    squash = (lenet5_spec.SQUASH_A, lenet5_spec.SQUASH_S)
     return {
         "entries": [
             {"name": name, "state": state, "state_written": kind == "pointers_out"}
@@ -302,6 +321,7 @@ def fast_context() -> dict:
         "centers": [float(v) for row in lenet5_spec.rbf_centers() for v in row],
         # C literals of the Python floats the checked path passes (the same rounding)
         "squash": [repr(float(v)) for v in squash],
+        "map_j": repr(float(lenet5_spec.MAP_J)),
     }
 
 
@@ -331,7 +351,11 @@ def context() -> dict:
         "lane_fixed": LANE_FIXED,
         "per_image": per_image(),
         "buffers": [
-            {"name": name, "offset": sum(n for _, n in buffers()[:i])}
+            {
+                "name": name,
+                "offset": sum(n for _, n in buffers()[:i]),
+                "forward": name[:2] in FORWARD_BUFFERS,
+            }
             for i, (name, _) in enumerate(buffers())
         ],
         "input": math.prod(input_shape()),

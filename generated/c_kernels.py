@@ -129,6 +129,8 @@ FAST_SYMBOLS = (
     "symconv_rbf_backward_OUTPUT_f32",
     "symconv_rbf_backward_OUTPUT_f64",
     "symconv_lenet5_workspace_size",
+    "symconv_lenet5_penalties_f32",
+    "symconv_lenet5_penalties_f64",
     "symconv_lenet5_sdlm_step_f32",
     "symconv_lenet5_sdlm_step_f64",
     "symconv_lenet5_sgd_step_f32",
@@ -1114,6 +1116,7 @@ LENET5_PARAMS = (
 )
 #: C parameters of each step entry point: (name, "pointers" | "pointers_out" | "input" | "output" | "labels" | "int" | "float").
 LENET5_STEP_ARGS = {
+    "penalties": (("params", "pointers"), ("centers", "input"), ("x", "input"), ("y", "output"), ("work", "output"), ("B", "int"), ("A", "float"), ("S", "float"), ),
     "gradients": (("params", "pointers"), ("grads", "pointers_out"), ("centers", "input"), ("x", "input"), ("labels", "labels"), ("E", "output"), ("y", "output"), ("work", "output"), ("B", "int"), ("A", "float"), ("S", "float"), ("j", "float"), ),
     "sdlm_step": (("params", "pointers_out"), ("hess", "pointers"), ("centers", "input"), ("x", "input"), ("labels", "labels"), ("E", "output"), ("y", "output"), ("work", "output"), ("B", "int"), ("eta", "float"), ("mu", "float"), ("A", "float"), ("S", "float"), ("j", "float"), ),
     "sgd_step": (("params", "pointers_out"), ("velocity", "pointers_out"), ("centers", "input"), ("x", "input"), ("labels", "labels"), ("E", "output"), ("y", "output"), ("work", "output"), ("B", "int"), ("rate", "float"), ("momentum", "float"), ("A", "float"), ("S", "float"), ("j", "float"), ),
@@ -1130,6 +1133,7 @@ _STEP = c_step.Step(
     (lenet5_spec.SQUASH_A, lenet5_spec.SQUASH_S, lenet5_spec.MAP_J),
 )
 lenet5_workspace = _STEP.workspace
+lenet5_penalties = _STEP.penalties
 lenet5_gradients = _STEP.gradients
 lenet5_sdlm_step = _STEP.sdlm_step
 lenet5_sgd_step = _STEP.sgd_step

@@ -155,8 +155,8 @@ class LeNet5:
     backend : "c" or "numpy"
     dtype : numpy float dtype used for every array (float32 or float64)
     fused : bool or None
-        Training steps and gradients in one generated C call per batch (C backend
-        only); None: fused on the C backend.
+        Training steps, gradients and penalties in one generated C call per batch (C
+        backend only); None: fused on the C backend.
     """
 
     def __init__(self, backend: str = "c", dtype=np.float32, fused: bool | None = None):
@@ -214,12 +214,23 @@ class LeNet5:
         return c
 
     def penalties(self, params: dict, x: np.ndarray, chunk: int = EVAL_CHUNK) -> np.ndarray:
-        """RBF penalties (N, 10) for ``x``, computed ``chunk`` images at a time."""
+        """RBF penalties (N, 10) for ``x``, computed ``chunk`` images at a time.
+
+        Fused: one generated C call per chunk (the training step's forward pass, in its
+        lanes); the same bits as :meth:`forward`'s ``y``.
+        """
         if len(x) == 0:
             return np.zeros((0, 10), self.dtype)
         return np.concatenate(
-            [self.forward(params, x[i : i + chunk])["y"] for i in range(0, len(x), chunk)]
+            [self._penalties(params, x[i : i + chunk]) for i in range(0, len(x), chunk)]
         )
+
+    def _penalties(self, params: dict, x: np.ndarray) -> np.ndarray:
+        # The generated binding validates params and x, but only this network knows its
+        # dtype (x of another would meet a workspace of this one's): that says so.
+        if self.fused and getattr(x, "dtype", None) == self.dtype:
+            return self.k.lenet5_penalties(params, x, self._workspace(len(x)))
+        return self.forward(params, x)["y"]
 
     def loss(self, y: np.ndarray, labels: np.ndarray) -> np.ndarray:
         """Per-sample MAP criterion E_p = y_label + log(e^{-j} + sum_i e^{-y_i})."""

@@ -42,10 +42,15 @@ def test_lane_calls_generated_functions_in_layer_order(source):
     defined = {f["symbol"] for f in functions}
     lane = _body(text, "lenet5_lane_f32")
     calls = re.findall(r"\b(symconv_\w+)\(", lane)
-    assert set(calls) <= defined  # nothing but generated kernels
+    forward_calls = re.findall(r"\b(symconv_\w+)\(", _body(text, "lenet5_forward_f32"))
+    assert set(calls) | set(forward_calls) <= defined  # nothing but generated kernels
+    # The lane's forward pass is the forward function, before any kernel of its own.
+    assert lane.index("lenet5_forward_f32(") < lane.index("symconv_")
     layers = [L.name for L in spec.LAYERS if L.kind != "rbf"]
-    forward = [c for c in calls if "_forward_" in c and "tanh" not in c and "loss" not in c]
+    forward = [c for c in forward_calls if "_forward_" in c and "tanh" not in c]
     assert [c.split("_")[-2] for c in forward] == layers + ["OUTPUT"]
+    assert len([c for c in forward_calls if "tanh_forward" in c]) == len(layers)
+    assert not any("_forward_" in c and "loss" not in c for c in calls)  # no second forward
     backward = [c for c in calls if re.search(r"_backward_(filter|data)?_?[A-Z]", c)]
     order = list(dict.fromkeys(c.split("_")[-2] for c in backward))
     assert order == ["OUTPUT"] + layers[::-1]
@@ -54,6 +59,19 @@ def test_lane_calls_generated_functions_in_layer_order(source):
     assert calls.index("symconv_map_loss_forward_f32") < calls.index(
         "symconv_rbf_backward_OUTPUT_f32"
     )
+
+
+@pytest.mark.parametrize("dialect", printers.DIALECTS, ids=lambda d: d.suffix)
+def test_the_penalties_entry_point_runs_the_forward_pass_only(source, dialect):
+    text, _ = source
+    body = _body(text, f"symconv_lenet5_penalties_{dialect.suffix}")
+    code = "\n".join(line for line in body.split("{", 1)[1].splitlines() if "#" not in line)
+    assert re.findall(r"\b(\w+)\(", code) == [
+        "symconv_lenet5_lanes",
+        "lenet5_lane_stride",
+        f"lenet5_forward_{dialect.suffix}",
+    ]
+    assert "#pragma omp parallel for" in body
 
 
 @pytest.mark.parametrize("dialect", printers.DIALECTS, ids=lambda d: d.suffix)
@@ -91,8 +109,8 @@ def test_the_fast_entry_points_share_one_c_signature(monkeypatch):
     d = printers.DIALECTS[0]
     assert lenet5_step.step_declaration(d) == lenet5_step.c_declaration("sdlm_step", d)
     points = dict(lenet5_step.ENTRY_POINTS)
-    pointers, scalars = points["sgd_step"]
-    points["sgd_step"] = (pointers, scalars[:1])  # one float parameter fewer
+    pointers, rest = points["sgd_step"]
+    points["sgd_step"] = (pointers, rest[:-1])  # one float parameter fewer
     monkeypatch.setattr(lenet5_step, "ENTRY_POINTS", points)
     with pytest.raises(ValueError, match=r"differ in their C parameter types \(f32\)"):
         lenet5_step.step_declaration(d)

@@ -384,8 +384,9 @@ def test_every_python_kernel_cites_its_derivation(path):
 
 def test_every_c_function_cites_its_derivation():
     text = (GENERATED / "c" / "symconv.c").read_text()
+    # Every commented kernel; the LeNet-5 step's entry points call kernels, derive nothing.
     functions = re.findall(
-        r"^/\* ((?:(?!\*/).)*)\*/\nvoid (symconv_\w+)\(", text, flags=re.S | re.M
+        r"^/\* ((?:(?!\*/).)*)\*/\nvoid (symconv_(?!lenet5_)\w+)\(", text, flags=re.S | re.M
     )
     assert len(functions) == 2 * (len(TABLE) + len(pipeline.specializations(TABLE)))
     known = set(core.ids()) | IDS

@@ -456,3 +456,77 @@ def test_sgd_training_resumes_bit_for_bit_through_the_fused_step(tmp_path):
     for name in PARAM_SHAPES:
         assert np.array_equal(a.params[name], b.params[name]), name
         assert np.array_equal(a.velocity[name], b.velocity[name]), name
+
+
+# ----------------------------------------------------------------------------- the forward pass
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("batch", [1, 5, 9, 20])
+def test_fused_penalties_are_the_forward_pass_bit_for_bit(dtype, batch, digits):
+    """One call per batch, in the step's lanes: the composed forward's penalties, and the
+    penalties a training step returns, exactly (the same kernel calls on the same slices).
+    """
+    fused, composed, params, hess, _, x, labels = _setup(dtype, batch, digits)
+    y = fused.penalties(params, x)
+    assert y.shape == (batch, 10) and y.dtype == dtype and np.all(y > 0)
+    assert np.array_equal(y, composed.forward(params, x)["y"])
+    assert np.array_equal(y, fused.sdlm_step(_copy(params), hess, x, labels, 1e-3)[1])
+    # Chunks of 3 images (lanes of 1) give the same bits as one call.
+    assert np.array_equal(fused.penalties(params, x, chunk=3), y)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_the_fast_path_takes_the_forward_pass_bit_for_bit_as_the_checked_path(dtype, digits):
+    from generated import c_kernels as K
+
+    _, _, params, _, _, x, _ = _setup(dtype, 7, digits)
+    work = K.lenet5_workspace(7, dtype)
+    frozen = {n: _read_only(v.copy()) for n, v in params.items()}  # only read
+    fast = K.LIBRARY.fast.lenet5_penalties(frozen, x, work)
+    assert fast is not None, "the fast path declined a valid call"
+    assert np.array_equal(fast, K._STEP._forward(frozen, x, work))
+    assert all(np.array_equal(frozen[n], params[n]) for n in params)
+
+
+#: The step's bad arguments that the forward pass takes too, and its own.
+PENALTIES_BAD = {
+    case: BAD[case]
+    for case in (
+        "params missing an array",
+        "params of another dtype",
+        "params of the wrong shape",
+        "x of the wrong shape",
+        "x not contiguous",
+        "workspace too small",
+        "workspace float64",
+    )
+} | {
+    "x empty": (lambda a: {"x": a["x"][:0]}, ValueError, r"x must not be empty"),
+    "x not an array": (lambda a: {"x": a["x"].tolist()}, TypeError, r"x must be a numpy"),
+    "workspace read-only": (
+        lambda a: {"work": _read_only(a["work"].copy())},
+        ValueError,
+        r"work must be writeable",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(PENALTIES_BAD))
+def test_bad_forward_input_names_the_argument(call, case):
+    K, args = call
+    change, exc, message = PENALTIES_BAD[case]
+    bad = {k: args[k] for k in ("params", "x", "work")}
+    bad |= change(bad)
+    with pytest.raises(exc, match=message):
+        K.lenet5_penalties(**bad)
+    assert K.LIBRARY.fast.lenet5_penalties(bad["params"], bad["x"], bad["work"]) is None
+
+
+def test_a_network_names_an_input_of_another_dtype(digits):
+    net = LeNet5("c", np.float32)
+    params = net.init_params(np.random.default_rng(0))
+    x = to_input(digits[0][:2], np.float64)
+    with pytest.raises(TypeError, match=r"x has dtype float64, the network uses float32"):
+        net.penalties(params, x)
+    assert net.penalties(params, x[:0].astype(np.float32)).shape == (0, 10)

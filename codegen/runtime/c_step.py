@@ -1,13 +1,14 @@
 """Bindings of the fused LeNet-5 training step (``symconv_lenet5_*``, emitted by
 :mod:`codegen.lenet5_step`): forward, MAP losses, backward and the update of a whole
 batch in one C call. Every argument is validated before C sees it, with the messages
-of :mod:`codegen.runtime.checks`. The training steps first try the CPython fast path
-(``symconv_fast.lenet5_*``), which runs the same checks in C and declines (None) any call
-it would reject or is unsure of; the checked path then takes it.
+of :mod:`codegen.runtime.checks`. The training steps and the forward pass first try the
+CPython fast path (``symconv_fast.lenet5_*``), which runs the same checks in C and
+declines (None) any call it would reject or is unsure of; the checked path then takes it.
 
 The generated bindings build one :class:`Step` from their tables (the trainable arrays
 and their shapes, the C parameters of each entry point) and export its methods as
-``lenet5_workspace``, ``lenet5_gradients``, ``lenet5_sdlm_step`` and ``lenet5_sgd_step``.
+``lenet5_workspace``, ``lenet5_penalties`` (the forward pass alone, in the same lanes),
+``lenet5_gradients``, ``lenet5_sdlm_step`` and ``lenet5_sgd_step``.
 """
 
 import ctypes
@@ -28,7 +29,7 @@ class Step:
     params : tuple
         ``(name, shape)`` of every trainable array, in the order of the C pointer arrays.
     entry_points : dict
-        entry point (``gradients``, ``sdlm_step``, ``sgd_step``) -> its C parameters,
+        entry point (``penalties``, ``gradients``, ``sdlm_step``, ``sgd_step``) -> its C parameters,
         ``(name, kind)`` with kind ``pointers`` (read), ``pointers_out`` (written),
         ``input``, ``output``, ``labels``, ``int`` or ``float``.
     input_shape : tuple of int
@@ -48,7 +49,7 @@ class Step:
         self.input_shape = input_shape
         self.classes = classes
         self.centers = centers
-        self.squash = squash
+        self.squash = dict(zip(("A", "S", "j"), squash, strict=True))
         self._names = tuple(name for name, _ in params)
         self._sizes = {}
         self._centers = {}
@@ -71,6 +72,27 @@ class Step:
             a.fail(TypeError, f"dtype must be float32 or float64, got {numpy.dtype(dtype)}")
         return numpy.empty(self._size(batch), dtype=dtype)
 
+    def penalties(self, params, x, work):
+        """The RBF penalties y (B, classes) of the images ``x`` (B, 1, 32, 32): the forward
+        pass of the steps, bit for bit, without the loss and the backward pass.
+
+        ``params``: dict of the trainable arrays (only read); ``work`` from
+        :meth:`workspace` (B, dtype of x).
+        """
+        out = self.library.fast.lenet5_penalties(params, x, work)
+        return self._forward(params, x, work) if out is None else out
+
+    def _forward(self, params, x, work):
+        """:meth:`penalties` through the Python checks and ctypes (the calls the fast path
+        declines)."""
+        a = Args("lenet5_penalties")
+        B, x = self._images(a, x)
+        _check_workspace(a, work, B, self._size(B))
+        y = numpy.empty((B, self.classes), dtype=a.dtype)
+        pointers = self._pointer_arrays(a, "penalties", (params,))
+        self._call("penalties", a, pointers | dict(x=x, y=y, work=work, B=B))
+        return y
+
     def gradients(self, params, x, labels, work):
         """(per-image MAP losses E, RBF penalties y, gradients of sum(E) by parameter name).
 
@@ -81,7 +103,7 @@ class Step:
         B, x, labels, E, y = self._batch(a, x, labels, work)
         grads = {name: numpy.empty(shape, dtype=a.dtype) for name, shape in self.params}
         pointers = self._pointer_arrays(a, "gradients", (params, grads))
-        self._call("gradients", a, pointers, x, labels, E, y, work, B, ())
+        self._call("gradients", a, pointers | dict(x=x, labels=labels, E=E, y=y, work=work, B=B))
         return E, y, grads
 
     def sdlm_step(self, params, hess, x, labels, eta, mu, work):
@@ -117,9 +139,9 @@ class Step:
         """
         a = Args(f"lenet5_{entry}")
         B, x, labels, E, y = self._batch(a, x, labels, work)
-        values = tuple(a.real(name, value) for name, value in scalars)
-        pointers = self._pointer_arrays(a, entry, (params, state))
-        self._call(entry, a, pointers, x, labels, E, y, work, B, values)
+        values = {name: a.real(name, value) for name, value in scalars}
+        values |= self._pointer_arrays(a, entry, (params, state))
+        self._call(entry, a, values | dict(x=x, labels=labels, E=E, y=y, work=work, B=B))
         return E, y
 
     def _size(self, batch):
@@ -147,15 +169,16 @@ class Step:
         return fn
 
     def _pointer_arrays(self, a, entry, dicts):
-        """The pointer-array arguments of ``entry``, one per dict of ``dicts`` in its order;
-        the arrays of a "pointers_out" argument are written, so they must be writeable."""
+        """The pointer-array arguments of ``entry`` by name, one per dict of ``dicts`` in its
+        order; the arrays of a "pointers_out" argument are written, so they must be
+        writeable."""
         roles = [
             (name, kind) for name, kind in self.entry_points[entry] if kind.startswith("pointers")
         ]
-        return tuple(
-            self._pointers(a, name, arrays, kind == "pointers_out")
+        return {
+            name: self._pointers(a, name, arrays, kind == "pointers_out")
             for (name, kind), arrays in zip(roles, dicts, strict=True)
-        )
+        }
 
     def _pointers(self, a, name, arrays, writeable):
         """A C array of pointers to the trainable arrays of the dict ``arrays``, each checked."""
@@ -182,31 +205,41 @@ class Step:
             found = self._addresses[role] = (arrays, lookup())
         return found[1]
 
-    def _batch(self, a, x, labels, work):
-        """Checks the images, labels and workspace of a step; returns (B, x, labels, losses E,
-        penalties y): x and labels as checked (aligned copies of misaligned arrays)."""
+    def _images(self, a, x):
+        """Checks the images of a call; returns (B, x as checked: an aligned copy of a
+        misaligned array)."""
         x = a.floats("x", x, ("B", "C", "H", "W"))
         if x.shape[1:] != self.input_shape:
             want = ", ".join(map(str, self.input_shape))
             a.fail(ValueError, f"x must have shape (B, {want}), got {x.shape}")
+        return a.dims["B"], x
+
+    def _batch(self, a, x, labels, work):
+        """Checks the images, labels and workspace of a step; returns (B, x, labels, losses E,
+        penalties y): x and labels as checked (aligned copies of misaligned arrays)."""
+        B, x = self._images(a, x)
         labels = a.int64s("labels", labels, ("B",))
         a.below("labels", labels, self.classes, "classes")
-        B = a.dims["B"]
         _check_workspace(a, work, B, self._size(B))
-        if a.dtype not in self._centers:
-            self._centers[a.dtype] = numpy.ascontiguousarray(self.centers, dtype=a.dtype)
         E = numpy.empty(B, dtype=a.dtype)
         return B, x, labels, E, numpy.empty((B, self.classes), dtype=a.dtype)
 
-    def _call(self, name, a, pointers, x, labels, E, y, work, B, scalars):
-        """Call the entry point ``name`` (the common arguments in its C parameter order)."""
-        centers = self._centers[a.dtype]
-        fixed = [
-            self._cached_addresses(role, (array,), lambda array=array: array.ctypes.data)
-            for role, array in (("centers", centers), ("work", work))
-        ]
-        arrays = [fixed[0], x.ctypes.data, labels.ctypes.data, E.ctypes.data, y.ctypes.data]
-        self._function(name, a.dtype)(*pointers, *arrays, fixed[1], B, *scalars, *self.squash)
+    def _call(self, entry, a, values):
+        """Call the entry point ``entry``: ``values`` maps its C parameter names to the checked
+        pointer arrays, numpy arrays and sizes; the centers and squashing constants are added."""
+        if a.dtype not in self._centers:
+            self._centers[a.dtype] = numpy.ascontiguousarray(self.centers, dtype=a.dtype)
+        values = values | self.squash | {"centers": self._centers[a.dtype]}
+        args = [self._c_value(name, kind, values[name]) for name, kind in self.entry_points[entry]]
+        self._function(entry, a.dtype)(*args)
+
+    def _c_value(self, name, kind, value):
+        """The C argument of the parameter ``name`` of ``kind`` (a numpy array's address)."""
+        if kind not in ("input", "output", "labels"):  # pointer arrays (built in C), scalars
+            return value
+        if name in ("centers", "work"):  # the same array at every step
+            return self._cached_addresses(name, (value,), lambda: value.ctypes.data)
+        return value.ctypes.data
 
 
 def _check_param(a, name, key, array, shape, writeable):

@@ -9511,7 +9511,8 @@ void symconv_rbf_backward_OUTPUT_f64(const double *restrict dy, const double *re
 /* ---------------------------------------------------------------------------------
  * The LeNet-5 training step in one call (codegen/lenet5_step.py explains the design).
  * Forward C1..F6 and the RBF penalties y, the per-image MAP losses E, backward to the
- * gradient of the summed loss, and the update, calling only the functions above.
+ * gradient of the summed loss, and the update, calling only the functions above; and
+ * the forward pass alone (the penalties), in one call too.
  * The batch of B images is cut into symconv_lenet5_lanes(B) contiguous slices; each
  * lane (one OpenMP iteration) accumulates its slice's gradient, then the lane gradients
  * are added in lane order: the result depends on B, never on the number of threads.
@@ -9546,6 +9547,37 @@ int64_t symconv_lenet5_workspace_size(int64_t B)
     return 2048 + symconv_lenet5_lanes(B) * lenet5_lane_stride(B);
 }
 
+/* The forward pass of N images x0 (float): every layer's pre-activation a and
+ * activation x into the images' scratch, the RBF penalties into y. */
+static void lenet5_forward_f32(float *const *p, const float *restrict centers, const float *restrict x0, float *restrict y, float *restrict images, int64_t N, float A, float S)
+{
+    float *restrict a_C1 = images + N*0;
+    float *restrict x_C1 = images + N*4704;
+    float *restrict a_S2 = images + N*14112;
+    float *restrict x_S2 = images + N*15288;
+    float *restrict a_C3 = images + N*17640;
+    float *restrict x_C3 = images + N*19240;
+    float *restrict a_S4 = images + N*22440;
+    float *restrict x_S4 = images + N*22840;
+    float *restrict a_C5 = images + N*23640;
+    float *restrict x_C5 = images + N*23760;
+    float *restrict a_F6 = images + N*24000;
+    float *restrict x_F6 = images + N*24084;
+    symconv_conv2d_forward_C1_f32(x0, p[0], p[1], a_C1, N);
+    symconv_scaled_tanh_forward_f32(a_C1, x_C1, N*4704, A, S);
+    symconv_subsample_forward_S2_f32(x_C1, p[2], p[3], a_S2, N);
+    symconv_scaled_tanh_forward_f32(a_S2, x_S2, N*1176, A, S);
+    symconv_conv2d_forward_C3_f32(x_S2, p[4], p[5], a_C3, N);
+    symconv_scaled_tanh_forward_f32(a_C3, x_C3, N*1600, A, S);
+    symconv_subsample_forward_S4_f32(x_C3, p[6], p[7], a_S4, N);
+    symconv_scaled_tanh_forward_f32(a_S4, x_S4, N*400, A, S);
+    symconv_conv2d_forward_C5_f32(x_S4, p[8], p[9], a_C5, N);
+    symconv_scaled_tanh_forward_f32(a_C5, x_C5, N*120, A, S);
+    symconv_dense_forward_F6_f32(x_C5, p[10], p[11], a_F6, N);
+    symconv_scaled_tanh_forward_f32(a_F6, x_F6, N*84, A, S);
+    symconv_rbf_forward_OUTPUT_f32(x_F6, centers, y, N);
+}
+
 /* One lane (float): N images x0 through forward and backward; s receives the gradient
  * of their summed loss (overwritten), the rest of s is the lane's scratch. */
 static void lenet5_lane_f32(float *const *p, const float *restrict centers, const float *restrict x0, const int64_t *restrict labels, float *restrict E, float *restrict y, float *restrict s, int64_t N, float A, float S, float j)
@@ -9553,6 +9585,7 @@ static void lenet5_lane_f32(float *const *p, const float *restrict centers, cons
     float *restrict g = s;
     float *restrict dcenters = s + 60900;
     float *restrict images = s + 61740;
+    lenet5_forward_f32(p, centers, x0, y, images, N, A, S);
     float *restrict a_C1 = images + N*0;
     float *restrict x_C1 = images + N*4704;
     float *restrict dx_C1 = images + N*9408;
@@ -9581,19 +9614,6 @@ static void lenet5_lane_f32(float *const *p, const float *restrict centers, cons
     float *const da_S4 = a_S4;
     float *const da_C5 = a_C5;
     float *const da_F6 = a_F6;
-    symconv_conv2d_forward_C1_f32(x0, p[0], p[1], a_C1, N);
-    symconv_scaled_tanh_forward_f32(a_C1, x_C1, N*4704, A, S);
-    symconv_subsample_forward_S2_f32(x_C1, p[2], p[3], a_S2, N);
-    symconv_scaled_tanh_forward_f32(a_S2, x_S2, N*1176, A, S);
-    symconv_conv2d_forward_C3_f32(x_S2, p[4], p[5], a_C3, N);
-    symconv_scaled_tanh_forward_f32(a_C3, x_C3, N*1600, A, S);
-    symconv_subsample_forward_S4_f32(x_C3, p[6], p[7], a_S4, N);
-    symconv_scaled_tanh_forward_f32(a_S4, x_S4, N*400, A, S);
-    symconv_conv2d_forward_C5_f32(x_S4, p[8], p[9], a_C5, N);
-    symconv_scaled_tanh_forward_f32(a_C5, x_C5, N*120, A, S);
-    symconv_dense_forward_F6_f32(x_C5, p[10], p[11], a_F6, N);
-    symconv_scaled_tanh_forward_f32(a_F6, x_F6, N*84, A, S);
-    symconv_rbf_forward_OUTPUT_f32(x_F6, centers, y, N);
     symconv_map_loss_forward_f32(y, labels, E, m, ssum, N, 10, j);
     symconv_map_loss_backward_f32(y, labels, dy, m, ssum, N, 10, j);
     symconv_rbf_backward_OUTPUT_f32(dy, x_F6, centers, dx_F6, dcenters, N);
@@ -9641,6 +9661,24 @@ static float *lenet5_gradients_f32(float *const *p, const float *restrict center
     return g;
 }
 
+/* The RBF penalties y of B images x: the forward pass only, in the training step's lanes
+ * (the same kernel calls on the same slices, hence the same bits as its forward). */
+void symconv_lenet5_penalties_f32(float *const *params, const float *restrict centers, const float *restrict x, float *restrict y, float *restrict work, int64_t B, float A, float S)
+{
+    const int64_t lanes = symconv_lenet5_lanes(B);
+    const int64_t stride = lenet5_lane_stride(B);
+    float *restrict images = work + 2048 + 61740;
+    /* One lane per iteration: inside, the kernels' own parallel loops run serially. */
+#ifdef _OPENMP
+    #pragma omp parallel for schedule(static, 1) if(lanes > 1)
+#endif
+    for (int64_t l = 0; l < lanes; ++l) {
+        const int64_t first = l*B/lanes;
+        const int64_t count = (l + 1)*B/lanes - first;
+        lenet5_forward_f32(params, centers, x + 1024*first, y + 10*first, images + l*stride, count, A, S);
+    }
+}
+
 void symconv_lenet5_gradients_f32(float *const *params, float *const *grads, const float *restrict centers, const float *restrict x, const int64_t *restrict labels, float *restrict E, float *restrict y, float *restrict work, int64_t B, float A, float S, float j)
 {
     const float *g = lenet5_gradients_f32(params, centers, x, labels, E, y, work, B, A, S, j);
@@ -9679,6 +9717,37 @@ void symconv_lenet5_sgd_step_f32(float *const *params, float *const *velocity, c
     }
 }
 
+/* The forward pass of N images x0 (double): every layer's pre-activation a and
+ * activation x into the images' scratch, the RBF penalties into y. */
+static void lenet5_forward_f64(double *const *p, const double *restrict centers, const double *restrict x0, double *restrict y, double *restrict images, int64_t N, double A, double S)
+{
+    double *restrict a_C1 = images + N*0;
+    double *restrict x_C1 = images + N*4704;
+    double *restrict a_S2 = images + N*14112;
+    double *restrict x_S2 = images + N*15288;
+    double *restrict a_C3 = images + N*17640;
+    double *restrict x_C3 = images + N*19240;
+    double *restrict a_S4 = images + N*22440;
+    double *restrict x_S4 = images + N*22840;
+    double *restrict a_C5 = images + N*23640;
+    double *restrict x_C5 = images + N*23760;
+    double *restrict a_F6 = images + N*24000;
+    double *restrict x_F6 = images + N*24084;
+    symconv_conv2d_forward_C1_f64(x0, p[0], p[1], a_C1, N);
+    symconv_scaled_tanh_forward_f64(a_C1, x_C1, N*4704, A, S);
+    symconv_subsample_forward_S2_f64(x_C1, p[2], p[3], a_S2, N);
+    symconv_scaled_tanh_forward_f64(a_S2, x_S2, N*1176, A, S);
+    symconv_conv2d_forward_C3_f64(x_S2, p[4], p[5], a_C3, N);
+    symconv_scaled_tanh_forward_f64(a_C3, x_C3, N*1600, A, S);
+    symconv_subsample_forward_S4_f64(x_C3, p[6], p[7], a_S4, N);
+    symconv_scaled_tanh_forward_f64(a_S4, x_S4, N*400, A, S);
+    symconv_conv2d_forward_C5_f64(x_S4, p[8], p[9], a_C5, N);
+    symconv_scaled_tanh_forward_f64(a_C5, x_C5, N*120, A, S);
+    symconv_dense_forward_F6_f64(x_C5, p[10], p[11], a_F6, N);
+    symconv_scaled_tanh_forward_f64(a_F6, x_F6, N*84, A, S);
+    symconv_rbf_forward_OUTPUT_f64(x_F6, centers, y, N);
+}
+
 /* One lane (double): N images x0 through forward and backward; s receives the gradient
  * of their summed loss (overwritten), the rest of s is the lane's scratch. */
 static void lenet5_lane_f64(double *const *p, const double *restrict centers, const double *restrict x0, const int64_t *restrict labels, double *restrict E, double *restrict y, double *restrict s, int64_t N, double A, double S, double j)
@@ -9686,6 +9755,7 @@ static void lenet5_lane_f64(double *const *p, const double *restrict centers, co
     double *restrict g = s;
     double *restrict dcenters = s + 60900;
     double *restrict images = s + 61740;
+    lenet5_forward_f64(p, centers, x0, y, images, N, A, S);
     double *restrict a_C1 = images + N*0;
     double *restrict x_C1 = images + N*4704;
     double *restrict dx_C1 = images + N*9408;
@@ -9714,19 +9784,6 @@ static void lenet5_lane_f64(double *const *p, const double *restrict centers, co
     double *const da_S4 = a_S4;
     double *const da_C5 = a_C5;
     double *const da_F6 = a_F6;
-    symconv_conv2d_forward_C1_f64(x0, p[0], p[1], a_C1, N);
-    symconv_scaled_tanh_forward_f64(a_C1, x_C1, N*4704, A, S);
-    symconv_subsample_forward_S2_f64(x_C1, p[2], p[3], a_S2, N);
-    symconv_scaled_tanh_forward_f64(a_S2, x_S2, N*1176, A, S);
-    symconv_conv2d_forward_C3_f64(x_S2, p[4], p[5], a_C3, N);
-    symconv_scaled_tanh_forward_f64(a_C3, x_C3, N*1600, A, S);
-    symconv_subsample_forward_S4_f64(x_C3, p[6], p[7], a_S4, N);
-    symconv_scaled_tanh_forward_f64(a_S4, x_S4, N*400, A, S);
-    symconv_conv2d_forward_C5_f64(x_S4, p[8], p[9], a_C5, N);
-    symconv_scaled_tanh_forward_f64(a_C5, x_C5, N*120, A, S);
-    symconv_dense_forward_F6_f64(x_C5, p[10], p[11], a_F6, N);
-    symconv_scaled_tanh_forward_f64(a_F6, x_F6, N*84, A, S);
-    symconv_rbf_forward_OUTPUT_f64(x_F6, centers, y, N);
     symconv_map_loss_forward_f64(y, labels, E, m, ssum, N, 10, j);
     symconv_map_loss_backward_f64(y, labels, dy, m, ssum, N, 10, j);
     symconv_rbf_backward_OUTPUT_f64(dy, x_F6, centers, dx_F6, dcenters, N);
@@ -9772,6 +9829,24 @@ static double *lenet5_gradients_f64(double *const *p, const double *restrict cen
         }
     }
     return g;
+}
+
+/* The RBF penalties y of B images x: the forward pass only, in the training step's lanes
+ * (the same kernel calls on the same slices, hence the same bits as its forward). */
+void symconv_lenet5_penalties_f64(double *const *params, const double *restrict centers, const double *restrict x, double *restrict y, double *restrict work, int64_t B, double A, double S)
+{
+    const int64_t lanes = symconv_lenet5_lanes(B);
+    const int64_t stride = lenet5_lane_stride(B);
+    double *restrict images = work + 2048 + 61740;
+    /* One lane per iteration: inside, the kernels' own parallel loops run serially. */
+#ifdef _OPENMP
+    #pragma omp parallel for schedule(static, 1) if(lanes > 1)
+#endif
+    for (int64_t l = 0; l < lanes; ++l) {
+        const int64_t first = l*B/lanes;
+        const int64_t count = (l + 1)*B/lanes - first;
+        lenet5_forward_f64(params, centers, x + 1024*first, y + 10*first, images + l*stride, count, A, S);
+    }
 }
 
 void symconv_lenet5_gradients_f64(double *const *params, double *const *grads, const double *restrict centers, const double *restrict x, const int64_t *restrict labels, double *restrict E, double *restrict y, double *restrict work, int64_t B, double A, double S, double j)

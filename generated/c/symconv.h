@@ -301,12 +301,15 @@ void symconv_rbf_backward_OUTPUT_f32(const float *restrict dy, const float *rest
 void symconv_rbf_backward_OUTPUT_f64(const double *restrict dy, const double *restrict x, const double *restrict centers, double *restrict dx, double *restrict dcenters, int64_t N);
 
 /* The LeNet-5 training step in one call (see symconv.c): lanes and workspace elements
- * for a batch of B images, then per dtype the gradient, SDLM and momentum steps. */
+ * for a batch of B images, then per dtype the forward pass (the RBF penalties), the
+ * gradient, SDLM and momentum steps. */
 int64_t symconv_lenet5_lanes(int64_t B);
 int64_t symconv_lenet5_workspace_size(int64_t B);
+void symconv_lenet5_penalties_f32(float *const *params, const float *restrict centers, const float *restrict x, float *restrict y, float *restrict work, int64_t B, float A, float S);
 void symconv_lenet5_gradients_f32(float *const *params, float *const *grads, const float *restrict centers, const float *restrict x, const int64_t *restrict labels, float *restrict E, float *restrict y, float *restrict work, int64_t B, float A, float S, float j);
 void symconv_lenet5_sdlm_step_f32(float *const *params, float *const *hess, const float *restrict centers, const float *restrict x, const int64_t *restrict labels, float *restrict E, float *restrict y, float *restrict work, int64_t B, float eta, float mu, float A, float S, float j);
 void symconv_lenet5_sgd_step_f32(float *const *params, float *const *velocity, const float *restrict centers, const float *restrict x, const int64_t *restrict labels, float *restrict E, float *restrict y, float *restrict work, int64_t B, float rate, float momentum, float A, float S, float j);
+void symconv_lenet5_penalties_f64(double *const *params, const double *restrict centers, const double *restrict x, double *restrict y, double *restrict work, int64_t B, double A, double S);
 void symconv_lenet5_gradients_f64(double *const *params, double *const *grads, const double *restrict centers, const double *restrict x, const int64_t *restrict labels, double *restrict E, double *restrict y, double *restrict work, int64_t B, double A, double S, double j);
 void symconv_lenet5_sdlm_step_f64(double *const *params, double *const *hess, const double *restrict centers, const double *restrict x, const int64_t *restrict labels, double *restrict E, double *restrict y, double *restrict work, int64_t B, double eta, double mu, double A, double S, double j);
 void symconv_lenet5_sgd_step_f64(double *const *params, double *const *velocity, const double *restrict centers, const double *restrict x, const int64_t *restrict labels, double *restrict E, double *restrict y, double *restrict work, int64_t B, double rate, double momentum, double A, double S, double j);

@@ -1760,11 +1760,16 @@ decline:
 
 /* ---------------------------------------------------------------------------------
  * The fused LeNet-5 steps (codegen.runtime.c_step.Step): lenet5_<entry>(params, state,
- * x, labels, a, b, work) -> (E, y), or None to decline, with the checks of the Python
- * path (stricter where cheaper: exact dicts and ndarrays, ints and floats).
+ * x, labels, a, b, work) -> (E, y), and the forward pass lenet5_penalties(params, x,
+ * work) -> y, or None to decline, with the checks of the Python path (stricter where
+ * cheaper: exact dicts and ndarrays, ints and floats).
  * --------------------------------------------------------------------------------- */
 typedef int64_t symconv_lenet5_workspace_size_fn(int64_t);
 static symconv_lenet5_workspace_size_fn *symconv_lenet5_workspace_size_ptr;
+typedef void symconv_lenet5_penalties_f32_fn(float *const *params, const float *restrict centers, const float *restrict x, float *restrict y, float *restrict work, int64_t B, float A, float S);
+static symconv_lenet5_penalties_f32_fn *symconv_lenet5_penalties_f32_ptr;
+typedef void symconv_lenet5_penalties_f64_fn(double *const *params, const double *restrict centers, const double *restrict x, double *restrict y, double *restrict work, int64_t B, double A, double S);
+static symconv_lenet5_penalties_f64_fn *symconv_lenet5_penalties_f64_ptr;
 typedef void symconv_lenet5_sdlm_step_f32_fn(float *const *params, float *const *hess, const float *restrict centers, const float *restrict x, const int64_t *restrict labels, float *restrict E, float *restrict y, float *restrict work, int64_t B, float eta, float mu, float A, float S, float j);
 static symconv_lenet5_sdlm_step_f32_fn *symconv_lenet5_sdlm_step_f32_ptr;
 typedef void symconv_lenet5_sdlm_step_f64_fn(double *const *params, double *const *hess, const double *restrict centers, const double *restrict x, const int64_t *restrict labels, double *restrict E, double *restrict y, double *restrict work, int64_t B, double eta, double mu, double A, double S, double j);
@@ -1817,6 +1822,28 @@ static int lenet5_arrays(PyObject *o, int type, int written, void **out)
 typedef void lenet5_step_f32_fn(float *const *params, float *const *hess, const float *restrict centers, const float *restrict x, const int64_t *restrict labels, float *restrict E, float *restrict y, float *restrict work, int64_t B, float eta, float mu, float A, float S, float j);
 typedef void lenet5_step_f64_fn(double *const *params, double *const *hess, const double *restrict centers, const double *restrict x, const int64_t *restrict labels, double *restrict E, double *restrict y, double *restrict work, int64_t B, double eta, double mu, double A, double S, double j);
 
+/* The images of a LeNet-5 call, (B, maps, rows, columns) of a float type (which sets the
+ * call's), or NULL. */
+static PyArrayObject *lenet5_images(Call *c, PyObject *o)
+{
+    PyArrayObject *x = float_array(c, o, 4);
+    if (!x || PyArray_DIM(x, 0) >= MAX_SIZE || PyArray_DIM(x, 1) != 1 || PyArray_DIM(x, 2) != 32 || PyArray_DIM(x, 3) != 32) {
+        return NULL;
+    }
+    return x;
+}
+
+/* The workspace of a call on B images (writeable, of the call's type, large enough), or
+ * NULL. */
+static PyArrayObject *lenet5_workspace(const Call *c, PyObject *o, int64_t B)
+{
+    PyArrayObject *work = array(o, c->type, 1);
+    if (!work || !PyArray_ISWRITEABLE(work) || PyArray_DIM(work, 0) < symconv_lenet5_workspace_size_ptr(B)) {
+        return NULL;
+    }
+    return work;
+}
+
 /* One step entry point, given by its address in each dialect: the arguments checked
  * (`state` writeable if `state_written`), then the call; None declines. */
 static PyObject *lenet5_step(PyObject *const *args, Py_ssize_t nargs, int state_written, lenet5_step_f32_fn *step_f32, lenet5_step_f64_fn *step_f64)
@@ -1825,20 +1852,17 @@ static PyObject *lenet5_step(PyObject *const *args, Py_ssize_t nargs, int state_
     PyArrayObject *x, *labels, *work, *E = NULL, *y = NULL;
     void *params[LENET5_ARRAYS], *state[LENET5_ARRAYS];
     double a, b;
-    if (!bound_kernels || nargs != 7 || !(x = float_array(&c, args[2], 4))) {
+    if (!bound_kernels || nargs != 7 || !(x = lenet5_images(&c, args[2]))) {
         goto decline;
     }
     const int64_t B = PyArray_DIM(x, 0);
-    if (B >= MAX_SIZE || PyArray_DIM(x, 1) != 1 || PyArray_DIM(x, 2) != 32 || PyArray_DIM(x, 3) != 32) {
-        goto decline;
-    }
     if (!(labels = array(args[3], NPY_INT64, 1)) || PyArray_DIM(labels, 0) != B || !below(labels, 10)) {
         goto decline;
     }
     if (!(real(args[4], &a) && fits(&c, a) && real(args[5], &b) && fits(&c, b))) {
         goto decline;
     }
-    if (!(work = array(args[6], c.type, 1)) || !PyArray_ISWRITEABLE(work) || PyArray_DIM(work, 0) < symconv_lenet5_workspace_size_ptr(B)) {
+    if (!(work = lenet5_workspace(&c, args[6], B))) {
         goto decline;
     }
     if (!lenet5_arrays(args[0], c.type, 1, params) || !lenet5_arrays(args[1], c.type, state_written, state)) {
@@ -1863,6 +1887,36 @@ decline:
     Py_RETURN_NONE;
 }
 
+/* lenet5_penalties(params, x, work) -> y: the forward pass (Step.penalties), or None to
+ * decline. */
+static PyObject *fast_lenet5_penalties(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    Call c = {0};
+    PyArrayObject *x, *y;
+    void *params[LENET5_ARRAYS];
+    (void)self;
+    if (!bound_kernels || nargs != 3 || !(x = lenet5_images(&c, args[1]))) {
+        goto decline;
+    }
+    const int64_t B = PyArray_DIM(x, 0);
+    npy_intp dims_y[2] = {B, 10};
+    if (!lenet5_workspace(&c, args[2], B) || !lenet5_arrays(args[0], c.type, 0, params) || !(y = empty(2, dims_y, c.type))) {
+        goto decline;
+    }
+    void *work = PyArray_DATA((PyArrayObject *)args[2]);
+    Py_BEGIN_ALLOW_THREADS
+    if (c.type == NPY_FLOAT) {
+        symconv_lenet5_penalties_f32_ptr((float *const *)params, lenet5_centers_f32, PyArray_DATA(x), PyArray_DATA(y), work, B, (float)1.7159, (float)0.6666666666666666);
+    } else {
+        symconv_lenet5_penalties_f64_ptr((double *const *)params, lenet5_centers_f64, PyArray_DATA(x), PyArray_DATA(y), work, B, (double)1.7159, (double)0.6666666666666666);
+    }
+    Py_END_ALLOW_THREADS
+    return (PyObject *)y;
+decline:
+    PyErr_Clear();
+    Py_RETURN_NONE;
+}
+
 static PyObject *fast_lenet5_sdlm_step(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     (void)self;
@@ -1878,13 +1932,13 @@ static PyObject *fast_lenet5_sgd_step(PyObject *self, PyObject *const *args, Py_
 /* bind(addresses): the addresses of the kernels, in the order of FAST_SYMBOLS. */
 static PyObject *bind(PyObject *self, PyObject *addresses)
 {
-    void *p[103];
+    void *p[105];
     (void)self;
-    if (!PyTuple_CheckExact(addresses) || PyTuple_GET_SIZE(addresses) != 103) {
-        PyErr_SetString(PyExc_TypeError, "bind: addresses must be a tuple of 103 ints");
+    if (!PyTuple_CheckExact(addresses) || PyTuple_GET_SIZE(addresses) != 105) {
+        PyErr_SetString(PyExc_TypeError, "bind: addresses must be a tuple of 105 ints");
         return NULL;
     }
-    for (Py_ssize_t i = 0; i < 103; ++i) {
+    for (Py_ssize_t i = 0; i < 105; ++i) {
         p[i] = PyLong_AsVoidPtr(PyTuple_GET_ITEM(addresses, i));
         if (p[i] == NULL) {
             if (!PyErr_Occurred()) {
@@ -1992,10 +2046,12 @@ static PyObject *bind(PyObject *self, PyObject *addresses)
     symconv_rbf_backward_OUTPUT_f32_ptr = (symconv_rbf_backward_OUTPUT_f32_fn *)p[96];
     symconv_rbf_backward_OUTPUT_f64_ptr = (symconv_rbf_backward_OUTPUT_f64_fn *)p[97];
     symconv_lenet5_workspace_size_ptr = (symconv_lenet5_workspace_size_fn *)p[98];
-    symconv_lenet5_sdlm_step_f32_ptr = (symconv_lenet5_sdlm_step_f32_fn *)p[99];
-    symconv_lenet5_sdlm_step_f64_ptr = (symconv_lenet5_sdlm_step_f64_fn *)p[100];
-    symconv_lenet5_sgd_step_f32_ptr = (symconv_lenet5_sgd_step_f32_fn *)p[101];
-    symconv_lenet5_sgd_step_f64_ptr = (symconv_lenet5_sgd_step_f64_fn *)p[102];
+    symconv_lenet5_penalties_f32_ptr = (symconv_lenet5_penalties_f32_fn *)p[99];
+    symconv_lenet5_penalties_f64_ptr = (symconv_lenet5_penalties_f64_fn *)p[100];
+    symconv_lenet5_sdlm_step_f32_ptr = (symconv_lenet5_sdlm_step_f32_fn *)p[101];
+    symconv_lenet5_sdlm_step_f64_ptr = (symconv_lenet5_sdlm_step_f64_fn *)p[102];
+    symconv_lenet5_sgd_step_f32_ptr = (symconv_lenet5_sgd_step_f32_fn *)p[103];
+    symconv_lenet5_sgd_step_f64_ptr = (symconv_lenet5_sgd_step_f64_fn *)p[104];
     bound_kernels = 1;
     Py_RETURN_NONE;
 }
@@ -2066,6 +2122,8 @@ static PyMethodDef methods[] = {
      "sgd_momentum_update(*args): the outputs, or None to decline to the checked Python path."},
     {"affine_resample", (PyCFunction)(void (*)(void))fast_affine_resample, METH_FASTCALL,
      "affine_resample(*args): the outputs, or None to decline to the checked Python path."},
+    {"lenet5_penalties", (PyCFunction)(void (*)(void))fast_lenet5_penalties, METH_FASTCALL,
+     "lenet5_penalties(params, x, work): y, or None to decline."},
     {"lenet5_sdlm_step", (PyCFunction)(void (*)(void))fast_lenet5_sdlm_step, METH_FASTCALL,
      "lenet5_sdlm_step(params, hess, x, labels, a, b, work): (E, y), or None to decline."},
     {"lenet5_sgd_step", (PyCFunction)(void (*)(void))fast_lenet5_sgd_step, METH_FASTCALL,
