@@ -8,6 +8,12 @@ The same faithful network (LeCun et al. 1998) runs on three engines:
 ``C composed``  ``LeNet5("c", fused=False)``: the same kernels called one by one from
            Python (~45 validated calls per training step, 13 per forward pass)
 ``NumPy``  ``lenet5.network.LeNet5("numpy")``: the generated NumPy kernels
+``C loop``  ``lenet5 train``'s batch loop (``lenet5.train.train_entries``: uint8 digits
+           converted a block at a time, the fused SDLM step, the losses and errors
+           kept) on the same digits, ``LOOP_DIGITS`` per timed call; train-sdlm rows
+           only. loop/C, its throughput over the bare step's, is what ``lenet5 train``
+           delivers of the kernels' speed (the once-per-pass Hessian estimate, the
+           evaluation and checkpoints aside)
 ``torch``  PyTorch eager, written here layer by layer (C1 conv, S2 trainable
            coefficient + bias subsampling, C3 conv whose weight is multiplied by
            the fixed Table I mask, S4, C5, F6, Euclidean RBF against the same fixed
@@ -34,7 +40,8 @@ Method: each (mode, batch, engine) is warmed up and calibrated to ``n`` calls pe
 sample (>= ``--seconds``); ``--rounds`` rounds then run the engines interleaved
 in a rotating order so machine noise hits all alike; the median sample is
 reported. Ratios are throughput ratios: C/torch = 20 means C is 20x faster;
-C/composed is the gain of the fused step over the composed C path.
+C/composed is the gain of the fused step over the composed C path; loop/C is the
+training loop's share of the bare step's throughput.
 
 The roof (``bench/roof.py``), measured in the same run before the timings: the
 machine's float32 sgemm rate. Each row gives the FLOPs per image counted from the
@@ -54,6 +61,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 from pathlib import Path
@@ -71,12 +79,12 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 
 from bench import roof  # noqa: E402
 from bench.kernels import load_torch, time_interleaved, write_json_atomic  # noqa: E402
-from lenet5 import spec  # noqa: E402
+from lenet5 import spec, train  # noqa: E402
 from lenet5.data import SAMPLE_DIR, load_dir, to_input  # noqa: E402
 from lenet5.network import LeNet5, parameter_count  # noqa: E402
 from lenet5.train import SDLM_RATE_FACTOR, sdlm_rate  # noqa: E402
 
-ENGINES = ("C", "C composed", "NumPy", "torch")
+ENGINES = ("C", "C composed", "C loop", "NumPy", "torch")
 MODES = ("inference", "train-sgd", "train-sdlm")
 DTYPE = np.float32
 #: Penalties y = sum_k (x6_k - c_ik)^2 lie in [0, 336]; the engines sum the conv and
@@ -89,6 +97,9 @@ FORWARD_RTOL = 1e-4
 #: of the largest entry of each parameter's gradient.
 GRAD_RTOL = 1e-3
 SGD_LR = 1e-4  # small: timing cycles through the 4,000 sample digits many times
+#: Digits per timed call of the training loop: whole batches, at least one (the loop
+#: converts its input a block of up to 1,024 digits at a time).
+LOOP_DIGITS = 1024
 
 
 # --------------------------------------------------------------------------- torch network
@@ -162,6 +173,25 @@ def symconv_sdlm_step(net: LeNet5, params: dict, hess: dict, x, labels) -> None:
     net.sdlm_step(params, hess, x, labels, sdlm_rate(0, SDLM_RATE_FACTOR, len(x)))
 
 
+def training_loop(net: LeNet5, params: dict, hess: dict, digits: Digits, batch: int):
+    """(a call that runs ``lenet5 train``'s batch loop on the next ``LOOP_DIGITS`` uint8
+    digits, wrapping around, in place on ``params``; the digits it trains on per call)."""
+    cfg = train.Config(out="bench", batch_size=batch)
+    state = train.State(params=params, hess=hess)
+    flag = train._SigintFlag()  # never raised: no signal handler is installed
+    eta = sdlm_rate(0, SDLM_RATE_FACTOR, batch)
+    count = max(1, LOOP_DIGITS // batch) * batch
+    start = [0]
+
+    def call():
+        order = (start[0] + np.arange(count)) % len(digits.images)
+        start[0] = (start[0] + count) % len(digits.images)
+        state.step = 0
+        train.train_entries(net, state, cfg, digits.images, digits.labels, order, eta, flag)
+
+    return call, count
+
+
 # --------------------------------------------------------------------------- agreement
 
 
@@ -217,15 +247,16 @@ class Batches:
         return self.x[s : s + self.batch], self.labels[s : s + self.batch]
 
 
-def mode_calls(mode: str, nets: dict, torch, params: dict, hess: dict, data: Batches) -> dict:
-    """The step of ``mode`` for every engine: each walks the digits from the start, and
-    each training engine updates its own copy of ``params``."""
+def mode_calls(mode: str, nets: dict, torch, params: dict, hess: dict, digits: Digits, batch: int):
+    """(the step of ``mode`` for every engine, the images each call processes when not one
+    batch): each engine walks the digits from the start, and each training engine updates
+    its own copy of ``params``."""
 
-    def cycle(step, x=data.x, labels=data.labels):  # a fresh batch cursor per engine
-        b = Batches(x, labels, data.batch)
+    def cycle(step, x=digits.x, labels=digits.labels):  # a fresh batch cursor per engine
+        b = Batches(x, labels, batch)
         return lambda: step(*b.next())
 
-    calls = {}
+    calls, images = {}, {}
     for name, net in nets.items():
         own = {n: v.copy() for n, v in params.items()}
         vel = {n: np.zeros_like(v) for n, v in params.items()}
@@ -239,19 +270,23 @@ def mode_calls(mode: str, nets: dict, torch, params: dict, hess: dict, data: Bat
             calls[name] = cycle(
                 lambda x, lab, net=net, own=own: symconv_sdlm_step(net, own, hess, x, lab)
             )
+            if name == "C":
+                own = {n: v.copy() for n, v in params.items()}
+                calls["C loop"], images["C loop"] = training_loop(net, own, hess, digits, batch)
     if torch is not None and mode != "train-sdlm":
         tnet = TorchLeNet5(torch, params)
-        xt, lt = torch.from_numpy(data.x), torch.from_numpy(data.labels)
+        xt, lt = torch.from_numpy(digits.x), torch.from_numpy(digits.labels)
         step = tnet.sgd_step if mode == "train-sgd" else (lambda x, _: tnet.infer(x))
         calls["torch"] = cycle(step, xt, lt)
-    return calls
+    return calls, images
 
 
-def bench_row(mode: str, batch: int, calls: dict, rounds: int, seconds: float, gflops: float):
-    """A result row: images/s per engine, the C/torch, C/NumPy throughput ratios, and
-    each engine's GFLOP/s and fraction of the roof (``gflops``, the machine's sgemm)."""
+def bench_row(mode, batch, calls, images, rounds, seconds, gflops):
+    """A result row: images/s per engine (a call processes one batch, or ``images[engine]``
+    images), the throughput ratios, and each engine's GFLOP/s and fraction of the roof
+    (``gflops``, the machine's sgemm)."""
     times = time_interleaved(calls, rounds, seconds)
-    ips = {name: (batch / times[name] if name in times else None) for name in ENGINES}
+    ips = {n: images.get(n, batch) / times[n] if n in times else None for n in ENGINES}
     ratio = lambda a, b: ips[a] / ips[b] if ips[a] and ips[b] else None  # noqa: E731
     per_image = roof.flops_per_image(mode, batch)
     rate = {name: v * per_image / 1e9 if v else None for name, v in ips.items()}
@@ -262,6 +297,7 @@ def bench_row(mode: str, batch: int, calls: dict, rounds: int, seconds: float, g
         "C/torch": ratio("C", "torch"),
         "C/NumPy": ratio("C", "NumPy"),
         "C/composed": ratio("C", "C composed"),
+        "loop/C": ratio("C loop", "C"),
         "flops_per_image": per_image,
         "gflops": rate,
         "roof_fraction": {name: r / gflops if r else None for name, r in rate.items()},
@@ -274,11 +310,11 @@ def bench_row(mode: str, batch: int, calls: dict, rounds: int, seconds: float, g
 def format_table(rows: list[dict]) -> str:
     """Fixed-width table: images/s per engine ("n/a" when absent), the ratios, then the
     C engine's MFLOP per image, GFLOP/s and fraction of the roof."""
-    ratios = ("C/torch", "C/NumPy", "C/composed")
+    ratios = ("C/torch", "C/NumPy", "C/composed", "loop/C")
     head = ["mode", "batch"] + [f"{e} img/s" for e in ENGINES] + list(ratios)
     head += ["MFLOP/img", "C GFLOP/s", "C/roof"]
     fmt_ips = lambda v: "n/a" if v is None else f"{v:,.0f}"  # noqa: E731
-    fmt_ratio = lambda v: "n/a" if v is None else f"{v:.1f}x"  # noqa: E731
+    fmt_ratio = lambda v: "n/a" if v is None else f"{v:.2f}x" if v < 1 else f"{v:.1f}x"  # noqa: E731
     lines = [
         [r["mode"], str(r["batch"])]
         + [fmt_ips(r["images_per_s"][e]) for e in ENGINES]
@@ -322,12 +358,23 @@ def load_nets() -> tuple[dict, list[str]]:
     return nets, notes
 
 
-def sample_digits() -> tuple[np.ndarray, np.ndarray]:
-    """The bundled MNIST sample's training digits as network input, in a fixed random
-    order (the files are sorted by class; training on them in order would not be SGD)."""
+@dataclasses.dataclass(frozen=True)
+class Digits:
+    """Training digits: ``images`` uint8 (N, 28, 28), ``x`` the network input of them,
+    ``labels`` int64."""
+
+    images: np.ndarray
+    x: np.ndarray
+    labels: np.ndarray
+
+
+def sample_digits() -> Digits:
+    """The bundled MNIST sample's training digits in a fixed random order (the files are
+    sorted by class; training on them in order would not be SGD)."""
     data = load_dir(SAMPLE_DIR)
     order = np.random.default_rng(0).permutation(len(data.train_images))
-    return to_input(data.train_images[order], DTYPE), data.train_labels[order]
+    images = data.train_images[order]
+    return Digits(images, to_input(images, DTYPE), data.train_labels[order].astype(np.int64))
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -359,7 +406,8 @@ def main(argv=None) -> int:
     notes.append(torch_note)
     some = next(iter(nets.values()))
     params = some.init_params(np.random.default_rng(0))
-    x_all, labels_all = sample_digits()
+    digits = sample_digits()
+    x_all, labels_all = digits.x, digits.labels
     # The SDLM diagonal as lenet5.train estimates it before a pass (500 digits).
     n_hess = spec.HESSIAN_SAMPLES
     hess = {n: (h / n_hess).astype(DTYPE) for n, h in
@@ -369,10 +417,10 @@ def main(argv=None) -> int:
     cpu, sgemm = roof.cpu_info(), roof.sgemm_roof(seconds=args.roof_seconds)
     rows = []
     for batch in args.batches:
-        data = Batches(x_all, labels_all, batch)
         for mode in args.modes:
-            calls = mode_calls(mode, nets, torch, params, hess, data)
-            rows.append(bench_row(mode, batch, calls, args.rounds, args.seconds, sgemm["gflops"]))
+            calls, images = mode_calls(mode, nets, torch, params, hess, digits, batch)
+            row = bench_row(mode, batch, calls, images, args.rounds, args.seconds, sgemm["gflops"])
+            rows.append(row)
     meta = {
         "dtype": np.dtype(DTYPE).name,
         "rounds": args.rounds,
@@ -386,7 +434,8 @@ def main(argv=None) -> int:
     print(format_agreement(agree))
     print(format_table(rows))
     print(
-        "images per second; ratios: throughput of C over torch / NumPy / C composed (> 1: C faster)"
+        "images per second; ratios: throughput of C over torch / NumPy / C composed (> 1: C "
+        "faster), of lenet5 train's loop over C"
     )
     print(
         "MFLOP/img: counted from the kernel specs (training: forward, backward, the update / "

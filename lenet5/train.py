@@ -427,7 +427,6 @@ def _block(cfg, epoch, images, entries, first, net):
 
 def _run_pass(net, state, cfg, data, images, labels, flag, bar):
     rng = _epoch_rng(cfg.seed, state.epoch)
-    # Entry i of the pass is digit i mod n; i >= n marks a distorted copy of it.
     n = len(images)
     order = rng.permutation(pass_length(cfg, n))
     pick = rng.choice(n, min(spec.HESSIAN_SAMPLES, n), replace=False)
@@ -442,6 +441,19 @@ def _run_pass(net, state, cfg, data, images, labels, flag, bar):
             p["h"] = p.get("h", 0.0) + time.perf_counter() - t0
     else:
         eta = cfg.lr
+    train_entries(net, state, cfg, images, labels, order, eta, flag, bar)
+
+
+def train_entries(net, state, cfg, images, labels, order, eta, flag, bar=None) -> None:
+    """The batch loop of a pass: train on the pass entries ``order`` from batch
+    ``state.step`` on, at the rate ``eta`` (with ``state.hess`` for SDLM), adding the
+    steps' losses, errors, digits and seconds to ``state.partial``.
+
+    Entry i is training digit i mod n of the uint8 ``images``; i >= n marks a distorted
+    copy of it. ``flag`` is the run's SIGINT flag (checked after every step); ``bar`` a
+    progress bar or None. ``bench/lenet5.py`` times this loop beside a bare step.
+    """
+    p = state.partial
     size = cfg.batch_size
     batches = -(-len(order) // size)
     while state.step < batches:

@@ -41,10 +41,13 @@ def test_bench_lenet5_runs_and_writes_json(tmp_path):
     assert [(r["mode"], r["batch"]) for r in rows] == [(m, b) for b in (1, 2) for m in modes]
     for r in rows:
         ips = r["images_per_s"]
-        assert set(ips) == {"C", "C composed", "NumPy", "torch"}
+        assert set(ips) == {"C", "C composed", "C loop", "NumPy", "torch"}
         assert ips["NumPy"] > 0
-        if ips["C"] is not None:  # the composed C path is timed in every mode
-            assert ips["C composed"] is not None
+        if ips["C"] is not None:  # the composed C path is timed in every mode, the loop
+            assert ips["C composed"] is not None  # beside the SDLM step
+            assert (ips["C loop"] is not None) == (r["mode"] == "train-sdlm")
+        if ips["C loop"] is not None:
+            assert r["loop/C"] == pytest.approx(ips["C loop"] / ips["C"])
         has_torch_column = HAS_TORCH and r["mode"] != "train-sdlm"
         assert (ips["torch"] is not None) == has_torch_column
         if ips["C"] is not None:
@@ -79,7 +82,8 @@ def test_torch_network_equals_symconv():
     bench = _bench_module()
     net = LeNet5("numpy", np.float32)
     params = net.init_params(np.random.default_rng(3))
-    x, labels = (a[:8] for a in bench.sample_digits())
+    digits = bench.sample_digits()
+    x, labels = digits.x[:8], digits.labels[:8]
     tnet = bench.TorchLeNet5(torch, params)
     agree = bench.agreement({"NumPy": net}, tnet, params, x, labels)
     assert agree["ok"], agree
@@ -90,6 +94,45 @@ def test_torch_network_equals_symconv():
     params["C3.w"][:] = np.random.default_rng(4).uniform(-0.1, 0.1, params["C3.w"].shape)
     tnet.p["C3.w"].data = torch.from_numpy(params["C3.w"].copy())
     assert not bench.agreement({"NumPy": net}, tnet, params, x, labels)["ok"]
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_the_timed_training_loop_is_lenet5_train(batch):
+    """Each call of the bench's loop trains on the next LOOP_DIGITS digits (whole batches,
+    wrapping around) exactly as ``lenet5.train`` would: the same parameters as SDLM steps
+    on those batches, in place."""
+    from lenet5.network import LeNet5
+    from lenet5.train import SDLM_RATE_FACTOR, sdlm_rate
+
+    bench = _bench_module()
+    net = LeNet5("c" if _c_backend() else "numpy", np.float32)
+    params = net.init_params(np.random.default_rng(5))
+    hess = {n: np.full_like(v, 0.5) for n, v in params.items()}
+    d = bench.sample_digits()
+    small = bench.Digits(d.images[:10], d.x[:10], d.labels[:10])
+    loop = {n: v.copy() for n, v in params.items()}
+    call, count = bench.training_loop(net, loop, hess, small, batch)
+    assert count == bench.LOOP_DIGITS // batch * batch
+    for _ in range(2):
+        call()
+    eta = sdlm_rate(0, SDLM_RATE_FACTOR, batch)
+    order = np.arange(2 * count) % 10
+    for i in range(0, 2 * count, batch):
+        at = order[i : i + batch]
+        net.sdlm_step(params, hess, small.x[at], small.labels[at], eta)
+    for name in params:
+        assert np.array_equal(loop[name], params[name]), name
+    assert not np.array_equal(loop["C1.w"], net.init_params(np.random.default_rng(5))["C1.w"])
+
+
+def _c_backend():
+    from lenet5.network import BackendError, load_backend
+
+    try:
+        load_backend("c")
+    except (BackendError, ImportError):
+        return False
+    return True
 
 
 def test_batches_wrap_around():
