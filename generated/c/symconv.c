@@ -9651,11 +9651,19 @@ static float *lenet5_gradients_f32(float *const *p, const float *restrict center
         const int64_t count = (l + 1)*B/lanes - first;
         lenet5_lane_f32(p, centers, x + 1024*first, labels + first, E + first, y + 10*first, g + l*stride, count, A, S, j);
     }
-    /* g = ((g_0 + g_1) + g_2) + ...: a fixed order, whatever the thread count. */
-    for (int64_t l = 1; l < lanes; ++l) {
-        const float *restrict gl = g + l*stride;
-        for (int64_t e = 0; e < 60900; ++e) {
-            g[e] += gl[e];
+    /* g = ((g_0 + g_1) + g_2) + ...: a fixed order for every element, whatever the thread
+     * count; the threads take blocks of elements, each block summed lane by lane while it
+     * stays in L1. */
+#ifdef _OPENMP
+    #pragma omp parallel for schedule(static) if(lanes > 1)
+#endif
+    for (int64_t e0 = 0; e0 < 60900; e0 += 1024) {
+        const int64_t n = lenet5_chunk(60900, e0);
+        for (int64_t l = 1; l < lanes; ++l) {
+            const float *restrict gl = g + l*stride + e0;
+            for (int64_t e = 0; e < n; ++e) {
+                g[e0 + e] += gl[e];
+            }
         }
     }
     return g;
@@ -9821,11 +9829,19 @@ static double *lenet5_gradients_f64(double *const *p, const double *restrict cen
         const int64_t count = (l + 1)*B/lanes - first;
         lenet5_lane_f64(p, centers, x + 1024*first, labels + first, E + first, y + 10*first, g + l*stride, count, A, S, j);
     }
-    /* g = ((g_0 + g_1) + g_2) + ...: a fixed order, whatever the thread count. */
-    for (int64_t l = 1; l < lanes; ++l) {
-        const double *restrict gl = g + l*stride;
-        for (int64_t e = 0; e < 60900; ++e) {
-            g[e] += gl[e];
+    /* g = ((g_0 + g_1) + g_2) + ...: a fixed order for every element, whatever the thread
+     * count; the threads take blocks of elements, each block summed lane by lane while it
+     * stays in L1. */
+#ifdef _OPENMP
+    #pragma omp parallel for schedule(static) if(lanes > 1)
+#endif
+    for (int64_t e0 = 0; e0 < 60900; e0 += 1024) {
+        const int64_t n = lenet5_chunk(60900, e0);
+        for (int64_t l = 1; l < lanes; ++l) {
+            const double *restrict gl = g + l*stride + e0;
+            for (int64_t e = 0; e < n; ++e) {
+                g[e0 + e] += gl[e];
+            }
         }
     }
     return g;
