@@ -26,7 +26,8 @@ Method: each candidate is warmed up, checked against the generated NumPy result
 (so all candidates do the same work), and calibrated to ``n`` calls per sample
 (>= 2 ms). Then ``--repeats`` rounds run the candidates interleaved, in a
 rotating order, so that machine noise hits all of them alike; the reported time
-is the median per call. Ratios below 1 mean the generated C is faster.
+is the median per call, and a ratio the median over the rounds of the two
+candidates' times in the same round. Ratios below 1 mean the generated C is faster.
 
 Usage::
 
@@ -246,10 +247,11 @@ def calibrate(f: Callable[[], object], seconds: float = MIN_SAMPLE_SECONDS) -> i
         n *= 2
 
 
-def time_interleaved(
+def interleaved_samples(
     calls: dict[str, Callable], repeats: int, seconds: float = MIN_SAMPLE_SECONDS
-) -> dict[str, float]:
-    """Median seconds per call of each candidate, rounds interleaved in rotating order."""
+) -> dict[str, list[float]]:
+    """Seconds per call of each candidate in each of ``repeats`` rounds, the candidates
+    interleaved in a rotating order: sample r of every candidate was taken in round r."""
     names = list(calls)
     numbers = {name: calibrate(calls[name], seconds) for name in names}
     samples: dict[str, list[float]] = {name: [] for name in names}
@@ -260,7 +262,18 @@ def time_interleaved(
             for _ in range(n):
                 f()
             samples[name].append((time.perf_counter() - t0) / n)
-    return {name: statistics.median(s) for name, s in samples.items()}
+    return samples
+
+
+def paired_ratio(a: list[float], b: list[float]) -> float:
+    """Median over the rounds of a[r] / b[r]: a ratio of two candidates' samples taken in
+    the same round, so a slow phase of the machine that lasts a round cancels out (the
+    ratio of the medians takes each median from whichever rounds it falls in).
+
+    >>> paired_ratio([1, 3, 1, 3, 3], [2, 6, 2, 6, 2])  # medians 3 and 2
+    0.5
+    """
+    return statistics.median(x / y for x, y in zip(a, b, strict=True))
 
 
 def run_bench(b: Bench, dtype, repeats: int, gflops: float) -> dict:
@@ -268,13 +281,15 @@ def run_bench(b: Bench, dtype, repeats: int, gflops: float) -> dict:
     kernels' GFLOP/s and fraction of the roof ``gflops`` (the machine's sgemm)."""
     ref = b.calls["NumPy"]() if "NumPy" in b.calls else None
     agree = {name: (ref is None or agrees(f(), ref, dtype)) for name, f in b.calls.items()}
-    times = time_interleaved(b.calls, repeats)
+    samples = interleaved_samples(b.calls, repeats)
+    times = {name: statistics.median(s) for name, s in samples.items()}
     row = {"layer": b.layer, "pass": b.direction, "batch": b.batch}
     row["seconds"] = {name: times.get(name) for name in CANDIDATES if name in times}
     row["agrees_with_numpy"] = agree
     c = times.get("C")
-    row["C/torch"] = c / times["torch"] if c and "torch" in times else None
-    row["C/NumPy"] = c / times["NumPy"] if c and "NumPy" in times else None
+    for other in ("torch", "NumPy"):  # C's time over the other's, round by round
+        both = c and other in samples
+        row[f"C/{other}"] = paired_ratio(samples["C"], samples[other]) if both else None
     row["flops"] = b.batch * roof.layer_flops(b.layer, b.direction)
     row["C GFLOP/s"] = row["flops"] / c / 1e9 if c else None
     row["C/roof"] = row["C GFLOP/s"] / gflops if c else None

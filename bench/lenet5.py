@@ -39,7 +39,9 @@ Timed, at each batch size, images per second of:
 Method: each (mode, batch, engine) is warmed up and calibrated to ``n`` calls per
 sample (>= ``--seconds``); ``--rounds`` rounds then run the engines interleaved
 in a rotating order so machine noise hits all alike; the median sample is
-reported. Ratios are throughput ratios: C/torch = 20 means C is 20x faster;
+reported. Ratios are throughput ratios, each the median over the rounds of the two
+engines' ratio in that round (samples taken side by side, so the VM's slow phases
+cancel): C/torch = 20 means C is 20x faster;
 C/composed is the gain of the fused step over the composed C path; loop/C is the
 training loop's share of the bare step's throughput.
 
@@ -54,7 +56,7 @@ C backend's OpenMP may use); the NumPy backend's OpenBLAS with one thread unless
 
 Usage::
 
-    python bench/lenet5.py [--rounds 7] [--seconds 0.2] [--batches 1 64]
+    python bench/lenet5.py [--rounds 11] [--seconds 0.2] [--batches 1 64]
                            [--no-torch] [--json PATH] [--roof-seconds 0.5]
 """
 
@@ -63,6 +65,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import statistics
 import sys
 from pathlib import Path
 
@@ -78,7 +81,12 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import roof  # noqa: E402
-from bench.kernels import load_torch, time_interleaved, write_json_atomic  # noqa: E402
+from bench.kernels import (  # noqa: E402
+    interleaved_samples,
+    load_torch,
+    paired_ratio,
+    write_json_atomic,
+)
 from lenet5 import spec, train  # noqa: E402
 from lenet5.data import SAMPLE_DIR, load_dir, to_input  # noqa: E402
 from lenet5.network import LeNet5, parameter_count  # noqa: E402
@@ -285,15 +293,20 @@ def bench_row(mode, batch, calls, images, rounds, seconds, gflops):
     """A result row: images/s per engine (a call processes one batch, or ``images[engine]``
     images), the throughput ratios, and each engine's GFLOP/s and fraction of the roof
     (``gflops``, the machine's sgemm)."""
-    times = time_interleaved(calls, rounds, seconds)
-    ips = {n: images.get(n, batch) / times[n] if n in times else None for n in ENGINES}
-    ratio = lambda a, b: ips[a] / ips[b] if ips[a] and ips[b] else None  # noqa: E731
+    samples = interleaved_samples(calls, rounds, seconds)
+    per_s = {n: [images.get(n, batch) / t for t in s] for n, s in samples.items()}
+    ips = {n: statistics.median(per_s[n]) if n in per_s else None for n in ENGINES}
+
+    def ratio(a, b):  # throughput of a over b, round by round
+        return paired_ratio(per_s[a], per_s[b]) if a in per_s and b in per_s else None
+
     per_image = roof.flops_per_image(mode, batch)
     rate = {name: v * per_image / 1e9 if v else None for name, v in ips.items()}
     return {
         "mode": mode,
         "batch": batch,
         "images_per_s": ips,
+        "images_per_s_by_round": per_s,
         "C/torch": ratio("C", "torch"),
         "C/NumPy": ratio("C", "NumPy"),
         "C/composed": ratio("C", "C composed"),
@@ -379,7 +392,7 @@ def sample_digits() -> Digits:
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--rounds", type=int, default=7, help="interleaved rounds (median taken)")
+    p.add_argument("--rounds", type=int, default=11, help="interleaved rounds (median taken)")
     p.add_argument("--seconds", type=float, default=0.2, help="minimum length of one sample")
     p.add_argument("--batches", type=int, nargs="+", default=[1, 64])
     p.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)

@@ -50,6 +50,9 @@ def test_bench_lenet5_runs_and_writes_json(tmp_path):
             assert r["loop/C"] == pytest.approx(ips["C loop"] / ips["C"])
         has_torch_column = HAS_TORCH and r["mode"] != "train-sdlm"
         assert (ips["torch"] is not None) == has_torch_column
+        rounds = r["images_per_s_by_round"]
+        assert set(rounds) == {e for e, v in ips.items() if v is not None}
+        assert all(len(v) == 1 for v in rounds.values())  # --rounds 1
         if ips["C"] is not None:
             assert r["C/NumPy"] == pytest.approx(ips["C"] / ips["NumPy"])
         if ips["C composed"] is not None:
@@ -133,6 +136,16 @@ def _c_backend():
     except (BackendError, ImportError):
         return False
     return True
+
+
+def test_ratios_pair_the_engines_round_by_round():
+    """A slow phase that lasts one round slows every engine timed in it: the ratio of the
+    same round's samples cancels it, the ratio of the medians does not."""
+    bench = _bench_module()
+    fast = [1.0, 1.0, 3.0, 3.0, 3.0]  # seconds per call, a slow phase from round 2 on
+    slow = [2.0, 2.0, 6.0, 6.0, 2.0]  # the same phase, and a quiet last round
+    assert bench.paired_ratio(fast, slow) == 0.5
+    assert np.median(fast) / np.median(slow) == 1.5
 
 
 def test_batches_wrap_around():
