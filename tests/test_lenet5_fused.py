@@ -463,17 +463,19 @@ def test_sgd_training_resumes_bit_for_bit_through_the_fused_step(tmp_path):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("batch", [1, 5, 9, 20])
-def test_fused_penalties_are_the_forward_pass_bit_for_bit(dtype, batch, digits):
-    """One call per batch, in the step's lanes: the composed forward's penalties, and the
-    penalties a training step returns, exactly (the same kernel calls on the same slices).
-    """
+def test_fused_penalties_are_the_training_steps_forward_pass(dtype, batch, digits):
+    """One call per batch, in the step's lanes: the penalties a training step returns,
+    bit for bit (the same kernel calls on the same slices); the composed forward's bit for
+    bit image by image, and within the squashing's rounding on a whole batch (its last
+    elements may take libm's scalar tanh in one path and the SIMD one in the other, both
+    within 2.5 ulp; see test_fused_step_equals_composed_step)."""
     fused, composed, params, hess, _, x, labels = _setup(dtype, batch, digits)
     y = fused.penalties(params, x)
     assert y.shape == (batch, 10) and y.dtype == dtype and np.all(y > 0)
-    assert np.array_equal(y, composed.forward(params, x)["y"])
     assert np.array_equal(y, fused.sdlm_step(_copy(params), hess, x, labels, 1e-3)[1])
-    # Chunks of 3 images (lanes of 1) give the same bits as one call.
-    assert np.array_equal(fused.penalties(params, x, chunk=3), y)
+    one_by_one = [composed.forward(params, x[i : i + 1])["y"] for i in range(batch)]
+    assert np.array_equal(fused.penalties(params, x, chunk=1), np.concatenate(one_by_one))
+    np.testing.assert_allclose(y, composed.forward(params, x)["y"], rtol=4 * EPS[np.dtype(dtype)])
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
