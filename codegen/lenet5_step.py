@@ -3,7 +3,8 @@
 ``templates/lenet5_step.c.j2`` emits, for each dialect, C entry points that run a
 whole training step of the faithful LeNet-5 on B images: forward (C1..F6, RBF), the
 per-image MAP losses, backward to every parameter gradient and the SDLM or momentum
-update. They only *call* generated functions: each layer's specialization
+update; and one that runs the forward pass alone (``penalties``), in the same lanes.
+They only *call* generated functions: each layer's specialization
 (``symconv_conv2d_forward_C1_f32`` ...), the generic activation, loss and bias
 kernels, and the ``sdlm_update`` / ``sgd_momentum_update`` kernels of the table. This
 module turns the LeNet-5 layer table into the data the template needs: which function

@@ -235,7 +235,7 @@ class Step:
 
     def _c_value(self, name, kind, value):
         """The C argument of the parameter ``name`` of ``kind`` (a numpy array's address)."""
-        if kind not in ("input", "output", "labels"):  # pointer arrays (built in C), scalars
+        if kind not in ("input", "output", "labels"):  # ctypes pointer arrays, sizes, scalars
             return value
         if name in ("centers", "work"):  # the same array at every step
             return self._cached_addresses(name, (value,), lambda: value.ctypes.data)
