@@ -278,9 +278,9 @@ def mode_calls(mode: str, nets: dict, torch, params: dict, hess: dict, digits: D
             calls[name] = cycle(
                 lambda x, lab, net=net, own=own: symconv_sdlm_step(net, own, hess, x, lab)
             )
-            if name == "C":
-                own = {n: v.copy() for n, v in params.items()}
-                calls["C loop"], images["C loop"] = training_loop(net, own, hess, digits, batch)
+            if name == "C":  # lenet5 train's loop around the same step, on its own copy
+                trained = {n: v.copy() for n, v in params.items()}
+                calls["C loop"], images["C loop"] = training_loop(net, trained, hess, digits, batch)
     if torch is not None and mode != "train-sdlm":
         tnet = TorchLeNet5(torch, params)
         xt, lt = torch.from_numpy(digits.x), torch.from_numpy(digits.labels)
