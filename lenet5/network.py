@@ -217,7 +217,8 @@ class LeNet5:
         """RBF penalties (N, 10) for ``x``, computed ``chunk`` images at a time.
 
         Fused: one generated C call per chunk (the training step's forward pass, in its
-        lanes); the same bits as :meth:`forward`'s ``y``.
+        lanes): the bits a training step's penalties have; :meth:`forward`'s ``y`` up to
+        the squashing's rounding of a call's last elements (the same bits image by image).
         """
         if len(x) == 0:
             return np.zeros((0, 10), self.dtype)

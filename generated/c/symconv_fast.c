@@ -1892,7 +1892,7 @@ decline:
 static PyObject *fast_lenet5_penalties(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     Call c = {0};
-    PyArrayObject *x, *y;
+    PyArrayObject *x, *work, *y;
     void *params[LENET5_ARRAYS];
     (void)self;
     if (!bound_kernels || nargs != 3 || !(x = lenet5_images(&c, args[1]))) {
@@ -1900,15 +1900,14 @@ static PyObject *fast_lenet5_penalties(PyObject *self, PyObject *const *args, Py
     }
     const int64_t B = PyArray_DIM(x, 0);
     npy_intp dims_y[2] = {B, 10};
-    if (!lenet5_workspace(&c, args[2], B) || !lenet5_arrays(args[0], c.type, 0, params) || !(y = empty(2, dims_y, c.type))) {
+    if (!(work = lenet5_workspace(&c, args[2], B)) || !lenet5_arrays(args[0], c.type, 0, params) || !(y = empty(2, dims_y, c.type))) {
         goto decline;
     }
-    void *work = PyArray_DATA((PyArrayObject *)args[2]);
     Py_BEGIN_ALLOW_THREADS
     if (c.type == NPY_FLOAT) {
-        symconv_lenet5_penalties_f32_ptr((float *const *)params, lenet5_centers_f32, PyArray_DATA(x), PyArray_DATA(y), work, B, (float)1.7159, (float)0.6666666666666666);
+        symconv_lenet5_penalties_f32_ptr((float *const *)params, lenet5_centers_f32, PyArray_DATA(x), PyArray_DATA(y), PyArray_DATA(work), B, (float)1.7159, (float)0.6666666666666666);
     } else {
-        symconv_lenet5_penalties_f64_ptr((double *const *)params, lenet5_centers_f64, PyArray_DATA(x), PyArray_DATA(y), work, B, (double)1.7159, (double)0.6666666666666666);
+        symconv_lenet5_penalties_f64_ptr((double *const *)params, lenet5_centers_f64, PyArray_DATA(x), PyArray_DATA(y), PyArray_DATA(work), B, (double)1.7159, (double)0.6666666666666666);
     }
     Py_END_ALLOW_THREADS
     return (PyObject *)y;
