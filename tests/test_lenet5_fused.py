@@ -181,14 +181,21 @@ hess = {n: np.full_like(p, 0.5) for n, p in params.items()}
 x, labels = to_input(d.train_images[::150][:20], np.float32), d.train_labels[::150][:20]
 for _ in range(3):
     losses, y = net.sdlm_step(params, hess, x, labels, 1e-4)
+# Batches of 1 and 3 (one lane with its tasks; lanes that outnumber two threads), SGD too.
+velocity = {n: np.zeros_like(p) for n, p in params.items()}
+for b in (1, 3):
+    net.sgd_step(params, velocity, x[:b], labels[:b], 1e-3, 0.9)
+    losses, y1 = net.sdlm_step(params, hess, x[:b], labels[:b], 1e-4)
 out = {n: p.tobytes().hex() for n, p in params.items()} | {"y": y.tobytes().hex()}
+out |= {"y1": y1.tobytes().hex(), "losses": losses.tobytes().hex()}
 print(json.dumps(out | {"h " + n: v.tobytes().hex() for n, v in h.items()}))
 """
 
 
 def test_fused_step_is_independent_of_the_thread_count():
-    """A composed Hessian estimate, then three SDLM steps at batch 20 (8 lanes), with 1, 2
-    and 3 OpenMP threads: same bits (the full-MNIST test's result relies on it)."""
+    """A composed Hessian estimate, three SDLM steps at batch 20 (8 lanes), then SGD and
+    SDLM steps at batch 1 and 3, with 1, 2 and 3 OpenMP threads: same bits (the
+    full-MNIST test's result relies on it)."""
     results = []
     for threads in ("1", "2", "3"):
         env = dict(os.environ, OMP_NUM_THREADS=threads, PYTHONPATH=str(ROOT))
