@@ -19,13 +19,6 @@ Every float operation and its order depend on B only, never on the number of
 threads, so a step gives the same bits with 1 or 16 threads. At B = 1 there is one
 lane and no reduction: the step performs exactly the composed path's kernel calls.
 
-Within a lane, the filter and bias gradients of a conv layer with few weights
-(:data:`TASK_WEIGHTS`) are OpenMP tasks: they only read buffers that the rest of the
-backward pass no longer writes, and write their own slice of the lane's gradient, so
-another thread can take them while the lane goes on down the chain of input gradients.
-At B = 1 that is the only work a second thread gets; with more lanes than threads, a
-thread that finished its lanes takes the tasks of another's.
-
 Workspace (elements of the call's dtype, caller-allocated once, see
 :func:`workspace_size`): ``UPDATE`` scratch for the updated arrays, then per lane
 ``LANE_FIXED`` (gradient accumulator, the RBF centers' unused gradient) and
@@ -53,11 +46,6 @@ from derive import lenet5 as lenet5_spec
 #: Lanes of a batch: enough for 8 threads; more lanes would only add reduction work
 #: (each lane's gradient accumulator is one more 60,900-element sum).
 LANES = 8
-#: A conv layer's filter and bias gradients are tasks when it has at most this many
-#: weights. A task's gradient is written in the cache of whichever core runs it, and the
-#: update reads it on the lane's core: C5's 48,000 weights would move between the cores
-#: every step, costing more than running beside the chain saves; C1's and C3's are few.
-TASK_WEIGHTS = 4096
 #: Names of each layer kind's two trainable arrays (weights/coefficients, biases).
 PARAM_NAMES = {"conv": ("w", "b"), "subsample": ("coef", "bias"), "dense": ("w", "b")}
 
@@ -157,7 +145,6 @@ def _layer(layer, previous, index, dialect) -> dict:
         "b_offset": _offsets()[2 * index + 1],
         "elements": _elements(layer),
         "maps": layer.out_maps,
-        "task": layer.kind == "conv" and math.prod(_param_shapes(layer)[0]) <= TASK_WEIGHTS,
         "size": layer.out_size,
         "input": f"x_{previous.name}" if previous else "x0",
         "input_grad": f"dx_{previous.name}" if previous else None,

@@ -62,33 +62,6 @@ def test_lane_calls_generated_functions_in_layer_order(source):
 
 
 @pytest.mark.parametrize("dialect", printers.DIALECTS, ids=lambda d: d.suffix)
-def test_small_layers_filter_and_bias_gradients_are_tasks(source, dialect):
-    """Each task pragma is followed by a filter or bias gradient of a conv layer with at
-    most TASK_WEIGHTS weights (C1 and C3, not C5), a taskwait ends the lane, and the
-    training lanes always run in a team (a single lane's tasks need another thread)."""
-    text, _ = source
-    sfx = dialect.suffix
-    lane = _body(text, f"lenet5_lane_{sfx}")
-    tasks = re.findall(r"#pragma omp task\n#endif\n\s*(\w+)\((\w+), (\w+)", lane)
-    conv = {L.name: L for L in spec.LAYERS if L.kind == "conv"}
-    small = [n for n, L in conv.items() if L.out_maps * L.in_maps * L.kernel**2 <= 4096]
-    assert lenet5_step.TASK_WEIGHTS == 4096 and small == ["C1", "C3"]
-    expected = []
-    for name, L in reversed([(n, conv[n]) for n in small]):
-        x = "x0" if name == "C1" else f"x_{spec.LAYERS[spec.LAYERS.index(L) - 1].name}"
-        expected += [
-            (f"symconv_conv2d_backward_filter_{name}_{sfx}", x, f"da_{name}"),
-            (f"symconv_conv2d_backward_bias_{sfx}", f"da_{name}", "g"),
-        ]
-    assert tasks == expected
-    assert lane.rstrip().endswith("#pragma omp taskwait\n#endif")
-    gradients = _body(text, f"lenet5_gradients_{sfx}")
-    assert "#pragma omp parallel for schedule(static, 1)\n" in gradients
-    penalties = _body(text, f"symconv_lenet5_penalties_{sfx}")
-    assert "#pragma omp parallel for schedule(static, 1) if(lanes > 1)\n" in penalties
-
-
-@pytest.mark.parametrize("dialect", printers.DIALECTS, ids=lambda d: d.suffix)
 def test_the_penalties_entry_point_runs_the_forward_pass_only(source, dialect):
     text, _ = source
     body = _body(text, f"symconv_lenet5_penalties_{dialect.suffix}")

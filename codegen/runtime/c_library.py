@@ -32,10 +32,6 @@ FLOATS = {
     numpy.dtype(numpy.float64): ("f64", ctypes.c_double),
 }
 
-#: GNU OpenMP's spins before a waiting thread sleeps (about 100 spins per microsecond by
-#: its own estimate): see :meth:`Library.library`.
-SPIN_COUNT = 3000
-
 
 class Library:
     """The C kernels compiled from ``source``, and their fast path built from ``fast_source``.
@@ -76,15 +72,10 @@ class Library:
 
         OpenMP threads sleep rather than spin between kernels (``OMP_WAIT_POLICY``
         passive, unless the environment already chooses): spinning threads steal the
-        cores NumPy and the other kernels need between two parallel loops. Under GNU
-        OpenMP they first spin briefly (``GOMP_SPINCOUNT``, unless set): long enough
-        to span the Python between two training steps, whose tasks then find a thread
-        awake (waking a sleeping one costs about what a batch-1 task saves), and short
-        enough to leave the core soon after the kernels return to NumPy.
+        cores NumPy and the other kernels need between two parallel loops.
         """
         if self._library is None:
             os.environ.setdefault("OMP_WAIT_POLICY", "passive")
-            os.environ.setdefault("GOMP_SPINCOUNT", str(SPIN_COUNT))
             self._library = build.load_library(self.source)
         return self._library
 

@@ -9516,9 +9516,6 @@ void symconv_rbf_backward_OUTPUT_f64(const double *restrict dy, const double *re
  * The batch of B images is cut into symconv_lenet5_lanes(B) contiguous slices; each
  * lane (one OpenMP iteration) accumulates its slice's gradient, then the lane gradients
  * are added in lane order: the result depends on B, never on the number of threads.
- * In a lane, the filter and bias gradients of the conv layers with few weights are
- * OpenMP tasks beside the chain of input gradients: which thread makes a call changes,
- * never what it computes.
  * Workspace: symconv_lenet5_workspace_size(B) elements, reused across calls.
  * --------------------------------------------------------------------------------- */
 
@@ -9629,31 +9626,14 @@ static void lenet5_lane_f32(float *const *p, const float *restrict centers, cons
     symconv_scaled_tanh_backward_from_output_f32(dx_S4, x_S4, da_S4, N*400, A, S);
     symconv_subsample_backward_S4_f32(da_S4, x_C3, p[6], dx_C3, g + 2584, g + 2600, N);
     symconv_scaled_tanh_backward_from_output_f32(dx_C3, x_C3, da_C3, N*1600, A, S);
-    /* Tasks: nothing later in the lane writes what they read, or reads what they write. */
-#ifdef _OPENMP
-    #pragma omp task
-#endif
     symconv_conv2d_backward_filter_C3_f32(x_S2, da_C3, g + 168, N);
-#ifdef _OPENMP
-    #pragma omp task
-#endif
     symconv_conv2d_backward_bias_f32(da_C3, g + 2568, N, 16, 10, 10);
     symconv_conv2d_backward_data_C3_f32(da_C3, p[4], dx_S2, N);
     symconv_scaled_tanh_backward_from_output_f32(dx_S2, x_S2, da_S2, N*1176, A, S);
     symconv_subsample_backward_S2_f32(da_S2, x_C1, p[2], dx_C1, g + 156, g + 162, N);
     symconv_scaled_tanh_backward_from_output_f32(dx_C1, x_C1, da_C1, N*4704, A, S);
-    /* Tasks: nothing later in the lane writes what they read, or reads what they write. */
-#ifdef _OPENMP
-    #pragma omp task
-#endif
     symconv_conv2d_backward_filter_C1_f32(x0, da_C1, g + 0, N);
-#ifdef _OPENMP
-    #pragma omp task
-#endif
     symconv_conv2d_backward_bias_f32(da_C1, g + 150, N, 6, 28, 28);
-#ifdef _OPENMP
-    #pragma omp taskwait
-#endif
 }
 
 /* The gradient of the batch's summed loss (float); returns it (in the workspace). */
@@ -9664,7 +9644,7 @@ static float *lenet5_gradients_f32(float *const *p, const float *restrict center
     float *restrict g = work + 2048;
     /* One lane per iteration: inside, the kernels' own parallel loops run serially. */
 #ifdef _OPENMP
-    #pragma omp parallel for schedule(static, 1)
+    #pragma omp parallel for schedule(static, 1) if(lanes > 1)
 #endif
     for (int64_t l = 0; l < lanes; ++l) {
         const int64_t first = l*B/lanes;
@@ -9824,31 +9804,14 @@ static void lenet5_lane_f64(double *const *p, const double *restrict centers, co
     symconv_scaled_tanh_backward_from_output_f64(dx_S4, x_S4, da_S4, N*400, A, S);
     symconv_subsample_backward_S4_f64(da_S4, x_C3, p[6], dx_C3, g + 2584, g + 2600, N);
     symconv_scaled_tanh_backward_from_output_f64(dx_C3, x_C3, da_C3, N*1600, A, S);
-    /* Tasks: nothing later in the lane writes what they read, or reads what they write. */
-#ifdef _OPENMP
-    #pragma omp task
-#endif
     symconv_conv2d_backward_filter_C3_f64(x_S2, da_C3, g + 168, N);
-#ifdef _OPENMP
-    #pragma omp task
-#endif
     symconv_conv2d_backward_bias_f64(da_C3, g + 2568, N, 16, 10, 10);
     symconv_conv2d_backward_data_C3_f64(da_C3, p[4], dx_S2, N);
     symconv_scaled_tanh_backward_from_output_f64(dx_S2, x_S2, da_S2, N*1176, A, S);
     symconv_subsample_backward_S2_f64(da_S2, x_C1, p[2], dx_C1, g + 156, g + 162, N);
     symconv_scaled_tanh_backward_from_output_f64(dx_C1, x_C1, da_C1, N*4704, A, S);
-    /* Tasks: nothing later in the lane writes what they read, or reads what they write. */
-#ifdef _OPENMP
-    #pragma omp task
-#endif
     symconv_conv2d_backward_filter_C1_f64(x0, da_C1, g + 0, N);
-#ifdef _OPENMP
-    #pragma omp task
-#endif
     symconv_conv2d_backward_bias_f64(da_C1, g + 150, N, 6, 28, 28);
-#ifdef _OPENMP
-    #pragma omp taskwait
-#endif
 }
 
 /* The gradient of the batch's summed loss (double); returns it (in the workspace). */
@@ -9859,7 +9822,7 @@ static double *lenet5_gradients_f64(double *const *p, const double *restrict cen
     double *restrict g = work + 2048;
     /* One lane per iteration: inside, the kernels' own parallel loops run serially. */
 #ifdef _OPENMP
-    #pragma omp parallel for schedule(static, 1)
+    #pragma omp parallel for schedule(static, 1) if(lanes > 1)
 #endif
     for (int64_t l = 0; l < lanes; ++l) {
         const int64_t first = l*B/lanes;
