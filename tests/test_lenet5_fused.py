@@ -181,7 +181,7 @@ hess = {n: np.full_like(p, 0.5) for n, p in params.items()}
 x, labels = to_input(d.train_images[::150][:20], np.float32), d.train_labels[::150][:20]
 for _ in range(3):
     losses, y = net.sdlm_step(params, hess, x, labels, 1e-4)
-# Batches of 1 and 3 (one lane with its tasks; lanes that outnumber two threads), SGD too.
+# Batches of 1 and 3 (a single lane; more lanes than two threads), SGD too.
 velocity = {n: np.zeros_like(p) for n, p in params.items()}
 for b in (1, 3):
     net.sgd_step(params, velocity, x[:b], labels[:b], 1e-3, 0.9)
