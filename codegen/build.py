@@ -192,6 +192,21 @@ def build_library(
     return target, "compiled"
 
 
+def identity(library: ctypes.CDLL) -> dict:
+    """What a loaded library ran: its file (named by the cache key of its sources, flags
+    and compiler), the compiler's version and the flags.
+
+    Two libraries with the same file name compute the same bits on one machine; another
+    name (other sources, ``$SYMCONV_CFLAGS``, another compiler) may round differently.
+    """
+    cc = compiler()
+    return {
+        "library": Path(library._name).name,
+        "compiler": compiler_version(cc),
+        "flags": flags(cc),
+    }
+
+
 def load_library(source: Path | str) -> ctypes.CDLL:
     """Build (or reuse) and load the library of ``source``."""
     path, _ = build_library(source)

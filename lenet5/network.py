@@ -173,6 +173,19 @@ class LeNet5:
         self.table = spec.C3_MASK
         self.A, self.S, self.j = spec.SQUASH_A, spec.SQUASH_S, spec.MAP_J
 
+    def kernels(self) -> dict:
+        """The kernels this network runs, as a training run records them: the backend and,
+        on the C backend, the compiled library's file, compiler and flags (another library
+        can round differently, so a run resumed on it is no longer bit for bit the
+        uninterrupted run).
+
+        >>> LeNet5("numpy").kernels()["backend"]
+        'numpy'
+        """
+        if self.backend == "c":
+            return {"backend": "c"} | self.k.LIBRARY.identity()
+        return {"backend": self.backend, "numpy": np.__version__}
+
     # ------------------------------------------------------------------ parameters
 
     def init_params(self, rng: np.random.Generator, fan_in_power: float = 1.0) -> dict:

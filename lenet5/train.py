@@ -169,6 +169,7 @@ class State:
     velocity: dict | None = None  # SGD momentum
     partial: dict = field(default_factory=lambda: {"loss": 0.0, "errors": 0, "seen": 0, "s": 0.0})
     history: list = field(default_factory=list)
+    kernels: list = field(default_factory=list)  # each kernel library trained on, in order
 
 
 # ----------------------------------------------------------------------------- pieces
@@ -253,6 +254,7 @@ def _meta(cfg: Config, state: State, data: MNIST) -> dict:
         "step": state.step,
         "partial": state.partial,
         "history": state.history,
+        "kernels": state.kernels,
         "data_md5": data.md5,
     }
 
@@ -283,6 +285,7 @@ def restore(path, cfg: Config, data: MNIST) -> State:
         velocity=ck.velocity,
         partial=ck.meta.get("partial") or State(params={}).partial,
         history=ck.meta.get("history", []),
+        kernels=ck.meta.get("kernels", []),
     )
 
 
@@ -328,6 +331,7 @@ def write_summary(path: Path, cfg: Config, state: State, data: MNIST, status: st
         "train_images": len(training_subset(data, cfg.limit)[1]),
         "test_images": len(data.test_images),
         "status": status,
+        "kernels": state.kernels,
         "peak_rss_mb": peak_rss_mb(),
     }
     text = json.dumps(_finite_or_none(summary), indent=2, allow_nan=False) + "\n"
@@ -522,6 +526,8 @@ def _train_locked(cfg, data, resume, out, log) -> dict:
             save_state(out / LAST, cfg, state, data)
     else:
         state = State(params=net.init_params(np.random.default_rng([cfg.seed])))
+    if state.epoch < cfg.epochs:
+        _record_kernels(state, net.kernels(), log)
     if cfg.optimizer == "sgd" and state.velocity is None:
         state.velocity = {n: np.zeros_like(a) for n, a in state.params.items()}
     last_good = out / LAST
@@ -562,6 +568,28 @@ def _train_locked(cfg, data, resume, out, log) -> dict:
             _, _, predicted = evaluate(net, state.params, data.test_images, data.test_labels)
             _write_pictures(out, state, data, predicted, net)
     return summary
+
+
+def _record_kernels(state: State, kernels: dict, log) -> None:
+    """Append ``kernels`` to the run's record when they are not the ones it last trained on.
+
+    A resumed run is bit for bit the uninterrupted one only on the same kernel library;
+    on another (new sources, other compiler flags, another compiler, the other backend)
+    it trains on, with a warning, and the record keeps both.
+    """
+    if state.kernels and state.kernels[-1] == kernels:
+        return
+    if state.kernels:
+        log(
+            f"warning: this run trained on {_kernels_name(state.kernels[-1])} until now and "
+            f"continues on {_kernels_name(kernels)}: another library may round differently, "
+            "so the run is no longer bit for bit the uninterrupted one"
+        )
+    state.kernels.append(kernels)
+
+
+def _kernels_name(kernels: dict) -> str:
+    return kernels.get("library") or f"the {kernels.get('backend')} backend"
 
 
 def _write_pictures(out, state, data, predicted, net) -> None:

@@ -58,7 +58,8 @@ def test_key_changes_with_source_flags_and_compiler():
 
 
 @needs_cc
-def test_flags_are_strict_c99_and_probed():
+def test_flags_are_strict_c99_and_probed(monkeypatch):
+    monkeypatch.delenv("SYMCONV_CFLAGS", raising=False)
     flags = build.flags(build.compiler())
     for flag in ("-std=c99", "-O3", "-Wall", "-Wextra", "-Werror", "-fPIC", "-shared"):
         assert flag in flags
@@ -68,6 +69,10 @@ def test_flags_are_strict_c99_and_probed():
         "-fopenmp-simd",
         "-DSYMCONV_OMP_SIMD",
     }
+    # The user's flags come last, so they override the defaults (-ffp-contract=fast
+    # undoes the contraction -std=c99 rules out).
+    monkeypatch.setenv("SYMCONV_CFLAGS", "-ffp-contract=fast -DX='a b'")
+    assert build.flags(build.compiler()) == [*flags, "-ffp-contract=fast", "-DX=a b"]
 
 
 @needs_cc

@@ -160,6 +160,42 @@ def test_resume_gives_the_same_weights(tmp_path, few_tests):
     ]
 
 
+def test_a_run_records_its_kernels(trained):
+    """summary.json names the kernels the run trained on: on the C backend the library
+    file the process loaded (its name is the cache key of sources, flags and compiler)."""
+    out, summary = trained
+    (kernels,) = summary["kernels"]
+    assert kernels == LeNet5(BACKEND).kernels()
+    assert checkpoint.load(out / train.LAST).meta["kernels"] == summary["kernels"]
+    if BACKEND == "c":
+        import generated.c_kernels as K
+
+        assert kernels["library"] == Path(K.LIBRARY.library()._name).name
+        assert "-std=c99" in kernels["flags"] and kernels["compiler"]
+
+
+def test_resume_on_other_kernels_warns_and_records_both(tmp_path, few_tests, monkeypatch):
+    half = train.Config(out=str(tmp_path), epochs=1, **QUICK)
+    train.train(half, few_tests, log=lambda *a: None)
+    rest = dataclasses.replace(half, epochs=2)
+    same, other = [], []
+    train.train(rest, few_tests, resume=True, log=same.append)  # same library: no warning
+    assert not [m for m in same if "warning" in m]
+    ours = LeNet5(BACKEND).kernels()
+    assert json.loads((tmp_path / "summary.json").read_text())["kernels"] == [ours]
+
+    rebuilt = ours | {"library": "symconv-0123456789abcdef01234567.so", "flags": ["-O1"]}
+    monkeypatch.setattr(LeNet5, "kernels", lambda self: rebuilt)
+    more = dataclasses.replace(half, epochs=3)
+    train.train(more, few_tests, resume=True, log=other.append)
+    (warning,) = [m for m in other if "warning" in m]
+    assert ours.get("library", "numpy") in warning and rebuilt["library"] in warning
+    assert "no longer bit for bit" in warning
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["kernels"] == [ours, rebuilt] and summary["status"] == "complete"
+    assert checkpoint.load(tmp_path / train.LAST).meta["kernels"] == [ours, rebuilt]
+
+
 def test_a_new_run_never_overwrites_an_earlier_one(tmp_path, sample, capsys):
     cfg = train.Config(out=str(tmp_path), epochs=1, **QUICK)
     train.train(cfg, sample, log=lambda *a: None)

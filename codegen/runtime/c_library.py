@@ -79,6 +79,11 @@ class Library:
             self._library = build.load_library(self.source)
         return self._library
 
+    def identity(self) -> dict:
+        """The compiled library's file, compiler and flags (:func:`codegen.build.identity`):
+        what a training run records so that its rounding can be told apart from another's."""
+        return build.identity(self.library())
+
     def fast_path(self):
         """The fast-path module, its kernels bound to the C library's functions.
 
