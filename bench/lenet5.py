@@ -5,6 +5,10 @@ The same faithful network (LeCun et al. 1998) runs on three engines:
 ``C``      ``lenet5.network.LeNet5("c")``: the generated C kernels; a training step,
            or a forward pass, is one call of the generated fused step
            (``symconv_lenet5_*``)
+``C contracted``  with ``--contracted``: the C engine's fused calls on the same generated
+           C compiled with ``CONTRACT`` too (``-ffp-contract=fast``: the compiler fuses
+           ``a*b + c`` into one rounding; the default build is ISO C99, which does not),
+           loaded beside it; contracted/C is its throughput over the C engine's
 ``C composed``  ``LeNet5("c", fused=False)``: the same kernels called one by one from
            Python (~45 validated calls per training step, 13 per forward pass)
 ``NumPy``  ``lenet5.network.LeNet5("numpy")``: the generated NumPy kernels
@@ -57,7 +61,7 @@ C backend's OpenMP may use); the NumPy backend's OpenBLAS with one thread unless
 Usage::
 
     python bench/lenet5.py [--rounds 11] [--seconds 0.2] [--batches 1 64]
-                           [--no-torch] [--json PATH] [--roof-seconds 0.5]
+                           [--no-torch] [--contracted] [--json PATH] [--roof-seconds 0.5]
 """
 
 from __future__ import annotations
@@ -92,7 +96,9 @@ from lenet5.data import SAMPLE_DIR, load_dir, to_input  # noqa: E402
 from lenet5.network import LeNet5, parameter_count  # noqa: E402
 from lenet5.train import SDLM_RATE_FACTOR, sdlm_rate  # noqa: E402
 
-ENGINES = ("C", "C composed", "C loop", "NumPy", "torch")
+ENGINES = ("C", "C contracted", "C composed", "C loop", "NumPy", "torch")
+#: Extra compiler flags of the C contracted engine.
+CONTRACT = ("-ffp-contract=fast",)
 MODES = ("inference", "train-sgd", "train-sdlm")
 DTYPE = np.float32
 #: Penalties y = sum_k (x6_k - c_ik)^2 lie in [0, 336]; the engines sum the conv and
@@ -311,6 +317,7 @@ def bench_row(mode, batch, calls, images, rounds, seconds, gflops):
         "C/NumPy": ratio("C", "NumPy"),
         "C/composed": ratio("C", "C composed"),
         "loop/C": ratio("C loop", "C"),
+        "contracted/C": ratio("C contracted", "C"),
         "flops_per_image": per_image,
         "gflops": rate,
         "roof_fraction": {name: r / gflops if r else None for name, r in rate.items()},
@@ -323,7 +330,7 @@ def bench_row(mode, batch, calls, images, rounds, seconds, gflops):
 def format_table(rows: list[dict]) -> str:
     """Fixed-width table: images/s per engine ("n/a" when absent), the ratios, then the
     C engine's MFLOP per image, GFLOP/s and fraction of the roof."""
-    ratios = ("C/torch", "C/NumPy", "C/composed", "loop/C")
+    ratios = ("C/torch", "C/NumPy", "C/composed", "loop/C", "contracted/C")
     head = ["mode", "batch"] + [f"{e} img/s" for e in ENGINES] + list(ratios)
     head += ["MFLOP/img", "C GFLOP/s", "C/roof"]
     fmt_ips = lambda v: "n/a" if v is None else f"{v:,.0f}"  # noqa: E731
@@ -354,16 +361,42 @@ def format_agreement(agree: dict) -> str:
     )
 
 
-def load_nets() -> tuple[dict, list[str]]:
+class Rebound:
+    """The C kernel module ``module`` with its fused LeNet-5 entry points (``lenet5_*``)
+    taken from ``step`` (a :class:`codegen.runtime.c_step.Step` on another build)."""
+
+    def __init__(self, module, step):
+        self.module, self.step = module, step
+
+    def __getattr__(self, name):
+        if name == "LENET5_STEP":
+            return self.step
+        if name.startswith("lenet5_"):
+            return getattr(self.step, name.removeprefix("lenet5_"))
+        return getattr(self.module, name)
+
+
+def contracted_net() -> LeNet5:
+    """``LeNet5("c")`` whose fused calls run on the kernels compiled with ``CONTRACT`` too."""
+    net = LeNet5("c", DTYPE)
+    net.k = Rebound(net.k, net.k.LENET5_STEP.on(net.k.LIBRARY.rebuilt(CONTRACT)))
+    return net
+
+
+def load_nets(contracted: bool = False) -> tuple[dict, list[str]]:
     """The symconv engines that load, and notes on those that do not."""
     nets, notes = {}, []
-    for name, backend, fused in (
-        ("C", "c", True),
-        ("C composed", "c", False),
-        ("NumPy", "numpy", False),
-    ):
+    engines = [
+        ("C", lambda: LeNet5("c", DTYPE)),
+        ("C contracted", contracted_net),
+        ("C composed", lambda: LeNet5("c", DTYPE, fused=False)),
+        ("NumPy", lambda: LeNet5("numpy", DTYPE)),
+    ]
+    for name, make in engines:
+        if name == "C contracted" and not contracted:
+            continue
         try:
-            nets[name] = LeNet5(backend, DTYPE, fused=fused)
+            nets[name] = make()
         except Exception as exc:  # report and go on: a benchmark shows what is there
             notes.append(f"{name} backend unavailable: {exc}")
     if not nets:
@@ -397,6 +430,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--batches", type=int, nargs="+", default=[1, 64])
     p.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
     p.add_argument("--no-torch", action="store_true", help="skip PyTorch even if installed")
+    p.add_argument(
+        "--contracted", action="store_true", help="also time the C build with -ffp-contract=fast"
+    )
     p.add_argument("--json", type=Path, help="also write the results as JSON to this path")
     p.add_argument(
         "--roof-seconds", type=float, default=roof.SECONDS, help="sgemm time per matrix size"
@@ -411,7 +447,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    nets, notes = load_nets()
+    nets, notes = load_nets(args.contracted)
     torch, torch_note = load_torch(not args.no_torch)
     if torch is not None:
         torch.set_num_threads(2)
@@ -448,7 +484,7 @@ def main(argv=None) -> int:
     print(format_table(rows))
     print(
         "images per second; ratios: throughput of C over torch / NumPy / C composed (> 1: C "
-        "faster), of lenet5 train's loop over C"
+        "faster), of lenet5 train's loop and of C contracted over C"
     )
     print(
         "MFLOP/img: counted from the kernel specs (training: forward, backward, the update / "

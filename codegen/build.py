@@ -192,9 +192,9 @@ def build_library(
     return target, "compiled"
 
 
-def identity(library: ctypes.CDLL) -> dict:
-    """What a loaded library ran: its file (named by the cache key of its sources, flags
-    and compiler), the compiler's version and the flags.
+def identity(library: ctypes.CDLL, extra_flags=()) -> dict:
+    """What a library loaded by :func:`load_library` runs: its file (named by the cache key
+    of its sources, flags and compiler), the compiler's version and the flags.
 
     Two libraries with the same file name compute the same bits on one machine; another
     name (other sources, ``$SYMCONV_CFLAGS``, another compiler) may round differently.
@@ -203,13 +203,13 @@ def identity(library: ctypes.CDLL) -> dict:
     return {
         "library": Path(library._name).name,
         "compiler": compiler_version(cc),
-        "flags": flags(cc),
+        "flags": [*flags(cc), *extra_flags],
     }
 
 
-def load_library(source: Path | str) -> ctypes.CDLL:
-    """Build (or reuse) and load the library of ``source``."""
-    path, _ = build_library(source)
+def load_library(source: Path | str, extra_flags=()) -> ctypes.CDLL:
+    """Build (or reuse) and load the library of ``source`` (``extra_flags`` after all others)."""
+    path, _ = build_library(source, extra_flags=extra_flags)
     try:
         return ctypes.CDLL(str(path))
     except OSError as exc:
@@ -232,12 +232,15 @@ def interpreter_key() -> str:
     return f" python {sys.version} ({sys.implementation.cache_tag}) numpy {numpy.__version__}"
 
 
-def load_extension(source: Path | str, name: str):
+def load_extension(source: Path | str, name: str, extra_flags=()):
     """Build (or reuse) and import the CPython extension module ``name`` of ``source``.
 
-    A missing compiler or missing Python headers raise :class:`BuildError`.
+    Built with other ``extra_flags`` it is another file, hence another module instance
+    with state of its own. A missing compiler or missing Python headers raise
+    :class:`BuildError`.
     """
-    path, _ = build_library(source, extra_flags=extension_flags(), extra_key=interpreter_key())
+    flag_list = (*extension_flags(), *extra_flags)
+    path, _ = build_library(source, extra_flags=flag_list, extra_key=interpreter_key())
     loader = importlib.machinery.ExtensionFileLoader(name, str(path))
     spec = importlib.util.spec_from_loader(name, loader)
     try:

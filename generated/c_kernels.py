@@ -1123,7 +1123,8 @@ LENET5_STEP_ARGS = {
 }
 LENET5_INPUT = (1, 32, 32)
 LENET5_CLASSES = 10
-_STEP = c_step.Step(
+#: The fused step's entry points on LIBRARY (``LENET5_STEP.on(library)``: on another build).
+LENET5_STEP = c_step.Step(
     LIBRARY,
     LENET5_PARAMS,
     LENET5_STEP_ARGS,
@@ -1132,8 +1133,8 @@ _STEP = c_step.Step(
     lenet5_spec.RBF_CENTERS,
     (lenet5_spec.SQUASH_A, lenet5_spec.SQUASH_S, lenet5_spec.MAP_J),
 )
-lenet5_workspace = _STEP.workspace
-lenet5_penalties = _STEP.penalties
-lenet5_gradients = _STEP.gradients
-lenet5_sdlm_step = _STEP.sdlm_step
-lenet5_sgd_step = _STEP.sgd_step
+lenet5_workspace = LENET5_STEP.workspace
+lenet5_penalties = LENET5_STEP.penalties
+lenet5_gradients = LENET5_STEP.gradients
+lenet5_sdlm_step = LENET5_STEP.sdlm_step
+lenet5_sgd_step = LENET5_STEP.sgd_step

@@ -175,15 +175,16 @@ class LeNet5:
 
     def kernels(self) -> dict:
         """The kernels this network runs, as a training run records them: the backend and,
-        on the C backend, the compiled library's file, compiler and flags (another library
-        can round differently, so a run resumed on it is no longer bit for bit the
-        uninterrupted run).
+        on the C backend, the compiled library's file, compiler and flags (the fused
+        step's library when the steps are fused). Another library can round differently,
+        so a run resumed on it is no longer bit for bit the uninterrupted run.
 
         >>> LeNet5("numpy").kernels()["backend"]
         'numpy'
         """
         if self.backend == "c":
-            return {"backend": "c"} | self.k.LIBRARY.identity()
+            library = self.k.LENET5_STEP.library if self.fused else self.k.LIBRARY
+            return {"backend": "c"} | library.identity()
         return {"backend": self.backend, "numpy": np.__version__}
 
     # ------------------------------------------------------------------ parameters

@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from lenet5.network import BackendError
+
 ROOT = Path(__file__).resolve().parent.parent
 HAS_TORCH = importlib.util.find_spec("torch") is not None
 
@@ -41,8 +43,9 @@ def test_bench_lenet5_runs_and_writes_json(tmp_path):
     assert [(r["mode"], r["batch"]) for r in rows] == [(m, b) for b in (1, 2) for m in modes]
     for r in rows:
         ips = r["images_per_s"]
-        assert set(ips) == {"C", "C composed", "C loop", "NumPy", "torch"}
+        assert set(ips) == {"C", "C contracted", "C composed", "C loop", "NumPy", "torch"}
         assert ips["NumPy"] > 0
+        assert ips["C contracted"] is None and r["contracted/C"] is None  # no --contracted
         if ips["C"] is not None:  # the composed C path is timed in every mode, the loop
             assert ips["C composed"] is not None  # beside the SDLM step
             assert (ips["C loop"] is not None) == (r["mode"] == "train-sdlm")
@@ -163,13 +166,14 @@ def test_bad_arguments_are_rejected():
 
 
 def test_bench_lenet5_without_torch(tmp_path):
-    """With torch not importable the bench still runs and its torch columns say n/a."""
+    """With torch not importable the bench still runs and its torch columns say n/a;
+    --contracted adds the contracted build's column."""
     out = tmp_path / "bench.json"
     script = (
         "import sys; sys.modules['torch'] = None; sys.path.insert(0, '.');"
         "from bench import lenet5;"
         f"sys.exit(lenet5.main(['--rounds', '1', '--seconds', '0.005', '--batches', '1',"
-        f" '--modes', 'inference', '--json', {str(out)!r}]))"
+        f" '--modes', 'inference', '--contracted', '--json', {str(out)!r}]))"
     )
     proc = subprocess.run(
         [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=600
@@ -179,3 +183,48 @@ def test_bench_lenet5_without_torch(tmp_path):
     assert row["images_per_s"]["torch"] is None and row["C/torch"] is None
     assert row["images_per_s"]["NumPy"] > 0
     assert "torch not installed" in proc.stdout and "n/a" in proc.stdout
+    if row["images_per_s"]["C"] is not None:
+        assert row["images_per_s"]["C contracted"] > 0
+        assert row["contracted/C"] == pytest.approx(
+            row["images_per_s"]["C contracted"] / row["images_per_s"]["C"]
+        )
+        assert "C contracted vs C" in proc.stdout
+
+
+def test_the_contracted_engine_is_another_build_beside_the_default():
+    """``--contracted`` times a second library (the same C, -ffp-contract=fast): its results
+    differ from the default build's at the rounding level only, and loading it beside the
+    default leaves the default's results (and its fast path) as they were."""
+    bench = _bench_module()
+    try:
+        c = bench.LeNet5("c", np.float32)
+    except BackendError:  # no C compiler
+        pytest.skip("no C backend")
+    contracted = bench.contracted_net()
+    mine, other = c.kernels(), contracted.kernels()
+    assert other["flags"] == [*mine["flags"], "-ffp-contract=fast"]
+    assert other["library"] != mine["library"]
+    rng = np.random.default_rng(3)
+    params = c.init_params(rng)
+    x = rng.uniform(-0.1, 1.175, (9, 1, 32, 32)).astype(np.float32)
+    before = c.penalties(params, x)
+    y = contracted.penalties(params, x)
+    assert not np.array_equal(y, before)  # a*b + c fused: another rounding
+    # float32 sums of at most 400 terms: ~1e-6 relative; 1e-5 of the largest penalty
+    np.testing.assert_allclose(y, before, rtol=0, atol=1e-5 * np.abs(before).max())
+    assert np.array_equal(c.penalties(params, x), before)
+    labels = np.arange(9) % 10
+    hess = {n: np.full_like(v, 0.5) for n, v in params.items()}
+    steps = []
+    for net in (c, contracted):
+        own = {n: v.copy() for n, v in params.items()}
+        net.sdlm_step(own, hess, x, labels, 1e-4)
+        steps.append(own)
+    for name in params:
+        moved = np.abs(steps[0][name] - params[name]).max()
+        assert moved > 0, name  # the step trains this parameter
+        # the two builds' steps agree to within a thousandth of the step itself, plus the
+        # rounding of w - step to float32 (an ulp of the largest weight, twice)
+        ulp = np.spacing(np.abs(params[name]).max())
+        atol = 1e-3 * moved + 2 * ulp
+        np.testing.assert_allclose(steps[1][name], steps[0][name], rtol=0, atol=atol)

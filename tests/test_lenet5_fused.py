@@ -384,7 +384,7 @@ def test_the_fast_path_takes_valid_steps_bit_for_bit_as_the_checked_path(digits,
         assert out is not None, f"{entry}: the fast path declined a valid step"
         mine = {k: v.copy() for k, v in params.items()}
         mine_state = {k: v.copy() for k, v in state.items()}
-        E, y = K._STEP._update(entry, mine, mine_state, x, labels, (a, b), work)
+        E, y = K.LENET5_STEP._update(entry, mine, mine_state, x, labels, (a, b), work)
         assert np.array_equal(out[0], E) and np.array_equal(out[1], y), entry
         for name in params:
             assert np.array_equal(fast_params[name], mine[name]), (entry, name)
@@ -412,7 +412,7 @@ def test_arrays_a_step_only_reads_may_be_read_only(call):
     before = {n: v.copy() for n, v in args["params"].items()}
     assert K.LIBRARY.fast.lenet5_sdlm_step(args["params"], hess, *common) is not None
     scalars = (("eta", args["eta"]), ("mu", args["mu"]))
-    K._STEP._update("sdlm_step", args["params"], hess, *common[:2], scalars, args["work"])
+    K.LENET5_STEP._update("sdlm_step", args["params"], hess, *common[:2], scalars, args["work"])
     assert all(np.array_equal(hess[n], args["hess"][n]) for n in hess)
     assert not np.array_equal(before["C1.w"], args["params"]["C1.w"])  # the params did move
     frozen = {n: _read_only(v.copy()) for n, v in args["params"].items()}
@@ -494,7 +494,7 @@ def test_the_fast_path_takes_the_forward_pass_bit_for_bit_as_the_checked_path(dt
     frozen = {n: _read_only(v.copy()) for n, v in params.items()}  # only read
     fast = K.LIBRARY.fast.lenet5_penalties(frozen, x, work)
     assert fast is not None, "the fast path declined a valid call"
-    assert np.array_equal(fast, K._STEP._forward(frozen, x, work))
+    assert np.array_equal(fast, K.LENET5_STEP._forward(frozen, x, work))
     assert all(np.array_equal(frozen[n], params[n]) for n in params)
 
 

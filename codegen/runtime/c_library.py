@@ -49,6 +49,9 @@ class Library:
     specializations : dict
         kernel -> ``((layer, fixed sizes and params, table rows or None), ...)``, in the
         order a call tries them.
+    extra_flags : tuple of str
+        Compiler flags after all others, for both the library and its fast path (e.g.
+        ``("-ffp-contract=fast",)``: another library, cached apart, that rounds otherwise).
 
     Attributes
     ----------
@@ -57,8 +60,11 @@ class Library:
         of it (:meth:`fast_path`).
     """
 
-    def __init__(self, source, fast_source, fast_symbols, signatures, specializations):
+    def __init__(
+        self, source, fast_source, fast_symbols, signatures, specializations, extra_flags=()
+    ):
         self.source = source
+        self.extra_flags = tuple(extra_flags)
         self.fast_source = fast_source
         self.fast_symbols = fast_symbols
         self.signatures = signatures
@@ -76,13 +82,13 @@ class Library:
         """
         if self._library is None:
             os.environ.setdefault("OMP_WAIT_POLICY", "passive")
-            self._library = build.load_library(self.source)
+            self._library = build.load_library(self.source, self.extra_flags)
         return self._library
 
     def identity(self) -> dict:
         """The compiled library's file, compiler and flags (:func:`codegen.build.identity`):
         what a training run records so that its rounding can be told apart from another's."""
-        return build.identity(self.library())
+        return build.identity(self.library(), self.extra_flags)
 
     def fast_path(self):
         """The fast-path module, its kernels bound to the C library's functions.
@@ -92,7 +98,7 @@ class Library:
         """
         lib = self.library()
         try:
-            module = build.load_extension(self.fast_source, "symconv_fast")
+            module = build.load_extension(self.fast_source, "symconv_fast", self.extra_flags)
         except build.BuildError as exc:
             logging.getLogger("symconv.build").warning(
                 "no C fast path, checks run in Python: %s", exc
@@ -101,6 +107,17 @@ class Library:
         addresses = (ctypes.cast(getattr(lib, s), ctypes.c_void_p).value for s in self.fast_symbols)
         module.bind(tuple(addresses))
         return module
+
+    def rebuilt(self, extra_flags):
+        """The same kernels, compiled with ``extra_flags`` too (loaded on first use)."""
+        return Library(
+            self.source,
+            self.fast_source,
+            self.fast_symbols,
+            self.signatures,
+            self.specializations,
+            (*self.extra_flags, *extra_flags),
+        )
 
     def variant(self, kernel, values, table=None):
         """The LeNet-5 layer whose specialization fits these sizes, or None (generic kernel)."""

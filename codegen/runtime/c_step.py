@@ -60,6 +60,12 @@ class Step:
         # (and numpy refuses to resize a referenced array).
         self._addresses = {}
 
+    def on(self, library):
+        """These entry points on another build of the kernels (a
+        :class:`codegen.runtime.c_library.Library`, e.g. ``library.rebuilt(flags)``)."""
+        tables = (self.params, self.entry_points, self.input_shape, self.classes, self.centers)
+        return Step(library, *tables, tuple(self.squash.values()))
+
     def workspace(self, batch, dtype):
         """Scratch for steps on ``batch`` images of ``dtype``: allocate once, pass to every step.
 
