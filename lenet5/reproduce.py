@@ -256,6 +256,7 @@ def collect(study: Study) -> dict:
                 "train_images_per_s": images / seconds if seconds > 0 else 0.0,
                 "peak_rss_mb": rec["peak_rss_mb"],
                 "exit_status": rec["returncodes"][-1] if rec["returncodes"] else None,
+                "kernels": summ.get("kernels", []),
             }
         )
     by_pass = []
@@ -270,6 +271,9 @@ def collect(study: Study) -> dict:
                     "std": float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0,
                 }
             )
+    kernels = []  # every library any seed trained on, once, in the seeds' order
+    for r in seeds:
+        kernels += [k for k in r["kernels"] if k not in kernels]
     finished = [r for r in seeds if r["passes"] >= study.epochs]
     final = [r["test_error_by_pass"][study.epochs - 1] for r in finished]
     return {
@@ -279,6 +283,7 @@ def collect(study: Study) -> dict:
         "threads_per_seed": study.threads,
         "paper_test_error": PAPER_ERROR[study.distort],
         "seeds": seeds,
+        "kernels": kernels,
         "by_pass": by_pass,
         "finished_seeds": [r["seed"] for r in finished],
         "final_mean": float(np.mean(final)) if final else None,
@@ -309,7 +314,21 @@ def table(result: dict) -> str:
             f"| mean of {len(result['finished_seeds'])} | **{result['final_mean']:.2f}%{spread}**"
             f" (max {result['final_max']:.2f}%) | | | | | paper: {result['paper_test_error']}% |"
         )
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + _kernels_lines(result["kernels"])) + "\n"
+
+
+def _kernels_lines(kernels: list) -> list[str]:
+    """The kernel libraries the seeds trained on, under the table: one line each."""
+    if not kernels:
+        return []
+    head = (
+        "Kernels" if len(kernels) == 1 else "Kernels (more than one: not every seed rounds alike)"
+    )
+    lines = ["", f"{head}:"]
+    for k in kernels:
+        flags = " ".join(k.get("flags", []))
+        lines.append(f"- `{k.get('library') or k.get('backend')}` {k.get('compiler', '')} {flags}")
+    return [line.rstrip() for line in lines]
 
 
 def plot(result: dict):

@@ -86,7 +86,32 @@ def test_report(study):
     table = (study / "reproduce.md").read_text()
     assert table.count("\n| ") == 3 + 1  # 3 seeds, the mean
     assert f"**{result['final_mean']:.2f}% +- {result['final_std']:.2f}**" in table
+    # The seeds trained on one kernel library (one process each, the same build): the
+    # report names it once, under the table.
+    kernels = [
+        json.loads((study / f"seed-{s}" / "summary.json").read_text())["kernels"] for s in (0, 1, 2)
+    ]
+    assert kernels[0] == kernels[1] == kernels[2] and len(kernels[0]) == 1
+    assert result["kernels"] == kernels[0] and all(
+        r["kernels"] == kernels[0] for r in result["seeds"]
+    )
+    (k,) = kernels[0]
+    assert f"Kernels:\n- `{k.get('library') or k['backend']}`" in table
     assert (study / "reproduce.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_report_flags_seeds_on_other_kernels():
+    """Seeds (or a resumed seed) on more than one library round differently: the report
+    lists each library once and says so."""
+    a = {"backend": "c", "library": "symconv-a.so", "compiler": "cc 12", "flags": ["-O3"]}
+    b = a | {"library": "symconv-b.so", "flags": ["-O3", "-ffp-contract=fast"]}
+    lines = reproduce._kernels_lines([a, b])
+    assert lines[1].startswith("Kernels (more than one")
+    assert lines[2:] == [
+        "- `symconv-a.so` cc 12 -O3",
+        "- `symconv-b.so` cc 12 -O3 -ffp-contract=fast",
+    ]
+    assert reproduce._kernels_lines([]) == []
 
 
 def test_rerun_skips_finished_seeds_and_resumes_the_others(study, capsys, tiny):
