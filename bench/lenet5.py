@@ -388,13 +388,11 @@ def load_nets(contracted: bool = False) -> tuple[dict, list[str]]:
     nets, notes = {}, []
     engines = [
         ("C", lambda: LeNet5("c", DTYPE)),
-        ("C contracted", contracted_net),
+        *([("C contracted", contracted_net)] if contracted else []),
         ("C composed", lambda: LeNet5("c", DTYPE, fused=False)),
         ("NumPy", lambda: LeNet5("numpy", DTYPE)),
     ]
     for name, make in engines:
-        if name == "C contracted" and not contracted:
-            continue
         try:
             nets[name] = make()
         except Exception as exc:  # report and go on: a benchmark shows what is there
